@@ -1,0 +1,585 @@
+//! The validated bridge: every URL, duration, schedule and JSONPath already parsed and every
+//! `${…}` resolved, so nothing downstream can fail on configuration.
+
+use super::interpolate::{Env, interpolate};
+use super::locate::Locator;
+use super::raw::{self, FirstPoll, Method, RawBridge, RawNext, RawSecret, SignatureKind};
+use super::{Problem, Problems};
+use crate::extract::Path as JsonPath;
+use crate::schedule::Schedule;
+use reqwest::header::{HeaderName, HeaderValue};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use url::Url;
+
+/// The sink retry schedule when a bridge does not give one (SPEC §3).
+pub const DEFAULT_RETRY: [Duration; 7] = [
+    Duration::from_secs(5),
+    Duration::from_secs(5 * 60),
+    Duration::from_secs(30 * 60),
+    Duration::from_secs(2 * 3600),
+    Duration::from_secs(5 * 3600),
+    Duration::from_secs(10 * 3600),
+    Duration::from_secs(10 * 3600),
+];
+
+#[derive(Debug, Clone)]
+pub struct Bridge {
+    pub name: String,
+    pub description: Option<String>,
+    /// The file it came from, for messages.
+    pub file: PathBuf,
+    pub schedule: Schedule,
+    pub jitter: Option<Duration>,
+    pub source: Source,
+    pub items: Items,
+    pub emit: Emit,
+    pub sinks: Vec<Sink>,
+    /// A hash of everything that gives stored state its meaning (name, source, items). When it
+    /// changes, the next poll re-baselines instead of reporting a flood of false changes.
+    pub fingerprint: String,
+    /// Every value interpolation brought in: redacted wherever text reaches a log or an error.
+    pub secrets: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub url: Url,
+    pub method: Method,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub body: Option<serde_json::Value>,
+    pub timeout: Duration,
+    pub max_body: u64,
+    pub conditional: bool,
+    pub paginate: Option<Paginate>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Paginate {
+    pub next: Next,
+    pub max_pages: u32,
+}
+
+#[derive(Debug, Clone)]
+pub enum Next {
+    /// RFC 8288 `Link: <…>; rel="next"`.
+    Link,
+    /// The next page's URL, relative or absolute, at this path of the body.
+    Url(JsonPath),
+    /// A cursor at `from` in the body, sent as query parameter `param`.
+    Param { param: String, from: JsonPath },
+}
+
+#[derive(Debug, Clone)]
+pub struct Items {
+    pub select: JsonPath,
+    /// None: document mode, the selection as a whole is one item with key `$`.
+    pub key: Option<JsonPath>,
+    pub include: Vec<JsonPath>,
+    pub exclude: Vec<JsonPath>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Emit {
+    pub created: bool,
+    pub updated: bool,
+    pub deleted: bool,
+    pub first_poll: FirstPoll,
+    pub after_missing: u32,
+    pub max_fraction: f64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Sink {
+    /// Stable name of this sink inside its bridge (a hash of its URL as written): keys its
+    /// outbox queue, so reordering sinks in the file keeps their queues.
+    pub id: String,
+    pub target: Target,
+    /// Signing keys, newest first.
+    pub secrets: Vec<Vec<u8>>,
+    pub signature: SignatureKind,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub timeout: Duration,
+    pub retry: Vec<Duration>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Console,
+    Http(Url),
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Console => f.write_str("console"),
+            Target::Http(u) => f.write_str(&crate::redact::url(u)),
+        }
+    }
+}
+
+/// Checks one parsed file, collecting every problem with its position.
+pub(super) struct Validator<'a> {
+    file: &'a Path,
+    loc: &'a Locator,
+    env: &'a Env,
+    pub problems: Problems,
+    secrets: Vec<String>,
+}
+
+impl<'a> Validator<'a> {
+    pub fn new(file: &'a Path, loc: &'a Locator, env: &'a Env) -> Self {
+        Validator {
+            file,
+            loc,
+            env,
+            problems: Problems::default(),
+            secrets: Vec::new(),
+        }
+    }
+
+    fn err(&mut self, path: &str, message: impl Into<String>) {
+        self.problems.push(Problem {
+            file: self.file.to_path_buf(),
+            pos: self.loc.value(path),
+            message: message.into(),
+        });
+    }
+
+    /// Interpolates a string; on failure records the problem at `path` and gives None.
+    fn text(&mut self, path: &str, s: &str) -> Option<String> {
+        match interpolate(s, self.env) {
+            Ok(i) => {
+                self.secrets.extend(i.secrets);
+                Some(i.value)
+            }
+            Err(e) => {
+                self.err(path, format!("{path}: {e}"));
+                None
+            }
+        }
+    }
+
+    fn duration(&mut self, path: &str, s: &str, min: Duration, max: Duration) -> Option<Duration> {
+        let s = self.text(path, s)?;
+        match humantime::parse_duration(s.trim()) {
+            Ok(d) if d < min || d > max => {
+                self.err(
+                    path,
+                    format!(
+                        "{path}: `{s}` is out of range ({} .. {})",
+                        humantime::format_duration(min),
+                        humantime::format_duration(max)
+                    ),
+                );
+                None
+            }
+            Ok(d) => Some(d),
+            Err(e) => {
+                self.err(path, format!("{path}: bad duration `{s}` ({e}); write e.g. 500ms, 30s, 5m, 2h, 7d"));
+                None
+            }
+        }
+    }
+
+    fn jsonpath(&mut self, path: &str, s: &str) -> Option<JsonPath> {
+        let s = self.text(path, s)?;
+        match JsonPath::parse(&s) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                self.err(path, format!("{path}: JSONPath `{s}` does not parse: {e}"));
+                None
+            }
+        }
+    }
+
+    fn headers(&mut self, path: &str, raw: &std::collections::BTreeMap<String, String>) -> Vec<(HeaderName, HeaderValue)> {
+        let mut out = Vec::new();
+        for (k, v) in raw {
+            let p = format!("{path}.{k}");
+            let Some(v) = self.text(&p, v) else { continue };
+            match (HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(&v)) {
+                (Ok(name), Ok(mut value)) => {
+                    if crate::redact::is_secret_header(&name) {
+                        value.set_sensitive(true);
+                        self.secrets.push(v.clone());
+                    }
+                    out.push((name, value))
+                }
+                (Err(_), _) => self.err(&p, format!("{path}: `{k}` is not a valid header name")),
+                (_, Err(_)) => self.err(&p, format!("{path}.{k}: value is not a valid header value")),
+            }
+        }
+        out
+    }
+
+    fn url(&mut self, path: &str, s: &str) -> Option<Url> {
+        let s = self.text(path, s)?;
+        match Url::parse(&s) {
+            Ok(u) if u.scheme() == "http" || u.scheme() == "https" => Some(u),
+            Ok(u) => {
+                self.err(path, format!("{path}: scheme `{}` is not http or https", u.scheme()));
+                None
+            }
+            Err(e) => {
+                self.err(path, format!("{path}: not a URL ({e})"));
+                None
+            }
+        }
+    }
+
+    pub fn bridge(mut self, raw: RawBridge) -> (Option<Bridge>, Problems) {
+        let b = self.build(raw);
+        (b, self.problems)
+    }
+
+    fn build(&mut self, raw: RawBridge) -> Option<Bridge> {
+        let stem = self
+            .file
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let name = match &raw.name {
+            Some(n) => self.text("name", n),
+            None => Some(stem),
+        };
+        if let Some(n) = &name {
+            if !valid_name(n) {
+                let what = if raw.name.is_some() { "name" } else { "file name (the default bridge name)" };
+                self.err("name", format!("{what} `{n}` must match [a-z0-9][a-z0-9_-]{{0,63}}"));
+            }
+        }
+
+        let schedule = match (&raw.schedule.every, &raw.schedule.cron) {
+            (Some(e), None) => self
+                .duration("schedule.every", e, Duration::from_millis(500), Duration::from_secs(7 * 86400))
+                .map(Schedule::Every),
+            (None, Some(c)) => {
+                let c = self.text("schedule.cron", c);
+                c.and_then(|c| match Schedule::cron(&c) {
+                    Ok(s) => Some(s),
+                    Err(e) => {
+                        self.err("schedule.cron", format!("schedule.cron: {e}"));
+                        None
+                    }
+                })
+            }
+            _ => {
+                self.err("schedule", "schedule: give exactly one of `every` or `cron`");
+                None
+            }
+        };
+        let jitter = match &raw.schedule.jitter {
+            Some(j) => self.duration("schedule.jitter", j, Duration::ZERO, Duration::from_secs(86400)),
+            None => None,
+        };
+
+        let source = self.source(&raw.source);
+        let items = self.items(&raw.items);
+        let emit = self.emit(&raw.emit);
+        let mut sinks = Vec::new();
+        if raw.sinks.is_empty() {
+            self.err("sinks", "sinks: give at least one sink");
+        }
+        for (i, s) in raw.sinks.iter().enumerate() {
+            if let Some(s) = self.sink(i, s) {
+                if sinks.iter().any(|o: &Sink| o.id == s.id) {
+                    self.err(&format!("sinks[{i}].url"), format!("sinks[{i}].url: the same URL appears twice"));
+                }
+                sinks.push(s);
+            }
+        }
+
+        let fingerprint = fingerprint(&raw, name.as_deref().unwrap_or(""));
+        let mut secrets = std::mem::take(&mut self.secrets);
+        secrets.sort();
+        secrets.dedup();
+        if !self.problems.is_empty() {
+            return None;
+        }
+        Some(Bridge {
+            name: name?,
+            description: raw.description.clone(),
+            file: self.file.to_path_buf(),
+            schedule: schedule?,
+            jitter,
+            source: source?,
+            items: items?,
+            emit,
+            sinks,
+            fingerprint,
+            secrets,
+        })
+    }
+
+    fn source(&mut self, s: &raw::RawSource) -> Option<Source> {
+        let url = self.url("source.url", &s.url);
+        if let Some(u) = &url {
+            if !u.password().unwrap_or_default().is_empty() {
+                self.secrets.push(u.password().unwrap_or_default().to_string());
+            }
+        }
+        let headers = self.headers("source.headers", &s.headers);
+        let body = s.body.as_ref().and_then(|b| self.body("source.body", b));
+        if body.is_some() && s.method == Method::GET {
+            self.err("source.body", "source.body: a body needs `method: POST`");
+        }
+        let timeout = match &s.timeout {
+            Some(t) => self.duration("source.timeout", t, Duration::from_millis(100), Duration::from_secs(600)),
+            None => Some(Duration::from_secs(30)),
+        };
+        let max_body = match &s.max_body {
+            Some(m) => self.text("source.max_body", m).and_then(|m| match parse_size(&m) {
+                Ok(n) => Some(n),
+                Err(e) => {
+                    self.err("source.max_body", format!("source.max_body: {e}"));
+                    None
+                }
+            }),
+            None => Some(16 * 1024 * 1024),
+        };
+        let paginate = match &s.paginate {
+            None => Some(None),
+            Some(p) => {
+                let next = match &p.next {
+                    RawNext::Word(w) if w == "link" => Some(Next::Link),
+                    RawNext::Word(w) => {
+                        self.err(
+                            "source.paginate.next",
+                            format!("source.paginate.next: `{w}` is not `link`, `{{url: JSONPATH}}` or `{{param: NAME, from: JSONPATH}}`"),
+                        );
+                        None
+                    }
+                    RawNext::Url { url } => self.jsonpath("source.paginate.next.url", url).map(Next::Url),
+                    RawNext::Param { param, from } => {
+                        let param = self.text("source.paginate.next.param", param);
+                        let from = self.jsonpath("source.paginate.next.from", from);
+                        param.zip(from).map(|(param, from)| Next::Param { param, from })
+                    }
+                };
+                let max_pages = p.max_pages.unwrap_or(50);
+                if max_pages == 0 {
+                    self.err("source.paginate.max_pages", "source.paginate.max_pages: must be at least 1");
+                }
+                next.map(|next| Some(Paginate { next, max_pages }))
+            }
+        };
+        Some(Source {
+            url: url?,
+            method: s.method,
+            headers,
+            body,
+            timeout: timeout?,
+            max_body: max_body?,
+            conditional: s.conditional.unwrap_or(true),
+            paginate: paginate?,
+        })
+    }
+
+    /// The POST body: YAML to JSON, with every string interpolated.
+    fn body(&mut self, path: &str, v: &serde_yaml::Value) -> Option<serde_json::Value> {
+        use serde_yaml::Value as Y;
+        Some(match v {
+            Y::Null => serde_json::Value::Null,
+            Y::Bool(b) => serde_json::Value::Bool(*b),
+            Y::Number(n) => serde_json::to_value(n).ok()?,
+            Y::String(s) => serde_json::Value::String(self.text(path, s)?),
+            Y::Sequence(seq) => {
+                let mut out = Vec::new();
+                for (i, x) in seq.iter().enumerate() {
+                    out.push(self.body(&format!("{path}[{i}]"), x)?);
+                }
+                serde_json::Value::Array(out)
+            }
+            Y::Mapping(m) => {
+                let mut out = serde_json::Map::new();
+                for (k, x) in m {
+                    let Some(k) = k.as_str() else {
+                        self.err(path, format!("{path}: object keys must be strings"));
+                        return None;
+                    };
+                    out.insert(k.to_string(), self.body(&format!("{path}.{k}"), x)?);
+                }
+                serde_json::Value::Object(out)
+            }
+            Y::Tagged(t) => self.body(path, &t.value)?,
+        })
+    }
+
+    fn items(&mut self, i: &raw::RawItems) -> Option<Items> {
+        let select = self.jsonpath("items.select", &i.select);
+        let key = match &i.key {
+            Some(k) => Some(self.jsonpath("items.key", k)),
+            None => None,
+        };
+        let mut include = Vec::new();
+        for (n, p) in i.include.iter().flatten().enumerate() {
+            include.extend(self.jsonpath(&format!("items.include[{n}]"), p));
+        }
+        let mut exclude = Vec::new();
+        for (n, p) in i.exclude.iter().flatten().enumerate() {
+            exclude.extend(self.jsonpath(&format!("items.exclude[{n}]"), p));
+        }
+        Some(Items {
+            select: select?,
+            key: match key {
+                Some(k) => Some(k?),
+                None => None,
+            },
+            include,
+            exclude,
+        })
+    }
+
+    fn emit(&mut self, e: &raw::RawEmit) -> Emit {
+        let events = e.events.clone().unwrap_or_else(|| {
+            vec![raw::EventKind::Created, raw::EventKind::Updated, raw::EventKind::Deleted]
+        });
+        let after_missing = e.deletes.after_missing.unwrap_or(1);
+        if after_missing == 0 {
+            self.err("emit.deletes.after_missing", "emit.deletes.after_missing: must be at least 1");
+        }
+        let max_fraction = e.deletes.max_fraction.unwrap_or(0.5);
+        if !(max_fraction > 0.0 && max_fraction <= 1.0) {
+            self.err("emit.deletes.max_fraction", "emit.deletes.max_fraction: must be above 0 and at most 1");
+        }
+        Emit {
+            created: events.contains(&raw::EventKind::Created),
+            updated: events.contains(&raw::EventKind::Updated),
+            deleted: events.contains(&raw::EventKind::Deleted),
+            first_poll: e.first_poll,
+            after_missing,
+            max_fraction,
+        }
+    }
+
+    fn sink(&mut self, i: usize, s: &raw::RawSink) -> Option<Sink> {
+        let p = |f: &str| format!("sinks[{i}].{f}");
+        let target = if s.url == "console" {
+            Some(Target::Console)
+        } else {
+            self.url(&p("url"), &s.url).map(Target::Http)
+        };
+        let raw_secrets: Vec<&String> = match &s.secret {
+            None => vec![],
+            Some(RawSecret::One(x)) => vec![x],
+            Some(RawSecret::Many(v)) => v.iter().collect(),
+        };
+        let mut secrets = Vec::new();
+        for (n, x) in raw_secrets.into_iter().enumerate() {
+            let path = if matches!(s.secret, Some(RawSecret::Many(_))) { format!("{}[{n}]", p("secret")) } else { p("secret") };
+            let Some(x) = self.text(&path, x) else { continue };
+            self.secrets.push(x.clone());
+            match crate::sign::key_from_secret(&x) {
+                Ok(k) if k.is_empty() => self.err(&path, format!("{path}: the secret is empty")),
+                Ok(k) => secrets.push(k),
+                Err(e) => self.err(&path, format!("{path}: {e}")),
+            }
+        }
+        if matches!(target, Some(Target::Http(_))) && s.signature != SignatureKind::None && secrets.is_empty() && s.secret.is_none() {
+            self.err(&p("url"), format!("{}: a signed sink needs a `secret` (or `signature: none`)", p("url")));
+        }
+        let headers = self.headers(&p("headers"), &s.headers);
+        let timeout = match &s.timeout {
+            Some(t) => self.duration(&p("timeout"), t, Duration::from_millis(100), Duration::from_secs(600)),
+            None => Some(Duration::from_secs(10)),
+        };
+        let retry = match &s.retry {
+            None => Some(DEFAULT_RETRY.to_vec()),
+            Some(list) => {
+                let mut out = Vec::new();
+                for (n, d) in list.iter().enumerate() {
+                    out.push(self.duration(&format!("{}[{n}]", p("retry")), d, Duration::ZERO, Duration::from_secs(7 * 86400)));
+                }
+                out.into_iter().collect::<Option<Vec<_>>>()
+            }
+        };
+        Some(Sink {
+            id: if target == Some(Target::Console) { "console".into() } else { short_hash(&s.url) },
+            target: target?,
+            secrets,
+            signature: s.signature,
+            headers,
+            timeout: timeout?,
+            retry: retry?,
+        })
+    }
+}
+
+pub fn valid_name(n: &str) -> bool {
+    let b = n.as_bytes();
+    !b.is_empty()
+        && b.len() <= 64
+        && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
+        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_' || *c == b'-')
+}
+
+fn short_hash(s: &str) -> String {
+    hex::encode(&Sha256::digest(s.as_bytes())[..4])
+}
+
+/// What stored state means: name, source and items as written (before interpolation, so a
+/// rotated token in a header or URL does not count as a new meaning).
+fn fingerprint(raw: &RawBridge, name: &str) -> String {
+    let s = &raw.source;
+    let i = &raw.items;
+    let text = format!(
+        "{name}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}",
+        s.url,
+        s.method,
+        s.body.as_ref().map(|b| serde_yaml::to_string(b).unwrap_or_default()),
+        s.paginate.as_ref().map(|p| format!("{:?}", p.next)),
+        i.select,
+        i.key,
+        i.include,
+        i.exclude
+    );
+    hex::encode(&Sha256::digest(text.as_bytes())[..12])
+}
+
+/// `16MiB`, `512KiB`, `1MB`, `1000` (bytes).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num.parse().map_err(|_| format!("bad size `{s}`; write e.g. 16MiB, 512KiB, 1GB"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" | "k" => 1000,
+        "kib" => 1 << 10,
+        "mb" | "m" => 1_000_000,
+        "mib" => 1 << 20,
+        "gb" | "g" => 1_000_000_000,
+        "gib" => 1 << 30,
+        u => return Err(format!("bad size unit `{u}` in `{s}` (B, KB, KiB, MB, MiB, GB, GiB)")),
+    };
+    let bytes = n * mult as f64;
+    if !(1.0..=(4u64 << 30) as f64).contains(&bytes) {
+        return Err(format!("size `{s}` is out of range (1B .. 4GiB)"));
+    }
+    Ok(bytes as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("16MiB").unwrap(), 16 << 20);
+        assert_eq!(parse_size("1.5 KB").unwrap(), 1500);
+        assert_eq!(parse_size("100").unwrap(), 100);
+        assert!(parse_size("5 parsecs").unwrap_err().contains("unit"));
+        assert!(parse_size("").is_err());
+    }
+
+    #[test]
+    fn names() {
+        assert!(valid_name("tokio-releases"));
+        assert!(valid_name("a_1"));
+        assert!(!valid_name("Tokio"));
+        assert!(!valid_name("-x"));
+        assert!(!valid_name(&"a".repeat(65)));
+    }
+}

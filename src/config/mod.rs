@@ -1,0 +1,210 @@
+//! Bridge definitions: YAML files in, validated [`Bridge`]s out, or every problem at once.
+//!
+//! Two stages, as ripgrep does with its flags: `raw` mirrors the YAML (serde rejects unknown
+//! keys and wrong types with a position), `bridge` interpolates and checks the values and
+//! compiles them, reporting each problem as `FILE:LINE:COLUMN: message`.
+
+pub mod bridge;
+pub mod interpolate;
+pub mod locate;
+pub mod raw;
+
+pub use bridge::{Bridge, Emit, Items, Next, Paginate, Sink, Source, Target};
+pub use interpolate::Env;
+
+use locate::{Locator, Pos};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// One problem in one file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Problem {
+    pub file: PathBuf,
+    pub pos: Option<Pos>,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.pos {
+            Some(p) => write!(f, "{}:{}:{}: {}", self.file.display(), p.line, p.column, self.message),
+            None => write!(f, "{}: {}", self.file.display(), self.message),
+        }
+    }
+}
+
+/// Every problem found, in file order.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Problems(pub Vec<Problem>);
+
+impl Problems {
+    pub fn push(&mut self, p: Problem) {
+        self.0.push(p)
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
+impl fmt::Display for Problems {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Problems {}
+
+/// Loads every `*.yaml`/`*.yml` of a directory. Any problem in any file refuses the whole set.
+pub fn load_dir(dir: &Path, env: &Env) -> Result<Vec<Bridge>, Problems> {
+    load_paths(&[dir.to_path_buf()], env)
+}
+
+/// Loads files and directories (each directory's `*.yaml`/`*.yml`, not recursive).
+pub fn load_paths(paths: &[PathBuf], env: &Env) -> Result<Vec<Bridge>, Problems> {
+    let mut problems = Problems::default();
+    let mut files = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            match std::fs::read_dir(p) {
+                Ok(rd) => {
+                    let mut found: Vec<PathBuf> = rd
+                        .filter_map(|e| e.ok().map(|e| e.path()))
+                        .filter(|f| is_bridge_file(f))
+                        .collect();
+                    found.sort();
+                    files.extend(found);
+                }
+                Err(e) => problems.push(problem(p, None, format!("cannot read directory: {e}"))),
+            }
+        } else if p.exists() {
+            files.push(p.clone());
+        } else {
+            problems.push(problem(p, None, "no such file or directory"));
+        }
+    }
+
+    let mut bridges: Vec<(Bridge, Option<Pos>)> = Vec::new();
+    for file in &files {
+        let text = match std::fs::read_to_string(file) {
+            Ok(t) => t,
+            Err(e) => {
+                problems.push(problem(file, None, format!("cannot read: {e}")));
+                continue;
+            }
+        };
+        match parse_file(file, &text, env) {
+            Ok(b) => {
+                let name_pos = Locator::new(&text).value("name");
+                if let Some((other, _)) = bridges.iter().find(|(o, _)| o.name == b.name) {
+                    problems.push(problem(
+                        file,
+                        name_pos,
+                        format!("duplicate bridge name `{}` (also in {})", b.name, other.file.display()),
+                    ));
+                } else {
+                    bridges.push((b, name_pos));
+                }
+            }
+            Err(p) => problems.0.extend(p.0),
+        }
+    }
+    if problems.is_empty() {
+        Ok(bridges.into_iter().map(|(b, _)| b).collect())
+    } else {
+        Err(problems)
+    }
+}
+
+fn is_bridge_file(p: &Path) -> bool {
+    let hidden = p
+        .file_name()
+        .is_some_and(|n| n.to_string_lossy().starts_with('.'));
+    let ext = p.extension().and_then(|e| e.to_str());
+    !hidden && p.is_file() && matches!(ext, Some("yaml") | Some("yml"))
+}
+
+fn problem(file: &Path, pos: Option<Pos>, message: impl Into<String>) -> Problem {
+    Problem {
+        file: file.to_path_buf(),
+        pos,
+        message: message.into(),
+    }
+}
+
+/// Parses and validates one file's text.
+pub fn parse_file(file: &Path, text: &str, env: &Env) -> Result<Bridge, Problems> {
+    let raw: raw::RawBridge = match serde_yaml::from_str(text) {
+        Ok(r) => r,
+        Err(e) => {
+            let pos = e.location().map(|l| Pos {
+                line: l.line(),
+                column: l.column(),
+            });
+            return Err(Problems(vec![problem(file, pos, yaml_message(&e))]));
+        }
+    };
+    let loc = Locator::new(text);
+    let (bridge, problems) = bridge::Validator::new(file, &loc, env).bridge(raw);
+    match bridge {
+        Some(b) if problems.is_empty() => Ok(b),
+        _ => Err(problems),
+    }
+}
+
+/// serde_yaml's message without its trailing position (we print our own), with a hint for
+/// unknown keys and plain words for the untagged enums.
+fn yaml_message(e: &serde_yaml::Error) -> String {
+    let full = e.to_string();
+    let mut msg = match full.find(" at line ") {
+        Some(i) => full[..i].to_string(),
+        None => full,
+    };
+    if let Some(start) = msg.find("unknown field `") {
+        let rest = &msg[start + "unknown field `".len()..];
+        if let Some(end) = rest.find('`') {
+            let field = rest[..end].to_string();
+            let expected: Vec<&str> = rest[end..]
+                .split('`')
+                .enumerate()
+                .filter(|(i, _)| i % 2 == 1)
+                .map(|(_, s)| s)
+                .collect();
+            let best = expected
+                .iter()
+                .map(|k| (strsim::jaro_winkler(&field, k), *k))
+                .max_by(|a, b| a.0.total_cmp(&b.0));
+            let prefix = &msg[..start];
+            msg = match best {
+                Some((score, k)) if score > 0.7 => {
+                    format!("{prefix}unknown key `{field}` (did you mean `{k}`?)")
+                }
+                _ => format!(
+                    "{prefix}unknown key `{field}` (known keys: {})",
+                    expected.join(", ")
+                ),
+            };
+        }
+    }
+    if msg.contains("untagged enum RawSecret") {
+        msg = msg.replace(
+            "data did not match any variant of untagged enum RawSecret",
+            "expected a string or a list of strings",
+        );
+    }
+    if msg.contains("untagged enum RawNext") {
+        msg = msg.replace(
+            "data did not match any variant of untagged enum RawNext",
+            "expected `link`, `{url: JSONPATH}` or `{param: NAME, from: JSONPATH}`",
+        );
+    }
+    msg
+}

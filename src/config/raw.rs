@@ -1,0 +1,145 @@
+//! The YAML as written: a serde mirror of SPEC §3 that rejects unknown keys and wrong types.
+//!
+//! Strings stay strings here (durations, URLs, JSONPath): they may hold `${…}` and are only
+//! interpolated and checked in `bridge.rs`, which reports every problem, not just the first.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBridge {
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub schedule: RawSchedule,
+    pub source: RawSource,
+    pub items: RawItems,
+    #[serde(default)]
+    pub emit: RawEmit,
+    pub sinks: Vec<RawSink>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSchedule {
+    pub every: Option<String>,
+    pub cron: Option<String>,
+    pub jitter: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+pub enum Method {
+    #[default]
+    #[serde(alias = "get")]
+    GET,
+    #[serde(alias = "post")]
+    POST,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSource {
+    pub url: String,
+    #[serde(default)]
+    pub method: Method,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    pub body: Option<serde_yaml::Value>,
+    pub timeout: Option<String>,
+    pub max_body: Option<String>,
+    pub conditional: Option<bool>,
+    pub paginate: Option<RawPaginate>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPaginate {
+    pub next: RawNext,
+    pub max_pages: Option<u32>,
+}
+
+/// `next: link`, `next: {url: JSONPATH}` or `next: {param: NAME, from: JSONPATH}`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawNext {
+    Word(String),
+    Url {
+        url: String,
+    },
+    Param {
+        param: String,
+        from: String,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawItems {
+    pub select: String,
+    pub key: Option<String>,
+    pub include: Option<Vec<String>>,
+    pub exclude: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EventKind {
+    Created,
+    Updated,
+    Deleted,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum FirstPoll {
+    #[default]
+    Baseline,
+    Emit,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEmit {
+    pub events: Option<Vec<EventKind>>,
+    #[serde(default)]
+    pub first_poll: FirstPoll,
+    #[serde(default)]
+    pub deletes: RawDeletes,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDeletes {
+    pub after_missing: Option<u32>,
+    pub max_fraction: Option<f64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SignatureKind {
+    #[default]
+    Standard,
+    Github,
+    None,
+}
+
+/// One secret, or a list `[new, old]` for rotation.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawSecret {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSink {
+    pub url: String,
+    pub secret: Option<RawSecret>,
+    #[serde(default)]
+    pub signature: SignatureKind,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    pub timeout: Option<String>,
+    pub retry: Option<Vec<String>>,
+}

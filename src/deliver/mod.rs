@@ -1,0 +1,147 @@
+//! Draining the outbox: one task per bridge and sink, strictly in detection order, each event
+//! retried on the sink's schedule until a 2xx acknowledges it or it goes to the dead letters.
+
+pub mod retry;
+pub mod webhook;
+
+use crate::config::{Bridge, Sink, Target};
+use crate::runtime::Ctx;
+use crate::store::{DeadLetter, StoreError};
+use rand::Rng;
+use retry::RetryAction;
+use std::io::Write as _;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, warn};
+
+/// What one step of a queue did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// The queue is empty.
+    Empty,
+    /// The head waits for its next attempt at this Unix millisecond.
+    NotDue(i64),
+    Delivered { event_id: String },
+    Retrying { event_id: String, next_at_ms: i64 },
+    DeadLettered { event_id: String },
+}
+
+fn now_ms(t: SystemTime) -> i64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Looks at the head of one bridge+sink queue and, if it is due, makes one attempt.
+pub async fn try_deliver_next(ctx: &Ctx, bridge: &str, sink: &Sink, now: SystemTime) -> Result<Outcome, StoreError> {
+    let Some((key, mut entry)) = ctx.store.outbox_head(bridge, &sink.id)? else {
+        return Ok(Outcome::Empty);
+    };
+    let now_ms = now_ms(now);
+    if entry.next_at_ms > now_ms {
+        return Ok(Outcome::NotDue(entry.next_at_ms));
+    }
+    let action = match &sink.target {
+        Target::Console => {
+            let mut out = std::io::stdout().lock();
+            match writeln!(out, "{}", entry.body).and_then(|_| out.flush()) {
+                Ok(()) => RetryAction::Successful,
+                Err(e) => RetryAction::Retry {
+                    reason: format!("cannot write to stdout: {e}"),
+                    after: None,
+                },
+            }
+        }
+        Target::Http(_) => webhook::send(&ctx.sender, sink, &entry, now).await,
+    };
+    entry.attempts += 1;
+    let event_id = entry.event_id.clone();
+    match action {
+        RetryAction::Successful => {
+            ctx.store.ack(&key)?;
+            Ok(Outcome::Delivered { event_id })
+        }
+        RetryAction::Retry { reason, after } => {
+            let jitter = rand::rng().random_range(-1.0..=1.0);
+            match retry::next_delay(&sink.retry, entry.attempts, after, jitter) {
+                Some(delay) => {
+                    let next_at_ms = now_ms + delay.as_millis() as i64;
+                    warn!(
+                        bridge, sink = %sink.target, event_id = %event_id, attempt = entry.attempts,
+                        retry_in_ms = delay.as_millis() as u64,
+                        "delivery failed: {reason}"
+                    );
+                    entry.next_at_ms = next_at_ms;
+                    entry.last_error = Some(reason);
+                    ctx.store.reschedule(&key, &entry)?;
+                    Ok(Outcome::Retrying { event_id, next_at_ms })
+                }
+                None => dead_letter(ctx, bridge, sink, &key, entry, reason, now_ms),
+            }
+        }
+        RetryAction::DontRetry { reason } => dead_letter(ctx, bridge, sink, &key, entry, reason, now_ms),
+    }
+}
+
+fn dead_letter(
+    ctx: &Ctx,
+    bridge: &str,
+    sink: &Sink,
+    key: &[u8],
+    mut entry: crate::store::OutboxEntry,
+    reason: String,
+    now_ms: i64,
+) -> Result<Outcome, StoreError> {
+    error!(
+        bridge, sink = %sink.target, event_id = %entry.event_id, attempts = entry.attempts,
+        "event dead-lettered: {reason}"
+    );
+    entry.last_error = Some(reason);
+    let event_id = entry.event_id.clone();
+    ctx.store.dead_letter(
+        key,
+        &DeadLetter {
+            bridge: bridge.to_string(),
+            sink: sink.id.clone(),
+            entry,
+            dead_at_ms: now_ms,
+        },
+    )?;
+    Ok(Outcome::DeadLettered { event_id })
+}
+
+/// Drains one bridge+sink queue until `cancel`: delivers what is due, sleeps until the next
+/// attempt is, wakes on new commits.
+pub async fn run_sink(ctx: Arc<Ctx>, bridge: Arc<Bridge>, sink: usize, cancel: CancellationToken) {
+    let sink = &bridge.sinks[sink];
+    let mut wake = ctx.subscribe(&bridge.name);
+    loop {
+        wake.borrow_and_update();
+        let outcome = try_deliver_next(&ctx, &bridge.name, sink, SystemTime::now()).await;
+        let wait = match outcome {
+            Ok(Outcome::Empty) => None,
+            Ok(Outcome::NotDue(at)) => Some(Duration::from_millis((at - now_ms(SystemTime::now())).max(0) as u64)),
+            Ok(_) => {
+                if cancel.is_cancelled() {
+                    return;
+                }
+                continue;
+            }
+            Err(e) => {
+                error!(bridge = %bridge.name, sink = %sink.target, "outbox: {e}");
+                Some(Duration::from_secs(5))
+            }
+        };
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = wake.changed() => {}
+            _ = async {
+                match wait {
+                    Some(w) => tokio::time::sleep(w).await,
+                    None => std::future::pending().await,
+                }
+            } => {}
+        }
+    }
+}

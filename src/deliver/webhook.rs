@@ -1,0 +1,68 @@
+//! One delivery attempt: the POST of SPEC §5 with its signature headers.
+
+use super::retry::{RetryAction, classify_status};
+use crate::config::raw::SignatureKind;
+use crate::config::{Sink, Target};
+use crate::poll::fetch::error_chain;
+use crate::runtime::USER_AGENT;
+use crate::sign;
+use crate::store::OutboxEntry;
+use std::time::SystemTime;
+
+/// The headers of one attempt (besides the sink's own), in wire order.
+pub fn headers(sink: &Sink, e: &OutboxEntry, timestamp: i64) -> Vec<(&'static str, String)> {
+    let mut h = vec![
+        ("content-type", "application/json".to_string()),
+        ("user-agent", USER_AGENT.to_string()),
+        ("webhook-id", e.event_id.clone()),
+        ("webhook-timestamp", timestamp.to_string()),
+    ];
+    match sink.signature {
+        SignatureKind::Standard if !sink.secrets.is_empty() => h.push((
+            "webhook-signature",
+            sign::standard(&sink.secrets, &e.event_id, timestamp, e.body.as_bytes()),
+        )),
+        SignatureKind::Github if !sink.secrets.is_empty() => {
+            h.push(("x-hub-signature-256", sign::github(&sink.secrets[0], e.body.as_bytes())))
+        }
+        _ => {}
+    }
+    h.push(("x-pollhook-event", e.kind.as_str().to_string()));
+    h
+}
+
+/// POSTs one event to an HTTP sink and says what to do next.
+pub async fn send(client: &reqwest::Client, sink: &Sink, e: &OutboxEntry, now: SystemTime) -> RetryAction {
+    let Target::Http(url) = &sink.target else {
+        return RetryAction::Successful;
+    };
+    let timestamp = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let mut req = client.post(url.clone()).timeout(sink.timeout);
+    for (k, v) in &sink.headers {
+        req = req.header(k, v);
+    }
+    for (k, v) in headers(sink, e, timestamp) {
+        req = req.header(k, v);
+    }
+    match req.body(e.body.clone()).send().await {
+        Ok(resp) => {
+            let retry_after = resp
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            classify_status(resp.status().as_u16(), retry_after.as_deref(), now)
+        }
+        Err(err) if err.is_timeout() => RetryAction::Retry {
+            reason: format!("no answer within {}", humantime::format_duration(sink.timeout)),
+            after: None,
+        },
+        Err(err) => RetryAction::Retry {
+            reason: error_chain(err),
+            after: None,
+        },
+    }
+}

@@ -1,0 +1,37 @@
+//! pollhook turns pull into push: it polls HTTP/JSON APIs, compares the items it finds with
+//! what it saw last time and POSTs a signed webhook for every item created, updated or deleted.
+//!
+//! # Layout
+//!
+//! Data flows one way: config -> schedule -> fetch -> extract -> diff -> store + outbox -> deliver.
+//!
+//! - [`config`]: bridge YAML files -> validated [`config::Bridge`]s, or every problem with its place
+//! - [`schedule`]: when a bridge polls (`every` with a per-name offset, or cron); pure
+//! - [`poll`]: one poll (fetch, extract, diff, events, one commit) and the per-bridge scheduler
+//! - [`extract`]: JSONPath selection, keys, include/exclude, canonical values and hashes; pure
+//! - [`diff`]: stored state + new items -> changes and writes; pure
+//! - [`event`]: change -> event body with id and JSON Patch; pure
+//! - [`store`]: sled trees; `commit` writes item state and outbox in one transaction
+//! - [`deliver`]: per bridge+sink outbox drain, retry decisions, the webhook request
+//! - [`sign`]: Standard Webhooks and GitHub signatures; pure
+//! - [`redact`]: secrets out of logs, errors and the admin API
+//! - [`runtime`]: what the tasks share (store, HTTP clients, wake-ups)
+//! - [`admin`]: the admin HTTP API
+//! - [`app`]: wiring, start-up and shutdown
+//! - [`systemd`]: sd_notify; [`logging`]: log formats
+
+pub mod admin;
+pub mod app;
+pub mod config;
+pub mod deliver;
+pub mod diff;
+pub mod event;
+pub mod extract;
+pub mod logging;
+pub mod poll;
+pub mod redact;
+pub mod runtime;
+pub mod schedule;
+pub mod sign;
+pub mod store;
+pub mod systemd;

@@ -1,0 +1,223 @@
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use pollhook::app::{self, RunOptions};
+use pollhook::config::{self, Env};
+use pollhook::logging::{self, LogFormat};
+use std::io::Read;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use tokio_util::sync::CancellationToken;
+
+/// Turns pull into push: polls HTTP/JSON APIs and POSTs a signed webhook for every item
+/// created, updated or deleted.
+#[derive(Parser)]
+#[command(name = "pollhook", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon: poll every bridge on its schedule and deliver the events.
+    Run {
+        /// Directory of bridge files (*.yaml, *.yml) [default: $CONFIGURATION_DIRECTORY/bridges under systemd, else ./bridges]
+        #[arg(long)]
+        bridges: Option<PathBuf>,
+        /// State directory [default: $STATE_DIRECTORY under systemd, else ./data]
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Admin API address, or `off`
+        #[arg(long, default_value = "127.0.0.1:9187")]
+        admin: String,
+        #[arg(long, value_enum, default_value = "auto")]
+        log_format: LogFormat,
+        /// Run only the bridges whose name hashes to I (mod N)
+        #[arg(long, value_name = "I/N")]
+        shard: Option<String>,
+    },
+    /// Validate bridge files: "ok: N bridges", or every problem as FILE:LINE:COLUMN: message.
+    Check {
+        /// Files or directories [default: the bridges directory]
+        paths: Vec<PathBuf>,
+    },
+    /// Poll one bridge now and print its events as JSON lines. Without --commit nothing is
+    /// stored or sent (a dry run). Works on the state directory, so not while the daemon runs.
+    Poll {
+        name: String,
+        /// Store the new state and queue the events for delivery
+        #[arg(long)]
+        commit: bool,
+        #[arg(long)]
+        bridges: Option<PathBuf>,
+        #[arg(long)]
+        data: Option<PathBuf>,
+    },
+    /// Print the signature headers for a body read from stdin.
+    Sign {
+        /// `whsec_<base64>` or any string; repeat for several
+        #[arg(long, required = true)]
+        secret: Vec<String>,
+        #[arg(long, default_value = "msg_manual")]
+        id: String,
+        /// Unix seconds [default: now]
+        #[arg(long)]
+        timestamp: Option<i64>,
+    },
+}
+
+fn default_bridges() -> PathBuf {
+    match std::env::var_os("CONFIGURATION_DIRECTORY") {
+        // systemd may pass several, colon-separated: the first is ours.
+        Some(d) => PathBuf::from(d.to_string_lossy().split(':').next().unwrap_or_default()).join("bridges"),
+        None => PathBuf::from("bridges"),
+    }
+}
+
+fn default_data() -> PathBuf {
+    match std::env::var_os("STATE_DIRECTORY") {
+        Some(d) => PathBuf::from(d.to_string_lossy().split(':').next().unwrap_or_default()),
+        None => PathBuf::from("data"),
+    }
+}
+
+fn parse_shard(s: &str) -> Result<(u64, u64)> {
+    let (i, n) = s.split_once('/').context("--shard wants I/N, e.g. 0/4")?;
+    let (i, n): (u64, u64) = (i.trim().parse()?, n.trim().parse()?);
+    if n == 0 || i >= n {
+        bail!("--shard {s}: I must be below N and N at least 1");
+    }
+    Ok((i, n))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match real_main(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+}
+
+fn real_main(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Run {
+            bridges,
+            data,
+            admin,
+            log_format,
+            shard,
+        } => {
+            logging::init(log_format);
+            let admin: Option<SocketAddr> = match admin.as_str() {
+                "off" => None,
+                a => Some(a.parse().with_context(|| format!("--admin `{a}` is not an address like 127.0.0.1:9187 or `off`"))?),
+            };
+            let opts = RunOptions {
+                bridges: bridges.unwrap_or_else(default_bridges),
+                data: data.unwrap_or_else(default_data),
+                admin,
+                shard: shard.as_deref().map(parse_shard).transpose()?,
+            };
+            runtime()?.block_on(async {
+                let shutdown = CancellationToken::new();
+                tokio::spawn(signals(shutdown.clone()));
+                app::run(opts, Env::process(), shutdown).await
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Check { paths } => {
+            let paths = if paths.is_empty() { vec![default_bridges()] } else { paths };
+            match config::load_paths(&paths, &Env::process()) {
+                Ok(b) => {
+                    println!("ok: {} bridge{}", b.len(), if b.len() == 1 { "" } else { "s" });
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(problems) => {
+                    for p in &problems.0 {
+                        eprintln!("{p}");
+                    }
+                    eprintln!("{} problem{}", problems.len(), if problems.len() == 1 { "" } else { "s" });
+                    Ok(ExitCode::from(1))
+                }
+            }
+        }
+        Command::Poll {
+            name,
+            commit,
+            bridges,
+            data,
+        } => {
+            logging::init(LogFormat::Auto);
+            let dir = bridges.unwrap_or_else(default_bridges);
+            let data = data.unwrap_or_else(default_data);
+            runtime()?.block_on(poll_command(&name, commit, &dir, &data))
+        }
+        Command::Sign { secret, id, timestamp } => {
+            let mut body = Vec::new();
+            std::io::stdin().read_to_end(&mut body)?;
+            let keys = secret
+                .iter()
+                .map(|s| pollhook::sign::key_from_secret(s).map_err(anyhow::Error::msg))
+                .collect::<Result<Vec<_>>>()?;
+            let ts = timestamp.unwrap_or_else(|| chrono::Utc::now().timestamp());
+            println!("webhook-id: {id}");
+            println!("webhook-timestamp: {ts}");
+            println!("webhook-signature: {}", pollhook::sign::standard(&keys, &id, ts, &body));
+            println!("x-hub-signature-256: {}", pollhook::sign::github(&keys[0], &body));
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn poll_command(name: &str, commit: bool, dir: &std::path::Path, data: &std::path::Path) -> Result<ExitCode> {
+    let bridges = config::load_dir(dir, &Env::process()).map_err(|p| anyhow::anyhow!("{p}"))?;
+    let Some(bridge) = bridges.into_iter().find(|b| b.name == name) else {
+        bail!("no bridge named `{name}` in {}", dir.display());
+    };
+    if commit {
+        std::fs::create_dir_all(data).with_context(|| format!("cannot create {}", data.display()))?;
+    }
+    let store = pollhook::store::Store::open(data).with_context(|| {
+        format!("cannot open state in {} (is the daemon running? it holds the state directory)", data.display())
+    })?;
+    let ctx = pollhook::runtime::Ctx::new(store);
+    let redactor = pollhook::redact::Redactor::new(&bridge.secrets);
+    let report = pollhook::poll::poll_once(&ctx, &bridge, commit, chrono::Utc::now())
+        .await
+        .map_err(|e| anyhow::anyhow!("bridge {name}: {}", redactor.clean(&e.to_string())))?;
+    for e in &report.events {
+        println!("{}", serde_json::to_string(e)?);
+    }
+    eprintln!(
+        "{}: {} items, {} created, {} updated, {} deleted{}{}",
+        name,
+        report.items,
+        report.created,
+        report.updated,
+        report.deleted,
+        if report.baseline { " (baseline: nothing emitted unless first_poll: emit)" } else { "" },
+        if commit { "" } else { " (dry run: nothing stored or sent)" }
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// SIGTERM and SIGINT stop the daemon.
+async fn signals(shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    shutdown.cancel();
+}

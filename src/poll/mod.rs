@@ -1,0 +1,199 @@
+//! One poll of one bridge: fetch -> extract -> diff -> events -> one commit, and the
+//! scheduler that runs polls on time.
+
+pub mod fetch;
+pub mod scheduler;
+
+use crate::config::Bridge;
+use crate::config::raw::FirstPoll;
+use crate::diff::{self, Baseline, ChangeKind, HeldBack, Write};
+use crate::event::{self, Event, EventType, Side};
+use crate::extract::{self, ExtractError};
+use crate::runtime::Ctx;
+use crate::store::{BridgeMeta, Commit, OutboxEntry, StoreError};
+use chrono::{DateTime, Utc};
+pub use fetch::FetchError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PollError {
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+    #[error("{0}")]
+    Extract(#[from] ExtractError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl PollError {
+    /// A short word for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PollError::Fetch(FetchError::Status { .. }) => "http_status",
+            PollError::Fetch(FetchError::Timeout { .. }) => "timeout",
+            PollError::Fetch(FetchError::TooLarge { .. }) => "too_large",
+            PollError::Fetch(FetchError::NotJson { .. }) => "not_json",
+            PollError::Fetch(FetchError::Http { .. }) => "connection",
+            PollError::Extract(_) => "bad_items",
+            PollError::Store(_) => "store",
+        }
+    }
+}
+
+/// What a poll found.
+#[derive(Debug, Default)]
+pub struct PollReport {
+    pub items: usize,
+    pub created: usize,
+    pub updated: usize,
+    pub deleted: usize,
+    /// The events emitted (after the `emit.events` filter), in `seq` order.
+    pub events: Vec<Event>,
+    /// True when this poll stored a baseline instead of comparing.
+    pub baseline: bool,
+    /// True when the baseline was taken because the definition changed.
+    pub rebaselined: bool,
+    pub held_back: Option<HeldBack>,
+}
+
+/// Polls once. With `commit`, stores the new state and queues the events in one transaction
+/// and waits for it to reach the disk; without, changes nothing (a dry run).
+pub async fn poll_once(ctx: &Ctx, bridge: &Bridge, commit: bool, now: DateTime<Utc>) -> Result<PollReport, PollError> {
+    let doc = fetch::fetch(&ctx.fetcher, &bridge.source).await?;
+    let items = extract::extract(&doc, &bridge.items)?;
+    drop(doc);
+
+    let store = ctx.store.clone();
+    let name = bridge.name.clone();
+    let (meta, stored) = tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
+        Ok((store.meta(&name)?, store.load_state(&name)?))
+    })
+    .await
+    .expect("state load does not panic")?;
+
+    let rebaselined = meta.baselined && meta.fingerprint.as_deref() != Some(bridge.fingerprint.as_str());
+    let baseline = if !meta.baselined {
+        match bridge.emit.first_poll {
+            FirstPoll::Baseline => Baseline::Silent,
+            FirstPoll::Emit => Baseline::Emit,
+        }
+    } else if rebaselined {
+        Baseline::Silent
+    } else {
+        Baseline::No
+    };
+    let d = diff::diff(
+        &stored,
+        &items,
+        diff::Options {
+            baseline,
+            complete: true,
+            after_missing: bridge.emit.after_missing,
+            max_fraction: bridge.emit.max_fraction,
+            document: bridge.items.key.is_none(),
+        },
+    );
+
+    let mut report = PollReport {
+        items: items.len(),
+        created: d.count(ChangeKind::Created),
+        updated: d.count(ChangeKind::Updated),
+        deleted: d.count(ChangeKind::Deleted),
+        baseline: baseline != Baseline::No,
+        rebaselined,
+        held_back: d.held_back,
+        events: Vec::new(),
+    };
+
+    // Events, numbered after the bridge's last seq; the generation is that last seq.
+    let mut seq = meta.seq;
+    for c in &d.changes {
+        let (kind, wanted) = match c.kind {
+            ChangeKind::Created => (EventType::Created, bridge.emit.created),
+            ChangeKind::Updated => (EventType::Updated, bridge.emit.updated),
+            ChangeKind::Deleted => (EventType::Deleted, bridge.emit.deleted),
+        };
+        if !wanted {
+            continue;
+        }
+        let previous_value = match c.kind {
+            ChangeKind::Created => None,
+            _ => ctx.store.item_value(&bridge.name, &c.key)?,
+        };
+        let previous_hash = stored.get(&c.key).map(|s| s.hash);
+        let previous = match (&previous_value, &previous_hash) {
+            (Some(value), Some(hash)) => Some(Side { value, hash }),
+            _ => None,
+        };
+        let data = c.item.map(|i| Side {
+            value: &items[i].value,
+            hash: &items[i].hash,
+        });
+        seq += 1;
+        report.events.push(event::build(event::Spec {
+            bridge: &bridge.name,
+            kind,
+            key: &c.key,
+            seq,
+            generation: meta.seq,
+            detected: now,
+            previous,
+            data,
+        }));
+    }
+
+    let new_meta = BridgeMeta {
+        seq,
+        fingerprint: Some(bridge.fingerprint.clone()),
+        baselined: true,
+    };
+    if !commit || (d.writes.is_empty() && new_meta == meta) {
+        return Ok(report);
+    }
+
+    let mut c = Commit {
+        bridge: bridge.name.clone(),
+        expected_seq: meta.seq,
+        meta: new_meta,
+        ..Default::default()
+    };
+    for w in d.writes {
+        match w {
+            Write::Put { key, item } => {
+                let it = &items[item];
+                let bytes = serde_json::to_vec(&it.value).expect("JSON value serialises");
+                c.puts.push((key, it.hash, bytes));
+            }
+            Write::Missing { key, missing } => c.missing.push((key, missing)),
+            Write::Remove { key } => c.removes.push(key),
+        }
+    }
+    let created_ms = now.timestamp_millis();
+    for e in &report.events {
+        let body = serde_json::to_string(e).expect("event serialises");
+        for sink in &bridge.sinks {
+            c.outbox.push((
+                sink.id.clone(),
+                OutboxEntry {
+                    event_id: e.id.clone(),
+                    kind: e.kind,
+                    seq: e.seq,
+                    body: body.clone(),
+                    attempts: 0,
+                    next_at_ms: 0,
+                    last_error: None,
+                    created_ms,
+                },
+            ));
+        }
+    }
+    let store = ctx.store.clone();
+    tokio::task::spawn_blocking(move || store.commit(&c))
+        .await
+        .expect("commit does not panic")?;
+    if !report.events.is_empty() {
+        // On disk before the first attempt (SPEC §6).
+        ctx.store.flush().await?;
+        ctx.wake(&bridge.name);
+    }
+    Ok(report)
+}
