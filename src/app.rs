@@ -31,8 +31,13 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Runs until `shutdown` is cancelled.
 pub async fn run(opts: RunOptions, env: Env, shutdown: CancellationToken) -> Result<()> {
-    let bridges = config::load_dir(&opts.bridges, &env)
-        .map_err(|p| anyhow::anyhow!("{p}\nrefusing to start: {} problem(s) in {}", p.len(), opts.bridges.display()))?;
+    let bridges = config::load_dir(&opts.bridges, &env).map_err(|p| {
+        anyhow::anyhow!(
+            "{p}\nrefusing to start: {} problem(s) in {}",
+            p.len(),
+            opts.bridges.display()
+        )
+    })?;
     let bridges: Vec<Arc<Bridge>> = bridges
         .into_iter()
         .filter(|b| in_shard(&b.name, opts.shard))
@@ -57,9 +62,9 @@ pub async fn run(opts: RunOptions, env: Env, shutdown: CancellationToken) -> Res
     }
 
     if let Some(addr) = opts.admin {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("cannot listen on {addr} for the admin API (use --admin off to disable)"))?;
+        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+            format!("cannot listen on {addr} for the admin API (use --admin off to disable)")
+        })?;
         let app = admin::router(admin::AdminState {
             ctx: ctx.clone(),
             bridges: Arc::new(bridges.clone()),
@@ -90,10 +95,19 @@ pub async fn run(opts: RunOptions, env: Env, shutdown: CancellationToken) -> Res
     info!("shutting down");
     stop.cancel();
     tasks.close();
-    if tokio::time::timeout(SHUTDOWN_GRACE, tasks.wait()).await.is_err() {
-        warn!("in-flight work did not finish within {}s; stopping anyway", SHUTDOWN_GRACE.as_secs());
+    if tokio::time::timeout(SHUTDOWN_GRACE, tasks.wait())
+        .await
+        .is_err()
+    {
+        warn!(
+            "in-flight work did not finish within {}s; stopping anyway",
+            SHUTDOWN_GRACE.as_secs()
+        );
     }
-    ctx.store.flush().await.context("cannot flush state to disk")?;
+    ctx.store
+        .flush()
+        .await
+        .context("cannot flush state to disk")?;
     info!("stopped");
     Ok(())
 }

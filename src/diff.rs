@@ -30,10 +30,18 @@ pub struct Change {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Write {
     /// Store new item `item` (hash and value) with a zero missing count.
-    Put { key: String, item: usize },
+    Put {
+        key: String,
+        item: usize,
+    },
     /// The item is still remembered but was absent `missing` complete polls in a row.
-    Missing { key: String, missing: u32 },
-    Remove { key: String },
+    Missing {
+        key: String,
+        missing: u32,
+    },
+    Remove {
+        key: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,9 +103,13 @@ pub fn diff(stored: &HashMap<String, Stored>, items: &[Item], opts: Options) -> 
                 item: i,
             });
         }
-        let mut stale: Vec<&String> = stored.keys().filter(|k| !present.contains(k.as_str())).collect();
+        let mut stale: Vec<&String> = stored
+            .keys()
+            .filter(|k| !present.contains(k.as_str()))
+            .collect();
         stale.sort();
-        d.writes.extend(stale.into_iter().map(|k| Write::Remove { key: k.clone() }));
+        d.writes
+            .extend(stale.into_iter().map(|k| Write::Remove { key: k.clone() }));
         return d;
     }
 
@@ -193,7 +205,15 @@ mod tests {
     fn state(items: &[Item]) -> HashMap<String, Stored> {
         items
             .iter()
-            .map(|i| (i.key.clone(), Stored { hash: i.hash, missing: 0 }))
+            .map(|i| {
+                (
+                    i.key.clone(),
+                    Stored {
+                        hash: i.hash,
+                        missing: 0,
+                    },
+                )
+            })
             .collect()
     }
 
@@ -213,18 +233,43 @@ mod tests {
 
     #[test]
     fn created_updated_deleted() {
-        let old = [item("a", json!(1)), item("b", json!(2)), item("c", json!(3))];
-        let new = [item("a", json!(1)), item("b", json!(20)), item("d", json!(4))];
-        let d = diff(&state(&old), &new, Options { max_fraction: 1.0, ..opts() });
+        let old = [
+            item("a", json!(1)),
+            item("b", json!(2)),
+            item("c", json!(3)),
+        ];
+        let new = [
+            item("a", json!(1)),
+            item("b", json!(20)),
+            item("d", json!(4)),
+        ];
+        let d = diff(
+            &state(&old),
+            &new,
+            Options {
+                max_fraction: 1.0,
+                ..opts()
+            },
+        );
         assert_eq!(
             kinds(&d),
-            [(ChangeKind::Updated, "b"), (ChangeKind::Created, "d"), (ChangeKind::Deleted, "c")]
+            [
+                (ChangeKind::Updated, "b"),
+                (ChangeKind::Created, "d"),
+                (ChangeKind::Deleted, "c")
+            ]
         );
         assert_eq!(
             d.writes,
             [
-                Write::Put { key: "b".into(), item: 1 },
-                Write::Put { key: "d".into(), item: 2 },
+                Write::Put {
+                    key: "b".into(),
+                    item: 1
+                },
+                Write::Put {
+                    key: "d".into(),
+                    item: 2
+                },
                 Write::Remove { key: "c".into() }
             ]
         );
@@ -241,36 +286,84 @@ mod tests {
     fn baselines() {
         let new = [item("a", json!(1)), item("b", json!(2))];
         let stale = state(&[item("z", json!(0))]);
-        let silent = diff(&stale, &new, Options { baseline: Baseline::Silent, ..opts() });
+        let silent = diff(
+            &stale,
+            &new,
+            Options {
+                baseline: Baseline::Silent,
+                ..opts()
+            },
+        );
         assert!(silent.changes.is_empty());
         assert_eq!(silent.writes.len(), 3);
         assert_eq!(silent.writes[2], Write::Remove { key: "z".into() });
-        let emit = diff(&HashMap::new(), &new, Options { baseline: Baseline::Emit, ..opts() });
-        assert_eq!(kinds(&emit), [(ChangeKind::Created, "a"), (ChangeKind::Created, "b")]);
+        let emit = diff(
+            &HashMap::new(),
+            &new,
+            Options {
+                baseline: Baseline::Emit,
+                ..opts()
+            },
+        );
+        assert_eq!(
+            kinds(&emit),
+            [(ChangeKind::Created, "a"), (ChangeKind::Created, "b")]
+        );
     }
 
     #[test]
     fn deletes_wait_for_after_missing_and_reappearing_resets() {
-        let old = [item("a", json!(1)), item("b", json!(2)), item("c", json!(3)), item("d", json!(4))];
+        let old = [
+            item("a", json!(1)),
+            item("b", json!(2)),
+            item("c", json!(3)),
+            item("d", json!(4)),
+        ];
         let mut st = state(&old);
-        let now = [item("a", json!(1)), item("b", json!(2)), item("c", json!(3))];
-        let o = Options { after_missing: 2, ..opts() };
+        let now = [
+            item("a", json!(1)),
+            item("b", json!(2)),
+            item("c", json!(3)),
+        ];
+        let o = Options {
+            after_missing: 2,
+            ..opts()
+        };
         let d1 = diff(&st, &now, o);
         assert!(d1.changes.is_empty());
-        assert_eq!(d1.writes, [Write::Missing { key: "d".into(), missing: 1 }]);
+        assert_eq!(
+            d1.writes,
+            [Write::Missing {
+                key: "d".into(),
+                missing: 1
+            }]
+        );
         st.get_mut("d").unwrap().missing = 1;
         let d2 = diff(&st, &now, o);
         assert_eq!(kinds(&d2), [(ChangeKind::Deleted, "d")]);
         // Back before the second absence: the counter resets, no event.
         let d3 = diff(&st, &old, o);
         assert!(d3.changes.is_empty());
-        assert_eq!(d3.writes, [Write::Missing { key: "d".into(), missing: 0 }]);
+        assert_eq!(
+            d3.writes,
+            [Write::Missing {
+                key: "d".into(),
+                missing: 0
+            }]
+        );
     }
 
     #[test]
     fn incomplete_listing_deletes_nothing() {
         let old = [item("a", json!(1)), item("b", json!(2))];
-        let d = diff(&state(&old), &old[..1], Options { complete: false, ..opts() });
+        let d = diff(
+            &state(&old),
+            &old[..1],
+            Options {
+                complete: false,
+                ..opts()
+            },
+        );
         assert_eq!(d, Diff::default());
     }
 
@@ -279,14 +372,27 @@ mod tests {
         let old: Vec<Item> = (0..10).map(|i| item(&i.to_string(), json!(i))).collect();
         let d = diff(&state(&old), &[], opts());
         assert!(d.changes.is_empty() && d.writes.is_empty());
-        assert_eq!(d.held_back, Some(HeldBack { vanishing: 10, stored: 10 }));
+        assert_eq!(
+            d.held_back,
+            Some(HeldBack {
+                vanishing: 10,
+                stored: 10
+            })
+        );
         // Exactly half may go.
         let d = diff(&state(&old), &old[..5], opts());
         assert_eq!(d.count(ChangeKind::Deleted), 5);
         assert_eq!(d.held_back, None);
         // A document becoming empty is a delete, not a mass delete.
         let doc = [item("$", json!({"v": 1}))];
-        let d = diff(&state(&doc), &[], Options { document: true, ..opts() });
+        let d = diff(
+            &state(&doc),
+            &[],
+            Options {
+                document: true,
+                ..opts()
+            },
+        );
         assert_eq!(kinds(&d), [(ChangeKind::Deleted, "$")]);
     }
 }

@@ -91,7 +91,11 @@ pub fn build(s: Spec<'_>) -> Event {
 /// `evt_` + 26 base32 characters of a hash of what makes this change this change.
 fn event_id(s: &Spec<'_>) -> String {
     let mut h = Sha256::new();
-    for part in [s.bridge.as_bytes(), s.kind.as_str().as_bytes(), s.key.as_bytes()] {
+    for part in [
+        s.bridge.as_bytes(),
+        s.kind.as_str().as_bytes(),
+        s.key.as_bytes(),
+    ] {
         h.update((part.len() as u64).to_be_bytes());
         h.update(part);
     }
@@ -119,7 +123,9 @@ mod tests {
     use serde_json::json;
 
     fn at() -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339("2026-11-26T12:00:00.123Z").unwrap().with_timezone(&Utc)
+        DateTime::parse_from_rfc3339("2026-11-26T12:00:00.123Z")
+            .unwrap()
+            .with_timezone(&Utc)
     }
 
     fn updated(prev: &Value, data: &Value, generation: u64) -> Event {
@@ -131,8 +137,14 @@ mod tests {
             seq: 42,
             generation,
             detected: at(),
-            previous: Some(Side { value: prev, hash: &ph }),
-            data: Some(Side { value: data, hash: &dh }),
+            previous: Some(Side {
+                value: prev,
+                hash: &ph,
+            }),
+            data: Some(Side {
+                value: data,
+                hash: &dh,
+            }),
         })
     }
 
@@ -141,7 +153,10 @@ mod tests {
         let prev = json!({"name": "Tokio v1.48.1", "draft": true});
         let data = json!({"name": "Tokio v1.48.1", "draft": false});
         let e = updated(&prev, &data, 41);
-        assert_eq!(e.changes, Some(json!([{"op": "replace", "path": "/draft", "value": false}])));
+        assert_eq!(
+            e.changes,
+            Some(json!([{"op": "replace", "path": "/draft", "value": false}]))
+        );
         let wire = serde_json::to_value(&e).unwrap();
         assert_eq!(wire["type"], "item.updated");
         assert_eq!(wire["timestamp"], "2026-11-26T12:00:00.123Z");
@@ -153,8 +168,24 @@ mod tests {
     fn created_and_deleted_omit_fields() {
         let v = json!({"a": 1});
         let h = hash(&v);
-        let side = || Some(Side { value: &v, hash: &h });
-        let mk = |kind, previous, data| build(Spec { bridge: "b", kind, key: "k", seq: 1, generation: 0, detected: at(), previous, data });
+        let side = || {
+            Some(Side {
+                value: &v,
+                hash: &h,
+            })
+        };
+        let mk = |kind, previous, data| {
+            build(Spec {
+                bridge: "b",
+                kind,
+                key: "k",
+                seq: 1,
+                generation: 0,
+                detected: at(),
+                previous,
+                data,
+            })
+        };
         let c = serde_json::to_value(mk(EventType::Created, None, side())).unwrap();
         assert!(c.get("previous").is_none() && c.get("changes").is_none() && c["data"] == v);
         let d = serde_json::to_value(mk(EventType::Deleted, side(), None)).unwrap();
@@ -167,7 +198,11 @@ mod tests {
         // Re-detected after a crash (same generation): same id.
         assert_eq!(updated(&a, &b, 7).id, updated(&a, &b, 7).id);
         // A -> B -> A -> B: each change in a later commit, all ids distinct.
-        let ids = [updated(&a, &b, 7).id, updated(&b, &a, 8).id, updated(&a, &b, 9).id];
+        let ids = [
+            updated(&a, &b, 7).id,
+            updated(&b, &a, 8).id,
+            updated(&a, &b, 9).id,
+        ];
         assert_ne!(ids[0], ids[1]);
         assert_ne!(ids[0], ids[2]);
         assert_ne!(ids[1], ids[2]);

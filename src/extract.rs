@@ -26,7 +26,7 @@ impl fmt::Debug for Path {
 
 impl Path {
     pub fn parse(text: &str) -> Result<Path, String> {
-        let query = parse_json_path(text).map_err(|e| e.to_string())?;
+        let query = parse_json_path(text).map_err(|e| one_line(&e.to_string()))?;
         Ok(Path {
             text: text.to_string(),
             query,
@@ -52,6 +52,21 @@ impl Path {
             Err(_) => Vec::new(),
         }
     }
+}
+
+/// pest's multi-line error as one line: `at column N: expected …`.
+fn one_line(msg: &str) -> String {
+    let column = msg
+        .lines()
+        .find_map(|l| l.split_once("--> ").map(|(_, pos)| pos.trim()))
+        .and_then(|pos| pos.split(':').nth(1))
+        .map(|c| format!("at column {c}: "))
+        .unwrap_or_default();
+    let what = msg
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("= "))
+        .unwrap_or_else(|| msg.lines().next().unwrap_or_default().trim());
+    format!("{column}{what}")
 }
 
 /// A content hash of an item's canonical form: two items are the same iff their hashes are.
@@ -155,7 +170,9 @@ fn shape(v: &Value, spec: &Items) -> Value {
         let mut out = Value::Object(Map::new());
         for p in &spec.include {
             for normalized in p.select_paths(v) {
-                let Some(segments) = segments(&normalized) else { continue };
+                let Some(segments) = segments(&normalized) else {
+                    continue;
+                };
                 if let Some(part) = v.reference(normalized.as_str()) {
                     put(&mut out, &segments, part.clone());
                 }
@@ -225,7 +242,9 @@ pub fn canonical(v: &Value) -> Value {
     match v {
         Value::Number(n) => Value::Number(canonical_number(n)),
         Value::Array(a) => Value::Array(a.iter().map(canonical).collect()),
-        Value::Object(m) => Value::Object(m.iter().map(|(k, v)| (k.clone(), canonical(v))).collect()),
+        Value::Object(m) => {
+            Value::Object(m.iter().map(|(k, v)| (k.clone(), canonical(v))).collect())
+        }
         other => other.clone(),
     }
 }
@@ -311,7 +330,8 @@ mod tests {
     #[test]
     fn same_value_same_hash_whatever_the_order_or_number_form() {
         let a: Value = serde_json::from_str(r#"{"b": [1, 2.0], "a": {"y": 1, "x": 1.0}}"#).unwrap();
-        let b: Value = serde_json::from_str(r#"{"a": {"x": 1, "y": 1.00}, "b": [1.0, 2]}"#).unwrap();
+        let b: Value =
+            serde_json::from_str(r#"{"a": {"x": 1, "y": 1.00}, "b": [1.0, 2]}"#).unwrap();
         assert_eq!(hash(&canonical(&a)), hash(&canonical(&b)));
         assert_eq!(canonical(&a), canonical(&b));
         let c: Value = serde_json::from_str(r#"{"a": {"x": 1, "y": 1.5}, "b": [1, 2]}"#).unwrap();
@@ -326,22 +346,47 @@ mod tests {
         let e = extract(&json!([{"id": 1}, {"name": "x"}]), &s).unwrap_err();
         assert_eq!(
             e,
-            ExtractError::NoKey { index: 1, path: "$.id".into(), reason: "nothing there".into() }
+            ExtractError::NoKey {
+                index: 1,
+                path: "$.id".into(),
+                reason: "nothing there".into()
+            }
         );
         let e = extract(&json!([{"id": {"a": 1}}]), &s).unwrap_err();
-        assert!(e.to_string().contains("an object, not a string or number"), "{e}");
+        assert!(
+            e.to_string().contains("an object, not a string or number"),
+            "{e}"
+        );
         let e = extract(&json!([{"id": 1}, {"id": 2}, {"id": 1.0}]), &s).unwrap_err();
-        assert_eq!(e, ExtractError::DuplicateKey { key: "1".into(), first: 0, second: 2 });
+        assert_eq!(
+            e,
+            ExtractError::DuplicateKey {
+                key: "1".into(),
+                first: 0,
+                second: 2
+            }
+        );
         assert_eq!(e.to_string(), "two items share the key `1` (items 0 and 2)");
     }
 
     #[test]
     fn include_and_exclude_shape_the_item() {
         let doc = json!([{"id": 1, "name": "n", "body": "b", "reactions": {"+1": 3}, "user": {"login": "u", "id": 9}}]);
-        let inc = extract(&doc, &spec("$[*]", Some("$.id"), &["$.name", "$.user.login"], &[])).unwrap();
+        let inc = extract(
+            &doc,
+            &spec("$[*]", Some("$.id"), &["$.name", "$.user.login"], &[]),
+        )
+        .unwrap();
         assert_eq!(inc[0].value, json!({"name": "n", "user": {"login": "u"}}));
-        let exc = extract(&doc, &spec("$[*]", Some("$.id"), &[], &["$.reactions", "$.user.id"])).unwrap();
-        assert_eq!(exc[0].value, json!({"id": 1, "name": "n", "body": "b", "user": {"login": "u"}}));
+        let exc = extract(
+            &doc,
+            &spec("$[*]", Some("$.id"), &[], &["$.reactions", "$.user.id"]),
+        )
+        .unwrap();
+        assert_eq!(
+            exc[0].value,
+            json!({"id": 1, "name": "n", "body": "b", "user": {"login": "u"}})
+        );
     }
 
     #[test]
@@ -359,7 +404,11 @@ mod tests {
     #[test]
     fn filters_select() {
         let doc = json!({"data": [{"id": 1, "status": "paid"}, {"id": 2, "status": "open"}]});
-        let items = extract(&doc, &spec("$.data[?(@.status == 'paid')]", Some("$.id"), &[], &[])).unwrap();
+        let items = extract(
+            &doc,
+            &spec("$.data[?(@.status == 'paid')]", Some("$.id"), &[], &[]),
+        )
+        .unwrap();
         assert_eq!(items.len(), 1);
         assert_eq!(items[0].key, "1");
     }

@@ -70,7 +70,9 @@ enum Command {
 fn default_bridges() -> PathBuf {
     match std::env::var_os("CONFIGURATION_DIRECTORY") {
         // systemd may pass several, colon-separated: the first is ours.
-        Some(d) => PathBuf::from(d.to_string_lossy().split(':').next().unwrap_or_default()).join("bridges"),
+        Some(d) => {
+            PathBuf::from(d.to_string_lossy().split(':').next().unwrap_or_default()).join("bridges")
+        }
         None => PathBuf::from("bridges"),
     }
 }
@@ -103,7 +105,9 @@ fn main() -> ExitCode {
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
 }
 
 fn real_main(cli: Cli) -> Result<ExitCode> {
@@ -118,7 +122,9 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
             logging::init(log_format);
             let admin: Option<SocketAddr> = match admin.as_str() {
                 "off" => None,
-                a => Some(a.parse().with_context(|| format!("--admin `{a}` is not an address like 127.0.0.1:9187 or `off`"))?),
+                a => Some(a.parse().with_context(|| {
+                    format!("--admin `{a}` is not an address like 127.0.0.1:9187 or `off`")
+                })?),
             };
             let opts = RunOptions {
                 bridges: bridges.unwrap_or_else(default_bridges),
@@ -134,17 +140,29 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Check { paths } => {
-            let paths = if paths.is_empty() { vec![default_bridges()] } else { paths };
+            let paths = if paths.is_empty() {
+                vec![default_bridges()]
+            } else {
+                paths
+            };
             match config::load_paths(&paths, &Env::process()) {
                 Ok(b) => {
-                    println!("ok: {} bridge{}", b.len(), if b.len() == 1 { "" } else { "s" });
+                    println!(
+                        "ok: {} bridge{}",
+                        b.len(),
+                        if b.len() == 1 { "" } else { "s" }
+                    );
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(problems) => {
                     for p in &problems.0 {
                         eprintln!("{p}");
                     }
-                    eprintln!("{} problem{}", problems.len(), if problems.len() == 1 { "" } else { "s" });
+                    eprintln!(
+                        "{} problem{}",
+                        problems.len(),
+                        if problems.len() == 1 { "" } else { "s" }
+                    );
                     Ok(ExitCode::from(1))
                 }
             }
@@ -160,7 +178,11 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
             let data = data.unwrap_or_else(default_data);
             runtime()?.block_on(poll_command(&name, commit, &dir, &data))
         }
-        Command::Sign { secret, id, timestamp } => {
+        Command::Sign {
+            secret,
+            id,
+            timestamp,
+        } => {
             let mut body = Vec::new();
             std::io::stdin().read_to_end(&mut body)?;
             let keys = secret
@@ -170,23 +192,38 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
             let ts = timestamp.unwrap_or_else(|| chrono::Utc::now().timestamp());
             println!("webhook-id: {id}");
             println!("webhook-timestamp: {ts}");
-            println!("webhook-signature: {}", pollhook::sign::standard(&keys, &id, ts, &body));
-            println!("x-hub-signature-256: {}", pollhook::sign::github(&keys[0], &body));
+            println!(
+                "webhook-signature: {}",
+                pollhook::sign::standard(&keys, &id, ts, &body)
+            );
+            println!(
+                "x-hub-signature-256: {}",
+                pollhook::sign::github(&keys[0], &body)
+            );
             Ok(ExitCode::SUCCESS)
         }
     }
 }
 
-async fn poll_command(name: &str, commit: bool, dir: &std::path::Path, data: &std::path::Path) -> Result<ExitCode> {
+async fn poll_command(
+    name: &str,
+    commit: bool,
+    dir: &std::path::Path,
+    data: &std::path::Path,
+) -> Result<ExitCode> {
     let bridges = config::load_dir(dir, &Env::process()).map_err(|p| anyhow::anyhow!("{p}"))?;
     let Some(bridge) = bridges.into_iter().find(|b| b.name == name) else {
         bail!("no bridge named `{name}` in {}", dir.display());
     };
     if commit {
-        std::fs::create_dir_all(data).with_context(|| format!("cannot create {}", data.display()))?;
+        std::fs::create_dir_all(data)
+            .with_context(|| format!("cannot create {}", data.display()))?;
     }
     let store = pollhook::store::Store::open(data).with_context(|| {
-        format!("cannot open state in {} (is the daemon running? it holds the state directory)", data.display())
+        format!(
+            "cannot open state in {} (is the daemon running? it holds the state directory)",
+            data.display()
+        )
     })?;
     let ctx = pollhook::runtime::Ctx::new(store);
     let redactor = pollhook::redact::Redactor::new(&bridge.secrets);
@@ -203,8 +240,16 @@ async fn poll_command(name: &str, commit: bool, dir: &std::path::Path, data: &st
         report.created,
         report.updated,
         report.deleted,
-        if report.baseline { " (baseline: nothing emitted unless first_poll: emit)" } else { "" },
-        if commit { "" } else { " (dry run: nothing stored or sent)" }
+        if report.baseline {
+            " (baseline: nothing emitted unless first_poll: emit)"
+        } else {
+            ""
+        },
+        if commit {
+            ""
+        } else {
+            " (dry run: nothing stored or sent)"
+        }
     );
     Ok(ExitCode::SUCCESS)
 }
@@ -212,7 +257,10 @@ async fn poll_command(name: &str, commit: bool, dir: &std::path::Path, data: &st
 /// SIGTERM and SIGINT stop the daemon.
 async fn signals(shutdown: CancellationToken) {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         return;
     };
     tokio::select! {

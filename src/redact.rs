@@ -9,16 +9,35 @@ const MASK: &str = "***";
 pub fn is_secret_header(name: &HeaderName) -> bool {
     let n = name.as_str();
     matches!(n, "authorization" | "proxy-authorization" | "cookie")
-        || ["token", "secret", "key", "auth", "password", "signature", "session"]
-            .iter()
-            .any(|w| n.contains(w))
+        || [
+            "token",
+            "secret",
+            "key",
+            "auth",
+            "password",
+            "signature",
+            "session",
+        ]
+        .iter()
+        .any(|w| n.contains(w))
 }
 
 fn is_secret_param(name: &str) -> bool {
     let n = name.to_ascii_lowercase();
-    ["token", "key", "secret", "password", "passwd", "auth", "signature", "sig", "session", "code"]
-        .iter()
-        .any(|w| n.contains(w))
+    [
+        "token",
+        "key",
+        "secret",
+        "password",
+        "passwd",
+        "auth",
+        "signature",
+        "sig",
+        "session",
+        "code",
+    ]
+    .iter()
+    .any(|w| n.contains(w))
 }
 
 /// A URL fit for a log line: password and token/key-like query values masked.
@@ -31,7 +50,11 @@ pub fn url(u: &Url) -> String {
         let pairs: Vec<(String, String)> = u
             .query_pairs()
             .map(|(k, v)| {
-                let v = if is_secret_param(&k) { MASK.to_string() } else { v.into_owned() };
+                let v = if is_secret_param(&k) {
+                    MASK.to_string()
+                } else {
+                    v.into_owned()
+                };
                 (k.into_owned(), v)
             })
             .collect();
@@ -71,9 +94,13 @@ mod tests {
 
     #[test]
     fn urls_lose_passwords_and_tokens() {
-        let u = Url::parse("https://user:pw@example.com/x?api_key=abc&page=2&access_token=t").unwrap();
+        let u =
+            Url::parse("https://user:pw@example.com/x?api_key=abc&page=2&access_token=t").unwrap();
         let s = url(&u);
-        assert!(!s.contains("pw@") && !s.contains("abc") && !s.contains("=t"), "{s}");
+        assert!(
+            !s.contains("pw@") && !s.contains("abc") && !s.contains("=t"),
+            "{s}"
+        );
         assert!(s.contains("page=2"), "{s}");
     }
 

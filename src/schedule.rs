@@ -32,10 +32,9 @@ impl Schedule {
                 let k = (t - off).div_euclid(iv) + 1;
                 Utc.timestamp_millis_opt(k * iv + off).single()
             }
-            Schedule::Cron { schedules, .. } => schedules
-                .iter()
-                .filter_map(|s| s.after(&now).next())
-                .min(),
+            Schedule::Cron { schedules, .. } => {
+                schedules.iter().filter_map(|s| s.after(&now).next()).min()
+            }
         }
     }
 
@@ -167,15 +166,24 @@ mod tests {
     #[test]
     fn sunday_is_0_and_7_and_ranges_translate() {
         for e in ["0 9 * * 0", "0 9 * * 7", "0 9 * * sun"] {
-            let next = Schedule::cron(e).unwrap().next_after("x", at("2026-11-28T10:00:00Z")).unwrap();
+            let next = Schedule::cron(e)
+                .unwrap()
+                .next_after("x", at("2026-11-28T10:00:00Z"))
+                .unwrap();
             assert_eq!(next, at("2026-11-29T09:00:00Z"), "{e}");
         }
         // Friday to Sunday: from Saturday noon the next is Sunday.
         let fri_sun = Schedule::cron("0 12 * * 5-7").unwrap();
-        assert_eq!(fri_sun.next_after("x", at("2026-11-28T13:00:00Z")).unwrap(), at("2026-11-29T12:00:00Z"));
+        assert_eq!(
+            fri_sun.next_after("x", at("2026-11-28T13:00:00Z")).unwrap(),
+            at("2026-11-29T12:00:00Z")
+        );
         // Weekdays only: Saturday -> Monday.
         let wd = Schedule::cron("30 8 * * 1-5").unwrap();
-        assert_eq!(wd.next_after("x", at("2026-11-28T00:00:00Z")).unwrap(), at("2026-11-30T08:30:00Z"));
+        assert_eq!(
+            wd.next_after("x", at("2026-11-28T00:00:00Z")).unwrap(),
+            at("2026-11-30T08:30:00Z")
+        );
         assert_eq!(expand_weekdays("*/2").unwrap(), vec![0, 2, 4, 6]);
         assert_eq!(expand_weekdays("1-5/2").unwrap(), vec![1, 3, 5]);
     }
@@ -185,8 +193,14 @@ mod tests {
         // crontab: the 1st of the month OR any Monday.
         let s = Schedule::cron("0 0 1 * 1").unwrap();
         // From Saturday 2026-11-28: Monday 30th comes before December 1st.
-        assert_eq!(s.next_after("x", at("2026-11-28T00:00:00Z")).unwrap(), at("2026-11-30T00:00:00Z"));
-        assert_eq!(s.next_after("x", at("2026-11-30T00:00:00Z")).unwrap(), at("2026-12-01T00:00:00Z"));
+        assert_eq!(
+            s.next_after("x", at("2026-11-28T00:00:00Z")).unwrap(),
+            at("2026-11-30T00:00:00Z")
+        );
+        assert_eq!(
+            s.next_after("x", at("2026-11-30T00:00:00Z")).unwrap(),
+            at("2026-12-01T00:00:00Z")
+        );
     }
 
     #[test]
@@ -200,8 +214,16 @@ mod tests {
     #[test]
     fn bad_cron_says_why() {
         assert!(Schedule::cron("0 9 * *").unwrap_err().contains("4 fields"));
-        assert!(Schedule::cron("0 9 * * 8").unwrap_err().contains("day-of-week"));
-        assert!(Schedule::cron("0 25 * * *").unwrap_err().contains("cron `0 25 * * *`"));
+        assert!(
+            Schedule::cron("0 9 * * 8")
+                .unwrap_err()
+                .contains("day-of-week")
+        );
+        assert!(
+            Schedule::cron("0 25 * * *")
+                .unwrap_err()
+                .contains("cron `0 25 * * *`")
+        );
     }
 
     #[test]
@@ -210,14 +232,21 @@ mod tests {
         let now = at("2026-11-28T10:00:00Z");
         let a = s.next_after("alpha", now).unwrap();
         let b = s.next_after("beta", now).unwrap();
-        assert_ne!(a.second() * 1000 + a.timestamp_subsec_millis(), b.second() * 1000 + b.timestamp_subsec_millis());
+        assert_ne!(
+            a.second() * 1000 + a.timestamp_subsec_millis(),
+            b.second() * 1000 + b.timestamp_subsec_millis()
+        );
         for name in ["alpha", "beta"] {
             let n1 = s.next_after(name, now).unwrap();
             assert!(n1 > now && n1 <= now + chrono::Duration::seconds(60));
             // The one after is exactly one interval later, and asking just before gives the same.
             let n2 = s.next_after(name, n1).unwrap();
             assert_eq!(n2 - n1, chrono::Duration::seconds(60));
-            assert_eq!(s.next_after(name, n1 - chrono::Duration::milliseconds(1)).unwrap(), n1);
+            assert_eq!(
+                s.next_after(name, n1 - chrono::Duration::milliseconds(1))
+                    .unwrap(),
+                n1
+            );
         }
     }
 }

@@ -50,7 +50,12 @@ mod tests {
     #[test]
     fn standard_webhooks_reference_vector() {
         let key = key_from_secret("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
-        let sig = standard(&[key], "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, br#"{"test": 2432232314}"#);
+        let sig = standard(
+            &[key],
+            "msg_p5jXN8AQM9LWM0D4loKWxJek",
+            1614265330,
+            br#"{"test": 2432232314}"#,
+        );
         assert_eq!(sig, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
     }
 
@@ -61,7 +66,13 @@ mod tests {
         assert_eq!(b, b"plain secret");
         let both = standard(&[a.clone(), b.clone()], "id", 1, b"{}");
         let parts: Vec<&str> = both.split(' ').collect();
-        assert_eq!(parts, [standard(&[a], "id", 1, b"{}"), standard(&[b], "id", 1, b"{}")]);
+        assert_eq!(
+            parts,
+            [
+                standard(&[a], "id", 1, b"{}"),
+                standard(&[b], "id", 1, b"{}")
+            ]
+        );
         assert!(key_from_secret("whsec_***").is_err());
     }
 

@@ -162,14 +162,19 @@ impl Store {
         for kv in self.items.scan_prefix(&p) {
             let (k, v) = kv?;
             let key = String::from_utf8_lossy(&k[p.len()..]).into_owned();
-            let s = decode_stored(&v).ok_or_else(|| StoreError::Corrupt(format!("{bridge}/{key}")))?;
+            let s =
+                decode_stored(&v).ok_or_else(|| StoreError::Corrupt(format!("{bridge}/{key}")))?;
             out.insert(key, s);
         }
         Ok(out)
     }
 
     /// The stored value of one item.
-    pub fn item_value(&self, bridge: &str, key: &str) -> Result<Option<serde_json::Value>, StoreError> {
+    pub fn item_value(
+        &self,
+        bridge: &str,
+        key: &str,
+    ) -> Result<Option<serde_json::Value>, StoreError> {
         let mut k = prefix(&[bridge]);
         k.extend_from_slice(key.as_bytes());
         match self.items.get(k)? {
@@ -180,14 +185,22 @@ impl Store {
     }
 
     /// Every stored item of a bridge, with its hash, in key order.
-    pub fn items(&self, bridge: &str) -> Result<Vec<(String, Hash, serde_json::Value)>, StoreError> {
+    pub fn items(
+        &self,
+        bridge: &str,
+    ) -> Result<Vec<(String, Hash, serde_json::Value)>, StoreError> {
         let p = prefix(&[bridge]);
         let mut out = Vec::new();
         for kv in self.items.scan_prefix(&p) {
             let (k, v) = kv?;
             let key = String::from_utf8_lossy(&k[p.len()..]).into_owned();
-            let s = decode_stored(&v).ok_or_else(|| StoreError::Corrupt(format!("{bridge}/{key}")))?;
-            out.push((key.clone(), s.hash, json(&v[20..], &format!("{bridge}/{key}"))?));
+            let s =
+                decode_stored(&v).ok_or_else(|| StoreError::Corrupt(format!("{bridge}/{key}")))?;
+            out.push((
+                key.clone(),
+                s.hash,
+                json(&v[20..], &format!("{bridge}/{key}"))?,
+            ));
         }
         Ok(out)
     }
@@ -214,13 +227,21 @@ impl Store {
         let res: Result<(), TransactionError<StoreError>> = (&self.items, &self.meta, &self.outbox)
             .transaction(|(items, meta, ob)| {
                 let current = match meta.get(c.bridge.as_bytes())? {
-                    Some(v) => serde_json::from_slice::<BridgeMeta>(&v)
-                        .map_err(|_| ConflictableTransactionError::Abort(StoreError::Corrupt(c.bridge.clone())))?
-                        .seq,
+                    Some(v) => {
+                        serde_json::from_slice::<BridgeMeta>(&v)
+                            .map_err(|_| {
+                                ConflictableTransactionError::Abort(StoreError::Corrupt(
+                                    c.bridge.clone(),
+                                ))
+                            })?
+                            .seq
+                    }
                     None => 0,
                 };
                 if current != c.expected_seq {
-                    return Err(ConflictableTransactionError::Abort(StoreError::Conflict(c.bridge.clone())));
+                    return Err(ConflictableTransactionError::Abort(StoreError::Conflict(
+                        c.bridge.clone(),
+                    )));
                 }
                 for (k, hash, value) in &c.puts {
                     items.insert(item_key(k), item_record(hash, 0, value))?;
@@ -264,13 +285,19 @@ impl Store {
         self.items.apply_batch(batch)?;
         let mut m = self.meta(bridge)?;
         m.baselined = false;
-        self.meta
-            .insert(bridge.as_bytes(), serde_json::to_vec(&m).expect("meta serialises"))?;
+        self.meta.insert(
+            bridge.as_bytes(),
+            serde_json::to_vec(&m).expect("meta serialises"),
+        )?;
         Ok(n)
     }
 
     /// The first entry of one bridge+sink queue.
-    pub fn outbox_head(&self, bridge: &str, sink: &str) -> Result<Option<(Vec<u8>, OutboxEntry)>, StoreError> {
+    pub fn outbox_head(
+        &self,
+        bridge: &str,
+        sink: &str,
+    ) -> Result<Option<(Vec<u8>, OutboxEntry)>, StoreError> {
         match self.outbox.scan_prefix(prefix(&[bridge, sink])).next() {
             Some(kv) => {
                 let (k, v) = kv?;
@@ -312,11 +339,12 @@ impl Store {
     /// Moves an entry from the outbox to the dead letters, atomically.
     pub fn dead_letter(&self, key: &[u8], letter: &DeadLetter) -> Result<(), StoreError> {
         let v = serde_json::to_vec(letter).expect("letter serialises");
-        let res: Result<(), TransactionError<StoreError>> = (&self.outbox, &self.dead).transaction(|(ob, dead)| {
-            ob.remove(key)?;
-            dead.insert(key, v.as_slice())?;
-            Ok(())
-        });
+        let res: Result<(), TransactionError<StoreError>> =
+            (&self.outbox, &self.dead).transaction(|(ob, dead)| {
+                ob.remove(key)?;
+                dead.insert(key, v.as_slice())?;
+                Ok(())
+            });
         res.map_err(|e| match e {
             TransactionError::Abort(e) => e,
             TransactionError::Storage(e) => e.into(),
@@ -369,7 +397,11 @@ mod tests {
         let c = Commit {
             bridge: "b".into(),
             expected_seq: 0,
-            meta: BridgeMeta { seq: 2, fingerprint: Some("f".into()), baselined: true },
+            meta: BridgeMeta {
+                seq: 2,
+                fingerprint: Some("f".into()),
+                baselined: true,
+            },
             puts: vec![("k1".into(), [1; 16], b"{\"a\":1}".to_vec())],
             outbox: vec![("s".into(), entry(1)), ("s".into(), entry(2))],
             ..Default::default()
@@ -378,8 +410,17 @@ mod tests {
         // The same commit again: seq moved on, refused, nothing written twice.
         assert!(matches!(s.commit(&c), Err(StoreError::Conflict(_))));
         assert_eq!(s.meta("b").unwrap().seq, 2);
-        assert_eq!(s.load_state("b").unwrap()["k1"], Stored { hash: [1; 16], missing: 0 });
-        assert_eq!(s.item_value("b", "k1").unwrap(), Some(serde_json::json!({"a": 1})));
+        assert_eq!(
+            s.load_state("b").unwrap()["k1"],
+            Stored {
+                hash: [1; 16],
+                missing: 0
+            }
+        );
+        assert_eq!(
+            s.item_value("b", "k1").unwrap(),
+            Some(serde_json::json!({"a": 1}))
+        );
         let (k, head) = s.outbox_head("b", "s").unwrap().unwrap();
         assert_eq!(head.seq, 1);
         s.ack(&k).unwrap();
@@ -394,7 +435,10 @@ mod tests {
         let s = Store::open(dir.path()).unwrap();
         let c = Commit {
             bridge: "b".into(),
-            meta: BridgeMeta { seq: 300, ..Default::default() },
+            meta: BridgeMeta {
+                seq: 300,
+                ..Default::default()
+            },
             outbox: vec![("s".into(), entry(256)), ("s".into(), entry(3))],
             ..Default::default()
         };

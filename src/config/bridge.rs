@@ -177,7 +177,10 @@ impl<'a> Validator<'a> {
             }
             Ok(d) => Some(d),
             Err(e) => {
-                self.err(path, format!("{path}: bad duration `{s}` ({e}); write e.g. 500ms, 30s, 5m, 2h, 7d"));
+                self.err(
+                    path,
+                    format!("{path}: bad duration `{s}` ({e}); write e.g. 500ms, 30s, 5m, 2h, 7d"),
+                );
                 None
             }
         }
@@ -194,12 +197,19 @@ impl<'a> Validator<'a> {
         }
     }
 
-    fn headers(&mut self, path: &str, raw: &std::collections::BTreeMap<String, String>) -> Vec<(HeaderName, HeaderValue)> {
+    fn headers(
+        &mut self,
+        path: &str,
+        raw: &std::collections::BTreeMap<String, String>,
+    ) -> Vec<(HeaderName, HeaderValue)> {
         let mut out = Vec::new();
         for (k, v) in raw {
             let p = format!("{path}.{k}");
             let Some(v) = self.text(&p, v) else { continue };
-            match (HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(&v)) {
+            match (
+                HeaderName::from_bytes(k.as_bytes()),
+                HeaderValue::from_str(&v),
+            ) {
                 (Ok(name), Ok(mut value)) => {
                     if crate::redact::is_secret_header(&name) {
                         value.set_sensitive(true);
@@ -208,7 +218,9 @@ impl<'a> Validator<'a> {
                     out.push((name, value))
                 }
                 (Err(_), _) => self.err(&p, format!("{path}: `{k}` is not a valid header name")),
-                (_, Err(_)) => self.err(&p, format!("{path}.{k}: value is not a valid header value")),
+                (_, Err(_)) => {
+                    self.err(&p, format!("{path}.{k}: value is not a valid header value"))
+                }
             }
         }
         out
@@ -219,7 +231,10 @@ impl<'a> Validator<'a> {
         match Url::parse(&s) {
             Ok(u) if u.scheme() == "http" || u.scheme() == "https" => Some(u),
             Ok(u) => {
-                self.err(path, format!("{path}: scheme `{}` is not http or https", u.scheme()));
+                self.err(
+                    path,
+                    format!("{path}: scheme `{}` is not http or https", u.scheme()),
+                );
                 None
             }
             Err(e) => {
@@ -246,14 +261,26 @@ impl<'a> Validator<'a> {
         };
         if let Some(n) = &name {
             if !valid_name(n) {
-                let what = if raw.name.is_some() { "name" } else { "file name (the default bridge name)" };
-                self.err("name", format!("{what} `{n}` must match [a-z0-9][a-z0-9_-]{{0,63}}"));
+                let what = if raw.name.is_some() {
+                    "name"
+                } else {
+                    "file name (the default bridge name)"
+                };
+                self.err(
+                    "name",
+                    format!("{what} `{n}` must match [a-z0-9][a-z0-9_-]{{0,63}}"),
+                );
             }
         }
 
         let schedule = match (&raw.schedule.every, &raw.schedule.cron) {
             (Some(e), None) => self
-                .duration("schedule.every", e, Duration::from_millis(500), Duration::from_secs(7 * 86400))
+                .duration(
+                    "schedule.every",
+                    e,
+                    Duration::from_millis(500),
+                    Duration::from_secs(7 * 86400),
+                )
                 .map(Schedule::Every),
             (None, Some(c)) => {
                 let c = self.text("schedule.cron", c);
@@ -266,12 +293,20 @@ impl<'a> Validator<'a> {
                 })
             }
             _ => {
-                self.err("schedule", "schedule: give exactly one of `every` or `cron`");
+                self.err(
+                    "schedule",
+                    "schedule: give exactly one of `every` or `cron`",
+                );
                 None
             }
         };
         let jitter = match &raw.schedule.jitter {
-            Some(j) => self.duration("schedule.jitter", j, Duration::ZERO, Duration::from_secs(86400)),
+            Some(j) => self.duration(
+                "schedule.jitter",
+                j,
+                Duration::ZERO,
+                Duration::from_secs(86400),
+            ),
             None => None,
         };
 
@@ -285,7 +320,10 @@ impl<'a> Validator<'a> {
         for (i, s) in raw.sinks.iter().enumerate() {
             if let Some(s) = self.sink(i, s) {
                 if sinks.iter().any(|o: &Sink| o.id == s.id) {
-                    self.err(&format!("sinks[{i}].url"), format!("sinks[{i}].url: the same URL appears twice"));
+                    self.err(
+                        &format!("sinks[{i}].url"),
+                        format!("sinks[{i}].url: the same URL appears twice"),
+                    );
                 }
                 sinks.push(s);
             }
@@ -317,7 +355,8 @@ impl<'a> Validator<'a> {
         let url = self.url("source.url", &s.url);
         if let Some(u) = &url {
             if !u.password().unwrap_or_default().is_empty() {
-                self.secrets.push(u.password().unwrap_or_default().to_string());
+                self.secrets
+                    .push(u.password().unwrap_or_default().to_string());
             }
         }
         let headers = self.headers("source.headers", &s.headers);
@@ -326,17 +365,24 @@ impl<'a> Validator<'a> {
             self.err("source.body", "source.body: a body needs `method: POST`");
         }
         let timeout = match &s.timeout {
-            Some(t) => self.duration("source.timeout", t, Duration::from_millis(100), Duration::from_secs(600)),
+            Some(t) => self.duration(
+                "source.timeout",
+                t,
+                Duration::from_millis(100),
+                Duration::from_secs(600),
+            ),
             None => Some(Duration::from_secs(30)),
         };
         let max_body = match &s.max_body {
-            Some(m) => self.text("source.max_body", m).and_then(|m| match parse_size(&m) {
-                Ok(n) => Some(n),
-                Err(e) => {
-                    self.err("source.max_body", format!("source.max_body: {e}"));
-                    None
-                }
-            }),
+            Some(m) => self
+                .text("source.max_body", m)
+                .and_then(|m| match parse_size(&m) {
+                    Ok(n) => Some(n),
+                    Err(e) => {
+                        self.err("source.max_body", format!("source.max_body: {e}"));
+                        None
+                    }
+                }),
             None => Some(16 * 1024 * 1024),
         };
         let paginate = match &s.paginate {
@@ -351,16 +397,23 @@ impl<'a> Validator<'a> {
                         );
                         None
                     }
-                    RawNext::Url { url } => self.jsonpath("source.paginate.next.url", url).map(Next::Url),
+                    RawNext::Url { url } => self
+                        .jsonpath("source.paginate.next.url", url)
+                        .map(Next::Url),
                     RawNext::Param { param, from } => {
                         let param = self.text("source.paginate.next.param", param);
                         let from = self.jsonpath("source.paginate.next.from", from);
-                        param.zip(from).map(|(param, from)| Next::Param { param, from })
+                        param
+                            .zip(from)
+                            .map(|(param, from)| Next::Param { param, from })
                     }
                 };
                 let max_pages = p.max_pages.unwrap_or(50);
                 if max_pages == 0 {
-                    self.err("source.paginate.max_pages", "source.paginate.max_pages: must be at least 1");
+                    self.err(
+                        "source.paginate.max_pages",
+                        "source.paginate.max_pages: must be at least 1",
+                    );
                 }
                 next.map(|next| Some(Paginate { next, max_pages }))
             }
@@ -409,10 +462,7 @@ impl<'a> Validator<'a> {
 
     fn items(&mut self, i: &raw::RawItems) -> Option<Items> {
         let select = self.jsonpath("items.select", &i.select);
-        let key = match &i.key {
-            Some(k) => Some(self.jsonpath("items.key", k)),
-            None => None,
-        };
+        let key = i.key.as_ref().map(|k| self.jsonpath("items.key", k));
         let mut include = Vec::new();
         for (n, p) in i.include.iter().flatten().enumerate() {
             include.extend(self.jsonpath(&format!("items.include[{n}]"), p));
@@ -434,15 +484,25 @@ impl<'a> Validator<'a> {
 
     fn emit(&mut self, e: &raw::RawEmit) -> Emit {
         let events = e.events.clone().unwrap_or_else(|| {
-            vec![raw::EventKind::Created, raw::EventKind::Updated, raw::EventKind::Deleted]
+            vec![
+                raw::EventKind::Created,
+                raw::EventKind::Updated,
+                raw::EventKind::Deleted,
+            ]
         });
         let after_missing = e.deletes.after_missing.unwrap_or(1);
         if after_missing == 0 {
-            self.err("emit.deletes.after_missing", "emit.deletes.after_missing: must be at least 1");
+            self.err(
+                "emit.deletes.after_missing",
+                "emit.deletes.after_missing: must be at least 1",
+            );
         }
         let max_fraction = e.deletes.max_fraction.unwrap_or(0.5);
         if !(max_fraction > 0.0 && max_fraction <= 1.0) {
-            self.err("emit.deletes.max_fraction", "emit.deletes.max_fraction: must be above 0 and at most 1");
+            self.err(
+                "emit.deletes.max_fraction",
+                "emit.deletes.max_fraction: must be above 0 and at most 1",
+            );
         }
         Emit {
             created: events.contains(&raw::EventKind::Created),
@@ -468,8 +528,14 @@ impl<'a> Validator<'a> {
         };
         let mut secrets = Vec::new();
         for (n, x) in raw_secrets.into_iter().enumerate() {
-            let path = if matches!(s.secret, Some(RawSecret::Many(_))) { format!("{}[{n}]", p("secret")) } else { p("secret") };
-            let Some(x) = self.text(&path, x) else { continue };
+            let path = if matches!(s.secret, Some(RawSecret::Many(_))) {
+                format!("{}[{n}]", p("secret"))
+            } else {
+                p("secret")
+            };
+            let Some(x) = self.text(&path, x) else {
+                continue;
+            };
             self.secrets.push(x.clone());
             match crate::sign::key_from_secret(&x) {
                 Ok(k) if k.is_empty() => self.err(&path, format!("{path}: the secret is empty")),
@@ -477,12 +543,27 @@ impl<'a> Validator<'a> {
                 Err(e) => self.err(&path, format!("{path}: {e}")),
             }
         }
-        if matches!(target, Some(Target::Http(_))) && s.signature != SignatureKind::None && secrets.is_empty() && s.secret.is_none() {
-            self.err(&p("url"), format!("{}: a signed sink needs a `secret` (or `signature: none`)", p("url")));
+        if matches!(target, Some(Target::Http(_)))
+            && s.signature != SignatureKind::None
+            && secrets.is_empty()
+            && s.secret.is_none()
+        {
+            self.err(
+                &p("url"),
+                format!(
+                    "{}: a signed sink needs a `secret` (or `signature: none`)",
+                    p("url")
+                ),
+            );
         }
         let headers = self.headers(&p("headers"), &s.headers);
         let timeout = match &s.timeout {
-            Some(t) => self.duration(&p("timeout"), t, Duration::from_millis(100), Duration::from_secs(600)),
+            Some(t) => self.duration(
+                &p("timeout"),
+                t,
+                Duration::from_millis(100),
+                Duration::from_secs(600),
+            ),
             None => Some(Duration::from_secs(10)),
         };
         let retry = match &s.retry {
@@ -490,13 +571,22 @@ impl<'a> Validator<'a> {
             Some(list) => {
                 let mut out = Vec::new();
                 for (n, d) in list.iter().enumerate() {
-                    out.push(self.duration(&format!("{}[{n}]", p("retry")), d, Duration::ZERO, Duration::from_secs(7 * 86400)));
+                    out.push(self.duration(
+                        &format!("{}[{n}]", p("retry")),
+                        d,
+                        Duration::ZERO,
+                        Duration::from_secs(7 * 86400),
+                    ));
                 }
                 out.into_iter().collect::<Option<Vec<_>>>()
             }
         };
         Some(Sink {
-            id: if target == Some(Target::Console) { "console".into() } else { short_hash(&s.url) },
+            id: if target == Some(Target::Console) {
+                "console".into()
+            } else {
+                short_hash(&s.url)
+            },
             target: target?,
             secrets,
             signature: s.signature,
@@ -512,7 +602,8 @@ pub fn valid_name(n: &str) -> bool {
     !b.is_empty()
         && b.len() <= 64
         && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
-        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_' || *c == b'-')
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_' || *c == b'-')
 }
 
 fn short_hash(s: &str) -> String {
@@ -528,7 +619,9 @@ fn fingerprint(raw: &RawBridge, name: &str) -> String {
         "{name}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}",
         s.url,
         s.method,
-        s.body.as_ref().map(|b| serde_yaml::to_string(b).unwrap_or_default()),
+        s.body
+            .as_ref()
+            .map(|b| serde_yaml::to_string(b).unwrap_or_default()),
         s.paginate.as_ref().map(|p| format!("{:?}", p.next)),
         i.select,
         i.key,
@@ -541,9 +634,13 @@ fn fingerprint(raw: &RawBridge, name: &str) -> String {
 /// `16MiB`, `512KiB`, `1MB`, `1000` (bytes).
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
-    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let n: f64 = num.parse().map_err(|_| format!("bad size `{s}`; write e.g. 16MiB, 512KiB, 1GB"))?;
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("bad size `{s}`; write e.g. 16MiB, 512KiB, 1GB"))?;
     let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "kb" | "k" => 1000,
@@ -552,7 +649,11 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         "mib" => 1 << 20,
         "gb" | "g" => 1_000_000_000,
         "gib" => 1 << 30,
-        u => return Err(format!("bad size unit `{u}` in `{s}` (B, KB, KiB, MB, MiB, GB, GiB)")),
+        u => {
+            return Err(format!(
+                "bad size unit `{u}` in `{s}` (B, KB, KiB, MB, MiB, GB, GiB)"
+            ));
+        }
     };
     let bytes = n * mult as f64;
     if !(1.0..=(4u64 << 30) as f64).contains(&bytes) {

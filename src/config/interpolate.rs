@@ -56,9 +56,9 @@ pub fn interpolate(s: &str, env: &Env) -> Result<Interpolated, String> {
     while let Some(i) = rest.find('$') {
         out.push_str(&rest[..i]);
         let after = &rest[i..];
-        if after.starts_with("$${") {
+        if let Some(tail) = after.strip_prefix("$${") {
             out.push_str("${");
-            rest = &after[3..];
+            rest = tail;
         } else if let Some(body) = after.strip_prefix("${") {
             let end = body
                 .find('}')
@@ -128,7 +128,10 @@ mod tests {
         std::fs::write(dir.path().join("tok"), "s3cret\n").unwrap();
         let env = Env::fixed(&[("A", "x1")], Some(dir.path()));
         let file = dir.path().join("tok");
-        let s = format!("a=${{A}} f=${{file:{}}} c=${{credential:tok}} lit=$${{A}} $5", file.display());
+        let s = format!(
+            "a=${{A}} f=${{file:{}}} c=${{credential:tok}} lit=$${{A}} $5",
+            file.display()
+        );
         let r = interpolate(&s, &env).unwrap();
         assert_eq!(r.value, "a=x1 f=s3cret c=s3cret lit=${A} $5");
         assert_eq!(r.secrets, vec!["x1", "s3cret", "s3cret"]);
@@ -141,8 +144,18 @@ mod tests {
             interpolate("${NOPE}", &env).err().unwrap(),
             "environment variable `NOPE` is not set"
         );
-        assert!(interpolate("${credential:x}", &env).err().unwrap().contains("CREDENTIALS_DIRECTORY"));
-        assert!(interpolate("${file:/no/such}", &env).err().unwrap().contains("/no/such"));
+        assert!(
+            interpolate("${credential:x}", &env)
+                .err()
+                .unwrap()
+                .contains("CREDENTIALS_DIRECTORY")
+        );
+        assert!(
+            interpolate("${file:/no/such}", &env)
+                .err()
+                .unwrap()
+                .contains("/no/such")
+        );
         assert!(interpolate("${A", &env).err().unwrap().contains("unclosed"));
     }
 }

@@ -70,14 +70,8 @@ fn child(parent: &str, key: &str) -> String {
 }
 
 enum Frame {
-    Map {
-        path: String,
-        key: Option<String>,
-    },
-    Seq {
-        path: String,
-        index: usize,
-    },
+    Map { path: String, key: Option<String> },
+    Seq { path: String, index: usize },
 }
 
 struct Recv {
@@ -154,10 +148,28 @@ mod tests {
         let text = "name: a\nschedule:\n  every: 5m\nsinks:\n  - url: console\n  - {url: x, timeout: 3s}\n";
         let loc = Locator::new(text);
         assert_eq!(loc.value("name"), Some(Pos { line: 1, column: 7 }));
-        assert_eq!(loc.value("schedule.every"), Some(Pos { line: 3, column: 10 }));
+        assert_eq!(
+            loc.value("schedule.every"),
+            Some(Pos {
+                line: 3,
+                column: 10
+            })
+        );
         assert_eq!(loc.key("schedule.every"), Some(Pos { line: 3, column: 3 }));
-        assert_eq!(loc.value("sinks[0].url"), Some(Pos { line: 5, column: 10 }));
-        assert_eq!(loc.value("sinks[1].timeout"), Some(Pos { line: 6, column: 23 }));
+        assert_eq!(
+            loc.value("sinks[0].url"),
+            Some(Pos {
+                line: 5,
+                column: 10
+            })
+        );
+        assert_eq!(
+            loc.value("sinks[1].timeout"),
+            Some(Pos {
+                line: 6,
+                column: 23
+            })
+        );
         assert_eq!(loc.value("sinks[1].headers.x"), loc.value("sinks[1]"));
     }
 }

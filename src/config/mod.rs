@@ -27,7 +27,14 @@ pub struct Problem {
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.pos {
-            Some(p) => write!(f, "{}:{}:{}: {}", self.file.display(), p.line, p.column, self.message),
+            Some(p) => write!(
+                f,
+                "{}:{}:{}: {}",
+                self.file.display(),
+                p.line,
+                p.column,
+                self.message
+            ),
             None => write!(f, "{}: {}", self.file.display(), self.message),
         }
     }
@@ -108,7 +115,11 @@ pub fn load_paths(paths: &[PathBuf], env: &Env) -> Result<Vec<Bridge>, Problems>
                     problems.push(problem(
                         file,
                         name_pos,
-                        format!("duplicate bridge name `{}` (also in {})", b.name, other.file.display()),
+                        format!(
+                            "duplicate bridge name `{}` (also in {})",
+                            b.name,
+                            other.file.display()
+                        ),
                     ));
                 } else {
                     bridges.push((b, name_pos));
@@ -172,7 +183,7 @@ fn yaml_message(e: &serde_yaml::Error) -> String {
         let rest = &msg[start + "unknown field `".len()..];
         if let Some(end) = rest.find('`') {
             let field = rest[..end].to_string();
-            let expected: Vec<&str> = rest[end..]
+            let expected: Vec<&str> = rest[end + 1..]
                 .split('`')
                 .enumerate()
                 .filter(|(i, _)| i % 2 == 1)
@@ -193,6 +204,10 @@ fn yaml_message(e: &serde_yaml::Error) -> String {
                 ),
             };
         }
+    }
+    // "expected struct RawSchedule" means nothing to an operator.
+    if let Some(i) = msg.find("expected struct Raw") {
+        msg.replace_range(i.., "expected a mapping");
     }
     if msg.contains("untagged enum RawSecret") {
         msg = msg.replace(

@@ -63,13 +63,8 @@ pub struct RawPaginate {
 #[serde(untagged)]
 pub enum RawNext {
     Word(String),
-    Url {
-        url: String,
-    },
-    Param {
-        param: String,
-        from: String,
-    },
+    Url { url: String },
+    Param { param: String, from: String },
 }
 
 #[derive(Debug, Deserialize)]

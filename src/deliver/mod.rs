@@ -22,9 +22,16 @@ pub enum Outcome {
     Empty,
     /// The head waits for its next attempt at this Unix millisecond.
     NotDue(i64),
-    Delivered { event_id: String },
-    Retrying { event_id: String, next_at_ms: i64 },
-    DeadLettered { event_id: String },
+    Delivered {
+        event_id: String,
+    },
+    Retrying {
+        event_id: String,
+        next_at_ms: i64,
+    },
+    DeadLettered {
+        event_id: String,
+    },
 }
 
 fn now_ms(t: SystemTime) -> i64 {
@@ -34,7 +41,12 @@ fn now_ms(t: SystemTime) -> i64 {
 }
 
 /// Looks at the head of one bridge+sink queue and, if it is due, makes one attempt.
-pub async fn try_deliver_next(ctx: &Ctx, bridge: &str, sink: &Sink, now: SystemTime) -> Result<Outcome, StoreError> {
+pub async fn try_deliver_next(
+    ctx: &Ctx,
+    bridge: &str,
+    sink: &Sink,
+    now: SystemTime,
+) -> Result<Outcome, StoreError> {
     let Some((key, mut entry)) = ctx.store.outbox_head(bridge, &sink.id)? else {
         return Ok(Outcome::Empty);
     };
@@ -75,12 +87,17 @@ pub async fn try_deliver_next(ctx: &Ctx, bridge: &str, sink: &Sink, now: SystemT
                     entry.next_at_ms = next_at_ms;
                     entry.last_error = Some(reason);
                     ctx.store.reschedule(&key, &entry)?;
-                    Ok(Outcome::Retrying { event_id, next_at_ms })
+                    Ok(Outcome::Retrying {
+                        event_id,
+                        next_at_ms,
+                    })
                 }
                 None => dead_letter(ctx, bridge, sink, &key, entry, reason, now_ms),
             }
         }
-        RetryAction::DontRetry { reason } => dead_letter(ctx, bridge, sink, &key, entry, reason, now_ms),
+        RetryAction::DontRetry { reason } => {
+            dead_letter(ctx, bridge, sink, &key, entry, reason, now_ms)
+        }
     }
 }
 
@@ -121,7 +138,9 @@ pub async fn run_sink(ctx: Arc<Ctx>, bridge: Arc<Bridge>, sink: usize, cancel: C
         let outcome = try_deliver_next(&ctx, &bridge.name, sink, SystemTime::now()).await;
         let wait = match outcome {
             Ok(Outcome::Empty) => None,
-            Ok(Outcome::NotDue(at)) => Some(Duration::from_millis((at - now_ms(SystemTime::now())).max(0) as u64)),
+            Ok(Outcome::NotDue(at)) => Some(Duration::from_millis(
+                (at - now_ms(SystemTime::now())).max(0) as u64,
+            )),
             Ok(_) => {
                 if cancel.is_cancelled() {
                     return;

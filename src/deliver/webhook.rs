@@ -22,9 +22,10 @@ pub fn headers(sink: &Sink, e: &OutboxEntry, timestamp: i64) -> Vec<(&'static st
             "webhook-signature",
             sign::standard(&sink.secrets, &e.event_id, timestamp, e.body.as_bytes()),
         )),
-        SignatureKind::Github if !sink.secrets.is_empty() => {
-            h.push(("x-hub-signature-256", sign::github(&sink.secrets[0], e.body.as_bytes())))
-        }
+        SignatureKind::Github if !sink.secrets.is_empty() => h.push((
+            "x-hub-signature-256",
+            sign::github(&sink.secrets[0], e.body.as_bytes()),
+        )),
         _ => {}
     }
     h.push(("x-pollhook-event", e.kind.as_str().to_string()));
@@ -32,7 +33,12 @@ pub fn headers(sink: &Sink, e: &OutboxEntry, timestamp: i64) -> Vec<(&'static st
 }
 
 /// POSTs one event to an HTTP sink and says what to do next.
-pub async fn send(client: &reqwest::Client, sink: &Sink, e: &OutboxEntry, now: SystemTime) -> RetryAction {
+pub async fn send(
+    client: &reqwest::Client,
+    sink: &Sink,
+    e: &OutboxEntry,
+    now: SystemTime,
+) -> RetryAction {
     let Target::Http(url) = &sink.target else {
         return RetryAction::Successful;
     };
@@ -57,7 +63,10 @@ pub async fn send(client: &reqwest::Client, sink: &Sink, e: &OutboxEntry, now: S
             classify_status(resp.status().as_u16(), retry_after.as_deref(), now)
         }
         Err(err) if err.is_timeout() => RetryAction::Retry {
-            reason: format!("no answer within {}", humantime::format_duration(sink.timeout)),
+            reason: format!(
+                "no answer within {}",
+                humantime::format_duration(sink.timeout)
+            ),
             after: None,
         },
         Err(err) => RetryAction::Retry {

@@ -54,7 +54,11 @@ pub async fn fetch(client: &reqwest::Client, src: &Source) -> Result<Value, Fetc
     }
 }
 
-async fn fetch_inner(client: &reqwest::Client, src: &Source, url: &str) -> Result<Value, FetchError> {
+async fn fetch_inner(
+    client: &reqwest::Client,
+    src: &Source,
+    url: &str,
+) -> Result<Value, FetchError> {
     let mut req = match src.method {
         Method::GET => client.get(src.url.clone()),
         Method::POST => client.post(src.url.clone()),

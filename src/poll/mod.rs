@@ -57,7 +57,12 @@ pub struct PollReport {
 
 /// Polls once. With `commit`, stores the new state and queues the events in one transaction
 /// and waits for it to reach the disk; without, changes nothing (a dry run).
-pub async fn poll_once(ctx: &Ctx, bridge: &Bridge, commit: bool, now: DateTime<Utc>) -> Result<PollReport, PollError> {
+pub async fn poll_once(
+    ctx: &Ctx,
+    bridge: &Bridge,
+    commit: bool,
+    now: DateTime<Utc>,
+) -> Result<PollReport, PollError> {
     let doc = fetch::fetch(&ctx.fetcher, &bridge.source).await?;
     let items = extract::extract(&doc, &bridge.items)?;
     drop(doc);
@@ -70,7 +75,8 @@ pub async fn poll_once(ctx: &Ctx, bridge: &Bridge, commit: bool, now: DateTime<U
     .await
     .expect("state load does not panic")?;
 
-    let rebaselined = meta.baselined && meta.fingerprint.as_deref() != Some(bridge.fingerprint.as_str());
+    let rebaselined =
+        meta.baselined && meta.fingerprint.as_deref() != Some(bridge.fingerprint.as_str());
     let baseline = if !meta.baselined {
         match bridge.emit.first_poll {
             FirstPoll::Baseline => Baseline::Silent,

@@ -16,7 +16,11 @@ use tracing::{info, warn};
 /// polls at once, so a new bridge shows its first result without waiting a whole interval.
 pub async fn run_bridge(ctx: Arc<Ctx>, bridge: Arc<Bridge>, cancel: CancellationToken) {
     let redactor = Redactor::new(&bridge.secrets);
-    let fresh = ctx.store.meta(&bridge.name).map(|m| !m.baselined).unwrap_or(false);
+    let fresh = ctx
+        .store
+        .meta(&bridge.name)
+        .map(|m| !m.baselined)
+        .unwrap_or(false);
     if fresh {
         let _ = poll_and_log(&ctx, &bridge, &redactor).await;
     }
@@ -39,7 +43,11 @@ pub async fn run_bridge(ctx: Arc<Ctx>, bridge: Arc<Bridge>, cancel: Cancellation
 }
 
 /// One poll with its log line: INFO with the counts, or WARN with the reason.
-pub async fn poll_and_log(ctx: &Ctx, bridge: &Bridge, redactor: &Redactor) -> Result<PollReport, PollError> {
+pub async fn poll_and_log(
+    ctx: &Ctx,
+    bridge: &Bridge,
+    redactor: &Redactor,
+) -> Result<PollReport, PollError> {
     let started = Instant::now();
     let result = poll_once(ctx, bridge, true, Utc::now()).await;
     let duration_ms = started.elapsed().as_millis() as u64;

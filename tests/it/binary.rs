@@ -1,0 +1,228 @@
+//! The built `pollhook` binary as a child process: check, sign, and run end to end.
+
+use crate::support::*;
+use serde_json::json;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+const BIN: &str = env!("CARGO_BIN_EXE_pollhook");
+
+fn collect<R: tokio::io::AsyncRead + Unpin + Send + 'static>(r: R) -> Arc<Mutex<Vec<String>>> {
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let out = lines.clone();
+    tokio::spawn(async move {
+        let mut rd = BufReader::new(r).lines();
+        while let Ok(Some(l)) = rd.next_line().await {
+            out.lock().unwrap().push(l);
+        }
+    });
+    lines
+}
+
+struct Daemon {
+    child: Child,
+    stdout: Arc<Mutex<Vec<String>>>,
+    stderr: Arc<Mutex<Vec<String>>>,
+}
+
+impl Daemon {
+    fn start(dir: &std::path::Path, env: &[(&str, &str)]) -> Daemon {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["run", "--admin", "off", "--log-format", "pretty"])
+            .arg("--bridges")
+            .arg(dir.join("bridges"))
+            .arg("--data")
+            .arg(dir.join("data"))
+            .env_remove("JOURNAL_STREAM")
+            .env_remove("NOTIFY_SOCKET")
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let stdout = collect(child.stdout.take().unwrap());
+        let stderr = collect(child.stderr.take().unwrap());
+        Daemon {
+            child,
+            stdout,
+            stderr,
+        }
+    }
+
+    async fn terminate(mut self) -> (i32, Vec<String>, Vec<String>) {
+        let pid = self.child.id().unwrap().to_string();
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap();
+        let status = self.child.wait().await.unwrap();
+        // Let the readers reach the end of the pipes.
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let out = self.stdout.lock().unwrap().clone();
+        let err = self.stderr.lock().unwrap().clone();
+        (status.code().unwrap_or(-1), out, err)
+    }
+}
+
+#[tokio::test]
+async fn run_polls_delivers_prints_and_stops_on_sigterm() {
+    let up = Upstream::start().await;
+    let rx = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("bridges")).unwrap();
+    let yaml = format!(
+        r#"schedule:
+  every: 500ms
+source:
+  url: {}
+  headers:
+    Authorization: "Bearer ${{API_TOKEN}}"
+items:
+  select: "$.items[*]"
+  key: "$.id"
+emit:
+  first_poll: emit
+sinks:
+  - url: {}
+    secret: {SECRET}
+  - url: console
+"#,
+        up.url(),
+        rx.url()
+    );
+    std::fs::write(dir.path().join("bridges/live.yaml"), yaml).unwrap();
+    up.set_json(&json!({"items": [{"id": 1, "v": "a"}, {"id": 2, "v": "b"}]}));
+    let token = "tok-9f8e7d6c5b4a";
+    let d = Daemon::start(dir.path(), &[("API_TOKEN", token)]);
+
+    eventually("two created events delivered", || rx.received().len() >= 2).await;
+    up.set_json(&json!({"items": [{"id": 1, "v": "a2"}, {"id": 2, "v": "b"}]}));
+    eventually("the update delivered", || rx.received().len() >= 3).await;
+    eventually("three lines on stdout", || {
+        d.stdout.lock().unwrap().len() >= 3
+    })
+    .await;
+
+    // The upstream saw the interpolated token; the logs never do.
+    let auth = up.hits.lock().unwrap()[0]
+        .get("authorization")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(auth, format!("Bearer {token}"));
+
+    let (code, out, err) = d.terminate().await;
+    assert_eq!(code, 0, "exit code; stderr:\n{}", err.join("\n"));
+    let got = rx.received();
+    let types: Vec<_> = got
+        .iter()
+        .map(|r| r.json()["type"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(types, ["item.created", "item.created", "item.updated"]);
+    assert!(got.iter().all(|r| verify_standard(SECRET, r)));
+    // Console sink: the same events, one JSON line each.
+    let printed: Vec<serde_json::Value> = out
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(printed.len(), 3);
+    assert_eq!(printed[2]["data"], json!({"id": 1, "v": "a2"}));
+    assert_eq!(
+        printed[2]["changes"],
+        json!([{"op": "replace", "path": "/v", "value": "a2"}])
+    );
+    let all = err.join("\n");
+    assert!(
+        all.contains("bridge=live") && all.contains("created=2"),
+        "{all}"
+    );
+    assert!(all.contains("updated=1"), "{all}");
+    assert!(
+        !all.contains(token),
+        "the token leaked into the logs:\n{all}"
+    );
+}
+
+#[tokio::test]
+async fn run_refuses_invalid_bridges() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("bridges")).unwrap();
+    std::fs::write(dir.path().join("bridges/x.yaml"), "schedule: {every: 5m}\nsource: {url: http://127.0.0.1:1/}\nitems: {select: \"$\"}\nsinks: [{url: console}]\nbogus: 1\n").unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["run", "--admin", "off"])
+        .arg("--bridges")
+        .arg(dir.path().join("bridges"))
+        .arg("--data")
+        .arg(dir.path().join("data"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("x.yaml:5:1: unknown key `bogus`"), "{err}");
+    assert!(err.contains("refusing to start"), "{err}");
+    assert!(
+        !dir.path().join("data").exists(),
+        "nothing is created for an invalid set"
+    );
+}
+
+#[test]
+fn check_and_sign_on_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("a.yaml"), "schedule: {every: 5m}\nsource: {url: \"https://x.example/\"}\nitems: {select: \"$[*]\"}\nsinks: [{url: console}]\n").unwrap();
+    let ok = std::process::Command::new(BIN)
+        .arg("check")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(ok.status.code(), Some(0));
+    assert_eq!(String::from_utf8_lossy(&ok.stdout), "ok: 1 bridge\n");
+    std::fs::write(dir.path().join("b.yaml"), "schedule: {every: 5m}\n").unwrap();
+    let bad = std::process::Command::new(BIN)
+        .arg("check")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("b.yaml:1:1: missing field `source`"), "{err}");
+    let usage = std::process::Command::new(BIN)
+        .arg("frobnicate")
+        .output()
+        .unwrap();
+    assert_eq!(usage.status.code(), Some(2));
+
+    let mut sign = std::process::Command::new(BIN)
+        .args([
+            "sign",
+            "--secret",
+            SECRET,
+            "--id",
+            "msg_p5jXN8AQM9LWM0D4loKWxJek",
+            "--timestamp",
+            "1614265330",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    sign.stdin
+        .take()
+        .unwrap()
+        .write_all(br#"{"test": 2432232314}"#)
+        .unwrap();
+    let out = sign.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("webhook-signature: v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=\n"),
+        "{text}"
+    );
+}

@@ -1,0 +1,327 @@
+//! Shared test parts: a real upstream API and a real webhook receiver on 127.0.0.1:0, bridge
+//! files in a temp dir, a real sled store, and signature checks written independently of
+//! pollhook's own signing code.
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use hmac::{Hmac, KeyInit, Mac};
+use pollhook::config::{self, Bridge, Env};
+use pollhook::deliver::{self, Outcome};
+use pollhook::poll::{self, PollError, PollReport};
+use pollhook::runtime::Ctx;
+use pollhook::store::Store;
+use serde_json::Value;
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+type Hits = Arc<Mutex<Vec<HeaderMap>>>;
+type Script = Arc<Mutex<VecDeque<(u16, Vec<(&'static str, String)>)>>>;
+/// Items (key, hash, value), meta and outbox length of one bridge.
+pub type Snapshot = (
+    Vec<(String, [u8; 16], Value)>,
+    pollhook::store::BridgeMeta,
+    usize,
+);
+
+async fn serve(app: Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}")
+}
+
+/// What the upstream answers.
+#[derive(Clone)]
+pub struct Answer {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: String,
+    /// Never answer (a hung server).
+    pub hang: bool,
+}
+
+/// A fake API: answers every request to any path with the current `Answer`.
+#[derive(Clone)]
+pub struct Upstream {
+    pub base: String,
+    answer: Arc<Mutex<Answer>>,
+    pub hits: Arc<Mutex<Vec<HeaderMap>>>,
+}
+
+impl Upstream {
+    pub async fn start() -> Upstream {
+        let answer = Arc::new(Mutex::new(Answer {
+            status: 200,
+            content_type: "application/json",
+            body: "[]".into(),
+            hang: false,
+        }));
+        let hits = Arc::new(Mutex::new(Vec::new()));
+        let state = (answer.clone(), hits.clone());
+        let app =
+            Router::new()
+                .fallback(
+                    |State((answer, hits)): State<(Arc<Mutex<Answer>>, Hits)>,
+                     headers: HeaderMap| async move {
+                        hits.lock().unwrap().push(headers);
+                        let a = answer.lock().unwrap().clone();
+                        if a.hang {
+                            std::future::pending::<()>().await;
+                        }
+                        Response::builder()
+                            .status(a.status)
+                            .header("content-type", a.content_type)
+                            .body(axum::body::Body::from(a.body))
+                            .unwrap()
+                    },
+                )
+                .with_state(state);
+        Upstream {
+            base: serve(app).await,
+            answer,
+            hits,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("{}/items", self.base)
+    }
+
+    pub fn set_json(&self, v: &Value) {
+        self.set(200, "application/json", &v.to_string());
+    }
+
+    pub fn set(&self, status: u16, content_type: &'static str, body: &str) {
+        *self.answer.lock().unwrap() = Answer {
+            status,
+            content_type,
+            body: body.to_string(),
+            hang: false,
+        };
+    }
+
+    pub fn hang(&self) {
+        self.answer.lock().unwrap().hang = true;
+    }
+}
+
+/// One request a receiver got.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Received {
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .map(|v| v.to_str().unwrap())
+            .unwrap_or("")
+    }
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap()
+    }
+}
+
+/// A webhook receiver: records every request and answers from a script (then 204).
+#[derive(Clone)]
+pub struct Receiver {
+    pub base: String,
+    got: Arc<Mutex<Vec<Received>>>,
+    script: Script,
+}
+
+impl Receiver {
+    pub async fn start() -> Receiver {
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let script = Arc::new(Mutex::new(VecDeque::new()));
+        type St = (
+            Arc<Mutex<Vec<Received>>>,
+            Arc<Mutex<VecDeque<(u16, Vec<(&'static str, String)>)>>>,
+        );
+        let app = Router::new()
+            .fallback(
+                |State((got, script)): State<St>, headers: HeaderMap, body: Bytes| async move {
+                    got.lock().unwrap().push(Received { headers, body });
+                    let (status, extra) =
+                        script.lock().unwrap().pop_front().unwrap_or((204, vec![]));
+                    let mut r = StatusCode::from_u16(status).unwrap().into_response();
+                    for (k, v) in extra {
+                        r.headers_mut().insert(k, v.parse().unwrap());
+                    }
+                    r
+                },
+            )
+            .with_state((got.clone(), script.clone()));
+        Receiver {
+            base: serve(app).await,
+            got,
+            script,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("{}/hook", self.base)
+    }
+
+    /// The next answers, in order (after them: 204).
+    pub fn answer(&self, status: u16, headers: &[(&'static str, &str)]) {
+        self.script.lock().unwrap().push_back((
+            status,
+            headers.iter().map(|(k, v)| (*k, v.to_string())).collect(),
+        ));
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.got.lock().unwrap().clone()
+    }
+}
+
+/// Standard Webhooks verification, as a receiver library does it: any `v1,` signature in the
+/// header that matches HMAC-SHA256(key, "id.timestamp.body").
+pub fn verify_standard(secret: &str, r: &Received) -> bool {
+    let key = match secret.strip_prefix("whsec_") {
+        Some(b) => base64::engine::general_purpose::STANDARD.decode(b).unwrap(),
+        None => secret.as_bytes().to_vec(),
+    };
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&key).unwrap();
+    mac.update(
+        format!(
+            "{}.{}.",
+            r.header("webhook-id"),
+            r.header("webhook-timestamp")
+        )
+        .as_bytes(),
+    );
+    mac.update(&r.body);
+    let expected = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+    r.header("webhook-signature")
+        .split(' ')
+        .any(|s| s.strip_prefix("v1,") == Some(expected.as_str()))
+}
+
+pub const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+/// A temp dir with `bridges/` and `data/`, a real store, and the pieces to drive polls and
+/// deliveries one step at a time.
+pub struct Harness {
+    pub dir: tempfile::TempDir,
+    pub ctx: Ctx,
+}
+
+impl Harness {
+    pub fn new() -> Harness {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("bridges")).unwrap();
+        let ctx = Ctx::new(Store::open(&dir.path().join("data")).unwrap());
+        Harness { dir, ctx }
+    }
+
+    pub fn bridges_dir(&self) -> PathBuf {
+        self.dir.path().join("bridges")
+    }
+
+    /// Writes a bridge file and loads it.
+    pub fn bridge(&self, name: &str, yaml: &str) -> Bridge {
+        std::fs::write(self.bridges_dir().join(format!("{name}.yaml")), yaml).unwrap();
+        load_one(&self.bridges_dir(), name)
+    }
+
+    /// Closes the store and opens it again, as a restart does.
+    pub fn restart(self) -> Harness {
+        let Harness { dir, ctx } = self;
+        ctx.store.flush_blocking().unwrap();
+        drop(ctx);
+        let ctx = Ctx::new(Store::open(&dir.path().join("data")).unwrap());
+        Harness { dir, ctx }
+    }
+
+    pub async fn poll(&self, b: &Bridge) -> Result<PollReport, PollError> {
+        poll::poll_once(&self.ctx, b, true, chrono::Utc::now()).await
+    }
+
+    /// Delivers what is due now for every sink of `b`, until each queue is empty or waits.
+    pub async fn drain(&self, b: &Bridge) -> Vec<Outcome> {
+        self.drain_at(b, SystemTime::now()).await
+    }
+
+    pub async fn drain_at(&self, b: &Bridge, now: SystemTime) -> Vec<Outcome> {
+        let mut out = Vec::new();
+        for sink in &b.sinks {
+            loop {
+                let o = deliver::try_deliver_next(&self.ctx, &b.name, sink, now)
+                    .await
+                    .unwrap();
+                let stop = matches!(
+                    o,
+                    Outcome::Empty | Outcome::NotDue(_) | Outcome::Retrying { .. }
+                );
+                out.push(o);
+                if stop {
+                    break;
+                }
+            }
+        }
+        out
+    }
+
+    /// Everything the store holds for a bridge: items, meta, outbox length.
+    pub fn snapshot(&self, name: &str) -> Snapshot {
+        (
+            self.ctx.store.items(name).unwrap(),
+            self.ctx.store.meta(name).unwrap(),
+            self.ctx.store.outbox_len(name),
+        )
+    }
+}
+
+pub fn load_one(dir: &Path, name: &str) -> Bridge {
+    let env = Env::fixed(&[("TEST_TOKEN", "tok-abc-123")], None);
+    config::load_dir(dir, &env)
+        .unwrap_or_else(|p| panic!("bridges do not load:\n{p}"))
+        .into_iter()
+        .find(|b| b.name == name)
+        .unwrap()
+}
+
+/// A bridge file: GET `url`, items at `$.items[*]` keyed by `$.id`, one signed sink.
+pub fn yaml(url: &str, sink: &str, extra_emit: &str) -> String {
+    format!(
+        r#"schedule:
+  every: 1m
+source:
+  url: {url}
+  timeout: 2s
+items:
+  select: "$.items[*]"
+  key: "$.id"
+emit:
+  deletes:
+    max_fraction: 1.0
+{extra_emit}
+sinks:
+  - url: {sink}
+    secret: {SECRET}
+    retry: [1s, 2s]
+"#
+    )
+}
+
+/// Polls `cond` until it holds, for at most 30 s (a generous deadline for a busy machine).
+pub async fn eventually<F: FnMut() -> bool>(what: &str, mut cond: F) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
