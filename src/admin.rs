@@ -11,7 +11,8 @@ use std::sync::Arc;
 #[derive(Clone)]
 pub struct AdminState {
     pub ctx: Arc<Ctx>,
-    pub bridges: Arc<Vec<Arc<Bridge>>>,
+    /// The running set; replaced on reload.
+    pub bridges: Arc<std::sync::RwLock<Vec<Arc<Bridge>>>>,
 }
 
 pub fn router(state: AdminState) -> Router {
@@ -22,8 +23,8 @@ pub fn router(state: AdminState) -> Router {
 }
 
 async fn bridges(State(s): State<AdminState>) -> Json<Value> {
-    let list: Vec<Value> = s
-        .bridges
+    let bridges = s.bridges.read().expect("bridges lock").clone();
+    let list: Vec<Value> = bridges
         .iter()
         .map(|b| {
             let meta = s.ctx.store.meta(&b.name).unwrap_or_default();

@@ -1,5 +1,5 @@
-//! The daemon: load bridges, open the store, spawn one scheduler per bridge and one deliverer
-//! per bridge and sink, serve the admin API, and shut down cleanly.
+//! The daemon: load bridges, open the store, run one scheduler per bridge and one deliverer
+//! per bridge and sink, serve the admin API, reload on SIGHUP, and shut down cleanly.
 
 use crate::admin;
 use crate::config::{self, Bridge, Env};
@@ -9,9 +9,10 @@ use crate::runtime::Ctx;
 use crate::store::Store;
 use crate::systemd;
 use anyhow::{Context, Result};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -26,23 +27,141 @@ pub struct RunOptions {
     pub shard: Option<(u64, u64)>,
 }
 
-/// How long in-flight polls and deliveries get to finish on shutdown.
+/// How long in-flight polls and deliveries get to finish on shutdown (and on a reload that
+/// restarts a bridge).
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
-/// Runs until `shutdown` is cancelled.
+/// The tasks of one running bridge.
+struct Running {
+    bridge: Arc<Bridge>,
+    stop: CancellationToken,
+    tasks: TaskTracker,
+}
+
+/// Every running bridge, by name.
+struct Fleet {
+    ctx: Arc<Ctx>,
+    root: CancellationToken,
+    running: HashMap<String, Running>,
+    /// What the admin API shows.
+    shown: Arc<RwLock<Vec<Arc<Bridge>>>>,
+}
+
+impl Fleet {
+    fn start(&mut self, b: Arc<Bridge>) {
+        let stop = self.root.child_token();
+        let tasks = TaskTracker::new();
+        tasks.spawn(scheduler::run_bridge(
+            self.ctx.clone(),
+            b.clone(),
+            stop.clone(),
+        ));
+        for i in 0..b.sinks.len() {
+            tasks.spawn(deliver::run_sink(
+                self.ctx.clone(),
+                b.clone(),
+                i,
+                stop.clone(),
+            ));
+        }
+        tasks.close();
+        self.running.insert(
+            b.name.clone(),
+            Running {
+                bridge: b,
+                stop,
+                tasks,
+            },
+        );
+    }
+
+    /// Stops the named bridges and waits (at most the grace period) for their work to end.
+    async fn stop(&mut self, names: &[String]) {
+        let mut gone = Vec::new();
+        for n in names {
+            if let Some(r) = self.running.remove(n) {
+                r.stop.cancel();
+                gone.push(r);
+            }
+        }
+        let all = async {
+            for r in &gone {
+                r.tasks.wait().await;
+            }
+        };
+        if tokio::time::timeout(SHUTDOWN_GRACE, all).await.is_err() {
+            warn!(
+                "in-flight work did not finish within {}s",
+                SHUTDOWN_GRACE.as_secs()
+            );
+        }
+    }
+
+    /// Moves to a new set: new bridges start, changed ones restart, removed ones stop. State
+    /// is kept throughout.
+    async fn apply(&mut self, set: Vec<Arc<Bridge>>) {
+        let wanted: HashMap<&str, &Arc<Bridge>> =
+            set.iter().map(|b| (b.name.as_str(), b)).collect();
+        let mut removed = Vec::new();
+        let mut changed = Vec::new();
+        for (name, r) in &self.running {
+            match wanted.get(name.as_str()) {
+                None => removed.push(name.clone()),
+                Some(b) if b.revision != r.bridge.revision => changed.push(name.clone()),
+                Some(_) => {}
+            }
+        }
+        let stopping: Vec<String> = removed.iter().chain(&changed).cloned().collect();
+        self.stop(&stopping).await;
+        let mut added = Vec::new();
+        for b in &set {
+            if !self.running.contains_key(&b.name) {
+                if !changed.contains(&b.name) {
+                    added.push(b.name.clone());
+                }
+                self.start(b.clone());
+            }
+        }
+        *self.shown.write().expect("bridges lock") = set;
+        info!(
+            bridges = self.running.len(),
+            added = added.len(),
+            changed = changed.len(),
+            removed = removed.len(),
+            "bridges reloaded"
+        );
+        for (what, names) in [
+            ("added", &added),
+            ("changed", &changed),
+            ("removed", &removed),
+        ] {
+            for n in names {
+                info!(bridge = %n, "bridge {what}");
+            }
+        }
+    }
+}
+
+fn load(opts: &RunOptions, env: &Env) -> Result<Vec<Arc<Bridge>>, config::Problems> {
+    Ok(config::load_dir(&opts.bridges, env)?
+        .into_iter()
+        .filter(|b| in_shard(&b.name, opts.shard))
+        .map(Arc::new)
+        .collect())
+}
+
+/// Runs until `shutdown` is cancelled. SIGHUP re-reads the bridges directory.
 pub async fn run(opts: RunOptions, env: Env, shutdown: CancellationToken) -> Result<()> {
-    let bridges = config::load_dir(&opts.bridges, &env).map_err(|p| {
+    // First of all, so that an early SIGHUP does not kill the process.
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("cannot listen for SIGHUP")?;
+    let bridges = load(&opts, &env).map_err(|p| {
         anyhow::anyhow!(
             "{p}\nrefusing to start: {} problem(s) in {}",
             p.len(),
             opts.bridges.display()
         )
     })?;
-    let bridges: Vec<Arc<Bridge>> = bridges
-        .into_iter()
-        .filter(|b| in_shard(&b.name, opts.shard))
-        .map(Arc::new)
-        .collect();
 
     std::fs::create_dir_all(&opts.data)
         .with_context(|| format!("cannot create data directory {}", opts.data.display()))?;
@@ -51,27 +170,29 @@ pub async fn run(opts: RunOptions, env: Env, shutdown: CancellationToken) -> Res
         .await?
         .with_context(|| format!("cannot open state in {}", opts.data.display()))?;
     let ctx = Arc::new(Ctx::new(store));
-
-    let tasks = TaskTracker::new();
-    let stop = shutdown.child_token();
-    for b in &bridges {
-        tasks.spawn(scheduler::run_bridge(ctx.clone(), b.clone(), stop.clone()));
-        for i in 0..b.sinks.len() {
-            tasks.spawn(deliver::run_sink(ctx.clone(), b.clone(), i, stop.clone()));
-        }
+    let root = shutdown.child_token();
+    let mut fleet = Fleet {
+        ctx: ctx.clone(),
+        root: root.clone(),
+        running: HashMap::new(),
+        shown: Arc::new(RwLock::new(bridges.clone())),
+    };
+    for b in bridges {
+        fleet.start(b);
     }
 
+    let admin_done = TaskTracker::new();
     if let Some(addr) = opts.admin {
         let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
             format!("cannot listen on {addr} for the admin API (use --admin off to disable)")
         })?;
         let app = admin::router(admin::AdminState {
             ctx: ctx.clone(),
-            bridges: Arc::new(bridges.clone()),
+            bridges: fleet.shown.clone(),
         });
-        let stop_admin = stop.clone();
+        let stop_admin = root.clone();
         info!(%addr, "admin API listening");
-        tokio::spawn(async move {
+        admin_done.spawn(async move {
             let served = axum::serve(listener, app)
                 .with_graceful_shutdown(stop_admin.cancelled_owned())
                 .await;
@@ -80,30 +201,43 @@ pub async fn run(opts: RunOptions, env: Env, shutdown: CancellationToken) -> Res
             }
         });
     }
-    tokio::spawn(systemd::watchdog(stop.clone()));
+    admin_done.close();
+    tokio::spawn(systemd::watchdog(root.clone()));
 
     info!(
-        bridges = bridges.len(),
+        bridges = fleet.running.len(),
         dir = %opts.bridges.display(),
         data = %opts.data.display(),
         "pollhook started"
     );
     systemd::ready();
 
-    shutdown.cancelled().await;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = hup.recv() => {
+                systemd::reloading();
+                info!(dir = %opts.bridges.display(), "SIGHUP: reloading bridges");
+                match load(&opts, &env) {
+                    Ok(set) => fleet.apply(set).await,
+                    Err(problems) => {
+                        for p in &problems.0 {
+                            error!("{p}");
+                        }
+                        error!(problems = problems.len(), "reload refused: the running bridges stay as they were");
+                    }
+                }
+                systemd::ready();
+            }
+        }
+    }
+
     systemd::stopping();
     info!("shutting down");
-    stop.cancel();
-    tasks.close();
-    if tokio::time::timeout(SHUTDOWN_GRACE, tasks.wait())
-        .await
-        .is_err()
-    {
-        warn!(
-            "in-flight work did not finish within {}s; stopping anyway",
-            SHUTDOWN_GRACE.as_secs()
-        );
-    }
+    let names: Vec<String> = fleet.running.keys().cloned().collect();
+    root.cancel();
+    fleet.stop(&names).await;
+    admin_done.wait().await;
     ctx.store
         .flush()
         .await

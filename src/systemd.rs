@@ -9,6 +9,11 @@ pub fn ready() {
     let _ = sd_notify::notify(&[NotifyState::Ready]);
 }
 
+/// Sent before a reload; `ready()` follows when it is done.
+pub fn reloading() {
+    let _ = sd_notify::notify(&[NotifyState::Reloading]);
+}
+
 pub fn stopping() {
     let _ = sd_notify::notify(&[NotifyState::Stopping]);
 }

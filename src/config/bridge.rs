@@ -41,6 +41,9 @@ pub struct Bridge {
     pub fingerprint: String,
     /// Every value interpolation brought in: redacted wherever text reaches a log or an error.
     pub secrets: Vec<String>,
+    /// A hash of the file's text and of every value interpolated into it: a reload restarts
+    /// the bridge only when this changes.
+    pub revision: String,
 }
 
 #[derive(Debug, Clone)]
@@ -348,6 +351,7 @@ impl<'a> Validator<'a> {
             sinks,
             fingerprint,
             secrets,
+            revision: String::new(),
         })
     }
 

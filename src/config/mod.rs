@@ -166,7 +166,17 @@ pub fn parse_file(file: &Path, text: &str, env: &Env) -> Result<Bridge, Problems
     let loc = Locator::new(text);
     let (bridge, problems) = bridge::Validator::new(file, &loc, env).bridge(raw);
     match bridge {
-        Some(b) if problems.is_empty() => Ok(b),
+        Some(mut b) if problems.is_empty() => {
+            use sha2::{Digest, Sha256};
+            let mut h = Sha256::new();
+            h.update(text.as_bytes());
+            for s in &b.secrets {
+                h.update([0]);
+                h.update(s.as_bytes());
+            }
+            b.revision = hex::encode(&h.finalize()[..12]);
+            Ok(b)
+        }
         _ => Err(problems),
     }
 }

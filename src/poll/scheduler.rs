@@ -68,7 +68,7 @@ pub async fn poll_and_log(
             let status = if r.baseline { "baseline" } else { "ok" };
             info!(
                 bridge = %bridge.name,
-                status,
+                status = %status,
                 items = r.items,
                 created = r.created,
                 updated = r.updated,
@@ -81,8 +81,8 @@ pub async fn poll_and_log(
         Err(e) => {
             warn!(
                 bridge = %bridge.name,
-                status = "failed",
-                reason = e.kind(),
+                status = %"failed",
+                reason = %e.kind(),
                 duration_ms,
                 "poll failed: {}",
                 redactor.clean(&e.to_string())

@@ -226,3 +226,76 @@ fn check_and_sign_on_the_command_line() {
         "{text}"
     );
 }
+
+fn console_bridge(url: &str, include: &str) -> String {
+    format!(
+        "schedule: {{every: 500ms}}\nsource: {{url: \"{url}\"}}\nitems: {{select: \"$.items[*]\", key: \"$.id\", include: [\"{include}\"]}}\nemit: {{first_poll: emit}}\nsinks: [{{url: console}}]\n"
+    )
+}
+
+#[tokio::test]
+async fn sighup_adds_changes_removes_and_refuses_a_broken_set() {
+    let up = Upstream::start().await;
+    up.set_json(&json!({"items": [{"id": 1, "a": "x", "b": "y"}]}));
+    let dir = tempfile::tempdir().unwrap();
+    let bridges = dir.path().join("bridges");
+    std::fs::create_dir_all(&bridges).unwrap();
+    std::fs::write(bridges.join("one.yaml"), console_bridge(&up.url(), "$.a")).unwrap();
+    std::fs::write(bridges.join("gone.yaml"), console_bridge(&up.url(), "$.a")).unwrap();
+    let d = Daemon::start(dir.path(), &[]);
+    let count = |d: &Daemon, bridge: &str| {
+        d.stdout
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(&format!("\"bridge\":\"{bridge}\"")))
+            .count()
+    };
+    let logs = |d: &Daemon| d.stderr.lock().unwrap().join("\n");
+    eventually("both bridges emitted", || {
+        count(&d, "one") == 1 && count(&d, "gone") == 1
+    })
+    .await;
+
+    std::fs::write(bridges.join("two.yaml"), console_bridge(&up.url(), "$.a")).unwrap();
+    std::fs::write(bridges.join("one.yaml"), console_bridge(&up.url(), "$.b")).unwrap();
+    std::fs::remove_file(bridges.join("gone.yaml")).unwrap();
+    let pid = d.child.id().unwrap().to_string();
+    std::process::Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap();
+    eventually("reload logged", || {
+        logs(&d).contains("bridges reloaded bridges=2 added=1 changed=1 removed=1")
+    })
+    .await;
+    eventually("the new bridge emitted", || count(&d, "two") == 1).await;
+    // The changed bridge kept its state: its definition changed meaning, so it re-baselined
+    // (WARN) instead of emitting; the removed one polls no more.
+    eventually("one re-baselined", || {
+        logs(&d).contains("definition changed")
+    })
+    .await;
+    assert_eq!(count(&d, "one"), 1);
+
+    std::fs::write(bridges.join("broken.yaml"), "schedule: {every: never}\n").unwrap();
+    std::process::Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap();
+    eventually("reload refused", || logs(&d).contains("reload refused")).await;
+    assert!(logs(&d).contains("broken.yaml:1:"), "{}", logs(&d));
+    // The running set stays: `two` keeps polling.
+    let polls_of_two = |d: &Daemon| logs(d).matches("bridge=two status=ok").count();
+    let before = polls_of_two(&d);
+    eventually("two still polls", || polls_of_two(&d) > before).await;
+
+    let (code, _, err) = d.terminate().await;
+    assert_eq!(code, 0);
+    let polls_after_removal = err
+        .iter()
+        .skip_while(|l| !l.contains("bridges reloaded"))
+        .filter(|l| l.contains("bridge=gone") && l.contains("status="))
+        .count();
+    assert_eq!(polls_after_removal, 0, "{}", err.join("\n"));
+}
