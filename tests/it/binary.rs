@@ -111,6 +111,7 @@ sinks:
 
     // The upstream saw the interpolated token; the logs never do.
     let auth = up.hits.lock().unwrap()[0]
+        .headers
         .get("authorization")
         .unwrap()
         .to_str()

@@ -3,5 +3,6 @@
 
 mod binary;
 mod config;
+mod delivery;
 mod pipeline;
 mod support;

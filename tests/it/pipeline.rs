@@ -322,3 +322,25 @@ async fn a_changed_key_definition_re_baselines_without_events() {
         .collect();
     assert_eq!(keys, ["a", "b"]);
 }
+
+#[tokio::test]
+async fn post_sources_send_their_json_body_and_headers() {
+    let up = Upstream::start().await;
+    let h = Harness::new();
+    let yaml = format!(
+        "schedule: {{every: 1m}}\nsource:\n  url: \"{}\"\n  method: POST\n  headers: {{X-Api-Key: \"${{TEST_TOKEN}}\"}}\n  body: {{query: \"{{ items {{ id }} }}\", vars: {{first: 10, token: \"${{TEST_TOKEN}}\"}}}}\nitems: {{select: \"$.data.items[*]\", key: \"$.id\"}}\nsinks: [{{url: console}}]\n",
+        up.url()
+    );
+    let b = h.bridge("gql", &yaml);
+    up.set_json(&json!({"data": {"items": [{"id": "a"}]}}));
+    assert_eq!(h.poll(&b).await.unwrap().items, 1);
+    let hit = up.hits.lock().unwrap()[0].clone();
+    assert_eq!(hit.method, "POST");
+    assert_eq!(hit.headers["x-api-key"], "tok-abc-123");
+    assert_eq!(hit.headers["content-type"], "application/json");
+    let sent: serde_json::Value = serde_json::from_slice(&hit.body).unwrap();
+    assert_eq!(
+        sent,
+        json!({"query": "{ items { id } }", "vars": {"first": 10, "token": "tok-abc-123"}})
+    );
+}

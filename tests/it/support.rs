@@ -20,7 +20,15 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-type Hits = Arc<Mutex<Vec<HeaderMap>>>;
+type Hits = Arc<Mutex<Vec<Hit>>>;
+
+/// One request the upstream got.
+#[derive(Debug, Clone)]
+pub struct Hit {
+    pub method: axum::http::Method,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
 type Script = Arc<Mutex<VecDeque<(u16, Vec<(&'static str, String)>)>>>;
 /// Items (key, hash, value), meta and outbox length of one bridge.
 pub type Snapshot = (
@@ -51,7 +59,7 @@ pub struct Answer {
 pub struct Upstream {
     pub base: String,
     answer: Arc<Mutex<Answer>>,
-    pub hits: Arc<Mutex<Vec<HeaderMap>>>,
+    pub hits: Hits,
 }
 
 impl Upstream {
@@ -64,24 +72,29 @@ impl Upstream {
         }));
         let hits = Arc::new(Mutex::new(Vec::new()));
         let state = (answer.clone(), hits.clone());
-        let app =
-            Router::new()
-                .fallback(
-                    |State((answer, hits)): State<(Arc<Mutex<Answer>>, Hits)>,
-                     headers: HeaderMap| async move {
-                        hits.lock().unwrap().push(headers);
-                        let a = answer.lock().unwrap().clone();
-                        if a.hang {
-                            std::future::pending::<()>().await;
-                        }
-                        Response::builder()
-                            .status(a.status)
-                            .header("content-type", a.content_type)
-                            .body(axum::body::Body::from(a.body))
-                            .unwrap()
-                    },
-                )
-                .with_state(state);
+        let app = Router::new()
+            .fallback(
+                |State((answer, hits)): State<(Arc<Mutex<Answer>>, Hits)>,
+                 method: axum::http::Method,
+                 headers: HeaderMap,
+                 body: Bytes| async move {
+                    hits.lock().unwrap().push(Hit {
+                        method,
+                        headers,
+                        body,
+                    });
+                    let a = answer.lock().unwrap().clone();
+                    if a.hang {
+                        std::future::pending::<()>().await;
+                    }
+                    Response::builder()
+                        .status(a.status)
+                        .header("content-type", a.content_type)
+                        .body(axum::body::Body::from(a.body))
+                        .unwrap()
+                },
+            )
+            .with_state(state);
         Upstream {
             base: serve(app).await,
             answer,

@@ -1,0 +1,152 @@
+//! Delivery against a real receiver: Retry-After, 410, redirects, exhausted schedules, stored
+//! retry times across a restart, and every signature scheme.
+
+use crate::support::*;
+use hmac::{Hmac, KeyInit, Mac};
+use pollhook::deliver::Outcome;
+use serde_json::json;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+fn bridge_yaml(url: &str, sinks: &str) -> String {
+    format!(
+        "schedule: {{every: 1m}}\nsource: {{url: \"{url}\"}}\nitems: {{select: \"$.items[*]\", key: \"$.id\"}}\nemit: {{first_poll: emit}}\nsinks:\n{sinks}"
+    )
+}
+
+fn ms(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
+}
+
+async fn setup(sinks: &str, items: usize) -> (Upstream, Harness, pollhook::config::Bridge) {
+    let up = Upstream::start().await;
+    let h = Harness::new();
+    let b = h.bridge("d", &bridge_yaml(&up.url(), sinks));
+    let list: Vec<_> = (1..=items).map(|i| json!({"id": i})).collect();
+    up.set_json(&json!({ "items": list }));
+    h.poll(&b).await.unwrap();
+    (up, h, b)
+}
+
+#[tokio::test]
+async fn retry_after_on_429_and_503_is_honoured_up_to_the_longest_step() {
+    let rx = Receiver::start().await;
+    let sinks = format!(
+        "  - url: {}\n    secret: {SECRET}\n    retry: [1s, 1m]\n",
+        rx.url()
+    );
+    let (_up, h, b) = setup(&sinks, 1).await;
+    let t0 = SystemTime::now();
+    rx.answer(429, &[("retry-after", "30")]);
+    let o = h.drain_at(&b, t0).await;
+    let Outcome::Retrying { next_at_ms, .. } = o[0] else {
+        panic!("{o:?}")
+    };
+    assert_eq!(next_at_ms - ms(t0), 30_000);
+    // Far beyond the schedule: capped at its longest step (1m).
+    rx.answer(503, &[("retry-after", "86400")]);
+    let t1 = t0 + Duration::from_secs(30);
+    let o = h.drain_at(&b, t1).await;
+    let Outcome::Retrying { next_at_ms, .. } = o[0] else {
+        panic!("{o:?}")
+    };
+    assert_eq!(next_at_ms - ms(t1), 60_000);
+    let o = h.drain_at(&b, t1 + Duration::from_secs(60)).await;
+    assert!(matches!(o[0], Outcome::Delivered { .. }), "{o:?}");
+    assert_eq!(rx.received().len(), 3);
+}
+
+#[tokio::test]
+async fn gone_dead_letters_at_once_and_the_next_event_goes_on() {
+    let rx = Receiver::start().await;
+    let sinks = format!("  - url: {}\n    secret: {SECRET}\n", rx.url());
+    let (_up, h, b) = setup(&sinks, 2).await;
+    rx.answer(410, &[]);
+    let o = h.drain(&b).await;
+    assert!(matches!(o[0], Outcome::DeadLettered { .. }), "{o:?}");
+    assert!(matches!(o[1], Outcome::Delivered { .. }), "{o:?}");
+    let dead = h.ctx.store.dead_letters().unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].1.entry.last_error.as_deref(), Some("HTTP 410 Gone"));
+    assert_eq!(dead[0].1.entry.attempts, 1);
+    assert_eq!(dead[0].1.entry.seq, 1);
+    assert_eq!(h.ctx.store.outbox_len("d"), 0);
+}
+
+#[tokio::test]
+async fn redirects_are_not_followed_and_an_exhausted_schedule_dead_letters() {
+    let rx = Receiver::start().await;
+    let elsewhere = Receiver::start().await;
+    let sinks = format!(
+        "  - url: {}\n    secret: {SECRET}\n    retry: [1s]\n",
+        rx.url()
+    );
+    let (_up, h, b) = setup(&sinks, 1).await;
+    rx.answer(302, &[("location", &elsewhere.url())]);
+    rx.answer(500, &[]);
+    let t0 = SystemTime::now();
+    let o = h.drain_at(&b, t0).await;
+    assert!(matches!(o[0], Outcome::Retrying { .. }), "{o:?}");
+    let o = h.drain_at(&b, t0 + Duration::from_secs(2)).await;
+    assert!(matches!(o[0], Outcome::DeadLettered { .. }), "{o:?}");
+    assert!(elsewhere.received().is_empty(), "the redirect was followed");
+    let dead = h.ctx.store.dead_letters().unwrap();
+    assert_eq!(dead[0].1.entry.attempts, 2);
+    assert_eq!(dead[0].1.entry.last_error.as_deref(), Some("HTTP 500"));
+}
+
+#[tokio::test]
+async fn a_restart_resumes_the_stored_retry_time() {
+    let rx = Receiver::start().await;
+    let sinks = format!(
+        "  - url: {}\n    secret: {SECRET}\n    retry: [1h]\n",
+        rx.url()
+    );
+    let (_up, h, b) = setup(&sinks, 1).await;
+    rx.answer(500, &[]);
+    let t0 = SystemTime::now();
+    let Outcome::Retrying { next_at_ms, .. } = h.drain_at(&b, t0).await[0] else {
+        panic!()
+    };
+    let h = h.restart();
+    // Neither restarted from scratch nor lost: the same planned time.
+    assert_eq!(
+        h.drain_at(&b, t0 + Duration::from_secs(60)).await,
+        [Outcome::NotDue(next_at_ms)]
+    );
+    let due = UNIX_EPOCH + Duration::from_millis(next_at_ms as u64);
+    assert!(matches!(
+        h.drain_at(&b, due).await[0],
+        Outcome::Delivered { .. }
+    ));
+    let got = rx.received();
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0].header("webhook-id"), got[1].header("webhook-id"));
+}
+
+#[tokio::test]
+async fn github_signatures_and_secret_rotation() {
+    let gh = Receiver::start().await;
+    let rot = Receiver::start().await;
+    let old = "whsec_dGhlIG9sZCBzZWNyZXQgb2YgdGhpcyBzaW5r";
+    let sinks = format!(
+        "  - url: {}\n    secret: plain-gh-secret\n    signature: github\n  - url: {}\n    secret: [{SECRET}, {old}]\n",
+        gh.url(),
+        rot.url()
+    );
+    let (_up, h, b) = setup(&sinks, 1).await;
+    h.drain(&b).await;
+    let g = &gh.received()[0];
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(b"plain-gh-secret").unwrap();
+    mac.update(&g.body);
+    assert_eq!(
+        g.header("x-hub-signature-256"),
+        format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+    );
+    assert!(g.header("webhook-signature").is_empty());
+    let r = &rot.received()[0];
+    assert_eq!(r.header("webhook-signature").split(' ').count(), 2);
+    // A receiver that knows only the new secret, or only the old one, accepts it.
+    assert!(verify_standard(SECRET, r));
+    assert!(verify_standard(old, r));
+    assert!(!verify_standard("whsec_c29tZSBvdGhlciBzZWNyZXQ=", r));
+}
