@@ -54,6 +54,19 @@ enum Command {
         #[arg(long)]
         data: Option<PathBuf>,
     },
+    /// List, replay (to the back of the queue) or drop dead letters, through the running daemon.
+    DeadLetters {
+        #[command(subcommand)]
+        action: DeadLetterAction,
+        /// Admin API of the running daemon
+        #[arg(
+            long,
+            env = "POLLHOOK_ADMIN",
+            default_value = "127.0.0.1:9187",
+            global = true
+        )]
+        admin: String,
+    },
     /// Print the signature headers for a body read from stdin.
     Sign {
         /// `whsec_<base64>` or any string; repeat for several
@@ -64,6 +77,38 @@ enum Command {
         /// Unix seconds [default: now]
         #[arg(long)]
         timestamp: Option<i64>,
+    },
+}
+
+#[derive(Subcommand)]
+enum DeadLetterAction {
+    /// Show the dead letters: id, bridge, type, seq, attempts, last error.
+    List {
+        #[arg(long)]
+        bridge: Option<String>,
+        /// The admin API's JSON instead of a table
+        #[arg(long)]
+        json: bool,
+    },
+    /// Queue dead letters again, behind what is already waiting.
+    Replay {
+        /// A dead letter id (`<event id>.<sink>`) or an event id
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        id: Option<String>,
+        /// Every dead letter (of --bridge, if given)
+        #[arg(long)]
+        all: bool,
+        #[arg(long)]
+        bridge: Option<String>,
+    },
+    /// Forget dead letters.
+    Drop {
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        id: Option<String>,
+        #[arg(long)]
+        all: bool,
+        #[arg(long)]
+        bridge: Option<String>,
     },
 }
 
@@ -178,6 +223,7 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
             let data = data.unwrap_or_else(default_data);
             runtime()?.block_on(poll_command(&name, commit, &dir, &data))
         }
+        Command::DeadLetters { action, admin } => runtime()?.block_on(dead_letters(action, &admin)),
         Command::Sign {
             secret,
             id,
@@ -268,4 +314,135 @@ async fn signals(shutdown: CancellationToken) {
         _ = int.recv() => {}
     }
     shutdown.cancel();
+}
+
+/// A client for the running daemon's admin API.
+struct Admin {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Admin {
+    fn new(addr: &str) -> Result<Admin> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let base = if addr.starts_with("http://") || addr.starts_with("https://") {
+            addr.trim_end_matches('/').to_string()
+        } else {
+            format!("http://{addr}")
+        };
+        Ok(Admin {
+            base,
+            http: reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(30))
+                .build()?,
+        })
+    }
+
+    async fn call(&self, method: reqwest::Method, path: &str) -> Result<serde_json::Value> {
+        let url = format!("{}{path}", self.base);
+        let resp = self.http.request(method, &url).send().await.map_err(|e| {
+            if e.is_connect() || e.is_timeout() {
+                anyhow::anyhow!(
+                    "no pollhook daemon answers at {} (is `pollhook run` running? pass --admin ADDR or set POLLHOOK_ADMIN)",
+                    self.base
+                )
+            } else {
+                anyhow::anyhow!("{url}: {}", pollhook::poll::fetch::error_chain(e))
+            }
+        })?;
+        let status = resp.status();
+        let body: serde_json::Value = resp.json().await.unwrap_or_default();
+        if !status.is_success() {
+            let msg = body["error"]
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| format!("HTTP {status}"));
+            bail!("{msg}");
+        }
+        Ok(body)
+    }
+}
+
+async fn dead_letters(action: DeadLetterAction, admin: &str) -> Result<ExitCode> {
+    let api = Admin::new(admin)?;
+    let list = |bridge: &Option<String>| {
+        let q = bridge
+            .as_deref()
+            .map(|b| format!("?bridge={b}"))
+            .unwrap_or_default();
+        format!("/v1/dead-letters{q}")
+    };
+    let ids = |v: &serde_json::Value| -> Vec<String> {
+        v["dead_letters"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|l| l["id"].as_str().map(str::to_string))
+            .collect()
+    };
+    let replay = matches!(action, DeadLetterAction::Replay { .. });
+    match action {
+        DeadLetterAction::List { bridge, json } => {
+            let v = api.call(reqwest::Method::GET, &list(&bridge)).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+                return Ok(ExitCode::SUCCESS);
+            }
+            let rows = v["dead_letters"].as_array().cloned().unwrap_or_default();
+            if rows.is_empty() {
+                println!("no dead letters");
+                return Ok(ExitCode::SUCCESS);
+            }
+            println!(
+                "{:<41} {:<20} {:<14} {:>6} {:>8}  LAST ERROR",
+                "ID", "BRIDGE", "TYPE", "SEQ", "ATTEMPTS"
+            );
+            for l in rows {
+                println!(
+                    "{:<41} {:<20} {:<14} {:>6} {:>8}  {}",
+                    l["id"].as_str().unwrap_or_default(),
+                    l["bridge"].as_str().unwrap_or_default(),
+                    l["type"].as_str().unwrap_or_default(),
+                    l["seq"],
+                    l["attempts"],
+                    l["last_error"].as_str().unwrap_or_default()
+                );
+            }
+        }
+        DeadLetterAction::Replay { id, all, bridge }
+        | DeadLetterAction::Drop { id, all, bridge }
+            if all || id.is_some() =>
+        {
+            let targets = match id {
+                Some(id) => vec![id],
+                None => ids(&api.call(reqwest::Method::GET, &list(&bridge)).await?),
+            };
+            for id in &targets {
+                let (method, path, done) = if replay {
+                    (
+                        reqwest::Method::POST,
+                        format!("/v1/dead-letters/{id}/replay"),
+                        "replayed",
+                    )
+                } else {
+                    (
+                        reqwest::Method::DELETE,
+                        format!("/v1/dead-letters/{id}"),
+                        "dropped",
+                    )
+                };
+                let v = api.call(method, &path).await?;
+                for letter in v[done].as_array().into_iter().flatten() {
+                    println!("{done} {}", letter.as_str().unwrap_or_default());
+                }
+            }
+            if targets.is_empty() {
+                println!("no dead letters");
+            }
+        }
+        DeadLetterAction::Replay { .. } | DeadLetterAction::Drop { .. } => {
+            bail!("give an ID or --all")
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -5,8 +5,10 @@
 //! sled calls block: callers run the big ones (`load_state`, `commit`) on `spawn_blocking`.
 //!
 //! Keys: `items` and `meta` by `bridge \0 key`; `outbox` and `dead` by
-//! `bridge \0 sink \0 seq(8 bytes, big-endian)`, so a prefix scan walks one queue in detection
-//! order. Bridge names cannot hold `\0` (validated), so prefixes never collide.
+//! `bridge \0 sink \0 position(8 bytes, big-endian)`, the position coming from sled's
+//! monotonic id generator, so a prefix scan walks one queue in detection order and a replayed
+//! dead letter joins the back of its queue. Bridge names cannot hold `\0` (validated), so
+//! prefixes never collide.
 
 use crate::diff::Stored;
 use crate::event::EventType;
@@ -96,9 +98,9 @@ fn prefix(parts: &[&str]) -> Vec<u8> {
     k
 }
 
-pub fn queue_key(bridge: &str, sink: &str, seq: u64) -> Vec<u8> {
+pub fn queue_key(bridge: &str, sink: &str, position: u64) -> Vec<u8> {
     let mut k = prefix(&[bridge, sink]);
-    k.extend_from_slice(&seq.to_be_bytes());
+    k.extend_from_slice(&position.to_be_bytes());
     k
 }
 
@@ -214,16 +216,13 @@ impl Store {
             key
         };
         let meta_bytes = serde_json::to_vec(&c.meta).expect("meta serialises");
-        let outbox: Vec<(Vec<u8>, Vec<u8>)> = c
-            .outbox
-            .iter()
-            .map(|(sink, e)| {
-                (
-                    queue_key(&c.bridge, sink, e.seq),
-                    serde_json::to_vec(e).expect("entry serialises"),
-                )
-            })
-            .collect();
+        let mut outbox: Vec<(Vec<u8>, Vec<u8>)> = Vec::with_capacity(c.outbox.len());
+        for (sink, e) in &c.outbox {
+            outbox.push((
+                queue_key(&c.bridge, sink, self.db.generate_id()?),
+                serde_json::to_vec(e).expect("entry serialises"),
+            ));
+        }
         let res: Result<(), TransactionError<StoreError>> = (&self.items, &self.meta, &self.outbox)
             .transaction(|(items, meta, ob)| {
                 let current = match meta.get(c.bridge.as_bytes())? {
@@ -361,6 +360,35 @@ impl Store {
             .collect()
     }
 
+    /// Puts a dead letter back at the end of its queue, with a fresh schedule.
+    pub fn replay(&self, key: &[u8]) -> Result<Option<DeadLetter>, StoreError> {
+        let Some(v) = self.dead.get(key)? else {
+            return Ok(None);
+        };
+        let letter: DeadLetter = json(&v, "dead letter")?;
+        let mut entry = letter.entry.clone();
+        entry.attempts = 0;
+        entry.next_at_ms = 0;
+        let new_key = queue_key(&letter.bridge, &letter.sink, self.db.generate_id()?);
+        let bytes = serde_json::to_vec(&entry).expect("entry serialises");
+        let res: Result<(), TransactionError<StoreError>> =
+            (&self.outbox, &self.dead).transaction(|(ob, dead)| {
+                dead.remove(key)?;
+                ob.insert(new_key.as_slice(), bytes.as_slice())?;
+                Ok(())
+            });
+        res.map_err(|e| match e {
+            TransactionError::Abort(e) => e,
+            TransactionError::Storage(e) => e.into(),
+        })?;
+        Ok(Some(letter))
+    }
+
+    /// Forgets a dead letter.
+    pub fn drop_dead(&self, key: &[u8]) -> Result<bool, StoreError> {
+        Ok(self.dead.remove(key)?.is_some())
+    }
+
     pub fn dead_len(&self, bridge: &str) -> usize {
         self.dead.scan_prefix(prefix(&[bridge])).count()
     }
@@ -430,7 +458,7 @@ mod tests {
     }
 
     #[test]
-    fn queue_order_is_numeric() {
+    fn queues_keep_commit_order_and_replays_join_the_back() {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(dir.path()).unwrap();
         let c = Commit {
@@ -439,10 +467,30 @@ mod tests {
                 seq: 300,
                 ..Default::default()
             },
-            outbox: vec![("s".into(), entry(256)), ("s".into(), entry(3))],
+            outbox: (1..=300).map(|i| ("s".to_string(), entry(i))).collect(),
             ..Default::default()
         };
         s.commit(&c).unwrap();
-        assert_eq!(s.outbox_head("b", "s").unwrap().unwrap().1.seq, 3);
+        let (k, first) = s.outbox_head("b", "s").unwrap().unwrap();
+        assert_eq!(first.seq, 1);
+        let letter = DeadLetter {
+            bridge: "b".into(),
+            sink: "s".into(),
+            entry: first,
+            dead_at_ms: 1,
+        };
+        s.dead_letter(&k, &letter).unwrap();
+        assert_eq!(s.outbox_head("b", "s").unwrap().unwrap().1.seq, 2);
+        let (dk, _) = s.dead_letters().unwrap().pop().unwrap();
+        assert!(s.replay(&dk).unwrap().is_some());
+        assert!(s.dead_letters().unwrap().is_empty());
+        let seqs: Vec<u64> = s
+            .outbox_all()
+            .unwrap()
+            .into_iter()
+            .map(|(_, _, e)| e.seq)
+            .collect();
+        assert_eq!(seqs.len(), 300);
+        assert_eq!((seqs[0], seqs[298], seqs[299]), (2, 300, 1));
     }
 }

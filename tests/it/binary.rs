@@ -29,8 +29,12 @@ struct Daemon {
 
 impl Daemon {
     fn start(dir: &std::path::Path, env: &[(&str, &str)]) -> Daemon {
+        Daemon::start_with(dir, env, "off")
+    }
+
+    fn start_with(dir: &std::path::Path, env: &[(&str, &str)], admin: &str) -> Daemon {
         let mut cmd = Command::new(BIN);
-        cmd.args(["run", "--admin", "off", "--log-format", "pretty"])
+        cmd.args(["run", "--admin", admin, "--log-format", "pretty"])
             .arg("--bridges")
             .arg(dir.join("bridges"))
             .arg("--data")
@@ -299,4 +303,99 @@ async fn sighup_adds_changes_removes_and_refuses_a_broken_set() {
         .filter(|l| l.contains("bridge=gone") && l.contains("status="))
         .count();
     assert_eq!(polls_after_removal, 0, "{}", err.join("\n"));
+}
+
+fn cli(args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(BIN)
+        .args(args)
+        .env_remove("POLLHOOK_ADMIN")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test]
+async fn dead_letters_are_listed_replayed_and_dropped_through_the_cli() {
+    let up = Upstream::start().await;
+    let rx = Receiver::start().await;
+    rx.answer(410, &[]);
+    rx.answer(410, &[]);
+    up.set_json(&json!({"items": [{"id": 1}, {"id": 2}]}));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("bridges")).unwrap();
+    let yaml = format!(
+        "schedule: {{every: 1m}}\nsource: {{url: \"{}\"}}\nitems: {{select: \"$.items[*]\", key: \"$.id\"}}\nemit: {{first_poll: emit}}\nsinks: [{{url: \"{}\", secret: {SECRET}}}]\n",
+        up.url(),
+        rx.url()
+    );
+    std::fs::write(dir.path().join("bridges/dl.yaml"), yaml).unwrap();
+    let admin = format!("127.0.0.1:{}", free_port());
+    let d = Daemon::start_with(dir.path(), &[], &admin);
+    eventually("two events gone to the dead letters", || {
+        rx.received().len() == 2
+    })
+    .await;
+
+    let mut listed = String::new();
+    for _ in 0..300 {
+        let (code, out, _) = cli(&["dead-letters", "list", "--admin", &admin]);
+        if code == 0 && out.matches("HTTP 410 Gone").count() == 2 {
+            listed = out;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        listed.contains("item.created") && listed.contains(" dl "),
+        "{listed}"
+    );
+    let first_event = rx.received()[0].header("webhook-id").to_string();
+    let (code, out, err) = cli(&["dead-letters", "replay", &first_event, "--admin", &admin]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.starts_with(&format!("replayed {first_event}.")),
+        "{out}"
+    );
+    eventually("the replayed event delivered", || rx.received().len() == 3).await;
+    assert_eq!(rx.received()[2].header("webhook-id"), first_event);
+    assert!(verify_standard(SECRET, &rx.received()[2]));
+
+    let (code, out, _) = cli(&[
+        "dead-letters",
+        "drop",
+        "--all",
+        "--bridge",
+        "dl",
+        "--admin",
+        &admin,
+    ]);
+    assert_eq!(code, 0);
+    assert_eq!(out.lines().count(), 1, "{out}");
+    let (_, out, _) = cli(&["dead-letters", "list", "--admin", &admin]);
+    assert_eq!(out, "no dead letters\n");
+    let (code, _, err) = cli(&["dead-letters", "drop", "evt_nope", "--admin", &admin]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no dead letter `evt_nope`"), "{err}");
+    let (code, _, _) = d.terminate().await;
+    assert_eq!(code, 0);
+
+    let closed = format!("127.0.0.1:{}", free_port());
+    let (code, _, err) = cli(&["dead-letters", "list", "--admin", &closed]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains(&format!("no pollhook daemon answers at http://{closed}")),
+        "{err}"
+    );
 }
