@@ -3,6 +3,7 @@
 
 mod binary;
 mod config;
+mod crash;
 mod delivery;
 mod pipeline;
 mod support;
