@@ -91,25 +91,22 @@ enum DeadLetterAction {
         json: bool,
     },
     /// Queue dead letters again, behind what is already waiting.
-    Replay {
-        /// A dead letter id (`<event id>.<sink>`) or an event id
-        #[arg(required_unless_present = "all", conflicts_with = "all")]
-        id: Option<String>,
-        /// Every dead letter (of --bridge, if given)
-        #[arg(long)]
-        all: bool,
-        #[arg(long)]
-        bridge: Option<String>,
-    },
+    Replay(Selection),
     /// Forget dead letters.
-    Drop {
-        #[arg(required_unless_present = "all", conflicts_with = "all")]
-        id: Option<String>,
-        #[arg(long)]
-        all: bool,
-        #[arg(long)]
-        bridge: Option<String>,
-    },
+    Drop(Selection),
+}
+
+/// Which dead letters a replay or drop acts on (clap requires an ID or --all).
+#[derive(clap::Args)]
+struct Selection {
+    /// A dead letter id (`<event id>.<sink>`) or an event id
+    #[arg(required_unless_present = "all", conflicts_with = "all")]
+    id: Option<String>,
+    /// Every dead letter (of --bridge, if given)
+    #[arg(long)]
+    all: bool,
+    #[arg(long)]
+    bridge: Option<String>,
 }
 
 fn default_bridges() -> PathBuf {
@@ -380,7 +377,7 @@ async fn dead_letters(action: DeadLetterAction, admin: &str) -> Result<ExitCode>
             .filter_map(|l| l["id"].as_str().map(str::to_string))
             .collect()
     };
-    let replay = matches!(action, DeadLetterAction::Replay { .. });
+    let replay = matches!(action, DeadLetterAction::Replay(_));
     match action {
         DeadLetterAction::List { bridge, json } => {
             let v = api.call(reqwest::Method::GET, &list(&bridge)).await?;
@@ -409,10 +406,8 @@ async fn dead_letters(action: DeadLetterAction, admin: &str) -> Result<ExitCode>
                 );
             }
         }
-        DeadLetterAction::Replay { id, all, bridge }
-        | DeadLetterAction::Drop { id, all, bridge }
-            if all || id.is_some() =>
-        {
+        DeadLetterAction::Replay(Selection { id, bridge, .. })
+        | DeadLetterAction::Drop(Selection { id, bridge, .. }) => {
             let targets = match id {
                 Some(id) => vec![id],
                 None => ids(&api.call(reqwest::Method::GET, &list(&bridge)).await?),
@@ -439,9 +434,6 @@ async fn dead_letters(action: DeadLetterAction, admin: &str) -> Result<ExitCode>
             if targets.is_empty() {
                 println!("no dead letters");
             }
-        }
-        DeadLetterAction::Replay { .. } | DeadLetterAction::Drop { .. } => {
-            bail!("give an ID or --all")
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -123,6 +123,13 @@ fn decode_stored(rec: &[u8]) -> Option<Stored> {
     })
 }
 
+fn tx_error(e: TransactionError<StoreError>) -> StoreError {
+    match e {
+        TransactionError::Abort(e) => e,
+        TransactionError::Storage(e) => e.into(),
+    }
+}
+
 fn json<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, StoreError> {
     serde_json::from_slice(bytes).map_err(|_| StoreError::Corrupt(what.to_string()))
 }
@@ -264,11 +271,7 @@ impl Store {
                 }
                 Ok(())
             });
-        match res {
-            Ok(()) => Ok(()),
-            Err(TransactionError::Abort(e)) => Err(e),
-            Err(TransactionError::Storage(e)) => Err(e.into()),
-        }
+        res.map_err(tx_error)
     }
 
     /// Forgets a bridge's items (its `seq` stays, so ids and seqs are never reused); the next
@@ -344,10 +347,7 @@ impl Store {
                 dead.insert(key, v.as_slice())?;
                 Ok(())
             });
-        res.map_err(|e| match e {
-            TransactionError::Abort(e) => e,
-            TransactionError::Storage(e) => e.into(),
-        })
+        res.map_err(tx_error)
     }
 
     pub fn dead_letters(&self) -> Result<Vec<(Vec<u8>, DeadLetter)>, StoreError> {
@@ -377,10 +377,7 @@ impl Store {
                 ob.insert(new_key.as_slice(), bytes.as_slice())?;
                 Ok(())
             });
-        res.map_err(|e| match e {
-            TransactionError::Abort(e) => e,
-            TransactionError::Storage(e) => e.into(),
-        })?;
+        res.map_err(tx_error)?;
         Ok(Some(letter))
     }
 
