@@ -151,3 +151,85 @@ async fn github_signatures_and_secret_rotation() {
     assert!(verify_standard(old, r));
     assert!(!verify_standard("whsec_c29tZSBvdGhlciBzZWNyZXQ=", r));
 }
+
+/// The real deliverer loops: a sink that never answers holds up neither the bridge's other
+/// sink nor another bridge.
+#[tokio::test]
+async fn a_hung_sink_holds_up_no_other_sink_or_bridge() {
+    let hung = Upstream::start().await;
+    hung.hang();
+    let fast = Receiver::start().await;
+    let up = Upstream::start().await;
+    let h = Harness::new();
+    let sinks = format!(
+        "  - url: {}\n    secret: {SECRET}\n  - url: {}\n    secret: {SECRET}\n",
+        hung.url(),
+        fast.url()
+    );
+    let d = std::sync::Arc::new(h.bridge("d", &bridge_yaml(&up.url(), &sinks)));
+    let other = format!("  - url: {}/other\n    secret: {SECRET}\n", fast.base);
+    let e = std::sync::Arc::new(h.bridge("e", &bridge_yaml(&up.url(), &other)));
+    up.set_json(&json!({"items": [{"id": 1}, {"id": 2}, {"id": 3}]}));
+    h.poll(&d).await.unwrap();
+    h.poll(&e).await.unwrap();
+
+    let stop = tokio_util::sync::CancellationToken::new();
+    for (b, n) in [(&d, 2), (&e, 1)] {
+        for i in 0..n {
+            tokio::spawn(pollhook::deliver::run_sink(
+                h.ctx.clone(),
+                b.clone(),
+                i,
+                stop.clone(),
+            ));
+        }
+    }
+    eventually("both fast queues delivered", || fast.received().len() == 6).await;
+    stop.cancel();
+    // The hung sink still holds all three of bridge d's events, in order, nothing acknowledged.
+    let (_, head) = h
+        .ctx
+        .store
+        .outbox_head("d", &d.sinks[0].id)
+        .unwrap()
+        .unwrap();
+    assert_eq!(head.seq, 1);
+    assert_eq!(h.ctx.store.outbox_len("d"), 3);
+    assert_eq!(h.ctx.store.outbox_len("e"), 0);
+    assert_eq!(
+        hung.hits.lock().unwrap().len(),
+        1,
+        "one attempt at a time per sink"
+    );
+}
+
+/// `seq` never goes back: not across a restart, not across a reset (which re-baselines).
+#[tokio::test]
+async fn seq_survives_restarts_and_resets() {
+    let rx = Receiver::start().await;
+    let sinks = format!("  - url: {}\n    secret: {SECRET}\n", rx.url());
+    let (up, h, b) = setup(&sinks, 2).await;
+    assert_eq!(h.ctx.store.meta("d").unwrap().seq, 2);
+    let h = h.restart();
+    h.ctx.store.reset("d").unwrap();
+    assert!(h.ctx.store.items("d").unwrap().is_empty());
+    up.set_json(&json!({"items": [{"id": 1}, {"id": 2, "v": 1}]}));
+    let r = h.poll(&b).await.unwrap();
+    // first_poll: emit applies to the baseline after a reset too.
+    assert!(r.baseline);
+    assert_eq!(r.events.iter().map(|e| e.seq).collect::<Vec<_>>(), [3, 4]);
+    up.set_json(&json!({"items": [{"id": 1}, {"id": 2, "v": 2}]}));
+    let r = h.poll(&b).await.unwrap();
+    assert_eq!(r.events[0].seq, 5);
+    h.drain(&b).await;
+    let ids: std::collections::HashSet<String> = rx
+        .received()
+        .iter()
+        .map(|r| r.header("webhook-id").to_string())
+        .collect();
+    assert_eq!(
+        ids.len(),
+        5,
+        "every event has its own id, before and after the reset"
+    );
+}

@@ -226,14 +226,14 @@ pub const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 /// deliveries one step at a time.
 pub struct Harness {
     pub dir: tempfile::TempDir,
-    pub ctx: Ctx,
+    pub ctx: Arc<Ctx>,
 }
 
 impl Harness {
     pub fn new() -> Harness {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("bridges")).unwrap();
-        let ctx = Ctx::new(Store::open(&dir.path().join("data")).unwrap());
+        let ctx = Arc::new(Ctx::new(Store::open(&dir.path().join("data")).unwrap()));
         Harness { dir, ctx }
     }
 
@@ -252,7 +252,7 @@ impl Harness {
         let Harness { dir, ctx } = self;
         ctx.store.flush_blocking().unwrap();
         drop(ctx);
-        let ctx = Ctx::new(Store::open(&dir.path().join("data")).unwrap());
+        let ctx = Arc::new(Ctx::new(Store::open(&dir.path().join("data")).unwrap()));
         Harness { dir, ctx }
     }
 
