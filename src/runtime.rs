@@ -7,6 +7,27 @@ use std::sync::Mutex;
 use std::time::Duration;
 use tokio::sync::watch;
 
+/// What the daemon knows about a bridge's recent polls (in memory; for `status` and the
+/// admin API).
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct BridgeStatus {
+    /// Unix ms when the last poll finished.
+    pub last_poll_ms: Option<i64>,
+    /// `ok`, `baseline`, `not_modified` or `failed`.
+    pub last_result: Option<String>,
+    /// The reason of the last failure (redacted).
+    pub last_error: Option<String>,
+    pub last_duration_ms: Option<u64>,
+    /// Unix ms of the next planned poll.
+    pub next_poll_ms: Option<i64>,
+    /// Items in the last successful listing.
+    pub items: Option<usize>,
+    /// Unix ms until which the source asked us not to poll (rate limit).
+    pub paused_until_ms: Option<i64>,
+    pub polls: u64,
+    pub failures: u64,
+}
+
 pub const USER_AGENT: &str = concat!("pollhook/", env!("CARGO_PKG_VERSION"));
 
 pub struct Ctx {
@@ -17,6 +38,8 @@ pub struct Ctx {
     pub sender: reqwest::Client,
     /// One channel per bridge; a commit with events bumps it and the bridge's deliverers wake.
     wakers: Mutex<HashMap<String, watch::Sender<()>>>,
+    /// Per bridge, what its last polls did.
+    status: Mutex<HashMap<String, BridgeStatus>>,
 }
 
 impl Ctx {
@@ -39,6 +62,7 @@ impl Ctx {
             fetcher,
             sender,
             wakers: Mutex::new(HashMap::new()),
+            status: Mutex::new(HashMap::new()),
         }
     }
 
@@ -52,6 +76,17 @@ impl Ctx {
     /// Tells the bridge's deliverers that new events are in the outbox.
     pub fn wake(&self, bridge: &str) {
         self.waker(bridge).send_replace(());
+    }
+
+    /// Changes a bridge's status in place.
+    pub fn update_status(&self, bridge: &str, f: impl FnOnce(&mut BridgeStatus)) {
+        let mut all = self.status.lock().expect("status lock");
+        f(all.entry(bridge.to_string()).or_default());
+    }
+
+    pub fn status(&self, bridge: &str) -> BridgeStatus {
+        let all = self.status.lock().expect("status lock");
+        all.get(bridge).cloned().unwrap_or_default()
     }
 
     /// A receiver that sees every `wake` of this bridge from now on.

@@ -30,6 +30,9 @@ pub async fn run_bridge(ctx: Arc<Ctx>, bridge: Arc<Bridge>, cancel: Cancellation
             warn!(bridge = %bridge.name, "schedule has no future run; the bridge stops");
             return;
         };
+        ctx.update_status(&bridge.name, |s| {
+            s.next_poll_ms = Some(next.timestamp_millis())
+        });
         let mut wait = (next - now).to_std().unwrap_or(Duration::ZERO);
         if let Some(j) = bridge.jitter.filter(|j| !j.is_zero()) {
             wait += rand::rng().random_range(Duration::ZERO..j);
@@ -51,6 +54,23 @@ pub async fn poll_and_log(
     let started = Instant::now();
     let result = poll_once(ctx, bridge, true, Utc::now()).await;
     let duration_ms = started.elapsed().as_millis() as u64;
+    ctx.update_status(&bridge.name, |s| {
+        s.last_poll_ms = Some(Utc::now().timestamp_millis());
+        s.last_duration_ms = Some(duration_ms);
+        s.polls += 1;
+        match &result {
+            Ok(r) => {
+                s.last_result = Some(if r.baseline { "baseline" } else { "ok" }.to_string());
+                s.last_error = None;
+                s.items = Some(r.items);
+            }
+            Err(e) => {
+                s.last_result = Some("failed".to_string());
+                s.last_error = Some(redactor.clean(&e.to_string()));
+                s.failures += 1;
+            }
+        }
+    });
     match &result {
         Ok(r) => {
             if r.rebaselined {
