@@ -1,4 +1,5 @@
-//! The admin API (SPEC §9), loopback by default.
+//! The admin API (SPEC §9), loopback by default: health, Prometheus metrics, bridges and
+//! their state, poll/reset/resync on demand, dead letters. It never shows a secret.
 
 use crate::config::Bridge;
 use crate::runtime::Ctx;
@@ -20,33 +21,113 @@ pub struct AdminState {
 pub fn router(state: AdminState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics))
         .route("/v1/bridges", get(bridges))
+        .route("/v1/bridges/{name}/poll", post(poll))
+        .route("/v1/bridges/{name}/reset", post(reset))
+        .route("/v1/bridges/{name}/resync", post(resync))
         .route("/v1/dead-letters", get(dead_letters))
         .route("/v1/dead-letters/{id}/replay", post(replay))
         .route("/v1/dead-letters/{id}", delete(drop_letter))
         .with_state(state)
 }
 
+fn running(s: &AdminState) -> Vec<Arc<Bridge>> {
+    s.bridges.read().expect("bridges lock").clone()
+}
+
+fn find(s: &AdminState, name: &str) -> Result<Arc<Bridge>, ApiError> {
+    running(s)
+        .into_iter()
+        .find(|b| b.name == name)
+        .ok_or_else(|| api_error(StatusCode::NOT_FOUND, format!("no bridge `{name}` is running")))
+}
+
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    api_error(StatusCode::INTERNAL_SERVER_ERROR, e)
+}
+
+async fn metrics(State(s): State<AdminState>) -> ([(&'static str, &'static str); 1], String) {
+    for b in running(&s) {
+        crate::metrics::queue_gauges(&b.name, s.ctx.store.outbox_len(&b.name), s.ctx.store.dead_len(&b.name));
+    }
+    (
+        [("content-type", "text/plain; version=0.0.4")],
+        crate::metrics::handle().render(),
+    )
+}
+
+/// Every running bridge with its schedule, state and recent polls. URLs are redacted and no
+/// header, secret or interpolated value is included.
 async fn bridges(State(s): State<AdminState>) -> Json<Value> {
-    let bridges = s.bridges.read().expect("bridges lock").clone();
-    let list: Vec<Value> = bridges
+    let list: Vec<Value> = running(&s)
         .iter()
         .map(|b| {
             let meta = s.ctx.store.meta(&b.name).unwrap_or_default();
+            let schedule = match &b.schedule {
+                crate::schedule::Schedule::Every(d) => format!("every {}", humantime::format_duration(*d)),
+                crate::schedule::Schedule::Cron { expr, .. } => format!("cron {expr}"),
+            };
             json!({
                 "name": b.name,
                 "description": b.description,
                 "file": b.file,
+                "schedule": schedule,
                 "url": crate::redact::url(&b.source.url),
-                "sinks": b.sinks.iter().map(|k| k.target.to_string()).collect::<Vec<_>>(),
+                "sinks": b.sinks.iter().map(|k| json!({"id": k.id, "url": k.target.to_string()})).collect::<Vec<_>>(),
                 "seq": meta.seq,
                 "baselined": meta.baselined,
+                "status": s.ctx.status(&b.name),
                 "outbox": s.ctx.store.outbox_len(&b.name),
                 "dead_letters": s.ctx.store.dead_len(&b.name),
             })
         })
         .collect();
     Json(json!({ "bridges": list }))
+}
+
+#[derive(serde::Deserialize)]
+struct PollQuery {
+    #[serde(default)]
+    commit: bool,
+}
+
+/// Polls now. Without `?commit=true` it is a dry run: the events it would emit, nothing stored.
+async fn poll(State(s): State<AdminState>, Path(name): Path<String>, Query(q): Query<PollQuery>) -> Result<Json<Value>, ApiError> {
+    let b = find(&s, &name)?;
+    let redactor = crate::redact::Redactor::new(&b.secrets);
+    let r = crate::poll::poll_once(&s.ctx, &b, q.commit, chrono::Utc::now())
+        .await
+        .map_err(|e| api_error(StatusCode::BAD_GATEWAY, redactor.clean(&e.to_string())))?;
+    tracing::info!(bridge = %name, commit = q.commit, events = r.events.len(), "poll requested through the admin API");
+    Ok(Json(json!({
+        "bridge": name,
+        "commit": q.commit,
+        "baseline": r.baseline,
+        "items": r.items,
+        "created": r.created,
+        "updated": r.updated,
+        "deleted": r.deleted,
+        "events": r.events,
+    })))
+}
+
+async fn reset(State(s): State<AdminState>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+    let b = find(&s, &name)?;
+    let store = s.ctx.store.clone();
+    let n = tokio::task::spawn_blocking(move || store.reset(&b.name))
+        .await
+        .map_err(internal)?
+        .map_err(internal)?;
+    tracing::warn!(bridge = %name, items = n, "state reset through the admin API; the next poll re-baselines");
+    Ok(Json(json!({ "bridge": name, "items_forgotten": n })))
+}
+
+async fn resync(State(s): State<AdminState>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+    let b = find(&s, &name)?;
+    let n = crate::resync::resync(&s.ctx, &b, chrono::Utc::now()).await.map_err(internal)?;
+    tracing::info!(bridge = %name, items = n, "resync: every item queued as item.snapshot");
+    Ok(Json(json!({ "bridge": name, "queued": n })))
 }
 
 /// The public id of a dead letter: `<event id>.<sink id>` (one event can die for several
@@ -112,7 +193,7 @@ fn each_letter(
         .map_err(|e| api_error(StatusCode::INTERNAL_SERVER_ERROR, e))?;
     let mut done = Vec::new();
     for (key, l) in all.into_iter().filter(|(_, l)| matches(l, id)) {
-        if op(&s.ctx.store, &key).map_err(|e| api_error(StatusCode::INTERNAL_SERVER_ERROR, e))? {
+        if op(&s.ctx.store, &key).map_err(internal)? {
             done.push(l);
         }
     }

@@ -170,6 +170,7 @@ pub async fn run(opts: RunOptions, env: Env, shutdown: CancellationToken) -> Res
         .await?
         .with_context(|| format!("cannot open state in {}", opts.data.display()))?;
     let ctx = Arc::new(Ctx::new(store));
+    crate::metrics::handle();
     let root = shutdown.child_token();
     let mut fleet = Fleet {
         ctx: ctx.clone(),

@@ -15,10 +15,11 @@
 //! - [`deliver`]: per bridge+sink outbox drain, retry decisions, the webhook request
 //! - [`sign`]: Standard Webhooks and GitHub signatures; pure
 //! - [`redact`]: secrets out of logs, errors and the admin API
+//! - [`resync`]: queue every stored item as `item.snapshot`
 //! - [`runtime`]: what the tasks share (store, HTTP clients, wake-ups)
 //! - [`admin`]: the admin HTTP API
 //! - [`app`]: wiring, start-up and shutdown
-//! - [`systemd`]: sd_notify; [`logging`]: log formats
+//! - [`systemd`]: sd_notify; [`logging`]: log formats; [`metrics`]: Prometheus metrics
 
 pub mod admin;
 pub mod app;
@@ -28,8 +29,10 @@ pub mod diff;
 pub mod event;
 pub mod extract;
 pub mod logging;
+pub mod metrics;
 pub mod poll;
 pub mod redact;
+pub mod resync;
 pub mod runtime;
 pub mod schedule;
 pub mod sign;

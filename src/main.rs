@@ -43,29 +43,48 @@ enum Command {
         paths: Vec<PathBuf>,
     },
     /// Poll one bridge now and print its events as JSON lines. Without --commit nothing is
-    /// stored or sent (a dry run). Works on the state directory, so not while the daemon runs.
+    /// stored or sent (a dry run). Goes through the running daemon when one answers at
+    /// --admin; otherwise works on the state directory itself.
     Poll {
         name: String,
         /// Store the new state and queue the events for delivery
         #[arg(long)]
         commit: bool,
+        /// Bridges directory, when no daemon runs
         #[arg(long)]
         bridges: Option<PathBuf>,
+        /// State directory, when no daemon runs
         #[arg(long)]
         data: Option<PathBuf>,
+        #[command(flatten)]
+        admin: AdminAddr,
+    },
+    /// Show every bridge: last poll, result, next poll, items, outbox, dead letters.
+    Status {
+        /// The admin API's JSON instead of a table
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        admin: AdminAddr,
+    },
+    /// Forget a bridge's state (its seq goes on); the next poll re-baselines.
+    Reset {
+        name: String,
+        #[command(flatten)]
+        admin: AdminAddr,
+    },
+    /// Queue every item the bridge holds now as `item.snapshot` (to bring a new receiver up to date).
+    Resync {
+        name: String,
+        #[command(flatten)]
+        admin: AdminAddr,
     },
     /// List, replay (to the back of the queue) or drop dead letters, through the running daemon.
     DeadLetters {
         #[command(subcommand)]
         action: DeadLetterAction,
-        /// Admin API of the running daemon
-        #[arg(
-            long,
-            env = "POLLHOOK_ADMIN",
-            default_value = "127.0.0.1:9187",
-            global = true
-        )]
-        admin: String,
+        #[command(flatten)]
+        admin: AdminAddr,
     },
     /// Print the signature headers for a body read from stdin.
     Sign {
@@ -94,6 +113,14 @@ enum DeadLetterAction {
     Replay(Selection),
     /// Forget dead letters.
     Drop(Selection),
+}
+
+/// Where the running daemon's admin API is.
+#[derive(clap::Args)]
+struct AdminAddr {
+    /// Admin API of the running daemon
+    #[arg(long = "admin", env = "POLLHOOK_ADMIN", default_value = "127.0.0.1:9187", global = true)]
+    addr: String,
 }
 
 /// Which dead letters a replay or drop acts on (clap requires an ID or --all).
@@ -214,13 +241,33 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
             commit,
             bridges,
             data,
-        } => {
+            admin,
+        } => runtime()?.block_on(async {
+            let api = Admin::new(&admin.addr)?;
+            if api.alive().await {
+                return poll_through_daemon(&api, &name, commit).await;
+            }
             logging::init(LogFormat::Auto);
             let dir = bridges.unwrap_or_else(default_bridges);
             let data = data.unwrap_or_else(default_data);
-            runtime()?.block_on(poll_command(&name, commit, &dir, &data))
-        }
-        Command::DeadLetters { action, admin } => runtime()?.block_on(dead_letters(action, &admin)),
+            poll_command(&name, commit, &dir, &data).await
+        }),
+        Command::Status { json, admin } => runtime()?.block_on(status(json, &admin.addr)),
+        Command::Reset { name, admin } => runtime()?.block_on(async {
+            let v = Admin::new(&admin.addr)?
+                .call(reqwest::Method::POST, &format!("/v1/bridges/{name}/reset"))
+                .await?;
+            println!("reset {name}: {} items forgotten; the next poll re-baselines", v["items_forgotten"]);
+            Ok(ExitCode::SUCCESS)
+        }),
+        Command::Resync { name, admin } => runtime()?.block_on(async {
+            let v = Admin::new(&admin.addr)?
+                .call(reqwest::Method::POST, &format!("/v1/bridges/{name}/resync"))
+                .await?;
+            println!("resync {name}: {} items queued as item.snapshot", v["queued"]);
+            Ok(ExitCode::SUCCESS)
+        }),
+        Command::DeadLetters { action, admin } => runtime()?.block_on(dead_letters(action, &admin.addr)),
         Command::Sign {
             secret,
             id,
@@ -335,6 +382,12 @@ impl Admin {
         })
     }
 
+    /// True when a daemon answers `/healthz`.
+    async fn alive(&self) -> bool {
+        let url = format!("{}/healthz", self.base);
+        matches!(self.http.get(url).send().await, Ok(r) if r.status().is_success())
+    }
+
     async fn call(&self, method: reqwest::Method, path: &str) -> Result<serde_json::Value> {
         let url = format!("{}{path}", self.base);
         let resp = self.http.request(method, &url).send().await.map_err(|e| {
@@ -434,6 +487,70 @@ async fn dead_letters(action: DeadLetterAction, admin: &str) -> Result<ExitCode>
             if targets.is_empty() {
                 println!("no dead letters");
             }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn poll_through_daemon(api: &Admin, name: &str, commit: bool) -> Result<ExitCode> {
+    let v = api
+        .call(reqwest::Method::POST, &format!("/v1/bridges/{name}/poll?commit={commit}"))
+        .await
+        .with_context(|| format!("bridge {name}"))?;
+    for e in v["events"].as_array().into_iter().flatten() {
+        println!("{}", serde_json::to_string(e)?);
+    }
+    eprintln!(
+        "{name}: {} items, {} created, {} updated, {} deleted (through the daemon at {}){}",
+        v["items"],
+        v["created"],
+        v["updated"],
+        v["deleted"],
+        api.base,
+        if commit { "" } else { " (dry run: nothing stored or sent)" }
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `12s ago` / `in 3m 4s` from a Unix-ms timestamp.
+fn relative(ms: &serde_json::Value, now_ms: i64) -> String {
+    let Some(t) = ms.as_i64() else {
+        return "-".to_string();
+    };
+    let d = std::time::Duration::from_secs(((t - now_ms).unsigned_abs()) / 1000);
+    let text = humantime::format_duration(d).to_string();
+    if t <= now_ms { format!("{text} ago") } else { format!("in {text}") }
+}
+
+async fn status(json: bool, admin: &str) -> Result<ExitCode> {
+    let v = Admin::new(admin)?.call(reqwest::Method::GET, "/v1/bridges").await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let now = chrono::Utc::now().timestamp_millis();
+    println!(
+        "{:<24} {:<14} {:<13} {:<14} {:>7} {:>7} {:>5}",
+        "BRIDGE", "LAST POLL", "RESULT", "NEXT POLL", "ITEMS", "OUTBOX", "DEAD"
+    );
+    for b in v["bridges"].as_array().into_iter().flatten() {
+        let st = &b["status"];
+        let mut result = st["last_result"].as_str().unwrap_or("-").to_string();
+        if st["paused_until_ms"].as_i64().is_some_and(|t| t > now) {
+            result = format!("paused {}", relative(&st["paused_until_ms"], now));
+        }
+        println!(
+            "{:<24} {:<14} {:<13} {:<14} {:>7} {:>7} {:>5}",
+            b["name"].as_str().unwrap_or_default(),
+            relative(&st["last_poll_ms"], now),
+            result,
+            relative(&st["next_poll_ms"], now),
+            st["items"].as_u64().map(|n| n.to_string()).unwrap_or_else(|| "-".into()),
+            b["outbox"],
+            b["dead_letters"],
+        );
+        if let Some(err) = st["last_error"].as_str() {
+            println!("    last error: {err}");
         }
     }
     Ok(ExitCode::SUCCESS)

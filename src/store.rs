@@ -80,6 +80,30 @@ pub struct Commit {
     pub outbox: Vec<(String, OutboxEntry)>,
 }
 
+impl Commit {
+    /// Queues each event for each sink, in order.
+    pub fn queue(&mut self, sinks: &[String], events: &[crate::event::Event], created_ms: i64) {
+        for e in events {
+            let body = serde_json::to_string(e).expect("event serialises");
+            for sink in sinks {
+                self.outbox.push((
+                    sink.clone(),
+                    OutboxEntry {
+                        event_id: e.id.clone(),
+                        kind: e.kind,
+                        seq: e.seq,
+                        body: body.clone(),
+                        attempts: 0,
+                        next_at_ms: 0,
+                        last_error: None,
+                        created_ms,
+                    },
+                ));
+            }
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct Store {
     db: sled::Db,

@@ -72,6 +72,9 @@ pub async fn try_deliver_next(
     match action {
         RetryAction::Successful => {
             ctx.store.ack(&key)?;
+            crate::metrics::delivery(bridge, "delivered");
+            let latency = (now_ms - entry.created_ms).max(0) as u64;
+            crate::metrics::delivery_latency(bridge, Duration::from_millis(latency));
             Ok(Outcome::Delivered { event_id })
         }
         RetryAction::Retry { reason, after } => {
@@ -87,6 +90,7 @@ pub async fn try_deliver_next(
                     entry.next_at_ms = next_at_ms;
                     entry.last_error = Some(reason);
                     ctx.store.reschedule(&key, &entry)?;
+                    crate::metrics::delivery(bridge, "retry");
                     Ok(Outcome::Retrying {
                         event_id,
                         next_at_ms,
@@ -116,6 +120,7 @@ fn dead_letter(
     );
     entry.last_error = Some(reason);
     let event_id = entry.event_id.clone();
+    crate::metrics::delivery(bridge, "dead_letter");
     ctx.store.dead_letter(
         key,
         &DeadLetter {

@@ -3,6 +3,7 @@
 
 use super::{PollError, PollReport, poll_once};
 use crate::config::Bridge;
+use crate::event::EventType;
 use crate::redact::Redactor;
 use crate::runtime::Ctx;
 use chrono::Utc;
@@ -71,6 +72,16 @@ pub async fn poll_and_log(
             }
         }
     });
+    match &result {
+        Ok(r) => crate::metrics::poll(&bridge.name, if r.baseline { "baseline" } else { "ok" }, started.elapsed()),
+        Err(e) => crate::metrics::poll(&bridge.name, e.kind(), started.elapsed()),
+    }
+    if let Ok(r) = &result {
+        crate::metrics::items(&bridge.name, r.items);
+        for kind in [EventType::Created, EventType::Updated, EventType::Deleted] {
+            crate::metrics::events(&bridge.name, kind.as_str(), r.events.iter().filter(|e| e.kind == kind).count());
+        }
+    }
     match &result {
         Ok(r) => {
             if r.rebaselined {
