@@ -40,7 +40,12 @@ fn find(s: &AdminState, name: &str) -> Result<Arc<Bridge>, ApiError> {
     running(s)
         .into_iter()
         .find(|b| b.name == name)
-        .ok_or_else(|| api_error(StatusCode::NOT_FOUND, format!("no bridge `{name}` is running")))
+        .ok_or_else(|| {
+            api_error(
+                StatusCode::NOT_FOUND,
+                format!("no bridge `{name}` is running"),
+            )
+        })
 }
 
 fn internal(e: impl std::fmt::Display) -> ApiError {
@@ -49,7 +54,11 @@ fn internal(e: impl std::fmt::Display) -> ApiError {
 
 async fn metrics(State(s): State<AdminState>) -> ([(&'static str, &'static str); 1], String) {
     for b in running(&s) {
-        crate::metrics::queue_gauges(&b.name, s.ctx.store.outbox_len(&b.name), s.ctx.store.dead_len(&b.name));
+        crate::metrics::queue_gauges(
+            &b.name,
+            s.ctx.store.outbox_len(&b.name),
+            s.ctx.store.dead_len(&b.name),
+        );
     }
     (
         [("content-type", "text/plain; version=0.0.4")],
@@ -93,7 +102,11 @@ struct PollQuery {
 }
 
 /// Polls now. Without `?commit=true` it is a dry run: the events it would emit, nothing stored.
-async fn poll(State(s): State<AdminState>, Path(name): Path<String>, Query(q): Query<PollQuery>) -> Result<Json<Value>, ApiError> {
+async fn poll(
+    State(s): State<AdminState>,
+    Path(name): Path<String>,
+    Query(q): Query<PollQuery>,
+) -> Result<Json<Value>, ApiError> {
     let b = find(&s, &name)?;
     let redactor = crate::redact::Redactor::new(&b.secrets);
     let r = crate::poll::poll_once(&s.ctx, &b, q.commit, chrono::Utc::now())
@@ -112,7 +125,10 @@ async fn poll(State(s): State<AdminState>, Path(name): Path<String>, Query(q): Q
     })))
 }
 
-async fn reset(State(s): State<AdminState>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn reset(
+    State(s): State<AdminState>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let b = find(&s, &name)?;
     let store = s.ctx.store.clone();
     let n = tokio::task::spawn_blocking(move || store.reset(&b.name))
@@ -123,9 +139,14 @@ async fn reset(State(s): State<AdminState>, Path(name): Path<String>) -> Result<
     Ok(Json(json!({ "bridge": name, "items_forgotten": n })))
 }
 
-async fn resync(State(s): State<AdminState>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn resync(
+    State(s): State<AdminState>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let b = find(&s, &name)?;
-    let n = crate::resync::resync(&s.ctx, &b, chrono::Utc::now()).await.map_err(internal)?;
+    let n = crate::resync::resync(&s.ctx, &b, chrono::Utc::now())
+        .await
+        .map_err(internal)?;
     tracing::info!(bridge = %name, items = n, "resync: every item queued as item.snapshot");
     Ok(Json(json!({ "bridge": name, "queued": n })))
 }

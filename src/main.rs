@@ -119,7 +119,12 @@ enum DeadLetterAction {
 #[derive(clap::Args)]
 struct AdminAddr {
     /// Admin API of the running daemon
-    #[arg(long = "admin", env = "POLLHOOK_ADMIN", default_value = "127.0.0.1:9187", global = true)]
+    #[arg(
+        long = "admin",
+        env = "POLLHOOK_ADMIN",
+        default_value = "127.0.0.1:9187",
+        global = true
+    )]
     addr: String,
 }
 
@@ -257,17 +262,25 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
             let v = Admin::new(&admin.addr)?
                 .call(reqwest::Method::POST, &format!("/v1/bridges/{name}/reset"))
                 .await?;
-            println!("reset {name}: {} items forgotten; the next poll re-baselines", v["items_forgotten"]);
+            println!(
+                "reset {name}: {} items forgotten; the next poll re-baselines",
+                v["items_forgotten"]
+            );
             Ok(ExitCode::SUCCESS)
         }),
         Command::Resync { name, admin } => runtime()?.block_on(async {
             let v = Admin::new(&admin.addr)?
                 .call(reqwest::Method::POST, &format!("/v1/bridges/{name}/resync"))
                 .await?;
-            println!("resync {name}: {} items queued as item.snapshot", v["queued"]);
+            println!(
+                "resync {name}: {} items queued as item.snapshot",
+                v["queued"]
+            );
             Ok(ExitCode::SUCCESS)
         }),
-        Command::DeadLetters { action, admin } => runtime()?.block_on(dead_letters(action, &admin.addr)),
+        Command::DeadLetters { action, admin } => {
+            runtime()?.block_on(dead_letters(action, &admin.addr))
+        }
         Command::Sign {
             secret,
             id,
@@ -494,7 +507,10 @@ async fn dead_letters(action: DeadLetterAction, admin: &str) -> Result<ExitCode>
 
 async fn poll_through_daemon(api: &Admin, name: &str, commit: bool) -> Result<ExitCode> {
     let v = api
-        .call(reqwest::Method::POST, &format!("/v1/bridges/{name}/poll?commit={commit}"))
+        .call(
+            reqwest::Method::POST,
+            &format!("/v1/bridges/{name}/poll?commit={commit}"),
+        )
         .await
         .with_context(|| format!("bridge {name}"))?;
     for e in v["events"].as_array().into_iter().flatten() {
@@ -507,7 +523,11 @@ async fn poll_through_daemon(api: &Admin, name: &str, commit: bool) -> Result<Ex
         v["updated"],
         v["deleted"],
         api.base,
-        if commit { "" } else { " (dry run: nothing stored or sent)" }
+        if commit {
+            ""
+        } else {
+            " (dry run: nothing stored or sent)"
+        }
     );
     Ok(ExitCode::SUCCESS)
 }
@@ -519,11 +539,17 @@ fn relative(ms: &serde_json::Value, now_ms: i64) -> String {
     };
     let d = std::time::Duration::from_secs(((t - now_ms).unsigned_abs()) / 1000);
     let text = humantime::format_duration(d).to_string();
-    if t <= now_ms { format!("{text} ago") } else { format!("in {text}") }
+    if t <= now_ms {
+        format!("{text} ago")
+    } else {
+        format!("in {text}")
+    }
 }
 
 async fn status(json: bool, admin: &str) -> Result<ExitCode> {
-    let v = Admin::new(admin)?.call(reqwest::Method::GET, "/v1/bridges").await?;
+    let v = Admin::new(admin)?
+        .call(reqwest::Method::GET, "/v1/bridges")
+        .await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(ExitCode::SUCCESS);
@@ -545,7 +571,10 @@ async fn status(json: bool, admin: &str) -> Result<ExitCode> {
             relative(&st["last_poll_ms"], now),
             result,
             relative(&st["next_poll_ms"], now),
-            st["items"].as_u64().map(|n| n.to_string()).unwrap_or_else(|| "-".into()),
+            st["items"]
+                .as_u64()
+                .map(|n| n.to_string())
+                .unwrap_or_else(|| "-".into()),
             b["outbox"],
             b["dead_letters"],
         );

@@ -10,7 +10,9 @@ static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 /// The process-wide recorder, installed on first use.
 pub fn handle() -> &'static PrometheusHandle {
     HANDLE.get_or_init(|| {
-        let seconds = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
+        let seconds = [
+            0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+        ];
         let builder = PrometheusBuilder::new()
             .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &seconds)
             .expect("buckets are not empty");
@@ -23,13 +25,16 @@ pub fn handle() -> &'static PrometheusHandle {
 }
 
 pub fn poll(bridge: &str, result: &'static str, duration: Duration) {
-    metrics::counter!("pollhook_polls_total", "bridge" => bridge.to_string(), "result" => result).increment(1);
-    metrics::histogram!("pollhook_poll_duration_seconds", "bridge" => bridge.to_string()).record(duration.as_secs_f64());
+    metrics::counter!("pollhook_polls_total", "bridge" => bridge.to_string(), "result" => result)
+        .increment(1);
+    metrics::histogram!("pollhook_poll_duration_seconds", "bridge" => bridge.to_string())
+        .record(duration.as_secs_f64());
 }
 
 pub fn events(bridge: &str, kind: &'static str, n: usize) {
     if n > 0 {
-        metrics::counter!("pollhook_events_total", "bridge" => bridge.to_string(), "type" => kind).increment(n as u64);
+        metrics::counter!("pollhook_events_total", "bridge" => bridge.to_string(), "type" => kind)
+            .increment(n as u64);
     }
 }
 
@@ -44,11 +49,13 @@ pub fn delivery(bridge: &str, result: &'static str) {
 
 /// From commit to the 2xx that acknowledged it.
 pub fn delivery_latency(bridge: &str, latency: Duration) {
-    metrics::histogram!("pollhook_delivery_latency_seconds", "bridge" => bridge.to_string()).record(latency.as_secs_f64());
+    metrics::histogram!("pollhook_delivery_latency_seconds", "bridge" => bridge.to_string())
+        .record(latency.as_secs_f64());
 }
 
 pub fn rate_limit_pause(bridge: &str) {
-    metrics::counter!("pollhook_rate_limit_pauses_total", "bridge" => bridge.to_string()).increment(1);
+    metrics::counter!("pollhook_rate_limit_pauses_total", "bridge" => bridge.to_string())
+        .increment(1);
 }
 
 pub fn queue_gauges(bridge: &str, outbox: usize, dead: usize) {

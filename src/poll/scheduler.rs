@@ -73,13 +73,21 @@ pub async fn poll_and_log(
         }
     });
     match &result {
-        Ok(r) => crate::metrics::poll(&bridge.name, if r.baseline { "baseline" } else { "ok" }, started.elapsed()),
+        Ok(r) => crate::metrics::poll(
+            &bridge.name,
+            if r.baseline { "baseline" } else { "ok" },
+            started.elapsed(),
+        ),
         Err(e) => crate::metrics::poll(&bridge.name, e.kind(), started.elapsed()),
     }
     if let Ok(r) = &result {
         crate::metrics::items(&bridge.name, r.items);
         for kind in [EventType::Created, EventType::Updated, EventType::Deleted] {
-            crate::metrics::events(&bridge.name, kind.as_str(), r.events.iter().filter(|e| e.kind == kind).count());
+            crate::metrics::events(
+                &bridge.name,
+                kind.as_str(),
+                r.events.iter().filter(|e| e.kind == kind).count(),
+            );
         }
     }
     match &result {

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-const BIN: &str = env!("CARGO_BIN_EXE_pollhook");
+pub const BIN: &str = env!("CARGO_BIN_EXE_pollhook");
 
 fn collect<R: tokio::io::AsyncRead + Unpin + Send + 'static>(r: R) -> Arc<Mutex<Vec<String>>> {
     let lines = Arc::new(Mutex::new(Vec::new()));
@@ -21,18 +21,18 @@ fn collect<R: tokio::io::AsyncRead + Unpin + Send + 'static>(r: R) -> Arc<Mutex<
     lines
 }
 
-struct Daemon {
-    child: Child,
-    stdout: Arc<Mutex<Vec<String>>>,
-    stderr: Arc<Mutex<Vec<String>>>,
+pub struct Daemon {
+    pub child: Child,
+    pub stdout: Arc<Mutex<Vec<String>>>,
+    pub stderr: Arc<Mutex<Vec<String>>>,
 }
 
 impl Daemon {
-    fn start(dir: &std::path::Path, env: &[(&str, &str)]) -> Daemon {
+    pub fn start(dir: &std::path::Path, env: &[(&str, &str)]) -> Daemon {
         Daemon::start_with(dir, env, "off")
     }
 
-    fn start_with(dir: &std::path::Path, env: &[(&str, &str)], admin: &str) -> Daemon {
+    pub fn start_with(dir: &std::path::Path, env: &[(&str, &str)], admin: &str) -> Daemon {
         let mut cmd = Command::new(BIN);
         cmd.args(["run", "--admin", admin, "--log-format", "pretty"])
             .arg("--bridges")
@@ -59,7 +59,7 @@ impl Daemon {
         }
     }
 
-    async fn terminate(mut self) -> (i32, Vec<String>, Vec<String>) {
+    pub async fn terminate(mut self) -> (i32, Vec<String>, Vec<String>) {
         let pid = self.child.id().unwrap().to_string();
         std::process::Command::new("kill")
             .args(["-TERM", &pid])
@@ -162,6 +162,7 @@ async fn run_refuses_invalid_bridges() {
     std::fs::write(dir.path().join("bridges/x.yaml"), "schedule: {every: 5m}\nsource: {url: http://127.0.0.1:1/}\nitems: {select: \"$\"}\nsinks: [{url: console}]\nbogus: 1\n").unwrap();
     let out = std::process::Command::new(BIN)
         .args(["run", "--admin", "off"])
+        .env_remove("JOURNAL_STREAM")
         .arg("--bridges")
         .arg(dir.path().join("bridges"))
         .arg("--data")
@@ -305,7 +306,7 @@ async fn sighup_adds_changes_removes_and_refuses_a_broken_set() {
     assert_eq!(polls_after_removal, 0, "{}", err.join("\n"));
 }
 
-fn cli(args: &[&str]) -> (i32, String, String) {
+pub fn cli(args: &[&str]) -> (i32, String, String) {
     let out = std::process::Command::new(BIN)
         .args(args)
         .env_remove("POLLHOOK_ADMIN")
@@ -318,7 +319,7 @@ fn cli(args: &[&str]) -> (i32, String, String) {
     )
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

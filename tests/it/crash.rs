@@ -18,6 +18,7 @@ fn start(dir: &std::path::Path) -> std::process::Child {
         .arg("--data")
         .arg(dir.join("data"))
         .env("RUST_LOG", "warn")
+        .env_remove("JOURNAL_STREAM")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())

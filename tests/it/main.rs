@@ -5,5 +5,6 @@ mod binary;
 mod config;
 mod crash;
 mod delivery;
+mod operate;
 mod pipeline;
 mod support;

@@ -29,7 +29,7 @@ pub struct Hit {
     pub headers: HeaderMap,
     pub body: Bytes,
 }
-type Script = Arc<Mutex<VecDeque<(u16, Vec<(&'static str, String)>)>>>;
+type Script = Arc<Mutex<VecDeque<(u16, Vec<(&'static str, String)>, Duration)>>>;
 /// Items (key, hash, value), meta and outbox length of one bridge.
 pub type Snapshot = (
     Vec<(String, [u8; 16], Value)>,
@@ -155,16 +155,14 @@ impl Receiver {
     pub async fn start() -> Receiver {
         let got = Arc::new(Mutex::new(Vec::new()));
         let script = Arc::new(Mutex::new(VecDeque::new()));
-        type St = (
-            Arc<Mutex<Vec<Received>>>,
-            Arc<Mutex<VecDeque<(u16, Vec<(&'static str, String)>)>>>,
-        );
+        type St = (Arc<Mutex<Vec<Received>>>, Script);
         let app = Router::new()
             .fallback(
                 |State((got, script)): State<St>, headers: HeaderMap, body: Bytes| async move {
                     got.lock().unwrap().push(Received { headers, body });
-                    let (status, extra) =
-                        script.lock().unwrap().pop_front().unwrap_or((204, vec![]));
+                    let next = script.lock().unwrap().pop_front();
+                    let (status, extra, delay) = next.unwrap_or((204, vec![], Duration::ZERO));
+                    tokio::time::sleep(delay).await;
                     let mut r = StatusCode::from_u16(status).unwrap().into_response();
                     for (k, v) in extra {
                         r.headers_mut().insert(k, v.parse().unwrap());
@@ -189,7 +187,16 @@ impl Receiver {
         self.script.lock().unwrap().push_back((
             status,
             headers.iter().map(|(k, v)| (*k, v.to_string())).collect(),
+            Duration::ZERO,
         ));
+    }
+
+    /// The next answer comes only after `delay` (a slow receiver).
+    pub fn answer_slowly(&self, status: u16, delay: Duration) {
+        self.script
+            .lock()
+            .unwrap()
+            .push_back((status, vec![], delay));
     }
 
     pub fn received(&self) -> Vec<Received> {

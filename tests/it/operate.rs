@@ -1,0 +1,509 @@
+//! Operating the daemon: sd_notify, SIGTERM with a delivery in flight, every admin endpoint,
+//! Prometheus text, `status`, `poll` dry runs, `reset`, `resync`, journald fields, and no
+//! secret anywhere an operator looks.
+
+use crate::binary::{BIN, Daemon, cli, free_port};
+use crate::support::*;
+use serde_json::{Value, json};
+use std::time::Duration;
+
+const TOKEN: &str = "tok-opera-7731";
+
+fn write_bridge(dir: &std::path::Path, name: &str, up: &Upstream, rx: &Receiver) {
+    std::fs::create_dir_all(dir.join("bridges")).unwrap();
+    let yaml = format!(
+        "schedule: {{every: 1h}}\nsource:\n  url: \"{}?api_key=${{API_TOKEN}}&page=1\"\n  headers: {{Authorization: \"Bearer ${{API_TOKEN}}\"}}\nitems: {{select: \"$.items[*]\", key: \"$.id\"}}\nemit: {{first_poll: emit}}\nsinks:\n  - url: {}\n    secret: {SECRET}\n",
+        up.url(),
+        rx.url()
+    );
+    std::fs::write(dir.join(format!("bridges/{name}.yaml")), yaml).unwrap();
+}
+
+async fn get(url: &str) -> (u16, String) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let r = reqwest::Client::new().get(url).send().await.unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+async fn post(url: &str, method: reqwest::Method) -> (u16, Value) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let r = reqwest::Client::new()
+        .request(method, url)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+/// One journald native-protocol datagram as fields: `NAME=value\n`, or
+/// `NAME\n<u64 LE length><value>\n` for values that may hold newlines.
+fn journal_fields(mut d: &[u8]) -> std::collections::HashMap<String, String> {
+    let mut out = std::collections::HashMap::new();
+    while !d.is_empty() {
+        let nl = d
+            .iter()
+            .position(|b| *b == b'\n')
+            .expect("a field ends with a newline");
+        let line = &d[..nl];
+        if let Some(eq) = line.iter().position(|b| *b == b'=') {
+            out.insert(
+                String::from_utf8_lossy(&line[..eq]).into(),
+                String::from_utf8_lossy(&line[eq + 1..]).into(),
+            );
+            d = &d[nl + 1..];
+        } else {
+            let name = String::from_utf8_lossy(line).into_owned();
+            let len = u64::from_le_bytes(d[nl + 1..nl + 9].try_into().unwrap()) as usize;
+            let value = &d[nl + 9..nl + 9 + len];
+            out.insert(name, String::from_utf8_lossy(value).into());
+            d = &d[nl + 9 + len + 1..];
+        }
+    }
+    out
+}
+
+/// Every sample line of Prometheus text format: `name{labels} value`, and `# HELP`/`# TYPE`.
+fn parse_prometheus(text: &str) -> Vec<(String, f64)> {
+    let mut samples = Vec::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        if let Some(rest) = line.strip_prefix("# ") {
+            assert!(
+                rest.starts_with("HELP ") || rest.starts_with("TYPE "),
+                "bad comment: {line}"
+            );
+            continue;
+        }
+        let (series, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("no value: {line}"));
+        let name_end = series.find('{').unwrap_or(series.len());
+        let name = &series[..name_end];
+        assert!(
+            !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
+            "bad metric name in {line}"
+        );
+        if name_end < series.len() {
+            assert!(series.ends_with('}'), "bad labels in {line}");
+            for pair in series[name_end + 1..series.len() - 1]
+                .split("\",")
+                .filter(|p| !p.is_empty())
+            {
+                let (k, v) = pair
+                    .split_once("=\"")
+                    .unwrap_or_else(|| panic!("bad label {pair} in {line}"));
+                assert!(
+                    k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+                    "bad label name in {line}"
+                );
+                assert!(!v.contains('\n'));
+            }
+        }
+        let v: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("bad value in {line}"));
+        samples.push((series.to_string(), v));
+    }
+    samples
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_admin_endpoint_and_the_cli_against_a_running_daemon() {
+    let up = Upstream::start().await;
+    let rx = Receiver::start().await;
+    up.set_json(&json!({"items": [{"id": 1, "v": 1}, {"id": 2, "v": 1}]}));
+    let dir = tempfile::tempdir().unwrap();
+    write_bridge(dir.path(), "ops", &up, &rx);
+    let admin = format!("127.0.0.1:{}", free_port());
+    let base = format!("http://{admin}");
+    let d = Daemon::start_with(dir.path(), &[("API_TOKEN", TOKEN)], &admin);
+    eventually("the first poll's two events delivered", || {
+        rx.received().len() == 2
+    })
+    .await;
+
+    assert_eq!(
+        get(&format!("{base}/healthz")).await,
+        (200, "ok\n".to_string())
+    );
+
+    // /v1/bridges: state and status, no secret.
+    let (code, text) = get(&format!("{base}/v1/bridges")).await;
+    assert_eq!(code, 200);
+    assert!(
+        !text.contains(TOKEN) && !text.contains("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
+        "{text}"
+    );
+    let v: Value = serde_json::from_str(&text).unwrap();
+    let b = &v["bridges"][0];
+    assert_eq!(b["name"], "ops");
+    assert_eq!(b["seq"], 2);
+    assert_eq!(b["status"]["last_result"], "ok".replace("ok", "baseline"));
+    assert_eq!(b["status"]["items"], 2);
+    assert!(b["url"].as_str().unwrap().contains("api_key=***"), "{b}");
+
+    // `status`: a readable table.
+    let (code, out, _) = cli(&["status", "--admin", &admin]);
+    assert_eq!(code, 0);
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("ops "))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(
+        line.contains(" ago") && line.contains("baseline") && line.contains("in "),
+        "{line}"
+    );
+
+    // A dry run through the daemon: the events it would emit, nothing stored or sent.
+    up.set_json(&json!({"items": [{"id": 1, "v": 2}, {"id": 2, "v": 1}]}));
+    let (code, out, err) = cli(&["poll", "ops", "--admin", &admin]);
+    assert_eq!(code, 0, "{err}");
+    let e: Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    assert_eq!(
+        (e["type"].as_str(), e["seq"].as_u64()),
+        (Some("item.updated"), Some(3))
+    );
+    assert!(err.contains("dry run"), "{err}");
+    let (_, v) = post(
+        &format!("{base}/v1/bridges/ops/poll"),
+        reqwest::Method::POST,
+    )
+    .await;
+    assert_eq!(
+        v["events"][0]["id"], e["id"],
+        "a dry run twice gives the same event id"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(rx.received().len(), 2, "a dry run sent something");
+    let (_, text) = get(&format!("{base}/v1/bridges")).await;
+    assert_eq!(
+        serde_json::from_str::<Value>(&text).unwrap()["bridges"][0]["seq"],
+        2
+    );
+
+    // Committed through the admin API: stored and delivered, with the dry run's id.
+    let (code, v) = post(
+        &format!("{base}/v1/bridges/ops/poll?commit=true"),
+        reqwest::Method::POST,
+    )
+    .await;
+    assert_eq!(code, 200);
+    assert_eq!(v["events"][0]["id"], e["id"]);
+    eventually("the committed update delivered", || {
+        rx.received().len() == 3
+    })
+    .await;
+
+    // resync: every item as item.snapshot, next seqs.
+    let (code, out, _) = cli(&["resync", "ops", "--admin", &admin]);
+    assert_eq!(code, 0);
+    assert_eq!(out, "resync ops: 2 items queued as item.snapshot\n");
+    eventually("two snapshots delivered", || rx.received().len() == 5).await;
+    let snaps: Vec<Value> = rx.received()[3..].iter().map(|r| r.json()).collect();
+    assert!(
+        snaps
+            .iter()
+            .all(|s| s["type"] == "item.snapshot" && s.get("previous").is_none())
+    );
+    assert_eq!(
+        snaps
+            .iter()
+            .map(|s| s["seq"].as_u64().unwrap())
+            .collect::<Vec<_>>(),
+        [4, 5]
+    );
+
+    // reset: state forgotten, seq kept; the next poll re-baselines (first_poll: emit).
+    let (code, out, _) = cli(&["reset", "ops", "--admin", &admin]);
+    assert_eq!(
+        (code, out.as_str()),
+        (
+            0,
+            "reset ops: 2 items forgotten; the next poll re-baselines\n"
+        )
+    );
+    let (_, v) = post(
+        &format!("{base}/v1/bridges/ops/poll?commit=true"),
+        reqwest::Method::POST,
+    )
+    .await;
+    assert_eq!(v["baseline"], true);
+    assert_eq!(v["events"][0]["seq"], 6);
+
+    // Unknown bridge: 404 with a message, and the CLI says it.
+    let (code, v) = post(
+        &format!("{base}/v1/bridges/nope/reset"),
+        reqwest::Method::POST,
+    )
+    .await;
+    assert_eq!(
+        (code, v["error"].as_str()),
+        (404, Some("no bridge `nope` is running"))
+    );
+    let (code, _, err) = cli(&["resync", "nope", "--admin", &admin]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no bridge `nope` is running"), "{err}");
+
+    // /metrics parses as Prometheus text and counts what happened.
+    eventually("all deliveries done", || rx.received().len() == 7).await;
+    let (code, text) = get(&format!("{base}/metrics")).await;
+    assert_eq!(code, 200);
+    let samples = parse_prometheus(&text);
+    let value = |series: &str| samples.iter().find(|(s, _)| s == series).map(|(_, v)| *v);
+    assert_eq!(
+        value("pollhook_polls_total{bridge=\"ops\",result=\"baseline\"}"),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        value("pollhook_events_total{bridge=\"ops\",type=\"item.created\"}"),
+        Some(2.0),
+        "{text}"
+    );
+    assert_eq!(
+        value("pollhook_outbox_depth{bridge=\"ops\"}"),
+        Some(0.0),
+        "{text}"
+    );
+    assert_eq!(
+        value("pollhook_dead_letters{bridge=\"ops\"}"),
+        Some(0.0),
+        "{text}"
+    );
+    assert_eq!(
+        value("pollhook_deliveries_total{bridge=\"ops\",result=\"delivered\"}"),
+        Some(7.0),
+        "{text}"
+    );
+    assert!(
+        text.contains("pollhook_poll_duration_seconds_bucket{bridge=\"ops\",le=\"0.5\"}"),
+        "{text}"
+    );
+    assert!(
+        text.contains("pollhook_delivery_latency_seconds_count{bridge=\"ops\"} 7"),
+        "{text}"
+    );
+    assert_eq!(value("pollhook_items{bridge=\"ops\"}"), Some(2.0), "{text}");
+    assert!(!text.contains(TOKEN));
+
+    let (code, _, err) = d.terminate().await;
+    assert_eq!(code, 0);
+    let logs = err.join("\n");
+    assert!(
+        !logs.contains(TOKEN),
+        "the token leaked into the logs:\n{logs}"
+    );
+
+    // No daemon: a clear message, exit 1.
+    let (code, _, err) = cli(&["status", "--admin", &admin]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains(&format!("no pollhook daemon answers at http://{admin}")),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_dry_run_stores_and_sends_nothing() {
+    let up = Upstream::start().await;
+    let rx = Receiver::start().await;
+    up.set_json(&json!({"items": [{"id": 1}]}));
+    let dir = tempfile::tempdir().unwrap();
+    write_bridge(dir.path(), "dry", &up, &rx);
+    let closed = format!("127.0.0.1:{}", free_port());
+    let bridges = dir.path().join("bridges");
+    let data = dir.path().join("data");
+    let args = [
+        "poll",
+        "dry",
+        "--admin",
+        &closed,
+        "--bridges",
+        bridges.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+    ];
+    let out = std::process::Command::new(BIN)
+        .args(args)
+        .env("API_TOKEN", TOKEN)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let e: Value = serde_json::from_str(stdout.lines().next().unwrap()).unwrap();
+    assert_eq!(e["type"], "item.created");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("dry run"));
+    let store = pollhook::store::Store::open(&data).unwrap();
+    assert_eq!(store.meta("dry").unwrap(), Default::default());
+    assert!(store.items("dry").unwrap().is_empty());
+    assert_eq!(store.outbox_len("dry"), 0);
+    assert!(rx.received().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notify_socket_gets_ready_watchdog_and_stopping() {
+    let up = Upstream::start().await;
+    let rx = Receiver::start().await;
+    up.set_json(&json!({"items": []}));
+    let dir = tempfile::tempdir().unwrap();
+    write_bridge(dir.path(), "n", &up, &rx);
+    let sock_path = dir.path().join("notify.sock");
+    let sock = tokio::net::UnixDatagram::bind(&sock_path).unwrap();
+    let d = Daemon::start(
+        dir.path(),
+        &[
+            ("API_TOKEN", TOKEN),
+            ("NOTIFY_SOCKET", sock_path.to_str().unwrap()),
+            ("WATCHDOG_USEC", "400000"),
+        ],
+    );
+    let mut got = Vec::new();
+    let mut buf = [0u8; 512];
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !(got.iter().any(|m: &String| m.contains("READY=1"))
+        && got.iter().filter(|m| m.contains("WATCHDOG=1")).count() >= 2)
+    {
+        assert!(std::time::Instant::now() < deadline, "got only {got:?}");
+        if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(1), sock.recv(&mut buf)).await {
+            got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+    }
+    let pid = d.child.id().unwrap().to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !got.iter().any(|m| m.contains("STOPPING=1")) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no STOPPING=1 in {got:?}"
+        );
+        if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(1), sock.recv(&mut buf)).await {
+            got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+    }
+    let (code, _, _) = d.terminate().await;
+    assert_eq!(code, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_an_in_flight_delivery_finish_and_loses_nothing() {
+    let up = Upstream::start().await;
+    let rx = Receiver::start().await;
+    // The receiver takes 2 s to answer the first delivery.
+    rx.answer_slowly(204, Duration::from_secs(2));
+    up.set_json(&json!({"items": [{"id": 1}, {"id": 2}]}));
+    let dir = tempfile::tempdir().unwrap();
+    write_bridge(dir.path(), "t", &up, &rx);
+    let d = Daemon::start(dir.path(), &[("API_TOKEN", TOKEN)]);
+    eventually("the first delivery is in flight", || {
+        rx.received().len() == 1
+    })
+    .await;
+    let pid = d.child.id().unwrap().to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    let (code, _, err) = d.terminate().await;
+    assert_eq!(code, 0, "{}", err.join("\n"));
+    // The in-flight one was acknowledged; the second stayed queued (stop scheduling, finish
+    // what is in flight): nothing lost.
+    let store = pollhook::store::Store::open(&dir.path().join("data")).unwrap();
+    let left: Vec<u64> = store
+        .outbox_all()
+        .unwrap()
+        .into_iter()
+        .map(|(_, _, e)| e.seq)
+        .collect();
+    let got = rx.received().len();
+    assert_eq!(got + left.len(), 2, "received {got}, queued {left:?}");
+    assert_eq!(left, (got as u64 + 1..=2).collect::<Vec<_>>());
+    assert!(got >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_journald_fields_are_native() {
+    // tracing-journald talks to this path; a test journal stands in when no real one runs.
+    let path = std::path::Path::new("/run/systemd/journal/socket");
+    if path.exists() || std::fs::create_dir_all("/run/systemd/journal").is_err() {
+        eprintln!("skipped: a journal socket exists here or /run is not writable");
+        return;
+    }
+    let journal = std::os::unix::net::UnixDatagram::bind(path).unwrap();
+    // Removed however the test ends, so a failed run does not make later runs skip.
+    struct Unlink(&'static std::path::Path);
+    impl Drop for Unlink {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(self.0);
+        }
+    }
+    let _unlink = Unlink(path);
+    journal
+        .set_read_timeout(Some(Duration::from_secs(1)))
+        .unwrap();
+    let up = Upstream::start().await;
+    let rx = Receiver::start().await;
+    up.set_json(&json!({"items": [{"id": 1}]}));
+    let dir = tempfile::tempdir().unwrap();
+    write_bridge(dir.path(), "jrnl", &up, &rx);
+    let mut cmd = std::process::Command::new(BIN);
+    cmd.args(["run", "--admin", "off"])
+        .arg("--bridges")
+        .arg(dir.path().join("bridges"))
+        .arg("--data")
+        .arg(dir.path().join("data"))
+        .env("JOURNAL_STREAM", "8:12345")
+        .env("API_TOKEN", TOKEN)
+        .env("RUST_LOG", "info")
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let mut entries: Vec<std::collections::HashMap<String, String>> = Vec::new();
+    let mut buf = vec![0u8; 65536];
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let is_poll = |e: &std::collections::HashMap<String, String>| {
+        e.get("MESSAGE").map(String::as_str) == Some("poll")
+    };
+    while !entries.iter().any(is_poll) && std::time::Instant::now() < deadline {
+        if let Ok(n) = journal.recv(&mut buf) {
+            entries.push(journal_fields(&buf[..n]));
+        }
+    }
+    child.kill().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let poll = entries
+        .iter()
+        .find(|e| is_poll(e))
+        .unwrap_or_else(|| panic!("{entries:?}"));
+    for (field, value) in [
+        ("BRIDGE", "jrnl"),
+        ("STATUS", "baseline"),
+        ("CREATED", "1"),
+        ("SYSLOG_IDENTIFIER", "pollhook"),
+        ("PRIORITY", "6"),
+    ] {
+        assert_eq!(
+            poll.get(field).map(String::as_str),
+            Some(value),
+            "{field} in {poll:?}"
+        );
+    }
+    assert!(
+        !entries
+            .iter()
+            .any(|e| e.values().any(|v| v.contains(TOKEN)))
+    );
+    assert!(
+        out.stderr.is_empty(),
+        "logs went to stderr too: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
