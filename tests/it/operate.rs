@@ -507,3 +507,65 @@ async fn under_journald_fields_are_native() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shards_split_the_bridges_between_them() {
+    let up = Upstream::start().await;
+    let rx = Receiver::start().await;
+    up.set_json(&json!({"items": []}));
+    let dir = tempfile::tempdir().unwrap();
+    let names: Vec<String> = (0..8).map(|i| format!("b{i}")).collect();
+    for n in &names {
+        write_bridge(dir.path(), n, &up, &rx);
+    }
+    let mut seen: Vec<Vec<String>> = Vec::new();
+    for i in 0..2 {
+        let admin = format!("127.0.0.1:{}", free_port());
+        let data = dir.path().join(format!("data-{i}"));
+        let mut child = tokio::process::Command::new(BIN)
+            .args([
+                "run",
+                "--shard",
+                &format!("{i}/2"),
+                "--admin",
+                &admin,
+                "--log-format",
+                "json",
+            ])
+            .arg("--bridges")
+            .arg(dir.path().join("bridges"))
+            .arg("--data")
+            .arg(&data)
+            .env("API_TOKEN", TOKEN)
+            .env_remove("JOURNAL_STREAM")
+            .kill_on_drop(true)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut body = None;
+        for _ in 0..300 {
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            if let Ok(r) = reqwest::get(format!("http://{admin}/v1/bridges")).await {
+                body = Some(r.json::<Value>().await.unwrap());
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        child.kill().await.unwrap();
+        let body = body.expect("the shard's admin API answered");
+        let mine: Vec<String> = body["bridges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["name"].as_str().unwrap().to_string())
+            .collect();
+        for n in &mine {
+            assert!(pollhook::app::in_shard(n, Some((i, 2))));
+        }
+        seen.push(mine);
+    }
+    assert!(!seen[0].is_empty() && !seen[1].is_empty(), "{seen:?}");
+    let mut all: Vec<String> = seen.concat();
+    all.sort();
+    assert_eq!(all, names, "every bridge runs on exactly one shard");
+}
