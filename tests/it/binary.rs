@@ -9,7 +9,9 @@ use tokio::process::{Child, Command};
 
 const BIN: &str = env!("CARGO_BIN_EXE_pollhook");
 
-fn collect<R: tokio::io::AsyncRead + Unpin + Send + 'static>(r: R) -> Arc<Mutex<Vec<String>>> {
+pub(crate) fn collect<R: tokio::io::AsyncRead + Unpin + Send + 'static>(
+    r: R,
+) -> Arc<Mutex<Vec<String>>> {
     let lines = Arc::new(Mutex::new(Vec::new()));
     let out = lines.clone();
     tokio::spawn(async move {
@@ -21,14 +23,14 @@ fn collect<R: tokio::io::AsyncRead + Unpin + Send + 'static>(r: R) -> Arc<Mutex<
     lines
 }
 
-struct Daemon {
+pub(crate) struct Daemon {
     child: Child,
-    stdout: Arc<Mutex<Vec<String>>>,
-    stderr: Arc<Mutex<Vec<String>>>,
+    pub(crate) stdout: Arc<Mutex<Vec<String>>>,
+    pub(crate) stderr: Arc<Mutex<Vec<String>>>,
 }
 
 impl Daemon {
-    fn start(dir: &std::path::Path, env: &[(&str, &str)]) -> Daemon {
+    pub(crate) fn start(dir: &std::path::Path, env: &[(&str, &str)]) -> Daemon {
         Daemon::start_with(dir, env, "off")
     }
 
@@ -59,7 +61,7 @@ impl Daemon {
         }
     }
 
-    async fn terminate(mut self) -> (i32, Vec<String>, Vec<String>) {
+    pub(crate) async fn terminate(mut self) -> (i32, Vec<String>, Vec<String>) {
         let pid = self.child.id().unwrap().to_string();
         std::process::Command::new("kill")
             .args(["-TERM", &pid])

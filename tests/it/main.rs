@@ -5,5 +5,7 @@ mod binary;
 mod config;
 mod crash;
 mod delivery;
+mod guards;
 mod pipeline;
+mod sources;
 mod support;
