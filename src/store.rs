@@ -48,6 +48,9 @@ pub struct BridgeMeta {
     /// While any are, an unchanged (304) listing still has to be compared, to count them on.
     #[serde(default)]
     pub absent: usize,
+    /// Items stored, so that a poll answered 304 can report the count without loading them.
+    #[serde(default)]
+    pub items: usize,
 }
 
 /// The last 200 answer of one page of a listing: what a 304 for that page stands for.
@@ -364,6 +367,7 @@ impl Store {
         let mut m = self.meta(bridge)?;
         m.baselined = false;
         m.absent = 0;
+        m.items = 0;
         self.meta.insert(
             bridge.as_bytes(),
             serde_json::to_vec(&m).expect("meta serialises"),
@@ -504,6 +508,7 @@ mod tests {
                 fingerprint: Some("f".into()),
                 baselined: true,
                 absent: 0,
+                items: 1,
             },
             puts: vec![("k1".into(), [1; 16], b"{\"a\":1}".to_vec())],
             outbox: vec![("s".into(), entry(1)), ("s".into(), entry(2))],

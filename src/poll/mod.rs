@@ -69,7 +69,8 @@ pub struct PollReport {
     pub held_back: Option<HeldBack>,
     /// Pages fetched (or confirmed by a 304).
     pub pages: usize,
-    /// Every page answered 304: nothing was compared, stored or emitted.
+    /// Every page answered 304: nothing was compared, stored or emitted (and `items` is the
+    /// number of items stored).
     pub not_modified: bool,
     /// The listing stopped early, so absent items were not counted as missing this poll.
     pub incomplete: Option<Incomplete>,
@@ -109,6 +110,7 @@ pub async fn poll_once(
     let listing = fetch::fetch_listing(&ctx.fetcher, &bridge.source, validators).await?;
     if trusted && listing.unchanged() && meta.absent == 0 {
         return Ok(PollReport {
+            items: meta.items,
             pages: listing.pages.len(),
             not_modified: true,
             pause_until: listing.pause_until,
@@ -208,6 +210,7 @@ pub async fn poll_once(
         fingerprint: Some(bridge.fingerprint.clone()),
         baselined: true,
         absent: diff::absent_after(&stored, &d.writes),
+        items: diff::stored_after(&stored, &d.writes),
     };
     // A held-back mass delete leaves the state behind the listing: no page is cached then, so
     // the next poll fetches and compares everything again (and warns again) until it resolves.

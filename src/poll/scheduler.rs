@@ -93,9 +93,7 @@ pub async fn poll_and_log(
             Ok(r) => {
                 s.last_result = Some(result_word(r).to_string());
                 s.last_error = None;
-                if !r.not_modified {
-                    s.items = Some(r.items);
-                }
+                s.items = Some(r.items);
             }
             Err(e) => {
                 s.last_result = Some("failed".to_string());
@@ -110,6 +108,7 @@ pub async fn poll_and_log(
             info!(
                 bridge = %bridge.name,
                 status = %"not_modified",
+                items = r.items,
                 pages = r.pages,
                 duration_ms,
                 "poll"

@@ -105,7 +105,7 @@ async fn github_fixture_is_replayed_through_its_link_headers() {
     let before = h.snapshot("gh");
     let r = h.poll(&b).await.unwrap();
     assert!(r.not_modified && r.events.is_empty(), "{r:?}");
-    assert_eq!(r.pages, 5);
+    assert_eq!((r.pages, r.items), (5, 13));
     let again = &up.hits()[5..];
     assert_eq!(uris(again), github_paths());
     for hit in again {
