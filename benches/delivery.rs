@@ -42,7 +42,10 @@ fn listing(items: usize, round: usize) -> String {
 
 #[tokio::main]
 async fn main() {
-    let args: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
+    let args: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
     let (bridges, items, rounds) = (
         *args.first().unwrap_or(&100),
         *args.get(1).unwrap_or(&20),
@@ -53,7 +56,11 @@ async fn main() {
     let rx = serve(
         Router::new()
             .fallback(|State(a): State<Arrivals>, h: HeaderMap| async move {
-                let id = h.get("webhook-id").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+                let id = h
+                    .get("webhook-id")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_string();
                 a.lock().unwrap().insert(id, Instant::now());
                 axum::http::StatusCode::NO_CONTENT
             })
@@ -66,7 +73,10 @@ async fn main() {
             .route(
                 "/b/{i}",
                 axum::routing::get(|State(b): State<Bodies>, Path(i): Path<usize>| async move {
-                    ([("content-type", "application/json")], b.lock().unwrap()[i].clone())
+                    (
+                        [("content-type", "application/json")],
+                        b.lock().unwrap()[i].clone(),
+                    )
                 }),
             )
             .with_state(bodies.clone()),
@@ -86,7 +96,12 @@ async fn main() {
         .collect();
     let stop = CancellationToken::new();
     for b in &defs {
-        tokio::spawn(pollhook::deliver::run_sink(ctx.clone(), b.clone(), 0, stop.clone()));
+        tokio::spawn(pollhook::deliver::run_sink(
+            ctx.clone(),
+            b.clone(),
+            0,
+            stop.clone(),
+        ));
     }
     // Baseline: no events.
     poll_all(&ctx, &defs).await;
@@ -108,7 +123,10 @@ async fn main() {
             if got == expected {
                 break;
             }
-            assert!(Instant::now() < deadline, "round {round}: only {got} of {expected} delivered");
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: only {got} of {expected} delivered"
+            );
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         let a = arrivals.lock().unwrap();
@@ -136,12 +154,17 @@ async fn main() {
 
 /// Polls every bridge at once; returns each emitted event id with the instant its commit was
 /// on disk.
-async fn poll_all(ctx: &Arc<Ctx>, defs: &[Arc<pollhook::config::Bridge>]) -> HashMap<String, Instant> {
+async fn poll_all(
+    ctx: &Arc<Ctx>,
+    defs: &[Arc<pollhook::config::Bridge>],
+) -> HashMap<String, Instant> {
     let mut set = tokio::task::JoinSet::new();
     for b in defs {
         let (ctx, b) = (ctx.clone(), b.clone());
         set.spawn(async move {
-            let r = pollhook::poll::poll_once(&ctx, &b, true, chrono::Utc::now()).await.unwrap();
+            let r = pollhook::poll::poll_once(&ctx, &b, true, chrono::Utc::now())
+                .await
+                .unwrap();
             let at = Instant::now();
             r.events.into_iter().map(|e| (e.id, at)).collect::<Vec<_>>()
         });

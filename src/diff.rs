@@ -187,6 +187,36 @@ pub fn diff(stored: &HashMap<String, Stored>, items: &[Item], opts: Options) -> 
     d
 }
 
+/// How many items are stored once `writes` are applied.
+pub fn stored_after(stored: &HashMap<String, Stored>, writes: &[Write]) -> usize {
+    let mut n = stored.len();
+    for w in writes {
+        match w {
+            Write::Put { key, .. } if !stored.contains_key(key) => n += 1,
+            Write::Remove { key } if stored.contains_key(key) => n -= 1,
+            _ => {}
+        }
+    }
+    n
+}
+
+/// How many items count absences (missing, not yet deleted) once `writes` are applied.
+pub fn absent_after(stored: &HashMap<String, Stored>, writes: &[Write]) -> usize {
+    let was = |k: &str| stored.get(k).is_some_and(|s| s.missing > 0);
+    let mut n = stored.values().filter(|s| s.missing > 0).count();
+    for w in writes {
+        match w {
+            Write::Put { key, .. } | Write::Remove { key } => n -= usize::from(was(key)),
+            Write::Missing { key, missing } => match (was(key), *missing > 0) {
+                (false, true) => n += 1,
+                (true, false) => n -= 1,
+                _ => {}
+            },
+        }
+    }
+    n
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -338,11 +368,16 @@ mod tests {
                 missing: 1
             }]
         );
+        assert_eq!(absent_after(&st, &d1.writes), 1);
         st.get_mut("d").unwrap().missing = 1;
         let d2 = diff(&st, &now, o);
+        assert_eq!(absent_after(&st, &d2.writes), 0);
+        assert_eq!(stored_after(&st, &d2.writes), 3);
+        assert_eq!(stored_after(&st, &d1.writes), 4);
         assert_eq!(kinds(&d2), [(ChangeKind::Deleted, "d")]);
         // Back before the second absence: the counter resets, no event.
         let d3 = diff(&st, &old, o);
+        assert_eq!(absent_after(&st, &d3.writes), 0);
         assert!(d3.changes.is_empty());
         assert_eq!(
             d3.writes,

@@ -102,7 +102,14 @@ pub const DOCUMENT_KEY: &str = "$";
 
 /// Turns a response document into items, in selection order.
 pub fn extract(doc: &Value, spec: &Items) -> Result<Vec<Item>, ExtractError> {
-    let selected = spec.select.select(doc);
+    extract_pages(std::slice::from_ref(doc), spec)
+}
+
+/// Turns the pages of a listing into items: the selection runs over every page and the
+/// results are concatenated in page order, as if the pages were one document. Keys must be
+/// unique across pages; item indices in errors count across pages.
+pub fn extract_pages(pages: &[Value], spec: &Items) -> Result<Vec<Item>, ExtractError> {
+    let selected: Vec<&Value> = pages.iter().flat_map(|p| spec.select.select(p)).collect();
     let Some(key_path) = &spec.key else {
         // Document mode: the selection as a whole is one item; nothing (or null) is no item.
         let whole = match selected.len() {
@@ -399,6 +406,31 @@ mod tests {
         assert!(extract(&json!({"info": null}), &s).unwrap().is_empty());
         let many = extract(&json!([1, 2]), &spec("$[*]", None, &[], &[])).unwrap();
         assert_eq!(many[0].value, json!([1, 2]));
+    }
+
+    #[test]
+    fn pages_concatenate_in_order_and_keys_stay_unique_across_them() {
+        let s = spec("$.items[*]", Some("$.id"), &[], &[]);
+        let pages = [
+            json!({"items": [{"id": 1}, {"id": 2}]}),
+            json!({"items": []}),
+            json!({"items": [{"id": 3}]}),
+        ];
+        let keys: Vec<String> = extract_pages(&pages, &s)
+            .unwrap()
+            .into_iter()
+            .map(|i| i.key)
+            .collect();
+        assert_eq!(keys, ["1", "2", "3"]);
+        let dup = [json!({"items": [{"id": 1}]}), json!({"items": [{"id": 1}]})];
+        assert_eq!(
+            extract_pages(&dup, &s).unwrap_err().to_string(),
+            "two items share the key `1` (items 0 and 1)"
+        );
+        // Document mode over pages: the selections together are the document.
+        let d = spec("$.v", None, &[], &[]);
+        let items = extract_pages(&[json!({"v": 1}), json!({"v": 2})], &d).unwrap();
+        assert_eq!(items[0].value, json!([1, 2]));
     }
 
     #[test]

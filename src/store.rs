@@ -4,7 +4,13 @@
 //! ONE transaction, so there is never state without its events or events without their state.
 //! sled calls block: callers run the big ones (`load_state`, `commit`) on `spawn_blocking`.
 //!
-//! Keys: `items` and `meta` by `bridge \0 key`; `outbox` and `dead` by
+//! `pages` holds, per bridge and page URL, the last 200 answer of that page (validators, `Link`
+//! header and body), so that a 304 can stand for the page it confirms: its items and its next
+//! link. It is written in the same transaction as the item state it produced. Were it written
+//! first, a crash in between would leave a validator for a body whose changes were never
+//! stored, and the next poll's 304 would hide those changes for good.
+//!
+//! Keys: `items` and `meta` by `bridge \0 key`; `pages` by `bridge \0 page_key(url)`; `outbox` and `dead` by
 //! `bridge \0 sink \0 position(8 bytes, big-endian)`, the position coming from sled's
 //! monotonic id generator, so a prefix scan walks one queue in detection order and a replayed
 //! dead letter joins the back of its queue. Bridge names cannot hold `\0` (validated), so
@@ -38,6 +44,31 @@ pub struct BridgeMeta {
     pub fingerprint: Option<String>,
     /// False until the first complete poll stored a baseline (and again after a reset).
     pub baselined: bool,
+    /// Items counting absences (missing in some polls, not yet deleted: `after_missing` > 1).
+    /// While any are, an unchanged (304) listing still has to be compared, to count them on.
+    #[serde(default)]
+    pub absent: usize,
+    /// Items stored, so that a poll answered 304 can report the count without loading them.
+    #[serde(default)]
+    pub items: usize,
+}
+
+/// The last 200 answer of one page of a listing: what a 304 for that page stands for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CachedPage {
+    pub etag: Option<String>,
+    pub last_modified: Option<String>,
+    /// The `Link` header (for `paginate.next: link`).
+    pub link: Option<String>,
+    /// The body as received (valid JSON).
+    pub body: String,
+}
+
+/// The key of a page in the `pages` tree: a hash of its URL, so that tokens in a URL's query
+/// are not written to disk as keys.
+pub fn page_key(url: &str) -> String {
+    use sha2::Digest;
+    hex::encode(&sha2::Sha256::digest(url.as_bytes())[..16])
 }
 
 /// One event waiting for one sink.
@@ -78,6 +109,8 @@ pub struct Commit {
     pub missing: Vec<(String, u32)>,
     pub removes: Vec<String>,
     pub outbox: Vec<(String, OutboxEntry)>,
+    /// The bridge's cached pages after this poll, by `page_key`: they replace the stored set.
+    pub pages: Vec<(String, CachedPage)>,
 }
 
 impl Commit {
@@ -111,6 +144,7 @@ pub struct Store {
     meta: sled::Tree,
     outbox: sled::Tree,
     dead: sled::Tree,
+    pages: sled::Tree,
 }
 
 fn prefix(parts: &[&str]) -> Vec<u8> {
@@ -166,6 +200,7 @@ impl Store {
             meta: db.open_tree("meta")?,
             outbox: db.open_tree("outbox")?,
             dead: db.open_tree("dead")?,
+            pages: db.open_tree("pages")?,
             db,
         })
     }
@@ -186,6 +221,18 @@ impl Store {
             Some(v) => json(&v, bridge),
             None => Ok(BridgeMeta::default()),
         }
+    }
+
+    /// The cached pages of a bridge, by `page_key`.
+    pub fn pages(&self, bridge: &str) -> Result<HashMap<String, CachedPage>, StoreError> {
+        let p = prefix(&[bridge]);
+        let mut out = HashMap::new();
+        for kv in self.pages.scan_prefix(&p) {
+            let (k, v) = kv?;
+            let key = String::from_utf8_lossy(&k[p.len()..]).into_owned();
+            out.insert(key, json(&v, &format!("{bridge} page"))?);
+        }
+        Ok(out)
     }
 
     /// Hash and missing count of every stored item of a bridge.
@@ -254,54 +301,86 @@ impl Store {
                 serde_json::to_vec(e).expect("entry serialises"),
             ));
         }
-        let res: Result<(), TransactionError<StoreError>> = (&self.items, &self.meta, &self.outbox)
-            .transaction(|(items, meta, ob)| {
-                let current = match meta.get(c.bridge.as_bytes())? {
-                    Some(v) => {
-                        serde_json::from_slice::<BridgeMeta>(&v)
-                            .map_err(|_| {
-                                ConflictableTransactionError::Abort(StoreError::Corrupt(
-                                    c.bridge.clone(),
-                                ))
-                            })?
-                            .seq
+        // The page set is replaced: pages no longer in the listing go. Polls of one bridge
+        // never overlap, so the keys read here are still the stored ones at commit time.
+        let mut pages: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::new();
+        for k in self.pages.scan_prefix(&ip).keys() {
+            let k = k?;
+            let kept = c
+                .pages
+                .iter()
+                .any(|(pk, _)| k.len() == ip.len() + pk.len() && k.ends_with(pk.as_bytes()));
+            if !kept {
+                pages.push((k.to_vec(), None));
+            }
+        }
+        for (pk, page) in &c.pages {
+            pages.push((
+                item_key(pk),
+                Some(serde_json::to_vec(page).expect("page serialises")),
+            ));
+        }
+        let res: Result<(), TransactionError<StoreError>> =
+            (&self.items, &self.meta, &self.outbox, &self.pages).transaction(
+                |(items, meta, ob, pg)| {
+                    let current = match meta.get(c.bridge.as_bytes())? {
+                        Some(v) => {
+                            serde_json::from_slice::<BridgeMeta>(&v)
+                                .map_err(|_| {
+                                    ConflictableTransactionError::Abort(StoreError::Corrupt(
+                                        c.bridge.clone(),
+                                    ))
+                                })?
+                                .seq
+                        }
+                        None => 0,
+                    };
+                    if current != c.expected_seq {
+                        return Err(ConflictableTransactionError::Abort(StoreError::Conflict(
+                            c.bridge.clone(),
+                        )));
                     }
-                    None => 0,
-                };
-                if current != c.expected_seq {
-                    return Err(ConflictableTransactionError::Abort(StoreError::Conflict(
-                        c.bridge.clone(),
-                    )));
-                }
-                for (k, hash, value) in &c.puts {
-                    items.insert(item_key(k), item_record(hash, 0, value))?;
-                }
-                for (k, missing) in &c.missing {
-                    let key = item_key(k);
-                    if let Some(rec) = items.get(&key)? {
-                        let mut rec = rec.to_vec();
-                        if rec.len() >= 20 {
-                            rec[16..20].copy_from_slice(&missing.to_be_bytes());
-                            items.insert(key, rec)?;
+                    for (k, hash, value) in &c.puts {
+                        items.insert(item_key(k), item_record(hash, 0, value))?;
+                    }
+                    for (k, missing) in &c.missing {
+                        let key = item_key(k);
+                        if let Some(rec) = items.get(&key)? {
+                            let mut rec = rec.to_vec();
+                            if rec.len() >= 20 {
+                                rec[16..20].copy_from_slice(&missing.to_be_bytes());
+                                items.insert(key, rec)?;
+                            }
                         }
                     }
-                }
-                for k in &c.removes {
-                    items.remove(item_key(k))?;
-                }
-                meta.insert(c.bridge.as_bytes(), meta_bytes.as_slice())?;
-                for (k, v) in &outbox {
-                    ob.insert(k.as_slice(), v.as_slice())?;
-                }
-                Ok(())
-            });
+                    for k in &c.removes {
+                        items.remove(item_key(k))?;
+                    }
+                    meta.insert(c.bridge.as_bytes(), meta_bytes.as_slice())?;
+                    for (k, v) in &outbox {
+                        ob.insert(k.as_slice(), v.as_slice())?;
+                    }
+                    for (k, v) in &pages {
+                        match v {
+                            Some(v) => pg.insert(k.as_slice(), v.as_slice())?,
+                            None => pg.remove(k.as_slice())?,
+                        };
+                    }
+                    Ok(())
+                },
+            );
         res.map_err(tx_error)
     }
 
-    /// Forgets a bridge's items (its `seq` stays, so ids and seqs are never reused); the next
-    /// poll re-baselines.
+    /// Forgets a bridge's items and cached pages (its `seq` stays, so ids and seqs are never
+    /// reused); the next poll re-baselines, without validators.
     pub fn reset(&self, bridge: &str) -> Result<usize, StoreError> {
         let p = prefix(&[bridge]);
+        let mut pages = sled::Batch::default();
+        for k in self.pages.scan_prefix(&p).keys() {
+            pages.remove(k?);
+        }
+        self.pages.apply_batch(pages)?;
         let mut batch = sled::Batch::default();
         let mut n = 0;
         for k in self.items.scan_prefix(&p).keys() {
@@ -311,6 +390,8 @@ impl Store {
         self.items.apply_batch(batch)?;
         let mut m = self.meta(bridge)?;
         m.baselined = false;
+        m.absent = 0;
+        m.items = 0;
         self.meta.insert(
             bridge.as_bytes(),
             serde_json::to_vec(&m).expect("meta serialises"),
@@ -450,6 +531,8 @@ mod tests {
                 seq: 2,
                 fingerprint: Some("f".into()),
                 baselined: true,
+                absent: 0,
+                items: 1,
             },
             puts: vec![("k1".into(), [1; 16], b"{\"a\":1}".to_vec())],
             outbox: vec![("s".into(), entry(1)), ("s".into(), entry(2))],
@@ -476,6 +559,55 @@ mod tests {
         assert_eq!(s.outbox_head("b", "s").unwrap().unwrap().1.seq, 2);
         // A bridge whose name is a prefix of another's does not see its items.
         assert!(s.load_state("").unwrap().is_empty());
+    }
+
+    fn page(etag: &str) -> CachedPage {
+        CachedPage {
+            etag: Some(etag.into()),
+            last_modified: None,
+            link: None,
+            body: "[]".into(),
+        }
+    }
+
+    #[test]
+    fn pages_are_replaced_with_the_state_and_forgotten_on_reset() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let mut c = Commit {
+            bridge: "b".into(),
+            meta: BridgeMeta {
+                seq: 0,
+                baselined: true,
+                ..Default::default()
+            },
+            pages: vec![(page_key("u1"), page("e1")), (page_key("u2"), page("e2"))],
+            ..Default::default()
+        };
+        s.commit(&c).unwrap();
+        // Another bridge whose name starts the same keeps its own pages.
+        let other = Commit {
+            bridge: "bb".into(),
+            pages: vec![(page_key("u9"), page("e9"))],
+            ..Default::default()
+        };
+        s.commit(&other).unwrap();
+        assert_eq!(s.pages("b").unwrap().len(), 2);
+        // The next poll's set replaces the old one: u2 goes, u1 changes, u3 comes.
+        c.pages = vec![(page_key("u1"), page("e1b")), (page_key("u3"), page("e3"))];
+        s.commit(&c).unwrap();
+        let p = s.pages("b").unwrap();
+        assert_eq!(p.len(), 2);
+        assert_eq!(p[&page_key("u1")].etag.as_deref(), Some("e1b"));
+        assert!(p.contains_key(&page_key("u3")));
+        // A refused commit writes no page either.
+        c.expected_seq = 7;
+        c.pages = vec![];
+        assert!(matches!(s.commit(&c), Err(StoreError::Conflict(_))));
+        assert_eq!(s.pages("b").unwrap().len(), 2);
+        s.reset("b").unwrap();
+        assert!(s.pages("b").unwrap().is_empty());
+        assert_eq!(s.pages("bb").unwrap().len(), 1);
     }
 
     #[test]

@@ -1,16 +1,28 @@
-//! One HTTP request to a bridge's source, with its method, headers, body, timeout and size
-//! limit, giving a parsed JSON document or a reason an operator can act on.
+//! A bridge's listing: one HTTP request per page, with the source's method, headers, body,
+//! timeout and size limit, conditional on the page's last 200, following the next-page links
+//! up to `max_pages`. Gives the parsed pages in order, or a reason an operator can act on.
 
+use super::{paginate, ratelimit};
 use crate::config::Source;
 use crate::config::raw::Method;
 use crate::redact;
+use crate::store::{CachedPage, page_key};
+use chrono::{DateTime, Utc};
+use reqwest::header::{self, HeaderMap};
 use serde_json::Value;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
     #[error("{url}: answered HTTP {status}")]
     Status { url: String, status: u16 },
+    #[error("{url}: answered HTTP {status}: rate limited, no poll before {}", .until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))]
+    RateLimited {
+        url: String,
+        status: u16,
+        until: DateTime<Utc>,
+    },
     #[error("{url}: no complete answer within {}", humantime::format_duration(*.after))]
     Timeout { url: String, after: Duration },
     #[error("{url}: response body exceeds max_body ({limit} bytes)")]
@@ -23,6 +35,9 @@ pub enum FetchError {
     },
     #[error("{url}: {reason}")]
     Http { url: String, reason: String },
+    /// The next-page link of this page cannot be followed.
+    #[error("{url}: {reason}")]
+    Next { url: String, reason: String },
 }
 
 /// A reqwest error as one line, its causes included, without the URL (which may hold a token;
@@ -42,26 +57,168 @@ pub fn error_chain(e: reqwest::Error) -> String {
     msg
 }
 
-/// Makes the request and reads at most `max_body` bytes of JSON, all within `timeout`.
-pub async fn fetch(client: &reqwest::Client, src: &Source) -> Result<Value, FetchError> {
-    let url = redact::url(&src.url);
-    match tokio::time::timeout(src.timeout, fetch_inner(client, src, &url)).await {
+/// Why a listing stopped before its last page: then absence means nothing (no deletes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Incomplete {
+    /// `max_pages` pages were fetched and another was pending.
+    MaxPages(u32),
+    /// A next link pointed at a page already fetched in this poll (a loop).
+    Repeats,
+}
+
+impl std::fmt::Display for Incomplete {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Incomplete::MaxPages(n) => write!(f, "max_pages ({n}) reached with more pages pending"),
+            Incomplete::Repeats => f.write_str("a next-page link repeats a page already fetched"),
+        }
+    }
+}
+
+/// Every page of a listing, fetched before anything is compared.
+#[derive(Debug, Default)]
+pub struct Listing {
+    /// The page documents in order (a 304 page is its cached body).
+    pub pages: Vec<Value>,
+    /// Pages that answered 304 (the rest answered 200).
+    pub not_modified: usize,
+    pub incomplete: Option<Incomplete>,
+    /// The cache records to store with this poll's state, by `page_key` (conditional GET
+    /// sources only; pages that carried no validator have none).
+    pub cache: Vec<(String, CachedPage)>,
+    /// The latest time any answer asked us not to poll before (`X-RateLimit-*`).
+    pub pause_until: Option<DateTime<Utc>>,
+}
+
+impl Listing {
+    /// Every page answered 304: nothing changed upstream.
+    pub fn unchanged(&self) -> bool {
+        self.not_modified == self.pages.len()
+    }
+}
+
+/// Fetches every page of the source's listing. With `cache` (a conditional GET source), pages
+/// found there are asked for with `If-None-Match` / `If-Modified-Since`, a 304 stands for the
+/// cached body, and the listing carries the records to store. Without, no validator is sent
+/// and nothing is recorded.
+pub async fn fetch_listing(
+    client: &reqwest::Client,
+    src: &Source,
+    cache: Option<&HashMap<String, CachedPage>>,
+) -> Result<Listing, FetchError> {
+    let mut listing = Listing::default();
+    let mut url = src.url.clone();
+    let mut seen = HashSet::new();
+    loop {
+        seen.insert(url.to_string());
+        let key = page_key(url.as_str());
+        let cached = cache.and_then(|c| c.get(&key));
+        let shown = redact::url(&url);
+        let page = fetch_page(client, src, &url, &shown, cached, cache.is_some()).await?;
+        listing.pause_until = listing.pause_until.max(page.pause_until);
+        // A 304 page stands for its cached body and the `Link` header that came with it.
+        let (doc, record, link) = match (page.answer, cached) {
+            (Answer::Fresh { doc, record }, _) => (doc, record, page.link),
+            (Answer::NotModified, Some(c)) => {
+                listing.not_modified += 1;
+                let doc = serde_json::from_str(&c.body).map_err(|e| FetchError::NotJson {
+                    url: shown.clone(),
+                    content_type: " (cached page)".into(),
+                    reason: e.to_string(),
+                })?;
+                (doc, Some(c.clone()), c.link.clone())
+            }
+            (Answer::NotModified, None) => {
+                return Err(FetchError::Status {
+                    url: shown,
+                    status: 304,
+                });
+            }
+        };
+        let next =
+            match &src.paginate {
+                None => None,
+                Some(p) => paginate::next_url(&p.next, src, &url, link.as_deref(), &doc).map_err(
+                    |reason| FetchError::Next {
+                        url: shown.clone(),
+                        reason,
+                    },
+                )?,
+            };
+        listing.pages.push(doc);
+        listing.cache.extend(record.map(|r| (key, r)));
+        let Some(next) = next else { break };
+        let max_pages = src.paginate.as_ref().map_or(1, |p| p.max_pages);
+        if seen.contains(next.as_str()) {
+            listing.incomplete = Some(Incomplete::Repeats);
+            break;
+        }
+        if listing.pages.len() >= max_pages as usize {
+            listing.incomplete = Some(Incomplete::MaxPages(max_pages));
+            break;
+        }
+        url = next;
+    }
+    Ok(listing)
+}
+
+enum Answer {
+    /// A 200 with its document and, when it carried a validator and is to be recorded, the
+    /// record that lets a later 304 stand for it.
+    Fresh {
+        doc: Value,
+        record: Option<CachedPage>,
+    },
+    NotModified,
+}
+
+struct Page {
+    answer: Answer,
+    /// The `Link` header (for a 304 the cached one counts).
+    link: Option<String>,
+    pause_until: Option<DateTime<Utc>>,
+}
+
+/// One request, with its whole exchange (body included) within `timeout`.
+async fn fetch_page(
+    client: &reqwest::Client,
+    src: &Source,
+    url: &url::Url,
+    shown: &str,
+    cached: Option<&CachedPage>,
+    record: bool,
+) -> Result<Page, FetchError> {
+    match tokio::time::timeout(
+        src.timeout,
+        fetch_inner(client, src, url, shown, cached, record),
+    )
+    .await
+    {
         Ok(r) => r,
         Err(_) => Err(FetchError::Timeout {
-            url,
+            url: shown.to_string(),
             after: src.timeout,
         }),
     }
 }
 
+fn header_text(h: &HeaderMap, name: header::HeaderName) -> Option<String> {
+    h.get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(|s| s.to_string())
+}
+
 async fn fetch_inner(
     client: &reqwest::Client,
     src: &Source,
+    page_url: &url::Url,
     url: &str,
-) -> Result<Value, FetchError> {
+    cached: Option<&CachedPage>,
+    record: bool,
+) -> Result<Page, FetchError> {
     let mut req = match src.method {
-        Method::GET => client.get(src.url.clone()),
-        Method::POST => client.post(src.url.clone()),
+        Method::GET => client.get(page_url.clone()),
+        Method::POST => client.post(page_url.clone()),
     };
     for (k, v) in &src.headers {
         req = req.header(k, v);
@@ -69,18 +226,52 @@ async fn fetch_inner(
     if let Some(body) = &src.body {
         req = req.json(body);
     }
+    if let Some(c) = cached {
+        if let Some(etag) = &c.etag {
+            req = req.header(header::IF_NONE_MATCH, etag);
+        }
+        if let Some(lm) = &c.last_modified {
+            req = req.header(header::IF_MODIFIED_SINCE, lm);
+        }
+    }
     let http = |e: reqwest::Error| FetchError::Http {
         url: url.to_string(),
         reason: error_chain(e),
     };
     let mut resp = req.send().await.map_err(http)?;
     let status = resp.status();
-    if !status.is_success() {
-        return Err(FetchError::Status {
-            url: url.to_string(),
-            status: status.as_u16(),
+    let headers = resp.headers();
+    let pause_until = ratelimit::pause_until(status.as_u16(), headers, Utc::now());
+    // Several `Link` lines are one list (RFC 9110 §5.3).
+    let link = headers
+        .get_all(header::LINK)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let link = (!link.is_empty()).then_some(link);
+    if status == reqwest::StatusCode::NOT_MODIFIED && cached.is_some() {
+        return Ok(Page {
+            answer: Answer::NotModified,
+            link,
+            pause_until,
         });
     }
+    if !status.is_success() {
+        return Err(match pause_until {
+            Some(until) => FetchError::RateLimited {
+                url: url.to_string(),
+                status: status.as_u16(),
+                until,
+            },
+            None => FetchError::Status {
+                url: url.to_string(),
+                status: status.as_u16(),
+            },
+        });
+    }
+    let etag = header_text(headers, header::ETAG);
+    let last_modified = header_text(headers, header::LAST_MODIFIED);
     let too_large = || FetchError::TooLarge {
         url: url.to_string(),
         limit: src.max_body,
@@ -88,10 +279,7 @@ async fn fetch_inner(
     if resp.content_length().is_some_and(|n| n > src.max_body) {
         return Err(too_large());
     }
-    let content_type = resp
-        .headers()
-        .get(reqwest::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
+    let content_type = header_text(headers, header::CONTENT_TYPE)
         .map(|s| format!(" (content-type {s})"))
         .unwrap_or_default();
     let mut body = Vec::with_capacity(resp.content_length().unwrap_or(0) as usize);
@@ -101,7 +289,7 @@ async fn fetch_inner(
         }
         body.extend_from_slice(&chunk);
     }
-    serde_json::from_slice(&body).map_err(|e| FetchError::NotJson {
+    let doc = serde_json::from_slice(&body).map_err(|e| FetchError::NotJson {
         url: url.to_string(),
         content_type,
         reason: if e.is_eof() {
@@ -109,5 +297,17 @@ async fn fetch_inner(
         } else {
             e.to_string()
         },
+    })?;
+    let record = (record && (etag.is_some() || last_modified.is_some())).then(|| CachedPage {
+        etag,
+        last_modified,
+        link: link.clone(),
+        // Parsed as JSON, so valid UTF-8.
+        body: String::from_utf8_lossy(&body).into_owned(),
+    });
+    Ok(Page {
+        answer: Answer::Fresh { doc, record },
+        link,
+        pause_until,
     })
 }

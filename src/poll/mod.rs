@@ -2,17 +2,20 @@
 //! scheduler that runs polls on time.
 
 pub mod fetch;
+pub mod paginate;
+pub mod ratelimit;
 pub mod scheduler;
 
 use crate::config::Bridge;
-use crate::config::raw::FirstPoll;
+use crate::config::raw::{FirstPoll, Method};
 use crate::diff::{self, Baseline, ChangeKind, HeldBack, Write};
 use crate::event::{self, Event, EventType, Side};
 use crate::extract::{self, ExtractError};
 use crate::runtime::Ctx;
 use crate::store::{BridgeMeta, Commit, OutboxEntry, StoreError};
 use chrono::{DateTime, Utc};
-pub use fetch::FetchError;
+pub use fetch::{FetchError, Incomplete};
+use std::collections::HashMap;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PollError {
@@ -33,8 +36,19 @@ impl PollError {
             PollError::Fetch(FetchError::TooLarge { .. }) => "too_large",
             PollError::Fetch(FetchError::NotJson { .. }) => "not_json",
             PollError::Fetch(FetchError::Http { .. }) => "connection",
+            PollError::Fetch(FetchError::RateLimited { .. }) => "rate_limited",
+            PollError::Fetch(FetchError::Next { .. }) => "next_page",
             PollError::Extract(_) => "bad_items",
             PollError::Store(_) => "store",
+        }
+    }
+
+    /// Until when the source asked us not to poll again (a 429/503 `Retry-After` or an
+    /// exhausted `X-RateLimit-Remaining`).
+    pub fn pause_until(&self) -> Option<DateTime<Utc>> {
+        match self {
+            PollError::Fetch(FetchError::RateLimited { until, .. }) => Some(*until),
+            _ => None,
         }
     }
 }
@@ -53,30 +67,70 @@ pub struct PollReport {
     /// True when the baseline was taken because the definition changed.
     pub rebaselined: bool,
     pub held_back: Option<HeldBack>,
+    /// Pages fetched (or confirmed by a 304).
+    pub pages: usize,
+    /// Every page answered 304: nothing was compared, stored or emitted (and `items` is the
+    /// number of items stored).
+    pub not_modified: bool,
+    /// The listing stopped early, so absent items were not counted as missing this poll.
+    pub incomplete: Option<Incomplete>,
+    /// The source asked us not to poll again before this (`X-RateLimit-Remaining: 0`).
+    pub pause_until: Option<DateTime<Utc>>,
 }
 
 /// Polls once. With `commit`, stores the new state and queues the events in one transaction
 /// and waits for it to reach the disk; without, changes nothing (a dry run).
+///
+/// Conditional requests (GET sources with `conditional: true`): each page is asked for with
+/// the validators of its last 200, whose body is stored with the item state it produced. A
+/// 304 page stands for that body, so a 304 on page 1 never hides a change on page 3. When
+/// every page answers 304 the poll ends there, without loading the item state, unless some
+/// items are counting absences (`after_missing`), which an unchanged listing still counts on.
+/// No validator is sent before a baseline, or when the definition changed (re-baseline).
 pub async fn poll_once(
     ctx: &Ctx,
     bridge: &Bridge,
     commit: bool,
     now: DateTime<Utc>,
 ) -> Result<PollReport, PollError> {
-    let doc = fetch::fetch(&ctx.fetcher, &bridge.source).await?;
-    let items = extract::extract(&doc, &bridge.items)?;
-    drop(doc);
+    let conditional = bridge.source.conditional && bridge.source.method == Method::GET;
+    let store = ctx.store.clone();
+    let name = bridge.name.clone();
+    let (meta, cached) = tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
+        Ok((store.meta(&name)?, store.pages(&name)?))
+    })
+    .await
+    .expect("meta load does not panic")?;
+    let rebaselined =
+        meta.baselined && meta.fingerprint.as_deref() != Some(bridge.fingerprint.as_str());
+    let trusted = conditional && meta.baselined && !rebaselined;
+    let empty = HashMap::new();
+    let validators = trusted.then_some(&cached).or(conditional.then_some(&empty));
+
+    let listing = fetch::fetch_listing(&ctx.fetcher, &bridge.source, validators).await?;
+    if trusted && listing.unchanged() && meta.absent == 0 {
+        return Ok(PollReport {
+            items: meta.items,
+            pages: listing.pages.len(),
+            not_modified: true,
+            pause_until: listing.pause_until,
+            ..Default::default()
+        });
+    }
+    let items = extract::extract_pages(&listing.pages, &bridge.items)?;
+    let pages = listing.pages.len();
+    let fetch::Listing {
+        incomplete,
+        cache: new_pages,
+        pause_until,
+        ..
+    } = listing;
 
     let store = ctx.store.clone();
     let name = bridge.name.clone();
-    let (meta, stored) = tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
-        Ok((store.meta(&name)?, store.load_state(&name)?))
-    })
-    .await
-    .expect("state load does not panic")?;
-
-    let rebaselined =
-        meta.baselined && meta.fingerprint.as_deref() != Some(bridge.fingerprint.as_str());
+    let stored = tokio::task::spawn_blocking(move || store.load_state(&name))
+        .await
+        .expect("state load does not panic")?;
     let baseline = if !meta.baselined {
         match bridge.emit.first_poll {
             FirstPoll::Baseline => Baseline::Silent,
@@ -92,7 +146,7 @@ pub async fn poll_once(
         &items,
         diff::Options {
             baseline,
-            complete: true,
+            complete: incomplete.is_none(),
             after_missing: bridge.emit.after_missing,
             max_fraction: bridge.emit.max_fraction,
             document: bridge.items.key.is_none(),
@@ -108,6 +162,10 @@ pub async fn poll_once(
         rebaselined,
         held_back: d.held_back,
         events: Vec::new(),
+        pages,
+        not_modified: false,
+        incomplete,
+        pause_until,
     };
 
     // Events, numbered after the bridge's last seq; the generation is that last seq.
@@ -151,8 +209,19 @@ pub async fn poll_once(
         seq,
         fingerprint: Some(bridge.fingerprint.clone()),
         baselined: true,
+        absent: diff::absent_after(&stored, &d.writes),
+        items: diff::stored_after(&stored, &d.writes),
     };
-    if !commit || (d.writes.is_empty() && new_meta == meta) {
+    // A held-back mass delete leaves the state behind the listing: no page is cached then, so
+    // the next poll fetches and compares everything again (and warns again) until it resolves.
+    let new_pages = if d.held_back.is_some() {
+        Vec::new()
+    } else {
+        new_pages
+    };
+    let pages_changed =
+        new_pages.len() != cached.len() || new_pages.iter().any(|(k, p)| cached.get(k) != Some(p));
+    if !commit || (d.writes.is_empty() && new_meta == meta && !pages_changed) {
         return Ok(report);
     }
 
@@ -160,6 +229,7 @@ pub async fn poll_once(
         bridge: bridge.name.clone(),
         expected_seq: meta.seq,
         meta: new_meta,
+        pages: new_pages,
         ..Default::default()
     };
     for w in d.writes {

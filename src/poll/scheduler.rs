@@ -1,33 +1,55 @@
 //! One task per bridge: wait for the next slot of its schedule, poll, log, repeat. Polls of
-//! one bridge never overlap: a poll that overruns its slot skips it.
+//! one bridge never overlap: a poll that overruns its slot skips it. A source that asks for a
+//! pause (rate limit) gets it: no poll before the pause ends.
 
 use super::{PollError, PollReport, poll_once};
 use crate::config::Bridge;
 use crate::event::EventType;
 use crate::redact::Redactor;
 use crate::runtime::Ctx;
-use chrono::Utc;
+use crate::schedule::Schedule;
+use chrono::{DateTime, Utc};
 use rand::Rng;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+/// When the next poll may start: the schedule's next slot after `now`, but never before the
+/// end of a pause the source asked for. None when the schedule has no future run.
+pub fn next_poll_at(
+    schedule: &Schedule,
+    name: &str,
+    now: DateTime<Utc>,
+    paused_until: Option<DateTime<Utc>>,
+) -> Option<DateTime<Utc>> {
+    let slot = schedule.next_after(name, now)?;
+    Some(match paused_until {
+        Some(p) if p > slot => p,
+        _ => slot,
+    })
+}
+
 /// Runs a bridge's schedule until `cancel`. A bridge that has never been polled (no baseline)
 /// polls at once, so a new bridge shows its first result without waiting a whole interval.
 pub async fn run_bridge(ctx: Arc<Ctx>, bridge: Arc<Bridge>, cancel: CancellationToken) {
     let redactor = Redactor::new(&bridge.secrets);
+    // A pause outlives a restart of this task (a reload): it is kept in the shared status.
+    let mut paused_until = ctx
+        .status(&bridge.name)
+        .paused_until_ms
+        .and_then(DateTime::from_timestamp_millis);
     let fresh = ctx
         .store
         .meta(&bridge.name)
         .map(|m| !m.baselined)
         .unwrap_or(false);
-    if fresh {
-        let _ = poll_and_log(&ctx, &bridge, &redactor).await;
+    if fresh && paused_until.is_none() {
+        paused_until = poll_and_log(&ctx, &bridge, &redactor).await.1;
     }
     loop {
         let now = Utc::now();
-        let Some(next) = bridge.schedule.next_after(&bridge.name, now) else {
+        let Some(next) = next_poll_at(&bridge.schedule, &bridge.name, now, paused_until) else {
             warn!(bridge = %bridge.name, "schedule has no future run; the bridge stops");
             return;
         };
@@ -42,26 +64,35 @@ pub async fn run_bridge(ctx: Arc<Ctx>, bridge: Arc<Bridge>, cancel: Cancellation
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(wait) => {}
         }
-        let _ = poll_and_log(&ctx, &bridge, &redactor).await;
+        if paused_until.take().is_some() {
+            ctx.update_status(&bridge.name, |s| s.paused_until_ms = None);
+        }
+        paused_until = poll_and_log(&ctx, &bridge, &redactor).await.1;
     }
 }
 
-/// One poll with its log line: INFO with the counts, or WARN with the reason.
+/// One poll with its log line: INFO with the counts, or WARN with the reason. Also gives the
+/// pause the source asked for, if any: it is logged here, once, at WARN, and shown in the
+/// bridge's status until it ends.
 pub async fn poll_and_log(
     ctx: &Ctx,
     bridge: &Bridge,
     redactor: &Redactor,
-) -> Result<PollReport, PollError> {
+) -> (Result<PollReport, PollError>, Option<DateTime<Utc>>) {
     let started = Instant::now();
     let result = poll_once(ctx, bridge, true, Utc::now()).await;
     let duration_ms = started.elapsed().as_millis() as u64;
+    let pause = match &result {
+        Ok(r) => r.pause_until,
+        Err(e) => e.pause_until(),
+    };
     ctx.update_status(&bridge.name, |s| {
         s.last_poll_ms = Some(Utc::now().timestamp_millis());
         s.last_duration_ms = Some(duration_ms);
         s.polls += 1;
         match &result {
             Ok(r) => {
-                s.last_result = Some(if r.baseline { "baseline" } else { "ok" }.to_string());
+                s.last_result = Some(result_word(r).to_string());
                 s.last_error = None;
                 s.items = Some(r.items);
             }
@@ -71,11 +102,16 @@ pub async fn poll_and_log(
                 s.failures += 1;
             }
         }
+        s.paused_until_ms = pause.map(|p| p.timestamp_millis());
     });
     match &result {
         Ok(r) => crate::metrics::poll(
             &bridge.name,
-            if r.baseline { "baseline" } else { "ok" },
+            match r {
+                r if r.not_modified => "not_modified",
+                r if r.baseline => "baseline",
+                _ => "ok",
+            },
             started.elapsed(),
         ),
         Err(e) => crate::metrics::poll(&bridge.name, e.kind(), started.elapsed()),
@@ -91,7 +127,24 @@ pub async fn poll_and_log(
         }
     }
     match &result {
+        Ok(r) if r.not_modified => {
+            info!(
+                bridge = %bridge.name,
+                status = %"not_modified",
+                items = r.items,
+                pages = r.pages,
+                duration_ms,
+                "poll"
+            );
+        }
         Ok(r) => {
+            if let Some(why) = r.incomplete {
+                warn!(
+                    bridge = %bridge.name,
+                    pages = r.pages,
+                    "listing incomplete: {why}; no deletes this poll"
+                );
+            }
             if r.rebaselined {
                 warn!(bridge = %bridge.name, items = r.items, "definition changed: stored state re-baselined, no events for this poll");
             }
@@ -104,11 +157,11 @@ pub async fn poll_and_log(
                     "mass delete held back: more than max_fraction of the items vanished at once"
                 );
             }
-            let status = if r.baseline { "baseline" } else { "ok" };
             info!(
                 bridge = %bridge.name,
-                status = %status,
+                status = %result_word(r),
                 items = r.items,
+                pages = r.pages,
                 created = r.created,
                 updated = r.updated,
                 deleted = r.deleted,
@@ -128,5 +181,55 @@ pub async fn poll_and_log(
             );
         }
     }
-    result
+    if let Some(until) = pause {
+        crate::metrics::rate_limit_pause(&bridge.name);
+        warn!(
+            bridge = %bridge.name,
+            paused_until = %until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            "rate limited: the source asked for a pause; no poll before it ends"
+        );
+    }
+    (result, pause)
+}
+
+fn result_word(r: &PollReport) -> &'static str {
+    if r.not_modified {
+        "not_modified"
+    } else if r.baseline {
+        "baseline"
+    } else {
+        "ok"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().to_utc()
+    }
+
+    #[test]
+    fn a_pause_pushes_the_next_poll_back_and_never_forward() {
+        let every = Schedule::Every(Duration::from_secs(60));
+        let now = at("2026-01-01T12:00:00.500Z");
+        let slot = next_poll_at(&every, "b", now, None).unwrap();
+        assert!(slot > now && slot <= now + chrono::TimeDelta::seconds(60));
+        // A pause past the slot: poll when the pause ends, not at the slot.
+        let long = now + chrono::TimeDelta::seconds(150);
+        assert_eq!(next_poll_at(&every, "b", now, Some(long)), Some(long));
+        // A pause that ends before the slot changes nothing.
+        let short = now + chrono::TimeDelta::milliseconds(1);
+        assert_eq!(next_poll_at(&every, "b", now, Some(short)), Some(slot));
+        // A pause already over: the schedule as usual.
+        let over = now - chrono::TimeDelta::seconds(5);
+        assert_eq!(next_poll_at(&every, "b", now, Some(over)), Some(slot));
+        // Cron too.
+        let cron = Schedule::cron("0 9 * * 1").unwrap();
+        let monday = next_poll_at(&cron, "b", now, None).unwrap();
+        assert_eq!(monday, at("2026-01-05T09:00:00Z"));
+        let later = at("2026-01-05T10:00:00Z");
+        assert_eq!(next_poll_at(&cron, "b", now, Some(later)), Some(later));
+    }
 }

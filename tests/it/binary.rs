@@ -9,7 +9,9 @@ use tokio::process::{Child, Command};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_pollhook");
 
-fn collect<R: tokio::io::AsyncRead + Unpin + Send + 'static>(r: R) -> Arc<Mutex<Vec<String>>> {
+pub(crate) fn collect<R: tokio::io::AsyncRead + Unpin + Send + 'static>(
+    r: R,
+) -> Arc<Mutex<Vec<String>>> {
     let lines = Arc::new(Mutex::new(Vec::new()));
     let out = lines.clone();
     tokio::spawn(async move {

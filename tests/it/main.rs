@@ -5,6 +5,8 @@ mod binary;
 mod config;
 mod crash;
 mod delivery;
+mod guards;
 mod operate;
 mod pipeline;
+mod sources;
 mod support;

@@ -15,10 +15,10 @@ use pollhook::poll::{self, PollError, PollReport};
 use pollhook::runtime::Ctx;
 use pollhook::store::Store;
 use serde_json::Value;
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 type Hits = Arc<Mutex<Vec<Hit>>>;
 
@@ -26,8 +26,21 @@ type Hits = Arc<Mutex<Vec<Hit>>>;
 #[derive(Debug, Clone)]
 pub struct Hit {
     pub method: axum::http::Method,
+    /// Path and query, as requested.
+    pub uri: String,
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// When it arrived (monotonic, and wall clock).
+    pub at: Instant,
+    pub wall: SystemTime,
+    /// The status it was answered with.
+    pub status: u16,
+}
+
+impl Hit {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(|v| v.to_str().unwrap())
+    }
 }
 type Script = Arc<Mutex<VecDeque<(u16, Vec<(&'static str, String)>, Duration)>>>;
 /// Items (key, hash, value), meta and outbox length of one bridge.
@@ -52,54 +65,167 @@ pub struct Answer {
     pub body: String,
     /// Never answer (a hung server).
     pub hang: bool,
+    /// More headers. With an `etag` or `last-modified` among them, a request carrying the same
+    /// value in `If-None-Match` / `If-Modified-Since` is answered 304, as a real server does.
+    pub headers: Vec<(String, String)>,
+    /// Send the body in chunks without a Content-Length.
+    pub chunked: bool,
 }
 
-/// A fake API: answers every request to any path with the current `Answer`.
+impl Answer {
+    pub fn json(v: &Value) -> Answer {
+        Answer::new(200, "application/json", &v.to_string())
+    }
+
+    pub fn new(status: u16, content_type: &'static str, body: &str) -> Answer {
+        Answer {
+            status,
+            content_type,
+            body: body.to_string(),
+            hang: false,
+            headers: Vec::new(),
+            chunked: false,
+        }
+    }
+
+    /// Sets a header (replacing one of the same name).
+    pub fn header(mut self, name: &str, value: &str) -> Answer {
+        let name = name.to_ascii_lowercase();
+        self.headers.retain(|(k, _)| *k != name);
+        self.headers.push((name, value.to_string()));
+        self
+    }
+
+    fn get(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+#[derive(Default)]
+struct Answers {
+    /// The answer to any request no route or script answers.
+    default: Option<Answer>,
+    /// By path and query (`/items?page=2`).
+    routes: HashMap<String, Answer>,
+    /// One-shot answers, used before anything else, in order.
+    script: VecDeque<Answer>,
+}
+
+/// A fake API: answers each request from its script, else by its path and query, else with
+/// the current default `Answer`; honours `If-None-Match` / `If-Modified-Since`.
 #[derive(Clone)]
 pub struct Upstream {
     pub base: String,
-    answer: Arc<Mutex<Answer>>,
+    answers: Arc<Mutex<Answers>>,
     pub hits: Hits,
 }
 
 impl Upstream {
     pub async fn start() -> Upstream {
-        let answer = Arc::new(Mutex::new(Answer {
-            status: 200,
-            content_type: "application/json",
-            body: "[]".into(),
-            hang: false,
+        let answers = Arc::new(Mutex::new(Answers {
+            default: Some(Answer::new(200, "application/json", "[]")),
+            ..Default::default()
         }));
         let hits = Arc::new(Mutex::new(Vec::new()));
-        let state = (answer.clone(), hits.clone());
+        let state = (answers.clone(), hits.clone());
         let app = Router::new()
             .fallback(
-                |State((answer, hits)): State<(Arc<Mutex<Answer>>, Hits)>,
+                |State((answers, hits)): State<(Arc<Mutex<Answers>>, Hits)>,
                  method: axum::http::Method,
+                 uri: axum::http::Uri,
                  headers: HeaderMap,
                  body: Bytes| async move {
+                    let (at, wall) = (Instant::now(), SystemTime::now());
+                    let uri = uri
+                        .path_and_query()
+                        .map(|p| p.to_string())
+                        .unwrap_or_default();
+                    let a = {
+                        let mut all = answers.lock().unwrap();
+                        match all.script.pop_front() {
+                            Some(a) => a,
+                            None => all
+                                .routes
+                                .get(&uri)
+                                .or(all.default.as_ref())
+                                .cloned()
+                                .unwrap_or_else(|| Answer::new(404, "text/plain", "no route")),
+                        }
+                    };
+                    let asked = |h: &str| headers.get(h).map(|v| v.to_str().unwrap().to_string());
+                    let fresh = (a.get("etag").is_some()
+                        && asked("if-none-match").as_deref() == a.get("etag"))
+                        || (a.get("last-modified").is_some()
+                            && asked("if-modified-since").as_deref() == a.get("last-modified"));
+                    let status = if fresh && a.status == 200 {
+                        304
+                    } else {
+                        a.status
+                    };
                     hits.lock().unwrap().push(Hit {
                         method,
+                        uri,
                         headers,
                         body,
+                        at,
+                        wall,
+                        status,
                     });
-                    let a = answer.lock().unwrap().clone();
                     if a.hang {
                         std::future::pending::<()>().await;
                     }
-                    Response::builder()
-                        .status(a.status)
-                        .header("content-type", a.content_type)
-                        .body(axum::body::Body::from(a.body))
-                        .unwrap()
+                    let mut r = Response::builder()
+                        .status(status)
+                        .header("content-type", a.content_type);
+                    for (k, v) in &a.headers {
+                        r = r.header(k.as_str(), v.as_str());
+                    }
+                    let body = if status == 304 {
+                        axum::body::Body::empty()
+                    } else if a.chunked {
+                        // A stream of unknown length: chunked, no Content-Length.
+                        axum::body::Body::from_stream(
+                            axum::body::Body::from(a.body).into_data_stream(),
+                        )
+                    } else {
+                        axum::body::Body::from(a.body)
+                    };
+                    r.body(body).unwrap()
                 },
             )
             .with_state(state);
         Upstream {
             base: serve(app).await,
-            answer,
+            answers,
             hits,
         }
+    }
+
+    /// Answers requests for this path and query (`/items?page=2`) with `a`.
+    pub fn route(&self, path_and_query: &str, a: Answer) {
+        self.answers
+            .lock()
+            .unwrap()
+            .routes
+            .insert(path_and_query.to_string(), a);
+    }
+
+    /// Answers the next request (whatever its path) with `a`, once; several queue up.
+    pub fn then(&self, a: Answer) {
+        self.answers.lock().unwrap().script.push_back(a);
+    }
+
+    /// Answers every request no script or route answers with `a`.
+    pub fn set_answer(&self, a: Answer) {
+        self.answers.lock().unwrap().default = Some(a);
+    }
+
+    /// The requests so far, in arrival order.
+    pub fn hits(&self) -> Vec<Hit> {
+        self.hits.lock().unwrap().clone()
     }
 
     pub fn url(&self) -> String {
@@ -111,16 +237,14 @@ impl Upstream {
     }
 
     pub fn set(&self, status: u16, content_type: &'static str, body: &str) {
-        *self.answer.lock().unwrap() = Answer {
-            status,
-            content_type,
-            body: body.to_string(),
-            hang: false,
-        };
+        self.set_answer(Answer::new(status, content_type, body));
     }
 
     pub fn hang(&self) {
-        self.answer.lock().unwrap().hang = true;
+        let mut all = self.answers.lock().unwrap();
+        if let Some(a) = all.default.as_mut() {
+            a.hang = true;
+        }
     }
 }
 
