@@ -239,9 +239,10 @@ pub async fn run(opts: RunOptions, env: Env, shutdown: CancellationToken) -> Res
     root.cancel();
     fleet.stop(&names).await;
     admin_done.wait().await;
-    ctx.store
-        .flush()
-        .await
+    // Everything, acknowledgements and retry times included, not only the commits.
+    let store = ctx.store.clone();
+    tokio::task::spawn_blocking(move || store.flush_blocking())
+        .await?
         .context("cannot flush state to disk")?;
     info!("stopped");
     Ok(())

@@ -11,8 +11,8 @@
 //! stored, and the next poll's 304 would hide those changes for good.
 //!
 //! Keys: `items` and `meta` by `bridge \0 key`; `pages` by `bridge \0 page_key(url)`; `outbox` and `dead` by
-//! `bridge \0 sink \0 position(8 bytes, big-endian)`, the position coming from sled's
-//! monotonic id generator, so a prefix scan walks one queue in detection order and a replayed
+//! `bridge \0 sink \0 position(8 bytes, big-endian)`, the position coming from a counter
+//! that goes on after the largest position stored, so a prefix scan walks one queue in detection order and a replayed
 //! dead letter joins the back of its queue. Bridge names cannot hold `\0` (validated), so
 //! prefixes never collide.
 
@@ -24,6 +24,7 @@ use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -145,6 +146,18 @@ pub struct Store {
     outbox: sled::Tree,
     dead: sled::Tree,
     pages: sled::Tree,
+    /// The next queue position. Not sled's `generate_id`: called next to transactions on
+    /// other threads, it deadlocks sled 0.34 (found by the delivery benchmark).
+    next_position: std::sync::Arc<AtomicU64>,
+    /// Group commit: commits done, commits known to be on disk, and one flush at a time.
+    flushes: std::sync::Arc<Flushes>,
+}
+
+#[derive(Default)]
+struct Flushes {
+    committed: AtomicU64,
+    durable: AtomicU64,
+    lock: tokio::sync::Mutex<()>,
 }
 
 fn prefix(parts: &[&str]) -> Vec<u8> {
@@ -160,6 +173,15 @@ pub fn queue_key(bridge: &str, sink: &str, position: u64) -> Vec<u8> {
     let mut k = prefix(&[bridge, sink]);
     k.extend_from_slice(&position.to_be_bytes());
     k
+}
+
+/// The position part of a queue key (its last 8 bytes).
+fn position_of(key: &[u8]) -> u64 {
+    key.len()
+        .checked_sub(8)
+        .and_then(|i| key[i..].try_into().ok())
+        .map(u64::from_be_bytes)
+        .unwrap_or(0)
 }
 
 /// Item record: 16-byte hash, 4-byte missing count, then the canonical JSON value.
@@ -195,19 +217,46 @@ fn json<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, S
 impl Store {
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
         let db = sled::Config::new().path(dir.join("pollhook.sled")).open()?;
+        let outbox = db.open_tree("outbox")?;
+        let dead = db.open_tree("dead")?;
+        // Positions only order entries that exist, so going on after the largest one is enough.
+        let mut last = 0;
+        for k in outbox.iter().keys().chain(dead.iter().keys()) {
+            last = last.max(position_of(&k?));
+        }
         Ok(Store {
             items: db.open_tree("items")?,
             meta: db.open_tree("meta")?,
-            outbox: db.open_tree("outbox")?,
-            dead: db.open_tree("dead")?,
+            outbox,
+            dead,
             pages: db.open_tree("pages")?,
+            next_position: std::sync::Arc::new(AtomicU64::new(last + 1)),
+            flushes: Default::default(),
             db,
         })
     }
 
+    fn position(&self) -> u64 {
+        self.next_position.fetch_add(1, Ordering::Relaxed)
+    }
+
     /// Waits until everything committed so far is on disk.
+    /// Waits until every commit made so far is on disk. Concurrent callers share one flush
+    /// (group commit), and the flush runs on a blocking thread: sled 0.34's `flush_async`
+    /// queues each call on sled's own small I/O pool, and many at once starve the pool of the
+    /// thread that would write the log, a deadlock the delivery benchmark ran into.
     pub async fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush_async().await?;
+        let wanted = self.flushes.committed.load(Ordering::SeqCst);
+        let _one = self.flushes.lock.lock().await;
+        if self.flushes.durable.load(Ordering::SeqCst) >= wanted {
+            return Ok(());
+        }
+        let target = self.flushes.committed.load(Ordering::SeqCst);
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || db.flush())
+            .await
+            .expect("flush does not panic")?;
+        self.flushes.durable.fetch_max(target, Ordering::SeqCst);
         Ok(())
     }
 
@@ -297,7 +346,7 @@ impl Store {
         let mut outbox: Vec<(Vec<u8>, Vec<u8>)> = Vec::with_capacity(c.outbox.len());
         for (sink, e) in &c.outbox {
             outbox.push((
-                queue_key(&c.bridge, sink, self.db.generate_id()?),
+                queue_key(&c.bridge, sink, self.position()),
                 serde_json::to_vec(e).expect("entry serialises"),
             ));
         }
@@ -369,7 +418,9 @@ impl Store {
                     Ok(())
                 },
             );
-        res.map_err(tx_error)
+        res.map_err(tx_error)?;
+        self.flushes.committed.fetch_add(1, Ordering::SeqCst);
+        Ok(())
     }
 
     /// Forgets a bridge's items and cached pages (its `seq` stays, so ids and seqs are never
@@ -474,7 +525,7 @@ impl Store {
         let mut entry = letter.entry.clone();
         entry.attempts = 0;
         entry.next_at_ms = 0;
-        let new_key = queue_key(&letter.bridge, &letter.sink, self.db.generate_id()?);
+        let new_key = queue_key(&letter.bridge, &letter.sink, self.position());
         let bytes = serde_json::to_vec(&entry).expect("entry serialises");
         let res: Result<(), TransactionError<StoreError>> =
             (&self.outbox, &self.dead).transaction(|(ob, dead)| {
@@ -645,5 +696,131 @@ mod tests {
             .collect();
         assert_eq!(seqs.len(), 300);
         assert_eq!((seqs[0], seqs[298], seqs[299]), (2, 300, 1));
+    }
+
+    #[test]
+    fn queue_positions_keep_order_under_concurrent_commits_and_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let threads: Vec<_> = (0..32)
+            .map(|t| {
+                let (s, done) = (s.clone(), done_tx.clone());
+                std::thread::spawn(move || {
+                    for round in 0..20u64 {
+                        let c = Commit {
+                            bridge: format!("b{t}"),
+                            expected_seq: round * 2,
+                            meta: BridgeMeta {
+                                seq: round * 2 + 2,
+                                ..Default::default()
+                            },
+                            puts: vec![(format!("k{round}"), [1; 16], b"{}".to_vec())],
+                            outbox: vec![
+                                ("s".into(), entry(round * 2 + 1)),
+                                ("s".into(), entry(round * 2 + 2)),
+                            ],
+                            ..Default::default()
+                        };
+                        s.commit(&c).unwrap();
+                        if round % 5 == 0 {
+                            s.flush_blocking().unwrap();
+                        }
+                    }
+                    done.send(()).unwrap();
+                })
+            })
+            .collect();
+        for _ in 0..threads.len() {
+            done_rx
+                .recv_timeout(std::time::Duration::from_secs(120))
+                .expect("concurrent commits did not finish");
+        }
+        for t in threads {
+            t.join().unwrap();
+        }
+        // Each queue in seq order.
+        let seqs: Vec<u64> = s
+            .outbox_all()
+            .unwrap()
+            .into_iter()
+            .filter(|(b, _, _)| b == "b7")
+            .map(|(_, _, e)| e.seq)
+            .collect();
+        assert_eq!(seqs, (1..=40).collect::<Vec<_>>());
+        // After a restart, new entries go behind the old ones.
+        s.flush_blocking().unwrap();
+        drop(s);
+        let s = Store::open(dir.path()).unwrap();
+        let c = Commit {
+            bridge: "b7".into(),
+            expected_seq: 40,
+            meta: BridgeMeta {
+                seq: 41,
+                ..Default::default()
+            },
+            outbox: vec![("s".into(), entry(41))],
+            ..Default::default()
+        };
+        s.commit(&c).unwrap();
+        let seqs: Vec<u64> = s
+            .outbox_all()
+            .unwrap()
+            .into_iter()
+            .filter(|(b, _, _)| b == "b7")
+            .map(|(_, _, e)| e.seq)
+            .collect();
+        assert_eq!(seqs, (1..=41).collect::<Vec<_>>());
+    }
+
+    /// Many polls committing and waiting for the disk at once, as 100 bridges do. The work runs
+    /// on a runtime of its own thread, so a deadlock fails the test instead of hanging it.
+    #[test]
+    fn a_hundred_concurrent_flushes_complete() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let store = s.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                for round in 0..5u64 {
+                    let mut set = tokio::task::JoinSet::new();
+                    for t in 0..100 {
+                        let s = store.clone();
+                        set.spawn(async move {
+                            let c = Commit {
+                                bridge: format!("b{t}"),
+                                expected_seq: round,
+                                meta: BridgeMeta {
+                                    seq: round + 1,
+                                    ..Default::default()
+                                },
+                                outbox: vec![("s".into(), entry(round + 1))],
+                                ..Default::default()
+                            };
+                            let s2 = s.clone();
+                            tokio::task::spawn_blocking(move || s2.commit(&c))
+                                .await
+                                .unwrap()
+                                .unwrap();
+                            s.flush().await.unwrap();
+                        });
+                    }
+                    while let Some(r) = set.join_next().await {
+                        r.unwrap();
+                    }
+                }
+            });
+            let _ = done_tx.send(());
+        });
+        done_rx
+            .recv_timeout(std::time::Duration::from_secs(120))
+            .expect("commits and flushes deadlocked");
+        assert_eq!(s.outbox_all().unwrap().len(), 500);
     }
 }
