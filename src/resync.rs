@@ -33,6 +33,7 @@ pub async fn resync(ctx: &Ctx, bridge: &Bridge, now: DateTime<Utc>) -> Result<us
         let mut c = Commit {
             bridge: b.name.clone(),
             expected_seq: meta.seq,
+            base: Some(meta.clone()),
             meta: BridgeMeta {
                 seq: meta.seq + events.len() as u64,
                 ..meta

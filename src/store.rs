@@ -105,6 +105,9 @@ pub struct Commit {
     pub bridge: String,
     /// The `seq` read before the poll: if another writer moved it, the commit is refused.
     pub expected_seq: u64,
+    /// The whole meta read before the poll, when the commit stands on it: if anything changed
+    /// it meanwhile (a reset, another poll), the commit is refused.
+    pub base: Option<BridgeMeta>,
     pub meta: BridgeMeta,
     pub puts: Vec<(String, Hash, Vec<u8>)>,
     pub missing: Vec<(String, u32)>,
@@ -373,18 +376,15 @@ impl Store {
             (&self.items, &self.meta, &self.outbox, &self.pages).transaction(
                 |(items, meta, ob, pg)| {
                     let current = match meta.get(c.bridge.as_bytes())? {
-                        Some(v) => {
-                            serde_json::from_slice::<BridgeMeta>(&v)
-                                .map_err(|_| {
-                                    ConflictableTransactionError::Abort(StoreError::Corrupt(
-                                        c.bridge.clone(),
-                                    ))
-                                })?
-                                .seq
-                        }
-                        None => 0,
+                        Some(v) => serde_json::from_slice::<BridgeMeta>(&v).map_err(|_| {
+                            ConflictableTransactionError::Abort(StoreError::Corrupt(
+                                c.bridge.clone(),
+                            ))
+                        })?,
+                        None => BridgeMeta::default(),
                     };
-                    if current != c.expected_seq {
+                    let moved = c.base.as_ref().is_some_and(|b| *b != current);
+                    if current.seq != c.expected_seq || moved {
                         return Err(ConflictableTransactionError::Abort(StoreError::Conflict(
                             c.bridge.clone(),
                         )));
@@ -659,6 +659,40 @@ mod tests {
         s.reset("b").unwrap();
         assert!(s.pages("b").unwrap().is_empty());
         assert_eq!(s.pages("bb").unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_reset_during_a_poll_refuses_the_poll_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let first = Commit {
+            bridge: "b".into(),
+            meta: BridgeMeta {
+                seq: 1,
+                baselined: true,
+                ..Default::default()
+            },
+            puts: vec![("k".into(), [1; 16], b"1".to_vec())],
+            ..Default::default()
+        };
+        s.commit(&first).unwrap();
+        let read_before = s.meta("b").unwrap();
+        s.reset("b").unwrap();
+        let late = Commit {
+            bridge: "b".into(),
+            expected_seq: 1,
+            base: Some(read_before),
+            meta: BridgeMeta {
+                seq: 1,
+                baselined: true,
+                ..Default::default()
+            },
+            puts: vec![("k".into(), [2; 16], b"2".to_vec())],
+            ..Default::default()
+        };
+        assert!(matches!(s.commit(&late), Err(StoreError::Conflict(_))));
+        assert!(s.items("b").unwrap().is_empty());
+        assert!(!s.meta("b").unwrap().baselined);
     }
 
     #[test]

@@ -12,7 +12,7 @@ use crate::diff::{self, Baseline, ChangeKind, HeldBack, Write};
 use crate::event::{self, Event, EventType, Side};
 use crate::extract::{self, ExtractError};
 use crate::runtime::Ctx;
-use crate::store::{BridgeMeta, Commit, OutboxEntry, StoreError};
+use crate::store::{BridgeMeta, Commit, StoreError};
 use chrono::{DateTime, Utc};
 pub use fetch::{FetchError, Incomplete};
 use std::collections::HashMap;
@@ -228,6 +228,7 @@ pub async fn poll_once(
     let mut c = Commit {
         bridge: bridge.name.clone(),
         expected_seq: meta.seq,
+        base: Some(meta.clone()),
         meta: new_meta,
         pages: new_pages,
         ..Default::default()
@@ -243,25 +244,8 @@ pub async fn poll_once(
             Write::Remove { key } => c.removes.push(key),
         }
     }
-    let created_ms = now.timestamp_millis();
-    for e in &report.events {
-        let body = serde_json::to_string(e).expect("event serialises");
-        for sink in &bridge.sinks {
-            c.outbox.push((
-                sink.id.clone(),
-                OutboxEntry {
-                    event_id: e.id.clone(),
-                    kind: e.kind,
-                    seq: e.seq,
-                    body: body.clone(),
-                    attempts: 0,
-                    next_at_ms: 0,
-                    last_error: None,
-                    created_ms,
-                },
-            ));
-        }
-    }
+    let sinks: Vec<String> = bridge.sinks.iter().map(|s| s.id.clone()).collect();
+    c.queue(&sinks, &report.events, now.timestamp_millis());
     let store = ctx.store.clone();
     tokio::task::spawn_blocking(move || store.commit(&c))
         .await

@@ -263,8 +263,14 @@ async fn retries_follow_the_schedule_until_a_2xx() {
     assert_eq!(ids[0], ids[2]);
     assert_ne!(ids[2], ids[3]);
     // Same id on every attempt, but a fresh timestamp and signature each time.
-    assert_ne!(got[0].header("webhook-timestamp"), got[2].header("webhook-timestamp"));
-    assert_ne!(got[0].header("webhook-signature"), got[2].header("webhook-signature"));
+    assert_ne!(
+        got[0].header("webhook-timestamp"),
+        got[2].header("webhook-timestamp")
+    );
+    assert_ne!(
+        got[0].header("webhook-signature"),
+        got[2].header("webhook-signature")
+    );
     assert_eq!(got[3].json()["seq"], 2);
     assert!(got.iter().all(|r| verify_standard(SECRET, r)));
 }
