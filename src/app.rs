@@ -152,6 +152,11 @@ fn load(opts: &RunOptions, env: &Env) -> Result<Vec<Arc<Bridge>>, config::Proble
 
 /// Runs until `shutdown` is cancelled. SIGHUP re-reads the bridges directory.
 pub async fn run(opts: RunOptions, env: Env, shutdown: CancellationToken) -> Result<()> {
+    // Each bridge and sink may hold a connection: take all the file descriptors allowed
+    // (systemd's default soft limit is 1024, the hard one far higher).
+    if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
+        warn!("cannot raise the open-files limit: {e}");
+    }
     // First of all, so that an early SIGHUP does not kill the process.
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .context("cannot listen for SIGHUP")?;

@@ -40,7 +40,13 @@ pub struct Ctx {
     wakers: Mutex<HashMap<String, watch::Sender<()>>>,
     /// Per bridge, what its last polls did.
     status: Mutex<HashMap<String, BridgeStatus>>,
+    /// Scheduled polls in flight at once. Thousands of bridges due together (a start, a shared
+    /// cron minute) queue here instead of opening thousands of connections.
+    pub poll_slots: tokio::sync::Semaphore,
 }
+
+/// At most this many scheduled polls run at once.
+pub const MAX_CONCURRENT_POLLS: usize = 256;
 
 impl Ctx {
     pub fn new(store: Store) -> Ctx {
@@ -63,6 +69,7 @@ impl Ctx {
             sender,
             wakers: Mutex::new(HashMap::new()),
             status: Mutex::new(HashMap::new()),
+            poll_slots: tokio::sync::Semaphore::new(MAX_CONCURRENT_POLLS),
         }
     }
 

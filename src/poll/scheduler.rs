@@ -79,6 +79,11 @@ pub async fn poll_and_log(
     bridge: &Bridge,
     redactor: &Redactor,
 ) -> (Result<PollReport, PollError>, Option<DateTime<Utc>>) {
+    let _slot = ctx
+        .poll_slots
+        .acquire()
+        .await
+        .expect("the semaphore is never closed");
     let started = Instant::now();
     let result = poll_once(ctx, bridge, true, Utc::now()).await;
     let duration_ms = started.elapsed().as_millis() as u64;

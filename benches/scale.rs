@@ -1,0 +1,583 @@
+//! Scale benchmark (issue 6): many bridges on one small server, everything on 127.0.0.1.
+//!
+//!     cargo bench --bench scale [-- all|scale|big|idle] [BRIDGES] [SECONDS]
+//!
+//! - `scale`: a fast upstream serving BRIDGES (default 10,000) JSON endpoints with ETags and a
+//!   fast receiver; the real `pollhook run` polls each every 10 s (1,000 polls/s) while 1% of
+//!   the endpoints change per interval. Reported over SECONDS (default 60) after a warm-up:
+//!   polls/s, schedule lag p50/p99 (request arrival minus planned slot), CPU seconds per 1,000
+//!   polls, peak RSS, change-to-webhook latency p50/p99, events lost. Then a bare reqwest loop
+//!   (this binary, `bare` mode) makes the same requests on the same schedule with the same
+//!   ETags and no diffing, and pollhook's CPU per poll is given as a ratio to it.
+//! - `big`: one bridge whose answer is 100,000 items (~30 MB): time and peak RSS of
+//!   `pollhook poll --commit` for the baseline, a poll that changes 1% and one that changes
+//!   nothing.
+//! - `idle`: RSS of the daemon with 1,000 bridges loaded and nothing changing.
+//!
+//! pollhook runs as a child process so that its CPU and memory are its own; the upstream and
+//! the receiver share the same 2 cores, as they would on one small server.
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+const INTERVAL_MS: u64 = 10_000;
+
+/// Each change made upstream: (endpoint, version) and when.
+type Changes = Arc<Mutex<Vec<((u32, u64), u64)>>>;
+const ITEMS: usize = 10;
+const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+fn pollhook_bin() -> PathBuf {
+    // target/release/deps/scale-… -> target/release/pollhook
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe.parent().unwrap().parent().unwrap().join("pollhook");
+    assert!(
+        bin.exists(),
+        "build it first: cargo build --release ({})",
+        bin.display()
+    );
+    bin
+}
+
+async fn serve(app: Router) -> String {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    format!("http://{addr}")
+}
+
+/// The upstream: endpoint i serves ITEMS items; item 0 carries the endpoint's version.
+struct Upstream {
+    versions: Vec<AtomicU64>,
+    /// (endpoint, arrival unix ms) of every request while `recording`.
+    arrivals: Mutex<Vec<(u32, u64)>>,
+    recording: AtomicBool,
+    requests: AtomicU64,
+}
+
+fn endpoint_body(i: usize, version: u64) -> String {
+    let items: Vec<_> = (0..ITEMS)
+        .map(|k| {
+            serde_json::json!({
+                "id": k,
+                "title": format!("endpoint {i} item {k}"),
+                "v": if k == 0 { version } else { 0 },
+                "tags": ["alpha", "beta"],
+                "score": 1.5,
+            })
+        })
+        .collect();
+    serde_json::json!({ "items": items }).to_string()
+}
+
+async fn upstream_get(
+    State(u): State<Arc<Upstream>>,
+    Path(i): Path<usize>,
+    h: HeaderMap,
+) -> Response {
+    u.requests.fetch_add(1, Ordering::Relaxed);
+    if u.recording.load(Ordering::Relaxed) {
+        u.arrivals.lock().unwrap().push((i as u32, now_ms()));
+    }
+    let v = u.versions[i].load(Ordering::Relaxed);
+    let etag = format!("\"{i}-{v}\"");
+    if h.get("if-none-match").and_then(|x| x.to_str().ok()) == Some(etag.as_str()) {
+        return (StatusCode::NOT_MODIFIED, [("etag", etag)]).into_response();
+    }
+    (
+        [
+            ("content-type", "application/json".to_string()),
+            ("etag", etag),
+        ],
+        endpoint_body(i, v),
+    )
+        .into_response()
+}
+
+/// The receiver: arrival time of each (endpoint, version) seen in an event.
+#[derive(Default)]
+struct Receiver {
+    seen: Mutex<HashMap<(u32, u64), u64>>,
+    events: AtomicU64,
+}
+
+async fn receive(State(r): State<Arc<Receiver>>, body: axum::body::Bytes) -> StatusCode {
+    let at = now_ms();
+    r.events.fetch_add(1, Ordering::Relaxed);
+    if let Ok(e) = serde_json::from_slice::<serde_json::Value>(&body) {
+        let endpoint = e["bridge"]
+            .as_str()
+            .and_then(|b| b[1..].parse::<u32>().ok());
+        let version = e["data"]["v"].as_u64();
+        if let (Some(i), Some(v)) = (endpoint, version) {
+            r.seen.lock().unwrap().entry((i, v)).or_insert(at);
+        }
+    }
+    StatusCode::NO_CONTENT
+}
+
+fn percentile(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// utime + stime of a process, in seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
+    ticks as f64 / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
+}
+
+/// A `/proc/PID/status` field in MiB (VmRSS, VmHWM).
+fn status_mib(pid: u32, field: &str) -> f64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = s.lines().find(|l| l.starts_with(field)).unwrap();
+    let kb: f64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kb / 1024.0
+}
+
+fn write_bridges(dir: &std::path::Path, n: usize, up: &str, rx: &str) {
+    std::fs::create_dir_all(dir).unwrap();
+    for i in 0..n {
+        let yaml = format!(
+            "schedule: {{every: {INTERVAL_MS}ms}}\nsource: {{url: \"{up}/e/{i}\"}}\nitems: {{select: \"$.items[*]\", key: \"$.id\"}}\nsinks: [{{url: \"{rx}/hook\", secret: {SECRET}}}]\n"
+        );
+        std::fs::write(dir.join(format!("e{i}.yaml")), yaml).unwrap();
+    }
+}
+
+fn start_daemon(bridges: &std::path::Path, data: &std::path::Path) -> Child {
+    Command::new(pollhook_bin())
+        .args(["run", "--admin", "off", "--log-format", "json"])
+        .arg("--bridges")
+        .arg(bridges)
+        .arg("--data")
+        .arg(data)
+        .env("RUST_LOG", "info")
+        .env_remove("JOURNAL_STREAM")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+fn stop(mut child: Child) {
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let _ = child.wait();
+}
+
+/// Lag of a request: how long after its planned slot it arrived.
+fn lag_ms(name: &str, arrival: u64) -> u64 {
+    let off = pollhook::schedule::stable_hash(name) % INTERVAL_MS;
+    (arrival + INTERVAL_MS - off) % INTERVAL_MS
+}
+
+struct Window {
+    polls: u64,
+    seconds: f64,
+    cpu: f64,
+    lags: Vec<u64>,
+}
+
+/// Waits until every endpoint has been asked at least once, then one more interval, then
+/// measures `seconds`.
+async fn measure(up: &Arc<Upstream>, pid: u32, n: usize, seconds: u64) -> Window {
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while (up.requests.load(Ordering::Relaxed) as usize) < n {
+        assert!(
+            Instant::now() < deadline,
+            "warm-up: only {} requests",
+            up.requests.load(Ordering::Relaxed)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(INTERVAL_MS + 2_000)).await;
+    up.arrivals.lock().unwrap().clear();
+    up.recording.store(true, Ordering::Relaxed);
+    let (cpu0, t0) = (cpu_seconds(pid), Instant::now());
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    let (cpu1, elapsed) = (cpu_seconds(pid), t0.elapsed());
+    up.recording.store(false, Ordering::Relaxed);
+    let arrivals = std::mem::take(&mut *up.arrivals.lock().unwrap());
+    let mut lags: Vec<u64> = arrivals
+        .iter()
+        .map(|(i, t)| lag_ms(&format!("e{i}"), *t))
+        .collect();
+    lags.sort_unstable();
+    Window {
+        polls: arrivals.len() as u64,
+        seconds: elapsed.as_secs_f64(),
+        cpu: cpu1 - cpu0,
+        lags,
+    }
+}
+
+async fn scale(n: usize, seconds: u64) {
+    let up = Arc::new(Upstream {
+        versions: (0..n).map(|_| AtomicU64::new(0)).collect(),
+        arrivals: Mutex::default(),
+        recording: AtomicBool::new(false),
+        requests: AtomicU64::new(0),
+    });
+    let rx = Arc::new(Receiver::default());
+    let up_url = serve(
+        Router::new()
+            .route("/e/{i}", axum::routing::get(upstream_get))
+            .with_state(up.clone()),
+    )
+    .await;
+    let rx_url = serve(
+        Router::new()
+            .route("/hook", axum::routing::post(receive))
+            .with_state(rx.clone()),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    write_bridges(&dir.path().join("bridges"), n, &up_url, &rx_url);
+
+    // 1% of the endpoints change per interval, spread evenly, each at most once per run.
+    let changes: Changes = Arc::default();
+    let changing = Arc::new(AtomicBool::new(true));
+    {
+        let (up, changes, changing) = (up.clone(), changes.clone(), changing.clone());
+        let per_interval = (n / 100).max(1) as u64;
+        tokio::spawn(async move {
+            // Wait for the baselines (first poll of every bridge) before changing anything.
+            while (up.requests.load(Ordering::Relaxed) as usize) < n {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let step = Duration::from_millis(INTERVAL_MS / per_interval);
+            let mut next = 0usize;
+            while changing.load(Ordering::Relaxed) {
+                let i = (next * 7919) % n;
+                next += 1;
+                let v = up.versions[i].fetch_add(1, Ordering::Relaxed) + 1;
+                changes.lock().unwrap().push(((i as u32, v), now_ms()));
+                tokio::time::sleep(step).await;
+            }
+        });
+    }
+
+    let daemon = start_daemon(&dir.path().join("bridges"), &dir.path().join("data"));
+    let pid = daemon.id();
+    let w = measure(&up, pid, n, seconds).await;
+    let rss_peak = status_mib(pid, "VmHWM");
+    let rss_now = status_mib(pid, "VmRSS");
+    changing.store(false, Ordering::Relaxed);
+    // Every change made must arrive: wait up to two intervals and a margin.
+    let made = changes.lock().unwrap().clone();
+    let deadline = Instant::now() + Duration::from_millis(2 * INTERVAL_MS + 10_000);
+    loop {
+        let all_seen = {
+            let seen = rx.seen.lock().unwrap();
+            made.iter().all(|(k, _)| seen.contains_key(k))
+        };
+        if all_seen || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    stop(daemon);
+    let seen = rx.seen.lock().unwrap().clone();
+    let lost = made.iter().filter(|(k, _)| !seen.contains_key(k)).count();
+    let mut latencies: Vec<u64> = made
+        .iter()
+        .filter_map(|(k, at)| seen.get(k).map(|got| got.saturating_sub(*at)))
+        .collect();
+    latencies.sort_unstable();
+
+    // The limit: the same requests from a bare reqwest loop, measured the same way.
+    up.requests.store(0, Ordering::Relaxed);
+    let bare = Command::new(std::env::current_exe().unwrap())
+        .args(["bare", &up_url, &n.to_string()])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let b = measure(&up, bare.id(), n, seconds).await;
+    stop(bare);
+
+    let per_k = |cpu: f64, polls: u64| cpu / polls.max(1) as f64 * 1000.0;
+    println!(
+        "\n## scale: {n} bridges, every {}s, 1% changing per interval, {seconds}s measured\n",
+        INTERVAL_MS / 1000
+    );
+    println!("| figure | pollhook | bare reqwest loop |");
+    println!("| --- | --- | --- |");
+    println!(
+        "| polls/s | {:.0} | {:.0} |",
+        w.polls as f64 / w.seconds,
+        b.polls as f64 / b.seconds
+    );
+    println!(
+        "| schedule lag p50 / p99 | {} ms / {} ms | {} ms / {} ms |",
+        percentile(&w.lags, 0.5),
+        percentile(&w.lags, 0.99),
+        percentile(&b.lags, 0.5),
+        percentile(&b.lags, 0.99)
+    );
+    println!(
+        "| CPU (share of one core) | {:.2} | {:.2} |",
+        w.cpu / w.seconds,
+        b.cpu / b.seconds
+    );
+    println!(
+        "| CPU s per 1,000 polls | {:.3} | {:.3} |",
+        per_k(w.cpu, w.polls),
+        per_k(b.cpu, b.polls)
+    );
+    println!(
+        "| pollhook / bare CPU per poll | {:.2}x | |",
+        per_k(w.cpu, w.polls) / per_k(b.cpu, b.polls)
+    );
+    println!("| RSS peak / at the end | {rss_peak:.0} MiB / {rss_now:.0} MiB | |");
+    println!(
+        "| change -> webhook p50 / p99 | {} ms / {} ms | |",
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.99)
+    );
+    println!("| changes made / events lost | {} / {lost} | |", made.len());
+    println!(
+        "| webhooks received | {} | |",
+        rx.events.load(Ordering::Relaxed)
+    );
+}
+
+/// The bare loop: per endpoint, a task that GETs it on the same schedule as pollhook, with
+/// If-None-Match, reads the body and does nothing else.
+async fn bare(base: String, n: usize) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = reqwest::Client::builder().build().unwrap();
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
+    let mut tasks = Vec::new();
+    for i in 0..n {
+        let (client, url) = (client.clone(), format!("{base}/e/{i}"));
+        let schedule = pollhook::schedule::Schedule::Every(Duration::from_millis(INTERVAL_MS));
+        let name = format!("e{i}");
+        tasks.push(tokio::spawn(async move {
+            let mut etag: Option<String> = None;
+            let mut first = true;
+            loop {
+                if !first {
+                    let now = chrono::Utc::now();
+                    let next = schedule.next_after(&name, now).unwrap();
+                    tokio::time::sleep((next - now).to_std().unwrap_or_default()).await;
+                }
+                first = false;
+                let mut req = client.get(&url);
+                if let Some(e) = &etag {
+                    req = req.header("if-none-match", e);
+                }
+                if let Ok(r) = req.send().await {
+                    if let Some(e) = r.headers().get("etag").and_then(|v| v.to_str().ok()) {
+                        etag = Some(e.to_string());
+                    }
+                    let _ = r.bytes().await;
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+}
+
+/// Runs a command, returning its wall time and its own peak RSS (from wait4, which also
+/// reaps it).
+#[allow(clippy::zombie_processes)]
+fn timed(cmd: &mut Command) -> (Duration, f64) {
+    let t0 = Instant::now();
+    let child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut status = 0;
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let r = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    assert!(
+        r > 0 && libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "command failed"
+    );
+    (t0.elapsed(), usage.ru_maxrss as f64 / 1024.0)
+}
+
+async fn big() {
+    const N: usize = 100_000;
+    let doc = Arc::new(Mutex::new(String::new()));
+    let make = |changed: usize, round: usize| {
+        let items: Vec<_> = (0..N)
+            .map(|k| {
+                serde_json::json!({
+                    "id": k,
+                    "title": format!("a fairly ordinary title for item number {k}"),
+                    "body": "lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor incididunt ut labore et dolore magna aliqua. ut enim ad minim veniam, quis nostrud exercitation ullamco laboris nisi ut aliquip ex ea commodo consequat.",
+                    "rev": if k < changed { round } else { 0 },
+                    "tags": ["x", "y", "z"],
+                })
+            })
+            .collect();
+        serde_json::json!({ "items": items }).to_string()
+    };
+    *doc.lock().unwrap() = make(0, 0);
+    let size_mb = doc.lock().unwrap().len() as f64 / 1e6;
+    let up = serve(
+        Router::new()
+            .route(
+                "/big",
+                axum::routing::get(|State(d): State<Arc<Mutex<String>>>| async move {
+                    (
+                        [("content-type", "application/json")],
+                        d.lock().unwrap().clone(),
+                    )
+                }),
+            )
+            .with_state(doc.clone()),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let bridges = dir.path().join("bridges");
+    std::fs::create_dir_all(&bridges).unwrap();
+    std::fs::write(
+        bridges.join("big.yaml"),
+        format!("schedule: {{every: 1h}}\nsource: {{url: \"{up}/big\", max_body: 64MiB}}\nitems: {{select: \"$.items[*]\", key: \"$.id\"}}\nsinks: [{{url: console}}]\n"),
+    )
+    .unwrap();
+    let poll = || {
+        let mut c = Command::new(pollhook_bin());
+        c.args(["poll", "big", "--commit", "--admin", "127.0.0.1:1"])
+            .arg("--bridges")
+            .arg(&bridges)
+            .arg("--data")
+            .arg(dir.path().join("data"));
+        c
+    };
+    let (t_base, rss_base) = tokio::task::spawn_blocking({
+        let mut c = poll();
+        move || timed(&mut c)
+    })
+    .await
+    .unwrap();
+    *doc.lock().unwrap() = make(N / 100, 1);
+    let (t_change, rss_change) = tokio::task::spawn_blocking({
+        let mut c = poll();
+        move || timed(&mut c)
+    })
+    .await
+    .unwrap();
+    let (t_same, rss_same) = tokio::task::spawn_blocking({
+        let mut c = poll();
+        move || timed(&mut c)
+    })
+    .await
+    .unwrap();
+    println!(
+        "\n## big document: {N} items, {size_mb:.1} MB, `pollhook poll big --commit` as a whole process\n"
+    );
+    println!("| poll | time | peak RSS | peak RSS / body |");
+    println!("| --- | --- | --- | --- |");
+    for (what, t, rss) in [
+        ("baseline (first poll)", t_base, rss_base),
+        ("1% changed", t_change, rss_change),
+        ("nothing changed", t_same, rss_same),
+    ] {
+        println!(
+            "| {what} | {:.2} s | {rss:.0} MiB | {:.1}x |",
+            t.as_secs_f64(),
+            rss / (size_mb / 1.048576)
+        );
+    }
+}
+
+async fn idle() {
+    const N: usize = 1000;
+    let up = Arc::new(Upstream {
+        versions: (0..N).map(|_| AtomicU64::new(0)).collect(),
+        arrivals: Mutex::default(),
+        recording: AtomicBool::new(false),
+        requests: AtomicU64::new(0),
+    });
+    let rx = Arc::new(Receiver::default());
+    let up_url = serve(
+        Router::new()
+            .route("/e/{i}", axum::routing::get(upstream_get))
+            .with_state(up.clone()),
+    )
+    .await;
+    let rx_url = serve(
+        Router::new()
+            .route("/hook", axum::routing::post(receive))
+            .with_state(rx.clone()),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    write_bridges(&dir.path().join("bridges"), N, &up_url, &rx_url);
+    let daemon = start_daemon(&dir.path().join("bridges"), &dir.path().join("data"));
+    let pid = daemon.id();
+    let w = measure(&up, pid, N, 20).await;
+    let rss = status_mib(pid, "VmRSS");
+    stop(daemon);
+    println!("\n## idle: {N} bridges every 10s, nothing changing (304s)\n");
+    println!("| RSS | CPU (share of one core) | polls/s |");
+    println!("| --- | --- | --- |");
+    println!(
+        "| {rss:.1} MiB | {:.3} | {:.0} |",
+        w.cpu / w.seconds,
+        w.polls as f64 / w.seconds
+    );
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
+    let mode = args.first().map(String::as_str).unwrap_or("all");
+    if mode == "bare" {
+        rt.block_on(bare(args[1].clone(), args[2].parse().unwrap()));
+        return;
+    }
+    let n: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(10_000);
+    let seconds: u64 = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(60);
+    println!(
+        "pollhook scale benchmark, {} cores",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0)
+    );
+    rt.block_on(async {
+        if matches!(mode, "all" | "idle") {
+            idle().await;
+        }
+        if matches!(mode, "all" | "big") {
+            big().await;
+        }
+        if matches!(mode, "all" | "scale") {
+            scale(n, seconds).await;
+        }
+    });
+}
