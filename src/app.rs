@@ -209,6 +209,7 @@ pub async fn run(opts: RunOptions, env: Env, shutdown: CancellationToken) -> Res
     }
     admin_done.close();
     tokio::spawn(systemd::watchdog(root.clone()));
+    tokio::spawn(crate::metrics::upkeep(root.clone()));
 
     info!(
         bridges = fleet.running.len(),

@@ -24,6 +24,18 @@ pub fn handle() -> &'static PrometheusHandle {
     })
 }
 
+/// Folds the histograms' raw samples into their buckets, which the exporter otherwise does only
+/// when scraped: without this an unscraped daemon's memory would grow with every poll.
+pub async fn upkeep(stop: tokio_util::sync::CancellationToken) {
+    let handle = handle();
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(5)) => handle.run_upkeep(),
+        }
+    }
+}
+
 pub fn poll(bridge: &str, result: &'static str, duration: Duration) {
     metrics::counter!("pollhook_polls_total", "bridge" => bridge.to_string(), "result" => result)
         .increment(1);

@@ -54,6 +54,10 @@ impl Ctx {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let fetcher = reqwest::Client::builder()
             .user_agent(USER_AGENT)
+            // Keep-alive for the next poll of the same host, but not hundreds of idle sockets
+            // after a burst (a start, a shared cron minute).
+            .pool_max_idle_per_host(16)
+            .pool_idle_timeout(Duration::from_secs(30))
             .connect_timeout(Duration::from_secs(10))
             .build()
             .expect("HTTP client with rustls builds");

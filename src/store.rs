@@ -65,6 +65,31 @@ pub struct CachedPage {
     pub body: String,
 }
 
+/// A cached page on disk: a 4-byte length, the validators as JSON, then the body as it came
+/// (not JSON-escaped inside JSON, so loading it is a copy rather than a parse).
+fn encode_page(p: &CachedPage) -> Vec<u8> {
+    let head =
+        serde_json::to_vec(&(&p.etag, &p.last_modified, &p.link)).expect("strings serialise");
+    let mut out = Vec::with_capacity(4 + head.len() + p.body.len());
+    out.extend_from_slice(&(head.len() as u32).to_be_bytes());
+    out.extend_from_slice(&head);
+    out.extend_from_slice(p.body.as_bytes());
+    out
+}
+
+fn decode_page(b: &[u8]) -> Option<CachedPage> {
+    let n = u32::from_be_bytes(b.get(..4)?.try_into().ok()?) as usize;
+    let head = b.get(4..4 + n)?;
+    let (etag, last_modified, link) = serde_json::from_slice(head).ok()?;
+    let body = String::from_utf8(b.get(4 + n..)?.to_vec()).ok()?;
+    Some(CachedPage {
+        etag,
+        last_modified,
+        link,
+        body,
+    })
+}
+
 /// The key of a page in the `pages` tree: a hash of its URL, so that tokens in a URL's query
 /// are not written to disk as keys.
 pub fn page_key(url: &str) -> String {
@@ -282,7 +307,9 @@ impl Store {
         for kv in self.pages.scan_prefix(&p) {
             let (k, v) = kv?;
             let key = String::from_utf8_lossy(&k[p.len()..]).into_owned();
-            out.insert(key, json(&v, &format!("{bridge} page"))?);
+            let page =
+                decode_page(&v).ok_or_else(|| StoreError::Corrupt(format!("{bridge} page")))?;
+            out.insert(key, page);
         }
         Ok(out)
     }
@@ -367,10 +394,7 @@ impl Store {
             }
         }
         for (pk, page) in &c.pages {
-            pages.push((
-                item_key(pk),
-                Some(serde_json::to_vec(page).expect("page serialises")),
-            ));
+            pages.push((item_key(pk), Some(encode_page(page))));
         }
         let res: Result<(), TransactionError<StoreError>> =
             (&self.items, &self.meta, &self.outbox, &self.pages).transaction(

@@ -75,11 +75,19 @@ impl std::fmt::Display for Incomplete {
     }
 }
 
+/// One page of a listing: parsed, or (a 304 whose body nothing needed yet) the cached body,
+/// parsed only if the poll goes on to compare, so an unchanged listing costs no parsing.
+#[derive(Debug)]
+pub enum PageDoc {
+    Parsed(Value),
+    Cached { body: String, url: String },
+}
+
 /// Every page of a listing, fetched before anything is compared.
 #[derive(Debug, Default)]
 pub struct Listing {
-    /// The page documents in order (a 304 page is its cached body).
-    pub pages: Vec<Value>,
+    /// The page documents in order (a 304 page stands for its cached body).
+    pub pages: Vec<PageDoc>,
     /// Pages that answered 304 (the rest answered 200).
     pub not_modified: usize,
     pub incomplete: Option<Incomplete>,
@@ -95,6 +103,25 @@ impl Listing {
     pub fn unchanged(&self) -> bool {
         self.not_modified == self.pages.len()
     }
+
+    /// The page documents in order, cached bodies parsed now.
+    pub fn documents(&mut self) -> Result<Vec<Value>, FetchError> {
+        std::mem::take(&mut self.pages)
+            .into_iter()
+            .map(|p| match p {
+                PageDoc::Parsed(v) => Ok(v),
+                PageDoc::Cached { body, url } => parse_cached(&body, &url),
+            })
+            .collect()
+    }
+}
+
+fn parse_cached(body: &str, url: &str) -> Result<Value, FetchError> {
+    serde_json::from_str(body).map_err(|e| FetchError::NotJson {
+        url: url.to_string(),
+        content_type: " (cached page)".into(),
+        reason: e.to_string(),
+    })
 }
 
 /// Fetches every page of the source's listing. With `cache` (a conditional GET source), pages
@@ -117,15 +144,23 @@ pub async fn fetch_listing(
         let page = fetch_page(client, src, &url, &shown, cached, cache.is_some()).await?;
         listing.pause_until = listing.pause_until.max(page.pause_until);
         // A 304 page stands for its cached body and the `Link` header that came with it.
+        // Only a next link in the body needs a 304 page parsed before the compare.
+        let body_next = matches!(
+            src.paginate.as_ref().map(|p| &p.next),
+            Some(crate::config::Next::Url(_) | crate::config::Next::Param { .. })
+        );
         let (doc, record, link) = match (page.answer, cached) {
-            (Answer::Fresh { doc, record }, _) => (doc, record, page.link),
+            (Answer::Fresh { doc, record }, _) => (PageDoc::Parsed(doc), record, page.link),
             (Answer::NotModified, Some(c)) => {
                 listing.not_modified += 1;
-                let doc = serde_json::from_str(&c.body).map_err(|e| FetchError::NotJson {
-                    url: shown.clone(),
-                    content_type: " (cached page)".into(),
-                    reason: e.to_string(),
-                })?;
+                let doc = if body_next {
+                    PageDoc::Parsed(parse_cached(&c.body, &shown)?)
+                } else {
+                    PageDoc::Cached {
+                        body: c.body.clone(),
+                        url: shown.clone(),
+                    }
+                };
                 (doc, Some(c.clone()), c.link.clone())
             }
             (Answer::NotModified, None) => {
@@ -135,16 +170,21 @@ pub async fn fetch_listing(
                 });
             }
         };
-        let next =
-            match &src.paginate {
-                None => None,
-                Some(p) => paginate::next_url(&p.next, src, &url, link.as_deref(), &doc).map_err(
-                    |reason| FetchError::Next {
-                        url: shown.clone(),
-                        reason,
-                    },
-                )?,
-            };
+        let null = Value::Null;
+        let parsed = match &doc {
+            PageDoc::Parsed(v) => v,
+            // Not needed: no pagination, or `next: link`, which reads only the header.
+            PageDoc::Cached { .. } => &null,
+        };
+        let next = match &src.paginate {
+            None => None,
+            Some(p) => paginate::next_url(&p.next, src, &url, link.as_deref(), parsed).map_err(
+                |reason| FetchError::Next {
+                    url: shown.clone(),
+                    reason,
+                },
+            )?,
+        };
         listing.pages.push(doc);
         listing.cache.extend(record.map(|r| (key, r)));
         let Some(next) = next else { break };

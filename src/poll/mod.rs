@@ -107,7 +107,7 @@ pub async fn poll_once(
     let empty = HashMap::new();
     let validators = trusted.then_some(&cached).or(conditional.then_some(&empty));
 
-    let listing = fetch::fetch_listing(&ctx.fetcher, &bridge.source, validators).await?;
+    let mut listing = fetch::fetch_listing(&ctx.fetcher, &bridge.source, validators).await?;
     if trusted && listing.unchanged() && meta.absent == 0 {
         return Ok(PollReport {
             items: meta.items,
@@ -117,8 +117,10 @@ pub async fn poll_once(
             ..Default::default()
         });
     }
-    let items = extract::extract_pages(&listing.pages, &bridge.items)?;
     let pages = listing.pages.len();
+    let documents = listing.documents()?;
+    let items = extract::extract_pages(&documents, &bridge.items)?;
+    drop(documents);
     let fetch::Listing {
         incomplete,
         cache: new_pages,
