@@ -223,12 +223,12 @@ mod tests {
     use crate::extract::{canonical, hash};
     use serde_json::json;
 
-    fn item(key: &str, v: serde_json::Value) -> Item {
+    fn item(key: &str, v: serde_json::Value) -> Item<'static> {
         let value = canonical(&v);
         Item {
             key: key.into(),
             hash: hash(&value),
-            value,
+            value: std::borrow::Cow::Owned(value),
         }
     }
 
@@ -404,7 +404,7 @@ mod tests {
 
     #[test]
     fn mass_delete_is_held_back() {
-        let old: Vec<Item> = (0..10).map(|i| item(&i.to_string(), json!(i))).collect();
+        let old: Vec<Item<'static>> = (0..10).map(|i| item(&i.to_string(), json!(i))).collect();
         let d = diff(&state(&old), &[], opts());
         assert!(d.changes.is_empty() && d.writes.is_empty());
         assert_eq!(

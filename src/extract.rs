@@ -9,6 +9,7 @@ use jsonpath_rust::query::js_path_process;
 use jsonpath_rust::query::queryable::Queryable;
 use serde_json::{Map, Number, Value};
 use sha2::{Digest, Sha256};
+use std::borrow::Cow;
 use std::fmt;
 
 /// A JSONPath, parsed once at load.
@@ -72,12 +73,22 @@ fn one_line(msg: &str) -> String {
 /// A content hash of an item's canonical form: two items are the same iff their hashes are.
 pub type Hash = [u8; 16];
 
-/// One item of a listing, in canonical form.
+/// One item of a listing. Its value is borrowed from the response where it can be (no
+/// include/exclude), so an unchanged item costs a hash and no copy; [`Item::canonical`] gives
+/// the canonical form for storing and sending, for the items that changed.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Item {
+pub struct Item<'a> {
     pub key: String,
-    pub value: Value,
+    pub value: Cow<'a, Value>,
+    /// The hash of the canonical form.
     pub hash: Hash,
+}
+
+impl Item<'_> {
+    /// The canonical form: integral numbers as integers (`1.0` -> `1`).
+    pub fn canonical(&self) -> Value {
+        canonical(&self.value)
+    }
 }
 
 /// Why a response cannot be turned into items; the poll then fails and changes nothing.
@@ -101,24 +112,24 @@ pub enum ExtractError {
 pub const DOCUMENT_KEY: &str = "$";
 
 /// Turns a response document into items, in selection order.
-pub fn extract(doc: &Value, spec: &Items) -> Result<Vec<Item>, ExtractError> {
+pub fn extract<'a>(doc: &'a Value, spec: &Items) -> Result<Vec<Item<'a>>, ExtractError> {
     extract_pages(std::slice::from_ref(doc), spec)
 }
 
 /// Turns the pages of a listing into items: the selection runs over every page and the
 /// results are concatenated in page order, as if the pages were one document. Keys must be
 /// unique across pages; item indices in errors count across pages.
-pub fn extract_pages(pages: &[Value], spec: &Items) -> Result<Vec<Item>, ExtractError> {
+pub fn extract_pages<'a>(pages: &'a [Value], spec: &Items) -> Result<Vec<Item<'a>>, ExtractError> {
     let selected: Vec<&Value> = pages.iter().flat_map(|p| spec.select.select(p)).collect();
     let Some(key_path) = &spec.key else {
         // Document mode: the selection as a whole is one item; nothing (or null) is no item.
         let whole = match selected.len() {
             0 => return Ok(Vec::new()),
             1 if selected[0].is_null() => return Ok(Vec::new()),
-            1 => selected[0].clone(),
-            _ => Value::Array(selected.into_iter().cloned().collect()),
+            1 => Cow::Borrowed(selected[0]),
+            _ => Cow::Owned(Value::Array(selected.into_iter().cloned().collect())),
         };
-        return Ok(vec![item(DOCUMENT_KEY.to_string(), &whole, spec)]);
+        return Ok(vec![item(DOCUMENT_KEY.to_string(), whole, spec)]);
     };
     let mut out = Vec::with_capacity(selected.len());
     let mut seen = std::collections::HashMap::with_capacity(selected.len());
@@ -135,13 +146,17 @@ pub fn extract_pages(pages: &[Value], spec: &Items) -> Result<Vec<Item>, Extract
                 second: index,
             });
         }
-        out.push(item(key, v, spec));
+        out.push(item(key, Cow::Borrowed(v), spec));
     }
     Ok(out)
 }
 
-fn item(key: String, v: &Value, spec: &Items) -> Item {
-    let value = canonical(&shape(v, spec));
+fn item<'a>(key: String, v: Cow<'a, Value>, spec: &Items) -> Item<'a> {
+    let value = if spec.include.is_empty() && spec.exclude.is_empty() {
+        v
+    } else {
+        Cow::Owned(shape(&v, spec))
+    };
     let hash = hash(&value);
     Item { key, value, hash }
 }
@@ -265,8 +280,8 @@ fn canonical_number(n: &Number) -> Number {
     n.clone()
 }
 
-/// Hash of a canonical value. Keys are fed in sorted order, so this holds whatever map type
-/// serde_json is built with.
+/// Hash of a value's canonical form (numbers canonical, keys in sorted order, whatever map
+/// type serde_json is built with), computed without building that form.
 pub fn hash(v: &Value) -> Hash {
     let mut h = Sha256::new();
     feed(&mut h, v);
@@ -281,8 +296,9 @@ fn feed(h: &mut Sha256, v: &Value) {
         Value::Null => h.update(b"n"),
         Value::Bool(b) => h.update(if *b { b"t" } else { b"f" }),
         Value::Number(n) => {
+            // Canonical, so that a value and its canonical form hash alike.
             h.update(b"#");
-            h.update(n.to_string().as_bytes());
+            h.update(canonical_number(n).to_string().as_bytes());
             h.update(b";");
         }
         Value::String(s) => {
@@ -331,7 +347,7 @@ mod tests {
         let items = extract(&doc, &spec("$.data[*]", Some("$.id"), &[], &[])).unwrap();
         let keys: Vec<_> = items.iter().map(|i| i.key.as_str()).collect();
         assert_eq!(keys, ["1", "x", "7"]);
-        assert_eq!(items[2].value, json!({"id": 7, "a": 3}));
+        assert_eq!(items[2].canonical(), json!({"id": 7, "a": 3}));
     }
 
     #[test]
@@ -340,6 +356,9 @@ mod tests {
         let b: Value =
             serde_json::from_str(r#"{"a": {"x": 1, "y": 1.00}, "b": [1.0, 2]}"#).unwrap();
         assert_eq!(hash(&canonical(&a)), hash(&canonical(&b)));
+        // A value hashes as its canonical form does (items are hashed without building it).
+        assert_eq!(hash(&a), hash(&canonical(&a)));
+        assert_eq!(hash(&a), hash(&b));
         assert_eq!(canonical(&a), canonical(&b));
         let c: Value = serde_json::from_str(r#"{"a": {"x": 1, "y": 1.5}, "b": [1, 2]}"#).unwrap();
         assert_ne!(hash(&canonical(&a)), hash(&canonical(&c)));
@@ -384,14 +403,17 @@ mod tests {
             &spec("$[*]", Some("$.id"), &["$.name", "$.user.login"], &[]),
         )
         .unwrap();
-        assert_eq!(inc[0].value, json!({"name": "n", "user": {"login": "u"}}));
+        assert_eq!(
+            inc[0].canonical(),
+            json!({"name": "n", "user": {"login": "u"}})
+        );
         let exc = extract(
             &doc,
             &spec("$[*]", Some("$.id"), &[], &["$.reactions", "$.user.id"]),
         )
         .unwrap();
         assert_eq!(
-            exc[0].value,
+            exc[0].canonical(),
             json!({"id": 1, "name": "n", "body": "b", "user": {"login": "u"}})
         );
     }
@@ -399,13 +421,15 @@ mod tests {
     #[test]
     fn document_mode() {
         let s = spec("$.info", None, &[], &[]);
-        let items = extract(&json!({"info": {"v": "1.0"}}), &s).unwrap();
+        let doc = json!({"info": {"v": "1.0"}});
+        let items = extract(&doc, &s).unwrap();
         assert_eq!(items.len(), 1);
         assert_eq!(items[0].key, "$");
         assert!(extract(&json!({"other": 1}), &s).unwrap().is_empty());
         assert!(extract(&json!({"info": null}), &s).unwrap().is_empty());
-        let many = extract(&json!([1, 2]), &spec("$[*]", None, &[], &[])).unwrap();
-        assert_eq!(many[0].value, json!([1, 2]));
+        let pair = json!([1, 2]);
+        let many = extract(&pair, &spec("$[*]", None, &[], &[])).unwrap();
+        assert_eq!(many[0].canonical(), json!([1, 2]));
     }
 
     #[test]
@@ -429,8 +453,9 @@ mod tests {
         );
         // Document mode over pages: the selections together are the document.
         let d = spec("$.v", None, &[], &[]);
-        let items = extract_pages(&[json!({"v": 1}), json!({"v": 2})], &d).unwrap();
-        assert_eq!(items[0].value, json!([1, 2]));
+        let pages = [json!({"v": 1}), json!({"v": 2})];
+        let items = extract_pages(&pages, &d).unwrap();
+        assert_eq!(items[0].canonical(), json!([1, 2]));
     }
 
     #[test]

@@ -119,8 +119,8 @@ pub async fn poll_once(
     }
     let pages = listing.pages.len();
     let documents = listing.documents()?;
+    // Items borrow from the documents: unchanged ones are hashed, never copied.
     let items = extract::extract_pages(&documents, &bridge.items)?;
-    drop(documents);
     let fetch::Listing {
         incomplete,
         cache: new_pages,
@@ -170,6 +170,16 @@ pub async fn poll_once(
         pause_until,
     };
 
+    // The canonical form of each item to store (every created or updated one among them).
+    let canon: HashMap<usize, serde_json::Value> = d
+        .writes
+        .iter()
+        .filter_map(|w| match w {
+            Write::Put { item, .. } => Some((*item, items[*item].canonical())),
+            _ => None,
+        })
+        .collect();
+
     // Events, numbered after the bridge's last seq; the generation is that last seq.
     let mut seq = meta.seq;
     for c in &d.changes {
@@ -191,7 +201,7 @@ pub async fn poll_once(
             _ => None,
         };
         let data = c.item.map(|i| Side {
-            value: &items[i].value,
+            value: &canon[&i],
             hash: &items[i].hash,
         });
         seq += 1;
@@ -238,9 +248,8 @@ pub async fn poll_once(
     for w in d.writes {
         match w {
             Write::Put { key, item } => {
-                let it = &items[item];
-                let bytes = serde_json::to_vec(&it.value).expect("JSON value serialises");
-                c.puts.push((key, it.hash, bytes));
+                let bytes = serde_json::to_vec(&canon[&item]).expect("JSON value serialises");
+                c.puts.push((key, items[item].hash, bytes));
             }
             Write::Missing { key, missing } => c.missing.push((key, missing)),
             Write::Remove { key } => c.removes.push(key),
