@@ -257,6 +257,11 @@ pub async fn poll_once(
     }
     let sinks: Vec<String> = bridge.sinks.iter().map(|s| s.id.clone()).collect();
     c.queue(&sinks, &report.events, now.timestamp_millis());
+    // The commit holds all it needs: free the response before writing (a big document's
+    // parsed form is the largest thing in memory).
+    drop(canon);
+    drop(items);
+    drop(documents);
     let store = ctx.store.clone();
     tokio::task::spawn_blocking(move || store.commit(&c))
         .await
