@@ -406,12 +406,21 @@ async fn bare(base: String, n: usize) {
 /// memory at the time of the fork.
 fn timed(cmd: &mut Command) -> (Duration, f64) {
     let t0 = Instant::now();
-    let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let mut child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     let mut peak: f64 = 0.0;
     loop {
         if let Ok(s) = std::fs::read_to_string(format!("/proc/{}/status", child.id())) {
             if let Some(l) = s.lines().find(|l| l.starts_with("VmHWM")) {
-                let kb: f64 = l.split_whitespace().nth(1).unwrap_or("0").parse().unwrap_or(0.0);
+                let kb: f64 = l
+                    .split_whitespace()
+                    .nth(1)
+                    .unwrap_or("0")
+                    .parse()
+                    .unwrap_or(0.0);
                 peak = peak.max(kb / 1024.0);
             }
         }
