@@ -231,7 +231,8 @@ async fn measure(up: &Arc<Upstream>, pid: u32, n: usize, seconds: u64) -> Window
     }
 }
 
-async fn scale(n: usize, seconds: u64) {
+/// An upstream of `n` endpoints, a receiver, and a directory with one bridge file per endpoint.
+async fn fixture(n: usize) -> (Arc<Upstream>, Arc<Receiver>, String, tempfile::TempDir) {
     let up = Arc::new(Upstream {
         versions: (0..n).map(|_| AtomicU64::new(0)).collect(),
         arrivals: Mutex::default(),
@@ -253,6 +254,11 @@ async fn scale(n: usize, seconds: u64) {
     .await;
     let dir = tempfile::tempdir().unwrap();
     write_bridges(&dir.path().join("bridges"), n, &up_url, &rx_url);
+    (up, rx, up_url, dir)
+}
+
+async fn scale(n: usize, seconds: u64) {
+    let (up, rx, up_url, dir) = fixture(n).await;
 
     // 1% of the endpoints change per interval, spread evenly, each at most once per run.
     let changes: Changes = Arc::default();
@@ -522,27 +528,7 @@ async fn big() {
 
 async fn idle() {
     const N: usize = 1000;
-    let up = Arc::new(Upstream {
-        versions: (0..N).map(|_| AtomicU64::new(0)).collect(),
-        arrivals: Mutex::default(),
-        recording: AtomicBool::new(false),
-        requests: AtomicU64::new(0),
-    });
-    let rx = Arc::new(Receiver::default());
-    let up_url = serve(
-        Router::new()
-            .route("/e/{i}", axum::routing::get(upstream_get))
-            .with_state(up.clone()),
-    )
-    .await;
-    let rx_url = serve(
-        Router::new()
-            .route("/hook", axum::routing::post(receive))
-            .with_state(rx.clone()),
-    )
-    .await;
-    let dir = tempfile::tempdir().unwrap();
-    write_bridges(&dir.path().join("bridges"), N, &up_url, &rx_url);
+    let (up, _rx, _, dir) = fixture(N).await;
     let daemon = start_daemon(&dir.path().join("bridges"), &dir.path().join("data"));
     let pid = daemon.id();
     let w = measure(&up, pid, N, 20).await;

@@ -300,32 +300,38 @@ impl Store {
         }
     }
 
-    /// The cached pages of a bridge, by `page_key`.
-    pub fn pages(&self, bridge: &str) -> Result<HashMap<String, CachedPage>, StoreError> {
+    /// Every record of a bridge in `tree`, by key (the part after the bridge's prefix), each
+    /// decoded by `decode`; one that does not decode is a corrupt record named after `what`.
+    fn scan<T>(
+        tree: &sled::Tree,
+        bridge: &str,
+        what: &str,
+        decode: impl Fn(&[u8]) -> Option<T>,
+    ) -> Result<Vec<(String, T)>, StoreError> {
         let p = prefix(&[bridge]);
-        let mut out = HashMap::new();
-        for kv in self.pages.scan_prefix(&p) {
+        let mut out = Vec::new();
+        for kv in tree.scan_prefix(&p) {
             let (k, v) = kv?;
             let key = String::from_utf8_lossy(&k[p.len()..]).into_owned();
-            let page =
-                decode_page(&v).ok_or_else(|| StoreError::Corrupt(format!("{bridge} page")))?;
-            out.insert(key, page);
+            let record =
+                decode(&v).ok_or_else(|| StoreError::Corrupt(format!("{bridge}/{what} {key}")))?;
+            out.push((key, record));
         }
         Ok(out)
     }
 
+    /// The cached pages of a bridge, by `page_key`.
+    pub fn pages(&self, bridge: &str) -> Result<HashMap<String, CachedPage>, StoreError> {
+        Ok(Self::scan(&self.pages, bridge, "page", decode_page)?
+            .into_iter()
+            .collect())
+    }
+
     /// Hash and missing count of every stored item of a bridge.
     pub fn load_state(&self, bridge: &str) -> Result<HashMap<String, Stored>, StoreError> {
-        let p = prefix(&[bridge]);
-        let mut out = HashMap::new();
-        for kv in self.items.scan_prefix(&p) {
-            let (k, v) = kv?;
-            let key = String::from_utf8_lossy(&k[p.len()..]).into_owned();
-            let s =
-                decode_stored(&v).ok_or_else(|| StoreError::Corrupt(format!("{bridge}/{key}")))?;
-            out.insert(key, s);
-        }
-        Ok(out)
+        Ok(Self::scan(&self.items, bridge, "item", decode_stored)?
+            .into_iter()
+            .collect())
     }
 
     /// The stored value of one item.
@@ -348,20 +354,14 @@ impl Store {
         &self,
         bridge: &str,
     ) -> Result<Vec<(String, Hash, serde_json::Value)>, StoreError> {
-        let p = prefix(&[bridge]);
-        let mut out = Vec::new();
-        for kv in self.items.scan_prefix(&p) {
-            let (k, v) = kv?;
-            let key = String::from_utf8_lossy(&k[p.len()..]).into_owned();
-            let s =
-                decode_stored(&v).ok_or_else(|| StoreError::Corrupt(format!("{bridge}/{key}")))?;
-            out.push((
-                key.clone(),
-                s.hash,
-                json(&v[20..], &format!("{bridge}/{key}"))?,
-            ));
-        }
-        Ok(out)
+        let decode = |rec: &[u8]| {
+            let s = decode_stored(rec)?;
+            Some((s.hash, serde_json::from_slice(&rec[20..]).ok()?))
+        };
+        Ok(Self::scan(&self.items, bridge, "item", decode)?
+            .into_iter()
+            .map(|(k, (h, v))| (k, h, v))
+            .collect())
     }
 
     /// Applies a poll atomically: item state, meta (with the new `seq`) and outbox entries.
