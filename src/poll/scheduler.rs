@@ -86,7 +86,8 @@ pub async fn poll_and_log(
         .expect("the semaphore is never closed");
     let started = Instant::now();
     let result = poll_once(ctx, bridge, true, Utc::now()).await;
-    let duration_ms = started.elapsed().as_millis() as u64;
+    let elapsed = started.elapsed();
+    let duration_ms = elapsed.as_millis() as u64;
     let pause = match &result {
         Ok(r) => r.pause_until,
         Err(e) => e.pause_until(),
@@ -109,26 +110,16 @@ pub async fn poll_and_log(
         }
         s.paused_until_ms = pause.map(|p| p.timestamp_millis());
     });
-    match &result {
-        Ok(r) => crate::metrics::poll(
-            &bridge.name,
-            match r {
-                r if r.not_modified => "not_modified",
-                r if r.baseline => "baseline",
-                _ => "ok",
-            },
-            started.elapsed(),
-        ),
-        Err(e) => crate::metrics::poll(&bridge.name, e.kind(), started.elapsed()),
-    }
+    let word = match &result {
+        Ok(r) => result_word(r),
+        Err(e) => e.kind(),
+    };
+    crate::metrics::poll(&bridge.name, word, elapsed);
     if let Ok(r) = &result {
         crate::metrics::items(&bridge.name, r.items);
         for kind in [EventType::Created, EventType::Updated, EventType::Deleted] {
-            crate::metrics::events(
-                &bridge.name,
-                kind.as_str(),
-                r.events.iter().filter(|e| e.kind == kind).count(),
-            );
+            let n = r.events.iter().filter(|e| e.kind == kind).count();
+            crate::metrics::events(&bridge.name, kind.as_str(), n);
         }
     }
     match &result {
