@@ -228,7 +228,7 @@ mod tests {
         Item {
             key: key.into(),
             hash: hash(&value),
-            value: std::borrow::Cow::Owned(value),
+            value: crate::extract::ItemValue::Parsed(std::borrow::Cow::Owned(value)),
         }
     }
 

@@ -7,10 +7,13 @@ use jsonpath_rust::parser::model::{JpQuery, Segment, Selector};
 use jsonpath_rust::parser::parse_json_path;
 use jsonpath_rust::query::js_path_process;
 use jsonpath_rust::query::queryable::Queryable;
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::value::RawValue;
 use serde_json::{Map, Number, Value};
 use sha2::{Digest, Sha256};
 use std::borrow::Cow;
 use std::fmt;
+use std::sync::{Arc, OnceLock};
 
 /// A JSONPath, parsed once at load.
 #[derive(Clone)]
@@ -36,6 +39,31 @@ impl Path {
 
     pub fn as_str(&self) -> &str {
         &self.text
+    }
+
+    /// For a path of names ending in a wildcard (`$.data.items[*]`, `$[*]`), the names: such a
+    /// selection can be read from the text without parsing what lies outside it.
+    fn streamable(&self) -> Option<Vec<&str>> {
+        let (last, names) = self.query.segments.split_last()?;
+        let wildcard = match last {
+            Segment::Selector(s) => s,
+            Segment::Selectors(v) if v.len() == 1 => &v[0],
+            _ => return None,
+        };
+        if !matches!(wildcard, Selector::Wildcard) {
+            return None;
+        }
+        names
+            .iter()
+            .map(|s| match s {
+                Segment::Selector(Selector::Name(n)) => Some(n.as_str()),
+                Segment::Selectors(v) if v.len() == 1 => match &v[0] {
+                    Selector::Name(n) => Some(n.as_str()),
+                    _ => None,
+                },
+                _ => None,
+            })
+            .collect()
     }
 
     /// The values this path selects in `v`, in document order.
@@ -79,21 +107,81 @@ pub type Hash = [u8; 16];
 #[derive(Debug, Clone, PartialEq)]
 pub struct Item<'a> {
     pub key: String,
-    pub value: Cow<'a, Value>,
+    pub value: ItemValue<'a>,
     /// The hash of the canonical form.
     pub hash: Hash,
+}
+
+/// Where an item's value is: in a parsed document, or (a selection read from the text) still
+/// as text, parsed again only if the item is stored or sent.
+#[derive(Debug, Clone)]
+pub enum ItemValue<'a> {
+    Parsed(Cow<'a, Value>),
+    Text(&'a RawValue),
+}
+
+impl PartialEq for ItemValue<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (ItemValue::Parsed(a), ItemValue::Parsed(b)) => a == b,
+            (ItemValue::Text(a), ItemValue::Text(b)) => a.get() == b.get(),
+            _ => false,
+        }
+    }
 }
 
 impl Item<'_> {
     /// The canonical form: integral numbers as integers (`1.0` -> `1`).
     pub fn canonical(&self) -> Value {
-        canonical(&self.value)
+        match &self.value {
+            ItemValue::Parsed(v) => canonical(v),
+            ItemValue::Text(raw) => {
+                canonical(&serde_json::from_str(raw.get()).expect("selected text is JSON"))
+            }
+        }
+    }
+}
+
+/// One page of a listing as the selection sees it: its text (valid JSON), and its parsed form
+/// once something needed it (a next link in the body, a selection that cannot run over text).
+#[derive(Debug, Clone, Default)]
+pub struct Page {
+    pub text: Arc<String>,
+    parsed: OnceLock<Value>,
+}
+
+impl Page {
+    pub fn new(text: Arc<String>) -> Page {
+        Page {
+            text,
+            parsed: OnceLock::new(),
+        }
+    }
+
+    /// A page from a parsed document (its text made from it).
+    pub fn from_value(v: Value) -> Page {
+        Page {
+            text: Arc::new(v.to_string()),
+            parsed: OnceLock::from(v),
+        }
+    }
+
+    /// The parsed form, parsing the text the first time.
+    pub fn parsed(&self) -> Result<&Value, serde_json::Error> {
+        if let Some(v) = self.parsed.get() {
+            return Ok(v);
+        }
+        let v = serde_json::from_str(&self.text)?;
+        Ok(self.parsed.get_or_init(|| v))
     }
 }
 
 /// Why a response cannot be turned into items; the poll then fails and changes nothing.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum ExtractError {
+    /// Not expected: pages are checked to be JSON when they arrive.
+    #[error("a page is not JSON: {0}")]
+    NotJson(String),
     #[error("item {index} has no usable key at `{path}`: {reason}")]
     NoKey {
         index: usize,
@@ -112,29 +200,85 @@ pub enum ExtractError {
 pub const DOCUMENT_KEY: &str = "$";
 
 /// Turns a response document into items, in selection order.
-pub fn extract<'a>(doc: &'a Value, spec: &Items) -> Result<Vec<Item<'a>>, ExtractError> {
-    extract_pages(std::slice::from_ref(doc), spec)
+pub fn extract(doc: &Value, spec: &Items) -> Result<Vec<Item<'static>>, ExtractError> {
+    let pages = [Page::from_value(doc.clone())];
+    let items = extract_pages(&pages, spec)?;
+    Ok(items.into_iter().map(Item::into_owned).collect())
+}
+
+impl Item<'_> {
+    fn into_owned(self) -> Item<'static> {
+        let value = match self.value {
+            ItemValue::Parsed(v) => Cow::Owned(v.into_owned()),
+            ItemValue::Text(raw) => Cow::Owned(serde_json::from_str(raw.get()).expect("JSON")),
+        };
+        Item {
+            key: self.key,
+            value: ItemValue::Parsed(value),
+            hash: self.hash,
+        }
+    }
+}
+
+/// A selected value: in a parsed page, or as text.
+enum Selected<'a> {
+    Parsed(&'a Value),
+    Text(&'a RawValue),
 }
 
 /// Turns the pages of a listing into items: the selection runs over every page and the
 /// results are concatenated in page order, as if the pages were one document. Keys must be
 /// unique across pages; item indices in errors count across pages.
-pub fn extract_pages<'a>(pages: &'a [Value], spec: &Items) -> Result<Vec<Item<'a>>, ExtractError> {
-    let selected: Vec<&Value> = pages.iter().flat_map(|p| spec.select.select(p)).collect();
+///
+/// A selection of names ending in a wildcard over an array (`$.items[*]`, the usual case)
+/// is read from the page's text: each item is parsed on its own to be keyed and hashed and
+/// then let go, so a large response never exists as one parsed tree. Any other selection
+/// needs the page parsed; a page whose text does not hold an array
+/// at the path is parsed here, so both ways select the same items.
+pub fn extract_pages<'a>(pages: &'a [Page], spec: &Items) -> Result<Vec<Item<'a>>, ExtractError> {
+    let mut selected: Vec<Selected<'a>> = Vec::new();
+    for p in pages {
+        let text = match p.parsed.get() {
+            Some(_) => None,
+            None => select_text(&p.text, &spec.select),
+        };
+        match text {
+            Some(raws) => selected.extend(raws.into_iter().map(Selected::Text)),
+            None => {
+                let v = p
+                    .parsed()
+                    .map_err(|e| ExtractError::NotJson(e.to_string()))?;
+                selected.extend(spec.select.select(v).into_iter().map(Selected::Parsed));
+            }
+        }
+    }
     let Some(key_path) = &spec.key else {
         // Document mode: the selection as a whole is one item; nothing (or null) is no item.
-        let whole = match selected.len() {
+        let mut values: Vec<Cow<'a, Value>> = selected.into_iter().map(parsed).collect();
+        let whole = match values.len() {
             0 => return Ok(Vec::new()),
-            1 if selected[0].is_null() => return Ok(Vec::new()),
-            1 => Cow::Borrowed(selected[0]),
-            _ => Cow::Owned(Value::Array(selected.into_iter().cloned().collect())),
+            1 if values[0].is_null() => return Ok(Vec::new()),
+            1 => values.pop().expect("one"),
+            _ => Cow::Owned(Value::Array(
+                values.into_iter().map(Cow::into_owned).collect(),
+            )),
         };
-        return Ok(vec![item(DOCUMENT_KEY.to_string(), whole, spec)]);
+        let (value, hash) = shaped(whole, spec);
+        return Ok(vec![Item {
+            key: DOCUMENT_KEY.to_string(),
+            value: ItemValue::Parsed(value),
+            hash,
+        }]);
     };
     let mut out = Vec::with_capacity(selected.len());
     let mut seen = std::collections::HashMap::with_capacity(selected.len());
-    for (index, v) in selected.into_iter().enumerate() {
-        let key = key_of(v, key_path).map_err(|reason| ExtractError::NoKey {
+    for (index, s) in selected.into_iter().enumerate() {
+        // A text item is parsed here for its key and hash, and let go unless it is shaped.
+        let (v, raw) = match s {
+            Selected::Parsed(v) => (Cow::Borrowed(v), None),
+            Selected::Text(raw) => (parsed(s), Some(raw)),
+        };
+        let key = key_of(&v, key_path).map_err(|reason| ExtractError::NoKey {
             index,
             path: key_path.as_str().to_string(),
             reason,
@@ -146,19 +290,117 @@ pub fn extract_pages<'a>(pages: &'a [Value], spec: &Items) -> Result<Vec<Item<'a
                 second: index,
             });
         }
-        out.push(item(key, Cow::Borrowed(v), spec));
+        let (value, hash) = shaped(v, spec);
+        let value = match (raw, value) {
+            (Some(raw), Cow::Owned(_)) if !is_shaped(spec) => ItemValue::Text(raw),
+            (_, value) => ItemValue::Parsed(value),
+        };
+        out.push(Item { key, value, hash });
     }
     Ok(out)
 }
 
-fn item<'a>(key: String, v: Cow<'a, Value>, spec: &Items) -> Item<'a> {
-    let value = if spec.include.is_empty() && spec.exclude.is_empty() {
-        v
-    } else {
+fn parsed(s: Selected<'_>) -> Cow<'_, Value> {
+    match s {
+        Selected::Parsed(v) => Cow::Borrowed(v),
+        Selected::Text(raw) => {
+            Cow::Owned(serde_json::from_str(raw.get()).expect("selected text is JSON"))
+        }
+    }
+}
+
+fn is_shaped(spec: &Items) -> bool {
+    !(spec.include.is_empty() && spec.exclude.is_empty())
+}
+
+/// The item's value after include/exclude, and its hash.
+fn shaped<'a>(v: Cow<'a, Value>, spec: &Items) -> (Cow<'a, Value>, Hash) {
+    let value = if is_shaped(spec) {
         Cow::Owned(shape(&v, spec))
+    } else {
+        v
     };
     let hash = hash(&value);
-    Item { key, value, hash }
+    (value, hash)
+}
+
+/// The items `select` picks from a page's text, when it is a path of names ending in a
+/// wildcard and the value there is an array; None otherwise (the page must be parsed).
+fn select_text<'a>(text: &'a str, select: &Path) -> Option<Vec<&'a RawValue>> {
+    let names = select.streamable()?;
+    let mut de = serde_json::Deserializer::from_str(text);
+    let found = Walk { names: &names }.deserialize(&mut de).ok()?;
+    de.end().ok()?;
+    found
+}
+
+/// Walks down `names` through objects and collects the elements of the array found there as
+/// text; everything else is skipped unparsed. `None`: no array there.
+struct Walk<'p> {
+    names: &'p [&'p str],
+}
+
+impl<'de> DeserializeSeed<'de> for Walk<'_> {
+    type Value = Option<Vec<&'de RawValue>>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Walk<'_> {
+    type Value = Option<Vec<&'de RawValue>>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        if self.names.is_empty() {
+            let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+            while let Some(raw) = seq.next_element::<&'de RawValue>()? {
+                out.push(raw);
+            }
+            return Ok(Some(out));
+        }
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(None)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut found = None;
+        while let Some(k) = map.next_key::<Cow<'de, str>>()? {
+            match self.names.split_first() {
+                // A repeated name: the last one counts, as in a parsed object.
+                Some((first, rest)) if *first == k => {
+                    found = map.next_value_seed(Walk { names: rest })?;
+                }
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
 }
 
 fn key_of(v: &Value, path: &Path) -> Result<String, String> {
@@ -440,6 +682,7 @@ mod tests {
             json!({"items": []}),
             json!({"items": [{"id": 3}]}),
         ];
+        let pages = text_pages(&pages);
         let keys: Vec<String> = extract_pages(&pages, &s)
             .unwrap()
             .into_iter()
@@ -448,14 +691,84 @@ mod tests {
         assert_eq!(keys, ["1", "2", "3"]);
         let dup = [json!({"items": [{"id": 1}]}), json!({"items": [{"id": 1}]})];
         assert_eq!(
-            extract_pages(&dup, &s).unwrap_err().to_string(),
+            extract_pages(&text_pages(&dup), &s)
+                .unwrap_err()
+                .to_string(),
             "two items share the key `1` (items 0 and 1)"
         );
         // Document mode over pages: the selections together are the document.
         let d = spec("$.v", None, &[], &[]);
         let pages = [json!({"v": 1}), json!({"v": 2})];
+        let pages = text_pages(&pages);
         let items = extract_pages(&pages, &d).unwrap();
         assert_eq!(items[0].canonical(), json!([1, 2]));
+    }
+
+    fn text_pages(docs: &[Value]) -> Vec<Page> {
+        docs.iter()
+            .map(|d| Page::new(Arc::new(d.to_string())))
+            .collect()
+    }
+
+    /// Items as comparable tuples: key, hash, canonical value.
+    fn seen(items: &[Item<'_>]) -> Vec<(String, Hash, Value)> {
+        items
+            .iter()
+            .map(|i| (i.key.clone(), i.hash, i.canonical()))
+            .collect()
+    }
+
+    #[test]
+    fn reading_the_selection_from_text_selects_what_parsing_does() {
+        let docs = [
+            r#"{"items": [{"id": 1, "v": 1.0}, {"id": "b", "v": [1, {"z": 2, "a": 1}]}]}"#,
+            r#"{"meta": {"items": [1]}, "items": [{"id": 3}], "after": {"x": [1, 2]}}"#,
+            r#"{"items": [{"id": 1}], "items": [{"id": 2}]}"#,
+            r#"{"items": [{"id": 1}], "items": {"a": {"id": 2}, "b": {"id": 3}}}"#,
+            r#"{"items": {"b": {"id": 2}, "a": {"id": 3}}}"#,
+            r#"{"items": "none"}"#,
+            r#"{"other": []}"#,
+            r#"[{"id": 5}, {"id": 4}]"#,
+            r#"{"d": {"it\"ems": [{"id": "\u00e9"}]}, "items": []}"#,
+            r#"{"data": {"items": [{"id": 1, "s": "a\nb"}, {"id": 2.0}]}}"#,
+            r#"3"#,
+            r#"null"#,
+        ];
+        let specs = [
+            spec("$.items[*]", Some("$.id"), &[], &[]),
+            spec("$['items'][*]", Some("$.id"), &[], &[]),
+            spec("$.items.*", Some("$.id"), &[], &[]),
+            spec("$[*]", Some("$.id"), &[], &[]),
+            spec("$.data.items[*]", Some("$.id"), &[], &[]),
+            spec("$.d['it\"ems'][*]", Some("$.id"), &[], &[]),
+            spec("$.items[*]", Some("$.id"), &[], &["$.v"]),
+            spec("$.items[0]", Some("$.id"), &[], &[]),
+        ];
+        let mut streamed = 0;
+        for text in docs {
+            let value: Value = serde_json::from_str(text).unwrap();
+            for s in &specs {
+                let from_value = [Page::from_value(value.clone())];
+                let from_text = [Page::new(Arc::new(text.to_string()))];
+                let a = extract_pages(&from_value, s).map(|i| seen(&i));
+                let b = extract_pages(&from_text, s).map(|i| seen(&i));
+                assert_eq!(a, b, "{text} with {:?}", s.select);
+                // Which pages were read as text, and which had to be parsed.
+                if from_text[0].parsed.get().is_none() {
+                    streamed += 1;
+                }
+            }
+        }
+        // The text path is taken for arrays under plain names (and must not be dead code).
+        assert!(streamed >= 8, "{streamed}");
+        // A selection that is not names and a wildcard parses the page.
+        let p = [Page::new(Arc::new(docs[0].to_string()))];
+        extract_pages(&p, &spec("$.items[?(@.id == 1)]", Some("$.id"), &[], &[])).unwrap();
+        assert!(p[0].parsed.get().is_some());
+        let p = [Page::new(Arc::new(docs[0].to_string()))];
+        let items = extract_pages(&p, &specs[0]).unwrap();
+        assert!(p[0].parsed.get().is_none());
+        assert!(matches!(items[0].value, ItemValue::Text(_)));
     }
 
     #[test]

@@ -5,12 +5,13 @@
 //! sled calls block: callers run the big ones (`load_state`, `commit`) on `spawn_blocking`.
 //!
 //! `pages` holds, per bridge and page URL, the last 200 answer of that page (validators, `Link`
-//! header and body), so that a 304 can stand for the page it confirms: its items and its next
+//! header and a digest of the body; the body itself is in `page_bodies`, read only when a 304
+//! needs it), so that a 304 can stand for the page it confirms: its items and its next
 //! link. It is written in the same transaction as the item state it produced. Were it written
 //! first, a crash in between would leave a validator for a body whose changes were never
 //! stored, and the next poll's 304 would hide those changes for good.
 //!
-//! Keys: `items` and `meta` by `bridge \0 key`; `pages` by `bridge \0 page_key(url)`; `outbox` and `dead` by
+//! Keys: `items` and `meta` by `bridge \0 key`; `pages` and `page_bodies` by `bridge \0 page_key(url)`; `outbox` and `dead` by
 //! `bridge \0 sink \0 position(8 bytes, big-endian)`, the position coming from a counter
 //! that goes on after the largest position stored, so a prefix scan walks one queue in detection order and a replayed
 //! dead letter joins the back of its queue. Bridge names cannot hold `\0` (validated), so
@@ -24,6 +25,7 @@ use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 #[derive(Debug, thiserror::Error)]
@@ -54,40 +56,49 @@ pub struct BridgeMeta {
     pub items: usize,
 }
 
-/// The last 200 answer of one page of a listing: what a 304 for that page stands for.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// What is kept of the last 200 answer of one page of a listing, besides its body (which is
+/// stored apart, in `page_bodies`, and read only when a 304 needs it): what a 304 stands for.
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct CachedPage {
     pub etag: Option<String>,
     pub last_modified: Option<String>,
     /// The `Link` header (for `paginate.next: link`).
     pub link: Option<String>,
-    /// The body as received (valid JSON).
-    pub body: String,
+    /// [`page_digest`] of the body: a 200 with the same validators and body needs no write.
+    pub digest: Option<String>,
 }
 
-/// A cached page on disk: a 4-byte length, the validators as JSON, then the body as it came
-/// (not JSON-escaped inside JSON, so loading it is a copy rather than a parse).
+/// A short content hash of a page body.
+pub fn page_digest(body: &str) -> String {
+    use sha2::Digest;
+    hex::encode(&sha2::Sha256::digest(body.as_bytes())[..16])
+}
+
+/// A cached page's record in `pages`: a 4-byte length, then the validators as a JSON array.
+/// Records written before bodies were stored apart carry the body after the array.
 fn encode_page(p: &CachedPage) -> Vec<u8> {
-    let head =
-        serde_json::to_vec(&(&p.etag, &p.last_modified, &p.link)).expect("strings serialise");
-    let mut out = Vec::with_capacity(4 + head.len() + p.body.len());
+    let head = serde_json::to_vec(&(&p.etag, &p.last_modified, &p.link, &p.digest))
+        .expect("strings serialise");
+    let mut out = Vec::with_capacity(4 + head.len());
     out.extend_from_slice(&(head.len() as u32).to_be_bytes());
     out.extend_from_slice(&head);
-    out.extend_from_slice(p.body.as_bytes());
     out
 }
 
-fn decode_page(b: &[u8]) -> Option<CachedPage> {
+/// The record's validators, and where its body starts (old records only).
+fn decode_page(b: &[u8]) -> Option<(CachedPage, usize)> {
     let n = u32::from_be_bytes(b.get(..4)?.try_into().ok()?) as usize;
     let head = b.get(4..4 + n)?;
-    let (etag, last_modified, link) = serde_json::from_slice(head).ok()?;
-    let body = String::from_utf8(b.get(4 + n..)?.to_vec()).ok()?;
-    Some(CachedPage {
-        etag,
-        last_modified,
-        link,
-        body,
-    })
+    let mut fields: Vec<Option<String>> = serde_json::from_slice(head).ok()?;
+    fields.resize(4, None);
+    let mut f = fields.into_iter();
+    let page = CachedPage {
+        etag: f.next()?,
+        last_modified: f.next()?,
+        link: f.next()?,
+        digest: f.next()?,
+    };
+    Some((page, 4 + n))
 }
 
 /// The key of a page in the `pages` tree: a hash of its URL, so that tokens in a URL's query
@@ -139,7 +150,9 @@ pub struct Commit {
     pub removes: Vec<String>,
     pub outbox: Vec<(String, OutboxEntry)>,
     /// The bridge's cached pages after this poll, by `page_key`: they replace the stored set.
-    pub pages: Vec<(String, CachedPage)>,
+    /// A page with a body is written; one without (a 304, or a 200 with the same validators
+    /// and digest) is kept as stored.
+    pub pages: Vec<(String, CachedPage, Option<Arc<String>>)>,
 }
 
 impl Commit {
@@ -174,11 +187,12 @@ pub struct Store {
     outbox: sled::Tree,
     dead: sled::Tree,
     pages: sled::Tree,
+    page_bodies: sled::Tree,
     /// The next queue position. Not sled's `generate_id`: called next to transactions on
     /// other threads, it deadlocks sled 0.34 (found by the delivery benchmark).
-    next_position: std::sync::Arc<AtomicU64>,
+    next_position: Arc<AtomicU64>,
     /// Group commit: commits done, commits known to be on disk, and one flush at a time.
-    flushes: std::sync::Arc<Flushes>,
+    flushes: Arc<Flushes>,
 }
 
 #[derive(Default)]
@@ -258,7 +272,8 @@ impl Store {
             outbox,
             dead,
             pages: db.open_tree("pages")?,
-            next_position: std::sync::Arc::new(AtomicU64::new(last + 1)),
+            page_bodies: db.open_tree("page_bodies")?,
+            next_position: Arc::new(AtomicU64::new(last + 1)),
             flushes: Default::default(),
             db,
         })
@@ -320,11 +335,37 @@ impl Store {
         Ok(out)
     }
 
-    /// The cached pages of a bridge, by `page_key`.
+    /// The cached pages of a bridge (their validators), by `page_key`.
     pub fn pages(&self, bridge: &str) -> Result<HashMap<String, CachedPage>, StoreError> {
-        Ok(Self::scan(&self.pages, bridge, "page", decode_page)?
-            .into_iter()
-            .collect())
+        Ok(
+            Self::scan(&self.pages, bridge, "page", |b| decode_page(b).map(|p| p.0))?
+                .into_iter()
+                .collect(),
+        )
+    }
+
+    /// The stored body of one cached page.
+    pub fn page_body(&self, bridge: &str, key: &str) -> Result<Option<String>, StoreError> {
+        let mut k = prefix(&[bridge]);
+        k.extend_from_slice(key.as_bytes());
+        let corrupt = || StoreError::Corrupt(format!("{bridge}/page {key}"));
+        let body = match self.page_bodies.get(&k)? {
+            Some(b) => b,
+            // A record from before bodies were stored apart carries its own.
+            None => match self.pages.get(&k)? {
+                Some(rec) => {
+                    let (_, at) = decode_page(&rec).ok_or_else(corrupt)?;
+                    if at == rec.len() {
+                        return Ok(None);
+                    }
+                    rec.subslice(at, rec.len() - at)
+                }
+                None => return Ok(None),
+            },
+        };
+        String::from_utf8(body.to_vec())
+            .map(Some)
+            .map_err(|_| corrupt())
     }
 
     /// Hash and missing count of every stored item of a bridge.
@@ -382,66 +423,76 @@ impl Store {
         }
         // The page set is replaced: pages no longer in the listing go. Polls of one bridge
         // never overlap, so the keys read here are still the stored ones at commit time.
-        let mut pages: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::new();
+        let mut pages: Vec<(Vec<u8>, Option<(Vec<u8>, &[u8])>)> = Vec::new();
         for k in self.pages.scan_prefix(&ip).keys() {
             let k = k?;
             let kept = c
                 .pages
                 .iter()
-                .any(|(pk, _)| k.len() == ip.len() + pk.len() && k.ends_with(pk.as_bytes()));
+                .any(|(pk, ..)| k.len() == ip.len() + pk.len() && k.ends_with(pk.as_bytes()));
             if !kept {
                 pages.push((k.to_vec(), None));
             }
         }
-        for (pk, page) in &c.pages {
-            pages.push((item_key(pk), Some(encode_page(page))));
+        for (pk, page, body) in &c.pages {
+            if let Some(body) = body {
+                pages.push((item_key(pk), Some((encode_page(page), body.as_bytes()))));
+            }
         }
-        let res: Result<(), TransactionError<StoreError>> =
-            (&self.items, &self.meta, &self.outbox, &self.pages).transaction(
-                |(items, meta, ob, pg)| {
-                    let current = match meta.get(c.bridge.as_bytes())? {
-                        Some(v) => serde_json::from_slice::<BridgeMeta>(&v).map_err(|_| {
-                            ConflictableTransactionError::Abort(StoreError::Corrupt(
-                                c.bridge.clone(),
-                            ))
-                        })?,
-                        None => BridgeMeta::default(),
-                    };
-                    let moved = c.base.as_ref().is_some_and(|b| *b != current);
-                    if current.seq != c.expected_seq || moved {
-                        return Err(ConflictableTransactionError::Abort(StoreError::Conflict(
-                            c.bridge.clone(),
-                        )));
-                    }
-                    for (k, hash, value) in &c.puts {
-                        items.insert(item_key(k), item_record(hash, 0, value))?;
-                    }
-                    for (k, missing) in &c.missing {
-                        let key = item_key(k);
-                        if let Some(rec) = items.get(&key)? {
-                            let mut rec = rec.to_vec();
-                            if rec.len() >= 20 {
-                                rec[16..20].copy_from_slice(&missing.to_be_bytes());
-                                items.insert(key, rec)?;
-                            }
+        let res: Result<(), TransactionError<StoreError>> = (
+            &self.items,
+            &self.meta,
+            &self.outbox,
+            &self.pages,
+            &self.page_bodies,
+        )
+            .transaction(|(items, meta, ob, pg, bodies)| {
+                let current = match meta.get(c.bridge.as_bytes())? {
+                    Some(v) => serde_json::from_slice::<BridgeMeta>(&v).map_err(|_| {
+                        ConflictableTransactionError::Abort(StoreError::Corrupt(c.bridge.clone()))
+                    })?,
+                    None => BridgeMeta::default(),
+                };
+                let moved = c.base.as_ref().is_some_and(|b| *b != current);
+                if current.seq != c.expected_seq || moved {
+                    return Err(ConflictableTransactionError::Abort(StoreError::Conflict(
+                        c.bridge.clone(),
+                    )));
+                }
+                for (k, hash, value) in &c.puts {
+                    items.insert(item_key(k), item_record(hash, 0, value))?;
+                }
+                for (k, missing) in &c.missing {
+                    let key = item_key(k);
+                    if let Some(rec) = items.get(&key)? {
+                        let mut rec = rec.to_vec();
+                        if rec.len() >= 20 {
+                            rec[16..20].copy_from_slice(&missing.to_be_bytes());
+                            items.insert(key, rec)?;
                         }
                     }
-                    for k in &c.removes {
-                        items.remove(item_key(k))?;
-                    }
-                    meta.insert(c.bridge.as_bytes(), meta_bytes.as_slice())?;
-                    for (k, v) in &outbox {
-                        ob.insert(k.as_slice(), v.as_slice())?;
-                    }
-                    for (k, v) in &pages {
-                        match v {
-                            Some(v) => pg.insert(k.as_slice(), v.as_slice())?,
-                            None => pg.remove(k.as_slice())?,
-                        };
-                    }
-                    Ok(())
-                },
-            );
+                }
+                for k in &c.removes {
+                    items.remove(item_key(k))?;
+                }
+                meta.insert(c.bridge.as_bytes(), meta_bytes.as_slice())?;
+                for (k, v) in &outbox {
+                    ob.insert(k.as_slice(), v.as_slice())?;
+                }
+                for (k, v) in &pages {
+                    match v {
+                        Some((head, body)) => {
+                            pg.insert(k.as_slice(), head.as_slice())?;
+                            bodies.insert(k.as_slice(), *body)?;
+                        }
+                        None => {
+                            pg.remove(k.as_slice())?;
+                            bodies.remove(k.as_slice())?;
+                        }
+                    };
+                }
+                Ok(())
+            });
         res.map_err(tx_error)?;
         self.flushes.committed.fetch_add(1, Ordering::SeqCst);
         Ok(())
@@ -451,11 +502,13 @@ impl Store {
     /// reused); the next poll re-baselines, without validators.
     pub fn reset(&self, bridge: &str) -> Result<usize, StoreError> {
         let p = prefix(&[bridge]);
-        let mut pages = sled::Batch::default();
-        for k in self.pages.scan_prefix(&p).keys() {
-            pages.remove(k?);
+        for tree in [&self.pages, &self.page_bodies] {
+            let mut pages = sled::Batch::default();
+            for k in tree.scan_prefix(&p).keys() {
+                pages.remove(k?);
+            }
+            tree.apply_batch(pages)?;
         }
-        self.pages.apply_batch(pages)?;
         let mut batch = sled::Batch::default();
         let mut n = 0;
         for k in self.items.scan_prefix(&p).keys() {
@@ -636,13 +689,18 @@ mod tests {
         assert!(s.load_state("").unwrap().is_empty());
     }
 
-    fn page(etag: &str) -> CachedPage {
-        CachedPage {
+    fn page(etag: &str) -> (CachedPage, Option<Arc<String>>) {
+        let head = CachedPage {
             etag: Some(etag.into()),
-            last_modified: None,
-            link: None,
-            body: "[]".into(),
-        }
+            digest: Some(page_digest("[]")),
+            ..Default::default()
+        };
+        (head, Some(Arc::new("[]".to_string())))
+    }
+
+    fn pg(url: &str, etag: &str) -> (String, CachedPage, Option<Arc<String>>) {
+        let (head, body) = page(etag);
+        (page_key(url), head, body)
     }
 
     #[test]
@@ -656,31 +714,47 @@ mod tests {
                 baselined: true,
                 ..Default::default()
             },
-            pages: vec![(page_key("u1"), page("e1")), (page_key("u2"), page("e2"))],
+            pages: vec![pg("u1", "e1"), pg("u2", "e2")],
             ..Default::default()
         };
         s.commit(&c).unwrap();
         // Another bridge whose name starts the same keeps its own pages.
         let other = Commit {
             bridge: "bb".into(),
-            pages: vec![(page_key("u9"), page("e9"))],
+            pages: vec![pg("u9", "e9")],
             ..Default::default()
         };
         s.commit(&other).unwrap();
         assert_eq!(s.pages("b").unwrap().len(), 2);
         // The next poll's set replaces the old one: u2 goes, u1 changes, u3 comes.
-        c.pages = vec![(page_key("u1"), page("e1b")), (page_key("u3"), page("e3"))];
+        c.pages = vec![pg("u1", "e1b"), pg("u3", "e3")];
         s.commit(&c).unwrap();
         let p = s.pages("b").unwrap();
         assert_eq!(p.len(), 2);
         assert_eq!(p[&page_key("u1")].etag.as_deref(), Some("e1b"));
         assert!(p.contains_key(&page_key("u3")));
+        assert_eq!(
+            s.page_body("b", &page_key("u3")).unwrap().as_deref(),
+            Some("[]")
+        );
+        assert_eq!(s.page_body("b", &page_key("u2")).unwrap(), None);
+        // A page without a body is kept as stored; one not listed goes, body and all.
+        c.pages = vec![(page_key("u3"), page("e3").0, None)];
+        s.commit(&c).unwrap();
+        let p = s.pages("b").unwrap();
+        assert_eq!(p.len(), 1);
+        assert_eq!(
+            s.page_body("b", &page_key("u3")).unwrap().as_deref(),
+            Some("[]")
+        );
+        assert_eq!(s.page_body("b", &page_key("u1")).unwrap(), None);
         // A refused commit writes no page either.
         c.expected_seq = 7;
         c.pages = vec![];
         assert!(matches!(s.commit(&c), Err(StoreError::Conflict(_))));
-        assert_eq!(s.pages("b").unwrap().len(), 2);
+        assert_eq!(s.pages("b").unwrap().len(), 1);
         s.reset("b").unwrap();
+        assert_eq!(s.page_body("b", &page_key("u3")).unwrap(), None);
         assert!(s.pages("b").unwrap().is_empty());
         assert_eq!(s.pages("bb").unwrap().len(), 1);
     }

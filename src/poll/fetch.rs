@@ -5,12 +5,13 @@
 use super::{paginate, ratelimit};
 use crate::config::Source;
 use crate::config::raw::Method;
+use crate::extract::Page;
 use crate::redact;
-use crate::store::{CachedPage, page_key};
+use crate::store::{CachedPage, Store, page_digest, page_key};
 use chrono::{DateTime, Utc};
 use reqwest::header::{self, HeaderMap};
-use serde_json::Value;
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +39,9 @@ pub enum FetchError {
     /// The next-page link of this page cannot be followed.
     #[error("{url}: {reason}")]
     Next { url: String, reason: String },
+    /// A 304 stands for a cached body that cannot be read back.
+    #[error("{url}: answered 304 but its cached body cannot be read: {reason}")]
+    Cache { url: String, reason: String },
 }
 
 /// A reqwest error as one line, its causes included, without the URL (which may hold a token;
@@ -75,25 +79,26 @@ impl std::fmt::Display for Incomplete {
     }
 }
 
-/// One page of a listing: parsed, or (a 304 whose body nothing needed yet) the cached body,
-/// parsed only if the poll goes on to compare, so an unchanged listing costs no parsing.
+/// One page of a listing: its text, or (a 304 whose body nothing needed yet) where the cached
+/// body is, read only if the poll goes on to compare, so an unchanged listing costs no reading.
 #[derive(Debug)]
 pub enum PageDoc {
-    Parsed(Value),
-    Cached { body: String, url: String },
+    Loaded(Page),
+    Stored { key: String, url: String },
 }
 
 /// Every page of a listing, fetched before anything is compared.
 #[derive(Debug, Default)]
 pub struct Listing {
-    /// The page documents in order (a 304 page stands for its cached body).
+    /// The pages in order (a 304 page stands for its cached body).
     pub pages: Vec<PageDoc>,
     /// Pages that answered 304 (the rest answered 200).
     pub not_modified: usize,
     pub incomplete: Option<Incomplete>,
     /// The cache records to store with this poll's state, by `page_key` (conditional GET
-    /// sources only; pages that carried no validator have none).
-    pub cache: Vec<(String, CachedPage)>,
+    /// sources only; pages that carried no validator have none): with the body of a 200, or
+    /// without one for a 304 (the stored body stands).
+    pub cache: Vec<(String, CachedPage, Option<Arc<String>>)>,
     /// The latest time any answer asked us not to poll before (`X-RateLimit-*`).
     pub pause_until: Option<DateTime<Utc>>,
 }
@@ -104,24 +109,43 @@ impl Listing {
         self.not_modified == self.pages.len()
     }
 
-    /// The page documents in order, cached bodies parsed now.
-    pub fn documents(&mut self) -> Result<Vec<Value>, FetchError> {
-        std::mem::take(&mut self.pages)
-            .into_iter()
-            .map(|p| match p {
-                PageDoc::Parsed(v) => Ok(v),
-                PageDoc::Cached { body, url } => parse_cached(&body, &url),
-            })
-            .collect()
+    /// The pages in order, cached bodies read now.
+    pub async fn documents(&mut self, cache: &Cache<'_>) -> Result<Vec<Page>, FetchError> {
+        let mut out = Vec::with_capacity(self.pages.len());
+        for p in std::mem::take(&mut self.pages) {
+            out.push(match p {
+                PageDoc::Loaded(p) => p,
+                PageDoc::Stored { key, url } => Page::new(cache.body(&key, &url).await?),
+            });
+        }
+        Ok(out)
     }
 }
 
-fn parse_cached(body: &str, url: &str) -> Result<Value, FetchError> {
-    serde_json::from_str(body).map_err(|e| FetchError::NotJson {
-        url: url.to_string(),
-        content_type: " (cached page)".into(),
-        reason: e.to_string(),
-    })
+/// Where a conditional listing finds its pages' last 200 answers: the validators, loaded
+/// before the poll, and the bodies, read from the store when a 304 needs one.
+pub struct Cache<'a> {
+    pub pages: &'a HashMap<String, CachedPage>,
+    pub store: &'a Store,
+    pub bridge: &'a str,
+}
+
+impl Cache<'_> {
+    async fn body(&self, key: &str, url: &str) -> Result<Arc<String>, FetchError> {
+        let (store, bridge, k) = (self.store.clone(), self.bridge.to_string(), key.to_string());
+        let body = tokio::task::spawn_blocking(move || store.page_body(&bridge, &k))
+            .await
+            .expect("page read does not panic");
+        let reason = match body {
+            Ok(Some(b)) => return Ok(Arc::new(b)),
+            Ok(None) => "it is not stored".to_string(),
+            Err(e) => e.to_string(),
+        };
+        Err(FetchError::Cache {
+            url: url.to_string(),
+            reason,
+        })
+    }
 }
 
 /// Fetches every page of the source's listing. With `cache` (a conditional GET source), pages
@@ -131,7 +155,7 @@ fn parse_cached(body: &str, url: &str) -> Result<Value, FetchError> {
 pub async fn fetch_listing(
     client: &reqwest::Client,
     src: &Source,
-    cache: Option<&HashMap<String, CachedPage>>,
+    cache: Option<&Cache<'_>>,
 ) -> Result<Listing, FetchError> {
     let mut listing = Listing::default();
     let mut url = src.url.clone();
@@ -139,7 +163,7 @@ pub async fn fetch_listing(
     loop {
         seen.insert(url.to_string());
         let key = page_key(url.as_str());
-        let cached = cache.and_then(|c| c.get(&key));
+        let cached = cache.and_then(|c| c.pages.get(&key));
         let shown = redact::url(&url);
         let page = fetch_page(client, src, &url, &shown, cached, cache.is_some()).await?;
         listing.pause_until = listing.pause_until.max(page.pause_until);
@@ -149,32 +173,40 @@ pub async fn fetch_listing(
             src.paginate.as_ref().map(|p| &p.next),
             Some(crate::config::Next::Url(_) | crate::config::Next::Param { .. })
         );
-        let (doc, record, link) = match (page.answer, cached) {
-            (Answer::Fresh { doc, record }, _) => (PageDoc::Parsed(doc), record, page.link),
-            (Answer::NotModified, Some(c)) => {
+        let (doc, record, link) = match (page.answer, cached, cache) {
+            (Answer::Fresh { text, record }, ..) => {
+                let record = record.map(|r| (r, Some(text.clone())));
+                (PageDoc::Loaded(Page::new(text)), record, page.link)
+            }
+            (Answer::NotModified, Some(c), Some(cache)) => {
                 listing.not_modified += 1;
                 let doc = if body_next {
-                    PageDoc::Parsed(parse_cached(&c.body, &shown)?)
+                    PageDoc::Loaded(Page::new(cache.body(&key, &shown).await?))
                 } else {
-                    PageDoc::Cached {
-                        body: c.body.clone(),
+                    PageDoc::Stored {
+                        key: key.clone(),
                         url: shown.clone(),
                     }
                 };
-                (doc, Some(c.clone()), c.link.clone())
+                (doc, Some((c.clone(), None)), c.link.clone())
             }
-            (Answer::NotModified, None) => {
+            (Answer::NotModified, ..) => {
                 return Err(FetchError::Status {
                     url: shown,
                     status: 304,
                 });
             }
         };
-        let null = Value::Null;
+        let null = serde_json::Value::Null;
         let parsed = match &doc {
-            PageDoc::Parsed(v) => v,
+            // Parsed only for a next link in the body.
+            PageDoc::Loaded(p) if body_next => p.parsed().map_err(|e| FetchError::NotJson {
+                url: shown.clone(),
+                content_type: String::new(),
+                reason: e.to_string(),
+            })?,
             // Not needed: no pagination, or `next: link`, which reads only the header.
-            PageDoc::Cached { .. } => &null,
+            _ => &null,
         };
         let next = match &src.paginate {
             None => None,
@@ -186,7 +218,9 @@ pub async fn fetch_listing(
             )?,
         };
         listing.pages.push(doc);
-        listing.cache.extend(record.map(|r| (key, r)));
+        listing
+            .cache
+            .extend(record.map(|(head, body)| (key, head, body)));
         let Some(next) = next else { break };
         let max_pages = src.paginate.as_ref().map_or(1, |p| p.max_pages);
         if seen.contains(next.as_str()) {
@@ -203,16 +237,16 @@ pub async fn fetch_listing(
 }
 
 enum Answer {
-    /// A 200 with its document and, when it carried a validator and is to be recorded, the
-    /// record that lets a later 304 stand for it.
+    /// A 200 with its text (checked to be JSON) and, when it carried a validator and is to be
+    /// recorded, the record that lets a later 304 stand for it.
     Fresh {
-        doc: Value,
+        text: Arc<String>,
         record: Option<CachedPage>,
     },
     NotModified,
 }
 
-struct Page {
+struct Answered {
     answer: Answer,
     /// The `Link` header (for a 304 the cached one counts).
     link: Option<String>,
@@ -227,7 +261,7 @@ async fn fetch_page(
     shown: &str,
     cached: Option<&CachedPage>,
     record: bool,
-) -> Result<Page, FetchError> {
+) -> Result<Answered, FetchError> {
     match tokio::time::timeout(
         src.timeout,
         fetch_inner(client, src, url, shown, cached, record),
@@ -255,7 +289,7 @@ async fn fetch_inner(
     url: &str,
     cached: Option<&CachedPage>,
     record: bool,
-) -> Result<Page, FetchError> {
+) -> Result<Answered, FetchError> {
     let mut req = match src.method {
         Method::GET => client.get(page_url.clone()),
         Method::POST => client.post(page_url.clone()),
@@ -291,7 +325,7 @@ async fn fetch_inner(
         .join(", ");
     let link = (!link.is_empty()).then_some(link);
     if status == reqwest::StatusCode::NOT_MODIFIED && cached.is_some() {
-        return Ok(Page {
+        return Ok(Answered {
             answer: Answer::NotModified,
             link,
             pause_until,
@@ -329,24 +363,32 @@ async fn fetch_inner(
         }
         body.extend_from_slice(&chunk);
     }
-    let doc = serde_json::from_slice(&body).map_err(|e| FetchError::NotJson {
+    // Checked here, not parsed: the selection reads what it needs from the text.
+    serde_json::from_slice::<serde::de::IgnoredAny>(&body).map_err(|e| FetchError::NotJson {
         url: url.to_string(),
-        content_type,
+        content_type: content_type.clone(),
         reason: if e.is_eof() {
             format!("truncated after {} bytes ({e})", body.len())
         } else {
             e.to_string()
         },
     })?;
+    let text = String::from_utf8(body).map_err(|e| FetchError::NotJson {
+        url: url.to_string(),
+        content_type,
+        reason: format!("invalid UTF-8 at byte {}", e.utf8_error().valid_up_to()),
+    })?;
     let record = (record && (etag.is_some() || last_modified.is_some())).then(|| CachedPage {
         etag,
         last_modified,
         link: link.clone(),
-        // Parsed as JSON, so valid UTF-8.
-        body: String::from_utf8_lossy(&body).into_owned(),
+        digest: Some(page_digest(&text)),
     });
-    Ok(Page {
-        answer: Answer::Fresh { doc, record },
+    Ok(Answered {
+        answer: Answer::Fresh {
+            text: Arc::new(text),
+            record,
+        },
         link,
         pause_until,
     })

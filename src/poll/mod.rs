@@ -38,6 +38,7 @@ impl PollError {
             PollError::Fetch(FetchError::Http { .. }) => "connection",
             PollError::Fetch(FetchError::RateLimited { .. }) => "rate_limited",
             PollError::Fetch(FetchError::Next { .. }) => "next_page",
+            PollError::Fetch(FetchError::Cache { .. }) => "store",
             PollError::Extract(_) => "bad_items",
             PollError::Store(_) => "store",
         }
@@ -105,9 +106,13 @@ pub async fn poll_once(
         meta.baselined && meta.fingerprint.as_deref() != Some(bridge.fingerprint.as_str());
     let trusted = conditional && meta.baselined && !rebaselined;
     let empty = HashMap::new();
-    let validators = trusted.then_some(&cached).or(conditional.then_some(&empty));
-
-    let mut listing = fetch::fetch_listing(&ctx.fetcher, &bridge.source, validators).await?;
+    let cache = fetch::Cache {
+        pages: if trusted { &cached } else { &empty },
+        store: &ctx.store,
+        bridge: &bridge.name,
+    };
+    let mut listing =
+        fetch::fetch_listing(&ctx.fetcher, &bridge.source, conditional.then_some(&cache)).await?;
     if trusted && listing.unchanged() && meta.absent == 0 {
         return Ok(PollReport {
             items: meta.items,
@@ -118,7 +123,7 @@ pub async fn poll_once(
         });
     }
     let pages = listing.pages.len();
-    let documents = listing.documents()?;
+    let documents = listing.documents(&cache).await?;
     // Items borrow from the documents: unchanged ones are hashed, never copied.
     let items = extract::extract_pages(&documents, &bridge.items)?;
     let fetch::Listing {
@@ -226,13 +231,22 @@ pub async fn poll_once(
     };
     // A held-back mass delete leaves the state behind the listing: no page is cached then, so
     // the next poll fetches and compares everything again (and warns again) until it resolves.
-    let new_pages = if d.held_back.is_some() {
+    // A 200 with the validators and digest already stored needs no write either.
+    let new_pages: Vec<_> = if d.held_back.is_some() {
         Vec::new()
     } else {
         new_pages
+            .into_iter()
+            .map(|(k, head, body)| {
+                let body = body.filter(|_| cached.get(&k) != Some(&head));
+                (k, head, body)
+            })
+            .collect()
     };
-    let pages_changed =
-        new_pages.len() != cached.len() || new_pages.iter().any(|(k, p)| cached.get(k) != Some(p));
+    let pages_changed = new_pages.iter().any(|(_, _, body)| body.is_some())
+        || cached
+            .keys()
+            .any(|k| !new_pages.iter().any(|(n, ..)| n == k));
     if !commit || (d.writes.is_empty() && new_meta == meta && !pages_changed) {
         return Ok(report);
     }
