@@ -423,7 +423,7 @@ impl Store {
         }
         // The page set is replaced: pages no longer in the listing go. Polls of one bridge
         // never overlap, so the keys read here are still the stored ones at commit time.
-        let mut pages: Vec<(Vec<u8>, Option<(Vec<u8>, &[u8])>)> = Vec::new();
+        let mut gone: Vec<Vec<u8>> = Vec::new();
         for k in self.pages.scan_prefix(&ip).keys() {
             let k = k?;
             let kept = c
@@ -431,14 +431,17 @@ impl Store {
                 .iter()
                 .any(|(pk, ..)| k.len() == ip.len() + pk.len() && k.ends_with(pk.as_bytes()));
             if !kept {
-                pages.push((k.to_vec(), None));
+                gone.push(k.to_vec());
             }
         }
-        for (pk, page, body) in &c.pages {
-            if let Some(body) = body {
-                pages.push((item_key(pk), Some((encode_page(page), body.as_bytes()))));
-            }
-        }
+        let written: Vec<(Vec<u8>, Vec<u8>, &[u8])> = c
+            .pages
+            .iter()
+            .filter_map(|(pk, page, body)| {
+                let body = body.as_ref()?;
+                Some((item_key(pk), encode_page(page), body.as_bytes()))
+            })
+            .collect();
         let res: Result<(), TransactionError<StoreError>> = (
             &self.items,
             &self.meta,
