@@ -482,17 +482,13 @@ impl Store {
                 for (k, v) in &outbox {
                     ob.insert(k.as_slice(), v.as_slice())?;
                 }
-                for (k, v) in &pages {
-                    match v {
-                        Some((head, body)) => {
-                            pg.insert(k.as_slice(), head.as_slice())?;
-                            bodies.insert(k.as_slice(), *body)?;
-                        }
-                        None => {
-                            pg.remove(k.as_slice())?;
-                            bodies.remove(k.as_slice())?;
-                        }
-                    };
+                for k in &gone {
+                    pg.remove(k.as_slice())?;
+                    bodies.remove(k.as_slice())?;
+                }
+                for (k, head, body) in &written {
+                    pg.insert(k.as_slice(), head.as_slice())?;
+                    bodies.insert(k.as_slice(), *body)?;
                 }
                 Ok(())
             });
