@@ -64,8 +64,31 @@ pub struct CachedPage {
     pub last_modified: Option<String>,
     /// The `Link` header (for `paginate.next: link`).
     pub link: Option<String>,
-    /// [`page_digest`] of the body: a 200 with the same validators and body needs no write.
+    /// [`page_digest`] of the body when the body is stored: a 200 with the same validators
+    /// and body needs no write.
     pub digest: Option<String>,
+}
+
+/// What a commit does with one cached page.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PageWrite {
+    /// Keep it as stored (a 304, or a 200 the same as the stored record).
+    Keep,
+    /// Store its validators only: no 304 of this listing will need the body (one page, no
+    /// absences counted). Its `digest` is None.
+    Head(CachedPage),
+    /// Store its validators and its body.
+    Full(CachedPage, Arc<String>),
+}
+
+impl PageWrite {
+    /// The validators to be stored, if any are written.
+    pub fn head(&self) -> Option<&CachedPage> {
+        match self {
+            PageWrite::Keep => None,
+            PageWrite::Head(h) | PageWrite::Full(h, _) => Some(h),
+        }
+    }
 }
 
 /// A short content hash of a page body.
@@ -150,9 +173,7 @@ pub struct Commit {
     pub removes: Vec<String>,
     pub outbox: Vec<(String, OutboxEntry)>,
     /// The bridge's cached pages after this poll, by `page_key`: they replace the stored set.
-    /// A page with a body is written; one without (a 304, or a 200 with the same validators
-    /// and digest) is kept as stored.
-    pub pages: Vec<(String, CachedPage, Option<Arc<String>>)>,
+    pub pages: Vec<(String, PageWrite)>,
 }
 
 impl Commit {
@@ -344,6 +365,19 @@ impl Store {
         )
     }
 
+    /// Forgets the stored bodies of a bridge's cached pages, keeping their validators: what a
+    /// lost body looks like (tests use it; a poll then fetches the listing again in full).
+    pub fn forget_page_bodies(&self, bridge: &str) -> Result<usize, StoreError> {
+        let mut batch = sled::Batch::default();
+        let mut n = 0;
+        for k in self.page_bodies.scan_prefix(prefix(&[bridge])).keys() {
+            batch.remove(k?);
+            n += 1;
+        }
+        self.page_bodies.apply_batch(batch)?;
+        Ok(n)
+    }
+
     /// The stored body of one cached page.
     pub fn page_body(&self, bridge: &str, key: &str) -> Result<Option<String>, StoreError> {
         let mut k = prefix(&[bridge]);
@@ -434,12 +468,17 @@ impl Store {
                 gone.push(k.to_vec());
             }
         }
-        let written: Vec<(Vec<u8>, Vec<u8>, &[u8])> = c
+        // Key, validators record, and the body when it is stored.
+        type Written<'a> = (Vec<u8>, Vec<u8>, Option<&'a [u8]>);
+        let written: Vec<Written> = c
             .pages
             .iter()
-            .filter_map(|(pk, page, body)| {
-                let body = body.as_ref()?;
-                Some((item_key(pk), encode_page(page), body.as_bytes()))
+            .filter_map(|(pk, w)| {
+                let body = match w {
+                    PageWrite::Full(_, body) => Some(body.as_bytes()),
+                    _ => None,
+                };
+                Some((item_key(pk), encode_page(w.head()?), body))
             })
             .collect();
         let res: Result<(), TransactionError<StoreError>> = (
@@ -488,7 +527,10 @@ impl Store {
                 }
                 for (k, head, body) in &written {
                     pg.insert(k.as_slice(), head.as_slice())?;
-                    bodies.insert(k.as_slice(), *body)?;
+                    match body {
+                        Some(body) => bodies.insert(k.as_slice(), *body)?,
+                        None => bodies.remove(k.as_slice())?,
+                    };
                 }
                 Ok(())
             });
@@ -688,18 +730,16 @@ mod tests {
         assert!(s.load_state("").unwrap().is_empty());
     }
 
-    fn page(etag: &str) -> (CachedPage, Option<Arc<String>>) {
+    fn pg(url: &str, etag: &str) -> (String, PageWrite) {
         let head = CachedPage {
             etag: Some(etag.into()),
             digest: Some(page_digest("[]")),
             ..Default::default()
         };
-        (head, Some(Arc::new("[]".to_string())))
-    }
-
-    fn pg(url: &str, etag: &str) -> (String, CachedPage, Option<Arc<String>>) {
-        let (head, body) = page(etag);
-        (page_key(url), head, body)
+        (
+            page_key(url),
+            PageWrite::Full(head, Arc::new("[]".to_string())),
+        )
     }
 
     #[test]
@@ -737,8 +777,8 @@ mod tests {
             Some("[]")
         );
         assert_eq!(s.page_body("b", &page_key("u2")).unwrap(), None);
-        // A page without a body is kept as stored; one not listed goes, body and all.
-        c.pages = vec![(page_key("u3"), page("e3").0, None)];
+        // A kept page stays as stored; one not listed goes, body and all.
+        c.pages = vec![(page_key("u3"), PageWrite::Keep)];
         s.commit(&c).unwrap();
         let p = s.pages("b").unwrap();
         assert_eq!(p.len(), 1);
@@ -747,11 +787,23 @@ mod tests {
             Some("[]")
         );
         assert_eq!(s.page_body("b", &page_key("u1")).unwrap(), None);
+        // Validators alone: the stored body goes.
+        let head = CachedPage {
+            etag: Some("e3b".into()),
+            ..Default::default()
+        };
+        c.pages = vec![(page_key("u3"), PageWrite::Head(head.clone()))];
+        s.commit(&c).unwrap();
+        assert_eq!(s.pages("b").unwrap()[&page_key("u3")], head);
+        assert_eq!(s.page_body("b", &page_key("u3")).unwrap(), None);
+        c.pages = vec![pg("u3", "e3")];
+        s.commit(&c).unwrap();
         // A refused commit writes no page either.
         c.expected_seq = 7;
         c.pages = vec![];
         assert!(matches!(s.commit(&c), Err(StoreError::Conflict(_))));
         assert_eq!(s.pages("b").unwrap().len(), 1);
+        assert!(s.page_body("b", &page_key("u3")).unwrap().is_some());
         s.reset("b").unwrap();
         assert_eq!(s.page_body("b", &page_key("u3")).unwrap(), None);
         assert!(s.pages("b").unwrap().is_empty());

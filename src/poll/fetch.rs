@@ -7,7 +7,7 @@ use crate::config::Source;
 use crate::config::raw::Method;
 use crate::extract::Page;
 use crate::redact;
-use crate::store::{CachedPage, Store, page_digest, page_key};
+use crate::store::{CachedPage, PageWrite, Store, page_digest, page_key};
 use chrono::{DateTime, Utc};
 use reqwest::header::{self, HeaderMap};
 use std::collections::{HashMap, HashSet};
@@ -96,9 +96,8 @@ pub struct Listing {
     pub not_modified: usize,
     pub incomplete: Option<Incomplete>,
     /// The cache records to store with this poll's state, by `page_key` (conditional GET
-    /// sources only; pages that carried no validator have none): with the body of a 200, or
-    /// without one for a 304 (the stored body stands).
-    pub cache: Vec<(String, CachedPage, Option<Arc<String>>)>,
+    /// sources only; pages that carried no validator have none).
+    pub cache: Vec<(String, PageWrite)>,
     /// The latest time any answer asked us not to poll before (`X-RateLimit-*`).
     pub pause_until: Option<DateTime<Utc>>,
 }
@@ -110,12 +109,20 @@ impl Listing {
     }
 
     /// The pages in order, cached bodies read now.
-    pub async fn documents(&mut self, cache: &Cache<'_>) -> Result<Vec<Page>, FetchError> {
+    pub async fn documents(&mut self, cache: Option<&Cache<'_>>) -> Result<Vec<Page>, FetchError> {
         let mut out = Vec::with_capacity(self.pages.len());
         for p in std::mem::take(&mut self.pages) {
-            out.push(match p {
-                PageDoc::Loaded(p) => p,
-                PageDoc::Stored { key, url } => Page::new(cache.body(&key, &url).await?),
+            out.push(match (p, cache) {
+                (PageDoc::Loaded(p), _) => p,
+                (PageDoc::Stored { key, url }, Some(cache)) => {
+                    Page::new(cache.body(&key, &url).await?)
+                }
+                (PageDoc::Stored { url, .. }, None) => {
+                    return Err(FetchError::Cache {
+                        url,
+                        reason: "no cache given".into(),
+                    });
+                }
             });
         }
         Ok(out)
@@ -128,6 +135,9 @@ pub struct Cache<'a> {
     pub pages: &'a HashMap<String, CachedPage>,
     pub store: &'a Store,
     pub bridge: &'a str,
+    /// Whether a 304 of this listing may need a page's body (more than one page, or
+    /// absences being counted), so that 200 bodies are to be stored.
+    pub keep_bodies: bool,
 }
 
 impl Cache<'_> {
@@ -175,7 +185,15 @@ pub async fn fetch_listing(
         );
         let (doc, record, link) = match (page.answer, cached, cache) {
             (Answer::Fresh { text, record }, ..) => {
-                let record = record.map(|r| (r, Some(text.clone())));
+                let keep = cache.is_some_and(|c| c.keep_bodies);
+                let record = record.map(|mut r| {
+                    if keep {
+                        r.digest = Some(page_digest(&text));
+                        PageWrite::Full(r, text.clone())
+                    } else {
+                        PageWrite::Head(r)
+                    }
+                });
                 (PageDoc::Loaded(Page::new(text)), record, page.link)
             }
             (Answer::NotModified, Some(c), Some(cache)) => {
@@ -188,7 +206,7 @@ pub async fn fetch_listing(
                         url: shown.clone(),
                     }
                 };
-                (doc, Some((c.clone(), None)), c.link.clone())
+                (doc, Some(PageWrite::Keep), c.link.clone())
             }
             (Answer::NotModified, ..) => {
                 return Err(FetchError::Status {
@@ -218,9 +236,7 @@ pub async fn fetch_listing(
             )?,
         };
         listing.pages.push(doc);
-        listing
-            .cache
-            .extend(record.map(|(head, body)| (key, head, body)));
+        listing.cache.extend(record.map(|w| (key, w)));
         let Some(next) = next else { break };
         let max_pages = src.paginate.as_ref().map_or(1, |p| p.max_pages);
         if seen.contains(next.as_str()) {
@@ -382,7 +398,7 @@ async fn fetch_inner(
         etag,
         last_modified,
         link: link.clone(),
-        digest: Some(page_digest(&text)),
+        digest: None,
     });
     Ok(Answered {
         answer: Answer::Fresh {

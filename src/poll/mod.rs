@@ -12,7 +12,7 @@ use crate::diff::{self, Baseline, ChangeKind, HeldBack, Write};
 use crate::event::{self, Event, EventType, Side};
 use crate::extract::{self, ExtractError};
 use crate::runtime::Ctx;
-use crate::store::{BridgeMeta, Commit, StoreError};
+use crate::store::{BridgeMeta, Commit, PageWrite, StoreError};
 use chrono::{DateTime, Utc};
 pub use fetch::{FetchError, Incomplete};
 use std::collections::HashMap;
@@ -79,6 +79,22 @@ pub struct PollReport {
     pub pause_until: Option<DateTime<Utc>>,
 }
 
+/// The listing, and its pages' documents unless `stop_if_unchanged` and every page answered
+/// 304.
+async fn fetch_documents(
+    ctx: &Ctx,
+    bridge: &Bridge,
+    cache: Option<&fetch::Cache<'_>>,
+    stop_if_unchanged: bool,
+) -> Result<(fetch::Listing, Option<Vec<extract::Page>>), FetchError> {
+    let mut listing = fetch::fetch_listing(&ctx.fetcher, &bridge.source, cache).await?;
+    if stop_if_unchanged && listing.unchanged() {
+        return Ok((listing, None));
+    }
+    let documents = listing.documents(cache).await?;
+    Ok((listing, Some(documents)))
+}
+
 /// Polls once. With `commit`, stores the new state and queues the events in one transaction
 /// and waits for it to reach the disk; without, changes nothing (a dry run).
 ///
@@ -88,6 +104,9 @@ pub struct PollReport {
 /// every page answers 304 the poll ends there, without loading the item state, unless some
 /// items are counting absences (`after_missing`), which an unchanged listing still counts on.
 /// No validator is sent before a baseline, or when the definition changed (re-baseline).
+/// Bodies are stored only where a 304 may need one (a paginated source, or `after_missing`
+/// above 1); should a 304 stand for a body that is not there, the listing is fetched again
+/// without validators.
 pub async fn poll_once(
     ctx: &Ctx,
     bridge: &Bridge,
@@ -110,10 +129,28 @@ pub async fn poll_once(
         pages: if trusted { &cached } else { &empty },
         store: &ctx.store,
         bridge: &bridge.name,
+        keep_bodies: bridge.source.paginate.is_some() || bridge.emit.after_missing > 1,
     };
-    let mut listing =
-        fetch::fetch_listing(&ctx.fetcher, &bridge.source, conditional.then_some(&cache)).await?;
-    if trusted && listing.unchanged() && meta.absent == 0 {
+    let cache = conditional.then_some(&cache);
+    // Every page answered 304 and no absence is being counted: nothing to compare.
+    let stop_if_unchanged = trusted && meta.absent == 0;
+    // Stored records a 200 may match (then it needs no write): not those that failed a 304.
+    let mut matchable = &cached;
+    let (listing, documents) = match fetch_documents(ctx, bridge, cache, stop_if_unchanged).await {
+        // A 304 stands for a body that is not stored (it was not needed when stored, or was
+        // lost): ask again, without validators.
+        Err(FetchError::Cache { url, reason }) => {
+            tracing::warn!(bridge = %bridge.name, url, "{reason}: fetching the listing again without validators");
+            let again = cache.map(|c| fetch::Cache {
+                pages: &empty,
+                ..*c
+            });
+            matchable = &empty;
+            fetch_documents(ctx, bridge, again.as_ref(), false).await?
+        }
+        r => r?,
+    };
+    let Some(documents) = documents else {
         return Ok(PollReport {
             items: meta.items,
             pages: listing.pages.len(),
@@ -121,9 +158,8 @@ pub async fn poll_once(
             pause_until: listing.pause_until,
             ..Default::default()
         });
-    }
-    let pages = listing.pages.len();
-    let documents = listing.documents(&cache).await?;
+    };
+    let pages = documents.len();
     // Items borrow from the documents: unchanged ones are hashed, never copied.
     let items = extract::extract_pages(&documents, &bridge.items)?;
     let fetch::Listing {
@@ -231,22 +267,23 @@ pub async fn poll_once(
     };
     // A held-back mass delete leaves the state behind the listing: no page is cached then, so
     // the next poll fetches and compares everything again (and warns again) until it resolves.
-    // A 200 with the validators and digest already stored needs no write either.
+    // A 200 the same as its stored record (validators, and digest if the body is kept)
+    // needs no write either.
     let new_pages: Vec<_> = if d.held_back.is_some() {
         Vec::new()
     } else {
         new_pages
             .into_iter()
-            .map(|(k, head, body)| {
-                let body = body.filter(|_| cached.get(&k) != Some(&head));
-                (k, head, body)
+            .map(|(k, w)| match w.head() {
+                Some(h) if matchable.get(&k) == Some(h) => (k, PageWrite::Keep),
+                _ => (k, w),
             })
             .collect()
     };
-    let pages_changed = new_pages.iter().any(|(_, _, body)| body.is_some())
+    let pages_changed = new_pages.iter().any(|(_, w)| *w != PageWrite::Keep)
         || cached
             .keys()
-            .any(|k| !new_pages.iter().any(|(n, ..)| n == k));
+            .any(|k| !new_pages.iter().any(|(n, _)| n == k));
     if !commit || (d.writes.is_empty() && new_meta == meta && !pages_changed) {
         return Ok(report);
     }

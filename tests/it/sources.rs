@@ -216,6 +216,62 @@ async fn no_validators_before_a_baseline_after_a_definition_change_or_a_reset() 
     assert!(h.ctx.store.pages("c").unwrap().is_empty());
 }
 
+#[tokio::test]
+async fn page_bodies_are_kept_only_where_a_304_may_stand_for_one() {
+    let up = Upstream::start().await;
+    let ab = json!({"items": [{"id": "a"}, {"id": "b"}]});
+    up.set_answer(Answer::json(&ab).header("etag", "\"1\""));
+    let h = Harness::new();
+    let inm = |i: usize| up.hits()[i].header("if-none-match").map(str::to_string);
+
+    // One page and no absences counted: a 304 always ends the poll, so only validators are
+    // stored.
+    let one = h.bridge("one", &yaml(&up.url(), "console", ""));
+    h.poll(&one).await.unwrap();
+    let pages = h.ctx.store.pages("one").unwrap();
+    let (key, head) = pages.iter().next().unwrap();
+    assert_eq!(
+        (head.etag.as_deref(), head.digest.as_deref()),
+        (Some("\"1\""), None)
+    );
+    assert_eq!(h.ctx.store.page_body("one", key).unwrap(), None);
+    assert!(h.poll(&one).await.unwrap().not_modified);
+
+    // Counting absences: a 304 may have to stand for the page, so its body is kept.
+    let am = h.bridge("am", &yaml(&up.url(), "console", "    after_missing: 3"));
+    h.poll(&am).await.unwrap();
+    up.set_answer(Answer::json(&json!({"items": [{"id": "a"}]})).header("etag", "\"2\""));
+    h.poll(&am).await.unwrap();
+    assert_eq!(h.ctx.store.meta("am").unwrap().absent, 1);
+    let pages = h.ctx.store.pages("am").unwrap();
+    let (key, head) = pages.iter().next().unwrap();
+    let body = h.ctx.store.page_body("am", key).unwrap().unwrap();
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["items"][0]["id"],
+        "a"
+    );
+    assert_eq!(head.digest, Some(pollhook::store::page_digest(&body)));
+
+    // A body that is gone: the 304 cannot stand for it, so the listing is fetched again
+    // without validators, and the absence still counts once.
+    assert_eq!(h.ctx.store.forget_page_bodies("am").unwrap(), 1);
+    let n = up.hits().len();
+    let r = h.poll(&am).await.unwrap();
+    let statuses: Vec<u16> = up.hits()[n..].iter().map(|h| h.status).collect();
+    assert_eq!(statuses, [304, 200]);
+    assert_eq!((inm(n).as_deref(), inm(n + 1)), (Some("\"2\""), None));
+    assert!(!r.not_modified && r.events.is_empty());
+    assert_eq!(h.ctx.store.meta("am").unwrap().absent, 1);
+    assert_eq!(h.ctx.store.items("am").unwrap().len(), 2);
+    let missing = h.ctx.store.load_state("am").unwrap()["b"].missing;
+    assert_eq!(missing, 2);
+    // The body is back, and the third absence is a delete, from a 304.
+    assert!(h.ctx.store.page_body("am", key).unwrap().is_some());
+    let r = h.poll(&am).await.unwrap();
+    assert_eq!(up.hits().last().unwrap().status, 304);
+    assert_eq!((r.deleted, r.events[0].key.as_str()), (1, "b"));
+}
+
 fn paged_yaml(url: &str, next: &str, extra_source: &str) -> String {
     format!(
         "schedule: {{every: 1m}}\nsource:\n  url: \"{url}\"\n  timeout: 1s\n  paginate:\n    next: {next}\n{extra_source}items:\n  select: \"$.items[*]\"\n  key: \"$.id\"\nemit:\n  first_poll: emit\n  deletes: {{max_fraction: 1.0}}\nsinks: [{{url: console}}]\n"
