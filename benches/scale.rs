@@ -439,9 +439,18 @@ fn timed(cmd: &mut Command) -> (Duration, f64) {
     (t0.elapsed(), peak)
 }
 
+/// The big document's server: the current body and its ETag, and whether an
+/// `If-None-Match` that matches is answered 304 (or ignored, as many APIs do).
+#[derive(Default)]
+struct BigDoc {
+    body: String,
+    etag: String,
+    honour_validators: bool,
+}
+
 async fn big() {
     const N: usize = 100_000;
-    let doc = Arc::new(Mutex::new(String::new()));
+    let doc = Arc::new(Mutex::new(BigDoc::default()));
     let make = |changed: usize, round: usize| {
         let items: Vec<_> = (0..N)
             .map(|k| {
@@ -454,20 +463,35 @@ async fn big() {
                 })
             })
             .collect();
-        serde_json::json!({ "items": items }).to_string()
+        (
+            serde_json::json!({ "items": items }).to_string(),
+            format!("\"r{round}\""),
+        )
     };
-    *doc.lock().unwrap() = make(0, 0);
-    let size_mb = doc.lock().unwrap().len() as f64 / 1e6;
+    let set = |doc: &Mutex<BigDoc>, (body, etag): (String, String), honour: bool| {
+        let mut d = doc.lock().unwrap();
+        (d.body, d.etag, d.honour_validators) = (body, etag, honour);
+    };
+    set(&doc, make(0, 0), true);
+    let size_mb = doc.lock().unwrap().body.len() as f64 / 1e6;
     let up = serve(
         Router::new()
             .route(
                 "/big",
-                axum::routing::get(|State(d): State<Arc<Mutex<String>>>| async move {
-                    (
-                        [("content-type", "application/json")],
-                        d.lock().unwrap().clone(),
-                    )
-                }),
+                axum::routing::get(
+                    |State(d): State<Arc<Mutex<BigDoc>>>, h: HeaderMap| async move {
+                        let d = d.lock().unwrap();
+                        let inm = h.get("if-none-match").and_then(|v| v.to_str().ok());
+                        if d.honour_validators && inm == Some(d.etag.as_str()) {
+                            return (
+                                StatusCode::NOT_MODIFIED,
+                                [("etag", d.etag.clone())],
+                                String::new(),
+                            );
+                        }
+                        (StatusCode::OK, [("etag", d.etag.clone())], d.body.clone())
+                    },
+                ),
             )
             .with_state(doc.clone()),
     )
@@ -489,25 +513,18 @@ async fn big() {
             .arg(dir.path().join("data"));
         c
     };
-    let (t_base, rss_base) = tokio::task::spawn_blocking({
+    let run = || {
         let mut c = poll();
-        move || timed(&mut c)
-    })
-    .await
-    .unwrap();
-    *doc.lock().unwrap() = make(N / 100, 1);
-    let (t_change, rss_change) = tokio::task::spawn_blocking({
-        let mut c = poll();
-        move || timed(&mut c)
-    })
-    .await
-    .unwrap();
-    let (t_same, rss_same) = tokio::task::spawn_blocking({
-        let mut c = poll();
-        move || timed(&mut c)
-    })
-    .await
-    .unwrap();
+        tokio::task::spawn_blocking(move || timed(&mut c))
+    };
+    let (t_base, rss_base) = run().await.unwrap();
+    // The answer changes (a new ETag); then the same answer comes again, first from a server
+    // that ignores `If-None-Match` (a full compare), then from one that answers 304.
+    set(&doc, make(N / 100, 1), false);
+    let (t_change, rss_change) = run().await.unwrap();
+    let (t_same, rss_same) = run().await.unwrap();
+    doc.lock().unwrap().honour_validators = true;
+    let (t_304, rss_304) = run().await.unwrap();
     println!(
         "\n## big document: {N} items, {size_mb:.1} MB, `pollhook poll big --commit` as a whole process\n"
     );
@@ -516,7 +533,8 @@ async fn big() {
     for (what, t, rss) in [
         ("baseline (first poll)", t_base, rss_base),
         ("1% changed", t_change, rss_change),
-        ("nothing changed", t_same, rss_same),
+        ("nothing changed (200, compared)", t_same, rss_same),
+        ("nothing changed (304)", t_304, rss_304),
     ] {
         println!(
             "| {what} | {:.2} s | {rss:.0} MiB | {:.1}x |",

@@ -11,7 +11,10 @@
 //! first, a crash in between would leave a validator for a body whose changes were never
 //! stored, and the next poll's 304 would hide those changes for good.
 //!
-//! Keys: `items` and `meta` by `bridge \0 key`; `pages` and `page_bodies` by `bridge \0 page_key(url)`; `outbox` and `dead` by
+//! `state` holds each item's hash and missing count, `items` its value, so that a poll reads
+//! 20 bytes per item to compare and the values only of the items that changed.
+//!
+//! Keys: `items`, `state` and `meta` by `bridge \0 key`; `pages` and `page_bodies` by `bridge \0 page_key(url)`; `outbox` and `dead` by
 //! `bridge \0 sink \0 position(8 bytes, big-endian)`, the position coming from a counter
 //! that goes on after the largest position stored, so a prefix scan walks one queue in detection order and a replayed
 //! dead letter joins the back of its queue. Bridge names cannot hold `\0` (validated), so
@@ -204,6 +207,7 @@ impl Commit {
 pub struct Store {
     db: sled::Db,
     items: sled::Tree,
+    state: sled::Tree,
     meta: sled::Tree,
     outbox: sled::Tree,
     dead: sled::Tree,
@@ -248,12 +252,64 @@ fn position_of(key: &[u8]) -> u64 {
 }
 
 /// Item record: 16-byte hash, 4-byte missing count, then the canonical JSON value.
-fn item_record(hash: &Hash, missing: u32, value: &[u8]) -> Vec<u8> {
-    let mut r = Vec::with_capacity(20 + value.len());
-    r.extend_from_slice(hash);
-    r.extend_from_slice(&missing.to_be_bytes());
-    r.extend_from_slice(value);
+/// An item's record in `state`: its hash and its missing count. Its value is in `items`.
+fn state_record(hash: &Hash, missing: u32) -> [u8; 20] {
+    let mut r = [0; 20];
+    r[..16].copy_from_slice(hash);
+    r[16..].copy_from_slice(&missing.to_be_bytes());
     r
+}
+
+/// The on-disk layout this version writes: 2 keeps item state apart from item values.
+const FORMAT: u32 = 2;
+
+/// Format 1 kept `[hash][missing][value]` in `items`: moves hash and missing to `state`, a
+/// batch of items at a time, each batch in one transaction. An item already in `state` has
+/// been moved, so a migration cut short by a crash goes on where it stopped.
+fn migrate(db: &sled::Db, items: &sled::Tree, state: &sled::Tree) -> Result<(), StoreError> {
+    let format = db
+        .get(b"format")?
+        .and_then(|v| Some(u32::from_be_bytes(v.as_ref().try_into().ok()?)))
+        .unwrap_or(1);
+    if format >= FORMAT {
+        return Ok(());
+    }
+    let mut batch: Vec<(sled::IVec, sled::IVec)> = Vec::new();
+    let mut moved = 0usize;
+    let mut records = items.iter();
+    loop {
+        let next = records.next().transpose()?;
+        if let Some((k, rec)) = next.clone() {
+            if rec.len() >= 20 && !state.contains_key(&k)? {
+                batch.push((k, rec));
+            }
+        }
+        if batch.len() >= 10_000 || (next.is_none() && !batch.is_empty()) {
+            let res: Result<(), TransactionError<StoreError>> =
+                (items, state).transaction(|(items, state)| {
+                    for (k, rec) in &batch {
+                        state.insert(k, &rec[..20])?;
+                        items.insert(k, &rec[20..])?;
+                    }
+                    Ok(())
+                });
+            res.map_err(tx_error)?;
+            moved += batch.len();
+            batch.clear();
+        }
+        if next.is_none() {
+            break;
+        }
+    }
+    db.insert(b"format", &FORMAT.to_be_bytes())?;
+    db.flush()?;
+    if moved > 0 {
+        tracing::info!(
+            items = moved,
+            "store: item state moved apart from item values"
+        );
+    }
+    Ok(())
 }
 
 fn decode_stored(rec: &[u8]) -> Option<Stored> {
@@ -279,7 +335,10 @@ fn json<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, S
 
 impl Store {
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
-        let db = sled::Config::new().path(dir.join("pollhook.sled")).open()?;
+        let db = sled::Config::new()
+            .path(dir.join("pollhook.sled"))
+            .cache_capacity(32 << 20)
+            .open()?;
         let outbox = db.open_tree("outbox")?;
         let dead = db.open_tree("dead")?;
         // Positions only order entries that exist, so going on after the largest one is enough.
@@ -287,8 +346,12 @@ impl Store {
         for k in outbox.iter().keys().chain(dead.iter().keys()) {
             last = last.max(position_of(&k?));
         }
+        let items = db.open_tree("items")?;
+        let state = db.open_tree("state")?;
+        migrate(&db, &items, &state)?;
         Ok(Store {
-            items: db.open_tree("items")?,
+            items,
+            state,
             meta: db.open_tree("meta")?,
             outbox,
             dead,
@@ -404,9 +467,16 @@ impl Store {
 
     /// Hash and missing count of every stored item of a bridge.
     pub fn load_state(&self, bridge: &str) -> Result<HashMap<String, Stored>, StoreError> {
-        Ok(Self::scan(&self.items, bridge, "item", decode_stored)?
-            .into_iter()
-            .collect())
+        let p = prefix(&[bridge]);
+        let mut out = HashMap::new();
+        for kv in self.state.scan_prefix(&p) {
+            let (k, v) = kv?;
+            let key = String::from_utf8_lossy(&k[p.len()..]).into_owned();
+            let s = decode_stored(&v)
+                .ok_or_else(|| StoreError::Corrupt(format!("{bridge}/item {key}")))?;
+            out.insert(key, s);
+        }
+        Ok(out)
     }
 
     /// The stored value of one item.
@@ -418,8 +488,7 @@ impl Store {
         let mut k = prefix(&[bridge]);
         k.extend_from_slice(key.as_bytes());
         match self.items.get(k)? {
-            Some(rec) if rec.len() >= 20 => json(&rec[20..], &format!("{bridge}/{key}")).map(Some),
-            Some(_) => Err(StoreError::Corrupt(format!("{bridge}/{key}"))),
+            Some(rec) => json(&rec, &format!("{bridge}/{key}")).map(Some),
             None => Ok(None),
         }
     }
@@ -429,13 +498,14 @@ impl Store {
         &self,
         bridge: &str,
     ) -> Result<Vec<(String, Hash, serde_json::Value)>, StoreError> {
-        let decode = |rec: &[u8]| {
-            let s = decode_stored(rec)?;
-            Some((s.hash, serde_json::from_slice(&rec[20..]).ok()?))
-        };
-        Ok(Self::scan(&self.items, bridge, "item", decode)?
+        let values = Self::scan(&self.items, bridge, "item", |rec| {
+            serde_json::from_slice(rec).ok()
+        })?;
+        let mut state = self.load_state(bridge)?;
+        // A value without state is what an interrupted reset leaves: not an item.
+        Ok(values
             .into_iter()
-            .map(|(k, (h, v))| (k, h, v))
+            .filter_map(|(k, v)| Some((k.clone(), state.remove(&k)?.hash, v)))
             .collect())
     }
 
@@ -483,12 +553,13 @@ impl Store {
             .collect();
         let res: Result<(), TransactionError<StoreError>> = (
             &self.items,
+            &self.state,
             &self.meta,
             &self.outbox,
             &self.pages,
             &self.page_bodies,
         )
-            .transaction(|(items, meta, ob, pg, bodies)| {
+            .transaction(|(items, state, meta, ob, pg, bodies)| {
                 let current = match meta.get(c.bridge.as_bytes())? {
                     Some(v) => serde_json::from_slice::<BridgeMeta>(&v).map_err(|_| {
                         ConflictableTransactionError::Abort(StoreError::Corrupt(c.bridge.clone()))
@@ -502,20 +573,24 @@ impl Store {
                     )));
                 }
                 for (k, hash, value) in &c.puts {
-                    items.insert(item_key(k), item_record(hash, 0, value))?;
+                    let key = item_key(k);
+                    state.insert(key.as_slice(), &state_record(hash, 0))?;
+                    items.insert(key, value.as_slice())?;
                 }
                 for (k, missing) in &c.missing {
                     let key = item_key(k);
-                    if let Some(rec) = items.get(&key)? {
+                    if let Some(rec) = state.get(&key)? {
                         let mut rec = rec.to_vec();
                         if rec.len() >= 20 {
                             rec[16..20].copy_from_slice(&missing.to_be_bytes());
-                            items.insert(key, rec)?;
+                            state.insert(key, rec)?;
                         }
                     }
                 }
                 for k in &c.removes {
-                    items.remove(item_key(k))?;
+                    let key = item_key(k);
+                    state.remove(key.as_slice())?;
+                    items.remove(key)?;
                 }
                 meta.insert(c.bridge.as_bytes(), meta_bytes.as_slice())?;
                 for (k, v) in &outbox {
@@ -552,9 +627,14 @@ impl Store {
         }
         let mut batch = sled::Batch::default();
         let mut n = 0;
-        for k in self.items.scan_prefix(&p).keys() {
+        for k in self.state.scan_prefix(&p).keys() {
             batch.remove(k?);
             n += 1;
+        }
+        self.state.apply_batch(batch)?;
+        let mut batch = sled::Batch::default();
+        for k in self.items.scan_prefix(&p).keys() {
+            batch.remove(k?);
         }
         self.items.apply_batch(batch)?;
         let mut m = self.meta(bridge)?;
@@ -687,6 +767,61 @@ mod tests {
             last_error: None,
             created_ms: 0,
         }
+    }
+
+    #[test]
+    fn a_format_1_store_is_migrated_on_open_even_after_an_interrupted_migration() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = sled::open(dir.path().join("pollhook.sled")).unwrap();
+            let items = db.open_tree("items").unwrap();
+            let old = |hash: u8, missing: u32, v: &str| {
+                let mut r = vec![hash; 16];
+                r.extend_from_slice(&missing.to_be_bytes());
+                r.extend_from_slice(v.as_bytes());
+                r
+            };
+            items.insert(b"b\0k1", old(1, 0, r#"{"a":1}"#)).unwrap();
+            items.insert(b"b\0k2", old(2, 3, r#"{"a":2}"#)).unwrap();
+            // k3 was moved before a crash: its state is apart and its value alone.
+            items.insert(b"b\0k3", &br#"{"a":3}"#[..]).unwrap();
+            db.open_tree("state")
+                .unwrap()
+                .insert(b"b\0k3", &state_record(&[3; 16], 1))
+                .unwrap();
+            db.flush().unwrap();
+        }
+        let s = Store::open(dir.path()).unwrap();
+        let state = s.load_state("b").unwrap();
+        assert_eq!(state.len(), 3);
+        assert_eq!(
+            state["k2"],
+            Stored {
+                hash: [2; 16],
+                missing: 3
+            }
+        );
+        assert_eq!(
+            state["k3"],
+            Stored {
+                hash: [3; 16],
+                missing: 1
+            }
+        );
+        assert_eq!(
+            s.item_value("b", "k1").unwrap(),
+            Some(serde_json::json!({"a": 1}))
+        );
+        let items = s.items("b").unwrap();
+        assert_eq!(
+            items[2],
+            ("k3".into(), [3; 16], serde_json::json!({"a": 3}))
+        );
+        drop(s);
+        // Opened again: nothing moves twice.
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(s.load_state("b").unwrap(), state);
+        assert_eq!(s.items("b").unwrap(), items);
     }
 
     #[test]
