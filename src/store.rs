@@ -518,6 +518,30 @@ impl Store {
             key
         };
         let meta_bytes = serde_json::to_vec(&c.meta).expect("meta serialises");
+        // The values of items that have no state yet are written first, in batches: no state
+        // points at them until the transaction below, so a crash or a refused commit leaves
+        // only values nothing reads (and the next write of that key replaces). This keeps a
+        // first poll of a large listing from holding every value in one transaction. Values
+        // of known items are replaced inside it: the previous one must stay until then.
+        let mut fresh = vec![false; c.puts.len()];
+        let mut batch = sled::Batch::default();
+        let mut in_batch = 0;
+        for (i, (k, _, value)) in c.puts.iter().enumerate() {
+            let key = item_key(k);
+            if self.state.contains_key(&key)? {
+                continue;
+            }
+            fresh[i] = true;
+            batch.insert(key, value.as_slice());
+            in_batch += 1;
+            if in_batch == 10_000 {
+                self.items.apply_batch(std::mem::take(&mut batch))?;
+                in_batch = 0;
+            }
+        }
+        if in_batch > 0 {
+            self.items.apply_batch(batch)?;
+        }
         let mut outbox: Vec<(Vec<u8>, Vec<u8>)> = Vec::with_capacity(c.outbox.len());
         for (sink, e) in &c.outbox {
             outbox.push((
@@ -572,10 +596,12 @@ impl Store {
                         c.bridge.clone(),
                     )));
                 }
-                for (k, hash, value) in &c.puts {
+                for ((k, hash, value), fresh) in c.puts.iter().zip(&fresh) {
                     let key = item_key(k);
                     state.insert(key.as_slice(), &state_record(hash, 0))?;
-                    items.insert(key, value.as_slice())?;
+                    if !fresh {
+                        items.insert(key, value.as_slice())?;
+                    }
                 }
                 for (k, missing) in &c.missing {
                     let key = item_key(k);

@@ -211,15 +211,9 @@ pub async fn poll_once(
         pause_until,
     };
 
-    // The canonical form of each item to store (every created or updated one among them).
-    let canon: HashMap<usize, serde_json::Value> = d
-        .writes
-        .iter()
-        .filter_map(|w| match w {
-            Write::Put { item, .. } => Some((*item, items[*item].canonical())),
-            _ => None,
-        })
-        .collect();
+    // The canonical form of each item an event carries; items only stored are put into
+    // canonical form one at a time, below (a first poll of a large listing stores them all).
+    let mut canon: HashMap<usize, serde_json::Value> = HashMap::new();
 
     // Events, numbered after the bridge's last seq; the generation is that last seq.
     let mut seq = meta.seq;
@@ -241,6 +235,9 @@ pub async fn poll_once(
             (Some(value), Some(hash)) => Some(Side { value, hash }),
             _ => None,
         };
+        if let Some(i) = c.item {
+            canon.entry(i).or_insert_with(|| items[i].canonical());
+        }
         let data = c.item.map(|i| Side {
             value: &canon[&i],
             hash: &items[i].hash,
@@ -299,7 +296,11 @@ pub async fn poll_once(
     for w in d.writes {
         match w {
             Write::Put { key, item } => {
-                let bytes = serde_json::to_vec(&canon[&item]).expect("JSON value serialises");
+                let bytes = match canon.get(&item) {
+                    Some(v) => serde_json::to_vec(v),
+                    None => serde_json::to_vec(&items[item].canonical()),
+                }
+                .expect("JSON value serialises");
                 c.puts.push((key, items[item].hash, bytes));
             }
             Write::Missing { key, missing } => c.missing.push((key, missing)),
