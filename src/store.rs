@@ -872,6 +872,17 @@ mod tests {
         // The same commit again: seq moved on, refused, nothing written twice.
         assert!(matches!(s.commit(&c), Err(StoreError::Conflict(_))));
         assert_eq!(s.meta("b").unwrap().seq, 2);
+        // A refused commit of a new item: its value may be written ahead, but no state
+        // points at it, so it is no item.
+        let fresh = Commit {
+            bridge: "b".into(),
+            expected_seq: 0,
+            puts: vec![("k9".into(), [9; 16], b"9".to_vec())],
+            ..Default::default()
+        };
+        assert!(matches!(s.commit(&fresh), Err(StoreError::Conflict(_))));
+        assert!(!s.load_state("b").unwrap().contains_key("k9"));
+        assert!(s.items("b").unwrap().iter().all(|(k, ..)| k != "k9"));
         assert_eq!(
             s.load_state("b").unwrap()["k1"],
             Stored {
