@@ -335,10 +335,7 @@ fn json<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, S
 
 impl Store {
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
-        let db = sled::Config::new()
-            .path(dir.join("pollhook.sled"))
-            .cache_capacity(32 << 20)
-            .open()?;
+        let db = sled::Config::new().path(dir.join("pollhook.sled")).open()?;
         let outbox = db.open_tree("outbox")?;
         let dead = db.open_tree("dead")?;
         // Positions only order entries that exist, so going on after the largest one is enough.
