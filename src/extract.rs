@@ -135,9 +135,7 @@ impl Item<'_> {
     pub fn canonical(&self) -> Value {
         match &self.value {
             ItemValue::Parsed(v) => canonical(v),
-            ItemValue::Text(raw) => {
-                canonical(&serde_json::from_str(raw.get()).expect("selected text is JSON"))
-            }
+            ItemValue::Text(raw) => canonical(&parse_text(raw)),
         }
     }
 }
@@ -210,7 +208,7 @@ impl Item<'_> {
     fn into_owned(self) -> Item<'static> {
         let value = match self.value {
             ItemValue::Parsed(v) => Cow::Owned(v.into_owned()),
-            ItemValue::Text(raw) => Cow::Owned(serde_json::from_str(raw.get()).expect("JSON")),
+            ItemValue::Text(raw) => Cow::Owned(parse_text(raw)),
         };
         Item {
             key: self.key,
@@ -291,9 +289,10 @@ pub fn extract_pages<'a>(pages: &'a [Page], spec: &Items) -> Result<Vec<Item<'a>
             });
         }
         let (value, hash) = shaped(v, spec);
-        let value = match (raw, value) {
-            (Some(raw), Cow::Owned(_)) if !is_shaped(spec) => ItemValue::Text(raw),
-            (_, value) => ItemValue::Parsed(value),
+        // An unshaped text item keeps its text; its parsed form goes.
+        let value = match raw {
+            Some(raw) if !is_shaped(spec) => ItemValue::Text(raw),
+            _ => ItemValue::Parsed(value),
         };
         out.push(Item { key, value, hash });
     }
@@ -303,10 +302,13 @@ pub fn extract_pages<'a>(pages: &'a [Page], spec: &Items) -> Result<Vec<Item<'a>
 fn parsed(s: Selected<'_>) -> Cow<'_, Value> {
     match s {
         Selected::Parsed(v) => Cow::Borrowed(v),
-        Selected::Text(raw) => {
-            Cow::Owned(serde_json::from_str(raw.get()).expect("selected text is JSON"))
-        }
+        Selected::Text(raw) => Cow::Owned(parse_text(raw)),
     }
+}
+
+/// An item kept as text, parsed (it was checked to be JSON when it was selected).
+fn parse_text(raw: &RawValue) -> Value {
+    serde_json::from_str(raw.get()).expect("selected text is JSON")
 }
 
 fn is_shaped(spec: &Items) -> bool {

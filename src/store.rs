@@ -94,7 +94,8 @@ impl PageWrite {
     }
 }
 
-/// A short content hash of a page body.
+/// A short content hash (the first 16 bytes of SHA-256, in hex): of a page body for its
+/// digest, and of a page URL for its key.
 pub fn page_digest(body: &str) -> String {
     use sha2::Digest;
     hex::encode(&sha2::Sha256::digest(body.as_bytes())[..16])
@@ -130,8 +131,7 @@ fn decode_page(b: &[u8]) -> Option<(CachedPage, usize)> {
 /// The key of a page in the `pages` tree: a hash of its URL, so that tokens in a URL's query
 /// are not written to disk as keys.
 pub fn page_key(url: &str) -> String {
-    use sha2::Digest;
-    hex::encode(&sha2::Sha256::digest(url.as_bytes())[..16])
+    page_digest(url)
 }
 
 /// One event waiting for one sink.
@@ -260,6 +260,18 @@ fn state_record(hash: &Hash, missing: u32) -> [u8; 20] {
     r
 }
 
+/// Removes every record of a bridge from `tree` in one batch; returns how many there were.
+fn remove_bridge(tree: &sled::Tree, bridge: &str) -> Result<usize, StoreError> {
+    let mut batch = sled::Batch::default();
+    let mut n = 0;
+    for k in tree.scan_prefix(prefix(&[bridge])).keys() {
+        batch.remove(k?);
+        n += 1;
+    }
+    tree.apply_batch(batch)?;
+    Ok(n)
+}
+
 /// The on-disk layout this version writes: 2 keeps item state apart from item values.
 const FORMAT: u32 = 2;
 
@@ -274,33 +286,32 @@ fn migrate(db: &sled::Db, items: &sled::Tree, state: &sled::Tree) -> Result<(), 
     if format >= FORMAT {
         return Ok(());
     }
-    let mut batch: Vec<(sled::IVec, sled::IVec)> = Vec::new();
+    let split = |batch: &[(sled::IVec, sled::IVec)]| -> Result<(), StoreError> {
+        let res: Result<(), TransactionError<StoreError>> =
+            (items, state).transaction(|(items, state)| {
+                for (k, rec) in batch {
+                    state.insert(k, &rec[..20])?;
+                    items.insert(k, &rec[20..])?;
+                }
+                Ok(())
+            });
+        res.map_err(tx_error)
+    };
+    let mut batch = Vec::new();
     let mut moved = 0usize;
-    let mut records = items.iter();
-    loop {
-        let next = records.next().transpose()?;
-        if let Some((k, rec)) = next.clone() {
-            if rec.len() >= 20 && !state.contains_key(&k)? {
-                batch.push((k, rec));
-            }
+    for kv in items.iter() {
+        let (k, rec) = kv?;
+        if rec.len() >= 20 && !state.contains_key(&k)? {
+            batch.push((k, rec));
         }
-        if batch.len() >= 10_000 || (next.is_none() && !batch.is_empty()) {
-            let res: Result<(), TransactionError<StoreError>> =
-                (items, state).transaction(|(items, state)| {
-                    for (k, rec) in &batch {
-                        state.insert(k, &rec[..20])?;
-                        items.insert(k, &rec[20..])?;
-                    }
-                    Ok(())
-                });
-            res.map_err(tx_error)?;
+        if batch.len() == 10_000 {
+            split(&batch)?;
             moved += batch.len();
             batch.clear();
         }
-        if next.is_none() {
-            break;
-        }
     }
+    split(&batch)?;
+    moved += batch.len();
     db.insert(b"format", &FORMAT.to_be_bytes())?;
     db.flush()?;
     if moved > 0 {
@@ -428,14 +439,7 @@ impl Store {
     /// Forgets the stored bodies of a bridge's cached pages, keeping their validators: what a
     /// lost body looks like (tests use it; a poll then fetches the listing again in full).
     pub fn forget_page_bodies(&self, bridge: &str) -> Result<usize, StoreError> {
-        let mut batch = sled::Batch::default();
-        let mut n = 0;
-        for k in self.page_bodies.scan_prefix(prefix(&[bridge])).keys() {
-            batch.remove(k?);
-            n += 1;
-        }
-        self.page_bodies.apply_batch(batch)?;
-        Ok(n)
+        remove_bridge(&self.page_bodies, bridge)
     }
 
     /// The stored body of one cached page.
@@ -640,26 +644,10 @@ impl Store {
     /// Forgets a bridge's items and cached pages (its `seq` stays, so ids and seqs are never
     /// reused); the next poll re-baselines, without validators.
     pub fn reset(&self, bridge: &str) -> Result<usize, StoreError> {
-        let p = prefix(&[bridge]);
-        for tree in [&self.pages, &self.page_bodies] {
-            let mut pages = sled::Batch::default();
-            for k in tree.scan_prefix(&p).keys() {
-                pages.remove(k?);
-            }
-            tree.apply_batch(pages)?;
-        }
-        let mut batch = sled::Batch::default();
-        let mut n = 0;
-        for k in self.state.scan_prefix(&p).keys() {
-            batch.remove(k?);
-            n += 1;
-        }
-        self.state.apply_batch(batch)?;
-        let mut batch = sled::Batch::default();
-        for k in self.items.scan_prefix(&p).keys() {
-            batch.remove(k?);
-        }
-        self.items.apply_batch(batch)?;
+        remove_bridge(&self.pages, bridge)?;
+        remove_bridge(&self.page_bodies, bridge)?;
+        let n = remove_bridge(&self.state, bridge)?;
+        remove_bridge(&self.items, bridge)?;
         let mut m = self.meta(bridge)?;
         m.baselined = false;
         m.absent = 0;
