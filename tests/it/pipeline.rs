@@ -175,6 +175,18 @@ async fn failed_polls_change_nothing_and_emit_nothing() {
             ),
         ),
         (
+            // Bytes that are not UTF-8, inside a string where the JSON syntax still holds.
+            Box::new(|| {
+                up.set_answer(Answer {
+                    body: b"{\"items\": [{\"id\": \"\xff\"}]}".to_vec(),
+                    ..Answer::new(200, "application/json", "")
+                })
+            }),
+            format!(
+                "{url}: response is not JSON (content-type application/json): invalid UTF-8 at byte 19"
+            ),
+        ),
+        (
             Box::new(|| {
                 up.set(
                     200,

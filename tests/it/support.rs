@@ -62,7 +62,7 @@ async fn serve(app: Router) -> String {
 pub struct Answer {
     pub status: u16,
     pub content_type: &'static str,
-    pub body: String,
+    pub body: Vec<u8>,
     /// Never answer (a hung server).
     pub hang: bool,
     /// More headers. With an `etag` or `last-modified` among them, a request carrying the same
@@ -81,7 +81,7 @@ impl Answer {
         Answer {
             status,
             content_type,
-            body: body.to_string(),
+            body: body.as_bytes().to_vec(),
             hang: false,
             headers: Vec::new(),
             chunked: false,
