@@ -20,7 +20,7 @@ pub struct AdminState {
 
 pub fn router(state: AdminState) -> Router {
     Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/v1/bridges", get(bridges))
         .route("/v1/bridges/{name}/poll", post(poll))
@@ -52,14 +52,43 @@ fn internal(e: impl std::fmt::Display) -> ApiError {
     api_error(StatusCode::INTERNAL_SERVER_ERROR, e)
 }
 
-async fn metrics(State(s): State<AdminState>) -> ([(&'static str, &'static str); 1], String) {
-    for b in running(&s) {
-        crate::metrics::queue_gauges(
-            &b.name,
-            s.ctx.store.outbox_len(&b.name),
-            s.ctx.store.dead_len(&b.name),
-        );
+/// A store error as an answer: 503 while the store does not take writes, else 500.
+fn store_error(e: crate::store::StoreError) -> ApiError {
+    let status = if e.is_failure() {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::INTERNAL_SERVER_ERROR
+    };
+    api_error(status, e)
+}
+
+/// 200 `ok` while the store takes writes and every bridge's tasks run; else 503 with the
+/// reasons as JSON.
+async fn healthz(State(s): State<AdminState>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let why = s.ctx.health();
+    if why.is_empty() {
+        return "ok\n".into_response();
     }
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Json(json!({ "status": "unhealthy", "reasons": why })),
+    )
+        .into_response()
+}
+
+async fn metrics(State(s): State<AdminState>) -> ([(&'static str, &'static str); 1], String) {
+    // Counters the store keeps: no scan, whatever the number of bridges.
+    if let Ok(store) = s.ctx.store() {
+        for b in running(&s) {
+            crate::metrics::queue_gauges(
+                &b.name,
+                store.outbox_len(&b.name),
+                store.dead_len(&b.name),
+            );
+        }
+    }
+    crate::metrics::store_ok(s.ctx.store_failure().is_none());
     (
         [("content-type", "text/plain; version=0.0.4")],
         crate::metrics::handle().render(),
@@ -67,12 +96,32 @@ async fn metrics(State(s): State<AdminState>) -> ([(&'static str, &'static str);
 }
 
 /// Every running bridge with its schedule, state and recent polls. URLs are redacted and no
-/// header, secret or interpolated value is included.
-async fn bridges(State(s): State<AdminState>) -> Json<Value> {
-    let list: Vec<Value> = running(&s)
+/// header, secret or interpolated value is included. One point read per bridge (its meta),
+/// on a blocking thread; queue lengths come from the store's counters. While the store cannot
+/// be read, the answer still comes, without what only the store knows (`seq`, `baselined`,
+/// queue lengths are null) and with the reason under `problems`.
+async fn bridges(State(s): State<AdminState>) -> Result<Json<Value>, ApiError> {
+    let all = running(&s);
+    let store = s.ctx.store().ok();
+    let (st, names) = (
+        store.clone(),
+        all.iter().map(|b| b.name.clone()).collect::<Vec<_>>(),
+    );
+    let metas = tokio::task::spawn_blocking(move || {
+        let st = st?;
+        names
+            .iter()
+            .map(|n| st.meta(n))
+            .collect::<Result<Vec<_>, _>>()
+            .ok()
+    })
+    .await
+    .map_err(internal)?;
+    let list: Vec<Value> = all
         .iter()
-        .map(|b| {
-            let meta = s.ctx.store.meta(&b.name).unwrap_or_default();
+        .enumerate()
+        .map(|(i, b)| {
+            let meta = metas.as_ref().map(|m| &m[i]);
             let schedule = match &b.schedule {
                 crate::schedule::Schedule::Every(d) => format!("every {}", humantime::format_duration(*d)),
                 crate::schedule::Schedule::Cron { expr, .. } => format!("cron {expr}"),
@@ -84,15 +133,18 @@ async fn bridges(State(s): State<AdminState>) -> Json<Value> {
                 "schedule": schedule,
                 "url": crate::redact::url(&b.source.url),
                 "sinks": b.sinks.iter().map(|k| json!({"id": k.id, "url": k.target.to_string()})).collect::<Vec<_>>(),
-                "seq": meta.seq,
-                "baselined": meta.baselined,
+                "seq": meta.map(|m| m.seq),
+                "baselined": meta.map(|m| m.baselined),
                 "status": s.ctx.status(&b.name),
-                "outbox": s.ctx.store.outbox_len(&b.name),
-                "dead_letters": s.ctx.store.dead_len(&b.name),
+                "outbox": store.as_ref().map(|st| st.outbox_len(&b.name)),
+                "dead_letters": store.as_ref().map(|st| st.dead_len(&b.name)),
             })
         })
         .collect();
-    Json(json!({ "bridges": list }))
+    let problems = s.ctx.health();
+    Ok(Json(
+        json!({ "bridges": list, "healthy": problems.is_empty(), "problems": problems }),
+    ))
 }
 
 #[derive(serde::Deserialize)]
@@ -111,7 +163,15 @@ async fn poll(
     let redactor = crate::redact::Redactor::new(&b.secrets);
     let r = crate::poll::poll_once(&s.ctx, &b, q.commit, chrono::Utc::now())
         .await
-        .map_err(|e| api_error(StatusCode::BAD_GATEWAY, redactor.clean(&e.to_string())))?;
+        .map_err(|e| {
+            let status = match &e {
+                crate::poll::PollError::Store(e) if e.is_failure() => {
+                    StatusCode::SERVICE_UNAVAILABLE
+                }
+                _ => StatusCode::BAD_GATEWAY,
+            };
+            api_error(status, redactor.clean(&e.to_string()))
+        })?;
     tracing::info!(bridge = %name, commit = q.commit, events = r.events.len(), "poll requested through the admin API");
     Ok(Json(json!({
         "bridge": name,
@@ -130,11 +190,11 @@ async fn reset(
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let b = find(&s, &name)?;
-    let store = s.ctx.store.clone();
+    let store = s.ctx.writable_store().map_err(store_error)?;
     let n = tokio::task::spawn_blocking(move || store.reset(&b.name))
         .await
-        .map_err(internal)?
         .map_err(internal)?;
+    let n = s.ctx.check(n).map_err(store_error)?;
     tracing::warn!(bridge = %name, items = n, "state reset through the admin API; the next poll re-baselines");
     Ok(Json(json!({ "bridge": name, "items_forgotten": n })))
 }
@@ -146,7 +206,7 @@ async fn resync(
     let b = find(&s, &name)?;
     let n = crate::resync::resync(&s.ctx, &b, chrono::Utc::now())
         .await
-        .map_err(internal)?;
+        .map_err(store_error)?;
     tracing::info!(bridge = %name, items = n, "resync: every item queued as item.snapshot");
     Ok(Json(json!({ "bridge": name, "queued": n })))
 }
@@ -176,11 +236,11 @@ async fn dead_letters(
     State(s): State<AdminState>,
     Query(f): Query<BridgeFilter>,
 ) -> Result<Json<Value>, ApiError> {
-    let all = s
-        .ctx
-        .store
-        .dead_letters()
-        .map_err(|e| api_error(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+    let store = s.ctx.store().map_err(store_error)?;
+    let all = tokio::task::spawn_blocking(move || store.dead_letters())
+        .await
+        .map_err(internal)?
+        .map_err(store_error)?;
     let list: Vec<Value> = all
         .iter()
         .filter(|(_, l)| f.bridge.as_deref().is_none_or(|b| b == l.bridge))
@@ -207,14 +267,11 @@ fn each_letter(
     id: &str,
     op: impl Fn(&crate::store::Store, &[u8]) -> Result<bool, crate::store::StoreError>,
 ) -> Result<Vec<DeadLetter>, ApiError> {
-    let all = s
-        .ctx
-        .store
-        .dead_letters()
-        .map_err(|e| api_error(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+    let store = s.ctx.writable_store().map_err(store_error)?;
+    let all = store.dead_letters().map_err(store_error)?;
     let mut done = Vec::new();
     for (key, l) in all.into_iter().filter(|(_, l)| matches(l, id)) {
-        if op(&s.ctx.store, &key).map_err(internal)? {
+        if s.ctx.check(op(&store, &key)).map_err(store_error)? {
             done.push(l);
         }
     }

@@ -25,7 +25,13 @@ pub struct RunOptions {
     pub admin: Option<SocketAddr>,
     /// `(i, n)`: only bridges whose name hashes to `i` mod `n`.
     pub shard: Option<(u64, u64)>,
+    /// How long the store may fail to take writes before the watchdog stops pinging (and
+    /// systemd restarts the daemon); pollhook keeps trying to recover by itself meanwhile.
+    pub store_failure_limit: Duration,
 }
+
+/// The default of `RunOptions::store_failure_limit`.
+pub const STORE_FAILURE_LIMIT: Duration = Duration::from_secs(15 * 60);
 
 /// How long in-flight polls and deliveries get to finish on shutdown (and on a reload that
 /// restarts a bridge).
@@ -51,17 +57,21 @@ impl Fleet {
     fn start(&mut self, b: Arc<Bridge>) {
         let stop = self.root.child_token();
         let tasks = TaskTracker::new();
-        tasks.spawn(scheduler::run_bridge(
+        self.ctx.task_started(&b.name);
+        tasks.spawn(watched(
             self.ctx.clone(),
             b.clone(),
+            "poll",
             stop.clone(),
+            scheduler::run_bridge(self.ctx.clone(), b.clone(), stop.clone()),
         ));
         for i in 0..b.sinks.len() {
-            tasks.spawn(deliver::run_sink(
+            tasks.spawn(watched(
                 self.ctx.clone(),
                 b.clone(),
-                i,
+                "delivery",
                 stop.clone(),
+                deliver::run_sink(self.ctx.clone(), b.clone(), i, stop.clone()),
             ));
         }
         tasks.close();
@@ -142,6 +152,84 @@ impl Fleet {
     }
 }
 
+/// Runs one of a bridge's tasks and notes when it ends without being stopped (it returned,
+/// or panicked): logged at ERROR and shown by `/healthz` until the bridge is started again.
+async fn watched(
+    ctx: Arc<Ctx>,
+    b: Arc<Bridge>,
+    what: &'static str,
+    stop: CancellationToken,
+    task: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    let ended = tokio::spawn(task).await;
+    if stop.is_cancelled() && ended.is_ok() {
+        return;
+    }
+    let why = match ended {
+        Ok(()) => format!("its {what} task ended"),
+        Err(e) => match e.try_into_panic() {
+            Ok(panic) => {
+                let msg = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                let msg = crate::redact::Redactor::new(&b.secrets).clean(&msg);
+                format!("its {what} task panicked: {msg}")
+            }
+            Err(_) => format!("its {what} task was cancelled"),
+        },
+    };
+    error!(bridge = %b.name, "{why}");
+    ctx.task_ended(&b.name, why);
+}
+
+/// Watches the store: a probe now and then while it is healthy, and while it is not, tries
+/// to open it again (with a growing pause between tries) until it takes writes.
+async fn supervise_store(ctx: Arc<Ctx>, dir: PathBuf, stop: CancellationToken) {
+    const PROBE_EVERY: Duration = Duration::from_secs(30);
+    const FIRST_RETRY: Duration = Duration::from_millis(500);
+    const LONGEST_RETRY: Duration = Duration::from_secs(30);
+    let mut retry = FIRST_RETRY;
+    loop {
+        if ctx.store_failure().is_none() {
+            retry = FIRST_RETRY;
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = ctx.store_failing() => {}
+                _ = tokio::time::sleep(PROBE_EVERY) => {
+                    let c = ctx.clone();
+                    let _ = tokio::task::spawn_blocking(move || {
+                        let probed = c.store().and_then(|s| s.probe(chrono::Utc::now().timestamp_millis()));
+                        c.check(probed)
+                    })
+                    .await;
+                }
+            }
+            continue;
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(retry) => {}
+        }
+        crate::metrics::store_reopen();
+        let (c, d) = (ctx.clone(), dir.clone());
+        let reopened =
+            tokio::task::spawn_blocking(move || c.reopen_store(&d, Duration::from_secs(30))).await;
+        match reopened {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                info!(
+                    retry_in_ms = retry.as_millis() as u64,
+                    "state database still does not take writes: {e}"
+                );
+                retry = (retry * 2).min(LONGEST_RETRY);
+            }
+            Err(e) => error!("re-opening the state database: {e}"),
+        }
+    }
+}
+
 fn load(opts: &RunOptions, env: &Env) -> Result<Vec<Arc<Bridge>>, config::Problems> {
     Ok(config::load_dir(&opts.bridges, env)?
         .into_iter()
@@ -175,6 +263,7 @@ pub async fn run(opts: RunOptions, env: Env, shutdown: CancellationToken) -> Res
         .await?
         .with_context(|| format!("cannot open state in {}", opts.data.display()))?;
     let ctx = Arc::new(Ctx::new(store));
+    let store_dir = opts.data.clone();
     crate::metrics::handle();
     let root = shutdown.child_token();
     let mut fleet = Fleet {
@@ -208,7 +297,11 @@ pub async fn run(opts: RunOptions, env: Env, shutdown: CancellationToken) -> Res
         });
     }
     admin_done.close();
-    tokio::spawn(systemd::watchdog(root.clone()));
+    tokio::spawn(supervise_store(ctx.clone(), store_dir, root.clone()));
+    let (watched_ctx, limit) = (ctx.clone(), opts.store_failure_limit);
+    tokio::spawn(systemd::watchdog(root.clone(), move || {
+        wedged(&watched_ctx, limit)
+    }));
     tokio::spawn(crate::metrics::upkeep(root.clone()));
 
     info!(
@@ -245,13 +338,39 @@ pub async fn run(opts: RunOptions, env: Env, shutdown: CancellationToken) -> Res
     root.cancel();
     fleet.stop(&names).await;
     admin_done.wait().await;
-    // Everything, acknowledgements and retry times included, not only the commits.
-    let store = ctx.store.clone();
-    tokio::task::spawn_blocking(move || store.flush_blocking())
-        .await?
-        .context("cannot flush state to disk")?;
-    info!("stopped");
+    // Everything, acknowledgements and retry times included, not only the commits. A store
+    // that cannot write loses nothing by stopping: what is not on disk is detected (same ids)
+    // or sent again after the next start.
+    let flushed = match ctx.store() {
+        Ok(store) => tokio::task::spawn_blocking(move || store.flush_blocking()).await?,
+        Err(e) => Err(e),
+    };
+    match flushed {
+        Ok(()) => info!("stopped"),
+        Err(e) => error!(
+            "stopped without flushing the state database: {e}; what is not on disk is found or sent again after the next start"
+        ),
+    }
     Ok(())
+}
+
+/// Why the watchdog should stop pinging, if it should: a step stuck well past its time-outs,
+/// or a store that has not taken writes for longer than `store_limit`.
+fn wedged(ctx: &Ctx, store_limit: Duration) -> Option<String> {
+    if let Some((what, over)) = ctx.beats.overdue(std::time::Instant::now()) {
+        return Some(format!(
+            "{what} has been running {}s past its time-outs",
+            over.as_secs()
+        ));
+    }
+    match ctx.store_failure() {
+        Some(f) if f.since.elapsed() > store_limit => Some(format!(
+            "the state database has not taken writes for {}s: {}",
+            f.since.elapsed().as_secs(),
+            f.reason
+        )),
+        _ => None,
+    }
 }
 
 pub fn in_shard(name: &str, shard: Option<(u64, u64)>) -> bool {

@@ -36,6 +36,11 @@ enum Command {
         /// Run only the bridges whose name hashes to I (mod N)
         #[arg(long, value_name = "I/N")]
         shard: Option<String>,
+        /// How long the state database may refuse writes (a full disk) before the systemd
+        /// watchdog stops being pinged, so that systemd restarts pollhook. pollhook keeps
+        /// trying to recover by itself before that.
+        #[arg(long, value_name = "DURATION", default_value = "15m", value_parser = humantime::parse_duration)]
+        store_failure_limit: std::time::Duration,
     },
     /// Validate bridge files: "ok: N bridges", or every problem as FILE:LINE:COLUMN: message.
     Check {
@@ -202,6 +207,7 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
             admin,
             log_format,
             shard,
+            store_failure_limit,
         } => {
             logging::init(log_format);
             let admin: Option<SocketAddr> = match admin.as_str() {
@@ -215,6 +221,7 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
                 data: data.unwrap_or_else(default_data),
                 admin,
                 shard: shard.as_deref().map(parse_shard).transpose()?,
+                store_failure_limit,
             };
             runtime()?.block_on(async {
                 let shutdown = CancellationToken::new();
@@ -591,6 +598,9 @@ async fn status(json: bool, admin: &str) -> Result<ExitCode> {
         if let Some(err) = st["last_error"].as_str() {
             println!("    last error: {err}");
         }
+    }
+    for p in v["problems"].as_array().into_iter().flatten() {
+        println!("unhealthy: {}", p.as_str().unwrap_or_default());
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,5 +1,8 @@
 //! Prometheus metrics (SPEC §9 `/metrics`): counters and histograms recorded where things
-//! happen, gauges (outbox depth, dead letters, items) set from the store when scraped.
+//! happen, gauges (outbox depth, dead letters) set from the store's counters when scraped.
+//!
+//! Thousands of bridges share one scrape, so per-bridge series are counters and gauges only;
+//! the histograms (poll duration, delivery latency) have no `bridge` label.
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::sync::OnceLock;
@@ -39,8 +42,7 @@ pub async fn upkeep(stop: tokio_util::sync::CancellationToken) {
 pub fn poll(bridge: &str, result: &'static str, duration: Duration) {
     metrics::counter!("pollhook_polls_total", "bridge" => bridge.to_string(), "result" => result)
         .increment(1);
-    metrics::histogram!("pollhook_poll_duration_seconds", "bridge" => bridge.to_string())
-        .record(duration.as_secs_f64());
+    metrics::histogram!("pollhook_poll_duration_seconds").record(duration.as_secs_f64());
 }
 
 pub fn events(bridge: &str, kind: &'static str, n: usize) {
@@ -60,9 +62,8 @@ pub fn delivery(bridge: &str, result: &'static str) {
 }
 
 /// From commit to the 2xx that acknowledged it.
-pub fn delivery_latency(bridge: &str, latency: Duration) {
-    metrics::histogram!("pollhook_delivery_latency_seconds", "bridge" => bridge.to_string())
-        .record(latency.as_secs_f64());
+pub fn delivery_latency(latency: Duration) {
+    metrics::histogram!("pollhook_delivery_latency_seconds").record(latency.as_secs_f64());
 }
 
 pub fn rate_limit_pause(bridge: &str) {
@@ -73,4 +74,14 @@ pub fn rate_limit_pause(bridge: &str) {
 pub fn queue_gauges(bridge: &str, outbox: usize, dead: usize) {
     metrics::gauge!("pollhook_outbox_depth", "bridge" => bridge.to_string()).set(outbox as f64);
     metrics::gauge!("pollhook_dead_letters", "bridge" => bridge.to_string()).set(dead as f64);
+}
+
+/// One attempt to open the state database again after it failed.
+pub fn store_reopen() {
+    metrics::counter!("pollhook_store_reopen_attempts_total").increment(1);
+}
+
+/// 1 while the state database takes writes, 0 while it does not.
+pub fn store_ok(ok: bool) {
+    metrics::gauge!("pollhook_store_writable").set(if ok { 1.0 } else { 0.0 });
 }

@@ -4,12 +4,23 @@
 use crate::config::Bridge;
 use crate::event::{self, EventType, Side};
 use crate::runtime::Ctx;
-use crate::store::{BridgeMeta, Commit, StoreError};
+use crate::store::{BridgeMeta, Commit, Store, StoreError};
 use chrono::{DateTime, Utc};
 
 /// Queues the snapshot; returns how many items it holds.
 pub async fn resync(ctx: &Ctx, bridge: &Bridge, now: DateTime<Utc>) -> Result<usize, StoreError> {
-    let store = ctx.store.clone();
+    let st = ctx.writable_store()?;
+    let r = queue_snapshot(ctx, &st, bridge, now).await;
+    ctx.check(r)
+}
+
+async fn queue_snapshot(
+    ctx: &Ctx,
+    st: &Store,
+    bridge: &Bridge,
+    now: DateTime<Utc>,
+) -> Result<usize, StoreError> {
+    let store = st.clone();
     let b = bridge.clone();
     let n = tokio::task::spawn_blocking(move || -> Result<usize, StoreError> {
         let meta = store.meta(&b.name)?;
@@ -50,7 +61,7 @@ pub async fn resync(ctx: &Ctx, bridge: &Bridge, now: DateTime<Utc>) -> Result<us
     .await
     .expect("resync does not panic")?;
     if n > 0 {
-        ctx.store.flush().await?;
+        st.flush().await?;
         ctx.wake(&bridge.name);
     }
     Ok(n)

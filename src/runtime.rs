@@ -1,10 +1,12 @@
-//! What every task of the daemon shares: the store, the HTTP clients and the wake-ups from
-//! commits to deliverers.
+//! What every task of the daemon shares: the store (and whether it takes writes), the HTTP
+//! clients, the wake-ups from commits to deliverers, and what the health check and the
+//! watchdog look at.
 
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, RwLock};
+use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 /// What the daemon knows about a bridge's recent polls (in memory; for `status` and the
@@ -31,7 +33,16 @@ pub struct BridgeStatus {
 pub const USER_AGENT: &str = concat!("pollhook/", env!("CARGO_PKG_VERSION"));
 
 pub struct Ctx {
-    pub store: Store,
+    /// The open store. None while it is being opened again after a failure: sled keeps a
+    /// write error (a full disk) for good, so recovering means closing and opening it.
+    store: RwLock<Option<Store>>,
+    /// Whether the store takes writes; watched by the tasks that pause while it does not.
+    store_failure: watch::Sender<Option<StoreFailure>>,
+    /// Steps (a poll, a delivery attempt) in progress, for the watchdog.
+    pub beats: Beats,
+    /// Bridges whose task ended on its own (not stopped): the bridge is not being polled or
+    /// delivered, which `/healthz` reports.
+    ended: Mutex<HashMap<String, String>>,
     /// Client for sources: follows redirects, as a browser or curl -L would.
     pub fetcher: reqwest::Client,
     /// Client for webhooks: never follows redirects (a 3xx is a failed delivery, SPEC §6).
@@ -68,13 +79,165 @@ impl Ctx {
             .build()
             .expect("HTTP client with rustls builds");
         Ctx {
-            store,
+            store: RwLock::new(Some(store)),
+            store_failure: watch::channel(None).0,
+            beats: Beats::default(),
+            ended: Mutex::new(HashMap::new()),
             fetcher,
             sender,
             wakers: Mutex::new(HashMap::new()),
             status: Mutex::new(HashMap::new()),
             poll_slots: tokio::sync::Semaphore::new(MAX_CONCURRENT_POLLS),
         }
+    }
+
+    /// The store, for reading or for an operation that reports its own errors.
+    pub fn store(&self) -> Result<Store, StoreError> {
+        match &*self.store.read().expect("store lock") {
+            Some(s) => Ok(s.clone()),
+            None => Err(StoreError::Unavailable(self.failure_reason())),
+        }
+    }
+
+    /// The store, for a write: refused at once while the store is known not to take writes.
+    pub fn writable_store(&self) -> Result<Store, StoreError> {
+        if self.store_failure.borrow().is_some() {
+            return Err(StoreError::Unavailable(self.failure_reason()));
+        }
+        self.store()
+    }
+
+    fn failure_reason(&self) -> String {
+        match &*self.store_failure.borrow() {
+            Some(f) => f.reason.clone(),
+            None => "it is being opened again".to_string(),
+        }
+    }
+
+    /// Passes `r` through, marking the store failed when it says the database cannot take
+    /// writes (the first such error is logged once, at ERROR).
+    pub fn check<T>(&self, r: Result<T, StoreError>) -> Result<T, StoreError> {
+        if let Err(e) = &r {
+            self.store_failed(e);
+        }
+        r
+    }
+
+    /// Marks the store failed, if `e` says so and it is not already.
+    pub fn store_failed(&self, e: &StoreError) {
+        if !e.is_failure() || matches!(e, StoreError::Unavailable(_)) {
+            return;
+        }
+        let reason = e.to_string();
+        let marked = self.store_failure.send_if_modified(|f| {
+            if f.is_some() {
+                return false;
+            }
+            *f = Some(StoreFailure {
+                reason: reason.clone(),
+                since: Instant::now(),
+                since_ms: chrono::Utc::now().timestamp_millis(),
+            });
+            true
+        });
+        if marked {
+            tracing::error!(
+                "{reason}: polls and acknowledgements pause until the state database takes writes again"
+            );
+        }
+    }
+
+    /// The store's failure, while it does not take writes.
+    pub fn store_failure(&self) -> Option<StoreFailure> {
+        self.store_failure.borrow().clone()
+    }
+
+    /// Waits until the store is found failing (at once if it is).
+    pub async fn store_failing(&self) {
+        let mut rx = self.store_failure.subscribe();
+        let _ = rx.wait_for(|f| f.is_some()).await;
+    }
+
+    /// Waits until the store takes writes (at once if it does).
+    pub async fn store_recovered(&self) {
+        let mut rx = self.store_failure.subscribe();
+        // The sender lives as long as `self`, so this only ends when the failure clears.
+        let _ = rx.wait_for(|f| f.is_none()).await;
+    }
+
+    /// Closes the failed store and opens it again (blocking: call it off the async workers).
+    /// Waits up to `wait` for the other handles of the old store to be dropped (each is held
+    /// only for one step, bounded by its timeouts). On success the store takes writes again.
+    pub fn reopen_store(&self, dir: &std::path::Path, wait: Duration) -> Result<(), StoreError> {
+        // A quick look at whether the disk takes a write at all, before reading the whole log.
+        probe_dir(dir).map_err(|e| StoreError::Unavailable(format!("{}: {e}", dir.display())))?;
+        let old = self.store.write().expect("store lock").take();
+        if let Some(old) = old {
+            let deadline = Instant::now() + wait;
+            while old.other_handles() > 0 {
+                if Instant::now() > deadline {
+                    let n = old.other_handles();
+                    *self.store.write().expect("store lock") = Some(old);
+                    return Err(StoreError::Unavailable(format!(
+                        "{n} tasks still hold the failed state database"
+                    )));
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            drop(old);
+        }
+        let store = Store::open(dir)?;
+        let probed = store.probe(chrono::Utc::now().timestamp_millis());
+        *self.store.write().expect("store lock") = Some(store);
+        probed?;
+        let was = self.store_failure.send_replace(None);
+        if let Some(f) = was {
+            tracing::info!(
+                after_ms = f.since.elapsed().as_millis() as u64,
+                "state database takes writes again (opened anew); polls and deliveries resume"
+            );
+        }
+        Ok(())
+    }
+
+    /// Records that a bridge's task ended on its own.
+    pub fn task_ended(&self, bridge: &str, what: String) {
+        let mut all = self.ended.lock().expect("ended lock");
+        all.insert(bridge.to_string(), what);
+    }
+
+    /// Forgets that a bridge's task ended (it is started again).
+    pub fn task_started(&self, bridge: &str) {
+        self.ended.lock().expect("ended lock").remove(bridge);
+    }
+
+    /// Why the daemon is not healthy, if it is not: the store does not take writes, a
+    /// bridge's task ended, or a step is stuck well past its time-outs.
+    pub fn health(&self) -> Vec<String> {
+        let mut why = Vec::new();
+        if let Some(f) = self.store_failure() {
+            why.push(format!(
+                "state database does not take writes (for {}s): {}",
+                f.since.elapsed().as_secs(),
+                f.reason
+            ));
+        }
+        let mut ended: Vec<String> = self
+            .ended
+            .lock()
+            .expect("ended lock")
+            .iter()
+            .map(|(b, what)| format!("bridge `{b}`: {what}"))
+            .collect();
+        ended.sort();
+        why.extend(ended);
+        if let Some((what, over)) = self.beats.overdue(Instant::now()) {
+            why.push(format!(
+                "{what} has been running {}s past its time-outs",
+                over.as_secs()
+            ));
+        }
+        why
     }
 
     fn waker(&self, bridge: &str) -> watch::Sender<()> {
@@ -103,5 +266,68 @@ impl Ctx {
     /// A receiver that sees every `wake` of this bridge from now on.
     pub fn subscribe(&self, bridge: &str) -> watch::Receiver<()> {
         self.waker(bridge).subscribe()
+    }
+}
+
+/// Since when, and why, the store does not take writes.
+#[derive(Debug, Clone)]
+pub struct StoreFailure {
+    pub reason: String,
+    pub since: Instant,
+    pub since_ms: i64,
+}
+
+/// Writes, syncs and removes a small file in `dir`: does the file system take writes?
+fn probe_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let path = dir.join(".pollhook-probe");
+    let res = std::fs::File::create(&path).and_then(|mut f| {
+        f.write_all(&[0; 64 * 1024])?;
+        f.sync_all()
+    });
+    let _ = std::fs::remove_file(&path);
+    res
+}
+
+/// The steps in progress (a poll, a delivery attempt), each with the time it may take. The
+/// watchdog pings only while none is far past its time: a step stuck for good (a deadlock, a
+/// wedged disk) then gets the daemon restarted by systemd.
+#[derive(Default)]
+pub struct Beats {
+    next: AtomicU64,
+    busy: Mutex<HashMap<u64, (&'static str, Instant, Duration)>>,
+}
+
+impl Beats {
+    /// Registers a step that should end within `limit`; it ends when the guard is dropped.
+    pub fn step(&self, what: &'static str, limit: Duration) -> Beat<'_> {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let mut busy = self.busy.lock().expect("beats lock");
+        busy.insert(id, (what, Instant::now(), limit));
+        Beat { beats: self, id }
+    }
+
+    /// The step furthest past its limit, and by how much.
+    pub fn overdue(&self, now: Instant) -> Option<(&'static str, Duration)> {
+        let busy = self.busy.lock().expect("beats lock");
+        busy.values()
+            .filter_map(|(what, since, limit)| {
+                let over = now.checked_duration_since(*since + *limit)?;
+                Some((*what, over))
+            })
+            .max_by_key(|(_, over)| *over)
+    }
+}
+
+/// A step in progress; see [`Beats::step`].
+pub struct Beat<'a> {
+    beats: &'a Beats,
+    id: u64,
+}
+
+impl Drop for Beat<'_> {
+    fn drop(&mut self) {
+        let mut busy = self.beats.busy.lock().expect("beats lock");
+        busy.remove(&self.id);
     }
 }

@@ -28,8 +28,8 @@ use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -39,6 +39,26 @@ pub enum StoreError {
     Conflict(String),
     #[error("state database holds an unreadable record under `{0}`")]
     Corrupt(String),
+    /// The database failed a write (a full disk, an I/O error) and is closed until it can be
+    /// opened again; see `runtime::Ctx::store`.
+    #[error("state database unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl StoreError {
+    /// True when the error says the database itself cannot be trusted to take writes (sled
+    /// keeps such an error until the database is opened again), not that one record or one
+    /// commit was refused.
+    pub fn is_failure(&self) -> bool {
+        match self {
+            StoreError::Sled(e) => matches!(
+                e,
+                sled::Error::Io(_) | sled::Error::Corruption { .. } | sled::Error::ReportableBug(_)
+            ),
+            StoreError::Unavailable(_) => true,
+            StoreError::Conflict(_) | StoreError::Corrupt(_) => false,
+        }
+    }
 }
 
 /// What the store keeps per bridge.
@@ -205,6 +225,8 @@ impl Commit {
 
 #[derive(Clone)]
 pub struct Store {
+    /// The data directory it was opened from (to open it again after a failure).
+    dir: std::path::PathBuf,
     db: sled::Db,
     items: sled::Tree,
     state: sled::Tree,
@@ -218,6 +240,16 @@ pub struct Store {
     next_position: Arc<AtomicU64>,
     /// Group commit: commits done, commits known to be on disk, and one flush at a time.
     flushes: Arc<Flushes>,
+    /// Entries per bridge in the outbox and the dead letters, counted at open and kept up to
+    /// date by every write that adds or removes one, so status and metrics never scan.
+    queued: Arc<Mutex<HashMap<String, Queued>>>,
+}
+
+/// How many entries one bridge has waiting and dead.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+struct Queued {
+    outbox: usize,
+    dead: usize,
 }
 
 #[derive(Default)]
@@ -351,8 +383,18 @@ impl Store {
         let dead = db.open_tree("dead")?;
         // Positions only order entries that exist, so going on after the largest one is enough.
         let mut last = 0;
-        for k in outbox.iter().keys().chain(dead.iter().keys()) {
-            last = last.max(position_of(&k?));
+        let mut queued: HashMap<String, Queued> = HashMap::new();
+        for (tree, is_dead) in [(&outbox, false), (&dead, true)] {
+            for k in tree.iter().keys() {
+                let k = k?;
+                last = last.max(position_of(&k));
+                let q = queued.entry(split_queue_key(&k).0).or_default();
+                if is_dead {
+                    q.dead += 1;
+                } else {
+                    q.outbox += 1;
+                }
+            }
         }
         let items = db.open_tree("items")?;
         let state = db.open_tree("state")?;
@@ -367,8 +409,38 @@ impl Store {
             page_bodies: db.open_tree("page_bodies")?,
             next_position: Arc::new(AtomicU64::new(last + 1)),
             flushes: Default::default(),
+            queued: Arc::new(Mutex::new(queued)),
+            dir: dir.to_path_buf(),
             db,
         })
+    }
+
+    /// The data directory this store was opened from.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Handles to this store's database besides this one: it is closed (and its files
+    /// unlocked) only once every clone is dropped.
+    pub fn other_handles(&self) -> usize {
+        Arc::strong_count(&self.flushes) - 1
+    }
+
+    /// Writes a small record and waits for the disk: the way to learn that the database takes
+    /// writes again (or still does) when nothing else is writing.
+    pub fn probe(&self, now_ms: i64) -> Result<(), StoreError> {
+        self.db.insert(b"probe", &now_ms.to_be_bytes())?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    fn count(&self, bridge: &str, f: impl FnOnce(&mut Queued)) {
+        let mut all = self.queued.lock().expect("queue counts lock");
+        let q = all.entry(bridge.to_string()).or_default();
+        f(q);
+        if *q == Queued::default() {
+            all.remove(bridge);
+        }
     }
 
     fn position(&self) -> u64 {
@@ -638,6 +710,9 @@ impl Store {
             });
         res.map_err(tx_error)?;
         self.flushes.committed.fetch_add(1, Ordering::SeqCst);
+        if !outbox.is_empty() {
+            self.count(&c.bridge, |q| q.outbox += outbox.len());
+        }
         Ok(())
     }
 
@@ -674,9 +749,10 @@ impl Store {
         }
     }
 
-    /// Entries waiting for one bridge (all sinks).
+    /// Entries waiting for one bridge (all sinks); from a counter, never a scan.
     pub fn outbox_len(&self, bridge: &str) -> usize {
-        self.outbox.scan_prefix(prefix(&[bridge])).count()
+        let all = self.queued.lock().expect("queue counts lock");
+        all.get(bridge).map_or(0, |q| q.outbox)
     }
 
     /// All entries of the outbox, with their bridge and sink.
@@ -692,7 +768,11 @@ impl Store {
 
     /// Acknowledged: the entry leaves the outbox.
     pub fn ack(&self, key: &[u8]) -> Result<(), StoreError> {
-        self.outbox.remove(key)?;
+        if self.outbox.remove(key)?.is_some() {
+            self.count(&split_queue_key(key).0, |q| {
+                q.outbox = q.outbox.saturating_sub(1)
+            });
+        }
         Ok(())
     }
 
@@ -706,13 +786,19 @@ impl Store {
     /// Moves an entry from the outbox to the dead letters, atomically.
     pub fn dead_letter(&self, key: &[u8], letter: &DeadLetter) -> Result<(), StoreError> {
         let v = serde_json::to_vec(letter).expect("letter serialises");
-        let res: Result<(), TransactionError<StoreError>> =
-            (&self.outbox, &self.dead).transaction(|(ob, dead)| {
-                ob.remove(key)?;
-                dead.insert(key, v.as_slice())?;
-                Ok(())
+        let res: Result<bool, TransactionError<StoreError>> = (&self.outbox, &self.dead)
+            .transaction(|(ob, dead)| {
+                let was_queued = ob.remove(key)?.is_some();
+                let was_dead = dead.insert(key, v.as_slice())?.is_some();
+                Ok(was_queued && !was_dead)
             });
-        res.map_err(tx_error)
+        if res.map_err(tx_error)? {
+            self.count(&letter.bridge, |q| {
+                q.outbox = q.outbox.saturating_sub(1);
+                q.dead += 1;
+            });
+        }
+        Ok(())
     }
 
     pub fn dead_letters(&self) -> Result<Vec<(Vec<u8>, DeadLetter)>, StoreError> {
@@ -736,23 +822,37 @@ impl Store {
         entry.next_at_ms = 0;
         let new_key = queue_key(&letter.bridge, &letter.sink, self.position());
         let bytes = serde_json::to_vec(&entry).expect("entry serialises");
-        let res: Result<(), TransactionError<StoreError>> =
-            (&self.outbox, &self.dead).transaction(|(ob, dead)| {
-                dead.remove(key)?;
+        let res: Result<bool, TransactionError<StoreError>> = (&self.outbox, &self.dead)
+            .transaction(|(ob, dead)| {
+                let was_dead = dead.remove(key)?.is_some();
                 ob.insert(new_key.as_slice(), bytes.as_slice())?;
-                Ok(())
+                Ok(was_dead)
             });
-        res.map_err(tx_error)?;
+        let was_dead = res.map_err(tx_error)?;
+        self.count(&letter.bridge, |q| {
+            q.outbox += 1;
+            if was_dead {
+                q.dead = q.dead.saturating_sub(1);
+            }
+        });
         Ok(Some(letter))
     }
 
     /// Forgets a dead letter.
     pub fn drop_dead(&self, key: &[u8]) -> Result<bool, StoreError> {
-        Ok(self.dead.remove(key)?.is_some())
+        let dropped = self.dead.remove(key)?.is_some();
+        if dropped {
+            self.count(&split_queue_key(key).0, |q| {
+                q.dead = q.dead.saturating_sub(1)
+            });
+        }
+        Ok(dropped)
     }
 
+    /// Dead letters of one bridge (all sinks); from a counter, never a scan.
     pub fn dead_len(&self, bridge: &str) -> usize {
-        self.dead.scan_prefix(prefix(&[bridge])).count()
+        let all = self.queued.lock().expect("queue counts lock");
+        all.get(bridge).map_or(0, |q| q.dead)
     }
 }
 

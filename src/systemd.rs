@@ -18,15 +18,33 @@ pub fn stopping() {
     let _ = sd_notify::notify(&[NotifyState::Stopping]);
 }
 
-/// Pings the watchdog at half its period while `alive` is not cancelled; returns at once when
-/// `WatchdogSec=` is not set.
-pub async fn watchdog(alive: CancellationToken) {
+/// Pings the watchdog at half its period while `alive` is not cancelled and `wedged` finds
+/// nothing wrong; returns at once when `WatchdogSec=` is not set. That this task runs at all
+/// shows the runtime is not blocked; `wedged` looks at the loops and the store.
+pub async fn watchdog(alive: CancellationToken, wedged: impl Fn() -> Option<String>) {
     let Some(period) = sd_notify::watchdog_enabled() else {
         return;
     };
     let every = (period / 2).max(Duration::from_millis(100));
+    let mut silent = false;
     loop {
-        let _ = sd_notify::notify(&[NotifyState::Watchdog]);
+        match wedged() {
+            None => {
+                if silent {
+                    tracing::info!("watchdog: pinging again");
+                    silent = false;
+                }
+                let _ = sd_notify::notify(&[NotifyState::Watchdog]);
+            }
+            Some(why) => {
+                if !silent {
+                    tracing::error!(
+                        "watchdog: no longer pinging, so systemd restarts pollhook: {why}"
+                    );
+                    silent = true;
+                }
+            }
+        }
         tokio::select! {
             _ = alive.cancelled() => return,
             _ = tokio::time::sleep(every) => {}

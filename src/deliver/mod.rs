@@ -41,19 +41,38 @@ fn now_ms(t: SystemTime) -> i64 {
 }
 
 /// Looks at the head of one bridge+sink queue and, if it is due, makes one attempt.
+///
+/// Nothing is sent unless the store takes writes and the entry is on disk: an event sent
+/// before its commit is durable could be lost with the commit and its `seq` handed out again,
+/// and an acknowledgement that cannot be stored would make it re-send the event in a loop. A
+/// store error marks the store failed (`Ctx::check`), and the queue waits for it to recover.
 pub async fn try_deliver_next(
     ctx: &Ctx,
     bridge: &str,
     sink: &Sink,
     now: SystemTime,
 ) -> Result<Outcome, StoreError> {
-    let Some((key, mut entry)) = ctx.store.outbox_head(bridge, &sink.id)? else {
+    let store = ctx.writable_store()?;
+    let r = attempt(ctx, &store, bridge, sink, now).await;
+    ctx.check(r)
+}
+
+async fn attempt(
+    ctx: &Ctx,
+    store: &crate::store::Store,
+    bridge: &str,
+    sink: &Sink,
+    now: SystemTime,
+) -> Result<Outcome, StoreError> {
+    let Some((key, mut entry)) = store.outbox_head(bridge, &sink.id)? else {
         return Ok(Outcome::Empty);
     };
     let now_ms = now_ms(now);
     if entry.next_at_ms > now_ms {
         return Ok(Outcome::NotDue(entry.next_at_ms));
     }
+    // Usually a no-op: commits with events are flushed before their deliverers are woken.
+    store.flush().await?;
     let action = match &sink.target {
         Target::Console => {
             let mut out = std::io::stdout().lock();
@@ -71,10 +90,10 @@ pub async fn try_deliver_next(
     let event_id = entry.event_id.clone();
     match action {
         RetryAction::Successful => {
-            ctx.store.ack(&key)?;
+            store.ack(&key)?;
             crate::metrics::delivery(bridge, "delivered");
             let latency = (now_ms - entry.created_ms).max(0) as u64;
-            crate::metrics::delivery_latency(bridge, Duration::from_millis(latency));
+            crate::metrics::delivery_latency(Duration::from_millis(latency));
             Ok(Outcome::Delivered { event_id })
         }
         RetryAction::Retry { reason, after } => {
@@ -89,24 +108,24 @@ pub async fn try_deliver_next(
                     );
                     entry.next_at_ms = next_at_ms;
                     entry.last_error = Some(reason);
-                    ctx.store.reschedule(&key, &entry)?;
+                    store.reschedule(&key, &entry)?;
                     crate::metrics::delivery(bridge, "retry");
                     Ok(Outcome::Retrying {
                         event_id,
                         next_at_ms,
                     })
                 }
-                None => dead_letter(ctx, bridge, sink, &key, entry, reason, now_ms),
+                None => dead_letter(store, bridge, sink, &key, entry, reason, now_ms),
             }
         }
         RetryAction::DontRetry { reason } => {
-            dead_letter(ctx, bridge, sink, &key, entry, reason, now_ms)
+            dead_letter(store, bridge, sink, &key, entry, reason, now_ms)
         }
     }
 }
 
 fn dead_letter(
-    ctx: &Ctx,
+    store: &crate::store::Store,
     bridge: &str,
     sink: &Sink,
     key: &[u8],
@@ -121,7 +140,7 @@ fn dead_letter(
     entry.last_error = Some(reason);
     let event_id = entry.event_id.clone();
     crate::metrics::delivery(bridge, "dead_letter");
-    ctx.store.dead_letter(
+    store.dead_letter(
         key,
         &DeadLetter {
             bridge: bridge.to_string(),
@@ -138,9 +157,20 @@ fn dead_letter(
 pub async fn run_sink(ctx: Arc<Ctx>, bridge: Arc<Bridge>, sink: usize, cancel: CancellationToken) {
     let sink = &bridge.sinks[sink];
     let mut wake = ctx.subscribe(&bridge.name);
+    // A step that takes far longer than its time-out is stuck (see `runtime::Beats`).
+    let limit = sink.timeout + Duration::from_secs(60);
     loop {
+        if ctx.store_failure().is_some() {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = ctx.store_recovered() => {}
+            }
+        }
         wake.borrow_and_update();
-        let outcome = try_deliver_next(&ctx, &bridge.name, sink, SystemTime::now()).await;
+        let outcome = {
+            let _step = ctx.beats.step("a delivery", limit);
+            try_deliver_next(&ctx, &bridge.name, sink, SystemTime::now()).await
+        };
         let wait = match outcome {
             Ok(Outcome::Empty) => None,
             Ok(Outcome::NotDue(at)) => Some(Duration::from_millis(
@@ -152,6 +182,8 @@ pub async fn run_sink(ctx: Arc<Ctx>, bridge: Arc<Bridge>, sink: usize, cancel: C
                 }
                 continue;
             }
+            // The store does not take writes: logged once where it was found; wait for it.
+            Err(e) if e.is_failure() && ctx.store_failure().is_some() => continue,
             Err(e) => {
                 error!(bridge = %bridge.name, sink = %sink.target, "outbox: {e}");
                 Some(Duration::from_secs(5))

@@ -12,7 +12,7 @@ use crate::diff::{self, Baseline, ChangeKind, HeldBack, Write};
 use crate::event::{self, Event, EventType, Side};
 use crate::extract::{self, ExtractError};
 use crate::runtime::Ctx;
-use crate::store::{BridgeMeta, Commit, PageWrite, StoreError};
+use crate::store::{BridgeMeta, Commit, PageWrite, Store, StoreError};
 use chrono::{DateTime, Utc};
 pub use fetch::{FetchError, Incomplete};
 use std::collections::HashMap;
@@ -107,14 +107,36 @@ async fn fetch_documents(
 /// Bodies are stored only where a 304 may need one (a paginated source, or `after_missing`
 /// above 1); should a 304 stand for a body that is not there, the listing is fetched again
 /// without validators.
+///
+/// While the store does not take writes, a poll that would commit fails at once; a store
+/// error met on the way marks the store failed (see `Ctx::check`).
 pub async fn poll_once(
     ctx: &Ctx,
     bridge: &Bridge,
     commit: bool,
     now: DateTime<Utc>,
 ) -> Result<PollReport, PollError> {
+    let store = if commit {
+        ctx.writable_store()?
+    } else {
+        ctx.store()?
+    };
+    let r = poll_with(ctx, &store, bridge, commit, now).await;
+    if let Err(PollError::Store(e)) = &r {
+        ctx.store_failed(e);
+    }
+    r
+}
+
+async fn poll_with(
+    ctx: &Ctx,
+    st: &Store,
+    bridge: &Bridge,
+    commit: bool,
+    now: DateTime<Utc>,
+) -> Result<PollReport, PollError> {
     let conditional = bridge.source.conditional && bridge.source.method == Method::GET;
-    let store = ctx.store.clone();
+    let store = st.clone();
     let name = bridge.name.clone();
     let (meta, cached) = tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
         Ok((store.meta(&name)?, store.pages(&name)?))
@@ -127,7 +149,7 @@ pub async fn poll_once(
     let empty = HashMap::new();
     let cache = fetch::Cache {
         pages: if trusted { &cached } else { &empty },
-        store: &ctx.store,
+        store: st,
         bridge: &bridge.name,
         keep_bodies: bridge.source.paginate.is_some() || bridge.emit.after_missing > 1,
     };
@@ -169,7 +191,7 @@ pub async fn poll_once(
         ..
     } = listing;
 
-    let store = ctx.store.clone();
+    let store = st.clone();
     let name = bridge.name.clone();
     let stored = tokio::task::spawn_blocking(move || store.load_state(&name))
         .await
@@ -228,7 +250,7 @@ pub async fn poll_once(
         }
         let previous_value = match c.kind {
             ChangeKind::Created => None,
-            _ => ctx.store.item_value(&bridge.name, &c.key)?,
+            _ => st.item_value(&bridge.name, &c.key)?,
         };
         let previous_hash = stored.get(&c.key).map(|s| s.hash);
         let previous = match (&previous_value, &previous_hash) {
@@ -314,13 +336,13 @@ pub async fn poll_once(
     drop(canon);
     drop(items);
     drop(documents);
-    let store = ctx.store.clone();
+    let store = st.clone();
     tokio::task::spawn_blocking(move || store.commit(&c))
         .await
         .expect("commit does not panic")?;
     if !report.events.is_empty() {
         // On disk before the first attempt (SPEC §6).
-        ctx.store.flush().await?;
+        st.flush().await?;
         ctx.wake(&bridge.name);
     }
     Ok(report)

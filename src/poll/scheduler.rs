@@ -40,8 +40,8 @@ pub async fn run_bridge(ctx: Arc<Ctx>, bridge: Arc<Bridge>, cancel: Cancellation
         .paused_until_ms
         .and_then(DateTime::from_timestamp_millis);
     let fresh = ctx
-        .store
-        .meta(&bridge.name)
+        .store()
+        .and_then(|s| s.meta(&bridge.name))
         .map(|m| !m.baselined)
         .unwrap_or(false);
     if fresh && paused_until.is_none() {
@@ -67,6 +67,14 @@ pub async fn run_bridge(ctx: Arc<Ctx>, bridge: Arc<Bridge>, cancel: Cancellation
         if paused_until.take().is_some() {
             ctx.update_status(&bridge.name, |s| s.paused_until_ms = None);
         }
+        // While the store does not take writes a poll could store nothing: skip the slots
+        // until it does (the failure is logged once, and shown by `/healthz`).
+        if ctx.store_failure().is_some() {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = ctx.store_recovered() => {}
+            }
+        }
         paused_until = poll_and_log(&ctx, &bridge, &redactor).await.1;
     }
 }
@@ -85,7 +93,16 @@ pub async fn poll_and_log(
         .await
         .expect("the semaphore is never closed");
     let started = Instant::now();
+    // Every page may take the whole time-out; anything far past that is stuck.
+    let pages = bridge
+        .source
+        .paginate
+        .as_ref()
+        .map_or(1, |p| p.max_pages.max(1));
+    let limit = bridge.source.timeout * pages + Duration::from_secs(60);
+    let step = ctx.beats.step("a poll", limit);
     let result = poll_once(ctx, bridge, true, Utc::now()).await;
+    drop(step);
     let elapsed = started.elapsed();
     let duration_ms = elapsed.as_millis() as u64;
     let pause = match &result {

@@ -65,12 +65,12 @@ async fn gone_dead_letters_at_once_and_the_next_event_goes_on() {
     let o = h.drain(&b).await;
     assert!(matches!(o[0], Outcome::DeadLettered { .. }), "{o:?}");
     assert!(matches!(o[1], Outcome::Delivered { .. }), "{o:?}");
-    let dead = h.ctx.store.dead_letters().unwrap();
+    let dead = h.ctx.store().unwrap().dead_letters().unwrap();
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].1.entry.last_error.as_deref(), Some("HTTP 410 Gone"));
     assert_eq!(dead[0].1.entry.attempts, 1);
     assert_eq!(dead[0].1.entry.seq, 1);
-    assert_eq!(h.ctx.store.outbox_len("d"), 0);
+    assert_eq!(h.ctx.store().unwrap().outbox_len("d"), 0);
 }
 
 #[tokio::test]
@@ -90,7 +90,7 @@ async fn redirects_are_not_followed_and_an_exhausted_schedule_dead_letters() {
     let o = h.drain_at(&b, t0 + Duration::from_secs(2)).await;
     assert!(matches!(o[0], Outcome::DeadLettered { .. }), "{o:?}");
     assert!(elsewhere.received().is_empty(), "the redirect was followed");
-    let dead = h.ctx.store.dead_letters().unwrap();
+    let dead = h.ctx.store().unwrap().dead_letters().unwrap();
     assert_eq!(dead[0].1.entry.attempts, 2);
     assert_eq!(dead[0].1.entry.last_error.as_deref(), Some("HTTP 500"));
 }
@@ -189,13 +189,14 @@ async fn a_hung_sink_holds_up_no_other_sink_or_bridge() {
     // The hung sink still holds all three of bridge d's events, in order, nothing acknowledged.
     let (_, head) = h
         .ctx
-        .store
+        .store()
+        .unwrap()
         .outbox_head("d", &d.sinks[0].id)
         .unwrap()
         .unwrap();
     assert_eq!(head.seq, 1);
-    assert_eq!(h.ctx.store.outbox_len("d"), 3);
-    assert_eq!(h.ctx.store.outbox_len("e"), 0);
+    assert_eq!(h.ctx.store().unwrap().outbox_len("d"), 3);
+    assert_eq!(h.ctx.store().unwrap().outbox_len("e"), 0);
     assert_eq!(
         hung.hits.lock().unwrap().len(),
         1,
@@ -209,10 +210,10 @@ async fn seq_survives_restarts_and_resets() {
     let rx = Receiver::start().await;
     let sinks = format!("  - url: {}\n    secret: {SECRET}\n", rx.url());
     let (up, h, b) = setup(&sinks, 2).await;
-    assert_eq!(h.ctx.store.meta("d").unwrap().seq, 2);
+    assert_eq!(h.ctx.store().unwrap().meta("d").unwrap().seq, 2);
     let h = h.restart();
-    h.ctx.store.reset("d").unwrap();
-    assert!(h.ctx.store.items("d").unwrap().is_empty());
+    h.ctx.store().unwrap().reset("d").unwrap();
+    assert!(h.ctx.store().unwrap().items("d").unwrap().is_empty());
     up.set_json(&json!({"items": [{"id": 1}, {"id": 2, "v": 1}]}));
     let r = h.poll(&b).await.unwrap();
     // first_poll: emit applies to the baseline after a reset too.

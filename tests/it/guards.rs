@@ -78,7 +78,7 @@ async fn a_503_with_retry_after_pauses_the_real_scheduler_and_shows_in_status() 
             && h.ctx.status("busy").last_result.as_deref() == Some("baseline")
     })
     .await;
-    assert_eq!(h.ctx.store.items("busy").unwrap().len(), 2);
+    assert_eq!(h.ctx.store().unwrap().items("busy").unwrap().len(), 2);
     // And the schedule resumes (every 500ms).
     eventually("polls resume", || up.hits().len() >= 4).await;
     cancel.cancel();
@@ -308,7 +308,7 @@ async fn max_body_is_exact_with_and_without_content_length() {
         );
         assert_eq!(h.snapshot("mb"), before);
     }
-    assert_eq!(h.ctx.store.items("mb").unwrap()[0].2["v"], "b");
+    assert_eq!(h.ctx.store().unwrap().items("mb").unwrap()[0].2["v"], "b");
 }
 
 #[tokio::test]
@@ -440,11 +440,11 @@ async fn excluded_parts_neither_count_nor_are_sent() {
     h.poll(&exc).await.unwrap();
     h.poll(&inc).await.unwrap();
     assert_eq!(
-        h.ctx.store.items("exc").unwrap()[0].2,
+        h.ctx.store().unwrap().items("exc").unwrap()[0].2,
         json!({"id": 7, "title": "t", "body": "b", "user": {"login": "ann"}})
     );
     assert_eq!(
-        h.ctx.store.items("inc").unwrap()[0].2,
+        h.ctx.store().unwrap().items("inc").unwrap()[0].2,
         json!({"title": "t", "user": {"login": "ann"}})
     );
 
@@ -498,21 +498,21 @@ async fn deletes_wait_for_after_missing_complete_polls_even_when_the_listing_ans
     // First absence: counted, no event.
     let r = h.poll(&b).await.unwrap();
     assert_eq!((r.deleted, r.events.len()), (0, 0));
-    assert_eq!(h.ctx.store.meta("am").unwrap().absent, 1);
+    assert_eq!(h.ctx.store().unwrap().meta("am").unwrap().absent, 1);
     // Second: the listing answers 304, and the absence still counts.
     let r = h.poll(&b).await.unwrap();
     assert_eq!(up.hits().last().unwrap().status, 304);
     assert!(!r.not_modified && r.events.is_empty());
-    assert_eq!(h.ctx.store.items("am").unwrap().len(), 3);
+    assert_eq!(h.ctx.store().unwrap().items("am").unwrap().len(), 3);
     // Third: deleted.
     let r = h.poll(&b).await.unwrap();
     assert_eq!(up.hits().last().unwrap().status, 304);
     assert_eq!(r.deleted, 1);
     assert_eq!(r.events[0].key, "c");
-    assert_eq!(h.ctx.store.meta("am").unwrap().absent, 0);
+    assert_eq!(h.ctx.store().unwrap().meta("am").unwrap().absent, 0);
     // Nothing left to count: a 304 is now simply "not modified".
     assert!(h.poll(&b).await.unwrap().not_modified);
-    assert_eq!(h.ctx.store.outbox_len("am"), 1);
+    assert_eq!(h.ctx.store().unwrap().outbox_len("am"), 1);
 }
 
 #[tokio::test]
@@ -544,5 +544,5 @@ async fn max_fraction_holds_back_a_mass_delete_and_keeps_the_state() {
     up.set_answer(Answer::json(&listing(5)).header("etag", "\"5\""));
     let r = h.poll(&b).await.unwrap();
     assert_eq!((r.deleted, r.held_back), (5, None));
-    assert_eq!(h.ctx.store.items("mf").unwrap().len(), 5);
+    assert_eq!(h.ctx.store().unwrap().items("mf").unwrap().len(), 5);
 }

@@ -70,7 +70,7 @@ async fn created_updated_deleted_are_delivered_signed_and_in_order() {
         assert!(body["timestamp"].as_str().unwrap().ends_with('Z'));
     }
     // Acknowledged events leave the outbox.
-    assert_eq!(h.ctx.store.outbox_len("shop"), 0);
+    assert_eq!(h.ctx.store().unwrap().outbox_len("shop"), 0);
 }
 
 #[tokio::test]
@@ -224,7 +224,7 @@ async fn failed_polls_change_nothing_and_emit_nothing() {
     down.sinks[0].target = pollhook::config::Target::Http(dead_url.parse().unwrap());
     let o = h.drain(&down).await;
     assert!(matches!(o[0], Outcome::Retrying { .. }), "{o:?}");
-    assert_eq!(h.ctx.store.outbox_len("f"), 1);
+    assert_eq!(h.ctx.store().unwrap().outbox_len("f"), 1);
     // And once it is back, the retry (when due) delivers it.
     let o = h
         .drain_at(&b, SystemTime::now() + Duration::from_secs(5))
@@ -335,7 +335,8 @@ async fn a_changed_key_definition_re_baselines_without_events() {
     assert!(r.rebaselined && r.events.is_empty());
     let keys: Vec<String> = h
         .ctx
-        .store
+        .store()
+        .unwrap()
         .items("k")
         .unwrap()
         .into_iter()

@@ -99,7 +99,7 @@ async fn github_fixture_is_replayed_through_its_link_headers() {
             "no validator before a baseline"
         );
     }
-    assert_eq!(h.ctx.store.items("gh").unwrap().len(), 13);
+    assert_eq!(h.ctx.store().unwrap().items("gh").unwrap().len(), 13);
 
     // Unchanged: every page is asked for with its ETag, every page answers 304.
     let before = h.snapshot("gh");
@@ -127,7 +127,7 @@ async fn an_edit_on_page_3_is_found_while_page_1_answers_304() {
     assert!(h.poll(&b).await.unwrap().baseline);
     assert!(h.poll(&b).await.unwrap().not_modified);
     let before = h.snapshot("gh");
-    let pages_before = h.ctx.store.pages("gh").unwrap();
+    let pages_before = h.ctx.store().unwrap().pages("gh").unwrap();
     assert_eq!(pages_before.len(), 5);
 
     // Issue 6 (page 3) is edited upstream; page 3 gets a new ETag. Page 4 fails this time.
@@ -148,7 +148,7 @@ async fn an_edit_on_page_3_is_found_while_page_1_answers_304() {
     // A failed page fails the poll: no state, no event, and no validator is stored, so page
     // 3's change cannot be hidden by a 304 next time.
     assert_eq!(h.snapshot("gh"), before);
-    assert_eq!(h.ctx.store.pages("gh").unwrap(), pages_before);
+    assert_eq!(h.ctx.store().unwrap().pages("gh").unwrap(), pages_before);
 
     up.route(&path4, github_answer(&up, &github_pages()[3]));
     let n = up.hits().len();
@@ -164,10 +164,10 @@ async fn an_edit_on_page_3_is_found_while_page_1_answers_304() {
         serde_json::to_value(e).unwrap()["changes"],
         json!([{"op": "replace", "path": "/title", "value": "Test issue 6, edited"}])
     );
-    assert_eq!(h.ctx.store.outbox_len("gh"), 1);
+    assert_eq!(h.ctx.store().unwrap().outbox_len("gh"), 1);
     // And now the whole listing is unchanged again.
     assert!(h.poll(&b).await.unwrap().not_modified);
-    assert_eq!(h.ctx.store.outbox_len("gh"), 1);
+    assert_eq!(h.ctx.store().unwrap().outbox_len("gh"), 1);
 }
 
 #[tokio::test]
@@ -195,11 +195,11 @@ async fn no_validators_before_a_baseline_after_a_definition_change_or_a_reset() 
     assert_eq!(inm(3).as_deref(), Some("\"v1\""));
 
     // After a reset: a fresh baseline, without validators.
-    h.ctx.store.reset("c").unwrap();
+    h.ctx.store().unwrap().reset("c").unwrap();
     let r = h.poll(&b2).await.unwrap();
     assert!(r.baseline && !r.not_modified);
     assert_eq!(inm(4), None);
-    assert_eq!(h.ctx.store.items("c").unwrap().len(), 2);
+    assert_eq!(h.ctx.store().unwrap().items("c").unwrap().len(), 2);
 
     // `conditional: false`: never a validator, never a cached page.
     let b3 = h.bridge(
@@ -213,7 +213,7 @@ async fn no_validators_before_a_baseline_after_a_definition_change_or_a_reset() 
         assert!(!r.not_modified);
     }
     assert_eq!((inm(5), inm(6)), (None, None));
-    assert!(h.ctx.store.pages("c").unwrap().is_empty());
+    assert!(h.ctx.store().unwrap().pages("c").unwrap().is_empty());
 }
 
 #[tokio::test]
@@ -228,13 +228,13 @@ async fn page_bodies_are_kept_only_where_a_304_may_stand_for_one() {
     // stored.
     let one = h.bridge("one", &yaml(&up.url(), "console", ""));
     h.poll(&one).await.unwrap();
-    let pages = h.ctx.store.pages("one").unwrap();
+    let pages = h.ctx.store().unwrap().pages("one").unwrap();
     let (key, head) = pages.iter().next().unwrap();
     assert_eq!(
         (head.etag.as_deref(), head.digest.as_deref()),
         (Some("\"1\""), None)
     );
-    assert_eq!(h.ctx.store.page_body("one", key).unwrap(), None);
+    assert_eq!(h.ctx.store().unwrap().page_body("one", key).unwrap(), None);
     assert!(h.poll(&one).await.unwrap().not_modified);
 
     // Counting absences: a 304 may have to stand for the page, so its body is kept.
@@ -242,10 +242,16 @@ async fn page_bodies_are_kept_only_where_a_304_may_stand_for_one() {
     h.poll(&am).await.unwrap();
     up.set_answer(Answer::json(&json!({"items": [{"id": "a"}]})).header("etag", "\"2\""));
     h.poll(&am).await.unwrap();
-    assert_eq!(h.ctx.store.meta("am").unwrap().absent, 1);
-    let pages = h.ctx.store.pages("am").unwrap();
+    assert_eq!(h.ctx.store().unwrap().meta("am").unwrap().absent, 1);
+    let pages = h.ctx.store().unwrap().pages("am").unwrap();
     let (key, head) = pages.iter().next().unwrap();
-    let body = h.ctx.store.page_body("am", key).unwrap().unwrap();
+    let body = h
+        .ctx
+        .store()
+        .unwrap()
+        .page_body("am", key)
+        .unwrap()
+        .unwrap();
     assert_eq!(
         serde_json::from_str::<Value>(&body).unwrap()["items"][0]["id"],
         "a"
@@ -254,19 +260,26 @@ async fn page_bodies_are_kept_only_where_a_304_may_stand_for_one() {
 
     // A body that is gone: the 304 cannot stand for it, so the listing is fetched again
     // without validators, and the absence still counts once.
-    assert_eq!(h.ctx.store.forget_page_bodies("am").unwrap(), 1);
+    assert_eq!(h.ctx.store().unwrap().forget_page_bodies("am").unwrap(), 1);
     let n = up.hits().len();
     let r = h.poll(&am).await.unwrap();
     let statuses: Vec<u16> = up.hits()[n..].iter().map(|h| h.status).collect();
     assert_eq!(statuses, [304, 200]);
     assert_eq!((inm(n).as_deref(), inm(n + 1)), (Some("\"2\""), None));
     assert!(!r.not_modified && r.events.is_empty());
-    assert_eq!(h.ctx.store.meta("am").unwrap().absent, 1);
-    assert_eq!(h.ctx.store.items("am").unwrap().len(), 2);
-    let missing = h.ctx.store.load_state("am").unwrap()["b"].missing;
+    assert_eq!(h.ctx.store().unwrap().meta("am").unwrap().absent, 1);
+    assert_eq!(h.ctx.store().unwrap().items("am").unwrap().len(), 2);
+    let missing = h.ctx.store().unwrap().load_state("am").unwrap()["b"].missing;
     assert_eq!(missing, 2);
     // The body is back, and the third absence is a delete, from a 304.
-    assert!(h.ctx.store.page_body("am", key).unwrap().is_some());
+    assert!(
+        h.ctx
+            .store()
+            .unwrap()
+            .page_body("am", key)
+            .unwrap()
+            .is_some()
+    );
     let r = h.poll(&am).await.unwrap();
     assert_eq!(up.hits().last().unwrap().status, 304);
     assert_eq!((r.deleted, r.events[0].key.as_str()), (1, "b"));
@@ -419,7 +432,7 @@ async fn a_next_link_that_repeats_ends_the_listing_as_incomplete() {
     );
     let r = h.poll(&b).await.unwrap();
     assert_eq!((r.deleted, r.events.len()), (0, 0));
-    assert_eq!(h.ctx.store.items("loop").unwrap().len(), 4);
+    assert_eq!(h.ctx.store().unwrap().items("loop").unwrap().len(), 4);
 }
 
 #[tokio::test]
@@ -458,7 +471,8 @@ async fn max_pages_reached_means_an_incomplete_listing_and_no_deletes() {
     );
     let keys = |h: &Harness| -> Vec<String> {
         h.ctx
-            .store
+            .store()
+            .unwrap()
             .items("mp")
             .unwrap()
             .into_iter()

@@ -381,7 +381,7 @@ impl Harness {
     /// Closes the store and opens it again, as a restart does.
     pub fn restart(self) -> Harness {
         let Harness { dir, ctx } = self;
-        ctx.store.flush_blocking().unwrap();
+        ctx.store().unwrap().flush_blocking().unwrap();
         drop(ctx);
         let ctx = Arc::new(Ctx::new(Store::open(&dir.path().join("data")).unwrap()));
         Harness { dir, ctx }
@@ -419,9 +419,9 @@ impl Harness {
     /// Everything the store holds for a bridge: items, meta, outbox length.
     pub fn snapshot(&self, name: &str) -> Snapshot {
         (
-            self.ctx.store.items(name).unwrap(),
-            self.ctx.store.meta(name).unwrap(),
-            self.ctx.store.outbox_len(name),
+            self.ctx.store().unwrap().items(name).unwrap(),
+            self.ctx.store().unwrap().meta(name).unwrap(),
+            self.ctx.store().unwrap().outbox_len(name),
         )
     }
 }
