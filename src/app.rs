@@ -339,16 +339,28 @@ pub async fn run(opts: RunOptions, env: Env, shutdown: CancellationToken) -> Res
     fleet.stop(&names).await;
     admin_done.wait().await;
     // Everything, acknowledgements and retry times included, not only the commits. A store
-    // that cannot write loses nothing by stopping: what is not on disk is detected (same ids)
-    // or sent again after the next start.
-    let flushed = match ctx.store() {
-        Ok(store) => tokio::task::spawn_blocking(move || store.flush_blocking()).await?,
-        Err(e) => Err(e),
+    // that does not take writes is not flushed (sled could wait for it for ever), and nothing
+    // is lost by stopping: what is not on disk is detected again (same ids) or sent again after
+    // the next start.
+    let flushed = match (ctx.store(), ctx.store_failure()) {
+        (Ok(store), None) => {
+            let flush = tokio::task::spawn_blocking(move || store.flush_blocking());
+            match tokio::time::timeout(SHUTDOWN_GRACE, flush).await {
+                Ok(joined) => joined?,
+                Err(_) => Err(crate::store::StoreError::Unavailable(format!(
+                    "the flush did not end within {}s",
+                    SHUTDOWN_GRACE.as_secs()
+                ))),
+            }
+        }
+        (Err(e), _) => Err(e),
+        (Ok(_), Some(f)) => Err(crate::store::StoreError::Unavailable(f.reason)),
     };
+    ctx.abandon_failed_store();
     match flushed {
         Ok(()) => info!("stopped"),
         Err(e) => error!(
-            "stopped without flushing the state database: {e}; what is not on disk is found or sent again after the next start"
+            "stopped without flushing the state database ({e}); what is not on disk is found or sent again after the next start"
         ),
     }
     Ok(())

@@ -223,11 +223,15 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
                 shard: shard.as_deref().map(parse_shard).transpose()?,
                 store_failure_limit,
             };
-            runtime()?.block_on(async {
+            let rt = runtime()?;
+            let ran = rt.block_on(async {
                 let shutdown = CancellationToken::new();
                 tokio::spawn(signals(shutdown.clone()));
                 app::run(opts, Env::process(), shutdown).await
-            })?;
+            });
+            // A blocking call stuck in a failed store must not keep the process from exiting.
+            rt.shutdown_timeout(std::time::Duration::from_secs(1));
+            ran?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Check { paths } => {
@@ -412,10 +416,10 @@ impl Admin {
         })
     }
 
-    /// True when a daemon answers `/healthz`.
+    /// True when a daemon answers `/healthz`, healthy (200) or not (503).
     async fn alive(&self) -> bool {
         let url = format!("{}/healthz", self.base);
-        matches!(self.http.get(url).send().await, Ok(r) if r.status().is_success())
+        matches!(self.http.get(url).send().await, Ok(r) if r.status().is_success() || r.status() == reqwest::StatusCode::SERVICE_UNAVAILABLE)
     }
 
     async fn call(&self, method: reqwest::Method, path: &str) -> Result<serde_json::Value> {

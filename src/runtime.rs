@@ -175,6 +175,9 @@ impl Ctx {
         if let Some(old) = old {
             let deadline = Instant::now() + wait;
             while old.other_handles() > 0 {
+                // A thread stuck in a flush of the failed store holds a handle; a flush that
+                // meets the error wakes it (see `Store::probe`).
+                let _ = old.flush_blocking();
                 if Instant::now() > deadline {
                     let n = old.other_handles();
                     *self.store.write().expect("store lock") = Some(old);
@@ -184,6 +187,8 @@ impl Ctx {
                 }
                 std::thread::sleep(Duration::from_millis(20));
             }
+            // Closing flushes; a flush after the error returns at once (and wakes any waiter).
+            let _ = old.flush_blocking();
             drop(old);
         }
         let store = Store::open(dir)?;
@@ -198,6 +203,16 @@ impl Ctx {
             );
         }
         Ok(())
+    }
+
+    /// Leaves a store that does not take writes open for good: closing it flushes, and sled
+    /// can wait for ever in a flush that met a write error (the process is about to exit).
+    pub fn abandon_failed_store(&self) {
+        if self.store_failure().is_some() {
+            if let Some(store) = self.store.write().expect("store lock").take() {
+                std::mem::forget(store);
+            }
+        }
     }
 
     /// Records that a bridge's task ended on its own.

@@ -33,7 +33,7 @@ use std::sync::{Arc, Mutex};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("state database: {0}")]
+    #[error("state database: {}", sled_message(.0))]
     Sled(#[from] sled::Error),
     #[error("state of bridge `{0}` changed during the poll; the poll will be retried")]
     Conflict(String),
@@ -43,6 +43,23 @@ pub enum StoreError {
     /// opened again; see `runtime::Ctx::store`.
     #[error("state database unavailable: {0}")]
     Unavailable(String),
+}
+
+/// sled shows an I/O error with `{:?}` (`Os { code: 28, ... }`); an operator wants the
+/// system's words: "No space left on device (os error 28)".
+fn sled_message(e: &sled::Error) -> String {
+    match e {
+        sled::Error::Io(io) if io.raw_os_error().is_some() => io.to_string(),
+        // sled hands out the error it keeps as a copy holding the original's `{:?}` text.
+        sled::Error::Io(io) => {
+            let text = io.to_string();
+            text.split_once("message: \"")
+                .and_then(|(_, m)| m.split_once('"'))
+                .map(|(m, _)| m.to_string())
+                .unwrap_or(text)
+        }
+        other => other.to_string(),
+    }
 }
 
 impl StoreError {
@@ -427,8 +444,11 @@ impl Store {
     }
 
     /// Writes a small record and waits for the disk: the way to learn that the database takes
-    /// writes again (or still does) when nothing else is writing.
+    /// writes again (or still does) when nothing else is writing. It flushes first: after a
+    /// write error sled wakes the threads waiting in a flush only when another flush meets
+    /// the error, so this also frees them.
     pub fn probe(&self, now_ms: i64) -> Result<(), StoreError> {
+        self.db.flush()?;
         self.db.insert(b"probe", &now_ms.to_be_bytes())?;
         self.db.flush()?;
         Ok(())

@@ -5,6 +5,7 @@ mod binary;
 mod config;
 mod crash;
 mod delivery;
+mod diskfull;
 mod guards;
 mod operate;
 mod pipeline;

@@ -323,6 +323,11 @@ impl Receiver {
             .push_back((status, vec![], delay));
     }
 
+    /// Forgets the scripted answers not yet given: 204 from now on.
+    pub fn clear_script(&self) {
+        self.script.lock().unwrap().clear();
+    }
+
     pub fn received(&self) -> Vec<Received> {
         self.got.lock().unwrap().clone()
     }
