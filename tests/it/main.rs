@@ -8,5 +8,6 @@ mod delivery;
 mod guards;
 mod operate;
 mod pipeline;
+mod rollback;
 mod sources;
 mod support;
