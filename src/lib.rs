@@ -12,6 +12,7 @@
 //! - [`diff`]: stored state + new items -> changes and writes; pure
 //! - [`event`]: change -> event body with id and JSON Patch; pure
 //! - [`store`]: sled trees; `commit` writes item state and outbox in one transaction
+//! - [`highwater`]: the highest seq handed out per bridge, kept apart from sled: a store that went back is refused
 //! - [`deliver`]: per bridge+sink outbox drain, retry decisions, the webhook request
 //! - [`sign`]: Standard Webhooks and GitHub signatures; pure
 //! - [`redact`]: secrets out of logs, errors and the admin API
@@ -28,6 +29,7 @@ pub mod deliver;
 pub mod diff;
 pub mod event;
 pub mod extract;
+pub mod highwater;
 pub mod logging;
 pub mod metrics;
 pub mod poll;

@@ -3,6 +3,7 @@ use clap::{Parser, Subcommand};
 use pollhook::app::{self, RunOptions};
 use pollhook::config::{self, Env};
 use pollhook::logging::{self, LogFormat};
+use pollhook::store::StoreError;
 use std::io::Read;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -91,6 +92,12 @@ enum Command {
         #[command(flatten)]
         admin: AdminAddr,
     },
+    /// Check the state directory for a rollback, or accept one. Works on the directory
+    /// itself, so the daemon must be stopped.
+    Store {
+        #[command(subcommand)]
+        action: StoreAction,
+    },
     /// Print the signature headers for a body read from stdin.
     Sign {
         /// `whsec_<base64>` or any string; repeat for several
@@ -118,6 +125,24 @@ enum DeadLetterAction {
     Replay(Selection),
     /// Forget dead letters.
     Drop(Selection),
+}
+
+#[derive(Subcommand)]
+enum StoreAction {
+    /// Compare every bridge's seq with the highest ever handed out: "ok: ...", or each bridge
+    /// that went back (exit 1).
+    Check {
+        /// State directory [default: $STATE_DIRECTORY under systemd, else ./data]
+        #[arg(long)]
+        data: Option<PathBuf>,
+    },
+    /// Move every bridge's seq past the highest ever handed out, so that no seq or event id is
+    /// reused for a different event; `pollhook run` then starts.
+    AcceptRollback {
+        /// State directory [default: $STATE_DIRECTORY under systemd, else ./data]
+        #[arg(long)]
+        data: Option<PathBuf>,
+    },
 }
 
 /// Where the running daemon's admin API is.
@@ -302,6 +327,12 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
         Command::DeadLetters { action, admin } => {
             runtime()?.block_on(dead_letters(action, &admin.addr))
         }
+        Command::Store { action } => match action {
+            StoreAction::Check { data } => store_check(&data.unwrap_or_else(default_data)),
+            StoreAction::AcceptRollback { data } => {
+                store_accept_rollback(&data.unwrap_or_else(default_data))
+            }
+        },
         Command::Sign {
             secret,
             id,
@@ -343,12 +374,8 @@ async fn poll_command(
         std::fs::create_dir_all(data)
             .with_context(|| format!("cannot create {}", data.display()))?;
     }
-    let store = pollhook::store::Store::open(data).with_context(|| {
-        format!(
-            "cannot open state in {} (is the daemon running? it holds the state directory)",
-            data.display()
-        )
-    })?;
+    let store = pollhook::store::Store::open(data)
+        .with_context(|| format!("cannot open state in {}", data.display()))?;
     let ctx = pollhook::runtime::Ctx::new(store);
     let redactor = pollhook::redact::Redactor::new(&bridge.secrets);
     let report = pollhook::poll::poll_once(&ctx, &bridge, commit, chrono::Utc::now())
@@ -374,6 +401,123 @@ async fn poll_command(
         } else {
             " (dry run: nothing stored or sent)"
         }
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Opens the store for `pollhook store ...`, without the rollback check (they are the way out
+/// of one), and never creating one.
+fn open_store(data: &std::path::Path, what: &str) -> Result<pollhook::store::Store> {
+    if !data.join("pollhook.sled").is_dir() {
+        bail!(
+            "no state in {} (no pollhook.sled there): nothing to {what}",
+            data.display()
+        );
+    }
+    match pollhook::store::Store::open_unchecked(data) {
+        Err(StoreError::Locked(_)) => bail!(
+            "cannot {what} the state in {}: a running pollhook (`pollhook run`) holds it; stop \
+             the daemon first (e.g. `systemctl stop pollhook`), then run this again",
+            data.display()
+        ),
+        r => r.with_context(|| format!("cannot {what} the state in {}", data.display())),
+    }
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+/// `pollhook store check`: exit 0 when no bridge is below its high-water mark, else 1.
+fn store_check(data: &std::path::Path) -> Result<ExitCode> {
+    let store = open_store(data, "check")?;
+    let hw = store.high_water();
+    let found = hw.found();
+    if found.damaged > 0 {
+        println!(
+            "warning: {} was damaged: {} unreadable bytes skipped (the marks in them are lost)",
+            hw.path().display(),
+            found.damaged
+        );
+    }
+    if found.torn > 0 {
+        println!(
+            "note: {}: a torn last record ({} bytes, a crash mid-write) was dropped",
+            hw.path().display(),
+            found.torn
+        );
+    }
+    match store.find_rollback()? {
+        None => {
+            let seqs = store.seqs()?;
+            let marks = hw.marks();
+            let highest = seqs.values().chain(marks.values()).max().copied();
+            println!(
+                "ok: {} bridge{}, highest seq {}; none below the high-water mark in {}",
+                seqs.len(),
+                plural(seqs.len()),
+                highest.unwrap_or(0),
+                hw.path().display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(r) => {
+            println!(
+                "rollback: {} of {} bridge{} {} below the highest seq ever handed out ({}):",
+                r.behind.len(),
+                r.bridges,
+                plural(r.bridges),
+                if r.behind.len() == 1 { "is" } else { "are" },
+                hw.path().display()
+            );
+            for b in &r.behind {
+                println!("  {b}");
+            }
+            println!(
+                "the state in {} went back (a damaged or truncated log, or an older copy put \
+                 back); `pollhook run` refuses to start so that no seq or event id is reused.",
+                data.join("pollhook.sled").display()
+            );
+            println!(
+                "run `pollhook store accept-rollback --data {}` to move every bridge's seq past \
+                 the highest handed out; the changes lost with the rollback are then detected \
+                 again and sent as new events",
+                data.display()
+            );
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+/// `pollhook store accept-rollback`.
+fn store_accept_rollback(data: &std::path::Path) -> Result<ExitCode> {
+    let store = open_store(data, "accept a rollback of")?;
+    let moved = store.accept_rollback()?;
+    if moved.is_empty() {
+        println!(
+            "nothing to accept: no bridge in {} is below its high-water mark",
+            data.display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    for b in &moved {
+        println!(
+            "{}: seq {} -> {}{}",
+            b.bridge,
+            b.stored,
+            b.handed_out,
+            if b.missing {
+                " (its record was lost: its next poll re-baselines)"
+            } else {
+                ""
+            }
+        );
+    }
+    println!(
+        "accepted: {} bridge{} moved to the highest seq handed out; their next events get seqs \
+         and ids never used; `pollhook run` starts now",
+        moved.len(),
+        plural(moved.len())
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -19,10 +19,14 @@
 //! that goes on after the largest position stored, so a prefix scan walks one queue in detection order and a replayed
 //! dead letter joins the back of its queue. Bridge names cannot hold `\0` (validated), so
 //! prefixes never collide.
+//!
+//! Every seq a flush puts on disk is recorded in the high-water mark, apart from sled
+//! ([`crate::highwater`]); `open` refuses a store whose seqs are below it (a rollback).
 
 use crate::diff::Stored;
 use crate::event::EventType;
 use crate::extract::Hash;
+use crate::highwater::{self, HighWater, HighWaterError, Rollback};
 use serde::{Deserialize, Serialize};
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
@@ -43,6 +47,20 @@ pub enum StoreError {
     /// opened again; see `runtime::Ctx::store`.
     #[error("state database unavailable: {0}")]
     Unavailable(String),
+    /// The store is below the high-water mark: see [`crate::highwater`].
+    #[error("{0}")]
+    Rollback(Rollback),
+    #[error("state database {0} is in use by another process (a running `pollhook run`?)")]
+    Locked(String),
+    #[error(
+        "state database {path} is damaged and cannot be opened ({reason}); restore it from a \
+         backup, or move it aside to start afresh (every bridge then re-baselines): the \
+         high-water mark beside it shows what went back, and `pollhook store accept-rollback` \
+         moves every seq past it"
+    )]
+    Damaged { path: String, reason: String },
+    #[error(transparent)]
+    HighWater(#[from] HighWaterError),
 }
 
 /// sled shows an I/O error with `{:?}` (`Os { code: 28, ... }`); an operator wants the
@@ -72,8 +90,11 @@ impl StoreError {
                 e,
                 sled::Error::Io(_) | sled::Error::Corruption { .. } | sled::Error::ReportableBug(_)
             ),
-            StoreError::Unavailable(_) => true,
-            StoreError::Conflict(_) | StoreError::Corrupt(_) => false,
+            StoreError::Unavailable(_)
+            | StoreError::Locked(_)
+            | StoreError::Damaged { .. }
+            | StoreError::HighWater(_) => true,
+            StoreError::Conflict(_) | StoreError::Corrupt(_) | StoreError::Rollback(_) => false,
         }
     }
 }
@@ -260,6 +281,8 @@ pub struct Store {
     /// Entries per bridge in the outbox and the dead letters, counted at open and kept up to
     /// date by every write that adds or removes one, so status and metrics never scan.
     queued: Arc<Mutex<HashMap<String, Queued>>>,
+    /// Per bridge, the highest seq handed out, kept apart from sled (SPEC §11).
+    highwater: Arc<HighWater>,
 }
 
 /// How many entries one bridge has waiting and dead.
@@ -394,8 +417,20 @@ fn json<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, S
 }
 
 impl Store {
+    /// Opens the store and checks it against the high-water mark: a store below it is
+    /// refused with [`StoreError::Rollback`].
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
-        let db = sled::Config::new().path(dir.join("pollhook.sled")).open()?;
+        let store = Store::open_unchecked(dir)?;
+        if let Some(r) = store.find_rollback()? {
+            return Err(StoreError::Rollback(r));
+        }
+        store.mark_stored()?;
+        Ok(store)
+    }
+
+    /// Opens the store without the rollback check (`pollhook store check|accept-rollback`).
+    pub fn open_unchecked(dir: &Path) -> Result<Store, StoreError> {
+        let db = open_sled(&dir.join("pollhook.sled"))?;
         let outbox = db.open_tree("outbox")?;
         let dead = db.open_tree("dead")?;
         // Positions only order entries that exist, so going on after the largest one is enough.
@@ -416,6 +451,14 @@ impl Store {
         let items = db.open_tree("items")?;
         let state = db.open_tree("state")?;
         migrate(&db, &items, &state)?;
+        let highwater = HighWater::open(dir)?;
+        let found = highwater.found();
+        if found.damaged > 0 {
+            tracing::warn!(
+                path = %highwater.path().display(), skipped_bytes = found.damaged,
+                "high-water mark was damaged: unreadable records skipped, rewritten"
+            );
+        }
         Ok(Store {
             items,
             state,
@@ -428,6 +471,7 @@ impl Store {
             flushes: Default::default(),
             queued: Arc::new(Mutex::new(queued)),
             dir: dir.to_path_buf(),
+            highwater: Arc::new(highwater),
             db,
         })
     }
@@ -480,7 +524,9 @@ impl Store {
         }
         let target = self.flushes.committed.load(Ordering::SeqCst);
         let db = self.db.clone();
-        tokio::task::spawn_blocking(move || db.flush())
+        let hw = self.highwater.clone();
+        // The notes are taken after `target` was read: every commit it counts is among them.
+        tokio::task::spawn_blocking(move || flush_and_mark(&db, &hw, hw.take_noted()))
             .await
             .expect("flush does not panic")?;
         self.flushes.durable.fetch_max(target, Ordering::SeqCst);
@@ -488,8 +534,9 @@ impl Store {
     }
 
     pub fn flush_blocking(&self) -> Result<(), StoreError> {
-        self.db.flush()?;
-        Ok(())
+        // The notes stay for `flush` to take too: a flush that returns must have recorded
+        // every commit it counts, even one whose notes a concurrent `flush_blocking` read.
+        flush_and_mark(&self.db, &self.highwater, self.highwater.noted())
     }
 
     pub fn meta(&self, bridge: &str) -> Result<BridgeMeta, StoreError> {
@@ -729,6 +776,8 @@ impl Store {
                 Ok(())
             });
         res.map_err(tx_error)?;
+        // Noted before it is counted, so a flush that counts it also records its seq.
+        self.highwater.note(&c.bridge, c.meta.seq);
         self.flushes.committed.fetch_add(1, Ordering::SeqCst);
         if !outbox.is_empty() {
             self.count(&c.bridge, |q| q.outbox += outbox.len());
@@ -881,6 +930,185 @@ fn split_queue_key(k: &[u8]) -> (String, String) {
     let bridge = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
     let sink = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
     (bridge, sink)
+}
+
+/// The high-water mark's side of the store (SPEC §11, [`crate::highwater`]).
+impl Store {
+    pub fn high_water(&self) -> &HighWater {
+        &self.highwater
+    }
+
+    /// Every bridge's stored `seq`, by name.
+    pub fn seqs(&self) -> Result<HashMap<String, u64>, StoreError> {
+        let mut out = HashMap::new();
+        for kv in self.meta.iter() {
+            let (k, v) = kv?;
+            let bridge = String::from_utf8_lossy(&k).into_owned();
+            let m: BridgeMeta = json(&v, &bridge)?;
+            out.insert(bridge, m.seq);
+        }
+        Ok(out)
+    }
+
+    /// The bridges whose stored seq is below the highest ever handed out, if any.
+    pub fn find_rollback(&self) -> Result<Option<Rollback>, StoreError> {
+        let stored = self.seqs()?;
+        let marks = self.highwater.marks();
+        let behind = highwater::behind(&marks, &stored);
+        if behind.is_empty() {
+            return Ok(None);
+        }
+        let bridges = stored
+            .keys()
+            .chain(marks.keys())
+            .collect::<std::collections::HashSet<_>>()
+            .len();
+        let data = self.highwater.path().parent().unwrap_or(Path::new("."));
+        Ok(Some(Rollback {
+            data: data.to_path_buf(),
+            bridges,
+            behind,
+        }))
+    }
+
+    /// Raises the mark to the seqs stored now: read at open, they are on disk. This starts
+    /// the mark of a store written before there was one.
+    fn mark_stored(&self) -> Result<(), StoreError> {
+        let stored = self.seqs()?;
+        if !self.highwater.found().existed && stored.values().any(|s| *s > 0) {
+            tracing::warn!(
+                path = %self.highwater.path().display(), bridges = stored.len(),
+                "no high-water mark yet: starting it from the store (expected once, on the \
+                 first start of a version that keeps one)"
+            );
+        }
+        // A full disk must not keep the store from opening: the mark stays lower meanwhile
+        // (a rollback to between the two would go unseen), and the next flush raises it.
+        if let Err(e) = self.highwater.record(&stored) {
+            tracing::warn!("{e}: raised at the next flush");
+            self.highwater.renote(stored);
+        }
+        Ok(())
+    }
+
+    /// Moves every bridge that is below its mark up to it, so that its next event gets a seq
+    /// past the highest handed out (and, since ids derive from the seq, a fresh id). The rest
+    /// of its meta stays: its item state is the older one the rollback left, and its next
+    /// poll sends the differences as new events (a bridge whose record was lost re-baselines).
+    /// Only while no daemon runs: the store's lock sees to that.
+    pub fn accept_rollback(&self) -> Result<Vec<highwater::Behind>, StoreError> {
+        let behind = highwater::behind(&self.highwater.marks(), &self.seqs()?);
+        let mut batch = sled::Batch::default();
+        for b in &behind {
+            let meta = BridgeMeta {
+                seq: b.handed_out,
+                ..self.meta(&b.bridge)?
+            };
+            batch.insert(
+                b.bridge.as_bytes(),
+                serde_json::to_vec(&meta).expect("meta serialises"),
+            );
+        }
+        self.meta.apply_batch(batch)?;
+        self.db.flush()?;
+        Ok(behind)
+    }
+}
+
+/// Flushes sled, then records in the high-water mark `seqs`, noted before the flush began and
+/// so on disk once it is done. If either fails, the notes are given back for the next flush.
+fn flush_and_mark(
+    db: &sled::Db,
+    hw: &HighWater,
+    seqs: HashMap<String, u64>,
+) -> Result<(), StoreError> {
+    let done = match db.flush() {
+        Ok(_) => hw.record(&seqs).map_err(StoreError::from),
+        Err(e) => Err(e.into()),
+    };
+    if done.is_err() {
+        hw.renote(seqs);
+    }
+    done
+}
+
+/// Opens sled at `path`. sled 0.34 meets a damaged log in one of three ways: it opens what
+/// came before the damage (a rollback, which the high-water mark catches), it fails with
+/// `Corruption`, or it panics (a log cut at some offsets indexes out of bounds in
+/// `segment.rs`). The last two become [`StoreError::Damaged`], naming the directory, and a
+/// panic prints no trace. The lock held by a running daemon becomes [`StoreError::Locked`],
+/// after a short wait: a store of this process that was just dropped (a test's restart, a
+/// re-open after a write error) lets go of it only when sled's threads have ended.
+fn open_sled(path: &Path) -> Result<sled::Db, StoreError> {
+    let damaged = |reason: String| StoreError::Damaged {
+        path: path.display().to_string(),
+        reason,
+    };
+    let locked_until = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    let opened = loop {
+        match quiet_panics(|| sled::Config::new().path(path).open()) {
+            Ok(Err(sled::Error::Io(e))) if e.to_string().starts_with("could not acquire lock") => {
+                if std::time::Instant::now() >= locked_until {
+                    return Err(StoreError::Locked(path.display().to_string()));
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            r => break r,
+        }
+    };
+    match opened {
+        Ok(Ok(db)) => Ok(db),
+        Ok(Err(e @ sled::Error::Io(_))) => Err(e.into()),
+        Ok(Err(sled::Error::Corruption { at, .. })) => Err(damaged(match at {
+            Some(at) => format!("sled found corrupt data at {at:?}"),
+            None => "sled found corrupt data".to_string(),
+        })),
+        Ok(Err(e)) => Err(damaged(format!("sled: {e}"))),
+        Err(panic) => Err(damaged(format!("sled panicked reading it: {panic}"))),
+    }
+}
+
+thread_local! {
+    /// Set while this thread runs `quiet_panics`: its panic message goes here, not to stderr.
+    static QUIET: std::cell::RefCell<Option<Option<String>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `f`, turning a panic into its message (where it happened, within the crate that
+/// panicked) without the panic hook's report. Other threads' panics are reported as before.
+pub(crate) fn quiet_panics<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let quiet = QUIET.with(|q| {
+                let mut q = q.borrow_mut();
+                let Some(slot) = q.as_mut() else {
+                    return false;
+                };
+                let payload = info.payload();
+                let msg = payload
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a panic".to_string());
+                let at = info.location().map(|l| {
+                    // From the crate's directory on: `sled-0.34.7/src/...`, not the home path.
+                    let file = l.file();
+                    let from = file.rfind("/sled-").map_or(0, |i| i + 1);
+                    format!(" ({}:{})", &file[from..], l.line())
+                });
+                *slot = Some(format!("{msg}{}", at.unwrap_or_default()));
+                true
+            });
+            if !quiet {
+                previous(info);
+            }
+        }));
+    });
+    QUIET.with(|q| *q.borrow_mut() = Some(None));
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    let msg = QUIET.with(|q| q.borrow_mut().take()).flatten();
+    r.map_err(|_| msg.unwrap_or_else(|| "a panic".to_string()))
 }
 
 #[cfg(test)]

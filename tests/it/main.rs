@@ -9,5 +9,6 @@ mod diskfull;
 mod guards;
 mod operate;
 mod pipeline;
+mod rollback;
 mod sources;
 mod support;

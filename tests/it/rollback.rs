@@ -1,0 +1,362 @@
+//! Rollback is never silent (SPEC §11): the real binary, a store whose log is damaged or cut
+//! after a `kill -9`, the refusal on start, `pollhook store check` and `accept-rollback`, and
+//! a receiver that never sees one seq or one id given to two different events.
+
+use crate::binary::{BIN, Daemon};
+use crate::support::*;
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::time::Duration;
+
+const ITEMS: usize = 10;
+const ROUNDS: usize = 12;
+
+/// Round `r` of the upstream's listing: every item changes each round.
+fn listing(r: usize) -> Value {
+    let items: Vec<Value> = (0..ITEMS)
+        .map(|id| json!({"id": id, "round": r, "pad": "x".repeat(200)}))
+        .collect();
+    json!({ "items": items })
+}
+
+fn write_bridge(dir: &Path, up: &Upstream, rx: &Receiver) {
+    std::fs::create_dir_all(dir.join("bridges")).unwrap();
+    let yaml = format!(
+        "schedule: {{every: 500ms}}\nsource: {{url: \"{}\"}}\nitems: {{select: \"$.items[*]\", key: \"$.id\"}}\nemit: {{first_poll: emit}}\nsinks:\n  - url: {}\n    secret: {SECRET}\n    retry: [100ms, 200ms, 500ms, 1s, 1s, 1s, 1s, 1s, 1s, 1s]\n",
+        up.url(),
+        rx.url()
+    );
+    std::fs::write(dir.join("bridges/b.yaml"), yaml).unwrap();
+}
+
+/// Distinct seqs the receiver has.
+fn seqs(rx: &Receiver) -> BTreeMap<u64, Value> {
+    rx.received()
+        .iter()
+        .map(|r| {
+            let e = r.json();
+            (e["seq"].as_u64().unwrap(), e)
+        })
+        .collect()
+}
+
+/// Runs a `pollhook` command to its end (a generous deadline); exit code, stdout, stderr.
+async fn pollhook(args: &[&str], data: &Path) -> (i32, String, String) {
+    let mut cmd = tokio::process::Command::new(BIN);
+    cmd.args(args)
+        .arg("--data")
+        .arg(data)
+        .env_remove("JOURNAL_STREAM")
+        .env_remove("NOTIFY_SOCKET")
+        .env("RUST_LOG", "info")
+        .kill_on_drop(true);
+    let out = tokio::time::timeout(Duration::from_secs(60), cmd.output())
+        .await
+        .unwrap_or_else(|_| panic!("pollhook {args:?} did not finish"))
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// An address where nothing listens: `poll` then works on the state directory itself.
+fn no_daemon() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().to_string()
+}
+
+/// Runs the bridge for `ROUNDS` rounds, each delivered in full, then `kill -9`; damages the
+/// log with `damage`; then checks the refusal, both store commands, and a restart whose
+/// seqs go on past the highest handed out, with no seq or id reused.
+async fn rolled_back_store_is_refused_then_accepted(damage: impl Fn(&Path)) {
+    let up = Upstream::start().await;
+    let rx = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    write_bridge(dir.path(), &up, &rx);
+
+    up.set_json(&listing(0));
+    let mut d = Daemon::start(dir.path(), &[]);
+    for r in 0..ROUNDS {
+        up.set_json(&listing(r));
+        let want = ((r + 1) * ITEMS) as u64;
+        eventually(&format!("round {r} delivered"), || {
+            seqs(&rx).keys().next_back() == Some(&want)
+        })
+        .await;
+    }
+    d.child.kill().await.unwrap(); // SIGKILL
+    let handed_out = (ROUNDS * ITEMS) as u64;
+    let before = seqs(&rx);
+    assert_eq!(before.len() as u64, handed_out);
+    assert!(data.join("highwater").is_file());
+    assert!(
+        !std::fs::read_dir(data.join("pollhook.sled"))
+            .unwrap()
+            .any(|e| e
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("snap.")),
+        "sled wrote a snapshot: the damage below would not be in the log alone"
+    );
+
+    damage(&data.join("pollhook.sled/db"));
+
+    // `run` refuses, saying what it found and what to run.
+    let (code, _, err) = pollhook(
+        &[
+            "run",
+            "--admin",
+            "off",
+            "--bridges",
+            dir.path().join("bridges").to_str().unwrap(),
+        ],
+        &data,
+    )
+    .await;
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("rollback: the state in"), "{err}");
+    assert!(
+        err.contains(&format!(
+            "1 of 1 bridge is below the highest seq ever handed out ({})",
+            data.join("highwater").display()
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("highest handed out {handed_out}")),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("`pollhook store check --data {}`", data.display())),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "`pollhook store accept-rollback --data {}`",
+            data.display()
+        )),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+
+    // So does a poll with --commit that works on the directory itself.
+    let admin = no_daemon();
+    let (code, _, err) = pollhook(
+        &[
+            "poll",
+            "b",
+            "--commit",
+            "--admin",
+            &admin,
+            "--bridges",
+            dir.path().join("bridges").to_str().unwrap(),
+        ],
+        &data,
+    )
+    .await;
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("rollback: the state in"), "{err}");
+
+    // `store check` lists it and exits 1.
+    let (code, out, err) = pollhook(&["store", "check"], &data).await;
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.starts_with("rollback: 1 of 1 bridge is below"), "{out}");
+    let line = out
+        .lines()
+        .find(|l| l.trim_start().starts_with("`b` is at seq "))
+        .unwrap_or_else(|| panic!("no line for b in:\n{out}"));
+    let stored: u64 = line
+        .trim_start()
+        .trim_start_matches("`b` is at seq ")
+        .split(',')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(stored < handed_out, "{line}");
+    assert!(
+        line.ends_with(&format!("highest handed out {handed_out}")),
+        "{line}"
+    );
+    assert!(
+        out.contains("pollhook store accept-rollback --data"),
+        "{out}"
+    );
+
+    // `accept-rollback` moves the seq up to the highest handed out.
+    let (code, out, err) = pollhook(&["store", "accept-rollback"], &data).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains(&format!("b: seq {stored} -> {handed_out}")),
+        "{out}"
+    );
+    let (code, out, err) = pollhook(&["store", "check"], &data).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.starts_with(&format!("ok: 1 bridge, highest seq {handed_out}")),
+        "{out}"
+    );
+
+    // `run` starts; the upstream moved on meanwhile.
+    let last = listing(ROUNDS);
+    up.set_json(&last);
+    let want: BTreeMap<String, Value> = last["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| (i["id"].to_string(), i.clone()))
+        .collect();
+    let d = Daemon::start(dir.path(), &[]);
+    eventually("the receiver's view matches the upstream again", || {
+        let mut view: BTreeMap<String, Value> = BTreeMap::new();
+        for e in seqs(&rx).values() {
+            view.insert(e["key"].as_str().unwrap().to_string(), e["data"].clone());
+        }
+        view == want
+    })
+    .await;
+    let (code, _, err) = d.terminate().await;
+    assert_eq!(code, 0, "{}", err.join("\n"));
+
+    // Every request: one seq is one id, one id is one body.
+    let got = rx.received();
+    let mut by_id: HashMap<String, Vec<u8>> = HashMap::new();
+    let mut by_seq: HashMap<u64, String> = HashMap::new();
+    for r in &got {
+        assert!(verify_standard(SECRET, r));
+        let e = r.json();
+        let id = e["id"].as_str().unwrap().to_string();
+        if let Some(body) = by_id.insert(id.clone(), r.body.to_vec()) {
+            assert_eq!(body, r.body.to_vec(), "id {id} was given to two events");
+        }
+        let seq = e["seq"].as_u64().unwrap();
+        if let Some(other) = by_seq.insert(seq, id.clone()) {
+            assert_eq!(other, id, "seq {seq} was given to two events");
+        }
+    }
+    // The new events go on right after the highest handed out, without gaps.
+    let all = seqs(&rx);
+    let fresh: Vec<u64> = all.keys().copied().filter(|s| *s > handed_out).collect();
+    assert!(!fresh.is_empty());
+    assert_eq!(
+        fresh,
+        (handed_out + 1..=*fresh.last().unwrap()).collect::<Vec<_>>()
+    );
+    assert_eq!(all.len() as u64, *fresh.last().unwrap());
+    for s in 1..=handed_out {
+        assert_eq!(all[&s], before[&s], "seq {s} changed");
+    }
+    eprintln!(
+        "rolled back from seq {handed_out} to {stored}; {} requests; new seqs {}..={}",
+        got.len(),
+        fresh[0],
+        fresh.last().unwrap()
+    );
+}
+
+/// The case: 8 bytes flipped in the middle of the log (sled opens what came before).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupted_log_is_refused_until_the_rollback_is_accepted() {
+    rolled_back_store_is_refused_then_accepted(|db| {
+        let mut bytes = std::fs::read(db).unwrap();
+        let at = bytes.len() / 2;
+        for b in &mut bytes[at..at + 8] {
+            *b ^= 0xff;
+        }
+        std::fs::write(db, bytes).unwrap();
+    })
+    .await;
+}
+
+/// The log cut short (a lost tail).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_truncated_log_is_refused_until_the_rollback_is_accepted() {
+    rolled_back_store_is_refused_then_accepted(|db| {
+        let f = std::fs::OpenOptions::new().write(true).open(db).unwrap();
+        let len = f.metadata().unwrap().len();
+        f.set_len(len / 2).unwrap();
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_commands_refuse_while_the_daemon_holds_the_store() {
+    let up = Upstream::start().await;
+    let rx = Receiver::start().await;
+    up.set_json(&listing(0));
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    write_bridge(dir.path(), &up, &rx);
+    let d = Daemon::start(dir.path(), &[]);
+    eventually("the first poll delivered", || seqs(&rx).len() == ITEMS).await;
+    for cmd in ["check", "accept-rollback"] {
+        let (code, out, err) = pollhook(&["store", cmd], &data).await;
+        assert_eq!(code, 1, "{out}{err}");
+        assert!(
+            err.contains("a running pollhook (`pollhook run`) holds it; stop the daemon first"),
+            "{err}"
+        );
+    }
+    let (code, _, err) = d.terminate().await;
+    assert_eq!(code, 0, "{}", err.join("\n"));
+    let (code, out, err) = pollhook(&["store", "check"], &data).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.starts_with("ok: 1 bridge, highest seq 10"), "{out}");
+    // Nothing to accept on a store that did not go back.
+    let (code, out, _) = pollhook(&["store", "accept-rollback"], &data).await;
+    assert_eq!(code, 0);
+    assert!(out.starts_with("nothing to accept"), "{out}");
+}
+
+/// A store sled cannot open at all is a located error, not a panic trace; `store check` on a
+/// directory without one says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_sled_cannot_open_is_a_clear_error() {
+    let up = Upstream::start().await;
+    let rx = Receiver::start().await;
+    up.set_json(&listing(0));
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    write_bridge(dir.path(), &up, &rx);
+    let (code, out, err) = pollhook(&["store", "check"], &data).await;
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("no state in"), "{err}");
+    assert!(!data.exists(), "check created a store");
+
+    let bridges = dir.path().join("bridges");
+    let poll = [
+        "poll",
+        "b",
+        "--commit",
+        "--admin",
+        &no_daemon(),
+        "--bridges",
+        bridges.to_str().unwrap(),
+    ];
+    let (code, _, err) = pollhook(&poll, &data).await;
+    assert_eq!(code, 0, "{err}");
+    let conf = data.join("pollhook.sled/conf");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&conf)
+        .unwrap()
+        .set_len(10)
+        .unwrap();
+    for args in [&poll[..], &["store", "check"]] {
+        let (code, _, err) = pollhook(args, &data).await;
+        assert_eq!(code, 1, "{err}");
+        assert!(
+            err.contains(&format!(
+                "state database {} is damaged and cannot be opened",
+                data.join("pollhook.sled").display()
+            )),
+            "{err}"
+        );
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}
