@@ -40,7 +40,7 @@ enum Command {
         /// How long the state database may refuse writes (a full disk) before the systemd
         /// watchdog stops being pinged, so that systemd restarts pollhook. pollhook keeps
         /// trying to recover by itself before that.
-        #[arg(long, value_name = "DURATION", default_value = "15m", value_parser = humantime::parse_duration)]
+        #[arg(long, env = "POLLHOOK_STORE_FAILURE_LIMIT", value_name = "DURATION", default_value = "15m", value_parser = humantime::parse_duration)]
         store_failure_limit: std::time::Duration,
     },
     /// Validate bridge files: "ok: N bridges", or every problem as FILE:LINE:COLUMN: message.

@@ -346,3 +346,24 @@ impl Drop for Beat<'_> {
         busy.remove(&self.id);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_step_past_its_limit_is_overdue_until_it_ends() {
+        let beats = Beats::default();
+        let start = Instant::now();
+        let quick = beats.step("a delivery", Duration::from_secs(3600));
+        assert_eq!(beats.overdue(start + Duration::from_secs(10)), None);
+        let stuck = beats.step("a poll", Duration::from_secs(5));
+        let (what, over) = beats.overdue(start + Duration::from_secs(65)).unwrap();
+        assert_eq!(what, "a poll");
+        assert!(over >= Duration::from_secs(59) && over <= Duration::from_secs(60));
+        drop(stuck);
+        assert_eq!(beats.overdue(start + Duration::from_secs(65)), None);
+        drop(quick);
+        assert!(beats.busy.lock().unwrap().is_empty());
+    }
+}

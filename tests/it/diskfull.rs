@@ -122,7 +122,27 @@ async fn a_full_disk_pauses_answers_and_recovers_without_a_restart() {
     }
     let admin = format!("127.0.0.1:{}", free_port());
     let base = format!("http://{admin}");
-    let d = Daemon::start_with(dir.path(), &[], &admin);
+    // The watchdog: pinged every 100 ms, and no longer once the store has failed for 1 s.
+    let sock_path = dir.path().join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_nonblocking(true).unwrap();
+    let pings = || {
+        let mut buf = [0u8; 512];
+        let mut n = 0;
+        while let Ok(len) = sock.recv(&mut buf) {
+            n += String::from_utf8_lossy(&buf[..len]).contains("WATCHDOG=1") as usize;
+        }
+        n
+    };
+    let d = Daemon::start_with(
+        dir.path(),
+        &[
+            ("NOTIFY_SOCKET", sock_path.to_str().unwrap()),
+            ("WATCHDOG_USEC", "200000"),
+            ("POLLHOOK_STORE_FAILURE_LIMIT", "1s"),
+        ],
+        &admin,
+    );
     let pid = d.child.id().unwrap();
     let logs = || d.stderr.lock().unwrap().join("\n");
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -188,6 +208,14 @@ async fn a_full_disk_pauses_answers_and_recovers_without_a_restart() {
     assert_eq!(code, 1);
     assert!(err.contains("state database unavailable"), "{err}");
 
+    assert!(pings() > 0, "no watchdog pings while healthy");
+    // Past the limit the watchdog goes quiet (so systemd would restart the daemon).
+    eventually("the watchdog goes quiet", || {
+        logs().contains("watchdog: no longer pinging")
+    })
+    .await;
+    pings(); // those sent before it went quiet
+
     // The receiver is back, but nothing is sent while no acknowledgement can be stored: the
     // count stays put while pollhook tries (and fails) to open the store again, three times.
     rx.clear_script();
@@ -222,6 +250,7 @@ async fn a_full_disk_pauses_answers_and_recovers_without_a_restart() {
         assert!(Instant::now() < deadline, "/healthz never became 200 again");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    eventually("the watchdog pinged again", || pings() > 0).await;
     eventually("rounds 1 to 3 delivered: seqs 1..=15", || {
         let got = by_seq(&rx);
         (1..=15).all(|s| got.contains_key(&s))
