@@ -78,20 +78,25 @@ async fn healthz(State(s): State<AdminState>) -> axum::response::Response {
 }
 
 async fn metrics(State(s): State<AdminState>) -> ([(&'static str, &'static str); 1], String) {
-    // Counters the store keeps: no scan, whatever the number of bridges.
-    if let Ok(store) = s.ctx.store() {
-        for b in running(&s) {
-            crate::metrics::queue_gauges(
-                &b.name,
-                store.outbox_len(&b.name),
-                store.dead_len(&b.name),
-            );
-        }
-    }
     crate::metrics::store_ok(s.ctx.store_failure().is_none());
+    // Counters the store keeps: no scan, whatever the number of bridges.
+    let all = running(&s);
+    let queues: Vec<(&str, usize, usize)> = match s.ctx.store() {
+        Ok(store) => all
+            .iter()
+            .map(|b| {
+                (
+                    b.name.as_str(),
+                    store.outbox_len(&b.name),
+                    store.dead_len(&b.name),
+                )
+            })
+            .collect(),
+        Err(_) => Vec::new(),
+    };
     (
         [("content-type", "text/plain; version=0.0.4")],
-        crate::metrics::handle().render(),
+        crate::metrics::render(&queues),
     )
 }
 

@@ -71,9 +71,34 @@ pub fn rate_limit_pause(bridge: &str) {
         .increment(1);
 }
 
-pub fn queue_gauges(bridge: &str, outbox: usize, dead: usize) {
-    metrics::gauge!("pollhook_outbox_depth", "bridge" => bridge.to_string()).set(outbox as f64);
-    metrics::gauge!("pollhook_dead_letters", "bridge" => bridge.to_string()).set(dead as f64);
+/// The scrape: everything recorded, then the queue gauges from the store's counters, given as
+/// `(bridge, outbox entries, dead letters)`. Per bridge they are written only where not zero
+/// (an idle fleet of 10k bridges would otherwise repeat 20k zero lines each scrape); the
+/// totals without a label are always there.
+pub fn render(queues: &[(&str, usize, usize)]) -> String {
+    use std::fmt::Write as _;
+    let mut out = handle().render();
+    for (name, help, pick) in [
+        (
+            "pollhook_outbox_depth",
+            "Events waiting for delivery, per bridge (absent: none)",
+            (|q: &(&str, usize, usize)| q.1) as fn(&(&str, usize, usize)) -> usize,
+        ),
+        (
+            "pollhook_dead_letters",
+            "Dead letters, per bridge (absent: none)",
+            |q| q.2,
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+        let mut total = 0;
+        for q in queues.iter().filter(|q| pick(q) > 0) {
+            total += pick(q);
+            let _ = writeln!(out, "{name}{{bridge=\"{}\"}} {}", q.0, pick(q));
+        }
+        let _ = writeln!(out, "# TYPE {name}_all gauge\n{name}_all {total}");
+    }
+    out
 }
 
 /// One attempt to open the state database again after it failed.

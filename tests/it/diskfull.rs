@@ -125,14 +125,27 @@ async fn a_full_disk_pauses_answers_and_recovers_without_a_restart() {
     // The watchdog: pinged every 100 ms, and no longer once the store has failed for 1 s.
     let sock_path = dir.path().join("notify.sock");
     let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
-    sock.set_nonblocking(true).unwrap();
-    let pings = || {
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    // Read at once, always: a full datagram queue would block the daemon's sender.
+    let pinged = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (count, stop) = (pinged.clone(), done.clone());
+    std::thread::spawn(move || {
         let mut buf = [0u8; 512];
-        let mut n = 0;
-        while let Ok(len) = sock.recv(&mut buf) {
-            n += String::from_utf8_lossy(&buf[..len]).contains("WATCHDOG=1") as usize;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            if let Ok(len) = sock.recv(&mut buf) {
+                if String::from_utf8_lossy(&buf[..len]).contains("WATCHDOG=1") {
+                    count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+            }
         }
-        n
+    });
+    let seen = std::cell::Cell::new(0);
+    // Pings since the last call.
+    let pings = || {
+        let now = pinged.load(std::sync::atomic::Ordering::SeqCst);
+        now - seen.replace(now)
     };
     let d = Daemon::start_with(
         dir.path(),
@@ -198,8 +211,9 @@ async fn a_full_disk_pauses_answers_and_recovers_without_a_restart() {
         assert!(took < Duration::from_secs(3), "{path} took {took:?}");
         assert!(matches!(code, 200 | 503), "{path}: {code} {text}");
     }
+    let started = Instant::now();
     let (code, out, err) = cli(&["status", "--admin", &admin]);
-    assert_eq!(code, 0, "{err}");
+    assert_eq!(code, 0, "{err} after {:?}\n{}", started.elapsed(), logs());
     assert!(
         out.contains("unhealthy: state database does not take writes"),
         "{out}"
@@ -226,6 +240,14 @@ async fn a_full_disk_pauses_answers_and_recovers_without_a_restart() {
         let (_, text, _) = get(&format!("{base}/metrics")).await;
         if metric(&text, "pollhook_store_reopen_attempts_total") >= 3.0 {
             assert_eq!(metric(&text, "pollhook_store_writable"), 0.0, "{text}");
+            // The queue is known without the store scanning: counters kept since the open.
+            let waiting = metric(&text, "pollhook_outbox_depth{bridge=\"full\"}");
+            assert!(waiting > 0.0, "{text}");
+            assert_eq!(
+                metric(&text, "pollhook_outbox_depth_all"),
+                waiting,
+                "{text}"
+            );
             break;
         }
         assert!(Instant::now() < deadline, "no attempt to reopen the store");
@@ -301,5 +323,6 @@ async fn a_full_disk_pauses_answers_and_recovers_without_a_restart() {
     let (code, _, err) = d.terminate().await;
     assert_eq!(code, 0, "{}", err.join("\n"));
     std::fs::remove_file(fill).unwrap();
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
     drop(fs);
 }
