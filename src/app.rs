@@ -30,9 +30,6 @@ pub struct RunOptions {
     pub store_failure_limit: Duration,
 }
 
-/// The default of `RunOptions::store_failure_limit`.
-pub const STORE_FAILURE_LIMIT: Duration = Duration::from_secs(15 * 60);
-
 /// How long in-flight polls and deliveries get to finish on shutdown (and on a reload that
 /// restarts a bridge).
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);

@@ -263,8 +263,6 @@ impl Commit {
 
 #[derive(Clone)]
 pub struct Store {
-    /// The data directory it was opened from (to open it again after a failure).
-    dir: std::path::PathBuf,
     db: sled::Db,
     items: sled::Tree,
     state: sled::Tree,
@@ -470,15 +468,9 @@ impl Store {
             next_position: Arc::new(AtomicU64::new(last + 1)),
             flushes: Default::default(),
             queued: Arc::new(Mutex::new(queued)),
-            dir: dir.to_path_buf(),
             highwater: Arc::new(highwater),
             db,
         })
-    }
-
-    /// The data directory this store was opened from.
-    pub fn dir(&self) -> &Path {
-        &self.dir
     }
 
     /// Handles to this store's database besides this one: it is closed (and its files
