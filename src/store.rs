@@ -36,6 +36,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use values::Kind;
 
+mod compact;
 pub mod values;
 
 #[derive(Debug, thiserror::Error)]
@@ -372,7 +373,36 @@ fn json<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, S
 }
 
 impl Store {
+    /// Opens the store in `dir`. One written by an earlier version that left large records in
+    /// sled's `blobs/` is first rewritten without them, once (see `compact`).
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        compact::recover(dir)?;
+        let store = Self::open_as_is(dir)?;
+        if compact::format(&store.db)? >= compact::VALUES_APART {
+            return Ok(store);
+        }
+        let blobs = compact::blobs(dir);
+        if blobs == 0 {
+            let format = compact::VALUES_APART.to_be_bytes();
+            store.db.insert(b"format", &format)?;
+            return Ok(store);
+        }
+        drop(store);
+        tracing::info!(
+            blobs,
+            "store: rewriting the store without the blobs earlier versions left"
+        );
+        match compact::run(dir) {
+            Ok(bytes) => tracing::info!(blob_bytes = bytes, "store: rewritten, blobs/ deleted"),
+            Err(e) => {
+                tracing::warn!("store: could not rewrite the store ({e}); going on as it is");
+                compact::recover(dir)?;
+            }
+        }
+        Self::open_as_is(dir)
+    }
+
+    fn open_as_is(dir: &Path) -> Result<Store, StoreError> {
         let db = sled::Config::new().path(dir.join("pollhook.sled")).open()?;
         let outbox = db.open_tree("outbox")?;
         let dead = db.open_tree("dead")?;
