@@ -890,14 +890,15 @@ impl Store {
     /// Records a failed attempt and when the next one is due.
     pub fn reschedule(&self, key: &[u8], entry: &OutboxEntry) -> Result<(), StoreError> {
         let v = serde_json::to_vec(entry).expect("entry serialises");
-        let garbage = values::put_all(
+        let old = values::put(
             &self.outbox,
             &self.parts,
             &self.files,
             Kind::Outbox,
-            &[(key.to_vec(), &v)],
+            key,
+            &v,
         )?;
-        self.collect(garbage)
+        self.collect(old.into_iter().collect())
     }
 
     /// Moves an entry from the outbox to the dead letters, atomically.

@@ -268,9 +268,42 @@ pub fn remove(
     kind: Kind,
     key: &[u8],
 ) -> Result<Option<FileName>, sled::Error> {
+    // A value stored whole (most) goes without a transaction, unless it changed meanwhile.
+    if let Some(old) = tree.get(key)? {
+        if !is_stored_apart(&old)
+            && tree
+                .compare_and_swap(key, Some(old), None::<&[u8]>)?
+                .is_ok()
+        {
+            return Ok(None);
+        }
+    }
     (tree, parts)
         .transaction(|(tx, parts)| Ok(remove_in_tx(tx, parts, kind, key)?))
         .map_err(storage)
+}
+
+/// Stores `value` under `key`, outside any other transaction. Returns the file of the value
+/// it replaces, to delete once this is on disk.
+pub fn put(
+    tree: &Tree,
+    parts: &Tree,
+    files: &Files,
+    kind: Kind,
+    key: &[u8],
+    value: &[u8],
+) -> Result<Option<FileName>, sled::Error> {
+    // A small value in place of a small one (most) goes without a transaction, unless the
+    // stored one changed meanwhile.
+    if value.len() <= CHUNK {
+        let old = tree.get(key)?;
+        if !old.as_deref().is_some_and(is_stored_apart)
+            && tree.compare_and_swap(key, old, Some(value))?.is_ok()
+        {
+            return Ok(None);
+        }
+    }
+    Ok(put_all(tree, parts, files, kind, &[(key.to_vec(), value)])?.pop())
 }
 
 /// Removes every value whose key starts with `prefix`, 10,000 to a transaction. Returns how
