@@ -14,6 +14,10 @@
 //! `state` holds each item's hash and missing count, `items` its value, so that a poll reads
 //! 20 bytes per item to compare and the values only of the items that changed.
 //!
+//! Item values, page bodies and queued events longer than 4 KiB are stored in chunks (in the
+//! tree `parts`) or, from 64 KiB, in files of their own (`pollhook.values/`), never whole in a
+//! sled record: sled keeps large records in `blobs/` and never deletes them. See [`values`].
+//!
 //! Keys: `items`, `state` and `meta` by `bridge \0 key`; `pages` and `page_bodies` by `bridge \0 page_key(url)`; `outbox` and `dead` by
 //! `bridge \0 sink \0 position(8 bytes, big-endian)`, the position coming from a counter
 //! that goes on after the largest position stored, so a prefix scan walks one queue in detection order and a replayed
@@ -34,6 +38,10 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use values::Kind;
+
+mod compact;
+pub mod values;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -271,6 +279,10 @@ pub struct Store {
     dead: sled::Tree,
     pages: sled::Tree,
     page_bodies: sled::Tree,
+    /// The chunks of values longer than 4 KiB, and which value files records point at.
+    parts: sled::Tree,
+    /// Values of 64 KiB and more, a file each.
+    files: Arc<values::Files>,
     /// The next queue position. Not sled's `generate_id`: called next to transactions on
     /// other threads, it deadlocks sled 0.34 (found by the delivery benchmark).
     next_position: Arc<AtomicU64>,
@@ -348,7 +360,12 @@ const FORMAT: u32 = 2;
 /// Format 1 kept `[hash][missing][value]` in `items`: moves hash and missing to `state`, a
 /// batch of items at a time, each batch in one transaction. An item already in `state` has
 /// been moved, so a migration cut short by a crash goes on where it stopped.
-fn migrate(db: &sled::Db, items: &sled::Tree, state: &sled::Tree) -> Result<(), StoreError> {
+fn migrate(
+    db: &sled::Db,
+    items: &sled::Tree,
+    state: &sled::Tree,
+    (parts, files): (&sled::Tree, &values::Files),
+) -> Result<(), StoreError> {
     let format = db
         .get(b"format")?
         .and_then(|v| Some(u32::from_be_bytes(v.as_ref().try_into().ok()?)))
@@ -357,11 +374,15 @@ fn migrate(db: &sled::Db, items: &sled::Tree, state: &sled::Tree) -> Result<(), 
         return Ok(());
     }
     let split = |batch: &[(sled::IVec, sled::IVec)]| -> Result<(), StoreError> {
+        let prepared = batch
+            .iter()
+            .map(|(_, rec)| files.prepare(&rec[20..]))
+            .collect::<Result<Vec<_>, _>>()?;
         let res: Result<(), TransactionError<StoreError>> =
-            (items, state).transaction(|(items, state)| {
-                for (k, rec) in batch {
+            (items, state, parts).transaction(|(items, state, parts)| {
+                for ((k, rec), value) in batch.iter().zip(&prepared) {
                     state.insert(k, &rec[..20])?;
-                    items.insert(k, &rec[20..])?;
+                    values::put_in_tx(items, parts, Kind::Item, k, value)?;
                 }
                 Ok(())
             });
@@ -410,6 +431,13 @@ fn tx_error(e: TransactionError<StoreError>) -> StoreError {
     }
 }
 
+fn read_error(e: values::ReadError, what: impl FnOnce() -> String) -> StoreError {
+    match e {
+        values::ReadError::Sled(e) => e.into(),
+        values::ReadError::Corrupt => StoreError::Corrupt(what()),
+    }
+}
+
 fn json<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, StoreError> {
     serde_json::from_slice(bytes).map_err(|_| StoreError::Corrupt(what.to_string()))
 }
@@ -427,7 +455,36 @@ impl Store {
     }
 
     /// Opens the store without the rollback check (`pollhook store check|accept-rollback`).
+    /// One written by an earlier version that left large records in sled's `blobs/` is first
+    /// rewritten without them, once (see `compact`).
     pub fn open_unchecked(dir: &Path) -> Result<Store, StoreError> {
+        compact::recover(dir)?;
+        let store = Self::open_as_is(dir)?;
+        if compact::format(&store.db)? >= compact::VALUES_APART {
+            return Ok(store);
+        }
+        let blobs = compact::blobs(dir);
+        if blobs == 0 {
+            let format = compact::VALUES_APART.to_be_bytes();
+            store.db.insert(b"format", &format)?;
+            return Ok(store);
+        }
+        drop(store);
+        tracing::info!(
+            blobs,
+            "store: rewriting the store without the blobs earlier versions left"
+        );
+        match compact::run(dir) {
+            Ok(bytes) => tracing::info!(blob_bytes = bytes, "store: rewritten, blobs/ deleted"),
+            Err(e) => {
+                tracing::warn!("store: could not rewrite the store ({e}); going on as it is");
+                compact::recover(dir)?;
+            }
+        }
+        Self::open_as_is(dir)
+    }
+
+    fn open_as_is(dir: &Path) -> Result<Store, StoreError> {
         let db = open_sled(&dir.join("pollhook.sled"))?;
         let outbox = db.open_tree("outbox")?;
         let dead = db.open_tree("dead")?;
@@ -448,7 +505,16 @@ impl Store {
         }
         let items = db.open_tree("items")?;
         let state = db.open_tree("state")?;
-        migrate(&db, &items, &state)?;
+        let parts = db.open_tree("parts")?;
+        let files = values::Files::open(dir.join("pollhook.values")).map_err(sled::Error::from)?;
+        migrate(&db, &items, &state, (&parts, &files))?;
+        let swept = files.sweep(&parts)?;
+        if swept > 0 {
+            tracing::info!(
+                files = swept,
+                "store: value files that no record points at deleted"
+            );
+        }
         let highwater = HighWater::open(dir)?;
         let found = highwater.found();
         if found.damaged > 0 {
@@ -465,6 +531,8 @@ impl Store {
             dead,
             pages: db.open_tree("pages")?,
             page_bodies: db.open_tree("page_bodies")?,
+            parts,
+            files: Arc::new(files),
             next_position: Arc::new(AtomicU64::new(last + 1)),
             flushes: Default::default(),
             queued: Arc::new(Mutex::new(queued)),
@@ -499,6 +567,54 @@ impl Store {
         }
     }
 
+    /// Deletes the value files that the writes just made left without a record, once those
+    /// writes are on disk: were a file deleted first, a crash would bring back a record
+    /// without its file.
+    fn collect(&self, garbage: Vec<values::FileName>) -> Result<(), StoreError> {
+        if !garbage.is_empty() {
+            self.db.flush()?;
+            self.files.delete(garbage);
+        }
+        Ok(())
+    }
+
+    /// The value under `key` in `tree` (of `kind`); `what` names it in an error.
+    fn value(
+        &self,
+        tree: &sled::Tree,
+        kind: Kind,
+        key: &[u8],
+        what: impl FnOnce() -> String,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        values::read(tree, &self.parts, &self.files, kind, key).map_err(|e| read_error(e, what))
+    }
+
+    /// The value whose own record `rec` a scan of `tree` found under `key`.
+    fn value_of(
+        &self,
+        kind: Kind,
+        key: &[u8],
+        rec: sled::IVec,
+        what: impl FnOnce() -> String,
+    ) -> Result<Vec<u8>, StoreError> {
+        values::value_of(&self.parts, &self.files, kind, key, rec).map_err(|e| read_error(e, what))
+    }
+
+    /// Stores item values that no state points at yet, outside the commit's transaction
+    /// (see `commit`); returns the files they replace, to be collected.
+    pub fn put_ahead(
+        &self,
+        batch: &[(Vec<u8>, &[u8])],
+    ) -> Result<Vec<values::FileName>, StoreError> {
+        Ok(values::put_all(
+            &self.items,
+            &self.parts,
+            &self.files,
+            Kind::Item,
+            batch,
+        )?)
+    }
+
     fn position(&self) -> u64 {
         self.next_position.fetch_add(1, Ordering::Relaxed)
     }
@@ -523,6 +639,20 @@ impl Store {
             .expect("flush does not panic")?;
         self.flushes.durable.fetch_max(target, Ordering::SeqCst);
         Ok(())
+    }
+
+    /// The bytes the store holds: every key and record of every tree, and every value file.
+    /// The state directory's size over this is what sled and the file system add. A full
+    /// scan, for tests and benchmarks.
+    pub fn live_bytes(&self) -> Result<u64, StoreError> {
+        let mut n = self.files.bytes().map_err(sled::Error::from)?;
+        for name in self.db.tree_names() {
+            for kv in self.db.open_tree(name)?.iter() {
+                let (k, v) = kv?;
+                n += (k.len() + v.len()) as u64;
+            }
+        }
+        Ok(n)
     }
 
     pub fn flush_blocking(&self) -> Result<(), StoreError> {
@@ -570,7 +700,14 @@ impl Store {
     /// Forgets the stored bodies of a bridge's cached pages, keeping their validators: what a
     /// lost body looks like (tests use it; a poll then fetches the listing again in full).
     pub fn forget_page_bodies(&self, bridge: &str) -> Result<usize, StoreError> {
-        remove_bridge(&self.page_bodies, bridge)
+        let (n, garbage) = values::remove_prefix(
+            &self.page_bodies,
+            &self.parts,
+            Kind::PageBody,
+            &prefix(&[bridge]),
+        )?;
+        self.collect(garbage)?;
+        Ok(n)
     }
 
     /// The stored body of one cached page.
@@ -578,7 +715,10 @@ impl Store {
         let mut k = prefix(&[bridge]);
         k.extend_from_slice(key.as_bytes());
         let corrupt = || StoreError::Corrupt(format!("{bridge}/page {key}"));
-        let body = match self.page_bodies.get(&k)? {
+        let stored = self.value(&self.page_bodies, Kind::PageBody, &k, || {
+            format!("{bridge}/page {key}")
+        })?;
+        let body = match stored {
             Some(b) => b,
             // A record from before bodies were stored apart carries its own.
             None => match self.pages.get(&k)? {
@@ -587,14 +727,12 @@ impl Store {
                     if at == rec.len() {
                         return Ok(None);
                     }
-                    rec.subslice(at, rec.len() - at)
+                    rec[at..].to_vec()
                 }
                 None => return Ok(None),
             },
         };
-        String::from_utf8(body.to_vec())
-            .map(Some)
-            .map_err(|_| corrupt())
+        String::from_utf8(body).map(Some).map_err(|_| corrupt())
     }
 
     /// Hash and missing count of every stored item of a bridge.
@@ -619,8 +757,9 @@ impl Store {
     ) -> Result<Option<serde_json::Value>, StoreError> {
         let mut k = prefix(&[bridge]);
         k.extend_from_slice(key.as_bytes());
-        match self.items.get(k)? {
-            Some(rec) => json(&rec, &format!("{bridge}/{key}")).map(Some),
+        let what = || format!("{bridge}/{key}");
+        match self.value(&self.items, Kind::Item, &k, what)? {
+            Some(rec) => json(&rec, &what()).map(Some),
             None => Ok(None),
         }
     }
@@ -630,15 +769,21 @@ impl Store {
         &self,
         bridge: &str,
     ) -> Result<Vec<(String, Hash, serde_json::Value)>, StoreError> {
-        let values = Self::scan(&self.items, bridge, "item", |rec| {
-            serde_json::from_slice(rec).ok()
-        })?;
+        let p = prefix(&[bridge]);
         let mut state = self.load_state(bridge)?;
-        // A value without state is what an interrupted reset leaves: not an item.
-        Ok(values
-            .into_iter()
-            .filter_map(|(k, v)| Some((k.clone(), state.remove(&k)?.hash, v)))
-            .collect())
+        let mut out = Vec::new();
+        for kv in self.items.scan_prefix(&p) {
+            let (k, rec) = kv?;
+            let key = String::from_utf8_lossy(&k[p.len()..]).into_owned();
+            // A value without state is what an interrupted reset leaves: not an item.
+            let Some(s) = state.remove(&key) else {
+                continue;
+            };
+            let what = || format!("{bridge}/item {key}");
+            let v = self.value_of(Kind::Item, &k, rec, what)?;
+            out.push((key.clone(), s.hash, json(&v, &what())?));
+        }
+        Ok(out)
     }
 
     /// Applies a poll atomically: item state, meta (with the new `seq`) and outbox entries.
@@ -655,8 +800,12 @@ impl Store {
         // only values nothing reads (and the next write of that key replaces). This keeps a
         // first poll of a large listing from holding every value in one transaction. Values
         // of known items are replaced inside it: the previous one must stay until then.
+        // Values are made ready (the large ones written to their files) before the
+        // transaction, which may run more than once; the files they replace are deleted
+        // once it is on disk (see `values`).
         let mut fresh = vec![false; c.puts.len()];
-        let mut batch = sled::Batch::default();
+        let mut garbage = Vec::new();
+        let mut batch = Vec::new();
         let mut in_batch = 0;
         for (i, (k, _, value)) in c.puts.iter().enumerate() {
             let key = item_key(k);
@@ -664,21 +813,35 @@ impl Store {
                 continue;
             }
             fresh[i] = true;
-            batch.insert(key, value.as_slice());
-            in_batch += 1;
-            if in_batch == 10_000 {
-                self.items.apply_batch(std::mem::take(&mut batch))?;
+            in_batch += value.len().div_ceil(values::CHUNK);
+            batch.push((key, value.as_slice()));
+            if in_batch >= 10_000 {
+                garbage.extend(self.put_ahead(&batch)?);
+                batch.clear();
                 in_batch = 0;
             }
         }
-        if in_batch > 0 {
-            self.items.apply_batch(batch)?;
+        if !batch.is_empty() {
+            garbage.extend(self.put_ahead(&batch)?);
         }
-        let mut outbox: Vec<(Vec<u8>, Vec<u8>)> = Vec::with_capacity(c.outbox.len());
-        for (sink, e) in &c.outbox {
+        drop(batch);
+        let mut prepared = Vec::with_capacity(c.puts.len());
+        for ((_, _, value), fresh) in c.puts.iter().zip(&fresh) {
+            prepared.push(match fresh {
+                true => None,
+                false => Some(self.files.prepare(value)?),
+            });
+        }
+        let mut outbox = Vec::with_capacity(c.outbox.len());
+        let entries: Vec<Vec<u8>> = c
+            .outbox
+            .iter()
+            .map(|(_, e)| serde_json::to_vec(e).expect("entry serialises"))
+            .collect();
+        for ((sink, _), e) in c.outbox.iter().zip(&entries) {
             outbox.push((
                 queue_key(&c.bridge, sink, self.position()),
-                serde_json::to_vec(e).expect("entry serialises"),
+                self.files.prepare(e)?,
             ));
         }
         // The page set is replaced: pages no longer in the listing go. Polls of one bridge
@@ -695,27 +858,28 @@ impl Store {
             }
         }
         // Key, validators record, and the body when it is stored.
-        type Written<'a> = (Vec<u8>, Vec<u8>, Option<&'a [u8]>);
-        let written: Vec<Written> = c
-            .pages
-            .iter()
-            .filter_map(|(pk, w)| {
-                let body = match w {
-                    PageWrite::Full(_, body) => Some(body.as_bytes()),
-                    _ => None,
-                };
-                Some((item_key(pk), encode_page(w.head()?), body))
-            })
-            .collect();
-        let res: Result<(), TransactionError<StoreError>> = (
+        type Written<'a> = (Vec<u8>, Vec<u8>, Option<values::Prepared<'a>>);
+        let mut written: Vec<Written> = Vec::with_capacity(c.pages.len());
+        for (pk, w) in &c.pages {
+            let body = match w {
+                PageWrite::Full(_, body) => Some(self.files.prepare(body.as_bytes())?),
+                _ => None,
+            };
+            if let Some(head) = w.head() {
+                written.push((item_key(pk), encode_page(head), body));
+            }
+        }
+        let res: Result<Vec<values::FileName>, TransactionError<StoreError>> = (
             &self.items,
             &self.state,
             &self.meta,
             &self.outbox,
             &self.pages,
             &self.page_bodies,
+            &self.parts,
         )
-            .transaction(|(items, state, meta, ob, pg, bodies)| {
+            .transaction(|(items, state, meta, ob, pg, bodies, parts)| {
+                let mut garbage = Vec::new();
                 let current = match meta.get(c.bridge.as_bytes())? {
                     Some(v) => serde_json::from_slice::<BridgeMeta>(&v).map_err(|_| {
                         ConflictableTransactionError::Abort(StoreError::Corrupt(c.bridge.clone()))
@@ -728,11 +892,11 @@ impl Store {
                         c.bridge.clone(),
                     )));
                 }
-                for ((k, hash, value), fresh) in c.puts.iter().zip(&fresh) {
+                for ((k, hash, _), value) in c.puts.iter().zip(&prepared) {
                     let key = item_key(k);
                     state.insert(key.as_slice(), &state_record(hash, 0))?;
-                    if !fresh {
-                        items.insert(key, value.as_slice())?;
+                    if let Some(value) = value {
+                        garbage.extend(values::put_in_tx(items, parts, Kind::Item, &key, value)?);
                     }
                 }
                 for (k, missing) in &c.missing {
@@ -748,42 +912,66 @@ impl Store {
                 for k in &c.removes {
                     let key = item_key(k);
                     state.remove(key.as_slice())?;
-                    items.remove(key)?;
+                    garbage.extend(values::remove_in_tx(items, parts, Kind::Item, &key)?);
                 }
                 meta.insert(c.bridge.as_bytes(), meta_bytes.as_slice())?;
                 for (k, v) in &outbox {
-                    ob.insert(k.as_slice(), v.as_slice())?;
+                    garbage.extend(values::put_in_tx(ob, parts, Kind::Outbox, k, v)?);
                 }
                 for k in &gone {
                     pg.remove(k.as_slice())?;
-                    bodies.remove(k.as_slice())?;
+                    garbage.extend(values::remove_in_tx(bodies, parts, Kind::PageBody, k)?);
                 }
                 for (k, head, body) in &written {
                     pg.insert(k.as_slice(), head.as_slice())?;
-                    match body {
-                        Some(body) => bodies.insert(k.as_slice(), *body)?,
-                        None => bodies.remove(k.as_slice())?,
-                    };
+                    garbage.extend(match body {
+                        Some(body) => values::put_in_tx(bodies, parts, Kind::PageBody, k, body)?,
+                        None => values::remove_in_tx(bodies, parts, Kind::PageBody, k)?,
+                    });
+                }
+                Ok(garbage)
+            });
+        let outcome = match res {
+            Ok(replaced) => {
+                garbage.extend(replaced);
+                // Noted before it is counted, so a flush that counts it also records its seq.
+                self.highwater.note(&c.bridge, c.meta.seq);
+                self.flushes.committed.fetch_add(1, Ordering::SeqCst);
+                if !outbox.is_empty() {
+                    self.count(&c.bridge, |q| q.outbox += outbox.len());
                 }
                 Ok(())
-            });
-        res.map_err(tx_error)?;
-        // Noted before it is counted, so a flush that counts it also records its seq.
-        self.highwater.note(&c.bridge, c.meta.seq);
-        self.flushes.committed.fetch_add(1, Ordering::SeqCst);
-        if !outbox.is_empty() {
-            self.count(&c.bridge, |q| q.outbox += outbox.len());
+            }
+            Err(e) => {
+                if let TransactionError::Abort(_) = e {
+                    // Refused: the files made ready for it are no value's.
+                    let new = prepared
+                        .iter()
+                        .flatten()
+                        .chain(outbox.iter().map(|(_, v)| v));
+                    let new = new.chain(written.iter().filter_map(|w| w.2.as_ref()));
+                    self.files.delete(new.filter_map(values::Prepared::file));
+                }
+                Err(tx_error(e))
+            }
+        };
+        // After a write error, what reached the disk is unknown: the next open's sweep
+        // deletes what no record points at.
+        if !matches!(outcome, Err(StoreError::Sled(_))) {
+            self.collect(garbage)?;
         }
-        Ok(())
+        outcome
     }
 
     /// Forgets a bridge's items and cached pages (its `seq` stays, so ids and seqs are never
     /// reused); the next poll re-baselines, without validators.
     pub fn reset(&self, bridge: &str) -> Result<usize, StoreError> {
+        let p = prefix(&[bridge]);
         remove_bridge(&self.pages, bridge)?;
-        remove_bridge(&self.page_bodies, bridge)?;
+        let (_, mut garbage) =
+            values::remove_prefix(&self.page_bodies, &self.parts, Kind::PageBody, &p)?;
         let n = remove_bridge(&self.state, bridge)?;
-        remove_bridge(&self.items, bridge)?;
+        garbage.extend(values::remove_prefix(&self.items, &self.parts, Kind::Item, &p)?.1);
         let mut m = self.meta(bridge)?;
         m.baselined = false;
         m.absent = 0;
@@ -792,6 +980,7 @@ impl Store {
             bridge.as_bytes(),
             serde_json::to_vec(&m).expect("meta serialises"),
         )?;
+        self.collect(garbage)?;
         Ok(n)
     }
 
@@ -804,6 +993,7 @@ impl Store {
         match self.outbox.scan_prefix(prefix(&[bridge, sink])).next() {
             Some(kv) => {
                 let (k, v) = kv?;
+                let v = self.value_of(Kind::Outbox, &k, v, || bridge.to_string())?;
                 Ok(Some((k.to_vec(), json(&v, bridge)?)))
             }
             None => Ok(None),
@@ -822,6 +1012,7 @@ impl Store {
         for kv in self.outbox.iter() {
             let (k, v) = kv?;
             let (bridge, sink) = split_queue_key(&k);
+            let v = self.value_of(Kind::Outbox, &k, v, || "outbox".into())?;
             out.push((bridge, sink, json(&v, "outbox")?));
         }
         Ok(out)
@@ -829,37 +1020,52 @@ impl Store {
 
     /// Acknowledged: the entry leaves the outbox.
     pub fn ack(&self, key: &[u8]) -> Result<(), StoreError> {
-        if self.outbox.remove(key)?.is_some() {
+        // Only its own deliverer acknowledges an entry, so what is read here stays true.
+        let queued = self.outbox.contains_key(key)?;
+        let file = values::remove(&self.outbox, &self.parts, Kind::Outbox, key)?;
+        if queued {
             self.count(&split_queue_key(key).0, |q| {
                 q.outbox = q.outbox.saturating_sub(1)
             });
         }
-        Ok(())
+        self.collect(file.into_iter().collect())
     }
 
     /// Records a failed attempt and when the next one is due.
     pub fn reschedule(&self, key: &[u8], entry: &OutboxEntry) -> Result<(), StoreError> {
-        self.outbox
-            .insert(key, serde_json::to_vec(entry).expect("entry serialises"))?;
-        Ok(())
+        let v = serde_json::to_vec(entry).expect("entry serialises");
+        let old = values::put(
+            &self.outbox,
+            &self.parts,
+            &self.files,
+            Kind::Outbox,
+            key,
+            &v,
+        )?;
+        self.collect(old.into_iter().collect())
     }
 
     /// Moves an entry from the outbox to the dead letters, atomically.
     pub fn dead_letter(&self, key: &[u8], letter: &DeadLetter) -> Result<(), StoreError> {
         let v = serde_json::to_vec(letter).expect("letter serialises");
-        let res: Result<bool, TransactionError<StoreError>> = (&self.outbox, &self.dead)
-            .transaction(|(ob, dead)| {
-                let was_queued = ob.remove(key)?.is_some();
-                let was_dead = dead.insert(key, v.as_slice())?.is_some();
-                Ok(was_queued && !was_dead)
+        let v = self.files.prepare(&v)?;
+        type Moved = (Vec<values::FileName>, bool);
+        let res: Result<Moved, TransactionError<StoreError>> =
+            (&self.outbox, &self.dead, &self.parts).transaction(|(ob, dead, parts)| {
+                let moved = ob.get(key)?.is_some() && dead.get(key)?.is_none();
+                let mut garbage = Vec::new();
+                garbage.extend(values::remove_in_tx(ob, parts, Kind::Outbox, key)?);
+                garbage.extend(values::put_in_tx(dead, parts, Kind::Dead, key, &v)?);
+                Ok((garbage, moved))
             });
-        if res.map_err(tx_error)? {
+        let (garbage, moved) = res.map_err(tx_error)?;
+        if moved {
             self.count(&letter.bridge, |q| {
                 q.outbox = q.outbox.saturating_sub(1);
                 q.dead += 1;
             });
         }
-        Ok(())
+        self.collect(garbage)
     }
 
     pub fn dead_letters(&self) -> Result<Vec<(Vec<u8>, DeadLetter)>, StoreError> {
@@ -867,6 +1073,7 @@ impl Store {
             .iter()
             .map(|kv| {
                 let (k, v) = kv?;
+                let v = self.value_of(Kind::Dead, &k, v, || "dead letter".into())?;
                 Ok((k.to_vec(), json(&v, "dead letter")?))
             })
             .collect()
@@ -874,7 +1081,7 @@ impl Store {
 
     /// Puts a dead letter back at the end of its queue, with a fresh schedule.
     pub fn replay(&self, key: &[u8]) -> Result<Option<DeadLetter>, StoreError> {
-        let Some(v) = self.dead.get(key)? else {
+        let Some(v) = self.value(&self.dead, Kind::Dead, key, || "dead letter".into())? else {
             return Ok(None);
         };
         let letter: DeadLetter = json(&v, "dead letter")?;
@@ -883,31 +1090,44 @@ impl Store {
         entry.next_at_ms = 0;
         let new_key = queue_key(&letter.bridge, &letter.sink, self.position());
         let bytes = serde_json::to_vec(&entry).expect("entry serialises");
-        let res: Result<bool, TransactionError<StoreError>> = (&self.outbox, &self.dead)
-            .transaction(|(ob, dead)| {
-                let was_dead = dead.remove(key)?.is_some();
-                ob.insert(new_key.as_slice(), bytes.as_slice())?;
-                Ok(was_dead)
+        let bytes = self.files.prepare(&bytes)?;
+        type Moved = (Vec<values::FileName>, bool);
+        let res: Result<Moved, TransactionError<StoreError>> =
+            (&self.outbox, &self.dead, &self.parts).transaction(|(ob, dead, parts)| {
+                let was_dead = dead.get(key)?.is_some();
+                let mut garbage = Vec::new();
+                garbage.extend(values::remove_in_tx(dead, parts, Kind::Dead, key)?);
+                garbage.extend(values::put_in_tx(
+                    ob,
+                    parts,
+                    Kind::Outbox,
+                    &new_key,
+                    &bytes,
+                )?);
+                Ok((garbage, was_dead))
             });
-        let was_dead = res.map_err(tx_error)?;
+        let (garbage, was_dead) = res.map_err(tx_error)?;
         self.count(&letter.bridge, |q| {
             q.outbox += 1;
             if was_dead {
                 q.dead = q.dead.saturating_sub(1);
             }
         });
+        self.collect(garbage)?;
         Ok(Some(letter))
     }
 
     /// Forgets a dead letter.
     pub fn drop_dead(&self, key: &[u8]) -> Result<bool, StoreError> {
-        let dropped = self.dead.remove(key)?.is_some();
-        if dropped {
-            self.count(&split_queue_key(key).0, |q| {
-                q.dead = q.dead.saturating_sub(1)
-            });
+        if !self.dead.contains_key(key)? {
+            return Ok(false);
         }
-        Ok(dropped)
+        let file = values::remove(&self.dead, &self.parts, Kind::Dead, key)?;
+        self.count(&split_queue_key(key).0, |q| {
+            q.dead = q.dead.saturating_sub(1)
+        });
+        self.collect(file.into_iter().collect())?;
+        Ok(true)
     }
 
     /// Dead letters of one bridge (all sinks); from a counter, never a scan.
