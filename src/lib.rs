@@ -11,13 +11,15 @@
 //! - [`extract`]: JSONPath selection, keys, include/exclude, canonical values and hashes; pure
 //! - [`diff`]: stored state + new items -> changes and writes; pure
 //! - [`event`]: change -> event body with id and JSON Patch; pure
-//! - [`store`]: sled trees; `commit` writes item state and outbox in one transaction
+//! - [`store`]: sled trees; `commit` writes item state and outbox in one transaction; large
+//!   values in chunks or files of their own (`store::values`), so sled's `blobs/` never grows
 //! - [`highwater`]: the highest seq handed out per bridge, kept apart from sled: a store that went back is refused
 //! - [`deliver`]: per bridge+sink outbox drain, retry decisions, the webhook request
 //! - [`sign`]: Standard Webhooks and GitHub signatures; pure
 //! - [`redact`]: secrets out of logs, errors and the admin API
 //! - [`resync`]: queue every stored item as `item.snapshot`
-//! - [`runtime`]: what the tasks share (store, HTTP clients, wake-ups)
+//! - [`runtime`]: what the tasks share (the store and whether it takes writes, HTTP clients,
+//!   wake-ups, the steps the watchdog looks at)
 //! - [`admin`]: the admin HTTP API
 //! - [`app`]: wiring, start-up and shutdown
 //! - [`systemd`]: sd_notify; [`logging`]: log formats; [`metrics`]: Prometheus metrics
