@@ -553,7 +553,7 @@ impl<'a> Batches<'a> {
             meta.fingerprint = None;
         }
         // No page: every cached page is forgotten.
-        self.commit_batch(meta, Vec::new())
+        self.commit_batch(meta, Vec::new(), false)
     }
 
     /// Commits the last batch: the missing counts, the pages and the meta of a complete
@@ -570,13 +570,15 @@ impl<'a> Batches<'a> {
         if unchanged {
             return Ok(false);
         }
-        self.commit_batch(meta, pages.pages)
+        self.commit_batch(meta, pages.pages, true)
     }
 
+    /// Commits the batch being filled with `meta` and `pages`; `last`: the poll's last.
     fn commit_batch(
         &mut self,
         meta: BridgeMeta,
         pages: Vec<(String, PageWrite)>,
+        last: bool,
     ) -> Result<bool, StoreError> {
         let events = !self.c.outbox.is_empty();
         let next = Commit {
@@ -596,6 +598,16 @@ impl<'a> Batches<'a> {
         })?;
         if self.commit {
             self.store.commit(&c)?;
+            if last && self.batches > 0 {
+                tracing::debug!(bridge = %c.bridge, batches = self.batches + 1, seq = c.meta.seq, "poll stored");
+            } else if !last {
+                // Events on disk before any attempt (SPEC §6): a deliverer with a backlog may
+                // reach them while the poll goes on. The last batch is flushed by the caller.
+                if events {
+                    self.store.flush_blocking()?;
+                }
+                tracing::debug!(bridge = %c.bridge, batch = self.batches + 1, seq = c.meta.seq, "poll batch stored");
+            }
         }
         self.batches += 1;
         self.bytes = 0;
