@@ -1,6 +1,6 @@
 //! Scale benchmark (issue 6): many bridges on one small server, everything on 127.0.0.1.
 //!
-//!     cargo bench --bench scale [-- all|scale|big|idle] [BRIDGES] [SECONDS]
+//!     cargo bench --bench scale [-- all|scale|big|big-wide|big-many|idle] [BRIDGES] [SECONDS]
 //!
 //! - `scale`: a fast upstream serving BRIDGES (default 10,000) JSON endpoints with ETags and a
 //!   fast receiver; the real `pollhook run` polls each every 10 s (1,000 polls/s) while 1% of
@@ -9,9 +9,11 @@
 //!   polls, peak RSS, change-to-webhook latency p50/p99, events lost. Then a bare reqwest loop
 //!   (this binary, `bare` mode) makes the same requests on the same schedule with the same
 //!   ETags and no diffing, and pollhook's CPU per poll is given as a ratio to it.
-//! - `big`: one bridge whose answer is 100,000 items (~30 MB): time and peak RSS of
-//!   `pollhook poll --commit` for the baseline, a poll that changes 1% and one that changes
-//!   nothing.
+//! - `big`: one bridge whose answer is a big document, 100,000 items of ~340 bytes (34 MB,
+//!   `big-wide`) and 1,000,000 items of ~24 bytes (24 MB, `big-many`): time and peak RSS of
+//!   `pollhook poll --commit` for the baseline, a poll that changes 1%, one that changes
+//!   nothing (200, then 304), and a first poll with `first_poll: emit`, against the goal of
+//!   10x the body plus 64 MiB.
 //! - `idle`: RSS of the daemon with 1,000 bridges loaded and nothing changing.
 //!
 //! pollhook runs as a child process so that its CPU and memory are its own; the upstream and
@@ -407,18 +409,32 @@ async fn bare(base: String, n: usize) {
     }
 }
 
+/// How a run of `pollhook` ended: its wall time and its own peak RSS, or how it failed.
+struct Run {
+    time: Duration,
+    peak_mib: f64,
+    failed: Option<String>,
+}
+
 /// Runs a command, returning its wall time and its own peak RSS. The peak is the child's
 /// VmHWM, sampled until it exits: wait4's ru_maxrss would also count this (big) process's
 /// memory at the time of the fork.
-fn timed(cmd: &mut Command) -> (Duration, f64) {
+fn timed(cmd: &mut Command) -> Run {
     let t0 = Instant::now();
     let mut child = cmd
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    // Drained aside, so a chatty child never blocks on a full pipe.
+    let mut stderr = child.stderr.take().unwrap();
+    let errors = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut s);
+        s
+    });
     let mut peak: f64 = 0.0;
-    loop {
+    let status = loop {
         if let Ok(s) = std::fs::read_to_string(format!("/proc/{}/status", child.id())) {
             if let Some(l) = s.lines().find(|l| l.starts_with("VmHWM")) {
                 let kb: f64 = l
@@ -431,12 +447,19 @@ fn timed(cmd: &mut Command) -> (Duration, f64) {
             }
         }
         if let Some(status) = child.try_wait().unwrap() {
-            assert!(status.success(), "command failed");
-            break;
+            break status;
         }
         std::thread::sleep(Duration::from_millis(2));
+    };
+    let errors = errors.join().unwrap_or_default();
+    Run {
+        time: t0.elapsed(),
+        peak_mib: peak,
+        failed: (!status.success()).then(|| {
+            let last = errors.lines().last().unwrap_or_default();
+            format!("{status}: {last}")
+        }),
     }
-    (t0.elapsed(), peak)
 }
 
 /// The big document's server: the current body and its ETag, and whether an
@@ -448,31 +471,49 @@ struct BigDoc {
     honour_validators: bool,
 }
 
-async fn big() {
-    const N: usize = 100_000;
+/// A big document: `n` items, each `item(k, rev)` as JSON text.
+struct Shape {
+    name: &'static str,
+    n: usize,
+    item: fn(usize, usize) -> String,
+}
+
+/// 100,000 items of about 340 bytes (33.9 MB).
+fn wide_item(k: usize, rev: usize) -> String {
+    format!(
+        r#"{{"body":"lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor incididunt ut labore et dolore magna aliqua. ut enim ad minim veniam, quis nostrud exercitation ullamco laboris nisi ut aliquip ex ea commodo consequat.","id":{k},"rev":{rev},"tags":["x","y","z"],"title":"a fairly ordinary title for item number {k}"}}"#
+    )
+}
+
+/// 1,000,000 items of about 24 bytes (24 MB).
+fn small_item(k: usize, rev: usize) -> String {
+    format!(r#"{{"id":{k},"r":[{rev},1]}}"#)
+}
+
+/// The body with the first `changed` items at revision `round`, and its ETag.
+fn big_body(shape: &Shape, changed: usize, round: usize) -> (String, String) {
+    let mut body = String::from(r#"{"items":["#);
+    for k in 0..shape.n {
+        if k > 0 {
+            body.push(',');
+        }
+        body.push_str(&(shape.item)(k, if k < changed { round } else { 0 }));
+    }
+    body.push_str("]}");
+    (body, format!("\"r{round}\""))
+}
+
+/// `pollhook poll --commit` of one big document, each poll as a whole process: a baseline,
+/// a poll that changes 1%, the same answer again (200, then 304), and a first poll with
+/// `first_poll: emit` into a fresh state directory.
+async fn big(shape: &Shape) {
+    let n = shape.n;
     let doc = Arc::new(Mutex::new(BigDoc::default()));
-    let make = |changed: usize, round: usize| {
-        let items: Vec<_> = (0..N)
-            .map(|k| {
-                serde_json::json!({
-                    "id": k,
-                    "title": format!("a fairly ordinary title for item number {k}"),
-                    "body": "lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor incididunt ut labore et dolore magna aliqua. ut enim ad minim veniam, quis nostrud exercitation ullamco laboris nisi ut aliquip ex ea commodo consequat.",
-                    "rev": if k < changed { round } else { 0 },
-                    "tags": ["x", "y", "z"],
-                })
-            })
-            .collect();
-        (
-            serde_json::json!({ "items": items }).to_string(),
-            format!("\"r{round}\""),
-        )
-    };
     let set = |doc: &Mutex<BigDoc>, (body, etag): (String, String), honour: bool| {
         let mut d = doc.lock().unwrap();
         (d.body, d.etag, d.honour_validators) = (body, etag, honour);
     };
-    set(&doc, make(0, 0), true);
+    set(&doc, big_body(shape, 0, 0), true);
     let size_mb = doc.lock().unwrap().body.len() as f64 / 1e6;
     let up = serve(
         Router::new()
@@ -499,47 +540,57 @@ async fn big() {
     let dir = tempfile::tempdir().unwrap();
     let bridges = dir.path().join("bridges");
     std::fs::create_dir_all(&bridges).unwrap();
-    std::fs::write(
-        bridges.join("big.yaml"),
-        format!("schedule: {{every: 1h}}\nsource: {{url: \"{up}/big\", max_body: 64MiB}}\nitems: {{select: \"$.items[*]\", key: \"$.id\"}}\nsinks: [{{url: console}}]\n"),
-    )
-    .unwrap();
-    let poll = || {
+    for (name, first_poll) in [("big", "baseline"), ("big-emit", "emit")] {
+        std::fs::write(
+            bridges.join(format!("{name}.yaml")),
+            format!("schedule: {{every: 1h}}\nsource: {{url: \"{up}/big\", max_body: 64MiB}}\nitems: {{select: \"$.items[*]\", key: \"$.id\"}}\nemit: {{first_poll: {first_poll}}}\nsinks: [{{url: console}}]\n"),
+        )
+        .unwrap();
+    }
+    let run = |name: &'static str, data: &'static str| {
         let mut c = Command::new(pollhook_bin());
-        c.args(["poll", "big", "--commit", "--admin", "127.0.0.1:1"])
+        c.args(["poll", name, "--commit", "--admin", "127.0.0.1:1"])
             .arg("--bridges")
             .arg(&bridges)
             .arg("--data")
-            .arg(dir.path().join("data"));
-        c
-    };
-    let run = || {
-        let mut c = poll();
+            .arg(dir.path().join(data));
         tokio::task::spawn_blocking(move || timed(&mut c))
     };
-    let (t_base, rss_base) = run().await.unwrap();
+    let mut rows = Vec::new();
+    rows.push(("first poll, baseline", run("big", "data").await.unwrap()));
     // The answer changes (a new ETag); then the same answer comes again, first from a server
     // that ignores `If-None-Match` (a full compare), then from one that answers 304.
-    set(&doc, make(N / 100, 1), false);
-    let (t_change, rss_change) = run().await.unwrap();
-    let (t_same, rss_same) = run().await.unwrap();
+    set(&doc, big_body(shape, n / 100, 1), false);
+    rows.push(("1% changed", run("big", "data").await.unwrap()));
+    rows.push((
+        "nothing changed (200, compared)",
+        run("big", "data").await.unwrap(),
+    ));
     doc.lock().unwrap().honour_validators = true;
-    let (t_304, rss_304) = run().await.unwrap();
+    rows.push(("nothing changed (304)", run("big", "data").await.unwrap()));
+    rows.push((
+        "first poll, `first_poll: emit`",
+        run("big-emit", "data-emit").await.unwrap(),
+    ));
+    let body_mib = size_mb / 1.048576;
+    let goal = 10.0 * body_mib + 64.0;
     println!(
-        "\n## big document: {N} items, {size_mb:.1} MB, `pollhook poll big --commit` as a whole process\n"
+        "\n## big document ({}): {n} items, {size_mb:.1} MB, `pollhook poll --commit` as a whole process; goal: peak RSS <= 10x body + 64 MiB = {goal:.0} MiB\n",
+        shape.name
     );
-    println!("| poll | time | peak RSS | peak RSS / body |");
-    println!("| --- | --- | --- | --- |");
-    for (what, t, rss) in [
-        ("baseline (first poll)", t_base, rss_base),
-        ("1% changed", t_change, rss_change),
-        ("nothing changed (200, compared)", t_same, rss_same),
-        ("nothing changed (304)", t_304, rss_304),
-    ] {
+    println!("| poll | time | peak RSS | peak RSS / body | within goal |");
+    println!("| --- | --- | --- | --- | --- |");
+    for (what, r) in rows {
+        let outcome = match &r.failed {
+            Some(why) => format!("FAILED ({why})"),
+            None if r.peak_mib <= goal => "yes".to_string(),
+            None => "no".to_string(),
+        };
         println!(
-            "| {what} | {:.2} s | {rss:.0} MiB | {:.1}x |",
-            t.as_secs_f64(),
-            rss / (size_mb / 1.048576)
+            "| {what} | {:.2} s | {:.0} MiB | {:.1}x | {outcome} |",
+            r.time.as_secs_f64(),
+            r.peak_mib,
+            r.peak_mib / body_mib
         );
     }
 }
@@ -589,8 +640,21 @@ fn main() {
         if matches!(mode, "all" | "idle") {
             idle().await;
         }
-        if matches!(mode, "all" | "big") {
-            big().await;
+        if matches!(mode, "all" | "big" | "big-wide") {
+            big(&Shape {
+                name: "100k wide items",
+                n: 100_000,
+                item: wide_item,
+            })
+            .await;
+        }
+        if matches!(mode, "all" | "big" | "big-many") {
+            big(&Shape {
+                name: "1M small items",
+                n: 1_000_000,
+                item: small_item,
+            })
+            .await;
         }
         if matches!(mode, "all" | "scale") {
             scale(n, seconds).await;

@@ -1,7 +1,7 @@
 //! Stored state + new items -> changes and state writes. Pure: no I/O, no clock.
 
 use crate::extract::{Hash, Item};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 /// What the store remembers of one item (its value is loaded only when a change needs it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,7 +50,11 @@ pub enum Baseline {
     No,
     /// First poll (or a changed definition): remember everything, report nothing.
     Silent,
-    /// First poll with `first_poll: emit`: remember everything, report each item as created.
+    /// First poll with `first_poll: emit`: report each item as created. Each item is compared
+    /// with what is stored, as in a normal poll: before a first poll nothing is, so every item
+    /// is created; what is there is what an interrupted first poll stored together with its
+    /// events, so no item is reported twice (and one that changed or went since is updated or
+    /// deleted, as the receiver already has it).
     Emit,
 }
 
@@ -86,102 +90,198 @@ impl Diff {
     }
 }
 
-pub fn diff(stored: &HashMap<String, Stored>, items: &[Item], opts: Options) -> Diff {
-    let mut d = Diff::default();
-    if opts.baseline != Baseline::No {
-        let present: HashSet<&str> = items.iter().map(|i| i.key.as_str()).collect();
-        for (i, item) in items.iter().enumerate() {
-            if opts.baseline == Baseline::Emit {
-                d.changes.push(Change {
-                    kind: ChangeKind::Created,
-                    key: item.key.clone(),
-                    item: Some(i),
-                });
-            }
-            d.writes.push(Write::Put {
-                key: item.key.clone(),
-                item: i,
-            });
+/// What becomes of a stored item that is absent from the listing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Absence {
+    /// Still remembered, absent this many complete polls in a row.
+    Missing(u32),
+    /// Gone: removed, and reported deleted.
+    Deleted,
+    /// Removed without a report (a baseline forgets what the listing no longer holds).
+    Removed,
+}
+
+/// What a poll does to the stored state, in the compact form a poll applies: new items by
+/// index (a first poll of a million items plans a million writes, and copies no key for
+/// them), stored ones by key.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Plan {
+    /// Items to store (hash, value, missing count 0), by index into the new items, in
+    /// listing order, each with the change it is (None: stored without one, a baseline).
+    pub puts: Vec<(u32, Option<ChangeKind>)>,
+    /// Unchanged items whose missing count goes back to 0, by index, in listing order.
+    pub found: Vec<u32>,
+    /// Stored items absent from the listing that something happens to, in key order.
+    pub absent: Vec<(String, Absence)>,
+    pub held_back: Option<HeldBack>,
+    /// Items stored before, and once the plan is applied; items counting absences after.
+    pub stored_before: usize,
+    pub stored_after: usize,
+    pub absent_after: usize,
+}
+
+impl Plan {
+    /// How many changes of this kind were found (reported or not).
+    pub fn count(&self, kind: ChangeKind) -> usize {
+        match kind {
+            ChangeKind::Deleted => self
+                .absent
+                .iter()
+                .filter(|(_, a)| *a == Absence::Deleted)
+                .count(),
+            _ => self.puts.iter().filter(|(_, k)| *k == Some(kind)).count(),
         }
-        let mut stale: Vec<&String> = stored
-            .keys()
-            .filter(|k| !present.contains(k.as_str()))
-            .collect();
-        stale.sort();
-        d.writes
-            .extend(stale.into_iter().map(|k| Write::Remove { key: k.clone() }));
-        return d;
     }
 
-    let mut present = HashSet::with_capacity(items.len());
-    for (i, item) in items.iter().enumerate() {
-        present.insert(item.key.as_str());
-        match stored.get(&item.key) {
-            None => {
-                d.changes.push(Change {
-                    kind: ChangeKind::Created,
-                    key: item.key.clone(),
-                    item: Some(i),
-                });
-                d.writes.push(Write::Put {
-                    key: item.key.clone(),
-                    item: i,
-                });
+    /// True when applying it changes no item.
+    pub fn is_empty(&self) -> bool {
+        self.puts.is_empty() && self.found.is_empty() && self.absent.is_empty()
+    }
+}
+
+/// Compares the stored state with the new items. `stored` must come in key order (as the
+/// store scans it) and `by_key` holds the items' indices in key order
+/// ([`crate::extract::key_order`]): the two are walked side by side, so the stored state is
+/// never held in memory as a whole. Fails only with an error of `stored`.
+pub fn plan<E>(
+    stored: impl IntoIterator<Item = Result<(String, Stored), E>>,
+    items: &[Item],
+    by_key: &[u32],
+    opts: Options,
+) -> Result<Plan, E> {
+    let mut p = Plan::default();
+    // Items counting absences before, and how the plan changes that count.
+    let mut absent_now: isize = 0;
+    let mut created = 0usize;
+    let mut absent: Vec<(String, Stored)> = Vec::new();
+    let mut next = by_key.iter().map(|&i| i as usize).peekable();
+    let change = |kind| (opts.baseline != Baseline::Silent).then_some(kind);
+    for entry in stored {
+        let (key, s) = entry?;
+        // New items that sort before this stored key.
+        while let Some(i) = next.next_if(|&i| items[i].key.as_str() < key.as_str()) {
+            p.puts.push((i as u32, change(ChangeKind::Created)));
+            created += 1;
+        }
+        p.stored_before += 1;
+        absent_now += isize::from(s.missing > 0);
+        match next.next_if(|&i| items[i].key == *key) {
+            Some(i) if items[i].hash != s.hash => {
+                p.puts.push((i as u32, change(ChangeKind::Updated)));
+                absent_now -= isize::from(s.missing > 0);
             }
-            Some(s) if s.hash != item.hash => {
-                d.changes.push(Change {
-                    kind: ChangeKind::Updated,
-                    key: item.key.clone(),
-                    item: Some(i),
-                });
-                d.writes.push(Write::Put {
-                    key: item.key.clone(),
-                    item: i,
-                });
+            Some(i) if s.missing > 0 => {
+                p.found.push(i as u32);
+                absent_now -= 1;
             }
-            Some(s) if s.missing > 0 => d.writes.push(Write::Missing {
-                key: item.key.clone(),
-                missing: 0,
-            }),
             Some(_) => {}
+            None => absent.push((key, s)),
         }
     }
-    if !opts.complete {
-        return d;
+    for i in next {
+        p.puts.push((i as u32, change(ChangeKind::Created)));
+        created += 1;
     }
-
-    let mut absent: Vec<(&String, &Stored)> = stored
-        .iter()
-        .filter(|(k, _)| !present.contains(k.as_str()))
-        .collect();
-    absent.sort_by(|a, b| a.0.cmp(b.0));
-    let vanishing = absent
-        .iter()
-        .filter(|(_, s)| s.missing + 1 >= opts.after_missing)
-        .count();
-    let guard = !opts.document
-        && vanishing > 0
-        && vanishing as f64 > opts.max_fraction * stored.len() as f64;
-    if guard {
-        d.held_back = Some(HeldBack {
-            vanishing,
-            stored: stored.len(),
-        });
-        return d;
-    }
-    for (key, s) in absent {
-        if s.missing + 1 >= opts.after_missing {
-            d.changes.push(Change {
-                kind: ChangeKind::Deleted,
-                key: key.clone(),
-                item: None,
+    // Changes are reported in listing order.
+    p.puts.sort_unstable_by_key(|&(i, _)| i);
+    p.found.sort_unstable();
+    let mut removed = 0usize;
+    if opts.baseline == Baseline::Silent {
+        removed = absent.len();
+        absent_now -= absent.iter().filter(|(_, s)| s.missing > 0).count() as isize;
+        p.absent = absent
+            .into_iter()
+            .map(|(k, _)| (k, Absence::Removed))
+            .collect();
+    } else if opts.complete {
+        let vanishing = absent
+            .iter()
+            .filter(|(_, s)| s.missing + 1 >= opts.after_missing)
+            .count();
+        let guard = !opts.document
+            && vanishing > 0
+            && vanishing as f64 > opts.max_fraction * p.stored_before as f64;
+        if guard {
+            p.held_back = Some(HeldBack {
+                vanishing,
+                stored: p.stored_before,
             });
-            d.writes.push(Write::Remove { key: key.clone() });
         } else {
-            d.writes.push(Write::Missing {
-                key: key.clone(),
-                missing: s.missing + 1,
+            for (key, s) in absent {
+                let a = if s.missing + 1 >= opts.after_missing {
+                    removed += 1;
+                    absent_now -= isize::from(s.missing > 0);
+                    Absence::Deleted
+                } else {
+                    absent_now += isize::from(s.missing == 0);
+                    Absence::Missing(s.missing + 1)
+                };
+                p.absent.push((key, a));
+            }
+        }
+    }
+    p.stored_after = p.stored_before + created - removed;
+    p.absent_after = usize::try_from(absent_now).unwrap_or(0);
+    Ok(p)
+}
+
+/// [`plan`] over a stored state held in a map, as changes and writes by key.
+pub fn diff(stored: &HashMap<String, Stored>, items: &[Item], opts: Options) -> Diff {
+    let mut sorted: Vec<(&String, &Stored)> = stored.iter().collect();
+    sorted.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    let entries = sorted
+        .into_iter()
+        .map(|(k, s)| Ok::<_, std::convert::Infallible>((k.clone(), *s)));
+    let p = match plan(entries, items, &crate::extract::key_order(items), opts) {
+        Ok(p) => p,
+        Err(never) => match never {},
+    };
+    let mut d = Diff {
+        held_back: p.held_back,
+        ..Diff::default()
+    };
+    let key = |i: u32| items[i as usize].key.to_string();
+    for &(i, kind) in &p.puts {
+        if let Some(kind) = kind {
+            d.changes.push(Change {
+                kind,
+                key: key(i),
+                item: Some(i as usize),
             });
+        }
+    }
+    // Writes in listing order, then the absent ones in key order.
+    let mut found = p.found.iter().peekable();
+    for &(i, _) in &p.puts {
+        while let Some(&f) = found.next_if(|&&f| f < i) {
+            d.writes.push(Write::Missing {
+                key: key(f),
+                missing: 0,
+            });
+        }
+        d.writes.push(Write::Put {
+            key: key(i),
+            item: i as usize,
+        });
+    }
+    for &f in found {
+        d.writes.push(Write::Missing {
+            key: key(f),
+            missing: 0,
+        });
+    }
+    for (k, a) in p.absent {
+        match a {
+            Absence::Missing(missing) => d.writes.push(Write::Missing { key: k, missing }),
+            Absence::Deleted => {
+                d.changes.push(Change {
+                    kind: ChangeKind::Deleted,
+                    key: k.clone(),
+                    item: None,
+                });
+                d.writes.push(Write::Remove { key: k });
+            }
+            Absence::Removed => d.writes.push(Write::Remove { key: k }),
         }
     }
     d
@@ -228,7 +328,7 @@ mod tests {
         Item {
             key: key.into(),
             hash: hash(&value),
-            value: crate::extract::ItemValue::Parsed(std::borrow::Cow::Owned(value)),
+            value: crate::extract::ItemValue::Parsed(Box::new(std::borrow::Cow::Owned(value))),
         }
     }
 
@@ -237,7 +337,7 @@ mod tests {
             .iter()
             .map(|i| {
                 (
-                    i.key.clone(),
+                    i.key.to_string(),
                     Stored {
                         hash: i.hash,
                         missing: 0,
@@ -339,6 +439,128 @@ mod tests {
             kinds(&emit),
             [(ChangeKind::Created, "a"), (ChangeKind::Created, "b")]
         );
+    }
+
+    #[test]
+    fn an_emit_baseline_compares_with_what_is_stored() {
+        let new = [
+            item("a", json!(1)),
+            item("b", json!(2)),
+            item("c", json!(3)),
+        ];
+        let emit = Options {
+            baseline: Baseline::Emit,
+            max_fraction: 1.0,
+            ..opts()
+        };
+        // Nothing stored (a first poll): every item is created, as before.
+        assert_eq!(
+            kinds(&diff(&HashMap::new(), &new, emit)),
+            [
+                (ChangeKind::Created, "a"),
+                (ChangeKind::Created, "b"),
+                (ChangeKind::Created, "c")
+            ]
+        );
+        // What an interrupted first poll stored with its events: the same value is no event
+        // and no write; a changed one is updated, a vanished one deleted (the receiver has
+        // them); the rest are created.
+        let stored = state(&[
+            item("a", json!(1)),
+            item("b", json!(20)),
+            item("z", json!(0)),
+        ]);
+        let d = diff(&stored, &new, emit);
+        assert_eq!(
+            kinds(&d),
+            [
+                (ChangeKind::Updated, "b"),
+                (ChangeKind::Created, "c"),
+                (ChangeKind::Deleted, "z")
+            ]
+        );
+        assert!(
+            !d.writes
+                .iter()
+                .any(|w| matches!(w, Write::Put { key, .. } if key == "a"))
+        );
+        // A silent baseline forgets what is gone, reports nothing, and rewrites no item it
+        // already holds as it is.
+        let silent = diff(
+            &stored,
+            &new,
+            Options {
+                baseline: Baseline::Silent,
+                ..opts()
+            },
+        );
+        assert!(silent.changes.is_empty());
+        assert_eq!(
+            silent.writes,
+            [
+                Write::Put {
+                    key: "b".into(),
+                    item: 1
+                },
+                Write::Put {
+                    key: "c".into(),
+                    item: 2
+                },
+                Write::Remove { key: "z".into() }
+            ]
+        );
+    }
+
+    #[test]
+    fn the_plan_counts_what_the_writes_leave() {
+        let mut st = state(&[
+            item("a", json!(1)),
+            item("b", json!(2)),
+            item("c", json!(3)),
+            item("d", json!(4)),
+        ]);
+        st.get_mut("a").unwrap().missing = 1;
+        st.get_mut("b").unwrap().missing = 1;
+        // a comes back changed, b unchanged, c goes missing, d vanishes for good, e is new.
+        st.get_mut("d").unwrap().missing = 1;
+        let new = [
+            item("e", json!(5)),
+            item("b", json!(2)),
+            item("a", json!(10)),
+        ];
+        let o = Options {
+            after_missing: 2,
+            max_fraction: 1.0,
+            ..opts()
+        };
+        let mut stored: Vec<(String, Stored)> = st.clone().into_iter().collect();
+        stored.sort_by(|x, y| x.0.cmp(&y.0));
+        let by_key = crate::extract::key_order(&new);
+        let p = plan(stored.into_iter().map(Ok::<_, ()>), &new, &by_key, o).unwrap();
+        let d = diff(&st, &new, o);
+        assert_eq!(p.stored_before, 4);
+        assert_eq!(p.stored_after, stored_after(&st, &d.writes));
+        assert_eq!(p.absent_after, absent_after(&st, &d.writes));
+        assert_eq!((p.stored_after, p.absent_after), (4, 1));
+        // Listing order for puts and found items, key order for the absent ones.
+        assert_eq!(
+            p.puts,
+            [
+                (0, Some(ChangeKind::Created)),
+                (2, Some(ChangeKind::Updated))
+            ]
+        );
+        assert_eq!(p.found, [1]);
+        assert_eq!(
+            p.absent,
+            [
+                ("c".to_string(), Absence::Missing(1)),
+                ("d".to_string(), Absence::Deleted)
+            ]
+        );
+        // A stored state that fails to read fails the plan.
+        let failing = [Err::<(String, Stored), &str>("disk")];
+        assert_eq!(plan(failing, &new, &by_key, o), Err("disk"));
     }
 
     #[test]

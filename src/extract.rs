@@ -103,21 +103,116 @@ pub type Hash = [u8; 16];
 
 /// One item of a listing. Its value is borrowed from the response where it can be (no
 /// include/exclude), so an unchanged item costs a hash and no copy; [`Item::canonical`] gives
-/// the canonical form for storing and sending, for the items that changed.
+/// the canonical form for storing and sending, for the items that changed. 56 bytes, and no
+/// allocation of its own for a key of up to 22 bytes and a value kept as text: a listing of
+/// a million items is held whole while it is compared.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Item<'a> {
-    pub key: String,
+    pub key: Key,
     pub value: ItemValue<'a>,
     /// The hash of the canonical form.
     pub hash: Hash,
 }
 
 /// Where an item's value is: in a parsed document, or (a selection read from the text) still
-/// as text, parsed again only if the item is stored or sent.
+/// as text, parsed again only if the item is stored or sent. (Boxed when parsed, the rarer
+/// case: the text variant sets the size.)
 #[derive(Debug, Clone)]
 pub enum ItemValue<'a> {
-    Parsed(Cow<'a, Value>),
+    Parsed(Box<Cow<'a, Value>>),
     Text(&'a RawValue),
+}
+
+/// An item's key: up to 22 bytes (numeric ids, most string ids) in place, longer ones on the
+/// heap. Ordered bytewise, as the store orders keys.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Key(KeyRepr);
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+enum KeyRepr {
+    Inline { len: u8, bytes: [u8; 22] },
+    Heap(Box<str>),
+}
+
+impl Key {
+    pub fn as_str(&self) -> &str {
+        match &self.0 {
+            // Copied from a str at a char boundary: always UTF-8.
+            KeyRepr::Inline { len, bytes } => {
+                std::str::from_utf8(&bytes[..usize::from(*len)]).unwrap_or_default()
+            }
+            KeyRepr::Heap(s) => s,
+        }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        match &self.0 {
+            KeyRepr::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            KeyRepr::Heap(s) => s.as_bytes(),
+        }
+    }
+}
+
+impl From<&str> for Key {
+    fn from(s: &str) -> Key {
+        let mut bytes = [0; 22];
+        match bytes.get_mut(..s.len()) {
+            Some(b) => {
+                b.copy_from_slice(s.as_bytes());
+                Key(KeyRepr::Inline {
+                    len: s.len() as u8,
+                    bytes,
+                })
+            }
+            None => Key(KeyRepr::Heap(s.into())),
+        }
+    }
+}
+
+impl From<String> for Key {
+    fn from(s: String) -> Key {
+        if s.len() <= 22 {
+            Key::from(s.as_str())
+        } else {
+            Key(KeyRepr::Heap(s.into_boxed_str()))
+        }
+    }
+}
+
+impl Ord for Key {
+    fn cmp(&self, other: &Key) -> std::cmp::Ordering {
+        self.as_bytes().cmp(other.as_bytes())
+    }
+}
+
+impl PartialOrd for Key {
+    fn partial_cmp(&self, other: &Key) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq<str> for Key {
+    fn eq(&self, other: &str) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl PartialEq<&str> for Key {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl fmt::Debug for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl fmt::Display for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 impl PartialEq for ItemValue<'_> {
@@ -192,6 +287,8 @@ pub enum ExtractError {
         first: usize,
         second: usize,
     },
+    #[error("{0} items in one listing; at most 4,294,967,295 are compared")]
+    TooMany(usize),
 }
 
 /// The key of document mode.
@@ -212,7 +309,7 @@ impl Item<'_> {
         };
         Item {
             key: self.key,
-            value: ItemValue::Parsed(value),
+            value: ItemValue::Parsed(Box::new(value)),
             hash: self.hash,
         }
     }
@@ -234,6 +331,22 @@ enum Selected<'a> {
 /// needs the page parsed; a page whose text does not hold an array
 /// at the path is parsed here, so both ways select the same items.
 pub fn extract_pages<'a>(pages: &'a [Page], spec: &Items) -> Result<Vec<Item<'a>>, ExtractError> {
+    extract_keyed(pages, spec).map(|k| k.items)
+}
+
+/// Items, and their order by key.
+#[derive(Debug, Default)]
+pub struct Keyed<'a> {
+    /// In selection order.
+    pub items: Vec<Item<'a>>,
+    /// Indices into `items`, in key order (bytewise, as the store keeps them): what a
+    /// comparison with the stored state walks along, and how duplicates are found without a
+    /// second copy of every key.
+    pub by_key: Vec<u32>,
+}
+
+/// As [`extract_pages`], with the items' order by key.
+pub fn extract_keyed<'a>(pages: &'a [Page], spec: &Items) -> Result<Keyed<'a>, ExtractError> {
     let mut selected: Vec<Selected<'a>> = Vec::new();
     for p in pages {
         let text = match p.parsed.get() {
@@ -254,49 +367,97 @@ pub fn extract_pages<'a>(pages: &'a [Page], spec: &Items) -> Result<Vec<Item<'a>
         // Document mode: the selection as a whole is one item; nothing (or null) is no item.
         let mut values: Vec<Cow<'a, Value>> = selected.into_iter().map(parsed).collect();
         let whole = match values.len() {
-            0 => return Ok(Vec::new()),
-            1 if values[0].is_null() => return Ok(Vec::new()),
+            0 => return Ok(Keyed::default()),
+            1 if values[0].is_null() => return Ok(Keyed::default()),
             1 => values.pop().expect("one"),
             _ => Cow::Owned(Value::Array(
                 values.into_iter().map(Cow::into_owned).collect(),
             )),
         };
         let (value, hash) = shaped(whole, spec);
-        return Ok(vec![Item {
-            key: DOCUMENT_KEY.to_string(),
-            value: ItemValue::Parsed(value),
-            hash,
-        }]);
+        return Ok(Keyed {
+            items: vec![Item {
+                key: Key::from(DOCUMENT_KEY),
+                value: ItemValue::Parsed(Box::new(value)),
+                hash,
+            }],
+            by_key: vec![0],
+        });
     };
+    // Indices are u32 (half the size of the order): more items than that cannot come from a
+    // body sled could store either.
+    if u32::try_from(selected.len()).is_err() {
+        return Err(ExtractError::TooMany(selected.len()));
+    }
     let mut out = Vec::with_capacity(selected.len());
-    let mut seen = std::collections::HashMap::with_capacity(selected.len());
+    let mut no_key = None;
     for (index, s) in selected.into_iter().enumerate() {
         // A text item is parsed here for its key and hash, and let go unless it is shaped.
         let (v, raw) = match s {
             Selected::Parsed(v) => (Cow::Borrowed(v), None),
             Selected::Text(raw) => (parsed(s), Some(raw)),
         };
-        let key = key_of(&v, key_path).map_err(|reason| ExtractError::NoKey {
-            index,
-            path: key_path.as_str().to_string(),
-            reason,
-        })?;
-        if let Some(first) = seen.insert(key.clone(), index) {
-            return Err(ExtractError::DuplicateKey {
-                key,
-                first,
-                second: index,
-            });
-        }
+        let key = match key_of(&v, key_path) {
+            Ok(key) => key,
+            Err(reason) => {
+                no_key = Some(ExtractError::NoKey {
+                    index,
+                    path: key_path.as_str().to_string(),
+                    reason,
+                });
+                break;
+            }
+        };
         let (value, hash) = shaped(v, spec);
         // An unshaped text item keeps its text; its parsed form goes.
         let value = match raw {
             Some(raw) if !is_shaped(spec) => ItemValue::Text(raw),
-            _ => ItemValue::Parsed(value),
+            _ => ItemValue::Parsed(Box::new(value)),
         };
-        out.push(Item { key, value, hash });
+        out.push(Item {
+            key: Key::from(key),
+            value,
+            hash,
+        });
     }
-    Ok(out)
+    // The error is the one met first in selection order: a duplicate before the item that has
+    // no key, else that item.
+    let by_key = key_order(&out);
+    if let Some(e) = first_duplicate(&out, &by_key) {
+        return Err(e);
+    }
+    if let Some(e) = no_key {
+        return Err(e);
+    }
+    out.shrink_to_fit();
+    Ok(Keyed { items: out, by_key })
+}
+
+/// Indices of `items` in key order; equal keys in selection order.
+pub fn key_order(items: &[Item<'_>]) -> Vec<u32> {
+    let mut order: Vec<u32> = (0..items.len() as u32).collect();
+    order.sort_unstable_by(|&a, &b| {
+        items[a as usize]
+            .key
+            .cmp(&items[b as usize].key)
+            .then(a.cmp(&b))
+    });
+    order
+}
+
+/// Of the keys that occur twice, the one whose second occurrence comes first in selection
+/// order (what a pass in that order would meet first).
+fn first_duplicate(items: &[Item<'_>], by_key: &[u32]) -> Option<ExtractError> {
+    let (first, second) = by_key
+        .windows(2)
+        .filter(|w| items[w[0] as usize].key == items[w[1] as usize].key)
+        .map(|w| (w[0] as usize, w[1] as usize))
+        .min_by_key(|&(_, second)| second)?;
+    Some(ExtractError::DuplicateKey {
+        key: items[first].key.to_string(),
+        first,
+        second,
+    })
 }
 
 fn parsed(s: Selected<'_>) -> Cow<'_, Value> {
@@ -640,6 +801,49 @@ mod tests {
     }
 
     #[test]
+    fn the_error_met_first_in_listing_order_is_given() {
+        let s = spec("$[*]", Some("$.id"), &[], &[]);
+        let e = extract(&json!([{"id": 1}, {"id": 1}, {"x": 1}, {"id": 2}]), &s).unwrap_err();
+        assert_eq!(e.to_string(), "two items share the key `1` (items 0 and 1)");
+        let e = extract(&json!([{"id": 1}, {"x": 1}, {"id": 1}]), &s).unwrap_err();
+        assert!(matches!(e, ExtractError::NoKey { index: 1, .. }), "{e}");
+        // Of several duplicates, the one whose second occurrence comes first.
+        let e = extract(
+            &json!([{"id": "b"}, {"id": "a"}, {"id": "a"}, {"id": "b"}, {"id": "a"}]),
+            &s,
+        )
+        .unwrap_err();
+        assert_eq!(e.to_string(), "two items share the key `a` (items 1 and 2)");
+    }
+
+    #[test]
+    fn keys_short_and_long_order_as_their_text() {
+        let texts = [
+            "",
+            "a",
+            "ab",
+            "abcdefghijklmnopqrstuv",  // 22 bytes: in place
+            "abcdefghijklmnopqrstuvw", // 23: on the heap
+            "abd",
+            "é",
+            "z\u{0}",
+            "zz",
+        ];
+        let keys: Vec<Key> = texts.iter().map(|t| Key::from(*t)).collect();
+        for (k, t) in keys.iter().zip(texts) {
+            assert_eq!(k.as_str(), t);
+            assert_eq!(*k, Key::from(t.to_string()));
+        }
+        let mut sorted = keys.clone();
+        sorted.sort();
+        let mut by_text = texts.to_vec();
+        by_text.sort();
+        let sorted: Vec<&str> = sorted.iter().map(Key::as_str).collect();
+        assert_eq!(sorted, by_text);
+        assert_eq!(std::mem::size_of::<Key>(), 24);
+    }
+
+    #[test]
     fn include_and_exclude_shape_the_item() {
         let doc = json!([{"id": 1, "name": "n", "body": "b", "reactions": {"+1": 3}, "user": {"login": "u", "id": 9}}]);
         let inc = extract(
@@ -688,7 +892,7 @@ mod tests {
         let keys: Vec<String> = extract_pages(&pages, &s)
             .unwrap()
             .into_iter()
-            .map(|i| i.key)
+            .map(|i| i.key.to_string())
             .collect();
         assert_eq!(keys, ["1", "2", "3"]);
         let dup = [json!({"items": [{"id": 1}]}), json!({"items": [{"id": 1}]})];
@@ -716,7 +920,7 @@ mod tests {
     fn seen(items: &[Item<'_>]) -> Vec<(String, Hash, Value)> {
         items
             .iter()
-            .map(|i| (i.key.clone(), i.hash, i.canonical()))
+            .map(|i| (i.key.to_string(), i.hash, i.canonical()))
             .collect()
     }
 

@@ -8,11 +8,11 @@ pub mod scheduler;
 
 use crate::config::Bridge;
 use crate::config::raw::{FirstPoll, Method};
-use crate::diff::{self, Baseline, ChangeKind, HeldBack, Write};
+use crate::diff::{self, Absence, Baseline, ChangeKind, HeldBack};
 use crate::event::{self, Event, EventType, Side};
-use crate::extract::{self, ExtractError};
+use crate::extract::{self, ExtractError, Hash};
 use crate::runtime::Ctx;
-use crate::store::{BridgeMeta, Commit, PageWrite, Store, StoreError};
+use crate::store::{BridgeMeta, CachedPage, Commit, PageWrite, Store, StoreError};
 use chrono::{DateTime, Utc};
 pub use fetch::{FetchError, Incomplete};
 use std::collections::HashMap;
@@ -61,8 +61,11 @@ pub struct PollReport {
     pub created: usize,
     pub updated: usize,
     pub deleted: usize,
-    /// The events emitted (after the `emit.events` filter), in `seq` order.
+    /// The events emitted (after the `emit.events` filter), in `seq` order: the first
+    /// [`REPORTED_EVENTS`] of them (a first poll with `first_poll: emit` may emit millions).
     pub events: Vec<Event>,
+    /// How many events were emitted, of each type.
+    pub emitted: Emitted,
     /// True when this poll stored a baseline instead of comparing.
     pub baseline: bool,
     /// True when the baseline was taken because the definition changed.
@@ -77,6 +80,38 @@ pub struct PollReport {
     pub incomplete: Option<Incomplete>,
     /// The source asked us not to poll again before this (`X-RateLimit-Remaining: 0`).
     pub pause_until: Option<DateTime<Utc>>,
+}
+
+/// Events emitted by a poll, by type.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Emitted {
+    pub created: usize,
+    pub updated: usize,
+    pub deleted: usize,
+}
+
+impl Emitted {
+    fn add(&mut self, kind: ChangeKind) {
+        match kind {
+            ChangeKind::Created => self.created += 1,
+            ChangeKind::Updated => self.updated += 1,
+            ChangeKind::Deleted => self.deleted += 1,
+        }
+    }
+
+    /// Of one type (snapshots are not emitted by polls).
+    pub fn of(&self, kind: EventType) -> usize {
+        match kind {
+            EventType::Created => self.created,
+            EventType::Updated => self.updated,
+            EventType::Deleted => self.deleted,
+            EventType::Snapshot => 0,
+        }
+    }
+
+    pub fn total(&self) -> usize {
+        self.created + self.updated + self.deleted
+    }
 }
 
 /// The listing, and its pages' documents unless `stop_if_unchanged` and every page answered
@@ -96,7 +131,8 @@ async fn fetch_documents(
 }
 
 /// Polls once. With `commit`, stores the new state and queues the events in one transaction
-/// and waits for it to reach the disk; without, changes nothing (a dry run).
+/// (a large poll: one per batch, see [`Batches`]) and waits for it to reach the disk; without,
+/// changes nothing (a dry run).
 ///
 /// Conditional requests (GET sources with `conditional: true`): each page is asked for with
 /// the validators of its last 200, whose body is stored with the item state it produced. A
@@ -107,6 +143,9 @@ async fn fetch_documents(
 /// Bodies are stored only where a 304 may need one (a paginated source, or `after_missing`
 /// above 1); should a 304 stand for a body that is not there, the listing is fetched again
 /// without validators.
+///
+/// A poll with many writes (a first poll of a large listing) is stored in batches, each one
+/// transaction with its events; see [`Batches`] for what an interrupted one leaves.
 ///
 /// While the store does not take writes, a poll that would commit fails at once; a store
 /// error met on the way marks the store failed (see `Ctx::check`).
@@ -157,7 +196,7 @@ async fn poll_with(
     // Every page answered 304 and no absence is being counted: nothing to compare.
     let stop_if_unchanged = trusted && meta.absent == 0;
     // Stored records a 200 may match (then it needs no write): not those that failed a 304.
-    let mut matchable = &cached;
+    let mut matchable = true;
     let (listing, documents) = match fetch_documents(ctx, bridge, cache, stop_if_unchanged).await {
         // A 304 stands for a body that is not stored (it was not needed when stored, or was
         // lost): ask again, without validators.
@@ -167,7 +206,7 @@ async fn poll_with(
                 pages: &empty,
                 ..*c
             });
-            matchable = &empty;
+            matchable = false;
             fetch_documents(ctx, bridge, again.as_ref(), false).await?
         }
         r => r?,
@@ -181,21 +220,79 @@ async fn poll_with(
             ..Default::default()
         });
     };
-    let pages = documents.len();
-    // Items borrow from the documents: unchanged ones are hashed, never copied.
-    let items = extract::extract_pages(&documents, &bridge.items)?;
     let fetch::Listing {
         incomplete,
-        cache: new_pages,
+        cache: pages,
         pause_until,
         ..
     } = listing;
-
+    let fetched = Fetched {
+        documents,
+        pages,
+        cached,
+        matchable,
+        incomplete,
+        pause_until,
+    };
+    // Extracting, comparing and storing a big listing takes a while and blocks: off the
+    // async workers, in one go (the items borrow from the documents it owns).
     let store = st.clone();
-    let name = bridge.name.clone();
-    let stored = tokio::task::spawn_blocking(move || store.load_state(&name))
-        .await
-        .expect("state load does not panic")?;
+    let b = bridge.clone();
+    let (result, committed_events) = tokio::task::spawn_blocking(move || {
+        let mut committed_events = false;
+        let result = apply(
+            &store,
+            &b,
+            meta,
+            fetched,
+            commit,
+            now,
+            &mut committed_events,
+        );
+        (result, committed_events)
+    })
+    .await
+    .expect("a poll's comparison does not panic");
+    if committed_events {
+        // On disk before the first attempt (SPEC §6), also when a later batch failed.
+        let flushed = st.flush().await;
+        ctx.wake(&bridge.name);
+        let report = result?;
+        flushed?;
+        return Ok(report);
+    }
+    result
+}
+
+/// What a poll's fetch brings to the thread where it is compared and stored.
+struct Fetched {
+    documents: Vec<extract::Page>,
+    /// The listing's pages as this poll would store them.
+    pages: Vec<(String, PageWrite)>,
+    /// The stored records of the bridge's pages.
+    cached: HashMap<String, CachedPage>,
+    /// False when a 304 failed and the listing was fetched again: no stored record counts as
+    /// matching then.
+    matchable: bool,
+    incomplete: Option<Incomplete>,
+    pause_until: Option<DateTime<Utc>>,
+}
+
+/// Extract, compare, build the events and store them with the new state. Sets
+/// `committed_events` as soon as a commit with events went through (the caller flushes then,
+/// whatever happens next).
+fn apply(
+    store: &Store,
+    bridge: &Bridge,
+    meta: BridgeMeta,
+    f: Fetched,
+    commit: bool,
+    now: DateTime<Utc>,
+    committed_events: &mut bool,
+) -> Result<PollReport, PollError> {
+    let rebaselined =
+        meta.baselined && meta.fingerprint.as_deref() != Some(bridge.fingerprint.as_str());
+    let keyed = extract::extract_keyed(&f.documents, &bridge.items)?;
     let baseline = if !meta.baselined {
         match bridge.emit.first_poll {
             FirstPoll::Baseline => Baseline::Silent,
@@ -206,144 +303,615 @@ async fn poll_with(
     } else {
         Baseline::No
     };
-    let d = diff::diff(
-        &stored,
-        &items,
+    let plan = diff::plan(
+        store.state_scan(&bridge.name),
+        &keyed.items,
+        &keyed.by_key,
         diff::Options {
             baseline,
-            complete: incomplete.is_none(),
+            complete: f.incomplete.is_none(),
             after_missing: bridge.emit.after_missing,
             max_fraction: bridge.emit.max_fraction,
             document: bridge.items.key.is_none(),
         },
-    );
-
-    let mut report = PollReport {
+    )?;
+    let items = keyed.items;
+    let report = PollReport {
         items: items.len(),
-        created: d.count(ChangeKind::Created),
-        updated: d.count(ChangeKind::Updated),
-        deleted: d.count(ChangeKind::Deleted),
+        created: plan.count(ChangeKind::Created),
+        updated: plan.count(ChangeKind::Updated),
+        deleted: plan.count(ChangeKind::Deleted),
         baseline: baseline != Baseline::No,
         rebaselined,
-        held_back: d.held_back,
+        held_back: plan.held_back,
         events: Vec::new(),
-        pages,
+        emitted: Emitted::default(),
+        pages: f.documents.len(),
         not_modified: false,
-        incomplete,
-        pause_until,
+        incomplete: f.incomplete,
+        pause_until: f.pause_until,
     };
+    let mut b = Batches::new(store, bridge, meta, rebaselined, commit, now, report);
+    for &(i, change) in &plan.puts {
+        let item = &items[i as usize];
+        let value = item.canonical();
+        if let Some(kind) = change {
+            let data = Side {
+                value: &value,
+                hash: &item.hash,
+            };
+            b.event(kind, item.key.as_str(), Some(data))?;
+        }
+        let bytes = serde_json::to_vec(&value).expect("JSON value serialises");
+        b.put(item.key.as_str(), item.hash, bytes);
+        *committed_events |= b.cut_if_full()?;
+    }
+    for (key, absence) in &plan.absent {
+        match absence {
+            Absence::Missing(missing) => b.later.push((key.clone(), *missing)),
+            Absence::Deleted => {
+                b.event(ChangeKind::Deleted, key, None)?;
+                b.remove(key);
+            }
+            Absence::Removed => b.remove(key),
+        }
+        *committed_events |= b.cut_if_full()?;
+    }
+    let found = plan
+        .found
+        .iter()
+        .map(|&i| (items[i as usize].key.to_string(), 0));
+    b.later.extend(found);
+    // The commit holds all it needs: free the response before the last write.
+    drop(items);
+    drop(f.documents);
+    let pages = final_pages(&plan, f.pages, &f.cached, f.matchable, b.batches > 0);
+    let new_meta = BridgeMeta {
+        seq: b.seq,
+        fingerprint: Some(bridge.fingerprint.clone()),
+        baselined: true,
+        absent: plan.absent_after,
+        items: plan.stored_after,
+    };
+    *committed_events |= b.finish(new_meta, pages)?;
+    Ok(b.report)
+}
 
-    // The canonical form of each item an event carries; items only stored are put into
-    // canonical form one at a time, below (a first poll of a large listing stores them all).
-    let mut canon: HashMap<usize, serde_json::Value> = HashMap::new();
+/// The pages the last commit stores. A held-back mass delete leaves the state behind the
+/// listing: no page is cached then, so the next poll fetches and compares everything again
+/// (and warns again) until it resolves. A 200 the same as its stored record (validators, and
+/// digest if the body is kept) needs no write, unless an earlier batch of this poll forgot the
+/// records.
+fn final_pages(
+    plan: &diff::Plan,
+    pages: Vec<(String, PageWrite)>,
+    cached: &HashMap<String, CachedPage>,
+    matchable: bool,
+    forgotten: bool,
+) -> Pages {
+    if plan.held_back.is_some() {
+        let changed = !cached.is_empty();
+        return Pages {
+            pages: Vec::new(),
+            changed,
+        };
+    }
+    let pages: Vec<_> = pages
+        .into_iter()
+        .map(|(k, w)| match w.head() {
+            Some(h) if matchable && !forgotten && cached.get(&k) == Some(h) => (k, PageWrite::Keep),
+            _ => (k, w),
+        })
+        .collect();
+    let changed = pages.iter().any(|(_, w)| *w != PageWrite::Keep)
+        || cached.keys().any(|k| !pages.iter().any(|(n, _)| n == k));
+    Pages { pages, changed }
+}
 
-    // Events, numbered after the bridge's last seq; the generation is that last seq.
-    let mut seq = meta.seq;
-    for c in &d.changes {
-        let (kind, wanted) = match c.kind {
-            ChangeKind::Created => (EventType::Created, bridge.emit.created),
-            ChangeKind::Updated => (EventType::Updated, bridge.emit.updated),
-            ChangeKind::Deleted => (EventType::Deleted, bridge.emit.deleted),
+/// The pages a commit stores, and whether that differs from what is stored.
+struct Pages {
+    pages: Vec<(String, PageWrite)>,
+    changed: bool,
+}
+
+/// Writes per commit of a large poll (items stored or removed), and bytes of values and
+/// event bodies: a first poll of a million items is stored this much at a time, so that it
+/// never holds all its writes and events at once. sled keeps the old versions of the nodes
+/// a transaction changes until it ends, so a large one costs far more than its writes (10,000
+/// state records in one transaction: about 100 MiB).
+const BATCH_WRITES: usize = 1_000;
+const BATCH_BYTES: usize = 8 << 20;
+
+/// At most this many events are kept in a [`PollReport`] (the counts are exact).
+pub const REPORTED_EVENTS: usize = 1_000;
+
+/// A poll's writes and events, committed a batch at a time. Each batch is one transaction
+/// with its events, numbered on from the last `seq`, its ids made with that batch's
+/// generation (the `seq` before it). Only the last commit stores the cached pages and the
+/// meta that says the poll is complete; the batches before it store, besides their items and
+/// events:
+///
+/// - a first poll: `baselined` stays false, so an interrupted first poll is taken again. A
+///   baseline stores silently again; `first_poll: emit` compares with what the batches
+///   stored (`Baseline::Emit`), so an item is never reported created twice. The items left
+///   are batched as before, so their events get the ids they would have had.
+/// - a re-baseline: the fingerprint is forgotten, so the next poll re-baselines (silently)
+///   whatever the definition is then.
+/// - any batch forgets the cached pages, so the next poll compares the whole listing: a 304
+///   for a body older than the half-stored state would hide changes.
+///
+/// Absence counts (`after_missing`) are kept for the last commit: counted twice, an item
+/// would be deleted an absence early.
+struct Batches<'a> {
+    store: &'a Store,
+    bridge: &'a Bridge,
+    commit: bool,
+    now: DateTime<Utc>,
+    rebaselined: bool,
+    sinks: Vec<String>,
+    /// The batch being filled; its `base` is the meta as last read or written.
+    c: Commit,
+    bytes: usize,
+    /// The last `seq` given, and the generation of this batch's ids.
+    seq: u64,
+    generation: u64,
+    /// Batches committed before the last.
+    batches: usize,
+    /// Missing counts, written by the last commit.
+    later: Vec<(String, u32)>,
+    report: PollReport,
+}
+
+impl<'a> Batches<'a> {
+    fn new(
+        store: &'a Store,
+        bridge: &'a Bridge,
+        meta: BridgeMeta,
+        rebaselined: bool,
+        commit: bool,
+        now: DateTime<Utc>,
+        report: PollReport,
+    ) -> Batches<'a> {
+        Batches {
+            store,
+            bridge,
+            commit,
+            now,
+            rebaselined,
+            sinks: bridge.sinks.iter().map(|s| s.id.clone()).collect(),
+            seq: meta.seq,
+            generation: meta.seq,
+            c: Commit {
+                bridge: bridge.name.clone(),
+                expected_seq: meta.seq,
+                meta: meta.clone(),
+                base: Some(meta),
+                ..Default::default()
+            },
+            bytes: 0,
+            batches: 0,
+            later: Vec::new(),
+            report,
+        }
+    }
+
+    fn put(&mut self, key: &str, hash: Hash, value: Vec<u8>) {
+        self.bytes += key.len() + value.len();
+        self.c.puts.push((key.to_string(), hash, value));
+    }
+
+    fn remove(&mut self, key: &str) {
+        self.bytes += key.len();
+        self.c.removes.push(key.to_string());
+    }
+
+    /// Builds the event of one change, if the bridge emits its type, and queues it.
+    fn event(
+        &mut self,
+        kind: ChangeKind,
+        key: &str,
+        data: Option<Side<'_>>,
+    ) -> Result<(), StoreError> {
+        let emit = &self.bridge.emit;
+        let (ty, wanted) = match kind {
+            ChangeKind::Created => (EventType::Created, emit.created),
+            ChangeKind::Updated => (EventType::Updated, emit.updated),
+            ChangeKind::Deleted => (EventType::Deleted, emit.deleted),
         };
         if !wanted {
-            continue;
+            return Ok(());
         }
-        let previous_value = match c.kind {
-            ChangeKind::Created => None,
-            _ => st.item_value(&bridge.name, &c.key)?,
+        let name = &self.bridge.name;
+        let (previous_value, previous_hash) = match kind {
+            ChangeKind::Created => (None, None),
+            _ => (
+                self.store.item_value(name, key)?,
+                self.store.item_state(name, key)?.map(|s| s.hash),
+            ),
         };
-        let previous_hash = stored.get(&c.key).map(|s| s.hash);
         let previous = match (&previous_value, &previous_hash) {
             (Some(value), Some(hash)) => Some(Side { value, hash }),
             _ => None,
         };
-        if let Some(i) = c.item {
-            canon.entry(i).or_insert_with(|| items[i].canonical());
-        }
-        let data = c.item.map(|i| Side {
-            value: &canon[&i],
-            hash: &items[i].hash,
-        });
-        seq += 1;
-        report.events.push(event::build(event::Spec {
-            bridge: &bridge.name,
-            kind,
-            key: &c.key,
-            seq,
-            generation: meta.seq,
-            detected: now,
+        self.seq += 1;
+        let e = event::build(event::Spec {
+            bridge: name,
+            kind: ty,
+            key,
+            seq: self.seq,
+            generation: self.generation,
+            detected: self.now,
             previous,
             data,
-        }));
-    }
-
-    let new_meta = BridgeMeta {
-        seq,
-        fingerprint: Some(bridge.fingerprint.clone()),
-        baselined: true,
-        absent: diff::absent_after(&stored, &d.writes),
-        items: diff::stored_after(&stored, &d.writes),
-    };
-    // A held-back mass delete leaves the state behind the listing: no page is cached then, so
-    // the next poll fetches and compares everything again (and warns again) until it resolves.
-    // A 200 the same as its stored record (validators, and digest if the body is kept)
-    // needs no write either.
-    let new_pages: Vec<_> = if d.held_back.is_some() {
-        Vec::new()
-    } else {
-        new_pages
-            .into_iter()
-            .map(|(k, w)| match w.head() {
-                Some(h) if matchable.get(&k) == Some(h) => (k, PageWrite::Keep),
-                _ => (k, w),
-            })
-            .collect()
-    };
-    let pages_changed = new_pages.iter().any(|(_, w)| *w != PageWrite::Keep)
-        || cached
-            .keys()
-            .any(|k| !new_pages.iter().any(|(n, _)| n == k));
-    if !commit || (d.writes.is_empty() && new_meta == meta && !pages_changed) {
-        return Ok(report);
-    }
-
-    let mut c = Commit {
-        bridge: bridge.name.clone(),
-        expected_seq: meta.seq,
-        base: Some(meta.clone()),
-        meta: new_meta,
-        pages: new_pages,
-        ..Default::default()
-    };
-    for w in d.writes {
-        match w {
-            Write::Put { key, item } => {
-                let bytes = match canon.get(&item) {
-                    Some(v) => serde_json::to_vec(v),
-                    None => serde_json::to_vec(&items[item].canonical()),
-                }
-                .expect("JSON value serialises");
-                c.puts.push((key, items[item].hash, bytes));
-            }
-            Write::Missing { key, missing } => c.missing.push((key, missing)),
-            Write::Remove { key } => c.removes.push(key),
+        });
+        if self.commit {
+            let before = self.c.outbox.len();
+            self.c.queue(
+                &self.sinks,
+                std::slice::from_ref(&e),
+                self.now.timestamp_millis(),
+            );
+            self.bytes += self.c.outbox[before..]
+                .iter()
+                .map(|(_, o)| o.body.len())
+                .sum::<usize>();
         }
+        self.report.emitted.add(kind);
+        if self.report.events.len() < REPORTED_EVENTS {
+            self.report.events.push(e);
+        }
+        Ok(())
     }
-    let sinks: Vec<String> = bridge.sinks.iter().map(|s| s.id.clone()).collect();
-    c.queue(&sinks, &report.events, now.timestamp_millis());
-    // The commit holds all it needs: free the response before writing (a big document's
-    // parsed form is the largest thing in memory).
-    drop(canon);
-    drop(items);
-    drop(documents);
-    let store = st.clone();
-    tokio::task::spawn_blocking(move || store.commit(&c))
-        .await
-        .expect("commit does not panic")?;
-    if !report.events.is_empty() {
-        // On disk before the first attempt (SPEC §6).
-        st.flush().await?;
-        ctx.wake(&bridge.name);
+
+    /// Commits the batch when it is full; true when it carried events.
+    fn cut_if_full(&mut self) -> Result<bool, StoreError> {
+        let writes = self.c.puts.len() + self.c.removes.len();
+        if writes < BATCH_WRITES && self.bytes < BATCH_BYTES {
+            return Ok(false);
+        }
+        let mut meta = self.c.base.clone().unwrap_or_default();
+        meta.seq = self.seq;
+        if self.rebaselined {
+            meta.fingerprint = None;
+        }
+        // No page: every cached page is forgotten.
+        self.commit_batch(meta, Vec::new(), false)
     }
-    Ok(report)
+
+    /// Commits the last batch: the missing counts, the pages and the meta of a complete
+    /// poll. Nothing is written when nothing would change.
+    fn finish(&mut self, meta: BridgeMeta, pages: Pages) -> Result<bool, StoreError> {
+        self.c.missing = std::mem::take(&mut self.later);
+        let unchanged = self.batches == 0
+            && self.c.puts.is_empty()
+            && self.c.removes.is_empty()
+            && self.c.missing.is_empty()
+            && self.c.outbox.is_empty()
+            && Some(&meta) == self.c.base.as_ref()
+            && !pages.changed;
+        if unchanged {
+            return Ok(false);
+        }
+        self.commit_batch(meta, pages.pages, true)
+    }
+
+    /// Commits the batch being filled with `meta` and `pages`; `last`: the poll's last.
+    fn commit_batch(
+        &mut self,
+        meta: BridgeMeta,
+        pages: Vec<(String, PageWrite)>,
+        last: bool,
+    ) -> Result<bool, StoreError> {
+        let events = !self.c.outbox.is_empty();
+        let next = Commit {
+            bridge: self.c.bridge.clone(),
+            expected_seq: meta.seq,
+            base: Some(meta.clone()),
+            meta: meta.clone(),
+            ..Default::default()
+        };
+        let mut c = std::mem::replace(&mut self.c, next);
+        c.meta = meta;
+        c.pages = pages;
+        #[cfg(test)]
+        tests::REFUSE_AFTER.with(|r| match r.get() {
+            Some(n) if n == self.batches => Err(StoreError::Conflict(c.bridge.clone())),
+            _ => Ok(()),
+        })?;
+        if self.commit {
+            self.store.commit(&c)?;
+            if last && self.batches > 0 {
+                tracing::debug!(bridge = %c.bridge, batches = self.batches + 1, seq = c.meta.seq, "poll stored");
+            } else if !last {
+                // Events on disk before any attempt (SPEC §6): a deliverer with a backlog may
+                // reach them while the poll goes on. The last batch is flushed by the caller.
+                if events {
+                    self.store.flush_blocking()?;
+                }
+                tracing::debug!(bridge = %c.bridge, batch = self.batches + 1, seq = c.meta.seq, "poll batch stored");
+            }
+        }
+        self.batches += 1;
+        self.bytes = 0;
+        self.generation = self.seq;
+        Ok(events && self.commit)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! A poll stored in batches, cut short between two of them: what the next poll makes of
+    //! what is there. A refused commit stands for a crash there (nothing after it is written;
+    //! sled recovers a prefix of its log, so a crash leaves the batches before some point).
+
+    use super::*;
+    use crate::config::Env;
+    use crate::store::OutboxEntry;
+    use std::cell::Cell;
+    use std::collections::HashSet;
+
+    thread_local! {
+        /// The commit of batch N (0 = the first) is refused, as if the process died there.
+        pub(super) static REFUSE_AFTER: Cell<Option<usize>> = const { Cell::new(None) };
+    }
+
+    /// More items than one batch holds: three batches (1,000, 1,000, 500).
+    const N: usize = BATCH_WRITES * 5 / 2;
+
+    fn bridge(extra: &str) -> Bridge {
+        let yaml = format!(
+            "schedule: {{every: 1m}}\nsource: {{url: \"http://127.0.0.1:1/items\"}}\nitems: {{select: \"$.items[*]\", key: \"$.id\"{extra}}}\nemit: {{first_poll: emit, deletes: {{max_fraction: 1.0}}}}\nsinks: [{{url: console}}]\n"
+        );
+        crate::config::parse_file(
+            std::path::Path::new("big.yaml"),
+            &yaml,
+            &Env::fixed(&[], None),
+        )
+        .unwrap()
+    }
+
+    fn baseline_bridge() -> Bridge {
+        let mut b = bridge("");
+        b.emit.first_poll = FirstPoll::Baseline;
+        b
+    }
+
+    /// Items 0..n, item k with value `v(k)`.
+    fn listing(n: usize, v: impl Fn(usize) -> usize) -> Vec<extract::Page> {
+        let items: Vec<String> = (0..n)
+            .map(|k| format!(r#"{{"id":{k},"v":{}}}"#, v(k)))
+            .collect();
+        let text = format!(r#"{{"items":[{}]}}"#, items.join(","));
+        vec![extract::Page::new(std::sync::Arc::new(text))]
+    }
+
+    fn at() -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000, 0).unwrap()
+    }
+
+    /// One poll of `pages`, stored unless the commit of batch `refuse` is refused; the page
+    /// record `etag` is what the listing's 200 carried.
+    fn poll(
+        store: &Store,
+        b: &Bridge,
+        pages: Vec<extract::Page>,
+        refuse: Option<usize>,
+    ) -> Result<PollReport, PollError> {
+        let record = CachedPage {
+            etag: Some("\"e\"".into()),
+            ..Default::default()
+        };
+        let f = Fetched {
+            documents: pages,
+            pages: vec![("p".into(), PageWrite::Head(record))],
+            cached: store.pages(&b.name).unwrap(),
+            matchable: true,
+            incomplete: None,
+            pause_until: None,
+        };
+        REFUSE_AFTER.with(|r| r.set(refuse));
+        let meta = store.meta(&b.name).unwrap();
+        let r = apply(store, b, meta, f, true, at(), &mut false);
+        REFUSE_AFTER.with(|r| r.set(None));
+        r
+    }
+
+    fn outbox(store: &Store) -> Vec<OutboxEntry> {
+        store
+            .outbox_all()
+            .unwrap()
+            .into_iter()
+            .map(|(_, _, e)| e)
+            .collect()
+    }
+
+    /// Each event once, seq 1, 2, 3, … in queue order, no id twice.
+    fn assert_gap_free(events: &[OutboxEntry]) {
+        let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, (1..=events.len() as u64).collect::<Vec<_>>());
+        let ids: HashSet<&str> = events.iter().map(|e| e.event_id.as_str()).collect();
+        assert_eq!(ids.len(), events.len(), "an id was given twice");
+    }
+
+    fn keys_of(events: &[OutboxEntry], kind: EventType) -> Vec<String> {
+        let mut keys: Vec<String> = events
+            .iter()
+            .filter(|e| e.kind == kind)
+            .map(|e| serde_json::from_str::<Event>(&e.body).unwrap().key)
+            .collect();
+        keys.sort();
+        keys
+    }
+
+    fn all_keys(n: usize) -> Vec<String> {
+        let mut keys: Vec<String> = (0..n).map(|k| k.to_string()).collect();
+        keys.sort();
+        keys
+    }
+
+    #[test]
+    fn an_interrupted_first_poll_with_emit_emits_each_item_once_with_the_same_ids() {
+        let (dir, whole) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (store, reference) = (
+            Store::open(dir.path()).unwrap(),
+            Store::open(whole.path()).unwrap(),
+        );
+        let b = bridge("");
+        // The same first poll, whole, on another store: the ids to expect.
+        let r = poll(&reference, &b, listing(N, |_| 0), None).unwrap();
+        assert_eq!(
+            (r.created, r.emitted.created, r.events.len()),
+            (N, N, REPORTED_EVENTS)
+        );
+        let expected = outbox(&reference);
+        assert_gap_free(&expected);
+
+        // Cut short after the first batch: its items and events are stored together, and the
+        // bridge is not baselined yet.
+        let e = poll(&store, &b, listing(N, |_| 0), Some(1)).unwrap_err();
+        assert!(
+            matches!(e, PollError::Store(StoreError::Conflict(_))),
+            "{e}"
+        );
+        let meta = store.meta(&b.name).unwrap();
+        assert!(!meta.baselined);
+        assert_eq!(meta.seq, BATCH_WRITES as u64);
+        assert_eq!(store.load_state(&b.name).unwrap().len(), BATCH_WRITES);
+        assert_eq!(outbox(&store).len(), BATCH_WRITES);
+
+        // The next poll emits the rest, each once, with the ids the whole poll gave them.
+        let r = poll(&store, &b, listing(N, |_| 0), None).unwrap();
+        assert!(r.baseline);
+        assert_eq!((r.created, r.updated, r.deleted), (N - BATCH_WRITES, 0, 0));
+        let events = outbox(&store);
+        assert_gap_free(&events);
+        assert_eq!(keys_of(&events, EventType::Created), all_keys(N));
+        let ids = |v: &[OutboxEntry]| v.iter().map(|e| e.event_id.clone()).collect::<Vec<_>>();
+        assert_eq!(ids(&events), ids(&expected));
+        let meta = store.meta(&b.name).unwrap();
+        assert!(meta.baselined);
+        assert_eq!((meta.seq, meta.items), (N as u64, N));
+        // And then nothing is new.
+        let r = poll(&store, &b, listing(N, |_| 0), None).unwrap();
+        assert_eq!((r.baseline, r.emitted.total()), (false, 0));
+    }
+
+    #[test]
+    fn after_an_interrupted_emit_what_changed_meanwhile_is_updated_or_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let b = bridge("");
+        poll(&store, &b, listing(N, |_| 0), Some(2)).unwrap_err();
+        assert_eq!(outbox(&store).len(), 2 * BATCH_WRITES);
+        // Meanwhile item 0 (already emitted) changed, the last one emitted went, and one not
+        // emitted yet changed.
+        let gone = 2 * BATCH_WRITES - 1;
+        let mut pages = listing(N, |k| usize::from(k == 0 || k == N - 1));
+        let text = pages[0]
+            .text
+            .replace(&format!(r#"{{"id":{gone},"v":0}},"#), "");
+        pages[0] = extract::Page::new(std::sync::Arc::new(text));
+        let r = poll(&store, &b, pages, None).unwrap();
+        assert_eq!(
+            (r.created, r.updated, r.deleted),
+            (N - 2 * BATCH_WRITES, 1, 1)
+        );
+        let events = outbox(&store);
+        assert_gap_free(&events);
+        assert_eq!(keys_of(&events, EventType::Created), all_keys(N));
+        assert_eq!(keys_of(&events, EventType::Updated), ["0"]);
+        assert_eq!(keys_of(&events, EventType::Deleted), [gone.to_string()]);
+        let last: Event = serde_json::from_str(&events.last().unwrap().body).unwrap();
+        assert_eq!(last.kind, EventType::Deleted);
+        let created_late = events
+            .iter()
+            .map(|e| serde_json::from_str::<Event>(&e.body).unwrap())
+            .find(|e| e.key == (N - 1).to_string())
+            .unwrap();
+        assert_eq!(created_late.data.unwrap()["v"], 1);
+    }
+
+    #[test]
+    fn an_interrupted_baseline_is_taken_again_silently() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let b = baseline_bridge();
+        poll(&store, &b, listing(N, |_| 0), Some(1)).unwrap_err();
+        assert!(!store.meta(&b.name).unwrap().baselined);
+        assert_eq!(store.load_state(&b.name).unwrap().len(), BATCH_WRITES);
+        // The next poll finishes the baseline: no event, all items.
+        let r = poll(&store, &b, listing(N, |k| usize::from(k == 5)), None).unwrap();
+        assert!(r.baseline && r.events.is_empty() && r.emitted.total() == 0);
+        let meta = store.meta(&b.name).unwrap();
+        assert!(meta.baselined);
+        assert_eq!((meta.seq, meta.items), (0, N));
+        assert!(outbox(&store).is_empty());
+        // Item 5 was stored with its later value; a change after the baseline is one event.
+        let r = poll(
+            &store,
+            &b,
+            listing(N, |k| usize::from(k == 5 || k == 7)),
+            None,
+        )
+        .unwrap();
+        assert_eq!((r.baseline, r.updated), (false, 1));
+        assert_eq!(r.events[0].key, "7");
+        assert_eq!(r.events[0].seq, 1);
+    }
+
+    #[test]
+    fn an_interrupted_rebaseline_stays_silent_whatever_the_definition() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let old = bridge("");
+        poll(&store, &old, listing(N, |_| 0), None).unwrap();
+        let emitted = outbox(&store).len();
+        // A new definition (the value without `v`) is being re-baselined when it stops.
+        let new = bridge(", exclude: [\"$.v\"]");
+        assert_ne!(new.fingerprint, old.fingerprint);
+        let e = poll(&store, &new, listing(N, |_| 0), Some(1));
+        assert!(e.is_err());
+        let meta = store.meta(&old.name).unwrap();
+        assert!(meta.baselined && meta.fingerprint.is_none());
+        // Back to the old definition: half the items are stored the new way, and a compare
+        // would report them all updated. It re-baselines instead, silently.
+        let r = poll(&store, &old, listing(N, |_| 0), None).unwrap();
+        assert!(r.rebaselined && r.emitted.total() == 0);
+        assert_eq!(outbox(&store).len(), emitted);
+        let meta = store.meta(&old.name).unwrap();
+        assert_eq!(meta.fingerprint.as_deref(), Some(old.fingerprint.as_str()));
+        let r = poll(&store, &old, listing(N, |_| 0), None).unwrap();
+        assert_eq!((r.rebaselined, r.emitted.total()), (false, 0));
+    }
+
+    #[test]
+    fn an_interrupted_poll_of_many_changes_emits_the_rest_once_and_forgets_cached_pages() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let b = baseline_bridge();
+        poll(&store, &b, listing(N, |_| 0), None).unwrap();
+        assert_eq!(store.pages(&b.name).unwrap().len(), 1);
+        // Every item changes; the poll stops after the first batch. Its page record goes
+        // with that batch: a 304 for the old body must not stand for a half-stored state.
+        poll(&store, &b, listing(N, |_| 1), Some(1)).unwrap_err();
+        assert!(store.pages(&b.name).unwrap().is_empty());
+        let meta = store.meta(&b.name).unwrap();
+        assert!(meta.baselined);
+        assert_eq!(meta.seq, BATCH_WRITES as u64);
+        let r = poll(&store, &b, listing(N, |_| 1), None).unwrap();
+        assert_eq!(r.updated, N - BATCH_WRITES);
+        let events = outbox(&store);
+        assert_gap_free(&events);
+        assert_eq!(keys_of(&events, EventType::Updated), all_keys(N));
+        // Complete now: the page is cached again, and an updated event says what it was.
+        assert_eq!(store.pages(&b.name).unwrap().len(), 1);
+        let e: Event = serde_json::from_str(&events[N - 1].body).unwrap();
+        assert_eq!(
+            (
+                e.previous.unwrap()["v"].clone(),
+                e.data.unwrap()["v"].clone()
+            ),
+            (0.into(), 1.into())
+        );
+    }
 }

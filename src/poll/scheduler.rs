@@ -135,8 +135,7 @@ pub async fn poll_and_log(
     if let Ok(r) = &result {
         crate::metrics::items(&bridge.name, r.items);
         for kind in [EventType::Created, EventType::Updated, EventType::Deleted] {
-            let n = r.events.iter().filter(|e| e.kind == kind).count();
-            crate::metrics::events(&bridge.name, kind.as_str(), n);
+            crate::metrics::events(&bridge.name, kind.as_str(), r.emitted.of(kind));
         }
     }
     match &result {
@@ -178,7 +177,7 @@ pub async fn poll_and_log(
                 created = r.created,
                 updated = r.updated,
                 deleted = r.deleted,
-                events = r.events.len(),
+                events = r.emitted.total(),
                 duration_ms,
                 "poll"
             );
