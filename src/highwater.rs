@@ -455,6 +455,7 @@ impl MarkFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::compact::copy_dir;
 
     fn seqs(pairs: &[(&str, u64)]) -> HashMap<String, u64> {
         pairs.iter().map(|(b, s)| (b.to_string(), *s)).collect()
@@ -613,18 +614,6 @@ mod tests {
         })
         .unwrap();
         m.seq + n
-    }
-
-    fn copy_dir(from: &Path, to: &Path) {
-        std::fs::create_dir_all(to).unwrap();
-        for e in std::fs::read_dir(from).unwrap() {
-            let e = e.unwrap();
-            if e.file_type().unwrap().is_dir() {
-                copy_dir(&e.path(), &to.join(e.file_name()));
-            } else {
-                std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-            }
-        }
     }
 
     #[test]

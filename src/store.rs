@@ -41,7 +41,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use values::Kind;
 
-mod compact;
+pub(crate) mod compact;
 pub mod values;
 
 #[derive(Debug, thiserror::Error)]

@@ -161,6 +161,20 @@ fn copy(src: &sled::Db, dst: &sled::Db, files: &Files) -> Result<(), StoreError>
     Ok(())
 }
 
+/// Copies a directory tree (tests copy a store to damage or replay it).
+#[cfg(test)]
+pub(crate) fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -172,18 +186,6 @@ mod tests {
             s.push_str("abcdefghij");
         }
         s + "\"}"
-    }
-
-    fn copy_dir(from: &Path, to: &Path) {
-        std::fs::create_dir_all(to).unwrap();
-        for e in std::fs::read_dir(from).unwrap() {
-            let e = e.unwrap();
-            if e.file_type().unwrap().is_dir() {
-                copy_dir(&e.path(), &to.join(e.file_name()));
-            } else {
-                std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-            }
-        }
     }
 
     /// What the previous version wrote: large records whole, so in `blobs/`, and a cached page
