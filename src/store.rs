@@ -1278,7 +1278,7 @@ fn flush_and_mark(
 /// panic prints no trace. The lock held by a running daemon becomes [`StoreError::Locked`],
 /// after a short wait: a store of this process that was just dropped (a test's restart, a
 /// re-open after a write error) lets go of it only when sled's threads have ended.
-fn open_sled(path: &Path) -> Result<sled::Db, StoreError> {
+pub(crate) fn open_sled(path: &Path) -> Result<sled::Db, StoreError> {
     let damaged = |reason: String| StoreError::Damaged {
         path: path.display().to_string(),
         reason,

@@ -83,8 +83,9 @@ pub(super) fn run(dir: &Path) -> Result<u64, StoreError> {
         std::fs::remove_dir_all(&p.copy).map_err(io)?;
     }
     {
-        let src = sled::Config::new().path(&p.live).open()?;
-        let dst = sled::Config::new().path(&p.copy).open()?;
+        // The store was just closed: its threads may hold sled's lock a moment longer.
+        let src = super::open_sled(&p.live)?;
+        let dst = super::open_sled(&p.copy)?;
         let files = Files::open(dir.join("pollhook.values")).map_err(io)?;
         copy(&src, &dst, &files)?;
         dst.insert(b"format", &VALUES_APART.to_be_bytes())?;
