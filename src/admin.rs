@@ -177,7 +177,7 @@ async fn poll(
             };
             api_error(status, redactor.clean(&e.to_string()))
         })?;
-    tracing::info!(bridge = %name, commit = q.commit, events = r.events.len(), "poll requested through the admin API");
+    tracing::info!(bridge = %name, commit = q.commit, events = r.emitted.total(), "poll requested through the admin API");
     Ok(Json(json!({
         "bridge": name,
         "commit": q.commit,
@@ -186,6 +186,8 @@ async fn poll(
         "created": r.created,
         "updated": r.updated,
         "deleted": r.deleted,
+        // `events` holds the first ones only (a first poll may emit a million); the count is whole.
+        "events_total": r.emitted.total(),
         "events": r.events,
     })))
 }

@@ -7,7 +7,8 @@
 //!
 //! - [`config`]: bridge YAML files -> validated [`config::Bridge`]s, or every problem with its place
 //! - [`schedule`]: when a bridge polls (`every` with a per-name offset, or cron); pure
-//! - [`poll`]: one poll (fetch, extract, diff, events, one commit) and the per-bridge scheduler
+//! - [`poll`]: one poll (fetch, extract, diff, events, one commit, or batches for a large one)
+//!   and the per-bridge scheduler
 //! - [`extract`]: JSONPath selection, keys, include/exclude, canonical values and hashes; pure
 //! - [`diff`]: stored state + new items -> changes and writes; pure
 //! - [`event`]: change -> event body with id and JSON Patch; pure

@@ -332,37 +332,10 @@ fn apply(
         pause_until: f.pause_until,
     };
     let mut b = Batches::new(store, bridge, meta, rebaselined, commit, now, report);
-    for &(i, change) in &plan.puts {
-        let item = &items[i as usize];
-        let value = item.canonical();
-        if let Some(kind) = change {
-            let data = Side {
-                value: &value,
-                hash: &item.hash,
-            };
-            b.event(kind, item.key.as_str(), Some(data))?;
-        }
-        let bytes = serde_json::to_vec(&value).expect("JSON value serialises");
-        b.put(item.key.as_str(), item.hash, bytes);
-        *committed_events |= b.cut_if_full()?;
-    }
-    for (key, absence) in &plan.absent {
-        match absence {
-            Absence::Missing(missing) => b.later.push((key.clone(), *missing)),
-            Absence::Deleted => {
-                b.event(ChangeKind::Deleted, key, None)?;
-                b.remove(key);
-            }
-            Absence::Removed => b.remove(key),
-        }
-        *committed_events |= b.cut_if_full()?;
-    }
-    let found = plan
-        .found
-        .iter()
-        .map(|&i| (items[i as usize].key.to_string(), 0));
-    b.later.extend(found);
-    // The commit holds all it needs: free the response before the last write.
+    let written = b.write(&plan, &items);
+    *committed_events = b.committed_events;
+    written?;
+    // The last commit holds all it needs: free the response before it.
     drop(items);
     drop(f.documents);
     let pages = final_pages(&plan, f.pages, &f.cached, f.matchable, b.batches > 0);
@@ -373,7 +346,9 @@ fn apply(
         absent: plan.absent_after,
         items: plan.stored_after,
     };
-    *committed_events |= b.finish(new_meta, pages)?;
+    let finished = b.finish(new_meta, pages);
+    *committed_events = b.committed_events;
+    finished?;
     Ok(b.report)
 }
 
@@ -459,6 +434,8 @@ struct Batches<'a> {
     batches: usize,
     /// Missing counts, written by the last commit.
     later: Vec<(String, u32)>,
+    /// A commit with events went through: the caller flushes, whatever happens next.
+    committed_events: bool,
     report: PollReport,
 }
 
@@ -491,8 +468,45 @@ impl<'a> Batches<'a> {
             bytes: 0,
             batches: 0,
             later: Vec::new(),
+            committed_events: false,
             report,
         }
+    }
+
+    /// Queues the plan's writes and events, committing each batch as it fills; the missing
+    /// counts wait for the last commit.
+    fn write(&mut self, plan: &diff::Plan, items: &[extract::Item<'_>]) -> Result<(), StoreError> {
+        for &(i, change) in &plan.puts {
+            let item = &items[i as usize];
+            let value = item.canonical();
+            if let Some(kind) = change {
+                let data = Side {
+                    value: &value,
+                    hash: &item.hash,
+                };
+                self.event(kind, item.key.as_str(), Some(data))?;
+            }
+            let bytes = serde_json::to_vec(&value).expect("JSON value serialises");
+            self.put(item.key.as_str(), item.hash, bytes);
+            self.cut_if_full()?;
+        }
+        for (key, absence) in &plan.absent {
+            match absence {
+                Absence::Missing(missing) => self.later.push((key.clone(), *missing)),
+                Absence::Deleted => {
+                    self.event(ChangeKind::Deleted, key, None)?;
+                    self.remove(key);
+                }
+                Absence::Removed => self.remove(key),
+            }
+            self.cut_if_full()?;
+        }
+        let found = plan
+            .found
+            .iter()
+            .map(|&i| (items[i as usize].key.to_string(), 0));
+        self.later.extend(found);
+        Ok(())
     }
 
     fn put(&mut self, key: &str, hash: Hash, value: Vec<u8>) {
@@ -563,11 +577,11 @@ impl<'a> Batches<'a> {
         Ok(())
     }
 
-    /// Commits the batch when it is full; true when it carried events.
-    fn cut_if_full(&mut self) -> Result<bool, StoreError> {
+    /// Commits the batch when it is full.
+    fn cut_if_full(&mut self) -> Result<(), StoreError> {
         let writes = self.c.puts.len() + self.c.removes.len();
         if writes < BATCH_WRITES && self.bytes < BATCH_BYTES {
-            return Ok(false);
+            return Ok(());
         }
         let mut meta = self.c.base.clone().unwrap_or_default();
         meta.seq = self.seq;
@@ -580,7 +594,7 @@ impl<'a> Batches<'a> {
 
     /// Commits the last batch: the missing counts, the pages and the meta of a complete
     /// poll. Nothing is written when nothing would change.
-    fn finish(&mut self, meta: BridgeMeta, pages: Pages) -> Result<bool, StoreError> {
+    fn finish(&mut self, meta: BridgeMeta, pages: Pages) -> Result<(), StoreError> {
         self.c.missing = std::mem::take(&mut self.later);
         let unchanged = self.batches == 0
             && self.c.puts.is_empty()
@@ -590,7 +604,7 @@ impl<'a> Batches<'a> {
             && Some(&meta) == self.c.base.as_ref()
             && !pages.changed;
         if unchanged {
-            return Ok(false);
+            return Ok(());
         }
         self.commit_batch(meta, pages.pages, true)
     }
@@ -601,7 +615,7 @@ impl<'a> Batches<'a> {
         meta: BridgeMeta,
         pages: Vec<(String, PageWrite)>,
         last: bool,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<(), StoreError> {
         let events = !self.c.outbox.is_empty();
         let next = Commit {
             bridge: self.c.bridge.clone(),
@@ -631,10 +645,11 @@ impl<'a> Batches<'a> {
                 tracing::debug!(bridge = %c.bridge, batch = self.batches + 1, seq = c.meta.seq, "poll batch stored");
             }
         }
+        self.committed_events |= events && self.commit;
         self.batches += 1;
         self.bytes = 0;
         self.generation = self.seq;
-        Ok(events && self.commit)
+        Ok(())
     }
 }
 
