@@ -39,9 +39,14 @@ pub async fn upkeep(stop: tokio_util::sync::CancellationToken) {
     }
 }
 
-pub fn poll(bridge: &str, result: &'static str, duration: Duration) {
-    metrics::counter!("pollhook_polls_total", "bridge" => bridge.to_string(), "result" => result)
-        .increment(1);
+/// One poll: counted by result for all bridges, and per bridge only when it failed (an idle
+/// fleet of 10k bridges would otherwise add a line per bridge and result to every scrape).
+pub fn poll(bridge: &str, result: &'static str, failed: bool, duration: Duration) {
+    metrics::counter!("pollhook_polls_total", "result" => result).increment(1);
+    if failed {
+        metrics::counter!("pollhook_poll_failures_total", "bridge" => bridge.to_string(), "reason" => result)
+            .increment(1);
+    }
     metrics::histogram!("pollhook_poll_duration_seconds").record(duration.as_secs_f64());
 }
 
@@ -109,4 +114,39 @@ pub fn store_reopen() {
 /// 1 while the state database takes writes, 0 while it does not.
 pub fn store_ok(ok: bool) {
     metrics::gauge!("pollhook_store_writable").set(if ok { 1.0 } else { 0.0 });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_bridge_series_are_failures_and_non_zero_queues_only() {
+        handle();
+        let d = Duration::from_millis(20);
+        poll("metrics-ok", "ok", false, d);
+        poll("metrics-bad", "http_status", true, d);
+        poll("metrics-bad", "http_status", true, d);
+        let text = render(&[("metrics-ok", 0, 0), ("metrics-bad", 3, 1)]);
+        assert!(
+            text.contains(
+                "pollhook_poll_failures_total{bridge=\"metrics-bad\",reason=\"http_status\"} 2"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("bridge=\"metrics-ok\""), "{text}");
+        assert!(
+            text.contains("pollhook_outbox_depth{bridge=\"metrics-bad\"} 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("pollhook_dead_letters{bridge=\"metrics-bad\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("pollhook_outbox_depth_all 3"), "{text}");
+        assert!(
+            !text.contains("pollhook_poll_duration_seconds_bucket{bridge"),
+            "{text}"
+        );
+    }
 }

@@ -131,7 +131,7 @@ pub async fn poll_and_log(
         Ok(r) => result_word(r),
         Err(e) => e.kind(),
     };
-    crate::metrics::poll(&bridge.name, word, elapsed);
+    crate::metrics::poll(&bridge.name, word, result.is_err(), elapsed);
     if let Ok(r) = &result {
         crate::metrics::items(&bridge.name, r.items);
         for kind in [EventType::Created, EventType::Updated, EventType::Deleted] {

@@ -253,10 +253,13 @@ async fn every_admin_endpoint_and_the_cli_against_a_running_daemon() {
     let samples = parse_prometheus(&text);
     let value = |series: &str| samples.iter().find(|(s, _)| s == series).map(|(_, v)| *v);
     assert_eq!(
-        value("pollhook_polls_total{bridge=\"ops\",result=\"baseline\"}"),
+        value("pollhook_polls_total{result=\"baseline\"}"),
         Some(1.0),
         "{text}"
     );
+    // Per bridge, only failures are counted (none here).
+    assert!(!text.contains("pollhook_poll_failures_total"), "{text}");
+    assert!(!text.contains("pollhook_polls_total{bridge"), "{text}");
     assert_eq!(
         value("pollhook_events_total{bridge=\"ops\",type=\"item.created\"}"),
         Some(2.0),
