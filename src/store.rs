@@ -361,7 +361,8 @@ fn remove_bridge(tree: &sled::Tree, bridge: &str) -> Result<usize, StoreError> {
 /// what it compares in one pass, so a small cache costs little.
 pub const CACHE_BYTES: u64 = 16 << 20;
 
-/// The on-disk layout this version writes: 2 keeps item state apart from item values.
+/// The layout `migrate` moves a store to: 2 keeps item state apart from item values. (3,
+/// large values stored apart, is set by `Store::open`: see `compact`.)
 const FORMAT: u32 = 2;
 
 /// Format 1 kept `[hash][missing][value]` in `items`: moves hash and missing to `state`, a
