@@ -216,6 +216,7 @@ async fn supervise_store(ctx: Arc<Ctx>, dir: PathBuf, stop: CancellationToken) {
         match reopened {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
+                ctx.store_still_failing(&e);
                 info!(
                     retry_in_ms = retry.as_millis() as u64,
                     "state database still does not take writes: {e}"

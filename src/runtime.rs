@@ -147,6 +147,19 @@ impl Ctx {
         }
     }
 
+    /// Keeps the store failed, with the reason of the latest try to recover (a re-open may
+    /// fail for another reason than the first error, e.g. a rollback it found).
+    pub fn store_still_failing(&self, e: &StoreError) {
+        let reason = e.to_string();
+        self.store_failure.send_if_modified(|f| match f {
+            Some(f) if f.reason != reason => {
+                f.reason = reason;
+                true
+            }
+            _ => false,
+        });
+    }
+
     /// The store's failure, while it does not take writes.
     pub fn store_failure(&self) -> Option<StoreFailure> {
         self.store_failure.borrow().clone()
