@@ -301,6 +301,11 @@ pub struct Store {
 struct Queued {
     outbox: usize,
     dead: usize,
+    /// Commits of this bridge with events under way, and the number (`Flushes::committed`)
+    /// of its last one: its outbox is on disk once `Flushes::durable` reaches that number
+    /// and none is under way, which spares a deliverer a flush of everyone's commits.
+    inflight: u32,
+    commit: u64,
 }
 
 #[derive(Default)]
@@ -570,9 +575,21 @@ impl Store {
         let mut all = self.queued.lock().expect("queue counts lock");
         let q = all.entry(bridge.to_string()).or_default();
         f(q);
-        if *q == Queued::default() {
+        if q.outbox == 0 && q.dead == 0 && q.inflight == 0 {
             all.remove(bridge);
         }
+    }
+
+    /// Waits until the bridge's queued events are on disk: at once when its commits were
+    /// flushed already (the usual case), else through a flush.
+    pub async fn flush_for(&self, bridge: &str) -> Result<(), StoreError> {
+        let pending = {
+            let all = self.queued.lock().expect("queue counts lock");
+            let durable = self.flushes.durable.load(Ordering::SeqCst);
+            all.get(bridge)
+                .is_some_and(|q| q.inflight > 0 || q.commit > durable)
+        };
+        if pending { self.flush().await } else { Ok(()) }
     }
 
     /// Deletes the value files that the writes just made left without a record, once those
@@ -901,6 +918,12 @@ impl Store {
                 written.push((item_key(pk), encode_page(head), body));
             }
         }
+        // A deliverer that reads the outbox from now on may find these events: until the
+        // commit is counted, `flush_for` treats them as not on disk.
+        let queues = !outbox.is_empty();
+        if queues {
+            self.count(&c.bridge, |q| q.inflight += 1);
+        }
         let res: Result<Vec<values::FileName>, TransactionError<StoreError>> = (
             &self.items,
             &self.state,
@@ -968,13 +991,20 @@ impl Store {
                 garbage.extend(replaced);
                 // Noted before it is counted, so a flush that counts it also records its seq.
                 self.highwater.note(&c.bridge, c.meta.seq);
-                self.flushes.committed.fetch_add(1, Ordering::SeqCst);
-                if !outbox.is_empty() {
-                    self.count(&c.bridge, |q| q.outbox += outbox.len());
+                let number = self.flushes.committed.fetch_add(1, Ordering::SeqCst) + 1;
+                if queues {
+                    self.count(&c.bridge, |q| {
+                        q.inflight -= 1;
+                        q.outbox += outbox.len();
+                        q.commit = q.commit.max(number);
+                    });
                 }
                 Ok(())
             }
             Err(e) => {
+                if queues {
+                    self.count(&c.bridge, |q| q.inflight -= 1);
+                }
                 if let TransactionError::Abort(_) = e {
                     // Refused: the files made ready for it are no value's.
                     let new = prepared

@@ -72,7 +72,7 @@ async fn attempt(
         return Ok(Outcome::NotDue(entry.next_at_ms));
     }
     // Usually a no-op: commits with events are flushed before their deliverers are woken.
-    store.flush().await?;
+    store.flush_for(bridge).await?;
     let action = match &sink.target {
         Target::Console => {
             let mut out = std::io::stdout().lock();
