@@ -1082,14 +1082,12 @@ impl Store {
 
     /// Acknowledged: the entry leaves the outbox.
     pub fn ack(&self, key: &[u8]) -> Result<(), StoreError> {
-        // Only its own deliverer acknowledges an entry, so what is read here stays true.
-        let queued = self.outbox.contains_key(key)?;
-        let file = values::remove(&self.outbox, &self.parts, Kind::Outbox, key)?;
-        if queued {
-            self.count(&split_queue_key(key).0, |q| {
-                q.outbox = q.outbox.saturating_sub(1)
-            });
-        }
+        let Some(file) = values::remove(&self.outbox, &self.parts, Kind::Outbox, key)? else {
+            return Ok(());
+        };
+        self.count(&split_queue_key(key).0, |q| {
+            q.outbox = q.outbox.saturating_sub(1)
+        });
         self.collect(file.into_iter().collect())
     }
 
@@ -1181,10 +1179,9 @@ impl Store {
 
     /// Forgets a dead letter.
     pub fn drop_dead(&self, key: &[u8]) -> Result<bool, StoreError> {
-        if !self.dead.contains_key(key)? {
+        let Some(file) = values::remove(&self.dead, &self.parts, Kind::Dead, key)? else {
             return Ok(false);
-        }
-        let file = values::remove(&self.dead, &self.parts, Kind::Dead, key)?;
+        };
         self.count(&split_queue_key(key).0, |q| {
             q.dead = q.dead.saturating_sub(1)
         });

@@ -260,26 +260,28 @@ pub fn put_all(
         .map_err(storage)
 }
 
-/// Removes the value under `key`, outside any other transaction. Returns its file, to
-/// delete once this is on disk.
+/// Removes the value under `key`, outside any other transaction. None when there was none;
+/// else its file, if it had one, to delete once this is on disk.
 pub fn remove(
     tree: &Tree,
     parts: &Tree,
     kind: Kind,
     key: &[u8],
-) -> Result<Option<FileName>, sled::Error> {
+) -> Result<Option<Option<FileName>>, sled::Error> {
+    let Some(old) = tree.get(key)? else {
+        return Ok(None);
+    };
     // A value stored whole (most) goes without a transaction, unless it changed meanwhile.
-    if let Some(old) = tree.get(key)? {
-        if !is_stored_apart(&old)
-            && tree
-                .compare_and_swap(key, Some(old), None::<&[u8]>)?
-                .is_ok()
-        {
-            return Ok(None);
-        }
+    if !is_stored_apart(&old)
+        && tree
+            .compare_and_swap(key, Some(old), None::<&[u8]>)?
+            .is_ok()
+    {
+        return Ok(Some(None));
     }
     (tree, parts)
         .transaction(|(tx, parts)| Ok(remove_in_tx(tx, parts, kind, key)?))
+        .map(Some)
         .map_err(storage)
 }
 
