@@ -167,16 +167,22 @@ fn write_bridges(dir: &std::path::Path, n: usize, up: &str, rx: &str) {
     }
 }
 
-fn start_daemon(bridges: &std::path::Path, data: &std::path::Path) -> Child {
-    Command::new(pollhook_bin())
-        .args(["run", "--admin", "off", "--log-format", "json"])
+/// `pollhook run` on `bridges` and `data`, no admin API, JSON logs at INFO, stdout dropped.
+fn daemon_command(bridges: &std::path::Path, data: &std::path::Path) -> Command {
+    let mut c = Command::new(pollhook_bin());
+    c.args(["run", "--admin", "off", "--log-format", "json"])
         .arg("--bridges")
         .arg(bridges)
         .arg("--data")
         .arg(data)
         .env("RUST_LOG", "info")
         .env_remove("JOURNAL_STREAM")
-        .stdout(Stdio::null())
+        .stdout(Stdio::null());
+    c
+}
+
+fn start_daemon(bridges: &std::path::Path, data: &std::path::Path) -> Child {
+    daemon_command(bridges, data)
         .stderr(Stdio::null())
         .spawn()
         .unwrap()
@@ -621,15 +627,7 @@ async fn big(shape: &Shape) {
 /// poll; its peak RSS until then.
 fn first_polls_at_start(bridges: &std::path::Path, data: &std::path::Path, n: usize) -> Run {
     let t0 = Instant::now();
-    let mut child = Command::new(pollhook_bin())
-        .args(["run", "--admin", "off", "--log-format", "json"])
-        .arg("--bridges")
-        .arg(bridges)
-        .arg("--data")
-        .arg(data)
-        .env("RUST_LOG", "info")
-        .env_remove("JOURNAL_STREAM")
-        .stdout(Stdio::null())
+    let mut child = daemon_command(bridges, data)
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
