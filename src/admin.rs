@@ -159,24 +159,31 @@ struct PollQuery {
 }
 
 /// Polls now. Without `?commit=true` it is a dry run: the events it would emit, nothing stored.
+/// 409 while a poll of the bridge is in flight (scheduled or asked for), 429 while its source's
+/// pause lasts, 500 if the poll panicked.
 async fn poll(
     State(s): State<AdminState>,
     Path(name): Path<String>,
     Query(q): Query<PollQuery>,
 ) -> Result<Json<Value>, ApiError> {
+    use crate::poll::scheduler::{NotNow, poll_now};
     let b = find(&s, &name)?;
     let redactor = crate::redact::Redactor::new(&b.secrets);
-    let r = crate::poll::poll_once(&s.ctx, &b, q.commit, chrono::Utc::now())
-        .await
-        .map_err(|e| {
-            let status = match &e {
-                crate::poll::PollError::Store(e) if e.is_failure() => {
-                    StatusCode::SERVICE_UNAVAILABLE
-                }
-                _ => StatusCode::BAD_GATEWAY,
-            };
-            api_error(status, redactor.clean(&e.to_string()))
-        })?;
+    let r = match poll_now(&s.ctx, &b, q.commit).await {
+        Err(e @ NotNow::InFlight(_)) => return Err(api_error(StatusCode::CONFLICT, e)),
+        Err(e @ NotNow::Paused { .. }) => {
+            return Err(api_error(StatusCode::TOO_MANY_REQUESTS, e));
+        }
+        Ok(r) => r,
+    };
+    let r = r.map_err(|e| {
+        let status = match &e {
+            crate::poll::PollError::Store(e) if e.is_failure() => StatusCode::SERVICE_UNAVAILABLE,
+            crate::poll::PollError::Panicked(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            _ => StatusCode::BAD_GATEWAY,
+        };
+        api_error(status, redactor.clean(&e.to_string()))
+    })?;
     tracing::info!(bridge = %name, commit = q.commit, events = r.emitted.total(), "poll requested through the admin API");
     Ok(Json(json!({
         "bridge": name,

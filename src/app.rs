@@ -28,6 +28,8 @@ pub struct RunOptions {
     /// How long the store may fail to take writes before the watchdog stops pinging (and
     /// systemd restarts the daemon); pollhook keeps trying to recover by itself meanwhile.
     pub store_failure_limit: Duration,
+    /// Polls in flight at once, in all and per host.
+    pub poll_limits: crate::runtime::PollLimits,
 }
 
 /// How long in-flight polls and deliveries get to finish on shutdown (and on a reload that
@@ -54,21 +56,25 @@ impl Fleet {
     fn start(&mut self, b: Arc<Bridge>) {
         let stop = self.root.child_token();
         let tasks = TaskTracker::new();
-        self.ctx.task_started(&b.name);
-        tasks.spawn(watched(
+        self.ctx.bridge_started(&b.name);
+        let (ctx, bridge, cancel) = (self.ctx.clone(), b.clone(), stop.clone());
+        tasks.spawn(supervised(
             self.ctx.clone(),
             b.clone(),
-            "poll",
+            Task::Poll,
             stop.clone(),
-            scheduler::run_bridge(self.ctx.clone(), b.clone(), stop.clone()),
+            move |restarted| {
+                scheduler::run_bridge(ctx.clone(), bridge.clone(), cancel.clone(), restarted)
+            },
         ));
         for i in 0..b.sinks.len() {
-            tasks.spawn(watched(
+            let (ctx, bridge, cancel) = (self.ctx.clone(), b.clone(), stop.clone());
+            tasks.spawn(supervised(
                 self.ctx.clone(),
                 b.clone(),
-                "delivery",
+                Task::Delivery,
                 stop.clone(),
-                deliver::run_sink(self.ctx.clone(), b.clone(), i, stop.clone()),
+                move |_| deliver::run_sink(ctx.clone(), bridge.clone(), i, cancel.clone()),
             ));
         }
         tasks.close();
@@ -149,36 +155,102 @@ impl Fleet {
     }
 }
 
-/// Runs one of a bridge's tasks and notes when it ends without being stopped (it returned,
-/// or panicked): logged at ERROR and shown by `/healthz` until the bridge is started again.
-async fn watched(
+/// A bridge's tasks: its scheduler, and one deliverer per sink.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Task {
+    Poll,
+    Delivery,
+}
+
+impl Task {
+    fn word(self) -> &'static str {
+        match self {
+            Task::Poll => "poll",
+            Task::Delivery => "delivery",
+        }
+    }
+}
+
+/// Runs one of a bridge's tasks until `stop`, and starts it again when it ends on its own (it
+/// returned, or panicked): logged at ERROR, counted in the bridge's status and in
+/// `pollhook_task_restarts_total`, and shown by `/healthz` until it runs again. The poll task
+/// is started again on the bridge's next slot (and polls at once then); a deliverer after a
+/// pause that doubles from 1 s to 5 min while it keeps ending.
+async fn supervised<F, Fut>(
     ctx: Arc<Ctx>,
     b: Arc<Bridge>,
-    what: &'static str,
+    task: Task,
     stop: CancellationToken,
-    task: impl std::future::Future<Output = ()> + Send + 'static,
-) {
-    let ended = tokio::spawn(task).await;
-    if stop.is_cancelled() && ended.is_ok() {
-        return;
-    }
-    let why = match ended {
-        Ok(()) => format!("its {what} task ended"),
-        Err(e) => match e.try_into_panic() {
-            Ok(panic) => {
-                let msg = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_default();
-                let msg = crate::redact::Redactor::new(&b.secrets).clean(&msg);
-                format!("its {what} task panicked: {msg}")
+    make: F,
+) where
+    F: Fn(bool) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    const FIRST_PAUSE: Duration = Duration::from_secs(1);
+    const LONGEST_PAUSE: Duration = Duration::from_secs(300);
+    let mut pause = FIRST_PAUSE;
+    let mut restarted = false;
+    loop {
+        let started = std::time::Instant::now();
+        let ended = tokio::spawn(make(restarted)).await;
+        if stop.is_cancelled() && ended.is_ok() {
+            return;
+        }
+        let why = match ended {
+            Ok(()) => format!("its {} task ended", task.word()),
+            Err(e) => match e.try_into_panic() {
+                Ok(panic) => {
+                    let msg = crate::runtime::panic_message(&*panic);
+                    let msg = crate::redact::Redactor::new(&b.secrets).clean(&msg);
+                    format!("its {} task panicked: {msg}", task.word())
+                }
+                Err(_) => format!("its {} task was cancelled", task.word()),
+            },
+        };
+        if stop.is_cancelled() {
+            error!(bridge = %b.name, "{why}");
+            return;
+        }
+        if started.elapsed() > LONGEST_PAUSE {
+            pause = FIRST_PAUSE;
+        }
+        let now = chrono::Utc::now();
+        let restart_at = match task {
+            Task::Poll => b.schedule.next_after(&b.name, now),
+            Task::Delivery => {
+                let at = now + pause;
+                pause = (pause * 2).min(LONGEST_PAUSE);
+                Some(at)
             }
-            Err(_) => format!("its {what} task was cancelled"),
-        },
-    };
-    error!(bridge = %b.name, "{why}");
-    ctx.task_ended(&b.name, why);
+        };
+        let Some(restart_at) = restart_at else {
+            error!(bridge = %b.name, "{why}; its schedule has no future run, so it is not started again");
+            ctx.task_ended(&b.name, task.word(), why);
+            return;
+        };
+        let when = restart_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        error!(bridge = %b.name, restart_at = %when, "{why}; it is started again at {when}");
+        crate::metrics::task_restart(&b.name, task.word());
+        ctx.task_ended(
+            &b.name,
+            task.word(),
+            format!("{why} (it is started again at {when})"),
+        );
+        ctx.update_status(&b.name, |s| {
+            s.restarts += 1;
+            s.last_crash = Some(why.clone());
+            if task == Task::Poll {
+                s.next_poll_ms = Some(restart_at.timestamp_millis());
+            }
+        });
+        let wait = (restart_at - now).to_std().unwrap_or(Duration::ZERO);
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(wait) => {}
+        }
+        ctx.task_restarted(&b.name, task.word());
+        restarted = true;
+    }
 }
 
 /// Watches the store: a probe now and then while it is healthy, and while it is not, tries
@@ -260,7 +332,7 @@ pub async fn run(opts: RunOptions, env: Env, shutdown: CancellationToken) -> Res
     let store = tokio::task::spawn_blocking(move || Store::open(&data))
         .await?
         .with_context(|| format!("cannot open state in {}", opts.data.display()))?;
-    let ctx = Arc::new(Ctx::new(store));
+    let ctx = Arc::new(Ctx::new(store).with_poll_limits(opts.poll_limits));
     let store_dir = opts.data.clone();
     crate::metrics::handle();
     let root = shutdown.child_token();

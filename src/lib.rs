@@ -23,6 +23,7 @@
 //!   wake-ups, the steps the watchdog looks at)
 //! - [`admin`]: the admin HTTP API
 //! - [`app`]: wiring, start-up and shutdown
+//! - [`fault`]: fault injection for the tests (debug builds only)
 //! - [`systemd`]: sd_notify; [`logging`]: log formats; [`metrics`]: Prometheus metrics
 
 pub mod admin;
@@ -32,6 +33,7 @@ pub mod deliver;
 pub mod diff;
 pub mod event;
 pub mod extract;
+pub mod fault;
 pub mod highwater;
 pub mod logging;
 pub mod metrics;

@@ -42,6 +42,23 @@ enum Command {
         /// trying to recover by itself before that.
         #[arg(long, env = "POLLHOOK_STORE_FAILURE_LIMIT", value_name = "DURATION", default_value = "15m", value_parser = humantime::parse_duration)]
         store_failure_limit: std::time::Duration,
+        /// Polls in flight at once, in all
+        #[arg(
+            long,
+            env = "POLLHOOK_MAX_POLLS",
+            value_name = "N",
+            default_value_t = 256
+        )]
+        max_polls: usize,
+        /// Polls in flight at once against one host (and port): a hung host delays only its
+        /// own bridges
+        #[arg(
+            long,
+            env = "POLLHOOK_MAX_POLLS_PER_HOST",
+            value_name = "N",
+            default_value_t = 16
+        )]
+        max_polls_per_host: usize,
     },
     /// Validate bridge files: "ok: N bridges", or every problem as FILE:LINE:COLUMN: message.
     Check {
@@ -233,6 +250,8 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
             log_format,
             shard,
             store_failure_limit,
+            max_polls,
+            max_polls_per_host,
         } => {
             logging::init(log_format);
             let admin: Option<SocketAddr> = match admin.as_str() {
@@ -247,6 +266,10 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
                 admin,
                 shard: shard.as_deref().map(parse_shard).transpose()?,
                 store_failure_limit,
+                poll_limits: pollhook::runtime::PollLimits {
+                    total: max_polls,
+                    per_host: max_polls_per_host,
+                },
             };
             let rt = runtime()?;
             let ran = rt.block_on(async {

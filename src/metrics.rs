@@ -76,6 +76,12 @@ pub fn rate_limit_pause(bridge: &str) {
         .increment(1);
 }
 
+/// One of a bridge's tasks ended on its own (a panic) and is started again.
+pub fn task_restart(bridge: &str, task: &'static str) {
+    metrics::counter!("pollhook_task_restarts_total", "bridge" => bridge.to_string(), "task" => task)
+        .increment(1);
+}
+
 /// The scrape: everything recorded, then the queue gauges from the store's counters, given as
 /// `(bridge, outbox entries, dead letters)`. Per bridge they are written only where not zero
 /// (an idle fleet of 10k bridges would otherwise repeat 20k zero lines each scrape); the

@@ -5,9 +5,9 @@
 use crate::store::{Store, StoreError};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
-use tokio::sync::watch;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 /// What the daemon knows about a bridge's recent polls (in memory; for `status` and the
 /// admin API).
@@ -28,6 +28,10 @@ pub struct BridgeStatus {
     pub paused_until_ms: Option<i64>,
     pub polls: u64,
     pub failures: u64,
+    /// How often one of the bridge's tasks ended on its own (a panic) and was started again.
+    pub restarts: u64,
+    /// Why it last did (redacted).
+    pub last_crash: Option<String>,
 }
 
 pub const USER_AGENT: &str = concat!("pollhook/", env!("CARGO_PKG_VERSION"));
@@ -42,7 +46,7 @@ pub struct Ctx {
     pub beats: Beats,
     /// Bridges whose task ended on its own (not stopped): the bridge is not being polled or
     /// delivered, which `/healthz` reports.
-    ended: Mutex<HashMap<String, String>>,
+    ended: Mutex<HashMap<(String, &'static str), String>>,
     /// Client for sources: follows redirects, as a browser or curl -L would.
     pub fetcher: reqwest::Client,
     /// Client for webhooks: never follows redirects (a 3xx is a failed delivery, SPEC §6).
@@ -51,13 +55,47 @@ pub struct Ctx {
     wakers: Mutex<HashMap<String, watch::Sender<()>>>,
     /// Per bridge, what its last polls did.
     status: Mutex<HashMap<String, BridgeStatus>>,
-    /// Scheduled polls in flight at once. Thousands of bridges due together (a start, a shared
+    /// Polls in flight at once, in all. Thousands of bridges due together (a start, a shared
     /// cron minute) queue here instead of opening thousands of connections.
-    pub poll_slots: tokio::sync::Semaphore,
+    poll_slots: Arc<Semaphore>,
+    /// Polls in flight at once against one host (and port), so that a hung host holds only its
+    /// own share of `poll_slots` and the bridges on other hosts keep polling.
+    host_slots: Mutex<HashMap<String, Arc<Semaphore>>>,
+    per_host: usize,
+    /// One per bridge: held for the whole of a poll, scheduled or asked for.
+    gates: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
-/// At most this many scheduled polls run at once.
-pub const MAX_CONCURRENT_POLLS: usize = 256;
+/// How many polls may be in flight at once.
+#[derive(Debug, Clone, Copy)]
+pub struct PollLimits {
+    pub total: usize,
+    pub per_host: usize,
+}
+
+impl Default for PollLimits {
+    fn default() -> PollLimits {
+        PollLimits {
+            total: 256,
+            per_host: 16,
+        }
+    }
+}
+
+/// The right to run one poll: a slot of its host and one of all polls.
+pub struct PollSlot {
+    _host: OwnedSemaphorePermit,
+    _all: OwnedSemaphorePermit,
+}
+
+/// The key polls are limited by: the URL's host and port.
+fn host_of(url: &url::Url) -> String {
+    format!(
+        "{}:{}",
+        url.host_str().unwrap_or_default(),
+        url.port_or_known_default().unwrap_or_default()
+    )
+}
 
 impl Ctx {
     pub fn new(store: Store) -> Ctx {
@@ -87,8 +125,43 @@ impl Ctx {
             sender,
             wakers: Mutex::new(HashMap::new()),
             status: Mutex::new(HashMap::new()),
-            poll_slots: tokio::sync::Semaphore::new(MAX_CONCURRENT_POLLS),
+            poll_slots: Arc::new(Semaphore::new(PollLimits::default().total)),
+            host_slots: Mutex::new(HashMap::new()),
+            per_host: PollLimits::default().per_host,
+            gates: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The same, with other limits on polls in flight (before the context is shared).
+    pub fn with_poll_limits(mut self, limits: PollLimits) -> Ctx {
+        self.poll_slots = Arc::new(Semaphore::new(limits.total.max(1)));
+        self.per_host = limits.per_host.max(1);
+        self
+    }
+
+    /// Waits for a slot to poll `url`: first one of its host, then one of all polls, so that
+    /// bridges queued behind a hung host hold none of the slots others need.
+    pub async fn poll_slot(&self, url: &url::Url) -> PollSlot {
+        let host = {
+            let mut all = self.host_slots.lock().expect("host slots lock");
+            all.entry(host_of(url))
+                .or_insert_with(|| Arc::new(Semaphore::new(self.per_host)))
+                .clone()
+        };
+        // Neither semaphore is ever closed.
+        let host = host.acquire_owned().await.expect("host slots stay open");
+        let all = (self.poll_slots.clone().acquire_owned().await).expect("poll slots stay open");
+        PollSlot {
+            _host: host,
+            _all: all,
+        }
+    }
+
+    /// The lock a poll of `bridge` holds, so that a bridge has one poll in flight at most,
+    /// whoever asked for it.
+    pub fn poll_gate(&self, bridge: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut all = self.gates.lock().expect("poll gates lock");
+        all.entry(bridge.to_string()).or_default().clone()
     }
 
     /// The store, for reading or for an operation that reports its own errors.
@@ -228,15 +301,25 @@ impl Ctx {
         }
     }
 
-    /// Records that a bridge's task ended on its own.
-    pub fn task_ended(&self, bridge: &str, what: String) {
+    /// Records that one of a bridge's tasks ended on its own, and why (shown by `/healthz`
+    /// until it runs again).
+    pub fn task_ended(&self, bridge: &str, task: &'static str, why: String) {
         let mut all = self.ended.lock().expect("ended lock");
-        all.insert(bridge.to_string(), what);
+        all.insert((bridge.to_string(), task), why);
     }
 
-    /// Forgets that a bridge's task ended (it is started again).
-    pub fn task_started(&self, bridge: &str) {
-        self.ended.lock().expect("ended lock").remove(bridge);
+    /// Forgets that one of a bridge's tasks ended (it was started again).
+    pub fn task_restarted(&self, bridge: &str, task: &'static str) {
+        let mut all = self.ended.lock().expect("ended lock");
+        all.remove(&(bridge.to_string(), task));
+    }
+
+    /// Forgets that any of a bridge's tasks ended (the bridge is started anew).
+    pub fn bridge_started(&self, bridge: &str) {
+        self.ended
+            .lock()
+            .expect("ended lock")
+            .retain(|(b, _), _| b != bridge);
     }
 
     /// Why the daemon is not healthy, if it is not: the store does not take writes, a
@@ -255,7 +338,7 @@ impl Ctx {
             .lock()
             .expect("ended lock")
             .iter()
-            .map(|(b, what)| format!("bridge `{b}`: {what}"))
+            .map(|((b, _), why)| format!("bridge `{b}`: {why}"))
             .collect();
         ended.sort();
         why.extend(ended);
@@ -295,6 +378,15 @@ impl Ctx {
     pub fn subscribe(&self, bridge: &str) -> watch::Receiver<()> {
         self.waker(bridge).subscribe()
     }
+}
+
+/// What a panic said, for a log line.
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".to_string())
 }
 
 /// Since when, and why, the store does not take writes.
@@ -363,6 +455,29 @@ impl Drop for Beat<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_full_host_holds_only_its_own_slots() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = Ctx::new(Store::open(dir.path()).unwrap()).with_poll_limits(PollLimits {
+            total: 3,
+            per_host: 2,
+        });
+        let hung: url::Url = "http://127.0.0.1:8001/items".parse().unwrap();
+        let other: url::Url = "http://127.0.0.1:8002/items".parse().unwrap();
+        let held = [ctx.poll_slot(&hung).await, ctx.poll_slot(&hung).await];
+        // A third poll of the hung host waits for one of its own...
+        let waiting = tokio::time::timeout(Duration::from_millis(50), ctx.poll_slot(&hung));
+        assert!(waiting.await.is_err());
+        // ... and takes none of the slots the other host needs.
+        let fine = tokio::time::timeout(Duration::from_secs(5), ctx.poll_slot(&other)).await;
+        assert!(fine.is_ok());
+        drop(fine);
+        drop(held);
+        // Once they are free, the hung host's bridges poll again.
+        let again = tokio::time::timeout(Duration::from_secs(5), ctx.poll_slot(&hung)).await;
+        assert!(again.is_ok());
+    }
 
     #[test]
     fn a_step_past_its_limit_is_overdue_until_it_ends() {

@@ -52,6 +52,7 @@ pub async fn try_deliver_next(
     sink: &Sink,
     now: SystemTime,
 ) -> Result<Outcome, StoreError> {
+    crate::fault::inject("deliver-panic", bridge);
     let store = ctx.writable_store()?;
     let r = attempt(ctx, &store, bridge, sink, now).await;
     ctx.check(r)

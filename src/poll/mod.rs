@@ -25,6 +25,9 @@ pub enum PollError {
     Extract(#[from] ExtractError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The poll panicked (a bug): caught, so that the daemon and the bridge go on.
+    #[error("the poll panicked: {0}")]
+    Panicked(String),
 }
 
 impl PollError {
@@ -41,6 +44,7 @@ impl PollError {
             PollError::Fetch(FetchError::Cache { .. }) => "store",
             PollError::Extract(_) => "bad_items",
             PollError::Store(_) => "store",
+            PollError::Panicked(_) => "panic",
         }
     }
 
@@ -155,6 +159,7 @@ pub async fn poll_once(
     commit: bool,
     now: DateTime<Utc>,
 ) -> Result<PollReport, PollError> {
+    crate::fault::inject("poll-panic", &bridge.name);
     let store = if commit {
         ctx.writable_store()?
     } else {

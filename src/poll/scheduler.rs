@@ -13,7 +13,7 @@ use rand::Rng;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 /// When the next poll may start: the schedule's next slot after `now`, but never before the
 /// end of a pause the source asked for. None when the schedule has no future run.
@@ -30,27 +30,41 @@ pub fn next_poll_at(
     })
 }
 
-/// Runs a bridge's schedule until `cancel`. A bridge that has never been polled (no baseline)
-/// polls at once, so a new bridge shows its first result without waiting a whole interval.
-pub async fn run_bridge(ctx: Arc<Ctx>, bridge: Arc<Bridge>, cancel: CancellationToken) {
-    let redactor = Redactor::new(&bridge.secrets);
-    // A pause outlives a restart of this task (a reload): it is kept in the shared status.
-    let mut paused_until = ctx
-        .status(&bridge.name)
+/// Until when the source asked us not to poll this bridge, if that is still ahead. Kept in
+/// the shared status: it outlives a restart of the task (a reload), and a poll asked for
+/// through the admin API that meets a rate limit pauses the schedule too.
+fn paused_until(ctx: &Ctx, bridge: &str) -> Option<DateTime<Utc>> {
+    ctx.status(bridge)
         .paused_until_ms
-        .and_then(DateTime::from_timestamp_millis);
+        .and_then(DateTime::from_timestamp_millis)
+        .filter(|p| *p > Utc::now())
+}
+
+/// Runs a bridge's schedule until `cancel`. A bridge that has never been polled (no baseline)
+/// polls at once, so a new bridge shows its first result without waiting a whole interval;
+/// so does one `restarted` by its supervisor, which waited for the slot already.
+pub async fn run_bridge(
+    ctx: Arc<Ctx>,
+    bridge: Arc<Bridge>,
+    cancel: CancellationToken,
+    restarted: bool,
+) {
+    let redactor = Redactor::new(&bridge.secrets);
     let fresh = ctx
         .store()
         .and_then(|s| s.meta(&bridge.name))
         .map(|m| !m.baselined)
         .unwrap_or(false);
-    if fresh && paused_until.is_none() {
-        paused_until = poll_and_log(&ctx, &bridge, &redactor).await.1;
+    if (fresh || restarted) && paused_until(&ctx, &bridge.name).is_none() {
+        poll_and_log(&ctx, &bridge, &redactor).await;
     }
     loop {
         let now = Utc::now();
-        let Some(next) = next_poll_at(&bridge.schedule, &bridge.name, now, paused_until) else {
-            warn!(bridge = %bridge.name, "schedule has no future run; the bridge stops");
+        let pause = paused_until(&ctx, &bridge.name);
+        let Some(next) = next_poll_at(&bridge.schedule, &bridge.name, now, pause) else {
+            warn!(bridge = %bridge.name, "schedule has no future run; the bridge stops polling");
+            ctx.update_status(&bridge.name, |s| s.next_poll_ms = None);
+            cancel.cancelled().await;
             return;
         };
         ctx.update_status(&bridge.name, |s| {
@@ -64,9 +78,11 @@ pub async fn run_bridge(ctx: Arc<Ctx>, bridge: Arc<Bridge>, cancel: Cancellation
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(wait) => {}
         }
-        if paused_until.take().is_some() {
-            ctx.update_status(&bridge.name, |s| s.paused_until_ms = None);
+        // A poll asked for meanwhile may have met a rate limit: then wait for its end.
+        if paused_until(&ctx, &bridge.name).is_some() {
+            continue;
         }
+        ctx.update_status(&bridge.name, |s| s.paused_until_ms = None);
         // While the store does not take writes a poll could store nothing: skip the slots
         // until it does (the failure is logged once, and shown by `/healthz`).
         if ctx.store_failure().is_some() {
@@ -75,23 +91,18 @@ pub async fn run_bridge(ctx: Arc<Ctx>, bridge: Arc<Bridge>, cancel: Cancellation
                 _ = ctx.store_recovered() => {}
             }
         }
-        paused_until = poll_and_log(&ctx, &bridge, &redactor).await.1;
+        poll_and_log(&ctx, &bridge, &redactor).await;
     }
 }
 
-/// One poll with its log line: INFO with the counts, or WARN with the reason. Also gives the
-/// pause the source asked for, if any: it is logged here, once, at WARN, and shown in the
-/// bridge's status until it ends.
-pub async fn poll_and_log(
-    ctx: &Ctx,
-    bridge: &Bridge,
-    redactor: &Redactor,
-) -> (Result<PollReport, PollError>, Option<DateTime<Utc>>) {
-    let _slot = ctx
-        .poll_slots
-        .acquire()
-        .await
-        .expect("the semaphore is never closed");
+/// A scheduled poll with its log line: INFO with the counts, or WARN with the reason. Waits
+/// for a poll of the bridge asked for through the admin API to end first, then for a slot of
+/// its host and one of all polls. A pause the source asks for is logged here, once, at WARN,
+/// and shown in the bridge's status until it ends.
+pub async fn poll_and_log(ctx: &Ctx, bridge: &Bridge, redactor: &Redactor) {
+    let gate = ctx.poll_gate(&bridge.name);
+    let _one = gate.lock().await;
+    let _slot = ctx.poll_slot(&bridge.source.url).await;
     let started = Instant::now();
     // Every page may take the whole time-out; anything far past that is stuck.
     let pages = bridge
@@ -103,9 +114,93 @@ pub async fn poll_and_log(
     let step = ctx.beats.step("a poll", limit);
     let result = poll_once(ctx, bridge, true, Utc::now()).await;
     drop(step);
-    let elapsed = started.elapsed();
+    record(ctx, bridge, redactor, &result, started.elapsed());
+}
+
+/// Why a poll asked for now does not run.
+#[derive(Debug, thiserror::Error)]
+pub enum NotNow {
+    #[error("a poll of bridge `{0}` is in flight; try again when it ends")]
+    InFlight(String),
+    #[error("bridge `{bridge}` is paused until {}: its source asked for a pause (rate limit), and a poll now would ignore it", until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))]
+    Paused {
+        bridge: String,
+        until: DateTime<Utc>,
+    },
+}
+
+/// A poll asked for through the admin API (with `commit`, it stores and sends like a
+/// scheduled one, and its result shows in the status; without, a dry run). Refused while a
+/// poll of the bridge is in flight or a pause the source asked for lasts. A panic in it is
+/// logged at ERROR and given back as the poll's error; the daemon and the bridge's schedule
+/// go on.
+pub async fn poll_now(
+    ctx: &Arc<Ctx>,
+    bridge: &Arc<Bridge>,
+    commit: bool,
+) -> Result<Result<PollReport, PollError>, NotNow> {
+    let gate = ctx.poll_gate(&bridge.name);
+    let Ok(_one) = gate.try_lock() else {
+        return Err(NotNow::InFlight(bridge.name.clone()));
+    };
+    if let Some(until) = paused_until(ctx, &bridge.name) {
+        return Err(NotNow::Paused {
+            bridge: bridge.name.clone(),
+            until,
+        });
+    }
+    let redactor = Redactor::new(&bridge.secrets);
+    let _slot = ctx.poll_slot(&bridge.source.url).await;
+    let started = Instant::now();
+    let (c, b) = (ctx.clone(), bridge.clone());
+    let joined = tokio::spawn(async move { poll_once(&c, &b, commit, Utc::now()).await }).await;
+    let result = match joined {
+        Ok(r) => r,
+        Err(e) => {
+            let why = match e.try_into_panic() {
+                Ok(p) => redactor.clean(&crate::runtime::panic_message(&*p)),
+                Err(e) => e.to_string(),
+            };
+            error!(bridge = %bridge.name, "poll requested through the admin API panicked: {why}");
+            ctx.update_status(&bridge.name, |s| {
+                s.last_crash = Some(format!(
+                    "a poll requested through the admin API panicked: {why}"
+                ))
+            });
+            Err(PollError::Panicked(why))
+        }
+    };
+    if commit {
+        record(ctx, bridge, &redactor, &result, started.elapsed());
+    } else if let Some(until) = result.as_ref().err().and_then(|e| e.pause_until()) {
+        // A dry run stores nothing, but the source's request for a pause holds all the same.
+        ctx.update_status(&bridge.name, |s| {
+            s.paused_until_ms = Some(until.timestamp_millis())
+        });
+        log_pause(bridge, until);
+    }
+    Ok(result)
+}
+
+fn log_pause(bridge: &Bridge, until: DateTime<Utc>) {
+    crate::metrics::rate_limit_pause(&bridge.name);
+    warn!(
+        bridge = %bridge.name,
+        paused_until = %until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        "rate limited: the source asked for a pause; no poll before it ends"
+    );
+}
+
+/// A poll's result into the bridge's status, the metrics and the log.
+fn record(
+    ctx: &Ctx,
+    bridge: &Bridge,
+    redactor: &Redactor,
+    result: &Result<PollReport, PollError>,
+    elapsed: Duration,
+) {
     let duration_ms = elapsed.as_millis() as u64;
-    let pause = match &result {
+    let pause = match result {
         Ok(r) => r.pause_until,
         Err(e) => e.pause_until(),
     };
@@ -113,7 +208,7 @@ pub async fn poll_and_log(
         s.last_poll_ms = Some(Utc::now().timestamp_millis());
         s.last_duration_ms = Some(duration_ms);
         s.polls += 1;
-        match &result {
+        match result {
             Ok(r) => {
                 s.last_result = Some(result_word(r).to_string());
                 s.last_error = None;
@@ -127,18 +222,18 @@ pub async fn poll_and_log(
         }
         s.paused_until_ms = pause.map(|p| p.timestamp_millis());
     });
-    let word = match &result {
+    let word = match result {
         Ok(r) => result_word(r),
         Err(e) => e.kind(),
     };
     crate::metrics::poll(&bridge.name, word, result.is_err(), elapsed);
-    if let Ok(r) = &result {
+    if let Ok(r) = result {
         crate::metrics::items(&bridge.name, r.items);
         for kind in [EventType::Created, EventType::Updated, EventType::Deleted] {
             crate::metrics::events(&bridge.name, kind.as_str(), r.emitted.of(kind));
         }
     }
-    match &result {
+    match result {
         Ok(r) if r.not_modified => {
             info!(
                 bridge = %bridge.name,
@@ -194,14 +289,8 @@ pub async fn poll_and_log(
         }
     }
     if let Some(until) = pause {
-        crate::metrics::rate_limit_pause(&bridge.name);
-        warn!(
-            bridge = %bridge.name,
-            paused_until = %until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-            "rate limited: the source asked for a pause; no poll before it ends"
-        );
+        log_pause(bridge, until);
     }
-    (result, pause)
 }
 
 fn result_word(r: &PollReport) -> &'static str {

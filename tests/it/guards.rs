@@ -36,6 +36,7 @@ async fn a_503_with_retry_after_pauses_the_real_scheduler_and_shows_in_status() 
         h.ctx.clone(),
         b.clone(),
         cancel.clone(),
+        false,
     ));
 
     // A fresh bridge polls at once and meets the 503: paused, visible in the status.

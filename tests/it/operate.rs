@@ -252,8 +252,15 @@ async fn every_admin_endpoint_and_the_cli_against_a_running_daemon() {
     assert_eq!(code, 200);
     let samples = parse_prometheus(&text);
     let value = |series: &str| samples.iter().find(|(s, _)| s == series).map(|(_, v)| *v);
+    // The scheduled first poll, and the polls asked for with commit (they store and send
+    // like a scheduled one): one after a change, one re-baselining after the reset.
     assert_eq!(
         value("pollhook_polls_total{result=\"baseline\"}"),
+        Some(2.0),
+        "{text}"
+    );
+    assert_eq!(
+        value("pollhook_polls_total{result=\"ok\"}"),
         Some(1.0),
         "{text}"
     );
@@ -262,7 +269,7 @@ async fn every_admin_endpoint_and_the_cli_against_a_running_daemon() {
     assert!(!text.contains("pollhook_polls_total{bridge"), "{text}");
     assert_eq!(
         value("pollhook_events_total{bridge=\"ops\",type=\"item.created\"}"),
-        Some(2.0),
+        Some(4.0),
         "{text}"
     );
     // Queue gauges per bridge only where not zero; the totals always.

@@ -1,0 +1,40 @@
+//! Fault injection for the tests, in debug builds only: `POLLHOOK_FAULT` names the faults to
+//! inject, comma-separated, each `POINT:BRIDGE` or `POINT:BRIDGE:TIMES` (the first TIMES
+//! passes only). The points are `poll-panic` (a poll of that bridge panics) and
+//! `deliver-panic` (a delivery attempt of that bridge panics). A release build ignores the
+//! variable: nothing here is compiled into it.
+
+/// Panics if `POLLHOOK_FAULT` asks for a fault at `point` in `bridge` (debug builds only).
+pub fn inject(point: &str, bridge: &str) {
+    #[cfg(debug_assertions)]
+    if should_fail(point, bridge) {
+        panic!("fault injected: {point} in bridge `{bridge}`");
+    }
+    #[cfg(not(debug_assertions))]
+    let _ = (point, bridge);
+}
+
+#[cfg(debug_assertions)]
+fn should_fail(point: &str, bridge: &str) -> bool {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    static USED: Mutex<Option<HashMap<String, u64>>> = Mutex::new(None);
+    let Ok(spec) = std::env::var("POLLHOOK_FAULT") else {
+        return false;
+    };
+    for f in spec.split(',') {
+        let mut parts = f.trim().splitn(3, ':');
+        if parts.next() != Some(point) || parts.next() != Some(bridge) {
+            continue;
+        }
+        let times: Option<u64> = parts.next().and_then(|t| t.parse().ok());
+        let mut used = USED.lock().unwrap_or_else(|p| p.into_inner());
+        let n = used
+            .get_or_insert_with(HashMap::new)
+            .entry(f.trim().to_string())
+            .or_insert(0);
+        *n += 1;
+        return times.is_none_or(|t| *n <= t);
+    }
+    false
+}

@@ -1,0 +1,370 @@
+//! Isolation (SPEC §11): a bridge whose task dies is logged, shown and restarted; a hung host
+//! delays only its own bridges; a poll-now waits for nobody's pause and never doubles a poll.
+
+use crate::binary::{Daemon, free_port};
+use crate::support::*;
+use serde_json::{Value, json};
+use std::time::Duration;
+
+fn bridge_file(dir: &std::path::Path, name: &str, url: &str, every: &str, timeout: &str) {
+    std::fs::create_dir_all(dir.join("bridges")).unwrap();
+    let yaml = format!(
+        "schedule: {{every: {every}}}\nsource: {{url: \"{url}\", timeout: {timeout}}}\nitems: {{select: \"$.items[*]\", key: \"$.id\"}}\nsinks:\n  - url: http://127.0.0.1:9/hook\n    secret: {SECRET}\n"
+    );
+    std::fs::write(dir.join(format!("bridges/{name}.yaml")), yaml).unwrap();
+}
+
+/// A GET of the admin API; status 0 while nothing listens yet (the daemon is starting).
+async fn get_json(url: &str) -> (u16, Value) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let r = match reqwest::Client::new().get(url).send().await {
+        Ok(r) => r,
+        Err(e) if e.is_connect() => return (0, Value::Null),
+        Err(e) => panic!("{url}: {e}"),
+    };
+    let code = r.status().as_u16();
+    let text = r.text().await.unwrap();
+    (
+        code,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+/// An acting admin request, as an operator's CLI or script makes it.
+pub async fn act(base: &str, path: &str) -> (u16, Value) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let r = reqwest::Client::new()
+        .post(format!("{base}{path}"))
+        .send()
+        .await
+        .unwrap();
+    let code = r.status().as_u16();
+    let text = r.text().await.unwrap();
+    (
+        code,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+/// An upstream that, once closed, holds every answer until it is opened again.
+struct Gate {
+    url: String,
+    hits: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    open: tokio::sync::watch::Sender<bool>,
+}
+
+impl Gate {
+    async fn start() -> Gate {
+        let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let open = tokio::sync::watch::channel(true).0;
+        let (h, rx) = (hits.clone(), open.subscribe());
+        let app = axum::Router::new().fallback(move || {
+            let h = h.clone();
+            let mut rx = rx.clone();
+            async move {
+                h.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let _ = rx.wait_for(|o| *o).await;
+                axum::Json(json!({"items": [{"id": 1}]}))
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/items", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Gate { url, hits, open }
+    }
+
+    fn hits(&self) -> usize {
+        self.hits.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn close(&self) {
+        self.open.send_replace(false);
+    }
+
+    fn open(&self) {
+        self.open.send_replace(true);
+    }
+}
+
+/// Polls an async condition until it holds, for at most 30 s.
+async fn eventually_async<F, Fut>(what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !cond().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn status_of(v: &Value, name: &str) -> Value {
+    v["bridges"]
+        .as_array()
+        .and_then(|a| a.iter().find(|b| b["name"] == name))
+        .map(|b| b["status"].clone())
+        .unwrap_or(Value::Null)
+}
+
+async fn bridges(base: &str) -> Value {
+    get_json(&format!("{base}/v1/bridges")).await.1
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bridge_whose_task_dies_is_logged_shown_restarted_and_counted() {
+    let up = Upstream::start().await;
+    up.set_json(&json!({"items": [{"id": 1}]}));
+    let dir = tempfile::tempdir().unwrap();
+    // `boom` panics on its first two polls, then works; `calm` polls on beside it, and its
+    // deliverer panics once.
+    bridge_file(dir.path(), "boom", &up.url(), "1s", "5s");
+    bridge_file(dir.path(), "calm", &format!("{}/calm", up.base), "1s", "5s");
+    up.route("/calm", Answer::json(&json!({"items": [{"id": 7}]})));
+    let admin = format!("127.0.0.1:{}", free_port());
+    let base = format!("http://{admin}");
+    let d = Daemon::start_with(
+        dir.path(),
+        &[("POLLHOOK_FAULT", "poll-panic:boom:2,deliver-panic:calm:1")],
+        &admin,
+    );
+
+    // While it waits for its next slot, /healthz and /v1/bridges say so.
+    let mut seen_down = None;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while seen_down.is_none() {
+        assert!(std::time::Instant::now() < deadline, "never seen down");
+        let (code, v) = get_json(&format!("{base}/healthz")).await;
+        if code == 503 {
+            seen_down = Some(v);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let why = seen_down.unwrap().to_string();
+    assert!(
+        why.contains("bridge `boom`") && why.contains("panicked") && why.contains("fault injected"),
+        "{why}"
+    );
+
+    // Restarted on its next slots until the fault is gone; counted; then healthy again.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let v = bridges(&base).await;
+        let s = status_of(&v, "boom");
+        if s["restarts"] == 2 && s["last_result"] == "baseline" {
+            assert!(
+                s["last_crash"]
+                    .as_str()
+                    .is_some_and(|c| c.contains("panicked")),
+                "{s}"
+            );
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{v}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eventually_async("healthy again", || async {
+        get_json(&format!("{base}/healthz")).await.0 == 200
+    })
+    .await;
+    let calm = status_of(&bridges(&base).await, "calm");
+    assert_eq!(calm["restarts"], 1, "{calm}");
+    assert!(
+        calm["last_crash"]
+            .as_str()
+            .is_some_and(|c| c.contains("delivery task panicked")),
+        "{calm}"
+    );
+    assert!(calm["polls"].as_u64().unwrap() >= 2, "{calm}");
+    let metrics = get_json(&format!("{base}/metrics")).await.1;
+    let metrics = metrics.as_str().unwrap().to_string();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("pollhook_task_restarts_total{")
+                && l.contains("bridge=\"boom\"")
+                && l.ends_with(" 2")),
+        "{metrics}"
+    );
+
+    let (code, _, err) = d.terminate().await;
+    assert_eq!(code, 0);
+    let errors: Vec<&String> = err
+        .iter()
+        .filter(|l| l.contains("ERROR") && l.contains("bridge=boom"))
+        .collect();
+    assert_eq!(errors.len(), 2, "{}", err.join("\n"));
+    let calm_errors = err
+        .iter()
+        .filter(|l| l.contains("ERROR") && l.contains("bridge=calm"))
+        .count();
+    assert_eq!(calm_errors, 1, "{}", err.join("\n"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poll_now_that_panics_answers_500_and_the_bridge_waits_for_its_slot() {
+    let up = Upstream::start().await;
+    up.set_json(&json!({"items": [{"id": 1}]}));
+    let dir = tempfile::tempdir().unwrap();
+    bridge_file(dir.path(), "hourly", &up.url(), "1h", "5s");
+    let admin = format!("127.0.0.1:{}", free_port());
+    let base = format!("http://{admin}");
+    let d = Daemon::start_with(
+        dir.path(),
+        &[("POLLHOOK_FAULT", "poll-panic:hourly")],
+        &admin,
+    );
+    eventually_async("the first poll's crash shown", || async {
+        status_of(&bridges(&base).await, "hourly")["restarts"] == 1
+    })
+    .await;
+    let s = status_of(&bridges(&base).await, "hourly");
+    // Not polled again at once: the restart waits for the next slot, which status shows.
+    let next = s["next_poll_ms"].as_i64().unwrap_or_else(|| panic!("{s}"));
+    assert!(next > chrono::Utc::now().timestamp_millis() + 60_000, "{s}");
+    let (code, v) = get_json(&format!("{base}/healthz")).await;
+    assert_eq!(code, 503, "{v}");
+    assert!(v.to_string().contains("hourly"), "{v}");
+
+    // A poll-now of it: an answer with the reason, not a dropped connection.
+    let (code, v) = act(&base, "/v1/bridges/hourly/poll?commit=true").await;
+    assert_eq!(code, 500, "{v}");
+    assert!(v.to_string().contains("panicked"), "{v}");
+    // The daemon is still there and still answers.
+    assert_eq!(get_json(&format!("{base}/healthz")).await.0, 503);
+    let (code, _, err) = d.terminate().await;
+    assert_eq!(code, 0);
+    assert!(
+        err.iter()
+            .any(|l| l.contains("ERROR")
+                && l.contains("poll requested through the admin API panicked")),
+        "{}",
+        err.join("\n")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_hundred_bridges_on_a_hung_host_do_not_starve_one_on_another() {
+    let hung = Upstream::start().await;
+    hung.hang();
+    let healthy = Upstream::start().await;
+    healthy.set_json(&json!({"items": [{"id": 1}]}));
+    let dir = tempfile::tempdir().unwrap();
+    for i in 0..300 {
+        bridge_file(
+            dir.path(),
+            &format!("stuck-{i:03}"),
+            &hung.url(),
+            "1s",
+            "5m",
+        );
+    }
+    bridge_file(dir.path(), "fine", &healthy.url(), "1s", "5s");
+    let admin = format!("127.0.0.1:{}", free_port());
+    let base = format!("http://{admin}");
+    let d = Daemon::start_with(dir.path(), &[], &admin);
+    eventually("the stuck bridges fill their host's slots", || {
+        hung.hits().len() >= 16
+    })
+    .await;
+    let before = healthy.hits().len();
+    eventually("the healthy bridge keeps polling once a second", || {
+        healthy.hits().len() >= before + 3
+    })
+    .await;
+    // The hung host holds only its own share of the slots.
+    let stuck = hung.hits().len();
+    assert!(stuck <= 16, "{stuck} polls in flight on the hung host");
+    let v = bridges(&base).await;
+    let fine = status_of(&v, "fine");
+    assert_eq!(
+        (fine["last_result"].as_str(), fine["items"].as_u64()),
+        (Some("ok"), Some(1)),
+        "{fine}"
+    );
+    let _ = d.terminate().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poll_now_respects_a_pause_and_one_poll_runs_at_a_time() {
+    let up = Upstream::start().await;
+    up.set_json(&json!({"items": [{"id": 1}]}));
+    let dir = tempfile::tempdir().unwrap();
+    let gate = Gate::start().await;
+    bridge_file(dir.path(), "slow", &gate.url, "1h", "10s");
+    bridge_file(
+        dir.path(),
+        "limited",
+        &format!("{}/limited", up.base),
+        "1h",
+        "10s",
+    );
+    up.route(
+        "/limited",
+        Answer::new(429, "application/json", "{}").header("retry-after", "3600"),
+    );
+    let admin = format!("127.0.0.1:{}", free_port());
+    let base = format!("http://{admin}");
+    let d = Daemon::start_with(dir.path(), &[], &admin);
+    eventually_async("both first polls done", || async {
+        let v = bridges(&base).await;
+        status_of(&v, "slow")["polls"] == 1 && status_of(&v, "limited")["polls"] == 1
+    })
+    .await;
+    let hits = |p: &str| up.hits().iter().filter(|h| h.uri == p).count();
+    assert_eq!(hits("/limited"), 1);
+
+    gate.close();
+    // The source asked for an hour's pause: a poll-now is refused with when it ends.
+    for path in [
+        "/v1/bridges/limited/poll",
+        "/v1/bridges/limited/poll?commit=true",
+    ] {
+        let (code, v) = act(&base, path).await;
+        assert_eq!(code, 429, "{v}");
+        assert!(v["error"].as_str().unwrap().contains("paused"), "{v}");
+    }
+    assert_eq!(
+        hits("/limited"),
+        1,
+        "a poll-now reached a source that asked for a pause"
+    );
+
+    // Five poll-nows at once of a slow source: one runs, the others are told one is running.
+    let slow_first = gate.hits();
+    let calls: Vec<_> = (0..5)
+        .map(|_| {
+            let base = base.clone();
+            tokio::spawn(async move { act(&base, "/v1/bridges/slow/poll?commit=true").await })
+        })
+        .collect();
+    // Let the one that got through wait at the source until the others have their answers.
+    eventually("one poll-now reached the source", || {
+        gate.hits() > slow_first
+    })
+    .await;
+    let mut codes = Vec::new();
+    let mut pending = Vec::new();
+    for c in calls {
+        pending.push(c);
+    }
+    eventually("four answered", || {
+        pending.iter().filter(|c| c.is_finished()).count() == 4
+    })
+    .await;
+    gate.open();
+    for c in pending {
+        let (code, v) = c.await.unwrap();
+        if code == 409 {
+            assert!(v["error"].as_str().unwrap().contains("in flight"), "{v}");
+        }
+        codes.push(code);
+    }
+    codes.sort();
+    assert_eq!(codes, vec![200, 409, 409, 409, 409]);
+    assert_eq!(gate.hits(), slow_first + 1);
+    let _ = d.terminate().await;
+}
