@@ -31,9 +31,9 @@ pub fn default_socket(data: &Path) -> PathBuf {
     }
 }
 
-/// A TCP address other than loopback needs a token: otherwise anyone who reaches it could
-/// only read, and the operator could not act over it either, which is never what was meant
-/// by exposing it; and reads include bridge names and errors that are not for everyone.
+/// A TCP address other than loopback needs a token (SPEC §11): exposed without one, it would
+/// open the reads to the network while nobody could act over it, which is never what was
+/// meant.
 pub fn check_exposure(addr: SocketAddr, has_token: bool) -> Result<(), String> {
     if has_token || addr.ip().to_canonical().is_loopback() {
         return Ok(());
@@ -223,7 +223,7 @@ pub enum SocketError {
         path.display()
     )]
     TooLong { path: PathBuf, len: usize },
-    #[error("admin socket {}: {source}", path.display())]
+    #[error("admin socket {}: {source} (pass another --admin-socket)", path.display())]
     Io {
         path: PathBuf,
         source: std::io::Error,

@@ -428,6 +428,10 @@ async fn the_socket_replaces_a_stale_file_keeps_a_live_one_and_goes_at_exit() {
     let (code, out, err) = d.cli(&["reset", "acc"]);
     assert_eq!(code, 0, "{err}");
     assert!(out.starts_with("reset acc:"), "{out}");
+    // Reads work over the socket too (here there is no TCP address at all).
+    let (code, out, err) = d.cli(&["status", "--admin", "127.0.0.1:1"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("\nacc "), "{out}");
 
     // A second daemon on the same state directory is refused by the store's lock, and the
     // first one's socket is untouched.
