@@ -1,5 +1,6 @@
 //! The admin API (SPEC §9), loopback by default: health, Prometheus metrics, bridges and
-//! their state, poll/reset/resync on demand, dead letters. It never shows a secret.
+//! their state, poll/reset/resync on demand, dead letters. It never shows a secret. Who may
+//! act is decided in [`crate::access`].
 
 use crate::config::Bridge;
 use crate::runtime::Ctx;
@@ -18,18 +19,25 @@ pub struct AdminState {
     pub bridges: Arc<std::sync::RwLock<Vec<Arc<Bridge>>>>,
 }
 
-pub fn router(state: AdminState) -> Router {
-    Router::new()
+/// The API for one listener. Reads are open; everything that acts goes through
+/// [`crate::access::gate`], which lets it through according to `access` (SPEC §11).
+pub fn router(state: AdminState, access: crate::access::Access) -> Router {
+    let reads = Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/v1/bridges", get(bridges))
+        .route("/v1/dead-letters", get(dead_letters));
+    let acts = Router::new()
         .route("/v1/bridges/{name}/poll", post(poll))
         .route("/v1/bridges/{name}/reset", post(reset))
         .route("/v1/bridges/{name}/resync", post(resync))
-        .route("/v1/dead-letters", get(dead_letters))
         .route("/v1/dead-letters/{id}/replay", post(replay))
         .route("/v1/dead-letters/{id}", delete(drop_letter))
-        .with_state(state)
+        .route_layer(axum::middleware::from_fn_with_state(
+            Arc::new(access),
+            crate::access::gate,
+        ));
+    reads.merge(acts).with_state(state)
 }
 
 fn running(s: &AdminState) -> Vec<Arc<Bridge>> {

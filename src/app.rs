@@ -1,6 +1,7 @@
 //! The daemon: load bridges, open the store, run one scheduler per bridge and one deliverer
 //! per bridge and sink, serve the admin API, reload on SIGHUP, and shut down cleanly.
 
+use crate::access::{Access, AdminSocket};
 use crate::admin;
 use crate::config::{self, Bridge, Env};
 use crate::deliver;
@@ -23,6 +24,11 @@ pub struct RunOptions {
     pub bridges: PathBuf,
     pub data: PathBuf,
     pub admin: Option<SocketAddr>,
+    /// The admin unix socket, through which one may act without a token; served even with
+    /// `--admin off` (SPEC §11).
+    pub admin_socket: PathBuf,
+    /// The token that lets a request over TCP act; without it TCP is for reading only.
+    pub admin_token: Option<crate::access::AdminToken>,
     /// `(i, n)`: only bridges whose name hashes to `i` mod `n`.
     pub shard: Option<(u64, u64)>,
     /// How long the store may fail to take writes before the watchdog stops pinging (and
@@ -315,6 +321,10 @@ pub async fn run(opts: RunOptions, env: Env, shutdown: CancellationToken) -> Res
     if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
         warn!("cannot raise the open-files limit: {e}");
     }
+    if let Some(addr) = opts.admin {
+        crate::access::check_exposure(addr, opts.admin_token.is_some())
+            .map_err(anyhow::Error::msg)?;
+    }
     // First of all, so that an early SIGHUP does not kill the process.
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .context("cannot listen for SIGHUP")?;
@@ -347,16 +357,42 @@ pub async fn run(opts: RunOptions, env: Env, shutdown: CancellationToken) -> Res
     }
 
     let admin_done = TaskTracker::new();
+    let state = admin::AdminState {
+        ctx: ctx.clone(),
+        bridges: fleet.shown.clone(),
+    };
+    // After the store is open: its lock has already turned away a second daemon on this
+    // state directory, which must not replace the running one's socket. Removed on return.
+    let (_socket, local) = AdminSocket::bind(&opts.admin_socket)?;
+    let app = admin::router(state.clone(), Access::Socket);
+    let stop_admin = root.clone();
+    info!(path = %opts.admin_socket.display(), "admin socket listening");
+    admin_done.spawn(async move {
+        let served = axum::serve(local, app)
+            .with_graceful_shutdown(stop_admin.cancelled_owned())
+            .await;
+        if let Err(e) = served {
+            error!("admin socket: {e}");
+        }
+    });
     if let Some(addr) = opts.admin {
         let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
             format!("cannot listen on {addr} for the admin API (use --admin off to disable)")
         })?;
-        let app = admin::router(admin::AdminState {
-            ctx: ctx.clone(),
-            bridges: fleet.shown.clone(),
-        });
+        let token = opts.admin_token.is_some();
+        let app = admin::router(
+            state,
+            Access::Tcp {
+                token: opts.admin_token.clone(),
+                socket: opts.admin_socket.clone(),
+            },
+        );
         let stop_admin = root.clone();
-        info!(%addr, "admin API listening");
+        if addr.ip().to_canonical().is_loopback() {
+            info!(%addr, acting_with_token = token, "admin API listening");
+        } else {
+            warn!(%addr, acting_with_token = token, "admin API listening beyond loopback: reads are open to the network, and the bearer token travels unencrypted");
+        }
         admin_done.spawn(async move {
             let served = axum::serve(listener, app)
                 .with_graceful_shutdown(stop_admin.cancelled_owned())

@@ -21,11 +21,12 @@
 //! - [`resync`]: queue every stored item as `item.snapshot`
 //! - [`runtime`]: what the tasks share (the store and whether it takes writes, HTTP clients,
 //!   wake-ups, the steps the watchdog looks at)
-//! - [`admin`]: the admin HTTP API
+//! - [`admin`]: the admin HTTP API; [`access`]: who may act through it (unix socket, token)
 //! - [`app`]: wiring, start-up and shutdown
 //! - [`fault`]: fault injection for the tests (debug builds only)
 //! - [`systemd`]: sd_notify; [`logging`]: log formats; [`metrics`]: Prometheus metrics
 
+pub mod access;
 pub mod admin;
 pub mod app;
 pub mod config;

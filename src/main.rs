@@ -1,5 +1,6 @@
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
+use pollhook::access;
 use pollhook::app::{self, RunOptions};
 use pollhook::config::{self, Env};
 use pollhook::logging::{self, LogFormat};
@@ -29,9 +30,18 @@ enum Command {
         /// State directory [default: $STATE_DIRECTORY under systemd, else ./data]
         #[arg(long)]
         data: Option<PathBuf>,
-        /// Admin API address, or `off`
+        /// Admin API address, or `off`. Reading is open there; acting needs the token
+        /// (--admin-token-file) or the admin socket. An address other than loopback needs a token.
         #[arg(long, default_value = "127.0.0.1:9187")]
         admin: String,
+        /// The admin unix socket (mode 0600), the way to act without a token; kept with
+        /// `--admin off` [default: $RUNTIME_DIRECTORY/admin.sock under systemd, else DATA/admin.sock]
+        #[arg(long, value_name = "PATH")]
+        admin_socket: Option<PathBuf>,
+        /// A file holding the token that lets requests over TCP act
+        /// (`Authorization: Bearer <token>`); white space around it is ignored
+        #[arg(long, value_name = "PATH")]
+        admin_token_file: Option<PathBuf>,
         #[arg(long, value_enum, default_value = "auto")]
         log_format: LogFormat,
         /// Run only the bridges whose name hashes to I (mod N)
@@ -66,8 +76,8 @@ enum Command {
         paths: Vec<PathBuf>,
     },
     /// Poll one bridge now and print its events as JSON lines. Without --commit nothing is
-    /// stored or sent (a dry run). Goes through the running daemon when one answers at
-    /// --admin; otherwise works on the state directory itself.
+    /// stored or sent (a dry run). Goes through the running daemon when one answers (on its
+    /// admin socket, or at --admin); otherwise works on the state directory (--data) itself.
     Poll {
         name: String,
         /// Store the new state and queue the events for delivery
@@ -76,9 +86,6 @@ enum Command {
         /// Bridges directory, when no daemon runs
         #[arg(long)]
         bridges: Option<PathBuf>,
-        /// State directory, when no daemon runs
-        #[arg(long)]
-        data: Option<PathBuf>,
         #[command(flatten)]
         admin: AdminAddr,
     },
@@ -162,7 +169,8 @@ enum StoreAction {
     },
 }
 
-/// Where the running daemon's admin API is.
+/// Where the running daemon's admin API is, and what lets the CLI act there: its admin
+/// socket when that answers, else TCP with the token.
 #[derive(clap::Args)]
 struct AdminAddr {
     /// Admin API of the running daemon
@@ -173,6 +181,23 @@ struct AdminAddr {
         global = true
     )]
     addr: String,
+    /// The daemon's admin socket, used when it answers [default: $RUNTIME_DIRECTORY/admin.sock
+    /// under systemd, else DATA/admin.sock]
+    #[arg(
+        long = "admin-socket",
+        env = "POLLHOOK_ADMIN_SOCKET",
+        value_name = "PATH",
+        global = true
+    )]
+    socket: Option<PathBuf>,
+    /// A file holding the daemon's admin token, to act over TCP when the socket cannot be
+    /// used [default: the token itself from $POLLHOOK_ADMIN_TOKEN]
+    #[arg(long = "admin-token-file", value_name = "PATH", global = true)]
+    token_file: Option<PathBuf>,
+    /// State directory: where the admin socket is by default, and for `poll` the state itself
+    /// when no daemon answers [default: $STATE_DIRECTORY under systemd, else ./data]
+    #[arg(long, global = true)]
+    data: Option<PathBuf>,
 }
 
 /// Which dead letters a replay or drop acts on (clap requires an ID or --all).
@@ -247,6 +272,8 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
             bridges,
             data,
             admin,
+            admin_socket,
+            admin_token_file,
             log_format,
             shard,
             store_failure_limit,
@@ -260,9 +287,27 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
                     format!("--admin `{a}` is not an address like 127.0.0.1:9187 or `off`")
                 })?),
             };
+            // A usage error, found before anything starts (SPEC §8: exit 2).
+            if let Some(addr) = admin {
+                if let Err(e) = access::check_exposure(addr, admin_token_file.is_some()) {
+                    eprintln!("error: {e}");
+                    return Ok(ExitCode::from(2));
+                }
+            }
+            let admin_token = admin_token_file
+                .as_deref()
+                .map(access::AdminToken::read)
+                .transpose()?;
+            let data = data.unwrap_or_else(default_data);
             let opts = RunOptions {
                 bridges: bridges.unwrap_or_else(default_bridges),
-                data: data.unwrap_or_else(default_data),
+                // Absolute, as it is named in messages to clients, who may be elsewhere.
+                admin_socket: {
+                    let p = admin_socket.unwrap_or_else(|| access::default_socket(&data));
+                    std::path::absolute(&p).unwrap_or(p)
+                },
+                admin_token,
+                data,
                 admin,
                 shard: shard.as_deref().map(parse_shard).transpose()?,
                 store_failure_limit,
@@ -314,21 +359,21 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
             name,
             commit,
             bridges,
-            data,
             admin,
         } => runtime()?.block_on(async {
-            let api = Admin::new(&admin.addr)?;
+            let api = Admin::connect(&admin).await?;
             if api.alive().await {
                 return poll_through_daemon(&api, &name, commit).await;
             }
             logging::init(LogFormat::Auto);
             let dir = bridges.unwrap_or_else(default_bridges);
-            let data = data.unwrap_or_else(default_data);
+            let data = admin.data.unwrap_or_else(default_data);
             poll_command(&name, commit, &dir, &data).await
         }),
-        Command::Status { json, admin } => runtime()?.block_on(status(json, &admin.addr)),
+        Command::Status { json, admin } => runtime()?.block_on(status(json, &admin)),
         Command::Reset { name, admin } => runtime()?.block_on(async {
-            let v = Admin::new(&admin.addr)?
+            let v = Admin::connect(&admin)
+                .await?
                 .call(reqwest::Method::POST, &format!("/v1/bridges/{name}/reset"))
                 .await?;
             println!(
@@ -338,7 +383,8 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }),
         Command::Resync { name, admin } => runtime()?.block_on(async {
-            let v = Admin::new(&admin.addr)?
+            let v = Admin::connect(&admin)
+                .await?
                 .call(reqwest::Method::POST, &format!("/v1/bridges/{name}/resync"))
                 .await?;
             println!(
@@ -347,9 +393,7 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }),
-        Command::DeadLetters { action, admin } => {
-            runtime()?.block_on(dead_letters(action, &admin.addr))
-        }
+        Command::DeadLetters { action, admin } => runtime()?.block_on(dead_letters(action, &admin)),
         Command::Store { action } => match action {
             StoreAction::Check { data } => store_check(&data.unwrap_or_else(default_data)),
             StoreAction::AcceptRollback { data } => {
@@ -561,44 +605,136 @@ async fn signals(shutdown: CancellationToken) {
     shutdown.cancel();
 }
 
-/// A client for the running daemon's admin API.
+/// A client for the running daemon's admin API: over its admin socket when the daemon
+/// answers there, else over TCP, with the bearer token when one was given (SPEC §11).
 struct Admin {
     base: String,
     http: reqwest::Client,
+    token: Option<String>,
+    socket: PathBuf,
+    /// A client for the socket, when the daemon answered there.
+    local: Option<reqwest::Client>,
+    /// Why the socket is not used, for the messages.
+    socket_problem: String,
 }
 
+/// Where requests go when they go over the admin socket (the host is not used).
+const SOCKET_BASE: &str = "http://localhost";
+const ADMIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 impl Admin {
-    fn new(addr: &str) -> Result<Admin> {
+    async fn connect(args: &AdminAddr) -> Result<Admin> {
         let _ = rustls::crypto::ring::default_provider().install_default();
+        let addr = &args.addr;
         let base = if addr.starts_with("http://") || addr.starts_with("https://") {
             addr.trim_end_matches('/').to_string()
         } else {
             format!("http://{addr}")
         };
-        Ok(Admin {
+        let token = match &args.token_file {
+            Some(path) => Some(access::read_token(path)?),
+            None => match std::env::var("POLLHOOK_ADMIN_TOKEN") {
+                Ok(t) if !t.trim().is_empty() => Some(
+                    access::parse_token(&t)
+                        .map_err(|why| anyhow::anyhow!("$POLLHOOK_ADMIN_TOKEN: {why}"))?,
+                ),
+                _ => None,
+            },
+        };
+        let socket = args.socket.clone().unwrap_or_else(|| {
+            access::default_socket(&args.data.clone().unwrap_or_else(default_data))
+        });
+        let mut api = Admin {
             base,
-            http: reqwest::Client::builder()
-                .timeout(std::time::Duration::from_secs(30))
-                .build()?,
-        })
+            http: reqwest::Client::builder().timeout(ADMIN_TIMEOUT).build()?,
+            token,
+            socket,
+            local: None,
+            socket_problem: String::new(),
+        };
+        match api.try_socket().await {
+            Ok(client) => api.local = Some(client),
+            Err(why) => api.socket_problem = why,
+        }
+        Ok(api)
+    }
+
+    /// A client for the admin socket if the daemon answers `/healthz` there; else why not.
+    async fn try_socket(&self) -> Result<reqwest::Client, String> {
+        // A plain connect first: its error says best what is in the way.
+        if let Err(e) = std::os::unix::net::UnixStream::connect(&self.socket) {
+            return Err(match e.kind() {
+                std::io::ErrorKind::NotFound => "no socket there".to_string(),
+                std::io::ErrorKind::PermissionDenied => format!(
+                    "{e}: it belongs to the daemon's user (run this as that user, or as root)"
+                ),
+                std::io::ErrorKind::ConnectionRefused => {
+                    "nothing listens there (a socket left by a daemon that stopped)".to_string()
+                }
+                _ => e.to_string(),
+            });
+        }
+        let client = reqwest::Client::builder()
+            .unix_socket(self.socket.as_path())
+            .timeout(ADMIN_TIMEOUT)
+            .build()
+            .map_err(|e| e.to_string())?;
+        match client.get(format!("{SOCKET_BASE}/healthz")).send().await {
+            Ok(r)
+                if r.status().is_success()
+                    || r.status() == reqwest::StatusCode::SERVICE_UNAVAILABLE =>
+            {
+                Ok(client)
+            }
+            Ok(r) => Err(format!("it answered HTTP {}", r.status())),
+            Err(e) => Err(format!(
+                "it closed the connection (the daemon serves its own user and root only): {}",
+                pollhook::poll::fetch::error_chain(e)
+            )),
+        }
+    }
+
+    /// Where the requests go, for messages.
+    fn place(&self) -> String {
+        match self.local {
+            Some(_) => self.socket.display().to_string(),
+            None => self.base.clone(),
+        }
+    }
+
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        match &self.local {
+            Some(client) => client.request(method, format!("{SOCKET_BASE}{path}")),
+            None => {
+                let r = self.http.request(method, format!("{}{path}", self.base));
+                match &self.token {
+                    Some(t) => r.bearer_auth(t),
+                    None => r,
+                }
+            }
+        }
     }
 
     /// True when a daemon answers `/healthz`, healthy (200) or not (503).
     async fn alive(&self) -> bool {
+        if self.local.is_some() {
+            return true;
+        }
         let url = format!("{}/healthz", self.base);
         matches!(self.http.get(url).send().await, Ok(r) if r.status().is_success() || r.status() == reqwest::StatusCode::SERVICE_UNAVAILABLE)
     }
 
     async fn call(&self, method: reqwest::Method, path: &str) -> Result<serde_json::Value> {
-        let url = format!("{}{path}", self.base);
-        let resp = self.http.request(method, &url).send().await.map_err(|e| {
-            if e.is_connect() || e.is_timeout() {
+        let resp = self.request(method, path).send().await.map_err(|e| {
+            if self.local.is_none() && (e.is_connect() || e.is_timeout()) {
                 anyhow::anyhow!(
-                    "no pollhook daemon answers at {} (is `pollhook run` running? pass --admin ADDR or set POLLHOOK_ADMIN)",
-                    self.base
+                    "no pollhook daemon answers at {} (is `pollhook run` running? pass --admin ADDR or set POLLHOOK_ADMIN), nor on the admin socket {} ({})",
+                    self.base,
+                    self.socket.display(),
+                    self.socket_problem
                 )
             } else {
-                anyhow::anyhow!("{url}: {}", pollhook::poll::fetch::error_chain(e))
+                anyhow::anyhow!("{}{path}: {}", self.place(), pollhook::poll::fetch::error_chain(e))
             }
         })?;
         let status = resp.status();
@@ -608,14 +744,25 @@ impl Admin {
                 .as_str()
                 .map(str::to_string)
                 .unwrap_or_else(|| format!("HTTP {status}"));
+            if status == reqwest::StatusCode::FORBIDDEN {
+                bail!(
+                    "{msg} (HTTP 403 from {})\nthe admin socket {} could not be used: {}.\nto act, \
+                     run this as the daemon's user or as root and point --admin-socket PATH (or \
+                     POLLHOOK_ADMIN_SOCKET) at its socket, or give the daemon's token with \
+                     --admin-token-file PATH (or POLLHOOK_ADMIN_TOKEN)",
+                    self.base,
+                    self.socket.display(),
+                    self.socket_problem
+                );
+            }
             bail!("{msg}");
         }
         Ok(body)
     }
 }
 
-async fn dead_letters(action: DeadLetterAction, admin: &str) -> Result<ExitCode> {
-    let api = Admin::new(admin)?;
+async fn dead_letters(action: DeadLetterAction, admin: &AdminAddr) -> Result<ExitCode> {
+    let api = Admin::connect(admin).await?;
     let list = |bridge: &Option<String>| {
         let q = bridge
             .as_deref()
@@ -644,20 +791,25 @@ async fn dead_letters(action: DeadLetterAction, admin: &str) -> Result<ExitCode>
                 println!("no dead letters");
                 return Ok(ExitCode::SUCCESS);
             }
-            println!(
-                "{:<41} {:<20} {:<14} {:>6} {:>8}  LAST ERROR",
-                "ID", "BRIDGE", "TYPE", "SEQ", "ATTEMPTS"
-            );
-            for l in rows {
-                println!(
-                    "{:<41} {:<20} {:<14} {:>6} {:>8}  {}",
-                    l["id"].as_str().unwrap_or_default(),
-                    l["bridge"].as_str().unwrap_or_default(),
-                    l["type"].as_str().unwrap_or_default(),
-                    l["seq"],
-                    l["attempts"],
-                    l["last_error"].as_str().unwrap_or_default()
-                );
+            let cells: Vec<Vec<String>> = rows
+                .iter()
+                .map(|l| {
+                    ["id", "bridge", "type", "seq", "attempts", "last_error"]
+                        .iter()
+                        .map(|k| cell(&l[*k]))
+                        .collect()
+                })
+                .collect();
+            let head = [
+                ("ID", false),
+                ("BRIDGE", false),
+                ("TYPE", false),
+                ("SEQ", true),
+                ("ATTEMPTS", true),
+                ("LAST ERROR", false),
+            ];
+            for line in table(&head, &cells) {
+                println!("{line}");
             }
         }
         DeadLetterAction::Replay(Selection { id, bridge, .. })
@@ -710,7 +862,7 @@ async fn poll_through_daemon(api: &Admin, name: &str, commit: bool) -> Result<Ex
         v["created"],
         v["updated"],
         v["deleted"],
-        api.base,
+        api.place(),
         if commit {
             ""
         } else {
@@ -734,8 +886,55 @@ fn relative(ms: &serde_json::Value, now_ms: i64) -> String {
     }
 }
 
-async fn status(json: bool, admin: &str) -> Result<ExitCode> {
-    let v = Admin::new(admin)?
+/// A JSON value as a table cell: strings bare, null as `-`.
+fn cell(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::Null => "-".to_string(),
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// The heading and the rows as lines, each column as wide as its widest cell and two spaces
+/// apart; the columns marked `true` (numbers) aligned right.
+fn table(head: &[(&str, bool)], rows: &[Vec<String>]) -> Vec<String> {
+    let widths: Vec<usize> = head
+        .iter()
+        .enumerate()
+        .map(|(i, (h, _))| {
+            rows.iter()
+                .filter_map(|r| r.get(i))
+                .map(|c| c.chars().count())
+                .chain([h.chars().count()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |cells: Vec<&str>| {
+        let parts: Vec<String> = cells
+            .iter()
+            .zip(head.iter().zip(&widths))
+            .map(|(c, ((_, right), w))| {
+                if *right {
+                    format!("{c:>w$}")
+                } else {
+                    format!("{c:<w$}")
+                }
+            })
+            .collect();
+        parts.join("  ").trim_end().to_string()
+    };
+    std::iter::once(line(head.iter().map(|(h, _)| *h).collect()))
+        .chain(
+            rows.iter()
+                .map(|r| line(r.iter().map(String::as_str).collect())),
+        )
+        .collect()
+}
+
+async fn status(json: bool, admin: &AdminAddr) -> Result<ExitCode> {
+    let v = Admin::connect(admin)
+        .await?
         .call(reqwest::Method::GET, "/v1/bridges")
         .await?;
     if json {
@@ -743,30 +942,40 @@ async fn status(json: bool, admin: &str) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let now = chrono::Utc::now().timestamp_millis();
-    println!(
-        "{:<24} {:<14} {:<13} {:<14} {:>7} {:>7} {:>5}",
-        "BRIDGE", "LAST POLL", "RESULT", "NEXT POLL", "ITEMS", "OUTBOX", "DEAD"
-    );
-    for b in v["bridges"].as_array().into_iter().flatten() {
-        let st = &b["status"];
-        let mut result = st["last_result"].as_str().unwrap_or("-").to_string();
-        if st["paused_until_ms"].as_i64().is_some_and(|t| t > now) {
-            result = format!("paused {}", relative(&st["paused_until_ms"], now));
-        }
-        println!(
-            "{:<24} {:<14} {:<13} {:<14} {:>7} {:>7} {:>5}",
-            b["name"].as_str().unwrap_or_default(),
-            relative(&st["last_poll_ms"], now),
-            result,
-            relative(&st["next_poll_ms"], now),
-            st["items"]
-                .as_u64()
-                .map(|n| n.to_string())
-                .unwrap_or_else(|| "-".into()),
-            b["outbox"],
-            b["dead_letters"],
-        );
-        if let Some(err) = st["last_error"].as_str() {
+    let bridges: Vec<&serde_json::Value> = v["bridges"].as_array().into_iter().flatten().collect();
+    let rows: Vec<Vec<String>> = bridges
+        .iter()
+        .map(|b| {
+            let st = &b["status"];
+            let mut result = st["last_result"].as_str().unwrap_or("-").to_string();
+            if st["paused_until_ms"].as_i64().is_some_and(|t| t > now) {
+                result = format!("paused {}", relative(&st["paused_until_ms"], now));
+            }
+            vec![
+                cell(&b["name"]),
+                relative(&st["last_poll_ms"], now),
+                result,
+                relative(&st["next_poll_ms"], now),
+                cell(&st["items"]),
+                cell(&b["outbox"]),
+                cell(&b["dead_letters"]),
+            ]
+        })
+        .collect();
+    let head = [
+        ("BRIDGE", false),
+        ("LAST POLL", false),
+        ("RESULT", false),
+        ("NEXT POLL", false),
+        ("ITEMS", true),
+        ("OUTBOX", true),
+        ("DEAD", true),
+    ];
+    let lines = table(&head, &rows);
+    println!("{}", lines[0]);
+    for (line, b) in lines[1..].iter().zip(&bridges) {
+        println!("{line}");
+        if let Some(err) = b["status"]["last_error"].as_str() {
             println!("    last error: {err}");
         }
     }
@@ -774,4 +983,26 @@ async fn status(json: bool, admin: &str) -> Result<ExitCode> {
         println!("unhealthy: {}", p.as_str().unwrap_or_default());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_columns_are_as_wide_as_their_contents() {
+        let rows = vec![
+            vec!["a-rather-long-name".to_string(), "7".into(), "12".into()],
+            vec!["b".to_string(), "1234567".into(), "-".into()],
+        ];
+        let lines = table(&[("NAME", false), ("OUTBOX", true), ("DEAD", true)], &rows);
+        assert_eq!(
+            lines,
+            [
+                "NAME                 OUTBOX  DEAD",
+                "a-rather-long-name        7    12",
+                "b                   1234567     -",
+            ]
+        );
+    }
 }

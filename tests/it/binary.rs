@@ -27,6 +27,8 @@ pub struct Daemon {
     pub child: Child,
     pub stdout: Arc<Mutex<Vec<String>>>,
     pub stderr: Arc<Mutex<Vec<String>>>,
+    /// Its admin unix socket (the default: `DATA/admin.sock`).
+    pub socket: std::path::PathBuf,
 }
 
 impl Daemon {
@@ -35,14 +37,21 @@ impl Daemon {
     }
 
     pub fn start_with(dir: &std::path::Path, env: &[(&str, &str)], admin: &str) -> Daemon {
+        Daemon::start_args(dir, env, &["--admin", admin])
+    }
+
+    /// `pollhook run` with `args` after the defaults (`--admin` among them).
+    pub fn start_args(dir: &std::path::Path, env: &[(&str, &str)], args: &[&str]) -> Daemon {
         let mut cmd = Command::new(BIN);
-        cmd.args(["run", "--admin", admin, "--log-format", "pretty"])
+        cmd.args(["run", "--log-format", "pretty"])
+            .args(args)
             .arg("--bridges")
             .arg(dir.join("bridges"))
             .arg("--data")
             .arg(dir.join("data"))
             .env_remove("JOURNAL_STREAM")
             .env_remove("NOTIFY_SOCKET")
+            .env_remove("RUNTIME_DIRECTORY")
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -58,7 +67,16 @@ impl Daemon {
             child,
             stdout,
             stderr,
+            socket: dir.join("data/admin.sock"),
         }
+    }
+
+    /// The CLI, reaching this daemon through its admin socket (`POLLHOOK_ADMIN_SOCKET`).
+    pub fn cli(&self, args: &[&str]) -> (i32, String, String) {
+        cli_env(
+            args,
+            &[("POLLHOOK_ADMIN_SOCKET", self.socket.to_str().unwrap())],
+        )
     }
 
     pub async fn terminate(mut self) -> (i32, Vec<String>, Vec<String>) {
@@ -309,9 +327,19 @@ async fn sighup_adds_changes_removes_and_refuses_a_broken_set() {
 }
 
 pub fn cli(args: &[&str]) -> (i32, String, String) {
+    cli_env(args, &[])
+}
+
+/// The CLI with these environment variables, and none of the caller's that point it somewhere.
+pub fn cli_env(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     let out = std::process::Command::new(BIN)
         .args(args)
         .env_remove("POLLHOOK_ADMIN")
+        .env_remove("POLLHOOK_ADMIN_SOCKET")
+        .env_remove("POLLHOOK_ADMIN_TOKEN")
+        .env_remove("RUNTIME_DIRECTORY")
+        .env_remove("STATE_DIRECTORY")
+        .envs(env.iter().copied())
         .output()
         .unwrap();
     (
@@ -365,7 +393,7 @@ async fn dead_letters_are_listed_replayed_and_dropped_through_the_cli() {
         "{listed}"
     );
     let first_event = rx.received()[0].header("webhook-id").to_string();
-    let (code, out, err) = cli(&["dead-letters", "replay", &first_event, "--admin", &admin]);
+    let (code, out, err) = d.cli(&["dead-letters", "replay", &first_event, "--admin", &admin]);
     assert_eq!(code, 0, "{err}");
     assert!(
         out.starts_with(&format!("replayed {first_event}.")),
@@ -375,7 +403,7 @@ async fn dead_letters_are_listed_replayed_and_dropped_through_the_cli() {
     assert_eq!(rx.received()[2].header("webhook-id"), first_event);
     assert!(verify_standard(SECRET, &rx.received()[2]));
 
-    let (code, out, _) = cli(&[
+    let (code, out, _) = d.cli(&[
         "dead-letters",
         "drop",
         "--all",
@@ -388,7 +416,7 @@ async fn dead_letters_are_listed_replayed_and_dropped_through_the_cli() {
     assert_eq!(out.lines().count(), 1, "{out}");
     let (_, out, _) = cli(&["dead-letters", "list", "--admin", &admin]);
     assert_eq!(out, "no dead letters\n");
-    let (code, _, err) = cli(&["dead-letters", "drop", "evt_nope", "--admin", &admin]);
+    let (code, _, err) = d.cli(&["dead-letters", "drop", "evt_nope", "--admin", &admin]);
     assert_eq!(code, 1);
     assert!(err.contains("no dead letter `evt_nope`"), "{err}");
     let (code, _, _) = d.terminate().await;

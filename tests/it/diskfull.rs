@@ -218,7 +218,7 @@ async fn a_full_disk_pauses_answers_and_recovers_without_a_restart() {
         out.contains("unhealthy: state database does not take writes"),
         "{out}"
     );
-    let (code, _, err) = cli(&["poll", "full", "--commit", "--admin", &admin]);
+    let (code, _, err) = d.cli(&["poll", "full", "--commit", "--admin", &admin]);
     assert_eq!(code, 1);
     assert!(err.contains("state database unavailable"), "{err}");
 

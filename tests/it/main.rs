@@ -1,6 +1,7 @@
 //! One integration-test binary (a quick build): the real code against real HTTP servers on
 //! 127.0.0.1, a real sled store in a temp dir, and the real `pollhook` binary.
 
+mod access;
 mod batches;
 mod binary;
 mod config;

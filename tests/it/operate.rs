@@ -25,16 +25,6 @@ async fn get(url: &str) -> (u16, String) {
     (r.status().as_u16(), r.text().await.unwrap())
 }
 
-async fn post(url: &str, method: reqwest::Method) -> (u16, Value) {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let r = reqwest::Client::new()
-        .request(method, url)
-        .send()
-        .await
-        .unwrap();
-    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
-}
-
 /// One journald native-protocol datagram as fields: `NAME=value\n`, or
 /// `NAME\n<u64 LE length><value>\n` for values that may hold newlines.
 fn journal_fields(mut d: &[u8]) -> std::collections::HashMap<String, String> {
@@ -158,7 +148,7 @@ async fn every_admin_endpoint_and_the_cli_against_a_running_daemon() {
 
     // A dry run through the daemon: the events it would emit, nothing stored or sent.
     up.set_json(&json!({"items": [{"id": 1, "v": 2}, {"id": 2, "v": 1}]}));
-    let (code, out, err) = cli(&["poll", "ops", "--admin", &admin]);
+    let (code, out, err) = d.cli(&["poll", "ops", "--admin", &admin]);
     assert_eq!(code, 0, "{err}");
     let e: Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
     assert_eq!(
@@ -166,11 +156,7 @@ async fn every_admin_endpoint_and_the_cli_against_a_running_daemon() {
         (Some("item.updated"), Some(3))
     );
     assert!(err.contains("dry run"), "{err}");
-    let (_, v) = post(
-        &format!("{base}/v1/bridges/ops/poll"),
-        reqwest::Method::POST,
-    )
-    .await;
+    let (_, v) = over_socket(&d.socket, reqwest::Method::POST, "/v1/bridges/ops/poll").await;
     assert_eq!(
         v["events"][0]["id"], e["id"],
         "a dry run twice gives the same event id"
@@ -184,9 +170,10 @@ async fn every_admin_endpoint_and_the_cli_against_a_running_daemon() {
     );
 
     // Committed through the admin API: stored and delivered, with the dry run's id.
-    let (code, v) = post(
-        &format!("{base}/v1/bridges/ops/poll?commit=true"),
+    let (code, v) = over_socket(
+        &d.socket,
         reqwest::Method::POST,
+        "/v1/bridges/ops/poll?commit=true",
     )
     .await;
     assert_eq!(code, 200);
@@ -197,7 +184,7 @@ async fn every_admin_endpoint_and_the_cli_against_a_running_daemon() {
     .await;
 
     // resync: every item as item.snapshot, next seqs.
-    let (code, out, _) = cli(&["resync", "ops", "--admin", &admin]);
+    let (code, out, _) = d.cli(&["resync", "ops", "--admin", &admin]);
     assert_eq!(code, 0);
     assert_eq!(out, "resync ops: 2 items queued as item.snapshot\n");
     eventually("two snapshots delivered", || rx.received().len() == 5).await;
@@ -216,7 +203,7 @@ async fn every_admin_endpoint_and_the_cli_against_a_running_daemon() {
     );
 
     // reset: state forgotten, seq kept; the next poll re-baselines (first_poll: emit).
-    let (code, out, _) = cli(&["reset", "ops", "--admin", &admin]);
+    let (code, out, _) = d.cli(&["reset", "ops", "--admin", &admin]);
     assert_eq!(
         (code, out.as_str()),
         (
@@ -224,25 +211,22 @@ async fn every_admin_endpoint_and_the_cli_against_a_running_daemon() {
             "reset ops: 2 items forgotten; the next poll re-baselines\n"
         )
     );
-    let (_, v) = post(
-        &format!("{base}/v1/bridges/ops/poll?commit=true"),
+    let (_, v) = over_socket(
+        &d.socket,
         reqwest::Method::POST,
+        "/v1/bridges/ops/poll?commit=true",
     )
     .await;
     assert_eq!(v["baseline"], true);
     assert_eq!(v["events"][0]["seq"], 6);
 
     // Unknown bridge: 404 with a message, and the CLI says it.
-    let (code, v) = post(
-        &format!("{base}/v1/bridges/nope/reset"),
-        reqwest::Method::POST,
-    )
-    .await;
+    let (code, v) = over_socket(&d.socket, reqwest::Method::POST, "/v1/bridges/nope/reset").await;
     assert_eq!(
         (code, v["error"].as_str()),
         (404, Some("no bridge `nope` is running"))
     );
-    let (code, _, err) = cli(&["resync", "nope", "--admin", &admin]);
+    let (code, _, err) = d.cli(&["resync", "nope", "--admin", &admin]);
     assert_eq!(code, 1);
     assert!(err.contains("no bridge `nope` is running"), "{err}");
 

@@ -474,3 +474,35 @@ pub async fn eventually<F: FnMut() -> bool>(what: &str, mut cond: F) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// An admin request over the daemon's unix socket: the status and the JSON body (null when
+/// there is none).
+pub async fn over_socket(socket: &Path, method: reqwest::Method, path: &str) -> (u16, Value) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = reqwest::Client::builder()
+        .unix_socket(socket)
+        .build()
+        .unwrap();
+    let r = client
+        .request(method, format!("http://localhost{path}"))
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+/// An admin request over TCP (`base` is `http://ADDR`), with a bearer token when given.
+pub async fn over_tcp(
+    base: &str,
+    method: reqwest::Method,
+    path: &str,
+    token: Option<&str>,
+) -> (u16, Value) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut req = reqwest::Client::new().request(method, format!("{base}{path}"));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let r = req.send().await.unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
