@@ -978,6 +978,10 @@ async fn status(json: bool, admin: &AdminAddr) -> Result<ExitCode> {
         if let Some(err) = b["status"]["last_error"].as_str() {
             println!("    last error: {err}");
         }
+        if let Some(crash) = b["status"]["last_crash"].as_str() {
+            let n = b["status"]["restarts"].as_u64().unwrap_or(0);
+            println!("    last crash: {crash} (restarted {n} times)");
+        }
     }
     for p in v["problems"].as_array().into_iter().flatten() {
         println!("unhealthy: {}", p.as_str().unwrap_or_default());

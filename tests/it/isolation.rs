@@ -30,20 +30,9 @@ async fn get_json(url: &str) -> (u16, Value) {
     )
 }
 
-/// An acting admin request, as an operator's CLI or script makes it.
-pub async fn act(base: &str, path: &str) -> (u16, Value) {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let r = reqwest::Client::new()
-        .post(format!("{base}{path}"))
-        .send()
-        .await
-        .unwrap();
-    let code = r.status().as_u16();
-    let text = r.text().await.unwrap();
-    (
-        code,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
+/// An acting admin request, through the daemon's admin socket, as the CLI makes it.
+async fn act(d: &Daemon, path: &str) -> (u16, Value) {
+    over_socket(&d.socket, reqwest::Method::POST, path).await
 }
 
 /// An upstream that, once closed, holds every answer until it is opened again.
@@ -190,6 +179,13 @@ async fn a_bridge_whose_task_dies_is_logged_shown_restarted_and_counted() {
         "{metrics}"
     );
 
+    let (code, out, _) = d.cli(&["status"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("    last crash: its poll task panicked: fault injected: poll-panic in bridge `boom` (restarted 2 times)"),
+        "{out}"
+    );
+
     let (code, _, err) = d.terminate().await;
     assert_eq!(code, 0);
     let errors: Vec<&String> = err
@@ -230,7 +226,7 @@ async fn a_poll_now_that_panics_answers_500_and_the_bridge_waits_for_its_slot() 
     assert!(v.to_string().contains("hourly"), "{v}");
 
     // A poll-now of it: an answer with the reason, not a dropped connection.
-    let (code, v) = act(&base, "/v1/bridges/hourly/poll?commit=true").await;
+    let (code, v) = act(&d, "/v1/bridges/hourly/poll?commit=true").await;
     assert_eq!(code, 500, "{v}");
     assert!(v.to_string().contains("panicked"), "{v}");
     // The daemon is still there and still answers.
@@ -323,7 +319,7 @@ async fn a_poll_now_respects_a_pause_and_one_poll_runs_at_a_time() {
         "/v1/bridges/limited/poll",
         "/v1/bridges/limited/poll?commit=true",
     ] {
-        let (code, v) = act(&base, path).await;
+        let (code, v) = act(&d, path).await;
         assert_eq!(code, 429, "{v}");
         assert!(v["error"].as_str().unwrap().contains("paused"), "{v}");
     }
@@ -337,8 +333,15 @@ async fn a_poll_now_respects_a_pause_and_one_poll_runs_at_a_time() {
     let slow_first = gate.hits();
     let calls: Vec<_> = (0..5)
         .map(|_| {
-            let base = base.clone();
-            tokio::spawn(async move { act(&base, "/v1/bridges/slow/poll?commit=true").await })
+            let socket = d.socket.clone();
+            tokio::spawn(async move {
+                over_socket(
+                    &socket,
+                    reqwest::Method::POST,
+                    "/v1/bridges/slow/poll?commit=true",
+                )
+                .await
+            })
         })
         .collect();
     // Let the one that got through wait at the source until the others have their answers.
