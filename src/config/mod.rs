@@ -5,6 +5,8 @@
 //! compiles them, reporting each problem as `FILE:LINE:COLUMN: message`.
 
 pub mod bridge;
+#[cfg(test)]
+mod fuzz;
 pub mod interpolate;
 pub mod locate;
 pub mod raw;
