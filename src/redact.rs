@@ -121,6 +121,12 @@ fn encoded(s: &str) -> Vec<String> {
     let mut out = Vec::new();
     let form: String = url::form_urlencoded::byte_serialize(s.as_bytes()).collect();
     out.push(form);
+    // Written raw into a query (`?access=${TOKEN}`), a value is read back by `url` with `+`
+    // as a space and re-encoded: `ab+c/d=` shows as `ab+c%2Fd%3D`.
+    let raw_in_query = format!("x={}", s.replace('&', "%26"));
+    if let Some((_, read)) = url::form_urlencoded::parse(raw_in_query.as_bytes()).next() {
+        out.push(url::form_urlencoded::byte_serialize(read.as_bytes()).collect());
+    }
     if let Ok(mut u) = Url::parse("http://h/") {
         u.set_path(s);
         out.push(u.path().trim_start_matches('/').to_string());
@@ -182,6 +188,14 @@ mod tests {
             shown.starts_with("https://***@h.example/a/b/***?access=1&access=***"),
             "{shown}"
         );
+    }
+
+    #[test]
+    fn a_base64_token_written_raw_into_a_query_is_masked() {
+        let token = "Ab+c/d=e9";
+        let r = Redactor::new(&[token.to_string()]);
+        let u = Url::parse(&format!("https://h.example/x?access={token}&page=2")).unwrap();
+        assert_eq!(r.url(&u), "https://h.example/x?access=***&page=2");
     }
 
     #[test]
