@@ -11,5 +11,6 @@ mod guards;
 mod operate;
 mod pipeline;
 mod rollback;
+mod secrets;
 mod sources;
 mod support;
