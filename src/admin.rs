@@ -144,8 +144,10 @@ async fn bridges(State(s): State<AdminState>) -> Result<Json<Value>, ApiError> {
                 "description": b.description,
                 "file": b.file,
                 "schedule": schedule,
-                "url": crate::redact::url(&b.source.url),
-                "sinks": b.sinks.iter().map(|k| json!({"id": k.id, "url": k.target.to_string()})).collect::<Vec<_>>(),
+                // Every interpolated value masked wherever it stands in the URL; sinks by
+                // origin only (SPEC §11).
+                "url": crate::redact::Redactor::new(&b.secrets).url(&b.source.url),
+                "sinks": b.sinks.iter().map(|k| json!({"id": k.id, "url": k.shown})).collect::<Vec<_>>(),
                 "seq": meta.map(|m| m.seq),
                 "baselined": meta.map(|m| m.baselined),
                 "status": s.ctx.status(&b.name),

@@ -3,7 +3,7 @@
 use reqwest::header::HeaderName;
 use url::Url;
 
-const MASK: &str = "***";
+pub const MASK: &str = "***";
 
 /// Headers whose values are credentials.
 pub fn is_secret_header(name: &HeaderName) -> bool {
@@ -63,6 +63,17 @@ pub fn url(u: &Url) -> String {
     u.to_string()
 }
 
+/// A sink URL as shown anywhere (logs, status, the admin API, errors): its origin only, since
+/// for Slack, Discord and most chat webhooks the path and query *are* the credential (SPEC §11).
+pub fn origin(u: &Url) -> String {
+    let o = u.origin().ascii_serialization();
+    if u.path() == "/" && u.query().is_none() && u.fragment().is_none() {
+        format!("{o}/")
+    } else {
+        format!("{o}/…")
+    }
+}
+
 /// Masks every known secret value inside a text.
 #[derive(Debug, Clone, Default)]
 pub struct Redactor {
@@ -70,11 +81,22 @@ pub struct Redactor {
 }
 
 impl Redactor {
+    /// Secrets shorter than 3 bytes are not masked in free text (every `ab` of a message would
+    /// go); the config loader never quotes an interpolated value, whatever its length.
     pub fn new(secrets: &[String]) -> Self {
-        let mut secrets: Vec<String> = secrets.iter().filter(|s| s.len() >= 3).cloned().collect();
+        let mut all: Vec<String> = Vec::new();
+        for s in secrets.iter().filter(|s| s.len() >= 3) {
+            // A secret inside a URL is written percent-encoded (path, userinfo) or
+            // form-encoded (query): mask those spellings too.
+            for v in std::iter::once(s.clone()).chain(encoded(s)) {
+                if !all.contains(&v) {
+                    all.push(v);
+                }
+            }
+        }
         // Longest first, so a secret that contains another is masked whole.
-        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
-        Redactor { secrets }
+        all.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        Redactor { secrets: all }
     }
 
     pub fn clean(&self, text: &str) -> String {
@@ -86,6 +108,43 @@ impl Redactor {
         }
         out
     }
+
+    /// A source URL fit for a message: [`url`], then every known secret masked wherever it
+    /// stands (path, a query parameter off the list, the host).
+    pub fn url(&self, u: &Url) -> String {
+        self.clean(&url(u))
+    }
+}
+
+/// How a value is spelled once it is part of a URL.
+fn encoded(s: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let form: String = url::form_urlencoded::byte_serialize(s.as_bytes()).collect();
+    out.push(form);
+    // Written raw into a query (`?access=${TOKEN}`), a value is read back by `url` with `+`
+    // as a space and re-encoded: `ab+c/d=` shows as `ab+c%2Fd%3D`.
+    let raw_in_query = format!("x={}", s.replace('&', "%26"));
+    if let Some((_, read)) = url::form_urlencoded::parse(raw_in_query.as_bytes()).next() {
+        out.push(url::form_urlencoded::byte_serialize(read.as_bytes()).collect());
+    }
+    if let Ok(mut u) = Url::parse("http://h/") {
+        u.set_path(s);
+        out.push(u.path().trim_start_matches('/').to_string());
+        if let Ok(mut segs) = u.path_segments_mut() {
+            segs.clear().push(s);
+        }
+        out.push(u.path().trim_start_matches('/').to_string());
+        if u.set_password(Some(s)).is_ok() {
+            out.extend(u.password().map(str::to_string));
+        }
+        u.set_query(Some(s));
+        out.extend(u.query().map(str::to_string));
+        if u.set_username(s).is_ok() {
+            out.push(u.username().to_string());
+        }
+    }
+    out.retain(|v| v != s && v.len() >= 3);
+    out
 }
 
 #[cfg(test)]
@@ -111,5 +170,39 @@ mod tests {
         assert!(!is_secret_header(&HeaderName::from_static("accept")));
         let r = Redactor::new(&["s3cr3t-token".into(), "ab".into()]);
         assert_eq!(r.clean("got s3cr3t-token in ab"), "got *** in ab");
+    }
+
+    #[test]
+    fn secrets_are_masked_in_every_spelling_a_url_gives_them() {
+        let r = Redactor::new(&["p a/th?x".into(), "q&v=1 ü".into(), "us:er".into()]);
+        let mut u = Url::parse("https://h.example/a/b?access=1").unwrap();
+        u.path_segments_mut().unwrap().push("p a/th?x");
+        u.query_pairs_mut().append_pair("access", "q&v=1 ü");
+        let _ = u.set_username("us:er");
+        let shown = r.url(&u);
+        assert!(
+            !shown.contains("th") && !shown.contains("v%3D1") && !shown.contains("er@"),
+            "{shown}"
+        );
+        assert!(
+            shown.starts_with("https://***@h.example/a/b/***?access=1&access=***"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn a_base64_token_written_raw_into_a_query_is_masked() {
+        let token = "Ab+c/d=e9";
+        let r = Redactor::new(&[token.to_string()]);
+        let u = Url::parse(&format!("https://h.example/x?access={token}&page=2")).unwrap();
+        assert_eq!(r.url(&u), "https://h.example/x?access=***&page=2");
+    }
+
+    #[test]
+    fn sink_urls_show_their_origin_only() {
+        let u = Url::parse("https://hooks.slack.com/services/T0/B0/XyZ?x=1").unwrap();
+        assert_eq!(origin(&u), "https://hooks.slack.com/…");
+        let u = Url::parse("http://user:pw@127.0.0.1:8080/").unwrap();
+        assert_eq!(origin(&u), "http://127.0.0.1:8080/");
     }
 }

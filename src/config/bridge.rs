@@ -1,7 +1,7 @@
 //! The validated bridge: every URL, duration, schedule and JSONPath already parsed and every
 //! `${…}` resolved, so nothing downstream can fail on configuration.
 
-use super::interpolate::{Env, interpolate};
+use super::interpolate::{Env, Interpolated, interpolate};
 use super::locate::Locator;
 use super::raw::{self, FirstPoll, Method, RawBridge, RawNext, RawSecret, SignatureKind};
 use super::{Problem, Problems};
@@ -99,6 +99,9 @@ pub struct Sink {
     /// outbox queue, so reordering sinks in the file keeps their queues.
     pub id: String,
     pub target: Target,
+    /// How logs, status, errors and the admin API name this sink: its origin only (the path
+    /// and query of a chat webhook are its credential), with any interpolated part masked.
+    pub shown: String,
     /// Signing keys, newest first.
     pub secrets: Vec<Vec<u8>>,
     pub signature: SignatureKind,
@@ -117,7 +120,7 @@ impl std::fmt::Display for Target {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Target::Console => f.write_str("console"),
-            Target::Http(u) => f.write_str(&crate::redact::url(u)),
+            Target::Http(u) => f.write_str(&crate::redact::origin(u)),
         }
     }
 }
@@ -129,6 +132,8 @@ pub(super) struct Validator<'a> {
     env: &'a Env,
     pub problems: Problems,
     secrets: Vec<String>,
+    /// Every secret met, kept after `secrets` goes into the bridge.
+    secrets_seen: Vec<String>,
 }
 
 impl<'a> Validator<'a> {
@@ -139,6 +144,7 @@ impl<'a> Validator<'a> {
             env,
             problems: Problems::default(),
             secrets: Vec::new(),
+            secrets_seen: Vec::new(),
         }
     }
 
@@ -152,10 +158,17 @@ impl<'a> Validator<'a> {
 
     /// Interpolates a string; on failure records the problem at `path` and gives None.
     fn text(&mut self, path: &str, s: &str) -> Option<String> {
+        self.value(path, s).map(|i| i.value)
+    }
+
+    /// Like [`Self::text`], also giving how the value may be quoted in a message. A value
+    /// that came (even in part) from `${…}` is quoted with those parts as `***`, and a parser's
+    /// own explanation is left out, since it may quote a piece of it (SPEC §11).
+    fn value(&mut self, path: &str, s: &str) -> Option<Interpolated> {
         match interpolate(s, self.env) {
             Ok(i) => {
-                self.secrets.extend(i.secrets);
-                Some(i.value)
+                self.secrets.extend(i.secrets.iter().cloned());
+                Some(i)
             }
             Err(e) => {
                 self.err(path, format!("{path}: {e}"));
@@ -165,13 +178,14 @@ impl<'a> Validator<'a> {
     }
 
     fn duration(&mut self, path: &str, s: &str, min: Duration, max: Duration) -> Option<Duration> {
-        let s = self.text(path, s)?;
-        match humantime::parse_duration(s.trim()) {
+        let i = self.value(path, s)?;
+        let shown = &i.shown;
+        match humantime::parse_duration(i.value.trim()) {
             Ok(d) if d < min || d > max => {
                 self.err(
                     path,
                     format!(
-                        "{path}: `{s}` is out of range ({} .. {})",
+                        "{path}: `{shown}` is out of range ({} .. {})",
                         humantime::format_duration(min),
                         humantime::format_duration(max)
                     ),
@@ -180,9 +194,12 @@ impl<'a> Validator<'a> {
             }
             Ok(d) => Some(d),
             Err(e) => {
+                let why = detail(&i, e);
                 self.err(
                     path,
-                    format!("{path}: bad duration `{s}` ({e}); write e.g. 500ms, 30s, 5m, 2h, 7d"),
+                    format!(
+                        "{path}: bad duration `{shown}`{why}; write e.g. 500ms, 30s, 5m, 2h, 7d"
+                    ),
                 );
                 None
             }
@@ -190,11 +207,20 @@ impl<'a> Validator<'a> {
     }
 
     fn jsonpath(&mut self, path: &str, s: &str) -> Option<JsonPath> {
-        let s = self.text(path, s)?;
-        match JsonPath::parse(&s) {
+        let i = self.value(path, s)?;
+        match JsonPath::parse(&i.value) {
             Ok(p) => Some(p),
             Err(e) => {
-                self.err(path, format!("{path}: JSONPath `{s}` does not parse: {e}"));
+                let shown = &i.shown;
+                let why = if i.interpolated() {
+                    String::new()
+                } else {
+                    format!(": {e}")
+                };
+                self.err(
+                    path,
+                    format!("{path}: JSONPath `{shown}` does not parse{why}"),
+                );
                 None
             }
         }
@@ -230,14 +256,25 @@ impl<'a> Validator<'a> {
     }
 
     fn url(&mut self, path: &str, s: &str) -> Option<Url> {
-        let s = self.text(path, s)?;
-        match Url::parse(&s) {
+        let i = self.value(path, s)?;
+        match Url::parse(&i.value) {
             Ok(u) if u.scheme() == "http" || u.scheme() == "https" => Some(u),
+            Ok(_) if i.interpolated() => {
+                self.err(
+                    path,
+                    format!("{path}: `{}` is not an http or https URL", i.shown),
+                );
+                None
+            }
             Ok(u) => {
                 self.err(
                     path,
                     format!("{path}: scheme `{}` is not http or https", u.scheme()),
                 );
+                None
+            }
+            Err(_) if i.interpolated() => {
+                self.err(path, format!("{path}: `{}` is not a URL", i.shown));
                 None
             }
             Err(e) => {
@@ -247,8 +284,20 @@ impl<'a> Validator<'a> {
         }
     }
 
+    /// The bridge, or every problem. Each message is also passed through a redactor of every
+    /// value interpolation brought in (and of secret headers), whichever field it came from:
+    /// the last guard, should a message quote one by some other way.
     pub fn bridge(mut self, raw: RawBridge) -> (Option<Bridge>, Problems) {
-        let b = self.build(raw);
+        let mut b = self.build(raw);
+        let redactor = crate::redact::Redactor::new(&self.secrets_seen);
+        for p in &mut self.problems.0 {
+            p.message = redactor.clean(&p.message);
+        }
+        if let Some(b) = &mut b {
+            for s in &mut b.sinks {
+                s.shown = redactor.clean(&s.target.to_string());
+            }
+        }
         (b, self.problems)
     }
 
@@ -259,7 +308,18 @@ impl<'a> Validator<'a> {
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
         let name = match &raw.name {
-            Some(n) => self.text("name", n),
+            // The name stands in every log line, status row and metric: it cannot be secret.
+            Some(n) => self.value("name", n).and_then(|i| {
+                if i.interpolated() {
+                    self.err(
+                        "name",
+                        "name: a bridge name cannot come from `${…}` (it appears in every log line, status and metric)",
+                    );
+                    None
+                } else {
+                    Some(i.value)
+                }
+            }),
             None => Some(stem),
         };
         if let Some(n) = &name {
@@ -286,9 +346,17 @@ impl<'a> Validator<'a> {
                 )
                 .map(Schedule::Every),
             (None, Some(c)) => {
-                let c = self.text("schedule.cron", c);
-                c.and_then(|c| match Schedule::cron(&c) {
+                let c = self.value("schedule.cron", c);
+                c.and_then(|c| match Schedule::cron(&c.value) {
                     Ok(s) => Some(s),
+                    Err(_) if c.interpolated() => {
+                        let shown = &c.shown;
+                        self.err(
+                            "schedule.cron",
+                            format!("schedule.cron: `{shown}` is not a valid cron expression"),
+                        );
+                        None
+                    }
                     Err(e) => {
                         self.err("schedule.cron", format!("schedule.cron: {e}"));
                         None
@@ -336,6 +404,7 @@ impl<'a> Validator<'a> {
         let mut secrets = std::mem::take(&mut self.secrets);
         secrets.sort();
         secrets.dedup();
+        self.secrets_seen = secrets.clone();
         if !self.problems.is_empty() {
             return None;
         }
@@ -379,9 +448,17 @@ impl<'a> Validator<'a> {
         };
         let max_body = match &s.max_body {
             Some(m) => self
-                .text("source.max_body", m)
-                .and_then(|m| match parse_size(&m) {
+                .value("source.max_body", m)
+                .and_then(|m| match parse_size(&m.value) {
                     Ok(n) => Some(n),
+                    Err(_) if m.interpolated() => {
+                        let shown = &m.shown;
+                        self.err(
+                            "source.max_body",
+                            format!("source.max_body: bad size `{shown}`"),
+                        );
+                        None
+                    }
                     Err(e) => {
                         self.err("source.max_body", format!("source.max_body: {e}"));
                         None
@@ -592,12 +669,24 @@ impl<'a> Validator<'a> {
                 short_hash(&s.url)
             },
             target: target?,
+            // Set once every secret of the bridge is known (`Validator::bridge`).
+            shown: String::new(),
             secrets,
             signature: s.signature,
             headers,
             timeout: timeout?,
             retry: retry?,
         })
+    }
+}
+
+/// A parser's explanation of why a value is wrong, as ` (…)`; nothing for a value that came
+/// from `${…}`, since the explanation may quote part of it.
+fn detail(i: &Interpolated, e: impl std::fmt::Display) -> String {
+    if i.interpolated() {
+        String::new()
+    } else {
+        format!(" ({e})")
     }
 }
 

@@ -45,19 +45,32 @@ impl Env {
 /// What one string became, and the secrets it took in.
 pub struct Interpolated {
     pub value: String,
+    /// The value fit for a message: each interpolated part as `***`, the rest as written, so
+    /// that an error can say which field is wrong without quoting what `${…}` brought in.
+    pub shown: String,
     pub secrets: Vec<String>,
+}
+
+impl Interpolated {
+    /// Whether any part of the value came from `${…}`.
+    pub fn interpolated(&self) -> bool {
+        self.shown != self.value || !self.secrets.is_empty()
+    }
 }
 
 /// Expands one string. Errors name what is missing, never a value.
 pub fn interpolate(s: &str, env: &Env) -> Result<Interpolated, String> {
     let mut out = String::with_capacity(s.len());
+    let mut shown = String::with_capacity(s.len());
     let mut secrets = Vec::new();
     let mut rest = s;
     while let Some(i) = rest.find('$') {
         out.push_str(&rest[..i]);
+        shown.push_str(&rest[..i]);
         let after = &rest[i..];
         if let Some(tail) = after.strip_prefix("$${") {
             out.push_str("${");
+            shown.push_str("${");
             rest = tail;
         } else if let Some(body) = after.strip_prefix("${") {
             let end = body
@@ -65,18 +78,22 @@ pub fn interpolate(s: &str, env: &Env) -> Result<Interpolated, String> {
                 .ok_or_else(|| "unclosed `${` (write `$${` for a literal `${`)".to_string())?;
             let value = resolve(&body[..end], env)?;
             out.push_str(&value);
+            shown.push_str(crate::redact::MASK);
             if !value.is_empty() {
                 secrets.push(value);
             }
             rest = &body[end + 1..];
         } else {
             out.push('$');
+            shown.push('$');
             rest = &after[1..];
         }
     }
     out.push_str(rest);
+    shown.push_str(rest);
     Ok(Interpolated {
         value: out,
+        shown,
         secrets,
     })
 }
@@ -134,6 +151,14 @@ mod tests {
         );
         let r = interpolate(&s, &env).unwrap();
         assert_eq!(r.value, "a=x1 f=s3cret c=s3cret lit=${A} $5");
+        assert_eq!(r.shown, "a=*** f=*** c=*** lit=${A} $5");
+        assert!(r.interpolated());
+        let plain = interpolate("5m $${X}", &env).unwrap();
+        assert_eq!(
+            (plain.value.as_str(), plain.shown.as_str()),
+            ("5m ${X}", "5m ${X}")
+        );
+        assert!(!plain.interpolated());
         assert_eq!(r.secrets, vec!["x1", "s3cret", "s3cret"]);
     }
 

@@ -2,12 +2,17 @@
 //!
 //! Two stages, as ripgrep does with its flags: `raw` mirrors the YAML (serde rejects unknown
 //! keys and wrong types with a position), `bridge` interpolates and checks the values and
-//! compiles them, reporting each problem as `FILE:LINE:COLUMN: message`.
+//! compiles them, reporting each problem as `FILE:LINE:COLUMN: message`. Before both,
+//! `screen` turns away what is not a bridge file at all (without quoting it) and nesting
+//! that libyaml would take minutes over. No message quotes a value that came from `${…}`.
 
 pub mod bridge;
+#[cfg(test)]
+mod fuzz;
 pub mod interpolate;
 pub mod locate;
 pub mod raw;
+pub mod screen;
 
 pub use bridge::{Bridge, Emit, Items, Next, Paginate, Sink, Source, Target};
 pub use interpolate::Env;
@@ -92,7 +97,8 @@ pub fn load_paths(paths: &[PathBuf], env: &Env) -> Result<Vec<Bridge>, Problems>
                 }
                 Err(e) => problems.push(problem(p, None, format!("cannot read directory: {e}"))),
             }
-        } else if p.exists() {
+        } else if p.symlink_metadata().is_ok() {
+            // A dangling link too: `screen::read` says what it is.
             files.push(p.clone());
         } else {
             problems.push(problem(p, None, "no such file or directory"));
@@ -101,10 +107,10 @@ pub fn load_paths(paths: &[PathBuf], env: &Env) -> Result<Vec<Bridge>, Problems>
 
     let mut bridges: Vec<(Bridge, Option<Pos>)> = Vec::new();
     for file in &files {
-        let text = match std::fs::read_to_string(file) {
+        let text = match screen::read(file) {
             Ok(t) => t,
             Err(e) => {
-                problems.push(problem(file, None, format!("cannot read: {e}")));
+                problems.push(problem(file, None, e));
                 continue;
             }
         };
@@ -135,12 +141,14 @@ pub fn load_paths(paths: &[PathBuf], env: &Env) -> Result<Vec<Bridge>, Problems>
     }
 }
 
+/// A directory entry that should hold a bridge: any `*.yaml`/`*.yml` that is not hidden,
+/// whatever it is (a dangling link or a directory so named is an error, not skipped).
 fn is_bridge_file(p: &Path) -> bool {
     let hidden = p
         .file_name()
         .is_some_and(|n| n.to_string_lossy().starts_with('.'));
     let ext = p.extension().and_then(|e| e.to_str());
-    !hidden && p.is_file() && matches!(ext, Some("yaml") | Some("yml"))
+    !hidden && matches!(ext, Some("yaml") | Some("yml"))
 }
 
 fn problem(file: &Path, pos: Option<Pos>, message: impl Into<String>) -> Problem {
@@ -153,6 +161,9 @@ fn problem(file: &Path, pos: Option<Pos>, message: impl Into<String>) -> Problem
 
 /// Parses and validates one file's text.
 pub fn parse_file(file: &Path, text: &str, env: &Env) -> Result<Bridge, Problems> {
+    if let Err((pos, message)) = screen::screen(text) {
+        return Err(Problems(vec![problem(file, pos, message)]));
+    }
     let raw: raw::RawBridge = match serde_yaml::from_str(text) {
         Ok(r) => r,
         Err(e) => {

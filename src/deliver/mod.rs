@@ -103,7 +103,7 @@ async fn attempt(
                 Some(delay) => {
                     let next_at_ms = now_ms + delay.as_millis() as i64;
                     warn!(
-                        bridge, sink = %sink.target, event_id = %event_id, attempt = entry.attempts,
+                        bridge, sink = %sink.shown, event_id = %event_id, attempt = entry.attempts,
                         retry_in_ms = delay.as_millis() as u64,
                         "delivery failed: {reason}"
                     );
@@ -135,7 +135,7 @@ fn dead_letter(
     now_ms: i64,
 ) -> Result<Outcome, StoreError> {
     error!(
-        bridge, sink = %sink.target, event_id = %entry.event_id, attempts = entry.attempts,
+        bridge, sink = %sink.shown, event_id = %entry.event_id, attempts = entry.attempts,
         "event dead-lettered: {reason}"
     );
     entry.last_error = Some(reason);
@@ -186,7 +186,7 @@ pub async fn run_sink(ctx: Arc<Ctx>, bridge: Arc<Bridge>, sink: usize, cancel: C
             // The store does not take writes: logged once where it was found; wait for it.
             Err(e) if e.is_failure() && ctx.store_failure().is_some() => continue,
             Err(e) => {
-                error!(bridge = %bridge.name, sink = %sink.target, "outbox: {e}");
+                error!(bridge = %bridge.name, sink = %sink.shown, "outbox: {e}");
                 Some(Duration::from_secs(5))
             }
         };

@@ -206,7 +206,10 @@ async fn poll_with(
         // A 304 stands for a body that is not stored (it was not needed when stored, or was
         // lost): ask again, without validators.
         Err(FetchError::Cache { url, reason }) => {
-            tracing::warn!(bridge = %bridge.name, url, "{reason}: fetching the listing again without validators");
+            // `url` is redacted by rule (passwords, token-like parameters); a `${…}` value
+            // elsewhere in it is masked by the bridge's own secrets.
+            let r = crate::redact::Redactor::new(&bridge.secrets);
+            tracing::warn!(bridge = %bridge.name, url = %r.clean(&url), "{}: fetching the listing again without validators", r.clean(&reason));
             let again = cache.map(|c| fetch::Cache {
                 pages: &empty,
                 ..*c

@@ -13,5 +13,6 @@ mod isolation;
 mod operate;
 mod pipeline;
 mod rollback;
+mod secrets;
 mod sources;
 mod support;
