@@ -371,3 +371,132 @@ async fn a_poll_now_respects_a_pause_and_one_poll_runs_at_a_time() {
     assert_eq!(gate.hits(), slow_first + 1);
     let _ = d.terminate().await;
 }
+
+/// Random admin requests (methods, paths, queries, headers, bodies), over TCP and over the
+/// admin socket: every one gets an answer (a panic in a handler would drop the connection),
+/// none acts over TCP without the token, and the daemon is healthy after them all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_admin_requests_never_crash_or_act_without_rights() {
+    use rand::{Rng, SeedableRng};
+    let up = Upstream::start().await;
+    up.set_json(&json!({"items": [{"id": 1}]}));
+    let dir = tempfile::tempdir().unwrap();
+    bridge_file(dir.path(), "b", &up.url(), "1h", "5s");
+    let admin = format!("127.0.0.1:{}", free_port());
+    let base = format!("http://{admin}");
+    let d = Daemon::start_with(dir.path(), &[], &admin);
+    eventually_async("the first poll", || async {
+        status_of(&bridges(&base).await, "b")["polls"] == 1
+    })
+    .await;
+    let seed: u64 = rand::random();
+    eprintln!("seed {seed}");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    const PIECES: [&str; 24] = [
+        "v1",
+        "bridges",
+        "b",
+        "poll",
+        "reset",
+        "resync",
+        "dead-letters",
+        "replay",
+        "healthz",
+        "metrics",
+        "..",
+        ".",
+        "%2e%2e",
+        "%00",
+        "%ff",
+        "évé",
+        "evt_0",
+        "a-very-long-name-of-a-bridge-that-is-not-there",
+        "",
+        "a%2Fb",
+        "%",
+        "{name}",
+        "0",
+        "-1",
+    ];
+    let tcp = reqwest::Client::new();
+    let sock = reqwest::Client::builder()
+        .unix_socket(d.socket.clone())
+        .build()
+        .unwrap();
+    let mut acted_over_tcp = Vec::new();
+    for i in 0..300 {
+        let depth = rng.random_range(0..6);
+        let mut path = String::new();
+        for _ in 0..depth {
+            path.push('/');
+            path.push_str(PIECES[rng.random_range(0..PIECES.len())]);
+        }
+        if path.is_empty() {
+            path.push('/');
+        }
+        if rng.random_bool(0.4) {
+            let q = [
+                "commit=true",
+                "commit=maybe",
+                "bridge=b",
+                "bridge=",
+                "commit",
+                "%%",
+                "a=b&a=c",
+            ];
+            path.push('?');
+            path.push_str(q[rng.random_range(0..q.len())]);
+        }
+        let method = [
+            reqwest::Method::GET,
+            reqwest::Method::POST,
+            reqwest::Method::DELETE,
+            reqwest::Method::PUT,
+            reqwest::Method::HEAD,
+        ][rng.random_range(0..5)]
+        .clone();
+        let body: Vec<u8> = (0..rng.random_range(0..64)).map(|_| rng.random()).collect();
+        let auth: String = (0..rng.random_range(0..20))
+            .map(|_| rng.random_range(b' '..=b'~') as char)
+            .collect();
+        let over_socket = i % 2 == 1;
+        let client = if over_socket { &sock } else { &tcp };
+        let host = if over_socket {
+            "http://localhost"
+        } else {
+            base.as_str()
+        };
+        let Ok(url) = reqwest::Url::parse(&format!("{host}{path}")) else {
+            continue;
+        };
+        let r = client
+            .request(method.clone(), url)
+            .header("authorization", format!("Bearer {auth}"))
+            .body(body)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{method} {path} (socket: {over_socket}): {e}"));
+        let code = r.status().as_u16();
+        assert!(
+            code != 500,
+            "{method} {path} (socket: {over_socket}): {code} {}",
+            r.text().await.unwrap_or_default()
+        );
+        if !over_socket
+            && method != reqwest::Method::GET
+            && method != reqwest::Method::HEAD
+            && r.status().is_success()
+        {
+            acted_over_tcp.push(format!("{method} {path}"));
+        }
+    }
+    assert!(acted_over_tcp.is_empty(), "{acted_over_tcp:?}");
+    assert_eq!(get_json(&format!("{base}/healthz")).await.0, 200);
+    let (code, _, err) = d.terminate().await;
+    assert_eq!(code, 0);
+    assert!(
+        !err.iter().any(|l| l.contains("panicked")),
+        "{}",
+        err.join("\n")
+    );
+}
