@@ -155,6 +155,39 @@ pub enum Access {
     },
 }
 
+/// Requests refused for a wrong token, so that a port open to a scanner does not flood the
+/// log: one WARN a minute at most, with how many were refused since the last one.
+static WRONG_TOKENS: Throttle = Throttle::new(std::time::Duration::from_secs(60));
+
+struct Throttle {
+    every: std::time::Duration,
+    state: std::sync::Mutex<(Option<std::time::Instant>, u64)>,
+}
+
+impl Throttle {
+    const fn new(every: std::time::Duration) -> Throttle {
+        Throttle {
+            every,
+            state: std::sync::Mutex::new((None, 0)),
+        }
+    }
+
+    /// Counts one; gives the count to log when a line is due (and starts counting anew).
+    fn note(&self) -> Option<u64> {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        s.1 += 1;
+        let now = std::time::Instant::now();
+        if s.0
+            .is_some_and(|last| now.duration_since(last) < self.every)
+        {
+            return None;
+        }
+        let n = s.1;
+        *s = (Some(now), 0);
+        Some(n)
+    }
+}
+
 /// The `Authorization: Bearer` credential of a request, if it has one.
 fn bearer(headers: &HeaderMap) -> Option<&[u8]> {
     let value = headers.get(header::AUTHORIZATION)?.as_bytes();
@@ -176,7 +209,9 @@ pub async fn gate(State(access): State<Arc<Access>>, req: Request, next: Next) -
     let why = match (token, presented) {
         (Some(t), Some(p)) if t.matches(p) => return next.run(req).await,
         (Some(_), Some(_)) => {
-            warn!(method = %req.method(), path = %req.uri().path(), "admin request refused: wrong bearer token");
+            if let Some(refused) = WRONG_TOKENS.note() {
+                warn!(method = %req.method(), path = %req.uri().path(), refused, "admin request refused: wrong bearer token (logged at most once a minute; `refused` counts them since the last line)");
+            }
             format!(
                 "the bearer token is wrong: send this request over the admin unix socket {} (as \
                  the daemon's user or root), or with `Authorization: Bearer <token>` and the \
@@ -352,6 +387,15 @@ impl axum::serve::Listener for LocalListener {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn refusals_are_logged_once_a_minute_with_their_count() {
+        let t = Throttle::new(std::time::Duration::from_secs(3600));
+        assert_eq!(t.note(), Some(1));
+        assert_eq!((t.note(), t.note()), (None, None));
+        let t = Throttle::new(std::time::Duration::ZERO);
+        assert_eq!((t.note(), t.note()), (Some(1), Some(1)));
+    }
 
     #[test]
     fn a_token_matches_itself_only() {
