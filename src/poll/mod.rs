@@ -39,6 +39,7 @@ impl PollError {
             PollError::Fetch(FetchError::RateLimited { .. }) => "rate_limited",
             PollError::Fetch(FetchError::Next { .. }) => "next_page",
             PollError::Fetch(FetchError::Cache { .. }) => "store",
+            PollError::Extract(ExtractError::NotJson(_)) => "not_json",
             PollError::Extract(_) => "bad_items",
             PollError::Store(_) => "store",
         }
@@ -475,10 +476,10 @@ impl<'a> Batches<'a> {
 
     /// Queues the plan's writes and events, committing each batch as it fills; the missing
     /// counts wait for the last commit.
-    fn write(&mut self, plan: &diff::Plan, items: &[extract::Item<'_>]) -> Result<(), StoreError> {
+    fn write(&mut self, plan: &diff::Plan, items: &[extract::Item<'_>]) -> Result<(), PollError> {
         for &(i, change) in &plan.puts {
             let item = &items[i as usize];
-            let value = item.canonical();
+            let value = item.value()?;
             if let Some(kind) = change {
                 let data = Side {
                     value: &value,
