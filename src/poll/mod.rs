@@ -36,6 +36,7 @@ impl PollError {
             PollError::Fetch(FetchError::TooLarge { .. }) => "too_large",
             PollError::Fetch(FetchError::NotJson { .. }) => "not_json",
             PollError::Fetch(FetchError::Http { .. }) => "connection",
+            PollError::Fetch(FetchError::Redirect { .. }) => "redirect",
             PollError::Fetch(FetchError::RateLimited { .. }) => "rate_limited",
             PollError::Fetch(FetchError::Next { .. }) => "next_page",
             PollError::Fetch(FetchError::Cache { .. }) => "store",
@@ -123,7 +124,8 @@ async fn fetch_documents(
     cache: Option<&fetch::Cache<'_>>,
     stop_if_unchanged: bool,
 ) -> Result<(fetch::Listing, Option<Vec<extract::Page>>), FetchError> {
-    let mut listing = fetch::fetch_listing(&ctx.fetcher, &bridge.source, cache).await?;
+    let mut listing =
+        fetch::fetch_listing(&ctx.fetcher, &bridge.source, &bridge.name, cache).await?;
     if stop_if_unchanged && listing.unchanged() {
         return Ok((listing, None));
     }
