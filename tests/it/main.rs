@@ -8,6 +8,7 @@ mod crash;
 mod delivery;
 mod diskfull;
 mod guards;
+mod hostile;
 mod operate;
 mod pipeline;
 mod rollback;
