@@ -2,6 +2,7 @@
 //! of detection is an argument.
 
 use crate::extract::Hash;
+use crate::number;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -70,9 +71,10 @@ pub struct Spec<'a> {
 
 pub fn build(s: Spec<'_>) -> Event {
     let changes = match (s.kind, &s.previous, &s.data) {
-        (EventType::Updated, Some(p), Some(d)) => {
-            Some(serde_json::to_value(json_patch::diff(p.value, d.value)).unwrap_or(Value::Null))
-        }
+        (EventType::Updated, Some(p), Some(d)) => Some(
+            serde_json::to_value(json_patch::diff(&aligned(p.value, d.value), d.value))
+                .unwrap_or(Value::Null),
+        ),
         _ => None,
     };
     Event {
@@ -86,6 +88,33 @@ pub fn build(s: Spec<'_>) -> Event {
         previous: s.previous.map(|p| p.value.clone()),
         changes,
     }
+}
+
+/// `previous` with every number that has the value of the number at the same place in `data`
+/// written as `data` writes it. Numbers are kept as written, and `1` -> `1.0` is no change
+/// (SPEC §4): the patch must not say it is.
+fn aligned(previous: &Value, data: &Value) -> Value {
+    fn align(p: &mut Value, d: &Value) {
+        match (p, d) {
+            (Value::Number(a), Value::Number(b)) if number::same(a, b) => *a = b.clone(),
+            (Value::Array(a), Value::Array(b)) => {
+                for (x, y) in a.iter_mut().zip(b) {
+                    align(x, y);
+                }
+            }
+            (Value::Object(a), Value::Object(b)) => {
+                for (k, x) in a.iter_mut() {
+                    if let Some(y) = b.get(k) {
+                        align(x, y);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut p = previous.clone();
+    align(&mut p, data);
+    p
 }
 
 /// `evt_` + 26 base32 characters of a hash of what makes this change this change.
@@ -162,6 +191,21 @@ mod tests {
         assert_eq!(wire["timestamp"], "2026-11-26T12:00:00.123Z");
         assert_eq!(wire["seq"], 42);
         assert!(e.id.starts_with("evt_") && e.id.len() == 30, "{}", e.id);
+    }
+
+    #[test]
+    fn the_patch_holds_real_changes_only_with_numbers_as_written() {
+        let num = |t: &str| serde_json::from_str::<Value>(t).unwrap();
+        let prev = num(r#"{"a": 1, "b": [1.0, 2, 1e2], "n": 100000000000000000001, "z": -0}"#);
+        let data = num(r#"{"a": 1.0, "b": [1, 2.0, 100], "n": 100000000000000000002, "z": 0}"#);
+        let e = updated(&prev, &data, 1);
+        assert_eq!(
+            serde_json::to_string(&e.changes).unwrap(),
+            r#"[{"op":"replace","path":"/n","value":100000000000000000002}]"#
+        );
+        // Each side as written.
+        assert_eq!(e.previous.unwrap()["b"].to_string(), "[1.0,2,1e+2]");
+        assert_eq!(e.data.unwrap()["z"].to_string(), "0");
     }
 
     #[test]

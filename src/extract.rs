@@ -1,15 +1,17 @@
 //! From a response document to keyed items: JSONPath select, key, include/exclude, and the
-//! canonical form that makes comparison by value (key order and `1` vs `1.0` do not count).
+//! hash that makes comparison by value (key order and `1` vs `1.0` do not count; numbers are
+//! compared exactly, see [`crate::number`]). Values are kept as the source wrote them.
 //! Pure: values in, values out.
 
 use crate::config::Items;
+use crate::number;
 use jsonpath_rust::parser::model::{JpQuery, Segment, Selector};
 use jsonpath_rust::parser::parse_json_path;
 use jsonpath_rust::query::js_path_process;
 use jsonpath_rust::query::queryable::Queryable;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
-use serde_json::{Map, Number, Value};
+use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use std::borrow::Cow;
 use std::fmt;
@@ -98,19 +100,20 @@ fn one_line(msg: &str) -> String {
     format!("{column}{what}")
 }
 
-/// A content hash of an item's canonical form: two items are the same iff their hashes are.
+/// A content hash of an item's value by value (key order and number notation do not count):
+/// two items are the same iff their hashes are.
 pub type Hash = [u8; 16];
 
 /// One item of a listing. Its value is borrowed from the response where it can be (no
-/// include/exclude), so an unchanged item costs a hash and no copy; [`Item::canonical`] gives
-/// the canonical form for storing and sending, for the items that changed. 56 bytes, and no
+/// include/exclude), so an unchanged item costs a hash and no copy; [`Item::value`] gives it
+/// for storing and sending, for the items that changed. 56 bytes, and no
 /// allocation of its own for a key of up to 22 bytes and a value kept as text: a listing of
 /// a million items is held whole while it is compared.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Item<'a> {
     pub key: Key,
     pub value: ItemValue<'a>,
-    /// The hash of the canonical form.
+    /// The hash of the value ([`hash`]).
     pub hash: Hash,
 }
 
@@ -226,11 +229,14 @@ impl PartialEq for ItemValue<'_> {
 }
 
 impl Item<'_> {
-    /// The canonical form: integral numbers as integers (`1.0` -> `1`).
-    pub fn canonical(&self) -> Value {
+    /// The value, as the source wrote it (after include/exclude). An item kept as text is
+    /// parsed again: it was parsed once when it was keyed, so this fails only if that did.
+    pub fn value(&self) -> Result<Cow<'_, Value>, ExtractError> {
         match &self.value {
-            ItemValue::Parsed(v) => canonical(v),
-            ItemValue::Text(raw) => canonical(&parse_text(raw)),
+            ItemValue::Parsed(v) => Ok(Cow::Borrowed(&***v)),
+            ItemValue::Text(raw) => parse_text(raw)
+                .map(Cow::Owned)
+                .map_err(|e| ExtractError::NotJson(format!("an item cannot be read: {e}"))),
         }
     }
 }
@@ -272,8 +278,9 @@ impl Page {
 /// Why a response cannot be turned into items; the poll then fails and changes nothing.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum ExtractError {
-    /// Not expected: pages are checked to be JSON when they arrive.
-    #[error("a page is not JSON: {0}")]
+    /// A page or an item that cannot be read as JSON. Pages are checked to be JSON (and not
+    /// nested too deep) when they arrive, so this is not expected.
+    #[error("{0}")]
     NotJson(String),
     #[error("item {index} has no usable key at `{path}`: {reason}")]
     NoKey {
@@ -298,20 +305,17 @@ pub const DOCUMENT_KEY: &str = "$";
 pub fn extract(doc: &Value, spec: &Items) -> Result<Vec<Item<'static>>, ExtractError> {
     let pages = [Page::from_value(doc.clone())];
     let items = extract_pages(&pages, spec)?;
-    Ok(items.into_iter().map(Item::into_owned).collect())
+    items.into_iter().map(Item::into_owned).collect()
 }
 
 impl Item<'_> {
-    fn into_owned(self) -> Item<'static> {
-        let value = match self.value {
-            ItemValue::Parsed(v) => Cow::Owned(v.into_owned()),
-            ItemValue::Text(raw) => Cow::Owned(parse_text(raw)),
-        };
-        Item {
+    fn into_owned(self) -> Result<Item<'static>, ExtractError> {
+        let value = Cow::Owned(self.value()?.into_owned());
+        Ok(Item {
             key: self.key,
             value: ItemValue::Parsed(Box::new(value)),
             hash: self.hash,
-        }
+        })
     }
 }
 
@@ -358,14 +362,18 @@ pub fn extract_keyed<'a>(pages: &'a [Page], spec: &Items) -> Result<Keyed<'a>, E
             None => {
                 let v = p
                     .parsed()
-                    .map_err(|e| ExtractError::NotJson(e.to_string()))?;
+                    .map_err(|e| ExtractError::NotJson(format!("a page is not JSON: {e}")))?;
                 selected.extend(spec.select.select(v).into_iter().map(Selected::Parsed));
             }
         }
     }
     let Some(key_path) = &spec.key else {
         // Document mode: the selection as a whole is one item; nothing (or null) is no item.
-        let mut values: Vec<Cow<'a, Value>> = selected.into_iter().map(parsed).collect();
+        let mut values: Vec<Cow<'a, Value>> = selected
+            .into_iter()
+            .enumerate()
+            .map(|(index, s)| parsed(s, index))
+            .collect::<Result<_, _>>()?;
         let whole = match values.len() {
             0 => return Ok(Keyed::default()),
             1 if values[0].is_null() => return Ok(Keyed::default()),
@@ -395,7 +403,7 @@ pub fn extract_keyed<'a>(pages: &'a [Page], spec: &Items) -> Result<Keyed<'a>, E
         // A text item is parsed here for its key and hash, and let go unless it is shaped.
         let (v, raw) = match s {
             Selected::Parsed(v) => (Cow::Borrowed(v), None),
-            Selected::Text(raw) => (parsed(s), Some(raw)),
+            Selected::Text(raw) => (parsed(s, index)?, Some(raw)),
         };
         let key = match key_of(&v, key_path) {
             Ok(key) => key,
@@ -460,16 +468,21 @@ fn first_duplicate(items: &[Item<'_>], by_key: &[u32]) -> Option<ExtractError> {
     })
 }
 
-fn parsed(s: Selected<'_>) -> Cow<'_, Value> {
+/// The selected value `index`, parsed if it is text. Text selected from a page that was
+/// checked to be JSON parses, unless something in it is beyond what a parsed value may hold
+/// (nesting deeper than the page check allows): then the poll fails, as for a page that is
+/// not JSON.
+fn parsed(s: Selected<'_>, index: usize) -> Result<Cow<'_, Value>, ExtractError> {
     match s {
-        Selected::Parsed(v) => Cow::Borrowed(v),
-        Selected::Text(raw) => Cow::Owned(parse_text(raw)),
+        Selected::Parsed(v) => Ok(Cow::Borrowed(v)),
+        Selected::Text(raw) => parse_text(raw)
+            .map(Cow::Owned)
+            .map_err(|e| ExtractError::NotJson(format!("item {index} cannot be read: {e}"))),
     }
 }
 
-/// An item kept as text, parsed (it was checked to be JSON when it was selected).
-fn parse_text(raw: &RawValue) -> Value {
-    serde_json::from_str(raw.get()).expect("selected text is JSON")
+fn parse_text(raw: &RawValue) -> Result<Value, serde_json::Error> {
+    serde_json::from_str(raw.get())
 }
 
 fn is_shaped(spec: &Items) -> bool {
@@ -572,7 +585,9 @@ fn key_of(v: &Value, path: &Path) -> Result<String, String> {
         [] => Err("nothing there".into()),
         [Value::String(s)] if s.is_empty() => Err("an empty string".into()),
         [Value::String(s)] => Ok(s.clone()),
-        [Value::Number(n)] => Ok(canonical_number(n).to_string()),
+        // The canonical text: `1.0` and `1` are one key, `100000000000000000001` and
+        // `100000000000000000002` two.
+        [Value::Number(n)] => Ok(number::canonical(n).into_owned()),
         [other] => Err(format!("{}, not a string or number", type_name(other))),
         many => Err(format!("{} values, not one", many.len())),
     }
@@ -663,30 +678,10 @@ fn put(out: &mut Value, path: &[Seg], part: Value) {
     }
 }
 
-/// The canonical form: numbers with an integral value become integers (`1.0` -> `1`).
-/// Object key order never matters: serde_json's map is ordered by key.
-pub fn canonical(v: &Value) -> Value {
-    match v {
-        Value::Number(n) => Value::Number(canonical_number(n)),
-        Value::Array(a) => Value::Array(a.iter().map(canonical).collect()),
-        Value::Object(m) => {
-            Value::Object(m.iter().map(|(k, v)| (k.clone(), canonical(v))).collect())
-        }
-        other => other.clone(),
-    }
-}
-
-fn canonical_number(n: &Number) -> Number {
-    if let Some(f) = n.as_f64().filter(|_| n.is_f64()) {
-        if f.fract() == 0.0 && f.abs() < 9_007_199_254_740_992.0 {
-            return Number::from(f as i64);
-        }
-    }
-    n.clone()
-}
-
-/// Hash of a value's canonical form (numbers canonical, keys in sorted order, whatever map
-/// type serde_json is built with), computed without building that form.
+/// Hash of a value by value: numbers by their canonical text ([`number::canonical`], so `1.0`
+/// and `1` hash alike), object keys in sorted order whatever map type serde_json is built with.
+/// The bytes fed are those of the versions before exact numbers for every value they held
+/// exactly, so the hashes they stored still match (see [`number::canonical`]).
 pub fn hash(v: &Value) -> Hash {
     let mut h = Sha256::new();
     feed(&mut h, v);
@@ -701,9 +696,8 @@ fn feed(h: &mut Sha256, v: &Value) {
         Value::Null => h.update(b"n"),
         Value::Bool(b) => h.update(if *b { b"t" } else { b"f" }),
         Value::Number(n) => {
-            // Canonical, so that a value and its canonical form hash alike.
             h.update(b"#");
-            h.update(canonical_number(n).to_string().as_bytes());
+            h.update(number::canonical(n).as_bytes());
             h.update(b";");
         }
         Value::String(s) => {
@@ -746,29 +740,102 @@ mod tests {
         }
     }
 
+    /// An item's value, owned.
+    fn value(i: &Item<'_>) -> Value {
+        i.value().unwrap().into_owned()
+    }
+
     #[test]
-    fn keys_are_strings_and_numbers_canonical() {
-        let doc = json!({"data": [{"id": 1.0, "a": 1}, {"id": "x", "a": 2}, {"id": 7, "a": 3.0}]});
+    fn keys_are_canonical_strings_and_values_as_written() {
+        let doc: Value = serde_json::from_str(
+            r#"{"data": [{"id": 1.0, "a": 1}, {"id": "x", "a": 2}, {"id": 7, "a": 3.0},
+                {"id": 100000000000000000001}, {"id": 100000000000000000002}, {"id": 1e400}]}"#,
+        )
+        .unwrap();
         let items = extract(&doc, &spec("$.data[*]", Some("$.id"), &[], &[])).unwrap();
         let keys: Vec<_> = items.iter().map(|i| i.key.as_str()).collect();
-        assert_eq!(keys, ["1", "x", "7"]);
-        assert_eq!(items[2].canonical(), json!({"id": 7, "a": 3}));
+        assert_eq!(
+            keys,
+            [
+                "1",
+                "x",
+                "7",
+                "100000000000000000001",
+                "100000000000000000002",
+                "1e+400"
+            ]
+        );
+        assert_eq!(value(&items[2]).to_string(), r#"{"a":3.0,"id":7}"#);
     }
 
     #[test]
     fn same_value_same_hash_whatever_the_order_or_number_form() {
         let a: Value = serde_json::from_str(r#"{"b": [1, 2.0], "a": {"y": 1, "x": 1.0}}"#).unwrap();
         let b: Value =
-            serde_json::from_str(r#"{"a": {"x": 1, "y": 1.00}, "b": [1.0, 2]}"#).unwrap();
-        assert_eq!(hash(&canonical(&a)), hash(&canonical(&b)));
-        // A value hashes as its canonical form does (items are hashed without building it).
-        assert_eq!(hash(&a), hash(&canonical(&a)));
+            serde_json::from_str(r#"{"a": {"x": 1e0, "y": 1.00}, "b": [10e-1, 2]}"#).unwrap();
         assert_eq!(hash(&a), hash(&b));
-        assert_eq!(canonical(&a), canonical(&b));
         let c: Value = serde_json::from_str(r#"{"a": {"x": 1, "y": 1.5}, "b": [1, 2]}"#).unwrap();
-        assert_ne!(hash(&canonical(&a)), hash(&canonical(&c)));
+        assert_ne!(hash(&a), hash(&c));
         // A string "1" is not the number 1.
         assert_ne!(hash(&json!("1")), hash(&json!(1)));
+        // Exact: past u64 and past f64.
+        let n = |t: &str| hash(&serde_json::from_str::<Value>(t).unwrap());
+        assert_ne!(n("100000000000000000001"), n("100000000000000000002"));
+        assert_eq!(n("1e400"), n("10e399"));
+        assert_ne!(n("1e400"), n("1e401"));
+    }
+
+    /// The hashes the versions before exact numbers stored (printed by that version from the
+    /// same input): a value they held exactly hashes as it did, so an upgrade reports no
+    /// false update.
+    #[test]
+    fn hashes_stored_before_exact_numbers_still_match() {
+        for (text, old) in [
+            ("1", "2c182da2f25988f4244fa5ec2f3abbb3"),
+            ("-5", "a3265e78bafe3acb9b447dc5defbbdb9"),
+            ("0", "f2ccb9a6a7ef3979c0b8abc4f3cf9109"),
+            ("-0", "f2ccb9a6a7ef3979c0b8abc4f3cf9109"),
+            ("-0.0", "f2ccb9a6a7ef3979c0b8abc4f3cf9109"),
+            ("1.0", "2c182da2f25988f4244fa5ec2f3abbb3"),
+            ("1.5", "dd4aba6dce7de61c52d580b15418a176"),
+            ("0.1", "92887bfdf77fa9b0ef8563d129817d63"),
+            ("1E2", "85a9bbcd041639c5bc0ffcfe51f5ee54"),
+            ("1e20", "1b28dff618c7e3d88f31d36f3438f5d3"),
+            ("100000000000000000000", "1b28dff618c7e3d88f31d36f3438f5d3"),
+            ("12345678901234567890", "b52823625c9ac55de885af1924e98a27"),
+            ("18446744073709551615", "98d68a45b6d4f9bfbb1186c589e6b94b"),
+            ("-9223372036854775808", "75d849af19267579153e1c0917068916"),
+            ("9007199254740993", "e5af052e10c7afc6c16b5ee1b40a3f7f"),
+            ("1e-7", "01f14671f06048c95319199b78135686"),
+            ("3.14159", "23edaf83d05477204ebbcdcbf474bcda"),
+            ("2.5e300", "8784b65dec674794ebef28c1307b04b9"),
+            ("123456.789", "e0eb9224de388bdf850d9df99417fd69"),
+            ("1.7976931348623157e308", "c560f79879b3871edc1e084270dab604"),
+            ("5e-324", "37594c1fed4fb2e975ecd62693818788"),
+            ("0.30000000000000004", "4dad365d468769d525c99fdab07af0f6"),
+            ("1e15", "cfa0308182c5941273c2d0c6257927d0"),
+            ("-1.5e-10", "1668881b2b6272367043ec8e4009942e"),
+            ("4.35", "c42f0eee643cece9d7f82aaf1a253d2d"),
+            ("0.1e1", "2c182da2f25988f4244fa5ec2f3abbb3"),
+            ("1e21", "44c6f485b67940515d959a4cbc426952"),
+            ("99.99", "b68fd990c30569b732a571223c8aed19"),
+            ("1700000000.123", "f551d5533d6e93c798d39238a246298a"),
+        ] {
+            let v: Value = serde_json::from_str(text).unwrap();
+            assert_eq!(hex::encode(hash(&v)), old, "{text}");
+        }
+        // What they rounded now differs from the rounded value (one update after upgrading).
+        for (text, old) in [
+            ("100000000000000000001", "1b28dff618c7e3d88f31d36f3438f5d3"),
+            ("1.23456789012345678901", "056dad3a9e2854ba5e80b4adf0fee85f"),
+        ] {
+            let v: Value = serde_json::from_str(text).unwrap();
+            assert_ne!(hex::encode(hash(&v)), old, "{text}");
+        }
+        // And an item with strings, arrays and objects around them, as stored.
+        let item: Value =
+            serde_json::from_str(r#"{"id": 7, "tags": ["a", 1.5], "user": {"id": 1.0}}"#).unwrap();
+        assert_eq!(hex::encode(hash(&item)), "7dd20efd09341a5f5fe03c7b4e5eb2fc");
     }
 
     #[test]
@@ -851,17 +918,14 @@ mod tests {
             &spec("$[*]", Some("$.id"), &["$.name", "$.user.login"], &[]),
         )
         .unwrap();
-        assert_eq!(
-            inc[0].canonical(),
-            json!({"name": "n", "user": {"login": "u"}})
-        );
+        assert_eq!(value(&inc[0]), json!({"name": "n", "user": {"login": "u"}}));
         let exc = extract(
             &doc,
             &spec("$[*]", Some("$.id"), &[], &["$.reactions", "$.user.id"]),
         )
         .unwrap();
         assert_eq!(
-            exc[0].canonical(),
+            value(&exc[0]),
             json!({"id": 1, "name": "n", "body": "b", "user": {"login": "u"}})
         );
     }
@@ -877,7 +941,7 @@ mod tests {
         assert!(extract(&json!({"info": null}), &s).unwrap().is_empty());
         let pair = json!([1, 2]);
         let many = extract(&pair, &spec("$[*]", None, &[], &[])).unwrap();
-        assert_eq!(many[0].canonical(), json!([1, 2]));
+        assert_eq!(value(&many[0]), json!([1, 2]));
     }
 
     #[test]
@@ -907,7 +971,7 @@ mod tests {
         let pages = [json!({"v": 1}), json!({"v": 2})];
         let pages = text_pages(&pages);
         let items = extract_pages(&pages, &d).unwrap();
-        assert_eq!(items[0].canonical(), json!([1, 2]));
+        assert_eq!(value(&items[0]), json!([1, 2]));
     }
 
     fn text_pages(docs: &[Value]) -> Vec<Page> {
@@ -916,11 +980,11 @@ mod tests {
             .collect()
     }
 
-    /// Items as comparable tuples: key, hash, canonical value.
+    /// Items as comparable tuples: key, hash, value.
     fn seen(items: &[Item<'_>]) -> Vec<(String, Hash, Value)> {
         items
             .iter()
-            .map(|i| (i.key.to_string(), i.hash, i.canonical()))
+            .map(|i| (i.key.to_string(), i.hash, value(i)))
             .collect()
     }
 

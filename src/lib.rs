@@ -10,6 +10,7 @@
 //! - [`poll`]: one poll (fetch, extract, diff, events, one commit, or batches for a large one)
 //!   and the per-bridge scheduler
 //! - [`extract`]: JSONPath selection, keys, include/exclude, canonical values and hashes; pure
+//! - [`number`]: numbers exact as written, compared by value (`1.0` is `1`); pure
 //! - [`diff`]: stored state + new items -> changes and writes; pure
 //! - [`event`]: change -> event body with id and JSON Patch; pure
 //! - [`store`]: sled trees; `commit` writes item state and outbox in one transaction; large
@@ -38,6 +39,7 @@ pub mod fault;
 pub mod highwater;
 pub mod logging;
 pub mod metrics;
+pub mod number;
 pub mod poll;
 pub mod redact;
 pub mod resync;

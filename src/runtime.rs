@@ -47,7 +47,8 @@ pub struct Ctx {
     /// Bridges whose task ended on its own (not stopped): the bridge is not being polled or
     /// delivered, which `/healthz` reports.
     ended: Mutex<HashMap<(String, &'static str), String>>,
-    /// Client for sources: follows redirects, as a browser or curl -L would.
+    /// Client for sources: follows redirects within the source's origin only, and sends no
+    /// `Referer` (SPEC §11).
     pub fetcher: reqwest::Client,
     /// Client for webhooks: never follows redirects (a 3xx is a failed delivery, SPEC §6).
     pub sender: reqwest::Client,
@@ -103,6 +104,8 @@ impl Ctx {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let fetcher = reqwest::Client::builder()
             .user_agent(USER_AGENT)
+            .redirect(crate::poll::fetch::redirect_policy())
+            .referer(false)
             // Keep-alive for the next poll of the same host, but not hundreds of idle sockets
             // after a burst (a start, a shared cron minute).
             .pool_max_idle_per_host(16)

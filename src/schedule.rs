@@ -39,8 +39,14 @@ impl Schedule {
     }
 
     /// Parses a cron expression: 5 fields as in crontab(5), or the cron crate's 6/7 fields
-    /// (seconds first, optional year). All in UTC.
+    /// (seconds first, optional year). All in UTC. One that never fires after now (only past
+    /// years, February 30th) is refused: the bridge would load and never poll.
     pub fn cron(expr: &str) -> Result<Schedule, String> {
+        Schedule::cron_at(expr, Utc::now())
+    }
+
+    /// As [`Schedule::cron`], with `now` given.
+    pub fn cron_at(expr: &str, now: DateTime<Utc>) -> Result<Schedule, String> {
         let expr = expr.trim();
         let fields: Vec<&str> = expr.split_whitespace().collect();
         let translated: Vec<String> = match fields.len() {
@@ -57,10 +63,17 @@ impl Schedule {
             .iter()
             .map(|e| cron::Schedule::from_str(e).map_err(|err| format!("cron `{expr}`: {err}")))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Schedule::Cron {
+        let s = Schedule::Cron {
             expr: expr.to_string(),
             schedules,
-        })
+        };
+        if s.next_after("", now).is_none() {
+            return Err(format!(
+                "cron `{expr}` never runs again after {} (its years are past, or its date never comes)",
+                now.format("%Y-%m-%d")
+            ));
+        }
+        Ok(s)
     }
 }
 
@@ -224,6 +237,35 @@ mod tests {
                 .unwrap_err()
                 .contains("cron `0 25 * * *`")
         );
+    }
+
+    #[test]
+    fn a_cron_that_never_runs_again_is_refused() {
+        let now = at("2026-11-28T10:00:00Z");
+        for e in [
+            "0 0 0 1 1 * 2020",
+            "0 0 0 * * * 2000-2025",
+            "0 0 30 2 *",
+            "0 0 31 4 *",
+        ] {
+            let err = Schedule::cron_at(e, now).unwrap_err();
+            assert!(
+                err.contains("never runs again after 2026-11-28"),
+                "{e}: {err}"
+            );
+        }
+        for e in [
+            "0 0 0 1 1 * 2020-2030",
+            "0 0 0 1 1 * 2027",
+            "0 0 29 2 *",
+            "@yearly",
+        ] {
+            assert!(Schedule::cron_at(e, now).is_ok(), "{e}");
+        }
+        // The last run of a schedule is still ahead a moment before it.
+        let last = at("2099-12-31T23:59:59Z");
+        assert!(Schedule::cron_at("0 0 0 31 12 * 2099", last).is_err());
+        assert!(Schedule::cron_at("0 0 0 31 12 * 2099", at("2099-12-30T00:00:00Z")).is_ok());
     }
 
     #[test]

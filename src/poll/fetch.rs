@@ -10,6 +10,7 @@ use crate::redact;
 use crate::store::{CachedPage, PageWrite, Store, page_digest, page_key};
 use chrono::{DateTime, Utc};
 use reqwest::header::{self, HeaderMap};
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,6 +37,9 @@ pub enum FetchError {
     },
     #[error("{url}: {reason}")]
     Http { url: String, reason: String },
+    /// A redirect that is not followed: to another origin, or one too many (SPEC §11).
+    #[error("{url}: {reason}")]
+    Redirect { url: String, reason: String },
     /// The next-page link of this page cannot be followed.
     #[error("{url}: {reason}")]
     Next { url: String, reason: String },
@@ -59,6 +63,147 @@ pub fn error_chain(e: reqwest::Error) -> String {
         src = s.source();
     }
     msg
+}
+
+/// At most this many redirects are followed for one request (SPEC §11).
+pub const MAX_REDIRECTS: usize = 10;
+
+/// Why a redirect of a source request is not followed.
+#[derive(Debug, thiserror::Error)]
+enum Refused {
+    #[error(
+        "redirected to another origin ({0}); not followed: the source's credentials go to its own origin only"
+    )]
+    OtherOrigin(String),
+    #[error("more than {MAX_REDIRECTS} redirects")]
+    TooMany,
+}
+
+/// How source requests follow redirects (SPEC §11): within the origin (scheme, host, port) of
+/// the URL asked for, at most [`MAX_REDIRECTS`] in a row. Any other is refused before a
+/// request goes there, so the source's headers, URL password and query never reach another
+/// origin. (Clients built with it should also send no `Referer`, which carries the query.)
+pub fn redirect_policy() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        let origin = attempt.url().origin();
+        // `previous` starts with the URL asked for.
+        if attempt.previous().first().map(url::Url::origin) != Some(origin.clone()) {
+            let shown = origin.ascii_serialization();
+            return attempt.error(Refused::OtherOrigin(shown));
+        }
+        if attempt.previous().len() > MAX_REDIRECTS {
+            return attempt.error(Refused::TooMany);
+        }
+        attempt.follow()
+    })
+}
+
+/// The deepest nesting of arrays and objects a page may have: as deep as serde_json reads a
+/// document into a value (its recursion limit), so that every page accepted reads whole, and
+/// every item in it.
+pub const MAX_DEPTH: usize = 127;
+
+/// Object keys serde_json gives a meaning of its own when it reads a value: an object whose
+/// first key is one of these is read as an exact number, or as the JSON text in its string
+/// (parsed again, with a fresh depth limit). A page may not hold them as keys anywhere: once
+/// stored and read back (keys sorted, so first), they would change meaning or fail.
+const RESERVED_KEYS: [&str; 2] = [
+    "$serde_json::private::Number",
+    "$serde_json::private::RawValue",
+];
+
+/// Checks that a body is a JSON document pollhook can read: valid JSON (numbers of any size
+/// and precision are), nested at most [`MAX_DEPTH`] deep, no key of [`RESERVED_KEYS`]. The
+/// reason otherwise.
+pub fn check_json(body: &[u8]) -> Result<(), String> {
+    serde_json::from_slice::<serde::de::IgnoredAny>(body).map_err(|e| {
+        if e.is_eof() {
+            format!("truncated after {} bytes ({e})", body.len())
+        } else {
+            e.to_string()
+        }
+    })?;
+    // Skipping a value (above) has no depth limit and gives keys no meaning; reading one into
+    // a tree does both. A walk over the bytes of valid JSON: strings, brackets, colons.
+    let mut depth = 0usize;
+    // Inside a string: where it started and whether it has an escape.
+    let mut string: Option<(usize, bool)> = None;
+    let mut escaped = false;
+    // The last string closed could be a reserved key, if a colon follows.
+    let mut reserved: Option<&str> = None;
+    for (at, &b) in body.iter().enumerate() {
+        if let Some((start, escapes)) = &mut string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => (escaped, *escapes) = (true, true),
+                b'"' => {
+                    reserved = reserved_key(&body[*start..=at], *escapes);
+                    string = None;
+                }
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b' ' | b'\t' | b'\n' | b'\r' => continue,
+            b':' => {
+                if let Some(key) = reserved {
+                    return Err(format!("the key `{key}` is reserved (at byte {at})"));
+                }
+            }
+            b'"' => string = Some((at, false)),
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return Err(format!(
+                        "nested deeper than {MAX_DEPTH} levels (at byte {at})"
+                    ));
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        reserved = None;
+    }
+    Ok(())
+}
+
+/// The reserved key a JSON string (quotes included) spells, escapes undone.
+fn reserved_key(quoted: &[u8], escapes: bool) -> Option<&'static str> {
+    let longest = RESERVED_KEYS.iter().map(|k| k.len()).max().unwrap_or(0);
+    let text: Cow<'_, str> = if !escapes {
+        Cow::Borrowed(std::str::from_utf8(quoted.get(1..quoted.len() - 1)?).ok()?)
+    } else if quoted.len() <= 2 + 6 * longest {
+        Cow::Owned(serde_json::from_slice::<String>(quoted).ok()?)
+    } else {
+        return None;
+    };
+    RESERVED_KEYS.iter().copied().find(|k| *k == text)
+}
+
+/// Tells the operator, once per listing, of a rate-limit header that was ignored.
+struct Unreadable<'a> {
+    bridge: &'a str,
+    told: bool,
+}
+
+impl Unreadable<'_> {
+    fn tell(&mut self, (header, value): (&str, String)) {
+        if std::mem::replace(&mut self.told, true) {
+            return;
+        }
+        // Not a secret, but the source's to choose: short, and printable.
+        let mut shown: String = value.chars().take(64).collect();
+        if shown.len() < value.len() {
+            shown.push('…');
+        }
+        tracing::warn!(
+            bridge = %self.bridge,
+            header = %header,
+            value = ?shown,
+            "ignored a rate-limit header that does not parse (seconds or an HTTP date expected)"
+        );
+    }
 }
 
 /// Why a listing stopped before its last page: then absence means nothing (no deletes).
@@ -147,7 +292,11 @@ impl Cache<'_> {
             .await
             .expect("page read does not panic");
         let reason = match body {
-            Ok(Some(b)) => return Ok(Arc::new(b)),
+            // Checked as a fresh body is: an older version may have stored it unchecked.
+            Ok(Some(b)) => match check_json(b.as_bytes()) {
+                Ok(()) => return Ok(Arc::new(b)),
+                Err(e) => format!("it is not JSON pollhook reads ({e})"),
+            },
             Ok(None) => "it is not stored".to_string(),
             Err(e) => e.to_string(),
         };
@@ -165,9 +314,14 @@ impl Cache<'_> {
 pub async fn fetch_listing(
     client: &reqwest::Client,
     src: &Source,
+    bridge: &str,
     cache: Option<&Cache<'_>>,
 ) -> Result<Listing, FetchError> {
     let mut listing = Listing::default();
+    let mut unreadable = Unreadable {
+        bridge,
+        told: false,
+    };
     let mut url = src.url.clone();
     let mut seen = HashSet::new();
     loop {
@@ -175,7 +329,16 @@ pub async fn fetch_listing(
         let key = page_key(url.as_str());
         let cached = cache.and_then(|c| c.pages.get(&key));
         let shown = redact::url(&url);
-        let page = fetch_page(client, src, &url, &shown, cached, cache.is_some()).await?;
+        let page = fetch_page(
+            client,
+            src,
+            &url,
+            &shown,
+            cached,
+            cache.is_some(),
+            &mut unreadable,
+        )
+        .await?;
         listing.pause_until = listing.pause_until.max(page.pause_until);
         // A 304 page stands for its cached body and the `Link` header that came with it.
         // Only a next link in the body needs a 304 page parsed before the compare.
@@ -277,10 +440,11 @@ async fn fetch_page(
     shown: &str,
     cached: Option<&CachedPage>,
     record: bool,
+    unreadable: &mut Unreadable<'_>,
 ) -> Result<Answered, FetchError> {
     match tokio::time::timeout(
         src.timeout,
-        fetch_inner(client, src, url, shown, cached, record),
+        fetch_inner(client, src, url, shown, cached, record, unreadable),
     )
     .await
     {
@@ -305,6 +469,7 @@ async fn fetch_inner(
     url: &str,
     cached: Option<&CachedPage>,
     record: bool,
+    unreadable: &mut Unreadable<'_>,
 ) -> Result<Answered, FetchError> {
     let mut req = match src.method {
         Method::GET => client.get(page_url.clone()),
@@ -328,10 +493,23 @@ async fn fetch_inner(
         url: url.to_string(),
         reason: error_chain(e),
     };
-    let mut resp = req.send().await.map_err(http)?;
+    let mut resp = req.send().await.map_err(|e| {
+        if e.is_redirect() {
+            FetchError::Redirect {
+                url: url.to_string(),
+                reason: error_chain(e),
+            }
+        } else {
+            http(e)
+        }
+    })?;
     let status = resp.status();
     let headers = resp.headers();
-    let pause_until = ratelimit::pause_until(status.as_u16(), headers, Utc::now());
+    let pause = ratelimit::pause_until(status.as_u16(), headers, Utc::now());
+    if let Some(u) = pause.unreadable {
+        unreadable.tell(u);
+    }
+    let pause_until = pause.until;
     // Several `Link` lines are one list (RFC 9110 §5.3).
     let link = headers
         .get_all(header::LINK)
@@ -380,14 +558,10 @@ async fn fetch_inner(
         body.extend_from_slice(&chunk);
     }
     // Checked here, not parsed: the selection reads what it needs from the text.
-    serde_json::from_slice::<serde::de::IgnoredAny>(&body).map_err(|e| FetchError::NotJson {
+    check_json(&body).map_err(|reason| FetchError::NotJson {
         url: url.to_string(),
         content_type: content_type.clone(),
-        reason: if e.is_eof() {
-            format!("truncated after {} bytes ({e})", body.len())
-        } else {
-            e.to_string()
-        },
+        reason,
     })?;
     let text = String::from_utf8(body).map_err(|e| FetchError::NotJson {
         url: url.to_string(),
@@ -408,4 +582,57 @@ async fn fetch_inner(
         link,
         pause_until,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_body_is_read_whole_or_refused_with_a_reason() {
+        let nested = |d: usize| format!("{}{}", "[".repeat(d), "]".repeat(d));
+        // As deep as a value can be read, and no deeper.
+        let deepest = nested(MAX_DEPTH);
+        assert_eq!(check_json(deepest.as_bytes()), Ok(()));
+        serde_json::from_str::<serde_json::Value>(&deepest).unwrap();
+        let deeper = nested(MAX_DEPTH + 1);
+        assert!(serde_json::from_str::<serde_json::Value>(&deeper).is_err());
+        let e = check_json(deeper.as_bytes()).unwrap_err();
+        assert_eq!(e, "nested deeper than 127 levels (at byte 127)");
+        // Brackets in strings do not count; escaped quotes do not end them.
+        let text = format!(
+            r#"{{"a": "{}\"{}", "b": [1e400, -0, 100000000000000000001]}}"#,
+            "[".repeat(500),
+            "{".repeat(500)
+        );
+        assert_eq!(check_json(text.as_bytes()), Ok(()));
+        assert!(
+            check_json(b"{\"a\": 1")
+                .unwrap_err()
+                .starts_with("truncated after 7 bytes")
+        );
+        assert!(check_json(b"[1, 2,]").is_err());
+    }
+
+    #[test]
+    fn the_keys_serde_json_reserves_are_refused_wherever_they_are() {
+        for body in [
+            r#"{"$serde_json::private::Number": "1"}"#,
+            r#"{"id": 1, "$serde_json::private::Number": null}"#,
+            r#"[{"a": {"$serde_json::private::RawValue" : "[1]"}}]"#,
+            r#"{"\u0024serde_json::private::Number": "1"}"#,
+            r#"{"$serde_json::private::Raw\u0056alue": "1"}"#,
+        ] {
+            let e = check_json(body.as_bytes()).unwrap_err();
+            assert!(e.contains("is reserved"), "{body}: {e}");
+        }
+        // As a value, or close to one, it is just a string.
+        for body in [
+            r#"{"note": "$serde_json::private::Number"}"#,
+            r#"["$serde_json::private::Number", 1]"#,
+            r#"{"$serde_json::private::Numbers": 1, "\u0024": 2}"#,
+        ] {
+            assert_eq!(check_json(body.as_bytes()), Ok(()), "{body}");
+        }
+    }
 }

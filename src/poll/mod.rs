@@ -39,9 +39,11 @@ impl PollError {
             PollError::Fetch(FetchError::TooLarge { .. }) => "too_large",
             PollError::Fetch(FetchError::NotJson { .. }) => "not_json",
             PollError::Fetch(FetchError::Http { .. }) => "connection",
+            PollError::Fetch(FetchError::Redirect { .. }) => "redirect",
             PollError::Fetch(FetchError::RateLimited { .. }) => "rate_limited",
             PollError::Fetch(FetchError::Next { .. }) => "next_page",
             PollError::Fetch(FetchError::Cache { .. }) => "store",
+            PollError::Extract(ExtractError::NotJson(_)) => "not_json",
             PollError::Extract(_) => "bad_items",
             PollError::Store(_) => "store",
             PollError::Panicked(_) => "panic",
@@ -126,7 +128,8 @@ async fn fetch_documents(
     cache: Option<&fetch::Cache<'_>>,
     stop_if_unchanged: bool,
 ) -> Result<(fetch::Listing, Option<Vec<extract::Page>>), FetchError> {
-    let mut listing = fetch::fetch_listing(&ctx.fetcher, &bridge.source, cache).await?;
+    let mut listing =
+        fetch::fetch_listing(&ctx.fetcher, &bridge.source, &bridge.name, cache).await?;
     if stop_if_unchanged && listing.unchanged() {
         return Ok((listing, None));
     }
@@ -483,10 +486,10 @@ impl<'a> Batches<'a> {
 
     /// Queues the plan's writes and events, committing each batch as it fills; the missing
     /// counts wait for the last commit.
-    fn write(&mut self, plan: &diff::Plan, items: &[extract::Item<'_>]) -> Result<(), StoreError> {
+    fn write(&mut self, plan: &diff::Plan, items: &[extract::Item<'_>]) -> Result<(), PollError> {
         for &(i, change) in &plan.puts {
             let item = &items[i as usize];
-            let value = item.canonical();
+            let value = item.value()?;
             if let Some(kind) = change {
                 let data = Side {
                     value: &value,

@@ -56,7 +56,7 @@ pub async fn run_bridge(
         .map(|m| !m.baselined)
         .unwrap_or(false);
     if (fresh || restarted) && paused_until(&ctx, &bridge.name).is_none() {
-        poll_and_log(&ctx, &bridge, &redactor).await;
+        let _ = poll_and_log(&ctx, &bridge, &redactor).await;
     }
     loop {
         let now = Utc::now();
@@ -91,7 +91,7 @@ pub async fn run_bridge(
                 _ = ctx.store_recovered() => {}
             }
         }
-        poll_and_log(&ctx, &bridge, &redactor).await;
+        let _ = poll_and_log(&ctx, &bridge, &redactor).await;
     }
 }
 
@@ -99,7 +99,11 @@ pub async fn run_bridge(
 /// for a poll of the bridge asked for through the admin API to end first, then for a slot of
 /// its host and one of all polls. A pause the source asks for is logged here, once, at WARN,
 /// and shown in the bridge's status until it ends.
-pub async fn poll_and_log(ctx: &Ctx, bridge: &Bridge, redactor: &Redactor) {
+pub async fn poll_and_log(
+    ctx: &Ctx,
+    bridge: &Bridge,
+    redactor: &Redactor,
+) -> Result<PollReport, PollError> {
     let gate = ctx.poll_gate(&bridge.name);
     let _one = gate.lock().await;
     let _slot = ctx.poll_slot(&bridge.source.url).await;
@@ -115,6 +119,7 @@ pub async fn poll_and_log(ctx: &Ctx, bridge: &Bridge, redactor: &Redactor) {
     let result = poll_once(ctx, bridge, true, Utc::now()).await;
     drop(step);
     record(ctx, bridge, redactor, &result, started.elapsed());
+    result
 }
 
 /// Why a poll asked for now does not run.

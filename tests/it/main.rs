@@ -9,6 +9,7 @@ mod crash;
 mod delivery;
 mod diskfull;
 mod guards;
+mod hostile;
 mod isolation;
 mod operate;
 mod pipeline;
