@@ -489,6 +489,35 @@ async fn the_daemon_logs_each_hostile_answer_and_keeps_every_bridge_alive() {
         .unwrap();
     assert_eq!(health.status(), 200);
 
+    // A poll asked for through the admin API meets the same answers: a reason each time,
+    // never a dropped connection. (409 when it meets a scheduled poll of the bridge: again.)
+    let poll_now = |name: &'static str| {
+        let socket = d.socket.clone();
+        async move {
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            loop {
+                let path = format!("/v1/bridges/{name}/poll");
+                let (code, v) = over_socket(&socket, reqwest::Method::POST, &path).await;
+                if code != 409 || std::time::Instant::now() > deadline {
+                    return (code, v.to_string());
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    let (code, v) = poll_now("deep").await;
+    assert!(
+        code == 502 && v.contains("nested deeper than"),
+        "{code} {v}"
+    );
+    let (code, v) = poll_now("moved").await;
+    assert!(code == 502 && v.contains("another origin"), "{code} {v}");
+    let (code, v) = poll_now("forever").await;
+    assert!(code == 429 && v.contains("paused until"), "{code} {v}");
+    let (code, v) = poll_now("huge").await;
+    assert!(code == 200 && v.contains("\"items\":3"), "{code} {v}");
+    assert!(evil.hits().is_empty());
+
     let (code, out, logs) = d.terminate().await;
     assert_eq!(code, 0, "{}", logs.join("\n"));
     let logs = [out, logs].concat();
