@@ -62,7 +62,7 @@ impl Fleet {
     fn start(&mut self, b: Arc<Bridge>) {
         let stop = self.root.child_token();
         let tasks = TaskTracker::new();
-        self.ctx.bridge_started(&b.name);
+        self.ctx.forget_ended(&b.name);
         let (ctx, bridge, cancel) = (self.ctx.clone(), b.clone(), stop.clone());
         tasks.spawn(supervised(
             self.ctx.clone(),
@@ -113,6 +113,11 @@ impl Fleet {
                 "in-flight work did not finish within {}s",
                 SHUTDOWN_GRACE.as_secs()
             );
+        }
+        // A stopped bridge whose task had crashed is no longer a reason to be unhealthy (a
+        // supervisor that is stopped records no new crash).
+        for r in &gone {
+            self.ctx.forget_ended(&r.bridge.name);
         }
     }
 
@@ -307,11 +312,13 @@ async fn supervise_store(ctx: Arc<Ctx>, dir: PathBuf, stop: CancellationToken) {
 }
 
 fn load(opts: &RunOptions, env: &Env) -> Result<Vec<Arc<Bridge>>, config::Problems> {
-    Ok(config::load_dir(&opts.bridges, env)?
+    let set: Vec<Arc<Bridge>> = config::load_dir(&opts.bridges, env)?
         .into_iter()
         .filter(|b| in_shard(&b.name, opts.shard))
         .map(Arc::new)
-        .collect())
+        .collect();
+    crate::redact::set_process_secrets(set.iter().flat_map(|b| b.secrets.clone()).collect());
+    Ok(set)
 }
 
 /// Runs until `shutdown` is cancelled. SIGHUP re-reads the bridges directory.

@@ -5,13 +5,15 @@
 //! variable: nothing here is compiled into it.
 
 /// Panics if `POLLHOOK_FAULT` asks for a fault at `point` in `bridge` (debug builds only).
-pub fn inject(point: &str, bridge: &str) {
+/// The panic's text holds `detail` as it is (a URL with its credentials, as a real panic's
+/// text might), so the tests can check that no log line shows it unmasked.
+pub fn inject(point: &str, bridge: &str, detail: &str) {
     #[cfg(debug_assertions)]
     if should_fail(point, bridge) {
-        panic!("fault injected: {point} in bridge `{bridge}`");
+        panic!("fault injected: {point} in bridge `{bridge}` ({detail})");
     }
     #[cfg(not(debug_assertions))]
-    let _ = (point, bridge);
+    let _ = (point, bridge, detail);
 }
 
 #[cfg(debug_assertions)]

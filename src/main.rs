@@ -247,6 +247,7 @@ fn main() -> ExitCode {
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);
     }
+    pollhook::redact::install_panic_hook();
     let cli = Cli::parse();
     match real_main(cli) {
         Ok(code) => code,

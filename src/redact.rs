@@ -117,6 +117,38 @@ impl Redactor {
 }
 
 /// How a value is spelled once it is part of a URL.
+/// Every secret of the running bridges, for what no bridge's own [`Redactor`] sees: the
+/// panic hook's line.
+static PROCESS: std::sync::RwLock<Option<std::sync::Arc<Redactor>>> = std::sync::RwLock::new(None);
+
+/// Sets the secrets the panic hook masks: every running bridge's (at start and each reload).
+pub fn set_process_secrets(secrets: Vec<String>) {
+    let r = std::sync::Arc::new(Redactor::new(&secrets));
+    *PROCESS.write().unwrap_or_else(|p| p.into_inner()) = Some(r);
+}
+
+/// Replaces Rust's default panic message (which prints the panic's text as it is, and a task's
+/// panic text may hold anything it was given) by one with every running bridge's secrets
+/// masked. The task's supervisor logs the same, masked, at ERROR.
+pub fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let msg = crate::runtime::panic_message(info.payload());
+        let masked = match &*PROCESS.read().unwrap_or_else(|p| p.into_inner()) {
+            Some(r) => r.clean(&msg),
+            None => msg,
+        };
+        let thread = std::thread::current();
+        let at = info
+            .location()
+            .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()))
+            .unwrap_or_default();
+        eprintln!(
+            "thread '{}' panicked at {at}:\n{masked}",
+            thread.name().unwrap_or("<unnamed>")
+        );
+    }));
+}
+
 fn encoded(s: &str) -> Vec<String> {
     let mut out = Vec::new();
     let form: String = url::form_urlencoded::byte_serialize(s.as_bytes()).collect();

@@ -317,8 +317,8 @@ impl Ctx {
         all.remove(&(bridge.to_string(), task));
     }
 
-    /// Forgets that any of a bridge's tasks ended (the bridge is started anew).
-    pub fn bridge_started(&self, bridge: &str) {
+    /// Forgets that any of a bridge's tasks ended (the bridge is started anew, or stopped).
+    pub fn forget_ended(&self, bridge: &str) {
         self.ended
             .lock()
             .expect("ended lock")

@@ -602,6 +602,13 @@ impl<'a> Validator<'a> {
         } else {
             self.url(&p("url"), &s.url).map(Target::Http)
         };
+        // The path and query of a chat webhook are its credential: the whole URL is masked
+        // wherever a message would quote it (a panic's text, an error of a library).
+        if let Some(Target::Http(u)) = &target {
+            if u.path() != "/" || u.query().is_some() {
+                self.secrets.push(u.as_str().to_string());
+            }
+        }
         let raw_secrets: Vec<&String> = match &s.secret {
             None => vec![],
             Some(RawSecret::One(x)) => vec![x],

@@ -52,7 +52,11 @@ pub async fn try_deliver_next(
     sink: &Sink,
     now: SystemTime,
 ) -> Result<Outcome, StoreError> {
-    crate::fault::inject("deliver-panic", bridge);
+    let raw = match &sink.target {
+        Target::Http(u) => u.as_str(),
+        Target::Console => "console",
+    };
+    crate::fault::inject("deliver-panic", bridge, raw);
     let store = ctx.writable_store()?;
     let r = attempt(ctx, &store, bridge, sink, now).await;
     ctx.check(r)

@@ -162,7 +162,7 @@ pub async fn poll_once(
     commit: bool,
     now: DateTime<Utc>,
 ) -> Result<PollReport, PollError> {
-    crate::fault::inject("poll-panic", &bridge.name);
+    crate::fault::inject("poll-panic", &bridge.name, bridge.source.url.as_str());
     let store = if commit {
         ctx.writable_store()?
     } else {

@@ -96,30 +96,38 @@ pub async fn run_bridge(
 }
 
 /// A scheduled poll with its log line: INFO with the counts, or WARN with the reason. Waits
-/// for a poll of the bridge asked for through the admin API to end first, then for a slot of
-/// its host and one of all polls. A pause the source asks for is logged here, once, at WARN,
-/// and shown in the bridge's status until it ends.
+/// for a poll of the bridge asked for through the admin API to end first (and polls only if
+/// that one met no pause), then for a slot of its host and one of all polls. A pause the
+/// source asks for is logged here, once, at WARN, and shown in the bridge's status until it
+/// ends. None when it did not poll.
 pub async fn poll_and_log(
     ctx: &Ctx,
     bridge: &Bridge,
     redactor: &Redactor,
-) -> Result<PollReport, PollError> {
+) -> Option<Result<PollReport, PollError>> {
     let gate = ctx.poll_gate(&bridge.name);
     let _one = gate.lock().await;
+    if paused_until(ctx, &bridge.name).is_some() {
+        return None;
+    }
     let _slot = ctx.poll_slot(&bridge.source.url).await;
     let started = Instant::now();
-    // Every page may take the whole time-out; anything far past that is stuck.
+    let step = ctx.beats.step("a poll", step_limit(bridge));
+    let result = poll_once(ctx, bridge, true, Utc::now()).await;
+    drop(step);
+    record(ctx, bridge, redactor, &result, started.elapsed());
+    Some(result)
+}
+
+/// How long a poll may run before the watchdog counts it stuck: every page may take the whole
+/// time-out, and anything far past that is stuck.
+fn step_limit(bridge: &Bridge) -> Duration {
     let pages = bridge
         .source
         .paginate
         .as_ref()
         .map_or(1, |p| p.max_pages.max(1));
-    let limit = bridge.source.timeout * pages + Duration::from_secs(60);
-    let step = ctx.beats.step("a poll", limit);
-    let result = poll_once(ctx, bridge, true, Utc::now()).await;
-    drop(step);
-    record(ctx, bridge, redactor, &result, started.elapsed());
-    result
+    bridge.source.timeout * pages + Duration::from_secs(60)
 }
 
 /// Why a poll asked for now does not run.
@@ -136,16 +144,16 @@ pub enum NotNow {
 
 /// A poll asked for through the admin API (with `commit`, it stores and sends like a
 /// scheduled one, and its result shows in the status; without, a dry run). Refused while a
-/// poll of the bridge is in flight or a pause the source asked for lasts. A panic in it is
-/// logged at ERROR and given back as the poll's error; the daemon and the bridge's schedule
-/// go on.
+/// poll of the bridge is in flight or a pause the source asked for lasts. It runs in a task
+/// of its own that holds the bridge's poll lock to the end, so a client that hangs up does
+/// not free the bridge for a second poll while this one runs. A panic in it is logged at
+/// ERROR and given back as the poll's error; the daemon and the bridge's schedule go on.
 pub async fn poll_now(
     ctx: &Arc<Ctx>,
     bridge: &Arc<Bridge>,
     commit: bool,
 ) -> Result<Result<PollReport, PollError>, NotNow> {
-    let gate = ctx.poll_gate(&bridge.name);
-    let Ok(_one) = gate.try_lock() else {
+    let Ok(one) = ctx.poll_gate(&bridge.name).try_lock_owned() else {
         return Err(NotNow::InFlight(bridge.name.clone()));
     };
     if let Some(until) = paused_until(ctx, &bridge.name) {
@@ -154,37 +162,51 @@ pub async fn poll_now(
             until,
         });
     }
-    let redactor = Redactor::new(&bridge.secrets);
-    let _slot = ctx.poll_slot(&bridge.source.url).await;
-    let started = Instant::now();
-    let (c, b) = (ctx.clone(), bridge.clone());
-    let joined = tokio::spawn(async move { poll_once(&c, &b, commit, Utc::now()).await }).await;
-    let result = match joined {
-        Ok(r) => r,
-        Err(e) => {
-            let why = match e.try_into_panic() {
-                Ok(p) => redactor.clean(&crate::runtime::panic_message(&*p)),
-                Err(e) => e.to_string(),
-            };
-            error!(bridge = %bridge.name, "poll requested through the admin API panicked: {why}");
+    let (ctx, bridge) = (ctx.clone(), bridge.clone());
+    let name = bridge.name.clone();
+    let run = tokio::spawn(async move {
+        let _one = one;
+        let redactor = Redactor::new(&bridge.secrets);
+        let _slot = ctx.poll_slot(&bridge.source.url).await;
+        let started = Instant::now();
+        let step = ctx.beats.step("a poll", step_limit(&bridge));
+        let (c, b) = (ctx.clone(), bridge.clone());
+        let joined = tokio::spawn(async move { poll_once(&c, &b, commit, Utc::now()).await }).await;
+        drop(step);
+        let result = joined.map_err(|e| panicked(&ctx, &bridge.name, &redactor, e));
+        let result = result.and_then(|r| r);
+        if commit {
+            record(&ctx, &bridge, &redactor, &result, started.elapsed());
+        } else if let Some(until) = result.as_ref().err().and_then(|e| e.pause_until()) {
+            // A dry run stores nothing, but the source's request for a pause holds all the same.
             ctx.update_status(&bridge.name, |s| {
-                s.last_crash = Some(format!(
-                    "a poll requested through the admin API panicked: {why}"
-                ))
+                s.paused_until_ms = Some(until.timestamp_millis())
             });
-            Err(PollError::Panicked(why))
+            log_pause(&bridge, until);
         }
+        result
+    });
+    Ok(run.await.unwrap_or_else(|e| {
+        let why = e.to_string();
+        error!(bridge = %name, "poll requested through the admin API ended: {why}");
+        Err(PollError::Panicked(why))
+    }))
+}
+
+/// A poll requested through the admin API that panicked: logged at ERROR and kept as the
+/// bridge's last crash.
+fn panicked(ctx: &Ctx, bridge: &str, redactor: &Redactor, e: tokio::task::JoinError) -> PollError {
+    let why = match e.try_into_panic() {
+        Ok(p) => redactor.clean(&crate::runtime::panic_message(&*p)),
+        Err(e) => e.to_string(),
     };
-    if commit {
-        record(ctx, bridge, &redactor, &result, started.elapsed());
-    } else if let Some(until) = result.as_ref().err().and_then(|e| e.pause_until()) {
-        // A dry run stores nothing, but the source's request for a pause holds all the same.
-        ctx.update_status(&bridge.name, |s| {
-            s.paused_until_ms = Some(until.timestamp_millis())
-        });
-        log_pause(bridge, until);
-    }
-    Ok(result)
+    error!(bridge = %bridge, "poll requested through the admin API panicked: {why}");
+    ctx.update_status(bridge, |s| {
+        s.last_crash = Some(format!(
+            "a poll requested through the admin API panicked: {why}"
+        ))
+    });
+    PollError::Panicked(why)
 }
 
 fn log_pause(bridge: &Bridge, until: DateTime<Utc>) {

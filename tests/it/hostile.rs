@@ -12,8 +12,12 @@ use serde_json::Value;
 use std::time::Duration;
 
 /// One poll as the scheduler runs it: the result, and the status an operator then sees.
+/// A pause an earlier call met is taken as over, as the scheduler does when it ends.
 async fn scheduled_poll(h: &Harness, b: &Bridge) -> Result<PollReport, PollError> {
-    scheduler::poll_and_log(&h.ctx, b, &Redactor::new(&b.secrets)).await
+    h.ctx.update_status(&b.name, |s| s.paused_until_ms = None);
+    scheduler::poll_and_log(&h.ctx, b, &Redactor::new(&b.secrets))
+        .await
+        .expect("no pause holds the poll back")
 }
 
 /// Items at `$.items[*]` keyed by `$.id`, every event emitted from the first poll on.

@@ -110,14 +110,19 @@ async fn a_bridge_whose_task_dies_is_logged_shown_restarted_and_counted() {
     let dir = tempfile::tempdir().unwrap();
     // `boom` panics on its first two polls, then works; `calm` polls on beside it, and its
     // deliverer panics once.
-    bridge_file(dir.path(), "boom", &up.url(), "1s", "5s");
+    // Its source URL carries a secret, which the panic's text quotes (see `fault::inject`).
+    let url = format!("{}?access=${{BOOM_TOKEN}}", up.url());
+    bridge_file(dir.path(), "boom", &url, "1s", "5s");
     bridge_file(dir.path(), "calm", &format!("{}/calm", up.base), "1s", "5s");
     up.route("/calm", Answer::json(&json!({"items": [{"id": 7}]})));
     let admin = format!("127.0.0.1:{}", free_port());
     let base = format!("http://{admin}");
     let d = Daemon::start_with(
         dir.path(),
-        &[("POLLHOOK_FAULT", "poll-panic:boom:2,deliver-panic:calm:1")],
+        &[
+            ("POLLHOOK_FAULT", "poll-panic:boom:2,deliver-panic:calm:1"),
+            ("BOOM_TOKEN", "tok-boom-5512"),
+        ],
         &admin,
     );
 
@@ -182,12 +187,28 @@ async fn a_bridge_whose_task_dies_is_logged_shown_restarted_and_counted() {
     let (code, out, _) = d.cli(&["status"]);
     assert_eq!(code, 0);
     assert!(
-        out.contains("    last crash: its poll task panicked: fault injected: poll-panic in bridge `boom` (restarted 2 times)"),
+        out.contains("    last crash: its poll task panicked: fault injected: poll-panic in bridge `boom` (http://127.0.0.1:")
+            && out.contains("/items?access=***) (restarted 2 times)"),
+        "{out}"
+    );
+    // A sink's URL is its credential: masked whole.
+    assert!(
+        out.contains("    last crash: its delivery task panicked: fault injected: deliver-panic in bridge `calm` (***) (restarted 1 times)"),
         "{out}"
     );
 
+    assert!(!out.contains("tok-boom-5512"), "{out}");
+    assert!(!why.contains("tok-boom-5512"), "{why}");
+
     let (code, _, err) = d.terminate().await;
     assert_eq!(code, 0);
+    // The panic's own lines (Rust's, and the supervisor's) show the secret masked.
+    let all = err.join("\n");
+    assert!(
+        !all.contains("tok-boom-5512") && !all.contains("127.0.0.1:9/hook"),
+        "{all}"
+    );
+    assert!(all.contains("items?access=***)"), "{all}");
     let errors: Vec<&String> = err
         .iter()
         .filter(|l| l.contains("ERROR") && l.contains("bridge=boom"))
@@ -231,6 +252,19 @@ async fn a_poll_now_that_panics_answers_500_and_the_bridge_waits_for_its_slot() 
     assert!(v.to_string().contains("panicked"), "{v}");
     // The daemon is still there and still answers.
     assert_eq!(get_json(&format!("{base}/healthz")).await.0, 503);
+
+    // Removed while it waits for its restart: no longer a reason to be unhealthy.
+    std::fs::remove_file(dir.path().join("bridges/hourly.yaml")).unwrap();
+    bridge_file(dir.path(), "other", &up.url(), "1h", "5s");
+    let pid = d.child.id().unwrap().to_string();
+    let hup = std::process::Command::new("kill")
+        .args(["-HUP", &pid])
+        .status();
+    assert!(hup.unwrap().success());
+    eventually_async("healthy once the crashed bridge is removed", || async {
+        get_json(&format!("{base}/healthz")).await.0 == 200
+    })
+    .await;
     let (code, _, err) = d.terminate().await;
     assert_eq!(code, 0);
     assert!(
@@ -369,6 +403,32 @@ async fn a_poll_now_respects_a_pause_and_one_poll_runs_at_a_time() {
     codes.sort();
     assert_eq!(codes, vec![200, 409, 409, 409, 409]);
     assert_eq!(gate.hits(), slow_first + 1);
+
+    // A client that hangs up does not free the bridge for a second poll: the first one runs
+    // on to its end, and is counted.
+    let polls = status_of(&bridges(&base).await, "slow")["polls"]
+        .as_u64()
+        .unwrap();
+    gate.close();
+    let impatient = reqwest::Client::builder()
+        .unix_socket(d.socket.clone())
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let gone = impatient
+        .post("http://localhost/v1/bridges/slow/poll?commit=true")
+        .send()
+        .await;
+    assert!(gone.is_err_and(|e| e.is_timeout()));
+    assert_eq!(gate.hits(), slow_first + 2);
+    let (code, v) = act(&d, "/v1/bridges/slow/poll?commit=true").await;
+    assert_eq!(code, 409, "{v}");
+    gate.open();
+    eventually_async("the abandoned poll recorded", || async {
+        status_of(&bridges(&base).await, "slow")["polls"].as_u64() == Some(polls + 1)
+    })
+    .await;
+    assert_eq!(gate.hits(), slow_first + 2);
     let _ = d.terminate().await;
 }
 
@@ -499,4 +559,40 @@ async fn random_admin_requests_never_crash_or_act_without_rights() {
         "{}",
         err.join("\n")
     );
+}
+
+/// A scheduled poll that waited for a poll-now of its bridge does not run when that poll met a
+/// rate limit: it would hit the source that just asked for a pause.
+#[tokio::test]
+async fn a_scheduled_poll_behind_a_poll_now_honours_the_pause_it_met() {
+    use pollhook::poll::scheduler;
+    let up = Upstream::start().await;
+    up.set_json(&json!({"items": [{"id": 1}]}));
+    let h = Harness::new();
+    let b = h.bridge("b", &yaml(&up.url(), "console", ""));
+    // A poll-now of the bridge is in flight...
+    let gate = h.ctx.poll_gate("b");
+    let held = gate.lock().await;
+    let (ctx, bridge) = (h.ctx.clone(), b.clone());
+    let scheduled = tokio::spawn(async move {
+        let r = pollhook::redact::Redactor::new(&bridge.secrets);
+        scheduler::poll_and_log(&ctx, &bridge, &r).await.is_some()
+    });
+    tokio::task::yield_now().await;
+    assert!(!scheduled.is_finished(), "it waits for the poll in flight");
+    // ... and meets a 429 that asks for an hour.
+    let until = chrono::Utc::now() + chrono::TimeDelta::hours(1);
+    h.ctx
+        .update_status("b", |s| s.paused_until_ms = Some(until.timestamp_millis()));
+    drop(held);
+    assert!(
+        !scheduled.await.unwrap(),
+        "the scheduled poll ran despite the pause"
+    );
+    assert!(up.hits().is_empty());
+    // Without a pause it polls.
+    h.ctx.update_status("b", |s| s.paused_until_ms = None);
+    let r = pollhook::redact::Redactor::new(&b.secrets);
+    assert!(scheduler::poll_and_log(&h.ctx, &b, &r).await.is_some());
+    assert_eq!(up.hits().len(), 1);
 }
