@@ -359,10 +359,6 @@ pub async fn run(opts: RunOptions, env: Env, shutdown: CancellationToken) -> Res
         running: HashMap::new(),
         shown: Arc::new(RwLock::new(bridges.clone())),
     };
-    for b in bridges {
-        fleet.start(b);
-    }
-
     let admin_done = TaskTracker::new();
     let state = admin::AdminState {
         ctx: ctx.clone(),
@@ -410,6 +406,11 @@ pub async fn run(opts: RunOptions, env: Env, shutdown: CancellationToken) -> Res
         });
     }
     admin_done.close();
+    // Only once the admin listeners are bound: a daemon that cannot serve them exits before
+    // any bridge polls or commits.
+    for b in bridges {
+        fleet.start(b);
+    }
     tokio::spawn(supervise_store(ctx.clone(), store_dir, root.clone()));
     let (watched_ctx, limit) = (ctx.clone(), opts.store_failure_limit);
     tokio::spawn(systemd::watchdog(root.clone(), move || {

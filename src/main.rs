@@ -173,14 +173,10 @@ enum StoreAction {
 /// socket when that answers, else TCP with the token.
 #[derive(clap::Args)]
 struct AdminAddr {
-    /// Admin API of the running daemon
-    #[arg(
-        long = "admin",
-        env = "POLLHOOK_ADMIN",
-        default_value = "127.0.0.1:9187",
-        global = true
-    )]
-    addr: String,
+    /// Admin API of the running daemon [default: 127.0.0.1:9187]. Given, it names the daemon:
+    /// the default admin socket is then not tried (only one given with --admin-socket)
+    #[arg(long = "admin", env = "POLLHOOK_ADMIN", global = true)]
+    addr: Option<String>,
     /// The daemon's admin socket, used when it answers [default: $RUNTIME_DIRECTORY/admin.sock
     /// under systemd, else DATA/admin.sock]
     #[arg(
@@ -199,6 +195,8 @@ struct AdminAddr {
     #[arg(long, global = true)]
     data: Option<PathBuf>,
 }
+
+const DEFAULT_ADMIN: &str = "127.0.0.1:9187";
 
 /// Which dead letters a replay or drop acts on (clap requires an ID or --all).
 #[derive(clap::Args)]
@@ -626,7 +624,7 @@ const ADMIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 impl Admin {
     async fn connect(args: &AdminAddr) -> Result<Admin> {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let addr = &args.addr;
+        let addr = args.addr.as_deref().unwrap_or(DEFAULT_ADMIN);
         let base = if addr.starts_with("http://") || addr.starts_with("https://") {
             addr.trim_end_matches('/').to_string()
         } else {
@@ -653,6 +651,15 @@ impl Admin {
             local: None,
             socket_problem: String::new(),
         };
+        // An address given names the daemon; the default socket could be another one's (a
+        // daemon started in this directory, another shard).
+        if args.addr.is_some() && args.socket.is_none() {
+            api.socket_problem = format!(
+                "--admin (or $POLLHOOK_ADMIN) was given and --admin-socket was not, so {} was not tried",
+                api.socket.display()
+            );
+            return Ok(api);
+        }
         match api.try_socket().await {
             Ok(client) => api.local = Some(client),
             Err(why) => api.socket_problem = why,

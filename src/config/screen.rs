@@ -105,7 +105,12 @@ pub fn screen(text: &str) -> Result<(), (Option<Pos>, String)> {
     let mut top: Option<&'static str> = None;
     // Nodes met directly inside the first document's top-level mapping: keys are the even ones.
     let mut nodes = 0usize;
-    let mut bridge_like = false;
+    // Top-level keys that are (or are a typo away from) bridge keys, and others. A file is
+    // taken for a bridge when at least half its keys are bridge keys: one `name:` or
+    // `description:` does not make a GitHub workflow or a Helm chart a bridge (whose other
+    // keys serde's "unknown field" message would quote).
+    let (mut bridge_keys, mut other_keys) = (0usize, 0usize);
+    let bridge_like = |b: usize, o: usize| b > 0 && b >= o;
     loop {
         let (event, mark) = match parser.next_token() {
             Ok(e) => e,
@@ -122,7 +127,7 @@ pub fn screen(text: &str) -> Result<(), (Option<Pos>, String)> {
                 // nothing of it is quoted, and libyaml's words quote nothing either, but it
                 // could accept what yaml_rust2 refused and go on to quote a key) or libyaml
                 // would take long to get there.
-                if bridge_like && flow_depth_bound(text) <= 1000 {
+                if bridge_like(bridge_keys, other_keys) && flow_depth_bound(text) <= 1000 {
                     return Ok(());
                 }
                 return Err((Some(pos(*e.marker())), format!("YAML syntax: {}", e.info())));
@@ -144,8 +149,12 @@ pub fn screen(text: &str) -> Result<(), (Option<Pos>, String)> {
             if depth == 0 && top.is_none() {
                 top = Some(what);
             } else if depth == 1 && docs == 1 && top == Some("a mapping") {
-                if nodes % 2 == 0 && scalar.is_some_and(is_bridge_key) {
-                    bridge_like = true;
+                if nodes % 2 == 0 {
+                    if scalar.is_some_and(is_bridge_key) {
+                        bridge_keys += 1;
+                    } else {
+                        other_keys += 1;
+                    }
                 }
                 nodes += 1;
             }
@@ -172,10 +181,10 @@ pub fn screen(text: &str) -> Result<(), (Option<Pos>, String)> {
     };
     match top {
         None => not("no YAML document"),
-        Some("a mapping") if !bridge_like => Err((
+        Some("a mapping") if !bridge_like(bridge_keys, other_keys) => Err((
             None,
             format!(
-                "not a bridge file: none of its top-level keys is a bridge key ({})",
+                "not a bridge file: most of its top-level keys are not bridge keys ({})",
                 BRIDGE_KEYS.join(", ")
             ),
         )),
@@ -241,20 +250,37 @@ mod tests {
             ("# only a comment\n", "no YAML document"),
             (
                 "root:$6$abc$def:19000:0:99999:7:::\nbin:*:1::\n",
-                "none of its top-level keys",
+                "most of its top-level keys are not bridge keys",
             ),
             (
                 "password: hunter2\nuser: root\n",
-                "none of its top-level keys",
+                "most of its top-level keys are not bridge keys",
             ),
             ("just some text\n", "a single value"),
             ("- a\n- b\n", "a list"),
-            ("{}\n", "none of its top-level keys"),
+            ("{}\n", "most of its top-level keys are not bridge keys"),
+            // A GitHub workflow, a Helm chart: a `name:` among keys of their own.
+            (
+                "name: ci\non: [push]\njobs:\n  build: {}\npermissions: {}\n",
+                "most of its top-level keys are not bridge keys",
+            ),
+            (
+                "apiVersion: v2\nname: chart\ndescription: d\nversion: 1\ntype: application\nappVersion: 2\n",
+                "most of its top-level keys are not bridge keys",
+            ),
         ] {
             let (pos, msg) = screen(text).unwrap_err();
             assert_eq!(pos, None);
             assert!(msg.contains(want), "{text:?}: {msg}");
-            for word in ["root", "hunter2", "password", "text", "abc"] {
+            for word in [
+                "root",
+                "hunter2",
+                "password",
+                "text",
+                "abc",
+                "jobs",
+                "apiVersion",
+            ] {
                 assert!(!msg.contains(word), "{text:?} quoted: {msg}");
             }
         }

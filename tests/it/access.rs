@@ -156,8 +156,8 @@ async fn acting_needs_the_socket_or_a_token_and_reading_stays_open() {
             "acc",
             "--admin",
             &admin,
-            "--data",
-            data.to_str().unwrap(),
+            "--admin-socket",
+            d.socket.to_str().unwrap(),
         ];
         let (code, _, err) = cli_as_nobody(&args);
         assert_eq!(code, 1, "{err}");
@@ -187,12 +187,19 @@ async fn acting_needs_the_socket_or_a_token_and_reading_stays_open() {
     let (code, v) = over_socket(&d.socket, Method::GET, "/v1/bridges").await;
     assert_eq!((code, &v["bridges"][0]["name"]), (200, &json!("acc")));
 
-    // The CLI finds the socket from --data (the default as for `run`).
+    // An address given names the daemon: the default socket is not tried (it could be another
+    // daemon's), so acting over TCP without the token is refused, and says why.
     let data_arg = data.to_str().unwrap();
+    let (code, _, err) = cli(&["reset", "acc", "--admin", &admin, "--data", data_arg]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("403") && err.contains("was not tried"),
+        "{err}"
+    );
+
+    // The CLI finds the socket from --data (the default as for `run`).
     up.set_json(&json!({"items": [{"id": 1}, {"id": 2}, {"id": 3}]}));
-    let (code, out, err) = cli(&[
-        "poll", "acc", "--commit", "--admin", &admin, "--data", data_arg,
-    ]);
+    let (code, out, err) = cli(&["poll", "acc", "--commit", "--data", data_arg]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("item.created"), "{out}");
     assert!(err.contains(d.socket.to_str().unwrap()), "{err}");
@@ -200,7 +207,7 @@ async fn acting_needs_the_socket_or_a_token_and_reading_stays_open() {
         rx.received().len() == 3
     })
     .await;
-    let (code, out, err) = cli(&["reset", "acc", "--admin", &admin, "--data", data_arg]);
+    let (code, out, err) = cli(&["reset", "acc", "--data", data_arg]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(
         out,
@@ -330,6 +337,33 @@ async fn run_to_exit(dir: &Path, args: &[&str]) -> (i32, String) {
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// An admin address that cannot be bound stops the start before any bridge polls: nothing
+/// is fetched, stored or sent by a daemon that then exits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_address_in_use_stops_the_start_before_any_poll() {
+    let up = Upstream::start().await;
+    let rx = Receiver::start().await;
+    up.set_json(&json!({"items": [{"id": 1}]}));
+    let dir = tempfile::tempdir().unwrap();
+    write_bridge(dir.path(), "acc", &up, &rx);
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let data = dir.path().join("data");
+    let (code, err) = run_to_exit(
+        dir.path(),
+        &["--admin", &addr, "--data", data.to_str().unwrap()],
+    )
+    .await;
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains(&format!("cannot listen on {addr}")), "{err}");
+    assert!(up.hits().is_empty(), "a bridge polled: {err}");
+    assert!(rx.received().is_empty());
+    assert!(
+        !data.join("admin.sock").exists(),
+        "the socket was left behind"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
