@@ -434,7 +434,9 @@ async fn a_poll_now_respects_a_pause_and_one_poll_runs_at_a_time() {
 
 /// Random admin requests (methods, paths, queries, headers, bodies), over TCP and over the
 /// admin socket: every one gets an answer (a panic in a handler would drop the connection),
-/// none acts over TCP without the token, and the daemon is healthy after them all.
+/// none acts over TCP without the token, and the daemon is healthy after them all. (The
+/// client resolves plain `.` and `..` segments before sending, as any HTTP client does;
+/// their percent-encoded forms reach the daemon as they are.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_admin_requests_never_crash_or_act_without_rights() {
     use rand::{Rng, SeedableRng};
