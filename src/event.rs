@@ -177,6 +177,37 @@ mod tests {
         })
     }
 
+    /// An event id is what a receiver deduplicates on: the same change must keep its id
+    /// across versions (a changed id is a duplicate delivery after an upgrade).
+    #[test]
+    fn event_ids_are_pinned() {
+        let prev = json!({"name": "Tokio v1.48.1", "draft": true});
+        let data = json!({"name": "Tokio v1.48.1", "draft": false});
+        assert_eq!(
+            updated(&prev, &data, 41).id,
+            "evt_056yynmhmt5m84ztxqh69ej4ej"
+        );
+        assert_eq!(
+            updated(&prev, &data, 42).id,
+            "evt_7rf336exzjpqxn0vw8m4mdgsvk"
+        );
+        let dh = hash(&data);
+        let created = build(Spec {
+            bridge: "tokio-releases",
+            kind: EventType::Created,
+            key: "100000000000000000001",
+            seq: 1,
+            generation: 0,
+            detected: at(),
+            previous: None,
+            data: Some(Side {
+                value: &data,
+                hash: &dh,
+            }),
+        });
+        assert_eq!(created.id, "evt_5xs4kd404xkxww7pk1pqtx8z8m");
+    }
+
     #[test]
     fn updated_event_has_patch_and_wire_shape() {
         let prev = json!({"name": "Tokio v1.48.1", "draft": true});

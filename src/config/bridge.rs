@@ -706,28 +706,61 @@ pub fn valid_name(n: &str) -> bool {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_' || *c == b'-')
 }
 
+/// A sink's id (format 1): the first 4 bytes of the SHA-256 of its URL as written, in hex. It
+/// keys the sink's outbox queue, so it must never change for the same URL (`pinned` tests).
 fn short_hash(s: &str) -> String {
     hex::encode(&Sha256::digest(s.as_bytes())[..4])
 }
 
 /// What stored state means: name, source and items as written (before interpolation, so a
 /// rotated token in a header or URL does not count as a new meaning).
+///
+/// Format 1, written out field by field so that renaming a field or a variant in `raw.rs`
+/// changes nothing (a changed fingerprint re-baselines the bridge, swallowing the changes
+/// since its last poll): the name, then one line each for the URL, the method, the body as
+/// YAML, the next-page rule, the select and key paths, and the include and exclude lists,
+/// strings in Rust's `{:?}` quoting, absent values as `None`, present optional ones as
+/// `Some(…)`; the first 12 bytes of its SHA-256, in hex. `pinned` tests hold its values.
 fn fingerprint(raw: &RawBridge, name: &str) -> String {
+    let q = |s: &str| format!("{s:?}");
+    let some = |s: Option<String>| s.map_or("None".to_string(), |s| format!("Some({s})"));
+    let list = |l: &Option<Vec<String>>| {
+        some(l.as_ref().map(|l| {
+            let items: Vec<String> = l.iter().map(|s| q(s)).collect();
+            format!("[{}]", items.join(", "))
+        }))
+    };
     let s = &raw.source;
     let i = &raw.items;
-    let text = format!(
-        "{name}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}",
-        s.url,
-        s.method,
-        s.body
-            .as_ref()
-            .map(|b| serde_yaml::to_string(b).unwrap_or_default()),
-        s.paginate.as_ref().map(|p| format!("{:?}", p.next)),
-        i.select,
-        i.key,
-        i.include,
-        i.exclude
-    );
+    let method = match s.method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+    };
+    let body = s
+        .body
+        .as_ref()
+        .map(|b| q(&serde_yaml::to_string(b).unwrap_or_default()));
+    let next = s.paginate.as_ref().map(|p| {
+        q(&match &p.next {
+            RawNext::Word(w) => format!("Word({})", q(w)),
+            RawNext::Url { url } => format!("Url {{ url: {} }}", q(url)),
+            RawNext::Param { param, from } => {
+                format!("Param {{ param: {}, from: {} }}", q(param), q(from))
+            }
+        })
+    });
+    let text = [
+        name.to_string(),
+        q(&s.url),
+        method.to_string(),
+        some(body),
+        some(next),
+        q(&i.select),
+        some(i.key.as_deref().map(q)),
+        list(&i.include),
+        list(&i.exclude),
+    ]
+    .join("\n");
     hex::encode(&Sha256::digest(text.as_bytes())[..12])
 }
 
@@ -782,5 +815,81 @@ mod tests {
         assert!(!valid_name("Tokio"));
         assert!(!valid_name("-x"));
         assert!(!valid_name(&"a".repeat(65)));
+    }
+}
+
+/// The persisted derivations of a definition, pinned: a change to any of these values
+/// re-baselines every user's bridges (the fingerprint) or orphans their queues (the sink id),
+/// so it must fail here first, never pass unnoticed.
+#[cfg(test)]
+mod pinned {
+    use super::*;
+
+    fn raw(yaml: &str) -> RawBridge {
+        serde_yaml::from_str(yaml).unwrap()
+    }
+
+    const PLAIN: &str = "schedule: {every: 5m}\nsource: {url: \"https://api.example.com/items?token=${T}\"}\nitems: {select: \"$.items[*]\", key: \"$.id\"}\nsinks: [{url: console}]\n";
+    const FULL: &str = r#"schedule: {every: 5m}
+source:
+  url: "https://api.example.com/search"
+  method: POST
+  body: {query: "état \"x\"", page: 1, tags: [a, b]}
+  paginate: {next: {param: cursor, from: "$.next"}, max_pages: 3}
+items:
+  select: "$.data[*]"
+  key: "$.node.id"
+  include: ["$.title", "$.state"]
+  exclude: ["$.updated_at"]
+sinks: [{url: console}]
+"#;
+
+    #[test]
+    fn fingerprints_are_pinned() {
+        let cases = [
+            (
+                fingerprint(&raw(PLAIN), "plain"),
+                "0225ba6a41594810ea3b9fcf",
+            ),
+            (fingerprint(&raw(FULL), "full"), "616b8fcb2547d73841825512"),
+            (
+                fingerprint(
+                    &raw(&PLAIN.replace("key: \"$.id\"}", "key: \"$.id\", include: [\"$.a\"]}")),
+                    "plain",
+                ),
+                "72b84c2e8038f10fa0d9fbf7",
+            ),
+            (
+                fingerprint(
+                    &raw(&FULL.replace("{param: cursor, from: \"$.next\"}", "link")),
+                    "full",
+                ),
+                "2094770301e49fbedf57555d",
+            ),
+            (
+                fingerprint(
+                    &raw(&FULL.replace(
+                        "{param: cursor, from: \"$.next\"}",
+                        "{url: \"$.links.next\"}",
+                    )),
+                    "full",
+                ),
+                "9b95e7fffd6ba35b84d31f96",
+            ),
+        ];
+        let got: Vec<&str> = cases.iter().map(|(g, _)| g.as_str()).collect();
+        let want: Vec<&str> = cases.iter().map(|(_, w)| *w).collect();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn sink_ids_are_pinned() {
+        assert_eq!(
+            [
+                short_hash("https://hooks.example.com/T000/B000/XXXX"),
+                short_hash("http://127.0.0.1:8080/hook?k=${KEY}")
+            ],
+            ["69e74ef2", "6ee5c53b"]
+        );
     }
 }
