@@ -321,6 +321,100 @@ fn load(opts: &RunOptions, env: &Env) -> Result<Vec<Arc<Bridge>>, config::Proble
     Ok(set)
 }
 
+/// Serves the admin API on its unix socket and, unless it is off, on its TCP address, until
+/// `stop`. The socket file is removed when the returned guard is dropped.
+async fn serve_admin(
+    opts: &RunOptions,
+    state: admin::AdminState,
+    stop: &CancellationToken,
+) -> Result<(TaskTracker, AdminSocket)> {
+    let admin_done = TaskTracker::new();
+    let (socket, local) = AdminSocket::bind(&opts.admin_socket)?;
+    let app = admin::router(state.clone(), Access::Socket);
+    let stop_admin = stop.clone();
+    info!(path = %opts.admin_socket.display(), "admin socket listening");
+    admin_done.spawn(async move {
+        let served = axum::serve(local, app)
+            .with_graceful_shutdown(stop_admin.cancelled_owned())
+            .await;
+        if let Err(e) = served {
+            error!("admin socket: {e}");
+        }
+    });
+    if let Some(addr) = opts.admin {
+        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+            format!("cannot listen on {addr} for the admin API (use --admin off to disable)")
+        })?;
+        let token = opts.admin_token.is_some();
+        let app = admin::router(
+            state,
+            Access::Tcp {
+                token: opts.admin_token.clone(),
+                socket: opts.admin_socket.clone(),
+            },
+        );
+        let stop_admin = stop.clone();
+        if addr.ip().to_canonical().is_loopback() {
+            info!(%addr, acting_with_token = token, "admin API listening");
+        } else {
+            warn!(%addr, acting_with_token = token, "admin API listening beyond loopback: reads are open to the network, and the bearer token travels unencrypted");
+        }
+        admin_done.spawn(async move {
+            let served = axum::serve(listener, app)
+                .with_graceful_shutdown(stop_admin.cancelled_owned())
+                .await;
+            if let Err(e) = served {
+                error!("admin API: {e}");
+            }
+        });
+    }
+    admin_done.close();
+    Ok((admin_done, socket))
+}
+
+/// SIGHUP: the bridges directory read again and applied, or refused whole (the running set
+/// stays) with every problem logged.
+async fn reload(opts: &RunOptions, env: &Env, fleet: &mut Fleet) {
+    systemd::reloading();
+    info!(dir = %opts.bridges.display(), "SIGHUP: reloading bridges");
+    match load(opts, env) {
+        Ok(set) => fleet.apply(set).await,
+        Err(problems) => {
+            for p in &problems.0 {
+                error!("{p}");
+            }
+            error!(
+                problems = problems.len(),
+                "reload refused: the running bridges stay as they were"
+            );
+        }
+    }
+    systemd::ready();
+}
+
+/// The flush at exit, within the grace period.
+async fn final_flush(ctx: &Ctx) -> Result<Result<(), crate::store::StoreError>> {
+    // Everything, acknowledgements and retry times included, not only the commits. A store
+    // that does not take writes is not flushed (sled could wait for it for ever), and nothing
+    // is lost by stopping: what is not on disk is detected again (same ids) or sent again after
+    // the next start.
+    let flushed = match (ctx.store(), ctx.store_failure()) {
+        (Ok(store), None) => {
+            let flush = tokio::task::spawn_blocking(move || store.flush_blocking());
+            match tokio::time::timeout(SHUTDOWN_GRACE, flush).await {
+                Ok(joined) => joined?,
+                Err(_) => Err(crate::store::StoreError::Unavailable(format!(
+                    "the flush did not end within {}s",
+                    SHUTDOWN_GRACE.as_secs()
+                ))),
+            }
+        }
+        (Err(e), _) => Err(e),
+        (Ok(_), Some(f)) => Err(crate::store::StoreError::Unavailable(f.reason)),
+    };
+    Ok(flushed)
+}
+
 /// Runs until `shutdown` is cancelled. SIGHUP re-reads the bridges directory.
 pub async fn run(opts: RunOptions, env: Env, shutdown: CancellationToken) -> Result<()> {
     // Each bridge and sink may hold a connection: take all the file descriptors allowed
@@ -359,53 +453,13 @@ pub async fn run(opts: RunOptions, env: Env, shutdown: CancellationToken) -> Res
         running: HashMap::new(),
         shown: Arc::new(RwLock::new(bridges.clone())),
     };
-    let admin_done = TaskTracker::new();
     let state = admin::AdminState {
         ctx: ctx.clone(),
         bridges: fleet.shown.clone(),
     };
-    // After the store is open: its lock has already turned away a second daemon on this
-    // state directory, which must not replace the running one's socket. Removed on return.
-    let (_socket, local) = AdminSocket::bind(&opts.admin_socket)?;
-    let app = admin::router(state.clone(), Access::Socket);
-    let stop_admin = root.clone();
-    info!(path = %opts.admin_socket.display(), "admin socket listening");
-    admin_done.spawn(async move {
-        let served = axum::serve(local, app)
-            .with_graceful_shutdown(stop_admin.cancelled_owned())
-            .await;
-        if let Err(e) = served {
-            error!("admin socket: {e}");
-        }
-    });
-    if let Some(addr) = opts.admin {
-        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
-            format!("cannot listen on {addr} for the admin API (use --admin off to disable)")
-        })?;
-        let token = opts.admin_token.is_some();
-        let app = admin::router(
-            state,
-            Access::Tcp {
-                token: opts.admin_token.clone(),
-                socket: opts.admin_socket.clone(),
-            },
-        );
-        let stop_admin = root.clone();
-        if addr.ip().to_canonical().is_loopback() {
-            info!(%addr, acting_with_token = token, "admin API listening");
-        } else {
-            warn!(%addr, acting_with_token = token, "admin API listening beyond loopback: reads are open to the network, and the bearer token travels unencrypted");
-        }
-        admin_done.spawn(async move {
-            let served = axum::serve(listener, app)
-                .with_graceful_shutdown(stop_admin.cancelled_owned())
-                .await;
-            if let Err(e) = served {
-                error!("admin API: {e}");
-            }
-        });
-    }
-    admin_done.close();
+    // The socket after the store is open: its lock has already turned away a second daemon
+    // on this state directory, which must not replace the running one's socket.
+    let (admin_done, _socket) = serve_admin(&opts, state, &root).await?;
     // Only once the admin listeners are bound: a daemon that cannot serve them exits before
     // any bridge polls or commits.
     for b in bridges {
@@ -429,20 +483,7 @@ pub async fn run(opts: RunOptions, env: Env, shutdown: CancellationToken) -> Res
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
-            _ = hup.recv() => {
-                systemd::reloading();
-                info!(dir = %opts.bridges.display(), "SIGHUP: reloading bridges");
-                match load(&opts, &env) {
-                    Ok(set) => fleet.apply(set).await,
-                    Err(problems) => {
-                        for p in &problems.0 {
-                            error!("{p}");
-                        }
-                        error!(problems = problems.len(), "reload refused: the running bridges stay as they were");
-                    }
-                }
-                systemd::ready();
-            }
+            _ = hup.recv() => reload(&opts, &env, &mut fleet).await,
         }
     }
 
@@ -452,24 +493,7 @@ pub async fn run(opts: RunOptions, env: Env, shutdown: CancellationToken) -> Res
     root.cancel();
     fleet.stop(&names).await;
     admin_done.wait().await;
-    // Everything, acknowledgements and retry times included, not only the commits. A store
-    // that does not take writes is not flushed (sled could wait for it for ever), and nothing
-    // is lost by stopping: what is not on disk is detected again (same ids) or sent again after
-    // the next start.
-    let flushed = match (ctx.store(), ctx.store_failure()) {
-        (Ok(store), None) => {
-            let flush = tokio::task::spawn_blocking(move || store.flush_blocking());
-            match tokio::time::timeout(SHUTDOWN_GRACE, flush).await {
-                Ok(joined) => joined?,
-                Err(_) => Err(crate::store::StoreError::Unavailable(format!(
-                    "the flush did not end within {}s",
-                    SHUTDOWN_GRACE.as_secs()
-                ))),
-            }
-        }
-        (Err(e), _) => Err(e),
-        (Ok(_), Some(f)) => Err(crate::store::StoreError::Unavailable(f.reason)),
-    };
+    let flushed = final_flush(&ctx).await?;
     ctx.abandon_failed_store();
     match flushed {
         Ok(()) => info!("stopped"),

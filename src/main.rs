@@ -20,56 +20,59 @@ struct Cli {
     command: Command,
 }
 
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Directory of bridge files (*.yaml, *.yml) [default: $CONFIGURATION_DIRECTORY/bridges under systemd, else ./bridges]
+    #[arg(long)]
+    bridges: Option<PathBuf>,
+    /// State directory [default: $STATE_DIRECTORY under systemd, else ./data]
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Admin API address, or `off`. Reading is open there; acting needs the token
+    /// (--admin-token-file) or the admin socket. An address other than loopback needs a token.
+    #[arg(long, default_value = "127.0.0.1:9187")]
+    admin: String,
+    /// The admin unix socket (mode 0600), the way to act without a token; kept with
+    /// `--admin off` [default: $RUNTIME_DIRECTORY/admin.sock under systemd, else DATA/admin.sock]
+    #[arg(long, value_name = "PATH")]
+    admin_socket: Option<PathBuf>,
+    /// A file holding the token that lets requests over TCP act
+    /// (`Authorization: Bearer <token>`); white space around it is ignored
+    #[arg(long, value_name = "PATH")]
+    admin_token_file: Option<PathBuf>,
+    #[arg(long, value_enum, default_value = "auto")]
+    log_format: LogFormat,
+    /// Run only the bridges whose name hashes to I (mod N)
+    #[arg(long, value_name = "I/N")]
+    shard: Option<String>,
+    /// How long the state database may refuse writes (a full disk) before the systemd
+    /// watchdog stops being pinged, so that systemd restarts pollhook. pollhook keeps
+    /// trying to recover by itself before that.
+    #[arg(long, env = "POLLHOOK_STORE_FAILURE_LIMIT", value_name = "DURATION", default_value = "15m", value_parser = humantime::parse_duration)]
+    store_failure_limit: std::time::Duration,
+    /// Polls in flight at once, in all
+    #[arg(
+        long,
+        env = "POLLHOOK_MAX_POLLS",
+        value_name = "N",
+        default_value_t = 256
+    )]
+    max_polls: usize,
+    /// Polls in flight at once against one host (and port): a hung host delays only its
+    /// own bridges
+    #[arg(
+        long,
+        env = "POLLHOOK_MAX_POLLS_PER_HOST",
+        value_name = "N",
+        default_value_t = 16
+    )]
+    max_polls_per_host: usize,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run the daemon: poll every bridge on its schedule and deliver the events.
-    Run {
-        /// Directory of bridge files (*.yaml, *.yml) [default: $CONFIGURATION_DIRECTORY/bridges under systemd, else ./bridges]
-        #[arg(long)]
-        bridges: Option<PathBuf>,
-        /// State directory [default: $STATE_DIRECTORY under systemd, else ./data]
-        #[arg(long)]
-        data: Option<PathBuf>,
-        /// Admin API address, or `off`. Reading is open there; acting needs the token
-        /// (--admin-token-file) or the admin socket. An address other than loopback needs a token.
-        #[arg(long, default_value = "127.0.0.1:9187")]
-        admin: String,
-        /// The admin unix socket (mode 0600), the way to act without a token; kept with
-        /// `--admin off` [default: $RUNTIME_DIRECTORY/admin.sock under systemd, else DATA/admin.sock]
-        #[arg(long, value_name = "PATH")]
-        admin_socket: Option<PathBuf>,
-        /// A file holding the token that lets requests over TCP act
-        /// (`Authorization: Bearer <token>`); white space around it is ignored
-        #[arg(long, value_name = "PATH")]
-        admin_token_file: Option<PathBuf>,
-        #[arg(long, value_enum, default_value = "auto")]
-        log_format: LogFormat,
-        /// Run only the bridges whose name hashes to I (mod N)
-        #[arg(long, value_name = "I/N")]
-        shard: Option<String>,
-        /// How long the state database may refuse writes (a full disk) before the systemd
-        /// watchdog stops being pinged, so that systemd restarts pollhook. pollhook keeps
-        /// trying to recover by itself before that.
-        #[arg(long, env = "POLLHOOK_STORE_FAILURE_LIMIT", value_name = "DURATION", default_value = "15m", value_parser = humantime::parse_duration)]
-        store_failure_limit: std::time::Duration,
-        /// Polls in flight at once, in all
-        #[arg(
-            long,
-            env = "POLLHOOK_MAX_POLLS",
-            value_name = "N",
-            default_value_t = 256
-        )]
-        max_polls: usize,
-        /// Polls in flight at once against one host (and port): a hung host delays only its
-        /// own bridges
-        #[arg(
-            long,
-            env = "POLLHOOK_MAX_POLLS_PER_HOST",
-            value_name = "N",
-            default_value_t = 16
-        )]
-        max_polls_per_host: usize,
-    },
+    Run(RunArgs),
     /// Validate bridge files: "ok: N bridges", or every problem as FILE:LINE:COLUMN: message.
     Check {
         /// Files or directories [default: the bridges directory]
@@ -265,95 +268,125 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
-fn real_main(cli: Cli) -> Result<ExitCode> {
-    match cli.command {
-        Command::Run {
-            bridges,
-            data,
-            admin,
-            admin_socket,
-            admin_token_file,
-            log_format,
-            shard,
-            store_failure_limit,
-            max_polls,
-            max_polls_per_host,
-        } => {
-            logging::init(log_format);
-            let admin: Option<SocketAddr> = match admin.as_str() {
-                "off" => None,
-                a => Some(a.parse().with_context(|| {
-                    format!("--admin `{a}` is not an address like 127.0.0.1:9187 or `off`")
-                })?),
-            };
-            // A usage error, found before anything starts (SPEC §8: exit 2).
-            if let Some(addr) = admin {
-                if let Err(e) = access::check_exposure(addr, admin_token_file.is_some()) {
-                    eprintln!("error: {e}");
-                    return Ok(ExitCode::from(2));
-                }
-            }
-            let admin_token = admin_token_file
-                .as_deref()
-                .map(access::AdminToken::read)
-                .transpose()?;
-            let data = data.unwrap_or_else(default_data);
-            let opts = RunOptions {
-                bridges: bridges.unwrap_or_else(default_bridges),
-                // Absolute, as it is named in messages to clients, who may be elsewhere.
-                admin_socket: {
-                    let p = admin_socket.unwrap_or_else(|| access::default_socket(&data));
-                    std::path::absolute(&p).unwrap_or(p)
-                },
-                admin_token,
-                data,
-                admin,
-                shard: shard.as_deref().map(parse_shard).transpose()?,
-                store_failure_limit,
-                poll_limits: pollhook::runtime::PollLimits {
-                    total: max_polls,
-                    per_host: max_polls_per_host,
-                },
-            };
-            let rt = runtime()?;
-            let ran = rt.block_on(async {
-                let shutdown = CancellationToken::new();
-                tokio::spawn(signals(shutdown.clone()));
-                app::run(opts, Env::process(), shutdown).await
-            });
-            // A blocking call stuck in a failed store must not keep the process from exiting.
-            rt.shutdown_timeout(std::time::Duration::from_secs(1));
-            ran?;
+/// `pollhook run`: the options checked (a usage error exits 2 before anything starts), then
+/// the daemon until SIGTERM.
+fn run_daemon(args: RunArgs) -> Result<ExitCode> {
+    let RunArgs {
+        bridges,
+        data,
+        admin,
+        admin_socket,
+        admin_token_file,
+        log_format,
+        shard,
+        store_failure_limit,
+        max_polls,
+        max_polls_per_host,
+    } = args;
+    logging::init(log_format);
+    let admin: Option<SocketAddr> = match admin.as_str() {
+        "off" => None,
+        a => Some(a.parse().with_context(|| {
+            format!("--admin `{a}` is not an address like 127.0.0.1:9187 or `off`")
+        })?),
+    };
+    // A usage error, found before anything starts (SPEC §8: exit 2).
+    if let Some(addr) = admin {
+        if let Err(e) = access::check_exposure(addr, admin_token_file.is_some()) {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    }
+    let admin_token = admin_token_file
+        .as_deref()
+        .map(access::AdminToken::read)
+        .transpose()?;
+    let data = data.unwrap_or_else(default_data);
+    let opts = RunOptions {
+        bridges: bridges.unwrap_or_else(default_bridges),
+        // Absolute, as it is named in messages to clients, who may be elsewhere.
+        admin_socket: {
+            let p = admin_socket.unwrap_or_else(|| access::default_socket(&data));
+            std::path::absolute(&p).unwrap_or(p)
+        },
+        admin_token,
+        data,
+        admin,
+        shard: shard.as_deref().map(parse_shard).transpose()?,
+        store_failure_limit,
+        poll_limits: pollhook::runtime::PollLimits {
+            total: max_polls,
+            per_host: max_polls_per_host,
+        },
+    };
+    let rt = runtime()?;
+    let ran = rt.block_on(async {
+        let shutdown = CancellationToken::new();
+        tokio::spawn(signals(shutdown.clone()));
+        app::run(opts, Env::process(), shutdown).await
+    });
+    // A blocking call stuck in a failed store must not keep the process from exiting.
+    rt.shutdown_timeout(std::time::Duration::from_secs(1));
+    ran?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `pollhook check`: "ok: N bridges", or every problem and exit 1.
+fn check_command(paths: Vec<PathBuf>) -> Result<ExitCode> {
+    let paths = if paths.is_empty() {
+        vec![default_bridges()]
+    } else {
+        paths
+    };
+    match config::load_paths(&paths, &Env::process()) {
+        Ok(b) => {
+            println!(
+                "ok: {} bridge{}",
+                b.len(),
+                if b.len() == 1 { "" } else { "s" }
+            );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Check { paths } => {
-            let paths = if paths.is_empty() {
-                vec![default_bridges()]
-            } else {
-                paths
-            };
-            match config::load_paths(&paths, &Env::process()) {
-                Ok(b) => {
-                    println!(
-                        "ok: {} bridge{}",
-                        b.len(),
-                        if b.len() == 1 { "" } else { "s" }
-                    );
-                    Ok(ExitCode::SUCCESS)
-                }
-                Err(problems) => {
-                    for p in &problems.0 {
-                        eprintln!("{p}");
-                    }
-                    eprintln!(
-                        "{} problem{}",
-                        problems.len(),
-                        if problems.len() == 1 { "" } else { "s" }
-                    );
-                    Ok(ExitCode::from(1))
-                }
+        Err(problems) => {
+            for p in &problems.0 {
+                eprintln!("{p}");
             }
+            eprintln!(
+                "{} problem{}",
+                problems.len(),
+                if problems.len() == 1 { "" } else { "s" }
+            );
+            Ok(ExitCode::from(1))
         }
+    }
+}
+
+/// `pollhook sign`: the signature headers of the body on stdin.
+fn sign_command(secret: &[String], id: &str, timestamp: Option<i64>) -> Result<ExitCode> {
+    let mut body = Vec::new();
+    std::io::stdin().read_to_end(&mut body)?;
+    let keys = secret
+        .iter()
+        .map(|s| pollhook::sign::key_from_secret(s).map_err(anyhow::Error::msg))
+        .collect::<Result<Vec<_>>>()?;
+    let ts = timestamp.unwrap_or_else(|| chrono::Utc::now().timestamp());
+    println!("webhook-id: {id}");
+    println!("webhook-timestamp: {ts}");
+    println!(
+        "webhook-signature: {}",
+        pollhook::sign::standard(&keys, &id, ts, &body)
+    );
+    println!(
+        "x-hub-signature-256: {}",
+        pollhook::sign::github(&keys[0], &body)
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn real_main(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Run(args) => run_daemon(args),
+        Command::Check { paths } => check_command(paths),
         Command::Poll {
             name,
             commit,
@@ -403,26 +436,7 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
             secret,
             id,
             timestamp,
-        } => {
-            let mut body = Vec::new();
-            std::io::stdin().read_to_end(&mut body)?;
-            let keys = secret
-                .iter()
-                .map(|s| pollhook::sign::key_from_secret(s).map_err(anyhow::Error::msg))
-                .collect::<Result<Vec<_>>>()?;
-            let ts = timestamp.unwrap_or_else(|| chrono::Utc::now().timestamp());
-            println!("webhook-id: {id}");
-            println!("webhook-timestamp: {ts}");
-            println!(
-                "webhook-signature: {}",
-                pollhook::sign::standard(&keys, &id, ts, &body)
-            );
-            println!(
-                "x-hub-signature-256: {}",
-                pollhook::sign::github(&keys[0], &body)
-            );
-            Ok(ExitCode::SUCCESS)
-        }
+        } => sign_command(&secret, &id, timestamp),
     }
 }
 

@@ -260,6 +260,20 @@ fn record(
             crate::metrics::events(&bridge.name, kind.as_str(), r.emitted.of(kind));
         }
     }
+    log_result(bridge, redactor, result, duration_ms);
+    if let Some(until) = pause {
+        log_pause(bridge, until);
+    }
+}
+
+/// A poll's log lines: INFO with the counts (and a WARN for what it held back), or WARN with
+/// the reason it failed.
+fn log_result(
+    bridge: &Bridge,
+    redactor: &Redactor,
+    result: &Result<PollReport, PollError>,
+    duration_ms: u64,
+) {
     match result {
         Ok(r) if r.not_modified => {
             info!(
@@ -314,9 +328,6 @@ fn record(
                 redactor.clean(&e.to_string())
             );
         }
-    }
-    if let Some(until) = pause {
-        log_pause(bridge, until);
     }
 }
 
