@@ -374,7 +374,7 @@ fn sign_command(secret: &[String], id: &str, timestamp: Option<i64>) -> Result<E
     println!("webhook-timestamp: {ts}");
     println!(
         "webhook-signature: {}",
-        pollhook::sign::standard(&keys, &id, ts, &body)
+        pollhook::sign::standard(&keys, id, ts, &body)
     );
     println!(
         "x-hub-signature-256: {}",
