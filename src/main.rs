@@ -1,6 +1,7 @@
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use pollhook::access;
+use pollhook::admin::client::{Client, Place};
 use pollhook::app::{self, RunOptions};
 use pollhook::config::{self, Env};
 use pollhook::logging::{self, LogFormat};
@@ -199,7 +200,17 @@ struct AdminAddr {
     data: Option<PathBuf>,
 }
 
-const DEFAULT_ADMIN: &str = "127.0.0.1:9187";
+impl AdminAddr {
+    /// Where the daemon may be, for the admin client.
+    fn place(&self) -> Place {
+        Place {
+            addr: self.addr.clone(),
+            socket: self.socket.clone(),
+            default_socket: access::default_socket(&self.data.clone().unwrap_or_else(default_data)),
+            token_file: self.token_file.clone(),
+        }
+    }
+}
 
 /// Which dead letters a replay or drop acts on (clap requires an ID or --all).
 #[derive(clap::Args)]
@@ -393,7 +404,7 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
             bridges,
             admin,
         } => runtime()?.block_on(async {
-            let api = Admin::connect(&admin).await?;
+            let api = Client::connect(&admin.place()).await?;
             if api.alive().await {
                 return poll_through_daemon(&api, &name, commit).await;
             }
@@ -404,25 +415,16 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
         }),
         Command::Status { json, admin } => runtime()?.block_on(status(json, &admin)),
         Command::Reset { name, admin } => runtime()?.block_on(async {
-            let v = Admin::connect(&admin)
-                .await?
-                .call(reqwest::Method::POST, &format!("/v1/bridges/{name}/reset"))
-                .await?;
+            let v = Client::connect(&admin.place()).await?.reset(&name).await?;
             println!(
                 "reset {name}: {} items forgotten; the next poll re-baselines",
-                v["items_forgotten"]
+                v.items_forgotten
             );
             Ok(ExitCode::SUCCESS)
         }),
         Command::Resync { name, admin } => runtime()?.block_on(async {
-            let v = Admin::connect(&admin)
-                .await?
-                .call(reqwest::Method::POST, &format!("/v1/bridges/{name}/resync"))
-                .await?;
-            println!(
-                "resync {name}: {} items queued as item.snapshot",
-                v["queued"]
-            );
+            let v = Client::connect(&admin.place()).await?.resync(&name).await?;
+            println!("resync {name}: {} items queued as item.snapshot", v.queued);
             Ok(ExitCode::SUCCESS)
         }),
         Command::DeadLetters { action, admin } => runtime()?.block_on(dead_letters(action, &admin)),
@@ -618,197 +620,16 @@ async fn signals(shutdown: CancellationToken) {
     shutdown.cancel();
 }
 
-/// A client for the running daemon's admin API: over its admin socket when the daemon
-/// answers there, else over TCP, with the bearer token when one was given (SPEC §11).
-struct Admin {
-    base: String,
-    http: reqwest::Client,
-    token: Option<String>,
-    socket: PathBuf,
-    /// A client for the socket, when the daemon answered there.
-    local: Option<reqwest::Client>,
-    /// Why the socket is not used, for the messages.
-    socket_problem: String,
-}
-
-/// Where requests go when they go over the admin socket (the host is not used).
-const SOCKET_BASE: &str = "http://localhost";
-const ADMIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
-
-impl Admin {
-    async fn connect(args: &AdminAddr) -> Result<Admin> {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let addr = args.addr.as_deref().unwrap_or(DEFAULT_ADMIN);
-        let base = if addr.starts_with("http://") || addr.starts_with("https://") {
-            addr.trim_end_matches('/').to_string()
-        } else {
-            format!("http://{addr}")
-        };
-        let token = match &args.token_file {
-            Some(path) => Some(access::read_token(path)?),
-            None => match std::env::var("POLLHOOK_ADMIN_TOKEN") {
-                Ok(t) if !t.trim().is_empty() => Some(
-                    access::parse_token(&t)
-                        .map_err(|why| anyhow::anyhow!("$POLLHOOK_ADMIN_TOKEN: {why}"))?,
-                ),
-                _ => None,
-            },
-        };
-        let socket = args.socket.clone().unwrap_or_else(|| {
-            access::default_socket(&args.data.clone().unwrap_or_else(default_data))
-        });
-        let mut api = Admin {
-            base,
-            http: reqwest::Client::builder().timeout(ADMIN_TIMEOUT).build()?,
-            token,
-            socket,
-            local: None,
-            socket_problem: String::new(),
-        };
-        // An address given names the daemon; the default socket could be another one's (a
-        // daemon started in this directory, another shard).
-        if args.addr.is_some() && args.socket.is_none() {
-            api.socket_problem = format!(
-                "--admin (or $POLLHOOK_ADMIN) was given and --admin-socket was not, so {} was not tried",
-                api.socket.display()
-            );
-            return Ok(api);
-        }
-        match api.try_socket().await {
-            Ok(client) => api.local = Some(client),
-            Err(why) => api.socket_problem = why,
-        }
-        Ok(api)
-    }
-
-    /// A client for the admin socket if the daemon answers `/healthz` there; else why not.
-    async fn try_socket(&self) -> Result<reqwest::Client, String> {
-        // A plain connect first: its error says best what is in the way.
-        if let Err(e) = std::os::unix::net::UnixStream::connect(&self.socket) {
-            return Err(match e.kind() {
-                std::io::ErrorKind::NotFound => "no socket there".to_string(),
-                std::io::ErrorKind::PermissionDenied => format!(
-                    "{e}: it belongs to the daemon's user (run this as that user, or as root)"
-                ),
-                std::io::ErrorKind::ConnectionRefused => {
-                    "nothing listens there (a socket left by a daemon that stopped)".to_string()
-                }
-                _ => e.to_string(),
-            });
-        }
-        let client = reqwest::Client::builder()
-            .unix_socket(self.socket.as_path())
-            .timeout(ADMIN_TIMEOUT)
-            .build()
-            .map_err(|e| e.to_string())?;
-        match client.get(format!("{SOCKET_BASE}/healthz")).send().await {
-            Ok(r)
-                if r.status().is_success()
-                    || r.status() == reqwest::StatusCode::SERVICE_UNAVAILABLE =>
-            {
-                Ok(client)
-            }
-            Ok(r) => Err(format!("it answered HTTP {}", r.status())),
-            Err(e) => Err(format!(
-                "it closed the connection (the daemon serves its own user and root only): {}",
-                pollhook::poll::fetch::error_chain(e)
-            )),
-        }
-    }
-
-    /// Where the requests go, for messages.
-    fn place(&self) -> String {
-        match self.local {
-            Some(_) => self.socket.display().to_string(),
-            None => self.base.clone(),
-        }
-    }
-
-    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        match &self.local {
-            Some(client) => client.request(method, format!("{SOCKET_BASE}{path}")),
-            None => {
-                let r = self.http.request(method, format!("{}{path}", self.base));
-                match &self.token {
-                    Some(t) => r.bearer_auth(t),
-                    None => r,
-                }
-            }
-        }
-    }
-
-    /// True when a daemon answers `/healthz`, healthy (200) or not (503).
-    async fn alive(&self) -> bool {
-        if self.local.is_some() {
-            return true;
-        }
-        let url = format!("{}/healthz", self.base);
-        matches!(self.http.get(url).send().await, Ok(r) if r.status().is_success() || r.status() == reqwest::StatusCode::SERVICE_UNAVAILABLE)
-    }
-
-    async fn call(&self, method: reqwest::Method, path: &str) -> Result<serde_json::Value> {
-        let resp = self.request(method, path).send().await.map_err(|e| {
-            if self.local.is_none() && (e.is_connect() || e.is_timeout()) {
-                anyhow::anyhow!(
-                    "no pollhook daemon answers at {} (is `pollhook run` running? pass --admin ADDR or set POLLHOOK_ADMIN), nor on the admin socket {} ({})",
-                    self.base,
-                    self.socket.display(),
-                    self.socket_problem
-                )
-            } else {
-                anyhow::anyhow!("{}{path}: {}", self.place(), pollhook::poll::fetch::error_chain(e))
-            }
-        })?;
-        let status = resp.status();
-        let body: serde_json::Value = resp.json().await.unwrap_or_default();
-        if !status.is_success() {
-            let msg = body["error"]
-                .as_str()
-                .map(str::to_string)
-                .unwrap_or_else(|| format!("HTTP {status}"));
-            if status == reqwest::StatusCode::FORBIDDEN {
-                bail!(
-                    "{msg} (HTTP 403 from {})\nthe admin socket {} could not be used: {}.\nto act, \
-                     run this as the daemon's user or as root and point --admin-socket PATH (or \
-                     POLLHOOK_ADMIN_SOCKET) at its socket, or give the daemon's token with \
-                     --admin-token-file PATH (or POLLHOOK_ADMIN_TOKEN)",
-                    self.base,
-                    self.socket.display(),
-                    self.socket_problem
-                );
-            }
-            bail!("{msg}");
-        }
-        Ok(body)
-    }
-}
-
 async fn dead_letters(action: DeadLetterAction, admin: &AdminAddr) -> Result<ExitCode> {
-    let api = Admin::connect(admin).await?;
-    let list = |bridge: &Option<String>| {
-        let q = bridge
-            .as_deref()
-            .map(|b| format!("?bridge={b}"))
-            .unwrap_or_default();
-        format!("/v1/dead-letters{q}")
-    };
-    let ids = |v: &serde_json::Value| -> Vec<String> {
-        v["dead_letters"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|l| l["id"].as_str().map(str::to_string))
-            .collect()
-    };
-    let replay = matches!(action, DeadLetterAction::Replay(_));
+    let api = Client::connect(&admin.place()).await?;
     match action {
         DeadLetterAction::List { bridge, json } => {
-            let v = api.call(reqwest::Method::GET, &list(&bridge)).await?;
             if json {
+                let v = api.dead_letters_json(bridge.as_deref()).await?;
                 println!("{}", serde_json::to_string_pretty(&v)?);
                 return Ok(ExitCode::SUCCESS);
             }
-            let rows = v["dead_letters"].as_array().cloned().unwrap_or_default();
+            let rows = api.dead_letters(bridge.as_deref()).await?.dead_letters;
             if rows.is_empty() {
                 println!("no dead letters");
                 return Ok(ExitCode::SUCCESS);
@@ -816,10 +637,14 @@ async fn dead_letters(action: DeadLetterAction, admin: &AdminAddr) -> Result<Exi
             let cells: Vec<Vec<String>> = rows
                 .iter()
                 .map(|l| {
-                    ["id", "bridge", "type", "seq", "attempts", "last_error"]
-                        .iter()
-                        .map(|k| cell(&l[*k]))
-                        .collect()
+                    vec![
+                        l.id.clone(),
+                        l.bridge.clone(),
+                        l.kind.as_str().to_string(),
+                        l.seq.to_string(),
+                        l.attempts.to_string(),
+                        l.last_error.clone().unwrap_or_else(|| "-".to_string()),
+                    ]
                 })
                 .collect();
             let head = [
@@ -834,56 +659,60 @@ async fn dead_letters(action: DeadLetterAction, admin: &AdminAddr) -> Result<Exi
                 println!("{line}");
             }
         }
-        DeadLetterAction::Replay(Selection { id, bridge, .. })
-        | DeadLetterAction::Drop(Selection { id, bridge, .. }) => {
-            let targets = match id {
-                Some(id) => vec![id],
-                None => ids(&api.call(reqwest::Method::GET, &list(&bridge)).await?),
-            };
-            for id in &targets {
-                let (method, path, done) = if replay {
-                    (
-                        reqwest::Method::POST,
-                        format!("/v1/dead-letters/{id}/replay"),
-                        "replayed",
-                    )
-                } else {
-                    (
-                        reqwest::Method::DELETE,
-                        format!("/v1/dead-letters/{id}"),
-                        "dropped",
-                    )
-                };
-                let v = api.call(method, &path).await?;
-                for letter in v[done].as_array().into_iter().flatten() {
-                    println!("{done} {}", letter.as_str().unwrap_or_default());
+        DeadLetterAction::Replay(Selection { id, bridge, .. }) => {
+            for id in &letter_ids(&api, id, bridge).await? {
+                for letter in api.replay(id).await?.replayed {
+                    println!("replayed {letter}");
                 }
             }
-            if targets.is_empty() {
-                println!("no dead letters");
+        }
+        DeadLetterAction::Drop(Selection { id, bridge, .. }) => {
+            for id in &letter_ids(&api, id, bridge).await? {
+                for letter in api.drop_letter(id).await?.dropped {
+                    println!("dropped {letter}");
+                }
             }
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
-async fn poll_through_daemon(api: &Admin, name: &str, commit: bool) -> Result<ExitCode> {
+/// The dead letters a replay or drop acts on: the one named, or all (of `bridge`).
+async fn letter_ids(
+    api: &Client,
+    id: Option<String>,
+    bridge: Option<String>,
+) -> Result<Vec<String>> {
+    let ids = match id {
+        Some(id) => vec![id],
+        None => api
+            .dead_letters(bridge.as_deref())
+            .await?
+            .dead_letters
+            .into_iter()
+            .map(|l| l.id)
+            .collect(),
+    };
+    if ids.is_empty() {
+        println!("no dead letters");
+    }
+    Ok(ids)
+}
+
+async fn poll_through_daemon(api: &Client, name: &str, commit: bool) -> Result<ExitCode> {
     let v = api
-        .call(
-            reqwest::Method::POST,
-            &format!("/v1/bridges/{name}/poll?commit={commit}"),
-        )
+        .poll(name, commit)
         .await
         .with_context(|| format!("bridge {name}"))?;
-    for e in v["events"].as_array().into_iter().flatten() {
+    for e in &v.events {
         println!("{}", serde_json::to_string(e)?);
     }
     eprintln!(
         "{name}: {} items, {} created, {} updated, {} deleted (through the daemon at {}){}",
-        v["items"],
-        v["created"],
-        v["updated"],
-        v["deleted"],
+        v.items,
+        v.created,
+        v.updated,
+        v.deleted,
         api.place(),
         if commit {
             ""
@@ -895,8 +724,8 @@ async fn poll_through_daemon(api: &Admin, name: &str, commit: bool) -> Result<Ex
 }
 
 /// `12s ago` / `in 3m 4s` from a Unix-ms timestamp.
-fn relative(ms: &serde_json::Value, now_ms: i64) -> String {
-    let Some(t) = ms.as_i64() else {
+fn relative(ms: Option<i64>, now_ms: i64) -> String {
+    let Some(t) = ms else {
         return "-".to_string();
     };
     let d = std::time::Duration::from_secs(((t - now_ms).unsigned_abs()) / 1000);
@@ -905,15 +734,6 @@ fn relative(ms: &serde_json::Value, now_ms: i64) -> String {
         format!("{text} ago")
     } else {
         format!("in {text}")
-    }
-}
-
-/// A JSON value as a table cell: strings bare, null as `-`.
-fn cell(v: &serde_json::Value) -> String {
-    match v {
-        serde_json::Value::Null => "-".to_string(),
-        serde_json::Value::String(s) => s.clone(),
-        other => other.to_string(),
     }
 }
 
@@ -955,32 +775,32 @@ fn table(head: &[(&str, bool)], rows: &[Vec<String>]) -> Vec<String> {
 }
 
 async fn status(json: bool, admin: &AdminAddr) -> Result<ExitCode> {
-    let v = Admin::connect(admin)
-        .await?
-        .call(reqwest::Method::GET, "/v1/bridges")
-        .await?;
+    let api = Client::connect(&admin.place()).await?;
     if json {
+        let v = api.bridges_json().await?;
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(ExitCode::SUCCESS);
     }
+    let v = api.bridges().await?;
     let now = chrono::Utc::now().timestamp_millis();
-    let bridges: Vec<&serde_json::Value> = v["bridges"].as_array().into_iter().flatten().collect();
-    let rows: Vec<Vec<String>> = bridges
+    let opt = |n: Option<usize>| n.map_or("-".to_string(), |n| n.to_string());
+    let rows: Vec<Vec<String>> = v
+        .bridges
         .iter()
         .map(|b| {
-            let st = &b["status"];
-            let mut result = st["last_result"].as_str().unwrap_or("-").to_string();
-            if st["paused_until_ms"].as_i64().is_some_and(|t| t > now) {
-                result = format!("paused {}", relative(&st["paused_until_ms"], now));
+            let st = &b.status;
+            let mut result = st.last_result.clone().unwrap_or_else(|| "-".to_string());
+            if let Some(t) = st.paused_until_ms.filter(|t| *t > now) {
+                result = format!("paused {}", relative(Some(t), now));
             }
             vec![
-                cell(&b["name"]),
-                relative(&st["last_poll_ms"], now),
+                b.name.clone(),
+                relative(st.last_poll_ms, now),
                 result,
-                relative(&st["next_poll_ms"], now),
-                cell(&st["items"]),
-                cell(&b["outbox"]),
-                cell(&b["dead_letters"]),
+                relative(st.next_poll_ms, now),
+                opt(st.items),
+                opt(b.outbox),
+                opt(b.dead_letters),
             ]
         })
         .collect();
@@ -995,18 +815,18 @@ async fn status(json: bool, admin: &AdminAddr) -> Result<ExitCode> {
     ];
     let lines = table(&head, &rows);
     println!("{}", lines[0]);
-    for (line, b) in lines[1..].iter().zip(&bridges) {
+    for (line, b) in lines[1..].iter().zip(&v.bridges) {
         println!("{line}");
-        if let Some(err) = b["status"]["last_error"].as_str() {
+        if let Some(err) = &b.status.last_error {
             println!("    last error: {err}");
         }
-        if let Some(crash) = b["status"]["last_crash"].as_str() {
-            let n = b["status"]["restarts"].as_u64().unwrap_or(0);
+        if let Some(crash) = &b.status.last_crash {
+            let n = b.status.restarts;
             println!("    last crash: {crash} (restarted {n} times)");
         }
     }
-    for p in v["problems"].as_array().into_iter().flatten() {
-        println!("unhealthy: {}", p.as_str().unwrap_or_default());
+    for p in &v.problems {
+        println!("unhealthy: {p}");
     }
     Ok(ExitCode::SUCCESS)
 }

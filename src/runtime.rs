@@ -11,7 +11,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 /// What the daemon knows about a bridge's recent polls (in memory; for `status` and the
 /// admin API).
-#[derive(Debug, Clone, Default, serde::Serialize)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct BridgeStatus {
     /// Unix ms when the last poll finished.
     pub last_poll_ms: Option<i64>,

@@ -9,8 +9,11 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
-use serde_json::{Value, json};
+use serde_json::json;
 use std::sync::Arc;
+
+pub mod body;
+pub mod client;
 
 #[derive(Clone)]
 pub struct AdminState {
@@ -113,7 +116,7 @@ async fn metrics(State(s): State<AdminState>) -> ([(&'static str, &'static str);
 /// on a blocking thread; queue lengths come from the store's counters. While the store cannot
 /// be read, the answer still comes, without what only the store knows (`seq`, `baselined`,
 /// queue lengths are null) and with the reason under `problems`.
-async fn bridges(State(s): State<AdminState>) -> Result<Json<Value>, ApiError> {
+async fn bridges(State(s): State<AdminState>) -> Result<Json<body::Bridges>, ApiError> {
     let all = running(&s);
     let store = s.ctx.store().ok();
     let (st, names) = (
@@ -130,36 +133,47 @@ async fn bridges(State(s): State<AdminState>) -> Result<Json<Value>, ApiError> {
     })
     .await
     .map_err(internal)?;
-    let list: Vec<Value> = all
+    let list = all
         .iter()
         .enumerate()
         .map(|(i, b)| {
             let meta = metas.as_ref().map(|m| &m[i]);
             let schedule = match &b.schedule {
-                crate::schedule::Schedule::Every(d) => format!("every {}", humantime::format_duration(*d)),
+                crate::schedule::Schedule::Every(d) => {
+                    format!("every {}", humantime::format_duration(*d))
+                }
                 crate::schedule::Schedule::Cron { expr, .. } => format!("cron {expr}"),
             };
-            json!({
-                "name": b.name,
-                "description": b.description,
-                "file": b.file,
-                "schedule": schedule,
+            body::BridgeView {
+                name: b.name.clone(),
+                description: b.description.clone(),
+                file: b.file.clone(),
+                schedule,
                 // Every interpolated value masked wherever it stands in the URL; sinks by
                 // origin only (SPEC §11).
-                "url": crate::redact::Redactor::new(&b.secrets).url(&b.source.url),
-                "sinks": b.sinks.iter().map(|k| json!({"id": k.id, "url": k.shown})).collect::<Vec<_>>(),
-                "seq": meta.map(|m| m.seq),
-                "baselined": meta.map(|m| m.baselined),
-                "status": s.ctx.status(&b.name),
-                "outbox": store.as_ref().map(|st| st.outbox_len(&b.name)),
-                "dead_letters": store.as_ref().map(|st| st.dead_len(&b.name)),
-            })
+                url: crate::redact::Redactor::new(&b.secrets).url(&b.source.url),
+                sinks: b
+                    .sinks
+                    .iter()
+                    .map(|k| body::SinkView {
+                        id: k.id.clone(),
+                        url: k.shown.clone(),
+                    })
+                    .collect(),
+                seq: meta.map(|m| m.seq),
+                baselined: meta.map(|m| m.baselined),
+                status: s.ctx.status(&b.name),
+                outbox: store.as_ref().map(|st| st.outbox_len(&b.name)),
+                dead_letters: store.as_ref().map(|st| st.dead_len(&b.name)),
+            }
         })
         .collect();
     let problems = s.ctx.health();
-    Ok(Json(
-        json!({ "bridges": list, "healthy": problems.is_empty(), "problems": problems }),
-    ))
+    Ok(Json(body::Bridges {
+        bridges: list,
+        healthy: problems.is_empty(),
+        problems,
+    }))
 }
 
 #[derive(serde::Deserialize)]
@@ -175,7 +189,7 @@ async fn poll(
     State(s): State<AdminState>,
     Path(name): Path<String>,
     Query(q): Query<PollQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<body::Polled>, ApiError> {
     use crate::poll::scheduler::{NotNow, poll_now};
     let b = find(&s, &name)?;
     let redactor = crate::redact::Redactor::new(&b.secrets);
@@ -195,24 +209,29 @@ async fn poll(
         api_error(status, redactor.clean(&e.to_string()))
     })?;
     tracing::info!(bridge = %name, commit = q.commit, events = r.emitted.total(), "poll requested through the admin API");
-    Ok(Json(json!({
-        "bridge": name,
-        "commit": q.commit,
-        "baseline": r.baseline,
-        "items": r.items,
-        "created": r.created,
-        "updated": r.updated,
-        "deleted": r.deleted,
-        // `events` holds the first ones only (a first poll may emit a million); the count is whole.
-        "events_total": r.emitted.total(),
-        "events": r.events,
-    })))
+    let events = r
+        .events
+        .iter()
+        .map(serde_json::to_value)
+        .collect::<Result<_, _>>()
+        .map_err(internal)?;
+    Ok(Json(body::Polled {
+        bridge: name,
+        commit: q.commit,
+        baseline: r.baseline,
+        items: r.items,
+        created: r.created,
+        updated: r.updated,
+        deleted: r.deleted,
+        events_total: r.emitted.total(),
+        events,
+    }))
 }
 
 async fn reset(
     State(s): State<AdminState>,
     Path(name): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<body::Reset>, ApiError> {
     let b = find(&s, &name)?;
     let store = s.ctx.writable_store().map_err(store_error)?;
     let n = tokio::task::spawn_blocking(move || store.reset(&b.name))
@@ -220,19 +239,25 @@ async fn reset(
         .map_err(internal)?;
     let n = s.ctx.check(n).map_err(store_error)?;
     tracing::warn!(bridge = %name, items = n, "state reset through the admin API; the next poll re-baselines");
-    Ok(Json(json!({ "bridge": name, "items_forgotten": n })))
+    Ok(Json(body::Reset {
+        bridge: name,
+        items_forgotten: n,
+    }))
 }
 
 async fn resync(
     State(s): State<AdminState>,
     Path(name): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<body::Resynced>, ApiError> {
     let b = find(&s, &name)?;
     let n = crate::resync::resync(&s.ctx, &b, chrono::Utc::now())
         .await
         .map_err(store_error)?;
     tracing::info!(bridge = %name, items = n, "resync: every item queued as item.snapshot");
-    Ok(Json(json!({ "bridge": name, "queued": n })))
+    Ok(Json(body::Resynced {
+        bridge: name,
+        queued: n,
+    }))
 }
 
 /// The public id of a dead letter: `<event id>.<sink id>` (one event can die for several
@@ -250,39 +275,42 @@ struct BridgeFilter {
     bridge: Option<String>,
 }
 
-type ApiError = (StatusCode, Json<Value>);
+type ApiError = (StatusCode, Json<body::Failure>);
 
 fn api_error(status: StatusCode, msg: impl std::fmt::Display) -> ApiError {
-    (status, Json(json!({ "error": msg.to_string() })))
+    (
+        status,
+        Json(body::Failure {
+            error: msg.to_string(),
+        }),
+    )
 }
 
 async fn dead_letters(
     State(s): State<AdminState>,
     Query(f): Query<BridgeFilter>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<body::DeadLetters>, ApiError> {
     let store = s.ctx.store().map_err(store_error)?;
     let all = tokio::task::spawn_blocking(move || store.dead_letters())
         .await
         .map_err(internal)?
         .map_err(store_error)?;
-    let list: Vec<Value> = all
+    let list = all
         .iter()
         .filter(|(_, l)| f.bridge.as_deref().is_none_or(|b| b == l.bridge))
-        .map(|(_, l)| {
-            json!({
-                "id": letter_id(l),
-                "bridge": l.bridge,
-                "sink": l.sink,
-                "event_id": l.entry.event_id,
-                "type": l.entry.kind,
-                "seq": l.entry.seq,
-                "attempts": l.entry.attempts,
-                "last_error": l.entry.last_error,
-                "dead_at_ms": l.dead_at_ms,
-            })
+        .map(|(_, l)| body::LetterView {
+            id: letter_id(l),
+            bridge: l.bridge.clone(),
+            sink: l.sink.clone(),
+            event_id: l.entry.event_id.clone(),
+            kind: l.entry.kind,
+            seq: l.entry.seq,
+            attempts: l.entry.attempts,
+            last_error: l.entry.last_error.clone(),
+            dead_at_ms: l.dead_at_ms,
         })
         .collect();
-    Ok(Json(json!({ "dead_letters": list })))
+    Ok(Json(body::DeadLetters { dead_letters: list }))
 }
 
 /// Applies `op` to every dead letter `id` names; 404 when it names none.
@@ -311,26 +339,26 @@ fn each_letter(
 async fn replay(
     State(s): State<AdminState>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<body::Replayed>, ApiError> {
     let done = each_letter(&s, &id, |st, k| Ok(st.replay(k)?.is_some()))?;
     for l in &done {
         tracing::info!(bridge = %l.bridge, event_id = %l.entry.event_id, sink = %l.sink, "dead letter replayed");
         s.ctx.wake(&l.bridge);
     }
-    Ok(Json(
-        json!({ "replayed": done.iter().map(letter_id).collect::<Vec<_>>() }),
-    ))
+    Ok(Json(body::Replayed {
+        replayed: done.iter().map(letter_id).collect(),
+    }))
 }
 
 async fn drop_letter(
     State(s): State<AdminState>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<body::Dropped>, ApiError> {
     let done = each_letter(&s, &id, |st, k| st.drop_dead(k))?;
     for l in &done {
         tracing::info!(bridge = %l.bridge, event_id = %l.entry.event_id, sink = %l.sink, "dead letter dropped");
     }
-    Ok(Json(
-        json!({ "dropped": done.iter().map(letter_id).collect::<Vec<_>>() }),
-    ))
+    Ok(Json(body::Dropped {
+        dropped: done.iter().map(letter_id).collect(),
+    }))
 }
