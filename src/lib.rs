@@ -22,7 +22,9 @@
 //! - [`resync`]: queue every stored item as `item.snapshot`
 //! - [`runtime`]: what the tasks share (the store and whether it takes writes, HTTP clients,
 //!   wake-ups, the steps the watchdog looks at)
-//! - [`admin`]: the admin HTTP API; [`access`]: who may act through it (unix socket, token)
+//! - [`admin`]: the admin HTTP API: router and handlers, the typed bodies it answers with
+//!   (`admin::body`) and the CLI's client that reads them (`admin::client`); [`access`]: who
+//!   may act through it (unix socket, token)
 //! - [`app`]: wiring, start-up and shutdown
 //! - [`fault`]: fault injection for the tests (debug builds only)
 //! - [`systemd`]: sd_notify; [`logging`]: log formats; [`metrics`]: Prometheus metrics
