@@ -130,7 +130,7 @@ async fn every_admin_endpoint_and_the_cli_against_a_running_daemon() {
     let b = &v["bridges"][0];
     assert_eq!(b["name"], "ops");
     assert_eq!(b["seq"], 2);
-    assert_eq!(b["status"]["last_result"], "ok".replace("ok", "baseline"));
+    assert_eq!(b["status"]["last_result"], "baseline");
     assert_eq!(b["status"]["items"], 2);
     assert!(b["url"].as_str().unwrap().contains("api_key=***"), "{b}");
 
@@ -438,7 +438,10 @@ async fn under_journald_fields_are_native() {
     // tracing-journald talks to this path; a test journal stands in when no real one runs.
     let path = std::path::Path::new("/run/systemd/journal/socket");
     if path.exists() || std::fs::create_dir_all("/run/systemd/journal").is_err() {
-        eprintln!("skipped: a journal socket exists here or /run is not writable");
+        // The harness has no "skipped" outcome: say so loudly rather than pass in silence.
+        eprintln!(
+            "SKIPPED: under_journald_fields_are_native: a journal socket exists here or /run is not writable"
+        );
         return;
     }
     let journal = std::os::unix::net::UnixDatagram::bind(path).unwrap();
