@@ -9,28 +9,13 @@ async fn run_polls_delivers_prints_and_stops_on_sigterm() {
     let up = Upstream::start().await;
     let rx = Receiver::start().await;
     let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(dir.path().join("bridges")).unwrap();
-    let yaml = format!(
-        r#"schedule:
-  every: 500ms
-source:
-  url: {}
-  headers:
-    Authorization: "Bearer ${{API_TOKEN}}"
-items:
-  select: "$.items[*]"
-  key: "$.id"
-emit:
-  first_poll: emit
-sinks:
-  - url: {}
-    secret: {SECRET}
-  - url: console
-"#,
-        up.url(),
-        rx.url()
-    );
-    std::fs::write(dir.path().join("bridges/live.yaml"), yaml).unwrap();
+    BridgeYaml::new(&up.url())
+        .every("500ms")
+        .header("Authorization", "\"Bearer ${API_TOKEN}\"")
+        .first_poll("emit")
+        .signed_sink(&rx.url())
+        .sink("console")
+        .write(dir.path(), "live");
     up.set_json(&json!({"items": [{"id": 1, "v": "a"}, {"id": 2, "v": "b"}]}));
     let token = "tok-9f8e7d6c5b4a";
     let d = Daemon::start(dir.path(), &[("API_TOKEN", token)]);

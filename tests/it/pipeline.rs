@@ -296,11 +296,12 @@ async fn document_mode() {
     let up = Upstream::start().await;
     let rx = Receiver::start().await;
     let h = Harness::new();
-    let yaml = format!(
-        "schedule: {{every: 1m}}\nsource: {{url: \"{}\"}}\nitems: {{select: \"$.info\"}}\nemit: {{first_poll: emit}}\nsinks: [{{url: \"{}\", signature: none}}]\n",
-        up.url(),
-        rx.url()
-    );
+    let yaml = BridgeYaml::new(&up.url())
+        .document("$.info")
+        .first_poll("emit")
+        .sink(&format!("\"{}\"", rx.url()))
+        .sink_line("signature: none")
+        .build();
     let b = h.bridge("doc", &yaml);
     up.set_json(&json!({"info": {"version": "1.0"}}));
     let r = h.poll(&b).await.unwrap();

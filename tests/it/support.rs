@@ -754,6 +754,12 @@ impl BridgeYaml {
         self
     }
 
+    /// Document mode: the one item at `select`, with no key.
+    pub fn document(mut self, select: &str) -> Self {
+        self.items = vec![format!("select: \"{select}\"")];
+        self
+    }
+
     /// Any other line of `items:` (`include: ["$.a"]`).
     pub fn items(mut self, line: &str) -> Self {
         self.items.push(line.into());
