@@ -66,8 +66,11 @@ async fn serve(app: Router) -> String {
 /// The upstream: endpoint i serves ITEMS items; item 0 carries the endpoint's version.
 struct Upstream {
     versions: Vec<AtomicU64>,
-    /// (endpoint, arrival unix ms) of every request while `recording`.
-    arrivals: Mutex<Vec<(u32, u64)>>,
+    /// (endpoint, the endpoint's previous arrival, this arrival; unix ms) of every request while
+    /// `recording`: the previous arrival tells which slot this request was planned for.
+    arrivals: Mutex<Vec<(u32, u64, u64)>>,
+    /// The last arrival per endpoint (0: none yet), kept while not recording too.
+    last: Vec<AtomicU64>,
     recording: AtomicBool,
     requests: AtomicU64,
 }
@@ -93,8 +96,10 @@ async fn upstream_get(
     h: HeaderMap,
 ) -> Response {
     u.requests.fetch_add(1, Ordering::Relaxed);
-    if u.recording.load(Ordering::Relaxed) {
-        u.arrivals.lock().unwrap().push((i as u32, now_ms()));
+    let now = now_ms();
+    let prev = u.last[i].swap(now, Ordering::Relaxed);
+    if u.recording.load(Ordering::Relaxed) && prev != 0 {
+        u.arrivals.lock().unwrap().push((i as u32, prev, now));
     }
     let v = u.versions[i].load(Ordering::Relaxed);
     let etag = format!("\"{i}-{v}\"");
@@ -193,10 +198,14 @@ fn stop(mut child: Child) {
     let _ = child.wait();
 }
 
-/// Lag of a request: how long after its planned slot it arrived.
-fn lag_ms(name: &str, arrival: u64) -> u64 {
-    let off = pollhook::schedule::stable_hash(name) % INTERVAL_MS;
-    (arrival + INTERVAL_MS - off) % INTERVAL_MS
+/// Lag of a request: how long after its planned slot it arrived, in full (a poll 12 s late on
+/// a 10 s interval reads 12 s, not 2 s). The scheduler plans the first slot after the previous
+/// poll, so the slot a request was for is the first one after the endpoint's previous arrival.
+fn lag_ms(name: &str, previous: u64, arrival: u64) -> u64 {
+    let every = pollhook::schedule::Schedule::Every(Duration::from_millis(INTERVAL_MS));
+    let after = chrono::DateTime::from_timestamp_millis(previous as i64).unwrap();
+    let slot = every.next_after(name, after).unwrap().timestamp_millis() as u64;
+    arrival.saturating_sub(slot)
 }
 
 struct Window {
@@ -228,7 +237,7 @@ async fn measure(up: &Arc<Upstream>, pid: u32, n: usize, seconds: u64) -> Window
     let arrivals = std::mem::take(&mut *up.arrivals.lock().unwrap());
     let mut lags: Vec<u64> = arrivals
         .iter()
-        .map(|(i, t)| lag_ms(&format!("e{i}"), *t))
+        .map(|(i, prev, t)| lag_ms(&format!("e{i}"), *prev, *t))
         .collect();
     lags.sort_unstable();
     Window {
@@ -244,6 +253,7 @@ async fn fixture(n: usize) -> (Arc<Upstream>, Arc<Receiver>, String, tempfile::T
     let up = Arc::new(Upstream {
         versions: (0..n).map(|_| AtomicU64::new(0)).collect(),
         arrivals: Mutex::default(),
+        last: (0..n).map(|_| AtomicU64::new(0)).collect(),
         recording: AtomicBool::new(false),
         requests: AtomicU64::new(0),
     });

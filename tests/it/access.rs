@@ -4,7 +4,6 @@
 //! the token. Also: the socket's life (mode, a stale file, a live one kept) and the `status`
 //! table's columns.
 
-use crate::binary::{BIN, Daemon, cli, cli_env, free_port};
 use crate::support::*;
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -29,17 +28,11 @@ fn method(m: &str) -> Method {
 }
 
 fn write_bridge(dir: &Path, name: &str, up: &Upstream, rx: &Receiver) {
-    std::fs::create_dir_all(dir.join("bridges")).unwrap();
-    let yaml = format!(
-        "schedule: {{every: 1h}}\nsource: {{url: \"{}\"}}\nitems: {{select: \"$.items[*]\", key: \"$.id\"}}\nemit: {{first_poll: emit}}\nsinks: [{{url: \"{}\", secret: {SECRET}}}]\n",
-        up.url(),
-        rx.url()
-    );
-    std::fs::write(dir.join(format!("bridges/{name}.yaml")), yaml).unwrap();
-}
-
-fn logs(d: &Daemon) -> String {
-    d.stderr.lock().unwrap().join("\n")
+    BridgeYaml::new(&up.url())
+        .every("1h")
+        .first_poll("emit")
+        .signed_sink(&format!("\"{}\"", rx.url()))
+        .write(dir, name);
 }
 
 /// `seq` and `items` of the bridge `acc`, read over TCP.
@@ -53,21 +46,7 @@ async fn state(base: &str) -> (Value, Value) {
 /// The CLI as another local user (uid 65534), for the tests that run as root.
 fn cli_as_nobody(args: &[&str]) -> (i32, String, String) {
     use std::os::unix::process::CommandExt;
-    let out = std::process::Command::new(BIN)
-        .args(args)
-        .env_remove("POLLHOOK_ADMIN")
-        .env_remove("POLLHOOK_ADMIN_SOCKET")
-        .env_remove("POLLHOOK_ADMIN_TOKEN")
-        .env_remove("RUNTIME_DIRECTORY")
-        .uid(65534)
-        .gid(65534)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    output_of(cli_command(args).uid(65534).gid(65534).output().unwrap())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

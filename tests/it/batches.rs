@@ -10,21 +10,12 @@ use std::io::BufRead;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-const BIN: &str = env!("CARGO_BIN_EXE_pollhook");
 /// Twenty batches.
 const N: usize = 20_000;
 
 fn poll(dir: &std::path::Path) -> Command {
-    let mut c = Command::new(BIN);
-    c.args(["poll", "big", "--commit", "--admin", "127.0.0.1:1"])
-        .arg("--bridges")
-        .arg(dir.join("bridges"))
-        .arg("--data")
-        .arg(dir.join("data"))
-        .env("RUST_LOG", "pollhook=debug")
-        .env_remove("JOURNAL_STREAM")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null());
+    let mut c = pollhook_in(dir, &["poll", "big", "--commit", "--admin", "127.0.0.1:1"]);
+    c.env("RUST_LOG", "pollhook=debug").stdout(Stdio::null());
     c
 }
 
@@ -50,15 +41,11 @@ async fn a_first_poll_killed_between_batches_is_finished_by_the_next_each_item_o
     let items: Vec<_> = (0..N).map(|k| json!({"id": k, "v": 0})).collect();
     up.set_json(&json!({ "items": items }));
     let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(dir.path().join("bridges")).unwrap();
-    std::fs::write(
-        dir.path().join("bridges/big.yaml"),
-        format!(
-            "schedule: {{every: 1h}}\nsource: {{url: \"{}\"}}\nitems: {{select: \"$.items[*]\", key: \"$.id\"}}\nemit: {{first_poll: emit}}\nsinks: [{{url: console}}]\n",
-            up.url()
-        ),
-    )
-    .unwrap();
+    BridgeYaml::new(&up.url())
+        .every("1h")
+        .first_poll("emit")
+        .sink("console")
+        .write(dir.path(), "big");
 
     // kill -9 once two batches are stored (each is flushed before the next begins).
     let mut child = poll(dir.path()).stderr(Stdio::piped()).spawn().unwrap();

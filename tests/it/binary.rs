@@ -3,124 +3,19 @@
 use crate::support::*;
 use serde_json::json;
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
-
-pub const BIN: &str = env!("CARGO_BIN_EXE_pollhook");
-
-pub(crate) fn collect<R: tokio::io::AsyncRead + Unpin + Send + 'static>(
-    r: R,
-) -> Arc<Mutex<Vec<String>>> {
-    let lines = Arc::new(Mutex::new(Vec::new()));
-    let out = lines.clone();
-    tokio::spawn(async move {
-        let mut rd = BufReader::new(r).lines();
-        while let Ok(Some(l)) = rd.next_line().await {
-            out.lock().unwrap().push(l);
-        }
-    });
-    lines
-}
-
-pub struct Daemon {
-    pub child: Child,
-    pub stdout: Arc<Mutex<Vec<String>>>,
-    pub stderr: Arc<Mutex<Vec<String>>>,
-    /// Its admin unix socket (the default: `DATA/admin.sock`).
-    pub socket: std::path::PathBuf,
-}
-
-impl Daemon {
-    pub fn start(dir: &std::path::Path, env: &[(&str, &str)]) -> Daemon {
-        Daemon::start_with(dir, env, "off")
-    }
-
-    pub fn start_with(dir: &std::path::Path, env: &[(&str, &str)], admin: &str) -> Daemon {
-        Daemon::start_args(dir, env, &["--admin", admin])
-    }
-
-    /// `pollhook run` with `args` after the defaults (`--admin` among them).
-    pub fn start_args(dir: &std::path::Path, env: &[(&str, &str)], args: &[&str]) -> Daemon {
-        let mut cmd = Command::new(BIN);
-        cmd.args(["run", "--log-format", "pretty"])
-            .args(args)
-            .arg("--bridges")
-            .arg(dir.join("bridges"))
-            .arg("--data")
-            .arg(dir.join("data"))
-            .env_remove("JOURNAL_STREAM")
-            .env_remove("NOTIFY_SOCKET")
-            .env_remove("RUNTIME_DIRECTORY")
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().unwrap();
-        let stdout = collect(child.stdout.take().unwrap());
-        let stderr = collect(child.stderr.take().unwrap());
-        Daemon {
-            child,
-            stdout,
-            stderr,
-            socket: dir.join("data/admin.sock"),
-        }
-    }
-
-    /// The CLI, reaching this daemon through its admin socket (`POLLHOOK_ADMIN_SOCKET`).
-    pub fn cli(&self, args: &[&str]) -> (i32, String, String) {
-        cli_env(
-            args,
-            &[("POLLHOOK_ADMIN_SOCKET", self.socket.to_str().unwrap())],
-        )
-    }
-
-    pub async fn terminate(mut self) -> (i32, Vec<String>, Vec<String>) {
-        let pid = self.child.id().unwrap().to_string();
-        std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap();
-        let status = self.child.wait().await.unwrap();
-        // Let the readers reach the end of the pipes.
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        let out = self.stdout.lock().unwrap().clone();
-        let err = self.stderr.lock().unwrap().clone();
-        (status.code().unwrap_or(-1), out, err)
-    }
-}
 
 #[tokio::test]
 async fn run_polls_delivers_prints_and_stops_on_sigterm() {
     let up = Upstream::start().await;
     let rx = Receiver::start().await;
     let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(dir.path().join("bridges")).unwrap();
-    let yaml = format!(
-        r#"schedule:
-  every: 500ms
-source:
-  url: {}
-  headers:
-    Authorization: "Bearer ${{API_TOKEN}}"
-items:
-  select: "$.items[*]"
-  key: "$.id"
-emit:
-  first_poll: emit
-sinks:
-  - url: {}
-    secret: {SECRET}
-  - url: console
-"#,
-        up.url(),
-        rx.url()
-    );
-    std::fs::write(dir.path().join("bridges/live.yaml"), yaml).unwrap();
+    BridgeYaml::new(&up.url())
+        .every("500ms")
+        .header("Authorization", "\"Bearer ${API_TOKEN}\"")
+        .first_poll("emit")
+        .signed_sink(&rx.url())
+        .sink("console")
+        .write(dir.path(), "live");
     up.set_json(&json!({"items": [{"id": 1, "v": "a"}, {"id": 2, "v": "b"}]}));
     let token = "tok-9f8e7d6c5b4a";
     let d = Daemon::start(dir.path(), &[("API_TOKEN", token)]);
@@ -254,9 +149,12 @@ fn check_and_sign_on_the_command_line() {
 }
 
 fn console_bridge(url: &str, include: &str) -> String {
-    format!(
-        "schedule: {{every: 500ms}}\nsource: {{url: \"{url}\"}}\nitems: {{select: \"$.items[*]\", key: \"$.id\", include: [\"{include}\"]}}\nemit: {{first_poll: emit}}\nsinks: [{{url: console}}]\n"
-    )
+    BridgeYaml::new(url)
+        .every("500ms")
+        .items(&format!("include: [\"{include}\"]"))
+        .first_poll("emit")
+        .sink("console")
+        .build()
 }
 
 #[tokio::test]
@@ -286,11 +184,7 @@ async fn sighup_adds_changes_removes_and_refuses_a_broken_set() {
     std::fs::write(bridges.join("two.yaml"), console_bridge(&up.url(), "$.a")).unwrap();
     std::fs::write(bridges.join("one.yaml"), console_bridge(&up.url(), "$.b")).unwrap();
     std::fs::remove_file(bridges.join("gone.yaml")).unwrap();
-    let pid = d.child.id().unwrap().to_string();
-    std::process::Command::new("kill")
-        .args(["-HUP", &pid])
-        .status()
-        .unwrap();
+    d.signal("-HUP");
     eventually("reload logged", || {
         logs(&d).contains("bridges reloaded bridges=2 added=1 changed=1 removed=1")
     })
@@ -305,10 +199,7 @@ async fn sighup_adds_changes_removes_and_refuses_a_broken_set() {
     assert_eq!(count(&d, "one"), 1);
 
     std::fs::write(bridges.join("broken.yaml"), "schedule: {every: never}\n").unwrap();
-    std::process::Command::new("kill")
-        .args(["-HUP", &pid])
-        .status()
-        .unwrap();
+    d.signal("-HUP");
     eventually("reload refused", || logs(&d).contains("reload refused")).await;
     assert!(logs(&d).contains("broken.yaml:1:"), "{}", logs(&d));
     // The running set stays: `two` keeps polling.
@@ -326,37 +217,6 @@ async fn sighup_adds_changes_removes_and_refuses_a_broken_set() {
     assert_eq!(polls_after_removal, 0, "{}", err.join("\n"));
 }
 
-pub fn cli(args: &[&str]) -> (i32, String, String) {
-    cli_env(args, &[])
-}
-
-/// The CLI with these environment variables, and none of the caller's that point it somewhere.
-pub fn cli_env(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
-    let out = std::process::Command::new(BIN)
-        .args(args)
-        .env_remove("POLLHOOK_ADMIN")
-        .env_remove("POLLHOOK_ADMIN_SOCKET")
-        .env_remove("POLLHOOK_ADMIN_TOKEN")
-        .env_remove("RUNTIME_DIRECTORY")
-        .env_remove("STATE_DIRECTORY")
-        .envs(env.iter().copied())
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test]
 async fn dead_letters_are_listed_replayed_and_dropped_through_the_cli() {
     let up = Upstream::start().await;
@@ -365,13 +225,10 @@ async fn dead_letters_are_listed_replayed_and_dropped_through_the_cli() {
     rx.answer(410, &[]);
     up.set_json(&json!({"items": [{"id": 1}, {"id": 2}]}));
     let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(dir.path().join("bridges")).unwrap();
-    let yaml = format!(
-        "schedule: {{every: 1m}}\nsource: {{url: \"{}\"}}\nitems: {{select: \"$.items[*]\", key: \"$.id\"}}\nemit: {{first_poll: emit}}\nsinks: [{{url: \"{}\", secret: {SECRET}}}]\n",
-        up.url(),
-        rx.url()
-    );
-    std::fs::write(dir.path().join("bridges/dl.yaml"), yaml).unwrap();
+    BridgeYaml::new(&up.url())
+        .first_poll("emit")
+        .signed_sink(&format!("\"{}\"", rx.url()))
+        .write(dir.path(), "dl");
     let admin = format!("127.0.0.1:{}", free_port());
     let d = Daemon::start_with(dir.path(), &[], &admin);
     eventually("two events gone to the dead letters", || {

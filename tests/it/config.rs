@@ -25,6 +25,13 @@ fn check(files: &[(&str, &str)]) -> (tempfile::TempDir, Vec<String>) {
 
 const GOOD: &str = "schedule:\n  every: 5m\nsource:\n  url: https://api.example.com/x\nitems:\n  select: \"$[*]\"\n  key: \"$.id\"\nsinks:\n  - url: console\n";
 
+/// GOOD with one edit; an edit that finds nothing to replace fails, so no case tests GOOD
+/// itself by mistake.
+fn good_with(from: &str, to: &str) -> String {
+    assert!(GOOD.contains(from), "`{from}` is not in GOOD");
+    GOOD.replace(from, to)
+}
+
 #[test]
 fn each_bad_input_has_its_message_and_place() {
     let cases: &[(&str, &str)] = &[
@@ -41,49 +48,47 @@ fn each_bad_input_has_its_message_and_place() {
             "a.yaml:1:1: unknown key `shedule` (did you mean `schedule`?)",
         ),
         (
-            &GOOD.replace("  every: 5m", "  every: 5m\n  evry: 1m"),
+            &good_with("  every: 5m", "  every: 5m\n  evry: 1m"),
             "a.yaml:3:3: schedule: unknown key `evry` (did you mean `every`?)",
         ),
         (
-            &GOOD.replace("every: 5m", "every: [5m]"),
+            &good_with("every: 5m", "every: [5m]"),
             "a.yaml:2:10: schedule.every: invalid type: sequence, expected a string",
         ),
         (
-            &GOOD.replace("every: 5m", "every: 5 fortnights"),
+            &good_with("every: 5m", "every: 5 fortnights"),
             "a.yaml:2:10: schedule.every: bad duration `5 fortnights`",
         ),
         (
-            &GOOD.replace("every: 5m", "every: 100ms"),
+            &good_with("every: 5m", "every: 100ms"),
             "a.yaml:2:10: schedule.every: `100ms` is out of range (500ms .. 7days)",
         ),
         (
-            &GOOD.replace("every: 5m", "cron: \"0 9 * *\""),
+            &good_with("every: 5m", "cron: \"0 9 * *\""),
             "a.yaml:2:9: schedule.cron: cron `0 9 * *` has 4 fields",
         ),
         (
-            &GOOD.replace("every: 5m", "cron: \"0 9 * * 9\""),
+            &good_with("every: 5m", "cron: \"0 9 * * 9\""),
             "a.yaml:2:9: schedule.cron: bad day-of-week `9`",
         ),
         (
-            &GOOD.replace("\"$[*]\"", "\"$[?(@.a ==\""),
+            &good_with("\"$[*]\"", "\"$[?(@.a ==\""),
             "a.yaml:6:11: items.select: JSONPath `$[?(@.a ==` does not parse",
         ),
         (
-            &GOOD.replace("url: console", "url: ftp://x"),
+            &good_with("url: console", "url: ftp://x"),
             "a.yaml:9:10: sinks[0].url: scheme `ftp` is not http or https",
         ),
         (
-            &GOOD.replace("url: console", "url: https://h.example/x"),
+            &good_with("url: console", "url: https://h.example/x"),
             "a.yaml:9:10: sinks[0].url: a signed sink needs a `secret`",
         ),
         (
-            &GOOD.replace("/x", "/${MISSING_VAR}"),
+            &good_with("/x", "/${MISSING_VAR}"),
             "a.yaml:4:8: source.url: environment variable `MISSING_VAR` is not set",
         ),
         (
-            &GOOD
-                .replace("method", "x")
-                .replace("  url: https", "  method: PUT\n  url: https"),
+            &good_with("  url: https", "  method: PUT\n  url: https"),
             "a.yaml:4:11: source.method: unknown variant `PUT`",
         ),
         (
@@ -91,7 +96,7 @@ fn each_bad_input_has_its_message_and_place() {
             "a.yaml:1:7: name `Bad Name` must match [a-z0-9][a-z0-9_-]{0,63}",
         ),
         (
-            &GOOD.replace("\n  - url: console\n", " []\n"),
+            &good_with("\n  - url: console\n", " []\n"),
             "a.yaml:8:8: sinks: give at least one sink",
         ),
     ];

@@ -8,18 +8,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::process::Stdio;
 use std::time::Duration;
 
-const BIN: &str = env!("CARGO_BIN_EXE_pollhook");
-
 fn start(dir: &std::path::Path) -> std::process::Child {
-    std::process::Command::new(BIN)
-        .args(["run", "--admin", "off", "--log-format", "json"])
-        .arg("--bridges")
-        .arg(dir.join("bridges"))
-        .arg("--data")
-        .arg(dir.join("data"))
+    pollhook_in(dir, &["run", "--admin", "off", "--log-format", "json"])
         .env("RUST_LOG", "warn")
-        .env_remove("JOURNAL_STREAM")
-        .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -43,13 +34,13 @@ async fn kill_9_loses_nothing_and_invents_nothing() {
     let up = Upstream::start().await;
     let rx = Receiver::start().await;
     let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(dir.path().join("bridges")).unwrap();
-    let yaml = format!(
-        "schedule: {{every: 500ms}}\nsource: {{url: \"{}\"}}\nitems: {{select: \"$.items[*]\", key: \"$.id\"}}\nemit: {{first_poll: emit, deletes: {{max_fraction: 1.0}}}}\nsinks:\n  - url: {}\n    secret: {SECRET}\n    retry: [100ms, 100ms, 200ms, 300ms, 500ms, 1s, 1s, 1s, 1s, 1s, 1s, 1s]\n",
-        up.url(),
-        rx.url()
-    );
-    std::fs::write(dir.path().join("bridges/crashy.yaml"), yaml).unwrap();
+    BridgeYaml::new(&up.url())
+        .every("500ms")
+        .first_poll("emit")
+        .max_fraction("1.0")
+        .signed_sink(&rx.url())
+        .retry("[100ms, 100ms, 200ms, 300ms, 500ms, 1s, 1s, 1s, 1s, 1s, 1s, 1s]")
+        .write(dir.path(), "crashy");
 
     // Every value the upstream ever served, per key: an event's data must be one of them.
     let mut served: HashMap<String, HashSet<String>> = HashMap::new();

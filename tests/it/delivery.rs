@@ -8,9 +8,7 @@ use serde_json::json;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 fn bridge_yaml(url: &str, sinks: &str) -> String {
-    format!(
-        "schedule: {{every: 1m}}\nsource: {{url: \"{url}\"}}\nitems: {{select: \"$.items[*]\", key: \"$.id\"}}\nemit: {{first_poll: emit}}\nsinks:\n{sinks}"
-    )
+    BridgeYaml::new(url).first_poll("emit").with_sinks(sinks)
 }
 
 fn ms(t: SystemTime) -> i64 {

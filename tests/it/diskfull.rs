@@ -4,7 +4,6 @@
 //! restart and delivers every change, in order, with gap-free seqs and no id reused. SIGTERM
 //! exits 0 whether or not the disk has room.
 
-use crate::binary::{Daemon, cli, free_port};
 use crate::support::*;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
@@ -108,13 +107,15 @@ async fn a_full_disk_pauses_answers_and_recovers_without_a_restart() {
     };
     let up = Upstream::start().await;
     let rx = Receiver::start().await;
-    std::fs::create_dir_all(dir.path().join("bridges")).unwrap();
-    let yaml = format!(
-        "schedule: {{every: 500ms}}\nsource: {{url: \"{}\"}}\nitems: {{select: \"$.items[*]\", key: \"$.id\"}}\nemit: {{first_poll: emit}}\nsinks:\n  - url: {}\n    secret: {SECRET}\n    retry: [100ms, 200ms, 300ms, 500ms, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s]\n",
-        up.url(),
-        rx.url()
-    );
-    std::fs::write(dir.path().join("bridges/full.yaml"), yaml).unwrap();
+    BridgeYaml::new(&up.url())
+        .every("500ms")
+        .first_poll("emit")
+        .signed_sink(&rx.url())
+        .retry(&format!(
+            "[100ms, 200ms, 300ms, 500ms{}]",
+            ", 1s".repeat(36)
+        ))
+        .write(dir.path(), "full");
     up.set_json(&listing(1));
     // The receiver fails at first, so the outbox is not empty when the disk fills.
     for _ in 0..1000 {

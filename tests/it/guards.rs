@@ -2,7 +2,6 @@
 //! broken and hung answers, mass deletes, and the change semantics (include/exclude,
 //! after_missing, max_fraction). Real servers, real scheduler, real binary where logs matter.
 
-use crate::binary::Daemon;
 use crate::support::*;
 use pollhook::poll::scheduler;
 use serde_json::{Value, json};
@@ -27,10 +26,14 @@ async fn a_503_with_retry_after_pauses_the_real_scheduler_and_shows_in_status() 
     up.set_json(&listing(2));
     up.then(Answer::new(503, "text/plain", "busy").header("retry-after", "2"));
     let h = Harness::new();
-    let b = Arc::new(h.bridge(
-        "busy",
-        &yaml(&up.url(), "console", "").replace("every: 1m", "every: 500ms"),
-    ));
+    let b = Arc::new(
+        h.bridge(
+            "busy",
+            &BridgeYaml::standard(&up.url(), "console")
+                .every("500ms")
+                .build(),
+        ),
+    );
     let cancel = CancellationToken::new();
     let task = tokio::spawn(scheduler::run_bridge(
         h.ctx.clone(),
@@ -92,15 +95,10 @@ async fn a_429_with_retry_after_and_a_rate_limit_reset_are_honoured_without_poll
     up.set_json(&listing(2));
     up.then(Answer::new(429, "application/json", "{}").header("retry-after", "2"));
     let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(dir.path().join("bridges")).unwrap();
-    std::fs::write(
-        dir.path().join("bridges/limited.yaml"),
-        format!(
-            "schedule: {{every: 500ms}}\nsource: {{url: \"{}\"}}\nitems: {{select: \"$.items[*]\", key: \"$.id\"}}\nsinks: [{{url: console}}]\n",
-            up.url()
-        ),
-    )
-    .unwrap();
+    BridgeYaml::new(&up.url())
+        .every("500ms")
+        .sink("console")
+        .write(dir.path(), "limited");
     let d = Daemon::start(dir.path(), &[]);
 
     eventually("the first poll", || !up.hits().is_empty()).await;
@@ -284,8 +282,9 @@ async fn max_body_is_exact_with_and_without_content_length() {
     let h = Harness::new();
     let b = h.bridge(
         "mb",
-        &yaml(&up.url(), "console", "")
-            .replace("  timeout: 2s\n", "  timeout: 2s\n  max_body: 1000\n"),
+        &BridgeYaml::standard(&up.url(), "console")
+            .source("max_body: 1000")
+            .build(),
     );
     let http = reqwest::Client::new();
     for (chunked, v) in [(false, "a"), (true, "b")] {
@@ -325,10 +324,10 @@ async fn a_broken_or_hung_page_fails_the_whole_poll() {
     // A 1s timeout stands in for the issue's "30 s hang": the server never answers either way.
     let b = h.bridge(
         "broken",
-        &yaml(&up.url(), "console", "").replace(
-            "  timeout: 2s\n",
-            "  timeout: 1s\n  paginate: {next: link}\n",
-        ),
+        &BridgeYaml::standard(&up.url(), "console")
+            .timeout("1s")
+            .next("link")
+            .build(),
     );
     h.poll(&b).await.unwrap();
     let before = h.snapshot("broken");
@@ -377,16 +376,11 @@ async fn an_empty_listing_where_100_items_stood_is_held_back_and_logged() {
     let rx = Receiver::start().await;
     up.set_json(&listing(100));
     let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(dir.path().join("bridges")).unwrap();
-    std::fs::write(
-        dir.path().join("bridges/mass.yaml"),
-        format!(
-            "schedule: {{every: 500ms}}\nsource: {{url: \"{}\"}}\nitems: {{select: \"$.items[*]\", key: \"$.id\"}}\nsinks: [{{url: \"{}\", signature: none}}]\n",
-            up.url(),
-            rx.url()
-        ),
-    )
-    .unwrap();
+    BridgeYaml::new(&up.url())
+        .every("500ms")
+        .sink(&format!("\"{}\"", rx.url()))
+        .sink_line("signature: none")
+        .write(dir.path(), "mass");
     let d = Daemon::start(dir.path(), &[]);
     eventually("the baseline", || {
         d.stderr
@@ -428,14 +422,12 @@ async fn excluded_parts_neither_count_nor_are_sent() {
     let rx = Receiver::start().await;
     let h = Harness::new();
     let with = |items: &str| {
-        yaml(&up.url(), &rx.url(), "")
-            .replace("  key: \"$.id\"\n", &format!("  key: \"$.id\"\n{items}"))
+        BridgeYaml::standard(&up.url(), &rx.url())
+            .items(items)
+            .build()
     };
-    let exc = h.bridge(
-        "exc",
-        &with("  exclude: [\"$.reactions\", \"$.user.id\"]\n"),
-    );
-    let inc = h.bridge("inc", &with("  include: [\"$.title\", \"$.user.login\"]\n"));
+    let exc = h.bridge("exc", &with("exclude: [\"$.reactions\", \"$.user.id\"]"));
+    let inc = h.bridge("inc", &with("include: [\"$.title\", \"$.user.login\"]"));
     let issue = |title: &str, plus: u32, user_id: u32, body: &str| json!({"items": [{"id": 7, "title": title, "body": body, "reactions": {"+1": plus}, "user": {"login": "ann", "id": user_id}}]});
     up.set_json(&issue("t", 1, 9, "b"));
     h.poll(&exc).await.unwrap();
@@ -488,7 +480,12 @@ async fn excluded_parts_neither_count_nor_are_sent() {
 async fn deletes_wait_for_after_missing_complete_polls_even_when_the_listing_answers_304() {
     let up = Upstream::start().await;
     let h = Harness::new();
-    let b = h.bridge("am", &yaml(&up.url(), "console", "    after_missing: 3"));
+    let b = h.bridge(
+        "am",
+        &BridgeYaml::standard(&up.url(), "console")
+            .after_missing(3)
+            .build(),
+    );
     let abc = json!({"items": [{"id": "a"}, {"id": "b"}, {"id": "c"}]});
     up.set_answer(Answer::json(&abc).header("etag", "\"1\""));
     h.poll(&b).await.unwrap();
@@ -522,7 +519,9 @@ async fn max_fraction_holds_back_a_mass_delete_and_keeps_the_state() {
     let h = Harness::new();
     let b = h.bridge(
         "mf",
-        &yaml(&up.url(), "console", "").replace("max_fraction: 1.0", "max_fraction: 0.5"),
+        &BridgeYaml::standard(&up.url(), "console")
+            .max_fraction("0.5")
+            .build(),
     );
     up.set_answer(Answer::json(&listing(10)).header("etag", "\"10\""));
     h.poll(&b).await.unwrap();

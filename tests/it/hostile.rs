@@ -3,7 +3,6 @@
 //! fails that bridge's poll (or is ignored) with a reason the operator sees, and leaves the
 //! other bridges and the stored state alone. Nothing panics.
 
-use crate::binary::{Daemon, cli, free_port};
 use crate::support::*;
 use pollhook::config::Bridge;
 use pollhook::poll::{PollError, PollReport, scheduler};
@@ -21,8 +20,8 @@ async fn scheduled_poll(h: &Harness, b: &Bridge) -> Result<PollReport, PollError
 }
 
 /// Items at `$.items[*]` keyed by `$.id`, every event emitted from the first poll on.
-fn emitting(url: &str, sink: &str) -> String {
-    yaml(url, sink, "  first_poll: emit")
+fn emitting(url: &str, sink: &str) -> BridgeYaml {
+    BridgeYaml::standard(url, sink).first_poll("emit")
 }
 
 fn items(inner: &str) -> String {
@@ -37,8 +36,11 @@ async fn nesting_past_the_limit_fails_the_poll_and_touches_nothing() {
         Receiver::start().await,
     );
     let h = Harness::new();
-    let deep = h.bridge("deep", &yaml(&up.url(), &rx.url(), ""));
-    let calm = h.bridge("calm", &yaml(&calm_up.url(), &rx.url(), ""));
+    let deep = h.bridge("deep", &BridgeYaml::standard(&up.url(), &rx.url()).build());
+    let calm = h.bridge(
+        "calm",
+        &BridgeYaml::standard(&calm_up.url(), &rx.url()).build(),
+    );
     up.set(200, "application/json", &items(r#"{"id":1,"v":"a"}"#));
     calm_up.set(200, "application/json", &items(r#"{"id":1,"v":"a"}"#));
     scheduled_poll(&h, &deep).await.unwrap();
@@ -85,7 +87,7 @@ async fn nesting_past_the_limit_fails_the_poll_and_touches_nothing() {
 async fn keys_reserved_by_the_json_reader_fail_the_poll() {
     let (up, rx) = (Upstream::start().await, Receiver::start().await);
     let h = Harness::new();
-    let b = h.bridge("odd", &yaml(&up.url(), &rx.url(), ""));
+    let b = h.bridge("odd", &BridgeYaml::standard(&up.url(), &rx.url()).build());
     up.set(200, "application/json", &items(r#"{"id":1,"v":"a"}"#));
     scheduled_poll(&h, &b).await.unwrap();
     let before = h.snapshot("odd");
@@ -111,7 +113,7 @@ async fn keys_reserved_by_the_json_reader_fail_the_poll() {
 async fn numbers_are_compared_by_value_and_forwarded_as_written() {
     let (up, rx) = (Upstream::start().await, Receiver::start().await);
     let h = Harness::new();
-    let b = h.bridge("nums", &emitting(&up.url(), &rx.url()));
+    let b = h.bridge("nums", &emitting(&up.url(), &rx.url()).build());
     let first = items(concat!(
         r#"{"id":100000000000000000001,"n":100000000000000000001,"big":1e400,"neg":-1e309,"#,
         r#""z":-0,"f":1.0,"h":1e2,"small":4.35},"#,
@@ -185,7 +187,9 @@ async fn numbers_are_compared_by_value_and_forwarded_as_written() {
 async fn filters_compare_numbers_by_value() {
     let (up, rx) = (Upstream::start().await, Receiver::start().await);
     let h = Harness::new();
-    let text = emitting(&up.url(), &rx.url()).replace("$.items[*]", "$.items[?@.n > 5]");
+    let text = emitting(&up.url(), &rx.url())
+        .select("$.items[?@.n > 5]")
+        .build();
     let b = h.bridge("filtered", &text);
     up.set(
         200,
@@ -202,7 +206,10 @@ async fn filters_compare_numbers_by_value() {
 async fn absurd_rate_limit_headers_are_capped_or_ignored() {
     let (up, rx) = (Upstream::start().await, Receiver::start().await);
     let h = Harness::new();
-    let b = h.bridge("limited", &yaml(&up.url(), &rx.url(), ""));
+    let b = h.bridge(
+        "limited",
+        &BridgeYaml::standard(&up.url(), &rx.url()).build(),
+    );
     let day = chrono::TimeDelta::days(1);
     for value in ["9000000000000000", "99999999999999999999999999"] {
         up.set_answer(Answer::new(429, "application/json", "{}").header("retry-after", value));
@@ -249,24 +256,13 @@ async fn absurd_rate_limit_headers_are_capped_or_ignored() {
 }
 
 /// A bridge whose source carries credentials in a header, a second header and the query.
-fn credentialed(url: &str, sink: &str, extra_source: &str) -> String {
-    format!(
-        r#"schedule:
-  every: 1m
-source:
-  url: "{url}?api_token=${{TEST_TOKEN}}"
-  timeout: 2s
-  headers:
-    x-api-key: "${{TEST_TOKEN}}"
-    private-token: "pt-secret-55"
-{extra_source}items:
-  select: "$.items[*]"
-  key: "$.id"
-sinks:
-  - url: {sink}
-    signature: none
-"#
-    )
+fn credentialed(url: &str, sink: &str) -> BridgeYaml {
+    BridgeYaml::new(&format!("{url}?api_token=${{TEST_TOKEN}}"))
+        .timeout("2s")
+        .header("x-api-key", "\"${TEST_TOKEN}\"")
+        .header("private-token", "\"pt-secret-55\"")
+        .sink(sink)
+        .sink_line("signature: none")
 }
 
 #[tokio::test]
@@ -277,7 +273,7 @@ async fn a_redirect_to_another_origin_fails_the_poll_and_sends_nothing_there() {
         Receiver::start().await,
     );
     let h = Harness::new();
-    let b = h.bridge("moved", &credentialed(&up.url(), &rx.url(), ""));
+    let b = h.bridge("moved", &credentialed(&up.url(), &rx.url()).build());
     up.set(200, "application/json", &items(r#"{"id":1}"#));
     scheduled_poll(&h, &b).await.unwrap();
     let before = h.snapshot("moved");
@@ -330,8 +326,8 @@ async fn a_next_page_on_another_origin_gets_no_request() {
         Receiver::start().await,
     );
     let h = Harness::new();
-    let paginate = "  paginate:\n    next: {url: \"$.next\"}\n";
-    let b = h.bridge("paged", &credentialed(&up.url(), &rx.url(), paginate));
+    let paged = credentialed(&up.url(), &rx.url()).next("{url: \"$.next\"}");
+    let b = h.bridge("paged", &paged.build());
     let next = format!("{}/items?page=2", evil.base);
     up.set(
         200,
@@ -415,9 +411,11 @@ async fn the_daemon_logs_each_hostile_answer_and_keeps_every_bridge_alive() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("bridges")).unwrap();
     let every = |url: String| {
-        format!(
-            "schedule: {{every: 500ms}}\nsource: {{url: \"{url}\", timeout: 5s}}\nitems: {{select: \"$.items[*]\", key: \"$.id\"}}\nsinks: [{{url: console}}]\n"
-        )
+        BridgeYaml::new(&url)
+            .every("500ms")
+            .timeout("5s")
+            .sink("console")
+            .build()
     };
     for (name, url) in [
         ("healthy", healthy.url()),

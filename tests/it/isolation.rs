@@ -1,33 +1,16 @@
 //! Isolation (SPEC §11): a bridge whose task dies is logged, shown and restarted; a hung host
 //! delays only its own bridges; a poll-now waits for nobody's pause and never doubles a poll.
 
-use crate::binary::{Daemon, free_port};
 use crate::support::*;
 use serde_json::{Value, json};
 use std::time::Duration;
 
 fn bridge_file(dir: &std::path::Path, name: &str, url: &str, every: &str, timeout: &str) {
-    std::fs::create_dir_all(dir.join("bridges")).unwrap();
-    let yaml = format!(
-        "schedule: {{every: {every}}}\nsource: {{url: \"{url}\", timeout: {timeout}}}\nitems: {{select: \"$.items[*]\", key: \"$.id\"}}\nsinks:\n  - url: http://127.0.0.1:9/hook\n    secret: {SECRET}\n"
-    );
-    std::fs::write(dir.join(format!("bridges/{name}.yaml")), yaml).unwrap();
-}
-
-/// A GET of the admin API; status 0 while nothing listens yet (the daemon is starting).
-async fn get_json(url: &str) -> (u16, Value) {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let r = match reqwest::Client::new().get(url).send().await {
-        Ok(r) => r,
-        Err(e) if e.is_connect() => return (0, Value::Null),
-        Err(e) => panic!("{url}: {e}"),
-    };
-    let code = r.status().as_u16();
-    let text = r.text().await.unwrap();
-    (
-        code,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
+    BridgeYaml::new(url)
+        .every(every)
+        .timeout(timeout)
+        .signed_sink("http://127.0.0.1:9/hook")
+        .write(dir, name);
 }
 
 /// An acting admin request, through the daemon's admin socket, as the CLI makes it.
@@ -72,22 +55,6 @@ impl Gate {
 
     fn open(&self) {
         self.open.send_replace(true);
-    }
-}
-
-/// Polls an async condition until it holds, for at most 30 s.
-async fn eventually_async<F, Fut>(what: &str, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while !cond().await {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -256,11 +223,7 @@ async fn a_poll_now_that_panics_answers_500_and_the_bridge_waits_for_its_slot() 
     // Removed while it waits for its restart: no longer a reason to be unhealthy.
     std::fs::remove_file(dir.path().join("bridges/hourly.yaml")).unwrap();
     bridge_file(dir.path(), "other", &up.url(), "1h", "5s");
-    let pid = d.child.id().unwrap().to_string();
-    let hup = std::process::Command::new("kill")
-        .args(["-HUP", &pid])
-        .status();
-    assert!(hup.unwrap().success());
+    d.signal("-HUP");
     eventually_async("healthy once the crashed bridge is removed", || async {
         get_json(&format!("{base}/healthz")).await.0 == 200
     })
@@ -571,7 +534,7 @@ async fn a_scheduled_poll_behind_a_poll_now_honours_the_pause_it_met() {
     let up = Upstream::start().await;
     up.set_json(&json!({"items": [{"id": 1}]}));
     let h = Harness::new();
-    let b = h.bridge("b", &yaml(&up.url(), "console", ""));
+    let b = h.bridge("b", &BridgeYaml::standard(&up.url(), "console").build());
     // A poll-now of the bridge is in flight...
     let gate = h.ctx.poll_gate("b");
     let held = gate.lock().await;

@@ -2,7 +2,6 @@
 //! Prometheus text, `status`, `poll` dry runs, `reset`, `resync`, journald fields, and no
 //! secret anywhere an operator looks.
 
-use crate::binary::{BIN, Daemon, cli, free_port};
 use crate::support::*;
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -10,19 +9,12 @@ use std::time::Duration;
 const TOKEN: &str = "tok-opera-7731";
 
 fn write_bridge(dir: &std::path::Path, name: &str, up: &Upstream, rx: &Receiver) {
-    std::fs::create_dir_all(dir.join("bridges")).unwrap();
-    let yaml = format!(
-        "schedule: {{every: 1h}}\nsource:\n  url: \"{}?api_key=${{API_TOKEN}}&page=1\"\n  headers: {{Authorization: \"Bearer ${{API_TOKEN}}\"}}\nitems: {{select: \"$.items[*]\", key: \"$.id\"}}\nemit: {{first_poll: emit}}\nsinks:\n  - url: {}\n    secret: {SECRET}\n",
-        up.url(),
-        rx.url()
-    );
-    std::fs::write(dir.join(format!("bridges/{name}.yaml")), yaml).unwrap();
-}
-
-async fn get(url: &str) -> (u16, String) {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let r = reqwest::Client::new().get(url).send().await.unwrap();
-    (r.status().as_u16(), r.text().await.unwrap())
+    BridgeYaml::new(&format!("{}?api_key=${{API_TOKEN}}&page=1", up.url()))
+        .every("1h")
+        .header("Authorization", "\"Bearer ${API_TOKEN}\"")
+        .first_poll("emit")
+        .signed_sink(&rx.url())
+        .write(dir, name);
 }
 
 /// One journald native-protocol datagram as fields: `NAME=value\n`, or
@@ -115,12 +107,12 @@ async fn every_admin_endpoint_and_the_cli_against_a_running_daemon() {
     .await;
 
     assert_eq!(
-        get(&format!("{base}/healthz")).await,
+        get_text(&format!("{base}/healthz")).await,
         (200, "ok\n".to_string())
     );
 
     // /v1/bridges: state and status, no secret.
-    let (code, text) = get(&format!("{base}/v1/bridges")).await;
+    let (code, text) = get_text(&format!("{base}/v1/bridges")).await;
     assert_eq!(code, 200);
     assert!(
         !text.contains(TOKEN) && !text.contains("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
@@ -130,7 +122,7 @@ async fn every_admin_endpoint_and_the_cli_against_a_running_daemon() {
     let b = &v["bridges"][0];
     assert_eq!(b["name"], "ops");
     assert_eq!(b["seq"], 2);
-    assert_eq!(b["status"]["last_result"], "ok".replace("ok", "baseline"));
+    assert_eq!(b["status"]["last_result"], "baseline");
     assert_eq!(b["status"]["items"], 2);
     assert!(b["url"].as_str().unwrap().contains("api_key=***"), "{b}");
 
@@ -163,7 +155,7 @@ async fn every_admin_endpoint_and_the_cli_against_a_running_daemon() {
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(rx.received().len(), 2, "a dry run sent something");
-    let (_, text) = get(&format!("{base}/v1/bridges")).await;
+    let (_, text) = get_text(&format!("{base}/v1/bridges")).await;
     assert_eq!(
         serde_json::from_str::<Value>(&text).unwrap()["bridges"][0]["seq"],
         2
@@ -232,7 +224,7 @@ async fn every_admin_endpoint_and_the_cli_against_a_running_daemon() {
 
     // /metrics parses as Prometheus text and counts what happened.
     eventually("all deliveries done", || rx.received().len() == 7).await;
-    let (code, text) = get(&format!("{base}/metrics")).await;
+    let (code, text) = get_text(&format!("{base}/metrics")).await;
     assert_eq!(code, 200);
     let samples = parse_prometheus(&text);
     let value = |series: &str| samples.iter().find(|(s, _)| s == series).map(|(_, v)| *v);
@@ -378,11 +370,7 @@ async fn notify_socket_gets_ready_watchdog_and_stopping() {
             got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
         }
     }
-    let pid = d.child.id().unwrap().to_string();
-    std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
+    d.signal("-TERM");
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while !got.iter().any(|m| m.contains("STOPPING=1")) {
         assert!(
@@ -411,11 +399,7 @@ async fn sigterm_lets_an_in_flight_delivery_finish_and_loses_nothing() {
         rx.received().len() == 1
     })
     .await;
-    let pid = d.child.id().unwrap().to_string();
-    std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
+    d.signal("-TERM");
     let (code, _, err) = d.terminate().await;
     assert_eq!(code, 0, "{}", err.join("\n"));
     // The in-flight one was acknowledged; the second stayed queued (stop scheduling, finish
@@ -438,7 +422,10 @@ async fn under_journald_fields_are_native() {
     // tracing-journald talks to this path; a test journal stands in when no real one runs.
     let path = std::path::Path::new("/run/systemd/journal/socket");
     if path.exists() || std::fs::create_dir_all("/run/systemd/journal").is_err() {
-        eprintln!("skipped: a journal socket exists here or /run is not writable");
+        // The harness has no "skipped" outcome: say so loudly rather than pass in silence.
+        eprintln!(
+            "SKIPPED: under_journald_fields_are_native: a journal socket exists here or /run is not writable"
+        );
         return;
     }
     let journal = std::os::unix::net::UnixDatagram::bind(path).unwrap();

@@ -11,7 +11,7 @@ async fn created_updated_deleted_are_delivered_signed_and_in_order() {
     let up = Upstream::start().await;
     let rx = Receiver::start().await;
     let h = Harness::new();
-    let b = h.bridge("shop", &yaml(&up.url(), &rx.url(), ""));
+    let b = h.bridge("shop", &BridgeYaml::standard(&up.url(), &rx.url()).build());
 
     up.set_json(
         &json!({"items": [{"id": 1, "name": "a", "n": 1}, {"id": 2, "name": "b", "n": 2}]}),
@@ -80,11 +80,10 @@ async fn first_poll_emit_and_event_filter() {
     let h = Harness::new();
     let b = h.bridge(
         "e",
-        &yaml(
-            &up.url(),
-            &rx.url(),
-            "  first_poll: emit\n  events: [created, deleted]",
-        ),
+        &BridgeYaml::standard(&up.url(), &rx.url())
+            .first_poll("emit")
+            .emit("events: [created, deleted]")
+            .build(),
     );
     up.set_json(&json!({"items": [{"id": 1}, {"id": 2}]}));
     let r = h.poll(&b).await.unwrap();
@@ -111,7 +110,7 @@ async fn key_order_and_number_format_are_no_change_and_restart_re_emits_nothing(
     let up = Upstream::start().await;
     let rx = Receiver::start().await;
     let h = Harness::new();
-    let b = h.bridge("same", &yaml(&up.url(), &rx.url(), ""));
+    let b = h.bridge("same", &BridgeYaml::standard(&up.url(), &rx.url()).build());
     up.set(
         200,
         "application/json",
@@ -147,7 +146,7 @@ async fn failed_polls_change_nothing_and_emit_nothing() {
     let up = Upstream::start().await;
     let rx = Receiver::start().await;
     let h = Harness::new();
-    let mut b = h.bridge("f", &yaml(&up.url(), &rx.url(), ""));
+    let mut b = h.bridge("f", &BridgeYaml::standard(&up.url(), &rx.url()).build());
     b.source.max_body = 1000;
     up.set_json(&json!({"items": [{"id": 1}, {"id": 2}]}));
     h.poll(&b).await.unwrap();
@@ -238,7 +237,12 @@ async fn retries_follow_the_schedule_until_a_2xx() {
     let up = Upstream::start().await;
     let rx = Receiver::start().await;
     let h = Harness::new();
-    let b = h.bridge("r", &yaml(&up.url(), &rx.url(), "  first_poll: emit"));
+    let b = h.bridge(
+        "r",
+        &BridgeYaml::standard(&up.url(), &rx.url())
+            .first_poll("emit")
+            .build(),
+    );
     up.set_json(&json!({"items": [{"id": 1}, {"id": 2}]}));
     h.poll(&b).await.unwrap();
     rx.answer(500, &[]);
@@ -292,11 +296,12 @@ async fn document_mode() {
     let up = Upstream::start().await;
     let rx = Receiver::start().await;
     let h = Harness::new();
-    let yaml = format!(
-        "schedule: {{every: 1m}}\nsource: {{url: \"{}\"}}\nitems: {{select: \"$.info\"}}\nemit: {{first_poll: emit}}\nsinks: [{{url: \"{}\", signature: none}}]\n",
-        up.url(),
-        rx.url()
-    );
+    let yaml = BridgeYaml::new(&up.url())
+        .document("$.info")
+        .first_poll("emit")
+        .sink(&format!("\"{}\"", rx.url()))
+        .sink_line("signature: none")
+        .build();
     let b = h.bridge("doc", &yaml);
     up.set_json(&json!({"info": {"version": "1.0"}}));
     let r = h.poll(&b).await.unwrap();
@@ -324,12 +329,14 @@ async fn a_changed_key_definition_re_baselines_without_events() {
     let up = Upstream::start().await;
     let rx = Receiver::start().await;
     let h = Harness::new();
-    let b = h.bridge("k", &yaml(&up.url(), &rx.url(), ""));
+    let b = h.bridge("k", &BridgeYaml::standard(&up.url(), &rx.url()).build());
     up.set_json(&json!({"items": [{"id": 1, "slug": "a"}, {"id": 2, "slug": "b"}]}));
     h.poll(&b).await.unwrap();
     let b2 = h.bridge(
         "k",
-        &yaml(&up.url(), &rx.url(), "").replace("key: \"$.id\"", "key: \"$.slug\""),
+        &BridgeYaml::standard(&up.url(), &rx.url())
+            .key("$.slug")
+            .build(),
     );
     let r = h.poll(&b2).await.unwrap();
     assert!(r.rebaselined && r.events.is_empty());
@@ -349,10 +356,13 @@ async fn a_changed_key_definition_re_baselines_without_events() {
 async fn post_sources_send_their_json_body_and_headers() {
     let up = Upstream::start().await;
     let h = Harness::new();
-    let yaml = format!(
-        "schedule: {{every: 1m}}\nsource:\n  url: \"{}\"\n  method: POST\n  headers: {{X-Api-Key: \"${{TEST_TOKEN}}\"}}\n  body: {{query: \"{{ items {{ id }} }}\", vars: {{first: 10, token: \"${{TEST_TOKEN}}\"}}}}\nitems: {{select: \"$.data.items[*]\", key: \"$.id\"}}\nsinks: [{{url: console}}]\n",
-        up.url()
-    );
+    let yaml = BridgeYaml::new(&up.url())
+        .source("method: POST")
+        .source("body: {query: \"{ items { id } }\", vars: {first: 10, token: \"${TEST_TOKEN}\"}}")
+        .header("X-Api-Key", "\"${TEST_TOKEN}\"")
+        .select("$.data.items[*]")
+        .sink("console")
+        .build();
     let b = h.bridge("gql", &yaml);
     up.set_json(&json!({"data": {"items": [{"id": "a"}]}}));
     assert_eq!(h.poll(&b).await.unwrap().items, 1);

@@ -2,7 +2,6 @@
 //! after a `kill -9`, the refusal on start, `pollhook store check` and `accept-rollback`, and
 //! a receiver that never sees one seq or one id given to two different events.
 
-use crate::binary::{BIN, Daemon};
 use crate::support::*;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
@@ -21,13 +20,12 @@ fn listing(r: usize) -> Value {
 }
 
 fn write_bridge(dir: &Path, up: &Upstream, rx: &Receiver) {
-    std::fs::create_dir_all(dir.join("bridges")).unwrap();
-    let yaml = format!(
-        "schedule: {{every: 500ms}}\nsource: {{url: \"{}\"}}\nitems: {{select: \"$.items[*]\", key: \"$.id\"}}\nemit: {{first_poll: emit}}\nsinks:\n  - url: {}\n    secret: {SECRET}\n    retry: [100ms, 200ms, 500ms, 1s, 1s, 1s, 1s, 1s, 1s, 1s]\n",
-        up.url(),
-        rx.url()
-    );
-    std::fs::write(dir.join("bridges/b.yaml"), yaml).unwrap();
+    BridgeYaml::new(&up.url())
+        .every("500ms")
+        .first_poll("emit")
+        .signed_sink(&rx.url())
+        .retry("[100ms, 200ms, 500ms, 1s, 1s, 1s, 1s, 1s, 1s, 1s]")
+        .write(dir, "b");
 }
 
 /// Distinct seqs the receiver has.

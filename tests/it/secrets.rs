@@ -2,49 +2,21 @@
 //! `status`, the admin API, nor any error; and a file that is not a bridge is refused without
 //! being quoted.
 
-use crate::binary::{BIN, Daemon, cli, free_port};
 use crate::support::*;
 use serde_json::json;
 
 /// Runs the binary with extra environment; (exit code, stdout, stderr). Async, so that the
 /// test's own servers go on answering meanwhile.
 async fn cli_env(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
-    let mut cmd = tokio::process::Command::new(BIN);
-    cmd.args(args)
-        .env_remove("POLLHOOK_ADMIN")
-        .env_remove("JOURNAL_STREAM")
-        .env("RUST_LOG", "debug");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let out = cmd.output().await.unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn hup(d: &Daemon) {
-    let pid = d.child.id().unwrap().to_string();
-    std::process::Command::new("kill")
-        .args(["-HUP", &pid])
-        .status()
-        .unwrap();
-}
-
-fn logs(d: &Daemon) -> String {
-    d.stderr.lock().unwrap().join("\n")
+    let mut cmd = tokio::process::Command::from(cli_command(args));
+    cmd.env_remove("JOURNAL_STREAM")
+        .env("RUST_LOG", "debug")
+        .envs(env.iter().copied());
+    output_of(cmd.output().await.unwrap())
 }
 
 async fn get(admin: &str, path: &str) -> String {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::get(format!("http://{admin}{path}"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
+    get_text(&format!("http://{admin}{path}")).await.1
 }
 
 /// Each secret with the spellings it takes in a URL (percent- or form-encoded).
@@ -285,7 +257,7 @@ async fn no_secret_reaches_any_output_channel() {
         "schedule: {every: \"${RELOAD_ENV}\"}\nsource: {url: \"http://127.0.0.1:1/\"}\nitems: {select: \"$\"}\nsinks: [{url: console}]\n",
     )
     .unwrap();
-    hup(&d);
+    d.signal("-HUP");
     eventually("the reload refused", || logs(&d).contains("reload refused")).await;
     std::fs::remove_file(root.join("bridges/reload.yaml")).unwrap();
 
@@ -577,20 +549,15 @@ async fn a_dangling_link_refuses_the_reload_and_the_running_set_stays() {
     let up = Upstream::start().await;
     up.set_json(&json!({"items": [{"id": 1}]}));
     let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(dir.path().join("bridges")).unwrap();
-    std::fs::write(
-        dir.path().join("bridges/live.yaml"),
-        format!(
-            "schedule: {{every: 500ms}}\nsource: {{url: \"{}\"}}\nitems: {{select: \"$.items[*]\", key: \"$.id\"}}\nsinks: [{{url: console}}]\n",
-            up.url()
-        ),
-    )
-    .unwrap();
+    BridgeYaml::new(&up.url())
+        .every("500ms")
+        .sink("console")
+        .write(dir.path(), "live");
     let d = Daemon::start(dir.path(), &[]);
     eventually("the bridge polls", || !up.hits().is_empty()).await;
     let link = dir.path().join("bridges/gone.yaml");
     std::os::unix::fs::symlink(dir.path().join("nowhere"), &link).unwrap();
-    hup(&d);
+    d.signal("-HUP");
     eventually("the reload refused", || logs(&d).contains("reload refused")).await;
     let before = up.hits().len();
     eventually("the bridge still polls after the refused reload", || {

@@ -38,25 +38,16 @@ fn github_answer(up: &Upstream, page: &Value) -> Answer {
 }
 
 fn github_yaml(up: &Upstream, first_poll: &str) -> String {
-    format!(
-        r#"schedule: {{every: 1m}}
-source:
-  url: "{}{GITHUB_FIRST}"
-  headers:
-    Accept: application/vnd.github+json
-    Authorization: "token ${{TEST_TOKEN}}"
-  paginate:
-    next: link
-items:
-  select: "$[*]"
-  key: "$.number"
-  exclude: ["$.reactions"]
-emit:
-  first_poll: {first_poll}
-sinks: [{{url: console}}]
-"#,
-        up.base
-    )
+    BridgeYaml::new(&format!("{}{GITHUB_FIRST}", up.base))
+        .header("Accept", "application/vnd.github+json")
+        .header("Authorization", "\"token ${TEST_TOKEN}\"")
+        .next("link")
+        .select("$[*]")
+        .key("$.number")
+        .items("exclude: [\"$.reactions\"]")
+        .first_poll(first_poll)
+        .sink("console")
+        .build()
 }
 
 fn github_paths() -> Vec<String> {
@@ -176,8 +167,12 @@ async fn no_validators_before_a_baseline_after_a_definition_change_or_a_reset() 
     let listing = json!({"items": [{"id": 1, "slug": "a"}, {"id": 2, "slug": "b"}]});
     up.set_answer(Answer::json(&listing).header("etag", "\"v1\""));
     let h = Harness::new();
-    let yaml = yaml(&up.url(), "console", "")
-        .replace("    secret: whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n", "");
+    let yaml = BridgeYaml::new(&up.url())
+        .timeout("2s")
+        .max_fraction("1.0")
+        .sink("console")
+        .retry("[1s, 2s]")
+        .build();
     let b = h.bridge("c", &yaml);
     let inm = |i: usize| up.hits()[i].header("if-none-match").map(str::to_string);
 
@@ -226,7 +221,7 @@ async fn page_bodies_are_kept_only_where_a_304_may_stand_for_one() {
 
     // One page and no absences counted: a 304 always ends the poll, so only validators are
     // stored.
-    let one = h.bridge("one", &yaml(&up.url(), "console", ""));
+    let one = h.bridge("one", &BridgeYaml::standard(&up.url(), "console").build());
     h.poll(&one).await.unwrap();
     let pages = h.ctx.store().unwrap().pages("one").unwrap();
     let (key, head) = pages.iter().next().unwrap();
@@ -238,7 +233,12 @@ async fn page_bodies_are_kept_only_where_a_304_may_stand_for_one() {
     assert!(h.poll(&one).await.unwrap().not_modified);
 
     // Counting absences: a 304 may have to stand for the page, so its body is kept.
-    let am = h.bridge("am", &yaml(&up.url(), "console", "    after_missing: 3"));
+    let am = h.bridge(
+        "am",
+        &BridgeYaml::standard(&up.url(), "console")
+            .after_missing(3)
+            .build(),
+    );
     h.poll(&am).await.unwrap();
     up.set_answer(Answer::json(&json!({"items": [{"id": "a"}]})).header("etag", "\"2\""));
     h.poll(&am).await.unwrap();
@@ -285,10 +285,13 @@ async fn page_bodies_are_kept_only_where_a_304_may_stand_for_one() {
     assert_eq!((r.deleted, r.events[0].key.as_str()), (1, "b"));
 }
 
-fn paged_yaml(url: &str, next: &str, extra_source: &str) -> String {
-    format!(
-        "schedule: {{every: 1m}}\nsource:\n  url: \"{url}\"\n  timeout: 1s\n  paginate:\n    next: {next}\n{extra_source}items:\n  select: \"$.items[*]\"\n  key: \"$.id\"\nemit:\n  first_poll: emit\n  deletes: {{max_fraction: 1.0}}\nsinks: [{{url: console}}]\n"
-    )
+fn paged_yaml(url: &str, next: &str) -> BridgeYaml {
+    BridgeYaml::new(url)
+        .timeout("1s")
+        .next(next)
+        .first_poll("emit")
+        .max_fraction("1.0")
+        .sink("console")
 }
 
 fn ids(r: &pollhook::poll::PollReport) -> Vec<String> {
@@ -311,8 +314,8 @@ async fn a_cursor_api_is_followed_until_the_cursor_runs_out() {
         &paged_yaml(
             &format!("{}/items?limit=2", up.base),
             "{param: cursor, from: \"$.meta.next_cursor\"}",
-            "",
-        ),
+        )
+        .build(),
     );
     let r = h.poll(&b).await.unwrap();
     assert_eq!(ids(&r), ["1", "2", "3", "4", "5"]);
@@ -375,7 +378,7 @@ async fn a_body_url_api_with_relative_and_absolute_next_links() {
     let h = Harness::new();
     let b = h.bridge(
         "body",
-        &paged_yaml(&format!("{}/b", up.base), "{url: \"$.next\"}", ""),
+        &paged_yaml(&format!("{}/b", up.base), "{url: \"$.next\"}").build(),
     );
     let r = h.poll(&b).await.unwrap();
     assert_eq!(ids(&r), ["a", "b", "c"]);
@@ -419,7 +422,10 @@ async fn a_next_link_that_repeats_ends_the_listing_as_incomplete() {
         Answer::json(&json!({"items": [{"id": 3}, {"id": 4}]})).header("link", &link("/l")),
     );
     let h = Harness::new();
-    let b = h.bridge("loop", &paged_yaml(&format!("{}/l", up.base), "link", ""));
+    let b = h.bridge(
+        "loop",
+        &paged_yaml(&format!("{}/l", up.base), "link").build(),
+    );
     let r = h.poll(&b).await.unwrap();
     assert_eq!(ids(&r), ["1", "2", "3", "4"]);
     assert_eq!(r.incomplete, Some(Incomplete::Repeats));
@@ -451,7 +457,8 @@ async fn max_pages_reached_means_an_incomplete_listing_and_no_deletes() {
     up.route("/m?page=2", page(&[3, 4], Some("/m?page=3")));
     up.route("/m?page=3", page(&[5], None));
     let h = Harness::new();
-    let two = paged_yaml(&format!("{}/m", up.base), "link", "    max_pages: 2\n");
+    let paged = paged_yaml(&format!("{}/m", up.base), "link");
+    let two = paged.clone().paginate("max_pages: 2").build();
     let b = h.bridge("mp", &two);
     let r = h.poll(&b).await.unwrap();
     assert_eq!(ids(&r), ["1", "2", "3", "4"]);
@@ -482,7 +489,7 @@ async fn max_pages_reached_means_an_incomplete_listing_and_no_deletes() {
     assert_eq!(keys(&h), ["1", "2", "3", "4"]);
 
     // With room for every page the listing is complete: 5 is new, 1 is gone.
-    let b = h.bridge("mp", &two.replace("max_pages: 2", "max_pages: 3"));
+    let b = h.bridge("mp", &paged.paginate("max_pages: 3").build());
     let r = h.poll(&b).await.unwrap();
     assert_eq!(r.incomplete, None);
     assert_eq!((r.created, r.deleted), (1, 1));

@@ -17,8 +17,11 @@ use pollhook::store::Store;
 use serde_json::Value;
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
+use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
 
 type Hits = Arc<Mutex<Vec<Hit>>>;
 
@@ -440,39 +443,48 @@ pub fn load_one(dir: &Path, name: &str) -> Bridge {
         .unwrap()
 }
 
-/// A bridge file: GET `url`, items at `$.items[*]` keyed by `$.id`, one signed sink.
-pub fn yaml(url: &str, sink: &str, extra_emit: &str) -> String {
-    format!(
-        r#"schedule:
-  every: 1m
-source:
-  url: {url}
-  timeout: 2s
-items:
-  select: "$.items[*]"
-  key: "$.id"
-emit:
-  deletes:
-    max_fraction: 1.0
-{extra_emit}
-sinks:
-  - url: {sink}
-    secret: {SECRET}
-    retry: [1s, 2s]
-"#
-    )
-}
-
 /// Polls `cond` until it holds, for at most 30 s (a generous deadline for a busy machine).
 pub async fn eventually<F: FnMut() -> bool>(what: &str, mut cond: F) {
+    eventually_async(what, || std::future::ready(cond())).await
+}
+
+/// Polls an async condition until it holds, for at most 30 s.
+pub async fn eventually_async<F, Fut>(what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while !cond() {
+    while !cond().await {
         assert!(
             std::time::Instant::now() < deadline,
             "timed out waiting for: {what}"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// A GET: the status and the body as text.
+pub async fn get_text(url: &str) -> (u16, String) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let r = reqwest::Client::new().get(url).send().await.unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+/// A GET of the admin API; status 0 while nothing listens yet (the daemon is starting).
+pub async fn get_json(url: &str) -> (u16, Value) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let r = match reqwest::Client::new().get(url).send().await {
+        Ok(r) => r,
+        Err(e) if e.is_connect() => return (0, Value::Null),
+        Err(e) => panic!("{url}: {e}"),
+    };
+    let code = r.status().as_u16();
+    let text = r.text().await.unwrap();
+    (
+        code,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
 }
 
 /// An admin request over the daemon's unix socket: the status and the JSON body (null when
@@ -505,4 +517,361 @@ pub async fn over_tcp(
     }
     let r = req.send().await.unwrap();
     (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+// ---- the real binary: the CLI, and the daemon as a child process ----
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_pollhook");
+
+pub fn collect<R: tokio::io::AsyncRead + Unpin + Send + 'static>(r: R) -> Arc<Mutex<Vec<String>>> {
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let out = lines.clone();
+    tokio::spawn(async move {
+        let mut rd = BufReader::new(r).lines();
+        while let Ok(Some(l)) = rd.next_line().await {
+            out.lock().unwrap().push(l);
+        }
+    });
+    lines
+}
+
+pub struct Daemon {
+    pub child: Child,
+    pub stdout: Arc<Mutex<Vec<String>>>,
+    pub stderr: Arc<Mutex<Vec<String>>>,
+    /// Its admin unix socket (the default: `DATA/admin.sock`).
+    pub socket: std::path::PathBuf,
+}
+
+impl Daemon {
+    pub fn start(dir: &std::path::Path, env: &[(&str, &str)]) -> Daemon {
+        Daemon::start_with(dir, env, "off")
+    }
+
+    pub fn start_with(dir: &std::path::Path, env: &[(&str, &str)], admin: &str) -> Daemon {
+        Daemon::start_args(dir, env, &["--admin", admin])
+    }
+
+    /// `pollhook run` with `args` after the defaults (`--admin` among them).
+    pub fn start_args(dir: &std::path::Path, env: &[(&str, &str)], args: &[&str]) -> Daemon {
+        let run = [&["run", "--log-format", "pretty"], args].concat();
+        let mut cmd = Command::from(pollhook_in(dir, &run));
+        cmd.env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let stdout = collect(child.stdout.take().unwrap());
+        let stderr = collect(child.stderr.take().unwrap());
+        Daemon {
+            child,
+            stdout,
+            stderr,
+            socket: dir.join("data/admin.sock"),
+        }
+    }
+
+    /// The CLI, reaching this daemon through its admin socket (`POLLHOOK_ADMIN_SOCKET`).
+    pub fn cli(&self, args: &[&str]) -> (i32, String, String) {
+        cli_env(
+            args,
+            &[("POLLHOOK_ADMIN_SOCKET", self.socket.to_str().unwrap())],
+        )
+    }
+
+    /// Sends a signal, spelt as kill(1) takes it (`-HUP`).
+    pub fn signal(&self, sig: &str) {
+        let pid = self.child.id().unwrap().to_string();
+        let status = std::process::Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill {sig} {pid}: {status}");
+    }
+
+    /// Its stderr so far, one string.
+    pub fn logs(&self) -> String {
+        self.stderr.lock().unwrap().join("\n")
+    }
+
+    pub async fn terminate(mut self) -> (i32, Vec<String>, Vec<String>) {
+        self.signal("-TERM");
+        let status = self.child.wait().await.unwrap();
+        // Let the readers reach the end of the pipes.
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let out = self.stdout.lock().unwrap().clone();
+        let err = self.stderr.lock().unwrap().clone();
+        (status.code().unwrap_or(-1), out, err)
+    }
+}
+
+/// `pollhook ARGS --bridges DIR/bridges --data DIR/data`, with no stdin and none of the
+/// caller's journal, notify socket or runtime directory.
+pub fn pollhook_in(dir: &Path, args: &[&str]) -> std::process::Command {
+    let mut cmd = std::process::Command::new(BIN);
+    cmd.args(args)
+        .arg("--bridges")
+        .arg(dir.join("bridges"))
+        .arg("--data")
+        .arg(dir.join("data"))
+        .env_remove("JOURNAL_STREAM")
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("RUNTIME_DIRECTORY")
+        .stdin(std::process::Stdio::null());
+    cmd
+}
+
+pub fn cli(args: &[&str]) -> (i32, String, String) {
+    cli_env(args, &[])
+}
+
+/// The CLI with these environment variables, and none of the caller's that point it somewhere.
+pub fn cli_env(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    output_of(
+        cli_command(args)
+            .envs(env.iter().copied())
+            .output()
+            .unwrap(),
+    )
+}
+
+/// The CLI as a command, with none of the caller's environment that points it somewhere.
+pub fn cli_command(args: &[&str]) -> std::process::Command {
+    let mut cmd = std::process::Command::new(BIN);
+    cmd.args(args)
+        .env_remove("POLLHOOK_ADMIN")
+        .env_remove("POLLHOOK_ADMIN_SOCKET")
+        .env_remove("POLLHOOK_ADMIN_TOKEN")
+        .env_remove("RUNTIME_DIRECTORY")
+        .env_remove("STATE_DIRECTORY");
+    cmd
+}
+
+/// (exit code, stdout, stderr) of a finished command.
+pub fn output_of(out: std::process::Output) -> (i32, String, String) {
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A daemon's stderr so far, one string.
+pub fn logs(d: &Daemon) -> String {
+    d.logs()
+}
+
+/// A valid bridge file, built from what a test varies; `new` is `$.items[*]` keyed by `$.id`,
+/// every minute, and no sink. Tests that need a deliberately odd file write its text as is.
+#[derive(Clone)]
+pub struct BridgeYaml {
+    schedule: String,
+    url: String,
+    source: Vec<String>,
+    headers: Vec<String>,
+    paginate: Vec<String>,
+    items: Vec<String>,
+    emit: Vec<String>,
+    deletes: Vec<String>,
+    sinks: Vec<Vec<String>>,
+}
+
+impl BridgeYaml {
+    pub fn new(url: &str) -> BridgeYaml {
+        BridgeYaml {
+            schedule: "every: 1m".into(),
+            url: url.into(),
+            source: vec![],
+            headers: vec![],
+            paginate: vec![],
+            items: vec!["select: \"$.items[*]\"".into(), "key: \"$.id\"".into()],
+            emit: vec![],
+            deletes: vec![],
+            sinks: vec![],
+        }
+    }
+
+    /// The bridge most tests use: a 2 s timeout, deletes never held back by their share, and
+    /// one sink signed with [`SECRET`] retrying after 1 s and 2 s.
+    pub fn standard(url: &str, sink: &str) -> BridgeYaml {
+        BridgeYaml::new(url)
+            .timeout("2s")
+            .max_fraction("1.0")
+            .signed_sink(sink)
+            .retry("[1s, 2s]")
+    }
+
+    pub fn every(mut self, every: &str) -> Self {
+        self.schedule = format!("every: {every}");
+        self
+    }
+
+    pub fn timeout(mut self, timeout: &str) -> Self {
+        self.source.retain(|l| !l.starts_with("timeout:"));
+        self.source(&format!("timeout: {timeout}"))
+    }
+
+    /// Any other line of `source:` (`max_body: 1000`, `method: POST`).
+    pub fn source(mut self, line: &str) -> Self {
+        self.source.push(line.into());
+        self
+    }
+
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push(format!("{name}: {value}"));
+        self
+    }
+
+    /// `paginate.next` as written (`link`, `{url: "$.next"}`).
+    pub fn next(self, next: &str) -> Self {
+        self.paginate(&format!("next: {next}"))
+    }
+
+    /// Any line of `paginate:` (`max_pages: 2`).
+    pub fn paginate(mut self, line: &str) -> Self {
+        self.paginate.push(line.into());
+        self
+    }
+
+    pub fn select(mut self, select: &str) -> Self {
+        self.items[0] = format!("select: \"{select}\"");
+        self
+    }
+
+    pub fn key(mut self, key: &str) -> Self {
+        self.items[1] = format!("key: \"{key}\"");
+        self
+    }
+
+    /// Document mode: the one item at `select`, with no key.
+    pub fn document(mut self, select: &str) -> Self {
+        self.items = vec![format!("select: \"{select}\"")];
+        self
+    }
+
+    /// Any other line of `items:` (`include: ["$.a"]`).
+    pub fn items(mut self, line: &str) -> Self {
+        self.items.push(line.into());
+        self
+    }
+
+    pub fn first_poll(self, what: &str) -> Self {
+        self.emit(&format!("first_poll: {what}"))
+    }
+
+    /// Any other line of `emit:` (`events: [created]`).
+    pub fn emit(mut self, line: &str) -> Self {
+        self.emit.push(line.into());
+        self
+    }
+
+    pub fn max_fraction(mut self, f: &str) -> Self {
+        self.deletes.retain(|l| !l.starts_with("max_fraction:"));
+        self.deletes.push(format!("max_fraction: {f}"));
+        self
+    }
+
+    pub fn after_missing(mut self, n: u32) -> Self {
+        self.deletes.push(format!("after_missing: {n}"));
+        self
+    }
+
+    /// A sink with no secret (`console`, or one that signs with `signature: none`).
+    pub fn sink(mut self, url: &str) -> Self {
+        self.sinks.push(vec![format!("url: {url}")]);
+        self
+    }
+
+    /// A sink signed with [`SECRET`].
+    pub fn signed_sink(self, url: &str) -> Self {
+        self.sink(url).sink_line(&format!("secret: {SECRET}"))
+    }
+
+    /// The last sink's retry schedule, as written (`[1s, 2s]`).
+    pub fn retry(self, steps: &str) -> Self {
+        self.sink_line(&format!("retry: {steps}"))
+    }
+
+    /// Any other line of the last sink (`signature: none`).
+    pub fn sink_line(mut self, line: &str) -> Self {
+        self.sinks
+            .last_mut()
+            .expect("a sink to add to")
+            .push(line.into());
+        self
+    }
+
+    pub fn build(&self) -> String {
+        let mut y = self.head();
+        y.push_str(if self.sinks.is_empty() {
+            "sinks: []\n"
+        } else {
+            "sinks:\n"
+        });
+        for sink in &self.sinks {
+            for (i, line) in sink.iter().enumerate() {
+                y.push_str(if i == 0 { "  - " } else { "    " });
+                y.push_str(line);
+                y.push('\n');
+            }
+        }
+        y
+    }
+
+    /// The file with `sinks:` as written (`  - url: ...` items), for tests that vary sinks
+    /// beyond what the builder says.
+    pub fn with_sinks(&self, sinks: &str) -> String {
+        format!("{}sinks:\n{sinks}", self.head())
+    }
+
+    /// Everything above `sinks:`.
+    fn head(&self) -> String {
+        let mut y = format!(
+            "schedule:\n  {}\nsource:\n  url: \"{}\"\n",
+            self.schedule, self.url
+        );
+        section(&mut y, "  ", "", &self.source);
+        section(&mut y, "  ", "headers:", &self.headers);
+        section(&mut y, "  ", "paginate:", &self.paginate);
+        section(&mut y, "", "items:", &self.items);
+        if !self.emit.is_empty() || !self.deletes.is_empty() {
+            y.push_str("emit:\n");
+            section(&mut y, "  ", "", &self.emit);
+            section(&mut y, "  ", "deletes:", &self.deletes);
+        }
+        y
+    }
+
+    /// Writes the file as `DIR/bridges/NAME.yaml`, the layout `Daemon` reads.
+    pub fn write(&self, dir: &Path, name: &str) {
+        std::fs::create_dir_all(dir.join("bridges")).unwrap();
+        std::fs::write(dir.join(format!("bridges/{name}.yaml")), self.build()).unwrap();
+    }
+}
+
+/// `lines` under `head` (none: at the level of `indent`), each one level deeper.
+fn section(y: &mut String, indent: &str, head: &str, lines: &[String]) {
+    if lines.is_empty() {
+        return;
+    }
+    let inner = if head.is_empty() {
+        indent.to_string()
+    } else {
+        y.push_str(&format!("{indent}{head}\n"));
+        format!("{indent}  ")
+    };
+    for l in lines {
+        y.push_str(&format!("{inner}{l}\n"));
+    }
 }
