@@ -1523,6 +1523,66 @@ mod tests {
         )
     }
 
+    /// Keys and records on disk are derived from names and URLs: a change to any derivation
+    /// orphans what is stored (a lost 304 cache, items seen as new, stuck queues), so each is
+    /// pinned to its exact bytes here. Changing one needs a migration, not a new expected value.
+    #[test]
+    fn persisted_derivations_are_pinned() {
+        let url = "https://api.example.com/items?page=2&token=s3cret";
+        assert_eq!(page_key(url), "d6a67c9d8597cfc86bbbb463c42e97b3");
+        assert_eq!(page_digest("[]"), "4f53cda18c2baa0c0354bb5f9a3ecbe5");
+        assert_eq!(prefix(&["br", "s1"]), b"br\0s1\0".to_vec());
+        assert_eq!(
+            queue_key("br", "s1", 258),
+            b"br\0s1\0\0\0\0\0\0\0\x01\x02".to_vec()
+        );
+        assert_eq!(position_of(&queue_key("br", "s1", 258)), 258);
+        let mut r = vec![7; 16];
+        r.extend_from_slice(&[0, 0, 0, 3]);
+        assert_eq!(state_record(&[7; 16], 3).to_vec(), r);
+        let head = CachedPage {
+            etag: Some("\"e\"".into()),
+            digest: Some("d".into()),
+            ..Default::default()
+        };
+        let json = br#"["\"e\"",null,null,"d"]"#;
+        let mut rec = (json.len() as u32).to_be_bytes().to_vec();
+        rec.extend_from_slice(json);
+        assert_eq!(encode_page(&head), rec);
+        assert_eq!(decode_page(&rec), Some((head.clone(), rec.len())));
+
+        // The trees' keys as a commit writes them.
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let mut c = Commit {
+            bridge: "br".into(),
+            meta: BridgeMeta {
+                seq: 1,
+                ..Default::default()
+            },
+            puts: vec![("k1".into(), [1; 16], b"1".to_vec())],
+            pages: vec![(
+                page_key(url),
+                PageWrite::Full(head, Arc::new("[]".to_string())),
+            )],
+            ..Default::default()
+        };
+        c.outbox.push(("s1".into(), entry(1)));
+        s.commit(&c).unwrap();
+        let keys = |t: &sled::Tree| -> Vec<Vec<u8>> {
+            t.iter().keys().map(|k| k.unwrap().to_vec()).collect()
+        };
+        assert_eq!(keys(&s.items), vec![b"br\0k1".to_vec()]);
+        assert_eq!(keys(&s.state), vec![b"br\0k1".to_vec()]);
+        assert_eq!(keys(&s.meta), vec![b"br".to_vec()]);
+        let pk = [b"br\0".as_slice(), page_key(url).as_bytes()].concat();
+        assert_eq!(keys(&s.pages), vec![pk.clone()]);
+        assert_eq!(keys(&s.page_bodies), vec![pk]);
+        let ob = keys(&s.outbox);
+        assert_eq!(ob.len(), 1);
+        assert!(ob[0].starts_with(b"br\0s1\0") && ob[0].len() == 14);
+    }
+
     #[test]
     fn pages_are_replaced_with_the_state_and_forgotten_on_reset() {
         let dir = tempfile::tempdir().unwrap();
