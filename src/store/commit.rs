@@ -1,0 +1,306 @@
+//! A poll's writes and how they reach the disk: one transaction per commit (state, meta,
+//! pages and outbox together), and group commit so that concurrent flushes share one.
+
+use super::*;
+
+/// A poll's writes, applied atomically by [`Store::commit`].
+#[derive(Debug, Default)]
+pub struct Commit {
+    pub bridge: String,
+    /// The `seq` read before the poll: if another writer moved it, the commit is refused.
+    pub expected_seq: u64,
+    /// The whole meta read before the poll, when the commit stands on it: if anything changed
+    /// it meanwhile (a reset, another poll), the commit is refused.
+    pub base: Option<BridgeMeta>,
+    pub meta: BridgeMeta,
+    pub puts: Vec<(String, Hash, Vec<u8>)>,
+    pub missing: Vec<(String, u32)>,
+    pub removes: Vec<String>,
+    pub outbox: Vec<(String, OutboxEntry)>,
+    /// The bridge's cached pages after this poll, by `page_key`: they replace the stored set.
+    pub pages: Vec<(String, PageWrite)>,
+}
+
+impl Commit {
+    /// Queues each event for each sink, in order.
+    pub fn queue(&mut self, sinks: &[String], events: &[crate::event::Event], created_ms: i64) {
+        for e in events {
+            let body = serde_json::to_string(e).expect("event serialises");
+            for sink in sinks {
+                self.outbox.push((
+                    sink.clone(),
+                    OutboxEntry {
+                        event_id: e.id.clone(),
+                        kind: e.kind,
+                        seq: e.seq,
+                        body: body.clone(),
+                        attempts: 0,
+                        next_at_ms: 0,
+                        last_error: None,
+                        created_ms,
+                    },
+                ));
+            }
+        }
+    }
+}
+
+#[derive(Default)]
+pub(super) struct Flushes {
+    pub(super) committed: AtomicU64,
+    pub(super) durable: AtomicU64,
+    pub(super) lock: tokio::sync::Mutex<()>,
+}
+
+/// Flushes sled, then records in the high-water mark `seqs`, noted before the flush began and
+/// so on disk once it is done. If either fails, the notes are given back for the next flush.
+pub(super) fn flush_and_mark(
+    db: &sled::Db,
+    hw: &HighWater,
+    seqs: HashMap<String, u64>,
+) -> Result<(), StoreError> {
+    let done = match db.flush() {
+        Ok(_) => hw.record(&seqs).map_err(StoreError::from),
+        Err(e) => Err(e.into()),
+    };
+    if done.is_err() {
+        hw.renote(seqs);
+    }
+    done
+}
+
+impl Store {
+    /// Waits until the bridge's queued events are on disk: at once when its commits were
+    /// flushed already (the usual case), else through a flush.
+    pub async fn flush_for(&self, bridge: &str) -> Result<(), StoreError> {
+        let pending = {
+            let all = self.queued.lock().expect("queue counts lock");
+            let durable = self.flushes.durable.load(Ordering::SeqCst);
+            all.get(bridge)
+                .is_some_and(|q| q.inflight > 0 || q.commit > durable)
+        };
+        if pending { self.flush().await } else { Ok(()) }
+    }
+
+    /// Waits until everything committed so far is on disk.
+    /// Waits until every commit made so far is on disk. Concurrent callers share one flush
+    /// (group commit), and the flush runs on a blocking thread: sled 0.34's `flush_async`
+    /// queues each call on sled's own small I/O pool, and many at once starve the pool of the
+    /// thread that would write the log, a deadlock the delivery benchmark ran into.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        let wanted = self.flushes.committed.load(Ordering::SeqCst);
+        // Already on disk (what a deliverer usually finds): no need to queue for the lock.
+        if self.flushes.durable.load(Ordering::SeqCst) >= wanted {
+            return Ok(());
+        }
+        let _one = self.flushes.lock.lock().await;
+        if self.flushes.durable.load(Ordering::SeqCst) >= wanted {
+            return Ok(());
+        }
+        let target = self.flushes.committed.load(Ordering::SeqCst);
+        let db = self.db.clone();
+        let hw = self.highwater.clone();
+        // The notes are taken after `target` was read: every commit it counts is among them.
+        tokio::task::spawn_blocking(move || flush_and_mark(&db, &hw, hw.take_noted()))
+            .await
+            .expect("flush does not panic")?;
+        self.flushes.durable.fetch_max(target, Ordering::SeqCst);
+        Ok(())
+    }
+
+    pub fn flush_blocking(&self) -> Result<(), StoreError> {
+        // The notes stay for `flush` to take too: a flush that returns must have recorded
+        // every commit it counts, even one whose notes a concurrent `flush_blocking` read.
+        flush_and_mark(&self.db, &self.highwater, self.highwater.noted())
+    }
+
+    /// Applies a poll atomically: item state, meta (with the new `seq`) and outbox entries.
+    pub fn commit(&self, c: &Commit) -> Result<(), StoreError> {
+        let ip = prefix(&[&c.bridge]);
+        let item_key = |k: &str| {
+            let mut key = ip.clone();
+            key.extend_from_slice(k.as_bytes());
+            key
+        };
+        let meta_bytes = serde_json::to_vec(&c.meta).expect("meta serialises");
+        // The values of items that have no state yet are written first, in batches: no state
+        // points at them until the transaction below, so a crash or a refused commit leaves
+        // only values nothing reads (and the next write of that key replaces). This keeps a
+        // first poll of a large listing from holding every value in one transaction. Values
+        // of known items are replaced inside it: the previous one must stay until then.
+        // Values are made ready (the large ones written to their files) before the
+        // transaction, which may run more than once; the files they replace are deleted
+        // once it is on disk (see `values`).
+        let mut fresh = vec![false; c.puts.len()];
+        let mut garbage = Vec::new();
+        let mut batch = Vec::new();
+        let mut in_batch = 0;
+        for (i, (k, _, value)) in c.puts.iter().enumerate() {
+            let key = item_key(k);
+            if self.state.contains_key(&key)? {
+                continue;
+            }
+            fresh[i] = true;
+            in_batch += value.len().div_ceil(values::CHUNK);
+            batch.push((key, value.as_slice()));
+            if in_batch >= 10_000 {
+                garbage.extend(self.put_ahead(&batch)?);
+                batch.clear();
+                in_batch = 0;
+            }
+        }
+        if !batch.is_empty() {
+            garbage.extend(self.put_ahead(&batch)?);
+        }
+        drop(batch);
+        let mut prepared = Vec::with_capacity(c.puts.len());
+        for ((_, _, value), fresh) in c.puts.iter().zip(&fresh) {
+            prepared.push(match fresh {
+                true => None,
+                false => Some(self.files.prepare(value)?),
+            });
+        }
+        let mut outbox = Vec::with_capacity(c.outbox.len());
+        let entries: Vec<Vec<u8>> = c
+            .outbox
+            .iter()
+            .map(|(_, e)| serde_json::to_vec(e).expect("entry serialises"))
+            .collect();
+        for ((sink, _), e) in c.outbox.iter().zip(&entries) {
+            outbox.push((
+                queue_key(&c.bridge, sink, self.position()),
+                self.files.prepare(e)?,
+            ));
+        }
+        // The page set is replaced: pages no longer in the listing go. Polls of one bridge
+        // never overlap, so the keys read here are still the stored ones at commit time.
+        let mut gone: Vec<Vec<u8>> = Vec::new();
+        for k in self.pages.scan_prefix(&ip).keys() {
+            let k = k?;
+            let kept = c
+                .pages
+                .iter()
+                .any(|(pk, ..)| k.len() == ip.len() + pk.len() && k.ends_with(pk.as_bytes()));
+            if !kept {
+                gone.push(k.to_vec());
+            }
+        }
+        // Key, validators record, and the body when it is stored.
+        type Written<'a> = (Vec<u8>, Vec<u8>, Option<values::Prepared<'a>>);
+        let mut written: Vec<Written> = Vec::with_capacity(c.pages.len());
+        for (pk, w) in &c.pages {
+            let body = match w {
+                PageWrite::Full(_, body) => Some(self.files.prepare(body.as_bytes())?),
+                _ => None,
+            };
+            if let Some(head) = w.head() {
+                written.push((item_key(pk), encode_page(head), body));
+            }
+        }
+        // A deliverer that reads the outbox from now on may find these events: until the
+        // commit is counted, `flush_for` treats them as not on disk.
+        let queues = !outbox.is_empty();
+        if queues {
+            self.count(&c.bridge, |q| q.inflight += 1);
+        }
+        let res: Result<Vec<values::FileName>, TransactionError<StoreError>> = (
+            &self.items,
+            &self.state,
+            &self.meta,
+            &self.outbox,
+            &self.pages,
+            &self.page_bodies,
+            &self.parts,
+        )
+            .transaction(|(items, state, meta, ob, pg, bodies, parts)| {
+                let mut garbage = Vec::new();
+                let current = match meta.get(c.bridge.as_bytes())? {
+                    Some(v) => serde_json::from_slice::<BridgeMeta>(&v).map_err(|_| {
+                        ConflictableTransactionError::Abort(StoreError::Corrupt(c.bridge.clone()))
+                    })?,
+                    None => BridgeMeta::default(),
+                };
+                let moved = c.base.as_ref().is_some_and(|b| *b != current);
+                if current.seq != c.expected_seq || moved {
+                    return Err(ConflictableTransactionError::Abort(StoreError::Conflict(
+                        c.bridge.clone(),
+                    )));
+                }
+                for ((k, hash, _), value) in c.puts.iter().zip(&prepared) {
+                    let key = item_key(k);
+                    state.insert(key.as_slice(), &state_record(hash, 0))?;
+                    if let Some(value) = value {
+                        garbage.extend(values::put_in_tx(items, parts, Kind::Item, &key, value)?);
+                    }
+                }
+                for (k, missing) in &c.missing {
+                    let key = item_key(k);
+                    if let Some(rec) = state.get(&key)? {
+                        let mut rec = rec.to_vec();
+                        if rec.len() >= 20 {
+                            rec[16..20].copy_from_slice(&missing.to_be_bytes());
+                            state.insert(key, rec)?;
+                        }
+                    }
+                }
+                for k in &c.removes {
+                    let key = item_key(k);
+                    state.remove(key.as_slice())?;
+                    garbage.extend(values::remove_in_tx(items, parts, Kind::Item, &key)?);
+                }
+                meta.insert(c.bridge.as_bytes(), meta_bytes.as_slice())?;
+                for (k, v) in &outbox {
+                    garbage.extend(values::put_in_tx(ob, parts, Kind::Outbox, k, v)?);
+                }
+                for k in &gone {
+                    pg.remove(k.as_slice())?;
+                    garbage.extend(values::remove_in_tx(bodies, parts, Kind::PageBody, k)?);
+                }
+                for (k, head, body) in &written {
+                    pg.insert(k.as_slice(), head.as_slice())?;
+                    garbage.extend(match body {
+                        Some(body) => values::put_in_tx(bodies, parts, Kind::PageBody, k, body)?,
+                        None => values::remove_in_tx(bodies, parts, Kind::PageBody, k)?,
+                    });
+                }
+                Ok(garbage)
+            });
+        let outcome = match res {
+            Ok(replaced) => {
+                garbage.extend(replaced);
+                // Noted before it is counted, so a flush that counts it also records its seq.
+                self.highwater.note(&c.bridge, c.meta.seq);
+                let number = self.flushes.committed.fetch_add(1, Ordering::SeqCst) + 1;
+                if queues {
+                    self.count(&c.bridge, |q| {
+                        q.inflight -= 1;
+                        q.outbox += outbox.len();
+                        q.commit = q.commit.max(number);
+                    });
+                }
+                Ok(())
+            }
+            Err(e) => {
+                if queues {
+                    self.count(&c.bridge, |q| q.inflight -= 1);
+                }
+                if let TransactionError::Abort(_) = e {
+                    // Refused: the files made ready for it are no value's.
+                    let new = prepared
+                        .iter()
+                        .flatten()
+                        .chain(outbox.iter().map(|(_, v)| v));
+                    let new = new.chain(written.iter().filter_map(|w| w.2.as_ref()));
+                    self.files.delete(new.filter_map(values::Prepared::file));
+                }
+                Err(tx_error(e))
+            }
+        };
+        // After a write error, what reached the disk is unknown: the next open's sweep
+        // deletes what no record points at.
+        if !matches!(outcome, Err(StoreError::Sled(_))) {
+            self.collect(garbage)?;
+        }
+        outcome
+    }
+}
