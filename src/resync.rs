@@ -79,7 +79,7 @@ async fn queue_snapshot(
 mod tests {
     use super::*;
     use crate::config::Env;
-    use crate::store::{CachedPage, page_digest, page_key};
+    use crate::store::{CachedPage, Put, page_digest, page_key};
     use std::sync::Arc;
 
     fn bridge() -> Bridge {
@@ -114,7 +114,7 @@ mod tests {
                     baselined: true,
                     ..Default::default()
                 },
-                puts: vec![("1".into(), [1; 16], br#"{"id":1}"#.to_vec())],
+                puts: vec![Put::new("1", [1; 16], br#"{"id":1}"#.to_vec())],
                 pages: vec![(
                     page_key(url),
                     PageWrite::Full(head.clone(), Arc::new(body.to_string())),

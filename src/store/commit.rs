@@ -13,12 +13,31 @@ pub struct Commit {
     /// it meanwhile (a reset, another poll), the commit is refused.
     pub base: Option<BridgeMeta>,
     pub meta: BridgeMeta,
-    pub puts: Vec<(String, Hash, Vec<u8>)>,
+    pub puts: Vec<Put>,
     pub missing: Vec<(String, u32)>,
     pub removes: Vec<String>,
     pub outbox: Vec<(String, OutboxEntry)>,
     /// The bridge's cached pages after this poll, by `page_key`: they replace the stored set.
     pub pages: Vec<(String, PageWrite)>,
+}
+
+/// One item's new value, with the hash that later polls compare it by.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Put {
+    pub key: String,
+    pub hash: Hash,
+    /// The canonical JSON of the item.
+    pub value: Vec<u8>,
+}
+
+impl Put {
+    pub fn new(key: impl Into<String>, hash: Hash, value: Vec<u8>) -> Put {
+        Put {
+            key: key.into(),
+            hash,
+            value,
+        }
+    }
 }
 
 impl Commit {
@@ -135,7 +154,7 @@ impl Store {
         let mut garbage = Vec::new();
         let mut batch = Vec::new();
         let mut in_batch = 0;
-        for (i, (k, _, value)) in c.puts.iter().enumerate() {
+        for (i, Put { key: k, value, .. }) in c.puts.iter().enumerate() {
             let key = item_key(k);
             if self.state.contains_key(&key)? {
                 continue;
@@ -154,7 +173,7 @@ impl Store {
         }
         drop(batch);
         let mut prepared = Vec::with_capacity(c.puts.len());
-        for ((_, _, value), fresh) in c.puts.iter().zip(&fresh) {
+        for (Put { value, .. }, fresh) in c.puts.iter().zip(&fresh) {
             prepared.push(match fresh {
                 true => None,
                 false => Some(self.files.prepare(value)?),
@@ -226,7 +245,7 @@ impl Store {
                         c.bridge.clone(),
                     )));
                 }
-                for ((k, hash, _), value) in c.puts.iter().zip(&prepared) {
+                for (Put { key: k, hash, .. }, value) in c.puts.iter().zip(&prepared) {
                     let key = item_key(k);
                     state.insert(key.as_slice(), &state_record(hash, 0))?;
                     if let Some(value) = value {

@@ -50,8 +50,8 @@ mod outbox;
 mod pages;
 pub mod values;
 
-pub use commit::Commit;
 use commit::Flushes;
+pub use commit::{Commit, Put};
 pub use dead::DeadLetter;
 use items::state_record;
 use migrate::migrate;
@@ -657,7 +657,7 @@ mod tests {
                 absent: 0,
                 items: 1,
             },
-            puts: vec![("k1".into(), [1; 16], b"{\"a\":1}".to_vec())],
+            puts: vec![Put::new("k1", [1; 16], b"{\"a\":1}".to_vec())],
             outbox: vec![("s".into(), entry(1)), ("s".into(), entry(2))],
             ..Default::default()
         };
@@ -670,7 +670,7 @@ mod tests {
         let fresh = Commit {
             bridge: "b".into(),
             expected_seq: 0,
-            puts: vec![("k9".into(), [9; 16], b"9".to_vec())],
+            puts: vec![Put::new("k9", [9; 16], b"9".to_vec())],
             ..Default::default()
         };
         assert!(matches!(s.commit(&fresh), Err(StoreError::Conflict(_))));
@@ -744,7 +744,7 @@ mod tests {
                 seq: 1,
                 ..Default::default()
             },
-            puts: vec![("k1".into(), [1; 16], b"1".to_vec())],
+            puts: vec![Put::new("k1", [1; 16], b"1".to_vec())],
             pages: vec![(
                 page_key(url),
                 PageWrite::Full(head, Arc::new("[]".to_string())),
@@ -846,7 +846,7 @@ mod tests {
                 baselined: true,
                 ..Default::default()
             },
-            puts: vec![("k".into(), [1; 16], b"1".to_vec())],
+            puts: vec![Put::new("k", [1; 16], b"1".to_vec())],
             ..Default::default()
         };
         s.commit(&first).unwrap();
@@ -861,7 +861,7 @@ mod tests {
                 baselined: true,
                 ..Default::default()
             },
-            puts: vec![("k".into(), [2; 16], b"2".to_vec())],
+            puts: vec![Put::new("k", [2; 16], b"2".to_vec())],
             ..Default::default()
         };
         assert!(matches!(s.commit(&late), Err(StoreError::Conflict(_))));
@@ -923,7 +923,7 @@ mod tests {
                                 seq: round * 2 + 2,
                                 ..Default::default()
                             },
-                            puts: vec![(format!("k{round}"), [1; 16], b"{}".to_vec())],
+                            puts: vec![Put::new(format!("k{round}"), [1; 16], b"{}".to_vec())],
                             outbox: vec![
                                 ("s".into(), entry(round * 2 + 1)),
                                 ("s".into(), entry(round * 2 + 2)),
