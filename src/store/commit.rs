@@ -2,6 +2,7 @@
 //! pages and outbox together), and group commit so that concurrent flushes share one.
 
 use super::*;
+use sled::transaction::TransactionalTree;
 
 /// A poll's writes, applied atomically by [`Store::commit`].
 #[derive(Debug, Default)]
@@ -136,42 +137,11 @@ impl Store {
     /// Applies a poll atomically: item state, meta (with the new `seq`) and outbox entries.
     pub fn commit(&self, c: &Commit) -> Result<(), StoreError> {
         let ip = prefix(&[&c.bridge]);
-        let item_key = |k: &str| {
-            let mut key = ip.clone();
-            key.extend_from_slice(k.as_bytes());
-            key
-        };
         let meta_bytes = serde_json::to_vec(&c.meta).expect("meta serialises");
-        // The values of items that have no state yet are written first, in batches: no state
-        // points at them until the transaction below, so a crash or a refused commit leaves
-        // only values nothing reads (and the next write of that key replaces). This keeps a
-        // first poll of a large listing from holding every value in one transaction. Values
-        // of known items are replaced inside it: the previous one must stay until then.
+        let (fresh, mut garbage) = self.put_new_values(c, &ip)?;
         // Values are made ready (the large ones written to their files) before the
         // transaction, which may run more than once; the files they replace are deleted
         // once it is on disk (see `values`).
-        let mut fresh = vec![false; c.puts.len()];
-        let mut garbage = Vec::new();
-        let mut batch = Vec::new();
-        let mut in_batch = 0;
-        for (i, Put { key: k, value, .. }) in c.puts.iter().enumerate() {
-            let key = item_key(k);
-            if self.state.contains_key(&key)? {
-                continue;
-            }
-            fresh[i] = true;
-            in_batch += value.len().div_ceil(values::CHUNK);
-            batch.push((key, value.as_slice()));
-            if in_batch >= 10_000 {
-                garbage.extend(self.put_ahead(&batch)?);
-                batch.clear();
-                in_batch = 0;
-            }
-        }
-        if !batch.is_empty() {
-            garbage.extend(self.put_ahead(&batch)?);
-        }
-        drop(batch);
         let mut prepared = Vec::with_capacity(c.puts.len());
         for (Put { value, .. }, fresh) in c.puts.iter().zip(&fresh) {
             prepared.push(match fresh {
@@ -179,43 +149,19 @@ impl Store {
                 false => Some(self.files.prepare(value)?),
             });
         }
-        let mut outbox = Vec::with_capacity(c.outbox.len());
         let entries: Vec<Vec<u8>> = c
             .outbox
             .iter()
             .map(|(_, e)| serde_json::to_vec(e).expect("entry serialises"))
             .collect();
+        let mut outbox = Vec::with_capacity(c.outbox.len());
         for ((sink, _), e) in c.outbox.iter().zip(&entries) {
             outbox.push((
                 queue_key(&c.bridge, sink, self.position()),
                 self.files.prepare(e)?,
             ));
         }
-        // The page set is replaced: pages no longer in the listing go. Polls of one bridge
-        // never overlap, so the keys read here are still the stored ones at commit time.
-        let mut gone: Vec<Vec<u8>> = Vec::new();
-        for k in self.pages.scan_prefix(&ip).keys() {
-            let k = k?;
-            let kept = c
-                .pages
-                .iter()
-                .any(|(pk, ..)| k.len() == ip.len() + pk.len() && k.ends_with(pk.as_bytes()));
-            if !kept {
-                gone.push(k.to_vec());
-            }
-        }
-        // Key, validators record, and the body when it is stored.
-        type Written<'a> = (Vec<u8>, Vec<u8>, Option<values::Prepared<'a>>);
-        let mut written: Vec<Written> = Vec::with_capacity(c.pages.len());
-        for (pk, w) in &c.pages {
-            let body = match w {
-                PageWrite::Full(_, body) => Some(self.files.prepare(body.as_bytes())?),
-                _ => None,
-            };
-            if let Some(head) = w.head() {
-                written.push((item_key(pk), encode_page(head), body));
-            }
-        }
+        let (gone, written) = self.page_writes(c, &ip)?;
         // A deliverer that reads the outbox from now on may find these events: until the
         // commit is counted, `flush_for` treats them as not on disk.
         let queues = !outbox.is_empty();
@@ -232,41 +178,8 @@ impl Store {
             &self.parts,
         )
             .transaction(|(items, state, meta, ob, pg, bodies, parts)| {
-                let mut garbage = Vec::new();
-                let current = match meta.get(c.bridge.as_bytes())? {
-                    Some(v) => serde_json::from_slice::<BridgeMeta>(&v).map_err(|_| {
-                        ConflictableTransactionError::Abort(StoreError::Corrupt(c.bridge.clone()))
-                    })?,
-                    None => BridgeMeta::default(),
-                };
-                let moved = c.base.as_ref().is_some_and(|b| *b != current);
-                if current.seq != c.expected_seq || moved {
-                    return Err(ConflictableTransactionError::Abort(StoreError::Conflict(
-                        c.bridge.clone(),
-                    )));
-                }
-                for (Put { key: k, hash, .. }, value) in c.puts.iter().zip(&prepared) {
-                    let key = item_key(k);
-                    state.insert(key.as_slice(), &state_record(hash, 0))?;
-                    if let Some(value) = value {
-                        garbage.extend(values::put_in_tx(items, parts, Kind::Item, &key, value)?);
-                    }
-                }
-                for (k, missing) in &c.missing {
-                    let key = item_key(k);
-                    if let Some(rec) = state.get(&key)? {
-                        let mut rec = rec.to_vec();
-                        if rec.len() >= 20 {
-                            rec[16..20].copy_from_slice(&missing.to_be_bytes());
-                            state.insert(key, rec)?;
-                        }
-                    }
-                }
-                for k in &c.removes {
-                    let key = item_key(k);
-                    state.remove(key.as_slice())?;
-                    garbage.extend(values::remove_in_tx(items, parts, Kind::Item, &key)?);
-                }
+                check_base(meta, c)?;
+                let mut garbage = write_items(items, state, parts, c, &ip, &prepared)?;
                 meta.insert(c.bridge.as_bytes(), meta_bytes.as_slice())?;
                 for (k, v) in &outbox {
                     garbage.extend(values::put_in_tx(ob, parts, Kind::Outbox, k, v)?);
@@ -287,16 +200,7 @@ impl Store {
         let outcome = match res {
             Ok(replaced) => {
                 garbage.extend(replaced);
-                // Noted before it is counted, so a flush that counts it also records its seq.
-                self.highwater.note(&c.bridge, c.meta.seq);
-                let number = self.flushes.committed.fetch_add(1, Ordering::SeqCst) + 1;
-                if queues {
-                    self.count(&c.bridge, |q| {
-                        q.inflight -= 1;
-                        q.outbox += outbox.len();
-                        q.commit = q.commit.max(number);
-                    });
-                }
+                self.committed(c, queues.then_some(outbox.len()));
                 Ok(())
             }
             Err(e) => {
@@ -322,4 +226,146 @@ impl Store {
         }
         outcome
     }
+
+    /// The values of items that have no state yet are written first, in batches: no state
+    /// points at them until the commit's transaction, so a crash or a refused commit leaves
+    /// only values nothing reads (and the next write of that key replaces). This keeps a
+    /// first poll of a large listing from holding every value in one transaction. Values
+    /// of known items are replaced inside it: the previous one must stay until then.
+    /// Returns which puts were written so, and the files they replaced.
+    fn put_new_values(
+        &self,
+        c: &Commit,
+        ip: &[u8],
+    ) -> Result<(Vec<bool>, Vec<values::FileName>), StoreError> {
+        let mut fresh = vec![false; c.puts.len()];
+        let mut garbage = Vec::new();
+        let mut batch = Vec::new();
+        let mut in_batch = 0;
+        for (i, Put { key: k, value, .. }) in c.puts.iter().enumerate() {
+            let key = [ip, k.as_bytes()].concat();
+            if self.state.contains_key(&key)? {
+                continue;
+            }
+            fresh[i] = true;
+            in_batch += value.len().div_ceil(values::CHUNK);
+            batch.push((key, value.as_slice()));
+            if in_batch >= 10_000 {
+                garbage.extend(self.put_ahead(&batch)?);
+                batch.clear();
+                in_batch = 0;
+            }
+        }
+        if !batch.is_empty() {
+            garbage.extend(self.put_ahead(&batch)?);
+        }
+        Ok((fresh, garbage))
+    }
+
+    /// The page records that go (no longer in the listing: the page set is replaced) and
+    /// the ones written. Polls of one bridge never overlap, so the keys read here are still
+    /// the stored ones at commit time.
+    fn page_writes<'a>(
+        &self,
+        c: &'a Commit,
+        ip: &[u8],
+    ) -> Result<(Vec<Vec<u8>>, Vec<Written<'a>>), StoreError> {
+        let mut gone: Vec<Vec<u8>> = Vec::new();
+        for k in self.pages.scan_prefix(ip).keys() {
+            let k = k?;
+            let kept = c
+                .pages
+                .iter()
+                .any(|(pk, ..)| k.len() == ip.len() + pk.len() && k.ends_with(pk.as_bytes()));
+            if !kept {
+                gone.push(k.to_vec());
+            }
+        }
+        let mut written: Vec<Written> = Vec::with_capacity(c.pages.len());
+        for (pk, w) in &c.pages {
+            let body = match w {
+                PageWrite::Full(_, body) => Some(self.files.prepare(body.as_bytes())?),
+                _ => None,
+            };
+            if let Some(head) = w.head() {
+                written.push(([ip, pk.as_bytes()].concat(), encode_page(head), body));
+            }
+        }
+        Ok((gone, written))
+    }
+
+    /// Counts a commit that went through; `queued` is how many entries it added to the
+    /// outbox, when it added any.
+    fn committed(&self, c: &Commit, queued: Option<usize>) {
+        // Noted before it is counted, so a flush that counts it also records its seq.
+        self.highwater.note(&c.bridge, c.meta.seq);
+        let number = self.flushes.committed.fetch_add(1, Ordering::SeqCst) + 1;
+        if let Some(n) = queued {
+            self.count(&c.bridge, |q| {
+                q.inflight -= 1;
+                q.outbox += n;
+                q.commit = q.commit.max(number);
+            });
+        }
+    }
+}
+
+/// A page record to write: key, validators record, and the body when it is stored.
+type Written<'a> = (Vec<u8>, Vec<u8>, Option<values::Prepared<'a>>);
+
+type TxResult<T> = Result<T, ConflictableTransactionError<StoreError>>;
+
+/// Refuses the commit when the bridge's meta moved since the poll read it (a reset,
+/// another poll).
+fn check_base(meta: &TransactionalTree, c: &Commit) -> TxResult<()> {
+    let current = match meta.get(c.bridge.as_bytes())? {
+        Some(v) => serde_json::from_slice::<BridgeMeta>(&v).map_err(|_| {
+            ConflictableTransactionError::Abort(StoreError::Corrupt(c.bridge.clone()))
+        })?,
+        None => BridgeMeta::default(),
+    };
+    let moved = c.base.as_ref().is_some_and(|b| *b != current);
+    if current.seq != c.expected_seq || moved {
+        return Err(ConflictableTransactionError::Abort(StoreError::Conflict(
+            c.bridge.clone(),
+        )));
+    }
+    Ok(())
+}
+
+/// The item writes of a commit inside its transaction: new state, values of known items,
+/// missing counts, removals. Returns the value files replaced.
+fn write_items(
+    items: &TransactionalTree,
+    state: &TransactionalTree,
+    parts: &TransactionalTree,
+    c: &Commit,
+    ip: &[u8],
+    prepared: &[Option<values::Prepared>],
+) -> TxResult<Vec<values::FileName>> {
+    let item_key = |k: &str| [ip, k.as_bytes()].concat();
+    let mut garbage = Vec::new();
+    for (Put { key: k, hash, .. }, value) in c.puts.iter().zip(prepared) {
+        let key = item_key(k);
+        state.insert(key.as_slice(), &state_record(hash, 0))?;
+        if let Some(value) = value {
+            garbage.extend(values::put_in_tx(items, parts, Kind::Item, &key, value)?);
+        }
+    }
+    for (k, missing) in &c.missing {
+        let key = item_key(k);
+        if let Some(rec) = state.get(&key)? {
+            let mut rec = rec.to_vec();
+            if rec.len() >= 20 {
+                rec[16..20].copy_from_slice(&missing.to_be_bytes());
+                state.insert(key, rec)?;
+            }
+        }
+    }
+    for k in &c.removes {
+        let key = item_key(k);
+        state.remove(key.as_slice())?;
+        garbage.extend(values::remove_in_tx(items, parts, Kind::Item, &key)?);
+    }
+    Ok(garbage)
 }
