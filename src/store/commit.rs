@@ -156,10 +156,8 @@ impl Store {
             .collect();
         let mut outbox = Vec::with_capacity(c.outbox.len());
         for ((sink, _), e) in c.outbox.iter().zip(&entries) {
-            outbox.push((
-                queue_key(&c.bridge, sink, self.position()),
-                self.files.prepare(e)?,
-            ));
+            let key = queue_key(&c.bridge, sink, self.position());
+            outbox.push((key, self.files.prepare(e)?));
         }
         let (gone, written) = self.page_writes(c, &ip)?;
         // A deliverer that reads the outbox from now on may find these events: until the
@@ -184,17 +182,7 @@ impl Store {
                 for (k, v) in &outbox {
                     garbage.extend(values::put_in_tx(ob, parts, Kind::Outbox, k, v)?);
                 }
-                for k in &gone {
-                    pg.remove(k.as_slice())?;
-                    garbage.extend(values::remove_in_tx(bodies, parts, Kind::PageBody, k)?);
-                }
-                for (k, head, body) in &written {
-                    pg.insert(k.as_slice(), head.as_slice())?;
-                    garbage.extend(match body {
-                        Some(body) => values::put_in_tx(bodies, parts, Kind::PageBody, k, body)?,
-                        None => values::remove_in_tx(bodies, parts, Kind::PageBody, k)?,
-                    });
-                }
+                garbage.extend(write_pages(pg, bodies, parts, &gone, &written)?);
                 Ok(garbage)
             });
         let outcome = match res {
@@ -209,10 +197,8 @@ impl Store {
                 }
                 if let TransactionError::Abort(_) = e {
                     // Refused: the files made ready for it are no value's.
-                    let new = prepared
-                        .iter()
-                        .flatten()
-                        .chain(outbox.iter().map(|(_, v)| v));
+                    let new = prepared.iter().flatten();
+                    let new = new.chain(outbox.iter().map(|(_, v)| v));
                     let new = new.chain(written.iter().filter_map(|w| w.2.as_ref()));
                     self.files.delete(new.filter_map(values::Prepared::file));
                 }
@@ -366,6 +352,30 @@ fn write_items(
         let key = item_key(k);
         state.remove(key.as_slice())?;
         garbage.extend(values::remove_in_tx(items, parts, Kind::Item, &key)?);
+    }
+    Ok(garbage)
+}
+
+/// The page writes of a commit inside its transaction: records that go, records (and
+/// bodies) written. Returns the value files replaced.
+fn write_pages(
+    pg: &TransactionalTree,
+    bodies: &TransactionalTree,
+    parts: &TransactionalTree,
+    gone: &[Vec<u8>],
+    written: &[Written],
+) -> TxResult<Vec<values::FileName>> {
+    let mut garbage = Vec::new();
+    for k in gone {
+        pg.remove(k.as_slice())?;
+        garbage.extend(values::remove_in_tx(bodies, parts, Kind::PageBody, k)?);
+    }
+    for (k, head, body) in written {
+        pg.insert(k.as_slice(), head.as_slice())?;
+        garbage.extend(match body {
+            Some(body) => values::put_in_tx(bodies, parts, Kind::PageBody, k, body)?,
+            None => values::remove_in_tx(bodies, parts, Kind::PageBody, k)?,
+        });
     }
     Ok(garbage)
 }
