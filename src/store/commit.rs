@@ -379,3 +379,146 @@ fn write_pages(
     }
     Ok(garbage)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::tests::entry;
+
+    #[test]
+    fn commit_is_atomic_and_checks_seq() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let c = Commit {
+            bridge: "b".into(),
+            expected_seq: 0,
+            meta: BridgeMeta {
+                seq: 2,
+                fingerprint: Some("f".into()),
+                baselined: true,
+                absent: 0,
+                items: 1,
+            },
+            puts: vec![Put::new("k1", [1; 16], b"{\"a\":1}".to_vec())],
+            outbox: vec![("s".into(), entry(1)), ("s".into(), entry(2))],
+            ..Default::default()
+        };
+        s.commit(&c).unwrap();
+        // The same commit again: seq moved on, refused, nothing written twice.
+        assert!(matches!(s.commit(&c), Err(StoreError::Conflict(_))));
+        assert_eq!(s.meta("b").unwrap().seq, 2);
+        // A refused commit of a new item: its value may be written ahead, but no state
+        // points at it, so it is no item.
+        let fresh = Commit {
+            bridge: "b".into(),
+            expected_seq: 0,
+            puts: vec![Put::new("k9", [9; 16], b"9".to_vec())],
+            ..Default::default()
+        };
+        assert!(matches!(s.commit(&fresh), Err(StoreError::Conflict(_))));
+        assert!(!s.load_state("b").unwrap().contains_key("k9"));
+        assert!(s.items("b").unwrap().iter().all(|(k, ..)| k != "k9"));
+        assert_eq!(
+            s.load_state("b").unwrap()["k1"],
+            Stored {
+                hash: [1; 16],
+                missing: 0
+            }
+        );
+        assert_eq!(
+            s.item_value("b", "k1").unwrap(),
+            Some(serde_json::json!({"a": 1}))
+        );
+        let (k, head) = s.outbox_head("b", "s").unwrap().unwrap();
+        assert_eq!(head.seq, 1);
+        s.ack(&k).unwrap();
+        assert_eq!(s.outbox_head("b", "s").unwrap().unwrap().1.seq, 2);
+        // A bridge whose name is a prefix of another's does not see its items.
+        assert!(s.load_state("").unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_reset_during_a_poll_refuses_the_poll_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let first = Commit {
+            bridge: "b".into(),
+            meta: BridgeMeta {
+                seq: 1,
+                baselined: true,
+                ..Default::default()
+            },
+            puts: vec![Put::new("k", [1; 16], b"1".to_vec())],
+            ..Default::default()
+        };
+        s.commit(&first).unwrap();
+        let read_before = s.meta("b").unwrap();
+        s.reset("b").unwrap();
+        let late = Commit {
+            bridge: "b".into(),
+            expected_seq: 1,
+            base: Some(read_before),
+            meta: BridgeMeta {
+                seq: 1,
+                baselined: true,
+                ..Default::default()
+            },
+            puts: vec![Put::new("k", [2; 16], b"2".to_vec())],
+            ..Default::default()
+        };
+        assert!(matches!(s.commit(&late), Err(StoreError::Conflict(_))));
+        assert!(s.items("b").unwrap().is_empty());
+        assert!(!s.meta("b").unwrap().baselined);
+    }
+
+    /// Many polls committing and waiting for the disk at once, as 100 bridges do. The work runs
+    /// on a runtime of its own thread, so a deadlock fails the test instead of hanging it.
+    #[test]
+    fn a_hundred_concurrent_flushes_complete() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let store = s.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                for round in 0..5u64 {
+                    let mut set = tokio::task::JoinSet::new();
+                    for t in 0..100 {
+                        let s = store.clone();
+                        set.spawn(async move {
+                            let c = Commit {
+                                bridge: format!("b{t}"),
+                                expected_seq: round,
+                                meta: BridgeMeta {
+                                    seq: round + 1,
+                                    ..Default::default()
+                                },
+                                outbox: vec![("s".into(), entry(round + 1))],
+                                ..Default::default()
+                            };
+                            let s2 = s.clone();
+                            tokio::task::spawn_blocking(move || s2.commit(&c))
+                                .await
+                                .unwrap()
+                                .unwrap();
+                            s.flush().await.unwrap();
+                        });
+                    }
+                    while let Some(r) = set.join_next().await {
+                        r.unwrap();
+                    }
+                }
+            });
+            let _ = done_tx.send(());
+        });
+        done_rx
+            .recv_timeout(std::time::Duration::from_secs(120))
+            .expect("commits and flushes deadlocked");
+        assert_eq!(s.outbox_all().unwrap().len(), 500);
+    }
+}

@@ -62,3 +62,63 @@ pub(super) fn migrate(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_format_1_store_is_migrated_on_open_even_after_an_interrupted_migration() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = sled::open(dir.path().join("pollhook.sled")).unwrap();
+            let items = db.open_tree("items").unwrap();
+            let old = |hash: u8, missing: u32, v: &str| {
+                let mut r = vec![hash; 16];
+                r.extend_from_slice(&missing.to_be_bytes());
+                r.extend_from_slice(v.as_bytes());
+                r
+            };
+            items.insert(b"b\0k1", old(1, 0, r#"{"a":1}"#)).unwrap();
+            items.insert(b"b\0k2", old(2, 3, r#"{"a":2}"#)).unwrap();
+            // k3 was moved before a crash: its state is apart and its value alone.
+            items.insert(b"b\0k3", &br#"{"a":3}"#[..]).unwrap();
+            db.open_tree("state")
+                .unwrap()
+                .insert(b"b\0k3", &state_record(&[3; 16], 1))
+                .unwrap();
+            db.flush().unwrap();
+        }
+        let s = Store::open(dir.path()).unwrap();
+        let state = s.load_state("b").unwrap();
+        assert_eq!(state.len(), 3);
+        assert_eq!(
+            state["k2"],
+            Stored {
+                hash: [2; 16],
+                missing: 3
+            }
+        );
+        assert_eq!(
+            state["k3"],
+            Stored {
+                hash: [3; 16],
+                missing: 1
+            }
+        );
+        assert_eq!(
+            s.item_value("b", "k1").unwrap(),
+            Some(serde_json::json!({"a": 1}))
+        );
+        let items = s.items("b").unwrap();
+        assert_eq!(
+            items[2],
+            ("k3".into(), [3; 16], serde_json::json!({"a": 3}))
+        );
+        drop(s);
+        // Opened again: nothing moves twice.
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(s.load_state("b").unwrap(), state);
+        assert_eq!(s.items("b").unwrap(), items);
+    }
+}

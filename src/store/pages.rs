@@ -126,3 +126,88 @@ impl Store {
         String::from_utf8(body).map(Some).map_err(|_| corrupt())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pg(url: &str, etag: &str) -> (String, PageWrite) {
+        let head = CachedPage {
+            etag: Some(etag.into()),
+            digest: Some(page_digest("[]")),
+            ..Default::default()
+        };
+        (
+            page_key(url),
+            PageWrite::Full(head, Arc::new("[]".to_string())),
+        )
+    }
+
+    #[test]
+    fn pages_are_replaced_with_the_state_and_forgotten_on_reset() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let mut c = Commit {
+            bridge: "b".into(),
+            meta: BridgeMeta {
+                seq: 0,
+                baselined: true,
+                ..Default::default()
+            },
+            pages: vec![pg("u1", "e1"), pg("u2", "e2")],
+            ..Default::default()
+        };
+        s.commit(&c).unwrap();
+        // Another bridge whose name starts the same keeps its own pages.
+        let other = Commit {
+            bridge: "bb".into(),
+            pages: vec![pg("u9", "e9")],
+            ..Default::default()
+        };
+        s.commit(&other).unwrap();
+        assert_eq!(s.pages("b").unwrap().len(), 2);
+        // The next poll's set replaces the old one: u2 goes, u1 changes, u3 comes.
+        c.pages = vec![pg("u1", "e1b"), pg("u3", "e3")];
+        s.commit(&c).unwrap();
+        let p = s.pages("b").unwrap();
+        assert_eq!(p.len(), 2);
+        assert_eq!(p[&page_key("u1")].etag.as_deref(), Some("e1b"));
+        assert!(p.contains_key(&page_key("u3")));
+        assert_eq!(
+            s.page_body("b", &page_key("u3")).unwrap().as_deref(),
+            Some("[]")
+        );
+        assert_eq!(s.page_body("b", &page_key("u2")).unwrap(), None);
+        // A kept page stays as stored; one not listed goes, body and all.
+        c.pages = vec![(page_key("u3"), PageWrite::Keep)];
+        s.commit(&c).unwrap();
+        let p = s.pages("b").unwrap();
+        assert_eq!(p.len(), 1);
+        assert_eq!(
+            s.page_body("b", &page_key("u3")).unwrap().as_deref(),
+            Some("[]")
+        );
+        assert_eq!(s.page_body("b", &page_key("u1")).unwrap(), None);
+        // Validators alone: the stored body goes.
+        let head = CachedPage {
+            etag: Some("e3b".into()),
+            ..Default::default()
+        };
+        c.pages = vec![(page_key("u3"), PageWrite::Head(head.clone()))];
+        s.commit(&c).unwrap();
+        assert_eq!(s.pages("b").unwrap()[&page_key("u3")], head);
+        assert_eq!(s.page_body("b", &page_key("u3")).unwrap(), None);
+        c.pages = vec![pg("u3", "e3")];
+        s.commit(&c).unwrap();
+        // A refused commit writes no page either.
+        c.expected_seq = 7;
+        c.pages = vec![];
+        assert!(matches!(s.commit(&c), Err(StoreError::Conflict(_))));
+        assert_eq!(s.pages("b").unwrap().len(), 1);
+        assert!(s.page_body("b", &page_key("u3")).unwrap().is_some());
+        s.reset("b").unwrap();
+        assert_eq!(s.page_body("b", &page_key("u3")).unwrap(), None);
+        assert!(s.pages("b").unwrap().is_empty());
+        assert_eq!(s.pages("bb").unwrap().len(), 1);
+    }
+}
