@@ -27,6 +27,11 @@
 //!
 //! Every seq a flush puts on disk is recorded in the high-water mark, apart from sled
 //! ([`crate::highwater`]); `open` refuses a store whose seqs are below it (a rollback).
+//!
+//! Rooms: this file opens the store and holds its errors, per-bridge meta and the high-water
+//! side; [`commit`](Commit) (a poll's writes, group commit), `items` (item state and values,
+//! reset), `pages` (the 304 cache), `outbox` (queue keys, positions, counts), `dead` (dead
+//! letters), `migrate` (older formats), [`values`] (large values apart), `compact`.
 
 use crate::diff::Stored;
 use crate::event::EventType;
