@@ -595,7 +595,7 @@ mod tests {
         assert!(!dir.path().join("highwater.tmp").exists());
     }
 
-    use crate::store::{BridgeMeta, Commit, Store, StoreError};
+    use crate::store::{BridgeMeta, Commit, Put, Store, StoreError};
 
     /// Commits `n` events to `bridge` (its seq moves on by `n`).
     fn commit(s: &Store, bridge: &str, n: u64) -> u64 {
@@ -609,7 +609,7 @@ mod tests {
                 baselined: true,
                 ..m
             },
-            puts: vec![(format!("k{}", m.seq), [1; 16], b"{}".to_vec())],
+            puts: vec![Put::new(format!("k{}", m.seq), [1; 16], b"{}".to_vec())],
             ..Default::default()
         })
         .unwrap();

@@ -4,7 +4,7 @@
 use crate::config::Bridge;
 use crate::event::{self, EventType, Side};
 use crate::runtime::Ctx;
-use crate::store::{BridgeMeta, Commit, Store, StoreError};
+use crate::store::{BridgeMeta, Commit, PageWrite, Store, StoreError};
 use chrono::{DateTime, Utc};
 
 /// Queues the snapshot; returns how many items it holds.
@@ -25,6 +25,13 @@ async fn queue_snapshot(
     let n = tokio::task::spawn_blocking(move || -> Result<usize, StoreError> {
         let meta = store.meta(&b.name)?;
         let items = store.items(&b.name)?;
+        // A commit replaces the bridge's page set; a resync fetched nothing, so it keeps
+        // every stored page as it is (dropping them would throw away the 304 cache).
+        let pages = store
+            .pages(&b.name)?
+            .into_keys()
+            .map(|k| (k, PageWrite::Keep))
+            .collect();
         let events: Vec<_> = items
             .iter()
             .enumerate()
@@ -49,6 +56,7 @@ async fn queue_snapshot(
                 seq: meta.seq + events.len() as u64,
                 ..meta
             },
+            pages,
             ..Default::default()
         };
         let sinks: Vec<String> = b.sinks.iter().map(|s| s.id.clone()).collect();
@@ -65,4 +73,65 @@ async fn queue_snapshot(
         ctx.wake(&bridge.name);
     }
     Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Env;
+    use crate::store::{CachedPage, Put, page_digest, page_key};
+    use std::sync::Arc;
+
+    fn bridge() -> Bridge {
+        let yaml = "schedule: {every: 1m}\nsource: {url: \"http://127.0.0.1:1/items\"}\nitems: {select: \"$.items[*]\", key: \"$.id\"}\nsinks: [{url: console}]\n";
+        crate::config::parse_file(
+            std::path::Path::new("rs.yaml"),
+            yaml,
+            &Env::fixed(&[], None),
+        )
+        .unwrap()
+    }
+
+    /// A resync queues events but polls nothing: the bridge's 304 cache (validators and body)
+    /// must come through it, or the next poll sends no If-None-Match and refetches everything.
+    #[tokio::test]
+    async fn a_resync_keeps_the_cached_pages() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let b = bridge();
+        let url = "http://127.0.0.1:1/items";
+        let body = r#"{"items":[{"id":1}]}"#;
+        let head = CachedPage {
+            etag: Some("\"e1\"".into()),
+            digest: Some(page_digest(body)),
+            ..Default::default()
+        };
+        store
+            .commit(&Commit {
+                bridge: b.name.clone(),
+                meta: BridgeMeta {
+                    seq: 1,
+                    baselined: true,
+                    ..Default::default()
+                },
+                puts: vec![Put::new("1", [1; 16], br#"{"id":1}"#.to_vec())],
+                pages: vec![(
+                    page_key(url),
+                    PageWrite::Full(head.clone(), Arc::new(body.to_string())),
+                )],
+                ..Default::default()
+            })
+            .unwrap();
+        let ctx = Ctx::new(store.clone());
+        let n = resync(&ctx, &b, chrono::Utc::now()).await.unwrap();
+        assert_eq!(n, 1);
+        assert_eq!(
+            store.pages(&b.name).unwrap().get(&page_key(url)),
+            Some(&head)
+        );
+        assert_eq!(
+            store.page_body(&b.name, &page_key(url)).unwrap().as_deref(),
+            Some(body)
+        );
+    }
 }

@@ -12,7 +12,7 @@ use crate::diff::{self, Absence, Baseline, ChangeKind, HeldBack};
 use crate::event::{self, Event, EventType, Side};
 use crate::extract::{self, ExtractError, Hash};
 use crate::runtime::Ctx;
-use crate::store::{BridgeMeta, CachedPage, Commit, PageWrite, Store, StoreError};
+use crate::store::{BridgeMeta, CachedPage, Commit, PageWrite, Put, Store, StoreError};
 use chrono::{DateTime, Utc};
 pub use fetch::{FetchError, Incomplete};
 use std::collections::HashMap;
@@ -522,7 +522,7 @@ impl<'a> Batches<'a> {
 
     fn put(&mut self, key: &str, hash: Hash, value: Vec<u8>) {
         self.bytes += key.len() + value.len();
-        self.c.puts.push((key.to_string(), hash, value));
+        self.c.puts.push(Put::new(key, hash, value));
     }
 
     fn remove(&mut self, key: &str) {

@@ -512,7 +512,9 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{BridgeMeta, CachedPage, Commit, OutboxEntry, PageWrite, Store, StoreError};
+    use crate::store::{
+        BridgeMeta, CachedPage, Commit, OutboxEntry, PageWrite, Put, Store, StoreError,
+    };
     use std::sync::Arc;
 
     #[test]
@@ -603,7 +605,7 @@ mod tests {
                 bridge: "doc".into(),
                 expected_seq: seq,
                 meta: meta(seq + 1),
-                puts: vec![("".into(), [round as u8; 16], doc(round, 3_000_000))],
+                puts: vec![Put::new("", [round as u8; 16], doc(round, 3_000_000))],
                 outbox: vec![(
                     "s".into(),
                     entry(seq + 1, String::from_utf8(doc(round, 300_000)).unwrap()),
@@ -627,11 +629,12 @@ mod tests {
             };
             for i in 0..50 {
                 many.puts
-                    .push((format!("m{i}"), [1; 16], doc(round + i, 10_000)));
+                    .push(Put::new(format!("m{i}"), [1; 16], doc(round + i, 10_000)));
             }
             for i in 0..2000 {
                 let v = format!(r#"{{"id":{i},"round":{round},"name":"item {i}"}}"#);
-                many.puts.push((format!("k{i}"), [2; 16], v.into_bytes()));
+                many.puts
+                    .push(Put::new(format!("k{i}"), [2; 16], v.into_bytes()));
             }
             s.commit(&many).unwrap();
             seq += 1;
@@ -674,7 +677,7 @@ mod tests {
                 seq: seq + 1,
                 ..Default::default()
             },
-            puts: vec![(key.into(), [0; 16], value)],
+            puts: vec![Put::new(key, [0; 16], value)],
             ..Default::default()
         })
     }
