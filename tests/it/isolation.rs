@@ -193,35 +193,41 @@ async fn a_poll_now_that_panics_answers_500_and_the_bridge_waits_for_its_slot() 
     let up = Upstream::start().await;
     up.set_json(&json!({"items": [{"id": 1}]}));
     let dir = tempfile::tempdir().unwrap();
-    bridge_file(dir.path(), "hourly", &up.url(), "1h", "5s");
+    // Once a year: its next slot is never a moment away, whenever the test runs (but in the
+    // last minute of a year).
+    BridgeYaml::new(&up.url())
+        .cron("0 0 1 1 *")
+        .timeout("5s")
+        .signed_sink("http://127.0.0.1:9/hook")
+        .write(dir.path(), "yearly");
     let admin = format!("127.0.0.1:{}", free_port());
     let base = format!("http://{admin}");
     let d = Daemon::start_with(
         dir.path(),
-        &[("POLLHOOK_FAULT", "poll-panic:hourly")],
+        &[("POLLHOOK_FAULT", "poll-panic:yearly")],
         &admin,
     );
     eventually_async("the first poll's crash shown", || async {
-        status_of(&bridges(&base).await, "hourly")["restarts"] == 1
+        status_of(&bridges(&base).await, "yearly")["restarts"] == 1
     })
     .await;
-    let s = status_of(&bridges(&base).await, "hourly");
+    let s = status_of(&bridges(&base).await, "yearly");
     // Not polled again at once: the restart waits for the next slot, which status shows.
     let next = s["next_poll_ms"].as_i64().unwrap_or_else(|| panic!("{s}"));
     assert!(next > chrono::Utc::now().timestamp_millis() + 60_000, "{s}");
     let (code, v) = get_json(&format!("{base}/healthz")).await;
     assert_eq!(code, 503, "{v}");
-    assert!(v.to_string().contains("hourly"), "{v}");
+    assert!(v.to_string().contains("yearly"), "{v}");
 
     // A poll-now of it: an answer with the reason, not a dropped connection.
-    let (code, v) = act(&d, "/v1/bridges/hourly/poll?commit=true").await;
+    let (code, v) = act(&d, "/v1/bridges/yearly/poll?commit=true").await;
     assert_eq!(code, 500, "{v}");
     assert!(v.to_string().contains("panicked"), "{v}");
     // The daemon is still there and still answers.
     assert_eq!(get_json(&format!("{base}/healthz")).await.0, 503);
 
     // Removed while it waits for its restart: no longer a reason to be unhealthy.
-    std::fs::remove_file(dir.path().join("bridges/hourly.yaml")).unwrap();
+    std::fs::remove_file(dir.path().join("bridges/yearly.yaml")).unwrap();
     bridge_file(dir.path(), "other", &up.url(), "1h", "5s");
     d.signal("-HUP");
     eventually_async("healthy once the crashed bridge is removed", || async {

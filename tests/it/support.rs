@@ -712,6 +712,12 @@ impl BridgeYaml {
             .retry("[1s, 2s]")
     }
 
+    /// A crontab schedule (five fields) instead of `every`.
+    pub fn cron(mut self, expr: &str) -> Self {
+        self.schedule = format!("cron: \"{expr}\"");
+        self
+    }
+
     pub fn every(mut self, every: &str) -> Self {
         self.schedule = format!("every: {every}");
         self
