@@ -48,55 +48,8 @@ pub enum FetchError {
     Cache { url: String, reason: String },
 }
 
-/// A reqwest error as one line, its causes included, without the URL (which may hold a token;
-/// callers print the redacted URL themselves).
-pub fn error_chain(e: reqwest::Error) -> String {
-    let e = e.without_url();
-    let mut msg = e.to_string();
-    let mut src = std::error::Error::source(&e);
-    while let Some(s) = src {
-        let part = s.to_string();
-        if !msg.contains(&part) {
-            msg.push_str(": ");
-            msg.push_str(&part);
-        }
-        src = s.source();
-    }
-    msg
-}
-
-/// At most this many redirects are followed for one request (SPEC §11).
-pub const MAX_REDIRECTS: usize = 10;
-
-/// Why a redirect of a source request is not followed.
-#[derive(Debug, thiserror::Error)]
-enum Refused {
-    #[error(
-        "redirected to another origin ({0}); not followed: the source's credentials go to its own origin only"
-    )]
-    OtherOrigin(String),
-    #[error("more than {MAX_REDIRECTS} redirects")]
-    TooMany,
-}
-
-/// How source requests follow redirects (SPEC §11): within the origin (scheme, host, port) of
-/// the URL asked for, at most [`MAX_REDIRECTS`] in a row. Any other is refused before a
-/// request goes there, so the source's headers, URL password and query never reach another
-/// origin. (Clients built with it should also send no `Referer`, which carries the query.)
-pub fn redirect_policy() -> reqwest::redirect::Policy {
-    reqwest::redirect::Policy::custom(|attempt| {
-        let origin = attempt.url().origin();
-        // `previous` starts with the URL asked for.
-        if attempt.previous().first().map(url::Url::origin) != Some(origin.clone()) {
-            let shown = origin.ascii_serialization();
-            return attempt.error(Refused::OtherOrigin(shown));
-        }
-        if attempt.previous().len() > MAX_REDIRECTS {
-            return attempt.error(Refused::TooMany);
-        }
-        attempt.follow()
-    })
-}
+// Re-exported: the command line prints its own reqwest errors the same way.
+pub use crate::http::error_chain;
 
 /// The deepest nesting of arrays and objects a page may have: as deep as serde_json reads a
 /// document into a value (its recursion limit), so that every page accepted reads whole, and
