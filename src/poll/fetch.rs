@@ -299,58 +299,11 @@ pub async fn fetch_listing(
             src.paginate.as_ref().map(|p| &p.next),
             Some(crate::config::Next::Url(_) | crate::config::Next::Param { .. })
         );
-        let (doc, record, link) = match (page.answer, cached, cache) {
-            (Answer::Fresh { text, record }, ..) => {
-                let keep = cache.is_some_and(|c| c.keep_bodies);
-                let record = record.map(|mut r| {
-                    if keep {
-                        r.digest = Some(page_digest(&text));
-                        PageWrite::Full(r, text.clone())
-                    } else {
-                        PageWrite::Head(r)
-                    }
-                });
-                (PageDoc::Loaded(Page::new(text)), record, page.link)
-            }
-            (Answer::NotModified, Some(c), Some(cache)) => {
-                listing.not_modified += 1;
-                let doc = if body_next {
-                    PageDoc::Loaded(Page::new(cache.body(&key, &shown).await?))
-                } else {
-                    PageDoc::Stored {
-                        key: key.clone(),
-                        url: shown.clone(),
-                    }
-                };
-                (doc, Some(PageWrite::Keep), c.link.clone())
-            }
-            (Answer::NotModified, ..) => {
-                return Err(FetchError::Status {
-                    url: shown,
-                    status: 304,
-                });
-            }
-        };
-        let null = serde_json::Value::Null;
-        let parsed = match &doc {
-            // Parsed only for a next link in the body.
-            PageDoc::Loaded(p) if body_next => p.parsed().map_err(|e| FetchError::NotJson {
-                url: shown.clone(),
-                content_type: String::new(),
-                reason: e.to_string(),
-            })?,
-            // Not needed: no pagination, or `next: link`, which reads only the header.
-            _ => &null,
-        };
-        let next = match &src.paginate {
-            None => None,
-            Some(p) => paginate::next_url(&p.next, src, &url, link.as_deref(), parsed).map_err(
-                |reason| FetchError::Next {
-                    url: shown.clone(),
-                    reason,
-                },
-            )?,
-        };
+        if matches!(page.answer, Answer::NotModified) {
+            listing.not_modified += 1;
+        }
+        let (doc, record, link) = page_doc(page, cached, cache, &key, &shown, body_next).await?;
+        let next = next_page(src, &url, link.as_deref(), &doc, body_next, &shown)?;
         listing.pages.push(doc);
         listing.cache.extend(record.map(|w| (key, w)));
         let Some(next) = next else { break };
@@ -366,6 +319,80 @@ pub async fn fetch_listing(
         url = next;
     }
     Ok(listing)
+}
+
+/// A page's document and the record to store for it: the body that came, or the cached one a
+/// 304 stands for (loaded only when its next link is in the body), with its `Link` header.
+async fn page_doc(
+    page: Answered,
+    cached: Option<&CachedPage>,
+    cache: Option<&Cache<'_>>,
+    key: &str,
+    shown: &str,
+    body_next: bool,
+) -> Result<(PageDoc, Option<PageWrite>, Option<String>), FetchError> {
+    Ok(match (page.answer, cached, cache) {
+        (Answer::Fresh { text, record }, ..) => {
+            let keep = cache.is_some_and(|c| c.keep_bodies);
+            let record = record.map(|mut r| {
+                if keep {
+                    r.digest = Some(page_digest(&text));
+                    PageWrite::Full(r, text.clone())
+                } else {
+                    PageWrite::Head(r)
+                }
+            });
+            (PageDoc::Loaded(Page::new(text)), record, page.link)
+        }
+        (Answer::NotModified, Some(c), Some(cache)) => {
+            let doc = if body_next {
+                PageDoc::Loaded(Page::new(cache.body(key, shown).await?))
+            } else {
+                PageDoc::Stored {
+                    key: key.to_string(),
+                    url: shown.to_string(),
+                }
+            };
+            (doc, Some(PageWrite::Keep), c.link.clone())
+        }
+        (Answer::NotModified, ..) => {
+            return Err(FetchError::Status {
+                url: shown.to_string(),
+                status: 304,
+            });
+        }
+    })
+}
+
+/// The next page's URL, from the `Link` header or the body as the source paginates.
+fn next_page(
+    src: &Source,
+    url: &url::Url,
+    link: Option<&str>,
+    doc: &PageDoc,
+    body_next: bool,
+    shown: &str,
+) -> Result<Option<url::Url>, FetchError> {
+    let null = serde_json::Value::Null;
+    let parsed = match doc {
+        // Parsed only for a next link in the body.
+        PageDoc::Loaded(p) if body_next => p.parsed().map_err(|e| FetchError::NotJson {
+            url: shown.to_string(),
+            content_type: String::new(),
+            reason: e.to_string(),
+        })?,
+        // Not needed: no pagination, or `next: link`, which reads only the header.
+        _ => &null,
+    };
+    Ok(match &src.paginate {
+        None => None,
+        Some(p) => paginate::next_url(&p.next, src, url, link, parsed).map_err(|reason| {
+            FetchError::Next {
+                url: shown.to_string(),
+                reason,
+            }
+        })?,
+    })
 }
 
 enum Answer {
