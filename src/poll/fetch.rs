@@ -442,15 +442,14 @@ fn header_text(h: &HeaderMap, name: header::HeaderName) -> Option<String> {
         .map(|s| s.to_string())
 }
 
-async fn fetch_inner(
+/// The request for one page: the source's method, headers and body, and the validators of
+/// its last 200 when there is one.
+fn request(
     client: &reqwest::Client,
     src: &Source,
     page_url: &url::Url,
-    url: &str,
     cached: Option<&CachedPage>,
-    record: bool,
-    unreadable: &mut Unreadable<'_>,
-) -> Result<Answered, FetchError> {
+) -> reqwest::RequestBuilder {
     let mut req = match src.method {
         Method::GET => client.get(page_url.clone()),
         Method::POST => client.post(page_url.clone()),
@@ -469,6 +468,69 @@ async fn fetch_inner(
             req = req.header(header::IF_MODIFIED_SINCE, lm);
         }
     }
+    req
+}
+
+/// The `Link` header; several `Link` lines are one list (RFC 9110 §5.3).
+fn link_header(headers: &HeaderMap) -> Option<String> {
+    let link = headers
+        .get_all(header::LINK)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect::<Vec<_>>()
+        .join(", ");
+    (!link.is_empty()).then_some(link)
+}
+
+/// A page answered with a status that is not a success: rate limited when it said until when.
+fn refused(url: &str, status: u16, pause_until: Option<DateTime<Utc>>) -> FetchError {
+    match pause_until {
+        Some(until) => FetchError::RateLimited {
+            url: url.to_string(),
+            status,
+            until,
+        },
+        None => FetchError::Status {
+            url: url.to_string(),
+            status,
+        },
+    }
+}
+
+/// The body, refused as soon as it is known to exceed `max_body` (declared or as it arrives).
+async fn read_body(
+    resp: &mut reqwest::Response,
+    max_body: u64,
+    url: &str,
+    http: impl Fn(reqwest::Error) -> FetchError,
+) -> Result<Vec<u8>, FetchError> {
+    let too_large = || FetchError::TooLarge {
+        url: url.to_string(),
+        limit: max_body,
+    };
+    if resp.content_length().is_some_and(|n| n > max_body) {
+        return Err(too_large());
+    }
+    let mut body = Vec::with_capacity(resp.content_length().unwrap_or(0) as usize);
+    while let Some(chunk) = resp.chunk().await.map_err(&http)? {
+        if body.len() as u64 + chunk.len() as u64 > max_body {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+async fn fetch_inner(
+    client: &reqwest::Client,
+    src: &Source,
+    page_url: &url::Url,
+    url: &str,
+    cached: Option<&CachedPage>,
+    record: bool,
+    unreadable: &mut Unreadable<'_>,
+) -> Result<Answered, FetchError> {
+    let req = request(client, src, page_url, cached);
     let http = |e: reqwest::Error| FetchError::Http {
         url: url.to_string(),
         reason: error_chain(e),
@@ -490,14 +552,7 @@ async fn fetch_inner(
         unreadable.tell(u);
     }
     let pause_until = pause.until;
-    // Several `Link` lines are one list (RFC 9110 §5.3).
-    let link = headers
-        .get_all(header::LINK)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect::<Vec<_>>()
-        .join(", ");
-    let link = (!link.is_empty()).then_some(link);
+    let link = link_header(headers);
     if status == reqwest::StatusCode::NOT_MODIFIED && cached.is_some() {
         return Ok(Answered {
             answer: Answer::NotModified,
@@ -506,37 +561,14 @@ async fn fetch_inner(
         });
     }
     if !status.is_success() {
-        return Err(match pause_until {
-            Some(until) => FetchError::RateLimited {
-                url: url.to_string(),
-                status: status.as_u16(),
-                until,
-            },
-            None => FetchError::Status {
-                url: url.to_string(),
-                status: status.as_u16(),
-            },
-        });
+        return Err(refused(url, status.as_u16(), pause_until));
     }
     let etag = header_text(headers, header::ETAG);
     let last_modified = header_text(headers, header::LAST_MODIFIED);
-    let too_large = || FetchError::TooLarge {
-        url: url.to_string(),
-        limit: src.max_body,
-    };
-    if resp.content_length().is_some_and(|n| n > src.max_body) {
-        return Err(too_large());
-    }
     let content_type = header_text(headers, header::CONTENT_TYPE)
         .map(|s| format!(" (content-type {s})"))
         .unwrap_or_default();
-    let mut body = Vec::with_capacity(resp.content_length().unwrap_or(0) as usize);
-    while let Some(chunk) = resp.chunk().await.map_err(http)? {
-        if body.len() as u64 + chunk.len() as u64 > src.max_body {
-            return Err(too_large());
-        }
-        body.extend_from_slice(&chunk);
-    }
+    let body = read_body(&mut resp, src.max_body, url, http).await?;
     // Checked here, not parsed: the selection reads what it needs from the text.
     check_json(&body).map_err(|reason| FetchError::NotJson {
         url: url.to_string(),
