@@ -39,6 +39,8 @@ pub mod event;
 pub mod extract;
 pub mod fault;
 pub mod highwater;
+pub mod http;
+pub mod jsonpath;
 pub mod logging;
 pub mod metrics;
 pub mod number;

@@ -34,7 +34,7 @@ pub struct BridgeStatus {
     pub last_crash: Option<String>,
 }
 
-pub const USER_AGENT: &str = concat!("pollhook/", env!("CARGO_PKG_VERSION"));
+pub use crate::http::USER_AGENT;
 
 pub struct Ctx {
     /// The open store. None while it is being opened again after a failure: sled keeps a
@@ -100,25 +100,7 @@ fn host_of(url: &url::Url) -> String {
 
 impl Ctx {
     pub fn new(store: Store) -> Ctx {
-        // reqwest is built with rustls but no crypto provider of its own: use ring's.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let fetcher = reqwest::Client::builder()
-            .user_agent(USER_AGENT)
-            .redirect(crate::poll::fetch::redirect_policy())
-            .referer(false)
-            // Keep-alive for the next poll of the same host, but not hundreds of idle sockets
-            // after a burst (a start, a shared cron minute).
-            .pool_max_idle_per_host(16)
-            .pool_idle_timeout(Duration::from_secs(30))
-            .connect_timeout(Duration::from_secs(10))
-            .build()
-            .expect("HTTP client with rustls builds");
-        let sender = reqwest::Client::builder()
-            .user_agent(USER_AGENT)
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(Duration::from_secs(10))
-            .build()
-            .expect("HTTP client with rustls builds");
+        let (fetcher, sender) = (crate::http::fetcher(), crate::http::sender());
         Ctx {
             store: RwLock::new(Some(store)),
             store_failure: watch::channel(None).0,

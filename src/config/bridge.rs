@@ -5,7 +5,7 @@ use super::interpolate::{Env, Interpolated, interpolate};
 use super::locate::Locator;
 use super::raw::{self, FirstPoll, Method, RawBridge, RawNext, RawSecret, SignatureKind};
 use super::{Problem, Problems};
-use crate::extract::Path as JsonPath;
+use crate::jsonpath::Path as JsonPath;
 use crate::schedule::Schedule;
 use reqwest::header::{HeaderName, HeaderValue};
 use sha2::{Digest, Sha256};

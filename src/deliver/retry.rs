@@ -1,5 +1,6 @@
 //! What to do after an attempt, and when to try again. Pure.
 
+use crate::http::{RetryAfter, retry_after};
 use std::time::{Duration, SystemTime};
 
 /// The verdict on one delivery attempt.
@@ -39,20 +40,15 @@ pub fn classify_status(status: u16, retry_after: Option<&str>, now: SystemTime) 
     }
 }
 
-/// `Retry-After`: delay-seconds or an HTTP date.
+/// `Retry-After`: delay-seconds or an HTTP date, as a wait from `now`.
 pub fn parse_retry_after(v: &str, now: SystemTime) -> Option<Duration> {
-    let v = v.trim();
-    if let Ok(secs) = v.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let at = httpdate_parse(v)?;
+    let at = match retry_after(v.trim())? {
+        RetryAfter::Seconds(secs) => return Some(Duration::from_secs(secs)),
+        RetryAfter::At(at) => at,
+    };
+    let secs = u64::try_from(at.timestamp()).ok()?;
+    let at = SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
     Some(at.duration_since(now).unwrap_or(Duration::ZERO))
-}
-
-fn httpdate_parse(v: &str) -> Option<SystemTime> {
-    let dt = chrono::DateTime::parse_from_rfc2822(v).ok()?;
-    let secs = u64::try_from(dt.timestamp()).ok()?;
-    Some(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
 }
 
 /// The wait before the next attempt, after `attempts` failed ones; None when the schedule is
@@ -76,6 +72,12 @@ pub fn next_delay(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn httpdate_parse(v: &str) -> Option<SystemTime> {
+        let dt = chrono::DateTime::parse_from_rfc2822(v).ok()?;
+        let secs = u64::try_from(dt.timestamp()).ok()?;
+        Some(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
+    }
 
     const S: [Duration; 3] = [
         Duration::from_secs(5),

@@ -3,8 +3,7 @@
 use super::retry::{RetryAction, classify_status};
 use crate::config::raw::SignatureKind;
 use crate::config::{Sink, Target};
-use crate::poll::fetch::error_chain;
-use crate::runtime::USER_AGENT;
+use crate::http::{USER_AGENT, error_chain};
 use crate::sign;
 use crate::store::OutboxEntry;
 use std::time::SystemTime;

@@ -48,55 +48,8 @@ pub enum FetchError {
     Cache { url: String, reason: String },
 }
 
-/// A reqwest error as one line, its causes included, without the URL (which may hold a token;
-/// callers print the redacted URL themselves).
-pub fn error_chain(e: reqwest::Error) -> String {
-    let e = e.without_url();
-    let mut msg = e.to_string();
-    let mut src = std::error::Error::source(&e);
-    while let Some(s) = src {
-        let part = s.to_string();
-        if !msg.contains(&part) {
-            msg.push_str(": ");
-            msg.push_str(&part);
-        }
-        src = s.source();
-    }
-    msg
-}
-
-/// At most this many redirects are followed for one request (SPEC §11).
-pub const MAX_REDIRECTS: usize = 10;
-
-/// Why a redirect of a source request is not followed.
-#[derive(Debug, thiserror::Error)]
-enum Refused {
-    #[error(
-        "redirected to another origin ({0}); not followed: the source's credentials go to its own origin only"
-    )]
-    OtherOrigin(String),
-    #[error("more than {MAX_REDIRECTS} redirects")]
-    TooMany,
-}
-
-/// How source requests follow redirects (SPEC §11): within the origin (scheme, host, port) of
-/// the URL asked for, at most [`MAX_REDIRECTS`] in a row. Any other is refused before a
-/// request goes there, so the source's headers, URL password and query never reach another
-/// origin. (Clients built with it should also send no `Referer`, which carries the query.)
-pub fn redirect_policy() -> reqwest::redirect::Policy {
-    reqwest::redirect::Policy::custom(|attempt| {
-        let origin = attempt.url().origin();
-        // `previous` starts with the URL asked for.
-        if attempt.previous().first().map(url::Url::origin) != Some(origin.clone()) {
-            let shown = origin.ascii_serialization();
-            return attempt.error(Refused::OtherOrigin(shown));
-        }
-        if attempt.previous().len() > MAX_REDIRECTS {
-            return attempt.error(Refused::TooMany);
-        }
-        attempt.follow()
-    })
-}
+// Re-exported: the command line prints its own reqwest errors the same way.
+pub use crate::http::error_chain;
 
 /// The deepest nesting of arrays and objects a page may have: as deep as serde_json reads a
 /// document into a value (its recursion limit), so that every page accepted reads whole, and
@@ -346,58 +299,11 @@ pub async fn fetch_listing(
             src.paginate.as_ref().map(|p| &p.next),
             Some(crate::config::Next::Url(_) | crate::config::Next::Param { .. })
         );
-        let (doc, record, link) = match (page.answer, cached, cache) {
-            (Answer::Fresh { text, record }, ..) => {
-                let keep = cache.is_some_and(|c| c.keep_bodies);
-                let record = record.map(|mut r| {
-                    if keep {
-                        r.digest = Some(page_digest(&text));
-                        PageWrite::Full(r, text.clone())
-                    } else {
-                        PageWrite::Head(r)
-                    }
-                });
-                (PageDoc::Loaded(Page::new(text)), record, page.link)
-            }
-            (Answer::NotModified, Some(c), Some(cache)) => {
-                listing.not_modified += 1;
-                let doc = if body_next {
-                    PageDoc::Loaded(Page::new(cache.body(&key, &shown).await?))
-                } else {
-                    PageDoc::Stored {
-                        key: key.clone(),
-                        url: shown.clone(),
-                    }
-                };
-                (doc, Some(PageWrite::Keep), c.link.clone())
-            }
-            (Answer::NotModified, ..) => {
-                return Err(FetchError::Status {
-                    url: shown,
-                    status: 304,
-                });
-            }
-        };
-        let null = serde_json::Value::Null;
-        let parsed = match &doc {
-            // Parsed only for a next link in the body.
-            PageDoc::Loaded(p) if body_next => p.parsed().map_err(|e| FetchError::NotJson {
-                url: shown.clone(),
-                content_type: String::new(),
-                reason: e.to_string(),
-            })?,
-            // Not needed: no pagination, or `next: link`, which reads only the header.
-            _ => &null,
-        };
-        let next = match &src.paginate {
-            None => None,
-            Some(p) => paginate::next_url(&p.next, src, &url, link.as_deref(), parsed).map_err(
-                |reason| FetchError::Next {
-                    url: shown.clone(),
-                    reason,
-                },
-            )?,
-        };
+        if matches!(page.answer, Answer::NotModified) {
+            listing.not_modified += 1;
+        }
+        let (doc, record, link) = page_doc(page, cached, cache, &key, &shown, body_next).await?;
+        let next = next_page(src, &url, link.as_deref(), &doc, body_next, &shown)?;
         listing.pages.push(doc);
         listing.cache.extend(record.map(|w| (key, w)));
         let Some(next) = next else { break };
@@ -413,6 +319,80 @@ pub async fn fetch_listing(
         url = next;
     }
     Ok(listing)
+}
+
+/// A page's document and the record to store for it: the body that came, or the cached one a
+/// 304 stands for (loaded only when its next link is in the body), with its `Link` header.
+async fn page_doc(
+    page: Answered,
+    cached: Option<&CachedPage>,
+    cache: Option<&Cache<'_>>,
+    key: &str,
+    shown: &str,
+    body_next: bool,
+) -> Result<(PageDoc, Option<PageWrite>, Option<String>), FetchError> {
+    Ok(match (page.answer, cached, cache) {
+        (Answer::Fresh { text, record }, ..) => {
+            let keep = cache.is_some_and(|c| c.keep_bodies);
+            let record = record.map(|mut r| {
+                if keep {
+                    r.digest = Some(page_digest(&text));
+                    PageWrite::Full(r, text.clone())
+                } else {
+                    PageWrite::Head(r)
+                }
+            });
+            (PageDoc::Loaded(Page::new(text)), record, page.link)
+        }
+        (Answer::NotModified, Some(c), Some(cache)) => {
+            let doc = if body_next {
+                PageDoc::Loaded(Page::new(cache.body(key, shown).await?))
+            } else {
+                PageDoc::Stored {
+                    key: key.to_string(),
+                    url: shown.to_string(),
+                }
+            };
+            (doc, Some(PageWrite::Keep), c.link.clone())
+        }
+        (Answer::NotModified, ..) => {
+            return Err(FetchError::Status {
+                url: shown.to_string(),
+                status: 304,
+            });
+        }
+    })
+}
+
+/// The next page's URL, from the `Link` header or the body as the source paginates.
+fn next_page(
+    src: &Source,
+    url: &url::Url,
+    link: Option<&str>,
+    doc: &PageDoc,
+    body_next: bool,
+    shown: &str,
+) -> Result<Option<url::Url>, FetchError> {
+    let null = serde_json::Value::Null;
+    let parsed = match doc {
+        // Parsed only for a next link in the body.
+        PageDoc::Loaded(p) if body_next => p.parsed().map_err(|e| FetchError::NotJson {
+            url: shown.to_string(),
+            content_type: String::new(),
+            reason: e.to_string(),
+        })?,
+        // Not needed: no pagination, or `next: link`, which reads only the header.
+        _ => &null,
+    };
+    Ok(match &src.paginate {
+        None => None,
+        Some(p) => paginate::next_url(&p.next, src, url, link, parsed).map_err(|reason| {
+            FetchError::Next {
+                url: shown.to_string(),
+                reason,
+            }
+        })?,
+    })
 }
 
 enum Answer {
@@ -462,15 +442,14 @@ fn header_text(h: &HeaderMap, name: header::HeaderName) -> Option<String> {
         .map(|s| s.to_string())
 }
 
-async fn fetch_inner(
+/// The request for one page: the source's method, headers and body, and the validators of
+/// its last 200 when there is one.
+fn request(
     client: &reqwest::Client,
     src: &Source,
     page_url: &url::Url,
-    url: &str,
     cached: Option<&CachedPage>,
-    record: bool,
-    unreadable: &mut Unreadable<'_>,
-) -> Result<Answered, FetchError> {
+) -> reqwest::RequestBuilder {
     let mut req = match src.method {
         Method::GET => client.get(page_url.clone()),
         Method::POST => client.post(page_url.clone()),
@@ -489,6 +468,69 @@ async fn fetch_inner(
             req = req.header(header::IF_MODIFIED_SINCE, lm);
         }
     }
+    req
+}
+
+/// The `Link` header; several `Link` lines are one list (RFC 9110 §5.3).
+fn link_header(headers: &HeaderMap) -> Option<String> {
+    let link = headers
+        .get_all(header::LINK)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect::<Vec<_>>()
+        .join(", ");
+    (!link.is_empty()).then_some(link)
+}
+
+/// A page answered with a status that is not a success: rate limited when it said until when.
+fn refused(url: &str, status: u16, pause_until: Option<DateTime<Utc>>) -> FetchError {
+    match pause_until {
+        Some(until) => FetchError::RateLimited {
+            url: url.to_string(),
+            status,
+            until,
+        },
+        None => FetchError::Status {
+            url: url.to_string(),
+            status,
+        },
+    }
+}
+
+/// The body, refused as soon as it is known to exceed `max_body` (declared or as it arrives).
+async fn read_body(
+    resp: &mut reqwest::Response,
+    max_body: u64,
+    url: &str,
+    http: impl Fn(reqwest::Error) -> FetchError,
+) -> Result<Vec<u8>, FetchError> {
+    let too_large = || FetchError::TooLarge {
+        url: url.to_string(),
+        limit: max_body,
+    };
+    if resp.content_length().is_some_and(|n| n > max_body) {
+        return Err(too_large());
+    }
+    let mut body = Vec::with_capacity(resp.content_length().unwrap_or(0) as usize);
+    while let Some(chunk) = resp.chunk().await.map_err(&http)? {
+        if body.len() as u64 + chunk.len() as u64 > max_body {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+async fn fetch_inner(
+    client: &reqwest::Client,
+    src: &Source,
+    page_url: &url::Url,
+    url: &str,
+    cached: Option<&CachedPage>,
+    record: bool,
+    unreadable: &mut Unreadable<'_>,
+) -> Result<Answered, FetchError> {
+    let req = request(client, src, page_url, cached);
     let http = |e: reqwest::Error| FetchError::Http {
         url: url.to_string(),
         reason: error_chain(e),
@@ -510,14 +552,7 @@ async fn fetch_inner(
         unreadable.tell(u);
     }
     let pause_until = pause.until;
-    // Several `Link` lines are one list (RFC 9110 §5.3).
-    let link = headers
-        .get_all(header::LINK)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect::<Vec<_>>()
-        .join(", ");
-    let link = (!link.is_empty()).then_some(link);
+    let link = link_header(headers);
     if status == reqwest::StatusCode::NOT_MODIFIED && cached.is_some() {
         return Ok(Answered {
             answer: Answer::NotModified,
@@ -526,37 +561,14 @@ async fn fetch_inner(
         });
     }
     if !status.is_success() {
-        return Err(match pause_until {
-            Some(until) => FetchError::RateLimited {
-                url: url.to_string(),
-                status: status.as_u16(),
-                until,
-            },
-            None => FetchError::Status {
-                url: url.to_string(),
-                status: status.as_u16(),
-            },
-        });
+        return Err(refused(url, status.as_u16(), pause_until));
     }
     let etag = header_text(headers, header::ETAG);
     let last_modified = header_text(headers, header::LAST_MODIFIED);
-    let too_large = || FetchError::TooLarge {
-        url: url.to_string(),
-        limit: src.max_body,
-    };
-    if resp.content_length().is_some_and(|n| n > src.max_body) {
-        return Err(too_large());
-    }
     let content_type = header_text(headers, header::CONTENT_TYPE)
         .map(|s| format!(" (content-type {s})"))
         .unwrap_or_default();
-    let mut body = Vec::with_capacity(resp.content_length().unwrap_or(0) as usize);
-    while let Some(chunk) = resp.chunk().await.map_err(http)? {
-        if body.len() as u64 + chunk.len() as u64 > src.max_body {
-            return Err(too_large());
-        }
-        body.extend_from_slice(&chunk);
-    }
+    let body = read_body(&mut resp, src.max_body, url, http).await?;
     // Checked here, not parsed: the selection reads what it needs from the text.
     check_json(&body).map_err(|reason| FetchError::NotJson {
         url: url.to_string(),

@@ -143,7 +143,7 @@ fn parse_links(header: &str) -> Vec<(String, Vec<String>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::extract::Path;
+    use crate::jsonpath::Path;
     use serde_json::json;
     use std::time::Duration;
 

@@ -2,6 +2,7 @@
 //! or `X-RateLimit-Remaining: 0` with `X-RateLimit-Reset` on any answer. Pure: the clock is an
 //! argument.
 
+use crate::http::{RetryAfter, retry_after};
 use chrono::{DateTime, TimeDelta, Utc};
 use reqwest::header::HeaderMap;
 
@@ -79,13 +80,13 @@ pub fn pause_until(status: u16, headers: &HeaderMap, now: DateTime<Utc>) -> Paus
 /// `Retry-After` (RFC 9110 §10.2.3): delay-seconds or an HTTP date, as a time, at most
 /// [`MAX_PAUSE`] from now. None when it is neither.
 fn retry_after_at(v: &str, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
-    if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
-        // Any number of digits: too many for a u64 is just a long wait.
-        let secs = v.parse::<i64>().unwrap_or(i64::MAX);
-        return Some(now + TimeDelta::seconds(secs.min(MAX_PAUSE.num_seconds())));
-    }
-    let at = DateTime::parse_from_rfc2822(v).ok()?.to_utc();
-    Some(at.min(now + MAX_PAUSE))
+    Some(match retry_after(v)? {
+        RetryAfter::Seconds(secs) => {
+            let secs = secs.min(MAX_PAUSE.num_seconds() as u64) as i64;
+            now + TimeDelta::seconds(secs)
+        }
+        RetryAfter::At(at) => at.min(now + MAX_PAUSE),
+    })
 }
 
 /// `X-RateLimit-Reset`: Unix seconds, maybe with a fraction (dropped) or a sign. Any number of

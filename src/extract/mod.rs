@@ -4,101 +4,21 @@
 //! Pure: values in, values out.
 
 use crate::config::Items;
+pub use crate::jsonpath::Path;
 use crate::number;
-use jsonpath_rust::parser::model::{JpQuery, Segment, Selector};
-use jsonpath_rust::parser::parse_json_path;
-use jsonpath_rust::query::js_path_process;
-use jsonpath_rust::query::queryable::Queryable;
-use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+
+mod canonical;
+mod shape;
+mod walker;
+
+pub use canonical::hash;
+use serde_json::Value;
 use serde_json::value::RawValue;
-use serde_json::{Map, Value};
-use sha2::{Digest, Sha256};
+use shape::{is_shaped, shaped};
 use std::borrow::Cow;
 use std::fmt;
 use std::sync::{Arc, OnceLock};
-
-/// A JSONPath, parsed once at load.
-#[derive(Clone)]
-pub struct Path {
-    text: String,
-    query: JpQuery,
-}
-
-impl fmt::Debug for Path {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.text)
-    }
-}
-
-impl Path {
-    pub fn parse(text: &str) -> Result<Path, String> {
-        let query = parse_json_path(text).map_err(|e| one_line(&e.to_string()))?;
-        Ok(Path {
-            text: text.to_string(),
-            query,
-        })
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.text
-    }
-
-    /// For a path of names ending in a wildcard (`$.data.items[*]`, `$[*]`), the names: such a
-    /// selection can be read from the text without parsing what lies outside it.
-    fn streamable(&self) -> Option<Vec<&str>> {
-        let (last, names) = self.query.segments.split_last()?;
-        let wildcard = match last {
-            Segment::Selector(s) => s,
-            Segment::Selectors(v) if v.len() == 1 => &v[0],
-            _ => return None,
-        };
-        if !matches!(wildcard, Selector::Wildcard) {
-            return None;
-        }
-        names
-            .iter()
-            .map(|s| match s {
-                Segment::Selector(Selector::Name(n)) => Some(n.as_str()),
-                Segment::Selectors(v) if v.len() == 1 => match &v[0] {
-                    Selector::Name(n) => Some(n.as_str()),
-                    _ => None,
-                },
-                _ => None,
-            })
-            .collect()
-    }
-
-    /// The values this path selects in `v`, in document order.
-    pub fn select<'a>(&self, v: &'a Value) -> Vec<&'a Value> {
-        match js_path_process(&self.query, v) {
-            Ok(refs) => refs.into_iter().map(|r| r.val()).collect(),
-            Err(_) => Vec::new(),
-        }
-    }
-
-    /// The normalized paths (`$['a'][0]`) of the values this path selects.
-    fn select_paths(&self, v: &Value) -> Vec<String> {
-        match js_path_process(&self.query, v) {
-            Ok(refs) => refs.into_iter().map(|r| r.path()).collect(),
-            Err(_) => Vec::new(),
-        }
-    }
-}
-
-/// pest's multi-line error as one line: `at column N: expected …`.
-fn one_line(msg: &str) -> String {
-    let column = msg
-        .lines()
-        .find_map(|l| l.split_once("--> ").map(|(_, pos)| pos.trim()))
-        .and_then(|pos| pos.split(':').nth(1))
-        .map(|c| format!("at column {c}: "))
-        .unwrap_or_default();
-    let what = msg
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("= "))
-        .unwrap_or_else(|| msg.lines().next().unwrap_or_default().trim());
-    format!("{column}{what}")
-}
+use walker::select_text;
 
 /// A content hash of an item's value by value (key order and number notation do not count):
 /// two items are the same iff their hashes are.
@@ -351,6 +271,15 @@ pub struct Keyed<'a> {
 
 /// As [`extract_pages`], with the items' order by key.
 pub fn extract_keyed<'a>(pages: &'a [Page], spec: &Items) -> Result<Keyed<'a>, ExtractError> {
+    let selected = select_pages(pages, spec)?;
+    match &spec.key {
+        Some(key_path) => keyed(selected, key_path, spec),
+        None => document(selected, spec),
+    }
+}
+
+/// What the selection picks on every page, in page order: from the text where it can.
+fn select_pages<'a>(pages: &'a [Page], spec: &Items) -> Result<Vec<Selected<'a>>, ExtractError> {
     let mut selected: Vec<Selected<'a>> = Vec::new();
     for p in pages {
         let text = match p.parsed.get() {
@@ -367,31 +296,41 @@ pub fn extract_keyed<'a>(pages: &'a [Page], spec: &Items) -> Result<Keyed<'a>, E
             }
         }
     }
-    let Some(key_path) = &spec.key else {
-        // Document mode: the selection as a whole is one item; nothing (or null) is no item.
-        let mut values: Vec<Cow<'a, Value>> = selected
-            .into_iter()
-            .enumerate()
-            .map(|(index, s)| parsed(s, index))
-            .collect::<Result<_, _>>()?;
-        let whole = match values.len() {
-            0 => return Ok(Keyed::default()),
-            1 if values[0].is_null() => return Ok(Keyed::default()),
-            1 => values.pop().expect("one"),
-            _ => Cow::Owned(Value::Array(
-                values.into_iter().map(Cow::into_owned).collect(),
-            )),
-        };
-        let (value, hash) = shaped(whole, spec);
-        return Ok(Keyed {
-            items: vec![Item {
-                key: Key::from(DOCUMENT_KEY),
-                value: ItemValue::Parsed(Box::new(value)),
-                hash,
-            }],
-            by_key: vec![0],
-        });
+    Ok(selected)
+}
+
+/// Document mode: the selection as a whole is one item; nothing (or null) is no item.
+fn document<'a>(selected: Vec<Selected<'a>>, spec: &Items) -> Result<Keyed<'a>, ExtractError> {
+    let mut values: Vec<Cow<'a, Value>> = selected
+        .into_iter()
+        .enumerate()
+        .map(|(index, s)| parsed(s, index))
+        .collect::<Result<_, _>>()?;
+    let whole = match values.len() {
+        0 => return Ok(Keyed::default()),
+        1 if values[0].is_null() => return Ok(Keyed::default()),
+        1 => values.pop().expect("one"),
+        _ => Cow::Owned(Value::Array(
+            values.into_iter().map(Cow::into_owned).collect(),
+        )),
     };
+    let (value, hash) = shaped(whole, spec);
+    Ok(Keyed {
+        items: vec![Item {
+            key: Key::from(DOCUMENT_KEY),
+            value: ItemValue::Parsed(Box::new(value)),
+            hash,
+        }],
+        by_key: vec![0],
+    })
+}
+
+/// Keyed mode: one item per selected value, keyed by `key_path`, keys unique.
+fn keyed<'a>(
+    selected: Vec<Selected<'a>>,
+    key_path: &Path,
+    spec: &Items,
+) -> Result<Keyed<'a>, ExtractError> {
     // Indices are u32 (half the size of the order): more items than that cannot come from a
     // body sled could store either.
     if u32::try_from(selected.len()).is_err() {
@@ -485,100 +424,6 @@ fn parse_text(raw: &RawValue) -> Result<Value, serde_json::Error> {
     serde_json::from_str(raw.get())
 }
 
-fn is_shaped(spec: &Items) -> bool {
-    !(spec.include.is_empty() && spec.exclude.is_empty())
-}
-
-/// The item's value after include/exclude, and its hash.
-fn shaped<'a>(v: Cow<'a, Value>, spec: &Items) -> (Cow<'a, Value>, Hash) {
-    let value = if is_shaped(spec) {
-        Cow::Owned(shape(&v, spec))
-    } else {
-        v
-    };
-    let hash = hash(&value);
-    (value, hash)
-}
-
-/// The items `select` picks from a page's text, when it is a path of names ending in a
-/// wildcard and the value there is an array; None otherwise (the page must be parsed).
-fn select_text<'a>(text: &'a str, select: &Path) -> Option<Vec<&'a RawValue>> {
-    let names = select.streamable()?;
-    let mut de = serde_json::Deserializer::from_str(text);
-    let found = Walk { names: &names }.deserialize(&mut de).ok()?;
-    de.end().ok()?;
-    found
-}
-
-/// Walks down `names` through objects and collects the elements of the array found there as
-/// text; everything else is skipped unparsed. `None`: no array there.
-struct Walk<'p> {
-    names: &'p [&'p str],
-}
-
-impl<'de> DeserializeSeed<'de> for Walk<'_> {
-    type Value = Option<Vec<&'de RawValue>>;
-
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for Walk<'_> {
-    type Value = Option<Vec<&'de RawValue>>;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("any JSON value")
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        if self.names.is_empty() {
-            let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0));
-            while let Some(raw) = seq.next_element::<&'de RawValue>()? {
-                out.push(raw);
-            }
-            return Ok(Some(out));
-        }
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(None)
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut found = None;
-        while let Some(k) = map.next_key::<Cow<'de, str>>()? {
-            match self.names.split_first() {
-                // A repeated name: the last one counts, as in a parsed object.
-                Some((first, rest)) if *first == k => {
-                    found = map.next_value_seed(Walk { names: rest })?;
-                }
-                _ => {
-                    map.next_value::<IgnoredAny>()?;
-                }
-            }
-        }
-        Ok(found)
-    }
-
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-    fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-}
-
 fn key_of(v: &Value, path: &Path) -> Result<String, String> {
     let found = path.select(v);
     match found.as_slice() {
@@ -601,128 +446,6 @@ fn type_name(v: &Value) -> &'static str {
         Value::String(_) => "a string",
         Value::Array(_) => "an array",
         Value::Object(_) => "an object",
-    }
-}
-
-/// Applies `include` (only these parts) then `exclude` (never these parts).
-fn shape(v: &Value, spec: &Items) -> Value {
-    let mut out = if spec.include.is_empty() {
-        v.clone()
-    } else {
-        let mut out = Value::Object(Map::new());
-        for p in &spec.include {
-            for normalized in p.select_paths(v) {
-                let Some(segments) = segments(&normalized) else {
-                    continue;
-                };
-                if let Some(part) = v.reference(normalized.as_str()) {
-                    put(&mut out, &segments, part.clone());
-                }
-            }
-        }
-        out
-    };
-    for p in &spec.exclude {
-        let _ = out.delete_by_path(p.as_str());
-    }
-    out
-}
-
-enum Seg {
-    Name(String),
-    Index(usize),
-}
-
-/// A normalized path (`$['a'][0]`) as names and indices.
-fn segments(normalized: &str) -> Option<Vec<Seg>> {
-    let q = parse_json_path(normalized).ok()?;
-    q.segments
-        .into_iter()
-        .map(|s| match s {
-            Segment::Selector(Selector::Name(n)) => Some(Seg::Name(n)),
-            Segment::Selector(Selector::Index(i)) => usize::try_from(i).ok().map(Seg::Index),
-            _ => None,
-        })
-        .collect()
-}
-
-/// Writes `part` at `path` inside `out`, creating objects and arrays on the way.
-fn put(out: &mut Value, path: &[Seg], part: Value) {
-    let Some((first, rest)) = path.split_first() else {
-        *out = part;
-        return;
-    };
-    match first {
-        Seg::Name(n) => {
-            if !out.is_object() {
-                *out = Value::Object(Map::new());
-            }
-            let slot = out
-                .as_object_mut()
-                .map(|m| m.entry(n.clone()).or_insert(Value::Null));
-            if let Some(slot) = slot {
-                put(slot, rest, part);
-            }
-        }
-        Seg::Index(i) => {
-            if !out.is_array() {
-                *out = Value::Array(Vec::new());
-            }
-            if let Some(a) = out.as_array_mut() {
-                if a.len() <= *i {
-                    a.resize(*i + 1, Value::Null);
-                }
-                put(&mut a[*i], rest, part);
-            }
-        }
-    }
-}
-
-/// Hash of a value by value: numbers by their canonical text ([`number::canonical`], so `1.0`
-/// and `1` hash alike), object keys in sorted order whatever map type serde_json is built with.
-/// The bytes fed are those of the versions before exact numbers for every value they held
-/// exactly, so the hashes they stored still match (see [`number::canonical`]).
-pub fn hash(v: &Value) -> Hash {
-    let mut h = Sha256::new();
-    feed(&mut h, v);
-    let d = h.finalize();
-    let mut out = [0u8; 16];
-    out.copy_from_slice(&d[..16]);
-    out
-}
-
-fn feed(h: &mut Sha256, v: &Value) {
-    match v {
-        Value::Null => h.update(b"n"),
-        Value::Bool(b) => h.update(if *b { b"t" } else { b"f" }),
-        Value::Number(n) => {
-            h.update(b"#");
-            h.update(number::canonical(n).as_bytes());
-            h.update(b";");
-        }
-        Value::String(s) => {
-            h.update(b"s");
-            h.update((s.len() as u64).to_be_bytes());
-            h.update(s.as_bytes());
-        }
-        Value::Array(a) => {
-            h.update(b"[");
-            h.update((a.len() as u64).to_be_bytes());
-            for x in a {
-                feed(h, x);
-            }
-        }
-        Value::Object(m) => {
-            h.update(b"{");
-            h.update((m.len() as u64).to_be_bytes());
-            let mut keys: Vec<&String> = m.keys().collect();
-            keys.sort();
-            for k in keys {
-                h.update((k.len() as u64).to_be_bytes());
-                h.update(k.as_bytes());
-                feed(h, &m[k]);
-            }
-        }
     }
 }
 

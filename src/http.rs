@@ -1,0 +1,110 @@
+//! Everything pollhook says and hears over HTTP that is not about one bridge: the two clients
+//! (sources, webhooks) and how they treat redirects, the user agent, one-line reqwest errors,
+//! and reading `Retry-After`. A leaf, so that polling and delivery share it without importing
+//! each other.
+
+use chrono::{DateTime, Utc};
+use std::time::Duration;
+
+pub const USER_AGENT: &str = concat!("pollhook/", env!("CARGO_PKG_VERSION"));
+
+/// The client for sources: follows redirects within the source's origin only, and sends no
+/// `Referer` (SPEC §11).
+pub fn fetcher() -> reqwest::Client {
+    install_crypto();
+    reqwest::Client::builder()
+        .user_agent(USER_AGENT)
+        .redirect(redirect_policy())
+        .referer(false)
+        // Keep-alive for the next poll of the same host, but not hundreds of idle sockets
+        // after a burst (a start, a shared cron minute).
+        .pool_max_idle_per_host(16)
+        .pool_idle_timeout(Duration::from_secs(30))
+        .connect_timeout(Duration::from_secs(10))
+        .build()
+        .expect("HTTP client with rustls builds")
+}
+
+/// The client for webhooks: never follows redirects (a 3xx is a failed delivery, SPEC §6).
+pub fn sender() -> reqwest::Client {
+    install_crypto();
+    reqwest::Client::builder()
+        .user_agent(USER_AGENT)
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(Duration::from_secs(10))
+        .build()
+        .expect("HTTP client with rustls builds")
+}
+
+/// reqwest is built with rustls but no crypto provider of its own: use ring's.
+fn install_crypto() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// A reqwest error as one line, its causes included, without the URL (which may hold a token;
+/// callers print the redacted URL themselves).
+pub fn error_chain(e: reqwest::Error) -> String {
+    let e = e.without_url();
+    let mut msg = e.to_string();
+    let mut src = std::error::Error::source(&e);
+    while let Some(s) = src {
+        let part = s.to_string();
+        if !msg.contains(&part) {
+            msg.push_str(": ");
+            msg.push_str(&part);
+        }
+        src = s.source();
+    }
+    msg
+}
+
+/// At most this many redirects are followed for one request (SPEC §11).
+pub const MAX_REDIRECTS: usize = 10;
+
+/// Why a redirect of a source request is not followed.
+#[derive(Debug, thiserror::Error)]
+enum Refused {
+    #[error(
+        "redirected to another origin ({0}); not followed: the source's credentials go to its own origin only"
+    )]
+    OtherOrigin(String),
+    #[error("more than {MAX_REDIRECTS} redirects")]
+    TooMany,
+}
+
+/// How source requests follow redirects (SPEC §11): within the origin (scheme, host, port) of
+/// the URL asked for, at most [`MAX_REDIRECTS`] in a row. Any other is refused before a
+/// request goes there, so the source's headers, URL password and query never reach another
+/// origin. (Clients built with it should also send no `Referer`, which carries the query.)
+pub fn redirect_policy() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        let origin = attempt.url().origin();
+        // `previous` starts with the URL asked for.
+        if attempt.previous().first().map(url::Url::origin) != Some(origin.clone()) {
+            let shown = origin.ascii_serialization();
+            return attempt.error(Refused::OtherOrigin(shown));
+        }
+        if attempt.previous().len() > MAX_REDIRECTS {
+            return attempt.error(Refused::TooMany);
+        }
+        attempt.follow()
+    })
+}
+
+/// What a `Retry-After` value (RFC 9110 §10.2.3) says, before a caller applies its own limits.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum RetryAfter {
+    /// delay-seconds; any number of digits (too many for a u64 is just a long wait).
+    Seconds(u64),
+    /// An HTTP date.
+    At(DateTime<Utc>),
+}
+
+/// Reads a `Retry-After` value: delay-seconds or an HTTP date. None when it is neither.
+pub fn retry_after(v: &str) -> Option<RetryAfter> {
+    if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
+        return Some(RetryAfter::Seconds(v.parse::<u64>().unwrap_or(u64::MAX)));
+    }
+    let at = DateTime::parse_from_rfc2822(v).ok()?.to_utc();
+    Some(RetryAfter::At(at))
+}

@@ -1,0 +1,92 @@
+//! A JSONPath as pollhook uses it: parsed once when a bridge is loaded (its error one line, with
+//! the column), then selecting values or their normalized paths. A leaf, so that config (which
+//! compiles paths) and extract (which runs them) need not import each other.
+
+use jsonpath_rust::parser::model::{JpQuery, Segment, Selector};
+use jsonpath_rust::parser::parse_json_path;
+use jsonpath_rust::query::js_path_process;
+use serde_json::Value;
+use std::fmt;
+
+/// A JSONPath, parsed once at load.
+#[derive(Clone)]
+pub struct Path {
+    text: String,
+    query: JpQuery,
+}
+
+impl fmt::Debug for Path {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl Path {
+    pub fn parse(text: &str) -> Result<Path, String> {
+        let query = parse_json_path(text).map_err(|e| one_line(&e.to_string()))?;
+        Ok(Path {
+            text: text.to_string(),
+            query,
+        })
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// For a path of names ending in a wildcard (`$.data.items[*]`, `$[*]`), the names: such a
+    /// selection can be read from the text without parsing what lies outside it.
+    pub(crate) fn streamable(&self) -> Option<Vec<&str>> {
+        let (last, names) = self.query.segments.split_last()?;
+        let wildcard = match last {
+            Segment::Selector(s) => s,
+            Segment::Selectors(v) if v.len() == 1 => &v[0],
+            _ => return None,
+        };
+        if !matches!(wildcard, Selector::Wildcard) {
+            return None;
+        }
+        names
+            .iter()
+            .map(|s| match s {
+                Segment::Selector(Selector::Name(n)) => Some(n.as_str()),
+                Segment::Selectors(v) if v.len() == 1 => match &v[0] {
+                    Selector::Name(n) => Some(n.as_str()),
+                    _ => None,
+                },
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The values this path selects in `v`, in document order.
+    pub fn select<'a>(&self, v: &'a Value) -> Vec<&'a Value> {
+        match js_path_process(&self.query, v) {
+            Ok(refs) => refs.into_iter().map(|r| r.val()).collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// The normalized paths (`$['a'][0]`) of the values this path selects.
+    pub(crate) fn select_paths(&self, v: &Value) -> Vec<String> {
+        match js_path_process(&self.query, v) {
+            Ok(refs) => refs.into_iter().map(|r| r.path()).collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+}
+
+/// pest's multi-line error as one line: `at column N: expected …`.
+fn one_line(msg: &str) -> String {
+    let column = msg
+        .lines()
+        .find_map(|l| l.split_once("--> ").map(|(_, pos)| pos.trim()))
+        .and_then(|pos| pos.split(':').nth(1))
+        .map(|c| format!("at column {c}: "))
+        .unwrap_or_default();
+    let what = msg
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("= "))
+        .unwrap_or_else(|| msg.lines().next().unwrap_or_default().trim());
+    format!("{column}{what}")
+}
