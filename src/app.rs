@@ -211,7 +211,7 @@ async fn supervised<F, Fut>(
             Ok(()) => format!("its {} task ended", task.word()),
             Err(e) => match e.try_into_panic() {
                 Ok(panic) => {
-                    let msg = crate::runtime::panic_message(&*panic);
+                    let msg = crate::redact::panic_message(&*panic);
                     let msg = crate::redact::Redactor::new(&b.secrets).clean(&msg);
                     format!("its {} task panicked: {msg}", task.word())
                 }

@@ -117,6 +117,15 @@ impl Redactor {
 }
 
 /// How a value is spelled once it is part of a URL.
+/// What a panic said, for a log line.
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".to_string())
+}
+
 /// Every secret of the running bridges, for what no bridge's own [`Redactor`] sees: the
 /// panic hook's line.
 static PROCESS: std::sync::RwLock<Option<std::sync::Arc<Redactor>>> = std::sync::RwLock::new(None);
@@ -132,7 +141,7 @@ pub fn set_process_secrets(secrets: Vec<String>) {
 /// masked. The task's supervisor logs the same, masked, at ERROR.
 pub fn install_panic_hook() {
     std::panic::set_hook(Box::new(|info| {
-        let msg = crate::runtime::panic_message(info.payload());
+        let msg = panic_message(info.payload());
         let masked = match &*PROCESS.read().unwrap_or_else(|p| p.into_inner()) {
             Some(r) => r.clean(&msg),
             None => msg,

@@ -365,15 +365,6 @@ impl Ctx {
     }
 }
 
-/// What a panic said, for a log line.
-pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "(no message)".to_string())
-}
-
 /// Since when, and why, the store does not take writes.
 #[derive(Debug, Clone)]
 pub struct StoreFailure {

@@ -118,7 +118,7 @@ impl Client {
             Ok(r) => Err(format!("it answered HTTP {}", r.status())),
             Err(e) => Err(format!(
                 "it closed the connection (the daemon serves its own user and root only): {}",
-                crate::poll::fetch::error_chain(e)
+                crate::http::error_chain(e)
             )),
         }
     }
@@ -167,7 +167,7 @@ impl Client {
                     self.socket_problem
                 )
             } else {
-                anyhow::anyhow!("{}{path}: {}", self.place(), crate::poll::fetch::error_chain(e))
+                anyhow::anyhow!("{}{path}: {}", self.place(), crate::http::error_chain(e))
             }
         })?;
         let status = resp.status();

@@ -48,8 +48,7 @@ pub enum FetchError {
     Cache { url: String, reason: String },
 }
 
-// Re-exported: the command line prints its own reqwest errors the same way.
-pub use crate::http::error_chain;
+use crate::http::error_chain;
 
 /// The deepest nesting of arrays and objects a page may have: as deep as serde_json reads a
 /// document into a value (its recursion limit), so that every page accepted reads whole, and

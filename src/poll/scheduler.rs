@@ -197,7 +197,7 @@ pub async fn poll_now(
 /// bridge's last crash.
 fn panicked(ctx: &Ctx, bridge: &str, redactor: &Redactor, e: tokio::task::JoinError) -> PollError {
     let why = match e.try_into_panic() {
-        Ok(p) => redactor.clean(&crate::runtime::panic_message(&*p)),
+        Ok(p) => redactor.clean(&crate::redact::panic_message(&*p)),
         Err(e) => e.to_string(),
     };
     error!(bridge = %bridge, "poll requested through the admin API panicked: {why}");
