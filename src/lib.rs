@@ -4,28 +4,38 @@
 //! # Layout
 //!
 //! Data flows one way: config -> schedule -> fetch -> extract -> diff -> store + outbox -> deliver.
+//! No two modules import each other, directly or round a circle; the leaves import nothing of
+//! the crate.
 //!
-//! - [`config`]: bridge YAML files -> validated [`config::Bridge`]s, or every problem with its place
+//! - [`jsonpath`] (leaf): a JSONPath compiled once at load, its errors on one line
+//! - [`http`] (leaf): the source and webhook clients, redirect policy, user agent, reqwest
+//!   errors on one line, `Retry-After`
+//! - [`number`] (leaf): numbers exact as written, compared by value (`1.0` is `1`)
+//! - [`config`]: bridge YAML files -> validated [`config::Bridge`]s, or every problem with its
+//!   place; `screen` turns away what is not a bridge file, quoting nothing
 //! - [`schedule`]: when a bridge polls (`every` with a per-name offset, or cron); pure
-//! - [`poll`]: one poll (fetch, extract, diff, events, one commit, or batches for a large one)
-//!   and the per-bridge scheduler
-//! - [`extract`]: JSONPath selection, keys, include/exclude, canonical values and hashes; pure
-//! - [`number`]: numbers exact as written, compared by value (`1.0` is `1`); pure
+//! - [`poll`]: one poll (`fetch`: pages, conditional requests, next links; `ratelimit`: pauses
+//!   a source asks for; then extract, diff, events, one commit or batches) and `scheduler`,
+//!   the per-bridge loop and polls asked for now
+//! - [`extract`]: `mod` (items, keys, selection over pages), `walker` (items read from the
+//!   text), `shape` (include/exclude), `canonical` (the hash stored values depend on); pure
 //! - [`diff`]: stored state + new items -> changes and writes; pure
 //! - [`event`]: change -> event body with id and JSON Patch; pure
-//! - [`store`]: sled trees; `commit` writes item state and outbox in one transaction; large
-//!   values in chunks or files of their own (`store::values`), so sled's `blobs/` never grows
-//! - [`highwater`]: the highest seq handed out per bridge, kept apart from sled: a store that went back is refused
+//! - [`store`]: the sled database: `commit` (a poll in one transaction, group commit),
+//!   `items`, `pages` (the 304 cache), `outbox` (queues and their counts), `dead`, `migrate`,
+//!   `values` (large values in chunks or files, so sled's `blobs/` never grows), `compact`
+//! - [`highwater`]: the highest seq handed out per bridge, kept apart from sled: a store that
+//!   went back is refused
 //! - [`deliver`]: per bridge+sink outbox drain, retry decisions, the webhook request
 //! - [`sign`]: Standard Webhooks and GitHub signatures; pure
-//! - [`redact`]: secrets out of logs, errors and the admin API
+//! - [`redact`]: secrets out of logs, errors, panics and the admin API
 //! - [`resync`]: queue every stored item as `item.snapshot`
 //! - [`runtime`]: what the tasks share (the store and whether it takes writes, HTTP clients,
-//!   wake-ups, the steps the watchdog looks at)
+//!   poll slots and locks, wake-ups, the steps the watchdog looks at)
 //! - [`admin`]: the admin HTTP API: router and handlers, the typed bodies it answers with
 //!   (`admin::body`) and the CLI's client that reads them (`admin::client`); [`access`]: who
 //!   may act through it (unix socket, token)
-//! - [`app`]: wiring, start-up and shutdown
+//! - [`app`]: wiring, start-up, reload, the bridge tasks' supervisor and shutdown
 //! - [`fault`]: fault injection for the tests (debug builds only)
 //! - [`systemd`]: sd_notify; [`logging`]: log formats; [`metrics`]: Prometheus metrics
 
