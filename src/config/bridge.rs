@@ -302,6 +302,39 @@ impl<'a> Validator<'a> {
     }
 
     fn build(&mut self, raw: RawBridge) -> Option<Bridge> {
+        let name = self.name(&raw);
+        let (schedule, jitter) = self.schedule(&raw.schedule);
+        let source = self.source(&raw.source);
+        let items = self.items(&raw.items);
+        let emit = self.emit(&raw.emit);
+        let sinks = self.sinks(&raw.sinks);
+
+        let fingerprint = fingerprint(&raw, name.as_deref().unwrap_or(""));
+        let mut secrets = std::mem::take(&mut self.secrets);
+        secrets.sort();
+        secrets.dedup();
+        self.secrets_seen = secrets.clone();
+        if !self.problems.is_empty() {
+            return None;
+        }
+        Some(Bridge {
+            name: name?,
+            description: raw.description.clone(),
+            file: self.file.to_path_buf(),
+            schedule: schedule?,
+            jitter,
+            source: source?,
+            items: items?,
+            emit,
+            sinks,
+            fingerprint,
+            secrets,
+            revision: String::new(),
+        })
+    }
+
+    /// The bridge's name: given, or the file's stem; never from `${…}`.
+    fn name(&mut self, raw: &RawBridge) -> Option<String> {
         let stem = self
             .file
             .file_stem()
@@ -335,8 +368,12 @@ impl<'a> Validator<'a> {
                 );
             }
         }
+        name
+    }
 
-        let schedule = match (&raw.schedule.every, &raw.schedule.cron) {
+    /// `every` or `cron` (exactly one), and the jitter.
+    fn schedule(&mut self, s: &raw::RawSchedule) -> (Option<Schedule>, Option<Duration>) {
+        let schedule = match (&s.every, &s.cron) {
             (Some(e), None) => self
                 .duration(
                     "schedule.every",
@@ -371,7 +408,7 @@ impl<'a> Validator<'a> {
                 None
             }
         };
-        let jitter = match &raw.schedule.jitter {
+        let jitter = match &s.jitter {
             Some(j) => self.duration(
                 "schedule.jitter",
                 j,
@@ -380,15 +417,16 @@ impl<'a> Validator<'a> {
             ),
             None => None,
         };
+        (schedule, jitter)
+    }
 
-        let source = self.source(&raw.source);
-        let items = self.items(&raw.items);
-        let emit = self.emit(&raw.emit);
+    /// Every sink, at least one, no URL twice.
+    fn sinks(&mut self, sinks_raw: &[raw::RawSink]) -> Vec<Sink> {
         let mut sinks = Vec::new();
-        if raw.sinks.is_empty() {
+        if sinks_raw.is_empty() {
             self.err("sinks", "sinks: give at least one sink");
         }
-        for (i, s) in raw.sinks.iter().enumerate() {
+        for (i, s) in sinks_raw.iter().enumerate() {
             if let Some(s) = self.sink(i, s) {
                 if sinks.iter().any(|o: &Sink| o.id == s.id) {
                     self.err(
@@ -399,29 +437,7 @@ impl<'a> Validator<'a> {
                 sinks.push(s);
             }
         }
-
-        let fingerprint = fingerprint(&raw, name.as_deref().unwrap_or(""));
-        let mut secrets = std::mem::take(&mut self.secrets);
-        secrets.sort();
-        secrets.dedup();
-        self.secrets_seen = secrets.clone();
-        if !self.problems.is_empty() {
-            return None;
-        }
-        Some(Bridge {
-            name: name?,
-            description: raw.description.clone(),
-            file: self.file.to_path_buf(),
-            schedule: schedule?,
-            jitter,
-            source: source?,
-            items: items?,
-            emit,
-            sinks,
-            fingerprint,
-            secrets,
-            revision: String::new(),
-        })
+        sinks
     }
 
     fn source(&mut self, s: &raw::RawSource) -> Option<Source> {
