@@ -175,6 +175,48 @@ pub async fn poll_once(
     r
 }
 
+/// The listing, asked for with the validators of the kept pages where they can be trusted;
+/// a 304 that stands for a body not kept is asked for again without them. Also whether stored
+/// records may match the new ones without a write (not those that failed a 304).
+async fn fetch_conditional(
+    ctx: &Ctx,
+    st: &Store,
+    bridge: &Bridge,
+    cached: &HashMap<String, crate::store::CachedPage>,
+    trusted: bool,
+    stop_if_unchanged: bool,
+) -> Result<(fetch::Listing, Option<Vec<extract::Page>>, bool), PollError> {
+    let conditional = bridge.source.conditional && bridge.source.method == Method::GET;
+    let empty = HashMap::new();
+    let cache = fetch::Cache {
+        pages: if trusted { cached } else { &empty },
+        store: st,
+        bridge: &bridge.name,
+        keep_bodies: bridge.source.paginate.is_some() || bridge.emit.after_missing > 1,
+    };
+    let cache = conditional.then_some(&cache);
+    match fetch_documents(ctx, bridge, cache, stop_if_unchanged).await {
+        // A 304 stands for a body that is not stored (it was not needed when stored, or was
+        // lost): ask again, without validators.
+        Err(FetchError::Cache { url, reason }) => {
+            // `url` is redacted by rule (passwords, token-like parameters); a `${…}` value
+            // elsewhere in it is masked by the bridge's own secrets.
+            let r = crate::redact::Redactor::new(&bridge.secrets);
+            tracing::warn!(bridge = %bridge.name, url = %r.clean(&url), "{}: fetching the listing again without validators", r.clean(&reason));
+            let again = cache.map(|c| fetch::Cache {
+                pages: &empty,
+                ..*c
+            });
+            let (listing, documents) = fetch_documents(ctx, bridge, again.as_ref(), false).await?;
+            Ok((listing, documents, false))
+        }
+        r => {
+            let (listing, documents) = r?;
+            Ok((listing, documents, true))
+        }
+    }
+}
+
 async fn poll_with(
     ctx: &Ctx,
     st: &Store,
@@ -193,35 +235,10 @@ async fn poll_with(
     let rebaselined =
         meta.baselined && meta.fingerprint.as_deref() != Some(bridge.fingerprint.as_str());
     let trusted = conditional && meta.baselined && !rebaselined;
-    let empty = HashMap::new();
-    let cache = fetch::Cache {
-        pages: if trusted { &cached } else { &empty },
-        store: st,
-        bridge: &bridge.name,
-        keep_bodies: bridge.source.paginate.is_some() || bridge.emit.after_missing > 1,
-    };
-    let cache = conditional.then_some(&cache);
     // Every page answered 304 and no absence is being counted: nothing to compare.
     let stop_if_unchanged = trusted && meta.absent == 0;
-    // Stored records a 200 may match (then it needs no write): not those that failed a 304.
-    let mut matchable = true;
-    let (listing, documents) = match fetch_documents(ctx, bridge, cache, stop_if_unchanged).await {
-        // A 304 stands for a body that is not stored (it was not needed when stored, or was
-        // lost): ask again, without validators.
-        Err(FetchError::Cache { url, reason }) => {
-            // `url` is redacted by rule (passwords, token-like parameters); a `${…}` value
-            // elsewhere in it is masked by the bridge's own secrets.
-            let r = crate::redact::Redactor::new(&bridge.secrets);
-            tracing::warn!(bridge = %bridge.name, url = %r.clean(&url), "{}: fetching the listing again without validators", r.clean(&reason));
-            let again = cache.map(|c| fetch::Cache {
-                pages: &empty,
-                ..*c
-            });
-            matchable = false;
-            fetch_documents(ctx, bridge, again.as_ref(), false).await?
-        }
-        r => r?,
-    };
+    let (listing, documents, matchable) =
+        fetch_conditional(ctx, st, bridge, &cached, trusted, stop_if_unchanged).await?;
     let Some(documents) = documents else {
         return Ok(PollReport {
             items: meta.items,
