@@ -213,14 +213,13 @@ mod tests {
             t.join().unwrap();
         }
         // Each queue in seq order.
-        let seqs: Vec<u64> = s
-            .outbox_all()
-            .unwrap()
-            .into_iter()
-            .filter(|(b, _, _)| b == "b7")
-            .map(|(_, _, e)| e.seq)
-            .collect();
-        assert_eq!(seqs, (1..=40).collect::<Vec<_>>());
+        let seqs = |s: &Store| -> Vec<u64> {
+            let all = s.outbox_all().unwrap().into_iter();
+            all.filter(|(b, _, _)| b == "b7")
+                .map(|(_, _, e)| e.seq)
+                .collect()
+        };
+        assert_eq!(seqs(&s), (1..=40).collect::<Vec<_>>());
         // After a restart, new entries go behind the old ones.
         s.flush_blocking().unwrap();
         drop(s);
@@ -236,13 +235,6 @@ mod tests {
             ..Default::default()
         };
         s.commit(&c).unwrap();
-        let seqs: Vec<u64> = s
-            .outbox_all()
-            .unwrap()
-            .into_iter()
-            .filter(|(b, _, _)| b == "b7")
-            .map(|(_, _, e)| e.seq)
-            .collect();
-        assert_eq!(seqs, (1..=41).collect::<Vec<_>>());
+        assert_eq!(seqs(&s), (1..=41).collect::<Vec<_>>());
     }
 }
