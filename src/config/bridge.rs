@@ -440,6 +440,41 @@ impl<'a> Validator<'a> {
         sinks
     }
 
+    /// The next-page rule, if any: `Some(None)` for a single page, `None` for a problem.
+    fn paginate(&mut self, p: Option<&raw::RawPaginate>) -> Option<Option<Paginate>> {
+        let Some(p) = p else {
+            return Some(None);
+        };
+        let next = match &p.next {
+            RawNext::Word(w) if w == "link" => Some(Next::Link),
+            RawNext::Word(w) => {
+                self.err(
+                    "source.paginate.next",
+                    format!("source.paginate.next: `{w}` is not `link`, `{{url: JSONPATH}}` or `{{param: NAME, from: JSONPATH}}`"),
+                );
+                None
+            }
+            RawNext::Url { url } => self
+                .jsonpath("source.paginate.next.url", url)
+                .map(Next::Url),
+            RawNext::Param { param, from } => {
+                let param = self.text("source.paginate.next.param", param);
+                let from = self.jsonpath("source.paginate.next.from", from);
+                param
+                    .zip(from)
+                    .map(|(param, from)| Next::Param { param, from })
+            }
+        };
+        let max_pages = p.max_pages.unwrap_or(50);
+        if max_pages == 0 {
+            self.err(
+                "source.paginate.max_pages",
+                "source.paginate.max_pages: must be at least 1",
+            );
+        }
+        next.map(|next| Some(Paginate { next, max_pages }))
+    }
+
     fn source(&mut self, s: &raw::RawSource) -> Option<Source> {
         let url = self.url("source.url", &s.url);
         if let Some(u) = &url {
@@ -482,39 +517,7 @@ impl<'a> Validator<'a> {
                 }),
             None => Some(16 * 1024 * 1024),
         };
-        let paginate = match &s.paginate {
-            None => Some(None),
-            Some(p) => {
-                let next = match &p.next {
-                    RawNext::Word(w) if w == "link" => Some(Next::Link),
-                    RawNext::Word(w) => {
-                        self.err(
-                            "source.paginate.next",
-                            format!("source.paginate.next: `{w}` is not `link`, `{{url: JSONPATH}}` or `{{param: NAME, from: JSONPATH}}`"),
-                        );
-                        None
-                    }
-                    RawNext::Url { url } => self
-                        .jsonpath("source.paginate.next.url", url)
-                        .map(Next::Url),
-                    RawNext::Param { param, from } => {
-                        let param = self.text("source.paginate.next.param", param);
-                        let from = self.jsonpath("source.paginate.next.from", from);
-                        param
-                            .zip(from)
-                            .map(|(param, from)| Next::Param { param, from })
-                    }
-                };
-                let max_pages = p.max_pages.unwrap_or(50);
-                if max_pages == 0 {
-                    self.err(
-                        "source.paginate.max_pages",
-                        "source.paginate.max_pages: must be at least 1",
-                    );
-                }
-                next.map(|next| Some(Paginate { next, max_pages }))
-            }
-        };
+        let paginate = self.paginate(s.paginate.as_ref());
         Some(Source {
             url: url?,
             method: s.method,
@@ -611,6 +614,33 @@ impl<'a> Validator<'a> {
         }
     }
 
+    /// A sink's signing keys (newest first), each also a secret of the bridge.
+    fn signing_keys(&mut self, field: &str, secret: Option<&RawSecret>) -> Vec<Vec<u8>> {
+        let raw_secrets: Vec<&String> = match secret {
+            None => vec![],
+            Some(RawSecret::One(x)) => vec![x],
+            Some(RawSecret::Many(v)) => v.iter().collect(),
+        };
+        let mut secrets = Vec::new();
+        for (n, x) in raw_secrets.into_iter().enumerate() {
+            let path = if matches!(secret, Some(RawSecret::Many(_))) {
+                format!("{field}[{n}]")
+            } else {
+                field.to_string()
+            };
+            let Some(x) = self.text(&path, x) else {
+                continue;
+            };
+            self.secrets.push(x.clone());
+            match crate::sign::key_from_secret(&x) {
+                Ok(k) if k.is_empty() => self.err(&path, format!("{path}: the secret is empty")),
+                Ok(k) => secrets.push(k),
+                Err(e) => self.err(&path, format!("{path}: {e}")),
+            }
+        }
+        secrets
+    }
+
     fn sink(&mut self, i: usize, s: &raw::RawSink) -> Option<Sink> {
         let p = |f: &str| format!("sinks[{i}].{f}");
         let target = if s.url == "console" {
@@ -625,28 +655,7 @@ impl<'a> Validator<'a> {
                 self.secrets.push(u.as_str().to_string());
             }
         }
-        let raw_secrets: Vec<&String> = match &s.secret {
-            None => vec![],
-            Some(RawSecret::One(x)) => vec![x],
-            Some(RawSecret::Many(v)) => v.iter().collect(),
-        };
-        let mut secrets = Vec::new();
-        for (n, x) in raw_secrets.into_iter().enumerate() {
-            let path = if matches!(s.secret, Some(RawSecret::Many(_))) {
-                format!("{}[{n}]", p("secret"))
-            } else {
-                p("secret")
-            };
-            let Some(x) = self.text(&path, x) else {
-                continue;
-            };
-            self.secrets.push(x.clone());
-            match crate::sign::key_from_secret(&x) {
-                Ok(k) if k.is_empty() => self.err(&path, format!("{path}: the secret is empty")),
-                Ok(k) => secrets.push(k),
-                Err(e) => self.err(&path, format!("{path}: {e}")),
-            }
-        }
+        let secrets = self.signing_keys(&p("secret"), s.secret.as_ref());
         if matches!(target, Some(Target::Http(_)))
             && s.signature != SignatureKind::None
             && secrets.is_empty()
