@@ -415,6 +415,17 @@ async fn final_flush(ctx: &Ctx) -> Result<Result<(), crate::store::StoreError>> 
     Ok(flushed)
 }
 
+/// The state directory, created if need be, and the store in it (off the async workers: it
+/// reads the whole log).
+async fn open_store(data: &std::path::Path) -> Result<Store> {
+    std::fs::create_dir_all(data)
+        .with_context(|| format!("cannot create data directory {}", data.display()))?;
+    let dir = data.to_path_buf();
+    tokio::task::spawn_blocking(move || Store::open(&dir))
+        .await?
+        .with_context(|| format!("cannot open state in {}", data.display()))
+}
+
 /// Runs until `shutdown` is cancelled. SIGHUP re-reads the bridges directory.
 pub async fn run(opts: RunOptions, env: Env, shutdown: CancellationToken) -> Result<()> {
     // Each bridge and sink may hold a connection: take all the file descriptors allowed
@@ -437,12 +448,7 @@ pub async fn run(opts: RunOptions, env: Env, shutdown: CancellationToken) -> Res
         )
     })?;
 
-    std::fs::create_dir_all(&opts.data)
-        .with_context(|| format!("cannot create data directory {}", opts.data.display()))?;
-    let data = opts.data.clone();
-    let store = tokio::task::spawn_blocking(move || Store::open(&data))
-        .await?
-        .with_context(|| format!("cannot open state in {}", opts.data.display()))?;
+    let store = open_store(&opts.data).await?;
     let ctx = Arc::new(Ctx::new(store).with_poll_limits(opts.poll_limits));
     let store_dir = opts.data.clone();
     crate::metrics::handle();
