@@ -156,10 +156,15 @@ fn cpu_seconds(pid: u32) -> f64 {
 
 /// A `/proc/PID/status` field in MiB (VmRSS, VmHWM).
 fn status_mib(pid: u32, field: &str) -> f64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = s.lines().find(|l| l.starts_with(field)).unwrap();
-    let kb: f64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
-    kb / 1024.0
+    try_status_mib(pid, field).unwrap_or_else(|| panic!("no {field} for pid {pid}"))
+}
+
+/// The same, or None once the process is gone (sampling a child that may exit any moment).
+fn try_status_mib(pid: u32, field: &str) -> Option<f64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = s.lines().find(|l| l.starts_with(field))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
 }
 
 fn write_bridges(dir: &std::path::Path, n: usize, up: &str, rx: &str) {
@@ -451,16 +456,8 @@ fn timed(cmd: &mut Command) -> Run {
     });
     let mut peak: f64 = 0.0;
     let status = loop {
-        if let Ok(s) = std::fs::read_to_string(format!("/proc/{}/status", child.id())) {
-            if let Some(l) = s.lines().find(|l| l.starts_with("VmHWM")) {
-                let kb: f64 = l
-                    .split_whitespace()
-                    .nth(1)
-                    .unwrap_or("0")
-                    .parse()
-                    .unwrap_or(0.0);
-                peak = peak.max(kb / 1024.0);
-            }
+        if let Some(mib) = try_status_mib(child.id(), "VmHWM") {
+            peak = peak.max(mib);
         }
         if let Some(status) = child.try_wait().unwrap() {
             break status;
@@ -657,16 +654,8 @@ fn first_polls_at_start(bridges: &std::path::Path, data: &std::path::Path, n: us
     let mut peak: f64 = 0.0;
     let mut seen = Vec::new();
     let failed = loop {
-        if let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
-            if let Some(l) = s.lines().find(|l| l.starts_with("VmHWM")) {
-                let kb: f64 = l
-                    .split_whitespace()
-                    .nth(1)
-                    .unwrap_or("0")
-                    .parse()
-                    .unwrap_or(0.0);
-                peak = peak.max(kb / 1024.0);
-            }
+        if let Some(mib) = try_status_mib(pid, "VmHWM") {
+            peak = peak.max(mib);
         }
         match rx.recv_timeout(Duration::from_millis(5)) {
             Ok(line) => {
