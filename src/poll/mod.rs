@@ -175,7 +175,8 @@ pub async fn poll_once(
     r
 }
 
-/// The listing, asked for with the validators of the kept pages where they can be trusted;
+/// The listing (with `conditional`, a GET source asking for 304s), asked for with the
+/// validators of the kept pages where they can be trusted;
 /// a 304 that stands for a body not kept is asked for again without them. Also whether stored
 /// records may match the new ones without a write (not those that failed a 304).
 async fn fetch_conditional(
@@ -183,10 +184,10 @@ async fn fetch_conditional(
     st: &Store,
     bridge: &Bridge,
     cached: &HashMap<String, crate::store::CachedPage>,
+    conditional: bool,
     trusted: bool,
     stop_if_unchanged: bool,
 ) -> Result<(fetch::Listing, Option<Vec<extract::Page>>, bool), PollError> {
-    let conditional = bridge.source.conditional && bridge.source.method == Method::GET;
     let empty = HashMap::new();
     let cache = fetch::Cache {
         pages: if trusted { cached } else { &empty },
@@ -237,8 +238,16 @@ async fn poll_with(
     let trusted = conditional && meta.baselined && !rebaselined;
     // Every page answered 304 and no absence is being counted: nothing to compare.
     let stop_if_unchanged = trusted && meta.absent == 0;
-    let (listing, documents, matchable) =
-        fetch_conditional(ctx, st, bridge, &cached, trusted, stop_if_unchanged).await?;
+    let (listing, documents, matchable) = fetch_conditional(
+        ctx,
+        st,
+        bridge,
+        &cached,
+        conditional,
+        trusted,
+        stop_if_unchanged,
+    )
+    .await?;
     let Some(documents) = documents else {
         return Ok(PollReport {
             items: meta.items,
