@@ -182,6 +182,10 @@ mod tests {
     #[test]
     fn absurd_values_are_capped_at_a_day_and_unreadable_ones_reported() {
         let now = at("2026-01-01T12:00:00Z");
+        let capped = Pause {
+            until: Some(now + MAX_PAUSE),
+            unreadable: None,
+        };
         for v in [
             "9000000000000000",
             "18446744073709551615",
@@ -189,14 +193,7 @@ mod tests {
             "Fri, 31 Dec 9999 23:59:59 GMT",
         ] {
             let p = super::pause_until(429, &h(&[("retry-after", v)]), now);
-            assert_eq!(
-                p,
-                Pause {
-                    until: Some(now + MAX_PAUSE),
-                    unreadable: None
-                },
-                "{v}"
-            );
+            assert_eq!(p, capped, "{v}");
         }
         for v in [
             "9223372036854775807",
@@ -205,15 +202,7 @@ mod tests {
             "1700000000000.5",
         ] {
             let m = h(&[("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", v)]);
-            let p = super::pause_until(200, &m, now);
-            assert_eq!(
-                p,
-                Pause {
-                    until: Some(now + MAX_PAUSE),
-                    unreadable: None
-                },
-                "{v}"
-            );
+            assert_eq!(super::pause_until(200, &m, now), capped, "{v}");
         }
         for v in [
             "-9223372036854775808",

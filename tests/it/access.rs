@@ -375,45 +375,30 @@ async fn a_non_loopback_admin_address_without_a_token_is_refused_at_start() {
     // A token file that holds no token, or is missing: refused too, without quoting it.
     let empty = dir.path().join("empty");
     std::fs::write(&empty, "\n").unwrap();
-    let (code, err) = run_to_exit(
-        dir.path(),
-        &[
-            "--admin-token-file",
-            empty.to_str().unwrap(),
-            "--data",
-            data.to_str().unwrap(),
-        ],
-    )
-    .await;
+    let bad = dir.path().join("bad");
+    std::fs::write(&bad, "two words\n").unwrap();
+    let run_with_token = |file: String| {
+        let (dir, data) = (dir.path().to_path_buf(), data.clone());
+        async move {
+            let args = [
+                "--admin-token-file",
+                &file,
+                "--data",
+                data.to_str().unwrap(),
+            ];
+            run_to_exit(&dir, &args).await
+        }
+    };
+    let (code, err) = run_with_token(empty.display().to_string()).await;
     assert_eq!(code, 1, "{err}");
     assert!(
         err.contains(&format!("{}: ", empty.display())) && err.contains("empty"),
         "{err}"
     );
-    let bad = dir.path().join("bad");
-    std::fs::write(&bad, "two words\n").unwrap();
-    let (code, err) = run_to_exit(
-        dir.path(),
-        &[
-            "--admin-token-file",
-            bad.to_str().unwrap(),
-            "--data",
-            data.to_str().unwrap(),
-        ],
-    )
-    .await;
+    let (code, err) = run_with_token(bad.display().to_string()).await;
     assert_eq!(code, 1, "{err}");
     assert!(!err.contains("two words"), "{err}");
-    let (code, err) = run_to_exit(
-        dir.path(),
-        &[
-            "--admin-token-file",
-            "/nonexistent/token",
-            "--data",
-            data.to_str().unwrap(),
-        ],
-    )
-    .await;
+    let (code, err) = run_with_token("/nonexistent/token".to_string()).await;
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("/nonexistent/token"), "{err}");
     assert!(!data.exists());
