@@ -224,16 +224,12 @@ impl Client {
     }
 
     pub async fn dead_letters(&self, bridge: Option<&str>) -> Result<body::DeadLetters> {
-        let q = bridge.map(|b| format!("?bridge={b}")).unwrap_or_default();
-        self.call(reqwest::Method::GET, &format!("/v1/dead-letters{q}"))
-            .await
+        self.call(reqwest::Method::GET, &letters_path(bridge)).await
     }
 
     /// The same, as the server wrote it (for `dead-letters list --json`).
     pub async fn dead_letters_json(&self, bridge: Option<&str>) -> Result<serde_json::Value> {
-        let q = bridge.map(|b| format!("?bridge={b}")).unwrap_or_default();
-        self.call(reqwest::Method::GET, &format!("/v1/dead-letters{q}"))
-            .await
+        self.call(reqwest::Method::GET, &letters_path(bridge)).await
     }
 
     pub async fn replay(&self, id: &str) -> Result<body::Replayed> {
@@ -245,4 +241,10 @@ impl Client {
         let path = format!("/v1/dead-letters/{id}");
         self.call(reqwest::Method::DELETE, &path).await
     }
+}
+
+/// `GET /v1/dead-letters`, of one bridge or all.
+fn letters_path(bridge: Option<&str>) -> String {
+    let q = bridge.map(|b| format!("?bridge={b}")).unwrap_or_default();
+    format!("/v1/dead-letters{q}")
 }
