@@ -513,11 +513,8 @@ pub async fn run(opts: RunOptions, env: Env, shutdown: CancellationToken) -> Res
 /// Why the watchdog should stop pinging, if it should: a step stuck well past its time-outs,
 /// or a store that has not taken writes for longer than `store_limit`.
 fn wedged(ctx: &Ctx, store_limit: Duration) -> Option<String> {
-    if let Some((what, over)) = ctx.beats.overdue(std::time::Instant::now()) {
-        return Some(format!(
-            "{what} has been running {}s past its time-outs",
-            over.as_secs()
-        ));
+    if let Some(stuck) = ctx.beats.stuck() {
+        return Some(stuck);
     }
     match ctx.store_failure() {
         Some(f) if f.since.elapsed() > store_limit => Some(format!(

@@ -327,12 +327,7 @@ impl Ctx {
             .collect();
         ended.sort();
         why.extend(ended);
-        if let Some((what, over)) = self.beats.overdue(Instant::now()) {
-            why.push(format!(
-                "{what} has been running {}s past its time-outs",
-                over.as_secs()
-            ));
-        }
+        why.extend(self.beats.stuck());
         why
     }
 
@@ -412,6 +407,15 @@ impl Beats {
                 Some((*what, over))
             })
             .max_by_key(|(_, over)| *over)
+    }
+
+    /// The step most overdue now, as `/healthz` and the watchdog name it.
+    pub fn stuck(&self) -> Option<String> {
+        let (what, over) = self.overdue(Instant::now())?;
+        Some(format!(
+            "{what} has been running {}s past its time-outs",
+            over.as_secs()
+        ))
     }
 }
 
