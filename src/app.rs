@@ -251,7 +251,7 @@ async fn supervised<F, Fut>(
             s.restarts += 1;
             s.last_crash = Some(why.clone());
             if task == Task::Poll {
-                s.next_poll_ms = Some(restart_at.timestamp_millis());
+                s.next_poll = Some(restart_at);
             }
         });
         let wait = (restart_at - now).to_std().unwrap_or(Duration::ZERO);
@@ -280,7 +280,7 @@ async fn supervise_store(ctx: Arc<Ctx>, dir: PathBuf, stop: CancellationToken) {
                 _ = tokio::time::sleep(PROBE_EVERY) => {
                     let c = ctx.clone();
                     let _ = tokio::task::spawn_blocking(move || {
-                        let probed = c.store().and_then(|s| s.probe(chrono::Utc::now().timestamp_millis()));
+                        let probed = c.store().and_then(|s| s.probe(chrono::Utc::now()));
                         c.check(probed)
                     })
                     .await;

@@ -7,6 +7,10 @@
 //! No two modules import each other, directly or round a circle; the leaves import nothing of
 //! the crate.
 //!
+//! Wall-clock time is `chrono::DateTime<Utc>` throughout; Unix milliseconds appear only where
+//! a time is stored (store records) or shown (the admin API's `*_ms` fields), and
+//! `std::time::Instant` only for elapsed time.
+//!
 //! - [`jsonpath`] (leaf): a JSONPath compiled once at load, its errors on one line
 //! - [`http`] (leaf): the source and webhook clients, redirect policy, user agent, reqwest
 //!   errors on one line, `Retry-After`

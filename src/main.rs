@@ -1,4 +1,5 @@
 use anyhow::{Context, Result, bail};
+use chrono::{DateTime, Utc};
 use clap::{Parser, Subcommand};
 use pollhook::access;
 use pollhook::admin::client::{Client, Place};
@@ -723,14 +724,14 @@ async fn poll_through_daemon(api: &Client, name: &str, commit: bool) -> Result<E
     Ok(ExitCode::SUCCESS)
 }
 
-/// `12s ago` / `in 3m 4s` from a Unix-ms timestamp.
-fn relative(ms: Option<i64>, now_ms: i64) -> String {
-    let Some(t) = ms else {
+/// `12s ago` / `in 3m 4s`.
+fn relative(t: Option<DateTime<Utc>>, now: DateTime<Utc>) -> String {
+    let Some(t) = t else {
         return "-".to_string();
     };
-    let d = std::time::Duration::from_secs(((t - now_ms).unsigned_abs()) / 1000);
+    let d = std::time::Duration::from_secs((t - now).num_seconds().unsigned_abs());
     let text = humantime::format_duration(d).to_string();
-    if t <= now_ms {
+    if t <= now {
         format!("{text} ago")
     } else {
         format!("in {text}")
@@ -782,7 +783,7 @@ async fn status(json: bool, admin: &AdminAddr) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let v = api.bridges().await?;
-    let now = chrono::Utc::now().timestamp_millis();
+    let now = Utc::now();
     let opt = |n: Option<usize>| n.map_or("-".to_string(), |n| n.to_string());
     let rows: Vec<Vec<String>> = v
         .bridges
@@ -790,14 +791,14 @@ async fn status(json: bool, admin: &AdminAddr) -> Result<ExitCode> {
         .map(|b| {
             let st = &b.status;
             let mut result = st.last_result.clone().unwrap_or_else(|| "-".to_string());
-            if let Some(t) = st.paused_until_ms.filter(|t| *t > now) {
+            if let Some(t) = st.paused_until.filter(|t| *t > now) {
                 result = format!("paused {}", relative(Some(t), now));
             }
             vec![
                 b.name.clone(),
-                relative(st.last_poll_ms, now),
+                relative(st.last_poll, now),
                 result,
-                relative(st.next_poll_ms, now),
+                relative(st.next_poll, now),
                 opt(st.items),
                 opt(b.outbox),
                 opt(b.dead_letters),

@@ -60,7 +60,7 @@ async fn queue_snapshot(
             ..Default::default()
         };
         let sinks: Vec<String> = b.sinks.iter().map(|s| s.id.clone()).collect();
-        c.queue(&sinks, &events, now.timestamp_millis());
+        c.queue(&sinks, &events, now);
         if !events.is_empty() {
             store.commit(&c)?;
         }

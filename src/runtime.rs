@@ -3,6 +3,8 @@
 //! watchdog look at.
 
 use crate::store::{Store, StoreError};
+use chrono::serde::ts_milliseconds_option;
+use chrono::{DateTime, Utc};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -13,19 +15,22 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 /// admin API).
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct BridgeStatus {
-    /// Unix ms when the last poll finished.
-    pub last_poll_ms: Option<i64>,
+    /// When the last poll finished.
+    #[serde(rename = "last_poll_ms", with = "ts_milliseconds_option", default)]
+    pub last_poll: Option<DateTime<Utc>>,
     /// `ok`, `baseline`, `not_modified` or `failed`.
     pub last_result: Option<String>,
     /// The reason of the last failure (redacted).
     pub last_error: Option<String>,
     pub last_duration_ms: Option<u64>,
-    /// Unix ms of the next planned poll.
-    pub next_poll_ms: Option<i64>,
+    /// The next planned poll.
+    #[serde(rename = "next_poll_ms", with = "ts_milliseconds_option", default)]
+    pub next_poll: Option<DateTime<Utc>>,
     /// Items in the last successful listing.
     pub items: Option<usize>,
-    /// Unix ms until which the source asked us not to poll (rate limit).
-    pub paused_until_ms: Option<i64>,
+    /// Until when the source asked us not to poll (rate limit).
+    #[serde(rename = "paused_until_ms", with = "ts_milliseconds_option", default)]
+    pub paused_until: Option<DateTime<Utc>>,
     pub polls: u64,
     pub failures: u64,
     /// How often one of the bridge's tasks ended on its own (a panic) and was started again.
@@ -194,7 +199,6 @@ impl Ctx {
             *f = Some(StoreFailure {
                 reason: reason.clone(),
                 since: Instant::now(),
-                since_ms: chrono::Utc::now().timestamp_millis(),
             });
             true
         });
@@ -263,7 +267,7 @@ impl Ctx {
             drop(old);
         }
         let store = Store::open(dir)?;
-        let probed = store.probe(chrono::Utc::now().timestamp_millis());
+        let probed = store.probe(Utc::now());
         *self.store.write().expect("store lock") = Some(store);
         probed?;
         let was = self.store_failure.send_replace(None);
@@ -365,7 +369,6 @@ impl Ctx {
 pub struct StoreFailure {
     pub reason: String,
     pub since: Instant,
-    pub since_ms: i64,
 }
 
 /// Writes, syncs and removes a small file in `dir`: does the file system take writes?

@@ -7,11 +7,12 @@ pub mod webhook;
 use crate::config::{Bridge, Sink, Target};
 use crate::runtime::Ctx;
 use crate::store::{DeadLetter, StoreError};
+use chrono::{DateTime, SubsecRound, Utc};
 use rand::Rng;
 use retry::RetryAction;
 use std::io::Write as _;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, warn};
 
@@ -20,24 +21,18 @@ use tracing::{error, warn};
 pub enum Outcome {
     /// The queue is empty.
     Empty,
-    /// The head waits for its next attempt at this Unix millisecond.
-    NotDue(i64),
+    /// The head waits for its next attempt until then.
+    NotDue(DateTime<Utc>),
     Delivered {
         event_id: String,
     },
     Retrying {
         event_id: String,
-        next_at_ms: i64,
+        next_at: DateTime<Utc>,
     },
     DeadLettered {
         event_id: String,
     },
-}
-
-fn now_ms(t: SystemTime) -> i64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 /// Looks at the head of one bridge+sink queue and, if it is due, makes one attempt.
@@ -50,7 +45,7 @@ pub async fn try_deliver_next(
     ctx: &Ctx,
     bridge: &str,
     sink: &Sink,
-    now: SystemTime,
+    now: DateTime<Utc>,
 ) -> Result<Outcome, StoreError> {
     let raw = match &sink.target {
         Target::Http(u) => u.as_str(),
@@ -67,14 +62,15 @@ async fn attempt(
     store: &crate::store::Store,
     bridge: &str,
     sink: &Sink,
-    now: SystemTime,
+    now: DateTime<Utc>,
 ) -> Result<Outcome, StoreError> {
     let Some((key, mut entry)) = store.outbox_head(bridge, &sink.id)? else {
         return Ok(Outcome::Empty);
     };
-    let now_ms = now_ms(now);
-    if entry.next_at_ms > now_ms {
-        return Ok(Outcome::NotDue(entry.next_at_ms));
+    // The store keeps times as Unix milliseconds.
+    let next_at = DateTime::from_timestamp_millis(entry.next_at_ms).unwrap_or_default();
+    if next_at > now {
+        return Ok(Outcome::NotDue(next_at));
     }
     // Usually a no-op: commits with events are flushed before their deliverers are woken.
     store.flush_for(bridge).await?;
@@ -97,34 +93,36 @@ async fn attempt(
         RetryAction::Successful => {
             store.ack(&key)?;
             crate::metrics::delivery(bridge, "delivered");
-            let latency = (now_ms - entry.created_ms).max(0) as u64;
-            crate::metrics::delivery_latency(Duration::from_millis(latency));
+            let created = DateTime::from_timestamp_millis(entry.created_ms).unwrap_or_default();
+            crate::metrics::delivery_latency((now - created).to_std().unwrap_or_default());
             Ok(Outcome::Delivered { event_id })
         }
         RetryAction::Retry { reason, after } => {
             let jitter = rand::rng().random_range(-1.0..=1.0);
             match retry::next_delay(&sink.retry, entry.attempts, after, jitter) {
                 Some(delay) => {
-                    let next_at_ms = now_ms + delay.as_millis() as i64;
+                    let next_at = chrono::TimeDelta::from_std(delay)
+                        .ok()
+                        .and_then(|d| now.checked_add_signed(d))
+                        .unwrap_or(DateTime::<Utc>::MAX_UTC);
+                    // As stored (milliseconds), so `NotDue` names the same time later.
+                    let next_at = next_at.trunc_subsecs(3);
                     warn!(
                         bridge, sink = %sink.shown, event_id = %event_id, attempt = entry.attempts,
                         retry_in_ms = delay.as_millis() as u64,
                         "delivery failed: {reason}"
                     );
-                    entry.next_at_ms = next_at_ms;
+                    entry.next_at_ms = next_at.timestamp_millis();
                     entry.last_error = Some(reason);
                     store.reschedule(&key, &entry)?;
                     crate::metrics::delivery(bridge, "retry");
-                    Ok(Outcome::Retrying {
-                        event_id,
-                        next_at_ms,
-                    })
+                    Ok(Outcome::Retrying { event_id, next_at })
                 }
-                None => dead_letter(store, bridge, sink, &key, entry, reason, now_ms),
+                None => dead_letter(store, bridge, sink, &key, entry, reason, now),
             }
         }
         RetryAction::DontRetry { reason } => {
-            dead_letter(store, bridge, sink, &key, entry, reason, now_ms)
+            dead_letter(store, bridge, sink, &key, entry, reason, now)
         }
     }
 }
@@ -136,7 +134,7 @@ fn dead_letter(
     key: &[u8],
     mut entry: crate::store::OutboxEntry,
     reason: String,
-    now_ms: i64,
+    now: DateTime<Utc>,
 ) -> Result<Outcome, StoreError> {
     error!(
         bridge, sink = %sink.shown, event_id = %entry.event_id, attempts = entry.attempts,
@@ -151,7 +149,7 @@ fn dead_letter(
             bridge: bridge.to_string(),
             sink: sink.id.clone(),
             entry,
-            dead_at_ms: now_ms,
+            dead_at_ms: now.timestamp_millis(),
         },
     )?;
     Ok(Outcome::DeadLettered { event_id })
@@ -174,13 +172,11 @@ pub async fn run_sink(ctx: Arc<Ctx>, bridge: Arc<Bridge>, sink: usize, cancel: C
         wake.borrow_and_update();
         let outcome = {
             let _step = ctx.beats.step("a delivery", limit);
-            try_deliver_next(&ctx, &bridge.name, sink, SystemTime::now()).await
+            try_deliver_next(&ctx, &bridge.name, sink, Utc::now()).await
         };
         let wait = match outcome {
             Ok(Outcome::Empty) => None,
-            Ok(Outcome::NotDue(at)) => Some(Duration::from_millis(
-                (at - now_ms(SystemTime::now())).max(0) as u64,
-            )),
+            Ok(Outcome::NotDue(at)) => Some((at - Utc::now()).to_std().unwrap_or_default()),
             Ok(_) => {
                 if cancel.is_cancelled() {
                     return;

@@ -1,7 +1,8 @@
 //! What to do after an attempt, and when to try again. Pure.
 
 use crate::http::{RetryAfter, retry_after};
-use std::time::{Duration, SystemTime};
+use chrono::{DateTime, Utc};
+use std::time::Duration;
 
 /// The verdict on one delivery attempt.
 #[derive(Debug, Clone, PartialEq)]
@@ -19,7 +20,7 @@ pub enum RetryAction {
 }
 
 /// Classifies an HTTP answer.
-pub fn classify_status(status: u16, retry_after: Option<&str>, now: SystemTime) -> RetryAction {
+pub fn classify_status(status: u16, retry_after: Option<&str>, now: DateTime<Utc>) -> RetryAction {
     match status {
         200..=299 => RetryAction::Successful,
         410 => RetryAction::DontRetry {
@@ -41,14 +42,11 @@ pub fn classify_status(status: u16, retry_after: Option<&str>, now: SystemTime) 
 }
 
 /// `Retry-After`: delay-seconds or an HTTP date, as a wait from `now`.
-pub fn parse_retry_after(v: &str, now: SystemTime) -> Option<Duration> {
-    let at = match retry_after(v.trim())? {
-        RetryAfter::Seconds(secs) => return Some(Duration::from_secs(secs)),
-        RetryAfter::At(at) => at,
-    };
-    let secs = u64::try_from(at.timestamp()).ok()?;
-    let at = SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
-    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+pub fn parse_retry_after(v: &str, now: DateTime<Utc>) -> Option<Duration> {
+    match retry_after(v.trim())? {
+        RetryAfter::Seconds(secs) => Some(Duration::from_secs(secs)),
+        RetryAfter::At(at) => Some((at - now).to_std().unwrap_or(Duration::ZERO)),
+    }
 }
 
 /// The wait before the next attempt, after `attempts` failed ones; None when the schedule is
@@ -73,10 +71,8 @@ pub fn next_delay(
 mod tests {
     use super::*;
 
-    fn httpdate_parse(v: &str) -> Option<SystemTime> {
-        let dt = chrono::DateTime::parse_from_rfc2822(v).ok()?;
-        let secs = u64::try_from(dt.timestamp()).ok()?;
-        Some(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
+    fn httpdate_parse(v: &str) -> Option<DateTime<Utc>> {
+        Some(DateTime::parse_from_rfc2822(v).ok()?.to_utc())
     }
 
     const S: [Duration; 3] = [
@@ -87,7 +83,7 @@ mod tests {
 
     #[test]
     fn statuses() {
-        let now = SystemTime::now();
+        let now = Utc::now();
         assert_eq!(classify_status(204, None, now), RetryAction::Successful);
         assert!(matches!(
             classify_status(410, None, now),

@@ -6,7 +6,7 @@ use crate::config::{Sink, Target};
 use crate::http::{USER_AGENT, error_chain};
 use crate::sign;
 use crate::store::OutboxEntry;
-use std::time::SystemTime;
+use chrono::{DateTime, Utc};
 
 /// The headers of one attempt (besides the sink's own), in wire order.
 pub fn headers(sink: &Sink, e: &OutboxEntry, timestamp: i64) -> Vec<(&'static str, String)> {
@@ -36,15 +36,12 @@ pub async fn send(
     client: &reqwest::Client,
     sink: &Sink,
     e: &OutboxEntry,
-    now: SystemTime,
+    now: DateTime<Utc>,
 ) -> RetryAction {
     let Target::Http(url) = &sink.target else {
         return RetryAction::Successful;
     };
-    let timestamp = now
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
+    let timestamp = now.timestamp();
     let mut req = client.post(url.clone()).timeout(sink.timeout);
     for (k, v) in &sink.headers {
         req = req.header(k, v);

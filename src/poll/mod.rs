@@ -597,11 +597,8 @@ impl<'a> Batches<'a> {
         });
         if self.commit {
             let before = self.c.outbox.len();
-            self.c.queue(
-                &self.sinks,
-                std::slice::from_ref(&e),
-                self.now.timestamp_millis(),
-            );
+            self.c
+                .queue(&self.sinks, std::slice::from_ref(&e), self.now);
             self.bytes += self.c.outbox[before..]
                 .iter()
                 .map(|(_, o)| o.body.len())

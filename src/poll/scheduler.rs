@@ -34,10 +34,7 @@ pub fn next_poll_at(
 /// the shared status: it outlives a restart of the task (a reload), and a poll asked for
 /// through the admin API that meets a rate limit pauses the schedule too.
 fn paused_until(ctx: &Ctx, bridge: &str) -> Option<DateTime<Utc>> {
-    ctx.status(bridge)
-        .paused_until_ms
-        .and_then(DateTime::from_timestamp_millis)
-        .filter(|p| *p > Utc::now())
+    ctx.status(bridge).paused_until.filter(|p| *p > Utc::now())
 }
 
 /// Runs a bridge's schedule until `cancel`. A bridge that has never been polled (no baseline)
@@ -63,13 +60,11 @@ pub async fn run_bridge(
         let pause = paused_until(&ctx, &bridge.name);
         let Some(next) = next_poll_at(&bridge.schedule, &bridge.name, now, pause) else {
             warn!(bridge = %bridge.name, "schedule has no future run; the bridge stops polling");
-            ctx.update_status(&bridge.name, |s| s.next_poll_ms = None);
+            ctx.update_status(&bridge.name, |s| s.next_poll = None);
             cancel.cancelled().await;
             return;
         };
-        ctx.update_status(&bridge.name, |s| {
-            s.next_poll_ms = Some(next.timestamp_millis())
-        });
+        ctx.update_status(&bridge.name, |s| s.next_poll = Some(next));
         let mut wait = (next - now).to_std().unwrap_or(Duration::ZERO);
         if let Some(j) = bridge.jitter.filter(|j| !j.is_zero()) {
             wait += rand::rng().random_range(Duration::ZERO..j);
@@ -82,7 +77,7 @@ pub async fn run_bridge(
         if paused_until(&ctx, &bridge.name).is_some() {
             continue;
         }
-        ctx.update_status(&bridge.name, |s| s.paused_until_ms = None);
+        ctx.update_status(&bridge.name, |s| s.paused_until = None);
         // While the store does not take writes a poll could store nothing: skip the slots
         // until it does (the failure is logged once, and shown by `/healthz`).
         if ctx.store_failure().is_some() {
@@ -179,9 +174,7 @@ pub async fn poll_now(
             record(&ctx, &bridge, &redactor, &result, started.elapsed());
         } else if let Some(until) = result.as_ref().err().and_then(|e| e.pause_until()) {
             // A dry run stores nothing, but the source's request for a pause holds all the same.
-            ctx.update_status(&bridge.name, |s| {
-                s.paused_until_ms = Some(until.timestamp_millis())
-            });
+            ctx.update_status(&bridge.name, |s| s.paused_until = Some(until));
             log_pause(&bridge, until);
         }
         result
@@ -232,7 +225,7 @@ fn record(
         Err(e) => e.pause_until(),
     };
     ctx.update_status(&bridge.name, |s| {
-        s.last_poll_ms = Some(Utc::now().timestamp_millis());
+        s.last_poll = Some(Utc::now());
         s.last_duration_ms = Some(duration_ms);
         s.polls += 1;
         match result {
@@ -247,7 +240,7 @@ fn record(
                 s.failures += 1;
             }
         }
-        s.paused_until_ms = pause.map(|p| p.timestamp_millis());
+        s.paused_until = pause;
     });
     let word = match result {
         Ok(r) => result_word(r),

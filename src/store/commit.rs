@@ -43,7 +43,13 @@ impl Put {
 
 impl Commit {
     /// Queues each event for each sink, in order.
-    pub fn queue(&mut self, sinks: &[String], events: &[crate::event::Event], created_ms: i64) {
+    pub fn queue(
+        &mut self,
+        sinks: &[String],
+        events: &[crate::event::Event],
+        created: chrono::DateTime<chrono::Utc>,
+    ) {
+        let created_ms = created.timestamp_millis();
         for e in events {
             let body = serde_json::to_string(e).expect("event serialises");
             for sink in sinks {

@@ -327,9 +327,10 @@ impl Store {
     /// writes again (or still does) when nothing else is writing. It flushes first: after a
     /// write error sled wakes the threads waiting in a flush only when another flush meets
     /// the error, so this also frees them.
-    pub fn probe(&self, now_ms: i64) -> Result<(), StoreError> {
+    pub fn probe(&self, now: chrono::DateTime<chrono::Utc>) -> Result<(), StoreError> {
         self.db.flush()?;
-        self.db.insert(b"probe", &now_ms.to_be_bytes())?;
+        self.db
+            .insert(b"probe", &now.timestamp_millis().to_be_bytes())?;
         self.db.flush()?;
         Ok(())
     }

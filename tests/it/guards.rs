@@ -44,11 +44,16 @@ async fn a_503_with_retry_after_pauses_the_real_scheduler_and_shows_in_status() 
 
     // A fresh bridge polls at once and meets the 503: paused, visible in the status.
     eventually("the pause shows in the status", || {
-        h.ctx.status("busy").paused_until_ms.is_some()
+        h.ctx.status("busy").paused_until.is_some()
     })
     .await;
     let first = up.hits()[0].clone();
-    let until = h.ctx.status("busy").paused_until_ms.unwrap();
+    let until = h
+        .ctx
+        .status("busy")
+        .paused_until
+        .unwrap()
+        .timestamp_millis();
     let at_ms = first
         .wall
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -62,8 +67,8 @@ async fn a_503_with_retry_after_pauses_the_real_scheduler_and_shows_in_status() 
     eventually("the next poll planned after the pause", || {
         h.ctx
             .status("busy")
-            .next_poll_ms
-            .is_some_and(|n| n >= until)
+            .next_poll
+            .is_some_and(|n| n.timestamp_millis() >= until)
     })
     .await;
     // The 503 poll stored nothing.
@@ -78,7 +83,7 @@ async fn a_503_with_retry_after_pauses_the_real_scheduler_and_shows_in_status() 
         "polled {gap:?} after a Retry-After of 2s"
     );
     eventually("the pause cleared", || {
-        h.ctx.status("busy").paused_until_ms.is_none()
+        h.ctx.status("busy").paused_until.is_none()
             && h.ctx.status("busy").last_result.as_deref() == Some("baseline")
     })
     .await;

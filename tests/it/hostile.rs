@@ -13,7 +13,7 @@ use std::time::Duration;
 /// One poll as the scheduler runs it: the result, and the status an operator then sees.
 /// A pause an earlier call met is taken as over, as the scheduler does when it ends.
 async fn scheduled_poll(h: &Harness, b: &Bridge) -> Result<PollReport, PollError> {
-    h.ctx.update_status(&b.name, |s| s.paused_until_ms = None);
+    h.ctx.update_status(&b.name, |s| s.paused_until = None);
     scheduler::poll_and_log(&h.ctx, b, &Redactor::new(&b.secrets))
         .await
         .expect("no pause holds the poll back")
@@ -222,7 +222,7 @@ async fn absurd_rate_limit_headers_are_capped_or_ignored() {
                 && until <= chrono::Utc::now() + day
         );
         let st = h.ctx.status("limited");
-        assert_eq!(st.paused_until_ms, Some(until.timestamp_millis()));
+        assert_eq!(st.paused_until, Some(until));
     }
     for reset in [
         "9000000000000000000",

@@ -553,8 +553,7 @@ async fn a_scheduled_poll_behind_a_poll_now_honours_the_pause_it_met() {
     assert!(!scheduled.is_finished(), "it waits for the poll in flight");
     // ... and meets a 429 that asks for an hour.
     let until = chrono::Utc::now() + chrono::TimeDelta::hours(1);
-    h.ctx
-        .update_status("b", |s| s.paused_until_ms = Some(until.timestamp_millis()));
+    h.ctx.update_status("b", |s| s.paused_until = Some(until));
     drop(held);
     assert!(
         !scheduled.await.unwrap(),
@@ -562,7 +561,7 @@ async fn a_scheduled_poll_behind_a_poll_now_honours_the_pause_it_met() {
     );
     assert!(up.hits().is_empty());
     // Without a pause it polls.
-    h.ctx.update_status("b", |s| s.paused_until_ms = None);
+    h.ctx.update_status("b", |s| s.paused_until = None);
     let r = pollhook::redact::Redactor::new(&b.secrets);
     assert!(scheduler::poll_and_log(&h.ctx, &b, &r).await.is_some());
     assert_eq!(up.hits().len(), 1);

@@ -249,9 +249,10 @@ async fn retries_follow_the_schedule_until_a_2xx() {
     rx.answer(502, &[]);
     let t0 = SystemTime::now();
     let o = h.drain_at(&b, t0).await;
-    let Outcome::Retrying { next_at_ms, .. } = o[0] else {
+    let Outcome::Retrying { next_at, .. } = o[0] else {
         panic!("{o:?}")
     };
+    let next_at_ms = next_at.timestamp_millis();
     let t0_ms = t0
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap()
@@ -263,7 +264,7 @@ async fn retries_follow_the_schedule_until_a_2xx() {
         next_at_ms - t0_ms
     );
     // Not due yet: nothing is sent, the second event waits behind the first.
-    assert_eq!(h.drain_at(&b, t0).await, [Outcome::NotDue(next_at_ms)]);
+    assert_eq!(h.drain_at(&b, t0).await, [Outcome::NotDue(next_at)]);
     assert_eq!(rx.received().len(), 1);
     let o = h.drain_at(&b, t0 + Duration::from_millis(1100)).await;
     assert!(matches!(o[0], Outcome::Retrying { .. }));

@@ -405,6 +405,7 @@ impl Harness {
     }
 
     pub async fn drain_at(&self, b: &Bridge, now: SystemTime) -> Vec<Outcome> {
+        let now = now.into();
         let mut out = Vec::new();
         for sink in &b.sinks {
             loop {
