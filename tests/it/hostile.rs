@@ -789,7 +789,7 @@ mod props {
             }
             // The delivery side reads `Retry-After` from receivers, too.
             if let Ok(v) = std::str::from_utf8(&retry_after) {
-                let _ = pollhook::deliver::retry::parse_retry_after(v, now.into());
+                let _ = pollhook::deliver::retry::parse_retry_after(v, now);
             }
         }
     }
