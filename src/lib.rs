@@ -33,6 +33,8 @@
 //! - [`deliver`]: per bridge+sink outbox drain, retry decisions, the webhook request
 //! - [`sign`]: Standard Webhooks and GitHub signatures; pure
 //! - [`redact`]: secrets out of logs, errors, panics and the admin API
+//! - [`render`] (leaf): MiniJinja templates and rules of sinks (SPEC §12), compiled at load;
+//!   pure: no clock, files or network
 //! - [`resync`]: queue every stored item as `item.snapshot`
 //! - [`runtime`]: what the tasks share (the store and whether it takes writes, HTTP clients,
 //!   poll slots and locks, wake-ups, the steps the watchdog looks at)
@@ -60,6 +62,7 @@ pub mod metrics;
 pub mod number;
 pub mod poll;
 pub mod redact;
+pub mod render;
 pub mod resync;
 pub mod runtime;
 pub mod schedule;

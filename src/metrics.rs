@@ -66,6 +66,12 @@ pub fn delivery(bridge: &str, result: &'static str) {
     metrics::counter!("pollhook_deliveries_total", "bridge" => bridge.to_string(), "result" => result).increment(1);
 }
 
+/// A `when` rule that failed at run time (and so counted as true); `rule`: `emit` or `sink`.
+pub fn rule_error(bridge: &str, rule: &'static str) {
+    metrics::counter!("pollhook_rule_errors_total", "bridge" => bridge.to_string(), "rule" => rule)
+        .increment(1);
+}
+
 /// From commit to the 2xx that acknowledged it.
 pub fn delivery_latency(latency: Duration) {
     metrics::histogram!("pollhook_delivery_latency_seconds").record(latency.as_secs_f64());

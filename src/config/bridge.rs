@@ -3,7 +3,9 @@
 
 use super::interpolate::{Env, Interpolated, interpolate};
 use super::locate::Locator;
-use super::raw::{self, FirstPoll, Method, RawBridge, RawNext, RawSecret, SignatureKind};
+use super::raw::{
+    self, FirstPoll, Method, RawBridge, RawNext, RawSecret, SignatureKind, SinkEvent, SinkFormat,
+};
 use super::{Problem, Problems};
 use crate::jsonpath::Path as JsonPath;
 use crate::schedule::Schedule;
@@ -36,6 +38,9 @@ pub struct Bridge {
     pub items: Items,
     pub emit: Emit,
     pub sinks: Vec<Sink>,
+    /// The compiled templates of the sinks (`sinks[0].template`, `sinks[0].message`) and the
+    /// environment the rules run in (SPEC §12).
+    pub render: crate::render::Engine,
     /// A hash of everything that gives stored state its meaning (name, source, items). When it
     /// changes, the next poll re-baselines instead of reporting a flood of false changes.
     pub fingerprint: String,
@@ -91,6 +96,10 @@ pub struct Emit {
     pub first_poll: FirstPoll,
     pub after_missing: u32,
     pub max_fraction: f64,
+    /// A rule a change must pass to become an event (SPEC §12); compiled at load.
+    pub when: Option<String>,
+    /// `bridge.failing` after this many failed polls in a row.
+    pub failures_after: Option<u32>,
 }
 
 #[derive(Debug, Clone)]
@@ -108,6 +117,43 @@ pub struct Sink {
     pub headers: Vec<(HeaderName, HeaderValue)>,
     pub timeout: Duration,
     pub retry: Vec<Duration>,
+    pub format: SinkFormat,
+    /// The `content-type` of a `template` body.
+    pub content_type: String,
+    /// The name in [`Bridge::render`] of the sink's `template` or `message`, when given.
+    pub template: Option<String>,
+    /// The event types this sink receives; None: all.
+    pub events: Option<Vec<SinkEvent>>,
+    /// A rule an event must pass to go to this sink.
+    pub when: Option<String>,
+    pub batch: Option<Batch>,
+    /// The bridge's templates and description, for rendering at delivery.
+    pub render: crate::render::Engine,
+    pub description: Option<String>,
+}
+
+/// A digest: up to `max` events in one request, at most one request per `window`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Batch {
+    pub max: usize,
+    pub window: Duration,
+}
+
+impl Sink {
+    /// Whether an event of this type goes to this sink (its `events` list).
+    pub fn wants(&self, kind: crate::event::EventType) -> bool {
+        use crate::event::EventType as T;
+        let Some(list) = &self.events else {
+            return true;
+        };
+        let word = match kind {
+            T::Created => SinkEvent::Created,
+            T::Updated => SinkEvent::Updated,
+            T::Deleted => SinkEvent::Deleted,
+            T::Snapshot => SinkEvent::Snapshot,
+        };
+        list.contains(&word)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -134,6 +180,7 @@ pub(super) struct Validator<'a> {
     secrets: Vec<String>,
     /// Every secret met, kept after `secrets` goes into the bridge.
     secrets_seen: Vec<String>,
+    templates: crate::render::Builder,
 }
 
 impl<'a> Validator<'a> {
@@ -145,6 +192,32 @@ impl<'a> Validator<'a> {
             problems: Problems::default(),
             secrets: Vec::new(),
             secrets_seen: Vec::new(),
+            templates: crate::render::Builder::new(),
+        }
+    }
+
+    /// A template or rule as written (never interpolated: `${` means nothing to MiniJinja,
+    /// and a secret in a body belongs in a header); a syntax error is placed inside the text.
+    fn template(&mut self, path: &str, source: &str, rule: bool) -> Option<String> {
+        let checked = if rule {
+            self.templates.rule(source)
+        } else {
+            self.templates.template(path, source)
+        };
+        match checked {
+            Ok(()) => Some(if rule {
+                source.to_string()
+            } else {
+                path.to_string()
+            }),
+            Err(e) => {
+                self.problems.push(Problem {
+                    file: self.file.to_path_buf(),
+                    pos: self.loc.inside(path, e.line, e.column),
+                    message: format!("{path}: {}", e.message),
+                });
+                None
+            }
         }
     }
 
@@ -307,7 +380,12 @@ impl<'a> Validator<'a> {
         let source = self.source(&raw.source);
         let items = self.items(&raw.items);
         let emit = self.emit(&raw.emit);
-        let sinks = self.sinks(&raw.sinks);
+        let mut sinks = self.sinks(&raw.sinks);
+        let render = std::mem::take(&mut self.templates).build();
+        for s in &mut sinks {
+            s.render = render.clone();
+            s.description = raw.description.clone();
+        }
 
         let fingerprint = fingerprint(&raw, name.as_deref().unwrap_or(""));
         let mut secrets = std::mem::take(&mut self.secrets);
@@ -327,6 +405,7 @@ impl<'a> Validator<'a> {
             items: items?,
             emit,
             sinks,
+            render,
             fingerprint,
             secrets,
             revision: String::new(),
@@ -604,7 +683,20 @@ impl<'a> Validator<'a> {
                 "emit.deletes.max_fraction: must be above 0 and at most 1",
             );
         }
+        let when = e
+            .when
+            .as_ref()
+            .and_then(|w| self.template("emit.when", w, true));
+        let failures_after = e.failures.as_ref().map(|f| f.after);
+        if failures_after == Some(0) {
+            self.err(
+                "emit.failures.after",
+                "emit.failures.after: must be at least 1",
+            );
+        }
         Emit {
+            when,
+            failures_after,
             created: events.contains(&raw::EventKind::Created),
             updated: events.contains(&raw::EventKind::Updated),
             deleted: events.contains(&raw::EventKind::Deleted),
@@ -656,7 +748,9 @@ impl<'a> Validator<'a> {
             }
         }
         let secrets = self.signing_keys(&p("secret"), s.secret.as_ref());
+        let preset = !matches!(s.format, SinkFormat::Event | SinkFormat::Template);
         if matches!(target, Some(Target::Http(_)))
+            && !preset
             && s.signature != SignatureKind::None
             && secrets.is_empty()
             && s.secret.is_none()
@@ -694,6 +788,7 @@ impl<'a> Validator<'a> {
                 out.into_iter().collect::<Option<Vec<_>>>()
             }
         };
+        let speech = self.speech(i, s, target.as_ref());
         Some(Sink {
             id: if target == Some(Target::Console) {
                 "console".into()
@@ -708,8 +803,129 @@ impl<'a> Validator<'a> {
             headers,
             timeout: timeout?,
             retry: retry?,
+            format: s.format,
+            content_type: speech.content_type,
+            template: speech.template,
+            events: s.events.clone(),
+            when: speech.when,
+            batch: speech.batch,
+            // Set once every template of the bridge is compiled (`Validator::build`).
+            render: crate::render::Engine::default(),
+            description: None,
         })
     }
+
+    /// What a sink says and to which events (SPEC §12): its templates compiled, its keys
+    /// checked against its format.
+    fn speech(&mut self, i: usize, s: &raw::RawSink, target: Option<&Target>) -> Speech {
+        let p = |f: &str| format!("sinks[{i}].{f}");
+        let console = target == Some(&Target::Console);
+        if console && s.format != SinkFormat::Event {
+            self.err(
+                &p("format"),
+                format!(
+                    "{}: a console sink prints events as JSON lines; `format` is for http sinks",
+                    p("format")
+                ),
+            );
+        }
+        let template = match (s.format, &s.template, &s.message) {
+            (SinkFormat::Template, Some(t), None) => self.template(&p("template"), t, false),
+            (SinkFormat::Template, None, _) => {
+                self.err(
+                    &p("format"),
+                    format!("{}: `format: template` needs a `template`", p("format")),
+                );
+                None
+            }
+            (SinkFormat::Event | SinkFormat::Template, _, Some(_)) => {
+                self.err(&p("message"), format!("{}: `message` is for the chat formats (slack, mattermost, discord, google_chat, teams, ntfy)", p("message")));
+                None
+            }
+            (_, Some(_), _) => {
+                self.err(
+                    &p("template"),
+                    format!("{}: `template` needs `format: template`", p("template")),
+                );
+                None
+            }
+            (_, None, Some(m)) => self.template(&p("message"), m, false),
+            (_, None, None) => None,
+        };
+        if s.content_type.is_some() && s.format != SinkFormat::Template {
+            self.err(
+                &p("content_type"),
+                format!(
+                    "{}: `content_type` needs `format: template`",
+                    p("content_type")
+                ),
+            );
+        }
+        let content_type = s
+            .content_type
+            .clone()
+            .unwrap_or_else(|| "application/json".into());
+        if HeaderValue::from_str(&content_type).is_err() || !content_type.contains('/') {
+            self.err(
+                &p("content_type"),
+                format!(
+                    "{}: `{content_type}` is not a media type (e.g. application/json, text/plain)",
+                    p("content_type")
+                ),
+            );
+        }
+        let when = s
+            .when
+            .as_ref()
+            .and_then(|w| self.template(&p("when"), w, true));
+        if s.events.as_ref().is_some_and(|e| e.is_empty()) {
+            self.err(
+                &p("events"),
+                format!("{}: name at least one event type", p("events")),
+            );
+        }
+        let batch = s.batch.as_ref().and_then(|b| {
+            if console {
+                self.err(
+                    &p("batch"),
+                    format!(
+                        "{}: a console sink prints each event; `batch` is for http sinks",
+                        p("batch")
+                    ),
+                );
+            }
+            if !(1..=1000).contains(&b.max) {
+                self.err(
+                    &p("batch.max"),
+                    format!("{}: must be 1 .. 1000", p("batch.max")),
+                );
+            }
+            let window = self.duration(
+                &p("batch.window"),
+                &b.window,
+                Duration::ZERO,
+                Duration::from_secs(86400),
+            );
+            Some(Batch {
+                max: b.max as usize,
+                window: window?,
+            })
+        });
+        Speech {
+            content_type,
+            template,
+            when,
+            batch,
+        }
+    }
+}
+
+/// The SPEC §12 part of a sink, checked.
+struct Speech {
+    content_type: String,
+    template: Option<String>,
+    when: Option<String>,
+    batch: Option<Batch>,
 }
 
 /// A parser's explanation of why a value is wrong, as ` (…)`; nothing for a value that came

@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
-use yaml_rust2::scanner::Marker;
+use yaml_rust2::scanner::{Marker, TScalarStyle};
 
 /// A 1-based line and column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,6 +20,17 @@ pub struct Pos {
 pub struct Locator {
     values: HashMap<String, Pos>,
     keys: HashMap<String, Pos>,
+    /// Where the text of each string value starts, so that a place inside it (a template's
+    /// syntax error) can be reported as a place in the file.
+    texts: HashMap<String, TextStart>,
+}
+
+/// The first character of a scalar's text, and whether its lines stand on lines of their own
+/// (a `|` or `>` block) at `column`.
+#[derive(Debug, Clone, Copy)]
+struct TextStart {
+    pos: Pos,
+    block: bool,
 }
 
 impl Locator {
@@ -32,6 +43,28 @@ impl Locator {
         };
         let _ = Parser::new_from_str(text).load(&mut recv, false);
         recv.loc
+    }
+
+    /// The place in the file of `line`:`column` (1-based) of the text of the string value at
+    /// `path`; exact for plain, quoted and `|` text, close for `>` and escapes.
+    pub fn inside(&self, path: &str, line: usize, column: usize) -> Option<Pos> {
+        let Some(t) = self.texts.get(path) else {
+            return self.value(path);
+        };
+        Some(match (line, t.block) {
+            (0 | 1, _) => Pos {
+                line: t.pos.line,
+                column: t.pos.column + column.saturating_sub(1),
+            },
+            (l, true) => Pos {
+                line: t.pos.line + l - 1,
+                column: t.pos.column + column.saturating_sub(1),
+            },
+            (l, false) => Pos {
+                line: t.pos.line + l - 1,
+                column,
+            },
+        })
     }
 
     /// The position of the value at `path`, else of the nearest enclosing value that has one.
@@ -108,8 +141,24 @@ fn pos(mark: Marker) -> Pos {
 impl MarkedEventReceiver for Recv {
     fn on_event(&mut self, ev: Event, mark: Marker) {
         match ev {
-            Event::Scalar(text, ..) => match self.value_path() {
+            Event::Scalar(text, style, ..) => match self.value_path() {
                 Some(path) => {
+                    let quoted = matches!(
+                        style,
+                        TScalarStyle::SingleQuoted | TScalarStyle::DoubleQuoted
+                    );
+                    let block = matches!(style, TScalarStyle::Literal | TScalarStyle::Folded);
+                    let mut start = pos(mark);
+                    start.column += usize::from(quoted);
+                    if block {
+                        // A block's mark is its first non-blank line; blank lines before it
+                        // are lines of its text.
+                        let blank = text.chars().take_while(|c| *c == '\n').count();
+                        start.line = start.line.saturating_sub(blank);
+                    }
+                    self.loc
+                        .texts
+                        .insert(path.clone(), TextStart { pos: start, block });
                     self.loc.values.insert(path, pos(mark));
                 }
                 None => {
@@ -171,5 +220,21 @@ mod tests {
             })
         );
         assert_eq!(loc.value("sinks[1].headers.x"), loc.value("sinks[1]"));
+    }
+
+    #[test]
+    fn places_inside_text() {
+        let text = "a: \"{{ x }}\"\nb: |\n\n    one\n    two {{\nc: plain {{ y\n";
+        let loc = Locator::new(text);
+        assert_eq!(loc.inside("a", 1, 4), Some(Pos { line: 1, column: 8 }));
+        // The block's text is "\none\ntwo {{": its line 3 is the file's line 5.
+        assert_eq!(loc.inside("b", 3, 5), Some(Pos { line: 5, column: 9 }));
+        assert_eq!(
+            loc.inside("c", 1, 7),
+            Some(Pos {
+                line: 6,
+                column: 10
+            })
+        );
     }
 }

@@ -100,6 +100,15 @@ pub struct RawEmit {
     pub first_poll: FirstPoll,
     #[serde(default)]
     pub deletes: RawDeletes,
+    /// SPEC §12: a MiniJinja rule; a change it rejects is stored but not emitted.
+    pub when: Option<String>,
+    pub failures: Option<RawFailures>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFailures {
+    pub after: u32,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -137,4 +146,47 @@ pub struct RawSink {
     pub headers: BTreeMap<String, String>,
     pub timeout: Option<String>,
     pub retry: Option<Vec<String>>,
+    // SPEC §12: what the sink speaks and what it receives.
+    #[serde(default)]
+    pub format: SinkFormat,
+    pub message: Option<String>,
+    pub template: Option<String>,
+    pub content_type: Option<String>,
+    pub events: Option<Vec<SinkEvent>>,
+    pub when: Option<String>,
+    pub batch: Option<RawBatch>,
+}
+
+/// The body a sink sends (SPEC §12).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum SinkFormat {
+    #[default]
+    Event,
+    Slack,
+    Mattermost,
+    Discord,
+    GoogleChat,
+    Teams,
+    Ntfy,
+    Template,
+}
+
+/// The event types a sink's `events` list names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SinkEvent {
+    Created,
+    Updated,
+    Deleted,
+    Snapshot,
+    Failing,
+    Recovered,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBatch {
+    pub max: u32,
+    pub window: String,
 }

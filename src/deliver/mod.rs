@@ -1,6 +1,7 @@
 //! Draining the outbox: one task per bridge and sink, strictly in detection order, each event
 //! retried on the sink's schedule until a 2xx acknowledges it or it goes to the dead letters.
 
+pub mod format;
 pub mod retry;
 pub mod webhook;
 
@@ -31,6 +32,10 @@ pub enum Outcome {
         next_at: DateTime<Utc>,
     },
     DeadLettered {
+        event_id: String,
+    },
+    /// The sink's `events` or `when` turned the event away: acknowledged unsent.
+    Filtered {
         event_id: String,
     },
 }
@@ -74,6 +79,13 @@ async fn attempt(
     }
     // Usually a no-op: commits with events are flushed before their deliverers are woken.
     store.flush_for(bridge).await?;
+    if !format::wanted(bridge, sink, &entry) {
+        store.ack(&key)?;
+        crate::metrics::delivery(bridge, "filtered");
+        return Ok(Outcome::Filtered {
+            event_id: entry.event_id,
+        });
+    }
     let action = match &sink.target {
         Target::Console => {
             let mut out = std::io::stdout().lock();
@@ -85,7 +97,12 @@ async fn attempt(
                 },
             }
         }
-        Target::Http(_) => webhook::send(&ctx.sender, sink, &entry, now).await,
+        Target::Http(_) => match format::render(bridge, sink, &entry) {
+            Ok(r) => webhook::send(&ctx.sender, sink, &entry, &r, now).await,
+            Err(e) => RetryAction::DontRetry {
+                reason: format!("cannot render the body: {e}"),
+            },
+        },
     };
     entry.attempts += 1;
     let event_id = entry.event_id.clone();

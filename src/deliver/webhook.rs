@@ -1,5 +1,6 @@
 //! One delivery attempt: the POST of SPEC §5 with its signature headers.
 
+use super::format::Rendered;
 use super::retry::{RetryAction, classify_status};
 use crate::config::raw::SignatureKind;
 use crate::config::{Sink, Target};
@@ -8,10 +9,16 @@ use crate::sign;
 use crate::store::OutboxEntry;
 use chrono::{DateTime, Utc};
 
-/// The headers of one attempt (besides the sink's own), in wire order.
-pub fn headers(sink: &Sink, e: &OutboxEntry, timestamp: i64) -> Vec<(&'static str, String)> {
+/// The headers of one attempt (besides the sink's own), in wire order; signatures cover the
+/// body actually sent.
+pub fn headers(
+    sink: &Sink,
+    e: &OutboxEntry,
+    r: &Rendered,
+    timestamp: i64,
+) -> Vec<(&'static str, String)> {
     let mut h = vec![
-        ("content-type", "application/json".to_string()),
+        ("content-type", r.content_type.clone()),
         ("user-agent", USER_AGENT.to_string()),
         ("webhook-id", e.event_id.clone()),
         ("webhook-timestamp", timestamp.to_string()),
@@ -19,23 +26,27 @@ pub fn headers(sink: &Sink, e: &OutboxEntry, timestamp: i64) -> Vec<(&'static st
     match sink.signature {
         SignatureKind::Standard if !sink.secrets.is_empty() => h.push((
             "webhook-signature",
-            sign::standard(&sink.secrets, &e.event_id, timestamp, e.body.as_bytes()),
+            sign::standard(&sink.secrets, &e.event_id, timestamp, r.body.as_bytes()),
         )),
         SignatureKind::Github if !sink.secrets.is_empty() => h.push((
             "x-hub-signature-256",
-            sign::github(&sink.secrets[0], e.body.as_bytes()),
+            sign::github(&sink.secrets[0], r.body.as_bytes()),
         )),
         _ => {}
     }
     h.push(("x-pollhook-event", e.kind.as_str().to_string()));
+    if let Some(title) = &r.title {
+        h.push(("title", title.clone()));
+    }
     h
 }
 
-/// POSTs one event to an HTTP sink and says what to do next.
+/// POSTs one event (or batch), rendered, to an HTTP sink and says what to do next.
 pub async fn send(
     client: &reqwest::Client,
     sink: &Sink,
     e: &OutboxEntry,
+    r: &Rendered,
     now: DateTime<Utc>,
 ) -> RetryAction {
     let Target::Http(url) = &sink.target else {
@@ -46,10 +57,10 @@ pub async fn send(
     for (k, v) in &sink.headers {
         req = req.header(k, v);
     }
-    for (k, v) in headers(sink, e, timestamp) {
+    for (k, v) in headers(sink, e, r, timestamp) {
         req = req.header(k, v);
     }
-    match req.body(e.body.clone()).send().await {
+    match req.body(r.body.clone()).send().await {
         Ok(resp) => {
             let retry_after = resp
                 .headers()

@@ -15,5 +15,6 @@ mod operate;
 mod pipeline;
 mod rollback;
 mod secrets;
+mod sinks;
 mod sources;
 mod support;

@@ -1,0 +1,336 @@
+//! The body a sink speaks (SPEC §12): the event as stored, a chat preset built from a
+//! `message` template or the default one-line summary, or a `template` of the sink's own.
+//!
+//! Rendered at every attempt from the outbox entry as stored, with no clock or other input:
+//! the same entry gives the same bytes on every retry and after a restart, so a receiver that
+//! deduplicates by `webhook-id` never sees two bodies under one id (for the same definition;
+//! a reloaded template applies to what still waits, which is how a broken one is fixed).
+
+use crate::config::Sink;
+use crate::config::raw::SinkFormat;
+use crate::render::{BridgeInfo, Context};
+use crate::store::OutboxEntry;
+use serde_json::{Value, json};
+
+/// What an attempt sends.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rendered {
+    pub content_type: String,
+    /// ntfy's `Title` header.
+    pub title: Option<String>,
+    pub body: String,
+}
+
+/// The body of one entry (an event or a stored batch) for `sink`; the error says why it
+/// cannot be built, for the dead letter.
+pub fn render(bridge: &str, sink: &Sink, entry: &OutboxEntry) -> Result<Rendered, String> {
+    if sink.format == SinkFormat::Event {
+        return Ok(Rendered {
+            content_type: "application/json".into(),
+            title: None,
+            body: entry.body.clone(),
+        });
+    }
+    let info = BridgeInfo {
+        name: bridge,
+        description: sink.description.as_deref(),
+    };
+    let stored: Value = serde_json::from_str(&entry.body)
+        .map_err(|e| format!("the stored event is not JSON ({e})"))?;
+    let events: Vec<Value> = if is_batch(entry) {
+        stored["events"].as_array().cloned().unwrap_or_default()
+    } else {
+        vec![stored.clone()]
+    };
+    if sink.format == SinkFormat::Template {
+        let name = sink.template.as_deref().unwrap_or_default();
+        let ctx = if is_batch(entry) {
+            Context::batch(&events, info)
+        } else {
+            Context::event(&stored, info)
+        };
+        let body = sink.render.render(name, &ctx)?;
+        if is_json(&sink.content_type) {
+            serde_json::from_str::<serde::de::IgnoredAny>(&body).map_err(|e| {
+                format!("the template's output is not JSON ({e}), as its content type says")
+            })?;
+        }
+        return Ok(Rendered {
+            content_type: sink.content_type.clone(),
+            title: None,
+            body,
+        });
+    }
+    let mut lines = Vec::with_capacity(events.len());
+    for e in &events {
+        lines.push(match &sink.template {
+            Some(name) => sink.render.render(name, &Context::event(e, info))?,
+            None => summary(e),
+        });
+    }
+    Ok(preset(sink.format, bridge, &lines))
+}
+
+/// Whether this sink takes this event (its `events` and `when`). A rule that fails at run
+/// time counts as true, so nothing is lost to a mistake in it, and is logged at WARN and
+/// counted. A batch was filtered member by member before it was formed.
+pub fn wanted(bridge: &str, sink: &Sink, entry: &OutboxEntry) -> bool {
+    if is_batch(entry) {
+        return true;
+    }
+    if !sink.wants(entry.kind) {
+        return false;
+    }
+    let Some(rule) = &sink.when else {
+        return true;
+    };
+    let event: Value = match serde_json::from_str(&entry.body) {
+        Ok(v) => v,
+        Err(_) => return true,
+    };
+    let info = BridgeInfo {
+        name: bridge,
+        description: sink.description.as_deref(),
+    };
+    match sink.render.test(rule, &Context::event(&event, info)) {
+        Ok(yes) => yes,
+        Err(e) => {
+            tracing::warn!(
+                bridge, sink = %sink.shown, event_id = %entry.event_id,
+                "sink rule failed, the event is sent: {e}"
+            );
+            crate::metrics::rule_error(bridge, "sink");
+            true
+        }
+    }
+}
+
+/// Whether an entry is a stored digest of events rather than one event.
+pub fn is_batch(entry: &OutboxEntry) -> bool {
+    entry.event_id.starts_with("bat_")
+}
+
+/// Whether a media type is JSON (`application/json`, `application/vnd.x+json`, with
+/// parameters or not).
+pub fn is_json(content_type: &str) -> bool {
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+/// The most a receiver takes in one message, in characters.
+fn limit(format: SinkFormat) -> usize {
+    match format {
+        SinkFormat::Discord => 2000,
+        SinkFormat::GoogleChat | SinkFormat::Ntfy => 4000,
+        SinkFormat::Mattermost => 16_000,
+        SinkFormat::Teams => 20_000,
+        _ => 40_000,
+    }
+}
+
+/// A chat body from its lines (one per event).
+fn preset(format: SinkFormat, bridge: &str, lines: &[String]) -> Rendered {
+    let text = join(lines, limit(format));
+    let (content_type, title, body) = match format {
+        SinkFormat::Discord => ("application/json", None, json!({ "content": text })),
+        SinkFormat::Teams => ("application/json", None, teams(&text)),
+        SinkFormat::Ntfy => (
+            "text/plain; charset=utf-8",
+            Some(bridge.to_string()),
+            Value::String(text),
+        ),
+        // slack, mattermost, google_chat
+        _ => ("application/json", None, json!({ "text": text })),
+    };
+    let body = match body {
+        Value::String(s) => s,
+        v => v.to_string(),
+    };
+    Rendered {
+        content_type: content_type.into(),
+        title,
+        body,
+    }
+}
+
+/// A Teams workflow-webhook message: one Adaptive Card 1.4 with the text, a block per line.
+fn teams(text: &str) -> Value {
+    let blocks: Vec<Value> = text
+        .lines()
+        .map(|l| json!({"type": "TextBlock", "text": l, "wrap": true}))
+        .collect();
+    json!({
+        "type": "message",
+        "attachments": [{
+            "contentType": "application/vnd.microsoft.card.adaptive",
+            "contentUrl": null,
+            "content": {
+                "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
+                "type": "AdaptiveCard",
+                "version": "1.4",
+                "body": blocks,
+            },
+        }],
+    })
+}
+
+/// The lines, one per event, within `limit` characters: as many as fit, then "… and N more";
+/// a single line too long is cut with "…".
+pub fn join(lines: &[String], limit: usize) -> String {
+    if lines.len() == 1 {
+        return cut(&lines[0], limit);
+    }
+    let mut out = String::new();
+    let mut used = 0;
+    for (i, line) in lines.iter().enumerate() {
+        let rest = lines.len() - i - 1;
+        let tail = if rest > 0 {
+            format!("\n… and {rest} more").chars().count()
+        } else {
+            0
+        };
+        let n = line.chars().count() + usize::from(i > 0);
+        if used + n + tail > limit {
+            let more = lines.len() - i;
+            let note = format!("… and {more} more");
+            if i > 0 {
+                out.push('\n');
+            }
+            out.push_str(&note);
+            return cut(&out, limit);
+        }
+        if i > 0 {
+            out.push('\n');
+        }
+        out.push_str(line);
+        used += n;
+    }
+    out
+}
+
+fn cut(s: &str, limit: usize) -> String {
+    if s.chars().count() <= limit {
+        return s.to_string();
+    }
+    let mut out: String = s.chars().take(limit.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
+/// Fields that name an item, in the order they are looked for.
+const TITLES: [&str; 8] = [
+    "title",
+    "name",
+    "summary",
+    "subject",
+    "tag_name",
+    "display_name",
+    "label",
+    "headline",
+];
+
+/// The default line: `bridge: type key "title" (field: old → new, …)` with up to three
+/// changed fields, or the reason of a failure event.
+pub fn summary(e: &Value) -> String {
+    let s = |v: &Value| v.as_str().unwrap_or_default().to_string();
+    let mut out = format!("{}: {} {}", s(&e["bridge"]), s(&e["type"]), s(&e["key"]));
+    out = out.trim_end().to_string();
+    let item = if e["data"].is_object() {
+        &e["data"]
+    } else {
+        &e["previous"]
+    };
+    if let Some(t) = TITLES
+        .iter()
+        .find_map(|k| item.get(*k).and_then(Value::as_str))
+    {
+        out.push_str(&format!(" \"{}\"", cut(t, 100)));
+    }
+    let mut parts: Vec<String> = Vec::new();
+    let changes = e["changes"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+    let mut fields: Vec<&str> = Vec::new();
+    for c in changes {
+        let Some(path) = c["path"].as_str() else {
+            continue;
+        };
+        if !fields.contains(&path) {
+            fields.push(path);
+        }
+    }
+    for path in fields.iter().take(3) {
+        let old = e["previous"].pointer(path);
+        let new = e["data"].pointer(path);
+        let name = path.trim_start_matches('/').replace('/', ".");
+        parts.push(format!("{name}: {} → {}", shown(old), shown(new)));
+    }
+    if fields.len() > 3 {
+        parts.push(format!("+{} more", fields.len() - 3));
+    }
+    if let Some(reason) = e["data"]["reason"].as_str() {
+        if e["type"].as_str().is_some_and(|t| t.starts_with("bridge.")) {
+            parts.push(reason.to_string());
+        }
+    }
+    if !parts.is_empty() {
+        out.push_str(&format!(" ({})", parts.join(", ")));
+    }
+    out
+}
+
+/// A value in a summary: strings bare, others as JSON, absent as "—", long ones cut.
+fn shown(v: Option<&Value>) -> String {
+    match v {
+        None => "—".into(),
+        Some(Value::String(s)) => cut(s, 60),
+        Some(v) => cut(&v.to_string(), 60),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary_names_bridge_type_key_title_and_three_changes() {
+        let e: Value = serde_json::from_str(
+            r#"{"bridge":"shop","type":"item.updated","key":"7",
+            "data":{"name":"Lamp","price":8,"a":{"b":"x"},"c":1,"d":true},
+            "previous":{"name":"Lamp","price":10.5,"a":{"b":"y"},"c":2},
+            "changes":[{"op":"replace","path":"/price","value":8},
+                       {"op":"replace","path":"/a/b","value":"x"},
+                       {"op":"add","path":"/d","value":true},
+                       {"op":"replace","path":"/c","value":1}]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            summary(&e),
+            "shop: item.updated 7 \"Lamp\" (price: 10.5 → 8, a.b: y → x, d: — → true, +1 more)"
+        );
+        let created = json!({"bridge": "b", "type": "item.created", "key": "1", "data": {"id": 1}});
+        assert_eq!(summary(&created), "b: item.created 1");
+    }
+
+    #[test]
+    fn joins_lines_within_the_limit() {
+        let lines: Vec<String> = (0..10).map(|i| format!("line {i}")).collect();
+        assert_eq!(join(&lines[..2], 100), "line 0\nline 1");
+        let j = join(&lines, 40);
+        assert_eq!(j, "line 0\nline 1\nline 2\n… and 7 more");
+        assert!(j.chars().count() <= 40);
+        assert_eq!(join(&["x".repeat(10)], 5), "xxxx…");
+    }
+
+    #[test]
+    fn json_media_types() {
+        assert!(is_json("application/json"));
+        assert!(is_json("Application/JSON; charset=utf-8"));
+        assert!(is_json("application/vnd.api+json"));
+        assert!(!is_json("text/plain"));
+    }
+}

@@ -1,0 +1,347 @@
+//! Templates and rules of SPEC §12: MiniJinja, compiled when a bridge is loaded, rendered
+//! from an event as stored. Pure: no clock, no files, no network reach a template (the
+//! environment has no loader, and `now()` and friends are not defined), so the same event
+//! renders to the same bytes on every attempt and after a restart.
+//!
+//! Missing values are lenient: `event.previous.price` on a created event is undefined, empty
+//! when printed and false in a test, never an error.
+
+use minijinja::value::Value;
+use minijinja::{AutoEscape, Environment, Error, ErrorKind, State, UndefinedBehavior};
+use std::sync::Arc;
+
+/// Where in a template's text a problem is: 1-based line and column, and the reason.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Located {
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+/// The compiled templates of one bridge, by name (`sinks[0].template`), and the environment
+/// its rules are evaluated in. Cheap to clone.
+#[derive(Clone)]
+pub struct Engine {
+    env: Arc<Environment<'static>>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.env.templates().map(|(n, _)| n).collect();
+        f.debug_struct("Engine").field("templates", &names).finish()
+    }
+}
+
+impl Default for Engine {
+    fn default() -> Self {
+        Builder::new().build()
+    }
+}
+
+/// Collects a bridge's templates at load, checking each.
+pub struct Builder {
+    env: Environment<'static>,
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Builder {
+    pub fn new() -> Builder {
+        let mut env = Environment::new();
+        env.set_undefined_behavior(UndefinedBehavior::Chainable);
+        env.set_auto_escape_callback(|_| AutoEscape::None);
+        env.set_debug(true);
+        env.add_function("changed", changed);
+        Builder { env }
+    }
+
+    /// Compiles a template under `name`.
+    pub fn template(&mut self, name: &str, source: &str) -> Result<(), Located> {
+        self.env
+            .add_template_owned(name.to_string(), source.to_string())
+            .map_err(|e| locate(&e, source))
+    }
+
+    /// Checks that a rule (an expression) compiles; rules are kept as text and compiled again
+    /// where they run, which costs microseconds.
+    pub fn rule(&self, source: &str) -> Result<(), Located> {
+        self.env
+            .compile_expression(source)
+            .map(|_| ())
+            .map_err(|e| locate(&e, source))
+    }
+
+    pub fn build(self) -> Engine {
+        Engine {
+            env: Arc::new(self.env),
+        }
+    }
+}
+
+impl Engine {
+    /// Renders the template `name`; the error is one line, fit for a dead letter.
+    pub fn render(&self, name: &str, ctx: &Context) -> Result<String, String> {
+        let t = self.env.get_template(name).map_err(|e| one_line(&e))?;
+        t.render(ctx.0.clone()).map_err(|e| one_line(&e))
+    }
+
+    /// Whether a rule holds; an error is the rule failing at run time (the caller decides
+    /// what that means: SPEC §12 counts it as true).
+    pub fn test(&self, rule: &str, ctx: &Context) -> Result<bool, String> {
+        let expr = self
+            .env
+            .compile_expression(rule)
+            .map_err(|e| one_line(&e))?;
+        let v = expr.eval(ctx.0.clone()).map_err(|e| one_line(&e))?;
+        Ok(v.is_true())
+    }
+}
+
+/// What a template sees: `event` (or `events` in a batch) and `bridge`.
+#[derive(Debug, Clone)]
+pub struct Context(Value);
+
+/// The bridge as templates see it.
+#[derive(Debug, Clone, Copy)]
+pub struct BridgeInfo<'a> {
+    pub name: &'a str,
+    pub description: Option<&'a str>,
+}
+
+impl BridgeInfo<'_> {
+    fn value(&self) -> Value {
+        minijinja::context! { name => self.name, description => self.description }
+    }
+}
+
+impl Context {
+    pub fn event(event: &serde_json::Value, bridge: BridgeInfo<'_>) -> Context {
+        Context(minijinja::context! {
+            event => to_value(event),
+            bridge => bridge.value(),
+        })
+    }
+
+    pub fn batch(events: &[serde_json::Value], bridge: BridgeInfo<'_>) -> Context {
+        let events: Vec<Value> = events.iter().map(to_value).collect();
+        Context(minijinja::context! { events => events, bridge => bridge.value() })
+    }
+}
+
+/// `changed(path)`: true when the event's `changes` touch the JSON Pointer `path`, anything
+/// below it, or a parent that holds it (a replaced object replaces its fields).
+fn changed(state: &State, path: &str) -> Result<bool, Error> {
+    if !(path.is_empty() || path.starts_with('/')) {
+        return Err(Error::new(
+            ErrorKind::InvalidOperation,
+            format!("changed(): `{path}` is not a JSON Pointer (write e.g. '/price')"),
+        ));
+    }
+    let Some(changes) = state
+        .lookup("event")
+        .and_then(|e| e.get_attr("changes").ok())
+    else {
+        return Ok(false);
+    };
+    let Ok(iter) = changes.try_iter() else {
+        return Ok(false);
+    };
+    for c in iter {
+        let Some(p) = c
+            .get_attr("path")
+            .ok()
+            .and_then(|p| p.as_str().map(str::to_string))
+        else {
+            continue;
+        };
+        if touches(&p, path) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Whether a change at pointer `at` touches pointer `path`.
+pub fn touches(at: &str, path: &str) -> bool {
+    let below = |a: &str, b: &str| a == b || b.is_empty() || a.starts_with(&format!("{b}/"));
+    below(at, path) || below(path, at)
+}
+
+/// A MiniJinja error on one line: its reason, and where in the template when known.
+fn one_line(e: &Error) -> String {
+    let mut s = e.kind().to_string();
+    if let Some(d) = e.detail() {
+        s.push_str(": ");
+        s.push_str(d);
+    }
+    if let Some(line) = e.line() {
+        s.push_str(&format!(" (line {line})"));
+    }
+    s
+}
+
+/// A compile error's place in the template text.
+fn locate(e: &Error, source: &str) -> Located {
+    let message = {
+        let mut s = e.kind().to_string();
+        if let Some(d) = e.detail() {
+            s.push_str(": ");
+            s.push_str(d);
+        }
+        s
+    };
+    let (line, column) = match e.range() {
+        Some(r) => {
+            let start = r.start.min(source.len());
+            let before = &source[..floor_char(source, start)];
+            let line = before.matches('\n').count() + 1;
+            let col = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+            (line, col)
+        }
+        None => (e.line().unwrap_or(1), 1),
+    };
+    Located {
+        line,
+        column,
+        message,
+    }
+}
+
+fn floor_char(s: &str, mut i: usize) -> usize {
+    while i > 0 && !s.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
+/// A JSON value as a template value: numbers as integers or floats (kept exact up to 128-bit
+/// integers; beyond that and beyond f64 they become their text), object keys in their order.
+pub fn to_value(v: &serde_json::Value) -> Value {
+    use serde_json::Value as J;
+    match v {
+        J::Null => Value::from(()),
+        J::Bool(b) => Value::from(*b),
+        J::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                Value::from(i)
+            } else if let Some(u) = n.as_u64() {
+                Value::from(u)
+            } else if let Ok(i) = n.to_string().parse::<i128>() {
+                Value::from(i)
+            } else {
+                match n.as_f64() {
+                    Some(f) if f.is_finite() => Value::from(f),
+                    _ => Value::from(n.to_string()),
+                }
+            }
+        }
+        J::String(x) => Value::from(x.as_str()),
+        J::Array(a) => a.iter().map(to_value).collect(),
+        J::Object(o) => Value::from_pairs(o.iter().map(|(k, x)| (k.as_str(), to_value(x)))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const B: BridgeInfo = BridgeInfo {
+        name: "shop",
+        description: Some("prices"),
+    };
+
+    fn updated() -> serde_json::Value {
+        serde_json::from_str(
+            r#"{"id":"evt_1","type":"item.updated","bridge":"shop","key":"7","seq":3,
+            "data":{"name":"Lamp","price":8,"big":100000000000000000001,"f":1.50},
+            "previous":{"name":"Lamp","price":10},
+            "changes":[{"op":"replace","path":"/price","value":8}]}"#,
+        )
+        .unwrap()
+    }
+
+    fn engine(templates: &[(&str, &str)]) -> Engine {
+        let mut b = Builder::new();
+        for (n, s) in templates {
+            b.template(n, s).unwrap();
+        }
+        b.build()
+    }
+
+    #[test]
+    fn renders_event_and_bridge_with_exact_numbers() {
+        let e = engine(&[(
+            "t",
+            "{{ bridge.name }}/{{ bridge.description }}: {{ event.data.name }} {{ event.previous.price }} → {{ event.data.price }} {{ event.data.big }} {{ event.data | tojson }}",
+        )]);
+        let out = e.render("t", &Context::event(&updated(), B)).unwrap();
+        assert_eq!(
+            out,
+            r#"shop/prices: Lamp 10 → 8 100000000000000000001 {"big": 100000000000000000001, "f": 1.5, "name": "Lamp", "price": 8}"#
+        );
+    }
+
+    #[test]
+    fn missing_values_are_lenient() {
+        let e = engine(&[("t", "[{{ event.previous.price }}]")]);
+        let created = json!({"type": "item.created", "data": {"price": 1}});
+        let ctx = Context::event(&created, B);
+        assert_eq!(e.render("t", &ctx).unwrap(), "[]");
+        assert!(!e.test("event.previous.price", &ctx).unwrap());
+        assert!(e.test("event.previous.price is undefined", &ctx).unwrap());
+    }
+
+    #[test]
+    fn rules_and_changed() {
+        let e = Engine::default();
+        let ctx = Context::event(&updated(), B);
+        assert!(
+            e.test("event.data.price < event.previous.price", &ctx)
+                .unwrap()
+        );
+        assert!(e.test("changed('/price')", &ctx).unwrap());
+        assert!(e.test("changed('')", &ctx).unwrap());
+        assert!(!e.test("changed('/name')", &ctx).unwrap());
+        assert!(!e.test("changed('/pri')", &ctx).unwrap());
+        assert!(e.test("changed('price')", &ctx).is_err());
+        assert!(touches("/a", "/a/b") && touches("/a/b", "/a") && !touches("/ab", "/a"));
+    }
+
+    #[test]
+    fn compile_errors_are_located_in_the_template() {
+        let mut b = Builder::new();
+        let err = b
+            .template("t", "line one\n  {{ event.data. }}")
+            .unwrap_err();
+        assert_eq!(err.line, 2, "{err:?}");
+        assert!(err.message.contains("syntax error"), "{err:?}");
+        let err = b.rule("event.type ==").unwrap_err();
+        assert_eq!(err.line, 1);
+        assert!(
+            b.rule("event.type == 'item.updated' and changed('/a')")
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn no_clock_no_files() {
+        let e = Engine::default();
+        let ctx = Context::event(&updated(), B);
+        assert!(e.test("now()", &ctx).is_err());
+        let mut b = Builder::new();
+        let include = b.template("t", "{% include '/etc/passwd' %}");
+        assert!(include.is_err() || b.build().render("t", &ctx).is_err());
+    }
+
+    #[test]
+    fn batches_see_events() {
+        let e = engine(&[("t", "{{ events | length }} {{ events[1].key }}")]);
+        let ctx = Context::batch(&[updated(), json!({"key": "9"})], B);
+        assert_eq!(e.render("t", &ctx).unwrap(), "2 9");
+    }
+}

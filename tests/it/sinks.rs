@@ -1,0 +1,268 @@
+//! Sinks that speak the receiver's language (SPEC §12): each preset's body checked field by
+//! field against the shape its receiver documents, templates signed over the bytes sent, a
+//! render error that dead-letters one event and blocks nothing, and the rules that pick what
+//! a sink receives.
+
+use crate::support::*;
+use pollhook::deliver::Outcome;
+use serde_json::json;
+
+/// A bridge `d` polled twice: baseline, then one item updated (`price` 10 -> 8).
+async fn updated_once(sinks: &str) -> (Upstream, Harness, pollhook::config::Bridge) {
+    let up = Upstream::start().await;
+    let h = Harness::new();
+    let b = h.bridge("d", &BridgeYaml::new(&up.url()).with_sinks(sinks));
+    up.set_json(&json!({"items": [{"id": 1, "name": "Lamp", "price": 10}]}));
+    h.poll(&b).await.unwrap();
+    up.set_json(&json!({"items": [{"id": 1, "name": "Lamp", "price": 8}]}));
+    h.poll(&b).await.unwrap();
+    (up, h, b)
+}
+
+const SUMMARY: &str = "d: item.updated 1 \"Lamp\" (price: 10 → 8)";
+
+#[tokio::test]
+async fn chat_presets_send_the_documented_shapes_unsigned() {
+    let names = ["slack", "mattermost", "google_chat", "discord", "teams", "ntfy"];
+    let mut rxs = Vec::new();
+    let mut sinks = String::new();
+    for n in names {
+        let rx = Receiver::start().await;
+        sinks.push_str(&format!("  - url: {}/{n}\n    format: {n}\n", rx.base));
+        rxs.push(rx);
+    }
+    let (_up, h, b) = updated_once(&sinks).await;
+    h.drain(&b).await;
+    let got: Vec<Received> = rxs
+        .iter()
+        .map(|r| {
+            let all = r.received();
+            assert_eq!(all.len(), 1, "one request each");
+            all[0].clone()
+        })
+        .collect();
+    for r in &got {
+        assert_eq!(r.header("webhook-signature"), "", "presets are unsigned");
+        assert!(r.header("webhook-id").starts_with("evt_"));
+    }
+    // Slack, Mattermost, Google Chat: {"text": …}.
+    for r in &got[..3] {
+        assert_eq!(r.header("content-type"), "application/json");
+        assert_eq!(r.json(), json!({ "text": SUMMARY }));
+    }
+    // Discord: {"content": …}.
+    assert_eq!(got[3].json(), json!({ "content": SUMMARY }));
+    // Teams workflow webhook: a message with one Adaptive Card 1.4.
+    let teams = got[4].json();
+    assert_eq!(teams["type"], "message");
+    let att = teams["attachments"].as_array().unwrap();
+    assert_eq!(att.len(), 1);
+    assert_eq!(att[0]["contentType"], "application/vnd.microsoft.card.adaptive");
+    let card = &att[0]["content"];
+    assert_eq!(card["type"], "AdaptiveCard");
+    assert_eq!(card["version"], "1.4");
+    assert_eq!(
+        card["body"],
+        json!([{"type": "TextBlock", "text": SUMMARY, "wrap": true}])
+    );
+    // ntfy: the text as a text/plain body, the bridge name as `Title`.
+    assert!(got[5].header("content-type").starts_with("text/plain"));
+    assert_eq!(std::str::from_utf8(&got[5].body).unwrap(), SUMMARY);
+    assert_eq!(got[5].header("title"), "d");
+}
+
+#[tokio::test]
+async fn a_message_template_fills_the_preset_and_discord_is_cut_at_2000() {
+    let slack = Receiver::start().await;
+    let discord = Receiver::start().await;
+    let sinks = format!(
+        "  - url: {}\n    format: slack\n    message: \"{{{{ event.data.name }}}}: {{{{ event.previous.price }}}} → {{{{ event.data.price }}}} ({{{{ bridge.name }}}})\"\n  - url: {}\n    format: discord\n    message: \"{{{{ 'x' * 3000 }}}}\"\n",
+        slack.url(),
+        discord.url()
+    );
+    let (_up, h, b) = updated_once(&sinks).await;
+    h.drain(&b).await;
+    assert_eq!(slack.received()[0].json(), json!({"text": "Lamp: 10 → 8 (d)"}));
+    let content = discord.received()[0].json()["content"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(content.chars().count(), 2000);
+    assert!(content.ends_with('…') && content.starts_with("xxx"));
+}
+
+#[tokio::test]
+async fn a_template_sink_is_signed_over_the_rendered_bytes() {
+    let rx = Receiver::start().await;
+    let sinks = format!(
+        "  - url: {}\n    format: template\n    secret: {SECRET}\n    template: |\n      {{\"title\": {{{{ event.key | tojson }}}}, \"item\": {{{{ event.data | tojson }}}}}}\n",
+        rx.url()
+    );
+    let (_up, h, b) = updated_once(&sinks).await;
+    h.drain(&b).await;
+    let r = &rx.received()[0];
+    assert_eq!(r.header("content-type"), "application/json");
+    assert_eq!(
+        r.json(),
+        json!({"title": "1", "item": {"id": 1, "name": "Lamp", "price": 8}})
+    );
+    assert!(verify_standard(SECRET, r), "signature over the bytes sent");
+    // Not over the stored event's bytes: those differ.
+    let stored = h.ctx.store().unwrap().dead_letters().unwrap();
+    assert!(stored.is_empty());
+}
+
+#[tokio::test]
+async fn a_template_that_renders_invalid_json_dead_letters_that_event_only() {
+    let rx = Receiver::start().await;
+    let sinks = format!(
+        "  - url: {}\n    format: template\n    signature: none\n    template: '{{\"key\": {{{{ event.key }}}}}}'\n",
+        rx.url()
+    );
+    let up = Upstream::start().await;
+    let h = Harness::new();
+    let yaml = BridgeYaml::new(&up.url()).first_poll("emit").with_sinks(&sinks);
+    let b = h.bridge("d", &yaml);
+    up.set_json(&json!({"items": [{"id": "a"}, {"id": 2}]}));
+    h.poll(&b).await.unwrap();
+    let o = h.drain(&b).await;
+    assert!(matches!(o[0], Outcome::DeadLettered { .. }), "{o:?}");
+    assert!(matches!(o[1], Outcome::Delivered { .. }), "{o:?}");
+    let got = rx.received();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].json(), json!({"key": 2}));
+    let dead = h.ctx.store().unwrap().dead_letters().unwrap();
+    assert_eq!(dead.len(), 1);
+    let why = dead[0].1.entry.last_error.clone().unwrap();
+    assert!(why.contains("not JSON"), "{why}");
+}
+
+#[tokio::test]
+async fn sink_rules_pick_what_each_receiver_gets() {
+    let down = Receiver::start().await;
+    let status = Receiver::start().await;
+    let created = Receiver::start().await;
+    let sinks = format!(
+        "  - url: {}\n    format: slack\n    when: \"event.data.price < event.previous.price\"\n  - url: {}\n    format: slack\n    when: \"changed('/status')\"\n  - url: {}\n    format: slack\n    events: [created]\n",
+        down.url(),
+        status.url(),
+        created.url()
+    );
+    let up = Upstream::start().await;
+    let h = Harness::new();
+    let b = h.bridge("d", &BridgeYaml::new(&up.url()).with_sinks(&sinks));
+    let poll = |price: u32, status: &str| {
+        up.set_json(&json!({"items": [{"id": 1, "price": price, "status": status}]}));
+    };
+    poll(10, "open");
+    h.poll(&b).await.unwrap();
+    for (price, st) in [(12, "open"), (9, "open"), (9, "closed"), (15, "open")] {
+        poll(price, st);
+        h.poll(&b).await.unwrap();
+    }
+    let o = h.drain(&b).await;
+    let filtered = o
+        .iter()
+        .filter(|o| matches!(o, Outcome::Filtered { .. }))
+        .count();
+    // 4 updates to each of 3 sinks: 1 + 2 + 0 sent.
+    assert_eq!(filtered, 12 - 3, "{o:?}");
+    let texts = |r: &Receiver| -> Vec<String> {
+        r.received()
+            .iter()
+            .map(|x| x.json()["text"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(texts(&down), ["d: item.updated 1 (price: 12 → 9)"]);
+    assert_eq!(
+        texts(&status),
+        [
+            "d: item.updated 1 (status: open → closed)",
+            "d: item.updated 1 (price: 9 → 15, status: closed → open)"
+        ]
+    );
+    assert!(created.received().is_empty());
+    assert_eq!(h.ctx.store().unwrap().outbox_len("d"), 0);
+}
+
+#[tokio::test]
+async fn a_sink_rule_that_fails_at_run_time_sends_the_event_and_warns() {
+    let rx = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let up = Upstream::start().await;
+    up.set_json(&json!({"items": [{"id": 1, "n": 1}]}));
+    let sinks = format!(
+        "  - url: {}\n    format: slack\n    when: \"event.data.n + 'x'\"\n",
+        rx.url()
+    );
+    let yaml = BridgeYaml::new(&up.url()).first_poll("emit").with_sinks(&sinks);
+    std::fs::create_dir_all(dir.path().join("bridges")).unwrap();
+    std::fs::write(dir.path().join("bridges/r.yaml"), yaml).unwrap();
+    let d = Daemon::start(dir.path(), &[]);
+    eventually("the event is sent", || rx.received().len() == 1).await;
+    eventually("a WARN names the rule's failure", || {
+        d.logs().contains("sink rule failed, the event is sent")
+    })
+    .await;
+    let line = d
+        .logs()
+        .lines()
+        .find(|l| l.contains("sink rule failed"))
+        .unwrap()
+        .to_string();
+    assert!(line.contains("WARN"), "{line}");
+    d.terminate().await;
+}
+
+#[test]
+fn template_errors_are_placed_in_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("t.yaml");
+    let yaml = BridgeYaml::new("http://127.0.0.1:1/x").with_sinks(
+        "  - url: http://127.0.0.1:1/hook\n    format: template\n    signature: none\n    template: |\n      {\"a\": 1,\n       \"b\": {{ event.data. }}}\n  - url: http://127.0.0.1:1/chat\n    format: slack\n    when: \"event.type ==\"\n",
+    );
+    std::fs::write(&f, &yaml).unwrap();
+    let (code, out, err) = cli(&["check", f.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}{err}");
+    let line_of = |needle: &str| yaml.lines().position(|l| l.contains(needle)).unwrap() + 1;
+    let b = line_of("\"b\":");
+    let col = yaml.lines().nth(b - 1).unwrap().find("}}}").unwrap() + 1;
+    let want = format!("t.yaml:{b}:{col}: ");
+    assert!(
+        err.lines()
+            .any(|l| l.contains(&want) && l.contains("sinks[0].template: syntax error")),
+        "{err}"
+    );
+    let w = line_of("when:");
+    assert!(
+        err.lines()
+            .any(|l| l.contains(&format!("t.yaml:{w}:")) && l.contains("sinks[1].when")),
+        "{err}"
+    );
+}
+
+#[test]
+fn check_refuses_what_a_format_does_not_take() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("t.yaml");
+    let yaml = BridgeYaml::new("http://127.0.0.1:1/x").with_sinks(
+        "  - url: console\n    format: slack\n  - url: http://127.0.0.1:1/a\n    format: template\n    signature: none\n  - url: http://127.0.0.1:1/b\n    format: event\n    signature: none\n    message: hi\n  - url: http://127.0.0.1:1/c\n    format: slack\n    content_type: text/plain\n    batch: {max: 0, window: 1m}\n    events: [created, flooded]\n",
+    );
+    std::fs::write(&f, &yaml).unwrap();
+    let (code, _out, err) = cli(&["check", f.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(err.contains("unknown variant `flooded`"), "{err}");
+    let yaml = yaml.replace(", flooded", "");
+    std::fs::write(&f, &yaml).unwrap();
+    let (code, _out, err) = cli(&["check", f.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    for want in [
+        "sinks[0].format: a console sink prints events",
+        "sinks[1].format: `format: template` needs a `template`",
+        "sinks[2].message: `message` is for the chat formats",
+        "sinks[3].content_type: `content_type` needs `format: template`",
+        "sinks[3].batch.max: must be 1 .. 1000",
+    ] {
+        assert!(err.contains(want), "{want}\n{err}");
+    }
+}
