@@ -70,6 +70,9 @@ pub struct Ctx {
     per_host: usize,
     /// One per bridge: held for the whole of a poll, scheduled or asked for.
     gates: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Per bridge and sink, when its last digest was formed (`batch.window`, SPEC §12). In
+    /// memory only: after a restart the first digest goes without waiting.
+    batches: Mutex<HashMap<(String, String), chrono::DateTime<chrono::Utc>>>,
 }
 
 /// How many polls may be in flight at once.
@@ -119,6 +122,7 @@ impl Ctx {
             host_slots: Mutex::new(HashMap::new()),
             per_host: PollLimits::default().per_host,
             gates: Mutex::new(HashMap::new()),
+            batches: Mutex::new(HashMap::new()),
         }
     }
 
@@ -359,6 +363,17 @@ impl Ctx {
     }
 
     /// A receiver that sees every `wake` of this bridge from now on.
+    /// When the last digest of this bridge and sink was formed.
+    pub fn last_batch(&self, bridge: &str, sink: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+        let all = self.batches.lock().expect("batches lock");
+        all.get(&(bridge.to_string(), sink.to_string())).copied()
+    }
+
+    pub fn batch_formed(&self, bridge: &str, sink: &str, at: chrono::DateTime<chrono::Utc>) {
+        let mut all = self.batches.lock().expect("batches lock");
+        all.insert((bridge.to_string(), sink.to_string()), at);
+    }
+
     pub fn subscribe(&self, bridge: &str) -> watch::Receiver<()> {
         self.waker(bridge).subscribe()
     }

@@ -1,6 +1,7 @@
 //! Draining the outbox: one task per bridge and sink, strictly in detection order, each event
 //! retried on the sink's schedule until a 2xx acknowledges it or it goes to the dead letters.
 
+pub mod batch;
 pub mod format;
 pub mod retry;
 pub mod webhook;
@@ -69,7 +70,7 @@ async fn attempt(
     sink: &Sink,
     now: DateTime<Utc>,
 ) -> Result<Outcome, StoreError> {
-    let Some((key, mut entry)) = store.outbox_head(bridge, &sink.id)? else {
+    let Some((mut key, mut entry)) = store.outbox_head(bridge, &sink.id)? else {
         return Ok(Outcome::Empty);
     };
     // The store keeps times as Unix milliseconds.
@@ -79,7 +80,15 @@ async fn attempt(
     }
     // Usually a no-op: commits with events are flushed before their deliverers are woken.
     store.flush_for(bridge).await?;
-    if !format::wanted(bridge, sink, &entry) {
+    if let Some(b) = sink.batch.filter(|_| !format::is_batch(&entry)) {
+        if let Some(o) = batch::form(ctx, store, bridge, sink, b, now)? {
+            return Ok(o);
+        }
+        match store.outbox_head(bridge, &sink.id)? {
+            Some(head) => (key, entry) = head,
+            None => return Ok(Outcome::Empty),
+        }
+    } else if !format::wanted(bridge, sink, &entry) {
         store.ack(&key)?;
         crate::metrics::delivery(bridge, "filtered");
         return Ok(Outcome::Filtered {

@@ -85,6 +85,58 @@ impl Store {
         }
     }
 
+    /// Up to `n` first entries of one bridge+sink queue, in order.
+    pub fn outbox_first(
+        &self,
+        bridge: &str,
+        sink: &str,
+        n: usize,
+    ) -> Result<Vec<(Vec<u8>, OutboxEntry)>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self.outbox.scan_prefix(prefix(&[bridge, sink])).take(n) {
+            let (k, v) = kv?;
+            let v = self.value_of(Kind::Outbox, &k, v, || bridge.to_string())?;
+            out.push((k.to_vec(), json(&v, bridge)?));
+        }
+        Ok(out)
+    }
+
+    /// A digest's composition, fixed: the `members` (the head of one queue, in order) leave
+    /// and `batch` takes the first one's place, in one transaction, so a retry or a restart
+    /// sends the same digest. The entry's format is the one of every entry (old stores open
+    /// unchanged); what marks it a digest is its `bat_` id.
+    pub fn form_batch(
+        &self,
+        bridge: &str,
+        members: &[Vec<u8>],
+        batch: &OutboxEntry,
+    ) -> Result<(), StoreError> {
+        let Some(first) = members.first() else {
+            return Ok(());
+        };
+        let v = serde_json::to_vec(batch).expect("entry serialises");
+        let v = self.files.prepare(&v)?;
+        type Formed = (Vec<values::FileName>, usize);
+        let res: Result<Formed, TransactionError<StoreError>> = (&self.outbox, &self.parts)
+            .transaction(|(ob, parts)| {
+                let mut garbage = Vec::new();
+                let mut gone = 0;
+                for k in members {
+                    if ob.get(k)?.is_some() {
+                        gone += 1;
+                    }
+                    garbage.extend(values::remove_in_tx(ob, parts, Kind::Outbox, k)?);
+                }
+                garbage.extend(values::put_in_tx(ob, parts, Kind::Outbox, first, &v)?);
+                Ok((garbage, gone))
+            });
+        let (garbage, gone) = res.map_err(tx_error)?;
+        self.count(bridge, |q| {
+            q.outbox = (q.outbox + 1).saturating_sub(gone);
+        });
+        self.collect(garbage)
+    }
+
     /// Entries waiting for one bridge (all sinks); from a counter, never a scan.
     pub fn outbox_len(&self, bridge: &str) -> usize {
         let all = self.queued.lock().expect("queue counts lock");
@@ -169,6 +221,44 @@ mod tests {
             .collect();
         assert_eq!(seqs.len(), 300);
         assert_eq!((seqs[0], seqs[298], seqs[299]), (2, 300, 1));
+    }
+
+    #[test]
+    fn a_formed_batch_takes_its_members_place_and_survives_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let c = Commit {
+            bridge: "b".into(),
+            meta: BridgeMeta {
+                seq: 5,
+                ..Default::default()
+            },
+            outbox: (1..=5).map(|i| ("s".to_string(), entry(i))).collect(),
+            ..Default::default()
+        };
+        s.commit(&c).unwrap();
+        let first = s.outbox_first("b", "s", 3).unwrap();
+        assert_eq!(
+            first.iter().map(|(_, e)| e.seq).collect::<Vec<_>>(),
+            [1, 2, 3]
+        );
+        let keys: Vec<Vec<u8>> = first.iter().map(|(k, _)| k.clone()).collect();
+        let mut batch = entry(1);
+        batch.event_id = "bat_x".into();
+        s.form_batch("b", &keys, &batch).unwrap();
+        assert_eq!(s.outbox_len("b"), 3);
+        s.flush_blocking().unwrap();
+        drop(s);
+        let s = Store::open(dir.path()).unwrap();
+        let ids: Vec<String> = s
+            .outbox_first("b", "s", 10)
+            .unwrap()
+            .into_iter()
+            .map(|(_, e)| e.event_id)
+            .collect();
+        assert_eq!(ids[0], "bat_x");
+        assert_eq!(ids.len(), 3);
+        assert_eq!(s.outbox_len("b"), 3);
     }
 
     #[test]

@@ -7,6 +7,7 @@ mod binary;
 mod config;
 mod crash;
 mod delivery;
+mod digests;
 mod diskfull;
 mod guards;
 mod hostile;

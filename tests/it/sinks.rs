@@ -23,7 +23,14 @@ const SUMMARY: &str = "d: item.updated 1 \"Lamp\" (price: 10 → 8)";
 
 #[tokio::test]
 async fn chat_presets_send_the_documented_shapes_unsigned() {
-    let names = ["slack", "mattermost", "google_chat", "discord", "teams", "ntfy"];
+    let names = [
+        "slack",
+        "mattermost",
+        "google_chat",
+        "discord",
+        "teams",
+        "ntfy",
+    ];
     let mut rxs = Vec::new();
     let mut sinks = String::new();
     for n in names {
@@ -57,7 +64,10 @@ async fn chat_presets_send_the_documented_shapes_unsigned() {
     assert_eq!(teams["type"], "message");
     let att = teams["attachments"].as_array().unwrap();
     assert_eq!(att.len(), 1);
-    assert_eq!(att[0]["contentType"], "application/vnd.microsoft.card.adaptive");
+    assert_eq!(
+        att[0]["contentType"],
+        "application/vnd.microsoft.card.adaptive"
+    );
     let card = &att[0]["content"];
     assert_eq!(card["type"], "AdaptiveCard");
     assert_eq!(card["version"], "1.4");
@@ -82,7 +92,10 @@ async fn a_message_template_fills_the_preset_and_discord_is_cut_at_2000() {
     );
     let (_up, h, b) = updated_once(&sinks).await;
     h.drain(&b).await;
-    assert_eq!(slack.received()[0].json(), json!({"text": "Lamp: 10 → 8 (d)"}));
+    assert_eq!(
+        slack.received()[0].json(),
+        json!({"text": "Lamp: 10 → 8 (d)"})
+    );
     let content = discord.received()[0].json()["content"]
         .as_str()
         .unwrap()
@@ -121,7 +134,9 @@ async fn a_template_that_renders_invalid_json_dead_letters_that_event_only() {
     );
     let up = Upstream::start().await;
     let h = Harness::new();
-    let yaml = BridgeYaml::new(&up.url()).first_poll("emit").with_sinks(&sinks);
+    let yaml = BridgeYaml::new(&up.url())
+        .first_poll("emit")
+        .with_sinks(&sinks);
     let b = h.bridge("d", &yaml);
     up.set_json(&json!({"items": [{"id": "a"}, {"id": 2}]}));
     h.poll(&b).await.unwrap();
@@ -195,7 +210,9 @@ async fn a_sink_rule_that_fails_at_run_time_sends_the_event_and_warns() {
         "  - url: {}\n    format: slack\n    when: \"event.data.n + 'x'\"\n",
         rx.url()
     );
-    let yaml = BridgeYaml::new(&up.url()).first_poll("emit").with_sinks(&sinks);
+    let yaml = BridgeYaml::new(&up.url())
+        .first_poll("emit")
+        .with_sinks(&sinks);
     std::fs::create_dir_all(dir.path().join("bridges")).unwrap();
     std::fs::write(dir.path().join("bridges/r.yaml"), yaml).unwrap();
     let d = Daemon::start(dir.path(), &[]);
