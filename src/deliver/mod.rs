@@ -4,6 +4,7 @@
 pub mod batch;
 pub mod format;
 pub mod retry;
+pub mod trial;
 pub mod webhook;
 
 use crate::config::{Bridge, Sink, Target};

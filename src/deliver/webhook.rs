@@ -49,18 +49,10 @@ pub async fn send(
     r: &Rendered,
     now: DateTime<Utc>,
 ) -> RetryAction {
-    let Target::Http(url) = &sink.target else {
+    if sink.target == Target::Console {
         return RetryAction::Successful;
-    };
-    let timestamp = now.timestamp();
-    let mut req = client.post(url.clone()).timeout(sink.timeout);
-    for (k, v) in &sink.headers {
-        req = req.header(k, v);
     }
-    for (k, v) in headers(sink, e, r, timestamp) {
-        req = req.header(k, v);
-    }
-    match req.body(r.body.clone()).send().await {
+    match post(client, sink, e, r, now).await {
         Ok(resp) => {
             let retry_after = resp
                 .headers()
@@ -81,4 +73,26 @@ pub async fn send(
             after: None,
         },
     }
+}
+
+/// The request itself, with the sink's headers and ours; its answer as it came.
+pub async fn post(
+    client: &reqwest::Client,
+    sink: &Sink,
+    e: &OutboxEntry,
+    r: &Rendered,
+    now: DateTime<Utc>,
+) -> Result<reqwest::Response, reqwest::Error> {
+    let mut req = match &sink.target {
+        Target::Http(url) => client.post(url.clone()).timeout(sink.timeout),
+        // Never called for the console; a request to nowhere fails cleanly.
+        Target::Console => client.post("http://0.0.0.0:0/").timeout(sink.timeout),
+    };
+    for (k, v) in &sink.headers {
+        req = req.header(k, v);
+    }
+    for (k, v) in headers(sink, e, r, now.timestamp()) {
+        req = req.header(k, v);
+    }
+    req.body(r.body.clone()).send().await
 }
