@@ -185,44 +185,59 @@ pub fn plan<E>(
     // Changes are reported in listing order.
     p.puts.sort_unstable_by_key(|&(i, _)| i);
     p.found.sort_unstable();
-    let mut removed = 0usize;
+    let removed = settle_absent(&mut p, absent, opts, &mut absent_now);
+    p.stored_after = p.stored_before + created - removed;
+    p.absent_after = usize::try_from(absent_now).unwrap_or(0);
+    Ok(p)
+}
+
+/// Decides what becomes of the stored items absent from the listing (unless a mass delete is
+/// held back, or the listing is incomplete), keeping `absent_now` (items counting absences)
+/// up to date. Returns how many are removed.
+fn settle_absent(
+    p: &mut Plan,
+    absent: Vec<(String, Stored)>,
+    opts: Options,
+    absent_now: &mut isize,
+) -> usize {
     if opts.baseline == Baseline::Silent {
-        removed = absent.len();
-        absent_now -= absent.iter().filter(|(_, s)| s.missing > 0).count() as isize;
+        *absent_now -= absent.iter().filter(|(_, s)| s.missing > 0).count() as isize;
         p.absent = absent
             .into_iter()
             .map(|(k, _)| (k, Absence::Removed))
             .collect();
-    } else if opts.complete {
-        let vanishing = absent
-            .iter()
-            .filter(|(_, s)| s.missing + 1 >= opts.after_missing)
-            .count();
-        let guard = !opts.document
-            && vanishing > 0
-            && vanishing as f64 > opts.max_fraction * p.stored_before as f64;
-        if guard {
-            p.held_back = Some(HeldBack {
-                vanishing,
-                stored: p.stored_before,
-            });
-        } else {
-            for (key, s) in absent {
-                let a = if s.missing + 1 >= opts.after_missing {
-                    removed += 1;
-                    absent_now -= isize::from(s.missing > 0);
-                    Absence::Deleted
-                } else {
-                    absent_now += isize::from(s.missing == 0);
-                    Absence::Missing(s.missing + 1)
-                };
-                p.absent.push((key, a));
-            }
-        }
+        return p.absent.len();
     }
-    p.stored_after = p.stored_before + created - removed;
-    p.absent_after = usize::try_from(absent_now).unwrap_or(0);
-    Ok(p)
+    if !opts.complete {
+        return 0;
+    }
+    let vanishing = absent
+        .iter()
+        .filter(|(_, s)| s.missing + 1 >= opts.after_missing)
+        .count();
+    let guard = !opts.document
+        && vanishing > 0
+        && vanishing as f64 > opts.max_fraction * p.stored_before as f64;
+    if guard {
+        p.held_back = Some(HeldBack {
+            vanishing,
+            stored: p.stored_before,
+        });
+        return 0;
+    }
+    let mut removed = 0;
+    for (key, s) in absent {
+        let a = if s.missing + 1 >= opts.after_missing {
+            removed += 1;
+            *absent_now -= isize::from(s.missing > 0);
+            Absence::Deleted
+        } else {
+            *absent_now += isize::from(s.missing == 0);
+            Absence::Missing(s.missing + 1)
+        };
+        p.absent.push((key, a));
+    }
+    removed
 }
 
 /// [`plan`] over a stored state held in a map, as changes and writes by key.

@@ -18,9 +18,10 @@
 //! - [`config`]: bridge YAML files -> validated [`config::Bridge`]s, or every problem with its
 //!   place; `screen` turns away what is not a bridge file, quoting nothing
 //! - [`schedule`]: when a bridge polls (`every` with a per-name offset, or cron); pure
-//! - [`poll`]: one poll (`fetch`: pages, conditional requests, next links; `ratelimit`: pauses
-//!   a source asks for; then extract, diff, events, one commit or batches) and `scheduler`,
-//!   the per-bridge loop and polls asked for now
+//! - [`poll`]: one poll: `fetch` (pages, conditional requests, next links), `ratelimit`
+//!   (pauses a source asks for), `plan` (pure: stored state + listing + now -> events and the
+//!   commits that store them, one or a batch at a time), `apply` (the plan run against the
+//!   store); and `scheduler`, the per-bridge loop and polls asked for now
 //! - [`extract`]: `mod` (items, keys, selection over pages), `walker` (items read from the
 //!   text), `shape` (include/exclude), `canonical` (the hash stored values depend on); pure
 //! - [`diff`]: stored state + new items -> changes and writes; pure
