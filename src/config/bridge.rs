@@ -56,12 +56,38 @@ pub struct Source {
     pub max_body: u64,
     pub conditional: bool,
     pub paginate: Option<Paginate>,
+    /// An incremental listing: asks only for what is new since the last poll.
+    pub cursor: Option<Cursor>,
 }
 
 #[derive(Debug, Clone)]
 pub struct Paginate {
     pub next: Next,
     pub max_pages: u32,
+    /// A boolean in each page's body: false ends the listing, whatever `next` says.
+    pub has_more: Option<JsonPath>,
+}
+
+/// `source.cursor` (SPEC §13): the largest `from` value of the items seen is sent with the
+/// next poll, which then lists only what is new or changed since.
+#[derive(Debug, Clone)]
+pub struct Cursor {
+    pub to: CursorTo,
+    /// In each item: the value the next cursor is the largest of.
+    pub from: JsonPath,
+    /// Sent by the first poll; without, the first poll sends no cursor.
+    pub initial: Option<serde_json::Value>,
+    /// Items not returned for this long are forgotten (silently). None: kept for ever.
+    pub keep: Option<Duration>,
+}
+
+/// Where a cursor (or a next-page value) goes in the request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CursorTo {
+    /// A query parameter of the URL.
+    Param(String),
+    /// `variables.NAME` in the JSON body (GraphQL).
+    Variable(String),
 }
 
 #[derive(Debug, Clone)]
@@ -72,6 +98,13 @@ pub enum Next {
     Url(JsonPath),
     /// A cursor at `from` in the body, sent as query parameter `param`.
     Param { param: String, from: JsonPath },
+    /// A cursor at `from` in the body, sent as `variables.NAME` in the JSON body (GraphQL).
+    Variable { name: String, from: JsonPath },
+    /// Page numbers `start`, `start + 1`, … as query parameter `param`, until an empty page.
+    Page { param: String, start: u64 },
+    /// Offsets as query parameter `param`: `start`, then on by the items of each page, until
+    /// an empty page.
+    Offset { param: String, start: u64 },
 }
 
 #[derive(Debug, Clone)]
@@ -464,6 +497,25 @@ impl<'a> Validator<'a> {
                     .zip(from)
                     .map(|(param, from)| Next::Param { param, from })
             }
+            RawNext::Variable { variable, from } => {
+                let name = self.text("source.paginate.next.variable", variable);
+                let from = self.jsonpath("source.paginate.next.from", from);
+                name.zip(from)
+                    .map(|(name, from)| Next::Variable { name, from })
+            }
+            RawNext::Page { page, start } => {
+                self.text("source.paginate.next.page", page)
+                    .map(|param| Next::Page {
+                        param,
+                        start: start.unwrap_or(1),
+                    })
+            }
+            RawNext::Offset { offset, start } => self
+                .text("source.paginate.next.offset", offset)
+                .map(|param| Next::Offset {
+                    param,
+                    start: start.unwrap_or(0),
+                }),
         };
         let max_pages = p.max_pages.unwrap_or(50);
         if max_pages == 0 {
@@ -472,7 +524,74 @@ impl<'a> Validator<'a> {
                 "source.paginate.max_pages: must be at least 1",
             );
         }
-        next.map(|next| Some(Paginate { next, max_pages }))
+        let has_more = match &p.has_more {
+            Some(h) => Some(self.jsonpath("source.paginate.has_more", h)?),
+            None => None,
+        };
+        next.map(|next| {
+            Some(Paginate {
+                next,
+                max_pages,
+                has_more,
+            })
+        })
+    }
+
+    /// The incremental-listing rule, if any: `Some(None)` for none, `None` for a problem.
+    fn cursor(&mut self, c: Option<&raw::RawCursor>, s: &raw::RawSource) -> Option<Option<Cursor>> {
+        let Some(c) = c else {
+            return Some(None);
+        };
+        let to = match (&c.param, &c.variable) {
+            (Some(p), None) => self.text("source.cursor.param", p).map(CursorTo::Param),
+            (None, Some(v)) => self
+                .text("source.cursor.variable", v)
+                .map(CursorTo::Variable),
+            _ => {
+                self.err(
+                    "source.cursor",
+                    "source.cursor: give exactly one of `param` (a query parameter) or `variable` (in the JSON body)",
+                );
+                None
+            }
+        };
+        let from = self.jsonpath("source.cursor.from", &c.from);
+        let initial = match &c.initial {
+            None => Some(None),
+            Some(serde_yaml::Value::String(t)) => self
+                .text("source.cursor.initial", t)
+                .map(|t| Some(serde_json::Value::String(t))),
+            Some(serde_yaml::Value::Number(n)) => serde_json::to_value(n).ok().map(Some),
+            Some(_) => {
+                self.err(
+                    "source.cursor.initial",
+                    "source.cursor.initial: give a string or a number",
+                );
+                None
+            }
+        };
+        let keep = match &c.keep {
+            Some(k) => Some(self.duration(
+                "source.cursor.keep",
+                k,
+                Duration::from_secs(86400),
+                Duration::from_secs(100 * 31_557_600),
+            )?),
+            None => None,
+        };
+        let variable = matches!(to, Some(CursorTo::Variable(_)));
+        if variable && !matches!(s.body, Some(serde_yaml::Value::Mapping(_))) {
+            self.err(
+                "source.cursor.variable",
+                "source.cursor.variable: needs `method: POST` and a `body` that is an object",
+            );
+        }
+        Some(Some(Cursor {
+            to: to?,
+            from: from?,
+            initial: initial?,
+            keep,
+        }))
     }
 
     fn source(&mut self, s: &raw::RawSource) -> Option<Source> {
@@ -518,6 +637,19 @@ impl<'a> Validator<'a> {
             None => Some(16 * 1024 * 1024),
         };
         let paginate = self.paginate(s.paginate.as_ref());
+        if let Some(raw::RawPaginate {
+            next: RawNext::Variable { .. },
+            ..
+        }) = &s.paginate
+        {
+            if !matches!(s.body, Some(serde_yaml::Value::Mapping(_))) {
+                self.err(
+                    "source.paginate.next.variable",
+                    "source.paginate.next.variable: needs `method: POST` and a `body` that is an object",
+                );
+            }
+        }
+        let cursor = self.cursor(s.cursor.as_ref(), s);
         Some(Source {
             url: url?,
             method: s.method,
@@ -527,6 +659,7 @@ impl<'a> Validator<'a> {
             max_body: max_body?,
             conditional: s.conditional.unwrap_or(true),
             paginate: paginate?,
+            cursor: cursor?,
         })
     }
 
@@ -745,7 +878,9 @@ fn short_hash(s: &str) -> String {
 /// since its last poll): the name, then one line each for the URL, the method, the body as
 /// YAML, the next-page rule, the select and key paths, and the include and exclude lists,
 /// strings in Rust's `{:?}` quoting, absent values as `None`, present optional ones as
-/// `Some(…)`; the first 12 bytes of its SHA-256, in hex. `pinned` tests hold its values.
+/// `Some(…)`; the first 12 bytes of its SHA-256, in hex. Keys added since (`has_more`,
+/// `cursor`) add a line each only when present, so a bridge without them keeps its value.
+/// `pinned` tests hold its values.
 fn fingerprint(raw: &RawBridge, name: &str) -> String {
     let q = |s: &str| format!("{s:?}");
     let some = |s: Option<String>| s.map_or("None".to_string(), |s| format!("Some({s})"));
@@ -772,9 +907,31 @@ fn fingerprint(raw: &RawBridge, name: &str) -> String {
             RawNext::Param { param, from } => {
                 format!("Param {{ param: {}, from: {} }}", q(param), q(from))
             }
+            RawNext::Variable { variable, from } => {
+                format!(
+                    "Variable {{ variable: {}, from: {} }}",
+                    q(variable),
+                    q(from)
+                )
+            }
+            // The start as it counts: written out or left to its default is the same.
+            RawNext::Page { page, start } => {
+                format!(
+                    "Page {{ page: {}, start: {} }}",
+                    q(page),
+                    start.unwrap_or(1)
+                )
+            }
+            RawNext::Offset { offset, start } => {
+                format!(
+                    "Offset {{ offset: {}, start: {} }}",
+                    q(offset),
+                    start.unwrap_or(0)
+                )
+            }
         })
     });
-    let text = [
+    let mut text = vec![
         name.to_string(),
         q(&s.url),
         method.to_string(),
@@ -784,9 +941,26 @@ fn fingerprint(raw: &RawBridge, name: &str) -> String {
         some(i.key.as_deref().map(q)),
         list(&i.include),
         list(&i.exclude),
-    ]
-    .join("\n");
-    hex::encode(&Sha256::digest(text.as_bytes())[..12])
+    ];
+    // Keys added since format 1: a line each, only when present, so that a bridge without
+    // them keeps its fingerprint.
+    if let Some(h) = s.paginate.as_ref().and_then(|p| p.has_more.as_ref()) {
+        text.push(format!("has_more: {}", q(h)));
+    }
+    if let Some(c) = &s.cursor {
+        let initial = c
+            .initial
+            .as_ref()
+            .map(|v| q(&serde_yaml::to_string(v).unwrap_or_default()));
+        text.push(format!(
+            "cursor: {} {} {} {}",
+            some(c.param.as_deref().map(q)),
+            some(c.variable.as_deref().map(q)),
+            q(&c.from),
+            some(initial),
+        ));
+    }
+    hex::encode(&Sha256::digest(text.join("\n").as_bytes())[..12])
 }
 
 /// `16MiB`, `512KiB`, `1MB`, `1000` (bytes).
@@ -905,6 +1079,55 @@ sinks: [{url: console}]
         let got: Vec<&str> = cases.iter().map(|(g, _)| g.as_str()).collect();
         let want: Vec<&str> = cases.iter().map(|(_, w)| *w).collect();
         assert_eq!(got, want);
+    }
+
+    /// Pagination forms and cursors (SPEC §13): each changes the meaning, and has a value of
+    /// its own; `keep` and a bridge without these keys change nothing.
+    #[test]
+    fn listing_fingerprints_are_pinned() {
+        let next = |n: &str| {
+            fingerprint(
+                &raw(&FULL.replace("{param: cursor, from: \"$.next\"}", n)),
+                "full",
+            )
+        };
+        let cursor = |c: &str| {
+            fingerprint(
+                &raw(&PLAIN.replace("items?token=${T}\"}", &format!("items\", cursor: {c}}}"))),
+                "plain",
+            )
+        };
+        let got = [
+            next("{variable: after, from: \"$.end\"}"),
+            next("{page: page, start: 1}"),
+            next("{page: page}"),
+            next("{offset: offset, start: 0}"),
+            fingerprint(
+                &raw(&FULL.replace("max_pages: 3}", "max_pages: 3, has_more: \"$.more\"}")),
+                "full",
+            ),
+            cursor("{param: since, from: \"$.updated_at\"}"),
+            cursor("{param: since, from: \"$.updated_at\", initial: \"2026-01-01\"}"),
+            cursor("{param: since, from: \"$.updated_at\", initial: 0}"),
+            cursor("{variable: since, from: \"$.updated_at\"}"),
+        ];
+        let want = [
+            "ce07c26352f9c6b4fc792b3c",
+            "95385e74fea224b8dc57a4af",
+            "95385e74fea224b8dc57a4af",
+            "5eda162c3fbce237e88628ae",
+            "52b56fbff89401f8e441d20a",
+            "491512b8b23f2f97acdb9b47",
+            "75de82ff500714e8418ce8b1",
+            "fb335b9b3806c7cc2e502f97",
+            "a427d99ffb162bc6b41f4003",
+        ];
+        assert_eq!(got, want);
+        // Retention is not meaning.
+        assert_eq!(
+            cursor("{param: since, from: \"$.updated_at\", keep: 30d}"),
+            got[5]
+        );
     }
 
     #[test]

@@ -14,7 +14,7 @@ pub mod locate;
 pub mod raw;
 pub mod screen;
 
-pub use bridge::{Bridge, Emit, Items, Next, Paginate, Sink, Source, Target};
+pub use bridge::{Bridge, Cursor, CursorTo, Emit, Items, Next, Paginate, Sink, Source, Target};
 pub use interpolate::Env;
 
 use locate::{Locator, Pos};

@@ -49,6 +49,18 @@ pub struct RawSource {
     pub max_body: Option<String>,
     pub conditional: Option<bool>,
     pub paginate: Option<RawPaginate>,
+    pub cursor: Option<RawCursor>,
+}
+
+/// `cursor: {param: NAME | variable: NAME, from: JSONPATH, initial: VALUE, keep: DURATION}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCursor {
+    pub param: Option<String>,
+    pub variable: Option<String>,
+    pub from: String,
+    pub initial: Option<serde_yaml::Value>,
+    pub keep: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -56,15 +68,21 @@ pub struct RawSource {
 pub struct RawPaginate {
     pub next: RawNext,
     pub max_pages: Option<u32>,
+    pub has_more: Option<String>,
 }
 
-/// `next: link`, `next: {url: JSONPATH}` or `next: {param: NAME, from: JSONPATH}`.
+/// `next: link`, `next: {url: JSONPATH}`, `next: {param: NAME, from: JSONPATH}`,
+/// `next: {variable: NAME, from: JSONPATH}`, `next: {page: NAME, start: N}` or
+/// `next: {offset: NAME, start: N}`.
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
 pub enum RawNext {
     Word(String),
     Url { url: String },
     Param { param: String, from: String },
+    Variable { variable: String, from: String },
+    Page { page: String, start: Option<u64> },
+    Offset { offset: String, start: Option<u64> },
 }
 
 #[derive(Debug, Deserialize)]

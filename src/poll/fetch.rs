@@ -2,7 +2,8 @@
 //! timeout and size limit, conditional on the page's last 200, following the next-page links
 //! up to `max_pages`. Gives the parsed pages in order, or a reason an operator can act on.
 
-use super::{paginate, ratelimit};
+use super::paginate::{self, PageRequest};
+use super::ratelimit;
 use crate::config::Source;
 use crate::config::raw::Method;
 use crate::extract::Page;
@@ -262,52 +263,52 @@ impl Cache<'_> {
 /// Fetches every page of the source's listing. With `cache` (a conditional GET source), pages
 /// found there are asked for with `If-None-Match` / `If-Modified-Since`, a 304 stands for the
 /// cached body, and the listing carries the records to store. Without, no validator is sent
-/// and nothing is recorded.
+/// and nothing is recorded. `select` is the items' path: page-number and offset listings end
+/// at a page without items.
 pub async fn fetch_listing(
     client: &reqwest::Client,
     src: &Source,
     bridge: &str,
     cache: Option<&Cache<'_>>,
+    select: &crate::jsonpath::Path,
 ) -> Result<Listing, FetchError> {
     let mut listing = Listing::default();
     let mut unreadable = Unreadable {
         bridge,
         told: false,
     };
-    let mut url = src.url.clone();
+    let mut page = PageRequest::first(src);
     let mut seen = HashSet::new();
+    // A 304 page stands for its cached body and the `Link` header that came with it. Only a
+    // next page read from the body needs a 304 page parsed before the compare.
+    let body_next = src.paginate.as_ref().is_some_and(paginate::reads_body);
     loop {
-        seen.insert(url.to_string());
-        let key = page_key(url.as_str());
+        seen.insert(page.identity());
+        let key = page_key(page.url.as_str());
         let cached = cache.and_then(|c| c.pages.get(&key));
-        let shown = redact::url(&url);
-        let page = fetch_page(
+        let shown = redact::url(&page.url);
+        let answered = fetch_page(
             client,
             src,
-            &url,
+            &page,
             &shown,
             cached,
             cache.is_some(),
             &mut unreadable,
         )
         .await?;
-        listing.pause_until = listing.pause_until.max(page.pause_until);
-        // A 304 page stands for its cached body and the `Link` header that came with it.
-        // Only a next link in the body needs a 304 page parsed before the compare.
-        let body_next = matches!(
-            src.paginate.as_ref().map(|p| &p.next),
-            Some(crate::config::Next::Url(_) | crate::config::Next::Param { .. })
-        );
-        if matches!(page.answer, Answer::NotModified) {
+        listing.pause_until = listing.pause_until.max(answered.pause_until);
+        if matches!(answered.answer, Answer::NotModified) {
             listing.not_modified += 1;
         }
-        let (doc, record, link) = page_doc(page, cached, cache, &key, &shown, body_next).await?;
-        let next = next_page(src, &url, link.as_deref(), &doc, body_next, &shown)?;
+        let (doc, record, link) =
+            page_doc(answered, cached, cache, &key, &shown, body_next).await?;
+        let next = next_page(src, &page, link.as_deref(), &doc, body_next, &shown, select)?;
         listing.pages.push(doc);
         listing.cache.extend(record.map(|w| (key, w)));
         let Some(next) = next else { break };
         let max_pages = src.paginate.as_ref().map_or(1, |p| p.max_pages);
-        if seen.contains(next.as_str()) {
+        if seen.contains(&next.identity()) {
             listing.incomplete = Some(Incomplete::Repeats);
             break;
         }
@@ -315,7 +316,7 @@ pub async fn fetch_listing(
             listing.incomplete = Some(Incomplete::MaxPages(max_pages));
             break;
         }
-        url = next;
+        page = next;
     }
     Ok(listing)
 }
@@ -363,15 +364,16 @@ async fn page_doc(
     })
 }
 
-/// The next page's URL, from the `Link` header or the body as the source paginates.
+/// The next page's request, from the `Link` header or the body as the source paginates.
 fn next_page(
     src: &Source,
-    url: &url::Url,
+    page: &PageRequest,
     link: Option<&str>,
     doc: &PageDoc,
     body_next: bool,
     shown: &str,
-) -> Result<Option<url::Url>, FetchError> {
+    select: &crate::jsonpath::Path,
+) -> Result<Option<PageRequest>, FetchError> {
     let null = serde_json::Value::Null;
     let parsed = match doc {
         // Parsed only for a next link in the body.
@@ -385,7 +387,7 @@ fn next_page(
     };
     Ok(match &src.paginate {
         None => None,
-        Some(p) => paginate::next_url(&p.next, src, url, link, parsed).map_err(|reason| {
+        Some(p) => paginate::next_page(p, src, page, link, parsed, select).map_err(|reason| {
             FetchError::Next {
                 url: shown.to_string(),
                 reason,
@@ -415,7 +417,7 @@ struct Answered {
 async fn fetch_page(
     client: &reqwest::Client,
     src: &Source,
-    url: &url::Url,
+    page: &PageRequest,
     shown: &str,
     cached: Option<&CachedPage>,
     record: bool,
@@ -423,7 +425,7 @@ async fn fetch_page(
 ) -> Result<Answered, FetchError> {
     match tokio::time::timeout(
         src.timeout,
-        fetch_inner(client, src, url, shown, cached, record, unreadable),
+        fetch_inner(client, src, page, shown, cached, record, unreadable),
     )
     .await
     {
@@ -441,22 +443,22 @@ fn header_text(h: &HeaderMap, name: header::HeaderName) -> Option<String> {
         .map(|s| s.to_string())
 }
 
-/// The request for one page: the source's method, headers and body, and the validators of
-/// its last 200 when there is one.
+/// The request for one page: the source's method, headers and body (or the page's, when it
+/// sets a variable), and the validators of its last 200 when there is one.
 fn request(
     client: &reqwest::Client,
     src: &Source,
-    page_url: &url::Url,
+    page: &PageRequest,
     cached: Option<&CachedPage>,
 ) -> reqwest::RequestBuilder {
     let mut req = match src.method {
-        Method::GET => client.get(page_url.clone()),
-        Method::POST => client.post(page_url.clone()),
+        Method::GET => client.get(page.url.clone()),
+        Method::POST => client.post(page.url.clone()),
     };
     for (k, v) in &src.headers {
         req = req.header(k, v);
     }
-    if let Some(body) = &src.body {
+    if let Some(body) = page.body.as_ref().or(src.body.as_ref()) {
         req = req.json(body);
     }
     if let Some(c) = cached {
@@ -523,13 +525,13 @@ async fn read_body(
 async fn fetch_inner(
     client: &reqwest::Client,
     src: &Source,
-    page_url: &url::Url,
+    page: &PageRequest,
     url: &str,
     cached: Option<&CachedPage>,
     record: bool,
     unreadable: &mut Unreadable<'_>,
 ) -> Result<Answered, FetchError> {
-    let req = request(client, src, page_url, cached);
+    let req = request(client, src, page, cached);
     let http = |e: reqwest::Error| FetchError::Http {
         url: url.to_string(),
         reason: error_chain(e),

@@ -3,13 +3,14 @@
 //! (`apply`); and the scheduler that runs polls on time.
 
 pub mod apply;
+pub mod cursor;
 pub mod fetch;
 pub mod paginate;
 pub mod plan;
 pub mod ratelimit;
 pub mod scheduler;
 
-use crate::config::Bridge;
+use crate::config::{Bridge, Source};
 use crate::diff::{ChangeKind, HeldBack};
 use crate::event::{Event, EventType};
 use crate::extract::{self, ExtractError};
@@ -129,11 +130,18 @@ impl Emitted {
 async fn fetch_documents(
     ctx: &Ctx,
     bridge: &Bridge,
+    source: &Source,
     cache: Option<&fetch::Cache<'_>>,
     stop_if_unchanged: bool,
 ) -> Result<(fetch::Listing, Option<Vec<extract::Page>>), FetchError> {
-    let mut listing =
-        fetch::fetch_listing(&ctx.fetcher, &bridge.source, &bridge.name, cache).await?;
+    let mut listing = fetch::fetch_listing(
+        &ctx.fetcher,
+        source,
+        &bridge.name,
+        cache,
+        &bridge.items.select,
+    )
+    .await?;
     if stop_if_unchanged && listing.unchanged() {
         return Ok((listing, None));
     }
@@ -187,6 +195,7 @@ async fn fetch_conditional(
     ctx: &Ctx,
     st: &Store,
     bridge: &Bridge,
+    source: &Source,
     cached: &HashMap<String, CachedPage>,
     approach: Approach,
 ) -> Result<(fetch::Listing, Option<Vec<extract::Page>>, bool), PollError> {
@@ -198,7 +207,7 @@ async fn fetch_conditional(
         keep_bodies: approach.keep_bodies,
     };
     let cache = approach.conditional.then_some(&cache);
-    match fetch_documents(ctx, bridge, cache, approach.stop_if_unchanged).await {
+    match fetch_documents(ctx, bridge, source, cache, approach.stop_if_unchanged).await {
         // A 304 stands for a body that is not stored (it was not needed when stored, or was
         // lost): ask again, without validators.
         Err(FetchError::Cache { url, reason }) => {
@@ -210,7 +219,8 @@ async fn fetch_conditional(
                 pages: &empty,
                 ..*c
             });
-            let (listing, documents) = fetch_documents(ctx, bridge, again.as_ref(), false).await?;
+            let (listing, documents) =
+                fetch_documents(ctx, bridge, source, again.as_ref(), false).await?;
             Ok((listing, documents, false))
         }
         r => {
@@ -242,8 +252,10 @@ async fn poll_with(
 ) -> Result<PollReport, PollError> {
     let (meta, cached) = load(st, &bridge.name).await?;
     let approach = Approach::new(bridge, &meta);
+    // An incremental listing asks for what is new since the stored cursor.
+    let source = cursor::source_with(&bridge.source, meta.cursor.as_ref());
     let (listing, documents, matchable) =
-        fetch_conditional(ctx, st, bridge, &cached, approach).await?;
+        fetch_conditional(ctx, st, bridge, &source, &cached, approach).await?;
     let Some(documents) = documents else {
         return Ok(PollReport {
             items: meta.items,

@@ -110,6 +110,7 @@ pub fn plan(
 ) -> Result<PollReport, PollError> {
     let approach = Approach::new(bridge, &meta);
     let keyed = extract::extract_keyed(&listed.documents, &bridge.items)?;
+    let incremental = incremental(bridge, now);
     let diff = diff::plan(
         state.scan(),
         &keyed.items,
@@ -120,9 +121,11 @@ pub fn plan(
             after_missing: bridge.emit.after_missing,
             max_fraction: bridge.emit.max_fraction,
             document: bridge.items.key.is_none(),
+            incremental,
         },
     )?;
     let items = keyed.items;
+    let cursor = next_cursor(bridge, &meta, &items)?;
     let report = PollReport {
         items: items.len(),
         created: diff.count(ChangeKind::Created),
@@ -139,6 +142,7 @@ pub fn plan(
         pause_until: listed.pause_until,
     };
     let mut b = Batches::new(state, bridge, meta, approach.rebaselined, now, report, out);
+    b.seen = incremental.map_or(0, |i| i.today);
     b.write(&diff, &items)?;
     // The last commit holds all it needs: free the response before it.
     drop(items);
@@ -157,9 +161,45 @@ pub fn plan(
         baselined: true,
         absent: diff.absent_after,
         items: diff.stored_after,
+        cursor,
     };
     b.finish(new_meta, pages)?;
     Ok(b.report)
+}
+
+/// The day numbers of an incremental listing, for `now`.
+fn incremental(bridge: &Bridge, now: DateTime<Utc>) -> Option<diff::Incremental> {
+    let c = bridge.source.cursor.as_ref()?;
+    let day = |secs: i64| u32::try_from(secs.div_euclid(86_400)).unwrap_or(0);
+    let today = day(now.timestamp()).max(1);
+    let forget_before = c.keep.map_or(0, |k| {
+        today.saturating_sub(k.as_secs().div_ceil(86_400).try_into().unwrap_or(u32::MAX))
+    });
+    Some(diff::Incremental {
+        today,
+        forget_before,
+    })
+}
+
+/// The cursor the poll stores: the largest `from` value of the stored cursor and the items.
+/// The stored one unchanged for a bridge without `source.cursor`.
+fn next_cursor(
+    bridge: &Bridge,
+    meta: &BridgeMeta,
+    items: &[extract::Item<'_>],
+) -> Result<Option<serde_json::Value>, PollError> {
+    let Some(c) = &bridge.source.cursor else {
+        return Ok(None);
+    };
+    let mut found = Vec::new();
+    for item in items {
+        let value = item.value()?;
+        found.extend(c.from.select(&value).into_iter().cloned());
+    }
+    Ok(super::cursor::advance(
+        meta.cursor.as_ref().or(c.initial.as_ref()),
+        &found,
+    ))
 }
 
 /// The pages the last commit stores. A held-back mass delete leaves the state behind the
@@ -239,6 +279,9 @@ struct Batches<'a, S> {
     batches: usize,
     /// Missing counts, written by the last commit.
     later: Vec<(String, u32)>,
+    /// What an item's missing count becomes when it is listed: 0, or (an incremental listing)
+    /// the day it was last listed.
+    seen: u32,
     report: PollReport,
     out: &'a mut dyn FnMut(Commit, Cut) -> Result<(), StoreError>,
 }
@@ -271,6 +314,7 @@ impl<'a, S: State> Batches<'a, S> {
             bytes: 0,
             batches: 0,
             later: Vec::new(),
+            seen: 0,
             report,
             out,
         }
@@ -291,6 +335,9 @@ impl<'a, S: State> Batches<'a, S> {
             }
             let bytes = serde_json::to_vec(&value).expect("JSON value serialises");
             self.put(item.key.as_str(), item.hash, bytes);
+            if self.seen > 0 {
+                self.later.push((item.key.to_string(), self.seen));
+            }
             self.cut_if_full()?;
         }
         for (key, absence) in &plan.absent {
@@ -304,10 +351,11 @@ impl<'a, S: State> Batches<'a, S> {
             }
             self.cut_if_full()?;
         }
+        let seen = self.seen;
         let found = plan
             .found
             .iter()
-            .map(|&i| (items[i as usize].key.to_string(), 0));
+            .map(|&i| (items[i as usize].key.to_string(), seen));
         self.later.extend(found);
         Ok(())
     }

@@ -145,6 +145,10 @@ pub struct BridgeMeta {
     /// Items stored, so that a poll answered 304 can report the count without loading them.
     #[serde(default)]
     pub items: usize,
+    /// An incremental listing's cursor (`source.cursor`): the largest `from` value seen, sent
+    /// with the next poll. Stored with the state and events of the poll that found it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<serde_json::Value>,
 }
 
 #[derive(Clone)]

@@ -11,6 +11,7 @@ mod diskfull;
 mod guards;
 mod hostile;
 mod isolation;
+mod listings;
 mod operate;
 mod pipeline;
 mod rollback;
