@@ -3,8 +3,11 @@
 
 use super::interpolate::{Env, Interpolated, interpolate};
 use super::locate::Locator;
-use super::raw::{self, FirstPoll, Method, RawBridge, RawNext, RawSecret, SignatureKind};
+use super::raw::{
+    self, FirstPoll, Method, RawBridge, RawFormat, RawNext, RawSecret, SignatureKind,
+};
 use super::{Problem, Problems};
+use crate::formats::{FEED_KEY, FEED_SELECT, Format};
 use crate::jsonpath::Path as JsonPath;
 use crate::schedule::Schedule;
 use reqwest::header::{HeaderName, HeaderValue};
@@ -56,6 +59,8 @@ pub struct Source {
     pub max_body: u64,
     pub conditional: bool,
     pub paginate: Option<Paginate>,
+    /// How the body is written; anything but JSON is converted to JSON first (SPEC §13).
+    pub format: Format,
 }
 
 #[derive(Debug, Clone)]
@@ -305,7 +310,7 @@ impl<'a> Validator<'a> {
         let name = self.name(&raw);
         let (schedule, jitter) = self.schedule(&raw.schedule);
         let source = self.source(&raw.source);
-        let items = self.items(&raw.items);
+        let items = self.items(&raw.items, raw.source.format == Some(RawFormat::Feed));
         let emit = self.emit(&raw.emit);
         let sinks = self.sinks(&raw.sinks);
 
@@ -518,6 +523,7 @@ impl<'a> Validator<'a> {
             None => Some(16 * 1024 * 1024),
         };
         let paginate = self.paginate(s.paginate.as_ref());
+        let format = self.format(s);
         Some(Source {
             url: url?,
             method: s.method,
@@ -527,6 +533,36 @@ impl<'a> Validator<'a> {
             max_body: max_body?,
             conditional: s.conditional.unwrap_or(true),
             paginate: paginate?,
+            format: format?,
+        })
+    }
+
+    /// `format`, and `csv` with `format: csv` only (SPEC §13).
+    fn format(&mut self, s: &raw::RawSource) -> Option<Format> {
+        let format = s.format.unwrap_or(RawFormat::Json);
+        if s.csv.is_some() && format != RawFormat::Csv {
+            self.err("source.csv", "source.csv: goes with `format: csv` only");
+        }
+        Some(match format {
+            RawFormat::Json => Format::Json,
+            RawFormat::Ndjson => Format::Ndjson,
+            RawFormat::Feed => Format::Feed,
+            RawFormat::Xml => Format::Xml,
+            RawFormat::Csv => match s.csv.as_ref().and_then(|c| c.delimiter.as_deref()) {
+                None => Format::Csv { delimiter: b',' },
+                Some(d) => match d.as_bytes() {
+                    [b] if b.is_ascii() && !matches!(b, b'"' | b'\n' | b'\r') => {
+                        Format::Csv { delimiter: *b }
+                    }
+                    _ => {
+                        self.err(
+                            "source.csv.delimiter",
+                            format!("source.csv.delimiter: {d:?} is not one ASCII character (a quote or a line break cannot be one)"),
+                        );
+                        return None;
+                    }
+                },
+            },
         })
     }
 
@@ -560,9 +596,24 @@ impl<'a> Validator<'a> {
         })
     }
 
-    fn items(&mut self, i: &raw::RawItems) -> Option<Items> {
-        let select = self.jsonpath("items.select", &i.select);
-        let key = i.key.as_ref().map(|k| self.jsonpath("items.key", k));
+    /// The selection; a feed's has defaults (`$.entries[*]` keyed by `$.id`).
+    fn items(&mut self, i: &raw::RawItems, feed: bool) -> Option<Items> {
+        let select = match i.select.as_deref() {
+            Some(s) => self.jsonpath("items.select", s),
+            None if feed => self.jsonpath("items.select", FEED_SELECT),
+            None => {
+                self.err(
+                    "items.select",
+                    format!("items.select: missing (only `source.format: feed` has a default, `{FEED_SELECT}`)"),
+                );
+                None
+            }
+        };
+        let key = match i.key.as_deref() {
+            Some(k) => Some(self.jsonpath("items.key", k)),
+            None if feed => Some(self.jsonpath("items.key", FEED_KEY)),
+            None => None,
+        };
         let mut include = Vec::new();
         for (n, p) in i.include.iter().flatten().enumerate() {
             include.extend(self.jsonpath(&format!("items.include[{n}]"), p));
@@ -746,6 +797,9 @@ fn short_hash(s: &str) -> String {
 /// YAML, the next-page rule, the select and key paths, and the include and exclude lists,
 /// strings in Rust's `{:?}` quoting, absent values as `None`, present optional ones as
 /// `Some(…)`; the first 12 bytes of its SHA-256, in hex. `pinned` tests hold its values.
+/// A feed's select and key count as their defaults when not written. A `format` other than
+/// JSON adds a last line (its word, and the CSV delimiter): every bridge written before
+/// formats existed, or spelling out `format: json`, keeps its fingerprint.
 fn fingerprint(raw: &RawBridge, name: &str) -> String {
     let q = |s: &str| format!("{s:?}");
     let some = |s: Option<String>| s.map_or("None".to_string(), |s| format!("Some({s})"));
@@ -757,6 +811,9 @@ fn fingerprint(raw: &RawBridge, name: &str) -> String {
     };
     let s = &raw.source;
     let i = &raw.items;
+    let feed = s.format == Some(RawFormat::Feed);
+    let select = i.select.as_deref().or(feed.then_some(FEED_SELECT));
+    let key = i.key.as_deref().or(feed.then_some(FEED_KEY));
     let method = match s.method {
         Method::GET => "GET",
         Method::POST => "POST",
@@ -774,18 +831,32 @@ fn fingerprint(raw: &RawBridge, name: &str) -> String {
             }
         })
     });
-    let text = [
+    let mut text = vec![
         name.to_string(),
         q(&s.url),
         method.to_string(),
         some(body),
         some(next),
-        q(&i.select),
-        some(i.key.as_deref().map(q)),
+        q(select.unwrap_or_default()),
+        some(key.map(q)),
         list(&i.include),
         list(&i.exclude),
-    ]
-    .join("\n");
+    ];
+    if let Some(f) = s.format.filter(|f| *f != RawFormat::Json) {
+        let delimiter = (f == RawFormat::Csv).then(|| {
+            let d = s.csv.as_ref().and_then(|c| c.delimiter.as_deref());
+            q(d.unwrap_or(","))
+        });
+        let word = match f {
+            RawFormat::Json => "json",
+            RawFormat::Ndjson => "ndjson",
+            RawFormat::Csv => "csv",
+            RawFormat::Feed => "feed",
+            RawFormat::Xml => "xml",
+        };
+        text.push(format!("format {} {}", q(&word), some(delimiter)));
+    }
+    let text = text.join("\n");
     hex::encode(&Sha256::digest(text.as_bytes())[..12])
 }
 
@@ -905,6 +976,47 @@ sinks: [{url: console}]
         let got: Vec<&str> = cases.iter().map(|(g, _)| g.as_str()).collect();
         let want: Vec<&str> = cases.iter().map(|(_, w)| *w).collect();
         assert_eq!(got, want);
+    }
+
+    /// A `format` other than JSON is a new meaning; a feed's defaults count as written.
+    #[test]
+    fn format_fingerprints_are_pinned() {
+        let with = |extra: &str| {
+            raw(&PLAIN.replace("token=${T}\"}", &format!("token=${{T}}\", {extra}}}")))
+        };
+        let plain = fingerprint(&raw(PLAIN), "plain");
+        assert_eq!(fingerprint(&with("format: json"), "plain"), plain);
+        let got = [
+            fingerprint(&with("format: ndjson"), "plain"),
+            fingerprint(&with("format: csv"), "plain"),
+            fingerprint(&with("format: csv, csv: {delimiter: \";\"}"), "plain"),
+            fingerprint(&with("format: xml"), "plain"),
+            fingerprint(&with("format: feed"), "plain"),
+        ];
+        assert_eq!(
+            got,
+            [
+                "00d5fbdf2eeb1466f5754526",
+                "e6c786ef2d02b356dab5a75b",
+                "b090fc8ff8100f2b196325a4",
+                "7caab6774a6bbfe61c058736",
+                "c7a68a250c8ef072a37f0c33"
+            ]
+        );
+        assert_eq!(
+            fingerprint(&with("format: csv, csv: {delimiter: \",\"}"), "plain"),
+            got[1]
+        );
+        let feed = "schedule: {every: 5m}\nsource: {url: \"https://blog.example/feed\", format: feed}\nsinks: [{url: console}]\n";
+        let spelled = feed.replace(
+            "sinks:",
+            "items: {select: \"$.entries[*]\", key: \"$.id\"}\nsinks:",
+        );
+        assert_eq!(
+            fingerprint(&raw(feed), "blog"),
+            fingerprint(&raw(&spelled), "blog")
+        );
+        assert_eq!(fingerprint(&raw(feed), "blog"), "7425adacf86612e6a747b42b");
     }
 
     #[test]

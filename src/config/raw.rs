@@ -13,6 +13,8 @@ pub struct RawBridge {
     pub description: Option<String>,
     pub schedule: RawSchedule,
     pub source: RawSource,
+    /// Optional as a whole for `format: feed`, whose select and key have defaults.
+    #[serde(default)]
     pub items: RawItems,
     #[serde(default)]
     pub emit: RawEmit,
@@ -49,6 +51,25 @@ pub struct RawSource {
     pub max_body: Option<String>,
     pub conditional: Option<bool>,
     pub paginate: Option<RawPaginate>,
+    /// SPEC §13 formats: how the body is written, and the CSV options (only with `csv`).
+    pub format: Option<RawFormat>,
+    pub csv: Option<RawCsv>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RawFormat {
+    Json,
+    Ndjson,
+    Csv,
+    Feed,
+    Xml,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCsv {
+    pub delimiter: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -67,10 +88,11 @@ pub enum RawNext {
     Param { param: String, from: String },
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawItems {
-    pub select: String,
+    /// Required, except for `format: feed` (default `$.entries[*]`).
+    pub select: Option<String>,
     pub key: Option<String>,
     pub include: Option<Vec<String>>,
     pub exclude: Option<Vec<String>>,

@@ -6,6 +6,7 @@ use super::{paginate, ratelimit};
 use crate::config::Source;
 use crate::config::raw::Method;
 use crate::extract::Page;
+use crate::formats::{self, Format};
 use crate::redact;
 use crate::store::{CachedPage, PageWrite, Store, page_digest, page_key};
 use chrono::{DateTime, Utc};
@@ -32,6 +33,15 @@ pub enum FetchError {
     #[error("{url}: response is not JSON{content_type}: {reason}")]
     NotJson {
         url: String,
+        content_type: String,
+        reason: String,
+    },
+    /// A body that does not parse in the source's `format` (not `json`, whose failures stay
+    /// [`FetchError::NotJson`], reason `not_json`, as they always were).
+    #[error("{url}: response does not parse as `format: {format}`{content_type}: {reason}")]
+    BadBody {
+        url: String,
+        format: &'static str,
         content_type: String,
         reason: String,
     },
@@ -568,17 +578,10 @@ async fn fetch_inner(
         .map(|s| format!(" (content-type {s})"))
         .unwrap_or_default();
     let body = read_body(&mut resp, src.max_body, url, http).await?;
-    // Checked here, not parsed: the selection reads what it needs from the text.
-    check_json(&body).map_err(|reason| FetchError::NotJson {
-        url: url.to_string(),
-        content_type: content_type.clone(),
-        reason,
-    })?;
-    let text = String::from_utf8(body).map_err(|e| FetchError::NotJson {
-        url: url.to_string(),
-        content_type,
-        reason: format!("invalid UTF-8 at byte {}", e.utf8_error().valid_up_to()),
-    })?;
+    let text = match src.format {
+        Format::Json => json_text(body, url, content_type)?,
+        format => converted(format, body, url, content_type).await?,
+    };
     let record = (record && (etag.is_some() || last_modified.is_some())).then(|| CachedPage {
         etag,
         last_modified,
@@ -592,6 +595,46 @@ async fn fetch_inner(
         },
         link,
         pause_until,
+    })
+}
+
+/// A JSON body as the page's text: checked here, not parsed (the selection reads what it
+/// needs from the text).
+fn json_text(body: Vec<u8>, url: &str, content_type: String) -> Result<String, FetchError> {
+    check_json(&body).map_err(|reason| FetchError::NotJson {
+        url: url.to_string(),
+        content_type: content_type.clone(),
+        reason,
+    })?;
+    String::from_utf8(body).map_err(|e| FetchError::NotJson {
+        url: url.to_string(),
+        content_type,
+        reason: format!("invalid UTF-8 at byte {}", e.utf8_error().valid_up_to()),
+    })
+}
+
+/// A body in another format as the page's JSON text, checked as a JSON body is. Converted off
+/// the async workers (a large feed or XML document takes a while); a converter that panicked
+/// (a bug in a parser) fails this page, not the poll task.
+async fn converted(
+    format: Format,
+    body: Vec<u8>,
+    url: &str,
+    content_type: String,
+) -> Result<String, FetchError> {
+    let text = tokio::task::spawn_blocking(move || formats::to_json(format, &body))
+        .await
+        .unwrap_or_else(|_| Err(format!("the {} reader failed on it", format.name())))
+        .and_then(|text| {
+            check_json(text.as_bytes())
+                .map(|()| text)
+                .map_err(|e| format!("its JSON form cannot be read ({e})"))
+        });
+    text.map_err(|reason| FetchError::BadBody {
+        url: url.to_string(),
+        format: format.name(),
+        content_type,
+        reason,
     })
 }
 

@@ -157,6 +157,7 @@ mod tests {
             max_body: 1000,
             conditional: true,
             paginate: None,
+            format: Default::default(),
         }
     }
 
