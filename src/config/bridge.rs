@@ -310,7 +310,7 @@ impl<'a> Validator<'a> {
         let name = self.name(&raw);
         let (schedule, jitter) = self.schedule(&raw.schedule);
         let source = self.source(&raw.source);
-        let items = self.items(&raw.items, raw.source.format == Some(RawFormat::Feed));
+        let items = self.items(&raw.items, raw.source.format);
         let emit = self.emit(&raw.emit);
         let sinks = self.sinks(&raw.sinks);
 
@@ -597,13 +597,19 @@ impl<'a> Validator<'a> {
     }
 
     /// The selection; a feed's has defaults (`$.entries[*]` keyed by `$.id`).
-    fn items(&mut self, i: &raw::RawItems, feed: bool) -> Option<Items> {
+    fn items(&mut self, i: &raw::RawItems, format: Option<RawFormat>) -> Option<Items> {
+        let feed = format == Some(RawFormat::Feed);
         let select = match i.select.as_deref() {
             Some(s) => self.jsonpath("items.select", s),
             None if feed => self.jsonpath("items.select", FEED_SELECT),
             None => {
+                // At the format that has no default, if one is written.
+                let at = match format {
+                    Some(_) => "source.format",
+                    None => "items.select",
+                };
                 self.err(
-                    "items.select",
+                    at,
                     format!("items.select: missing (only `source.format: feed` has a default, `{FEED_SELECT}`)"),
                 );
                 None
