@@ -12,6 +12,7 @@
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use feed_rs::model::{Entry, Link};
+use feed_rs::parser::{ParseErrorKind, ParseFeedError};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
@@ -26,7 +27,13 @@ pub fn to_json(body: &[u8]) -> Result<String, String> {
         .id_generator(|_, _, _| String::new())
         .sanitize_content(false)
         .build();
-    let feed = parser.parse(body).map_err(|e| e.to_string())?;
+    let feed = parser.parse(body).map_err(|e| match e {
+        ParseFeedError::ParseError(ParseErrorKind::NoFeedRoot) => {
+            "no feed in it: neither an <rss>, <rdf:RDF> or <feed> root element nor a JSON Feed object"
+                .to_string()
+        }
+        e => e.to_string(),
+    })?;
     let entries: Vec<Value> = feed.entries.iter().map(entry).collect();
     let doc = json!({
         "title": feed.title.map(|t| t.content),

@@ -503,6 +503,9 @@ async fn a_body_that_does_not_parse_in_its_format_fails_the_poll_and_loses_nothi
                 "/items: response does not parse as `format: {format}` (content-type text/plain): "
             );
             assert!(shown.contains(&want), "{format}: {shown}");
+            if format == "feed" {
+                assert!(shown.ends_with("no feed in it: neither an <rss>, <rdf:RDF> or <feed> root element nor a JSON Feed object"), "{shown}");
+            }
         }
         assert_eq!(
             h.snapshot("fmt"),
