@@ -860,7 +860,7 @@ fn fingerprint(raw: &RawBridge, name: &str) -> String {
             RawFormat::Feed => "feed",
             RawFormat::Xml => "xml",
         };
-        text.push(format!("format {} {}", q(&word), some(delimiter)));
+        text.push(format!("format {} {}", q(word), some(delimiter)));
     }
     let text = text.join("\n");
     hex::encode(&Sha256::digest(text.as_bytes())[..12])
