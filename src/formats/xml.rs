@@ -18,6 +18,7 @@
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::reader::Reader;
 use serde_json::{Map, Value};
+use std::collections::HashMap;
 
 /// The deepest nesting of elements read: each level becomes at most two levels of JSON (an
 /// array of objects), and a page may nest 127 deep.
@@ -29,6 +30,9 @@ struct Open {
     attributes: Vec<(String, String)>,
     /// Child elements by name, in the order each name first appeared.
     children: Vec<(String, Vec<Value>)>,
+    /// Where each name is in `children`: an element with a great many different child names
+    /// costs no more per child than one with a few.
+    index: HashMap<String, usize>,
     text: String,
 }
 
@@ -51,14 +55,18 @@ impl Open {
             name,
             attributes,
             children: Vec::new(),
+            index: HashMap::new(),
             text: String::new(),
         })
     }
 
     fn add(&mut self, name: String, value: Value) {
-        match self.children.iter_mut().find(|(n, _)| *n == name) {
-            Some((_, all)) => all.push(value),
-            None => self.children.push((name, vec![value])),
+        match self.index.get(&name) {
+            Some(&at) => self.children[at].1.push(value),
+            None => {
+                self.index.insert(name.clone(), self.children.len());
+                self.children.push((name, vec![value]));
+            }
         }
     }
 
@@ -260,5 +268,18 @@ mod tests {
         let e = to_json(deeper.as_bytes()).unwrap_err();
         assert!(e.contains("nested deeper than 60"), "{e}");
         assert!(to_json(b"<a>\xff</a>").unwrap_err().contains("UTF-8"));
+    }
+
+    #[test]
+    fn many_children_of_many_names_convert_in_one_pass() {
+        let n = 50_000;
+        let body: String = std::iter::once("<r>".to_string())
+            .chain((0..n).map(|i| format!("<e{i}>{i}</e{i}><e0>x</e0>")))
+            .chain(std::iter::once("</r>".to_string()))
+            .collect();
+        let v = doc(&body);
+        assert_eq!(v["r"].as_object().unwrap().len(), n);
+        assert_eq!(v["r"]["e0"].as_array().unwrap().len(), n + 1);
+        assert_eq!(v["r"]["e49999"], "49999");
     }
 }

@@ -668,6 +668,36 @@ mod tests {
         assert!(check_json(b"[1, 2,]").is_err());
     }
 
+    #[tokio::test]
+    async fn a_converted_body_is_checked_as_a_json_body_is() {
+        let csv = Format::Csv { delimiter: b',' };
+        let text = converted(csv, b"id\n1\n".to_vec(), "u", String::new()).await;
+        assert_eq!(text.unwrap(), r#"[{"id":"1"}]"#);
+        // A header that is one of serde_json's markers, and an NDJSON line as deep as a page
+        // may be (the array round the lines is one more).
+        let deep = format!("{}{}", "[".repeat(MAX_DEPTH), "]".repeat(MAX_DEPTH));
+        for (format, body, want) in [
+            (
+                csv,
+                "$serde_json::private::Number\n1\n".to_string(),
+                "is reserved",
+            ),
+            (Format::Ndjson, deep, "nested deeper than 127"),
+        ] {
+            let e = converted(format, body.into_bytes(), "u", " (content-type x)".into())
+                .await
+                .unwrap_err();
+            let shown = e.to_string();
+            assert!(
+                shown.starts_with(&format!(
+                    "u: response does not parse as `format: {}` (content-type x): its JSON form cannot be read (",
+                    format.name()
+                )) && shown.contains(want),
+                "{shown}"
+            );
+        }
+    }
+
     #[test]
     fn the_keys_serde_json_reserves_are_refused_wherever_they_are() {
         for body in [
