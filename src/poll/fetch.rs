@@ -1,6 +1,8 @@
 //! A bridge's listing: one HTTP request per page, with the source's method, headers, body,
 //! timeout and size limit, conditional on the page's last 200, following the next-page links
 //! up to `max_pages`. Gives the parsed pages in order, or a reason an operator can act on.
+//! A body in another `format` (SPEC §13) becomes its JSON form here, before anything reads it,
+//! so next links, the 304 cache and the selection see JSON only.
 
 use super::{paginate, ratelimit};
 use crate::config::Source;
