@@ -15,6 +15,7 @@
 //! - [`http`] (leaf): the source and webhook clients, redirect policy, user agent, reqwest
 //!   errors on one line, `Retry-After`
 //! - [`number`] (leaf): numbers exact as written, compared by value (`1.0` is `1`)
+//! - [`formats`] (leaf): a body in NDJSON, CSV, a feed or XML turned into JSON text; pure
 //! - [`config`]: bridge YAML files -> validated [`config::Bridge`]s, or every problem with its
 //!   place; `screen` turns away what is not a bridge file, quoting nothing
 //! - [`schedule`]: when a bridge polls (`every` with a per-name offset, or cron); pure
@@ -53,6 +54,7 @@ pub mod diff;
 pub mod event;
 pub mod extract;
 pub mod fault;
+pub mod formats;
 pub mod highwater;
 pub mod http;
 pub mod jsonpath;

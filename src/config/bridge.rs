@@ -3,8 +3,11 @@
 
 use super::interpolate::{Env, Interpolated, interpolate};
 use super::locate::Locator;
-use super::raw::{self, FirstPoll, Method, RawBridge, RawNext, RawSecret, SignatureKind};
+use super::raw::{
+    self, FirstPoll, Method, RawBridge, RawFormat, RawNext, RawSecret, SignatureKind,
+};
 use super::{Problem, Problems};
+use crate::formats::{FEED_KEY, FEED_SELECT, Format};
 use crate::jsonpath::Path as JsonPath;
 use crate::schedule::Schedule;
 use reqwest::header::{HeaderName, HeaderValue};
@@ -58,6 +61,8 @@ pub struct Source {
     pub paginate: Option<Paginate>,
     /// An incremental listing: asks only for what is new since the last poll.
     pub cursor: Option<Cursor>,
+    /// How the body is written; anything but JSON is converted to JSON first (SPEC §13).
+    pub format: Format,
 }
 
 #[derive(Debug, Clone)]
@@ -338,7 +343,7 @@ impl<'a> Validator<'a> {
         let name = self.name(&raw);
         let (schedule, jitter) = self.schedule(&raw.schedule);
         let source = self.source(&raw.source);
-        let items = self.items(&raw.items);
+        let items = self.items(&raw.items, raw.source.format);
         let emit = self.emit(&raw.emit);
         let sinks = self.sinks(&raw.sinks);
 
@@ -650,6 +655,7 @@ impl<'a> Validator<'a> {
             }
         }
         let cursor = self.cursor(s.cursor.as_ref(), s);
+        let format = self.format(s);
         Some(Source {
             url: url?,
             method: s.method,
@@ -660,6 +666,36 @@ impl<'a> Validator<'a> {
             conditional: s.conditional.unwrap_or(true),
             paginate: paginate?,
             cursor: cursor?,
+            format: format?,
+        })
+    }
+
+    /// `format`, and `csv` with `format: csv` only (SPEC §13).
+    fn format(&mut self, s: &raw::RawSource) -> Option<Format> {
+        let format = s.format.unwrap_or(RawFormat::Json);
+        if s.csv.is_some() && format != RawFormat::Csv {
+            self.err("source.csv", "source.csv: goes with `format: csv` only");
+        }
+        Some(match format {
+            RawFormat::Json => Format::Json,
+            RawFormat::Ndjson => Format::Ndjson,
+            RawFormat::Feed => Format::Feed,
+            RawFormat::Xml => Format::Xml,
+            RawFormat::Csv => match s.csv.as_ref().and_then(|c| c.delimiter.as_deref()) {
+                None => Format::Csv { delimiter: b',' },
+                Some(d) => match d.as_bytes() {
+                    [b] if b.is_ascii() && !matches!(b, b'"' | b'\n' | b'\r') => {
+                        Format::Csv { delimiter: *b }
+                    }
+                    _ => {
+                        self.err(
+                            "source.csv.delimiter",
+                            format!("source.csv.delimiter: {d:?} is not one ASCII character (a quote or a line break cannot be one)"),
+                        );
+                        return None;
+                    }
+                },
+            },
         })
     }
 
@@ -693,9 +729,30 @@ impl<'a> Validator<'a> {
         })
     }
 
-    fn items(&mut self, i: &raw::RawItems) -> Option<Items> {
-        let select = self.jsonpath("items.select", &i.select);
-        let key = i.key.as_ref().map(|k| self.jsonpath("items.key", k));
+    /// The selection; a feed's has defaults (`$.entries[*]` keyed by `$.id`).
+    fn items(&mut self, i: &raw::RawItems, format: Option<RawFormat>) -> Option<Items> {
+        let feed = format == Some(RawFormat::Feed);
+        let select = match i.select.as_deref() {
+            Some(s) => self.jsonpath("items.select", s),
+            None if feed => self.jsonpath("items.select", FEED_SELECT),
+            None => {
+                // At the format that has no default, if one is written.
+                let at = match format {
+                    Some(_) => "source.format",
+                    None => "items.select",
+                };
+                self.err(
+                    at,
+                    format!("items.select: missing (only `source.format: feed` has a default, `{FEED_SELECT}`)"),
+                );
+                None
+            }
+        };
+        let key = match i.key.as_deref() {
+            Some(k) => Some(self.jsonpath("items.key", k)),
+            None if feed => Some(self.jsonpath("items.key", FEED_KEY)),
+            None => None,
+        };
         let mut include = Vec::new();
         for (n, p) in i.include.iter().flatten().enumerate() {
             include.extend(self.jsonpath(&format!("items.include[{n}]"), p));
@@ -878,9 +935,11 @@ fn short_hash(s: &str) -> String {
 /// since its last poll): the name, then one line each for the URL, the method, the body as
 /// YAML, the next-page rule, the select and key paths, and the include and exclude lists,
 /// strings in Rust's `{:?}` quoting, absent values as `None`, present optional ones as
-/// `Some(…)`; the first 12 bytes of its SHA-256, in hex. Keys added since (`has_more`,
-/// `cursor`) add a line each only when present, so a bridge without them keeps its value.
-/// `pinned` tests hold its values.
+/// `Some(…)`; the first 12 bytes of its SHA-256, in hex. `pinned` tests hold its values.
+/// Keys added since add a line each, only when present, so that a bridge without them keeps
+/// its value: `has_more`, `cursor` (not its `keep`), then a `format` other than JSON (its
+/// word, and the CSV delimiter; spelling out `format: json` changes nothing). A feed's select
+/// and key count as their defaults when not written.
 fn fingerprint(raw: &RawBridge, name: &str) -> String {
     let q = |s: &str| format!("{s:?}");
     let some = |s: Option<String>| s.map_or("None".to_string(), |s| format!("Some({s})"));
@@ -892,6 +951,9 @@ fn fingerprint(raw: &RawBridge, name: &str) -> String {
     };
     let s = &raw.source;
     let i = &raw.items;
+    let feed = s.format == Some(RawFormat::Feed);
+    let select = i.select.as_deref().or(feed.then_some(FEED_SELECT));
+    let key = i.key.as_deref().or(feed.then_some(FEED_KEY));
     let method = match s.method {
         Method::GET => "GET",
         Method::POST => "POST",
@@ -937,8 +999,8 @@ fn fingerprint(raw: &RawBridge, name: &str) -> String {
         method.to_string(),
         some(body),
         some(next),
-        q(&i.select),
-        some(i.key.as_deref().map(q)),
+        q(select.unwrap_or_default()),
+        some(key.map(q)),
         list(&i.include),
         list(&i.exclude),
     ];
@@ -960,7 +1022,22 @@ fn fingerprint(raw: &RawBridge, name: &str) -> String {
             some(initial),
         ));
     }
-    hex::encode(&Sha256::digest(text.join("\n").as_bytes())[..12])
+    if let Some(f) = s.format.filter(|f| *f != RawFormat::Json) {
+        let delimiter = (f == RawFormat::Csv).then(|| {
+            let d = s.csv.as_ref().and_then(|c| c.delimiter.as_deref());
+            q(d.unwrap_or(","))
+        });
+        let word = match f {
+            RawFormat::Json => "json",
+            RawFormat::Ndjson => "ndjson",
+            RawFormat::Csv => "csv",
+            RawFormat::Feed => "feed",
+            RawFormat::Xml => "xml",
+        };
+        text.push(format!("format {} {}", q(word), some(delimiter)));
+    }
+    let text = text.join("\n");
+    hex::encode(&Sha256::digest(text.as_bytes())[..12])
 }
 
 /// `16MiB`, `512KiB`, `1MB`, `1000` (bytes).
@@ -1128,6 +1205,47 @@ sinks: [{url: console}]
             cursor("{param: since, from: \"$.updated_at\", keep: 30d}"),
             got[5]
         );
+    }
+
+    /// A `format` other than JSON is a new meaning; a feed's defaults count as written.
+    #[test]
+    fn format_fingerprints_are_pinned() {
+        let with = |extra: &str| {
+            raw(&PLAIN.replace("token=${T}\"}", &format!("token=${{T}}\", {extra}}}")))
+        };
+        let plain = fingerprint(&raw(PLAIN), "plain");
+        assert_eq!(fingerprint(&with("format: json"), "plain"), plain);
+        let got = [
+            fingerprint(&with("format: ndjson"), "plain"),
+            fingerprint(&with("format: csv"), "plain"),
+            fingerprint(&with("format: csv, csv: {delimiter: \";\"}"), "plain"),
+            fingerprint(&with("format: xml"), "plain"),
+            fingerprint(&with("format: feed"), "plain"),
+        ];
+        assert_eq!(
+            got,
+            [
+                "00d5fbdf2eeb1466f5754526",
+                "e6c786ef2d02b356dab5a75b",
+                "b090fc8ff8100f2b196325a4",
+                "7caab6774a6bbfe61c058736",
+                "c7a68a250c8ef072a37f0c33"
+            ]
+        );
+        assert_eq!(
+            fingerprint(&with("format: csv, csv: {delimiter: \",\"}"), "plain"),
+            got[1]
+        );
+        let feed = "schedule: {every: 5m}\nsource: {url: \"https://blog.example/feed\", format: feed}\nsinks: [{url: console}]\n";
+        let spelled = feed.replace(
+            "sinks:",
+            "items: {select: \"$.entries[*]\", key: \"$.id\"}\nsinks:",
+        );
+        assert_eq!(
+            fingerprint(&raw(feed), "blog"),
+            fingerprint(&raw(&spelled), "blog")
+        );
+        assert_eq!(fingerprint(&raw(feed), "blog"), "7425adacf86612e6a747b42b");
     }
 
     #[test]

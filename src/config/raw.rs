@@ -13,6 +13,8 @@ pub struct RawBridge {
     pub description: Option<String>,
     pub schedule: RawSchedule,
     pub source: RawSource,
+    /// Optional as a whole for `format: feed`, whose select and key have defaults.
+    #[serde(default)]
     pub items: RawItems,
     #[serde(default)]
     pub emit: RawEmit,
@@ -50,6 +52,9 @@ pub struct RawSource {
     pub conditional: Option<bool>,
     pub paginate: Option<RawPaginate>,
     pub cursor: Option<RawCursor>,
+    /// SPEC §13 formats: how the body is written, and the CSV options (only with `csv`).
+    pub format: Option<RawFormat>,
+    pub csv: Option<RawCsv>,
 }
 
 /// `cursor: {param: NAME | variable: NAME, from: JSONPATH, initial: VALUE, keep: DURATION}`.
@@ -61,6 +66,22 @@ pub struct RawCursor {
     pub from: String,
     pub initial: Option<serde_yaml::Value>,
     pub keep: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RawFormat {
+    Json,
+    Ndjson,
+    Csv,
+    Feed,
+    Xml,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCsv {
+    pub delimiter: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -85,10 +106,11 @@ pub enum RawNext {
     Offset { offset: String, start: Option<u64> },
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawItems {
-    pub select: String,
+    /// Required, except for `format: feed` (default `$.entries[*]`).
+    pub select: Option<String>,
     pub key: Option<String>,
     pub include: Option<Vec<String>>,
     pub exclude: Option<Vec<String>>,

@@ -1,12 +1,15 @@
 //! A bridge's listing: one HTTP request per page, with the source's method, headers, body,
 //! timeout and size limit, conditional on the page's last 200, following the next-page links
 //! up to `max_pages`. Gives the parsed pages in order, or a reason an operator can act on.
+//! A body in another `format` (SPEC §13) becomes its JSON form here, before anything reads it,
+//! so next links, the 304 cache and the selection see JSON only.
 
 use super::paginate::{self, PageRequest};
 use super::ratelimit;
 use crate::config::Source;
 use crate::config::raw::Method;
 use crate::extract::Page;
+use crate::formats::{self, Format};
 use crate::redact;
 use crate::store::{CachedPage, PageWrite, Store, page_digest, page_key};
 use chrono::{DateTime, Utc};
@@ -33,6 +36,15 @@ pub enum FetchError {
     #[error("{url}: response is not JSON{content_type}: {reason}")]
     NotJson {
         url: String,
+        content_type: String,
+        reason: String,
+    },
+    /// A body that does not parse in the source's `format` (not `json`, whose failures stay
+    /// [`FetchError::NotJson`], reason `not_json`, as they always were).
+    #[error("{url}: response does not parse as `format: {format}`{content_type}: {reason}")]
+    BadBody {
+        url: String,
+        format: &'static str,
         content_type: String,
         reason: String,
     },
@@ -570,17 +582,10 @@ async fn fetch_inner(
         .map(|s| format!(" (content-type {s})"))
         .unwrap_or_default();
     let body = read_body(&mut resp, src.max_body, url, http).await?;
-    // Checked here, not parsed: the selection reads what it needs from the text.
-    check_json(&body).map_err(|reason| FetchError::NotJson {
-        url: url.to_string(),
-        content_type: content_type.clone(),
-        reason,
-    })?;
-    let text = String::from_utf8(body).map_err(|e| FetchError::NotJson {
-        url: url.to_string(),
-        content_type,
-        reason: format!("invalid UTF-8 at byte {}", e.utf8_error().valid_up_to()),
-    })?;
+    let text = match src.format {
+        Format::Json => json_text(body, url, content_type)?,
+        format => converted(format, body, url, content_type).await?,
+    };
     let record = (record && (etag.is_some() || last_modified.is_some())).then(|| CachedPage {
         etag,
         last_modified,
@@ -594,6 +599,46 @@ async fn fetch_inner(
         },
         link,
         pause_until,
+    })
+}
+
+/// A JSON body as the page's text: checked here, not parsed (the selection reads what it
+/// needs from the text).
+fn json_text(body: Vec<u8>, url: &str, content_type: String) -> Result<String, FetchError> {
+    check_json(&body).map_err(|reason| FetchError::NotJson {
+        url: url.to_string(),
+        content_type: content_type.clone(),
+        reason,
+    })?;
+    String::from_utf8(body).map_err(|e| FetchError::NotJson {
+        url: url.to_string(),
+        content_type,
+        reason: format!("invalid UTF-8 at byte {}", e.utf8_error().valid_up_to()),
+    })
+}
+
+/// A body in another format as the page's JSON text, checked as a JSON body is. Converted off
+/// the async workers (a large feed or XML document takes a while); a converter that panicked
+/// (a bug in a parser) fails this page, not the poll task.
+async fn converted(
+    format: Format,
+    body: Vec<u8>,
+    url: &str,
+    content_type: String,
+) -> Result<String, FetchError> {
+    let text = tokio::task::spawn_blocking(move || formats::to_json(format, &body))
+        .await
+        .unwrap_or_else(|_| Err(format!("the {} reader failed on it", format.name())))
+        .and_then(|text| {
+            check_json(text.as_bytes())
+                .map(|()| text)
+                .map_err(|e| format!("its JSON form cannot be read ({e})"))
+        });
+    text.map_err(|reason| FetchError::BadBody {
+        url: url.to_string(),
+        format: format.name(),
+        content_type,
+        reason,
     })
 }
 
@@ -625,6 +670,36 @@ mod tests {
                 .starts_with("truncated after 7 bytes")
         );
         assert!(check_json(b"[1, 2,]").is_err());
+    }
+
+    #[tokio::test]
+    async fn a_converted_body_is_checked_as_a_json_body_is() {
+        let csv = Format::Csv { delimiter: b',' };
+        let text = converted(csv, b"id\n1\n".to_vec(), "u", String::new()).await;
+        assert_eq!(text.unwrap(), r#"[{"id":"1"}]"#);
+        // A header that is one of serde_json's markers, and an NDJSON line as deep as a page
+        // may be (the array round the lines is one more).
+        let deep = format!("{}{}", "[".repeat(MAX_DEPTH), "]".repeat(MAX_DEPTH));
+        for (format, body, want) in [
+            (
+                csv,
+                "$serde_json::private::Number\n1\n".to_string(),
+                "is reserved",
+            ),
+            (Format::Ndjson, deep, "nested deeper than 127"),
+        ] {
+            let e = converted(format, body.into_bytes(), "u", " (content-type x)".into())
+                .await
+                .unwrap_err();
+            let shown = e.to_string();
+            assert!(
+                shown.starts_with(&format!(
+                    "u: response does not parse as `format: {}` (content-type x): its JSON form cannot be read (",
+                    format.name()
+                )) && shown.contains(want),
+                "{shown}"
+            );
+        }
     }
 
     #[test]

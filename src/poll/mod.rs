@@ -43,6 +43,7 @@ impl PollError {
             PollError::Fetch(FetchError::Timeout { .. }) => "timeout",
             PollError::Fetch(FetchError::TooLarge { .. }) => "too_large",
             PollError::Fetch(FetchError::NotJson { .. }) => "not_json",
+            PollError::Fetch(FetchError::BadBody { .. }) => "bad_body",
             PollError::Fetch(FetchError::Http { .. }) => "connection",
             PollError::Fetch(FetchError::Redirect { .. }) => "redirect",
             PollError::Fetch(FetchError::RateLimited { .. }) => "rate_limited",

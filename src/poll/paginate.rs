@@ -282,6 +282,7 @@ mod tests {
             conditional: true,
             paginate: None,
             cursor: None,
+            format: Default::default(),
         }
     }
 

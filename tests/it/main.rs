@@ -8,6 +8,7 @@ mod config;
 mod crash;
 mod delivery;
 mod diskfull;
+mod formats;
 mod guards;
 mod hostile;
 mod isolation;

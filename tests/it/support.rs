@@ -767,6 +767,12 @@ impl BridgeYaml {
         self
     }
 
+    /// No `items:` at all (a feed's select and key have defaults); `items` adds lines again.
+    pub fn without_items(mut self) -> Self {
+        self.items.clear();
+        self
+    }
+
     /// Any other line of `items:` (`include: ["$.a"]`).
     pub fn items(mut self, line: &str) -> Self {
         self.items.push(line.into());
