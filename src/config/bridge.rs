@@ -13,6 +13,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use url::Url;
 
+mod login;
+pub use login::{Auth, AuthKind, Login, OAuth2, Secret};
+
 /// The sink retry schedule when a bridge does not give one (SPEC §3).
 pub const DEFAULT_RETRY: [Duration; 7] = [
     Duration::from_secs(5),
@@ -56,6 +59,9 @@ pub struct Source {
     pub max_body: u64,
     pub conditional: bool,
     pub paginate: Option<Paginate>,
+    /// How to log in (SPEC §13, `login.rs`), and the proxy for this source's requests.
+    pub auth: Option<Auth>,
+    pub proxy: Option<Url>,
 }
 
 #[derive(Debug, Clone)]
@@ -518,6 +524,10 @@ impl<'a> Validator<'a> {
             None => Some(16 * 1024 * 1024),
         };
         let paginate = self.paginate(s.paginate.as_ref());
+        let (auth, proxy) = (
+            self.auth(s.auth.as_ref(), &s.headers),
+            self.proxy(s.proxy.as_ref()),
+        );
         Some(Source {
             url: url?,
             method: s.method,
@@ -527,6 +537,8 @@ impl<'a> Validator<'a> {
             max_body: max_body?,
             conditional: s.conditional.unwrap_or(true),
             paginate: paginate?,
+            auth: auth?,
+            proxy: proxy?,
         })
     }
 

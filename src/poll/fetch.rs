@@ -3,13 +3,14 @@
 //! up to `max_pages`. Gives the parsed pages in order, or a reason an operator can act on.
 
 use super::{paginate, ratelimit};
+use crate::auth::LogIn;
 use crate::config::Source;
 use crate::config::raw::Method;
 use crate::extract::Page;
 use crate::redact;
 use crate::store::{CachedPage, PageWrite, Store, page_digest, page_key};
 use chrono::{DateTime, Utc};
-use reqwest::header::{self, HeaderMap};
+use reqwest::header::{self, HeaderMap, HeaderName, HeaderValue};
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -43,6 +44,9 @@ pub enum FetchError {
     /// The next-page link of this page cannot be followed.
     #[error("{url}: {reason}")]
     Next { url: String, reason: String },
+    /// The source's token could not be had (SPEC §13).
+    #[error(transparent)]
+    Auth(#[from] crate::auth::AuthError),
     /// A 304 stands for a cached body that cannot be read back.
     #[error("{url}: answered 304 but its cached body cannot be read: {reason}")]
     Cache { url: String, reason: String },
@@ -265,6 +269,7 @@ impl Cache<'_> {
 /// and nothing is recorded.
 pub async fn fetch_listing(
     client: &reqwest::Client,
+    login: Option<&LogIn<'_>>,
     src: &Source,
     bridge: &str,
     cache: Option<&Cache<'_>>,
@@ -282,7 +287,7 @@ pub async fn fetch_listing(
         let cached = cache.and_then(|c| c.pages.get(&key));
         let shown = redact::url(&url);
         let page = fetch_page(
-            client,
+            (client, login),
             src,
             &url,
             &shown,
@@ -411,9 +416,10 @@ struct Answered {
     pause_until: Option<DateTime<Utc>>,
 }
 
-/// One request, with its whole exchange (body included) within `timeout`.
+/// One request, with its whole exchange (body included) within `timeout`. With a login, the
+/// token is had first; a 401 to a token gets a new one and one more try (SPEC §13).
 async fn fetch_page(
-    client: &reqwest::Client,
+    (client, login): (&reqwest::Client, Option<&LogIn<'_>>),
     src: &Source,
     url: &url::Url,
     shown: &str,
@@ -421,17 +427,29 @@ async fn fetch_page(
     record: bool,
     unreadable: &mut Unreadable<'_>,
 ) -> Result<Answered, FetchError> {
-    match tokio::time::timeout(
-        src.timeout,
-        fetch_inner(client, src, url, shown, cached, record, unreadable),
-    )
-    .await
-    {
-        Ok(r) => r,
-        Err(_) => Err(FetchError::Timeout {
-            url: shown.to_string(),
-            after: src.timeout,
-        }),
+    let mut renew = false;
+    loop {
+        let auth = match login {
+            Some(l) => Some(l.header(renew).await?),
+            None => None,
+        };
+        let inner = fetch_inner((client, auth), src, url, shown, cached, record, unreadable);
+        let r = match tokio::time::timeout(src.timeout, inner).await {
+            Ok(r) => r,
+            Err(_) => Err(FetchError::Timeout {
+                url: shown.to_string(),
+                after: src.timeout,
+            }),
+        };
+        match r {
+            Err(FetchError::Status { status: 401, .. })
+                if !renew && login.is_some_and(LogIn::renewable) =>
+            {
+                tracing::info!(bridge = %unreadable.bridge, url = %shown, "answered 401: asking for a new token, then once more");
+                renew = true;
+            }
+            r => return r,
+        }
     }
 }
 
@@ -448,12 +466,13 @@ fn request(
     src: &Source,
     page_url: &url::Url,
     cached: Option<&CachedPage>,
+    auth: Option<(HeaderName, HeaderValue)>,
 ) -> reqwest::RequestBuilder {
     let mut req = match src.method {
         Method::GET => client.get(page_url.clone()),
         Method::POST => client.post(page_url.clone()),
     };
-    for (k, v) in &src.headers {
+    for (k, v) in src.headers.iter().cloned().chain(auth) {
         req = req.header(k, v);
     }
     if let Some(body) = &src.body {
@@ -520,8 +539,9 @@ async fn read_body(
     Ok(body)
 }
 
+/// One page's exchange; `auth` is the login's header, when the source has one.
 async fn fetch_inner(
-    client: &reqwest::Client,
+    (client, auth): (&reqwest::Client, Option<(HeaderName, HeaderValue)>),
     src: &Source,
     page_url: &url::Url,
     url: &str,
@@ -529,7 +549,7 @@ async fn fetch_inner(
     record: bool,
     unreadable: &mut Unreadable<'_>,
 ) -> Result<Answered, FetchError> {
-    let req = request(client, src, page_url, cached);
+    let req = request(client, src, page_url, cached, auth);
     let http = |e: reqwest::Error| FetchError::Http {
         url: url.to_string(),
         reason: error_chain(e),

@@ -43,6 +43,7 @@ impl PollError {
             PollError::Fetch(FetchError::RateLimited { .. }) => "rate_limited",
             PollError::Fetch(FetchError::Next { .. }) => "next_page",
             PollError::Fetch(FetchError::Cache { .. }) => "store",
+            PollError::Fetch(FetchError::Auth(_)) => "auth",
             PollError::Extract(ExtractError::NotJson(_)) => "not_json",
             PollError::Extract(_) => "bad_items",
             PollError::Store(_) => "store",
@@ -123,13 +124,27 @@ impl Emitted {
 /// The listing, and its pages' documents unless `stop_if_unchanged` and every page answered
 /// 304.
 async fn fetch_documents(
-    ctx: &Ctx,
+    (ctx, st): (&Ctx, &Store),
     bridge: &Bridge,
     cache: Option<&fetch::Cache<'_>>,
     stop_if_unchanged: bool,
 ) -> Result<(fetch::Listing, Option<Vec<extract::Page>>), FetchError> {
+    let src = &bridge.source;
+    let client = ctx.source_client(src.proxy.as_ref());
+    let session = src
+        .auth
+        .as_ref()
+        .map(|a| (ctx.sessions.of(&bridge.name, a), a));
+    let login = session.as_ref().map(|(session, auth)| crate::auth::LogIn {
+        session,
+        auth,
+        client: &client,
+        store: st,
+        bridge: &bridge.name,
+        timeout: src.timeout,
+    });
     let mut listing =
-        fetch::fetch_listing(&ctx.fetcher, &bridge.source, &bridge.name, cache).await?;
+        fetch::fetch_listing(&client, login.as_ref(), src, &bridge.name, cache).await?;
     if stop_if_unchanged && listing.unchanged() {
         return Ok((listing, None));
     }
@@ -196,7 +211,7 @@ async fn fetch_conditional(
         keep_bodies: bridge.source.paginate.is_some() || bridge.emit.after_missing > 1,
     };
     let cache = conditional.then_some(&cache);
-    match fetch_documents(ctx, bridge, cache, stop_if_unchanged).await {
+    match fetch_documents((ctx, st), bridge, cache, stop_if_unchanged).await {
         // A 304 stands for a body that is not stored (it was not needed when stored, or was
         // lost): ask again, without validators.
         Err(FetchError::Cache { url, reason }) => {
@@ -208,7 +223,8 @@ async fn fetch_conditional(
                 pages: &empty,
                 ..*c
             });
-            let (listing, documents) = fetch_documents(ctx, bridge, again.as_ref(), false).await?;
+            let (listing, documents) =
+                fetch_documents((ctx, st), bridge, again.as_ref(), false).await?;
             Ok((listing, documents, false))
         }
         r => {

@@ -157,6 +157,8 @@ mod tests {
             max_body: 1000,
             conditional: true,
             paginate: None,
+            auth: None,
+            proxy: None,
         }
     }
 
