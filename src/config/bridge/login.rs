@@ -173,7 +173,7 @@ impl Validator<'_> {
         if o.client_auth == ClientAuth::Basic && o.client_secret.is_none() {
             // RFC 6749 §2.3.1 Basic needs a password; a public client sends its id in the form.
             self.err(
-                &format!("{p}.client_secret"),
+                p,
                 format!(
                     "{p}: `client_auth: basic` needs a `client_secret` (or use `client_auth: post`)"
                 ),
