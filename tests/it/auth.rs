@@ -238,9 +238,10 @@ async fn oauth2_tokens_are_fetched_once_and_renewed_ahead_of_expiry() {
     assert_eq!(iss.unauthorized(), 0, "{:?}", iss.api_hits());
     let at: Vec<Instant> = iss.token_hits().iter().map(|t| t.at).collect();
     for w in at.windows(2) {
-        // Renewed at 90% of 2 s: not sooner (so not once per poll).
+        // Renewed at 90% of 2 s (1.8 s after it was asked for), not once per poll; the
+        // margin is for the first answer's latency on a busy machine.
         assert!(
-            w[1] - w[0] >= Duration::from_millis(1700),
+            w[1] - w[0] >= Duration::from_millis(1500),
             "{:?}",
             w[1] - w[0]
         );
@@ -295,6 +296,30 @@ async fn a_failed_token_request_fails_the_poll_with_reason_auth_and_no_secret() 
     // The endpoint recovers: so does the bridge.
     iss.with(|s| s.fail_with = None);
     h.poll(&b).await.unwrap();
+}
+
+/// A token endpoint that redirects elsewhere: not followed, the credentials stay home.
+#[tokio::test]
+async fn a_token_request_is_not_redirected_to_another_origin() {
+    let iss = Issuer::start().await;
+    let elsewhere = Upstream::start().await;
+    let token = Upstream::start().await;
+    token.set_answer(
+        Answer::new(307, "text/plain", "").header("location", &format!("{}/steal", elsewhere.base)),
+    );
+    let h = Harness::new();
+    let yaml = BridgeYaml::new(&format!("{}/items", iss.base))
+        .source(&format!(
+            "auth: {{oauth2: {{token_url: \"{}/token\", client_id: app-1, client_secret: \"{CLIENT_SECRET}\"}}}}",
+            token.base
+        ))
+        .sink("console");
+    let b = h.bridge("moved", &yaml.build());
+    let e = h.poll(&b).await.unwrap_err();
+    assert_eq!(e.kind(), "auth", "{e}");
+    assert!(e.to_string().contains("another origin"), "{e}");
+    assert_eq!(token.hits().len(), 1);
+    assert!(elsewhere.hits().is_empty() && iss.api_hits().is_empty());
 }
 
 #[tokio::test]
