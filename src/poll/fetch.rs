@@ -445,7 +445,11 @@ async fn fetch_page(
             Err(FetchError::Status { status: 401, .. })
                 if !renew && login.is_some_and(LogIn::renewable) =>
             {
-                tracing::info!(bridge = %unreadable.bridge, url = %shown, "answered 401: asking for a new token, then once more");
+                // No URL: its path may hold an interpolated secret this line would not mask.
+                tracing::info!(
+                    bridge = %unreadable.bridge,
+                    "the source answered 401: asking for a new token, then once more"
+                );
                 renew = true;
             }
             r => return r,
