@@ -113,10 +113,9 @@ impl LogIn<'_> {
 
     /// The header to send: the token held while it is fresh, else (or with `renew`) a new one.
     pub async fn header(&self, renew: bool) -> Result<(HeaderName, HeaderValue), AuthError> {
-        let kind = match &self.auth.kind {
-            AuthKind::Basic(v) => return Ok((header::AUTHORIZATION, v.clone())),
-            k => k,
-        };
+        if let AuthKind::Basic(v) = &self.auth.kind {
+            return Ok((header::AUTHORIZATION, v.clone()));
+        }
         let mut held = self.session.held.lock().await;
         if let Some(t) = &held.token {
             if !renew && t.renew_at.is_none_or(|at| Instant::now() < at) {
@@ -124,10 +123,10 @@ impl LogIn<'_> {
             }
         }
         held.token = None;
-        let token = match kind {
+        let token = match &self.auth.kind {
             AuthKind::OAuth2(o) => self.oauth2(o, &mut held).await?,
             AuthKind::Login(l) => self.login(l).await?,
-            AuthKind::Basic(_) => unreachable!("answered above"),
+            AuthKind::Basic(v) => return Ok((header::AUTHORIZATION, v.clone())),
         };
         let header = token.header.clone();
         held.token = Some(token);

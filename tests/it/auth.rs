@@ -459,6 +459,22 @@ async fn a_bridge_proxy_carries_its_source_and_token_requests() {
     assert_eq!(proxy.seen().len(), 2);
 }
 
+#[tokio::test]
+async fn a_bridge_proxy_may_be_socks5() {
+    let up = Upstream::start().await;
+    up.set_json(&json!({"items": [{"id": 1}]}));
+    let (socks, targets) = socks5_proxy().await;
+    let h = Harness::new();
+    let yaml = BridgeYaml::new(&up.url())
+        .source(&format!("proxy: \"{socks}\""))
+        .sink("console");
+    let b = h.bridge("socks", &yaml.build());
+    h.poll(&b).await.unwrap();
+    assert_eq!(up.hits().len(), 1);
+    let authority = up.base.trim_start_matches("http://").to_string();
+    assert_eq!(*targets.lock().unwrap(), [authority]);
+}
+
 /// `HTTP_PROXY` in the daemon's environment (not this test process's: tests share it) takes
 /// the sources there; `NO_PROXY` naming the host keeps them away.
 #[tokio::test]

@@ -960,3 +960,51 @@ impl ForwardProxy {
         self.seen.lock().unwrap().clone()
     }
 }
+
+/// A SOCKS5 proxy (RFC 1928, no authentication, CONNECT only): the targets it connected to.
+pub async fn socks5_proxy() -> (String, Arc<Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("socks5://{}", listener.local_addr().unwrap());
+    let targets: Arc<Mutex<Vec<String>>> = Arc::default();
+    let seen = targets.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut c, _)) = listener.accept().await else {
+                return;
+            };
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut head = [0u8; 2];
+                c.read_exact(&mut head).await?;
+                let mut methods = vec![0u8; head[1] as usize];
+                c.read_exact(&mut methods).await?;
+                c.write_all(&[5, 0]).await?;
+                let mut req = [0u8; 4];
+                c.read_exact(&mut req).await?;
+                let host = match req[3] {
+                    1 => {
+                        let mut a = [0u8; 4];
+                        c.read_exact(&mut a).await?;
+                        std::net::Ipv4Addr::from(a).to_string()
+                    }
+                    3 => {
+                        let len = c.read_u8().await? as usize;
+                        let mut name = vec![0u8; len];
+                        c.read_exact(&mut name).await?;
+                        String::from_utf8_lossy(&name).into_owned()
+                    }
+                    _ => return Ok::<(), std::io::Error>(()),
+                };
+                let port = c.read_u16().await?;
+                let target = format!("{host}:{port}");
+                seen.lock().unwrap().push(target.clone());
+                let mut up = tokio::net::TcpStream::connect(&target).await?;
+                c.write_all(&[5, 0, 0, 1, 0, 0, 0, 0, 0, 0]).await?;
+                tokio::io::copy_bidirectional(&mut c, &mut up).await?;
+                Ok(())
+            });
+        }
+    });
+    (url, targets)
+}
