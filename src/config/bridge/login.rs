@@ -219,31 +219,7 @@ impl Validator<'_> {
             .expires_in
             .as_ref()
             .map(|e| self.jsonpath(&format!("{p}.expires_in"), e));
-        let header = match &l.header {
-            None => Some(reqwest::header::AUTHORIZATION),
-            Some(h) => match HeaderName::from_bytes(h.as_bytes()) {
-                Ok(h) => Some(h),
-                Err(_) => {
-                    self.err(
-                        &format!("{p}.header"),
-                        format!("{p}.header: `{h}` is not a valid header name"),
-                    );
-                    None
-                }
-            },
-        };
-        let prefix = match &l.prefix {
-            None => Some("Bearer ".to_string()),
-            Some(x) => self.text(&format!("{p}.prefix"), x),
-        };
-        if let Some(x) = &prefix {
-            if HeaderValue::from_str(x).is_err() {
-                self.err(
-                    &format!("{p}.prefix"),
-                    format!("{p}.prefix: not valid in a header value"),
-                );
-            }
-        }
+        let (header, prefix) = self.login_header(l);
         let url = url?;
         parts.extend([
             "login".to_string(),
@@ -274,6 +250,37 @@ impl Validator<'_> {
             header: header?,
             prefix: prefix?,
         })
+    }
+
+    /// The header a login's token goes in, and what precedes the token there.
+    fn login_header(&mut self, l: &RawLogin) -> (Option<HeaderName>, Option<String>) {
+        let p = "source.auth.login";
+        let header = match &l.header {
+            None => Some(reqwest::header::AUTHORIZATION),
+            Some(h) => match HeaderName::from_bytes(h.as_bytes()) {
+                Ok(h) => Some(h),
+                Err(_) => {
+                    self.err(
+                        &format!("{p}.header"),
+                        format!("{p}.header: `{h}` is not a valid header name"),
+                    );
+                    None
+                }
+            },
+        };
+        let prefix = match &l.prefix {
+            None => Some("Bearer ".to_string()),
+            Some(x) => self.text(&format!("{p}.prefix"), x),
+        };
+        if let Some(x) = &prefix {
+            if HeaderValue::from_str(x).is_err() {
+                self.err(
+                    &format!("{p}.prefix"),
+                    format!("{p}.prefix: not valid in a header value"),
+                );
+            }
+        }
+        (header, prefix)
     }
 
     fn basic(&mut self, b: &RawBasic, parts: &mut Vec<String>) -> Option<HeaderValue> {
