@@ -19,6 +19,8 @@
 //! - [`config`]: bridge YAML files -> validated [`config::Bridge`]s, or every problem with its
 //!   place; `screen` turns away what is not a bridge file, quoting nothing
 //! - [`schedule`]: when a bridge polls (`every` with a per-name offset, or cron); pure
+//! - [`auth`]: logging in to sources (`source.auth`): tokens per bridge, renewed ahead of
+//!   expiry and on a 401, rotated refresh tokens kept in the store
 //! - [`poll`]: one poll: `fetch` (pages, conditional requests, next links), `ratelimit`
 //!   (pauses a source asks for), `plan` (pure: stored state + listing + now -> events and the
 //!   commits that store them, one or a batch at a time), `apply` (the plan run against the
@@ -48,6 +50,7 @@
 pub mod access;
 pub mod admin;
 pub mod app;
+pub mod auth;
 pub mod config;
 pub mod deliver;
 pub mod diff;

@@ -55,6 +55,11 @@ pub struct Ctx {
     /// Client for sources: follows redirects within the source's origin only, and sends no
     /// `Referer` (SPEC §11).
     pub fetcher: reqwest::Client,
+    /// Source clients by `source.proxy`, each built once (connections are pooled per client);
+    /// `fetcher` serves the sources without one.
+    proxied: Mutex<HashMap<String, reqwest::Client>>,
+    /// Per bridge, the tokens of its `source.auth`, kept across polls.
+    pub sessions: crate::auth::Sessions,
     /// Client for webhooks: never follows redirects (a 3xx is a failed delivery, SPEC §6).
     pub sender: reqwest::Client,
     /// One channel per bridge; a commit with events bumps it and the bridge's deliverers wake.
@@ -112,6 +117,8 @@ impl Ctx {
             beats: Beats::default(),
             ended: Mutex::new(HashMap::new()),
             fetcher,
+            proxied: Mutex::new(HashMap::new()),
+            sessions: Default::default(),
             sender,
             wakers: Mutex::new(HashMap::new()),
             status: Mutex::new(HashMap::new()),
@@ -120,6 +127,18 @@ impl Ctx {
             per_host: PollLimits::default().per_host,
             gates: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The client for a source's requests (and its token requests): the one through its
+    /// proxy, or the shared one.
+    pub fn source_client(&self, proxy: Option<&url::Url>) -> reqwest::Client {
+        let Some(p) = proxy else {
+            return self.fetcher.clone();
+        };
+        let mut all = self.proxied.lock().unwrap_or_else(|e| e.into_inner());
+        all.entry(p.to_string())
+            .or_insert_with(|| crate::http::fetcher_via(Some(p)))
+            .clone()
     }
 
     /// The same, with other limits on polls in flight (before the context is shared).

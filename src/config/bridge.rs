@@ -16,6 +16,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use url::Url;
 
+mod login;
+pub use login::{Auth, AuthKind, Login, OAuth2, Secret};
+
 /// The sink retry schedule when a bridge does not give one (SPEC §3).
 pub const DEFAULT_RETRY: [Duration; 7] = [
     Duration::from_secs(5),
@@ -63,6 +66,9 @@ pub struct Source {
     pub cursor: Option<Cursor>,
     /// How the body is written; anything but JSON is converted to JSON first (SPEC §13).
     pub format: Format,
+    /// How to log in (SPEC §13, `login.rs`), and the proxy for this source's requests.
+    pub auth: Option<Auth>,
+    pub proxy: Option<Url>,
 }
 
 #[derive(Debug, Clone)]
@@ -656,6 +662,10 @@ impl<'a> Validator<'a> {
         }
         let cursor = self.cursor(s.cursor.as_ref(), s);
         let format = self.format(s);
+        let (auth, proxy) = (
+            self.auth(s.auth.as_ref(), &s.headers),
+            self.proxy(s.proxy.as_ref()),
+        );
         Some(Source {
             url: url?,
             method: s.method,
@@ -667,6 +677,8 @@ impl<'a> Validator<'a> {
             paginate: paginate?,
             cursor: cursor?,
             format: format?,
+            auth: auth?,
+            proxy: proxy?,
         })
     }
 

@@ -55,6 +55,10 @@ pub struct RawSource {
     /// SPEC §13 formats: how the body is written, and the CSV options (only with `csv`).
     pub format: Option<RawFormat>,
     pub csv: Option<RawCsv>,
+    /// How to log in (SPEC §13); checked in `bridge/login.rs`.
+    pub auth: Option<RawAuth>,
+    /// The proxy for this source's requests, token requests included.
+    pub proxy: Option<String>,
 }
 
 /// `cursor: {param: NAME | variable: NAME, from: JSONPATH, initial: VALUE, keep: DURATION}`.
@@ -177,4 +181,61 @@ pub struct RawSink {
     pub headers: BTreeMap<String, String>,
     pub timeout: Option<String>,
     pub retry: Option<Vec<String>>,
+}
+
+/// `source.auth`: one of `oauth2`, `login`, `basic` (SPEC §13).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuth {
+    pub oauth2: Option<RawOAuth2>,
+    pub login: Option<RawLogin>,
+    pub basic: Option<RawBasic>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOAuth2 {
+    pub token_url: String,
+    pub client_id: String,
+    pub client_secret: Option<String>,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    #[serde(default)]
+    pub params: BTreeMap<String, String>,
+    pub refresh_token: Option<String>,
+    #[serde(default)]
+    pub client_auth: ClientAuth,
+}
+
+/// How the client authenticates to the token endpoint (RFC 6749 §2.3.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuth {
+    /// HTTP Basic with the form-encoded id and secret.
+    #[default]
+    Basic,
+    /// `client_id` and `client_secret` in the form body.
+    Post,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLogin {
+    pub url: String,
+    pub method: Option<Method>,
+    pub body: Option<serde_yaml::Value>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    pub token: String,
+    pub expires_in: Option<String>,
+    pub header: Option<String>,
+    pub prefix: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBasic {
+    pub username: String,
+    #[serde(default)]
+    pub password: String,
 }

@@ -6,6 +6,7 @@
 
 use super::paginate::{self, PageRequest};
 use super::ratelimit;
+use crate::auth::LogIn;
 use crate::config::Source;
 use crate::config::raw::Method;
 use crate::extract::Page;
@@ -13,7 +14,7 @@ use crate::formats::{self, Format};
 use crate::redact;
 use crate::store::{CachedPage, PageWrite, Store, page_digest, page_key};
 use chrono::{DateTime, Utc};
-use reqwest::header::{self, HeaderMap};
+use reqwest::header::{self, HeaderMap, HeaderName, HeaderValue};
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -56,6 +57,9 @@ pub enum FetchError {
     /// The next-page link of this page cannot be followed.
     #[error("{url}: {reason}")]
     Next { url: String, reason: String },
+    /// The source's token could not be had (SPEC §13).
+    #[error(transparent)]
+    Auth(#[from] crate::auth::AuthError),
     /// A 304 stands for a cached body that cannot be read back.
     #[error("{url}: answered 304 but its cached body cannot be read: {reason}")]
     Cache { url: String, reason: String },
@@ -279,6 +283,7 @@ impl Cache<'_> {
 /// at a page without items.
 pub async fn fetch_listing(
     client: &reqwest::Client,
+    login: Option<&LogIn<'_>>,
     src: &Source,
     bridge: &str,
     cache: Option<&Cache<'_>>,
@@ -300,7 +305,7 @@ pub async fn fetch_listing(
         let cached = cache.and_then(|c| c.pages.get(&key));
         let shown = redact::url(&page.url);
         let answered = fetch_page(
-            client,
+            (client, login),
             src,
             &page,
             &shown,
@@ -425,9 +430,10 @@ struct Answered {
     pause_until: Option<DateTime<Utc>>,
 }
 
-/// One request, with its whole exchange (body included) within `timeout`.
+/// One request, with its whole exchange (body included) within `timeout`. With a login, the
+/// token is had first; a 401 to a token gets a new one and one more try (SPEC §13).
 async fn fetch_page(
-    client: &reqwest::Client,
+    (client, login): (&reqwest::Client, Option<&LogIn<'_>>),
     src: &Source,
     page: &PageRequest,
     shown: &str,
@@ -435,17 +441,33 @@ async fn fetch_page(
     record: bool,
     unreadable: &mut Unreadable<'_>,
 ) -> Result<Answered, FetchError> {
-    match tokio::time::timeout(
-        src.timeout,
-        fetch_inner(client, src, page, shown, cached, record, unreadable),
-    )
-    .await
-    {
-        Ok(r) => r,
-        Err(_) => Err(FetchError::Timeout {
-            url: shown.to_string(),
-            after: src.timeout,
-        }),
+    let mut renew = false;
+    loop {
+        let auth = match login {
+            Some(l) => Some(l.header(renew).await?),
+            None => None,
+        };
+        let inner = fetch_inner((client, auth), src, page, shown, cached, record, unreadable);
+        let r = match tokio::time::timeout(src.timeout, inner).await {
+            Ok(r) => r,
+            Err(_) => Err(FetchError::Timeout {
+                url: shown.to_string(),
+                after: src.timeout,
+            }),
+        };
+        match r {
+            Err(FetchError::Status { status: 401, .. })
+                if !renew && login.is_some_and(LogIn::renewable) =>
+            {
+                // No URL: its path may hold an interpolated secret this line would not mask.
+                tracing::info!(
+                    bridge = %unreadable.bridge,
+                    "the source answered 401: asking for a new token, then once more"
+                );
+                renew = true;
+            }
+            r => return r,
+        }
     }
 }
 
@@ -462,12 +484,13 @@ fn request(
     src: &Source,
     page: &PageRequest,
     cached: Option<&CachedPage>,
+    auth: Option<(HeaderName, HeaderValue)>,
 ) -> reqwest::RequestBuilder {
     let mut req = match src.method {
         Method::GET => client.get(page.url.clone()),
         Method::POST => client.post(page.url.clone()),
     };
-    for (k, v) in &src.headers {
+    for (k, v) in src.headers.iter().cloned().chain(auth) {
         req = req.header(k, v);
     }
     if let Some(body) = page.body.as_ref().or(src.body.as_ref()) {
@@ -534,8 +557,9 @@ async fn read_body(
     Ok(body)
 }
 
+/// One page's exchange; `auth` is the login's header, when the source has one.
 async fn fetch_inner(
-    client: &reqwest::Client,
+    (client, auth): (&reqwest::Client, Option<(HeaderName, HeaderValue)>),
     src: &Source,
     page: &PageRequest,
     url: &str,
@@ -543,7 +567,7 @@ async fn fetch_inner(
     record: bool,
     unreadable: &mut Unreadable<'_>,
 ) -> Result<Answered, FetchError> {
-    let req = request(client, src, page, cached);
+    let req = request(client, src, page, cached, auth);
     let http = |e: reqwest::Error| FetchError::Http {
         url: url.to_string(),
         reason: error_chain(e),

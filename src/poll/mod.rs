@@ -49,6 +49,7 @@ impl PollError {
             PollError::Fetch(FetchError::RateLimited { .. }) => "rate_limited",
             PollError::Fetch(FetchError::Next { .. }) => "next_page",
             PollError::Fetch(FetchError::Cache { .. }) => "store",
+            PollError::Fetch(FetchError::Auth(_)) => "auth",
             PollError::Extract(ExtractError::NotJson(_)) => "not_json",
             PollError::Extract(_) => "bad_items",
             PollError::Store(_) => "store",
@@ -129,14 +130,28 @@ impl Emitted {
 /// The listing, and its pages' documents unless `stop_if_unchanged` and every page answered
 /// 304.
 async fn fetch_documents(
-    ctx: &Ctx,
+    (ctx, st): (&Ctx, &Store),
     bridge: &Bridge,
     source: &Source,
     cache: Option<&fetch::Cache<'_>>,
     stop_if_unchanged: bool,
 ) -> Result<(fetch::Listing, Option<Vec<extract::Page>>), FetchError> {
+    let client = ctx.source_client(source.proxy.as_ref());
+    let session = source
+        .auth
+        .as_ref()
+        .map(|a| (ctx.sessions.of(&bridge.name, a), a));
+    let login = session.as_ref().map(|(session, auth)| crate::auth::LogIn {
+        session,
+        auth,
+        client: &client,
+        store: st,
+        bridge: &bridge.name,
+        timeout: source.timeout,
+    });
     let mut listing = fetch::fetch_listing(
-        &ctx.fetcher,
+        &client,
+        login.as_ref(),
         source,
         &bridge.name,
         cache,
@@ -208,7 +223,7 @@ async fn fetch_conditional(
         keep_bodies: approach.keep_bodies,
     };
     let cache = approach.conditional.then_some(&cache);
-    match fetch_documents(ctx, bridge, source, cache, approach.stop_if_unchanged).await {
+    match fetch_documents((ctx, st), bridge, source, cache, approach.stop_if_unchanged).await {
         // A 304 stands for a body that is not stored (it was not needed when stored, or was
         // lost): ask again, without validators.
         Err(FetchError::Cache { url, reason }) => {
@@ -221,7 +236,7 @@ async fn fetch_conditional(
                 ..*c
             });
             let (listing, documents) =
-                fetch_documents(ctx, bridge, source, again.as_ref(), false).await?;
+                fetch_documents((ctx, st), bridge, source, again.as_ref(), false).await?;
             Ok((listing, documents, false))
         }
         r => {

@@ -283,6 +283,8 @@ mod tests {
             paginate: None,
             cursor: None,
             format: Default::default(),
+            auth: None,
+            proxy: None,
         }
     }
 

@@ -46,6 +46,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use values::Kind;
 
+mod auth;
 mod commit;
 pub(crate) mod compact;
 mod dead;

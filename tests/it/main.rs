@@ -2,6 +2,7 @@
 //! 127.0.0.1, a real sled store in a temp dir, and the real `pollhook` binary.
 
 mod access;
+mod auth;
 mod batches;
 mod binary;
 mod config;
