@@ -18,6 +18,12 @@ pub enum EventType {
     Deleted,
     #[serde(rename = "item.snapshot")]
     Snapshot,
+    /// `emit.failures`: the bridge's polls have failed N times in a row (SPEC §12).
+    #[serde(rename = "bridge.failing")]
+    Failing,
+    /// `emit.failures`: the first successful poll after a `bridge.failing`.
+    #[serde(rename = "bridge.recovered")]
+    Recovered,
 }
 
 impl EventType {
@@ -27,6 +33,8 @@ impl EventType {
             EventType::Updated => "item.updated",
             EventType::Deleted => "item.deleted",
             EventType::Snapshot => "item.snapshot",
+            EventType::Failing => "bridge.failing",
+            EventType::Recovered => "bridge.recovered",
         }
     }
 }

@@ -135,6 +135,8 @@ pub struct Emit {
     pub first_poll: FirstPoll,
     pub after_missing: u32,
     pub max_fraction: f64,
+    /// `emit.failures.after`: `bridge.failing` after this many failed polls in a row.
+    pub failures_after: Option<u32>,
 }
 
 #[derive(Debug, Clone)]
@@ -806,7 +808,15 @@ impl<'a> Validator<'a> {
                 "emit.deletes.max_fraction: must be above 0 and at most 1",
             );
         }
+        let failures_after = e.failures.as_ref().map(|f| f.after);
+        if failures_after == Some(0) {
+            self.err(
+                "emit.failures.after",
+                "emit.failures.after: must be at least 1",
+            );
+        }
         Emit {
+            failures_after,
             created: events.contains(&raw::EventKind::Created),
             updated: events.contains(&raw::EventKind::Updated),
             deleted: events.contains(&raw::EventKind::Deleted),

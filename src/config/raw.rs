@@ -144,6 +144,14 @@ pub struct RawEmit {
     pub first_poll: FirstPoll,
     #[serde(default)]
     pub deletes: RawDeletes,
+    pub failures: Option<RawFailures>,
+}
+
+/// `failures: {after: N}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFailures {
+    pub after: u32,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -4,6 +4,7 @@
 
 pub mod apply;
 pub mod cursor;
+pub mod failures;
 pub mod fetch;
 pub mod paginate;
 pub mod plan;
@@ -118,7 +119,7 @@ impl Emitted {
             EventType::Created => self.created,
             EventType::Updated => self.updated,
             EventType::Deleted => self.deleted,
-            EventType::Snapshot => 0,
+            EventType::Snapshot | EventType::Failing | EventType::Recovered => 0,
         }
     }
 

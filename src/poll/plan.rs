@@ -141,6 +141,7 @@ pub fn plan(
         incomplete: listed.incomplete,
         pause_until: listed.pause_until,
     };
+    let failing = meta.failing.clone();
     let mut b = Batches::new(state, bridge, meta, approach.rebaselined, now, report, out);
     b.seen = incremental.map_or(0, |i| i.today);
     b.write(&diff, &items)?;
@@ -162,6 +163,8 @@ pub fn plan(
         absent: diff.absent_after,
         items: diff.stored_after,
         cursor,
+        // The failure streak is failure tracking's (`failures`), which runs after the poll.
+        failing,
     };
     b.finish(new_meta, pages)?;
     Ok(b.report)

@@ -111,6 +111,7 @@ pub async fn poll_and_log(
     let result = poll_once(ctx, bridge, true, Utc::now()).await;
     drop(step);
     record(ctx, bridge, redactor, &result, started.elapsed());
+    super::failures::track(ctx, bridge, redactor, &result).await;
     Some(result)
 }
 
@@ -172,6 +173,7 @@ pub async fn poll_now(
         let result = result.and_then(|r| r);
         if commit {
             record(&ctx, &bridge, &redactor, &result, started.elapsed());
+            super::failures::track(&ctx, &bridge, &redactor, &result).await;
         } else if let Some(until) = result.as_ref().err().and_then(|e| e.pause_until()) {
             // A dry run stores nothing, but the source's request for a pause holds all the same.
             ctx.update_status(&bridge.name, |s| s.paused_until = Some(until));

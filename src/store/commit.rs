@@ -400,6 +400,7 @@ mod tests {
             expected_seq: 0,
             meta: BridgeMeta {
                 cursor: None,
+                failing: None,
                 seq: 2,
                 fingerprint: Some("f".into()),
                 baselined: true,

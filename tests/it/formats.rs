@@ -4,9 +4,7 @@
 
 use crate::support::*;
 use pollhook::config::Bridge;
-use pollhook::event::EventType;
-use pollhook::poll::{PollError, PollReport, scheduler};
-use pollhook::redact::Redactor;
+use pollhook::poll::PollReport;
 
 /// The events of one poll as `(type, key)`, sorted.
 fn events(r: &PollReport) -> Vec<(&'static str, String)> {
@@ -14,13 +12,8 @@ fn events(r: &PollReport) -> Vec<(&'static str, String)> {
         .events
         .iter()
         .map(|e| {
-            let kind = match e.kind {
-                EventType::Created => "created",
-                EventType::Updated => "updated",
-                EventType::Deleted => "deleted",
-                EventType::Snapshot => "snapshot",
-            };
-            (kind, e.key.clone())
+            let kind = e.kind.as_str();
+            (kind.strip_prefix("item.").unwrap_or(kind), e.key.clone())
         })
         .collect();
     out.sort();
@@ -439,12 +432,6 @@ async fn a_sitemap_selects_alike_with_one_url_or_many() {
     );
 }
 
-async fn logged_poll(h: &Harness, b: &Bridge) -> Result<PollReport, PollError> {
-    scheduler::poll_and_log(&h.ctx, b, &Redactor::new(&b.secrets))
-        .await
-        .expect("no pause holds the poll back")
-}
-
 #[tokio::test]
 async fn a_body_that_does_not_parse_in_its_format_fails_the_poll_and_loses_nothing() {
     let up = Upstream::start().await;
@@ -487,12 +474,12 @@ async fn a_body_that_does_not_parse_in_its_format_fails_the_poll_and_loses_nothi
             .first()
             .map_or("json", |s| s.trim_start_matches("format: "));
         up.set(200, "text/plain", &good);
-        let first = logged_poll(&h, &b).await.unwrap();
+        let first = h.scheduled_poll(&b).await.unwrap();
         assert_eq!(first.events.len(), 1, "{format}");
         let before = h.snapshot("fmt");
 
         up.set(200, "text/plain", bad);
-        let e = logged_poll(&h, &b).await.unwrap_err();
+        let e = h.scheduled_poll(&b).await.unwrap_err();
         let shown = h.ctx.status("fmt").last_error.unwrap();
         if format == "json" {
             // JSON keeps the reason it always had (tests, metrics and alerts rely on it).
@@ -515,7 +502,7 @@ async fn a_body_that_does_not_parse_in_its_format_fails_the_poll_and_loses_nothi
 
         // The good body again: nothing changed meanwhile, so nothing to report.
         up.set(200, "text/plain", &good);
-        let again = logged_poll(&h, &b).await.unwrap();
+        let again = h.scheduled_poll(&b).await.unwrap();
         assert!(again.events.is_empty(), "{format}: {:?}", again.events);
     }
 }

@@ -9,6 +9,7 @@ mod config;
 mod crash;
 mod delivery;
 mod diskfull;
+mod failing;
 mod formats;
 mod guards;
 mod hostile;

@@ -396,6 +396,16 @@ impl Harness {
         Harness { dir, ctx }
     }
 
+    /// One poll as the scheduler runs it (status, metrics, log lines, failure streak). A pause
+    /// an earlier call met is taken as over, as the scheduler does when it ends.
+    pub async fn scheduled_poll(&self, b: &Bridge) -> Result<PollReport, PollError> {
+        self.ctx.update_status(&b.name, |s| s.paused_until = None);
+        let redactor = pollhook::redact::Redactor::new(&b.secrets);
+        pollhook::poll::scheduler::poll_and_log(&self.ctx, b, &redactor)
+            .await
+            .expect("no pause holds the poll back")
+    }
+
     pub async fn poll(&self, b: &Bridge) -> Result<PollReport, PollError> {
         poll::poll_once(&self.ctx, b, true, chrono::Utc::now()).await
     }
