@@ -17,7 +17,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{error, info, warn};
+use tracing::{Instrument, error, info, warn};
 
 #[derive(Debug, Clone)]
 pub struct RunOptions {
@@ -63,25 +63,34 @@ impl Fleet {
         let stop = self.root.child_token();
         let tasks = TaskTracker::new();
         self.ctx.forget_ended(&b.name);
+        // The supervisors log in the span of the task they watch (see `logging`).
         let (ctx, bridge, cancel) = (self.ctx.clone(), b.clone(), stop.clone());
-        tasks.spawn(supervised(
-            self.ctx.clone(),
-            b.clone(),
-            Task::Poll,
-            stop.clone(),
-            move |restarted| {
-                scheduler::run_bridge(ctx.clone(), bridge.clone(), cancel.clone(), restarted)
-            },
-        ));
-        for i in 0..b.sinks.len() {
-            let (ctx, bridge, cancel) = (self.ctx.clone(), b.clone(), stop.clone());
-            tasks.spawn(supervised(
+        let span = crate::logging::bridge_span(&b.name);
+        tasks.spawn(
+            supervised(
                 self.ctx.clone(),
                 b.clone(),
-                Task::Delivery,
+                Task::Poll,
                 stop.clone(),
-                move |_| deliver::run_sink(ctx.clone(), bridge.clone(), i, cancel.clone()),
-            ));
+                move |restarted| {
+                    scheduler::run_bridge(ctx.clone(), bridge.clone(), cancel.clone(), restarted)
+                },
+            )
+            .instrument(span),
+        );
+        for (i, sink) in b.sinks.iter().enumerate() {
+            let (ctx, bridge, cancel) = (self.ctx.clone(), b.clone(), stop.clone());
+            let span = crate::logging::sink_span(&b.name, &sink.shown);
+            tasks.spawn(
+                supervised(
+                    self.ctx.clone(),
+                    b.clone(),
+                    Task::Delivery,
+                    stop.clone(),
+                    move |_| deliver::run_sink(ctx.clone(), bridge.clone(), i, cancel.clone()),
+                )
+                .instrument(span),
+            );
         }
         tasks.close();
         self.running.insert(
@@ -219,7 +228,7 @@ async fn supervised<F, Fut>(
             },
         };
         if stop.is_cancelled() {
-            error!(bridge = %b.name, "{why}");
+            error!("{why}");
             return;
         }
         if started.elapsed() > LONGEST_PAUSE {
@@ -235,12 +244,12 @@ async fn supervised<F, Fut>(
             }
         };
         let Some(restart_at) = restart_at else {
-            error!(bridge = %b.name, "{why}; its schedule has no future run, so it is not started again");
+            error!("{why}; its schedule has no future run, so it is not started again");
             ctx.task_ended(&b.name, task.word(), why);
             return;
         };
         let when = restart_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-        error!(bridge = %b.name, restart_at = %when, "{why}; it is started again at {when}");
+        error!(restart_at = %when, "{why}; it is started again at {when}");
         crate::metrics::task_restart(&b.name, task.word());
         ctx.task_ended(
             &b.name,
