@@ -502,14 +502,19 @@ pub async fn run(opts: RunOptions, env: Env, shutdown: CancellationToken) -> Res
         }
     }
 
+    shut_down(fleet, admin_done).await
+}
+
+/// Stops the bridges, then the admin API, then flushes the store (within the grace period).
+async fn shut_down(mut fleet: Fleet, admin_done: TaskTracker) -> Result<()> {
     systemd::stopping();
     info!("shutting down");
     let names: Vec<String> = fleet.running.keys().cloned().collect();
-    root.cancel();
+    fleet.root.cancel();
     fleet.stop(&names).await;
     admin_done.wait().await;
-    let flushed = final_flush(&ctx).await?;
-    ctx.abandon_failed_store();
+    let flushed = final_flush(&fleet.ctx).await?;
+    fleet.ctx.abandon_failed_store();
     match flushed {
         Ok(()) => info!("stopped"),
         Err(e) => error!(
@@ -525,14 +530,9 @@ fn wedged(ctx: &Ctx, store_limit: Duration) -> Option<String> {
     if let Some(stuck) = ctx.beats.stuck() {
         return Some(stuck);
     }
-    match ctx.store_failure() {
-        Some(f) if f.since.elapsed() > store_limit => Some(format!(
-            "the state database has not taken writes for {}s: {}",
-            f.since.elapsed().as_secs(),
-            f.reason
-        )),
-        _ => None,
-    }
+    ctx.store_failure()
+        .filter(|f| f.since.elapsed() > store_limit)
+        .map(|f| f.to_string())
 }
 
 pub fn in_shard(name: &str, shard: Option<(u64, u64)>) -> bool {
