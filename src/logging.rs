@@ -65,16 +65,14 @@ pub fn init(format: LogFormat) {
     let logs = tracing_subscriber::registry()
         .with(filter())
         .with(SpanFieldsLayer);
-    let _ = match format {
-        LogFormat::Json => logs.with(json(std::io::stderr)).try_init(),
+    let line = match format {
+        LogFormat::Json => Line::Json,
         // journald adds its own timestamp.
-        LogFormat::Auto if under_journald => {
-            logs.with(text(std::io::stderr, false, false)).try_init()
-        }
-        LogFormat::Pretty | LogFormat::Auto => {
-            logs.with(text(std::io::stderr, true, tty)).try_init()
-        }
+        LogFormat::Auto if under_journald => Line::Text { time: false },
+        LogFormat::Pretty | LogFormat::Auto => Line::Text { time: true },
     };
+    let ansi = tty && !(format == LogFormat::Auto && under_journald);
+    let _ = logs.with(layer(std::io::stderr, line, ansi)).try_init();
 }
 
 /// The span a bridge's poll task (and its supervisor) logs in. At ERROR, so that no log
@@ -89,36 +87,27 @@ pub fn sink_span(bridge: &str, sink: &str) -> tracing::Span {
     tracing::error_span!("sink", bridge = %bridge, sink = %sink)
 }
 
-/// Lines of text: `[time] LEVEL message span-fields event-fields`.
-pub fn text<S, W>(writer: W, time: bool, ansi: bool) -> impl Layer<S>
+/// The layer that writes `line`s to `writer` (in colour with `ansi`, for text).
+pub fn layer<S, W>(writer: W, line: Line, ansi: bool) -> impl Layer<S>
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
     W: for<'w> MakeWriter<'w> + 'static,
 {
     tracing_subscriber::fmt::layer()
         .with_writer(writer)
-        .with_ansi(ansi)
-        .event_format(Text { time })
+        .with_ansi(ansi && matches!(line, Line::Text { .. }))
+        .event_format(line)
 }
 
-/// One JSON object a line: `timestamp`, `level`, `message`, then span and event fields.
-pub fn json<S, W>(writer: W) -> impl Layer<S>
-where
-    S: Subscriber + for<'a> LookupSpan<'a>,
-    W: for<'w> MakeWriter<'w> + 'static,
-{
-    tracing_subscriber::fmt::layer()
-        .with_writer(writer)
-        .with_ansi(false)
-        .event_format(Json)
-}
-
-/// Keeps each span's fields as recorded, for [`text`] and [`json`] to print (they must be in
-/// the subscriber below those layers).
+/// Keeps each span's fields as recorded, for [`layer`] to print (it must be in the subscriber
+/// below that layer).
 pub struct SpanFieldsLayer;
 
-/// A span's fields, in the order recorded.
-struct SpanFields(Vec<(Field, Value)>);
+/// Fields as recorded, in order.
+type Fields = Vec<(Field, Value)>;
+
+/// A span's fields.
+struct SpanFields(Fields);
 
 impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for SpanFieldsLayer {
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
@@ -180,7 +169,7 @@ impl serde::Serialize for Value {
     }
 }
 
-struct Capture<'a>(&'a mut Vec<(Field, Value)>);
+struct Capture<'a>(&'a mut Fields);
 
 impl Visit for Capture<'_> {
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
@@ -204,32 +193,46 @@ impl Visit for Capture<'_> {
     }
 }
 
-/// The fields of the spans an event is in, outermost first, each name once.
-fn span_fields<S, N>(ctx: &FmtContext<'_, S, N>) -> Vec<(Field, Value)>
+/// An event's fields with those of the spans it is in placed as if the event had them: after
+/// its message (first, if it has none), outermost span first, each name once (an event field
+/// a span already gave is left out).
+fn fields<S, N>(event: &Event<'_>, ctx: &FmtContext<'_, S, N>) -> Fields
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
     N: for<'a> FormatFields<'a> + 'static,
 {
-    let mut out: Vec<(Field, Value)> = Vec::new();
+    let mut spans: Fields = Vec::new();
     for span in ctx.event_scope().into_iter().flat_map(|s| s.from_root()) {
         if let Some(SpanFields(fields)) = span.extensions().get::<SpanFields>() {
             for (f, v) in fields {
-                if !out.iter().any(|(seen, _)| seen.name() == f.name()) {
-                    out.push((f.clone(), v.clone()));
+                if !spans.iter().any(|(seen, _)| seen.name() == f.name()) {
+                    spans.push((f.clone(), v.clone()));
                 }
             }
         }
     }
-    out
+    let mut own = Vec::new();
+    event.record(&mut Capture(&mut own));
+    own.retain(|(f, _)| !spans.iter().any(|(s, _)| s.name() == f.name()));
+    let at = usize::from(own.first().is_some_and(|(f, _)| f.name() == "message"));
+    own.splice(at..at, spans);
+    own
 }
 
-/// tracing-subscriber's full format (same time, level and field rendering, colours on a
-/// terminal) with span fields among the event's rather than as `name{fields}:` in front.
-struct Text {
-    time: bool,
+/// How a line is written.
+#[derive(Debug, Clone, Copy)]
+pub enum Line {
+    /// `[time] LEVEL message span-fields event-fields`: tracing-subscriber's full format
+    /// (same time, level and field rendering, colours on a terminal) with span fields among
+    /// the event's rather than as `name{fields}:` in front.
+    Text { time: bool },
+    /// One JSON object a line, `timestamp`, `level`, `message`, then span and event fields:
+    /// tracing-subscriber's JSON with `flatten_event(true)` and no target, span fields at the
+    /// top level too rather than under `span`/`spans`.
+    Json,
 }
 
-impl<S, N> FormatEvent<S, N> for Text
+impl<S, N> FormatEvent<S, N> for Line
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
     N: for<'a> FormatFields<'a> + 'static,
@@ -240,156 +243,63 @@ where
         mut w: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
-        const DIM: &str = "\x1b[2m";
-        const RESET: &str = "\x1b[0m";
-        let ansi = w.has_ansi_escapes();
-        if self.time {
-            w.write_str(if ansi { DIM } else { "" })?;
-            if SystemTime.format_time(&mut w).is_err() {
-                w.write_str("<unknown time>")?;
-            }
-            write!(w, "{} ", if ansi { RESET } else { "" })?;
+        let level = *event.metadata().level();
+        let fields = fields(event, ctx);
+        match self {
+            Line::Text { time } => write_text(&mut w, *time, level, fields)?,
+            Line::Json => write_json(&mut w, level, fields)?,
         }
-        let (name, colour) = match *event.metadata().level() {
-            Level::TRACE => ("TRACE", "35"),
-            Level::DEBUG => ("DEBUG", "34"),
-            Level::INFO => (" INFO", "32"),
-            Level::WARN => (" WARN", "33"),
-            Level::ERROR => ("ERROR", "31"),
-        };
-        if ansi {
-            write!(w, "\x1b[{colour}m{name}{RESET} ")?;
-        } else {
-            write!(w, "{name} ")?;
-        }
-        let spans = span_fields(ctx);
-        let mut fields = Merged {
-            out: DefaultVisitor::new(w.by_ref(), true),
-            spans: &spans,
-            pending: true,
-        };
-        event.record(&mut fields);
-        fields.flush();
-        fields.out.finish()?;
         writeln!(w)
     }
 }
 
-/// Passes an event's fields on to `out` with the span fields after the message (or first,
-/// if the event has none), and leaves out an event field a span already gave.
-struct Merged<'a, V> {
-    out: V,
-    spans: &'a [(Field, Value)],
-    pending: bool,
+fn write_text(w: &mut Writer<'_>, time: bool, level: Level, fields: Fields) -> fmt::Result {
+    const DIM: &str = "\x1b[2m";
+    const RESET: &str = "\x1b[0m";
+    let ansi = w.has_ansi_escapes();
+    if time {
+        w.write_str(if ansi { DIM } else { "" })?;
+        if SystemTime.format_time(w).is_err() {
+            w.write_str("<unknown time>")?;
+        }
+        write!(w, "{} ", if ansi { RESET } else { "" })?;
+    }
+    let (name, colour) = match level {
+        Level::TRACE => ("TRACE", "35"),
+        Level::DEBUG => ("DEBUG", "34"),
+        Level::INFO => (" INFO", "32"),
+        Level::WARN => (" WARN", "33"),
+        Level::ERROR => ("ERROR", "31"),
+    };
+    if ansi {
+        write!(w, "\x1b[{colour}m{name}{RESET} ")?;
+    } else {
+        write!(w, "{name} ")?;
+    }
+    let mut out = DefaultVisitor::new(w.by_ref(), true);
+    for (f, v) in fields {
+        v.replay(&f, &mut out);
+    }
+    out.finish()
 }
 
-impl<V: Visit> Merged<'_, V> {
-    fn flush(&mut self) {
-        if std::mem::replace(&mut self.pending, false) {
-            for (f, v) in self.spans {
-                v.replay(f, &mut self.out);
-            }
-        }
+fn write_json(w: &mut Writer<'_>, level: Level, fields: Fields) -> fmt::Result {
+    use serde::ser::{SerializeMap, Serializer};
+    let mut timestamp = String::new();
+    SystemTime.format_time(&mut Writer::new(&mut timestamp))?;
+    let mut line = Vec::new();
+    let mut ser = serde_json::Serializer::new(&mut line);
+    let mut map = ser.serialize_map(None).map_err(|_| fmt::Error)?;
+    let mut entries = vec![
+        ("timestamp", Value::Str(timestamp)),
+        ("level", Value::Str(level.to_string())),
+    ];
+    entries.extend(fields.into_iter().map(|(f, v)| (f.name(), v)));
+    for (k, v) in &entries {
+        map.serialize_entry(k, v).map_err(|_| fmt::Error)?;
     }
-
-    /// Whether to pass the field on, once the span fields are where they belong.
-    fn pass(&mut self, field: &Field) -> bool {
-        if field.name() == "message" && self.pending {
-            return true;
-        }
-        self.flush();
-        !self.spans.iter().any(|(f, _)| f.name() == field.name())
-    }
-
-    fn after(&mut self, field: &Field) {
-        if field.name() == "message" {
-            self.flush();
-        }
-    }
-}
-
-impl<V: Visit> Visit for Merged<'_, V> {
-    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        if self.pass(field) {
-            self.out.record_debug(field, value);
-            self.after(field);
-        }
-    }
-    fn record_str(&mut self, field: &Field, value: &str) {
-        if self.pass(field) {
-            self.out.record_str(field, value);
-            self.after(field);
-        }
-    }
-    fn record_i64(&mut self, field: &Field, value: i64) {
-        if self.pass(field) {
-            self.out.record_i64(field, value);
-        }
-    }
-    fn record_u64(&mut self, field: &Field, value: u64) {
-        if self.pass(field) {
-            self.out.record_u64(field, value);
-        }
-    }
-    fn record_f64(&mut self, field: &Field, value: f64) {
-        if self.pass(field) {
-            self.out.record_f64(field, value);
-        }
-    }
-    fn record_bool(&mut self, field: &Field, value: bool) {
-        if self.pass(field) {
-            self.out.record_bool(field, value);
-        }
-    }
-    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        if self.pass(field) {
-            self.out.record_error(field, value);
-        }
-    }
-}
-
-/// tracing-subscriber's JSON with `flatten_event(true)` and no target, span fields at the top
-/// level too rather than under `span`/`spans`.
-struct Json;
-
-impl<S, N> FormatEvent<S, N> for Json
-where
-    S: Subscriber + for<'a> LookupSpan<'a>,
-    N: for<'a> FormatFields<'a> + 'static,
-{
-    fn format_event(
-        &self,
-        ctx: &FmtContext<'_, S, N>,
-        mut w: Writer<'_>,
-        event: &Event<'_>,
-    ) -> fmt::Result {
-        use serde::ser::{SerializeMap, Serializer};
-        let mut timestamp = String::new();
-        SystemTime.format_time(&mut Writer::new(&mut timestamp))?;
-        let spans = span_fields(ctx);
-        let mut fields = Vec::new();
-        let mut merged = Merged {
-            out: Capture(&mut fields),
-            spans: &spans,
-            pending: true,
-        };
-        event.record(&mut merged);
-        merged.flush();
-        let mut line = Vec::new();
-        let mut ser = serde_json::Serializer::new(&mut line);
-        let mut map = ser.serialize_map(None).map_err(|_| fmt::Error)?;
-        let mut entries = vec![
-            ("timestamp", Value::Str(timestamp)),
-            ("level", Value::Str(event.metadata().level().to_string())),
-        ];
-        entries.extend(fields.into_iter().map(|(f, v)| (f.name(), v)));
-        for (k, v) in &entries {
-            map.serialize_entry(k, v).map_err(|_| fmt::Error)?;
-        }
-        map.end().map_err(|_| fmt::Error)?;
-        w.write_str(std::str::from_utf8(&line).map_err(|_| fmt::Error)?)?;
-        writeln!(w)
-    }
+    map.end().map_err(|_| fmt::Error)?;
+    w.write_str(std::str::from_utf8(&line).map_err(|_| fmt::Error)?)
 }
 
 #[cfg(test)]
@@ -445,7 +355,10 @@ mod tests {
 
     #[test]
     fn text_prints_span_fields_after_the_message_once() {
-        let lines = logged(|w| text(move || w.clone(), false, false), in_a_bridge_task);
+        let lines = logged(
+            |w| layer(move || w.clone(), Line::Text { time: false }, false),
+            in_a_bridge_task,
+        );
         assert_eq!(
             lines,
             [
@@ -453,7 +366,10 @@ mod tests {
                 " WARN ignored a header bridge=deep sink=https://hook.example/*** header=retry-after",
             ]
         );
-        let timed = logged(|w| text(move || w.clone(), true, false), in_a_bridge_task);
+        let timed = logged(
+            |w| layer(move || w.clone(), Line::Text { time: true }, false),
+            in_a_bridge_task,
+        );
         // `2026-11-29T07:30:09.123456Z  WARN poll failed: no bridge=deep …`
         let (time, rest) = timed[0].split_once(' ').unwrap();
         assert!(time.ends_with('Z') && time.contains('T'), "{time}");
@@ -467,7 +383,7 @@ mod tests {
     #[test]
     fn text_outside_spans_and_nested_spans() {
         let lines = logged(
-            |w| text(move || w.clone(), false, false),
+            |w| layer(move || w.clone(), Line::Text { time: false }, false),
             || {
                 tracing::info!(bridges = 2, "pollhook started");
                 let outer = tracing::error_span!("bridge", bridge = "a b");
@@ -502,7 +418,10 @@ mod tests {
     #[test]
     fn outside_spans_the_formats_are_tracing_subscribers() {
         for ansi in [false, true] {
-            let ours = logged(|w| text(move || w.clone(), false, ansi), outside_spans);
+            let ours = logged(
+                |w| layer(move || w.clone(), Line::Text { time: false }, ansi),
+                outside_spans,
+            );
             let theirs = logged(
                 |w| {
                     tracing_subscriber::fmt::layer()
@@ -527,7 +446,10 @@ mod tests {
             }
             v
         };
-        let ours = untimed(logged(|w| json(move || w.clone()), outside_spans));
+        let ours = untimed(logged(
+            |w| layer(move || w.clone(), Line::Json, false),
+            outside_spans,
+        ));
         let theirs = untimed(logged(
             |w| {
                 tracing_subscriber::fmt::layer()
@@ -544,7 +466,10 @@ mod tests {
 
     #[test]
     fn json_puts_span_fields_at_the_top_level() {
-        let lines = logged(|w| json(move || w.clone()), in_a_bridge_task);
+        let lines = logged(
+            |w| layer(move || w.clone(), Line::Json, false),
+            in_a_bridge_task,
+        );
         let v: Vec<serde_json::Value> = lines
             .iter()
             .map(|l| serde_json::from_str(l).unwrap())

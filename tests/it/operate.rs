@@ -426,6 +426,17 @@ async fn sigterm_lets_an_in_flight_delivery_finish_and_loses_nothing() {
     assert!(got >= 1);
 }
 
+/// A bridge `name` in `dir` with one item to emit, and a receiver that fails the first
+/// delivery: a line of the deliverer's in the logs.
+async fn failing_once(dir: &std::path::Path, name: &str) -> (Upstream, Receiver) {
+    let up = Upstream::start().await;
+    let rx = Receiver::start().await;
+    up.set_json(&json!({"items": [{"id": 1}]}));
+    rx.answer(500, &[]);
+    write_bridge(dir, name, &up, &rx);
+    (up, rx)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn under_journald_fields_are_native() {
     // tracing-journald talks to this path; a test journal stands in when no real one runs.
@@ -449,13 +460,8 @@ async fn under_journald_fields_are_native() {
     journal
         .set_read_timeout(Some(Duration::from_secs(1)))
         .unwrap();
-    let up = Upstream::start().await;
-    let rx = Receiver::start().await;
-    up.set_json(&json!({"items": [{"id": 1}]}));
-    // A first delivery that fails, for a line of the deliverer's (its `sink` from its span).
-    rx.answer(500, &[]);
     let dir = tempfile::tempdir().unwrap();
-    write_bridge(dir.path(), "jrnl", &up, &rx);
+    let (_up, rx) = failing_once(dir.path(), "jrnl").await;
     let mut cmd = std::process::Command::new(BIN);
     cmd.args(["run", "--admin", "off"])
         .arg("--bridges")
@@ -534,13 +540,8 @@ async fn under_journald_fields_are_native() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn log_lines_name_their_bridge_and_sink_once_in_text_and_json() {
     for format in ["pretty", "json"] {
-        let up = Upstream::start().await;
-        let rx = Receiver::start().await;
-        up.set_json(&json!({"items": [{"id": 1}]}));
-        // A first delivery that fails: a line of the deliverer's.
-        rx.answer(500, &[]);
         let dir = tempfile::tempdir().unwrap();
-        write_bridge(dir.path(), "spans", &up, &rx);
+        let (_up, rx) = failing_once(dir.path(), "spans").await;
         let d = Daemon::start_logging(
             dir.path(),
             &[("API_TOKEN", TOKEN)],
