@@ -105,17 +105,20 @@ async fn rolled_back_store_is_refused_then_accepted(damage: impl Fn(&Path)) {
     damage(&data.join("pollhook.sled/db"));
 
     // `run` refuses, saying what it found and what to run.
-    let (code, _, err) = pollhook(
-        &[
-            "run",
-            "--admin",
-            "off",
-            "--bridges",
-            dir.path().join("bridges").to_str().unwrap(),
-        ],
-        &data,
-    )
-    .await;
+    let bridges = dir.path().join("bridges");
+    let on_bridges = |args: &[&str]| {
+        let args: Vec<String> = [args, &["--bridges", bridges.to_str().unwrap()]]
+            .concat()
+            .into_iter()
+            .map(String::from)
+            .collect();
+        let data = data.clone();
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            pollhook(&args, &data).await
+        }
+    };
+    let (code, _, err) = on_bridges(&["run", "--admin", "off"]).await;
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("rollback: the state in"), "{err}");
     assert!(
@@ -144,19 +147,7 @@ async fn rolled_back_store_is_refused_then_accepted(damage: impl Fn(&Path)) {
 
     // So does a poll with --commit that works on the directory itself.
     let admin = no_daemon();
-    let (code, _, err) = pollhook(
-        &[
-            "poll",
-            "b",
-            "--commit",
-            "--admin",
-            &admin,
-            "--bridges",
-            dir.path().join("bridges").to_str().unwrap(),
-        ],
-        &data,
-    )
-    .await;
+    let (code, _, err) = on_bridges(&["poll", "b", "--commit", "--admin", &admin]).await;
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("rollback: the state in"), "{err}");
 
