@@ -88,7 +88,7 @@ pub fn sink_span(bridge: &str, sink: &str) -> tracing::Span {
 }
 
 /// The layer that writes `line`s to `writer` (in colour with `ansi`, for text).
-pub fn layer<S, W>(writer: W, line: Line, ansi: bool) -> impl Layer<S>
+fn layer<S, W>(writer: W, line: Line, ansi: bool) -> impl Layer<S>
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
     W: for<'w> MakeWriter<'w> + 'static,
@@ -101,7 +101,7 @@ where
 
 /// Keeps each span's fields as recorded, for [`layer`] to print (it must be in the subscriber
 /// below that layer).
-pub struct SpanFieldsLayer;
+struct SpanFieldsLayer;
 
 /// Fields as recorded, in order.
 type Fields = Vec<(Field, Value)>;
@@ -221,7 +221,7 @@ where
 
 /// How a line is written.
 #[derive(Debug, Clone, Copy)]
-pub enum Line {
+enum Line {
     /// `[time] LEVEL message span-fields event-fields`: tracing-subscriber's full format
     /// (same time, level and field rendering, colours on a terminal) with span fields among
     /// the event's rather than as `name{fields}:` in front.

@@ -172,30 +172,28 @@ pub async fn poll_now(
     }
     let (ctx, bridge) = (ctx.clone(), bridge.clone());
     let span = bridge_span(&bridge.name);
-    let run = tokio::spawn(
-        async move {
-            let _one = one;
-            let redactor = Redactor::new(&bridge.secrets);
-            let _slot = ctx.poll_slot(&bridge.source.url).await;
-            let started = Instant::now();
-            let step = ctx.beats.step("a poll", step_limit(&bridge));
-            let (c, b) = (ctx.clone(), bridge.clone());
-            let poll = async move { poll_once(&c, &b, commit, Utc::now()).await };
-            let joined = tokio::spawn(poll.in_current_span()).await;
-            drop(step);
-            let result = joined.map_err(|e| panicked(&ctx, &bridge.name, &redactor, e));
-            let result = result.and_then(|r| r);
-            if commit {
-                record(&ctx, &bridge, &redactor, &result, started.elapsed());
-            } else if let Some(until) = result.as_ref().err().and_then(|e| e.pause_until()) {
-                // A dry run stores nothing, but the source's request for a pause holds all the same.
-                ctx.update_status(&bridge.name, |s| s.paused_until = Some(until));
-                log_pause(&bridge, until);
-            }
-            result
+    let task = async move {
+        let _one = one;
+        let redactor = Redactor::new(&bridge.secrets);
+        let _slot = ctx.poll_slot(&bridge.source.url).await;
+        let started = Instant::now();
+        let step = ctx.beats.step("a poll", step_limit(&bridge));
+        let (c, b) = (ctx.clone(), bridge.clone());
+        let poll = async move { poll_once(&c, &b, commit, Utc::now()).await };
+        let joined = tokio::spawn(poll.in_current_span()).await;
+        drop(step);
+        let result = joined.map_err(|e| panicked(&ctx, &bridge.name, &redactor, e));
+        let result = result.and_then(|r| r);
+        if commit {
+            record(&ctx, &bridge, &redactor, &result, started.elapsed());
+        } else if let Some(until) = result.as_ref().err().and_then(|e| e.pause_until()) {
+            // A dry run stores nothing, but the source's request for a pause holds all the same.
+            ctx.update_status(&bridge.name, |s| s.paused_until = Some(until));
+            log_pause(&bridge, until);
         }
-        .instrument(span.clone()),
-    );
+        result
+    };
+    let run = tokio::spawn(task.instrument(span.clone()));
     Ok(run.await.unwrap_or_else(|e| {
         let why = e.to_string();
         span.in_scope(|| error!("poll requested through the admin API ended: {why}"));
