@@ -45,7 +45,8 @@
 //!   may act through it (unix socket, token)
 //! - [`app`]: wiring, start-up, reload, the bridge tasks' supervisor and shutdown
 //! - [`fault`]: fault injection for the tests (debug builds only)
-//! - [`systemd`]: sd_notify; [`logging`]: log formats; [`metrics`]: Prometheus metrics
+//! - [`systemd`]: sd_notify; [`logging`]: log formats and the bridge and sink spans whose
+//!   fields every line of those tasks carries; [`metrics`]: Prometheus metrics
 
 pub mod access;
 pub mod admin;

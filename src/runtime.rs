@@ -335,11 +335,7 @@ impl Ctx {
     pub fn health(&self) -> Vec<String> {
         let mut why = Vec::new();
         if let Some(f) = self.store_failure() {
-            why.push(format!(
-                "state database does not take writes (for {}s): {}",
-                f.since.elapsed().as_secs(),
-                f.reason
-            ));
+            why.push(f.to_string());
         }
         let mut ended: Vec<String> = self
             .ended
@@ -388,6 +384,18 @@ impl Ctx {
 pub struct StoreFailure {
     pub reason: String,
     pub since: Instant,
+}
+
+/// As `/healthz` and the watchdog name it.
+impl std::fmt::Display for StoreFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "state database does not take writes (for {}s): {}",
+            self.since.elapsed().as_secs(),
+            self.reason
+        )
+    }
 }
 
 /// Writes, syncs and removes a small file in `dir`: does the file system take writes?

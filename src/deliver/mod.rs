@@ -108,7 +108,7 @@ async fn attempt(
                     // As stored (milliseconds), so `NotDue` names the same time later.
                     let next_at = next_at.trunc_subsecs(3);
                     warn!(
-                        bridge, sink = %sink.shown, event_id = %event_id, attempt = entry.attempts,
+                        event_id = %event_id, attempt = entry.attempts,
                         retry_in_ms = delay.as_millis() as u64,
                         "delivery failed: {reason}"
                     );
@@ -137,7 +137,7 @@ fn dead_letter(
     now: DateTime<Utc>,
 ) -> Result<Outcome, StoreError> {
     error!(
-        bridge, sink = %sink.shown, event_id = %entry.event_id, attempts = entry.attempts,
+        event_id = %entry.event_id, attempts = entry.attempts,
         "event dead-lettered: {reason}"
     );
     entry.last_error = Some(reason);
@@ -156,7 +156,9 @@ fn dead_letter(
 }
 
 /// Drains one bridge+sink queue until `cancel`: delivers what is due, sleeps until the next
-/// attempt is, wakes on new commits.
+/// attempt is, wakes on new commits. Its lines carry `bridge` and `sink` (as shown: a sink's
+/// URL may be a secret) from its span.
+#[tracing::instrument(name = "sink", level = "error", skip_all, fields(bridge = %bridge.name, sink = %bridge.sinks[sink].shown))]
 pub async fn run_sink(ctx: Arc<Ctx>, bridge: Arc<Bridge>, sink: usize, cancel: CancellationToken) {
     let sink = &bridge.sinks[sink];
     let mut wake = ctx.subscribe(&bridge.name);
@@ -186,7 +188,7 @@ pub async fn run_sink(ctx: Arc<Ctx>, bridge: Arc<Bridge>, sink: usize, cancel: C
             // The store does not take writes: logged once where it was found; wait for it.
             Err(e) if e.is_failure() && ctx.store_failure().is_some() => continue,
             Err(e) => {
-                error!(bridge = %bridge.name, sink = %sink.shown, "outbox: {e}");
+                error!("outbox: {e}");
                 Some(Duration::from_secs(5))
             }
         };

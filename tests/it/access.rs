@@ -443,18 +443,20 @@ async fn the_socket_replaces_a_stale_file_keeps_a_live_one_and_goes_at_exit() {
     assert_eq!(code, 200, "the running daemon's socket was clobbered");
     // One on another state directory but the same socket: refused, naming the socket.
     let other = dir.path().join("other");
-    let (code, err) = run_to_exit(
-        dir.path(),
-        &[
-            "--admin",
-            "off",
-            "--data",
-            other.to_str().unwrap(),
-            "--admin-socket",
-            d.socket.to_str().unwrap(),
-        ],
-    )
-    .await;
+    let on_socket = |socket: &Path| {
+        let args = ["--admin", "off", "--data", other.to_str().unwrap()];
+        let args: Vec<String> = [&args[..], &["--admin-socket", socket.to_str().unwrap()]]
+            .concat()
+            .into_iter()
+            .map(String::from)
+            .collect();
+        let dir = dir.path().to_path_buf();
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            run_to_exit(&dir, &args).await
+        }
+    };
+    let (code, err) = on_socket(&d.socket).await;
     assert_eq!(code, 1, "{err}");
     assert!(
         err.contains(d.socket.to_str().unwrap()) && err.contains("answers"),
@@ -465,18 +467,7 @@ async fn the_socket_replaces_a_stale_file_keeps_a_live_one_and_goes_at_exit() {
     // A path that is not a socket is never removed.
     let file = dir.path().join("not-a-socket");
     std::fs::write(&file, "keep me").unwrap();
-    let (code, err) = run_to_exit(
-        dir.path(),
-        &[
-            "--admin",
-            "off",
-            "--data",
-            other.to_str().unwrap(),
-            "--admin-socket",
-            file.to_str().unwrap(),
-        ],
-    )
-    .await;
+    let (code, err) = on_socket(&file).await;
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("not a socket"), "{err}");
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep me");

@@ -566,7 +566,17 @@ impl Daemon {
 
     /// `pollhook run` with `args` after the defaults (`--admin` among them).
     pub fn start_args(dir: &std::path::Path, env: &[(&str, &str)], args: &[&str]) -> Daemon {
-        let run = [&["run", "--log-format", "pretty"], args].concat();
+        Daemon::start_logging(dir, env, "pretty", args)
+    }
+
+    /// `start_args` with logs in `format` (`--log-format`).
+    pub fn start_logging(
+        dir: &std::path::Path,
+        env: &[(&str, &str)],
+        format: &str,
+        args: &[&str],
+    ) -> Daemon {
+        let run = [&["run", "--log-format", format], args].concat();
         let mut cmd = Command::from(pollhook_in(dir, &run));
         cmd.env("RUST_LOG", "info")
             .stdout(Stdio::piped())
