@@ -8,30 +8,21 @@
 //! deliverer loops (`run_sink`, one per bridge) POST the signed events. "Commit" is when
 //! `poll_once` returned, i.e. after the transaction was flushed to disk.
 
+mod support;
+
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
-use pollhook::config::{Env, parse_file};
 use pollhook::runtime::Ctx;
 use pollhook::store::Store;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use support::{percentile, serve};
 use tokio_util::sync::CancellationToken;
 
 type Arrivals = Arc<Mutex<HashMap<String, Instant>>>;
 type Bodies = Arc<Mutex<Vec<String>>>;
-
-async fn serve(app: Router) -> String {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
-    format!("http://{addr}")
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
 
 fn listing(items: usize, round: usize) -> String {
     let list: Vec<_> = (0..items)
@@ -85,24 +76,16 @@ async fn main() {
 
     let dir = tempfile::tempdir().unwrap();
     let ctx = Arc::new(Ctx::new(Store::open(dir.path()).unwrap()));
-    let env = Env::fixed(&[], None);
+    let sinks = support::sinks(&rx);
     let defs: Vec<Arc<pollhook::config::Bridge>> = (0..bridges)
         .map(|i| {
-            let yaml = format!(
-                "name: b{i}\nschedule: {{every: 1h}}\nsource: {{url: \"{up}/b/{i}\"}}\nitems: {{select: \"$.items[*]\", key: \"$.id\"}}\nsinks: [{{url: \"{rx}/hook\", secret: whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw}}]\n"
-            );
-            Arc::new(parse_file(std::path::Path::new("bench.yaml"), &yaml, &env).unwrap())
+            support::bridge(&format!(
+                "name: b{i}\nschedule: {{every: 1h}}\nsource: {{url: \"{up}/b/{i}\"}}\nitems: {{select: \"$.items[*]\", key: \"$.id\"}}\n{sinks}\n"
+            ))
         })
         .collect();
     let stop = CancellationToken::new();
-    for b in &defs {
-        tokio::spawn(pollhook::deliver::run_sink(
-            ctx.clone(),
-            b.clone(),
-            0,
-            stop.clone(),
-        ));
-    }
+    support::spawn_deliverers(&ctx, &defs, &stop);
     // Baseline: no events.
     poll_all(&ctx, &defs).await;
 

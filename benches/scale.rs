@@ -19,6 +19,8 @@
 //! pollhook runs as a child process so that its CPU and memory are its own; the upstream and
 //! the receiver share the same 2 cores, as they would on one small server.
 
+mod support;
+
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -29,13 +31,13 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use support::{percentile, serve};
 
 const INTERVAL_MS: u64 = 10_000;
 
 /// Each change made upstream: (endpoint, version) and when.
 type Changes = Arc<Mutex<Vec<((u32, u64), u64)>>>;
 const ITEMS: usize = 10;
-const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
 fn now_ms() -> u64 {
     SystemTime::now()
@@ -54,13 +56,6 @@ fn pollhook_bin() -> PathBuf {
         bin.display()
     );
     bin
-}
-
-async fn serve(app: Router) -> String {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
-    format!("http://{addr}")
 }
 
 /// The upstream: endpoint i serves ITEMS items; item 0 carries the endpoint's version.
@@ -138,13 +133,6 @@ async fn receive(State(r): State<Arc<Receiver>>, body: axum::body::Bytes) -> Sta
     StatusCode::NO_CONTENT
 }
 
-fn percentile(sorted: &[u64], p: f64) -> u64 {
-    if sorted.is_empty() {
-        return 0;
-    }
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
-
 /// utime + stime of a process, in seconds.
 fn cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
@@ -169,9 +157,10 @@ fn try_status_mib(pid: u32, field: &str) -> Option<f64> {
 
 fn write_bridges(dir: &std::path::Path, n: usize, up: &str, rx: &str) {
     std::fs::create_dir_all(dir).unwrap();
+    let sinks = support::sinks(rx);
     for i in 0..n {
         let yaml = format!(
-            "schedule: {{every: {INTERVAL_MS}ms}}\nsource: {{url: \"{up}/e/{i}\"}}\nitems: {{select: \"$.items[*]\", key: \"$.id\"}}\nsinks: [{{url: \"{rx}/hook\", secret: {SECRET}}}]\n"
+            "schedule: {{every: {INTERVAL_MS}ms}}\nsource: {{url: \"{up}/e/{i}\"}}\nitems: {{select: \"$.items[*]\", key: \"$.id\"}}\n{sinks}\n"
         );
         std::fs::write(dir.join(format!("e{i}.yaml")), yaml).unwrap();
     }
@@ -430,6 +419,20 @@ async fn bare(base: String, n: usize) {
     }
 }
 
+/// The peak RSS (VmHWM) of `pid`, sampled until `done` (which may wait a moment itself)
+/// gives an answer; and the answer.
+fn peak_until<R>(pid: u32, mut done: impl FnMut() -> Option<R>) -> (f64, R) {
+    let mut peak: f64 = 0.0;
+    loop {
+        if let Some(mib) = try_status_mib(pid, "VmHWM") {
+            peak = peak.max(mib);
+        }
+        if let Some(r) = done() {
+            return (peak, r);
+        }
+    }
+}
+
 /// How a run of `pollhook` ended: its wall time and its own peak RSS, or how it failed.
 struct Run {
     time: Duration,
@@ -454,16 +457,13 @@ fn timed(cmd: &mut Command) -> Run {
         let _ = std::io::Read::read_to_string(&mut stderr, &mut s);
         s
     });
-    let mut peak: f64 = 0.0;
-    let status = loop {
-        if let Some(mib) = try_status_mib(child.id(), "VmHWM") {
-            peak = peak.max(mib);
+    let (peak, status) = peak_until(child.id(), || {
+        let status = child.try_wait().unwrap();
+        if status.is_none() {
+            std::thread::sleep(Duration::from_millis(2));
         }
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    };
+        status
+    });
     let errors = errors.join().unwrap_or_default();
     Run {
         time: t0.elapsed(),
@@ -651,25 +651,18 @@ fn first_polls_at_start(bridges: &std::path::Path, data: &std::path::Path, n: us
             }
         }
     });
-    let mut peak: f64 = 0.0;
     let mut seen = Vec::new();
-    let failed = loop {
-        if let Some(mib) = try_status_mib(pid, "VmHWM") {
-            peak = peak.max(mib);
+    let (peak, failed) = peak_until(pid, || match rx.recv_timeout(Duration::from_millis(5)) {
+        Ok(line) => {
+            seen.push(line);
+            let failed = seen.iter().find(|l| l.contains("poll failed")).cloned();
+            (seen.len() == n).then_some(failed)
         }
-        match rx.recv_timeout(Duration::from_millis(5)) {
-            Ok(line) => {
-                seen.push(line);
-                if seen.len() == n {
-                    break seen.iter().find(|l| l.contains("poll failed")).cloned();
-                }
-            }
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
-            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-                break Some(format!("{:?}", child.wait().unwrap()));
-            }
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => None,
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+            Some(Some(format!("{:?}", child.wait().unwrap())))
         }
-    };
+    });
     let time = t0.elapsed();
     stop(child);
     Run {

@@ -17,16 +17,18 @@
 //! that only grows is live data, not garbage (`SOAK_ITEM_EVENTS=1` emits them anyway). It
 //! counts absences (`after_missing: 2`), so the body of its listing is kept for 304s too.
 
+mod support;
+
 use axum::Router;
 use axum::extract::State;
 use axum::http::HeaderMap;
-use pollhook::config::{Env, parse_file};
 use pollhook::runtime::Ctx;
 use pollhook::store::Store;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use support::serve;
 use tokio_util::sync::CancellationToken;
 
 fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -34,13 +36,6 @@ fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-async fn serve(app: Router) -> String {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
-    format!("http://{addr}")
 }
 
 /// The upstream's two bodies for one round, with their ETag.
@@ -157,9 +152,7 @@ async fn main() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     let ctx = Arc::new(Ctx::new(store.clone()));
-    let env = Env::fixed(&[], None);
-    let sink =
-        format!("sinks: [{{url: \"{rx}/hook\", secret: whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw}}]");
+    let sink = support::sinks(&rx);
     let defs = [
         format!(
             "name: doc\nschedule: {{every: 1h}}\nsource: {{url: \"{up}/doc\"}}\nitems: {{select: \"$.info\"}}\n{sink}\n"
@@ -169,16 +162,9 @@ async fn main() {
             events = if item_events { "[created, updated, deleted]" } else { "[created, deleted]" },
         ),
     ]
-    .map(|yaml| Arc::new(parse_file(Path::new("soak.yaml"), &yaml, &env).unwrap()));
+    .map(|yaml| support::bridge(&yaml));
     let stop = CancellationToken::new();
-    for b in &defs {
-        tokio::spawn(pollhook::deliver::run_sink(
-            ctx.clone(),
-            b.clone(),
-            0,
-            stop.clone(),
-        ));
-    }
+    support::spawn_deliverers(&ctx, &defs, &stop);
 
     println!(
         "disk soak: a {:.1} MB document and {items} items, all changed every poll, {}s churn then {}s quiet",

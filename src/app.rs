@@ -17,7 +17,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{error, info, warn};
+use tracing::{Instrument, error, info, warn};
 
 #[derive(Debug, Clone)]
 pub struct RunOptions {
@@ -63,25 +63,34 @@ impl Fleet {
         let stop = self.root.child_token();
         let tasks = TaskTracker::new();
         self.ctx.forget_ended(&b.name);
+        // The supervisors log in the span of the task they watch (see `logging`).
         let (ctx, bridge, cancel) = (self.ctx.clone(), b.clone(), stop.clone());
-        tasks.spawn(supervised(
-            self.ctx.clone(),
-            b.clone(),
-            Task::Poll,
-            stop.clone(),
-            move |restarted| {
-                scheduler::run_bridge(ctx.clone(), bridge.clone(), cancel.clone(), restarted)
-            },
-        ));
-        for i in 0..b.sinks.len() {
-            let (ctx, bridge, cancel) = (self.ctx.clone(), b.clone(), stop.clone());
-            tasks.spawn(supervised(
+        let span = crate::logging::bridge_span(&b.name);
+        tasks.spawn(
+            supervised(
                 self.ctx.clone(),
                 b.clone(),
-                Task::Delivery,
+                Task::Poll,
                 stop.clone(),
-                move |_| deliver::run_sink(ctx.clone(), bridge.clone(), i, cancel.clone()),
-            ));
+                move |restarted| {
+                    scheduler::run_bridge(ctx.clone(), bridge.clone(), cancel.clone(), restarted)
+                },
+            )
+            .instrument(span),
+        );
+        for (i, sink) in b.sinks.iter().enumerate() {
+            let (ctx, bridge, cancel) = (self.ctx.clone(), b.clone(), stop.clone());
+            let span = crate::logging::sink_span(&b.name, &sink.shown);
+            tasks.spawn(
+                supervised(
+                    self.ctx.clone(),
+                    b.clone(),
+                    Task::Delivery,
+                    stop.clone(),
+                    move |_| deliver::run_sink(ctx.clone(), bridge.clone(), i, cancel.clone()),
+                )
+                .instrument(span),
+            );
         }
         tasks.close();
         self.running.insert(
@@ -219,7 +228,7 @@ async fn supervised<F, Fut>(
             },
         };
         if stop.is_cancelled() {
-            error!(bridge = %b.name, "{why}");
+            error!("{why}");
             return;
         }
         if started.elapsed() > LONGEST_PAUSE {
@@ -235,12 +244,12 @@ async fn supervised<F, Fut>(
             }
         };
         let Some(restart_at) = restart_at else {
-            error!(bridge = %b.name, "{why}; its schedule has no future run, so it is not started again");
+            error!("{why}; its schedule has no future run, so it is not started again");
             ctx.task_ended(&b.name, task.word(), why);
             return;
         };
         let when = restart_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-        error!(bridge = %b.name, restart_at = %when, "{why}; it is started again at {when}");
+        error!(restart_at = %when, "{why}; it is started again at {when}");
         crate::metrics::task_restart(&b.name, task.word());
         ctx.task_ended(
             &b.name,
@@ -493,14 +502,19 @@ pub async fn run(opts: RunOptions, env: Env, shutdown: CancellationToken) -> Res
         }
     }
 
+    shut_down(fleet, admin_done).await
+}
+
+/// Stops the bridges, then the admin API, then flushes the store (within the grace period).
+async fn shut_down(mut fleet: Fleet, admin_done: TaskTracker) -> Result<()> {
     systemd::stopping();
     info!("shutting down");
     let names: Vec<String> = fleet.running.keys().cloned().collect();
-    root.cancel();
+    fleet.root.cancel();
     fleet.stop(&names).await;
     admin_done.wait().await;
-    let flushed = final_flush(&ctx).await?;
-    ctx.abandon_failed_store();
+    let flushed = final_flush(&fleet.ctx).await?;
+    fleet.ctx.abandon_failed_store();
     match flushed {
         Ok(()) => info!("stopped"),
         Err(e) => error!(
@@ -516,14 +530,9 @@ fn wedged(ctx: &Ctx, store_limit: Duration) -> Option<String> {
     if let Some(stuck) = ctx.beats.stuck() {
         return Some(stuck);
     }
-    match ctx.store_failure() {
-        Some(f) if f.since.elapsed() > store_limit => Some(format!(
-            "the state database has not taken writes for {}s: {}",
-            f.since.elapsed().as_secs(),
-            f.reason
-        )),
-        _ => None,
-    }
+    ctx.store_failure()
+        .filter(|f| f.since.elapsed() > store_limit)
+        .map(|f| f.to_string())
 }
 
 pub fn in_shard(name: &str, shard: Option<(u64, u64)>) -> bool {

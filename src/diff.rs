@@ -68,6 +68,18 @@ pub struct Options {
     pub max_fraction: f64,
     /// Document mode: one item, the mass-delete guard does not apply.
     pub document: bool,
+    /// An incremental listing (`source.cursor`): see [`Incremental`].
+    pub incremental: Option<Incremental>,
+}
+
+/// An incremental listing returns only what is new or changed, so absence never means
+/// deletion, and no absence is counted: a stored item's `missing` field holds instead the day
+/// (since 1970, UTC) it was last listed. Items last listed before `forget_before` are
+/// forgotten, silently (`source.cursor.keep`; 0 keeps every item).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Incremental {
+    pub today: u32,
+    pub forget_before: u32,
 }
 
 /// A mass delete that was held back.
@@ -165,12 +177,17 @@ pub fn plan<E>(
         }
         p.stored_before += 1;
         absent_now += isize::from(s.missing > 0);
+        // Found again: its absence count goes back to 0, or (incremental) today is noted.
+        let note = match opts.incremental {
+            Some(inc) => s.missing != inc.today,
+            None => s.missing > 0,
+        };
         match next.next_if(|&i| items[i].key == *key) {
             Some(i) if items[i].hash != s.hash => {
                 p.puts.push((i as u32, change(ChangeKind::Updated)));
                 absent_now -= isize::from(s.missing > 0);
             }
-            Some(i) if s.missing > 0 => {
+            Some(i) if note => {
                 p.found.push(i as u32);
                 absent_now -= 1;
             }
@@ -185,44 +202,70 @@ pub fn plan<E>(
     // Changes are reported in listing order.
     p.puts.sort_unstable_by_key(|&(i, _)| i);
     p.found.sort_unstable();
-    let mut removed = 0usize;
+    let removed = settle_absent(&mut p, absent, opts, &mut absent_now);
+    p.stored_after = p.stored_before + created - removed;
+    p.absent_after = match opts.incremental {
+        Some(_) => 0,
+        None => usize::try_from(absent_now).unwrap_or(0),
+    };
+    Ok(p)
+}
+
+/// Decides what becomes of the stored items absent from the listing (unless a mass delete is
+/// held back, or the listing is incomplete), keeping `absent_now` (items counting absences)
+/// up to date. Returns how many are removed.
+fn settle_absent(
+    p: &mut Plan,
+    absent: Vec<(String, Stored)>,
+    opts: Options,
+    absent_now: &mut isize,
+) -> usize {
+    if let Some(inc) = opts.incremental {
+        p.absent = absent
+            .into_iter()
+            .filter(|(_, s)| s.missing < inc.forget_before)
+            .map(|(k, _)| (k, Absence::Removed))
+            .collect();
+        return p.absent.len();
+    }
     if opts.baseline == Baseline::Silent {
-        removed = absent.len();
-        absent_now -= absent.iter().filter(|(_, s)| s.missing > 0).count() as isize;
+        *absent_now -= absent.iter().filter(|(_, s)| s.missing > 0).count() as isize;
         p.absent = absent
             .into_iter()
             .map(|(k, _)| (k, Absence::Removed))
             .collect();
-    } else if opts.complete {
-        let vanishing = absent
-            .iter()
-            .filter(|(_, s)| s.missing + 1 >= opts.after_missing)
-            .count();
-        let guard = !opts.document
-            && vanishing > 0
-            && vanishing as f64 > opts.max_fraction * p.stored_before as f64;
-        if guard {
-            p.held_back = Some(HeldBack {
-                vanishing,
-                stored: p.stored_before,
-            });
-        } else {
-            for (key, s) in absent {
-                let a = if s.missing + 1 >= opts.after_missing {
-                    removed += 1;
-                    absent_now -= isize::from(s.missing > 0);
-                    Absence::Deleted
-                } else {
-                    absent_now += isize::from(s.missing == 0);
-                    Absence::Missing(s.missing + 1)
-                };
-                p.absent.push((key, a));
-            }
-        }
+        return p.absent.len();
     }
-    p.stored_after = p.stored_before + created - removed;
-    p.absent_after = usize::try_from(absent_now).unwrap_or(0);
-    Ok(p)
+    if !opts.complete {
+        return 0;
+    }
+    let vanishing = absent
+        .iter()
+        .filter(|(_, s)| s.missing + 1 >= opts.after_missing)
+        .count();
+    let guard = !opts.document
+        && vanishing > 0
+        && vanishing as f64 > opts.max_fraction * p.stored_before as f64;
+    if guard {
+        p.held_back = Some(HeldBack {
+            vanishing,
+            stored: p.stored_before,
+        });
+        return 0;
+    }
+    let mut removed = 0;
+    for (key, s) in absent {
+        let a = if s.missing + 1 >= opts.after_missing {
+            removed += 1;
+            *absent_now -= isize::from(s.missing > 0);
+            Absence::Deleted
+        } else {
+            *absent_now += isize::from(s.missing == 0);
+            Absence::Missing(s.missing + 1)
+        };
+        p.absent.push((key, a));
+    }
+    removed
 }
 
 /// [`plan`] over a stored state held in a map, as changes and writes by key.
@@ -353,6 +396,7 @@ mod tests {
             after_missing: 1,
             max_fraction: 0.5,
             document: false,
+            incremental: None,
         }
     }
 

@@ -18,6 +18,18 @@ pub enum EventType {
     Deleted,
     #[serde(rename = "item.snapshot")]
     Snapshot,
+    /// `emit.failures`: the bridge's polls have failed N times in a row (SPEC §12).
+    #[serde(rename = "bridge.failing")]
+    Failing,
+    /// `emit.failures`: the first successful poll after a `bridge.failing`.
+    #[serde(rename = "bridge.recovered")]
+    Recovered,
+    /// `pollhook send-test`: seq 0, never stored (SPEC §12).
+    #[serde(rename = "bridge.test")]
+    Test,
+    /// An outbox entry that holds a digest of events (a `batch:` sink), not one event.
+    #[serde(rename = "batch")]
+    Batch,
 }
 
 impl EventType {
@@ -27,6 +39,10 @@ impl EventType {
             EventType::Updated => "item.updated",
             EventType::Deleted => "item.deleted",
             EventType::Snapshot => "item.snapshot",
+            EventType::Failing => "bridge.failing",
+            EventType::Recovered => "bridge.recovered",
+            EventType::Test => "bridge.test",
+            EventType::Batch => "batch",
         }
     }
 }

@@ -667,23 +667,7 @@ mod tests {
         };
         assert_eq!(r.bridges, 3);
         assert_eq!(r.data, dir.path());
-        assert_eq!(
-            r.behind,
-            vec![
-                Behind {
-                    bridge: "a".into(),
-                    stored: 80,
-                    handed_out: 180,
-                    missing: false
-                },
-                Behind {
-                    bridge: "c".into(),
-                    stored: 0,
-                    handed_out: 7,
-                    missing: true
-                },
-            ]
-        );
+        assert_eq!(r.behind, a_and_c_behind());
         {
             let s = Store::open_unchecked(dir.path()).unwrap();
             assert_eq!(s.find_rollback().unwrap(), Some(r.clone()));
@@ -835,28 +819,31 @@ mod tests {
         }
     }
 
+    /// What the tests' stores leave behind: `a` at 80 of 180 handed out, and `c`, whose
+    /// record is gone, at 7.
+    fn a_and_c_behind() -> Vec<Behind> {
+        vec![
+            Behind {
+                bridge: "a".into(),
+                stored: 80,
+                handed_out: 180,
+                missing: false,
+            },
+            Behind {
+                bridge: "c".into(),
+                stored: 0,
+                handed_out: 7,
+                missing: true,
+            },
+        ]
+    }
+
     #[test]
     fn behind_lists_bridges_below_their_mark_including_lost_records() {
         let marks = seqs(&[("a", 180), ("b", 5), ("c", 7), ("d", 3)]);
         let stored = seqs(&[("a", 80), ("b", 9), ("d", 3), ("e", 1)]);
         let found = behind(&marks, &stored);
-        assert_eq!(
-            found,
-            vec![
-                Behind {
-                    bridge: "a".into(),
-                    stored: 80,
-                    handed_out: 180,
-                    missing: false
-                },
-                Behind {
-                    bridge: "c".into(),
-                    stored: 0,
-                    handed_out: 7,
-                    missing: true
-                },
-            ]
-        );
+        assert_eq!(found, a_and_c_behind());
         let text = Rollback {
             data: "data".into(),
             bridges: 5,

@@ -11,8 +11,19 @@ pub const USER_AGENT: &str = concat!("pollhook/", env!("CARGO_PKG_VERSION"));
 /// The client for sources: follows redirects within the source's origin only, and sends no
 /// `Referer` (SPEC §11).
 pub fn fetcher() -> reqwest::Client {
+    fetcher_via(None)
+}
+
+/// The same, through `proxy` (a bridge's `source.proxy`, checked by the config to be one
+/// reqwest takes). Without one, and for every client here, reqwest reads `HTTPS_PROXY`,
+/// `HTTP_PROXY`, `ALL_PROXY` and `NO_PROXY` (and the lower-case spellings).
+pub fn fetcher_via(proxy: Option<&url::Url>) -> reqwest::Client {
     install_crypto();
-    reqwest::Client::builder()
+    let mut builder = reqwest::Client::builder();
+    if let Some(p) = proxy {
+        builder = builder.proxy(reqwest::Proxy::all(p.as_str()).expect("the config checked it"));
+    }
+    builder
         .user_agent(USER_AGENT)
         .redirect(redirect_policy())
         .referer(false)

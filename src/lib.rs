@@ -15,12 +15,16 @@
 //! - [`http`] (leaf): the source and webhook clients, redirect policy, user agent, reqwest
 //!   errors on one line, `Retry-After`
 //! - [`number`] (leaf): numbers exact as written, compared by value (`1.0` is `1`)
+//! - [`formats`] (leaf): a body in NDJSON, CSV, a feed or XML turned into JSON text; pure
 //! - [`config`]: bridge YAML files -> validated [`config::Bridge`]s, or every problem with its
 //!   place; `screen` turns away what is not a bridge file, quoting nothing
 //! - [`schedule`]: when a bridge polls (`every` with a per-name offset, or cron); pure
-//! - [`poll`]: one poll (`fetch`: pages, conditional requests, next links; `ratelimit`: pauses
-//!   a source asks for; then extract, diff, events, one commit or batches) and `scheduler`,
-//!   the per-bridge loop and polls asked for now
+//! - [`auth`]: logging in to sources (`source.auth`): tokens per bridge, renewed ahead of
+//!   expiry and on a 401, rotated refresh tokens kept in the store
+//! - [`poll`]: one poll: `fetch` (pages, conditional requests, next links), `ratelimit`
+//!   (pauses a source asks for), `plan` (pure: stored state + listing + now -> events and the
+//!   commits that store them, one or a batch at a time), `apply` (the plan run against the
+//!   store); and `scheduler`, the per-bridge loop and polls asked for now
 //! - [`extract`]: `mod` (items, keys, selection over pages), `walker` (items read from the
 //!   text), `shape` (include/exclude), `canonical` (the hash stored values depend on); pure
 //! - [`diff`]: stored state + new items -> changes and writes; pure
@@ -30,7 +34,9 @@
 //!   `values` (large values in chunks or files, so sled's `blobs/` never grows), `compact`
 //! - [`highwater`]: the highest seq handed out per bridge, kept apart from sled: a store that
 //!   went back is refused
-//! - [`deliver`]: per bridge+sink outbox drain, retry decisions, the webhook request
+//! - [`deliver`]: per bridge+sink outbox drain, retry decisions, the webhook request; `format`
+//!   (the body a sink speaks: event, chat presets, template; its `events`/`when`), `batch`
+//!   (digests stored before their first attempt), `trial` (`poll --render`, `send-test`)
 //! - [`sign`]: Standard Webhooks and GitHub signatures; pure
 //! - [`redact`]: secrets out of logs, errors, panics and the admin API
 //! - [`render`] (leaf): MiniJinja templates and rules of sinks (SPEC §12), compiled at load;
@@ -43,17 +49,20 @@
 //!   may act through it (unix socket, token)
 //! - [`app`]: wiring, start-up, reload, the bridge tasks' supervisor and shutdown
 //! - [`fault`]: fault injection for the tests (debug builds only)
-//! - [`systemd`]: sd_notify; [`logging`]: log formats; [`metrics`]: Prometheus metrics
+//! - [`systemd`]: sd_notify; [`logging`]: log formats and the bridge and sink spans whose
+//!   fields every line of those tasks carries; [`metrics`]: Prometheus metrics
 
 pub mod access;
 pub mod admin;
 pub mod app;
+pub mod auth;
 pub mod config;
 pub mod deliver;
 pub mod diff;
 pub mod event;
 pub mod extract;
 pub mod fault;
+pub mod formats;
 pub mod highwater;
 pub mod http;
 pub mod jsonpath;

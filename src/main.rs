@@ -88,6 +88,23 @@ enum Command {
         /// Store the new state and queue the events for delivery
         #[arg(long)]
         commit: bool,
+        /// Print, for each sink, the requests the events would make (headers and body);
+        /// a dry run
+        #[arg(long, conflicts_with = "commit")]
+        render: bool,
+        /// Bridges directory, when no daemon runs
+        #[arg(long)]
+        bridges: Option<PathBuf>,
+        #[command(flatten)]
+        admin: AdminAddr,
+    },
+    /// Send one `bridge.test` event (seq 0, not stored) to each sink of a bridge now and print
+    /// each answer; exit 1 if any sink did not answer 2xx.
+    SendTest {
+        name: String,
+        /// Only the sink with this URL (as in the bridge file)
+        #[arg(long)]
+        sink: Option<String>,
         /// Bridges directory, when no daemon runs
         #[arg(long)]
         bridges: Option<PathBuf>,
@@ -402,17 +419,48 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
         Command::Poll {
             name,
             commit,
+            render,
             bridges,
             admin,
         } => runtime()?.block_on(async {
             let api = Client::connect(&admin.place()).await?;
             if api.alive().await {
+                if render {
+                    let v = api
+                        .render(&name)
+                        .await
+                        .with_context(|| format!("bridge {name}"))?;
+                    print_planned(&v.requests);
+                    return Ok(ExitCode::SUCCESS);
+                }
                 return poll_through_daemon(&api, &name, commit).await;
             }
             logging::init(LogFormat::Auto);
             let dir = bridges.unwrap_or_else(default_bridges);
             let data = admin.data.unwrap_or_else(default_data);
-            poll_command(&name, commit, &dir, &data).await
+            poll_command(&name, commit, render, &dir, &data).await
+        }),
+        Command::SendTest {
+            name,
+            sink,
+            bridges,
+            admin,
+        } => runtime()?.block_on(async {
+            let api = Client::connect(&admin.place()).await?;
+            let answers = if api.alive().await {
+                let v = api.send_test(&name, sink.as_deref()).await;
+                v.with_context(|| format!("bridge {name}"))?.answers
+            } else {
+                logging::init(LogFormat::Auto);
+                let dir = bridges.unwrap_or_else(default_bridges);
+                let bridge = load_bridge(&name, &dir)?;
+                let client = pollhook::http::sender();
+                let now = chrono::Utc::now();
+                pollhook::deliver::trial::send_test(&client, &bridge, sink.as_deref(), now)
+                    .await
+                    .map_err(anyhow::Error::msg)?
+            };
+            Ok(print_answers(&name, &answers))
         }),
         Command::Status { json, admin } => runtime()?.block_on(status(json, &admin)),
         Command::Reset { name, admin } => runtime()?.block_on(async {
@@ -443,16 +491,56 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
     }
 }
 
+fn load_bridge(name: &str, dir: &std::path::Path) -> Result<config::Bridge> {
+    let bridges = config::load_dir(dir, &Env::process()).map_err(|p| anyhow::anyhow!("{p}"))?;
+    match bridges.into_iter().find(|b| b.name == name) {
+        Some(b) => Ok(b),
+        None => bail!("no bridge named `{name}` in {}", dir.display()),
+    }
+}
+
+/// `poll --render`: each request as it would go on the wire, or why none would.
+fn print_planned(requests: &[pollhook::deliver::trial::Planned]) {
+    if requests.is_empty() {
+        eprintln!("no events: no requests would be made");
+    }
+    for r in requests {
+        println!("### {} ({})", r.sink, r.events.join(", "));
+        if let Some(why) = &r.skipped {
+            println!("not sent: {why}\n");
+            continue;
+        }
+        for (k, v) in &r.headers {
+            println!("{k}: {v}");
+        }
+        println!("\n{}\n", r.body.as_deref().unwrap_or_default());
+    }
+}
+
+/// `send-test`: one line per sink; exit 1 unless every sink answered 2xx.
+fn print_answers(name: &str, answers: &[pollhook::deliver::trial::Answer]) -> ExitCode {
+    for a in answers {
+        let status = a.status.map_or("-".to_string(), |s| s.to_string());
+        match &a.error {
+            None => println!("{name} -> {}: ok ({status})", a.sink),
+            Some(e) => println!("{name} -> {}: failed ({status}): {e}", a.sink),
+        }
+    }
+    if answers.iter().all(|a| a.ok) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
 async fn poll_command(
     name: &str,
     commit: bool,
+    render: bool,
     dir: &std::path::Path,
     data: &std::path::Path,
 ) -> Result<ExitCode> {
-    let bridges = config::load_dir(dir, &Env::process()).map_err(|p| anyhow::anyhow!("{p}"))?;
-    let Some(bridge) = bridges.into_iter().find(|b| b.name == name) else {
-        bail!("no bridge named `{name}` in {}", dir.display());
-    };
+    let bridge = load_bridge(name, dir)?;
     if commit {
         std::fs::create_dir_all(data)
             .with_context(|| format!("cannot create {}", data.display()))?;
@@ -464,8 +552,17 @@ async fn poll_command(
     let report = pollhook::poll::poll_once(&ctx, &bridge, commit, chrono::Utc::now())
         .await
         .map_err(|e| anyhow::anyhow!("bridge {name}: {}", redactor.clean(&e.to_string())))?;
-    for e in &report.events {
-        println!("{}", serde_json::to_string(e)?);
+    if render {
+        let now = chrono::Utc::now();
+        print_planned(&pollhook::deliver::trial::plan(
+            &bridge,
+            &report.events,
+            now,
+        ));
+    } else {
+        for e in &report.events {
+            println!("{}", serde_json::to_string(e)?);
+        }
     }
     eprintln!(
         "{}: {} items, {} created, {} updated, {} deleted{}{}",

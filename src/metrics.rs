@@ -66,10 +66,12 @@ pub fn delivery(bridge: &str, result: &'static str) {
     metrics::counter!("pollhook_deliveries_total", "bridge" => bridge.to_string(), "result" => result).increment(1);
 }
 
-/// A `when` rule that failed at run time (and so counted as true); `rule`: `emit` or `sink`.
-pub fn rule_error(bridge: &str, rule: &'static str) {
-    metrics::counter!("pollhook_rule_errors_total", "bridge" => bridge.to_string(), "rule" => rule)
-        .increment(1);
+/// `when` rules that failed at run time (and so counted as true); `rule`: `emit` or `sink`.
+pub fn rule_errors(bridge: &str, rule: &'static str, n: usize) {
+    if n > 0 {
+        metrics::counter!("pollhook_rule_errors_total", "bridge" => bridge.to_string(), "rule" => rule)
+            .increment(n as u64);
+    }
 }
 
 /// From commit to the 2xx that acknowledged it.

@@ -57,6 +57,13 @@ pub fn canonical_text(text: &str) -> Cow<'_, str> {
     Cow::Owned(d.exact())
 }
 
+/// The order of two numbers' values, exactly (`10` > `9.99`, `1e2` = `100`). None when one
+/// has an exponent too long to normalise.
+pub fn compare(a: &Number, b: &Number) -> Option<std::cmp::Ordering> {
+    let (a, b) = (Decimal::parse(a.as_str())?, Decimal::parse(b.as_str())?);
+    Some(a.order(&b))
+}
+
 /// Whether two numbers have the same value.
 pub fn same(a: &Number, b: &Number) -> bool {
     a.as_str() == b.as_str() || canonical(a) == canonical(b)
@@ -116,6 +123,26 @@ struct Decimal {
 const EXP_DIGITS: usize = 17;
 
 impl Decimal {
+    /// The order of the values: by sign, then by the place of the first digit, then digit by
+    /// digit (digits carry no leading or trailing zeros, so text order is value order).
+    fn order(&self, other: &Decimal) -> std::cmp::Ordering {
+        use std::cmp::Ordering;
+        let sign = |d: &Decimal| match (d.digits.is_empty(), d.negative) {
+            (true, _) => 0,
+            (false, true) => -1,
+            (false, false) => 1,
+        };
+        let by_sign = sign(self).cmp(&sign(other));
+        if by_sign != Ordering::Equal || sign(self) == 0 {
+            return by_sign;
+        }
+        let place = |d: &Decimal| i128::from(d.exp) + d.digits.len() as i128;
+        let size = place(self)
+            .cmp(&place(other))
+            .then_with(|| self.digits.cmp(&other.digits));
+        if self.negative { size.reverse() } else { size }
+    }
+
     /// The JSON number `text`, or None if it is not one (or its exponent is too long).
     fn parse(text: &str) -> Option<Decimal> {
         let (negative, rest) = match text.strip_prefix('-') {
@@ -419,6 +446,26 @@ mod tests {
         }
         for t in ["-0", "01", "", "-", "1.0", "1e2", "1234567890123456789"] {
             assert!(!is_plain_integer(t), "{t}");
+        }
+    }
+
+    #[test]
+    fn numbers_order_by_value_exactly() {
+        use std::cmp::Ordering::*;
+        let n = |t: &str| serde_json::from_str::<Number>(t).unwrap();
+        for (a, b, o) in [
+            ("10", "9.99", Greater),
+            ("1e2", "100", Equal),
+            ("-0", "0", Equal),
+            ("-1", "0", Less),
+            ("-10", "-9", Less),
+            ("0.001", "0.01", Less),
+            ("100000000000000000001", "100000000000000000002", Less),
+            ("1.5e3", "1499.999", Greater),
+            ("2", "10", Less),
+        ] {
+            assert_eq!(compare(&n(a), &n(b)), Some(o), "{a} vs {b}");
+            assert_eq!(compare(&n(b), &n(a)), Some(o.reverse()), "{b} vs {a}");
         }
     }
 }

@@ -22,7 +22,8 @@ pub fn is_secret_header(name: &HeaderName) -> bool {
         .any(|w| n.contains(w))
 }
 
-fn is_secret_param(name: &str) -> bool {
+/// Query parameters (and login body keys) whose values are credentials.
+pub fn is_secret_param(name: &str) -> bool {
     let n = name.to_ascii_lowercase();
     [
         "token",
@@ -99,7 +100,17 @@ impl Redactor {
         Redactor { secrets: all }
     }
 
+    /// The text with every secret of this redactor, and every one [`learn`]t while running,
+    /// masked.
     pub fn clean(&self, text: &str) -> String {
+        let out = self.clean_own(text);
+        match &*LEARNED_ALL.read().unwrap_or_else(|p| p.into_inner()) {
+            Some(learned) => learned.clean_own(&out),
+            None => out,
+        }
+    }
+
+    fn clean_own(&self, text: &str) -> String {
         let mut out = text.to_string();
         for s in &self.secrets {
             if out.contains(s.as_str()) {
@@ -114,6 +125,38 @@ impl Redactor {
     pub fn url(&self, u: &Url) -> String {
         self.clean(&url(u))
     }
+}
+
+/// Secrets that no file holds but the daemon learns while it runs (the tokens a source's
+/// login hands out), by owner (a bridge): the newest [`LEARNED_PER_OWNER`] of each. Every
+/// [`Redactor`] masks them too, so a token never shows wherever a configured secret would not.
+static LEARNED: std::sync::Mutex<Vec<(String, Vec<String>)>> = std::sync::Mutex::new(Vec::new());
+static LEARNED_ALL: std::sync::RwLock<Option<Redactor>> = std::sync::RwLock::new(None);
+
+/// A token lives a while after the next one came (requests in flight, a log line about the
+/// last poll); older ones are no longer in anything pollhook says.
+pub const LEARNED_PER_OWNER: usize = 4;
+
+/// Masks `secret` from now on, everywhere, as a secret of `owner`.
+pub fn learn(owner: &str, secret: &str) {
+    let mut all = LEARNED.lock().unwrap_or_else(|p| p.into_inner());
+    let i = match all.iter().position(|(o, _)| o == owner) {
+        Some(i) => i,
+        None => {
+            all.push((owner.to_string(), Vec::new()));
+            all.len() - 1
+        }
+    };
+    let mine = &mut all[i].1;
+    if mine.iter().any(|s| s == secret) {
+        return;
+    }
+    mine.push(secret.to_string());
+    if mine.len() > LEARNED_PER_OWNER {
+        mine.remove(0);
+    }
+    let every: Vec<String> = all.iter().flat_map(|(_, s)| s.iter().cloned()).collect();
+    *LEARNED_ALL.write().unwrap_or_else(|p| p.into_inner()) = Some(Redactor::new(&every));
 }
 
 /// How a value is spelled once it is part of a URL.
@@ -237,6 +280,20 @@ mod tests {
         let r = Redactor::new(&[token.to_string()]);
         let u = Url::parse(&format!("https://h.example/x?access={token}&page=2")).unwrap();
         assert_eq!(r.url(&u), "https://h.example/x?access=***&page=2");
+    }
+
+    #[test]
+    fn learned_secrets_are_masked_by_every_redactor() {
+        let r = Redactor::new(&["configured-1".into()]);
+        learn("learning-test", "tok-learned-Zq9");
+        assert_eq!(
+            r.clean("a configured-1 and tok-learned-Zq9"),
+            "a *** and ***"
+        );
+        for n in 0..LEARNED_PER_OWNER {
+            learn("learning-test", &format!("tok-later-{n}"));
+        }
+        assert_eq!(r.clean("tok-learned-Zq9"), "tok-learned-Zq9");
     }
 
     #[test]

@@ -55,6 +55,11 @@ pub struct Ctx {
     /// Client for sources: follows redirects within the source's origin only, and sends no
     /// `Referer` (SPEC §11).
     pub fetcher: reqwest::Client,
+    /// Source clients by `source.proxy`, each built once (connections are pooled per client);
+    /// `fetcher` serves the sources without one.
+    proxied: Mutex<HashMap<String, reqwest::Client>>,
+    /// Per bridge, the tokens of its `source.auth`, kept across polls.
+    pub sessions: crate::auth::Sessions,
     /// Client for webhooks: never follows redirects (a 3xx is a failed delivery, SPEC §6).
     pub sender: reqwest::Client,
     /// One channel per bridge; a commit with events bumps it and the bridge's deliverers wake.
@@ -115,6 +120,8 @@ impl Ctx {
             beats: Beats::default(),
             ended: Mutex::new(HashMap::new()),
             fetcher,
+            proxied: Mutex::new(HashMap::new()),
+            sessions: Default::default(),
             sender,
             wakers: Mutex::new(HashMap::new()),
             status: Mutex::new(HashMap::new()),
@@ -124,6 +131,18 @@ impl Ctx {
             gates: Mutex::new(HashMap::new()),
             batches: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The client for a source's requests (and its token requests): the one through its
+    /// proxy, or the shared one.
+    pub fn source_client(&self, proxy: Option<&url::Url>) -> reqwest::Client {
+        let Some(p) = proxy else {
+            return self.fetcher.clone();
+        };
+        let mut all = self.proxied.lock().unwrap_or_else(|e| e.into_inner());
+        all.entry(p.to_string())
+            .or_insert_with(|| crate::http::fetcher_via(Some(p)))
+            .clone()
     }
 
     /// The same, with other limits on polls in flight (before the context is shared).
@@ -320,11 +339,7 @@ impl Ctx {
     pub fn health(&self) -> Vec<String> {
         let mut why = Vec::new();
         if let Some(f) = self.store_failure() {
-            why.push(format!(
-                "state database does not take writes (for {}s): {}",
-                f.since.elapsed().as_secs(),
-                f.reason
-            ));
+            why.push(f.to_string());
         }
         let mut ended: Vec<String> = self
             .ended
@@ -384,6 +399,18 @@ impl Ctx {
 pub struct StoreFailure {
     pub reason: String,
     pub since: Instant,
+}
+
+/// As `/healthz` and the watchdog name it.
+impl std::fmt::Display for StoreFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "state database does not take writes (for {}s): {}",
+            self.since.elapsed().as_secs(),
+            self.reason
+        )
+    }
 }
 
 /// Writes, syncs and removes a small file in `dir`: does the file system take writes?

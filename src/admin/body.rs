@@ -51,6 +51,16 @@ pub struct Polled {
     /// All the events; `events` holds the first ones only (a first poll may emit a million).
     pub events_total: usize,
     pub events: Vec<serde_json::Value>,
+    /// With `?render=true`: the requests the events would make, sink by sink (SPEC §12).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub requests: Vec<crate::deliver::trial::Planned>,
+}
+
+/// `POST /v1/bridges/{name}/send-test[?sink=URL]`: each sink's answer to a `bridge.test`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct TestSent {
+    pub bridge: String,
+    pub answers: Vec<crate::deliver::trial::Answer>,
 }
 
 /// `POST /v1/bridges/{name}/reset`.

@@ -213,6 +213,24 @@ impl Client {
         self.call(reqwest::Method::POST, &path).await
     }
 
+    /// A dry-run poll with the requests each sink would get.
+    pub async fn render(&self, name: &str) -> Result<body::Polled> {
+        let path = format!("/v1/bridges/{name}/poll?render=true");
+        self.call(reqwest::Method::POST, &path).await
+    }
+
+    pub async fn send_test(&self, name: &str, sink: Option<&str>) -> Result<body::TestSent> {
+        let mut path = format!("/v1/bridges/{name}/send-test");
+        if let Some(url) = sink {
+            let q: String = url::form_urlencoded::Serializer::new(String::new())
+                .append_pair("sink", url)
+                .finish();
+            path.push('?');
+            path.push_str(&q);
+        }
+        self.call(reqwest::Method::POST, &path).await
+    }
+
     pub async fn reset(&self, name: &str) -> Result<body::Reset> {
         let path = format!("/v1/bridges/{name}/reset");
         self.call(reqwest::Method::POST, &path).await

@@ -34,6 +34,7 @@ pub fn router(state: AdminState, access: crate::access::Access) -> Router {
         .route("/v1/bridges/{name}/poll", post(poll))
         .route("/v1/bridges/{name}/reset", post(reset))
         .route("/v1/bridges/{name}/resync", post(resync))
+        .route("/v1/bridges/{name}/send-test", post(send_test))
         .route("/v1/dead-letters/{id}/replay", post(replay))
         .route("/v1/dead-letters/{id}", delete(drop_letter))
         .route_layer(axum::middleware::from_fn_with_state(
@@ -180,6 +181,9 @@ async fn bridges(State(s): State<AdminState>) -> Result<Json<body::Bridges>, Api
 struct PollQuery {
     #[serde(default)]
     commit: bool,
+    /// A dry run that also shows the requests each sink would get.
+    #[serde(default)]
+    render: bool,
 }
 
 /// Polls now. Without `?commit=true` it is a dry run: the events it would emit, nothing stored.
@@ -192,6 +196,12 @@ async fn poll(
 ) -> Result<Json<body::Polled>, ApiError> {
     use crate::poll::scheduler::{NotNow, poll_now};
     let b = find(&s, &name)?;
+    if q.render && q.commit {
+        return Err(api_error(
+            StatusCode::BAD_REQUEST,
+            "render is a dry run: it cannot be asked with commit",
+        ));
+    }
     let redactor = crate::redact::Redactor::new(&b.secrets);
     let r = match poll_now(&s.ctx, &b, q.commit).await {
         Err(e @ NotNow::InFlight(_)) => return Err(api_error(StatusCode::CONFLICT, e)),
@@ -225,6 +235,35 @@ async fn poll(
         deleted: r.deleted,
         events_total: r.emitted.total(),
         events,
+        requests: if q.render {
+            crate::deliver::trial::plan(&b, &r.events, chrono::Utc::now())
+        } else {
+            Vec::new()
+        },
+    }))
+}
+
+#[derive(serde::Deserialize)]
+struct TestQuery {
+    sink: Option<String>,
+}
+
+/// Sends one `bridge.test` event (seq 0, not stored) to each sink, or the one at `?sink=`,
+/// and answers with what each said.
+async fn send_test(
+    State(s): State<AdminState>,
+    Path(name): Path<String>,
+    Query(q): Query<TestQuery>,
+) -> Result<Json<body::TestSent>, ApiError> {
+    let b = find(&s, &name)?;
+    let now = chrono::Utc::now();
+    let answers = crate::deliver::trial::send_test(&s.ctx.sender, &b, q.sink.as_deref(), now)
+        .await
+        .map_err(|e| api_error(StatusCode::NOT_FOUND, e))?;
+    tracing::info!(bridge = %name, sinks = answers.len(), "test event sent through the admin API");
+    Ok(Json(body::TestSent {
+        bridge: name,
+        answers,
     }))
 }
 

@@ -4,9 +4,11 @@
 use super::interpolate::{Env, Interpolated, interpolate};
 use super::locate::Locator;
 use super::raw::{
-    self, FirstPoll, Method, RawBridge, RawNext, RawSecret, SignatureKind, SinkEvent, SinkFormat,
+    self, FirstPoll, Method, RawBridge, RawFormat, RawNext, RawSecret, SignatureKind, SinkEvent,
+    SinkFormat,
 };
 use super::{Problem, Problems};
+use crate::formats::{FEED_KEY, FEED_SELECT, Format};
 use crate::jsonpath::Path as JsonPath;
 use crate::schedule::Schedule;
 use reqwest::header::{HeaderName, HeaderValue};
@@ -14,6 +16,9 @@ use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use url::Url;
+
+mod login;
+pub use login::{Auth, AuthKind, Login, OAuth2, Secret};
 
 /// The sink retry schedule when a bridge does not give one (SPEC §3).
 pub const DEFAULT_RETRY: [Duration; 7] = [
@@ -61,12 +66,43 @@ pub struct Source {
     pub max_body: u64,
     pub conditional: bool,
     pub paginate: Option<Paginate>,
+    /// An incremental listing: asks only for what is new since the last poll.
+    pub cursor: Option<Cursor>,
+    /// How the body is written; anything but JSON is converted to JSON first (SPEC §13).
+    pub format: Format,
+    /// How to log in (SPEC §13, `login.rs`), and the proxy for this source's requests.
+    pub auth: Option<Auth>,
+    pub proxy: Option<Url>,
 }
 
 #[derive(Debug, Clone)]
 pub struct Paginate {
     pub next: Next,
     pub max_pages: u32,
+    /// A boolean in each page's body: false ends the listing, whatever `next` says.
+    pub has_more: Option<JsonPath>,
+}
+
+/// `source.cursor` (SPEC §13): the largest `from` value of the items seen is sent with the
+/// next poll, which then lists only what is new or changed since.
+#[derive(Debug, Clone)]
+pub struct Cursor {
+    pub to: CursorTo,
+    /// In each item: the value the next cursor is the largest of.
+    pub from: JsonPath,
+    /// Sent by the first poll; without, the first poll sends no cursor.
+    pub initial: Option<serde_json::Value>,
+    /// Items not returned for this long are forgotten (silently). None: kept for ever.
+    pub keep: Option<Duration>,
+}
+
+/// Where a cursor (or a next-page value) goes in the request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CursorTo {
+    /// A query parameter of the URL.
+    Param(String),
+    /// `variables.NAME` in the JSON body (GraphQL).
+    Variable(String),
 }
 
 #[derive(Debug, Clone)]
@@ -77,6 +113,13 @@ pub enum Next {
     Url(JsonPath),
     /// A cursor at `from` in the body, sent as query parameter `param`.
     Param { param: String, from: JsonPath },
+    /// A cursor at `from` in the body, sent as `variables.NAME` in the JSON body (GraphQL).
+    Variable { name: String, from: JsonPath },
+    /// Page numbers `start`, `start + 1`, … as query parameter `param`, until an empty page.
+    Page { param: String, start: u64 },
+    /// Offsets as query parameter `param`: `start`, then on by the items of each page, until
+    /// an empty page.
+    Offset { param: String, start: u64 },
 }
 
 #[derive(Debug, Clone)]
@@ -98,7 +141,7 @@ pub struct Emit {
     pub max_fraction: f64,
     /// A rule a change must pass to become an event (SPEC §12); compiled at load.
     pub when: Option<String>,
-    /// `bridge.failing` after this many failed polls in a row.
+    /// `emit.failures.after`: `bridge.failing` after this many failed polls in a row.
     pub failures_after: Option<u32>,
 }
 
@@ -151,6 +194,10 @@ impl Sink {
             T::Updated => SinkEvent::Updated,
             T::Deleted => SinkEvent::Deleted,
             T::Snapshot => SinkEvent::Snapshot,
+            T::Failing => SinkEvent::Failing,
+            T::Recovered => SinkEvent::Recovered,
+            // A test goes to every sink; a digest was filtered member by member.
+            T::Test | T::Batch => return true,
         };
         list.contains(&word)
     }
@@ -378,7 +425,7 @@ impl<'a> Validator<'a> {
         let name = self.name(&raw);
         let (schedule, jitter) = self.schedule(&raw.schedule);
         let source = self.source(&raw.source);
-        let items = self.items(&raw.items);
+        let items = self.items(&raw.items, raw.source.format);
         let emit = self.emit(&raw.emit);
         let mut sinks = self.sinks(&raw.sinks);
         let render = std::mem::take(&mut self.templates).build();
@@ -543,6 +590,25 @@ impl<'a> Validator<'a> {
                     .zip(from)
                     .map(|(param, from)| Next::Param { param, from })
             }
+            RawNext::Variable { variable, from } => {
+                let name = self.text("source.paginate.next.variable", variable);
+                let from = self.jsonpath("source.paginate.next.from", from);
+                name.zip(from)
+                    .map(|(name, from)| Next::Variable { name, from })
+            }
+            RawNext::Page { page, start } => {
+                self.text("source.paginate.next.page", page)
+                    .map(|param| Next::Page {
+                        param,
+                        start: start.unwrap_or(1),
+                    })
+            }
+            RawNext::Offset { offset, start } => self
+                .text("source.paginate.next.offset", offset)
+                .map(|param| Next::Offset {
+                    param,
+                    start: start.unwrap_or(0),
+                }),
         };
         let max_pages = p.max_pages.unwrap_or(50);
         if max_pages == 0 {
@@ -551,7 +617,74 @@ impl<'a> Validator<'a> {
                 "source.paginate.max_pages: must be at least 1",
             );
         }
-        next.map(|next| Some(Paginate { next, max_pages }))
+        let has_more = match &p.has_more {
+            Some(h) => Some(self.jsonpath("source.paginate.has_more", h)?),
+            None => None,
+        };
+        next.map(|next| {
+            Some(Paginate {
+                next,
+                max_pages,
+                has_more,
+            })
+        })
+    }
+
+    /// The incremental-listing rule, if any: `Some(None)` for none, `None` for a problem.
+    fn cursor(&mut self, c: Option<&raw::RawCursor>, s: &raw::RawSource) -> Option<Option<Cursor>> {
+        let Some(c) = c else {
+            return Some(None);
+        };
+        let to = match (&c.param, &c.variable) {
+            (Some(p), None) => self.text("source.cursor.param", p).map(CursorTo::Param),
+            (None, Some(v)) => self
+                .text("source.cursor.variable", v)
+                .map(CursorTo::Variable),
+            _ => {
+                self.err(
+                    "source.cursor",
+                    "source.cursor: give exactly one of `param` (a query parameter) or `variable` (in the JSON body)",
+                );
+                None
+            }
+        };
+        let from = self.jsonpath("source.cursor.from", &c.from);
+        let initial = match &c.initial {
+            None => Some(None),
+            Some(serde_yaml::Value::String(t)) => self
+                .text("source.cursor.initial", t)
+                .map(|t| Some(serde_json::Value::String(t))),
+            Some(serde_yaml::Value::Number(n)) => serde_json::to_value(n).ok().map(Some),
+            Some(_) => {
+                self.err(
+                    "source.cursor.initial",
+                    "source.cursor.initial: give a string or a number",
+                );
+                None
+            }
+        };
+        let keep = match &c.keep {
+            Some(k) => Some(self.duration(
+                "source.cursor.keep",
+                k,
+                Duration::from_secs(86400),
+                Duration::from_secs(100 * 31_557_600),
+            )?),
+            None => None,
+        };
+        let variable = matches!(to, Some(CursorTo::Variable(_)));
+        if variable && !matches!(s.body, Some(serde_yaml::Value::Mapping(_))) {
+            self.err(
+                "source.cursor.variable",
+                "source.cursor.variable: needs `method: POST` and a `body` that is an object",
+            );
+        }
+        Some(Some(Cursor {
+            to: to?,
+            from: from?,
+            initial: initial?,
+            keep,
+        }))
     }
 
     fn source(&mut self, s: &raw::RawSource) -> Option<Source> {
@@ -597,6 +730,24 @@ impl<'a> Validator<'a> {
             None => Some(16 * 1024 * 1024),
         };
         let paginate = self.paginate(s.paginate.as_ref());
+        if let Some(raw::RawPaginate {
+            next: RawNext::Variable { .. },
+            ..
+        }) = &s.paginate
+        {
+            if !matches!(s.body, Some(serde_yaml::Value::Mapping(_))) {
+                self.err(
+                    "source.paginate.next.variable",
+                    "source.paginate.next.variable: needs `method: POST` and a `body` that is an object",
+                );
+            }
+        }
+        let cursor = self.cursor(s.cursor.as_ref(), s);
+        let format = self.format(s);
+        let (auth, proxy) = (
+            self.auth(s.auth.as_ref(), &s.headers),
+            self.proxy(s.proxy.as_ref()),
+        );
         Some(Source {
             url: url?,
             method: s.method,
@@ -606,6 +757,39 @@ impl<'a> Validator<'a> {
             max_body: max_body?,
             conditional: s.conditional.unwrap_or(true),
             paginate: paginate?,
+            cursor: cursor?,
+            format: format?,
+            auth: auth?,
+            proxy: proxy?,
+        })
+    }
+
+    /// `format`, and `csv` with `format: csv` only (SPEC §13).
+    fn format(&mut self, s: &raw::RawSource) -> Option<Format> {
+        let format = s.format.unwrap_or(RawFormat::Json);
+        if s.csv.is_some() && format != RawFormat::Csv {
+            self.err("source.csv", "source.csv: goes with `format: csv` only");
+        }
+        Some(match format {
+            RawFormat::Json => Format::Json,
+            RawFormat::Ndjson => Format::Ndjson,
+            RawFormat::Feed => Format::Feed,
+            RawFormat::Xml => Format::Xml,
+            RawFormat::Csv => match s.csv.as_ref().and_then(|c| c.delimiter.as_deref()) {
+                None => Format::Csv { delimiter: b',' },
+                Some(d) => match d.as_bytes() {
+                    [b] if b.is_ascii() && !matches!(b, b'"' | b'\n' | b'\r') => {
+                        Format::Csv { delimiter: *b }
+                    }
+                    _ => {
+                        self.err(
+                            "source.csv.delimiter",
+                            format!("source.csv.delimiter: {d:?} is not one ASCII character (a quote or a line break cannot be one)"),
+                        );
+                        return None;
+                    }
+                },
+            },
         })
     }
 
@@ -639,9 +823,30 @@ impl<'a> Validator<'a> {
         })
     }
 
-    fn items(&mut self, i: &raw::RawItems) -> Option<Items> {
-        let select = self.jsonpath("items.select", &i.select);
-        let key = i.key.as_ref().map(|k| self.jsonpath("items.key", k));
+    /// The selection; a feed's has defaults (`$.entries[*]` keyed by `$.id`).
+    fn items(&mut self, i: &raw::RawItems, format: Option<RawFormat>) -> Option<Items> {
+        let feed = format == Some(RawFormat::Feed);
+        let select = match i.select.as_deref() {
+            Some(s) => self.jsonpath("items.select", s),
+            None if feed => self.jsonpath("items.select", FEED_SELECT),
+            None => {
+                // At the format that has no default, if one is written.
+                let at = match format {
+                    Some(_) => "source.format",
+                    None => "items.select",
+                };
+                self.err(
+                    at,
+                    format!("items.select: missing (only `source.format: feed` has a default, `{FEED_SELECT}`)"),
+                );
+                None
+            }
+        };
+        let key = match i.key.as_deref() {
+            Some(k) => Some(self.jsonpath("items.key", k)),
+            None if feed => Some(self.jsonpath("items.key", FEED_KEY)),
+            None => None,
+        };
         let mut include = Vec::new();
         for (n, p) in i.include.iter().flatten().enumerate() {
             include.extend(self.jsonpath(&format!("items.include[{n}]"), p));
@@ -829,29 +1034,7 @@ impl<'a> Validator<'a> {
                 ),
             );
         }
-        let template = match (s.format, &s.template, &s.message) {
-            (SinkFormat::Template, Some(t), None) => self.template(&p("template"), t, false),
-            (SinkFormat::Template, None, _) => {
-                self.err(
-                    &p("format"),
-                    format!("{}: `format: template` needs a `template`", p("format")),
-                );
-                None
-            }
-            (SinkFormat::Event | SinkFormat::Template, _, Some(_)) => {
-                self.err(&p("message"), format!("{}: `message` is for the chat formats (slack, mattermost, discord, google_chat, teams, ntfy)", p("message")));
-                None
-            }
-            (_, Some(_), _) => {
-                self.err(
-                    &p("template"),
-                    format!("{}: `template` needs `format: template`", p("template")),
-                );
-                None
-            }
-            (_, None, Some(m)) => self.template(&p("message"), m, false),
-            (_, None, None) => None,
-        };
+        let template = self.sink_template(i, s);
         if s.content_type.is_some() && s.format != SinkFormat::Template {
             self.err(
                 &p("content_type"),
@@ -918,6 +1101,35 @@ impl<'a> Validator<'a> {
             batch,
         }
     }
+
+    /// The sink's `template` (with `format: template`) or `message` (with a chat format),
+    /// compiled; either given where the format does not take it is a problem.
+    fn sink_template(&mut self, i: usize, s: &raw::RawSink) -> Option<String> {
+        let p = |f: &str| format!("sinks[{i}].{f}");
+        match (s.format, &s.template, &s.message) {
+            (SinkFormat::Template, Some(t), None) => self.template(&p("template"), t, false),
+            (SinkFormat::Template, None, _) => {
+                self.err(
+                    &p("format"),
+                    format!("{}: `format: template` needs a `template`", p("format")),
+                );
+                None
+            }
+            (SinkFormat::Event | SinkFormat::Template, _, Some(_)) => {
+                self.err(&p("message"), format!("{}: `message` is for the chat formats (slack, mattermost, discord, google_chat, teams, ntfy)", p("message")));
+                None
+            }
+            (_, Some(_), _) => {
+                self.err(
+                    &p("template"),
+                    format!("{}: `template` needs `format: template`", p("template")),
+                );
+                None
+            }
+            (_, None, Some(m)) => self.template(&p("message"), m, false),
+            (_, None, None) => None,
+        }
+    }
 }
 
 /// The SPEC §12 part of a sink, checked.
@@ -962,6 +1174,10 @@ fn short_hash(s: &str) -> String {
 /// YAML, the next-page rule, the select and key paths, and the include and exclude lists,
 /// strings in Rust's `{:?}` quoting, absent values as `None`, present optional ones as
 /// `Some(…)`; the first 12 bytes of its SHA-256, in hex. `pinned` tests hold its values.
+/// Keys added since add a line each, only when present, so that a bridge without them keeps
+/// its value: `has_more`, `cursor` (not its `keep`), then a `format` other than JSON (its
+/// word, and the CSV delimiter; spelling out `format: json` changes nothing). A feed's select
+/// and key count as their defaults when not written.
 fn fingerprint(raw: &RawBridge, name: &str) -> String {
     let q = |s: &str| format!("{s:?}");
     let some = |s: Option<String>| s.map_or("None".to_string(), |s| format!("Some({s})"));
@@ -973,6 +1189,9 @@ fn fingerprint(raw: &RawBridge, name: &str) -> String {
     };
     let s = &raw.source;
     let i = &raw.items;
+    let feed = s.format == Some(RawFormat::Feed);
+    let select = i.select.as_deref().or(feed.then_some(FEED_SELECT));
+    let key = i.key.as_deref().or(feed.then_some(FEED_KEY));
     let method = match s.method {
         Method::GET => "GET",
         Method::POST => "POST",
@@ -988,20 +1207,74 @@ fn fingerprint(raw: &RawBridge, name: &str) -> String {
             RawNext::Param { param, from } => {
                 format!("Param {{ param: {}, from: {} }}", q(param), q(from))
             }
+            RawNext::Variable { variable, from } => {
+                format!(
+                    "Variable {{ variable: {}, from: {} }}",
+                    q(variable),
+                    q(from)
+                )
+            }
+            // The start as it counts: written out or left to its default is the same.
+            RawNext::Page { page, start } => {
+                format!(
+                    "Page {{ page: {}, start: {} }}",
+                    q(page),
+                    start.unwrap_or(1)
+                )
+            }
+            RawNext::Offset { offset, start } => {
+                format!(
+                    "Offset {{ offset: {}, start: {} }}",
+                    q(offset),
+                    start.unwrap_or(0)
+                )
+            }
         })
     });
-    let text = [
+    let mut text = vec![
         name.to_string(),
         q(&s.url),
         method.to_string(),
         some(body),
         some(next),
-        q(&i.select),
-        some(i.key.as_deref().map(q)),
+        q(select.unwrap_or_default()),
+        some(key.map(q)),
         list(&i.include),
         list(&i.exclude),
-    ]
-    .join("\n");
+    ];
+    // Keys added since format 1: a line each, only when present, so that a bridge without
+    // them keeps its fingerprint.
+    if let Some(h) = s.paginate.as_ref().and_then(|p| p.has_more.as_ref()) {
+        text.push(format!("has_more: {}", q(h)));
+    }
+    if let Some(c) = &s.cursor {
+        let initial = c
+            .initial
+            .as_ref()
+            .map(|v| q(&serde_yaml::to_string(v).unwrap_or_default()));
+        text.push(format!(
+            "cursor: {} {} {} {}",
+            some(c.param.as_deref().map(q)),
+            some(c.variable.as_deref().map(q)),
+            q(&c.from),
+            some(initial),
+        ));
+    }
+    if let Some(f) = s.format.filter(|f| *f != RawFormat::Json) {
+        let delimiter = (f == RawFormat::Csv).then(|| {
+            let d = s.csv.as_ref().and_then(|c| c.delimiter.as_deref());
+            q(d.unwrap_or(","))
+        });
+        let word = match f {
+            RawFormat::Json => "json",
+            RawFormat::Ndjson => "ndjson",
+            RawFormat::Csv => "csv",
+            RawFormat::Feed => "feed",
+            RawFormat::Xml => "xml",
+        };
+        text.push(format!("format {} {}", q(word), some(delimiter)));
+    }
+    let text = text.join("\n");
     hex::encode(&Sha256::digest(text.as_bytes())[..12])
 }
 
@@ -1121,6 +1394,96 @@ sinks: [{url: console}]
         let got: Vec<&str> = cases.iter().map(|(g, _)| g.as_str()).collect();
         let want: Vec<&str> = cases.iter().map(|(_, w)| *w).collect();
         assert_eq!(got, want);
+    }
+
+    /// Pagination forms and cursors (SPEC §13): each changes the meaning, and has a value of
+    /// its own; `keep` and a bridge without these keys change nothing.
+    #[test]
+    fn listing_fingerprints_are_pinned() {
+        let next = |n: &str| {
+            fingerprint(
+                &raw(&FULL.replace("{param: cursor, from: \"$.next\"}", n)),
+                "full",
+            )
+        };
+        let cursor = |c: &str| {
+            fingerprint(
+                &raw(&PLAIN.replace("items?token=${T}\"}", &format!("items\", cursor: {c}}}"))),
+                "plain",
+            )
+        };
+        let got = [
+            next("{variable: after, from: \"$.end\"}"),
+            next("{page: page, start: 1}"),
+            next("{page: page}"),
+            next("{offset: offset, start: 0}"),
+            fingerprint(
+                &raw(&FULL.replace("max_pages: 3}", "max_pages: 3, has_more: \"$.more\"}")),
+                "full",
+            ),
+            cursor("{param: since, from: \"$.updated_at\"}"),
+            cursor("{param: since, from: \"$.updated_at\", initial: \"2026-01-01\"}"),
+            cursor("{param: since, from: \"$.updated_at\", initial: 0}"),
+            cursor("{variable: since, from: \"$.updated_at\"}"),
+        ];
+        let want = [
+            "ce07c26352f9c6b4fc792b3c",
+            "95385e74fea224b8dc57a4af",
+            "95385e74fea224b8dc57a4af",
+            "5eda162c3fbce237e88628ae",
+            "52b56fbff89401f8e441d20a",
+            "491512b8b23f2f97acdb9b47",
+            "75de82ff500714e8418ce8b1",
+            "fb335b9b3806c7cc2e502f97",
+            "a427d99ffb162bc6b41f4003",
+        ];
+        assert_eq!(got, want);
+        // Retention is not meaning.
+        assert_eq!(
+            cursor("{param: since, from: \"$.updated_at\", keep: 30d}"),
+            got[5]
+        );
+    }
+
+    /// A `format` other than JSON is a new meaning; a feed's defaults count as written.
+    #[test]
+    fn format_fingerprints_are_pinned() {
+        let with = |extra: &str| {
+            raw(&PLAIN.replace("token=${T}\"}", &format!("token=${{T}}\", {extra}}}")))
+        };
+        let plain = fingerprint(&raw(PLAIN), "plain");
+        assert_eq!(fingerprint(&with("format: json"), "plain"), plain);
+        let got = [
+            fingerprint(&with("format: ndjson"), "plain"),
+            fingerprint(&with("format: csv"), "plain"),
+            fingerprint(&with("format: csv, csv: {delimiter: \";\"}"), "plain"),
+            fingerprint(&with("format: xml"), "plain"),
+            fingerprint(&with("format: feed"), "plain"),
+        ];
+        assert_eq!(
+            got,
+            [
+                "00d5fbdf2eeb1466f5754526",
+                "e6c786ef2d02b356dab5a75b",
+                "b090fc8ff8100f2b196325a4",
+                "7caab6774a6bbfe61c058736",
+                "c7a68a250c8ef072a37f0c33"
+            ]
+        );
+        assert_eq!(
+            fingerprint(&with("format: csv, csv: {delimiter: \",\"}"), "plain"),
+            got[1]
+        );
+        let feed = "schedule: {every: 5m}\nsource: {url: \"https://blog.example/feed\", format: feed}\nsinks: [{url: console}]\n";
+        let spelled = feed.replace(
+            "sinks:",
+            "items: {select: \"$.entries[*]\", key: \"$.id\"}\nsinks:",
+        );
+        assert_eq!(
+            fingerprint(&raw(feed), "blog"),
+            fingerprint(&raw(&spelled), "blog")
+        );
+        assert_eq!(fingerprint(&raw(feed), "blog"), "7425adacf86612e6a747b42b");
     }
 
     #[test]

@@ -14,7 +14,9 @@ pub mod locate;
 pub mod raw;
 pub mod screen;
 
-pub use bridge::{Batch, Bridge, Emit, Items, Next, Paginate, Sink, Source, Target};
+pub use bridge::{
+    Batch, Bridge, Cursor, CursorTo, Emit, Items, Next, Paginate, Sink, Source, Target,
+};
 pub use interpolate::Env;
 
 use locate::{Locator, Pos};

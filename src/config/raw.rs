@@ -13,6 +13,8 @@ pub struct RawBridge {
     pub description: Option<String>,
     pub schedule: RawSchedule,
     pub source: RawSource,
+    /// Optional as a whole for `format: feed`, whose select and key have defaults.
+    #[serde(default)]
     pub items: RawItems,
     #[serde(default)]
     pub emit: RawEmit,
@@ -49,6 +51,41 @@ pub struct RawSource {
     pub max_body: Option<String>,
     pub conditional: Option<bool>,
     pub paginate: Option<RawPaginate>,
+    pub cursor: Option<RawCursor>,
+    /// SPEC §13 formats: how the body is written, and the CSV options (only with `csv`).
+    pub format: Option<RawFormat>,
+    pub csv: Option<RawCsv>,
+    /// How to log in (SPEC §13); checked in `bridge/login.rs`.
+    pub auth: Option<RawAuth>,
+    /// The proxy for this source's requests, token requests included.
+    pub proxy: Option<String>,
+}
+
+/// `cursor: {param: NAME | variable: NAME, from: JSONPATH, initial: VALUE, keep: DURATION}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCursor {
+    pub param: Option<String>,
+    pub variable: Option<String>,
+    pub from: String,
+    pub initial: Option<serde_yaml::Value>,
+    pub keep: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RawFormat {
+    Json,
+    Ndjson,
+    Csv,
+    Feed,
+    Xml,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCsv {
+    pub delimiter: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -56,21 +93,28 @@ pub struct RawSource {
 pub struct RawPaginate {
     pub next: RawNext,
     pub max_pages: Option<u32>,
+    pub has_more: Option<String>,
 }
 
-/// `next: link`, `next: {url: JSONPATH}` or `next: {param: NAME, from: JSONPATH}`.
+/// `next: link`, `next: {url: JSONPATH}`, `next: {param: NAME, from: JSONPATH}`,
+/// `next: {variable: NAME, from: JSONPATH}`, `next: {page: NAME, start: N}` or
+/// `next: {offset: NAME, start: N}`.
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
 pub enum RawNext {
     Word(String),
     Url { url: String },
     Param { param: String, from: String },
+    Variable { variable: String, from: String },
+    Page { page: String, start: Option<u64> },
+    Offset { offset: String, start: Option<u64> },
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawItems {
-    pub select: String,
+    /// Required, except for `format: feed` (default `$.entries[*]`).
+    pub select: Option<String>,
     pub key: Option<String>,
     pub include: Option<Vec<String>>,
     pub exclude: Option<Vec<String>>,
@@ -105,6 +149,7 @@ pub struct RawEmit {
     pub failures: Option<RawFailures>,
 }
 
+/// `failures: {after: N}`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawFailures {
@@ -189,4 +234,61 @@ pub enum SinkEvent {
 pub struct RawBatch {
     pub max: u32,
     pub window: String,
+}
+
+/// `source.auth`: one of `oauth2`, `login`, `basic` (SPEC §13).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuth {
+    pub oauth2: Option<RawOAuth2>,
+    pub login: Option<RawLogin>,
+    pub basic: Option<RawBasic>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOAuth2 {
+    pub token_url: String,
+    pub client_id: String,
+    pub client_secret: Option<String>,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    #[serde(default)]
+    pub params: BTreeMap<String, String>,
+    pub refresh_token: Option<String>,
+    #[serde(default)]
+    pub client_auth: ClientAuth,
+}
+
+/// How the client authenticates to the token endpoint (RFC 6749 §2.3.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuth {
+    /// HTTP Basic with the form-encoded id and secret.
+    #[default]
+    Basic,
+    /// `client_id` and `client_secret` in the form body.
+    Post,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLogin {
+    pub url: String,
+    pub method: Option<Method>,
+    pub body: Option<serde_yaml::Value>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    pub token: String,
+    pub expires_in: Option<String>,
+    pub header: Option<String>,
+    pub prefix: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBasic {
+    pub username: String,
+    #[serde(default)]
+    pub password: String,
 }

@@ -100,43 +100,65 @@ fn kind(m: &std::fs::Metadata) -> &'static str {
 /// with its own (better known) words.
 pub fn screen(text: &str) -> Result<(), (Option<Pos>, String)> {
     let mut parser = Parser::new_from_str(text);
-    let mut depth = 0usize;
-    let mut docs = 0usize;
-    let mut top: Option<&'static str> = None;
-    // Nodes met directly inside the first document's top-level mapping: keys are the even ones.
-    let mut nodes = 0usize;
-    // Top-level keys that are (or are a typo away from) bridge keys, and others. A file is
-    // taken for a bridge when at least half its keys are bridge keys: one `name:` or
-    // `description:` does not make a GitHub workflow or a Helm chart a bridge (whose other
-    // keys serde's "unknown field" message would quote).
-    let (mut bridge_keys, mut other_keys) = (0usize, 0usize);
-    let bridge_like = |b: usize, o: usize| b > 0 && b >= o;
+    let mut seen = Seen::default();
     loop {
-        let (event, mark) = match parser.next_token() {
-            Ok(e) => e,
+        match parser.next_token() {
+            Ok((Event::StreamEnd, _)) => return seen.verdict(),
+            Ok((event, mark)) => seen.event(&event, mark)?,
             // yaml_rust2 counts flow levels in a u8, and its scanner may look that far ahead
             // before the parser gives the 65th level.
             Err(e) if e.info() == "recursion limit exceeded" => {
-                return Err((
-                    Some(pos(*e.marker())),
-                    format!("nested deeper than {MAX_DEPTH} levels"),
-                ));
+                return Err(too_deep(*e.marker()));
             }
             Err(e) => {
                 // serde_yaml's message, unless the file does not look like a bridge (then
                 // nothing of it is quoted, and libyaml's words quote nothing either, but it
                 // could accept what yaml_rust2 refused and go on to quote a key) or libyaml
                 // would take long to get there.
-                if bridge_like(bridge_keys, other_keys) && flow_depth_bound(text) <= 1000 {
+                if seen.bridge_like() && flow_depth_bound(text) <= 1000 {
                     return Ok(());
                 }
                 return Err((Some(pos(*e.marker())), format!("YAML syntax: {}", e.info())));
             }
-        };
-        let node = match &event {
-            Event::StreamEnd => break,
+        }
+    }
+}
+
+fn too_deep(mark: Marker) -> (Option<Pos>, String) {
+    (
+        Some(pos(mark)),
+        format!("nested deeper than {MAX_DEPTH} levels"),
+    )
+}
+
+/// What the parser has shown of a text so far.
+#[derive(Default)]
+struct Seen {
+    depth: usize,
+    docs: usize,
+    /// What the first document holds at its top.
+    top: Option<&'static str>,
+    /// Nodes met directly inside the first document's top-level mapping: keys are the even
+    /// ones.
+    nodes: usize,
+    /// Top-level keys that are (or are a typo away from) bridge keys, and others.
+    bridge_keys: usize,
+    other_keys: usize,
+}
+
+impl Seen {
+    /// A file is taken for a bridge when at least half its keys are bridge keys: one `name:`
+    /// or `description:` does not make a GitHub workflow or a Helm chart a bridge (whose
+    /// other keys serde's "unknown field" message would quote).
+    fn bridge_like(&self) -> bool {
+        self.bridge_keys > 0 && self.bridge_keys >= self.other_keys
+    }
+
+    /// Takes in one event; refuses nesting past [`MAX_DEPTH`] as soon as it is met.
+    fn event(&mut self, event: &Event, mark: Marker) -> Result<(), (Option<Pos>, String)> {
+        let node = match event {
             Event::DocumentStart => {
-                docs += 1;
+                self.docs += 1;
                 None
             }
             Event::Scalar(s, ..) => Some(("a single value", Some(s.as_str()))),
@@ -146,50 +168,56 @@ pub fn screen(text: &str) -> Result<(), (Option<Pos>, String)> {
             _ => None,
         };
         if let Some((what, scalar)) = node {
-            if depth == 0 && top.is_none() {
-                top = Some(what);
-            } else if depth == 1 && docs == 1 && top == Some("a mapping") {
-                if nodes % 2 == 0 {
-                    if scalar.is_some_and(is_bridge_key) {
-                        bridge_keys += 1;
-                    } else {
-                        other_keys += 1;
-                    }
-                }
-                nodes += 1;
-            }
+            self.node(what, scalar);
         }
         match event {
             Event::MappingStart(..) | Event::SequenceStart(..) => {
-                depth += 1;
-                if depth > MAX_DEPTH {
-                    return Err((
-                        Some(pos(mark)),
-                        format!("nested deeper than {MAX_DEPTH} levels"),
-                    ));
+                self.depth += 1;
+                if self.depth > MAX_DEPTH {
+                    return Err(too_deep(mark));
                 }
             }
-            Event::MappingEnd | Event::SequenceEnd => depth = depth.saturating_sub(1),
+            Event::MappingEnd | Event::SequenceEnd => self.depth = self.depth.saturating_sub(1),
             _ => {}
         }
+        Ok(())
     }
-    let not = |holds: &str| {
-        Err((
-            None,
-            format!("not a bridge file: it holds {holds}, not a mapping of bridge keys"),
-        ))
-    };
-    match top {
-        None => not("no YAML document"),
-        Some("a mapping") if !bridge_like(bridge_keys, other_keys) => Err((
-            None,
-            format!(
-                "not a bridge file: most of its top-level keys are not bridge keys ({})",
-                BRIDGE_KEYS.join(", ")
-            ),
-        )),
-        Some("a mapping") => Ok(()),
-        Some(other) => not(other),
+
+    fn node(&mut self, what: &'static str, scalar: Option<&str>) {
+        if self.depth == 0 && self.top.is_none() {
+            self.top = Some(what);
+        } else if self.depth == 1 && self.docs == 1 && self.top == Some("a mapping") {
+            if self.nodes % 2 == 0 {
+                if scalar.is_some_and(is_bridge_key) {
+                    self.bridge_keys += 1;
+                } else {
+                    self.other_keys += 1;
+                }
+            }
+            self.nodes += 1;
+        }
+    }
+
+    /// At the end of the text: whether it holds a mapping of bridge keys.
+    fn verdict(&self) -> Result<(), (Option<Pos>, String)> {
+        let not = |holds: &str| {
+            Err((
+                None,
+                format!("not a bridge file: it holds {holds}, not a mapping of bridge keys"),
+            ))
+        };
+        match self.top {
+            None => not("no YAML document"),
+            Some("a mapping") if !self.bridge_like() => Err((
+                None,
+                format!(
+                    "not a bridge file: most of its top-level keys are not bridge keys ({})",
+                    BRIDGE_KEYS.join(", ")
+                ),
+            )),
+            Some("a mapping") => Ok(()),
+            Some(other) => not(other),
+        }
     }
 }
 

@@ -37,7 +37,7 @@ pub fn compose(bridge: &str, members: &[OutboxEntry]) -> OutboxEntry {
     let first = &members[0];
     OutboxEntry {
         event_id: batch_id(&ids),
-        kind: first.kind,
+        kind: crate::event::EventType::Batch,
         seq: first.seq,
         body,
         attempts: 0,

@@ -8,6 +8,7 @@
 
 use crate::config::Sink;
 use crate::config::raw::SinkFormat;
+
 use crate::render::{BridgeInfo, Context};
 use crate::store::OutboxEntry;
 use serde_json::{Value, json};
@@ -99,7 +100,7 @@ pub fn wanted(bridge: &str, sink: &Sink, entry: &OutboxEntry) -> bool {
                 bridge, sink = %sink.shown, event_id = %entry.event_id,
                 "sink rule failed, the event is sent: {e}"
             );
-            crate::metrics::rule_error(bridge, "sink");
+            crate::metrics::rule_errors(bridge, "sink", 1);
             true
         }
     }
@@ -107,7 +108,7 @@ pub fn wanted(bridge: &str, sink: &Sink, entry: &OutboxEntry) -> bool {
 
 /// Whether an entry is a stored digest of events rather than one event.
 pub fn is_batch(entry: &OutboxEntry) -> bool {
-    entry.event_id.starts_with("bat_")
+    entry.kind == crate::event::EventType::Batch
 }
 
 /// Whether a media type is JSON (`application/json`, `application/vnd.x+json`, with
@@ -236,7 +237,7 @@ const TITLES: [&str; 8] = [
 ];
 
 /// The default line: `bridge: type key "title" (field: old → new, …)` with up to three
-/// changed fields, or the reason of a failure event.
+/// changed fields; a failure event says its reason and streak.
 pub fn summary(e: &Value) -> String {
     let s = |v: &Value| v.as_str().unwrap_or_default().to_string();
     let mut out = format!("{}: {} {}", s(&e["bridge"]), s(&e["type"]), s(&e["key"]));
@@ -272,10 +273,14 @@ pub fn summary(e: &Value) -> String {
     if fields.len() > 3 {
         parts.push(format!("+{} more", fields.len() - 3));
     }
-    if let Some(reason) = e["data"]["reason"].as_str() {
-        if e["type"].as_str().is_some_and(|t| t.starts_with("bridge.")) {
-            parts.push(reason.to_string());
+    let failures = e["data"]["failures"].as_u64().unwrap_or(0);
+    match e["type"].as_str().unwrap_or_default() {
+        "bridge.failing" => {
+            parts.push(e["data"]["reason"].as_str().unwrap_or("failed").to_string());
+            parts.push(format!("{failures} failed polls in a row"));
         }
+        "bridge.recovered" => parts.push(format!("after {failures} failed polls")),
+        _ => {}
     }
     if !parts.is_empty() {
         out.push_str(&format!(" ({})", parts.join(", ")));
@@ -314,6 +319,18 @@ mod tests {
         );
         let created = json!({"bridge": "b", "type": "item.created", "key": "1", "data": {"id": 1}});
         assert_eq!(summary(&created), "b: item.created 1");
+        let failing = json!({"bridge": "b", "type": "bridge.failing", "key": "",
+            "data": {"reason": "timeout", "error": "…", "failures": 3}});
+        assert_eq!(
+            summary(&failing),
+            "b: bridge.failing (timeout, 3 failed polls in a row)"
+        );
+        let recovered = json!({"bridge": "b", "type": "bridge.recovered", "key": "",
+            "data": {"failures": 5, "duration_ms": 1}});
+        assert_eq!(
+            summary(&recovered),
+            "b: bridge.recovered (after 5 failed polls)"
+        );
     }
 
     #[test]
@@ -321,7 +338,9 @@ mod tests {
         let lines: Vec<String> = (0..10).map(|i| format!("line {i}")).collect();
         assert_eq!(join(&lines[..2], 100), "line 0\nline 1");
         let j = join(&lines, 40);
-        assert_eq!(j, "line 0\nline 1\nline 2\n… and 7 more");
+        assert_eq!(j, "line 0\nline 1\nline 2\nline 3\n… and 6 more");
+        assert_eq!(j.chars().count(), 40);
+        assert_eq!(join(&lines, 39), "line 0\nline 1\nline 2\n… and 7 more");
         assert!(j.chars().count() <= 40);
         assert_eq!(join(&["x".repeat(10)], 5), "xxxx…");
     }

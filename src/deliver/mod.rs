@@ -71,7 +71,7 @@ async fn attempt(
     sink: &Sink,
     now: DateTime<Utc>,
 ) -> Result<Outcome, StoreError> {
-    let Some((mut key, mut entry)) = store.outbox_head(bridge, &sink.id)? else {
+    let Some((key, entry)) = store.outbox_head(bridge, &sink.id)? else {
         return Ok(Outcome::Empty);
     };
     // The store keeps times as Unix milliseconds.
@@ -81,21 +81,10 @@ async fn attempt(
     }
     // Usually a no-op: commits with events are flushed before their deliverers are woken.
     store.flush_for(bridge).await?;
-    if let Some(b) = sink.batch.filter(|_| !format::is_batch(&entry)) {
-        if let Some(o) = batch::form(ctx, store, bridge, sink, b, now)? {
-            return Ok(o);
-        }
-        match store.outbox_head(bridge, &sink.id)? {
-            Some(head) => (key, entry) = head,
-            None => return Ok(Outcome::Empty),
-        }
-    } else if !format::wanted(bridge, sink, &entry) {
-        store.ack(&key)?;
-        crate::metrics::delivery(bridge, "filtered");
-        return Ok(Outcome::Filtered {
-            event_id: entry.event_id,
-        });
-    }
+    let (key, mut entry) = match speak_to(ctx, store, bridge, sink, now, key, entry)? {
+        Ok(head) => head,
+        Err(outcome) => return Ok(outcome),
+    };
     let action = match &sink.target {
         Target::Console => {
             let mut out = std::io::stdout().lock();
@@ -135,7 +124,7 @@ async fn attempt(
                     // As stored (milliseconds), so `NotDue` names the same time later.
                     let next_at = next_at.trunc_subsecs(3);
                     warn!(
-                        bridge, sink = %sink.shown, event_id = %event_id, attempt = entry.attempts,
+                        event_id = %event_id, attempt = entry.attempts,
                         retry_in_ms = delay.as_millis() as u64,
                         "delivery failed: {reason}"
                     );
@@ -154,6 +143,35 @@ async fn attempt(
     }
 }
 
+/// What the sink takes from the head of its queue (SPEC §12): the head itself, or a digest
+/// formed from it; or, instead, what happened (a filtered event acknowledged unsent, a digest
+/// waiting for its window).
+type Head = (Vec<u8>, crate::store::OutboxEntry);
+fn speak_to(
+    ctx: &Ctx,
+    store: &crate::store::Store,
+    bridge: &str,
+    sink: &Sink,
+    now: DateTime<Utc>,
+    key: Vec<u8>,
+    entry: crate::store::OutboxEntry,
+) -> Result<Result<Head, Outcome>, StoreError> {
+    if let Some(b) = sink.batch.filter(|_| !format::is_batch(&entry)) {
+        if let Some(o) = batch::form(ctx, store, bridge, sink, b, now)? {
+            return Ok(Err(o));
+        }
+        return Ok(store.outbox_head(bridge, &sink.id)?.ok_or(Outcome::Empty));
+    }
+    if !format::wanted(bridge, sink, &entry) {
+        store.ack(&key)?;
+        crate::metrics::delivery(bridge, "filtered");
+        return Ok(Err(Outcome::Filtered {
+            event_id: entry.event_id,
+        }));
+    }
+    Ok(Ok((key, entry)))
+}
+
 fn dead_letter(
     store: &crate::store::Store,
     bridge: &str,
@@ -164,7 +182,7 @@ fn dead_letter(
     now: DateTime<Utc>,
 ) -> Result<Outcome, StoreError> {
     error!(
-        bridge, sink = %sink.shown, event_id = %entry.event_id, attempts = entry.attempts,
+        event_id = %entry.event_id, attempts = entry.attempts,
         "event dead-lettered: {reason}"
     );
     entry.last_error = Some(reason);
@@ -183,7 +201,9 @@ fn dead_letter(
 }
 
 /// Drains one bridge+sink queue until `cancel`: delivers what is due, sleeps until the next
-/// attempt is, wakes on new commits.
+/// attempt is, wakes on new commits. Its lines carry `bridge` and `sink` (as shown: a sink's
+/// URL may be a secret) from its span.
+#[tracing::instrument(name = "sink", level = "error", skip_all, fields(bridge = %bridge.name, sink = %bridge.sinks[sink].shown))]
 pub async fn run_sink(ctx: Arc<Ctx>, bridge: Arc<Bridge>, sink: usize, cancel: CancellationToken) {
     let sink = &bridge.sinks[sink];
     let mut wake = ctx.subscribe(&bridge.name);
@@ -213,7 +233,7 @@ pub async fn run_sink(ctx: Arc<Ctx>, bridge: Arc<Bridge>, sink: usize, cancel: C
             // The store does not take writes: logged once where it was found; wait for it.
             Err(e) if e.is_failure() && ctx.store_failure().is_some() => continue,
             Err(e) => {
-                error!(bridge = %bridge.name, sink = %sink.shown, "outbox: {e}");
+                error!("outbox: {e}");
                 Some(Duration::from_secs(5))
             }
         };

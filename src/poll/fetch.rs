@@ -1,15 +1,20 @@
 //! A bridge's listing: one HTTP request per page, with the source's method, headers, body,
 //! timeout and size limit, conditional on the page's last 200, following the next-page links
 //! up to `max_pages`. Gives the parsed pages in order, or a reason an operator can act on.
+//! A body in another `format` (SPEC §13) becomes its JSON form here, before anything reads it,
+//! so next links, the 304 cache and the selection see JSON only.
 
-use super::{paginate, ratelimit};
+use super::paginate::{self, PageRequest};
+use super::ratelimit;
+use crate::auth::LogIn;
 use crate::config::Source;
 use crate::config::raw::Method;
 use crate::extract::Page;
+use crate::formats::{self, Format};
 use crate::redact;
 use crate::store::{CachedPage, PageWrite, Store, page_digest, page_key};
 use chrono::{DateTime, Utc};
-use reqwest::header::{self, HeaderMap};
+use reqwest::header::{self, HeaderMap, HeaderName, HeaderValue};
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -35,6 +40,15 @@ pub enum FetchError {
         content_type: String,
         reason: String,
     },
+    /// A body that does not parse in the source's `format` (not `json`, whose failures stay
+    /// [`FetchError::NotJson`], reason `not_json`, as they always were).
+    #[error("{url}: response does not parse as `format: {format}`{content_type}: {reason}")]
+    BadBody {
+        url: String,
+        format: &'static str,
+        content_type: String,
+        reason: String,
+    },
     #[error("{url}: {reason}")]
     Http { url: String, reason: String },
     /// A redirect that is not followed: to another origin, or one too many (SPEC §11).
@@ -43,6 +57,9 @@ pub enum FetchError {
     /// The next-page link of this page cannot be followed.
     #[error("{url}: {reason}")]
     Next { url: String, reason: String },
+    /// The source's token could not be had (SPEC §13).
+    #[error(transparent)]
+    Auth(#[from] crate::auth::AuthError),
     /// A 304 stands for a cached body that cannot be read back.
     #[error("{url}: answered 304 but its cached body cannot be read: {reason}")]
     Cache { url: String, reason: String },
@@ -262,52 +279,53 @@ impl Cache<'_> {
 /// Fetches every page of the source's listing. With `cache` (a conditional GET source), pages
 /// found there are asked for with `If-None-Match` / `If-Modified-Since`, a 304 stands for the
 /// cached body, and the listing carries the records to store. Without, no validator is sent
-/// and nothing is recorded.
+/// and nothing is recorded. `select` is the items' path: page-number and offset listings end
+/// at a page without items.
 pub async fn fetch_listing(
     client: &reqwest::Client,
+    login: Option<&LogIn<'_>>,
     src: &Source,
     bridge: &str,
     cache: Option<&Cache<'_>>,
+    select: &crate::jsonpath::Path,
 ) -> Result<Listing, FetchError> {
     let mut listing = Listing::default();
     let mut unreadable = Unreadable {
         bridge,
         told: false,
     };
-    let mut url = src.url.clone();
+    let mut page = PageRequest::first(src);
     let mut seen = HashSet::new();
+    // A 304 page stands for its cached body and the `Link` header that came with it. Only a
+    // next page read from the body needs a 304 page parsed before the compare.
+    let body_next = src.paginate.as_ref().is_some_and(paginate::reads_body);
     loop {
-        seen.insert(url.to_string());
-        let key = page_key(url.as_str());
+        seen.insert(page.identity());
+        let key = page_key(page.url.as_str());
         let cached = cache.and_then(|c| c.pages.get(&key));
-        let shown = redact::url(&url);
-        let page = fetch_page(
-            client,
+        let shown = redact::url(&page.url);
+        let answered = fetch_page(
+            (client, login),
             src,
-            &url,
+            &page,
             &shown,
             cached,
             cache.is_some(),
             &mut unreadable,
         )
         .await?;
-        listing.pause_until = listing.pause_until.max(page.pause_until);
-        // A 304 page stands for its cached body and the `Link` header that came with it.
-        // Only a next link in the body needs a 304 page parsed before the compare.
-        let body_next = matches!(
-            src.paginate.as_ref().map(|p| &p.next),
-            Some(crate::config::Next::Url(_) | crate::config::Next::Param { .. })
-        );
-        if matches!(page.answer, Answer::NotModified) {
+        listing.pause_until = listing.pause_until.max(answered.pause_until);
+        if matches!(answered.answer, Answer::NotModified) {
             listing.not_modified += 1;
         }
-        let (doc, record, link) = page_doc(page, cached, cache, &key, &shown, body_next).await?;
-        let next = next_page(src, &url, link.as_deref(), &doc, body_next, &shown)?;
+        let (doc, record, link) =
+            page_doc(answered, cached, cache, &key, &shown, body_next).await?;
+        let next = next_page(src, &page, link.as_deref(), &doc, body_next, &shown, select)?;
         listing.pages.push(doc);
         listing.cache.extend(record.map(|w| (key, w)));
         let Some(next) = next else { break };
         let max_pages = src.paginate.as_ref().map_or(1, |p| p.max_pages);
-        if seen.contains(next.as_str()) {
+        if seen.contains(&next.identity()) {
             listing.incomplete = Some(Incomplete::Repeats);
             break;
         }
@@ -315,7 +333,7 @@ pub async fn fetch_listing(
             listing.incomplete = Some(Incomplete::MaxPages(max_pages));
             break;
         }
-        url = next;
+        page = next;
     }
     Ok(listing)
 }
@@ -363,15 +381,16 @@ async fn page_doc(
     })
 }
 
-/// The next page's URL, from the `Link` header or the body as the source paginates.
+/// The next page's request, from the `Link` header or the body as the source paginates.
 fn next_page(
     src: &Source,
-    url: &url::Url,
+    page: &PageRequest,
     link: Option<&str>,
     doc: &PageDoc,
     body_next: bool,
     shown: &str,
-) -> Result<Option<url::Url>, FetchError> {
+    select: &crate::jsonpath::Path,
+) -> Result<Option<PageRequest>, FetchError> {
     let null = serde_json::Value::Null;
     let parsed = match doc {
         // Parsed only for a next link in the body.
@@ -385,7 +404,7 @@ fn next_page(
     };
     Ok(match &src.paginate {
         None => None,
-        Some(p) => paginate::next_url(&p.next, src, url, link, parsed).map_err(|reason| {
+        Some(p) => paginate::next_page(p, src, page, link, parsed, select).map_err(|reason| {
             FetchError::Next {
                 url: shown.to_string(),
                 reason,
@@ -411,27 +430,44 @@ struct Answered {
     pause_until: Option<DateTime<Utc>>,
 }
 
-/// One request, with its whole exchange (body included) within `timeout`.
+/// One request, with its whole exchange (body included) within `timeout`. With a login, the
+/// token is had first; a 401 to a token gets a new one and one more try (SPEC §13).
 async fn fetch_page(
-    client: &reqwest::Client,
+    (client, login): (&reqwest::Client, Option<&LogIn<'_>>),
     src: &Source,
-    url: &url::Url,
+    page: &PageRequest,
     shown: &str,
     cached: Option<&CachedPage>,
     record: bool,
     unreadable: &mut Unreadable<'_>,
 ) -> Result<Answered, FetchError> {
-    match tokio::time::timeout(
-        src.timeout,
-        fetch_inner(client, src, url, shown, cached, record, unreadable),
-    )
-    .await
-    {
-        Ok(r) => r,
-        Err(_) => Err(FetchError::Timeout {
-            url: shown.to_string(),
-            after: src.timeout,
-        }),
+    let mut renew = false;
+    loop {
+        let auth = match login {
+            Some(l) => Some(l.header(renew).await?),
+            None => None,
+        };
+        let inner = fetch_inner((client, auth), src, page, shown, cached, record, unreadable);
+        let r = match tokio::time::timeout(src.timeout, inner).await {
+            Ok(r) => r,
+            Err(_) => Err(FetchError::Timeout {
+                url: shown.to_string(),
+                after: src.timeout,
+            }),
+        };
+        match r {
+            Err(FetchError::Status { status: 401, .. })
+                if !renew && login.is_some_and(LogIn::renewable) =>
+            {
+                // No URL: its path may hold an interpolated secret this line would not mask.
+                tracing::info!(
+                    bridge = %unreadable.bridge,
+                    "the source answered 401: asking for a new token, then once more"
+                );
+                renew = true;
+            }
+            r => return r,
+        }
     }
 }
 
@@ -441,22 +477,23 @@ fn header_text(h: &HeaderMap, name: header::HeaderName) -> Option<String> {
         .map(|s| s.to_string())
 }
 
-/// The request for one page: the source's method, headers and body, and the validators of
-/// its last 200 when there is one.
+/// The request for one page: the source's method, headers and body (or the page's, when it
+/// sets a variable), and the validators of its last 200 when there is one.
 fn request(
     client: &reqwest::Client,
     src: &Source,
-    page_url: &url::Url,
+    page: &PageRequest,
     cached: Option<&CachedPage>,
+    auth: Option<(HeaderName, HeaderValue)>,
 ) -> reqwest::RequestBuilder {
     let mut req = match src.method {
-        Method::GET => client.get(page_url.clone()),
-        Method::POST => client.post(page_url.clone()),
+        Method::GET => client.get(page.url.clone()),
+        Method::POST => client.post(page.url.clone()),
     };
-    for (k, v) in &src.headers {
+    for (k, v) in src.headers.iter().cloned().chain(auth) {
         req = req.header(k, v);
     }
-    if let Some(body) = &src.body {
+    if let Some(body) = page.body.as_ref().or(src.body.as_ref()) {
         req = req.json(body);
     }
     if let Some(c) = cached {
@@ -520,16 +557,17 @@ async fn read_body(
     Ok(body)
 }
 
+/// One page's exchange; `auth` is the login's header, when the source has one.
 async fn fetch_inner(
-    client: &reqwest::Client,
+    (client, auth): (&reqwest::Client, Option<(HeaderName, HeaderValue)>),
     src: &Source,
-    page_url: &url::Url,
+    page: &PageRequest,
     url: &str,
     cached: Option<&CachedPage>,
     record: bool,
     unreadable: &mut Unreadable<'_>,
 ) -> Result<Answered, FetchError> {
-    let req = request(client, src, page_url, cached);
+    let req = request(client, src, page, cached, auth);
     let http = |e: reqwest::Error| FetchError::Http {
         url: url.to_string(),
         reason: error_chain(e),
@@ -568,17 +606,10 @@ async fn fetch_inner(
         .map(|s| format!(" (content-type {s})"))
         .unwrap_or_default();
     let body = read_body(&mut resp, src.max_body, url, http).await?;
-    // Checked here, not parsed: the selection reads what it needs from the text.
-    check_json(&body).map_err(|reason| FetchError::NotJson {
-        url: url.to_string(),
-        content_type: content_type.clone(),
-        reason,
-    })?;
-    let text = String::from_utf8(body).map_err(|e| FetchError::NotJson {
-        url: url.to_string(),
-        content_type,
-        reason: format!("invalid UTF-8 at byte {}", e.utf8_error().valid_up_to()),
-    })?;
+    let text = match src.format {
+        Format::Json => json_text(body, url, content_type)?,
+        format => converted(format, body, url, content_type).await?,
+    };
     let record = (record && (etag.is_some() || last_modified.is_some())).then(|| CachedPage {
         etag,
         last_modified,
@@ -592,6 +623,46 @@ async fn fetch_inner(
         },
         link,
         pause_until,
+    })
+}
+
+/// A JSON body as the page's text: checked here, not parsed (the selection reads what it
+/// needs from the text).
+fn json_text(body: Vec<u8>, url: &str, content_type: String) -> Result<String, FetchError> {
+    check_json(&body).map_err(|reason| FetchError::NotJson {
+        url: url.to_string(),
+        content_type: content_type.clone(),
+        reason,
+    })?;
+    String::from_utf8(body).map_err(|e| FetchError::NotJson {
+        url: url.to_string(),
+        content_type,
+        reason: format!("invalid UTF-8 at byte {}", e.utf8_error().valid_up_to()),
+    })
+}
+
+/// A body in another format as the page's JSON text, checked as a JSON body is. Converted off
+/// the async workers (a large feed or XML document takes a while); a converter that panicked
+/// (a bug in a parser) fails this page, not the poll task.
+async fn converted(
+    format: Format,
+    body: Vec<u8>,
+    url: &str,
+    content_type: String,
+) -> Result<String, FetchError> {
+    let text = tokio::task::spawn_blocking(move || formats::to_json(format, &body))
+        .await
+        .unwrap_or_else(|_| Err(format!("the {} reader failed on it", format.name())))
+        .and_then(|text| {
+            check_json(text.as_bytes())
+                .map(|()| text)
+                .map_err(|e| format!("its JSON form cannot be read ({e})"))
+        });
+    text.map_err(|reason| FetchError::BadBody {
+        url: url.to_string(),
+        format: format.name(),
+        content_type,
+        reason,
     })
 }
 
@@ -623,6 +694,36 @@ mod tests {
                 .starts_with("truncated after 7 bytes")
         );
         assert!(check_json(b"[1, 2,]").is_err());
+    }
+
+    #[tokio::test]
+    async fn a_converted_body_is_checked_as_a_json_body_is() {
+        let csv = Format::Csv { delimiter: b',' };
+        let text = converted(csv, b"id\n1\n".to_vec(), "u", String::new()).await;
+        assert_eq!(text.unwrap(), r#"[{"id":"1"}]"#);
+        // A header that is one of serde_json's markers, and an NDJSON line as deep as a page
+        // may be (the array round the lines is one more).
+        let deep = format!("{}{}", "[".repeat(MAX_DEPTH), "]".repeat(MAX_DEPTH));
+        for (format, body, want) in [
+            (
+                csv,
+                "$serde_json::private::Number\n1\n".to_string(),
+                "is reserved",
+            ),
+            (Format::Ndjson, deep, "nested deeper than 127"),
+        ] {
+            let e = converted(format, body.into_bytes(), "u", " (content-type x)".into())
+                .await
+                .unwrap_err();
+            let shown = e.to_string();
+            assert!(
+                shown.starts_with(&format!(
+                    "u: response does not parse as `format: {}` (content-type x): its JSON form cannot be read (",
+                    format.name()
+                )) && shown.contains(want),
+                "{shown}"
+            );
+        }
     }
 
     #[test]

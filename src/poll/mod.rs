@@ -1,20 +1,26 @@
-//! One poll of one bridge: fetch -> extract -> diff -> events -> one commit, and the
-//! scheduler that runs polls on time.
+//! One poll of one bridge: load the stored meta, fetch the listing (`fetch`, `paginate`,
+//! `ratelimit`), then decide (`plan`: pure, extract -> diff -> events -> commits) and store
+//! (`apply`); and the scheduler that runs polls on time.
 
+pub mod apply;
+pub mod cursor;
+pub mod failures;
 pub mod fetch;
 pub mod paginate;
+pub mod plan;
 pub mod ratelimit;
 pub mod scheduler;
 
-use crate::config::Bridge;
-use crate::config::raw::{FirstPoll, Method};
-use crate::diff::{self, Absence, Baseline, ChangeKind, HeldBack};
-use crate::event::{self, Event, EventType, Side};
-use crate::extract::{self, ExtractError, Hash};
+use crate::config::{Bridge, Source};
+use crate::diff::{ChangeKind, HeldBack};
+use crate::event::{Event, EventType};
+use crate::extract::{self, ExtractError};
 use crate::runtime::Ctx;
-use crate::store::{BridgeMeta, CachedPage, Commit, PageWrite, Put, Store, StoreError};
+use crate::store::{BridgeMeta, CachedPage, Store, StoreError};
+use apply::apply;
 use chrono::{DateTime, Utc};
 pub use fetch::{FetchError, Incomplete};
+use plan::{Approach, Listed};
 use std::collections::HashMap;
 
 #[derive(Debug, thiserror::Error)]
@@ -38,11 +44,13 @@ impl PollError {
             PollError::Fetch(FetchError::Timeout { .. }) => "timeout",
             PollError::Fetch(FetchError::TooLarge { .. }) => "too_large",
             PollError::Fetch(FetchError::NotJson { .. }) => "not_json",
+            PollError::Fetch(FetchError::BadBody { .. }) => "bad_body",
             PollError::Fetch(FetchError::Http { .. }) => "connection",
             PollError::Fetch(FetchError::Redirect { .. }) => "redirect",
             PollError::Fetch(FetchError::RateLimited { .. }) => "rate_limited",
             PollError::Fetch(FetchError::Next { .. }) => "next_page",
             PollError::Fetch(FetchError::Cache { .. }) => "store",
+            PollError::Fetch(FetchError::Auth(_)) => "auth",
             PollError::Extract(ExtractError::NotJson(_)) => "not_json",
             PollError::Extract(_) => "bad_items",
             PollError::Store(_) => "store",
@@ -86,6 +94,10 @@ pub struct PollReport {
     pub incomplete: Option<Incomplete>,
     /// The source asked us not to poll again before this (`X-RateLimit-Remaining: 0`).
     pub pause_until: Option<DateTime<Utc>>,
+    /// Changes whose `emit.when` failed at run time (and so were emitted), and the first
+    /// error, for the poll's WARN line and the metrics.
+    pub rule_errors: usize,
+    pub rule_error: Option<String>,
 }
 
 /// Events emitted by a poll, by type.
@@ -111,7 +123,11 @@ impl Emitted {
             EventType::Created => self.created,
             EventType::Updated => self.updated,
             EventType::Deleted => self.deleted,
-            EventType::Snapshot => 0,
+            EventType::Snapshot
+            | EventType::Failing
+            | EventType::Recovered
+            | EventType::Test
+            | EventType::Batch => 0,
         }
     }
 
@@ -123,13 +139,34 @@ impl Emitted {
 /// The listing, and its pages' documents unless `stop_if_unchanged` and every page answered
 /// 304.
 async fn fetch_documents(
-    ctx: &Ctx,
+    (ctx, st): (&Ctx, &Store),
     bridge: &Bridge,
+    source: &Source,
     cache: Option<&fetch::Cache<'_>>,
     stop_if_unchanged: bool,
 ) -> Result<(fetch::Listing, Option<Vec<extract::Page>>), FetchError> {
-    let mut listing =
-        fetch::fetch_listing(&ctx.fetcher, &bridge.source, &bridge.name, cache).await?;
+    let client = ctx.source_client(source.proxy.as_ref());
+    let session = source
+        .auth
+        .as_ref()
+        .map(|a| (ctx.sessions.of(&bridge.name, a), a));
+    let login = session.as_ref().map(|(session, auth)| crate::auth::LogIn {
+        session,
+        auth,
+        client: &client,
+        store: st,
+        bridge: &bridge.name,
+        timeout: source.timeout,
+    });
+    let mut listing = fetch::fetch_listing(
+        &client,
+        login.as_ref(),
+        source,
+        &bridge.name,
+        cache,
+        &bridge.items.select,
+    )
+    .await?;
     if stop_if_unchanged && listing.unchanged() {
         return Ok((listing, None));
     }
@@ -183,20 +220,19 @@ async fn fetch_conditional(
     ctx: &Ctx,
     st: &Store,
     bridge: &Bridge,
-    cached: &HashMap<String, crate::store::CachedPage>,
-    conditional: bool,
-    trusted: bool,
-    stop_if_unchanged: bool,
+    source: &Source,
+    cached: &HashMap<String, CachedPage>,
+    approach: Approach,
 ) -> Result<(fetch::Listing, Option<Vec<extract::Page>>, bool), PollError> {
     let empty = HashMap::new();
     let cache = fetch::Cache {
-        pages: if trusted { cached } else { &empty },
+        pages: if approach.trusted { cached } else { &empty },
         store: st,
         bridge: &bridge.name,
-        keep_bodies: bridge.source.paginate.is_some() || bridge.emit.after_missing > 1,
+        keep_bodies: approach.keep_bodies,
     };
-    let cache = conditional.then_some(&cache);
-    match fetch_documents(ctx, bridge, cache, stop_if_unchanged).await {
+    let cache = approach.conditional.then_some(&cache);
+    match fetch_documents((ctx, st), bridge, source, cache, approach.stop_if_unchanged).await {
         // A 304 stands for a body that is not stored (it was not needed when stored, or was
         // lost): ask again, without validators.
         Err(FetchError::Cache { url, reason }) => {
@@ -208,7 +244,8 @@ async fn fetch_conditional(
                 pages: &empty,
                 ..*c
             });
-            let (listing, documents) = fetch_documents(ctx, bridge, again.as_ref(), false).await?;
+            let (listing, documents) =
+                fetch_documents((ctx, st), bridge, source, again.as_ref(), false).await?;
             Ok((listing, documents, false))
         }
         r => {
@@ -218,6 +255,19 @@ async fn fetch_conditional(
     }
 }
 
+/// The bridge's meta and cached pages, as stored.
+async fn load(
+    st: &Store,
+    bridge: &str,
+) -> Result<(BridgeMeta, HashMap<String, CachedPage>), StoreError> {
+    let store = st.clone();
+    let name = bridge.to_string();
+    tokio::task::spawn_blocking(move || Ok((store.meta(&name)?, store.pages(&name)?)))
+        .await
+        .expect("meta load does not panic")
+}
+
+/// Load, fetch, then plan and store: see [`poll_once`].
 async fn poll_with(
     ctx: &Ctx,
     st: &Store,
@@ -225,29 +275,12 @@ async fn poll_with(
     commit: bool,
     now: DateTime<Utc>,
 ) -> Result<PollReport, PollError> {
-    let conditional = bridge.source.conditional && bridge.source.method == Method::GET;
-    let store = st.clone();
-    let name = bridge.name.clone();
-    let (meta, cached) = tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
-        Ok((store.meta(&name)?, store.pages(&name)?))
-    })
-    .await
-    .expect("meta load does not panic")?;
-    let rebaselined =
-        meta.baselined && meta.fingerprint.as_deref() != Some(bridge.fingerprint.as_str());
-    let trusted = conditional && meta.baselined && !rebaselined;
-    // Every page answered 304 and no absence is being counted: nothing to compare.
-    let stop_if_unchanged = trusted && meta.absent == 0;
-    let (listing, documents, matchable) = fetch_conditional(
-        ctx,
-        st,
-        bridge,
-        &cached,
-        conditional,
-        trusted,
-        stop_if_unchanged,
-    )
-    .await?;
+    let (meta, cached) = load(st, &bridge.name).await?;
+    let approach = Approach::new(bridge, &meta);
+    // An incremental listing asks for what is new since the stored cursor.
+    let source = cursor::source_with(&bridge.source, meta.cursor.as_ref());
+    let (listing, documents, matchable) =
+        fetch_conditional(ctx, st, bridge, &source, &cached, approach).await?;
     let Some(documents) = documents else {
         return Ok(PollReport {
             items: meta.items,
@@ -257,435 +290,34 @@ async fn poll_with(
             ..Default::default()
         });
     };
-    let fetch::Listing {
-        incomplete,
-        cache: pages,
-        pause_until,
-        ..
-    } = listing;
-    let fetched = Fetched {
+    let listed = Listed {
         documents,
-        pages,
+        pages: listing.cache,
         cached,
         matchable,
-        incomplete,
-        pause_until,
+        incomplete: listing.incomplete,
+        pause_until: listing.pause_until,
     };
     // Extracting, comparing and storing a big listing takes a while and blocks: off the
     // async workers, in one go (the items borrow from the documents it owns).
     let store = st.clone();
     let b = bridge.clone();
-    let (result, committed_events) = tokio::task::spawn_blocking(move || {
-        let mut committed_events = false;
-        let result = apply(
-            &store,
-            &b,
-            meta,
-            fetched,
-            commit,
-            now,
-            &mut committed_events,
-        );
-        (result, committed_events)
-    })
-    .await
-    .expect("a poll's comparison does not panic");
-    if committed_events {
+    let applied = tokio::task::spawn_blocking(move || apply(&store, &b, meta, listed, commit, now))
+        .await
+        .expect("a poll's comparison does not panic");
+    if applied.committed_events {
         // On disk before the first attempt (SPEC §6), also when a later batch failed.
         let flushed = st.flush().await;
         ctx.wake(&bridge.name);
-        let report = result?;
+        let report = applied.result?;
         flushed?;
         return Ok(report);
     }
-    result
+    applied.result
 }
-
-/// What a poll's fetch brings to the thread where it is compared and stored.
-struct Fetched {
-    documents: Vec<extract::Page>,
-    /// The listing's pages as this poll would store them.
-    pages: Vec<(String, PageWrite)>,
-    /// The stored records of the bridge's pages.
-    cached: HashMap<String, CachedPage>,
-    /// False when a 304 failed and the listing was fetched again: no stored record counts as
-    /// matching then.
-    matchable: bool,
-    incomplete: Option<Incomplete>,
-    pause_until: Option<DateTime<Utc>>,
-}
-
-/// Extract, compare, build the events and store them with the new state. Sets
-/// `committed_events` as soon as a commit with events went through (the caller flushes then,
-/// whatever happens next).
-fn apply(
-    store: &Store,
-    bridge: &Bridge,
-    meta: BridgeMeta,
-    f: Fetched,
-    commit: bool,
-    now: DateTime<Utc>,
-    committed_events: &mut bool,
-) -> Result<PollReport, PollError> {
-    let rebaselined =
-        meta.baselined && meta.fingerprint.as_deref() != Some(bridge.fingerprint.as_str());
-    let keyed = extract::extract_keyed(&f.documents, &bridge.items)?;
-    let baseline = if !meta.baselined {
-        match bridge.emit.first_poll {
-            FirstPoll::Baseline => Baseline::Silent,
-            FirstPoll::Emit => Baseline::Emit,
-        }
-    } else if rebaselined {
-        Baseline::Silent
-    } else {
-        Baseline::No
-    };
-    let plan = diff::plan(
-        store.state_scan(&bridge.name),
-        &keyed.items,
-        &keyed.by_key,
-        diff::Options {
-            baseline,
-            complete: f.incomplete.is_none(),
-            after_missing: bridge.emit.after_missing,
-            max_fraction: bridge.emit.max_fraction,
-            document: bridge.items.key.is_none(),
-        },
-    )?;
-    let items = keyed.items;
-    let report = PollReport {
-        items: items.len(),
-        created: plan.count(ChangeKind::Created),
-        updated: plan.count(ChangeKind::Updated),
-        deleted: plan.count(ChangeKind::Deleted),
-        baseline: baseline != Baseline::No,
-        rebaselined,
-        held_back: plan.held_back,
-        events: Vec::new(),
-        emitted: Emitted::default(),
-        pages: f.documents.len(),
-        not_modified: false,
-        incomplete: f.incomplete,
-        pause_until: f.pause_until,
-    };
-    let mut b = Batches::new(store, bridge, meta, rebaselined, commit, now, report);
-    let written = b.write(&plan, &items);
-    *committed_events = b.committed_events;
-    written?;
-    // The last commit holds all it needs: free the response before it.
-    drop(items);
-    drop(f.documents);
-    let pages = final_pages(&plan, f.pages, &f.cached, f.matchable, b.batches > 0);
-    let new_meta = BridgeMeta {
-        seq: b.seq,
-        fingerprint: Some(bridge.fingerprint.clone()),
-        baselined: true,
-        absent: plan.absent_after,
-        items: plan.stored_after,
-    };
-    let finished = b.finish(new_meta, pages);
-    *committed_events = b.committed_events;
-    finished?;
-    Ok(b.report)
-}
-
-/// The pages the last commit stores. A held-back mass delete leaves the state behind the
-/// listing: no page is cached then, so the next poll fetches and compares everything again
-/// (and warns again) until it resolves. A 200 the same as its stored record (validators, and
-/// digest if the body is kept) needs no write, unless an earlier batch of this poll forgot the
-/// records.
-fn final_pages(
-    plan: &diff::Plan,
-    pages: Vec<(String, PageWrite)>,
-    cached: &HashMap<String, CachedPage>,
-    matchable: bool,
-    forgotten: bool,
-) -> Pages {
-    if plan.held_back.is_some() {
-        let changed = !cached.is_empty();
-        return Pages {
-            pages: Vec::new(),
-            changed,
-        };
-    }
-    let pages: Vec<_> = pages
-        .into_iter()
-        .map(|(k, w)| match w.head() {
-            Some(h) if matchable && !forgotten && cached.get(&k) == Some(h) => (k, PageWrite::Keep),
-            _ => (k, w),
-        })
-        .collect();
-    let changed = pages.iter().any(|(_, w)| *w != PageWrite::Keep)
-        || cached.keys().any(|k| !pages.iter().any(|(n, _)| n == k));
-    Pages { pages, changed }
-}
-
-/// The pages a commit stores, and whether that differs from what is stored.
-struct Pages {
-    pages: Vec<(String, PageWrite)>,
-    changed: bool,
-}
-
-/// Writes per commit of a large poll (items stored or removed), and bytes of values and
-/// event bodies: a first poll of a million items is stored this much at a time, so that it
-/// never holds all its writes and events at once. sled keeps the old versions of the nodes
-/// a transaction changes until it ends, so a large one costs far more than its writes (10,000
-/// state records in one transaction: about 100 MiB).
-const BATCH_WRITES: usize = 1_000;
-const BATCH_BYTES: usize = 8 << 20;
 
 /// At most this many events are kept in a [`PollReport`] (the counts are exact).
 pub const REPORTED_EVENTS: usize = 1_000;
-
-/// A poll's writes and events, committed a batch at a time. Each batch is one transaction
-/// with its events, numbered on from the last `seq`, its ids made with that batch's
-/// generation (the `seq` before it). Only the last commit stores the cached pages and the
-/// meta that says the poll is complete; the batches before it store, besides their items and
-/// events:
-///
-/// - a first poll: `baselined` stays false, so an interrupted first poll is taken again. A
-///   baseline stores silently again; `first_poll: emit` compares with what the batches
-///   stored (`Baseline::Emit`), so an item is never reported created twice. The items left
-///   are batched as before, so their events get the ids they would have had.
-/// - a re-baseline: the fingerprint is forgotten, so the next poll re-baselines (silently)
-///   whatever the definition is then.
-/// - any batch forgets the cached pages, so the next poll compares the whole listing: a 304
-///   for a body older than the half-stored state would hide changes.
-///
-/// Absence counts (`after_missing`) are kept for the last commit: counted twice, an item
-/// would be deleted an absence early.
-struct Batches<'a> {
-    store: &'a Store,
-    bridge: &'a Bridge,
-    commit: bool,
-    now: DateTime<Utc>,
-    rebaselined: bool,
-    sinks: Vec<String>,
-    /// The batch being filled; its `base` is the meta as last read or written.
-    c: Commit,
-    bytes: usize,
-    /// The last `seq` given, and the generation of this batch's ids.
-    seq: u64,
-    generation: u64,
-    /// Batches committed before the last.
-    batches: usize,
-    /// Missing counts, written by the last commit.
-    later: Vec<(String, u32)>,
-    /// A commit with events went through: the caller flushes, whatever happens next.
-    committed_events: bool,
-    report: PollReport,
-}
-
-impl<'a> Batches<'a> {
-    fn new(
-        store: &'a Store,
-        bridge: &'a Bridge,
-        meta: BridgeMeta,
-        rebaselined: bool,
-        commit: bool,
-        now: DateTime<Utc>,
-        report: PollReport,
-    ) -> Batches<'a> {
-        Batches {
-            store,
-            bridge,
-            commit,
-            now,
-            rebaselined,
-            sinks: bridge.sinks.iter().map(|s| s.id.clone()).collect(),
-            seq: meta.seq,
-            generation: meta.seq,
-            c: Commit {
-                bridge: bridge.name.clone(),
-                expected_seq: meta.seq,
-                meta: meta.clone(),
-                base: Some(meta),
-                ..Default::default()
-            },
-            bytes: 0,
-            batches: 0,
-            later: Vec::new(),
-            committed_events: false,
-            report,
-        }
-    }
-
-    /// Queues the plan's writes and events, committing each batch as it fills; the missing
-    /// counts wait for the last commit.
-    fn write(&mut self, plan: &diff::Plan, items: &[extract::Item<'_>]) -> Result<(), PollError> {
-        for &(i, change) in &plan.puts {
-            let item = &items[i as usize];
-            let value = item.value()?;
-            if let Some(kind) = change {
-                let data = Side {
-                    value: &value,
-                    hash: &item.hash,
-                };
-                self.event(kind, item.key.as_str(), Some(data))?;
-            }
-            let bytes = serde_json::to_vec(&value).expect("JSON value serialises");
-            self.put(item.key.as_str(), item.hash, bytes);
-            self.cut_if_full()?;
-        }
-        for (key, absence) in &plan.absent {
-            match absence {
-                Absence::Missing(missing) => self.later.push((key.clone(), *missing)),
-                Absence::Deleted => {
-                    self.event(ChangeKind::Deleted, key, None)?;
-                    self.remove(key);
-                }
-                Absence::Removed => self.remove(key),
-            }
-            self.cut_if_full()?;
-        }
-        let found = plan
-            .found
-            .iter()
-            .map(|&i| (items[i as usize].key.to_string(), 0));
-        self.later.extend(found);
-        Ok(())
-    }
-
-    fn put(&mut self, key: &str, hash: Hash, value: Vec<u8>) {
-        self.bytes += key.len() + value.len();
-        self.c.puts.push(Put::new(key, hash, value));
-    }
-
-    fn remove(&mut self, key: &str) {
-        self.bytes += key.len();
-        self.c.removes.push(key.to_string());
-    }
-
-    /// Builds the event of one change, if the bridge emits its type, and queues it.
-    fn event(
-        &mut self,
-        kind: ChangeKind,
-        key: &str,
-        data: Option<Side<'_>>,
-    ) -> Result<(), StoreError> {
-        let emit = &self.bridge.emit;
-        let (ty, wanted) = match kind {
-            ChangeKind::Created => (EventType::Created, emit.created),
-            ChangeKind::Updated => (EventType::Updated, emit.updated),
-            ChangeKind::Deleted => (EventType::Deleted, emit.deleted),
-        };
-        if !wanted {
-            return Ok(());
-        }
-        let name = &self.bridge.name;
-        let (previous_value, previous_hash) = match kind {
-            ChangeKind::Created => (None, None),
-            _ => (
-                self.store.item_value(name, key)?,
-                self.store.item_state(name, key)?.map(|s| s.hash),
-            ),
-        };
-        let previous = match (&previous_value, &previous_hash) {
-            (Some(value), Some(hash)) => Some(Side { value, hash }),
-            _ => None,
-        };
-        self.seq += 1;
-        let e = event::build(event::Spec {
-            bridge: name,
-            kind: ty,
-            key,
-            seq: self.seq,
-            generation: self.generation,
-            detected: self.now,
-            previous,
-            data,
-        });
-        if self.commit {
-            let before = self.c.outbox.len();
-            self.c
-                .queue(&self.sinks, std::slice::from_ref(&e), self.now);
-            self.bytes += self.c.outbox[before..]
-                .iter()
-                .map(|(_, o)| o.body.len())
-                .sum::<usize>();
-        }
-        self.report.emitted.add(kind);
-        if self.report.events.len() < REPORTED_EVENTS {
-            self.report.events.push(e);
-        }
-        Ok(())
-    }
-
-    /// Commits the batch when it is full.
-    fn cut_if_full(&mut self) -> Result<(), StoreError> {
-        let writes = self.c.puts.len() + self.c.removes.len();
-        if writes < BATCH_WRITES && self.bytes < BATCH_BYTES {
-            return Ok(());
-        }
-        let mut meta = self.c.base.clone().unwrap_or_default();
-        meta.seq = self.seq;
-        if self.rebaselined {
-            meta.fingerprint = None;
-        }
-        // No page: every cached page is forgotten.
-        self.commit_batch(meta, Vec::new(), false)
-    }
-
-    /// Commits the last batch: the missing counts, the pages and the meta of a complete
-    /// poll. Nothing is written when nothing would change.
-    fn finish(&mut self, meta: BridgeMeta, pages: Pages) -> Result<(), StoreError> {
-        self.c.missing = std::mem::take(&mut self.later);
-        let unchanged = self.batches == 0
-            && self.c.puts.is_empty()
-            && self.c.removes.is_empty()
-            && self.c.missing.is_empty()
-            && self.c.outbox.is_empty()
-            && Some(&meta) == self.c.base.as_ref()
-            && !pages.changed;
-        if unchanged {
-            return Ok(());
-        }
-        self.commit_batch(meta, pages.pages, true)
-    }
-
-    /// Commits the batch being filled with `meta` and `pages`; `last`: the poll's last.
-    fn commit_batch(
-        &mut self,
-        meta: BridgeMeta,
-        pages: Vec<(String, PageWrite)>,
-        last: bool,
-    ) -> Result<(), StoreError> {
-        let events = !self.c.outbox.is_empty();
-        let next = Commit {
-            bridge: self.c.bridge.clone(),
-            expected_seq: meta.seq,
-            base: Some(meta.clone()),
-            meta: meta.clone(),
-            ..Default::default()
-        };
-        let mut c = std::mem::replace(&mut self.c, next);
-        c.meta = meta;
-        c.pages = pages;
-        #[cfg(test)]
-        tests::REFUSE_AFTER.with(|r| match r.get() {
-            Some(n) if n == self.batches => Err(StoreError::Conflict(c.bridge.clone())),
-            _ => Ok(()),
-        })?;
-        if self.commit {
-            self.store.commit(&c)?;
-            if last && self.batches > 0 {
-                tracing::debug!(bridge = %c.bridge, batches = self.batches + 1, seq = c.meta.seq, "poll stored");
-            } else if !last {
-                // Events on disk before any attempt (SPEC §6): a deliverer with a backlog may
-                // reach them while the poll goes on. The last batch is flushed by the caller.
-                if events {
-                    self.store.flush_blocking()?;
-                }
-                tracing::debug!(bridge = %c.bridge, batch = self.batches + 1, seq = c.meta.seq, "poll batch stored");
-            }
-        }
-        self.committed_events |= events && self.commit;
-        self.batches += 1;
-        self.bytes = 0;
-        self.generation = self.seq;
-        Ok(())
-    }
-}
 
 #[cfg(test)]
 mod tests {
@@ -693,15 +325,28 @@ mod tests {
     //! what is there. A refused commit stands for a crash there (nothing after it is written;
     //! sled recovers a prefix of its log, so a crash leaves the batches before some point).
 
+    use super::plan::{BATCH_WRITES, Cut};
     use super::*;
     use crate::config::Env;
-    use crate::store::OutboxEntry;
+    use crate::config::raw::FirstPoll;
+    use crate::store::{Commit, OutboxEntry, PageWrite};
     use std::cell::Cell;
     use std::collections::HashSet;
 
     thread_local! {
         /// The commit of batch N (0 = the first) is refused, as if the process died there.
-        pub(super) static REFUSE_AFTER: Cell<Option<usize>> = const { Cell::new(None) };
+        static REFUSE_AFTER: Cell<Option<usize>> = const { Cell::new(None) };
+    }
+
+    /// Refuses the commit `REFUSE_AFTER` names (called by `apply` before it stores one).
+    pub(super) fn refuse(c: &Commit, cut: Cut) -> Result<(), StoreError> {
+        let n = match cut {
+            Cut::Batch(n) | Cut::Last { batches: n } => n,
+        };
+        REFUSE_AFTER.with(|r| match r.get() {
+            Some(refused) if refused == n => Err(StoreError::Conflict(c.bridge.clone())),
+            _ => Ok(()),
+        })
     }
 
     /// More items than one batch holds: three batches (1,000, 1,000, 500).
@@ -750,7 +395,7 @@ mod tests {
             etag: Some("\"e\"".into()),
             ..Default::default()
         };
-        let f = Fetched {
+        let f = Listed {
             documents: pages,
             pages: vec![("p".into(), PageWrite::Head(record))],
             cached: store.pages(&b.name).unwrap(),
@@ -760,7 +405,7 @@ mod tests {
         };
         REFUSE_AFTER.with(|r| r.set(refuse));
         let meta = store.meta(&b.name).unwrap();
-        let r = apply(store, b, meta, f, true, at(), &mut false);
+        let r = apply(store, b, meta, f, true, at()).result;
         REFUSE_AFTER.with(|r| r.set(None));
         r
     }

@@ -1,14 +1,114 @@
-//! Where a listing's next page is: an RFC 8288 `Link` header, a URL in the body, or a cursor
-//! sent as a query parameter (SPEC §3 `source.paginate`). Pure: values in, a URL or the end out.
+//! Where a listing's next page is (SPEC §3, §13 `source.paginate`): an RFC 8288 `Link`
+//! header, a URL in the body, a cursor in the body sent as a query parameter or as a GraphQL
+//! variable, or page numbers and offsets that run until an empty page; `has_more` in the body
+//! ends any of them. Pure: values in, the next request or the end out.
 
-use crate::config::{Next, Source};
+use crate::config::{Next, Paginate, Source};
+use crate::jsonpath::Path as JsonPath;
 use crate::redact;
 use serde_json::Value;
 use url::Url;
 
-/// The next page of a listing, or why there is none we may fetch. Reasons are lowercase and
-/// name no secret (URLs go through [`redact::url`]).
-pub fn next_url(
+/// One page's request: its URL, and its JSON body when the page sets a variable in it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PageRequest {
+    pub url: Url,
+    /// None: the source's own body.
+    pub body: Option<Value>,
+    /// The page number or offset this page was asked for with (page and offset forms).
+    at: u64,
+}
+
+impl PageRequest {
+    /// The first page of the source's listing.
+    pub fn first(src: &Source) -> PageRequest {
+        let (url, at) = match src.paginate.as_ref().map(|p| &p.next) {
+            Some(Next::Page { param, start } | Next::Offset { param, start }) => {
+                (with_param(&src.url, param, &start.to_string()), *start)
+            }
+            _ => (src.url.clone(), 0),
+        };
+        PageRequest {
+            url,
+            body: None,
+            at,
+        }
+    }
+
+    /// What tells two pages apart: asked for twice in one listing, a page means a loop.
+    pub fn identity(&self) -> String {
+        match &self.body {
+            Some(b) => format!("{} {b}", self.url),
+            None => self.url.to_string(),
+        }
+    }
+}
+
+/// Whether the next page is read from the body (every form but `link`, and `has_more`).
+pub fn reads_body(p: &Paginate) -> bool {
+    p.has_more.is_some() || !matches!(p.next, Next::Link)
+}
+
+/// The page after `page`, or None at the end of the listing. `body` is the page's document
+/// (Null when [`reads_body`] is false), `select` the items' path (page and offset forms
+/// count the items on the page). The reason, lowercase and naming no secret, when the next
+/// page cannot be followed.
+pub fn next_page(
+    p: &Paginate,
+    src: &Source,
+    page: &PageRequest,
+    link: Option<&str>,
+    body: &Value,
+    select: &JsonPath,
+) -> Result<Option<PageRequest>, String> {
+    if let Some(h) = &p.has_more {
+        match h.select(body).as_slice() {
+            [] | [Value::Null] | [Value::Bool(true)] => {}
+            [Value::Bool(false)] => return Ok(None),
+            _ => return Err(format!("has_more at `{}` is not true or false", h.as_str())),
+        }
+    }
+    let url = |url| PageRequest {
+        url,
+        body: None,
+        at: 0,
+    };
+    let numbered = |param: &str, at: u64| {
+        Ok(Some(PageRequest {
+            url: with_param(&src.url, param, &at.to_string()),
+            body: None,
+            at,
+        }))
+    };
+    match &p.next {
+        Next::Link | Next::Url(_) | Next::Param { .. } => {
+            Ok(next_url(&p.next, src, &page.url, link, body)?.map(url))
+        }
+        Next::Variable { name, from } => {
+            let Some(cursor) = single_value(from.select(body), from.as_str(), "cursor")? else {
+                return Ok(None);
+            };
+            let base = page.body.as_ref().or(src.body.as_ref());
+            Ok(Some(PageRequest {
+                url: src.url.clone(),
+                body: Some(with_variable(base, name, cursor)),
+                at: 0,
+            }))
+        }
+        Next::Page { param, .. } => match select.select(body).len() {
+            0 => Ok(None),
+            _ => numbered(param, page.at.saturating_add(1)),
+        },
+        Next::Offset { param, .. } => match select.select(body).len() {
+            0 => Ok(None),
+            n => numbered(param, page.at.saturating_add(n as u64)),
+        },
+    }
+}
+
+/// The next page's URL for the forms that give one: the `Link` header, a URL in the body, or
+/// a cursor in the body sent as a query parameter. Only on the source's origin.
+fn next_url(
     next: &Next,
     source: &Source,
     page: &Url,
@@ -32,6 +132,7 @@ pub fn next_url(
             None => return Ok(None),
             Some(cursor) => with_param(&source.url, param, &cursor),
         },
+        Next::Variable { .. } | Next::Page { .. } | Next::Offset { .. } => return Ok(None),
     };
     // The source's headers carry its credentials: they go to the source's origin only.
     if found.origin() != source.url.origin() {
@@ -41,6 +142,29 @@ pub fn next_url(
         ));
     }
     Ok(Some(found))
+}
+
+/// A string or number at a path, as JSON; None when absent, null or empty.
+fn single_value(found: Vec<&Value>, path: &str, what: &str) -> Result<Option<Value>, String> {
+    Ok(single(found.clone(), path, what)?.map(|_| found[0].clone()))
+}
+
+/// `body` (an object, or none) with `variables.NAME` set to `value`.
+pub fn with_variable(body: Option<&Value>, name: &str, value: Value) -> Value {
+    let mut body = match body {
+        Some(Value::Object(o)) => o.clone(),
+        _ => serde_json::Map::new(),
+    };
+    let vars = body
+        .entry("variables")
+        .or_insert_with(|| Value::Object(serde_json::Map::new()));
+    if !vars.is_object() {
+        *vars = Value::Object(serde_json::Map::new());
+    }
+    if let Value::Object(vars) = vars {
+        vars.insert(name.to_string(), value);
+    }
+    Value::Object(body)
 }
 
 /// A string (or number) at a path, None when absent, null or empty.
@@ -59,7 +183,7 @@ fn single(found: Vec<&Value>, path: &str, what: &str) -> Result<Option<String>, 
 }
 
 /// `url` with query parameter `name` set to `value` (replacing any it had).
-fn with_param(url: &Url, name: &str, value: &str) -> Url {
+pub fn with_param(url: &Url, name: &str, value: &str) -> Url {
     let mut u = url.clone();
     let kept: Vec<(String, String)> = url
         .query_pairs()
@@ -157,6 +281,10 @@ mod tests {
             max_body: 1000,
             conditional: true,
             paginate: None,
+            cursor: None,
+            format: Default::default(),
+            auth: None,
+            proxy: None,
         }
     }
 

@@ -5,6 +5,7 @@
 use super::{PollError, PollReport, poll_once};
 use crate::config::Bridge;
 use crate::event::EventType;
+use crate::logging::bridge_span;
 use crate::redact::Redactor;
 use crate::runtime::Ctx;
 use crate::schedule::Schedule;
@@ -13,7 +14,7 @@ use rand::Rng;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::{Instrument, error, info, warn};
 
 /// When the next poll may start: the schedule's next slot after `now`, but never before the
 /// end of a pause the source asked for. None when the schedule has no future run.
@@ -46,6 +47,18 @@ pub async fn run_bridge(
     cancel: CancellationToken,
     restarted: bool,
 ) {
+    let span = bridge_span(&bridge.name);
+    schedule_loop(ctx, bridge, cancel, restarted)
+        .instrument(span)
+        .await
+}
+
+async fn schedule_loop(
+    ctx: Arc<Ctx>,
+    bridge: Arc<Bridge>,
+    cancel: CancellationToken,
+    restarted: bool,
+) {
     let redactor = Redactor::new(&bridge.secrets);
     let fresh = ctx
         .store()
@@ -59,7 +72,7 @@ pub async fn run_bridge(
         let now = Utc::now();
         let pause = paused_until(&ctx, &bridge.name);
         let Some(next) = next_poll_at(&bridge.schedule, &bridge.name, now, pause) else {
-            warn!(bridge = %bridge.name, "schedule has no future run; the bridge stops polling");
+            warn!("schedule has no future run; the bridge stops polling");
             ctx.update_status(&bridge.name, |s| s.next_poll = None);
             cancel.cancelled().await;
             return;
@@ -111,6 +124,7 @@ pub async fn poll_and_log(
     let result = poll_once(ctx, bridge, true, Utc::now()).await;
     drop(step);
     record(ctx, bridge, redactor, &result, started.elapsed());
+    super::failures::track(ctx, bridge, redactor, &result).await;
     Some(result)
 }
 
@@ -158,30 +172,33 @@ pub async fn poll_now(
         });
     }
     let (ctx, bridge) = (ctx.clone(), bridge.clone());
-    let name = bridge.name.clone();
-    let run = tokio::spawn(async move {
+    let span = bridge_span(&bridge.name);
+    let task = async move {
         let _one = one;
         let redactor = Redactor::new(&bridge.secrets);
         let _slot = ctx.poll_slot(&bridge.source.url).await;
         let started = Instant::now();
         let step = ctx.beats.step("a poll", step_limit(&bridge));
         let (c, b) = (ctx.clone(), bridge.clone());
-        let joined = tokio::spawn(async move { poll_once(&c, &b, commit, Utc::now()).await }).await;
+        let poll = async move { poll_once(&c, &b, commit, Utc::now()).await };
+        let joined = tokio::spawn(poll.in_current_span()).await;
         drop(step);
         let result = joined.map_err(|e| panicked(&ctx, &bridge.name, &redactor, e));
         let result = result.and_then(|r| r);
         if commit {
             record(&ctx, &bridge, &redactor, &result, started.elapsed());
+            super::failures::track(&ctx, &bridge, &redactor, &result).await;
         } else if let Some(until) = result.as_ref().err().and_then(|e| e.pause_until()) {
             // A dry run stores nothing, but the source's request for a pause holds all the same.
             ctx.update_status(&bridge.name, |s| s.paused_until = Some(until));
             log_pause(&bridge, until);
         }
         result
-    });
+    };
+    let run = tokio::spawn(task.instrument(span.clone()));
     Ok(run.await.unwrap_or_else(|e| {
         let why = e.to_string();
-        error!(bridge = %name, "poll requested through the admin API ended: {why}");
+        span.in_scope(|| error!("poll requested through the admin API ended: {why}"));
         Err(PollError::Panicked(why))
     }))
 }
@@ -193,7 +210,7 @@ fn panicked(ctx: &Ctx, bridge: &str, redactor: &Redactor, e: tokio::task::JoinEr
         Ok(p) => redactor.clean(&crate::redact::panic_message(&*p)),
         Err(e) => e.to_string(),
     };
-    error!(bridge = %bridge, "poll requested through the admin API panicked: {why}");
+    error!("poll requested through the admin API panicked: {why}");
     ctx.update_status(bridge, |s| {
         s.last_crash = Some(format!(
             "a poll requested through the admin API panicked: {why}"
@@ -205,7 +222,6 @@ fn panicked(ctx: &Ctx, bridge: &str, redactor: &Redactor, e: tokio::task::JoinEr
 fn log_pause(bridge: &Bridge, until: DateTime<Utc>) {
     crate::metrics::rate_limit_pause(&bridge.name);
     warn!(
-        bridge = %bridge.name,
         paused_until = %until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         "rate limited: the source asked for a pause; no poll before it ends"
     );
@@ -252,6 +268,7 @@ fn record(
         for kind in [EventType::Created, EventType::Updated, EventType::Deleted] {
             crate::metrics::events(&bridge.name, kind.as_str(), r.emitted.of(kind));
         }
+        crate::metrics::rule_errors(&bridge.name, "emit", r.rule_errors);
     }
     log_result(bridge, redactor, result, duration_ms);
     if let Some(until) = pause {
@@ -270,7 +287,6 @@ fn log_result(
     match result {
         Ok(r) if r.not_modified => {
             info!(
-                bridge = %bridge.name,
                 status = %"not_modified",
                 items = r.items,
                 pages = r.pages,
@@ -281,17 +297,24 @@ fn log_result(
         Ok(r) => {
             if let Some(why) = r.incomplete {
                 warn!(
-                    bridge = %bridge.name,
                     pages = r.pages,
                     "listing incomplete: {why}; no deletes this poll"
                 );
             }
+            if let Some(why) = &r.rule_error {
+                warn!(
+                    changes = r.rule_errors,
+                    "emit.when failed, the changes are emitted: {why}"
+                );
+            }
             if r.rebaselined {
-                warn!(bridge = %bridge.name, items = r.items, "definition changed: stored state re-baselined, no events for this poll");
+                warn!(
+                    items = r.items,
+                    "definition changed: stored state re-baselined, no events for this poll"
+                );
             }
             if let Some(h) = r.held_back {
                 warn!(
-                    bridge = %bridge.name,
                     vanishing = h.vanishing,
                     stored = h.stored,
                     max_fraction = bridge.emit.max_fraction,
@@ -299,7 +322,6 @@ fn log_result(
                 );
             }
             info!(
-                bridge = %bridge.name,
                 status = %result_word(r),
                 items = r.items,
                 pages = r.pages,
@@ -313,7 +335,6 @@ fn log_result(
         }
         Err(e) => {
             warn!(
-                bridge = %bridge.name,
                 status = %"failed",
                 reason = %e.kind(),
                 duration_ms,

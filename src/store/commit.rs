@@ -399,6 +399,8 @@ mod tests {
             bridge: "b".into(),
             expected_seq: 0,
             meta: BridgeMeta {
+                cursor: None,
+                failing: None,
                 seq: 2,
                 fingerprint: Some("f".into()),
                 baselined: true,

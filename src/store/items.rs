@@ -121,6 +121,8 @@ impl Store {
         m.baselined = false;
         m.absent = 0;
         m.items = 0;
+        // An incremental listing starts again from its `initial` cursor.
+        m.cursor = None;
         self.meta.insert(
             bridge.as_bytes(),
             serde_json::to_vec(&m).expect("meta serialises"),

@@ -46,6 +46,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use values::Kind;
 
+mod auth;
 mod commit;
 pub(crate) mod compact;
 mod dead;
@@ -145,6 +146,24 @@ pub struct BridgeMeta {
     /// Items stored, so that a poll answered 304 can report the count without loading them.
     #[serde(default)]
     pub items: usize,
+    /// An incremental listing's cursor (`source.cursor`): the largest `from` value seen, sent
+    /// with the next poll. Stored with the state and events of the poll that found it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<serde_json::Value>,
+    /// The failed polls in a row, with `emit.failures` (SPEC §12): kept, so that a restart
+    /// neither forgets a failing bridge nor announces it twice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failing: Option<Failing>,
+}
+
+/// A streak of failed polls.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Failing {
+    /// Unix ms of the first failure.
+    pub since_ms: i64,
+    pub failures: u32,
+    /// `bridge.failing` was emitted (so `bridge.recovered` will be).
+    pub announced: bool,
 }
 
 #[derive(Clone)]

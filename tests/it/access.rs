@@ -14,9 +14,11 @@ use std::time::Duration;
 const ADMIN_TOKEN: &str = "adm-7Qx2Lr9Vw4Kp8Ts1";
 
 /// Every acting request, with a bridge named `acc`.
-const ACTING: [(&str, &str); 6] = [
+const ACTING: [(&str, &str); 8] = [
     ("POST", "/v1/bridges/acc/poll"),
     ("POST", "/v1/bridges/acc/poll?commit=true"),
+    ("POST", "/v1/bridges/acc/poll?render=true"),
+    ("POST", "/v1/bridges/acc/send-test"),
     ("POST", "/v1/bridges/acc/reset"),
     ("POST", "/v1/bridges/acc/resync"),
     ("POST", "/v1/dead-letters/evt_x/replay"),
@@ -80,7 +82,7 @@ async fn acting_needs_the_socket_or_a_token_and_reading_stays_open() {
         );
     }
     // A made-up token is no better when none is configured.
-    let (code, _) = over_tcp(&base, Method::POST, ACTING[2].1, Some("guess")).await;
+    let (code, _) = over_tcp(&base, Method::POST, ACTING[4].1, Some("guess")).await;
     assert_eq!(code, 403);
     // Reads stay open.
     for path in ["/healthz", "/metrics", "/v1/bridges", "/v1/dead-letters"] {
@@ -443,18 +445,20 @@ async fn the_socket_replaces_a_stale_file_keeps_a_live_one_and_goes_at_exit() {
     assert_eq!(code, 200, "the running daemon's socket was clobbered");
     // One on another state directory but the same socket: refused, naming the socket.
     let other = dir.path().join("other");
-    let (code, err) = run_to_exit(
-        dir.path(),
-        &[
-            "--admin",
-            "off",
-            "--data",
-            other.to_str().unwrap(),
-            "--admin-socket",
-            d.socket.to_str().unwrap(),
-        ],
-    )
-    .await;
+    let on_socket = |socket: &Path| {
+        let args = ["--admin", "off", "--data", other.to_str().unwrap()];
+        let args: Vec<String> = [&args[..], &["--admin-socket", socket.to_str().unwrap()]]
+            .concat()
+            .into_iter()
+            .map(String::from)
+            .collect();
+        let dir = dir.path().to_path_buf();
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            run_to_exit(&dir, &args).await
+        }
+    };
+    let (code, err) = on_socket(&d.socket).await;
     assert_eq!(code, 1, "{err}");
     assert!(
         err.contains(d.socket.to_str().unwrap()) && err.contains("answers"),
@@ -465,18 +469,7 @@ async fn the_socket_replaces_a_stale_file_keeps_a_live_one_and_goes_at_exit() {
     // A path that is not a socket is never removed.
     let file = dir.path().join("not-a-socket");
     std::fs::write(&file, "keep me").unwrap();
-    let (code, err) = run_to_exit(
-        dir.path(),
-        &[
-            "--admin",
-            "off",
-            "--data",
-            other.to_str().unwrap(),
-            "--admin-socket",
-            file.to_str().unwrap(),
-        ],
-    )
-    .await;
+    let (code, err) = on_socket(&file).await;
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("not a socket"), "{err}");
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep me");

@@ -182,7 +182,13 @@ async fn a_hung_sink_holds_up_no_other_sink_or_bridge() {
             ));
         }
     }
-    eventually("both fast queues delivered", || fast.received().len() == 6).await;
+    // Received, then acknowledged: the receiver sees a request before its deliverer stores
+    // the ack.
+    let outbox = |b: &str| h.ctx.store().unwrap().outbox_len(b);
+    eventually("both fast queues delivered and acknowledged", || {
+        fast.received().len() == 6 && outbox("d") == 3 && outbox("e") == 0
+    })
+    .await;
     stop.cancel();
     // The hung sink still holds all three of bridge d's events, in order, nothing acknowledged.
     let (_, head) = h
@@ -193,8 +199,8 @@ async fn a_hung_sink_holds_up_no_other_sink_or_bridge() {
         .unwrap()
         .unwrap();
     assert_eq!(head.seq, 1);
-    assert_eq!(h.ctx.store().unwrap().outbox_len("d"), 3);
-    assert_eq!(h.ctx.store().unwrap().outbox_len("e"), 0);
+    assert_eq!(outbox("d"), 3);
+    assert_eq!(outbox("e"), 0);
     assert_eq!(
         hung.hits.lock().unwrap().len(),
         1,

@@ -4,20 +4,8 @@
 //! other bridges and the stored state alone. Nothing panics.
 
 use crate::support::*;
-use pollhook::config::Bridge;
-use pollhook::poll::{PollError, PollReport, scheduler};
-use pollhook::redact::Redactor;
 use serde_json::Value;
 use std::time::Duration;
-
-/// One poll as the scheduler runs it: the result, and the status an operator then sees.
-/// A pause an earlier call met is taken as over, as the scheduler does when it ends.
-async fn scheduled_poll(h: &Harness, b: &Bridge) -> Result<PollReport, PollError> {
-    h.ctx.update_status(&b.name, |s| s.paused_until = None);
-    scheduler::poll_and_log(&h.ctx, b, &Redactor::new(&b.secrets))
-        .await
-        .expect("no pause holds the poll back")
-}
 
 /// Items at `$.items[*]` keyed by `$.id`, every event emitted from the first poll on.
 fn emitting(url: &str, sink: &str) -> BridgeYaml {
@@ -43,8 +31,8 @@ async fn nesting_past_the_limit_fails_the_poll_and_touches_nothing() {
     );
     up.set(200, "application/json", &items(r#"{"id":1,"v":"a"}"#));
     calm_up.set(200, "application/json", &items(r#"{"id":1,"v":"a"}"#));
-    scheduled_poll(&h, &deep).await.unwrap();
-    scheduled_poll(&h, &calm).await.unwrap();
+    h.scheduled_poll(&deep).await.unwrap();
+    h.scheduled_poll(&calm).await.unwrap();
     let before = h.snapshot("deep");
 
     // Inside an item, or around the listing itself; a little past the limit and far past it.
@@ -55,7 +43,7 @@ async fn nesting_past_the_limit_fails_the_poll_and_touches_nothing() {
             format!(r#"{{"items":[{{"id":1}}],"x":{nested}}}"#),
         ] {
             up.set(200, "application/json", &body);
-            let e = scheduled_poll(&h, &deep).await.unwrap_err();
+            let e = h.scheduled_poll(&deep).await.unwrap_err();
             assert_eq!(e.kind(), "not_json", "{e}");
             assert!(e.to_string().contains("nested deeper than"), "{e}");
             let st = h.ctx.status("deep");
@@ -70,14 +58,14 @@ async fn nesting_past_the_limit_fails_the_poll_and_touches_nothing() {
     }
     // The other bridge goes on; so does this one once the nesting is back within bounds.
     calm_up.set(200, "application/json", &items(r#"{"id":1,"v":"b"}"#));
-    assert_eq!(scheduled_poll(&h, &calm).await.unwrap().updated, 1);
+    assert_eq!(h.scheduled_poll(&calm).await.unwrap().updated, 1);
     let within = format!("{}1{}", "[".repeat(100), "]".repeat(100));
     up.set(
         200,
         "application/json",
         &items(&format!(r#"{{"id":1,"v":{within}}}"#)),
     );
-    assert_eq!(scheduled_poll(&h, &deep).await.unwrap().updated, 1);
+    assert_eq!(h.scheduled_poll(&deep).await.unwrap().updated, 1);
     assert_eq!(h.ctx.status("deep").last_error, None);
 }
 
@@ -89,7 +77,7 @@ async fn keys_reserved_by_the_json_reader_fail_the_poll() {
     let h = Harness::new();
     let b = h.bridge("odd", &BridgeYaml::standard(&up.url(), &rx.url()).build());
     up.set(200, "application/json", &items(r#"{"id":1,"v":"a"}"#));
-    scheduled_poll(&h, &b).await.unwrap();
+    h.scheduled_poll(&b).await.unwrap();
     let before = h.snapshot("odd");
     let inner = format!("{}{}", "[".repeat(120), "]".repeat(120));
     for v in [
@@ -102,7 +90,7 @@ async fn keys_reserved_by_the_json_reader_fail_the_poll() {
             "application/json",
             &items(&format!(r#"{{"id":1,"v":{v}}}"#)),
         );
-        let e = scheduled_poll(&h, &b).await.unwrap_err();
+        let e = h.scheduled_poll(&b).await.unwrap_err();
         assert_eq!(e.kind(), "not_json", "{e}");
         assert!(e.to_string().contains("is reserved"), "{e}");
         assert_eq!(h.snapshot("odd"), before);
@@ -120,7 +108,7 @@ async fn numbers_are_compared_by_value_and_forwarded_as_written() {
         r#"{"id":100000000000000000002,"n":1}"#
     ));
     up.set(200, "application/json", &first);
-    let r = scheduled_poll(&h, &b).await.unwrap();
+    let r = h.scheduled_poll(&b).await.unwrap();
     // Keys past u64 are their digits, not one rounded float shared by both.
     let keys: Vec<&str> = r.events.iter().map(|e| e.key.as_str()).collect();
     assert_eq!(keys, ["100000000000000000001", "100000000000000000002"]);
@@ -153,7 +141,7 @@ async fn numbers_are_compared_by_value_and_forwarded_as_written() {
         r#"{"id":100000000000000000002,"n":1.00}"#
     ));
     up.set(200, "application/json", &second);
-    let r = scheduled_poll(&h, &b).await.unwrap();
+    let r = h.scheduled_poll(&b).await.unwrap();
     assert_eq!((r.created, r.updated, r.deleted), (0, 1, 0));
     h.drain(&b).await;
     let got = rx.received();
@@ -174,7 +162,7 @@ async fn numbers_are_compared_by_value_and_forwarded_as_written() {
         r#"{"id":100000000000000000002,"n":1}"#
     ));
     up.set(200, "application/json", &third);
-    let r = scheduled_poll(&h, &b).await.unwrap();
+    let r = h.scheduled_poll(&b).await.unwrap();
     assert_eq!(
         (r.created, r.updated, r.deleted),
         (0, 0, 0),
@@ -196,7 +184,7 @@ async fn filters_compare_numbers_by_value() {
         "application/json",
         &items(r#"{"id":1,"n":5},{"id":2,"n":5.5},{"id":3,"n":1e400},{"id":4,"n":6.0},{"id":5,"n":-1e400}"#),
     );
-    let r = scheduled_poll(&h, &b).await.unwrap();
+    let r = h.scheduled_poll(&b).await.unwrap();
     let keys: Vec<&str> = r.events.iter().map(|e| e.key.as_str()).collect();
     // A number past f64 is not compared (as no float can say where it lies).
     assert_eq!(keys, ["2", "4"]);
@@ -214,7 +202,7 @@ async fn absurd_rate_limit_headers_are_capped_or_ignored() {
     for value in ["9000000000000000", "99999999999999999999999999"] {
         up.set_answer(Answer::new(429, "application/json", "{}").header("retry-after", value));
         let before = chrono::Utc::now();
-        let e = scheduled_poll(&h, &b).await.unwrap_err();
+        let e = h.scheduled_poll(&b).await.unwrap_err();
         assert_eq!(e.kind(), "rate_limited", "{e}");
         let until = e.pause_until().unwrap();
         assert!(
@@ -235,7 +223,7 @@ async fn absurd_rate_limit_headers_are_capped_or_ignored() {
                 .header("x-ratelimit-remaining", "0")
                 .header("x-ratelimit-reset", reset),
         );
-        let r = scheduled_poll(&h, &b).await.unwrap();
+        let r = h.scheduled_poll(&b).await.unwrap();
         let until = r.pause_until;
         if !reset.starts_with('9') {
             assert_eq!(
@@ -249,7 +237,7 @@ async fn absurd_rate_limit_headers_are_capped_or_ignored() {
     // Not a number or a date: ignored (a plain failed poll for a 429, no pause).
     for value in ["soon", "-5", "12.5 seconds"] {
         up.set_answer(Answer::new(429, "application/json", "{}").header("retry-after", value));
-        let e = scheduled_poll(&h, &b).await.unwrap_err();
+        let e = h.scheduled_poll(&b).await.unwrap_err();
         assert_eq!(e.kind(), "http_status", "{value}: {e}");
         assert_eq!(e.pause_until(), None);
     }
@@ -275,7 +263,7 @@ async fn a_redirect_to_another_origin_fails_the_poll_and_sends_nothing_there() {
     let h = Harness::new();
     let b = h.bridge("moved", &credentialed(&up.url(), &rx.url()).build());
     up.set(200, "application/json", &items(r#"{"id":1}"#));
-    scheduled_poll(&h, &b).await.unwrap();
+    h.scheduled_poll(&b).await.unwrap();
     let before = h.snapshot("moved");
     let evil_port = evil.base.rsplit(':').next().unwrap().to_string();
     for location in [
@@ -285,7 +273,7 @@ async fn a_redirect_to_another_origin_fails_the_poll_and_sends_nothing_there() {
     ] {
         for status in [301, 302, 303, 307, 308] {
             up.set_answer(Answer::new(status, "text/plain", "").header("location", &location));
-            let e = scheduled_poll(&h, &b).await.unwrap_err();
+            let e = h.scheduled_poll(&b).await.unwrap_err();
             assert_eq!(e.kind(), "redirect", "{location}: {e}");
             let shown = h.ctx.status("moved").last_error.unwrap();
             assert!(shown.contains("another origin"), "{shown}");
@@ -301,7 +289,7 @@ async fn a_redirect_to_another_origin_fails_the_poll_and_sends_nothing_there() {
         "/v2/items",
         Answer::new(200, "application/json", &items(r#"{"id":1},{"id":2}"#)),
     );
-    let r = scheduled_poll(&h, &b).await.unwrap();
+    let r = h.scheduled_poll(&b).await.unwrap();
     assert_eq!(r.created, 1);
     let last = up.hits().pop().unwrap();
     assert_eq!(last.uri, "/v2/items");
@@ -311,7 +299,7 @@ async fn a_redirect_to_another_origin_fails_the_poll_and_sends_nothing_there() {
     // At most 10 redirects.
     up.set_answer(Answer::new(302, "text/plain", "").header("location", "/items?again"));
     let hits = up.hits().len();
-    let e = scheduled_poll(&h, &b).await.unwrap_err();
+    let e = h.scheduled_poll(&b).await.unwrap_err();
     assert_eq!(e.kind(), "redirect", "{e}");
     assert!(e.to_string().contains("more than 10 redirects"), "{e}");
     assert_eq!(up.hits().len() - hits, 11);
@@ -334,7 +322,7 @@ async fn a_next_page_on_another_origin_gets_no_request() {
         "application/json",
         &format!(r#"{{"items":[{{"id":1}}],"next":"{next}"}}"#),
     );
-    let e = scheduled_poll(&h, &b).await.unwrap_err();
+    let e = h.scheduled_poll(&b).await.unwrap_err();
     assert_eq!(e.kind(), "next_page", "{e}");
     assert!(e.to_string().contains("not on the source's origin"), "{e}");
     assert!(evil.hits().is_empty());

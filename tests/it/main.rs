@@ -2,6 +2,7 @@
 //! 127.0.0.1, a real sled store in a temp dir, and the real `pollhook` binary.
 
 mod access;
+mod auth;
 mod batches;
 mod binary;
 mod config;
@@ -9,9 +10,12 @@ mod crash;
 mod delivery;
 mod digests;
 mod diskfull;
+mod failing;
+mod formats;
 mod guards;
 mod hostile;
 mod isolation;
+mod listings;
 mod operate;
 mod pipeline;
 mod rollback;

@@ -18,9 +18,18 @@ fn write_bridge(dir: &std::path::Path, name: &str, up: &Upstream, rx: &Receiver)
 }
 
 /// One journald native-protocol datagram as fields: `NAME=value\n`, or
-/// `NAME\n<u64 LE length><value>\n` for values that may hold newlines.
+/// `NAME\n<u64 LE length><value>\n` for values that may hold newlines. A field given twice
+/// keeps both values, one a line, so that a repeat shows.
 fn journal_fields(mut d: &[u8]) -> std::collections::HashMap<String, String> {
     let mut out = std::collections::HashMap::new();
+    let mut put = |name: String, value: String| {
+        out.entry(name)
+            .and_modify(|v: &mut String| {
+                v.push('\n');
+                v.push_str(&value)
+            })
+            .or_insert(value);
+    };
     while !d.is_empty() {
         let nl = d
             .iter()
@@ -28,7 +37,7 @@ fn journal_fields(mut d: &[u8]) -> std::collections::HashMap<String, String> {
             .expect("a field ends with a newline");
         let line = &d[..nl];
         if let Some(eq) = line.iter().position(|b| *b == b'=') {
-            out.insert(
+            put(
                 String::from_utf8_lossy(&line[..eq]).into(),
                 String::from_utf8_lossy(&line[eq + 1..]).into(),
             );
@@ -37,7 +46,7 @@ fn journal_fields(mut d: &[u8]) -> std::collections::HashMap<String, String> {
             let name = String::from_utf8_lossy(line).into_owned();
             let len = u64::from_le_bytes(d[nl + 1..nl + 9].try_into().unwrap()) as usize;
             let value = &d[nl + 9..nl + 9 + len];
-            out.insert(name, String::from_utf8_lossy(value).into());
+            put(name, String::from_utf8_lossy(value).into());
             d = &d[nl + 9 + len + 1..];
         }
     }
@@ -417,6 +426,17 @@ async fn sigterm_lets_an_in_flight_delivery_finish_and_loses_nothing() {
     assert!(got >= 1);
 }
 
+/// A bridge `name` in `dir` with one item to emit, and a receiver that fails the first
+/// delivery: a line of the deliverer's in the logs.
+async fn failing_once(dir: &std::path::Path, name: &str) -> (Upstream, Receiver) {
+    let up = Upstream::start().await;
+    let rx = Receiver::start().await;
+    up.set_json(&json!({"items": [{"id": 1}]}));
+    rx.answer(500, &[]);
+    write_bridge(dir, name, &up, &rx);
+    (up, rx)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn under_journald_fields_are_native() {
     // tracing-journald talks to this path; a test journal stands in when no real one runs.
@@ -440,11 +460,8 @@ async fn under_journald_fields_are_native() {
     journal
         .set_read_timeout(Some(Duration::from_secs(1)))
         .unwrap();
-    let up = Upstream::start().await;
-    let rx = Receiver::start().await;
-    up.set_json(&json!({"items": [{"id": 1}]}));
     let dir = tempfile::tempdir().unwrap();
-    write_bridge(dir.path(), "jrnl", &up, &rx);
+    let (_up, rx) = failing_once(dir.path(), "jrnl").await;
     let mut cmd = std::process::Command::new(BIN);
     cmd.args(["run", "--admin", "off"])
         .arg("--bridges")
@@ -462,7 +479,13 @@ async fn under_journald_fields_are_native() {
     let is_poll = |e: &std::collections::HashMap<String, String>| {
         e.get("MESSAGE").map(String::as_str) == Some("poll")
     };
-    while !entries.iter().any(is_poll) && std::time::Instant::now() < deadline {
+    let is_retry = |e: &std::collections::HashMap<String, String>| {
+        e.get("MESSAGE")
+            .is_some_and(|m| m.starts_with("delivery failed"))
+    };
+    while !(entries.iter().any(is_poll) && entries.iter().any(is_retry))
+        && std::time::Instant::now() < deadline
+    {
         if let Ok(n) = journal.recv(&mut buf) {
             entries.push(journal_fields(&buf[..n]));
         }
@@ -486,6 +509,20 @@ async fn under_journald_fields_are_native() {
             "{field} in {poll:?}"
         );
     }
+    // The deliverer's fields come from its span, as native fields like the event's own.
+    let retry = entries
+        .iter()
+        .find(|e| is_retry(e))
+        .unwrap_or_else(|| panic!("{entries:?}"));
+    // Its origin: the path of a sink's URL may be its credential.
+    let sink = format!("{}/…", rx.base);
+    for (field, value) in [("BRIDGE", "jrnl"), ("SINK", &sink), ("ATTEMPT", "1")] {
+        assert_eq!(
+            retry.get(field).map(String::as_str),
+            Some(value),
+            "{field} in {retry:?}"
+        );
+    }
     assert!(
         !entries
             .iter()
@@ -496,6 +533,72 @@ async fn under_journald_fields_are_native() {
         "logs went to stderr too: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// Each bridge task and deliverer logs in a span carrying `bridge` (and `sink`): in text the
+/// fields stand after the message as if written there, once; in JSON at the top level.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_lines_name_their_bridge_and_sink_once_in_text_and_json() {
+    for format in ["pretty", "json"] {
+        let dir = tempfile::tempdir().unwrap();
+        let (_up, rx) = failing_once(dir.path(), "spans").await;
+        let d = Daemon::start_logging(
+            dir.path(),
+            &[("API_TOKEN", TOKEN)],
+            format,
+            &["--admin", "off"],
+        );
+        let line = |needle: &'static str| {
+            let d = &d;
+            move || {
+                d.stderr
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .find(|l| l.contains(needle))
+                    .cloned()
+            }
+        };
+        let polled = match format {
+            "pretty" => " INFO poll ",
+            _ => "\"message\":\"poll\"",
+        };
+        eventually("a poll line and a failed delivery", || {
+            line(polled)().is_some() && line("delivery failed")().is_some()
+        })
+        .await;
+        let (poll, retry) = (line(polled)().unwrap(), line("delivery failed")().unwrap());
+        let sink = format!("{}/…", rx.base);
+        if format == "pretty" {
+            assert!(
+                poll.contains(" INFO poll bridge=spans status=baseline items=1"),
+                "{poll}"
+            );
+            assert!(
+                retry.contains(&format!(" bridge=spans sink={sink} event_id=")),
+                "{retry}"
+            );
+            for l in [&poll, &retry] {
+                assert_eq!(l.matches("bridge=").count(), 1, "{l}");
+                assert!(!l.contains("spans{") && !l.contains("sink{"), "{l}");
+            }
+        } else {
+            let poll: Value = serde_json::from_str(&poll).unwrap();
+            let retry: Value = serde_json::from_str(&retry).unwrap();
+            assert_eq!(poll["bridge"], "spans", "{poll}");
+            assert_eq!(poll["status"], "baseline", "{poll}");
+            assert_eq!(poll["level"], "INFO", "{poll}");
+            assert_eq!(retry["bridge"], "spans", "{retry}");
+            assert_eq!(retry["sink"], sink.as_str(), "{retry}");
+            assert_eq!(retry["attempt"], 1, "{retry}");
+            for l in [&poll, &retry] {
+                assert!(l.get("span").is_none() && l.get("spans").is_none(), "{l}");
+            }
+        }
+        let (code, _, err) = d.terminate().await;
+        assert_eq!(code, 0, "{}", err.join("\n"));
+        assert!(!err.join("\n").contains(TOKEN));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

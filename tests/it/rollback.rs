@@ -5,7 +5,7 @@
 use crate::support::*;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 const ITEMS: usize = 10;
@@ -26,6 +26,18 @@ fn write_bridge(dir: &Path, up: &Upstream, rx: &Receiver) {
         .signed_sink(&rx.url())
         .retry("[100ms, 200ms, 500ms, 1s, 1s, 1s, 1s, 1s, 1s, 1s]")
         .write(dir, "b");
+}
+
+/// An upstream serving `listing(0)`, a receiver, and bridge `b` between them in a temporary
+/// directory; its state directory (not made yet).
+async fn serving_the_first_listing() -> (Upstream, Receiver, tempfile::TempDir, PathBuf) {
+    let up = Upstream::start().await;
+    let rx = Receiver::start().await;
+    up.set_json(&listing(0));
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    write_bridge(dir.path(), &up, &rx);
+    (up, rx, dir, data)
 }
 
 /// Distinct seqs the receiver has.
@@ -70,13 +82,7 @@ fn no_daemon() -> String {
 /// log with `damage`; then checks the refusal, both store commands, and a restart whose
 /// seqs go on past the highest handed out, with no seq or id reused.
 async fn rolled_back_store_is_refused_then_accepted(damage: impl Fn(&Path)) {
-    let up = Upstream::start().await;
-    let rx = Receiver::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    write_bridge(dir.path(), &up, &rx);
-
-    up.set_json(&listing(0));
+    let (up, rx, dir, data) = serving_the_first_listing().await;
     let mut d = Daemon::start(dir.path(), &[]);
     for r in 0..ROUNDS {
         up.set_json(&listing(r));
@@ -105,17 +111,20 @@ async fn rolled_back_store_is_refused_then_accepted(damage: impl Fn(&Path)) {
     damage(&data.join("pollhook.sled/db"));
 
     // `run` refuses, saying what it found and what to run.
-    let (code, _, err) = pollhook(
-        &[
-            "run",
-            "--admin",
-            "off",
-            "--bridges",
-            dir.path().join("bridges").to_str().unwrap(),
-        ],
-        &data,
-    )
-    .await;
+    let bridges = dir.path().join("bridges");
+    let on_bridges = |args: &[&str]| {
+        let args: Vec<String> = [args, &["--bridges", bridges.to_str().unwrap()]]
+            .concat()
+            .into_iter()
+            .map(String::from)
+            .collect();
+        let data = data.clone();
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            pollhook(&args, &data).await
+        }
+    };
+    let (code, _, err) = on_bridges(&["run", "--admin", "off"]).await;
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("rollback: the state in"), "{err}");
     assert!(
@@ -144,19 +153,7 @@ async fn rolled_back_store_is_refused_then_accepted(damage: impl Fn(&Path)) {
 
     // So does a poll with --commit that works on the directory itself.
     let admin = no_daemon();
-    let (code, _, err) = pollhook(
-        &[
-            "poll",
-            "b",
-            "--commit",
-            "--admin",
-            &admin,
-            "--bridges",
-            dir.path().join("bridges").to_str().unwrap(),
-        ],
-        &data,
-    )
-    .await;
+    let (code, _, err) = on_bridges(&["poll", "b", "--commit", "--admin", &admin]).await;
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("rollback: the state in"), "{err}");
 
@@ -284,12 +281,7 @@ async fn a_truncated_log_is_refused_until_the_rollback_is_accepted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn store_commands_refuse_while_the_daemon_holds_the_store() {
-    let up = Upstream::start().await;
-    let rx = Receiver::start().await;
-    up.set_json(&listing(0));
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    write_bridge(dir.path(), &up, &rx);
+    let (_up, rx, dir, data) = serving_the_first_listing().await;
     let d = Daemon::start(dir.path(), &[]);
     eventually("the first poll delivered", || seqs(&rx).len() == ITEMS).await;
     for cmd in ["check", "accept-rollback"] {
@@ -315,12 +307,7 @@ async fn store_commands_refuse_while_the_daemon_holds_the_store() {
 /// directory without one says so.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_sled_cannot_open_is_a_clear_error() {
-    let up = Upstream::start().await;
-    let rx = Receiver::start().await;
-    up.set_json(&listing(0));
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    write_bridge(dir.path(), &up, &rx);
+    let (_up, _rx, dir, data) = serving_the_first_listing().await;
     let (code, out, err) = pollhook(&["store", "check"], &data).await;
     assert_eq!(code, 1, "{out}{err}");
     assert!(err.contains("no state in"), "{err}");

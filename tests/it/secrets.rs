@@ -67,8 +67,10 @@ impl Planted {
 /// Writes the secrets where `${file:…}` and `${credential:…}` find them, and the bridges:
 /// `sweep` (secrets in every part of its source and sinks), `down` (a source that refuses
 /// connections, secrets in its URL) and, in `bad/`, files whose invalid fields come from
-/// secrets and a symlink to a shadow-like file.
-fn plant(up: &Upstream, rx: &Receiver) -> Planted {
+/// secrets and a symlink to a shadow-like file; `authed` logs in with OAuth2 at `tokens`
+/// (its refresh token rotated, its first token request refused with the secret in the body),
+/// and `down` with basic auth through a proxy that is not there.
+fn plant(up: &Upstream, rx: &Receiver, tokens: &Upstream) -> Planted {
     let dir = tempfile::tempdir().unwrap();
     let p = |n: &str| dir.path().join(n);
     for d in ["bridges", "bad", "creds", "data"] {
@@ -104,6 +106,12 @@ fn plant(up: &Upstream, rx: &Receiver) -> Planted {
         ("invalid field from ${ENV}", "inv-env-sw4d8".into()),
         ("invalid field from ${credential:}", "inv-cred-sw6a1".into()),
         ("reload field from ${ENV}", "rld-env-sw8c5".into()),
+        ("oauth2 client secret, written out", "lit-cs-sw6q2".into()),
+        ("oauth2 refresh token from ${ENV}", "env-rt-sw8m4".into()),
+        ("access token the endpoint issued", "iss-at-sw2v7".into()),
+        ("refresh token the endpoint rotated", "iss-rt-sw5n3".into()),
+        ("basic password, written out", "lit-basicpw-sw1x9".into()),
+        ("proxy password, written out", "lit-pxpw-sw4t6".into()),
         // Any part of the shadow-like file (serde once quoted its first line as a key).
         ("a piece of the file behind a symlink", "$swShadow$".into()),
     ];
@@ -138,6 +146,7 @@ fn plant(up: &Upstream, rx: &Receiver) -> Planted {
         ("DOWN_ACCESS", s("down source access from ${ENV}")),
         ("INVALID_ENV", s("invalid field from ${ENV}")),
         ("RELOAD_ENV", s("reload field from ${ENV}")),
+        ("REFRESH_TOKEN", s("oauth2 refresh token from ${ENV}")),
         (
             "CREDENTIALS_DIRECTORY",
             p("creds").to_string_lossy().into_owned(),
@@ -184,14 +193,50 @@ sinks:
         r#"schedule: {{every: 500ms}}
 source:
   url: "http://127.0.0.1:{closed}/feed/${{DOWN_PATH}}?key={key}&access=${{DOWN_ACCESS}}"
+  auth: {{basic: {{username: ops, password: "{basic}"}}}}
+  proxy: "http://px:{pxpw}@127.0.0.1:{closed}"
   timeout: 2s
 items: {{select: "$.items[*]", key: "$.id"}}
 sinks: [{{url: console}}]
 "#,
         closed = free_port(),
         key = s("down source key"),
+        basic = s("basic password, written out"),
+        pxpw = s("proxy password, written out"),
     );
     std::fs::write(p("bridges/down.yaml"), down).unwrap();
+    tokens.then(Answer::new(
+        401,
+        "application/json",
+        &json!({"error": "invalid_client",
+            "error_description": format!("{} is not it", s("oauth2 client secret, written out"))})
+        .to_string(),
+    ));
+    tokens.route(
+        "/token",
+        Answer::json(
+            &json!({"access_token": s("access token the endpoint issued"),
+            "refresh_token": s("refresh token the endpoint rotated"), "expires_in": 1}),
+        ),
+    );
+    tokens.set_json(&json!({"items": [{"id": 1}]}));
+    let authed = format!(
+        r#"schedule: {{every: 500ms}}
+source:
+  url: "{base}/items"
+  auth:
+    oauth2:
+      token_url: "{base}/token"
+      client_id: sweep-app
+      client_secret: {cs}
+      refresh_token: "${{REFRESH_TOKEN}}"
+items: {{select: "$.items[*]", key: "$.id"}}
+sinks: [{{url: console}}]
+"#,
+        base = tokens.base,
+        cs = s("oauth2 client secret, written out"),
+    );
+    std::fs::write(p("bridges/authed.yaml"), authed).unwrap();
 
     // Invalid fields fed from each kind of secret, whole and embedded; and a file that is not
     // a bridge at all.
@@ -228,7 +273,8 @@ async fn no_secret_reaches_any_output_channel() {
     for _ in 0..3 {
         rx.answer(500, &[]);
     }
-    let planted = plant(&up, &rx);
+    let tokens = Upstream::start().await;
+    let planted = plant(&up, &rx, &tokens);
     let root = planted.dir.path().to_path_buf();
     let admin = format!("127.0.0.1:{}", free_port());
     let mut env = planted.env();
@@ -248,6 +294,10 @@ async fn no_secret_reaches_any_output_channel() {
                 .any(|x| x.contains("bridge=down") && x.contains("poll failed"))
             && l.lines()
                 .any(|x| x.contains("bridge=sweep") && x.contains("not JSON"))
+            && l.lines().any(|x| x.contains("bridge=authed") && x.contains("reason=auth"))
+            && tokens.hits().iter().filter(|h| h.uri == "/items").count() >= 2
+            // The rotated refresh token used: a 401, the configured one, the rotated one.
+            && tokens.hits().iter().filter(|h| h.uri == "/token").count() >= 3
     })
     .await;
 
@@ -296,8 +346,22 @@ async fn no_secret_reaches_any_output_channel() {
         assert_eq!(code, 1, "{args:?}: {out}{err}");
         channels.push((format!("pollhook {}", args.join(" ")), out + &err));
     }
+    // What each sink would get, headers and bodies, names every sink by its origin only.
+    up.set_json(&json!({"items": [{"id": 1, "v": "a"}]}));
+    let mut a = vec![
+        "poll",
+        "sweep",
+        "--render",
+        "--bridges",
+        bridges.to_str().unwrap(),
+    ];
+    a.extend(["--data", scratch.to_str().unwrap(), "--admin", &closed]);
+    let (code, out, err) = cli_env(&a, &env).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("webhook-signature: v1,"), "{out}");
+    channels.push(("pollhook poll sweep --render".into(), out + &err));
     let (code, out, err) = cli_env(&["check", bridges.to_str().unwrap()], &env).await;
-    assert_eq!((code, out.as_str()), (0, "ok: 2 bridges\n"), "{err}");
+    assert_eq!((code, out.as_str()), (0, "ok: 3 bridges\n"), "{err}");
     let (code, out, err) = cli_env(&["check", bad.to_str().unwrap()], &env).await;
     assert_eq!(code, 1);
     let check = out + &err;
@@ -339,6 +403,25 @@ async fn no_secret_reaches_any_output_channel() {
             .iter()
             .any(|r| verify_standard(&secret("sink signing secret from ${credential:}"), r))
     );
+    let bearer = format!("Bearer {}", secret("access token the endpoint issued"));
+    assert!(
+        tokens
+            .hits()
+            .iter()
+            .any(|h| h.header("authorization") == Some(&bearer))
+    );
+    let forms: Vec<String> = tokens
+        .hits()
+        .iter()
+        .filter(|h| h.uri == "/token")
+        .map(|h| String::from_utf8_lossy(&h.body).into_owned())
+        .collect();
+    assert!(
+        forms
+            .iter()
+            .any(|f| f.contains("refresh_token=iss-rt-sw5n3")),
+        "{forms:?}"
+    );
 
     // Each channel was exercised, so that the search below means something.
     let text = |name: &str| {
@@ -359,6 +442,8 @@ async fn no_secret_reaches_any_output_channel() {
         "created=2",
         "reload refused",
         "sink=http://127.0.0.1:",
+        "answered HTTP 401 (invalid_client)",
+        "kept the new refresh token",
     ] {
         assert!(l.contains(want), "no `{want}` in the logs:\n{l}");
     }

@@ -107,12 +107,17 @@ async fn a_message_template_fills_the_preset_and_discord_is_cut_at_2000() {
 #[tokio::test]
 async fn a_template_sink_is_signed_over_the_rendered_bytes() {
     let rx = Receiver::start().await;
+    let text = Receiver::start().await;
     let sinks = format!(
-        "  - url: {}\n    format: template\n    secret: {SECRET}\n    template: |\n      {{\"title\": {{{{ event.key | tojson }}}}, \"item\": {{{{ event.data | tojson }}}}}}\n",
-        rx.url()
+        "  - url: {}\n    format: template\n    secret: {SECRET}\n    template: |\n      {{\"title\": {{{{ event.key | tojson }}}}, \"item\": {{{{ event.data | tojson }}}}}}\n  - url: {}\n    format: template\n    signature: none\n    content_type: text/plain\n    template: \"now {{{{ event.data.price }}}}, was {{{{ event.previous.price }}}}\"\n",
+        rx.url(),
+        text.url()
     );
     let (_up, h, b) = updated_once(&sinks).await;
     h.drain(&b).await;
+    let t = &text.received()[0];
+    assert_eq!(t.header("content-type"), "text/plain");
+    assert_eq!(&t.body[..], b"now 8, was 10");
     let r = &rx.received()[0];
     assert_eq!(r.header("content-type"), "application/json");
     assert_eq!(
@@ -120,9 +125,6 @@ async fn a_template_sink_is_signed_over_the_rendered_bytes() {
         json!({"title": "1", "item": {"id": 1, "name": "Lamp", "price": 8}})
     );
     assert!(verify_standard(SECRET, r), "signature over the bytes sent");
-    // Not over the stored event's bytes: those differ.
-    let stored = h.ctx.store().unwrap().dead_letters().unwrap();
-    assert!(stored.is_empty());
 }
 
 #[tokio::test]
@@ -201,7 +203,7 @@ async fn sink_rules_pick_what_each_receiver_gets() {
 }
 
 #[tokio::test]
-async fn a_sink_rule_that_fails_at_run_time_sends_the_event_and_warns() {
+async fn rules_that_fail_at_run_time_send_the_event_warn_and_count() {
     let rx = Receiver::start().await;
     let dir = tempfile::tempdir().unwrap();
     let up = Upstream::start().await;
@@ -212,23 +214,68 @@ async fn a_sink_rule_that_fails_at_run_time_sends_the_event_and_warns() {
     );
     let yaml = BridgeYaml::new(&up.url())
         .first_poll("emit")
+        .emit("when: \"event.data.n + 'y'\"")
         .with_sinks(&sinks);
     std::fs::create_dir_all(dir.path().join("bridges")).unwrap();
     std::fs::write(dir.path().join("bridges/r.yaml"), yaml).unwrap();
-    let d = Daemon::start(dir.path(), &[]);
+    let admin = format!("127.0.0.1:{}", free_port());
+    let d = Daemon::start_with(dir.path(), &[], &admin);
     eventually("the event is sent", || rx.received().len() == 1).await;
-    eventually("a WARN names the rule's failure", || {
-        d.logs().contains("sink rule failed, the event is sent")
+    let warned = |what: &str| {
+        d.logs()
+            .lines()
+            .any(|l| l.contains(what) && l.contains("WARN") && l.contains("r"))
+    };
+    eventually("both rules' failures are logged at WARN", || {
+        warned("emit.when failed, the changes are emitted")
+            && warned("sink rule failed, the event is sent")
     })
     .await;
-    let line = d
-        .logs()
-        .lines()
-        .find(|l| l.contains("sink rule failed"))
-        .unwrap()
-        .to_string();
-    assert!(line.contains("WARN"), "{line}");
+    let (_, metrics) = get_text(&format!("http://{admin}/metrics")).await;
+    for rule in ["emit", "sink"] {
+        let line = format!("pollhook_rule_errors_total{{bridge=\"r\",rule=\"{rule}\"}} 1");
+        assert!(metrics.contains(&line), "{line}\n{metrics}");
+    }
     d.terminate().await;
+}
+
+#[tokio::test]
+async fn emit_when_stores_every_change_and_seq_counts_only_the_events() {
+    let rx = Receiver::start().await;
+    let up = Upstream::start().await;
+    let h = Harness::new();
+    let yaml = BridgeYaml::new(&up.url())
+        .max_fraction("1.0")
+        .emit("when: \"event.type != 'item.updated' or changed('/price')\"")
+        .with_sinks(&format!("  - url: {}\n    signature: none\n", rx.url()));
+    let b = h.bridge("w", &yaml);
+    let set = |v: serde_json::Value| up.set_json(&json!({ "items": v }));
+    set(json!([{"id": 1, "name": "A", "price": 10}]));
+    h.poll(&b).await.unwrap();
+    set(json!([{"id": 1, "name": "B", "price": 10}]));
+    let r = h.poll(&b).await.unwrap();
+    assert_eq!(
+        (r.updated, r.emitted.total()),
+        (1, 0),
+        "stored, not emitted"
+    );
+    set(json!([{"id": 1, "name": "B", "price": 8}]));
+    h.poll(&b).await.unwrap();
+    set(json!([{"id": 1, "name": "C", "price": 8}]));
+    h.poll(&b).await.unwrap();
+    set(json!([]));
+    h.poll(&b).await.unwrap();
+    h.drain(&b).await;
+    let got: Vec<serde_json::Value> = rx.received().iter().map(|r| r.json()).collect();
+    let seen: Vec<(&str, u64)> = got
+        .iter()
+        .map(|e| (e["type"].as_str().unwrap(), e["seq"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(seen, [("item.updated", 1), ("item.deleted", 2)]);
+    // The name changes were stored though not emitted: each event's `previous` has them.
+    assert_eq!(got[0]["previous"]["name"], "B");
+    assert_eq!(got[1]["previous"]["name"], "C");
+    assert_eq!(h.snapshot("w").1.seq, 2);
 }
 
 #[test]
@@ -282,4 +329,192 @@ fn check_refuses_what_a_format_does_not_take() {
     ] {
         assert!(err.contains(want), "{want}\n{err}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poll_render_prints_each_sinks_requests_and_sends_nothing() {
+    let up = Upstream::start().await;
+    let chat = Receiver::start().await;
+    let intake = Receiver::start().await;
+    up.set_json(&json!({"items": [{"id": 1, "name": "Lamp"}]}));
+    let dir = tempfile::tempdir().unwrap();
+    let sinks = format!(
+        "  - url: {}\n    format: slack\n  - url: {}\n    format: template\n    secret: {SECRET}\n    template: '{{\"k\": {{{{ event.key | tojson }}}}}}'\n  - url: {}/deleted-only\n    format: discord\n    events: [deleted]\n",
+        chat.url(),
+        intake.url(),
+        chat.base
+    );
+    std::fs::create_dir_all(dir.path().join("bridges")).unwrap();
+    let yaml = BridgeYaml::new(&up.url())
+        .first_poll("emit")
+        .with_sinks(&sinks);
+    std::fs::write(dir.path().join("bridges/r.yaml"), yaml).unwrap();
+    let out = pollhook_in(
+        dir.path(),
+        &["poll", "r", "--render", "--admin", "127.0.0.1:1"],
+    )
+    .output()
+    .unwrap();
+    let (code, out, err) = output_of(out);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(err.contains("dry run"), "{err}");
+    let blocks: Vec<&str> = out.split("### ").filter(|b| !b.is_empty()).collect();
+    assert_eq!(blocks.len(), 3, "{out}");
+    assert!(
+        blocks[0].contains("content-type: application/json"),
+        "{out}"
+    );
+    assert!(
+        blocks[0].contains(r#"{"text":"r: item.created 1 \"Lamp\""}"#),
+        "{out}"
+    );
+    assert!(!blocks[0].contains("webhook-signature"), "{out}");
+    assert!(blocks[1].contains("webhook-signature: v1,"), "{out}");
+    assert!(blocks[1].contains(r#"{"k": "1"}"#), "{out}");
+    assert!(blocks[2].contains("not sent: not for this sink"), "{out}");
+    // Sinks are named by origin only: their paths are credentials.
+    assert!(
+        !out.contains("/hook") && !out.contains("deleted-only"),
+        "{out}"
+    );
+    assert!(chat.received().is_empty() && intake.received().is_empty());
+    assert!(up.hits().len() == 1);
+}
+
+#[tokio::test]
+async fn send_test_reports_each_sinks_answer_through_the_daemon() {
+    let up = Upstream::start().await;
+    up.set_json(&json!({"items": []}));
+    let good = Receiver::start().await;
+    let bad = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let sinks = format!(
+        "  - url: {}\n    format: slack\n    events: [deleted]\n  - url: {}\n    secret: {SECRET}\n",
+        good.url(),
+        bad.url()
+    );
+    std::fs::create_dir_all(dir.path().join("bridges")).unwrap();
+    let yaml = BridgeYaml::new(&up.url()).every("1h").with_sinks(&sinks);
+    std::fs::write(dir.path().join("bridges/t.yaml"), yaml).unwrap();
+    let d = Daemon::start(dir.path(), &[]);
+    eventually("the daemon answers", || d.socket.exists()).await;
+    let socket = d.socket.clone();
+    // The CLI runs apart, so that this test's receivers go on answering meanwhile.
+    let cli = |args: &[&str]| {
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let socket = socket.clone();
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            cli_env(
+                &args,
+                &[("POLLHOOK_ADMIN_SOCKET", socket.to_str().unwrap())],
+            )
+        })
+    };
+    bad.answer(500, &[]);
+    let (code, out, err) = cli(&["send-test", "t"]).await.unwrap();
+    assert_eq!(code, 1, "{out}{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(lines[0].ends_with(": ok (204)"), "{out}");
+    assert!(lines[1].ends_with(": failed (500): HTTP 500"), "{out}");
+    // A test goes to every sink, whatever its `events`; seq 0, never stored.
+    let g = &good.received()[0];
+    assert!(
+        g.json()["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("t: bridge.test test")
+    );
+    let b = &bad.received()[0];
+    assert_eq!(b.json()["type"], "bridge.test");
+    assert_eq!(b.json()["seq"], 0);
+    assert!(verify_standard(SECRET, b));
+    // Only the sink named.
+    let (code, out, err) = cli(&["send-test", "t", "--sink", &good.url()])
+        .await
+        .unwrap();
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(out.lines().count(), 1);
+    assert_eq!((good.received().len(), bad.received().len()), (2, 1));
+    let (code, _out, err) = cli(&["send-test", "t", "--sink", "http://127.0.0.1:1/nope"])
+        .await
+        .unwrap();
+    assert_eq!(code, 1);
+    assert!(err.contains("has no sink with that URL"), "{err}");
+    let (_, out, _) = cli(&["status", "--json"]).await.unwrap();
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["bridges"][0]["outbox"], 0);
+    assert_eq!(v["bridges"][0]["seq"], 0);
+    d.terminate().await;
+}
+
+#[test]
+fn the_example_bridges_commented_slack_sink_is_valid() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/bridges/tokio-releases.yaml"
+    ))
+    .unwrap();
+    let mut lines: Vec<String> = Vec::new();
+    let mut uncomment = false;
+    for l in text.lines() {
+        if l.starts_with("  # - url:") {
+            uncomment = true;
+        }
+        lines.push(if uncomment {
+            l.replacen("  # ", "  ", 1)
+        } else {
+            l.to_string()
+        });
+    }
+    assert!(uncomment, "the example has a commented sink");
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("tokio-releases.yaml");
+    std::fs::write(&f, lines.join("\n")).unwrap();
+    let env = [(
+        "SLACK_WEBHOOK_URL",
+        "https://hooks.slack.com/services/T0/B0/X",
+    )];
+    let (code, out, err) = cli_env(&["check", f.to_str().unwrap()], &env);
+    assert_eq!(code, 0, "{out}{err}");
+}
+
+#[tokio::test]
+async fn a_sink_can_take_only_the_failure_events_each_once() {
+    let rx = Receiver::start().await;
+    let up = Upstream::start().await;
+    let h = Harness::new();
+    let yaml = BridgeYaml::new(&up.url())
+        .emit("failures: {after: 2}")
+        .with_sinks(&format!(
+            "  - url: {}\n    format: ntfy\n    events: [failing, recovered]\n",
+            rx.url()
+        ));
+    let b = h.bridge("f", &yaml);
+    up.set_json(&json!({"items": [{"id": 1, "v": 1}]}));
+    h.scheduled_poll(&b).await.unwrap();
+    up.set(500, "text/plain", "down");
+    for _ in 0..3 {
+        h.scheduled_poll(&b).await.unwrap_err();
+    }
+    up.set_json(&json!({"items": [{"id": 1, "v": 2}]}));
+    h.scheduled_poll(&b).await.unwrap();
+    h.scheduled_poll(&b).await.unwrap();
+    h.drain(&b).await;
+    let texts: Vec<String> = rx
+        .received()
+        .iter()
+        .map(|r| {
+            assert_eq!(r.header("title"), "f");
+            String::from_utf8(r.body.to_vec()).unwrap()
+        })
+        .collect();
+    assert_eq!(
+        texts,
+        [
+            "f: bridge.failing (http_status, 2 failed polls in a row)",
+            "f: bridge.recovered (after 3 failed polls)"
+        ]
+    );
 }

@@ -53,7 +53,8 @@ pub type Snapshot = (
     usize,
 );
 
-async fn serve(app: Router) -> String {
+/// Serves `app` on 127.0.0.1:0; its base URL.
+pub async fn serve(app: Router) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
@@ -395,6 +396,16 @@ impl Harness {
         Harness { dir, ctx }
     }
 
+    /// One poll as the scheduler runs it (status, metrics, log lines, failure streak). A pause
+    /// an earlier call met is taken as over, as the scheduler does when it ends.
+    pub async fn scheduled_poll(&self, b: &Bridge) -> Result<PollReport, PollError> {
+        self.ctx.update_status(&b.name, |s| s.paused_until = None);
+        let redactor = pollhook::redact::Redactor::new(&b.secrets);
+        pollhook::poll::scheduler::poll_and_log(&self.ctx, b, &redactor)
+            .await
+            .expect("no pause holds the poll back")
+    }
+
     pub async fn poll(&self, b: &Bridge) -> Result<PollReport, PollError> {
         poll::poll_once(&self.ctx, b, true, chrono::Utc::now()).await
     }
@@ -555,7 +566,17 @@ impl Daemon {
 
     /// `pollhook run` with `args` after the defaults (`--admin` among them).
     pub fn start_args(dir: &std::path::Path, env: &[(&str, &str)], args: &[&str]) -> Daemon {
-        let run = [&["run", "--log-format", "pretty"], args].concat();
+        Daemon::start_logging(dir, env, "pretty", args)
+    }
+
+    /// `start_args` with logs in `format` (`--log-format`).
+    pub fn start_logging(
+        dir: &std::path::Path,
+        env: &[(&str, &str)],
+        format: &str,
+        args: &[&str],
+    ) -> Daemon {
+        let run = [&["run", "--log-format", format], args].concat();
         let mut cmd = Command::from(pollhook_in(dir, &run));
         cmd.env("RUST_LOG", "info")
             .stdout(Stdio::piped())
@@ -767,6 +788,12 @@ impl BridgeYaml {
         self
     }
 
+    /// No `items:` at all (a feed's select and key have defaults); `items` adds lines again.
+    pub fn without_items(mut self) -> Self {
+        self.items.clear();
+        self
+    }
+
     /// Any other line of `items:` (`include: ["$.a"]`).
     pub fn items(mut self, line: &str) -> Self {
         self.items.push(line.into());
@@ -881,4 +908,130 @@ fn section(y: &mut String, indent: &str, head: &str, lines: &[String]) {
     for l in lines {
         y.push_str(&format!("{inner}{l}\n"));
     }
+}
+
+/// One request a [`ForwardProxy`] forwarded: the absolute-form target and the
+/// `Proxy-Authorization` it came with.
+#[derive(Debug, Clone)]
+pub struct Proxied {
+    pub target: String,
+    pub proxy_authorization: Option<String>,
+}
+
+/// A plain-HTTP forward proxy (RFC 9112 §3.2.2 absolute-form requests), counting what it
+/// forwards: enough to see that a bridge's requests went through it.
+#[derive(Clone)]
+pub struct ForwardProxy {
+    pub url: String,
+    pub seen: Arc<Mutex<Vec<Proxied>>>,
+}
+
+impl ForwardProxy {
+    pub async fn start() -> ForwardProxy {
+        let seen: Arc<Mutex<Vec<Proxied>>> = Arc::default();
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = reqwest::Client::builder().no_proxy().build().unwrap();
+        let app = Router::new()
+            .fallback(
+                |State((seen, client)): State<(Arc<Mutex<Vec<Proxied>>>, reqwest::Client)>,
+                 method: axum::http::Method,
+                 uri: axum::http::Uri,
+                 headers: HeaderMap,
+                 body: Bytes| async move {
+                    let auth = headers
+                        .get("proxy-authorization")
+                        .map(|v| v.to_str().unwrap().to_string());
+                    seen.lock().unwrap().push(Proxied {
+                        target: uri.to_string(),
+                        proxy_authorization: auth,
+                    });
+                    if uri.scheme().is_none() {
+                        return (StatusCode::BAD_REQUEST, "not absolute-form").into_response();
+                    }
+                    let mut req = client.request(method, uri.to_string()).body(body);
+                    for (k, v) in &headers {
+                        if ![
+                            "host",
+                            "proxy-authorization",
+                            "proxy-connection",
+                            "connection",
+                        ]
+                        .contains(&k.as_str())
+                        {
+                            req = req.header(k, v);
+                        }
+                    }
+                    match req.send().await {
+                        Ok(r) => {
+                            let status = r.status();
+                            let ct = r.headers().get("content-type").cloned();
+                            let body = r.bytes().await.unwrap_or_default();
+                            let mut out = Response::builder().status(status.as_u16());
+                            if let Some(ct) = ct {
+                                out = out.header("content-type", ct);
+                            }
+                            out.body(axum::body::Body::from(body)).unwrap()
+                        }
+                        Err(_) => (StatusCode::BAD_GATEWAY, "upstream unreachable").into_response(),
+                    }
+                },
+            )
+            .with_state((seen.clone(), client));
+        ForwardProxy {
+            url: serve(app).await,
+            seen,
+        }
+    }
+
+    pub fn seen(&self) -> Vec<Proxied> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+/// A SOCKS5 proxy (RFC 1928, no authentication, CONNECT only): the targets it connected to.
+pub async fn socks5_proxy() -> (String, Arc<Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("socks5://{}", listener.local_addr().unwrap());
+    let targets: Arc<Mutex<Vec<String>>> = Arc::default();
+    let seen = targets.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut c, _)) = listener.accept().await else {
+                return;
+            };
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut head = [0u8; 2];
+                c.read_exact(&mut head).await?;
+                let mut methods = vec![0u8; head[1] as usize];
+                c.read_exact(&mut methods).await?;
+                c.write_all(&[5, 0]).await?;
+                let mut req = [0u8; 4];
+                c.read_exact(&mut req).await?;
+                let host = match req[3] {
+                    1 => {
+                        let mut a = [0u8; 4];
+                        c.read_exact(&mut a).await?;
+                        std::net::Ipv4Addr::from(a).to_string()
+                    }
+                    3 => {
+                        let len = c.read_u8().await? as usize;
+                        let mut name = vec![0u8; len];
+                        c.read_exact(&mut name).await?;
+                        String::from_utf8_lossy(&name).into_owned()
+                    }
+                    _ => return Ok::<(), std::io::Error>(()),
+                };
+                let port = c.read_u16().await?;
+                let target = format!("{host}:{port}");
+                seen.lock().unwrap().push(target.clone());
+                let mut up = tokio::net::TcpStream::connect(&target).await?;
+                c.write_all(&[5, 0, 0, 1, 0, 0, 0, 0, 0, 0]).await?;
+                tokio::io::copy_bidirectional(&mut c, &mut up).await?;
+                Ok(())
+            });
+        }
+    });
+    (url, targets)
 }

@@ -1,0 +1,279 @@
+//! Feeds (RSS 0.9x/1.0/2.0, Atom, JSON Feed), read by `feed-rs`, as one shape whatever the
+//! dialect (SPEC §13), so one bridge works for any blog:
+//!
+//! `{"title", "entries": [{"id", "title", "link", "published", "updated", "summary", "content",
+//! "authors", "categories"}]}`: texts as strings, times as RFC 3339 in UTC, absent ones `null`;
+//! `authors` the names (else e-mail addresses) and `categories` the terms, as arrays of strings.
+//!
+//! Every entry has an id to key it by: the feed's own (Atom `id`, RSS `guid`, JSON Feed `id`),
+//! else its link, else `sha256:` and the hex of the SHA-256 of its title and content (the
+//! summary when it has no content). Never a random one, as feed-rs would make by default: a key
+//! that changed each poll would report every entry deleted and created again.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use feed_rs::model::{Entry, Link};
+use feed_rs::parser::{ParseErrorKind, ParseFeedError};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+/// How deep the XML of a feed may nest before it is refused unread: far deeper than any feed,
+/// and shallow enough that no reader can run out of stack on it.
+const MAX_DEPTH: usize = 256;
+
+pub fn to_json(body: &[u8]) -> Result<String, String> {
+    too_deep(body)?;
+    let parser = feed_rs::parser::Builder::new()
+        // Empty: an entry without an id gets the one this module derives.
+        .id_generator(|_, _, _| String::new())
+        .sanitize_content(false)
+        .build();
+    let feed = parser.parse(body).map_err(|e| match e {
+        ParseFeedError::ParseError(ParseErrorKind::NoFeedRoot) => {
+            "no feed in it: neither an <rss>, <rdf:RDF> or <feed> root element nor a JSON Feed object"
+                .to_string()
+        }
+        e => e.to_string(),
+    })?;
+    let entries: Vec<Value> = feed.entries.iter().map(entry).collect();
+    let doc = json!({
+        "title": feed.title.map(|t| t.content),
+        "entries": entries,
+    });
+    Ok(doc.to_string())
+}
+
+fn entry(e: &Entry) -> Value {
+    let title = e.title.as_ref().map(|t| t.content.as_str());
+    let summary = e.summary.as_ref().map(|t| t.content.as_str());
+    let content = e.content.as_ref().and_then(|c| c.body.as_deref());
+    let link = link(&e.links);
+    let id = if !e.id.is_empty() {
+        e.id.clone()
+    } else if let Some(link) = link {
+        link.to_string()
+    } else {
+        let mut h = Sha256::new();
+        h.update(title.unwrap_or_default());
+        h.update([0]);
+        h.update(content.or(summary).unwrap_or_default());
+        format!("sha256:{}", hex::encode(h.finalize()))
+    };
+    let authors: Vec<&str> = e
+        .authors
+        .iter()
+        .filter_map(|p| p.name.as_deref().map(unwrap_parens).or(p.email.as_deref()))
+        .collect();
+    let categories: Vec<&str> = e.categories.iter().map(|c| c.term.as_str()).collect();
+    json!({
+        "id": id,
+        "title": title,
+        "link": link,
+        "published": e.published.map(time),
+        "updated": e.updated.map(time),
+        "summary": summary,
+        "content": content,
+        "authors": authors,
+        "categories": categories,
+    })
+}
+
+/// The entry's page: its `alternate` link (Atom's default relation), else its first.
+fn link(links: &[Link]) -> Option<&str> {
+    links
+        .iter()
+        .find(|l| l.rel.as_deref().is_none_or(|r| r == "alternate"))
+        .or(links.first())
+        .map(|l| l.href.as_str())
+}
+
+/// RSS writes an author as `e-mail (Name)`; feed-rs keeps the parentheses round the name.
+fn unwrap_parens(name: &str) -> &str {
+    name.strip_prefix('(')
+        .and_then(|n| n.strip_suffix(')'))
+        .unwrap_or(name)
+}
+
+fn time(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+}
+
+/// Refuses markup nested deeper than [`MAX_DEPTH`], counted over the bytes (`<name` opens,
+/// `</` and `/>` close; comments, declarations and CDATA sections skipped), before any
+/// reader builds anything from it.
+fn too_deep(body: &[u8]) -> Result<(), String> {
+    // A JSON Feed (feed-rs reads JSON when a `{` comes before any `<`) may hold unclosed HTML
+    // in its strings, and serde_json limits its own depth.
+    if body.iter().find(|b| matches!(b, b'<' | b'{')) == Some(&b'{') {
+        return Ok(());
+    }
+    let mut depth = 0usize;
+    let mut i = 0;
+    while i < body.len() {
+        if body[i] != b'<' {
+            i += 1;
+            continue;
+        }
+        let rest = &body[i..];
+        let skip_to = |end: &[u8]| {
+            rest.windows(end.len())
+                .position(|w| w == end)
+                .map_or(body.len(), |p| i + p + end.len())
+        };
+        i = match rest.get(1) {
+            Some(b'!') if rest.starts_with(b"<![CDATA[") => skip_to(b"]]>"),
+            Some(b'!') if rest.starts_with(b"<!--") => skip_to(b"-->"),
+            Some(b'!' | b'?') => i + 2,
+            Some(b'/') => {
+                depth = depth.saturating_sub(1);
+                i + 2
+            }
+            Some(_) => {
+                let end = skip_to(b">");
+                if body.get(end.wrapping_sub(2)) != Some(&b'/') {
+                    depth += 1;
+                    if depth > MAX_DEPTH {
+                        return Err(format!("elements nested deeper than {MAX_DEPTH}"));
+                    }
+                }
+                end
+            }
+            None => i + 1,
+        };
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn doc(body: &str) -> Value {
+        serde_json::from_str(&to_json(body.as_bytes()).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn rss_2_items_take_the_entry_shape() {
+        let body = r#"<?xml version="1.0"?>
+<rss version="2.0" xmlns:content="http://purl.org/rss/1.0/modules/content/">
+<channel><title>A blog</title><link>https://blog.example/</link><description>d</description>
+<item><title>First</title><link>https://blog.example/1</link><guid>urn:post:1</guid>
+<pubDate>Tue, 03 Jun 2025 09:39:21 GMT</pubDate><description>Short &amp; sweet</description>
+<content:encoded><![CDATA[<p>Long</p>]]></content:encoded>
+<author>ada@blog.example (Ada)</author><category>rust</category><category>web</category></item>
+<item><title>No guid</title><link>https://blog.example/2</link></item>
+<item><title>Neither</title><description>only text</description></item>
+</channel></rss>"#;
+        let v = doc(body);
+        assert_eq!(v["title"], "A blog");
+        let e = &v["entries"];
+        assert_eq!(
+            e[0],
+            json!({
+                "id": "urn:post:1", "title": "First", "link": "https://blog.example/1",
+                "published": "2025-06-03T09:39:21Z", "updated": "2025-06-03T09:39:21Z",
+                "summary": "Short & sweet", "content": "<p>Long</p>",
+                "authors": ["Ada"], "categories": ["rust", "web"]
+            })
+        );
+        assert_eq!(e[1]["id"], "https://blog.example/2");
+        let mut h = Sha256::new();
+        h.update(b"Neither\0only text");
+        assert_eq!(e[2]["id"], format!("sha256:{}", hex::encode(h.finalize())));
+        assert_eq!(e[2]["link"], Value::Null);
+        // The same body gives the same ids: nothing random.
+        assert_eq!(to_json(body.as_bytes()), to_json(body.as_bytes()));
+    }
+
+    #[test]
+    fn atom_rss_1_and_json_feed_take_the_same_shape() {
+        let atom = doc(
+            r#"<feed xmlns="http://www.w3.org/2005/Atom"><title>T</title><id>urn:f</id>
+<updated>2025-01-02T03:04:05Z</updated>
+<entry><id>tag:x,2025:1</id><title type="html">A &amp;lt;b&amp;gt;</title>
+<link rel="edit" href="https://x.example/edit/1"/><link href="https://x.example/1"/>
+<updated>2025-01-02T03:04:05.5+01:00</updated><summary>S</summary>
+<content type="html">&lt;p&gt;C&lt;/p&gt;</content><author><name>Ada</name></author>
+<category term="news"/></entry></feed>"#,
+        );
+        let e = &atom["entries"][0];
+        assert_eq!(e["id"], "tag:x,2025:1");
+        assert_eq!(e["link"], "https://x.example/1");
+        assert_eq!(e["updated"], "2025-01-02T02:04:05.500Z");
+        assert_eq!(
+            (&e["authors"], &e["categories"]),
+            (&json!(["Ada"]), &json!(["news"]))
+        );
+        assert_eq!(e["content"], "<p>C</p>");
+
+        let rss1 = doc(
+            r#"<rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#" xmlns="http://purl.org/rss/1.0/">
+<channel rdf:about="https://r.example/"><title>R</title><link>https://r.example/</link></channel>
+<item rdf:about="https://r.example/a"><title>A</title><link>https://r.example/a</link></item>
+</rdf:RDF>"#,
+        );
+        assert_eq!(rss1["entries"][0]["id"], "https://r.example/a");
+
+        let jf = doc(
+            r#"{"version": "https://jsonfeed.org/version/1.1", "title": "J",
+            "items": [{"id": "1", "content_html": "<p>x</p>", "url": "https://j.example/1",
+                       "tags": ["a"], "date_published": "2025-02-03T04:05:06Z"},
+                      {"url": "https://j.example/2", "content_text": "y"}]}"#,
+        );
+        assert_eq!(jf["title"], "J");
+        assert_eq!(jf["entries"][0]["id"], "1");
+        assert_eq!(jf["entries"][0]["published"], "2025-02-03T04:05:06Z");
+        assert_eq!(jf["entries"][1]["id"], "https://j.example/2");
+    }
+
+    #[test]
+    fn what_is_no_feed_is_refused_with_a_reason() {
+        for body in [
+            "",
+            "{}",
+            "[]",
+            "<html><body>hi</body></html>",
+            "<rss version=\"2.0\">",
+            "<<<",
+        ] {
+            assert!(to_json(body.as_bytes()).is_err(), "{body}");
+        }
+        let deep = format!(
+            "<rss version=\"2.0\"><channel><item><description>{}</description></item></channel></rss>",
+            "<b>".repeat(100_000)
+        );
+        assert!(
+            to_json(deep.as_bytes())
+                .unwrap_err()
+                .contains("nested deeper than 256")
+        );
+        // Self-closed, commented and CDATA markup does not count.
+        let flat = format!(
+            "<rss version=\"2.0\"><channel><title>t</title>{}<!-- <a><a> -->{}<item><title>x</title><description><![CDATA[{}]]></description></item></channel></rss>",
+            "<x/>".repeat(1000),
+            "<br />".repeat(300),
+            "<a>".repeat(1000)
+        );
+        assert_eq!(doc(&flat)["entries"][0]["title"], "x");
+    }
+
+    proptest! {
+        #[test]
+        fn no_feed_like_text_makes_the_reader_panic(
+            parts in proptest::collection::vec(proptest::sample::select(vec![
+                "<rss version=\"2.0\">", "<channel>", "</channel>", "<item>", "</item>",
+                "<title>", "</title>", "<guid>", "</guid>", "<link>", "</link>", "<pubDate>",
+                "</pubDate>", "<feed xmlns=\"http://www.w3.org/2005/Atom\">", "<entry>",
+                "</entry>", "<link href=\"x\"/>", "<updated>2025-01-01T00:00:00Z</updated>",
+                "<content type=\"xhtml\">", "</content>", "<div>", "</div>", "&amp;", "&#0;",
+                "<![CDATA[", "]]>", "x", " ", "Mon, 99 Jan 2025 25:00:00 GMT", "{\"items\":[",
+                "{\"id\":1}", "\"version\"", ":", ",", "]", "}", "\u{ff}",
+            ]), 0..40)
+        ) {
+            let body = parts.concat();
+            if let Ok(text) = to_json(body.as_bytes()) {
+                prop_assert!(serde_json::from_str::<Value>(&text).is_ok(), "{text}");
+            }
+        }
+    }
+}

@@ -1,0 +1,84 @@
+//! A poll's plan carried out against the store: the stored item state read for [`plan`], and
+//! each commit it hands out written (a dry run writes nothing). Blocking: run it off the
+//! async workers.
+
+use super::plan::{self, Cut, Listed, State};
+use super::{PollError, PollReport};
+use crate::config::Bridge;
+use crate::diff;
+use crate::extract::Hash;
+use crate::store::{BridgeMeta, Commit, Store, StoreError};
+use chrono::{DateTime, Utc};
+
+/// One bridge's item state, as stored.
+struct Stored<'a> {
+    store: &'a Store,
+    bridge: &'a str,
+}
+
+impl State for Stored<'_> {
+    fn scan(&self) -> impl Iterator<Item = Result<(String, diff::Stored), StoreError>> {
+        self.store.state_scan(self.bridge)
+    }
+
+    fn previous(&self, key: &str) -> Result<Option<(serde_json::Value, Hash)>, StoreError> {
+        let value = self.store.item_value(self.bridge, key)?;
+        let state = self.store.item_state(self.bridge, key)?;
+        Ok(value.zip(state.map(|s| s.hash)))
+    }
+}
+
+/// What a poll did to the store.
+pub struct Applied {
+    pub result: Result<PollReport, PollError>,
+    /// A commit with events went through (also when a later one failed): the caller flushes,
+    /// so the events are on disk before their first attempt (SPEC §6).
+    pub committed_events: bool,
+}
+
+/// Plans the poll and, with `commit`, stores each commit of it as it comes; without, stores
+/// nothing (a dry run).
+pub fn apply(
+    store: &Store,
+    bridge: &Bridge,
+    meta: BridgeMeta,
+    listed: Listed,
+    commit: bool,
+    now: DateTime<Utc>,
+) -> Applied {
+    let state = Stored {
+        store,
+        bridge: &bridge.name,
+    };
+    let mut committed_events = false;
+    let mut write = |c: Commit, cut: Cut| -> Result<(), StoreError> {
+        #[cfg(test)]
+        super::tests::refuse(&c, cut)?;
+        if !commit {
+            return Ok(());
+        }
+        let events = !c.outbox.is_empty();
+        store.commit(&c)?;
+        committed_events |= events;
+        match cut {
+            Cut::Last { batches: 0 } => {}
+            Cut::Last { batches } => {
+                tracing::debug!(bridge = %c.bridge, batches = batches + 1, seq = c.meta.seq, "poll stored");
+            }
+            Cut::Batch(n) => {
+                // Events on disk before any attempt (SPEC §6): a deliverer with a backlog may
+                // reach them while the poll goes on. The last batch is flushed by the caller.
+                if events {
+                    store.flush_blocking()?;
+                }
+                tracing::debug!(bridge = %c.bridge, batch = n + 1, seq = c.meta.seq, "poll batch stored");
+            }
+        }
+        Ok(())
+    };
+    let result = plan::plan(bridge, meta, &state, listed, now, &mut write);
+    Applied {
+        result,
+        committed_events,
+    }
+}

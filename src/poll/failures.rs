@@ -1,0 +1,283 @@
+//! Failure events (SPEC §12 `emit.failures.after: N`): the Nth failed poll in a row emits
+//! `bridge.failing`, the next successful poll `bridge.recovered`, each once per streak. They
+//! are events of the bridge like any other (ids, `seq`, outbox, signatures), so the receiver
+//! that watches the items also learns that it cannot trust their silence.
+//!
+//! The streak is kept in the bridge's stored meta, so a restart neither forgets a failing
+//! bridge nor announces it twice. [`decide`] is pure; [`track`] stores what it decides, after
+//! each poll that would have committed, under the bridge's poll lock.
+
+use super::{PollError, PollReport};
+use crate::config::Bridge;
+use crate::event::{self, Event, EventType, Side};
+use crate::redact::Redactor;
+use crate::runtime::Ctx;
+use crate::store::{BridgeMeta, Commit, Failing, StoreError};
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde_json::json;
+
+/// How a poll ended, as failure tracking sees it.
+pub enum Outcome<'a> {
+    Succeeded,
+    /// With the reason word and the (redacted) error.
+    Failed {
+        reason: &'a str,
+        error: &'a str,
+    },
+}
+
+/// The commit that records this poll's outcome in the streak (and carries its event), or
+/// None when nothing changes: no `emit.failures`, or a success with no streak.
+pub fn decide(
+    bridge: &Bridge,
+    meta: &BridgeMeta,
+    outcome: Outcome<'_>,
+    now: DateTime<Utc>,
+) -> Option<Commit> {
+    let after = bridge.emit.failures_after?;
+    let mut next = meta.clone();
+    let event = match (outcome, &meta.failing) {
+        (Outcome::Succeeded, None) => return None,
+        (Outcome::Succeeded, Some(f)) => {
+            next.failing = None;
+            let since = DateTime::from_timestamp_millis(f.since_ms).unwrap_or(now);
+            f.announced.then(|| {
+                let data = json!({
+                    "failures": f.failures,
+                    "since": stamp(since),
+                    "duration_ms": (now - since).num_milliseconds().max(0),
+                });
+                (EventType::Recovered, data, f.since_ms)
+            })
+        }
+        (Outcome::Failed { reason, error }, f) => {
+            let mut f = f.clone().unwrap_or(Failing {
+                since_ms: now.timestamp_millis(),
+                failures: 0,
+                announced: false,
+            });
+            f.failures = f.failures.saturating_add(1);
+            let announce = !f.announced && f.failures >= after;
+            f.announced |= announce;
+            let since = DateTime::from_timestamp_millis(f.since_ms).unwrap_or(now);
+            let data = json!({
+                "reason": reason,
+                "error": error,
+                "failures": f.failures,
+                "since": stamp(since),
+            });
+            let since_ms = f.since_ms;
+            next.failing = Some(f);
+            announce.then_some((EventType::Failing, data, since_ms))
+        }
+    };
+    let mut c = Commit {
+        bridge: bridge.name.clone(),
+        expected_seq: meta.seq,
+        base: Some(meta.clone()),
+        ..Default::default()
+    };
+    if let Some((kind, data, since_ms)) = event {
+        next.seq += 1;
+        let e = build(bridge, kind, data, since_ms, meta.seq, now);
+        let sinks: Vec<String> = bridge.sinks.iter().map(|s| s.id.clone()).collect();
+        c.queue(&sinks, &[e], now);
+    }
+    c.meta = next;
+    Some(c)
+}
+
+fn stamp(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// A bridge event: no item, so an empty key. Its id stands for the streak (when it began) and
+/// the place in the bridge's events (the `seq` before it): the same announcement made again
+/// after a crash before it was stored gets the same id.
+fn build(
+    bridge: &Bridge,
+    kind: EventType,
+    data: serde_json::Value,
+    since_ms: i64,
+    generation: u64,
+    now: DateTime<Utc>,
+) -> Event {
+    let streak = crate::extract::hash(&json!({ "since_ms": since_ms }));
+    event::build(event::Spec {
+        bridge: &bridge.name,
+        kind,
+        key: "",
+        seq: generation + 1,
+        generation,
+        detected: now,
+        previous: None,
+        data: Some(Side {
+            value: &data,
+            hash: &streak,
+        }),
+    })
+}
+
+/// Records a committing poll's outcome in the bridge's failure streak, and stores the event
+/// it calls for. A store that does not take writes records nothing (its own failure is logged
+/// where it was found).
+pub async fn track(
+    ctx: &Ctx,
+    bridge: &Bridge,
+    redactor: &Redactor,
+    result: &Result<PollReport, PollError>,
+) {
+    if bridge.emit.failures_after.is_none() {
+        return;
+    }
+    let error = match result {
+        Ok(_) => None,
+        Err(e) => Some((e.kind(), redactor.clean(&e.to_string()))),
+    };
+    let Ok(store) = ctx.writable_store() else {
+        return;
+    };
+    let (b, st) = (bridge.clone(), store.clone());
+    let stored = tokio::task::spawn_blocking(move || -> Result<bool, StoreError> {
+        let meta = st.meta(&b.name)?;
+        let outcome = match &error {
+            None => Outcome::Succeeded,
+            Some((reason, error)) => Outcome::Failed { reason, error },
+        };
+        let Some(c) = decide(&b, &meta, outcome, Utc::now()) else {
+            return Ok(false);
+        };
+        st.commit(&c)?;
+        Ok(!c.outbox.is_empty())
+    })
+    .await
+    .expect("failure tracking does not panic");
+    match stored {
+        Ok(false) => {}
+        Ok(true) => match store.flush().await {
+            Ok(()) => ctx.wake(&bridge.name),
+            Err(e) => ctx.store_failed(&e),
+        },
+        Err(e) => {
+            tracing::warn!(bridge = %bridge.name, "failure streak not stored: {e}");
+            ctx.store_failed(&e);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Env;
+
+    fn bridge(after: u32) -> Bridge {
+        let yaml = format!(
+            "schedule: {{every: 1m}}\nsource: {{url: \"http://127.0.0.1:1/x\"}}\nitems: {{select: \"$[*]\", key: \"$.id\"}}\nemit: {{failures: {{after: {after}}}}}\nsinks: [{{url: console}}]\n"
+        );
+        crate::config::parse_file(
+            std::path::Path::new("f.yaml"),
+            &yaml,
+            &Env::fixed(&[], None),
+        )
+        .unwrap()
+    }
+
+    fn at(s: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000 + s, 0).unwrap()
+    }
+
+    fn failed() -> Outcome<'static> {
+        Outcome::Failed {
+            reason: "http_status",
+            error: "http://127.0.0.1:1/x: answered HTTP 500",
+        }
+    }
+
+    /// Runs outcomes through `decide`, applying each commit's meta; the events, in order.
+    fn run(b: &Bridge, outcomes: Vec<Outcome<'_>>) -> (BridgeMeta, Vec<Event>) {
+        let mut meta = BridgeMeta {
+            seq: 7,
+            ..Default::default()
+        };
+        let mut events = Vec::new();
+        for (i, o) in outcomes.into_iter().enumerate() {
+            if let Some(c) = decide(b, &meta, o, at(60 * i as i64)) {
+                assert_eq!(c.expected_seq, meta.seq);
+                events.extend(
+                    c.outbox
+                        .iter()
+                        .map(|(_, e)| serde_json::from_str::<Event>(&e.body).unwrap()),
+                );
+                meta = c.meta;
+            }
+        }
+        (meta, events)
+    }
+
+    #[test]
+    fn the_nth_failure_in_a_row_and_the_recovery_each_emit_once() {
+        let b = bridge(3);
+        let ok = || Outcome::Succeeded;
+        let (meta, events) = run(
+            &b,
+            vec![
+                failed(),
+                ok(),
+                failed(),
+                failed(),
+                failed(),
+                failed(),
+                ok(),
+                ok(),
+            ],
+        );
+        let kinds: Vec<(EventType, u64)> = events.iter().map(|e| (e.kind, e.seq)).collect();
+        assert_eq!(kinds, [(EventType::Failing, 8), (EventType::Recovered, 9)]);
+        let failing = events[0].data.as_ref().unwrap();
+        assert_eq!(failing["failures"], 3);
+        assert_eq!(failing["reason"], "http_status");
+        assert_eq!(failing["since"], "2027-01-15T08:02:00.000Z");
+        assert_eq!(events[0].key, "");
+        let recovered = events[1].data.as_ref().unwrap();
+        assert_eq!(recovered["failures"], 4);
+        assert_eq!(recovered["since"], failing["since"]);
+        assert_eq!(recovered["duration_ms"], 4 * 60_000);
+        assert_eq!((meta.seq, meta.failing), (9, None));
+    }
+
+    #[test]
+    fn a_streak_shorter_than_n_emits_nothing_and_a_success_without_one_stores_nothing() {
+        let b = bridge(3);
+        let (meta, events) = run(&b, vec![failed(), failed(), Outcome::Succeeded]);
+        assert!(events.is_empty());
+        assert_eq!((meta.seq, &meta.failing), (7, &None));
+        assert!(decide(&b, &meta, Outcome::Succeeded, at(0)).is_none());
+    }
+
+    #[test]
+    fn the_same_announcement_made_again_has_the_same_id() {
+        // A crash before the commit of the 2nd failure: the 3rd announces again, as the same
+        // event.
+        let b = bridge(2);
+        let meta = decide(&b, &BridgeMeta::default(), failed(), at(0))
+            .unwrap()
+            .meta;
+        let first = decide(&b, &meta, failed(), at(60)).unwrap();
+        let again = decide(&b, &meta, failed(), at(120)).unwrap();
+        assert_eq!(first.outbox.len(), 1);
+        assert_eq!(first.outbox[0].1.event_id, again.outbox[0].1.event_id);
+        // Another streak is another event.
+        let mut later = first.meta.clone();
+        later.failing = None;
+        let later = decide(&b, &later, failed(), at(600)).unwrap().meta;
+        let other = decide(&b, &later, failed(), at(660)).unwrap();
+        assert_ne!(other.outbox[0].1.event_id, first.outbox[0].1.event_id);
+    }
+
+    #[test]
+    fn without_emit_failures_nothing_is_tracked() {
+        let mut b = bridge(1);
+        b.emit.failures_after = None;
+        assert!(decide(&b, &BridgeMeta::default(), failed(), at(0)).is_none());
+    }
+}
