@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 /// Turns pull into push: polls HTTP/JSON APIs and POSTs a signed webhook for every item
 /// created, updated or deleted.
@@ -462,6 +463,7 @@ async fn poll_command(
     let ctx = pollhook::runtime::Ctx::new(store);
     let redactor = pollhook::redact::Redactor::new(&bridge.secrets);
     let report = pollhook::poll::poll_once(&ctx, &bridge, commit, chrono::Utc::now())
+        .instrument(pollhook::logging::bridge_span(&bridge.name))
         .await
         .map_err(|e| anyhow::anyhow!("bridge {name}: {}", redactor.clean(&e.to_string())))?;
     for e in &report.events {

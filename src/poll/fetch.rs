@@ -151,12 +151,11 @@ fn reserved_key(quoted: &[u8], escapes: bool) -> Option<&'static str> {
 }
 
 /// Tells the operator, once per listing, of a rate-limit header that was ignored.
-struct Unreadable<'a> {
-    bridge: &'a str,
+struct Unreadable {
     told: bool,
 }
 
-impl Unreadable<'_> {
+impl Unreadable {
     fn tell(&mut self, (header, value): (&str, String)) {
         if std::mem::replace(&mut self.told, true) {
             return;
@@ -167,7 +166,6 @@ impl Unreadable<'_> {
             shown.push('…');
         }
         tracing::warn!(
-            bridge = %self.bridge,
             header = %header,
             value = ?shown,
             "ignored a rate-limit header that does not parse (seconds or an HTTP date expected)"
@@ -285,15 +283,11 @@ pub async fn fetch_listing(
     client: &reqwest::Client,
     login: Option<&LogIn<'_>>,
     src: &Source,
-    bridge: &str,
     cache: Option<&Cache<'_>>,
     select: &crate::jsonpath::Path,
 ) -> Result<Listing, FetchError> {
     let mut listing = Listing::default();
-    let mut unreadable = Unreadable {
-        bridge,
-        told: false,
-    };
+    let mut unreadable = Unreadable { told: false };
     let mut page = PageRequest::first(src);
     let mut seen = HashSet::new();
     // A 304 page stands for its cached body and the `Link` header that came with it. Only a
@@ -439,7 +433,7 @@ async fn fetch_page(
     shown: &str,
     cached: Option<&CachedPage>,
     record: bool,
-    unreadable: &mut Unreadable<'_>,
+    unreadable: &mut Unreadable,
 ) -> Result<Answered, FetchError> {
     let mut renew = false;
     loop {
@@ -460,10 +454,7 @@ async fn fetch_page(
                 if !renew && login.is_some_and(LogIn::renewable) =>
             {
                 // No URL: its path may hold an interpolated secret this line would not mask.
-                tracing::info!(
-                    bridge = %unreadable.bridge,
-                    "the source answered 401: asking for a new token, then once more"
-                );
+                tracing::info!("the source answered 401: asking for a new token, then once more");
                 renew = true;
             }
             r => return r,
@@ -565,7 +556,7 @@ async fn fetch_inner(
     url: &str,
     cached: Option<&CachedPage>,
     record: bool,
-    unreadable: &mut Unreadable<'_>,
+    unreadable: &mut Unreadable,
 ) -> Result<Answered, FetchError> {
     let req = request(client, src, page, cached, auth);
     let http = |e: reqwest::Error| FetchError::Http {
