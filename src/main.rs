@@ -1,3 +1,7 @@
+//! The `pollhook` command: parses the command line and runs `run` (the daemon, `app`),
+//! `check`, `poll`, `status` and the other admin commands (through `admin::client`), and
+//! `sign`. Errors reach the operator here, as one line each.
+
 use anyhow::{Context, Result, bail};
 use chrono::{DateTime, Utc};
 use clap::{Parser, Subcommand};
