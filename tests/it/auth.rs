@@ -46,8 +46,10 @@ struct ApiHit {
 
 #[derive(Default)]
 struct Issued {
-    /// Access tokens and when they were issued.
-    tokens: HashMap<String, Instant>,
+    /// The lifetime of the tokens issued from now on, when not [`TTL`].
+    lifetime: Option<Duration>,
+    /// Access tokens: when they were issued, and for how long.
+    tokens: HashMap<String, (Instant, Duration)>,
     revoked: HashSet<String>,
     /// The API answers 401 to every token.
     refuse_all: bool,
@@ -95,7 +97,7 @@ async fn token(State(s): State<Shared>, headers: HeaderMap, body: Bytes) -> Resp
     st.serial += 1;
     let n = st.serial;
     let mut answer = json!({"access_token": format!("at-{n}-Zx7p"), "token_type": "Bearer",
-        "expires_in": TTL.as_secs()});
+        "expires_in": st.lifetime.unwrap_or(TTL).as_secs()});
     if form.get("grant_type").map(String::as_str) == Some("refresh_token") {
         let given = form.get("refresh_token").cloned().unwrap_or_default();
         if st.refresh.as_deref() != Some(given.as_str()) {
@@ -110,9 +112,10 @@ async fn token(State(s): State<Shared>, headers: HeaderMap, body: Bytes) -> Resp
         st.refresh = Some(next.clone());
         answer["refresh_token"] = json!(next);
     }
+    let lifetime = st.lifetime.unwrap_or(TTL);
     st.tokens.insert(
         answer["access_token"].as_str().unwrap().to_string(),
-        Instant::now(),
+        (Instant::now(), lifetime),
     );
     ([("content-type", "application/json")], answer.to_string()).into_response()
 }
@@ -125,7 +128,8 @@ async fn login(State(s): State<Shared>, body: Bytes) -> Response {
     let mut st = s.lock().unwrap();
     st.serial += 1;
     let jwt = format!("jwt-{}-Pq4m", st.serial);
-    st.tokens.insert(jwt.clone(), Instant::now());
+    st.tokens
+        .insert(jwt.clone(), (Instant::now(), Duration::from_secs(3600)));
     let body = json!({"data": {"jwt": jwt, "ttl": "3600"}});
     ([("content-type", "application/json")], body.to_string()).into_response()
 }
@@ -151,7 +155,7 @@ async fn api(State(s): State<Shared>, uri: Uri, headers: HeaderMap) -> Response 
         (Some(t), _) => {
             st.tokens
                 .get(t)
-                .is_some_and(|at| at.elapsed() < TTL + GRACE)
+                .is_some_and(|(at, life)| at.elapsed() < *life + GRACE)
                 && !st.revoked.contains(t)
         }
         _ => false,
@@ -262,6 +266,8 @@ async fn oauth2_tokens_are_fetched_once_and_renewed_ahead_of_expiry() {
 async fn a_401_gets_one_new_token_and_one_retry_and_a_second_401_fails_the_poll() {
     let iss = Issuer::start().await;
     let h = Harness::new();
+    // Tokens for an hour: none is renewed ahead of its time here, however slow the machine.
+    iss.with(|s| s.lifetime = Some(Duration::from_secs(3600)));
     let b = h.bridge("graph", &iss.oauth2_bridge(", client_auth: post").build());
     h.poll(&b).await.unwrap();
     assert_eq!(iss.token_hits()[0].form["client_secret"], CLIENT_SECRET);
