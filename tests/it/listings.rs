@@ -254,6 +254,38 @@ async fn an_incremental_listing_loses_and_repeats_nothing_across_failures_and_re
     assert_eq!((items.len(), meta.seq, outbox), (4, 5, 5));
 }
 
+/// `pollhook reset` forgets the cursor with the items: the next poll asks from `initial`
+/// and takes the whole answer as its baseline again.
+#[tokio::test]
+async fn a_reset_forgets_the_cursor_with_the_items() {
+    let up = Upstream::start().await;
+    let h = Harness::new();
+    let b = h.bridge("audit", &incremental_yaml(&up, ""));
+    let listed = [
+        ("a", "2026-01-02T00:00:00Z", 1),
+        ("b", "2026-01-03T00:00:00Z", 1),
+    ];
+    up.then(audit(&listed));
+    h.poll(&b).await.unwrap();
+    assert_eq!(
+        h.snapshot("audit").1.cursor,
+        Some(json!("2026-01-03T00:00:00Z"))
+    );
+    h.ctx.store().unwrap().reset("audit").unwrap();
+    let (items, meta, _) = h.snapshot("audit");
+    assert!(items.is_empty());
+    assert_eq!(meta.cursor, None);
+    up.then(audit(&listed));
+    let r = h.poll(&b).await.unwrap();
+    assert_eq!(keys(&r), ["a", "b"], "first_poll: emit, again");
+    let sent: Vec<String> = up.hits().iter().map(since_of).collect();
+    assert_eq!(sent, ["2026-01-01T00:00:00Z", "2026-01-01T00:00:00Z"]);
+    assert_eq!(
+        h.snapshot("audit").1.cursor,
+        Some(json!("2026-01-03T00:00:00Z"))
+    );
+}
+
 #[tokio::test]
 async fn keep_forgets_items_not_listed_for_that_long() {
     let up = Upstream::start().await;
