@@ -286,6 +286,38 @@ async fn a_reset_forgets_the_cursor_with_the_items() {
     );
 }
 
+/// A new `initial` (a backfill) is a new meaning: the re-baseline asks from it, silently,
+/// not from the cursor found under the old definition.
+#[tokio::test]
+async fn a_changed_cursor_definition_asks_from_its_initial_again() {
+    let up = Upstream::start().await;
+    let h = Harness::new();
+    let b = h.bridge("audit", &incremental_yaml(&up, ""));
+    up.then(audit(&[("b", "2026-01-03T00:00:00Z", 1)]));
+    h.poll(&b).await.unwrap();
+    let earlier = incremental_yaml(&up, "").replace("2026-01-01T00:00:00Z", "2025-06-01T00:00:00Z");
+    let b = h.bridge("audit", &earlier);
+    up.then(audit(&[
+        ("a", "2025-07-01T00:00:00Z", 1),
+        ("b", "2026-01-03T00:00:00Z", 1),
+    ]));
+    let r = h.poll(&b).await.unwrap();
+    assert!(r.rebaselined && r.events.is_empty(), "{r:?}");
+    assert_eq!(r.items, 2);
+    up.then(audit(&[("c", "2026-01-04T00:00:00Z", 1)]));
+    let r = h.poll(&b).await.unwrap();
+    assert_eq!(keys(&r), ["c"]);
+    let sent: Vec<String> = up.hits().iter().map(since_of).collect();
+    assert_eq!(
+        sent,
+        [
+            "2026-01-01T00:00:00Z",
+            "2025-06-01T00:00:00Z",
+            "2026-01-03T00:00:00Z"
+        ]
+    );
+}
+
 #[tokio::test]
 async fn keep_forgets_items_not_listed_for_that_long() {
     let up = Upstream::start().await;
