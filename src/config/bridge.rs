@@ -974,37 +974,7 @@ fn fingerprint(raw: &RawBridge, name: &str) -> String {
         .body
         .as_ref()
         .map(|b| q(&serde_yaml::to_string(b).unwrap_or_default()));
-    let next = s.paginate.as_ref().map(|p| {
-        q(&match &p.next {
-            RawNext::Word(w) => format!("Word({})", q(w)),
-            RawNext::Url { url } => format!("Url {{ url: {} }}", q(url)),
-            RawNext::Param { param, from } => {
-                format!("Param {{ param: {}, from: {} }}", q(param), q(from))
-            }
-            RawNext::Variable { variable, from } => {
-                format!(
-                    "Variable {{ variable: {}, from: {} }}",
-                    q(variable),
-                    q(from)
-                )
-            }
-            // The start as it counts: written out or left to its default is the same.
-            RawNext::Page { page, start } => {
-                format!(
-                    "Page {{ page: {}, start: {} }}",
-                    q(page),
-                    start.unwrap_or(1)
-                )
-            }
-            RawNext::Offset { offset, start } => {
-                format!(
-                    "Offset {{ offset: {}, start: {} }}",
-                    q(offset),
-                    start.unwrap_or(0)
-                )
-            }
-        })
-    });
+    let next = s.paginate.as_ref().map(|p| q(&next_text(&p.next)));
     let mut text = vec![
         name.to_string(),
         q(&s.url),
@@ -1018,6 +988,51 @@ fn fingerprint(raw: &RawBridge, name: &str) -> String {
     ];
     // Keys added since format 1: a line each, only when present, so that a bridge without
     // them keeps its fingerprint.
+    text.extend(added_lines(s));
+    let text = text.join("\n");
+    hex::encode(&Sha256::digest(text.as_bytes())[..12])
+}
+
+/// A pagination rule as the fingerprint writes it (format 1 and the forms added since).
+fn next_text(next: &RawNext) -> String {
+    let q = |s: &str| format!("{s:?}");
+    match next {
+        RawNext::Word(w) => format!("Word({})", q(w)),
+        RawNext::Url { url } => format!("Url {{ url: {} }}", q(url)),
+        RawNext::Param { param, from } => {
+            format!("Param {{ param: {}, from: {} }}", q(param), q(from))
+        }
+        RawNext::Variable { variable, from } => {
+            format!(
+                "Variable {{ variable: {}, from: {} }}",
+                q(variable),
+                q(from)
+            )
+        }
+        // The start as it counts: written out or left to its default is the same.
+        RawNext::Page { page, start } => {
+            format!(
+                "Page {{ page: {}, start: {} }}",
+                q(page),
+                start.unwrap_or(1)
+            )
+        }
+        RawNext::Offset { offset, start } => {
+            format!(
+                "Offset {{ offset: {}, start: {} }}",
+                q(offset),
+                start.unwrap_or(0)
+            )
+        }
+    }
+}
+
+/// The fingerprint's lines for the keys added since format 1, each only when present:
+/// `has_more`, `cursor` (not its `keep`), a `format` other than JSON.
+fn added_lines(s: &raw::RawSource) -> Vec<String> {
+    let q = |s: &str| format!("{s:?}");
+    let some = |s: Option<String>| s.map_or("None".to_string(), |s| format!("Some({s})"));
+    let mut text = Vec::new();
     if let Some(h) = s.paginate.as_ref().and_then(|p| p.has_more.as_ref()) {
         text.push(format!("has_more: {}", q(h)));
     }
@@ -1048,8 +1063,7 @@ fn fingerprint(raw: &RawBridge, name: &str) -> String {
         };
         text.push(format!("format {} {}", q(word), some(delimiter)));
     }
-    let text = text.join("\n");
-    hex::encode(&Sha256::digest(text.as_bytes())[..12])
+    text
 }
 
 /// `16MiB`, `512KiB`, `1MB`, `1000` (bytes).
