@@ -416,6 +416,27 @@ fn check_names_each_bad_listing_key_with_its_place() {
             "  paginate: {next: {variable: after, from: \"$.end\"}}\n",
             "a.yaml:4:31: source.paginate.next.variable: needs `method: POST`",
         ),
+        (
+            "  paginate: {next: {page: \"\"}}\n",
+            "a.yaml:4:27: source.paginate.next.page: give a name, not an empty string",
+        ),
+        (
+            "  cursor: {param: \"\", from: \"$.at\"}\n",
+            "a.yaml:4:19: source.cursor.param: give a name, not an empty string",
+        ),
+        // Two forms in one mapping, or a start that is no whole number: none of the forms.
+        (
+            "  paginate: {next: {page: p, offset: o}}\n",
+            "a.yaml:4:13: source.paginate: give `link`, `{url: JSONPATH}`, `{param: NAME, from: JSONPATH}`, `{variable: NAME, from: JSONPATH}`, `{page: NAME, start: N}` or `{offset: NAME, start: N}`",
+        ),
+        (
+            "  paginate: {next: {offset: o, start: -1}}\n",
+            "a.yaml:4:13: source.paginate: give `link`",
+        ),
+        (
+            "  paginate: {next: {page: since}}\n  cursor: {param: since, from: \"$.at\"}\n",
+            "a.yaml:5:19: source.cursor.param: `since` is also what `source.paginate.next` sets; give each its own",
+        ),
     ];
     for (line, want) in cases {
         std::fs::write(dir.path().join("a.yaml"), format!("{base}{line}{tail}")).unwrap();
