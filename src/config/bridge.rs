@@ -207,6 +207,16 @@ impl<'a> Validator<'a> {
         self.value(path, s).map(|i| i.value)
     }
 
+    /// A query parameter's or a GraphQL variable's name: text, not empty.
+    fn param_name(&mut self, path: &str, s: &str) -> Option<String> {
+        let name = self.text(path, s)?;
+        if name.is_empty() {
+            self.err(path, format!("{path}: give a name, not an empty string"));
+            return None;
+        }
+        Some(name)
+    }
+
     /// Like [`Self::text`], also giving how the value may be quoted in a message. A value
     /// that came (even in part) from `${…}` is quoted with those parts as `***`, and a parser's
     /// own explanation is left out, since it may quote a piece of it (SPEC §11).
@@ -496,7 +506,10 @@ impl<'a> Validator<'a> {
             RawNext::Word(w) => {
                 self.err(
                     "source.paginate.next",
-                    format!("source.paginate.next: `{w}` is not `link`, `{{url: JSONPATH}}` or `{{param: NAME, from: JSONPATH}}`"),
+                    format!(
+                        "source.paginate.next: `{w}` is not `link`; {}",
+                        crate::config::NEXT_FORMS
+                    ),
                 );
                 None
             }
@@ -504,27 +517,26 @@ impl<'a> Validator<'a> {
                 .jsonpath("source.paginate.next.url", url)
                 .map(Next::Url),
             RawNext::Param { param, from } => {
-                let param = self.text("source.paginate.next.param", param);
+                let param = self.param_name("source.paginate.next.param", param);
                 let from = self.jsonpath("source.paginate.next.from", from);
                 param
                     .zip(from)
                     .map(|(param, from)| Next::Param { param, from })
             }
             RawNext::Variable { variable, from } => {
-                let name = self.text("source.paginate.next.variable", variable);
+                let name = self.param_name("source.paginate.next.variable", variable);
                 let from = self.jsonpath("source.paginate.next.from", from);
                 name.zip(from)
                     .map(|(name, from)| Next::Variable { name, from })
             }
-            RawNext::Page { page, start } => {
-                self.text("source.paginate.next.page", page)
-                    .map(|param| Next::Page {
-                        param,
-                        start: start.unwrap_or(1),
-                    })
-            }
+            RawNext::Page { page, start } => self
+                .param_name("source.paginate.next.page", page)
+                .map(|param| Next::Page {
+                    param,
+                    start: start.unwrap_or(1),
+                }),
             RawNext::Offset { offset, start } => self
-                .text("source.paginate.next.offset", offset)
+                .param_name("source.paginate.next.offset", offset)
                 .map(|param| Next::Offset {
                     param,
                     start: start.unwrap_or(0),
@@ -556,9 +568,11 @@ impl<'a> Validator<'a> {
             return Some(None);
         };
         let to = match (&c.param, &c.variable) {
-            (Some(p), None) => self.text("source.cursor.param", p).map(CursorTo::Param),
+            (Some(p), None) => self
+                .param_name("source.cursor.param", p)
+                .map(CursorTo::Param),
             (None, Some(v)) => self
-                .text("source.cursor.variable", v)
+                .param_name("source.cursor.variable", v)
                 .map(CursorTo::Variable),
             _ => {
                 self.err(
@@ -663,6 +677,9 @@ impl<'a> Validator<'a> {
             }
         }
         let cursor = self.cursor(s.cursor.as_ref(), s);
+        if let (Some(Some(c)), Some(Some(p))) = (&cursor, &paginate) {
+            self.one_name_each(c, p);
+        }
         let format = self.format(s);
         let (auth, proxy) = (
             self.auth(s.auth.as_ref(), &s.headers),
@@ -682,6 +699,33 @@ impl<'a> Validator<'a> {
             auth: auth?,
             proxy: proxy?,
         })
+    }
+
+    /// The cursor and the next page set different parameters: with one name, each page would
+    /// overwrite the cursor (or the cursor the page).
+    fn one_name_each(&mut self, c: &Cursor, p: &Paginate) {
+        let clash = match (&c.to, &p.next) {
+            (
+                CursorTo::Param(a),
+                Next::Param { param: b, .. }
+                | Next::Page { param: b, .. }
+                | Next::Offset { param: b, .. },
+            ) => a == b,
+            (CursorTo::Variable(a), Next::Variable { name: b, .. }) => a == b,
+            _ => false,
+        };
+        if clash {
+            let (key, name) = match &c.to {
+                CursorTo::Param(n) => ("source.cursor.param", n),
+                CursorTo::Variable(n) => ("source.cursor.variable", n),
+            };
+            self.err(
+                key,
+                format!(
+                    "{key}: `{name}` is also what `source.paginate.next` sets; give each its own"
+                ),
+            );
+        }
     }
 
     /// `format`, and `csv` with `format: csv` only (SPEC §13).

@@ -599,7 +599,7 @@ async fn fetch_inner(
     let body = read_body(&mut resp, src.max_body, url, http).await?;
     let text = match src.format {
         Format::Json => json_text(body, url, content_type)?,
-        format => converted(format, body, url, content_type).await?,
+        format => converted(format, body, src.max_body, url, content_type).await?,
     };
     let record = (record && (etag.is_some() || last_modified.is_some())).then(|| CachedPage {
         etag,
@@ -632,16 +632,26 @@ fn json_text(body: Vec<u8>, url: &str, content_type: String) -> Result<String, F
     })
 }
 
+/// How many times `max_body` a body's JSON form may be (README "Source formats"): room for a
+/// CSV's header names repeated in each row, and a bound on the memory a body of `max_body`
+/// can take as text.
+const CONVERTED_PER_BODY: u64 = 8;
+
 /// A body in another format as the page's JSON text, checked as a JSON body is. Converted off
 /// the async workers (a large feed or XML document takes a while); a converter that panicked
 /// (a bug in a parser) fails this page, not the poll task.
 async fn converted(
     format: Format,
     body: Vec<u8>,
+    max_body: u64,
     url: &str,
     content_type: String,
 ) -> Result<String, FetchError> {
-    let text = tokio::task::spawn_blocking(move || formats::to_json(format, &body))
+    let max_text = max_body
+        .saturating_mul(CONVERTED_PER_BODY)
+        .try_into()
+        .unwrap_or(usize::MAX);
+    let text = tokio::task::spawn_blocking(move || formats::to_json(format, &body, max_text))
         .await
         .unwrap_or_else(|_| Err(format!("the {} reader failed on it", format.name())))
         .and_then(|text| {
@@ -690,7 +700,7 @@ mod tests {
     #[tokio::test]
     async fn a_converted_body_is_checked_as_a_json_body_is() {
         let csv = Format::Csv { delimiter: b',' };
-        let text = converted(csv, b"id\n1\n".to_vec(), "u", String::new()).await;
+        let text = converted(csv, b"id\n1\n".to_vec(), 1 << 20, "u", String::new()).await;
         assert_eq!(text.unwrap(), r#"[{"id":"1"}]"#);
         // A header that is one of serde_json's markers, and an NDJSON line as deep as a page
         // may be (the array round the lines is one more).
@@ -703,9 +713,15 @@ mod tests {
             ),
             (Format::Ndjson, deep, "nested deeper than 127"),
         ] {
-            let e = converted(format, body.into_bytes(), "u", " (content-type x)".into())
-                .await
-                .unwrap_err();
+            let e = converted(
+                format,
+                body.into_bytes(),
+                1 << 20,
+                "u",
+                " (content-type x)".into(),
+            )
+            .await
+            .unwrap_err();
             let shown = e.to_string();
             assert!(
                 shown.starts_with(&format!(

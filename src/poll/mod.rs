@@ -263,7 +263,7 @@ async fn poll_with(
     let (meta, cached) = load(st, &bridge.name).await?;
     let approach = Approach::new(bridge, &meta);
     // An incremental listing asks for what is new since the stored cursor.
-    let source = cursor::source_with(&bridge.source, meta.cursor.as_ref());
+    let source = cursor::source_with(&bridge.source, approach.cursor(&meta));
     let (listing, documents, matchable) =
         fetch_conditional(ctx, st, bridge, &source, &cached, approach).await?;
     let Some(documents) = documents else {
