@@ -151,7 +151,9 @@ impl LogIn<'_> {
             }
             Ok(Ok(None)) => configured.to_string(),
             Ok(Err(e)) => {
-                tracing::warn!(bridge = %self.bridge, "could not read the kept refresh token ({e}); using the configured one");
+                tracing::warn!(
+                    "could not read the kept refresh token ({e}); using the configured one"
+                );
                 configured.to_string()
             }
             Err(_) => configured.to_string(),
@@ -215,10 +217,12 @@ impl LogIn<'_> {
             tokio::task::spawn_blocking(move || store.keep_refresh_token(&bridge, &c, &n)).await;
         match kept {
             Ok(Ok(())) => {
-                tracing::info!(bridge = %self.bridge, "kept the new refresh token the token endpoint gave")
+                tracing::info!("kept the new refresh token the token endpoint gave")
             }
             Ok(Err(e)) => {
-                tracing::warn!(bridge = %self.bridge, "could not keep the new refresh token ({e}); it is used until a restart")
+                tracing::warn!(
+                    "could not keep the new refresh token ({e}); it is used until a restart"
+                )
             }
             Err(_) => {}
         }

@@ -1,3 +1,7 @@
+//! The `pollhook` command: parses the command line and runs `run` (the daemon, `app`),
+//! `check`, `poll`, `status` and the other admin commands (through `admin::client`), and
+//! `sign`. Errors reach the operator here, as one line each.
+
 use anyhow::{Context, Result, bail};
 use chrono::{DateTime, Utc};
 use clap::{Parser, Subcommand};
@@ -12,6 +16,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 /// Turns pull into push: polls HTTP/JSON APIs and POSTs a signed webhook for every item
 /// created, updated or deleted.
@@ -550,6 +555,7 @@ async fn poll_command(
     let ctx = pollhook::runtime::Ctx::new(store);
     let redactor = pollhook::redact::Redactor::new(&bridge.secrets);
     let report = pollhook::poll::poll_once(&ctx, &bridge, commit, chrono::Utc::now())
+        .instrument(pollhook::logging::bridge_span(&bridge.name))
         .await
         .map_err(|e| anyhow::anyhow!("bridge {name}: {}", redactor.clean(&e.to_string())))?;
     if render {

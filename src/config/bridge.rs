@@ -281,6 +281,16 @@ impl<'a> Validator<'a> {
         self.value(path, s).map(|i| i.value)
     }
 
+    /// A query parameter's or a GraphQL variable's name: text, not empty.
+    fn param_name(&mut self, path: &str, s: &str) -> Option<String> {
+        let name = self.text(path, s)?;
+        if name.is_empty() {
+            self.err(path, format!("{path}: give a name, not an empty string"));
+            return None;
+        }
+        Some(name)
+    }
+
     /// Like [`Self::text`], also giving how the value may be quoted in a message. A value
     /// that came (even in part) from `${…}` is quoted with those parts as `***`, and a parser's
     /// own explanation is left out, since it may quote a piece of it (SPEC §11).
@@ -576,7 +586,10 @@ impl<'a> Validator<'a> {
             RawNext::Word(w) => {
                 self.err(
                     "source.paginate.next",
-                    format!("source.paginate.next: `{w}` is not `link`, `{{url: JSONPATH}}` or `{{param: NAME, from: JSONPATH}}`"),
+                    format!(
+                        "source.paginate.next: `{w}` is not `link`; {}",
+                        crate::config::NEXT_FORMS
+                    ),
                 );
                 None
             }
@@ -584,27 +597,26 @@ impl<'a> Validator<'a> {
                 .jsonpath("source.paginate.next.url", url)
                 .map(Next::Url),
             RawNext::Param { param, from } => {
-                let param = self.text("source.paginate.next.param", param);
+                let param = self.param_name("source.paginate.next.param", param);
                 let from = self.jsonpath("source.paginate.next.from", from);
                 param
                     .zip(from)
                     .map(|(param, from)| Next::Param { param, from })
             }
             RawNext::Variable { variable, from } => {
-                let name = self.text("source.paginate.next.variable", variable);
+                let name = self.param_name("source.paginate.next.variable", variable);
                 let from = self.jsonpath("source.paginate.next.from", from);
                 name.zip(from)
                     .map(|(name, from)| Next::Variable { name, from })
             }
-            RawNext::Page { page, start } => {
-                self.text("source.paginate.next.page", page)
-                    .map(|param| Next::Page {
-                        param,
-                        start: start.unwrap_or(1),
-                    })
-            }
+            RawNext::Page { page, start } => self
+                .param_name("source.paginate.next.page", page)
+                .map(|param| Next::Page {
+                    param,
+                    start: start.unwrap_or(1),
+                }),
             RawNext::Offset { offset, start } => self
-                .text("source.paginate.next.offset", offset)
+                .param_name("source.paginate.next.offset", offset)
                 .map(|param| Next::Offset {
                     param,
                     start: start.unwrap_or(0),
@@ -636,9 +648,11 @@ impl<'a> Validator<'a> {
             return Some(None);
         };
         let to = match (&c.param, &c.variable) {
-            (Some(p), None) => self.text("source.cursor.param", p).map(CursorTo::Param),
+            (Some(p), None) => self
+                .param_name("source.cursor.param", p)
+                .map(CursorTo::Param),
             (None, Some(v)) => self
-                .text("source.cursor.variable", v)
+                .param_name("source.cursor.variable", v)
                 .map(CursorTo::Variable),
             _ => {
                 self.err(
@@ -743,6 +757,9 @@ impl<'a> Validator<'a> {
             }
         }
         let cursor = self.cursor(s.cursor.as_ref(), s);
+        if let (Some(Some(c)), Some(Some(p))) = (&cursor, &paginate) {
+            self.one_name_each(c, p);
+        }
         let format = self.format(s);
         let (auth, proxy) = (
             self.auth(s.auth.as_ref(), &s.headers),
@@ -762,6 +779,33 @@ impl<'a> Validator<'a> {
             auth: auth?,
             proxy: proxy?,
         })
+    }
+
+    /// The cursor and the next page set different parameters: with one name, each page would
+    /// overwrite the cursor (or the cursor the page).
+    fn one_name_each(&mut self, c: &Cursor, p: &Paginate) {
+        let clash = match (&c.to, &p.next) {
+            (
+                CursorTo::Param(a),
+                Next::Param { param: b, .. }
+                | Next::Page { param: b, .. }
+                | Next::Offset { param: b, .. },
+            ) => a == b,
+            (CursorTo::Variable(a), Next::Variable { name: b, .. }) => a == b,
+            _ => false,
+        };
+        if clash {
+            let (key, name) = match &c.to {
+                CursorTo::Param(n) => ("source.cursor.param", n),
+                CursorTo::Variable(n) => ("source.cursor.variable", n),
+            };
+            self.err(
+                key,
+                format!(
+                    "{key}: `{name}` is also what `source.paginate.next` sets; give each its own"
+                ),
+            );
+        }
     }
 
     /// `format`, and `csv` with `format: csv` only (SPEC §13).
@@ -1179,8 +1223,6 @@ fn short_hash(s: &str) -> String {
 /// word, and the CSV delimiter; spelling out `format: json` changes nothing). A feed's select
 /// and key count as their defaults when not written.
 fn fingerprint(raw: &RawBridge, name: &str) -> String {
-    let q = |s: &str| format!("{s:?}");
-    let some = |s: Option<String>| s.map_or("None".to_string(), |s| format!("Some({s})"));
     let list = |l: &Option<Vec<String>>| {
         some(l.as_ref().map(|l| {
             let items: Vec<String> = l.iter().map(|s| q(s)).collect();
@@ -1200,37 +1242,7 @@ fn fingerprint(raw: &RawBridge, name: &str) -> String {
         .body
         .as_ref()
         .map(|b| q(&serde_yaml::to_string(b).unwrap_or_default()));
-    let next = s.paginate.as_ref().map(|p| {
-        q(&match &p.next {
-            RawNext::Word(w) => format!("Word({})", q(w)),
-            RawNext::Url { url } => format!("Url {{ url: {} }}", q(url)),
-            RawNext::Param { param, from } => {
-                format!("Param {{ param: {}, from: {} }}", q(param), q(from))
-            }
-            RawNext::Variable { variable, from } => {
-                format!(
-                    "Variable {{ variable: {}, from: {} }}",
-                    q(variable),
-                    q(from)
-                )
-            }
-            // The start as it counts: written out or left to its default is the same.
-            RawNext::Page { page, start } => {
-                format!(
-                    "Page {{ page: {}, start: {} }}",
-                    q(page),
-                    start.unwrap_or(1)
-                )
-            }
-            RawNext::Offset { offset, start } => {
-                format!(
-                    "Offset {{ offset: {}, start: {} }}",
-                    q(offset),
-                    start.unwrap_or(0)
-                )
-            }
-        })
-    });
+    let next = s.paginate.as_ref().map(|p| q(&next_text(&p.next)));
     let mut text = vec![
         name.to_string(),
         q(&s.url),
@@ -1242,8 +1254,58 @@ fn fingerprint(raw: &RawBridge, name: &str) -> String {
         list(&i.include),
         list(&i.exclude),
     ];
-    // Keys added since format 1: a line each, only when present, so that a bridge without
-    // them keeps its fingerprint.
+    text.extend(added_lines(s));
+    let text = text.join("\n");
+    hex::encode(&Sha256::digest(text.as_bytes())[..12])
+}
+
+/// A string in the fingerprint: Rust's `{:?}` quoting.
+fn q(s: &str) -> String {
+    format!("{s:?}")
+}
+
+/// An optional part of the fingerprint: `None`, or `Some(…)`.
+fn some(s: Option<String>) -> String {
+    s.map_or("None".to_string(), |s| format!("Some({s})"))
+}
+
+/// The next-page rule as the fingerprint spells it (format 1's spelling for the forms it had).
+fn next_text(next: &RawNext) -> String {
+    match next {
+        RawNext::Word(w) => format!("Word({})", q(w)),
+        RawNext::Url { url } => format!("Url {{ url: {} }}", q(url)),
+        RawNext::Param { param, from } => {
+            format!("Param {{ param: {}, from: {} }}", q(param), q(from))
+        }
+        RawNext::Variable { variable, from } => {
+            format!(
+                "Variable {{ variable: {}, from: {} }}",
+                q(variable),
+                q(from)
+            )
+        }
+        // The start as it counts: written out or left to its default is the same.
+        RawNext::Page { page, start } => {
+            format!(
+                "Page {{ page: {}, start: {} }}",
+                q(page),
+                start.unwrap_or(1)
+            )
+        }
+        RawNext::Offset { offset, start } => {
+            format!(
+                "Offset {{ offset: {}, start: {} }}",
+                q(offset),
+                start.unwrap_or(0)
+            )
+        }
+    }
+}
+
+/// The lines of the keys added since format 1, each only when present, so that a bridge
+/// without them keeps its fingerprint.
+fn added_lines(s: &raw::RawSource) -> Vec<String> {
+    let mut text = Vec::new();
     if let Some(h) = s.paginate.as_ref().and_then(|p| p.has_more.as_ref()) {
         text.push(format!("has_more: {}", q(h)));
     }
@@ -1274,8 +1336,7 @@ fn fingerprint(raw: &RawBridge, name: &str) -> String {
         };
         text.push(format!("format {} {}", q(word), some(delimiter)));
     }
-    let text = text.join("\n");
-    hex::encode(&Sha256::digest(text.as_bytes())[..12])
+    text
 }
 
 /// `16MiB`, `512KiB`, `1MB`, `1000` (bytes).

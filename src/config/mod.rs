@@ -194,6 +194,9 @@ pub fn parse_file(file: &Path, text: &str, env: &Env) -> Result<Bridge, Problems
     }
 }
 
+/// The forms of `source.paginate.next`, for messages about one that is none of them.
+pub(crate) const NEXT_FORMS: &str = "give `link`, `{url: JSONPATH}`, `{param: NAME, from: JSONPATH}`, `{variable: NAME, from: JSONPATH}`, `{page: NAME, start: N}` or `{offset: NAME, start: N}` (one of them, no other keys)";
+
 /// serde_yaml's message without its trailing position (we print our own), with a hint for
 /// unknown keys and plain words for the untagged enums.
 fn yaml_message(e: &serde_yaml::Error) -> String {
@@ -241,7 +244,7 @@ fn yaml_message(e: &serde_yaml::Error) -> String {
     if msg.contains("untagged enum RawNext") {
         msg = msg.replace(
             "data did not match any variant of untagged enum RawNext",
-            "expected `link`, `{url: JSONPATH}` or `{param: NAME, from: JSONPATH}`",
+            NEXT_FORMS,
         );
     }
     msg

@@ -99,8 +99,10 @@ pub struct RawPaginate {
 /// `next: link`, `next: {url: JSONPATH}`, `next: {param: NAME, from: JSONPATH}`,
 /// `next: {variable: NAME, from: JSONPATH}`, `next: {page: NAME, start: N}` or
 /// `next: {offset: NAME, start: N}`.
+/// Unknown keys refused, so that a mapping of two forms (`{page: p, offset: o}`) is an error,
+/// not the first form that fits.
 #[derive(Debug, Deserialize)]
-#[serde(untagged)]
+#[serde(untagged, deny_unknown_fields)]
 pub enum RawNext {
     Word(String),
     Url { url: String },

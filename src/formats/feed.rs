@@ -20,8 +20,12 @@ use sha2::{Digest, Sha256};
 /// and shallow enough that no reader can run out of stack on it.
 const MAX_DEPTH: usize = 256;
 
+/// The most entries a feed may have. Each entry costs feed-rs a few KiB however little it
+/// says, so 16 MiB of `<item/>` took gigabytes; real feeds list tens to a few thousand.
+pub const MAX_ENTRIES: usize = 20_000;
+
 pub fn to_json(body: &[u8]) -> Result<String, String> {
-    too_deep(body)?;
+    screen(body)?;
     let parser = feed_rs::parser::Builder::new()
         // Empty: an entry without an id gets the one this module derives.
         .id_generator(|_, _, _| String::new())
@@ -98,14 +102,17 @@ fn time(t: DateTime<Utc>) -> String {
 }
 
 /// Refuses markup nested deeper than [`MAX_DEPTH`], counted over the bytes (`<name` opens,
-/// `</` and `/>` close; comments, declarations and CDATA sections skipped), before any
-/// reader builds anything from it.
-fn too_deep(body: &[u8]) -> Result<(), String> {
+/// `</` and `/>` close; comments, declarations and CDATA sections skipped), and a feed of
+/// more than [`MAX_ENTRIES`] (`item` and `entry` elements, any prefix; a JSON Feed's
+/// `items`), before any reader builds anything from it.
+fn screen(body: &[u8]) -> Result<(), String> {
     // A JSON Feed (feed-rs reads JSON when a `{` comes before any `<`) may hold unclosed HTML
     // in its strings, and serde_json limits its own depth.
     if body.iter().find(|b| matches!(b, b'<' | b'{')) == Some(&b'{') {
-        return Ok(());
+        return json_entries(body);
     }
+    let too_many = || format!("more than {MAX_ENTRIES} entries");
+    let mut entries = 0usize;
     let mut depth = 0usize;
     let mut i = 0;
     while i < body.len() {
@@ -128,6 +135,12 @@ fn too_deep(body: &[u8]) -> Result<(), String> {
                 i + 2
             }
             Some(_) => {
+                if is_entry(&rest[1..]) {
+                    entries += 1;
+                    if entries > MAX_ENTRIES {
+                        return Err(too_many());
+                    }
+                }
                 let end = skip_to(b">");
                 if body.get(end.wrapping_sub(2)) != Some(&b'/') {
                     depth += 1;
@@ -141,6 +154,31 @@ fn too_deep(body: &[u8]) -> Result<(), String> {
         };
     }
     Ok(())
+}
+
+/// Whether the element whose name starts `tag` is an entry: `item` or `entry`, any prefix.
+fn is_entry(tag: &[u8]) -> bool {
+    let end = tag
+        .iter()
+        .position(|b| b.is_ascii_whitespace() || matches!(b, b'/' | b'>'))
+        .unwrap_or(tag.len());
+    let name = &tag[..end];
+    let local = name.rsplit(|&b| b == b':').next().unwrap_or(name);
+    local == b"item" || local == b"entry"
+}
+
+/// A JSON Feed's `items`, counted without building them (text that is no JSON Feed is left
+/// to feed-rs to refuse).
+fn json_entries(body: &[u8]) -> Result<(), String> {
+    #[derive(serde::Deserialize)]
+    struct Counted {
+        #[serde(default)]
+        items: Vec<serde::de::IgnoredAny>,
+    }
+    match serde_json::from_slice::<Counted>(body) {
+        Ok(c) if c.items.len() > MAX_ENTRIES => Err(format!("more than {MAX_ENTRIES} entries")),
+        _ => Ok(()),
+    }
 }
 
 #[cfg(test)]
@@ -255,6 +293,33 @@ mod tests {
             "<a>".repeat(1000)
         );
         assert_eq!(doc(&flat)["entries"][0]["title"], "x");
+    }
+
+    #[test]
+    fn a_feed_of_too_many_entries_is_refused_unread() {
+        let many = |n: usize, item: &str| {
+            format!(
+                "<rss version=\"2.0\"><channel><title>t</title>{}</channel></rss>",
+                item.repeat(n)
+            )
+        };
+        let want = Err(format!("more than {MAX_ENTRIES} entries"));
+        assert_eq!(to_json(many(MAX_ENTRIES + 1, "<item/>").as_bytes()), want);
+        let atom = format!(
+            "<a:feed xmlns:a=\"http://www.w3.org/2005/Atom\">{}</a:feed>",
+            "<a:entry ></a:entry>".repeat(MAX_ENTRIES + 1)
+        );
+        assert_eq!(to_json(atom.as_bytes()), want);
+        let json = format!(
+            "{{\"version\": \"https://jsonfeed.org/version/1.1\", \"title\": \"t\", \"items\": [{}{{}}]}}",
+            "{},".repeat(MAX_ENTRIES)
+        );
+        assert_eq!(to_json(json.as_bytes()), want);
+        // As many as allowed, and elements that only start like one (`<items>`), are read.
+        let ok = many(MAX_ENTRIES, "<item><guid>g</guid></item>")
+            .replace("<title>t</title>", "<title>t</title><items/><itemx/>");
+        let doc: Value = serde_json::from_str(&to_json(ok.as_bytes()).unwrap()).unwrap();
+        assert_eq!(doc["entries"].as_array().unwrap().len(), MAX_ENTRIES);
     }
 
     proptest! {

@@ -9,7 +9,7 @@
 mod feed;
 mod xml;
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 /// How a source writes its body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -45,15 +45,26 @@ pub const FEED_SELECT: &str = "$.entries[*]";
 pub const FEED_KEY: &str = "$.id";
 
 /// The body as JSON text, for every format but [`Format::Json`] (whose body is its own text:
-/// given back unchanged, unchecked). The reason, lowercase, when it does not parse.
-pub fn to_json(format: Format, body: &[u8]) -> Result<String, String> {
-    match format {
+/// given back unchanged, unchecked). The reason, lowercase, when it does not parse, or when
+/// the JSON text would be longer than `max_text` bytes: a converted form can be far larger
+/// than its body (a CSV repeats every header name in every row), so `max_body` alone does not
+/// bound it. CSV stops as soon as it passes the bound; the others are checked once built.
+pub fn to_json(format: Format, body: &[u8], max_text: usize) -> Result<String, String> {
+    let text = match format {
         Format::Json => utf8(body).map(str::to_string),
         Format::Ndjson => ndjson(body),
-        Format::Csv { delimiter } => csv(body, delimiter),
+        Format::Csv { delimiter } => csv(body, delimiter, max_text),
         Format::Feed => feed::to_json(body),
         Format::Xml => xml::to_json(body),
+    }?;
+    if text.len() > max_text {
+        return Err(too_long(max_text));
     }
+    Ok(text)
+}
+
+fn too_long(max_text: usize) -> String {
+    format!("its JSON form would exceed {max_text} bytes")
 }
 
 /// The body as UTF-8 text, a leading byte-order mark left out.
@@ -85,8 +96,10 @@ fn ndjson(body: &[u8]) -> Result<String, String> {
 }
 
 /// RFC 4180 with the bridge's delimiter: the header row names the fields, every record has as
-/// many as it does, each value a string as written.
-fn csv(body: &[u8], delimiter: u8) -> Result<String, String> {
+/// many as it does, each value a string as written. Written out as JSON text record by
+/// record (fields in name order, as a JSON object prints), refused once longer than
+/// `max_text`.
+fn csv(body: &[u8], delimiter: u8, max_text: usize) -> Result<String, String> {
     let text = utf8(body)?;
     let mut reader = ::csv::ReaderBuilder::new()
         .delimiter(delimiter)
@@ -95,22 +108,35 @@ fn csv(body: &[u8], delimiter: u8) -> Result<String, String> {
     if headers.is_empty() {
         return Err("empty: a header row is needed".into());
     }
-    let mut names: Vec<&str> = headers.iter().collect();
-    names.sort_unstable();
-    if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
-        return Err(format!("the header row names `{}` twice", w[0]));
+    let mut order: Vec<usize> = (0..headers.len()).collect();
+    order.sort_unstable_by_key(|&i| &headers[i]);
+    if let Some(w) = order.windows(2).find(|w| headers[w[0]] == headers[w[1]]) {
+        return Err(format!("the header row names `{}` twice", &headers[w[0]]));
     }
-    let mut rows = Vec::new();
+    let quoted = |s: &str| Value::String(s.to_string()).to_string();
+    let names: Vec<String> = headers.iter().map(quoted).collect();
+    let mut out = String::from("[");
     for record in reader.records() {
         let record = record.map_err(|e| e.to_string())?;
-        let row: Map<String, Value> = headers
-            .iter()
-            .zip(record.iter())
-            .map(|(k, v)| (k.to_string(), Value::String(v.to_string())))
-            .collect();
-        rows.push(Value::Object(row));
+        if out.len() > 1 {
+            out.push(',');
+        }
+        out.push('{');
+        for (n, &i) in order.iter().enumerate() {
+            if n > 0 {
+                out.push(',');
+            }
+            out.push_str(&names[i]);
+            out.push(':');
+            out.push_str(&quoted(record.get(i).unwrap_or_default()));
+            if out.len() > max_text {
+                return Err(too_long(max_text));
+            }
+        }
+        out.push('}');
     }
-    Ok(Value::Array(rows).to_string())
+    out.push(']');
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -120,25 +146,28 @@ mod tests {
     use serde_json::json;
 
     fn parsed(format: Format, body: &str) -> Value {
-        serde_json::from_str(&to_json(format, body.as_bytes()).unwrap()).unwrap()
+        serde_json::from_str(&to_json(format, body.as_bytes(), usize::MAX).unwrap()).unwrap()
     }
 
     #[test]
     fn ndjson_lines_become_an_array_as_written() {
         let body = "{\"id\": 1, \"n\": 100000000000000000001}\r\n\n  \n[2]\n\"x\"";
-        let text = to_json(Format::Ndjson, body.as_bytes()).unwrap();
+        let text = to_json(Format::Ndjson, body.as_bytes(), usize::MAX).unwrap();
         assert_eq!(
             text,
             "[{\"id\": 1, \"n\": 100000000000000000001},[2],\"x\"]"
         );
-        assert_eq!(to_json(Format::Ndjson, b"").unwrap(), "[]");
-        assert_eq!(to_json(Format::Ndjson, b"\xEF\xBB\xBF1\n").unwrap(), "[1]");
-        let e = to_json(Format::Ndjson, b"{\"a\":1}\n{\"a\":\n").unwrap_err();
+        assert_eq!(to_json(Format::Ndjson, b"", usize::MAX).unwrap(), "[]");
+        assert_eq!(
+            to_json(Format::Ndjson, b"\xEF\xBB\xBF1\n", usize::MAX).unwrap(),
+            "[1]"
+        );
+        let e = to_json(Format::Ndjson, b"{\"a\":1}\n{\"a\":\n", usize::MAX).unwrap_err();
         assert!(e.starts_with("line 2: "), "{e}");
-        let e = to_json(Format::Ndjson, b"1 2\n").unwrap_err();
+        let e = to_json(Format::Ndjson, b"1 2\n", usize::MAX).unwrap_err();
         assert!(e.starts_with("line 1: "), "{e}");
         assert!(
-            to_json(Format::Ndjson, b"\xff")
+            to_json(Format::Ndjson, b"\xff", usize::MAX)
                 .unwrap_err()
                 .contains("UTF-8")
         );
@@ -161,18 +190,69 @@ mod tests {
             json!([{"sku": "A-1", "price": "9,95"}])
         );
         assert_eq!(parsed(csv, "id,name\n"), json!([]));
-        let e = to_json(csv, b"id,name\n1,Ada\n2\n").unwrap_err();
+        let e = to_json(csv, b"id,name\n1,Ada\n2\n", usize::MAX).unwrap_err();
         assert!(e.contains("found record with 1 field"), "{e}");
-        assert!(to_json(csv, b"").unwrap_err().contains("header row"));
-        let e = to_json(csv, b"id,id\n1,2\n").unwrap_err();
+        assert!(
+            to_json(csv, b"", usize::MAX)
+                .unwrap_err()
+                .contains("header row")
+        );
+        let e = to_json(csv, b"id,id\n1,2\n", usize::MAX).unwrap_err();
         assert_eq!(e, "the header row names `id` twice");
+    }
+
+    /// A CSV that repeats long header names in many empty rows would be hundreds of times
+    /// its size as JSON: refused once past the bound, before it is all built.
+    #[test]
+    fn a_converted_form_longer_than_its_bound_is_refused() {
+        let csv = Format::Csv { delimiter: b',' };
+        let header: Vec<String> = (0..100).map(|i| format!("{i:0>200}")).collect();
+        let mut body = header.join(",") + "\n";
+        body.push_str(&format!("{}\n", ",".repeat(99)).repeat(1000));
+        // 20 KB of header and 100 KB of commas: 20 MB as JSON.
+        let e = to_json(csv, body.as_bytes(), 1 << 20).unwrap_err();
+        assert_eq!(e, "its JSON form would exceed 1048576 bytes");
+        let fits = to_json(csv, b"id,name\n1,Ada\n", 30).unwrap();
+        assert_eq!(fits, r#"[{"id":"1","name":"Ada"}]"#);
+        assert!(to_json(csv, b"id,name\n1,Ada\n", 20).is_err());
+        for (format, body) in [
+            (Format::Ndjson, "1\n2\n3\n4\n5\n6\n7\n8\n9\n10\n11\n"),
+            (Format::Xml, "<a><b>1</b><b>2</b><b>3</b><b>4</b></a>"),
+        ] {
+            let e = to_json(format, body.as_bytes(), 10).unwrap_err();
+            assert_eq!(e, "its JSON form would exceed 10 bytes");
+        }
+    }
+
+    /// Entities declared in a DTD are never expanded (quick-xml reads no DTD): the billion
+    /// laughs are an error or nothing, never gigabytes.
+    #[test]
+    fn entities_of_a_doctype_are_not_expanded() {
+        let mut dtd = String::from("<!ENTITY lol0 \"lollollollollollollollollollol\">");
+        for i in 1..10 {
+            let refs = format!("&lol{};", i - 1).repeat(10);
+            dtd.push_str(&format!("<!ENTITY lol{i} \"{refs}\">"));
+        }
+        for (format, doc) in [
+            (Format::Xml, format!("<!DOCTYPE l [{dtd}]><l>&lol9;</l>")),
+            (
+                Format::Feed,
+                format!(
+                    "<?xml version=\"1.0\"?><!DOCTYPE rss [{dtd}]><rss version=\"2.0\"><channel><title>&lol9;</title><item><title>&lol9;</title><guid>a</guid></item></channel></rss>"
+                ),
+            ),
+        ] {
+            if let Ok(text) = to_json(format, doc.as_bytes(), usize::MAX) {
+                assert!(text.len() < 1000 && !text.contains("lollol"), "{text}");
+            }
+        }
     }
 
     proptest! {
         #[test]
         fn no_body_makes_a_converter_panic(body in proptest::collection::vec(any::<u8>(), 0..400)) {
             for format in [Format::Ndjson, Format::Csv { delimiter: b';' }, Format::Feed, Format::Xml] {
-                if let Ok(text) = to_json(format, &body) {
+                if let Ok(text) = to_json(format, &body, usize::MAX) {
                     prop_assert!(serde_json::from_str::<Value>(&text).is_ok(), "{text}");
                 }
             }
@@ -185,7 +265,7 @@ mod tests {
             ).unwrap()
         ) {
             for format in [Format::Ndjson, Format::Csv { delimiter: b',' }, Format::Feed, Format::Xml] {
-                if let Ok(text) = to_json(format, body.as_bytes()) {
+                if let Ok(text) = to_json(format, body.as_bytes(), usize::MAX) {
                     prop_assert!(serde_json::from_str::<Value>(&text).is_ok(), "{text}");
                 }
             }

@@ -63,7 +63,7 @@ pub fn apply(
         match cut {
             Cut::Last { batches: 0 } => {}
             Cut::Last { batches } => {
-                tracing::debug!(bridge = %c.bridge, batches = batches + 1, seq = c.meta.seq, "poll stored");
+                tracing::debug!(batches = batches + 1, seq = c.meta.seq, "poll stored");
             }
             Cut::Batch(n) => {
                 // Events on disk before any attempt (SPEC §6): a deliverer with a backlog may
@@ -71,7 +71,7 @@ pub fn apply(
                 if events {
                     store.flush_blocking()?;
                 }
-                tracing::debug!(bridge = %c.bridge, batch = n + 1, seq = c.meta.seq, "poll batch stored");
+                tracing::debug!(batch = n + 1, seq = c.meta.seq, "poll batch stored");
             }
         }
         Ok(())

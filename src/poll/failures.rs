@@ -159,7 +159,7 @@ pub async fn track(
             Err(e) => ctx.store_failed(&e),
         },
         Err(e) => {
-            tracing::warn!(bridge = %bridge.name, "failure streak not stored: {e}");
+            tracing::warn!("failure streak not stored: {e}");
             ctx.store_failed(&e);
         }
     }

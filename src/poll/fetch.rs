@@ -151,12 +151,11 @@ fn reserved_key(quoted: &[u8], escapes: bool) -> Option<&'static str> {
 }
 
 /// Tells the operator, once per listing, of a rate-limit header that was ignored.
-struct Unreadable<'a> {
-    bridge: &'a str,
+struct Unreadable {
     told: bool,
 }
 
-impl Unreadable<'_> {
+impl Unreadable {
     fn tell(&mut self, (header, value): (&str, String)) {
         if std::mem::replace(&mut self.told, true) {
             return;
@@ -167,7 +166,6 @@ impl Unreadable<'_> {
             shown.push('…');
         }
         tracing::warn!(
-            bridge = %self.bridge,
             header = %header,
             value = ?shown,
             "ignored a rate-limit header that does not parse (seconds or an HTTP date expected)"
@@ -285,15 +283,11 @@ pub async fn fetch_listing(
     client: &reqwest::Client,
     login: Option<&LogIn<'_>>,
     src: &Source,
-    bridge: &str,
     cache: Option<&Cache<'_>>,
     select: &crate::jsonpath::Path,
 ) -> Result<Listing, FetchError> {
     let mut listing = Listing::default();
-    let mut unreadable = Unreadable {
-        bridge,
-        told: false,
-    };
+    let mut unreadable = Unreadable { told: false };
     let mut page = PageRequest::first(src);
     let mut seen = HashSet::new();
     // A 304 page stands for its cached body and the `Link` header that came with it. Only a
@@ -439,7 +433,7 @@ async fn fetch_page(
     shown: &str,
     cached: Option<&CachedPage>,
     record: bool,
-    unreadable: &mut Unreadable<'_>,
+    unreadable: &mut Unreadable,
 ) -> Result<Answered, FetchError> {
     let mut renew = false;
     loop {
@@ -460,10 +454,7 @@ async fn fetch_page(
                 if !renew && login.is_some_and(LogIn::renewable) =>
             {
                 // No URL: its path may hold an interpolated secret this line would not mask.
-                tracing::info!(
-                    bridge = %unreadable.bridge,
-                    "the source answered 401: asking for a new token, then once more"
-                );
+                tracing::info!("the source answered 401: asking for a new token, then once more");
                 renew = true;
             }
             r => return r,
@@ -565,7 +556,7 @@ async fn fetch_inner(
     url: &str,
     cached: Option<&CachedPage>,
     record: bool,
-    unreadable: &mut Unreadable<'_>,
+    unreadable: &mut Unreadable,
 ) -> Result<Answered, FetchError> {
     let req = request(client, src, page, cached, auth);
     let http = |e: reqwest::Error| FetchError::Http {
@@ -608,7 +599,7 @@ async fn fetch_inner(
     let body = read_body(&mut resp, src.max_body, url, http).await?;
     let text = match src.format {
         Format::Json => json_text(body, url, content_type)?,
-        format => converted(format, body, url, content_type).await?,
+        format => converted(format, body, src.max_body, url, content_type).await?,
     };
     let record = (record && (etag.is_some() || last_modified.is_some())).then(|| CachedPage {
         etag,
@@ -641,16 +632,26 @@ fn json_text(body: Vec<u8>, url: &str, content_type: String) -> Result<String, F
     })
 }
 
+/// How many times `max_body` a body's JSON form may be (README "Source formats"): room for a
+/// CSV's header names repeated in each row, and a bound on the memory a body of `max_body`
+/// can take as text.
+const CONVERTED_PER_BODY: u64 = 8;
+
 /// A body in another format as the page's JSON text, checked as a JSON body is. Converted off
 /// the async workers (a large feed or XML document takes a while); a converter that panicked
 /// (a bug in a parser) fails this page, not the poll task.
 async fn converted(
     format: Format,
     body: Vec<u8>,
+    max_body: u64,
     url: &str,
     content_type: String,
 ) -> Result<String, FetchError> {
-    let text = tokio::task::spawn_blocking(move || formats::to_json(format, &body))
+    let max_text = max_body
+        .saturating_mul(CONVERTED_PER_BODY)
+        .try_into()
+        .unwrap_or(usize::MAX);
+    let text = tokio::task::spawn_blocking(move || formats::to_json(format, &body, max_text))
         .await
         .unwrap_or_else(|_| Err(format!("the {} reader failed on it", format.name())))
         .and_then(|text| {
@@ -699,7 +700,7 @@ mod tests {
     #[tokio::test]
     async fn a_converted_body_is_checked_as_a_json_body_is() {
         let csv = Format::Csv { delimiter: b',' };
-        let text = converted(csv, b"id\n1\n".to_vec(), "u", String::new()).await;
+        let text = converted(csv, b"id\n1\n".to_vec(), 1 << 20, "u", String::new()).await;
         assert_eq!(text.unwrap(), r#"[{"id":"1"}]"#);
         // A header that is one of serde_json's markers, and an NDJSON line as deep as a page
         // may be (the array round the lines is one more).
@@ -712,9 +713,15 @@ mod tests {
             ),
             (Format::Ndjson, deep, "nested deeper than 127"),
         ] {
-            let e = converted(format, body.into_bytes(), "u", " (content-type x)".into())
-                .await
-                .unwrap_err();
+            let e = converted(
+                format,
+                body.into_bytes(),
+                1 << 20,
+                "u",
+                " (content-type x)".into(),
+            )
+            .await
+            .unwrap_err();
             let shown = e.to_string();
             assert!(
                 shown.starts_with(&format!(

@@ -158,15 +158,8 @@ async fn fetch_documents(
         bridge: &bridge.name,
         timeout: source.timeout,
     });
-    let mut listing = fetch::fetch_listing(
-        &client,
-        login.as_ref(),
-        source,
-        &bridge.name,
-        cache,
-        &bridge.items.select,
-    )
-    .await?;
+    let mut listing =
+        fetch::fetch_listing(&client, login.as_ref(), source, cache, &bridge.items.select).await?;
     if stop_if_unchanged && listing.unchanged() {
         return Ok((listing, None));
     }
@@ -239,7 +232,7 @@ async fn fetch_conditional(
             // `url` is redacted by rule (passwords, token-like parameters); a `${…}` value
             // elsewhere in it is masked by the bridge's own secrets.
             let r = crate::redact::Redactor::new(&bridge.secrets);
-            tracing::warn!(bridge = %bridge.name, url = %r.clean(&url), "{}: fetching the listing again without validators", r.clean(&reason));
+            tracing::warn!(url = %r.clean(&url), "{}: fetching the listing again without validators", r.clean(&reason));
             let again = cache.map(|c| fetch::Cache {
                 pages: &empty,
                 ..*c
@@ -278,7 +271,7 @@ async fn poll_with(
     let (meta, cached) = load(st, &bridge.name).await?;
     let approach = Approach::new(bridge, &meta);
     // An incremental listing asks for what is new since the stored cursor.
-    let source = cursor::source_with(&bridge.source, meta.cursor.as_ref());
+    let source = cursor::source_with(&bridge.source, approach.cursor(&meta));
     let (listing, documents, matchable) =
         fetch_conditional(ctx, st, bridge, &source, &cached, approach).await?;
     let Some(documents) = documents else {
@@ -302,9 +295,13 @@ async fn poll_with(
     // async workers, in one go (the items borrow from the documents it owns).
     let store = st.clone();
     let b = bridge.clone();
-    let applied = tokio::task::spawn_blocking(move || apply(&store, &b, meta, listed, commit, now))
-        .await
-        .expect("a poll's comparison does not panic");
+    // The bridge's span goes along: its log lines name the bridge.
+    let span = tracing::Span::current();
+    let applied = tokio::task::spawn_blocking(move || {
+        span.in_scope(|| apply(&store, &b, meta, listed, commit, now))
+    })
+    .await
+    .expect("a poll's comparison does not panic");
     if applied.committed_events {
         // On disk before the first attempt (SPEC §6), also when a later batch failed.
         let flushed = st.flush().await;

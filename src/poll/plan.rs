@@ -73,6 +73,15 @@ impl Approach {
     }
 }
 
+impl Approach {
+    /// The stored cursor of an incremental listing, unless the definition changed: a
+    /// re-baseline asks from `initial` again (the cursor was found under the old `from`,
+    /// `param` or `initial`).
+    pub fn cursor<'a>(&self, meta: &'a BridgeMeta) -> Option<&'a serde_json::Value> {
+        meta.cursor.as_ref().filter(|_| !self.rebaselined)
+    }
+}
+
 /// A fetched listing, as the plan needs it.
 pub struct Listed {
     pub documents: Vec<extract::Page>,
@@ -125,7 +134,7 @@ pub fn plan(
         },
     )?;
     let items = keyed.items;
-    let cursor = next_cursor(bridge, &meta, &items)?;
+    let cursor = next_cursor(bridge, approach.cursor(&meta), &items)?;
     let report = PollReport {
         items: items.len(),
         created: diff.count(ChangeKind::Created),
@@ -185,11 +194,12 @@ fn incremental(bridge: &Bridge, now: DateTime<Utc>) -> Option<diff::Incremental>
     })
 }
 
-/// The cursor the poll stores: the largest `from` value of the stored cursor and the items.
+/// The cursor the poll stores: the largest `from` value of the cursor it asked with and the
+/// items.
 /// The stored one unchanged for a bridge without `source.cursor`.
 fn next_cursor(
     bridge: &Bridge,
-    meta: &BridgeMeta,
+    stored: Option<&serde_json::Value>,
     items: &[extract::Item<'_>],
 ) -> Result<Option<serde_json::Value>, PollError> {
     let Some(c) = &bridge.source.cursor else {
@@ -201,7 +211,7 @@ fn next_cursor(
         found.extend(c.from.select(&value).into_iter().cloned());
     }
     Ok(super::cursor::advance(
-        meta.cursor.as_ref().or(c.initial.as_ref()),
+        stored.or(c.initial.as_ref()),
         &found,
     ))
 }

@@ -108,8 +108,10 @@ impl Store {
         Ok(out)
     }
 
-    /// Forgets a bridge's items and cached pages (its `seq` stays, so ids and seqs are never
-    /// reused); the next poll re-baselines, without validators.
+    /// Forgets a bridge's items, cached pages and incremental cursor (its `seq` stays, so ids
+    /// and seqs are never reused); the next poll re-baselines, without validators, and an
+    /// incremental listing asks from its `initial` again. A refresh token kept for its login
+    /// stays: it is a credential, not state, and the configured one may be void.
     pub fn reset(&self, bridge: &str) -> Result<usize, StoreError> {
         let p = prefix(&[bridge]);
         remove_bridge(&self.pages, bridge)?;

@@ -16,6 +16,13 @@ use std::time::{Duration, Instant};
 
 /// How long the issuer's tokens live, and what its answers say.
 const TTL: Duration = Duration::from_secs(2);
+/// How long past [`TTL`] the API still takes a token. The client counts a token's life from
+/// when it asked for it, the issuer from when it answered, and a poll on a busy machine may
+/// reach the API a while after the client judged its token fresh: without this room a token
+/// renewed on time could meet a 401, and the renewal test would fail by chance. A client that
+/// does not renew ahead of expiry still meets 401s (each token outlives its use), and the tests
+/// count those.
+const GRACE: Duration = Duration::from_secs(3);
 const CLIENT_SECRET: &str = "cs-Vq81-lit";
 const BASIC_PASSWORD: &str = "pw-basic-Q7x";
 const LOGIN_PASSWORD: &str = "pw-login-4Kd";
@@ -39,8 +46,10 @@ struct ApiHit {
 
 #[derive(Default)]
 struct Issued {
-    /// Access tokens and when they were issued.
-    tokens: HashMap<String, Instant>,
+    /// The lifetime of the tokens issued from now on, when not [`TTL`].
+    lifetime: Option<Duration>,
+    /// Access tokens: when they were issued, and for how long.
+    tokens: HashMap<String, (Instant, Duration)>,
     revoked: HashSet<String>,
     /// The API answers 401 to every token.
     refuse_all: bool,
@@ -56,7 +65,7 @@ struct Issued {
 
 /// An authorization server and the API it guards, on one origin: `/token` (RFC 6749, client
 /// credentials and refresh token), `/login` (JSON in, `{"data": {"jwt", "ttl"}}` out), and
-/// the API: `/items` (a bearer token younger than [`TTL`]), `/basic-items` (basic auth),
+/// the API: `/items` (a bearer token younger than [`TTL`] and [`GRACE`]), `/basic-items` (basic auth),
 /// `/session-items` (`X-Session: Token <jwt>`).
 #[derive(Clone)]
 struct Issuer {
@@ -88,7 +97,7 @@ async fn token(State(s): State<Shared>, headers: HeaderMap, body: Bytes) -> Resp
     st.serial += 1;
     let n = st.serial;
     let mut answer = json!({"access_token": format!("at-{n}-Zx7p"), "token_type": "Bearer",
-        "expires_in": TTL.as_secs()});
+        "expires_in": st.lifetime.unwrap_or(TTL).as_secs()});
     if form.get("grant_type").map(String::as_str) == Some("refresh_token") {
         let given = form.get("refresh_token").cloned().unwrap_or_default();
         if st.refresh.as_deref() != Some(given.as_str()) {
@@ -103,9 +112,10 @@ async fn token(State(s): State<Shared>, headers: HeaderMap, body: Bytes) -> Resp
         st.refresh = Some(next.clone());
         answer["refresh_token"] = json!(next);
     }
+    let lifetime = st.lifetime.unwrap_or(TTL);
     st.tokens.insert(
         answer["access_token"].as_str().unwrap().to_string(),
-        Instant::now(),
+        (Instant::now(), lifetime),
     );
     ([("content-type", "application/json")], answer.to_string()).into_response()
 }
@@ -118,7 +128,8 @@ async fn login(State(s): State<Shared>, body: Bytes) -> Response {
     let mut st = s.lock().unwrap();
     st.serial += 1;
     let jwt = format!("jwt-{}-Pq4m", st.serial);
-    st.tokens.insert(jwt.clone(), Instant::now());
+    st.tokens
+        .insert(jwt.clone(), (Instant::now(), Duration::from_secs(3600)));
     let body = json!({"data": {"jwt": jwt, "ttl": "3600"}});
     ([("content-type", "application/json")], body.to_string()).into_response()
 }
@@ -142,7 +153,10 @@ async fn api(State(s): State<Shared>, uri: Uri, headers: HeaderMap) -> Response 
     let good = match (&given, path.as_str()) {
         (Some(_), "/basic-items") => true,
         (Some(t), _) => {
-            st.tokens.get(t).is_some_and(|at| at.elapsed() < TTL) && !st.revoked.contains(t)
+            st.tokens
+                .get(t)
+                .is_some_and(|(at, life)| at.elapsed() < *life + GRACE)
+                && !st.revoked.contains(t)
         }
         _ => false,
     };
@@ -224,8 +238,9 @@ async fn oauth2_tokens_are_fetched_once_and_renewed_ahead_of_expiry() {
         Some(format!("Basic {basic}").as_str())
     );
 
-    // Poll on and on until two renewals: the API never sees an expired token.
-    let deadline = Instant::now() + Duration::from_secs(30);
+    // Poll on and on until two renewals, made unasked: the API never answers 401 (a client
+    // renewing only on a 401 meets one once a token is past TTL + GRACE).
+    let deadline = Instant::now() + Duration::from_secs(60);
     while iss.token_hits().len() < 3 {
         assert!(
             Instant::now() < deadline,
@@ -238,13 +253,11 @@ async fn oauth2_tokens_are_fetched_once_and_renewed_ahead_of_expiry() {
     assert_eq!(iss.unauthorized(), 0, "{:?}", iss.api_hits());
     let at: Vec<Instant> = iss.token_hits().iter().map(|t| t.at).collect();
     for w in at.windows(2) {
-        // Renewed at 90% of 2 s (1.8 s after it was asked for), not once per poll; the
-        // margin is for the first answer's latency on a busy machine.
-        assert!(
-            w[1] - w[0] >= Duration::from_millis(1500),
-            "{:?}",
-            w[1] - w[0]
-        );
+        // Renewed at 90% of 2 s (1.8 s after it was asked for; `renew_after` holds the
+        // fraction), not once per poll (every 50 ms here). The issuer notes a request when
+        // it arrives, so a slow first answer on a busy machine shortens the gap it sees:
+        // hence only 1 s is asked for.
+        assert!(w[1] - w[0] >= Duration::from_secs(1), "{:?}", w[1] - w[0]);
     }
     assert!(iss.api_hits().len() > 3);
 }
@@ -253,6 +266,8 @@ async fn oauth2_tokens_are_fetched_once_and_renewed_ahead_of_expiry() {
 async fn a_401_gets_one_new_token_and_one_retry_and_a_second_401_fails_the_poll() {
     let iss = Issuer::start().await;
     let h = Harness::new();
+    // Tokens for an hour: none is renewed ahead of its time here, however slow the machine.
+    iss.with(|s| s.lifetime = Some(Duration::from_secs(3600)));
     let b = h.bridge("graph", &iss.oauth2_bridge(", client_auth: post").build());
     h.poll(&b).await.unwrap();
     assert_eq!(iss.token_hits()[0].form["client_secret"], CLIENT_SECRET);

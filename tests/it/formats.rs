@@ -548,6 +548,64 @@ async fn a_feed_over_max_body_fails_the_poll_as_any_body_does() {
     assert_eq!(e.kind(), "too_large", "{e}");
 }
 
+/// Every format keeps the guards of a JSON body: a 304 stands for the last body, a body over
+/// `max_body` fails the poll as `too_large`, and a body whose JSON form would be more than
+/// eight times `max_body` (a CSV repeating long header names in empty rows) fails it as
+/// `bad_body` before it is all built.
+#[tokio::test]
+async fn every_format_answers_304s_and_keeps_to_max_body() {
+    let up = Upstream::start().await;
+    let csv_items: &[&str] = &["select: \"$[*]\"", "key: \"$.id\""];
+    let cases: [(&str, &[&str], String); 4] = [
+        ("feed", &[], atom(&[("v1", "first")])),
+        ("csv", csv_items, "id,v\n1,a\n".into()),
+        ("ndjson", csv_items, "{\"id\":1}\n".into()),
+        (
+            "xml",
+            &["select: \"$.urlset.url[*]\"", "key: \"$.loc\""],
+            sitemap(&[("https://x.example/", "2025-01-01")]),
+        ),
+    ];
+    for (format, items, body) in cases {
+        let h = Harness::new();
+        let f = format!("format: {format}");
+        let b = bridge(&h, &up, &[&f, "max_body: 4KiB"], items);
+        up.set_answer(Answer::new(200, "text/plain", &body).header("etag", "\"e1\""));
+        let r = h.poll(&b).await.unwrap();
+        assert_eq!(r.events.len(), 1, "{format}");
+        let r = h.poll(&b).await.unwrap();
+        assert!(r.not_modified && r.events.is_empty(), "{format}: {r:?}");
+        assert_eq!(up.hits().last().unwrap().status, 304, "{format}");
+
+        let padded = match format {
+            "csv" => format!("{body}{}", "2,b\n".repeat(2000)),
+            _ => format!("{body}{}", " ".repeat(5000)),
+        };
+        up.set(200, "text/plain", &padded);
+        let e = h.poll(&b).await.unwrap_err();
+        assert_eq!(e.kind(), "too_large", "{format}: {e}");
+        assert_eq!(h.snapshot("fmt").0.len(), 1, "{format}");
+    }
+
+    let h = Harness::new();
+    let b = bridge(&h, &up, &["format: csv", "max_body: 4KiB"], csv_items);
+    let header: Vec<String> = (0..20).map(|i| format!("{i:0>100}")).collect();
+    let bomb = format!(
+        "id,{}\n{}",
+        header.join(","),
+        format!("{}\n", ",".repeat(20)).repeat(90)
+    );
+    assert!(bomb.len() < 4096);
+    up.set(200, "text/csv", &bomb);
+    let e = h.poll(&b).await.unwrap_err();
+    assert_eq!(e.kind(), "bad_body", "{e}");
+    assert!(
+        e.to_string()
+            .ends_with("its JSON form would exceed 32768 bytes"),
+        "{e}"
+    );
+}
+
 #[tokio::test]
 async fn pages_follow_link_headers_and_next_links_read_from_the_converted_body() {
     // NDJSON pages chained by `Link` headers.

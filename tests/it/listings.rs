@@ -254,6 +254,70 @@ async fn an_incremental_listing_loses_and_repeats_nothing_across_failures_and_re
     assert_eq!((items.len(), meta.seq, outbox), (4, 5, 5));
 }
 
+/// `pollhook reset` forgets the cursor with the items: the next poll asks from `initial`
+/// and takes the whole answer as its baseline again.
+#[tokio::test]
+async fn a_reset_forgets_the_cursor_with_the_items() {
+    let up = Upstream::start().await;
+    let h = Harness::new();
+    let b = h.bridge("audit", &incremental_yaml(&up, ""));
+    let listed = [
+        ("a", "2026-01-02T00:00:00Z", 1),
+        ("b", "2026-01-03T00:00:00Z", 1),
+    ];
+    up.then(audit(&listed));
+    h.poll(&b).await.unwrap();
+    assert_eq!(
+        h.snapshot("audit").1.cursor,
+        Some(json!("2026-01-03T00:00:00Z"))
+    );
+    h.ctx.store().unwrap().reset("audit").unwrap();
+    let (items, meta, _) = h.snapshot("audit");
+    assert!(items.is_empty());
+    assert_eq!(meta.cursor, None);
+    up.then(audit(&listed));
+    let r = h.poll(&b).await.unwrap();
+    assert_eq!(keys(&r), ["a", "b"], "first_poll: emit, again");
+    let sent: Vec<String> = up.hits().iter().map(since_of).collect();
+    assert_eq!(sent, ["2026-01-01T00:00:00Z", "2026-01-01T00:00:00Z"]);
+    assert_eq!(
+        h.snapshot("audit").1.cursor,
+        Some(json!("2026-01-03T00:00:00Z"))
+    );
+}
+
+/// A new `initial` (a backfill) is a new meaning: the re-baseline asks from it, silently,
+/// not from the cursor found under the old definition.
+#[tokio::test]
+async fn a_changed_cursor_definition_asks_from_its_initial_again() {
+    let up = Upstream::start().await;
+    let h = Harness::new();
+    let b = h.bridge("audit", &incremental_yaml(&up, ""));
+    up.then(audit(&[("b", "2026-01-03T00:00:00Z", 1)]));
+    h.poll(&b).await.unwrap();
+    let earlier = incremental_yaml(&up, "").replace("2026-01-01T00:00:00Z", "2025-06-01T00:00:00Z");
+    let b = h.bridge("audit", &earlier);
+    up.then(audit(&[
+        ("a", "2025-07-01T00:00:00Z", 1),
+        ("b", "2026-01-03T00:00:00Z", 1),
+    ]));
+    let r = h.poll(&b).await.unwrap();
+    assert!(r.rebaselined && r.events.is_empty(), "{r:?}");
+    assert_eq!(r.items, 2);
+    up.then(audit(&[("c", "2026-01-04T00:00:00Z", 1)]));
+    let r = h.poll(&b).await.unwrap();
+    assert_eq!(keys(&r), ["c"]);
+    let sent: Vec<String> = up.hits().iter().map(since_of).collect();
+    assert_eq!(
+        sent,
+        [
+            "2026-01-01T00:00:00Z",
+            "2025-06-01T00:00:00Z",
+            "2026-01-03T00:00:00Z"
+        ]
+    );
+}
+
 #[tokio::test]
 async fn keep_forgets_items_not_listed_for_that_long() {
     let up = Upstream::start().await;
@@ -351,6 +415,27 @@ fn check_names_each_bad_listing_key_with_its_place() {
         (
             "  paginate: {next: {variable: after, from: \"$.end\"}}\n",
             "a.yaml:4:31: source.paginate.next.variable: needs `method: POST`",
+        ),
+        (
+            "  paginate: {next: {page: \"\"}}\n",
+            "a.yaml:4:27: source.paginate.next.page: give a name, not an empty string",
+        ),
+        (
+            "  cursor: {param: \"\", from: \"$.at\"}\n",
+            "a.yaml:4:19: source.cursor.param: give a name, not an empty string",
+        ),
+        // Two forms in one mapping, or a start that is no whole number: none of the forms.
+        (
+            "  paginate: {next: {page: p, offset: o}}\n",
+            "a.yaml:4:13: source.paginate: give `link`, `{url: JSONPATH}`, `{param: NAME, from: JSONPATH}`, `{variable: NAME, from: JSONPATH}`, `{page: NAME, start: N}` or `{offset: NAME, start: N}`",
+        ),
+        (
+            "  paginate: {next: {offset: o, start: -1}}\n",
+            "a.yaml:4:13: source.paginate: give `link`",
+        ),
+        (
+            "  paginate: {next: {page: since}}\n  cursor: {param: since, from: \"$.at\"}\n",
+            "a.yaml:5:19: source.cursor.param: `since` is also what `source.paginate.next` sets; give each its own",
         ),
     ];
     for (line, want) in cases {

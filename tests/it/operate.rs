@@ -662,3 +662,35 @@ async fn shards_split_the_bridges_between_them() {
     all.sort();
     assert_eq!(all, names, "every bridge runs on exactly one shard");
 }
+
+/// `pollhook poll` on the command line runs its poll in the bridge's span too: a line from
+/// deep inside the poll (the fetch's WARN on an unreadable rate-limit header) names it, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poll_from_the_command_line_names_its_bridge_in_lines_from_inside_the_poll() {
+    let up = Upstream::start().await;
+    up.set_answer(
+        Answer::json(&serde_json::json!({"items": [{"id": 1}]}))
+            .header("x-ratelimit-remaining", "0")
+            .header("x-ratelimit-reset", "soon"),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    BridgeYaml::new(&up.url())
+        .sink("console")
+        .write(dir.path(), "cli-span");
+    let mut c = pollhook_in(dir.path(), &["poll", "cli-span", "--admin", "127.0.0.1:1"]);
+    c.env("RUST_LOG", "info");
+    let out = tokio::task::spawn_blocking(move || c.output().unwrap())
+        .await
+        .unwrap();
+    let (code, _, err) = output_of(out);
+    assert_eq!(code, 0, "{err}");
+    let warn = err
+        .lines()
+        .find(|l| l.contains("ignored a rate-limit header"))
+        .unwrap_or_else(|| panic!("no WARN in {err}"));
+    assert!(
+        warn.contains("bridge=cli-span header=x-ratelimit-reset"),
+        "{warn}"
+    );
+    assert_eq!(warn.matches("bridge=").count(), 1, "{warn}");
+}

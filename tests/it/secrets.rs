@@ -69,8 +69,9 @@ impl Planted {
 /// connections, secrets in its URL) and, in `bad/`, files whose invalid fields come from
 /// secrets and a symlink to a shadow-like file; `authed` logs in with OAuth2 at `tokens`
 /// (its refresh token rotated, its first token request refused with the secret in the body),
-/// and `down` with basic auth through a proxy that is not there.
-fn plant(up: &Upstream, rx: &Receiver, tokens: &Upstream) -> Planted {
+/// and `down` with basic auth through a proxy that is not there; `session` logs in at
+/// `logins` with a password in the body, for a token in a header of its own.
+fn plant(up: &Upstream, rx: &Receiver, tokens: &Upstream, logins: &Upstream) -> Planted {
     let dir = tempfile::tempdir().unwrap();
     let p = |n: &str| dir.path().join(n);
     for d in ["bridges", "bad", "creds", "data"] {
@@ -112,6 +113,11 @@ fn plant(up: &Upstream, rx: &Receiver, tokens: &Upstream) -> Planted {
         ("refresh token the endpoint rotated", "iss-rt-sw5n3".into()),
         ("basic password, written out", "lit-basicpw-sw1x9".into()),
         ("proxy password, written out", "lit-pxpw-sw4t6".into()),
+        ("login password, written out", "lit-loginpw-sw3k8".into()),
+        (
+            "session token the login endpoint issued",
+            "iss-jwt-sw7r2".into(),
+        ),
         // Any part of the shadow-like file (serde once quoted its first line as a key).
         ("a piece of the file behind a symlink", "$swShadow$".into()),
     ];
@@ -237,6 +243,29 @@ sinks: [{{url: console}}]
         cs = s("oauth2 client secret, written out"),
     );
     std::fs::write(p("bridges/authed.yaml"), authed).unwrap();
+    logins.route(
+        "/login",
+        Answer::json(&json!({"jwt": s("session token the login endpoint issued")})),
+    );
+    logins.set_json(&json!({"items": [{"id": 1}]}));
+    let session = format!(
+        r#"schedule: {{every: 500ms}}
+source:
+  url: "{base}/items"
+  auth:
+    login:
+      url: "{base}/login"
+      body: {{user: ops, password: "{pw}"}}
+      token: "$.jwt"
+      header: X-Session
+      prefix: "Token "
+items: {{select: "$.items[*]", key: "$.id"}}
+sinks: [{{url: console}}]
+"#,
+        base = logins.base,
+        pw = s("login password, written out"),
+    );
+    std::fs::write(p("bridges/session.yaml"), session).unwrap();
 
     // Invalid fields fed from each kind of secret, whole and embedded; and a file that is not
     // a bridge at all.
@@ -274,7 +303,8 @@ async fn no_secret_reaches_any_output_channel() {
         rx.answer(500, &[]);
     }
     let tokens = Upstream::start().await;
-    let planted = plant(&up, &rx, &tokens);
+    let logins = Upstream::start().await;
+    let planted = plant(&up, &rx, &tokens, &logins);
     let root = planted.dir.path().to_path_buf();
     let admin = format!("127.0.0.1:{}", free_port());
     let mut env = planted.env();
@@ -298,6 +328,7 @@ async fn no_secret_reaches_any_output_channel() {
             && tokens.hits().iter().filter(|h| h.uri == "/items").count() >= 2
             // The rotated refresh token used: a 401, the configured one, the rotated one.
             && tokens.hits().iter().filter(|h| h.uri == "/token").count() >= 3
+            && logins.hits().iter().filter(|h| h.uri == "/items").count() >= 2
     })
     .await;
 
@@ -361,7 +392,7 @@ async fn no_secret_reaches_any_output_channel() {
     assert!(out.contains("webhook-signature: v1,"), "{out}");
     channels.push(("pollhook poll sweep --render".into(), out + &err));
     let (code, out, err) = cli_env(&["check", bridges.to_str().unwrap()], &env).await;
-    assert_eq!((code, out.as_str()), (0, "ok: 3 bridges\n"), "{err}");
+    assert_eq!((code, out.as_str()), (0, "ok: 4 bridges\n"), "{err}");
     let (code, out, err) = cli_env(&["check", bad.to_str().unwrap()], &env).await;
     assert_eq!(code, 1);
     let check = out + &err;
@@ -409,6 +440,16 @@ async fn no_secret_reaches_any_output_channel() {
             .hits()
             .iter()
             .any(|h| h.header("authorization") == Some(&bearer))
+    );
+    let session = format!(
+        "Token {}",
+        secret("session token the login endpoint issued")
+    );
+    assert!(
+        logins
+            .hits()
+            .iter()
+            .any(|h| h.header("x-session") == Some(&session))
     );
     let forms: Vec<String> = tokens
         .hits()
