@@ -411,6 +411,27 @@ async fn send_test_reports_each_sinks_answer_through_the_daemon() {
             )
         })
     };
+    // `poll --render` through the daemon, once its first poll (a baseline) is done.
+    eventually_async("the first poll", || async {
+        let (_, out, _) = cli(&["status", "--json"]).await.unwrap();
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
+        !v["bridges"][0]["status"]["last_result"].is_null()
+    })
+    .await;
+    up.set_json(&json!({"items": [{"id": 1}]}));
+    let (code, out, err) = cli(&["poll", "t", "--render"]).await.unwrap();
+    assert_eq!(code, 0, "{out}{err}");
+    let blocks: Vec<&str> = out.split("### ").filter(|b| !b.is_empty()).collect();
+    assert_eq!(blocks.len(), 2, "{out}");
+    assert!(blocks[0].contains("not sent: not for this sink"), "{out}");
+    assert!(
+        blocks[1].contains("x-pollhook-event: item.created"),
+        "{out}"
+    );
+    assert!(blocks[1].contains("\"type\":\"item.created\""), "{out}");
+    assert!(good.received().is_empty() && bad.received().is_empty());
+    up.set_json(&json!({"items": []}));
+
     bad.answer(500, &[]);
     let (code, out, err) = cli(&["send-test", "t"]).await.unwrap();
     assert_eq!(code, 1, "{out}{err}");
