@@ -69,23 +69,24 @@ pub fn form(
     }
     let mut keys = Vec::new();
     let mut members = Vec::new();
+    let mut filtered = None;
     for (k, e) in waiting {
         // A digest already formed (a replayed dead letter) is never merged into another.
         if is_batch(&e) {
             break;
         }
-        if !wanted(bridge, sink, &e) {
+        // Each rule runs once per event: what it turns away leaves the queue now.
+        if wanted(bridge, sink, &e) {
+            keys.push(k);
+            members.push(e);
+        } else {
             store.ack(&k)?;
             crate::metrics::delivery(bridge, "filtered");
-            return Ok(Some(Outcome::Filtered {
-                event_id: e.event_id,
-            }));
+            filtered = Some(e.event_id);
         }
-        keys.push(k);
-        members.push(e);
     }
     if members.is_empty() {
-        return Ok(None);
+        return Ok(filtered.map(|event_id| Outcome::Filtered { event_id }));
     }
     store.form_batch(bridge, &keys, &compose(bridge, &members))?;
     ctx.batch_formed(bridge, &sink.id, now);

@@ -183,3 +183,29 @@ async fn kill_9_between_the_first_attempt_and_the_ack_resends_the_same_digest() 
     assert_eq!(keys(&rx.received()[2].json()), ["4"]);
     d.terminate().await;
 }
+
+#[tokio::test]
+async fn a_digest_holds_only_what_the_sinks_rule_lets_through() {
+    let rx = Receiver::start().await;
+    let sinks = format!(
+        "  - url: {}\n    signature: none\n    when: \"event.data.id is even\"\n    batch: {{max: 2, window: 1h}}\n",
+        rx.url()
+    );
+    let (_up, h, b) = created(&sinks, 9).await;
+    let o = h.drain(&b).await;
+    let filtered = o
+        .iter()
+        .filter(|o| matches!(o, Outcome::Filtered { .. }))
+        .count();
+    assert_eq!(filtered, 0, "filtered events leave as a digest is formed: {o:?}");
+    let k: Vec<Vec<String>> = rx.received().iter().map(|r| keys(&r.json())).collect();
+    // Max 2 events looked at per digest: the odd ones leave the queue unsent.
+    assert_eq!(k, [vec!["2"], vec!["4"], vec!["6"], vec!["8"]]);
+    // The ninth waits for the window, then leaves unsent.
+    assert_eq!(h.ctx.store().unwrap().outbox_len("g"), 1);
+    let later = SystemTime::now() + Duration::from_secs(3601);
+    let o = h.drain_at(&b, later).await;
+    assert!(matches!(o[0], Outcome::Filtered { .. }), "{o:?}");
+    assert_eq!(h.ctx.store().unwrap().outbox_len("g"), 0);
+    assert_eq!(rx.received().len(), 4);
+}
