@@ -10,6 +10,13 @@ use minijinja::value::Value;
 use minijinja::{AutoEscape, Environment, Error, ErrorKind, State, UndefinedBehavior};
 use std::sync::Arc;
 
+/// Instructions one render or rule may run (a template over a few hundred events uses far
+/// fewer).
+const FUEL: u64 = 5_000_000;
+
+/// The largest body a template may render: more is a render error (no receiver takes it).
+pub const MAX_BODY: usize = 1 << 20;
+
 /// Where in a template's text a problem is: 1-based line and column, and the reason.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Located {
@@ -55,6 +62,9 @@ impl Builder {
         env.set_undefined_behavior(UndefinedBehavior::Chainable);
         env.set_auto_escape_callback(|_| AutoEscape::None);
         env.set_debug(true);
+        // Bounded work per render: a runaway loop fails that render instead of holding a
+        // deliverer (or a poll, for `emit.when`) for minutes.
+        env.set_fuel(Some(FUEL));
         env.add_function("changed", changed);
         Builder { env }
     }
@@ -86,7 +96,14 @@ impl Engine {
     /// Renders the template `name`; the error is one line, fit for a dead letter.
     pub fn render(&self, name: &str, ctx: &Context) -> Result<String, String> {
         let t = self.env.get_template(name).map_err(|e| one_line(&e))?;
-        t.render(ctx.0.clone()).map_err(|e| one_line(&e))
+        let out = t.render(ctx.0.clone()).map_err(|e| one_line(&e))?;
+        if out.len() > MAX_BODY {
+            return Err(format!(
+                "the output is {} bytes, more than the 1 MiB a body may have",
+                out.len()
+            ));
+        }
+        Ok(out)
     }
 
     /// Whether a rule holds; an error is the rule failing at run time (the caller decides
@@ -336,6 +353,20 @@ mod tests {
         let mut b = Builder::new();
         let include = b.template("t", "{% include '/etc/passwd' %}");
         assert!(include.is_err() || b.build().render("t", &ctx).is_err());
+    }
+
+    #[test]
+    fn runaway_templates_fail_instead_of_running_on() {
+        let e = engine(&[
+            (
+                "loop",
+                "{% for a in range(10000) %}{% for b in range(10000) %}{% endfor %}{% endfor %}",
+            ),
+            ("big", "{{ 'x' * 2000000 }}"),
+        ]);
+        let ctx = Context::event(&updated(), B);
+        assert!(e.render("loop", &ctx).unwrap_err().contains("fuel"));
+        assert!(e.render("big", &ctx).unwrap_err().contains("1 MiB"));
     }
 
     #[test]
