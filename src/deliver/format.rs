@@ -96,8 +96,9 @@ pub fn wanted(bridge: &str, sink: &Sink, entry: &OutboxEntry) -> bool {
     match sink.render.test(rule, &Context::event(&event, info)) {
         Ok(yes) => yes,
         Err(e) => {
+            // The deliverer's span names the bridge and the sink.
             tracing::warn!(
-                bridge, sink = %sink.shown, event_id = %entry.event_id,
+                event_id = %entry.event_id,
                 "sink rule failed, the event is sent: {e}"
             );
             crate::metrics::rule_errors(bridge, "sink", 1);

@@ -197,7 +197,10 @@ async fn a_digest_holds_only_what_the_sinks_rule_lets_through() {
         .iter()
         .filter(|o| matches!(o, Outcome::Filtered { .. }))
         .count();
-    assert_eq!(filtered, 0, "filtered events leave as a digest is formed: {o:?}");
+    assert_eq!(
+        filtered, 0,
+        "filtered events leave as a digest is formed: {o:?}"
+    );
     let k: Vec<Vec<String>> = rx.received().iter().map(|r| keys(&r.json())).collect();
     // Max 2 events looked at per digest: the odd ones leave the queue unsent.
     assert_eq!(k, [vec!["2"], vec!["4"], vec!["6"], vec!["8"]]);

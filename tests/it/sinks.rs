@@ -224,7 +224,7 @@ async fn rules_that_fail_at_run_time_send_the_event_warn_and_count() {
     let warned = |what: &str| {
         d.logs()
             .lines()
-            .any(|l| l.contains(what) && l.contains("WARN") && l.contains("r"))
+            .any(|l| l.contains(what) && l.contains("WARN") && l.contains("bridge=r"))
     };
     eventually("both rules' failures are logged at WARN", || {
         warned("emit.when failed, the changes are emitted")
