@@ -182,27 +182,6 @@ pub struct Batch {
     pub window: Duration,
 }
 
-impl Sink {
-    /// Whether an event of this type goes to this sink (its `events` list).
-    pub fn wants(&self, kind: crate::event::EventType) -> bool {
-        use crate::event::EventType as T;
-        let Some(list) = &self.events else {
-            return true;
-        };
-        let word = match kind {
-            T::Created => SinkEvent::Created,
-            T::Updated => SinkEvent::Updated,
-            T::Deleted => SinkEvent::Deleted,
-            T::Snapshot => SinkEvent::Snapshot,
-            T::Failing => SinkEvent::Failing,
-            T::Recovered => SinkEvent::Recovered,
-            // A test goes to every sink; a digest was filtered member by member.
-            T::Test | T::Batch => return true,
-        };
-        list.contains(&word)
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
     Console,
@@ -1022,21 +1001,7 @@ impl<'a> Validator<'a> {
             ),
             None => Some(Duration::from_secs(10)),
         };
-        let retry = match &s.retry {
-            None => Some(DEFAULT_RETRY.to_vec()),
-            Some(list) => {
-                let mut out = Vec::new();
-                for (n, d) in list.iter().enumerate() {
-                    out.push(self.duration(
-                        &format!("{}[{n}]", p("retry")),
-                        d,
-                        Duration::ZERO,
-                        Duration::from_secs(7 * 86400),
-                    ));
-                }
-                out.into_iter().collect::<Option<Vec<_>>>()
-            }
-        };
+        let retry = self.retry(&p("retry"), s.retry.as_deref());
         let speech = self.speech(i, s, target.as_ref());
         Some(Sink {
             id: if target == Some(Target::Console) {
@@ -1062,6 +1027,23 @@ impl<'a> Validator<'a> {
             render: crate::render::Engine::default(),
             description: None,
         })
+    }
+
+    /// A sink's retry schedule, each step checked; the default without one.
+    fn retry(&mut self, path: &str, list: Option<&[String]>) -> Option<Vec<Duration>> {
+        let Some(list) = list else {
+            return Some(DEFAULT_RETRY.to_vec());
+        };
+        let mut out = Vec::new();
+        for (n, d) in list.iter().enumerate() {
+            out.push(self.duration(
+                &format!("{path}[{n}]"),
+                d,
+                Duration::ZERO,
+                Duration::from_secs(7 * 86400),
+            ));
+        }
+        out.into_iter().collect()
     }
 
     /// What a sink says and to which events (SPEC §12): its templates compiled, its keys

@@ -8,6 +8,7 @@
 
 use crate::config::Sink;
 use crate::config::raw::SinkFormat;
+use crate::event::EventType;
 
 use crate::render::{BridgeInfo, Context};
 use crate::store::OutboxEntry;
@@ -72,6 +73,25 @@ pub fn render(bridge: &str, sink: &Sink, entry: &OutboxEntry) -> Result<Rendered
     Ok(preset(sink.format, bridge, &lines))
 }
 
+/// Whether an event of this type goes to this sink (its `events` list).
+fn wants(sink: &Sink, kind: EventType) -> bool {
+    use crate::config::raw::SinkEvent;
+    let Some(list) = &sink.events else {
+        return true;
+    };
+    let word = match kind {
+        EventType::Created => SinkEvent::Created,
+        EventType::Updated => SinkEvent::Updated,
+        EventType::Deleted => SinkEvent::Deleted,
+        EventType::Snapshot => SinkEvent::Snapshot,
+        EventType::Failing => SinkEvent::Failing,
+        EventType::Recovered => SinkEvent::Recovered,
+        // A test goes to every sink; a digest was filtered member by member.
+        EventType::Test | EventType::Batch => return true,
+    };
+    list.contains(&word)
+}
+
 /// Whether this sink takes this event (its `events` and `when`). A rule that fails at run
 /// time counts as true, so nothing is lost to a mistake in it, and is logged at WARN and
 /// counted. A batch was filtered member by member before it was formed.
@@ -79,7 +99,7 @@ pub fn wanted(bridge: &str, sink: &Sink, entry: &OutboxEntry) -> bool {
     if is_batch(entry) {
         return true;
     }
-    if !sink.wants(entry.kind) {
+    if !wants(sink, entry.kind) {
         return false;
     }
     let Some(rule) = &sink.when else {
