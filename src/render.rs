@@ -96,14 +96,17 @@ impl Engine {
     /// Renders the template `name`; the error is one line, fit for a dead letter.
     pub fn render(&self, name: &str, ctx: &Context) -> Result<String, String> {
         let t = self.env.get_template(name).map_err(|e| one_line(&e))?;
-        let out = t.render(ctx.0.clone()).map_err(|e| one_line(&e))?;
-        if out.len() > MAX_BODY {
-            return Err(format!(
-                "the output is {} bytes, more than the 1 MiB a body may have",
-                out.len()
-            ));
+        // Written through a bound, so a loop printing a large string fails at 1 MiB instead
+        // of filling memory before the size is looked at.
+        let mut out = Bounded(Vec::new());
+        match t.render_captured_to(ctx.0.clone(), &mut out) {
+            Ok(_) => {}
+            Err(_) if out.0.len() > MAX_BODY => {
+                return Err("the output is more than the 1 MiB a body may have".into());
+            }
+            Err(e) => return Err(one_line(&e)),
         }
-        Ok(out)
+        String::from_utf8(out.0).map_err(|_| "the output is not UTF-8".to_string())
     }
 
     /// Whether a rule holds; an error is the rule failing at run time (the caller decides
@@ -115,6 +118,25 @@ impl Engine {
             .map_err(|e| one_line(&e))?;
         let v = expr.eval(ctx.0.clone()).map_err(|e| one_line(&e))?;
         Ok(v.is_true())
+    }
+}
+
+/// A render's output, refused past [`MAX_BODY`] bytes.
+struct Bounded(Vec<u8>);
+
+impl std::io::Write for Bounded {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.0.len() + buf.len() > MAX_BODY {
+            // Marks the overflow for `render`, which names it.
+            self.0.resize(MAX_BODY + 1, 0);
+            return Err(std::io::Error::other("more than 1 MiB"));
+        }
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -363,10 +385,16 @@ mod tests {
                 "{% for a in range(10000) %}{% for b in range(10000) %}{% endfor %}{% endfor %}",
             ),
             ("big", "{{ 'x' * 2000000 }}"),
+            // Each string within MiniJinja's own bound (100 MB); printed 10000 times, 100 GB.
+            (
+                "many",
+                "{% set x = 'x' * 10000000 %}{% for i in range(10000) %}{{ x }}{% endfor %}",
+            ),
         ]);
         let ctx = Context::event(&updated(), B);
         assert!(e.render("loop", &ctx).unwrap_err().contains("fuel"));
         assert!(e.render("big", &ctx).unwrap_err().contains("1 MiB"));
+        assert!(e.render("many", &ctx).unwrap_err().contains("1 MiB"));
     }
 
     #[test]
