@@ -77,7 +77,7 @@ pub fn plan(bridge: &Bridge, events: &[Event], now: DateTime<Utc>) -> Vec<Planne
             None => wanted,
         };
         for e in &sent {
-            out.push(request(&bridge.name, sink, e, now));
+            out.push(request(bridge, sink, e, now));
         }
     }
     out
@@ -98,7 +98,7 @@ fn members(e: &OutboxEntry) -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn request(bridge: &str, sink: &Sink, e: &OutboxEntry, now: DateTime<Utc>) -> Planned {
+fn request(bridge: &Bridge, sink: &Sink, e: &OutboxEntry, now: DateTime<Utc>) -> Planned {
     let mut p = Planned {
         sink: sink.shown.clone(),
         events: members(e),
@@ -110,9 +110,10 @@ fn request(bridge: &str, sink: &Sink, e: &OutboxEntry, now: DateTime<Utc>) -> Pl
         p.body = Some(e.body.clone());
         return p;
     }
-    match format::render(bridge, sink, e) {
+    match format::render(&bridge.name, sink, e) {
         Ok(r) => {
-            p.headers = wire_headers(sink, e, &r, now);
+            let redactor = crate::redact::Redactor::new(&bridge.secrets);
+            p.headers = wire_headers(&redactor, sink, e, &r, now);
             p.body = Some(r.body);
         }
         Err(why) => p.skipped = Some(format!("cannot render the body: {why}")),
@@ -120,7 +121,10 @@ fn request(bridge: &str, sink: &Sink, e: &OutboxEntry, now: DateTime<Utc>) -> Pl
     p
 }
 
+/// The headers in wire order. A sink header's value is masked when its name says it is a
+/// credential or when it holds any value that came from `${…}` (`x-custom: ${TOKEN}`).
 fn wire_headers(
+    redactor: &crate::redact::Redactor,
     sink: &Sink,
     e: &OutboxEntry,
     r: &Rendered,
@@ -130,7 +134,7 @@ fn wire_headers(
         let v = if v.is_sensitive() {
             "***".to_string()
         } else {
-            String::from_utf8_lossy(v.as_bytes()).into_owned()
+            redactor.clean(&String::from_utf8_lossy(v.as_bytes()))
         };
         (k.to_string(), v)
     });

@@ -92,6 +92,7 @@ fn plant(up: &Upstream, rx: &Receiver, tokens: &Upstream, logins: &Upstream) -> 
         ("sink path", "lit-sinkpath-sw4e7".into()),
         ("sink query off the list", "lit-room-sw8a2".into()),
         ("sink token from ${ENV}", "env-sinktok-sw1d3".into()),
+        ("sink plain header from ${ENV}", "env-sinkhdr-sw2j5".into()),
         (
             "sink signing secret from ${credential:}",
             "cred-sign-sw3c8".into(),
@@ -147,6 +148,7 @@ fn plant(up: &Upstream, rx: &Receiver, tokens: &Upstream, logins: &Upstream) -> 
         ("TRACE_SECRET", s("plain header from ${ENV}")),
         ("BODY_SECRET", s("body from ${ENV}")),
         ("SINK_TOKEN", s("sink token from ${ENV}")),
+        ("SINK_TRACE", s("sink plain header from ${ENV}")),
         ("SINK2_PATH", s("dead sink path from ${ENV}")),
         ("DOWN_PATH", s("down source path from ${ENV}")),
         ("DOWN_ACCESS", s("down source access from ${ENV}")),
@@ -179,6 +181,7 @@ emit:
 sinks:
   - url: "{rx}/hook/{sinkpath}?token=${{SINK_TOKEN}}&room={room}"
     secret: "${{credential:sign}}"
+    headers: {{X-Sink-Trace: "${{SINK_TRACE}}"}}
     retry: [100ms, 100ms]
   - url: "http://127.0.0.1:{dead}/x/${{SINK2_PATH}}"
     signature: none
@@ -390,6 +393,8 @@ async fn no_secret_reaches_any_output_channel() {
     let (code, out, err) = cli_env(&a, &env).await;
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("webhook-signature: v1,"), "{out}");
+    // A sink header whose name says nothing, its value from `${…}`: masked all the same.
+    assert!(out.contains("x-sink-trace: ***"), "{out}");
     channels.push(("pollhook poll sweep --render".into(), out + &err));
     let (code, out, err) = cli_env(&["check", bridges.to_str().unwrap()], &env).await;
     assert_eq!((code, out.as_str()), (0, "ok: 4 bridges\n"), "{err}");
