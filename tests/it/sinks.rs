@@ -331,7 +331,7 @@ fn check_refuses_what_a_format_does_not_take() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test]
 async fn poll_render_prints_each_sinks_requests_and_sends_nothing() {
     let up = Upstream::start().await;
     let chat = Receiver::start().await;
@@ -349,13 +349,11 @@ async fn poll_render_prints_each_sinks_requests_and_sends_nothing() {
         .first_poll("emit")
         .with_sinks(&sinks);
     std::fs::write(dir.path().join("bridges/r.yaml"), yaml).unwrap();
-    let out = pollhook_in(
+    let (code, out, err) = output_apart(pollhook_in(
         dir.path(),
         &["poll", "r", "--render", "--admin", "127.0.0.1:1"],
-    )
-    .output()
-    .unwrap();
-    let (code, out, err) = output_of(out);
+    ))
+    .await;
     assert_eq!(code, 0, "{out}{err}");
     assert!(err.contains("dry run"), "{err}");
     let blocks: Vec<&str> = out.split("### ").filter(|b| !b.is_empty()).collect();
@@ -468,6 +466,49 @@ async fn send_test_reports_each_sinks_answer_through_the_daemon() {
     assert_eq!(v["bridges"][0]["outbox"], 0);
     assert_eq!(v["bridges"][0]["seq"], 0);
     d.terminate().await;
+}
+
+#[tokio::test]
+async fn send_test_without_a_daemon_reads_the_bridge_file_and_stores_nothing() {
+    let good = Receiver::start().await;
+    let bad = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let sinks = format!(
+        "  - url: {}\n    format: ntfy\n    events: [deleted]\n  - url: {}\n    format: template\n    secret: {SECRET}\n    template: '{{\"k\": {{{{ event.key | tojson }}}}, \"seq\": {{{{ event.seq }}}}}}'\n",
+        good.url(),
+        bad.url()
+    );
+    std::fs::create_dir_all(dir.path().join("bridges")).unwrap();
+    let yaml = BridgeYaml::new("http://127.0.0.1:1/items").with_sinks(&sinks);
+    std::fs::write(dir.path().join("bridges/t.yaml"), yaml).unwrap();
+    let send = |extra: &[&str]| {
+        let mut args = vec!["send-test", "t", "--admin", "127.0.0.1:1"];
+        args.extend_from_slice(extra);
+        output_apart(pollhook_in(dir.path(), &args))
+    };
+    bad.answer(500, &[]);
+    let (code, out, err) = send(&[]).await;
+    assert_eq!(code, 1, "{out}{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(lines[0].ends_with(": ok (204)"), "{out}");
+    assert!(lines[1].ends_with(": failed (500): HTTP 500"), "{out}");
+    // Sinks named by origin only: their paths are credentials.
+    assert!(!out.contains("/hook"), "{out}");
+    let g = &good.received()[0];
+    assert_eq!(g.header("title"), "t");
+    assert!(String::from_utf8_lossy(&g.body).starts_with("t: bridge.test test"));
+    let b = &bad.received()[0];
+    assert_eq!(b.json(), json!({"k": "test", "seq": 0}));
+    assert!(verify_standard(SECRET, b));
+    // Only the sink named: it answers 2xx, so the exit is 0.
+    let (code, out, err) = send(&["--sink", &good.url()]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!((good.received().len(), bad.received().len()), (2, 1));
+    assert!(
+        !dir.path().join("data").exists(),
+        "send-test stored something"
+    );
 }
 
 #[test]

@@ -646,6 +646,14 @@ pub fn pollhook_in(dir: &Path, args: &[&str]) -> std::process::Command {
     cmd
 }
 
+/// Runs a command to its end without holding the test's runtime thread, so the test's own
+/// servers go on answering it (under the default single-thread runtime, a blocking wait
+/// would leave them unpolled).
+pub async fn output_apart(cmd: std::process::Command) -> (i32, String, String) {
+    let out = tokio::process::Command::from(cmd).output().await.unwrap();
+    output_of(out)
+}
+
 pub fn cli(args: &[&str]) -> (i32, String, String) {
     cli_env(args, &[])
 }
