@@ -404,3 +404,102 @@ mod tests {
         assert_eq!(e.render("t", &ctx).unwrap(), "2 9");
     }
 }
+
+/// Hostile templates and events: whatever the text of a template or the shape of an event,
+/// compiling, rendering, testing and the chat summary give a value or an error, never a panic.
+#[cfg(test)]
+mod hostile {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::Value as J;
+
+    fn json() -> impl Strategy<Value = J> {
+        let leaf = prop_oneof![
+            Just(J::Null),
+            any::<bool>().prop_map(J::Bool),
+            any::<i64>().prop_map(J::from),
+            any::<u64>().prop_map(J::from),
+            any::<f64>().prop_map(|f| serde_json::Number::from_f64(f).map_or(J::Null, J::Number)),
+            "[a-z/~0-9 ]{0,8}".prop_map(J::String),
+            Just(J::String("/price".into())),
+        ];
+        leaf.prop_recursive(4, 40, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(J::Array),
+                proptest::collection::btree_map(
+                    prop_oneof![
+                        Just("path".to_string()),
+                        Just("data".to_string()),
+                        Just("previous".to_string()),
+                        Just("changes".to_string()),
+                        Just("type".to_string()),
+                        "[a-z]{1,4}"
+                    ],
+                    inner,
+                    0..6
+                )
+                .prop_map(|m| J::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    const PIECES: [&str; 24] = [
+        "{{",
+        "}}",
+        "{%",
+        "%}",
+        "event",
+        ".data",
+        ".previous",
+        "[0]",
+        "|tojson",
+        "|length",
+        " * ",
+        "99999999",
+        "range(",
+        ")",
+        "for x in ",
+        "endfor",
+        "if ",
+        "endif",
+        "changed(",
+        "'/a'",
+        " ~ ",
+        "events",
+        "macro m()",
+        "m()",
+    ];
+
+    fn template() -> impl Strategy<Value = String> {
+        proptest::collection::vec(proptest::sample::select(PIECES.to_vec()), 0..14)
+            .prop_map(|v| v.concat())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+        #[test]
+        fn nothing_panics(src in template(), event in json(), data in json()) {
+            let b = BridgeInfo { name: "b", description: None };
+            let event = match event {
+                J::Object(mut m) => {
+                    m.insert("data".into(), data);
+                    J::Object(m)
+                }
+                other => other,
+            };
+            let mut builder = Builder::new();
+            let compiled = builder.template("t", &src).is_ok();
+            let _ = builder.rule(&src);
+            let engine = builder.build();
+            let ctx = Context::event(&event, b);
+            if compiled {
+                let _ = engine.render("t", &ctx);
+                let _ = engine.render("t", &Context::batch(&[event.clone()], b));
+            }
+            let _ = engine.test(&src, &ctx);
+            let _ = engine.test("changed('/a') and event.data.price < event.previous.price", &ctx);
+            let line = crate::deliver::format::summary(&event);
+            let _ = crate::deliver::format::join(&[line.clone(), line], 10);
+        }
+    }
+}
