@@ -47,8 +47,16 @@ pub fn compose(bridge: &str, members: &[OutboxEntry]) -> OutboxEntry {
     }
 }
 
+/// Entries a digest's forming looks at in one step at most: a long run of events the sink's
+/// rules turn away is acknowledged a step at a time, so a step stays short.
+const SCAN: usize = 1000;
+
 /// Before the head of a batching sink's queue is sent: forms a digest when it is time, or
 /// says why not. `Ok(None)`: the head (now a digest) is ready to send.
+///
+/// "`max` events wait" counts the events this sink takes: its rules run once per event as
+/// the queue is looked at (what they turn away leaves the queue then), so a strict rule does
+/// not turn every few arrivals into a digest of one before its window.
 pub fn form(
     ctx: &Ctx,
     store: &Store,
@@ -57,40 +65,71 @@ pub fn form(
     batch: Batch,
     now: DateTime<Utc>,
 ) -> Result<Option<Outcome>, StoreError> {
-    let waiting = store.outbox_first(bridge, &sink.id, batch.max)?;
+    let (keys, members, filtered, scanned_all) = wanted_head(store, bridge, sink, batch.max)?;
+    if members.is_empty() {
+        let o = filtered.map_or(Outcome::Empty, |event_id| Outcome::Filtered { event_id });
+        return Ok(Some(o));
+    }
     let due = ctx.last_batch(bridge, &sink.id).and_then(|t| {
         let next = t + chrono::TimeDelta::from_std(batch.window).unwrap_or_default();
         (next > now).then_some(next)
     });
     if let Some(next) = due {
-        if waiting.len() < batch.max {
-            return Ok(Some(Outcome::NotDue(next)));
+        if members.len() < batch.max {
+            // Come back at once when the scan stopped short, else at the window's end.
+            return Ok(Some(match (scanned_all, filtered) {
+                (false, Some(event_id)) => Outcome::Filtered { event_id },
+                _ => Outcome::NotDue(next),
+            }));
         }
-    }
-    let mut keys = Vec::new();
-    let mut members = Vec::new();
-    let mut filtered = None;
-    for (k, e) in waiting {
-        // A digest already formed (a replayed dead letter) is never merged into another.
-        if is_batch(&e) {
-            break;
-        }
-        // Each rule runs once per event: what it turns away leaves the queue now.
-        if wanted(bridge, sink, &e) {
-            keys.push(k);
-            members.push(e);
-        } else {
-            store.ack(&k)?;
-            crate::metrics::delivery(bridge, "filtered");
-            filtered = Some(e.event_id);
-        }
-    }
-    if members.is_empty() {
-        return Ok(filtered.map(|event_id| Outcome::Filtered { event_id }));
     }
     store.form_batch(bridge, &keys, &compose(bridge, &members))?;
     ctx.batch_formed(bridge, &sink.id, now);
     Ok(None)
+}
+
+/// What the head of the queue holds for this sink: up to `max` wanted events in order (their
+/// keys and entries), the last event turned away (acknowledged unsent), and whether the look
+/// reached the end of what the digest may take (the queue's end, `max`, or a stored digest).
+type WantedHead = (Vec<Vec<u8>>, Vec<OutboxEntry>, Option<String>, bool);
+fn wanted_head(
+    store: &Store,
+    bridge: &str,
+    sink: &Sink,
+    max: usize,
+) -> Result<WantedHead, StoreError> {
+    let mut keys = Vec::new();
+    let mut members = Vec::new();
+    let mut filtered = None;
+    let mut scanned = 0;
+    while members.len() < max {
+        if scanned >= SCAN {
+            return Ok((keys, members, filtered, false));
+        }
+        // The members stay at the head (nothing else takes from this queue): look past them.
+        let waiting = store.outbox_first(bridge, &sink.id, max)?;
+        let fresh: Vec<_> = waiting.into_iter().skip(members.len()).collect();
+        if fresh.is_empty() {
+            break;
+        }
+        for (k, e) in fresh {
+            scanned += 1;
+            // A digest already formed (a replayed dead letter) is never merged into another.
+            if is_batch(&e) {
+                return Ok((keys, members, filtered, true));
+            }
+            // Each rule runs once per event: what it turns away leaves the queue now.
+            if wanted(bridge, sink, &e) {
+                keys.push(k);
+                members.push(e);
+            } else {
+                store.ack(&k)?;
+                crate::metrics::delivery(bridge, "filtered");
+                filtered = Some(e.event_id);
+            }
+        }
+    }
+    Ok((keys, members, filtered, true))
 }
 
 #[cfg(test)]
