@@ -494,7 +494,7 @@ mod hostile {
             let ctx = Context::event(&event, b);
             if compiled {
                 let _ = engine.render("t", &ctx);
-                let _ = engine.render("t", &Context::batch(&[event.clone()], b));
+                let _ = engine.render("t", &Context::batch(std::slice::from_ref(&event), b));
             }
             let _ = engine.test(&src, &ctx);
             let _ = engine.test("changed('/a') and event.data.price < event.previous.price", &ctx);
