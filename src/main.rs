@@ -550,6 +550,15 @@ async fn poll_command(
         std::fs::create_dir_all(data)
             .with_context(|| format!("cannot create {}", data.display()))?;
     }
+    // A dry run where no state is kept yet compares with an empty store of its own, so it
+    // leaves nothing behind (a store made in the data directory would be its first trace).
+    let scratch;
+    let data = if !commit && !data.join("pollhook.sled").is_dir() {
+        scratch = tempfile::tempdir().context("cannot make a scratch store for the dry run")?;
+        scratch.path()
+    } else {
+        data
+    };
     let store = pollhook::store::Store::open(data)
         .with_context(|| format!("cannot open state in {}", data.display()))?;
     let ctx = pollhook::runtime::Ctx::new(store);

@@ -377,6 +377,10 @@ async fn poll_render_prints_each_sinks_requests_and_sends_nothing() {
     );
     assert!(chat.received().is_empty() && intake.received().is_empty());
     assert!(up.hits().len() == 1);
+    assert!(
+        !dir.path().join("data").exists(),
+        "a dry run left a store behind"
+    );
 }
 
 #[tokio::test]
