@@ -109,13 +109,13 @@ async fn a_500_then_200_resends_the_same_bytes_under_the_same_id() {
 }
 
 #[tokio::test]
-async fn a_failed_digest_is_dead_lettered_whole() {
+async fn a_failed_digest_is_dead_lettered_whole_and_replayed_whole() {
     let rx = Receiver::start().await;
     let sinks = format!(
         "  - url: {}\n    secret: {SECRET}\n    batch: {{max: 2, window: 1m}}\n",
         rx.url()
     );
-    let (_up, h, b) = created(&sinks, 2).await;
+    let (up, h, b) = created(&sinks, 2).await;
     rx.answer(410, &[]);
     let o = h.drain(&b).await;
     assert!(matches!(o[0], Outcome::DeadLettered { .. }), "{o:?}");
@@ -124,6 +124,29 @@ async fn a_failed_digest_is_dead_lettered_whole() {
     assert!(dead[0].1.entry.event_id.starts_with("bat_"));
     let body: Value = serde_json::from_str(&dead[0].1.entry.body).unwrap();
     assert_eq!(keys(&body), ["1", "2"]);
+    // Replayed behind a new change, it goes whole, as it was, and is not merged with it.
+    let list: Vec<Value> = (1..=3)
+        .map(|i| json!({"id": i, "title": format!("item {i}")}))
+        .collect();
+    up.set_json(&json!({ "items": list }));
+    h.poll(&b).await.unwrap();
+    let store = h.ctx.store().unwrap();
+    store.replay(&dead[0].0).unwrap().unwrap();
+    let later = SystemTime::now() + Duration::from_secs(3600);
+    let o = h.drain_at(&b, later).await;
+    assert!(
+        o.iter()
+            .filter(|o| matches!(o, Outcome::Delivered { .. }))
+            .count()
+            == 2,
+        "{o:?}"
+    );
+    let got = rx.received();
+    assert_eq!(got.len(), 3);
+    assert_eq!(keys(&got[1].json()), ["3"]);
+    assert_eq!(got[2].body, got[0].body);
+    assert_eq!(got[2].header("webhook-id"), got[0].header("webhook-id"));
+    assert_eq!(store.outbox_len("g"), 0);
 }
 
 #[tokio::test]
