@@ -167,6 +167,8 @@ impl Client {
                     self.socket_problem
                 )
             } else {
+                // Without the query: `send-test --sink` puts a sink URL (a credential) there.
+                let path = path.split('?').next().unwrap_or_default();
                 anyhow::anyhow!("{}{path}: {}", self.place(), crate::http::error_chain(e))
             }
         })?;
