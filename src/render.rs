@@ -332,6 +332,12 @@ mod tests {
         let ctx = Context::event(&created, B);
         assert_eq!(e.render("t", &ctx).unwrap(), "[]");
         assert!(!e.test("event.previous.price", &ctx).unwrap());
+        // The SPEC's own example rule, on a created event: false, not an error (no WARN).
+        assert_eq!(
+            e.test("event.data.price < event.previous.price", &ctx),
+            Ok(false)
+        );
+        assert_eq!(e.test("'x' in event.previous.name", &ctx), Ok(false));
         assert!(e.test("event.previous.price is undefined", &ctx).unwrap());
     }
 
