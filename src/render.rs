@@ -69,20 +69,32 @@ impl Builder {
         Builder { env }
     }
 
-    /// Compiles a template under `name`.
+    /// Compiles a template under `name`, then tries it on a sample event (see [`unknown`]).
     pub fn template(&mut self, name: &str, source: &str) -> Result<(), Located> {
         self.env
             .add_template_owned(name.to_string(), source.to_string())
-            .map_err(|e| locate(&e, source))
+            .map_err(|e| locate(&e, source))?;
+        let t = self
+            .env
+            .get_template(name)
+            .map_err(|e| locate(&e, source))?;
+        match t.render(sample()) {
+            Err(e) if unknown(&e) => Err(locate(&e, source)),
+            _ => Ok(()),
+        }
     }
 
-    /// Checks that a rule (an expression) compiles; rules are kept as text and compiled again
-    /// where they run, which costs microseconds.
+    /// Checks that a rule (an expression) compiles and names nothing unknown; rules are kept
+    /// as text and compiled again where they run, which costs microseconds.
     pub fn rule(&self, source: &str) -> Result<(), Located> {
-        self.env
+        let expr = self
+            .env
             .compile_expression(source)
-            .map(|_| ())
-            .map_err(|e| locate(&e, source))
+            .map_err(|e| locate(&e, source))?;
+        match expr.eval(sample()) {
+            Err(e) if unknown(&e) => Err(locate(&e, source)),
+            _ => Ok(()),
+        }
     }
 
     pub fn build(self) -> Engine {
@@ -118,6 +130,35 @@ impl Engine {
             .map_err(|e| one_line(&e))?;
         let v = expr.eval(ctx.0.clone()).map_err(|e| one_line(&e))?;
         Ok(v.is_true())
+    }
+}
+
+/// MiniJinja finds an unknown filter, test or function (`now()`, `| upcase`) only when it
+/// runs it: tried at load on a sample event, what it meets is a config error instead of every
+/// event dead-lettered (a template) or sent with a WARN (a rule). Only these errors count: the
+/// sample's empty fields may fail a sum or a comparison that real events pass. A name used
+/// only in a branch the sample does not take is found at run time, as before.
+fn unknown(e: &Error) -> bool {
+    matches!(
+        e.kind(),
+        ErrorKind::UnknownFilter
+            | ErrorKind::UnknownTest
+            | ErrorKind::UnknownFunction
+            | ErrorKind::TemplateNotFound
+    )
+}
+
+/// The context a template or rule is tried on at load: an updated event with nothing in it,
+/// as `event` and as the one member of `events`.
+fn sample() -> Value {
+    let e = serde_json::json!({
+        "id": "evt_sample", "type": "item.updated", "bridge": "", "key": "", "seq": 1,
+        "timestamp": "1970-01-01T00:00:00.000Z", "data": {}, "previous": {}, "changes": [],
+    });
+    minijinja::context! {
+        event => to_value(&e),
+        events => vec![to_value(&e)],
+        bridge => minijinja::context! { name => "", description => () },
     }
 }
 
@@ -371,6 +412,30 @@ mod tests {
             b.rule("event.type == 'item.updated' and changed('/a')")
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn unknown_filters_tests_and_functions_are_found_at_load() {
+        let mut b = Builder::new();
+        let err = b
+            .template("t", "a\n{{ event.data.name | upcase }}")
+            .unwrap_err();
+        assert_eq!(err.line, 2, "{err:?}");
+        assert!(err.message.contains("unknown filter"), "{err:?}");
+        assert!(
+            b.rule("now() > 3")
+                .unwrap_err()
+                .message
+                .contains("unknown function")
+        );
+        assert!(b.rule("event.data is shiny").is_err());
+        // What only a real event can answer is left to run time.
+        assert!(
+            b.rule("event.data.price - event.previous.price > 0")
+                .is_ok()
+        );
+        assert!(b.template("u", "{{ event.data.price + 1 }}").is_ok());
+        assert!(b.template("v", "{{ events[0].key }}").is_ok());
     }
 
     #[test]

@@ -283,7 +283,7 @@ fn template_errors_are_placed_in_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join("t.yaml");
     let yaml = BridgeYaml::new("http://127.0.0.1:1/x").with_sinks(
-        "  - url: http://127.0.0.1:1/hook\n    format: template\n    signature: none\n    template: |\n      {\"a\": 1,\n       \"b\": {{ event.data. }}}\n  - url: http://127.0.0.1:1/chat\n    format: slack\n    when: \"event.type ==\"\n",
+        "  - url: http://127.0.0.1:1/hook\n    format: template\n    signature: none\n    template: |\n      {\"a\": 1,\n       \"b\": {{ event.data. }}}\n  - url: http://127.0.0.1:1/chat\n    format: slack\n    when: \"event.type ==\"\n  - url: http://127.0.0.1:1/chat2\n    format: slack\n    message: |\n      {{ event.key }}\n      {{ event.key | upcase }}\n",
     );
     std::fs::write(&f, &yaml).unwrap();
     let (code, out, err) = cli(&["check", f.to_str().unwrap()]);
@@ -301,6 +301,13 @@ fn template_errors_are_placed_in_the_file() {
     assert!(
         err.lines()
             .any(|l| l.contains(&format!("t.yaml:{w}:")) && l.contains("sinks[1].when")),
+        "{err}"
+    );
+    // An unknown filter is found at load too (MiniJinja meets it only when it runs).
+    let u = line_of("upcase");
+    assert!(
+        err.lines().any(|l| l.contains(&format!("t.yaml:{u}:"))
+            && l.contains("sinks[2].message: unknown filter")),
         "{err}"
     );
 }
