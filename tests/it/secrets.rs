@@ -396,6 +396,19 @@ async fn no_secret_reaches_any_output_channel() {
     // A sink header whose name says nothing, its value from `${…}`: masked all the same.
     assert!(out.contains("x-sink-trace: ***"), "{out}");
     channels.push(("pollhook poll sweep --render".into(), out + &err));
+    // A test event to each sink, without the daemon: the dead one fails, named by origin.
+    let a = [
+        "send-test",
+        "sweep",
+        "--bridges",
+        bridges.to_str().unwrap(),
+        "--admin",
+        &closed,
+    ];
+    let (code, out, err) = cli_env(&a, &env).await;
+    assert_eq!(code, 1, "{out}{err}");
+    assert_eq!(out.lines().count(), 2, "{out}{err}");
+    channels.push(("pollhook send-test sweep".into(), out + &err));
     let (code, out, err) = cli_env(&["check", bridges.to_str().unwrap()], &env).await;
     assert_eq!((code, out.as_str()), (0, "ok: 4 bridges\n"), "{err}");
     let (code, out, err) = cli_env(&["check", bad.to_str().unwrap()], &env).await;
