@@ -44,6 +44,7 @@ pub fn compose(bridge: &str, members: &[OutboxEntry]) -> OutboxEntry {
         next_at_ms: 0,
         last_error: None,
         created_ms: first.created_ms,
+        sent: None,
     }
 }
 

@@ -1,10 +1,12 @@
 //! The body a sink speaks (SPEC §12): the event as stored, a chat preset built from a
 //! `message` template or the default one-line summary, or a `template` of the sink's own.
 //!
-//! Rendered at every attempt from the outbox entry as stored, with no clock or other input:
-//! the same entry gives the same bytes on every retry and after a restart, so a receiver that
-//! deduplicates by `webhook-id` never sees two bodies under one id (for the same definition;
-//! a reloaded template applies to what still waits, which is how a broken one is fixed).
+//! Rendered at the first attempt from the outbox entry as stored, with no clock or other
+//! input; a failed attempt keeps what it sent in the entry, and every retry sends that again.
+//! So a receiver that deduplicates by `webhook-id` never sees two bodies under one id, not
+//! even after a reload changed the template (a crash during a first attempt renders it again,
+//! from the same entry). A reloaded template applies to what has not been tried yet, and to
+//! dead letters replayed, which is how a broken one is fixed.
 
 use crate::config::Sink;
 use crate::config::raw::SinkFormat;
@@ -14,14 +16,7 @@ use crate::render::{BridgeInfo, Context};
 use crate::store::OutboxEntry;
 use serde_json::{Value, json};
 
-/// What an attempt sends.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Rendered {
-    pub content_type: String,
-    /// ntfy's `Title` header.
-    pub title: Option<String>,
-    pub body: String,
-}
+pub use crate::store::Rendered;
 
 /// The body of one entry (an event or a stored batch) for `sink`; the error says why it
 /// cannot be built, for the dead letter.

@@ -7,6 +7,7 @@ pub mod retry;
 pub mod trial;
 pub mod webhook;
 
+use crate::config::raw::SinkFormat;
 use crate::config::{Bridge, Sink, Target};
 use crate::runtime::Ctx;
 use crate::store::{DeadLetter, StoreError};
@@ -96,8 +97,19 @@ async fn attempt(
                 },
             }
         }
-        Target::Http(_) => match format::render(bridge, sink, &entry) {
-            Ok(r) => webhook::send(&ctx.sender, sink, &entry, &r, now).await,
+        Target::Http(_) => match entry
+            .sent
+            .clone()
+            .map_or_else(|| format::render(bridge, sink, &entry), Ok)
+        {
+            Ok(r) => {
+                let action = webhook::send(&ctx.sender, sink, &entry, &r, now).await;
+                // Retries send these bytes again (an event sink's are the entry's own body).
+                if sink.format != SinkFormat::Event {
+                    entry.sent = Some(r);
+                }
+                action
+            }
             Err(e) => RetryAction::DontRetry {
                 reason: format!("cannot render the body: {e}"),
             },

@@ -46,6 +46,7 @@ fn entry_of(e: &Event, now: DateTime<Utc>) -> OutboxEntry {
         next_at_ms: 0,
         last_error: None,
         created_ms: now.timestamp_millis(),
+        sent: None,
     }
 }
 

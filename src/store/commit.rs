@@ -64,6 +64,7 @@ impl Commit {
                         next_at_ms: 0,
                         last_error: None,
                         created_ms,
+                        sent: None,
                     },
                 ));
             }

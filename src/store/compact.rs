@@ -221,6 +221,7 @@ mod tests {
             next_at_ms: 0,
             last_error: None,
             created_ms: 0,
+            sent: None,
         };
         let key = crate::store::queue_key("b", "s", 1);
         let entry = serde_json::to_vec(&entry).unwrap();

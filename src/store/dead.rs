@@ -55,6 +55,8 @@ impl Store {
         let mut entry = letter.entry.clone();
         entry.attempts = 0;
         entry.next_at_ms = 0;
+        // Rendered again: a replay is how a fixed template gets its second chance.
+        entry.sent = None;
         let new_key = queue_key(&letter.bridge, &letter.sink, self.position());
         let bytes = serde_json::to_vec(&entry).expect("entry serialises");
         let bytes = self.files.prepare(&bytes)?;

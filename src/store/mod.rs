@@ -61,7 +61,7 @@ pub use commit::{Commit, Put};
 pub use dead::DeadLetter;
 use items::state_record;
 use migrate::migrate;
-pub use outbox::{OutboxEntry, queue_key};
+pub use outbox::{OutboxEntry, Rendered, queue_key};
 use outbox::{Queued, position_of, split_queue_key};
 pub use pages::{CachedPage, PageWrite, page_digest, page_key};
 use pages::{decode_page, encode_page};
@@ -610,6 +610,7 @@ mod tests {
             next_at_ms: 0,
             last_error: None,
             created_ms: 0,
+            sent: None,
         }
     }
 

@@ -19,6 +19,22 @@ pub struct OutboxEntry {
     pub last_error: Option<String>,
     /// Unix milliseconds when the event was committed.
     pub created_ms: i64,
+    /// What the first attempt of a rendering sink (a preset or a template) sent, kept when it
+    /// failed: every retry sends these bytes again, whatever a reload did to the template
+    /// meanwhile (SPEC §6: a duplicate carries the same id and the same bytes). None for an
+    /// event sink, which sends `body` itself, and before the first failed attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sent: Option<Rendered>,
+}
+
+/// What an attempt sends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Rendered {
+    pub content_type: String,
+    /// ntfy's `Title` header.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    pub body: String,
 }
 
 /// How many entries one bridge has waiting and dead.

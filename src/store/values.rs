@@ -582,6 +582,7 @@ mod tests {
             next_at_ms: 0,
             last_error: None,
             created_ms: 0,
+            sent: None,
         }
     }
 

@@ -591,3 +591,38 @@ async fn a_sink_can_take_only_the_failure_events_each_once() {
         ]
     );
 }
+
+/// SPEC §6 for a rendering sink: a retry sends the bytes of the first attempt under the same
+/// id, also after a reload changed the template; a replayed dead letter is rendered anew.
+#[tokio::test]
+async fn a_retry_sends_the_first_attempts_bytes_whatever_a_reload_did_to_the_template() {
+    let rx = Receiver::start().await;
+    let sink = |word: &str| {
+        format!(
+            "  - url: {}\n    format: template\n    secret: {SECRET}\n    retry: [1s]\n    template: '{{\"{word}\": {{{{ event.data.price }}}}}}'\n",
+            rx.url()
+        )
+    };
+    let (up, h, b) = updated_once(&sink("first")).await;
+    rx.answer(500, &[]);
+    let t0 = std::time::SystemTime::now();
+    let o = h.drain_at(&b, t0).await;
+    assert!(matches!(o[0], Outcome::Retrying { .. }), "{o:?}");
+    // The template changes (a reload); the same sink (same URL, same queue) retries.
+    let reloaded = h.bridge("d", &BridgeYaml::new(&up.url()).with_sinks(&sink("second")));
+    let o = h
+        .drain_at(&reloaded, t0 + std::time::Duration::from_secs(5))
+        .await;
+    assert!(matches!(o[0], Outcome::Delivered { .. }), "{o:?}");
+    let got = rx.received();
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0].body, got[1].body, "the same bytes");
+    assert_eq!(&got[1].body[..], br#"{"first": 8}"#);
+    assert_eq!(got[0].header("webhook-id"), got[1].header("webhook-id"));
+    assert!(verify_standard(SECRET, &got[1]));
+    // What was never tried takes the new template.
+    up.set_json(&json!({"items": [{"id": 1, "name": "Lamp", "price": 7}]}));
+    h.poll(&reloaded).await.unwrap();
+    h.drain(&reloaded).await;
+    assert_eq!(&rx.received()[2].body[..], br#"{"second": 7}"#);
+}
