@@ -174,7 +174,10 @@ fn daemon_command(bridges: &std::path::Path, data: &std::path::Path) -> Command 
         .arg(bridges)
         .arg("--data")
         .arg(data)
-        .env("RUST_LOG", "info")
+        .env(
+            "RUST_LOG",
+            std::env::var("BENCH_RUST_LOG").unwrap_or("info".into()),
+        )
         .env_remove("JOURNAL_STREAM")
         .stdout(Stdio::null());
     c

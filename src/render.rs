@@ -47,7 +47,9 @@ impl Default for Engine {
 
 /// Collects a bridge's templates at load, checking each.
 pub struct Builder {
-    env: Environment<'static>,
+    /// Made at the first template or rule: most bridges have none, and an environment costs
+    /// a few kilobytes (10,000 bridges: tens of MiB), so those share one.
+    env: Option<Environment<'static>>,
 }
 
 impl Default for Builder {
@@ -58,6 +60,11 @@ impl Default for Builder {
 
 impl Builder {
     pub fn new() -> Builder {
+        Builder { env: None }
+    }
+
+    /// The environment templates and rules run in.
+    fn environment() -> Environment<'static> {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Chainable);
         env.set_auto_escape_callback(|_| AutoEscape::None);
@@ -66,18 +73,19 @@ impl Builder {
         // deliverer (or a poll, for `emit.when`) for minutes.
         env.set_fuel(Some(FUEL));
         env.add_function("changed", changed);
-        Builder { env }
+        env
+    }
+
+    fn env(&mut self) -> &mut Environment<'static> {
+        self.env.get_or_insert_with(Builder::environment)
     }
 
     /// Compiles a template under `name`, then tries it on a sample event (see [`unknown`]).
     pub fn template(&mut self, name: &str, source: &str) -> Result<(), Located> {
-        self.env
-            .add_template_owned(name.to_string(), source.to_string())
+        let env = self.env();
+        env.add_template_owned(name.to_string(), source.to_string())
             .map_err(|e| locate(&e, source))?;
-        let t = self
-            .env
-            .get_template(name)
-            .map_err(|e| locate(&e, source))?;
+        let t = env.get_template(name).map_err(|e| locate(&e, source))?;
         match t.render(sample()) {
             Err(e) if unknown(&e) => Err(locate(&e, source)),
             _ => Ok(()),
@@ -86,9 +94,9 @@ impl Builder {
 
     /// Checks that a rule (an expression) compiles and names nothing unknown; rules are kept
     /// as text and compiled again where they run, which costs microseconds.
-    pub fn rule(&self, source: &str) -> Result<(), Located> {
+    pub fn rule(&mut self, source: &str) -> Result<(), Located> {
         let expr = self
-            .env
+            .env()
             .compile_expression(source)
             .map_err(|e| locate(&e, source))?;
         match expr.eval(sample()) {
@@ -98,9 +106,14 @@ impl Builder {
     }
 
     pub fn build(self) -> Engine {
-        Engine {
-            env: Arc::new(self.env),
-        }
+        static SHARED: std::sync::OnceLock<Arc<Environment<'static>>> = std::sync::OnceLock::new();
+        let env = match self.env {
+            Some(env) => Arc::new(env),
+            None => SHARED
+                .get_or_init(|| Arc::new(Builder::environment()))
+                .clone(),
+        };
+        Engine { env }
     }
 }
 

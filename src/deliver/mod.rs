@@ -231,7 +231,9 @@ pub async fn run_sink(ctx: Arc<Ctx>, bridge: Arc<Bridge>, sink: usize, cancel: C
         wake.borrow_and_update();
         let outcome = {
             let _step = ctx.beats.step("a delivery", limit);
-            try_deliver_next(&ctx, &bridge.name, sink, Utc::now()).await
+            // Boxed: an attempt's future (render, send, digest) is large, and inline it would
+            // make every deliverer's idle task that large.
+            Box::pin(try_deliver_next(&ctx, &bridge.name, sink, Utc::now())).await
         };
         let wait = match outcome {
             Ok(Outcome::Empty) => None,

@@ -66,7 +66,7 @@ async fn schedule_loop(
         .map(|m| !m.baselined)
         .unwrap_or(false);
     if (fresh || restarted) && paused_until(&ctx, &bridge.name).is_none() {
-        let _ = poll_and_log(&ctx, &bridge, &redactor).await;
+        let _ = Box::pin(poll_and_log(&ctx, &bridge, &redactor)).await;
     }
     loop {
         let now = Utc::now();
@@ -99,7 +99,7 @@ async fn schedule_loop(
                 _ = ctx.store_recovered() => {}
             }
         }
-        let _ = poll_and_log(&ctx, &bridge, &redactor).await;
+        let _ = Box::pin(poll_and_log(&ctx, &bridge, &redactor)).await;
     }
 }
 
@@ -108,6 +108,9 @@ async fn schedule_loop(
 /// that one met no pause), then for a slot of its host and one of all polls. A pause the
 /// source asks for is logged here, once, at WARN, and shown in the bridge's status until it
 /// ends. None when it did not poll.
+// Boxed where the schedule awaits it: a poll's future (fetch, pages, login, formats) is
+// several kilobytes, and inline it would make every bridge's idle task that large (10,000
+// bridges: tens of MiB held while they sleep).
 pub async fn poll_and_log(
     ctx: &Ctx,
     bridge: &Bridge,
