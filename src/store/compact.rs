@@ -213,15 +213,9 @@ mod tests {
         let meta = serde_json::to_vec(&meta).unwrap();
         db.open_tree("meta").unwrap().insert(b"b", meta).unwrap();
         let entry = OutboxEntry {
-            event_id: "evt_5".into(),
             kind: crate::event::EventType::Updated,
-            seq: 5,
             body: big(9, 200_000),
-            attempts: 0,
-            next_at_ms: 0,
-            last_error: None,
-            created_ms: 0,
-            sent: None,
+            ..crate::store::tests::entry(5)
         };
         let key = crate::store::queue_key("b", "s", 1);
         let entry = serde_json::to_vec(&entry).unwrap();

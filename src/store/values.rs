@@ -574,15 +574,9 @@ mod tests {
 
     fn entry(seq: u64, body: String) -> OutboxEntry {
         OutboxEntry {
-            event_id: format!("evt_{seq}"),
             kind: crate::event::EventType::Updated,
-            seq,
             body,
-            attempts: 0,
-            next_at_ms: 0,
-            last_error: None,
-            created_ms: 0,
-            sent: None,
+            ..crate::store::tests::entry(seq)
         }
     }
 
