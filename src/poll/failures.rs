@@ -127,7 +127,9 @@ pub async fn track(
     redactor: &Redactor,
     result: &Result<PollReport, PollError>,
 ) {
-    if bridge.emit.failures_after.is_none() {
+    // A success with no streak changes nothing: no read of the store on every good poll.
+    let quiet = matches!(result, Ok(r) if !r.failing);
+    if bridge.emit.failures_after.is_none() || quiet {
         return;
     }
     let error = match result {

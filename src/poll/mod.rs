@@ -98,6 +98,9 @@ pub struct PollReport {
     /// error, for the poll's WARN line and the metrics.
     pub rule_errors: usize,
     pub rule_error: Option<String>,
+    /// The bridge had a streak of failed polls when this one began (`emit.failures`): only
+    /// then does a success change what is stored of it.
+    pub failing: bool,
 }
 
 /// Events emitted by a poll, by type.
@@ -280,6 +283,7 @@ async fn poll_with(
             pages: listing.pages.len(),
             not_modified: true,
             pause_until: listing.pause_until,
+            failing: meta.failing.is_some(),
             ..Default::default()
         });
     };

@@ -149,6 +149,7 @@ pub fn plan(
         not_modified: false,
         incomplete: listed.incomplete,
         pause_until: listed.pause_until,
+        failing: meta.failing.is_some(),
         ..Default::default()
     };
     let failing = meta.failing.clone();

@@ -126,8 +126,7 @@ pub async fn poll_and_log(
     let step = ctx.beats.step("a poll", step_limit(bridge));
     let result = poll_once(ctx, bridge, true, Utc::now()).await;
     drop(step);
-    record(ctx, bridge, redactor, &result, started.elapsed());
-    super::failures::track(ctx, bridge, redactor, &result).await;
+    record(ctx, bridge, redactor, &result, started.elapsed()).await;
     Some(result)
 }
 
@@ -189,8 +188,7 @@ pub async fn poll_now(
         let result = joined.map_err(|e| panicked(&ctx, &bridge.name, &redactor, e));
         let result = result.and_then(|r| r);
         if commit {
-            record(&ctx, &bridge, &redactor, &result, started.elapsed());
-            super::failures::track(&ctx, &bridge, &redactor, &result).await;
+            record(&ctx, &bridge, &redactor, &result, started.elapsed()).await;
         } else if let Some(until) = result.as_ref().err().and_then(|e| e.pause_until()) {
             // A dry run stores nothing, but the source's request for a pause holds all the same.
             ctx.update_status(&bridge.name, |s| s.paused_until = Some(until));
@@ -230,8 +228,8 @@ fn log_pause(bridge: &Bridge, until: DateTime<Utc>) {
     );
 }
 
-/// A poll's result into the bridge's status, the metrics and the log.
-fn record(
+/// A poll's result into the bridge's status, the metrics, the log and its failure streak.
+async fn record(
     ctx: &Ctx,
     bridge: &Bridge,
     redactor: &Redactor,
@@ -277,6 +275,7 @@ fn record(
     if let Some(until) = pause {
         log_pause(bridge, until);
     }
+    super::failures::track(ctx, bridge, redactor, result).await;
 }
 
 /// A poll's log lines: INFO with the counts (and a WARN for what it held back), or WARN with
