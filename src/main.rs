@@ -586,11 +586,7 @@ async fn poll_command(
         report.created,
         report.updated,
         report.deleted,
-        if report.baseline {
-            " (baseline: nothing emitted unless first_poll: emit)"
-        } else {
-            ""
-        },
+        baseline_note(report.baseline, report.emitted.total()),
         if commit {
             ""
         } else {
@@ -821,11 +817,12 @@ async fn poll_through_daemon(api: &Client, name: &str, commit: bool) -> Result<E
         println!("{}", serde_json::to_string(e)?);
     }
     eprintln!(
-        "{name}: {} items, {} created, {} updated, {} deleted (through the daemon at {}){}",
+        "{name}: {} items, {} created, {} updated, {} deleted{} (through the daemon at {}){}",
         v.items,
         v.created,
         v.updated,
         v.deleted,
+        baseline_note(v.baseline, v.events_total),
         api.place(),
         if commit {
             ""
@@ -834,6 +831,16 @@ async fn poll_through_daemon(api: &Client, name: &str, commit: bool) -> Result<E
         }
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// What a poll's summary line says of a baseline: whether its items went out as `created`
+/// events (`first_poll: emit`) or were only remembered (the default, and every re-baseline).
+fn baseline_note(baseline: bool, emitted: usize) -> &'static str {
+    match (baseline, emitted) {
+        (false, _) => "",
+        (true, 0) => " (baseline: remembered, nothing emitted; first_poll: emit sends each item as created)",
+        (true, _) => " (first poll: each item emitted as created)",
+    }
 }
 
 /// `12s ago` / `in 3m 4s`.

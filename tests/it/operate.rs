@@ -694,3 +694,47 @@ async fn a_poll_from_the_command_line_names_its_bridge_in_lines_from_inside_the_
     );
     assert_eq!(warn.matches("bridge=").count(), 1, "{warn}");
 }
+
+/// `poll --commit` says what its baseline did: with `first_poll: emit` every item went out as
+/// `created` (the line used to add "nothing emitted unless first_poll: emit" after "2
+/// created"); with the default, they were only remembered; a later poll says neither.
+#[tokio::test]
+async fn poll_commit_says_whether_its_baseline_emitted() {
+    let up = Upstream::start().await;
+    up.set_json(&json!({"items": [{"id": 1}, {"id": 2}]}));
+    let dir = tempfile::tempdir().unwrap();
+    BridgeYaml::new(&up.url())
+        .first_poll("emit")
+        .sink("console")
+        .write(dir.path(), "loud");
+    BridgeYaml::new(&up.url())
+        .sink("console")
+        .write(dir.path(), "quiet");
+    let poll = |name: &str| {
+        pollhook_in(
+            dir.path(),
+            &["poll", name, "--commit", "--admin", "127.0.0.1:1"],
+        )
+    };
+
+    let (code, out, err) = output_apart(poll("loud")).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.lines().count(), 2, "{out}");
+    assert!(
+        err.contains("2 created") && err.contains("(first poll: each item emitted as created)"),
+        "{err}"
+    );
+    assert!(!err.contains("nothing emitted"), "{err}");
+
+    let (code, out, err) = output_apart(poll("quiet")).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "", "a baseline emitted something");
+    assert!(err.contains("(baseline: remembered, nothing emitted;"), "{err}");
+
+    let (code, _, err) = output_apart(poll("loud")).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        !err.contains("baseline") && !err.contains("first poll"),
+        "{err}"
+    );
+}
