@@ -20,6 +20,12 @@ use url::Url;
 mod login;
 pub use login::{Auth, AuthKind, Login, OAuth2, Secret};
 
+/// The most pages one poll may fetch (`source.paginate.max_pages`): a million pages of a
+/// 30 s time-out each is a poll that never ends in practice, and would hold the shutdown and
+/// the watchdog's idea of a stuck poll with it. Ten thousand pages of a hundred items is a
+/// million items.
+pub const MAX_PAGES: u32 = 10_000;
+
 /// The sink retry schedule when a bridge does not give one (SPEC §3).
 pub const DEFAULT_RETRY: [Duration; 7] = [
     Duration::from_secs(5),
@@ -602,10 +608,10 @@ impl<'a> Validator<'a> {
                 }),
         };
         let max_pages = p.max_pages.unwrap_or(50);
-        if max_pages == 0 {
+        if !(1..=MAX_PAGES).contains(&max_pages) {
             self.err(
                 "source.paginate.max_pages",
-                "source.paginate.max_pages: must be at least 1",
+                format!("source.paginate.max_pages: must be 1 to {MAX_PAGES}, not {max_pages}"),
             );
         }
         let has_more = match &p.has_more {

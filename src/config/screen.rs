@@ -144,6 +144,14 @@ struct Seen {
     /// Top-level keys that are (or are a typo away from) bridge keys, and others.
     bridge_keys: usize,
     other_keys: usize,
+    /// Every event so far, and how many times aliases have sent a reader back to an anchor
+    /// (an alias inside an anchored node counts again each time that node is repeated).
+    events: usize,
+    jumps: u64,
+    /// Per anchor, the jumps its node holds; and the open collections, with their anchor and
+    /// the jumps when they began.
+    anchors: std::collections::HashMap<usize, u64>,
+    open: Vec<(usize, u64)>,
 }
 
 impl Seen {
@@ -154,8 +162,11 @@ impl Seen {
         self.bridge_keys > 0 && self.bridge_keys >= self.other_keys
     }
 
-    /// Takes in one event; refuses nesting past [`MAX_DEPTH`] as soon as it is met.
+    /// Takes in one event; refuses nesting past [`MAX_DEPTH`] and an alias bomb as soon as
+    /// they are met.
     fn event(&mut self, event: &Event, mark: Marker) -> Result<(), (Option<Pos>, String)> {
+        self.events += 1;
+        self.repeats(event, mark)?;
         let node = match event {
             Event::DocumentStart => {
                 self.docs += 1;
@@ -178,6 +189,42 @@ impl Seen {
                 }
             }
             Event::MappingEnd | Event::SequenceEnd => self.depth = self.depth.saturating_sub(1),
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Counts what aliases repeat, as serde_yaml does when it reads the file (each alias a
+    /// jump back to its anchor, and the aliases inside that node again), and refuses at the
+    /// alias where the count passes 100 times the events read so far. serde_yaml refuses past
+    /// 100 times the whole file's events with "repetition limit exceeded" and no place; this
+    /// is at least as strict and names the alias. No bridge repeats anything near that often.
+    fn repeats(&mut self, event: &Event, mark: Marker) -> Result<(), (Option<Pos>, String)> {
+        match event {
+            Event::Alias(id) => {
+                let inside = self.anchors.get(id).copied().unwrap_or(0);
+                self.jumps = self.jumps.saturating_add(1).saturating_add(inside);
+                if self.jumps > 100 * self.events as u64 {
+                    return Err((
+                        Some(pos(mark)),
+                        format!(
+                            "YAML aliases repeat their anchors {} times in {} nodes (an alias bomb?): at most 100 times the nodes",
+                            self.jumps, self.events
+                        ),
+                    ));
+                }
+            }
+            Event::Scalar(_, _, anchor, _) if *anchor > 0 => {
+                self.anchors.insert(*anchor, 0);
+            }
+            Event::MappingStart(anchor, _) | Event::SequenceStart(anchor, _) => {
+                self.open.push((*anchor, self.jumps));
+            }
+            Event::MappingEnd | Event::SequenceEnd => {
+                if let Some((anchor, at)) = self.open.pop().filter(|(a, _)| *a > 0) {
+                    self.anchors.insert(anchor, self.jumps - at);
+                }
+            }
             _ => {}
         }
         Ok(())

@@ -169,3 +169,63 @@ fn the_example_bridges_pass() {
     let b = load_paths(&[dir], &Env::fixed(&[], None)).unwrap_or_else(|p| panic!("{p}"));
     assert!(b.len() >= 3);
 }
+
+/// A YAML alias bomb (each anchor a list of nine aliases of the one before) is refused at the
+/// alias where its repetitions pass the limit, with that alias's place; serde_yaml's own
+/// refusal ("repetition limit exceeded") named no place. An alias or two in a real bridge is
+/// still fine.
+#[test]
+fn an_alias_bomb_is_refused_at_its_place_and_a_plain_alias_is_not() {
+    let mut body = String::from("{a: &a [\"x\",\"x\",\"x\",\"x\",\"x\",\"x\",\"x\",\"x\",\"x\"]");
+    for (i, l) in ('b'..='h').enumerate() {
+        let prev = (b'a' + i as u8) as char;
+        body.push_str(&format!(", {l}: &{l} [{}]", vec![format!("*{prev}"); 9].join(",")));
+    }
+    body.push('}');
+    let bomb = good_with(
+        "  url: https://api.example.com/x\n",
+        &format!("  url: https://api.example.com/x\n  method: POST\n  body: {body}\n"),
+    );
+    let (_d, got) = check(&[("a.yaml", &bomb)]);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(
+        got[0].starts_with("a.yaml:6:191: YAML aliases repeat their anchors"),
+        "{}",
+        got[0]
+    );
+
+    let plain = good_with(
+        "  url: https://api.example.com/x\n",
+        "  url: https://api.example.com/x\n  headers: &h {X-A: \"1\"}\nsinks_note: &n 1\n",
+    );
+    let (_d, got) = check(&[("a.yaml", &plain)]);
+    assert!(got[0].contains("unknown key `sinks_note`"), "{got:?}");
+    let plain = good_with(
+        "  url: https://api.example.com/x\n",
+        "  url: https://api.example.com/x\n  headers: {X-A: &v \"1\", X-B: *v}\n",
+    );
+    let (_d, got) = check(&[("a.yaml", &plain)]);
+    assert_eq!(got, ["ok: 1"], "an alias in a bridge");
+}
+
+/// `max_pages` is capped: a million pages is a poll that never ends.
+#[test]
+fn max_pages_past_the_cap_is_refused_at_its_place() {
+    for (n, ok) in [("1000000", false), ("0", false), ("10000", true)] {
+        let text = good_with(
+            "  url: https://api.example.com/x\n",
+            &format!("  url: https://api.example.com/x\n  paginate:\n    next: link\n    max_pages: {n}\n"),
+        );
+        let (_d, got) = check(&[("a.yaml", &text)]);
+        if ok {
+            assert_eq!(got, ["ok: 1"], "{n}");
+        } else {
+            assert_eq!(
+                got,
+                [format!(
+                    "a.yaml:7:16: source.paginate.max_pages: must be 1 to 10000, not {n}"
+                )]
+            );
+        }
+    }
+}
