@@ -510,6 +510,7 @@ async fn shut_down(mut fleet: Fleet, admin_done: TaskTracker) -> Result<()> {
     systemd::stopping();
     info!("shutting down");
     let names: Vec<String> = fleet.running.keys().cloned().collect();
+    fleet.ctx.stopping.cancel();
     fleet.root.cancel();
     fleet.stop(&names).await;
     admin_done.wait().await;

@@ -78,6 +78,9 @@ pub struct Ctx {
     /// Per bridge and sink, when its last digest was formed (`batch.window`, SPEC §12). In
     /// memory only: after a restart the first digest goes without waiting.
     batches: Mutex<HashMap<(String, String), chrono::DateTime<chrono::Utc>>>,
+    /// Cancelled when the daemon begins to shut down: a poll in flight ends before its next
+    /// page (storing nothing) instead of holding the shutdown for up to `max_pages` pages.
+    pub stopping: tokio_util::sync::CancellationToken,
 }
 
 /// How many polls may be in flight at once.
@@ -130,6 +133,7 @@ impl Ctx {
             per_host: PollLimits::default().per_host,
             gates: Mutex::new(HashMap::new()),
             batches: Mutex::new(HashMap::new()),
+            stopping: Default::default(),
         }
     }
 

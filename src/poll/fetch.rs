@@ -60,6 +60,10 @@ pub enum FetchError {
     /// The source's token could not be had (SPEC §13).
     #[error(transparent)]
     Auth(#[from] crate::auth::AuthError),
+    /// The daemon began to shut down while pages were still to come: the poll ends there
+    /// and stores nothing.
+    #[error("{url}: the daemon is stopping; the poll ends before this page and stores nothing")]
+    Stopped { url: String },
     /// A 304 stands for a cached body that cannot be read back.
     #[error("{url}: answered 304 but its cached body cannot be read: {reason}")]
     Cache { url: String, reason: String },
@@ -278,13 +282,15 @@ impl Cache<'_> {
 /// found there are asked for with `If-None-Match` / `If-Modified-Since`, a 304 stands for the
 /// cached body, and the listing carries the records to store. Without, no validator is sent
 /// and nothing is recorded. `select` is the items' path: page-number and offset listings end
-/// at a page without items.
+/// at a page without items. Once `stop` is cancelled (a shutdown), no further page is asked
+/// for and the listing fails with [`FetchError::Stopped`].
 pub async fn fetch_listing(
     client: &reqwest::Client,
     login: Option<&LogIn<'_>>,
     src: &Source,
     cache: Option<&Cache<'_>>,
     select: &crate::jsonpath::Path,
+    stop: &tokio_util::sync::CancellationToken,
 ) -> Result<Listing, FetchError> {
     let mut listing = Listing::default();
     let mut unreadable = Unreadable { told: false };
@@ -326,6 +332,11 @@ pub async fn fetch_listing(
         if listing.pages.len() >= max_pages as usize {
             listing.incomplete = Some(Incomplete::MaxPages(max_pages));
             break;
+        }
+        if stop.is_cancelled() {
+            return Err(FetchError::Stopped {
+                url: redact::url(&next.url),
+            });
         }
         page = next;
     }

@@ -50,6 +50,7 @@ impl PollError {
             PollError::Fetch(FetchError::RateLimited { .. }) => "rate_limited",
             PollError::Fetch(FetchError::Next { .. }) => "next_page",
             PollError::Fetch(FetchError::Cache { .. }) => "store",
+            PollError::Fetch(FetchError::Stopped { .. }) => "stopped",
             PollError::Fetch(FetchError::Auth(_)) => "auth",
             PollError::Extract(ExtractError::NotJson(_)) => "not_json",
             PollError::Extract(_) => "bad_items",
@@ -161,8 +162,15 @@ async fn fetch_documents(
         bridge: &bridge.name,
         timeout: source.timeout,
     });
-    let mut listing =
-        fetch::fetch_listing(&client, login.as_ref(), source, cache, &bridge.items.select).await?;
+    let mut listing = fetch::fetch_listing(
+        &client,
+        login.as_ref(),
+        source,
+        cache,
+        &bridge.items.select,
+        &ctx.stopping,
+    )
+    .await?;
     if stop_if_unchanged && listing.unchanged() {
         return Ok((listing, None));
     }

@@ -237,6 +237,11 @@ async fn record(
     elapsed: Duration,
 ) {
     let duration_ms = elapsed.as_millis() as u64;
+    if let Err(PollError::Fetch(super::fetch::FetchError::Stopped { .. })) = result {
+        // Not a failure of the source: nothing to show, count or announce.
+        info!(duration_ms, "poll stopped between pages: the daemon is stopping; nothing stored");
+        return;
+    }
     let pause = match result {
         Ok(r) => r.pause_until,
         Err(e) => e.pause_until(),

@@ -738,3 +738,56 @@ async fn poll_commit_says_whether_its_baseline_emitted() {
         "{err}"
     );
 }
+
+/// A listing of endless pages (each names the next) with `max_pages` at its cap: SIGTERM in
+/// the middle of the poll ends it before its next page. It stores nothing and is not counted
+/// a failure; the daemon exits 0 without waiting out its grace period (it used to ask for
+/// page after page until the 10 s ran out, and say "in-flight work did not finish").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_ends_a_long_listing_between_pages() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let hits = std::sync::Arc::new(AtomicU64::new(0));
+    let counted = hits.clone();
+    let app = axum::Router::new().route(
+        "/pages",
+        axum::routing::get(
+            move |q: axum::extract::Query<std::collections::HashMap<String, String>>| {
+                let counted = counted.clone();
+                async move {
+                    counted.fetch_add(1, Ordering::SeqCst);
+                    let n: u64 = q.get("cursor").and_then(|c| c.parse().ok()).unwrap_or(0);
+                    axum::Json(json!({"items": [{"id": n}], "next": n + 1}))
+                }
+            },
+        ),
+    );
+    let base = serve(app).await;
+    let dir = tempfile::tempdir().unwrap();
+    BridgeYaml::new(&format!("{base}/pages"))
+        .every("1h")
+        .paginate("next: {param: cursor, from: \"$.next\"}")
+        .paginate("max_pages: 10000")
+        .sink("console")
+        .write(dir.path(), "endless");
+    let d = Daemon::start(dir.path(), &[]);
+    eventually("the poll to be some pages in", || {
+        hits.load(Ordering::SeqCst) >= 20
+    })
+    .await;
+    let (code, _, err) = d.terminate().await;
+    let err = err.join("\n");
+    assert_eq!(code, 0, "{err}");
+    let asked = hits.load(Ordering::SeqCst);
+    assert!(asked < 10_000, "every page was asked for: {asked}");
+    assert!(
+        err.contains("poll stopped between pages: the daemon is stopping; nothing stored"),
+        "{err}"
+    );
+    assert!(!err.contains("did not finish"), "{err}");
+    assert!(!err.contains("WARN"), "a stopped poll is no failure: {err}");
+    let store = pollhook::store::Store::open(&dir.path().join("data")).unwrap();
+    assert!(
+        !store.meta("endless").unwrap().baselined,
+        "a stopped poll stored a baseline"
+    );
+}
