@@ -523,9 +523,12 @@ async fn the_daemon_logs_each_hostile_answer_and_keeps_every_bridge_alive() {
         "{text}"
     );
     // An unreadable header: one WARN per poll, naming the bridge and the header, cut short.
+    // Counted against the poll lines of the same log, not a poll count read earlier: the
+    // bridge goes on polling while the rest of the test runs (more so on a busy machine).
     let soon = lines("bridge=soon header=retry-after");
     assert!(soon >= 3, "{text}");
-    assert!(soon <= all["soon"]["polls"].as_u64().unwrap() as usize + 1);
+    let polled = lines("bridge=soon status=");
+    assert!(soon <= polled, "{soon} WARNs for {polled} polls: {text}");
     let reset: Vec<&String> = logs
         .iter()
         .filter(|l| l.contains("bridge=reset header=x-ratelimit-reset"))
