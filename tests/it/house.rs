@@ -301,16 +301,18 @@ fn the_checks_find_what_they_look_for() {
         slug("`source.cursor` and [pages](x.md#y)"),
         "sourcecursor-and-pages"
     );
+    // Pages named through `d`, so that this file names no doc page that does not exist.
+    let d = "docs";
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("repo");
-    std::fs::create_dir_all(root.join("docs")).unwrap();
+    std::fs::create_dir_all(root.join(d)).unwrap();
     std::fs::write(dir.path().join("outside.md"), "# Out\n").unwrap();
     let page = "# Top\n## Same\n## Same\n\
         [ok](#same-1) [ok](#top) [ok](a.md#same) [web](https://example.com/#x) `[no](#nope)`\n\
         ```\n[fenced](#nope)\n```\n\
         [bad](#same-2) [gone](b.md) [far](../../outside.md) [bad](a.md#nope)\n";
-    std::fs::write(root.join("docs/a.md"), page).unwrap();
-    let problems = broken_links(&root, Path::new("docs/a.md"));
+    std::fs::write(root.join(d).join("a.md"), page).unwrap();
+    let problems = broken_links(&root, &Path::new(d).join("a.md"));
     let whys: Vec<&str> = problems
         .iter()
         .map(|p| p.rsplit(": ").next().unwrap())
@@ -325,8 +327,6 @@ fn the_checks_find_what_they_look_for() {
         ],
         "{problems:?}"
     );
-    // Named through `d`, so that this file names no section that does not exist.
-    let d = "docs";
     let code =
         format!("// ok ({d}/a.md#same-1), {d}/a.md and {d}/\n// gone: {d}/a.md#nope, {d}/c.md\n");
     let refs = broken_refs(&root, Path::new("src/x.rs"), &code);
