@@ -1,6 +1,6 @@
-//! What a `source.format` costs (SPEC §13): the time and peak memory to turn a large body of
-//! each format into the JSON text the poll reads, against reading the same listing as JSON.
-//! In-process and pure: no server, no store. `cargo bench --bench formats [-- ITEMS]`
+//! What a `source.format` costs (docs/configuration.md#formats): the time and peak memory to turn a
+//! large body of each format into the JSON text the poll reads, against reading the same listing as
+//! JSON. In-process and pure: no server, no store. `cargo bench --bench formats [-- ITEMS]`
 //! (default 50,000 items, each about 200 bytes; a feed at most its 20,000 entries).
 
 use pollhook::formats::{Format, to_json};

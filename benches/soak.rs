@@ -1,4 +1,4 @@
-//! Disk-use soak (SPEC §11 "Disk use is bounded"): a multi-megabyte document and 10,000 small
+//! Disk-use soak (docs/operations.md#disk-use): a multi-megabyte document and 10,000 small
 //! items, every one of them changed on every poll, through the real poll path (`poll_once`:
 //! fetch, extract, diff, commit) and the real deliverer loops POSTing every event to a local
 //! receiver. Prints the state directory's size over time against the live data (the bytes the

@@ -1,4 +1,4 @@
-//! Who may act through the admin API (SPEC §11 "Admin access"). Reading is open on the TCP
+//! Who may act through the admin API (docs/operations.md#who-may-act). Reading is open on the TCP
 //! address. Acting (a poll, reset, resync, dead-letter replay or drop) needs the admin unix
 //! socket, whose file is mode 0600 and which serves only the daemon's own user and root, or,
 //! over TCP, `Authorization: Bearer <token>` with the token from `--admin-token-file`.
@@ -31,9 +31,9 @@ pub fn default_socket(data: &Path) -> PathBuf {
     }
 }
 
-/// A TCP address other than loopback needs a token (SPEC §11): exposed without one, it would
-/// open the reads to the network while nobody could act over it, which is never what was
-/// meant.
+/// A TCP address other than loopback needs a token (docs/operations.md#who-may-act): exposed
+/// without one, it would open the reads to the network while nobody could act over it, which is
+/// never what was meant.
 pub fn check_exposure(addr: SocketAddr, has_token: bool) -> Result<(), String> {
     if has_token || addr.ip().to_canonical().is_loopback() {
         return Ok(());

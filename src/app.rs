@@ -25,7 +25,7 @@ pub struct RunOptions {
     pub data: PathBuf,
     pub admin: Option<SocketAddr>,
     /// The admin unix socket, through which one may act without a token; served even with
-    /// `--admin off` (SPEC §11).
+    /// `--admin off` (docs/operations.md#who-may-act).
     pub admin_socket: PathBuf,
     /// The token that lets a request over TCP act; without it TCP is for reading only.
     pub admin_token: Option<crate::access::AdminToken>,

@@ -1,7 +1,8 @@
-//! Logging in to sources (SPEC §13): the tokens of `source.auth`, fetched before the first
-//! request that needs one, kept in memory per bridge (a [`Session`] in `runtime::Ctx`, so a
-//! token outlives the poll that fetched it), renewed at 90% of its lifetime, and once more
-//! when the source answers 401 anyway (the caller, `poll::fetch`, then asks again once).
+//! Logging in to sources (docs/configuration.md#logging-in): the tokens of `source.auth`, fetched
+//! before the first request that needs one, kept in memory per bridge (a [`Session`] in
+//! `runtime::Ctx`, so a token outlives the poll that fetched it), renewed at 90% of its lifetime,
+//! and once more when the source answers 401 anyway (the caller, `poll::fetch`, then asks again
+//! once).
 //!
 //! The token endpoints are spoken to by hand, with the source's own client (its proxy, and
 //! redirects within the token URL's origin only): the `oauth2` crate's HTTP side is built on

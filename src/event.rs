@@ -1,5 +1,5 @@
-//! Change -> Event: the webhook body of SPEC §4, with its id and JSON Patch. Pure: the time
-//! of detection is an argument.
+//! Change -> Event: the webhook body of docs/events.md#the-event, with its id and JSON Patch. Pure:
+//! the time of detection is an argument.
 
 use crate::extract::Hash;
 use crate::number;
@@ -18,13 +18,14 @@ pub enum EventType {
     Deleted,
     #[serde(rename = "item.snapshot")]
     Snapshot,
-    /// `emit.failures`: the bridge's polls have failed N times in a row (SPEC §12).
+    /// `emit.failures`: the bridge's polls have failed N times in a row
+    /// (docs/events.md#failure-events).
     #[serde(rename = "bridge.failing")]
     Failing,
     /// `emit.failures`: the first successful poll after a `bridge.failing`.
     #[serde(rename = "bridge.recovered")]
     Recovered,
-    /// `pollhook send-test`: seq 0, never stored (SPEC §12).
+    /// `pollhook send-test`: seq 0, never stored (docs/events.md#test-events).
     #[serde(rename = "bridge.test")]
     Test,
     /// An outbox entry that holds a digest of events (a `batch:` sink), not one event.
@@ -108,7 +109,7 @@ pub fn build(s: Spec<'_>) -> Event {
 
 /// `previous` with every number that has the value of the number at the same place in `data`
 /// written as `data` writes it. Numbers are kept as written, and `1` -> `1.0` is no change
-/// (SPEC §4): the patch must not say it is.
+/// (docs/events.md#the-event): the patch must not say it is.
 fn aligned(previous: &Value, data: &Value) -> Value {
     fn align(p: &mut Value, d: &Value) {
         match (p, d) {

@@ -1,7 +1,7 @@
 //! The high-water mark: per bridge, the highest `seq` durably handed out, kept in a small file
 //! beside the sled store (`DATA/highwater`), so that a store that lost flushed commits (a
 //! damaged or truncated log, an old copy put back) is caught at start instead of handing out
-//! the same seqs, and the ids that derive from them, to other events (SPEC §11).
+//! the same seqs, and the ids that derive from them, to other events (docs/operations.md#rollback).
 //!
 //! The mark is never ahead of sled: [`crate::store::Store::commit`] notes the seq it wrote, and
 //! a flush takes the notes made before it started, flushes sled, and only then appends them

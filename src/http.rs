@@ -9,7 +9,7 @@ use std::time::Duration;
 pub const USER_AGENT: &str = concat!("pollhook/", env!("CARGO_PKG_VERSION"));
 
 /// The client for sources: follows redirects within the source's origin only, and sends no
-/// `Referer` (SPEC §11).
+/// `Referer` (docs/configuration.md#redirects).
 pub fn fetcher() -> reqwest::Client {
     fetcher_via(None)
 }
@@ -36,7 +36,8 @@ pub fn fetcher_via(proxy: Option<&url::Url>) -> reqwest::Client {
         .expect("HTTP client with rustls builds")
 }
 
-/// The client for webhooks: never follows redirects (a 3xx is a failed delivery, SPEC §6).
+/// The client for webhooks: never follows redirects (a 3xx is a failed delivery,
+/// docs/events.md#retries).
 pub fn sender() -> reqwest::Client {
     install_crypto();
     reqwest::Client::builder()
@@ -69,7 +70,7 @@ pub fn error_chain(e: reqwest::Error) -> String {
     msg
 }
 
-/// At most this many redirects are followed for one request (SPEC §11).
+/// At most this many redirects are followed for one request (docs/configuration.md#redirects).
 pub const MAX_REDIRECTS: usize = 10;
 
 /// Why a redirect of a source request is not followed.
@@ -83,10 +84,10 @@ enum Refused {
     TooMany,
 }
 
-/// How source requests follow redirects (SPEC §11): within the origin (scheme, host, port) of
-/// the URL asked for, at most [`MAX_REDIRECTS`] in a row. Any other is refused before a
-/// request goes there, so the source's headers, URL password and query never reach another
-/// origin. (Clients built with it should also send no `Referer`, which carries the query.)
+/// How source requests follow redirects (docs/configuration.md#redirects): within the origin
+/// (scheme, host, port) of the URL asked for, at most [`MAX_REDIRECTS`] in a row. Any other is
+/// refused before a request goes there, so the source's headers, URL password and query never reach
+/// another origin. (Clients built with it should also send no `Referer`, which carries the query.)
 pub fn redirect_policy() -> reqwest::redirect::Policy {
     reqwest::redirect::Policy::custom(|attempt| {
         let origin = attempt.url().origin();

@@ -39,8 +39,8 @@
 //!   (digests stored before their first attempt), `trial` (`poll --render`, `send-test`)
 //! - [`sign`]: Standard Webhooks and GitHub signatures; pure
 //! - [`redact`]: secrets out of logs, errors, panics and the admin API
-//! - [`render`] (leaf): MiniJinja templates and rules of sinks (SPEC §12), compiled at load;
-//!   pure: no clock, files or network
+//! - [`render`] (leaf): MiniJinja templates and rules of sinks
+//!   (docs/configuration.md#templates), compiled at load; pure: no clock, files or network
 //! - [`resync`]: queue every stored item as `item.snapshot`
 //! - [`runtime`]: what the tasks share (the store and whether it takes writes, HTTP clients,
 //!   poll slots and locks, wake-ups, the steps the watchdog looks at)

@@ -324,7 +324,7 @@ fn run_daemon(args: RunArgs) -> Result<ExitCode> {
             format!("--admin `{a}` is not an address like 127.0.0.1:9187 or `off`")
         })?),
     };
-    // A usage error, found before anything starts (SPEC §8: exit 2).
+    // A usage error, found before anything starts (exit 2, docs/operations.md#the-command-line).
     if let Some(addr) = admin {
         if let Err(e) = access::check_exposure(addr, admin_token_file.is_some()) {
             eprintln!("error: {e}");

@@ -1,5 +1,6 @@
-//! Prometheus metrics (SPEC §9 `/metrics`): counters and histograms recorded where things
-//! happen, gauges (outbox depth, dead letters) set from the store's counters when scraped.
+//! Prometheus metrics (`/metrics`, docs/operations.md#metrics): counters and histograms recorded
+//! where things happen, gauges (outbox depth, dead letters) set from the store's counters when
+//! scraped.
 //!
 //! Thousands of bridges share one scrape, so per-bridge series are counters and gauges only;
 //! the histograms (poll duration, delivery latency) have no `bridge` label.

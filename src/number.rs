@@ -1,5 +1,5 @@
-//! Numbers exactly as the source wrote them (SPEC §11). serde_json is built with
-//! `arbitrary_precision`, so a number is its text: `100000000000000000001`, `1e400` and `-0`
+//! Numbers exactly as the source wrote them (docs/configuration.md#numbers). serde_json is built
+//! with `arbitrary_precision`, so a number is its text: `100000000000000000001`, `1e400` and `-0`
 //! are stored and sent as written. What compares them, hashes them and makes keys of them is
 //! their canonical text, here. Pure.
 //!

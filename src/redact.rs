@@ -1,4 +1,4 @@
-//! Keeping secrets out of logs, errors and the admin API (SPEC §7).
+//! Keeping secrets out of logs, errors and the admin API (docs/configuration.md#secrets).
 
 use reqwest::header::HeaderName;
 use url::Url;
@@ -65,7 +65,8 @@ pub fn url(u: &Url) -> String {
 }
 
 /// A sink URL as shown anywhere (logs, status, the admin API, errors): its origin only, since
-/// for Slack, Discord and most chat webhooks the path and query *are* the credential (SPEC §11).
+/// for Slack, Discord and most chat webhooks the path and query *are* the credential
+/// (docs/configuration.md#secrets).
 pub fn origin(u: &Url) -> String {
     let o = u.origin().ascii_serialization();
     if u.path() == "/" && u.query().is_none() && u.fragment().is_none() {

@@ -1,7 +1,7 @@
-//! Templates and rules of SPEC §12: MiniJinja, compiled when a bridge is loaded, rendered
-//! from an event as stored. Pure: no clock, no files, no network reach a template (the
-//! environment has no loader, and `now()` and friends are not defined), so the same event
-//! renders to the same bytes on every attempt and after a restart.
+//! Templates and rules of sinks (docs/configuration.md#templates): MiniJinja, compiled when a
+//! bridge is loaded, rendered from an event as stored. Pure: no clock, no files, no network reach a
+//! template (the environment has no loader, and `now()` and friends are not defined), so the same
+//! event renders to the same bytes on every attempt and after a restart.
 //!
 //! Missing values are lenient: `event.previous.price` on a created event is undefined, empty
 //! when printed and false in a test, never an error.
@@ -135,7 +135,7 @@ impl Engine {
     }
 
     /// Whether a rule holds; an error is the rule failing at run time (the caller decides
-    /// what that means: SPEC §12 counts it as true).
+    /// what that means: it counts as true, docs/configuration.md#rules).
     pub fn test(&self, rule: &str, ctx: &Context) -> Result<bool, String> {
         let expr = self
             .env
@@ -386,7 +386,8 @@ mod tests {
         let ctx = Context::event(&created, B);
         assert_eq!(e.render("t", &ctx).unwrap(), "[]");
         assert!(!e.test("event.previous.price", &ctx).unwrap());
-        // The SPEC's own example rule, on a created event: false, not an error (no WARN).
+        // The price-drop rule of docs/configuration.md#presets, on a created event: false, not an
+        // error (no WARN).
         assert_eq!(
             e.test("event.data.price < event.previous.price", &ctx),
             Ok(false)

@@ -53,14 +53,15 @@ pub struct Ctx {
     /// delivered, which `/healthz` reports.
     ended: Mutex<HashMap<(String, &'static str), String>>,
     /// Client for sources: follows redirects within the source's origin only, and sends no
-    /// `Referer` (SPEC §11).
+    /// `Referer` (docs/configuration.md#redirects).
     pub fetcher: reqwest::Client,
     /// Source clients by `source.proxy`, each built once (connections are pooled per client);
     /// `fetcher` serves the sources without one.
     proxied: Mutex<HashMap<String, reqwest::Client>>,
     /// Per bridge, the tokens of its `source.auth`, kept across polls.
     pub sessions: crate::auth::Sessions,
-    /// Client for webhooks: never follows redirects (a 3xx is a failed delivery, SPEC §6).
+    /// Client for webhooks: never follows redirects (a 3xx is a failed delivery,
+    /// docs/events.md#retries).
     pub sender: reqwest::Client,
     /// One channel per bridge; a commit with events bumps it and the bridge's deliverers wake.
     wakers: Mutex<HashMap<String, watch::Sender<()>>>,
@@ -75,8 +76,9 @@ pub struct Ctx {
     per_host: usize,
     /// One per bridge: held for the whole of a poll, scheduled or asked for.
     gates: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-    /// Per bridge and sink, when its last digest was formed (`batch.window`, SPEC §12). In
-    /// memory only: after a restart the first digest goes without waiting.
+    /// Per bridge and sink, when its last digest was formed (`batch.window`,
+    /// docs/configuration.md#digests). In memory only: after a restart the first digest goes
+    /// without waiting.
     batches: Mutex<HashMap<(String, String), chrono::DateTime<chrono::Utc>>>,
     /// Cancelled when the daemon begins to shut down: a poll in flight ends before its next
     /// page (storing nothing) instead of holding the shutdown for up to `max_pages` pages.

@@ -1,5 +1,5 @@
-//! When a bridge polls: `every` at a stable offset inside its interval, or `cron` (SPEC §3, §7).
-//! Pure: the clock is an argument.
+//! When a bridge polls: `every` at a stable offset inside its interval, or `cron`
+//! (docs/configuration.md#schedule). Pure: the clock is an argument.
 
 use chrono::{DateTime, TimeZone, Utc};
 use sha2::{Digest, Sha256};

@@ -51,7 +51,8 @@ pub struct Polled {
     /// All the events; `events` holds the first ones only (a first poll may emit a million).
     pub events_total: usize,
     pub events: Vec<serde_json::Value>,
-    /// With `?render=true`: the requests the events would make, sink by sink (SPEC §12).
+    /// With `?render=true`: the requests the events would make, sink by sink
+    /// (docs/configuration.md#trying-a-sink).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub requests: Vec<crate::deliver::trial::Planned>,
 }

@@ -1,6 +1,6 @@
 //! The CLI's client of the running daemon's admin API: finds the daemon (its admin socket, or
-//! TCP with the bearer token, SPEC §11) and reads the answers as the typed bodies the server
-//! writes ([`super::body`]).
+//! TCP with the bearer token, docs/operations.md#who-may-act) and reads the answers as the typed
+//! bodies the server writes ([`super::body`]).
 
 use super::body;
 use anyhow::{Result, bail};
@@ -23,7 +23,8 @@ pub struct Place {
 }
 
 /// A client for the running daemon's admin API: over its admin socket when the daemon
-/// answers there, else over TCP, with the bearer token when one was given (SPEC §11).
+/// answers there, else over TCP, with the bearer token when one was given
+/// (docs/operations.md#who-may-act).
 pub struct Client {
     base: String,
     http: reqwest::Client,

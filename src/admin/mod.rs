@@ -1,6 +1,6 @@
-//! The admin API (SPEC §9), loopback by default: health, Prometheus metrics, bridges and
-//! their state, poll/reset/resync on demand, dead letters. It never shows a secret. Who may
-//! act is decided in [`crate::access`].
+//! The admin API (docs/operations.md#admin-api), loopback by default: health, Prometheus metrics,
+//! bridges and their state, poll/reset/resync on demand, dead letters. It never shows a secret. Who
+//! may act is decided in [`crate::access`].
 
 use crate::config::Bridge;
 use crate::runtime::Ctx;
@@ -23,7 +23,8 @@ pub struct AdminState {
 }
 
 /// The API for one listener. Reads are open; everything that acts goes through
-/// [`crate::access::gate`], which lets it through according to `access` (SPEC §11).
+/// [`crate::access::gate`], which lets it through according to `access`
+/// (docs/operations.md#who-may-act).
 pub fn router(state: AdminState, access: crate::access::Access) -> Router {
     let reads = Router::new()
         .route("/healthz", get(healthz))
@@ -151,7 +152,7 @@ async fn bridges(State(s): State<AdminState>) -> Result<Json<body::Bridges>, Api
                 file: b.file.clone(),
                 schedule,
                 // Every interpolated value masked wherever it stands in the URL; sinks by
-                // origin only (SPEC §11).
+                // origin only (docs/configuration.md#secrets).
                 url: crate::redact::Redactor::new(&b.secrets).url(&b.source.url),
                 sinks: b
                     .sinks

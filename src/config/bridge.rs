@@ -26,7 +26,7 @@ pub use login::{Auth, AuthKind, Login, OAuth2, Secret};
 /// million items.
 pub const MAX_PAGES: u32 = 10_000;
 
-/// The sink retry schedule when a bridge does not give one (SPEC §3).
+/// The sink retry schedule when a bridge does not give one (docs/configuration.md#sinks).
 pub const DEFAULT_RETRY: [Duration; 7] = [
     Duration::from_secs(5),
     Duration::from_secs(5 * 60),
@@ -50,7 +50,7 @@ pub struct Bridge {
     pub emit: Emit,
     pub sinks: Vec<Sink>,
     /// The compiled templates of the sinks (`sinks[0].template`, `sinks[0].message`) and the
-    /// environment the rules run in (SPEC §12).
+    /// environment the rules run in (docs/configuration.md#templates).
     pub render: crate::render::Engine,
     /// A hash of everything that gives stored state its meaning (name, source, items). When it
     /// changes, the next poll re-baselines instead of reporting a flood of false changes.
@@ -74,9 +74,11 @@ pub struct Source {
     pub paginate: Option<Paginate>,
     /// An incremental listing: asks only for what is new since the last poll.
     pub cursor: Option<Cursor>,
-    /// How the body is written; anything but JSON is converted to JSON first (SPEC §13).
+    /// How the body is written; anything but JSON is converted to JSON first
+    /// (docs/configuration.md#formats).
     pub format: Format,
-    /// How to log in (SPEC §13, `login.rs`), and the proxy for this source's requests.
+    /// How to log in (docs/configuration.md#logging-in, `login.rs`), and the proxy for this
+    /// source's requests.
     pub auth: Option<Auth>,
     pub proxy: Option<Url>,
 }
@@ -89,8 +91,8 @@ pub struct Paginate {
     pub has_more: Option<JsonPath>,
 }
 
-/// `source.cursor` (SPEC §13): the largest `from` value of the items seen is sent with the
-/// next poll, which then lists only what is new or changed since.
+/// `source.cursor` (docs/configuration.md#cursor): the largest `from` value of the items seen is
+/// sent with the next poll, which then lists only what is new or changed since.
 #[derive(Debug, Clone)]
 pub struct Cursor {
     pub to: CursorTo,
@@ -145,7 +147,8 @@ pub struct Emit {
     pub first_poll: FirstPoll,
     pub after_missing: u32,
     pub max_fraction: f64,
-    /// A rule a change must pass to become an event (SPEC §12); compiled at load.
+    /// A rule a change must pass to become an event (docs/configuration.md#rules); compiled at
+    /// load.
     pub when: Option<String>,
     /// `emit.failures.after`: `bridge.failing` after this many failed polls in a row.
     pub failures_after: Option<u32>,
@@ -278,7 +281,8 @@ impl<'a> Validator<'a> {
 
     /// Like [`Self::text`], also giving how the value may be quoted in a message. A value
     /// that came (even in part) from `${…}` is quoted with those parts as `***`, and a parser's
-    /// own explanation is left out, since it may quote a piece of it (SPEC §11).
+    /// own explanation is left out, since it may quote a piece of it
+    /// (docs/configuration.md#secrets).
     fn value(&mut self, path: &str, s: &str) -> Option<Interpolated> {
         match interpolate(s, self.env) {
             Ok(i) => {
@@ -793,7 +797,7 @@ impl<'a> Validator<'a> {
         }
     }
 
-    /// `format`, and `csv` with `format: csv` only (SPEC §13).
+    /// `format`, and `csv` with `format: csv` only (docs/configuration.md#formats).
     fn format(&mut self, s: &raw::RawSource) -> Option<Format> {
         let format = s.format.unwrap_or(RawFormat::Json);
         if s.csv.is_some() && format != RawFormat::Csv {
@@ -1052,8 +1056,8 @@ impl<'a> Validator<'a> {
         out.into_iter().collect()
     }
 
-    /// What a sink says and to which events (SPEC §12): its templates compiled, its keys
-    /// checked against its format.
+    /// What a sink says and to which events (docs/configuration.md#sinks): its templates compiled,
+    /// its keys checked against its format.
     fn speech(&mut self, i: usize, s: &raw::RawSink, target: Option<&Target>) -> Speech {
         let p = |f: &str| format!("sinks[{i}].{f}");
         let console = target == Some(&Target::Console);
@@ -1164,7 +1168,7 @@ impl<'a> Validator<'a> {
     }
 }
 
-/// The SPEC §12 part of a sink, checked.
+/// What a sink speaks and which events it takes, checked (docs/configuration.md#sinks).
 struct Speech {
     content_type: String,
     template: Option<String>,
@@ -1445,8 +1449,8 @@ sinks: [{url: console}]
         assert_eq!(got, want);
     }
 
-    /// Pagination forms and cursors (SPEC §13): each changes the meaning, and has a value of
-    /// its own; `keep` and a bridge without these keys change nothing.
+    /// Pagination forms and cursors (docs/configuration.md#changed-definitions): each changes the
+    /// meaning, and has a value of its own; `keep` and a bridge without these keys change nothing.
     #[test]
     fn listing_fingerprints_are_pinned() {
         let next = |n: &str| {

@@ -1,4 +1,5 @@
-//! `${NAME}`, `${file:/path}` and `${credential:NAME}` in string values (SPEC §3).
+//! `${NAME}`, `${file:/path}` and `${credential:NAME}` in string values
+//! (docs/configuration.md#interpolation).
 //!
 //! Every value that interpolation brings in is treated as a secret: it is remembered so that
 //! logs and errors can redact it, because an operator puts tokens there and nothing else.

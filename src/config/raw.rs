@@ -1,4 +1,5 @@
-//! The YAML as written: a serde mirror of SPEC §3 that rejects unknown keys and wrong types.
+//! The YAML as written: a serde mirror of docs/configuration.md that rejects unknown keys and wrong
+//! types.
 //!
 //! Strings stay strings here (durations, URLs, JSONPath): they may hold `${…}` and are only
 //! interpolated and checked in `bridge.rs`, which reports every problem, not just the first.
@@ -52,10 +53,11 @@ pub struct RawSource {
     pub conditional: Option<bool>,
     pub paginate: Option<RawPaginate>,
     pub cursor: Option<RawCursor>,
-    /// SPEC §13 formats: how the body is written, and the CSV options (only with `csv`).
+    /// How the body is written, and the CSV options (only with `csv`):
+    /// docs/configuration.md#formats.
     pub format: Option<RawFormat>,
     pub csv: Option<RawCsv>,
-    /// How to log in (SPEC §13); checked in `bridge/login.rs`.
+    /// How to log in (docs/configuration.md#logging-in); checked in `bridge/login.rs`.
     pub auth: Option<RawAuth>,
     /// The proxy for this source's requests, token requests included.
     pub proxy: Option<String>,
@@ -146,7 +148,8 @@ pub struct RawEmit {
     pub first_poll: FirstPoll,
     #[serde(default)]
     pub deletes: RawDeletes,
-    /// SPEC §12: a MiniJinja rule; a change it rejects is stored but not emitted.
+    /// A MiniJinja rule (docs/configuration.md#rules); a change it rejects is stored but not
+    /// emitted.
     pub when: Option<String>,
     pub failures: Option<RawFailures>,
 }
@@ -193,7 +196,7 @@ pub struct RawSink {
     pub headers: BTreeMap<String, String>,
     pub timeout: Option<String>,
     pub retry: Option<Vec<String>>,
-    // SPEC §12: what the sink speaks and what it receives.
+    // What the sink speaks and what it receives (docs/configuration.md#sinks).
     #[serde(default)]
     pub format: SinkFormat,
     pub message: Option<String>,
@@ -204,7 +207,7 @@ pub struct RawSink {
     pub batch: Option<RawBatch>,
 }
 
-/// The body a sink sends (SPEC §12).
+/// The body a sink sends (docs/configuration.md#presets).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum SinkFormat {
@@ -238,7 +241,7 @@ pub struct RawBatch {
     pub window: String,
 }
 
-/// `source.auth`: one of `oauth2`, `login`, `basic` (SPEC §13).
+/// `source.auth`: one of `oauth2`, `login`, `basic` (docs/configuration.md#logging-in).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawAuth {

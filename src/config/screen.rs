@@ -4,9 +4,9 @@
 //!
 //! A file that is not a bridge (a symlink to `/etc/shadow`, another program's config, a
 //! dangling link, a FIFO) is refused with a message that quotes nothing from it: serde would
-//! quote its first line as an "unknown key" (SPEC §11). The depth limit is checked here, on a
-//! streaming parser that stops at the limit, because libyaml (under serde_yaml) takes time
-//! quadratic in the nesting of flow collections (100k levels: minutes).
+//! quote its first line as an "unknown key" (docs/configuration.md#bridge-files). The depth limit
+//! is checked here, on a streaming parser that stops at the limit, because libyaml (under
+//! serde_yaml) takes time quadratic in the nesting of flow collections (100k levels: minutes).
 
 use super::locate::Pos;
 use std::io::Read;

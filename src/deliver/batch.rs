@@ -1,7 +1,7 @@
-//! Digests (SPEC §12 `batch: {max, window}`): the head of a sink's queue becomes one request
-//! when `max` events wait or `window` has passed since the last digest. The composition is
-//! stored (one outbox entry in the members' place) before the first attempt, so every retry
-//! and a restart send the same members, in the same bytes, under the same `webhook-id`.
+//! Digests (`batch: {max, window}`, docs/configuration.md#digests): the head of a sink's queue
+//! becomes one request when `max` events wait or `window` has passed since the last digest. The
+//! composition is stored (one outbox entry in the members' place) before the first attempt, so
+//! every retry and a restart send the same members, in the same bytes, under the same `webhook-id`.
 
 use super::Outcome;
 use super::format::{is_batch, wanted};

@@ -1,5 +1,5 @@
-//! The body a sink speaks (SPEC §12): the event as stored, a chat preset built from a
-//! `message` template or the default one-line summary, or a `template` of the sink's own.
+//! The body a sink speaks (docs/configuration.md#presets): the event as stored, a chat preset built
+//! from a `message` template or the default one-line summary, or a `template` of the sink's own.
 //!
 //! Rendered at the first attempt from the outbox entry as stored, with no clock or other
 //! input; a failed attempt keeps what it sent in the entry, and every retry sends that again.

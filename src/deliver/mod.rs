@@ -155,9 +155,9 @@ async fn attempt(
     }
 }
 
-/// What the sink takes from the head of its queue (SPEC §12): the head itself, or a digest
-/// formed from it; or, instead, what happened (a filtered event acknowledged unsent, a digest
-/// waiting for its window).
+/// What the sink takes from the head of its queue (docs/configuration.md#digests): the head itself,
+/// or a digest formed from it; or, instead, what happened (a filtered event acknowledged unsent, a
+/// digest waiting for its window).
 type Head = (Vec<u8>, crate::store::OutboxEntry);
 fn speak_to(
     ctx: &Ctx,

@@ -1,6 +1,6 @@
-//! Trying sinks without the queue (SPEC §12): `poll --render` shows the requests a poll's
-//! events would make, sink by sink, sending nothing; `send-test` sends one `bridge.test`
-//! event (seq 0, never stored) to each sink now and reports each answer.
+//! Trying sinks without the queue (docs/configuration.md#trying-a-sink): `poll --render` shows the
+//! requests a poll's events would make, sink by sink, sending nothing; `send-test` sends one
+//! `bridge.test` event (seq 0, never stored) to each sink now and reports each answer.
 
 use super::format::{self, Rendered};
 use super::webhook;

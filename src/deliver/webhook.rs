@@ -1,4 +1,4 @@
-//! One delivery attempt: the POST of SPEC §5 with its signature headers.
+//! One delivery attempt: the POST of docs/events.md#the-wire-format with its signature headers.
 
 use super::format::Rendered;
 use super::retry::{RetryAction, classify_status};

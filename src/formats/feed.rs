@@ -1,5 +1,5 @@
 //! Feeds (RSS 0.9x/1.0/2.0, Atom, JSON Feed), read by `feed-rs`, as one shape whatever the
-//! dialect (SPEC §13), so one bridge works for any blog:
+//! dialect (docs/configuration.md#the-feed-entry-shape), so one bridge works for any blog:
 //!
 //! `{"title", "entries": [{"id", "title", "link", "published", "updated", "summary", "content",
 //! "authors", "categories"}]}`: texts as strings, times as RFC 3339 in UTC, absent ones `null`;

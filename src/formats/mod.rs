@@ -1,6 +1,7 @@
-//! Source formats (SPEC §13): a body written as NDJSON, CSV, a feed (RSS, Atom, JSON Feed) or
-//! XML is turned into JSON text before anything reads it, so that selection, keys, next links
-//! in the body, the 304 cache and every guard of a JSON source hold for every format unchanged.
+//! Source formats (docs/configuration.md#formats): a body written as NDJSON, CSV, a feed (RSS,
+//! Atom, JSON Feed) or XML is turned into JSON text before anything reads it, so that selection,
+//! keys, next links in the body, the 304 cache and every guard of a JSON source hold for every
+//! format unchanged.
 //!
 //! Pure and a leaf: bytes in, JSON text or the reason it cannot be made out; no I/O, nothing
 //! of the crate. The caller still checks the text it gets as it checks a JSON body (depth,

@@ -1,5 +1,5 @@
 //! XML as JSON, by one mapping an operator can write JSONPath against without seeing the
-//! converter (README "Formats"):
+//! converter (docs/configuration.md#the-xml-mapping):
 //!
 //! - the document is `{"ROOT": value}`, ROOT the root element's name as written (prefix kept);
 //! - an element with no attributes and no child elements is its text: a string, trimmed;

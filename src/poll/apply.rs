@@ -32,7 +32,7 @@ impl State for Stored<'_> {
 pub struct Applied {
     pub result: Result<PollReport, PollError>,
     /// A commit with events went through (also when a later one failed): the caller flushes,
-    /// so the events are on disk before their first attempt (SPEC §6).
+    /// so the events are on disk before their first attempt (docs/events.md#at-least-once).
     pub committed_events: bool,
 }
 
@@ -66,8 +66,9 @@ pub fn apply(
                 tracing::debug!(batches = batches + 1, seq = c.meta.seq, "poll stored");
             }
             Cut::Batch(n) => {
-                // Events on disk before any attempt (SPEC §6): a deliverer with a backlog may
-                // reach them while the poll goes on. The last batch is flushed by the caller.
+                // Events on disk before any attempt (docs/events.md#at-least-once): a deliverer
+                // with a backlog may reach them while the poll goes on. The last batch is flushed
+                // by the caller.
                 if events {
                     store.flush_blocking()?;
                 }

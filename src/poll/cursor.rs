@@ -1,5 +1,5 @@
-//! Incremental listings (SPEC §13 `source.cursor`): the cursor a poll sends, and the next one
-//! found in the items it got. Pure.
+//! Incremental listings (`source.cursor`, docs/configuration.md#cursor): the cursor a poll sends,
+//! and the next one found in the items it got. Pure.
 //!
 //! The cursor is the largest `from` value seen: compared as numbers (exactly) when every
 //! value is a number, else as strings (ISO 8601 times in one format sort as text). The stored

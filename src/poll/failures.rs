@@ -1,6 +1,6 @@
-//! Failure events (SPEC §12 `emit.failures.after: N`): the Nth failed poll in a row emits
-//! `bridge.failing`, the next successful poll `bridge.recovered`, each once per streak. They
-//! are events of the bridge like any other (ids, `seq`, outbox, signatures), so the receiver
+//! Failure events (`emit.failures.after: N`, docs/events.md#failure-events): the Nth failed poll in
+//! a row emits `bridge.failing`, the next successful poll `bridge.recovered`, each once per streak.
+//! They are events of the bridge like any other (ids, `seq`, outbox, signatures), so the receiver
 //! that watches the items also learns that it cannot trust their silence.
 //!
 //! The streak is kept in the bridge's stored meta, so a restart neither forgets a failing

@@ -1,8 +1,8 @@
 //! A bridge's listing: one HTTP request per page, with the source's method, headers, body,
 //! timeout and size limit, conditional on the page's last 200, following the next-page links
 //! up to `max_pages`. Gives the parsed pages in order, or a reason an operator can act on.
-//! A body in another `format` (SPEC §13) becomes its JSON form here, before anything reads it,
-//! so next links, the 304 cache and the selection see JSON only.
+//! A body in another `format` (docs/configuration.md#formats) becomes its JSON form here, before
+//! anything reads it, so next links, the 304 cache and the selection see JSON only.
 
 use super::paginate::{self, PageRequest};
 use super::ratelimit;
@@ -51,13 +51,14 @@ pub enum FetchError {
     },
     #[error("{url}: {reason}")]
     Http { url: String, reason: String },
-    /// A redirect that is not followed: to another origin, or one too many (SPEC §11).
+    /// A redirect that is not followed: to another origin, or one too many
+    /// (docs/configuration.md#redirects).
     #[error("{url}: {reason}")]
     Redirect { url: String, reason: String },
     /// The next-page link of this page cannot be followed.
     #[error("{url}: {reason}")]
     Next { url: String, reason: String },
-    /// The source's token could not be had (SPEC §13).
+    /// The source's token could not be had (docs/configuration.md#logging-in).
     #[error(transparent)]
     Auth(#[from] crate::auth::AuthError),
     /// The daemon began to shut down while pages were still to come: the poll ends there
@@ -436,7 +437,8 @@ struct Answered {
 }
 
 /// One request, with its whole exchange (body included) within `timeout`. With a login, the
-/// token is had first; a 401 to a token gets a new one and one more try (SPEC §13).
+/// token is had first; a 401 to a token gets a new one and one more try
+/// (docs/configuration.md#logging-in).
 async fn fetch_page(
     (client, login): (&reqwest::Client, Option<&LogIn<'_>>),
     src: &Source,
@@ -643,7 +645,7 @@ fn json_text(body: Vec<u8>, url: &str, content_type: String) -> Result<String, F
     })
 }
 
-/// How many times `max_body` a body's JSON form may be (README "Source formats"): room for a
+/// How many times `max_body` a body's JSON form may be (docs/configuration.md#formats): room for a
 /// CSV's header names repeated in each row, and a bound on the memory a body of `max_body`
 /// can take as text.
 const CONVERTED_PER_BODY: u64 = 8;

@@ -315,7 +315,8 @@ async fn poll_with(
     .await
     .expect("a poll's comparison does not panic");
     if applied.committed_events {
-        // On disk before the first attempt (SPEC §6), also when a later batch failed.
+        // On disk before the first attempt (docs/events.md#at-least-once), also when a later batch
+        // failed.
         let flushed = st.flush().await;
         ctx.wake(&bridge.name);
         let report = applied.result?;

@@ -1,6 +1,6 @@
-//! When a source asks us to stop polling for a while (SPEC §7): `Retry-After` on a 429 or 503,
-//! or `X-RateLimit-Remaining: 0` with `X-RateLimit-Reset` on any answer. Pure: the clock is an
-//! argument.
+//! When a source asks us to stop polling for a while (docs/configuration.md#rate-limits):
+//! `Retry-After` on a 429 or 503, or `X-RateLimit-Remaining: 0` with `X-RateLimit-Reset` on any
+//! answer. Pure: the clock is an argument.
 
 use crate::http::{RetryAfter, retry_after};
 use chrono::{DateTime, TimeDelta, Utc};

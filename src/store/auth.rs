@@ -1,8 +1,9 @@
-//! Refresh tokens a token endpoint handed out in place of the configured one (SPEC §13). A
-//! server that rotates them (each use gives a new one and retires the old) would lock a
-//! restarted daemon out if only the file's token were known, so the newest is kept here, in
-//! the tree `auth` by bridge name, with a hash of the configured token it descends from: a
-//! token the operator changes in the file wins over one the store kept for the old.
+//! Refresh tokens a token endpoint handed out in place of the configured one
+//! (docs/configuration.md#logging-in). A server that rotates them (each use gives a new one and
+//! retires the old) would lock a restarted daemon out if only the file's token were known, so the
+//! newest is kept here, in the tree `auth` by bridge name, with a hash of the configured token it
+//! descends from: a token the operator changes in the file wins over one the store kept for the
+//! old.
 
 use super::{Store, StoreError, json};
 use serde::{Deserialize, Serialize};

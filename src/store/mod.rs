@@ -150,8 +150,8 @@ pub struct BridgeMeta {
     /// with the next poll. Stored with the state and events of the poll that found it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cursor: Option<serde_json::Value>,
-    /// The failed polls in a row, with `emit.failures` (SPEC §12): kept, so that a restart
-    /// neither forgets a failing bridge nor announces it twice.
+    /// The failed polls in a row, with `emit.failures` (docs/events.md#failure-events): kept, so
+    /// that a restart neither forgets a failing bridge nor announces it twice.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failing: Option<Failing>,
 }
@@ -188,7 +188,7 @@ pub struct Store {
     /// Entries per bridge in the outbox and the dead letters, counted at open and kept up to
     /// date by every write that adds or removes one, so status and metrics never scan.
     queued: Arc<Mutex<HashMap<String, Queued>>>,
-    /// Per bridge, the highest seq handed out, kept apart from sled (SPEC §11).
+    /// Per bridge, the highest seq handed out, kept apart from sled (docs/operations.md#rollback).
     highwater: Arc<HighWater>,
 }
 
@@ -429,7 +429,7 @@ impl Store {
     }
 }
 
-/// The high-water mark's side of the store (SPEC §11, [`crate::highwater`]).
+/// The high-water mark's side of the store (docs/operations.md#rollback, [`crate::highwater`]).
 impl Store {
     pub fn high_water(&self) -> &HighWater {
         &self.highwater

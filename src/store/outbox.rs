@@ -21,8 +21,9 @@ pub struct OutboxEntry {
     pub created_ms: i64,
     /// What the first attempt of a rendering sink (a preset or a template) sent, kept when it
     /// failed: every retry sends these bytes again, whatever a reload did to the template
-    /// meanwhile (SPEC §6: a duplicate carries the same id and the same bytes). None for an
-    /// event sink, which sends `body` itself, and before the first failed attempt.
+    /// meanwhile (docs/events.md#same-bytes-same-id: a duplicate carries the same id and the same
+    /// bytes). None for an event sink, which sends `body` itself, and before the first failed
+    /// attempt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sent: Option<Rendered>,
 }

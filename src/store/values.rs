@@ -580,7 +580,7 @@ mod tests {
         }
     }
 
-    /// SPEC §11 "Disk use is bounded": a 3 MB document, a 200 KB page body, 50 items of 10
+    /// docs/operations.md#disk-use: a 3 MB document, a 200 KB page body, 50 items of 10
     /// KB, 2,000 small items and a 300 KB event, all rewritten by every commit, 40 times:
     /// nothing in sled's `blobs/`, one file per large value, and the state directory within
     /// three times the live data.

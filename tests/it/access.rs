@@ -1,4 +1,4 @@
-//! Who may act through the admin API (SPEC §11 "Admin access"): reads are open on TCP;
+//! Who may act through the admin API (docs/operations.md#who-may-act): reads are open on TCP;
 //! polls, reset, resync and dead-letter replay/drop need the unix socket or the bearer token;
 //! a non-loopback address without a token is refused at start; the CLI finds the socket or
 //! the token. Also: the socket's life (mode, a stale file, a live one kept) and the `status`

@@ -1,6 +1,6 @@
-//! Logging in to sources (SPEC §13): OAuth2 against a local token endpoint that counts its
-//! requests and issues 2-second tokens, a login endpoint, basic auth, and proxies (one per
-//! bridge, and the standard variables in a daemon's environment).
+//! Logging in to sources (docs/configuration.md#logging-in): OAuth2 against a local token endpoint
+//! that counts its requests and issues 2-second tokens, a login endpoint, basic auth, and proxies
+//! (one per bridge, and the standard variables in a daemon's environment).
 
 use crate::support::*;
 use axum::Router;

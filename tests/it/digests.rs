@@ -1,6 +1,6 @@
-//! Digests (`batch: {max, window}`, SPEC §12): formed from the head of the queue in order,
-//! their composition stored before the first attempt, so a retry and a kill -9 send the same
-//! bytes under the same `webhook-id`.
+//! Digests (`batch: {max, window}`, docs/configuration.md#digests): formed from the head of the
+//! queue in order, their composition stored before the first attempt, so a retry and a kill -9 send
+//! the same bytes under the same `webhook-id`.
 
 use crate::support::*;
 use pollhook::deliver::Outcome;

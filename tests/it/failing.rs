@@ -1,6 +1,6 @@
-//! Failure events (SPEC §12 `emit.failures`): `bridge.failing` after N failed polls in a row
-//! and `bridge.recovered` on the next success, each once, signed and queued like any event,
-//! the streak kept across a restart.
+//! Failure events (`emit.failures`, docs/events.md#failure-events): `bridge.failing` after N failed
+//! polls in a row and `bridge.recovered` on the next success, each once, signed and queued like any
+//! event, the streak kept across a restart.
 
 use crate::support::*;
 use serde_json::json;

@@ -1,6 +1,6 @@
-//! Source formats (SPEC §13): real RSS 2.0, Atom, JSON Feed, CSV, NDJSON and sitemap bodies
-//! served on 127.0.0.1, polled through the real poll path into a real store, and the events
-//! each poll emits; a body that does not parse in its format; a 304 for a feed; pages.
+//! Source formats (docs/configuration.md#formats): real RSS 2.0, Atom, JSON Feed, CSV, NDJSON and
+//! sitemap bodies served on 127.0.0.1, polled through the real poll path into a real store, and the
+//! events each poll emits; a body that does not parse in its format; a 304 for a feed; pages.
 
 use crate::support::*;
 use pollhook::config::Bridge;

@@ -1,7 +1,7 @@
-//! Hostile or broken upstream input (SPEC §11): numbers past f64, deep nesting, absurd
-//! rate-limit headers, redirects to another origin, a cron that never runs again. Each one
-//! fails that bridge's poll (or is ignored) with a reason the operator sees, and leaves the
-//! other bridges and the stored state alone. Nothing panics.
+//! Hostile or broken upstream input (docs/configuration.md#hostile-or-broken-answers): numbers past
+//! f64, deep nesting, absurd rate-limit headers, redirects to another origin, a cron that never
+//! runs again. Each one fails that bridge's poll (or is ignored) with a reason the operator sees,
+//! and leaves the other bridges and the stored state alone. Nothing panics.
 
 use crate::support::*;
 use serde_json::Value;

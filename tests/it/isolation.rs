@@ -1,5 +1,6 @@
-//! Isolation (SPEC §11): a bridge whose task dies is logged, shown and restarted; a hung host
-//! delays only its own bridges; a poll-now waits for nobody's pause and never doubles a poll.
+//! Isolation (docs/operations.md#isolation): a bridge whose task dies is logged, shown and
+//! restarted; a hung host delays only its own bridges; a poll-now waits for nobody's pause and
+//! never doubles a poll.
 
 use crate::support::*;
 use serde_json::{Value, json};

@@ -1,6 +1,6 @@
-//! SPEC §13 listings: GraphQL pages through `variables`, page numbers, offsets, `has_more`,
-//! and incremental listings (`source.cursor`) across failures and restarts, against a real
-//! server on 127.0.0.1 and a real store.
+//! Listings (docs/configuration.md#pagination, docs/configuration.md#cursor): GraphQL pages through
+//! `variables`, page numbers, offsets, `has_more`, and incremental listings (`source.cursor`)
+//! across failures and restarts, against a real server on 127.0.0.1 and a real store.
 
 use crate::support::*;
 use pollhook::poll::Incomplete;

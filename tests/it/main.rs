@@ -14,6 +14,7 @@ mod failing;
 mod formats;
 mod guards;
 mod hostile;
+mod house;
 mod isolation;
 mod listings;
 mod operate;

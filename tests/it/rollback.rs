@@ -1,6 +1,7 @@
-//! Rollback is never silent (SPEC §11): the real binary, a store whose log is damaged or cut
-//! after a `kill -9`, the refusal on start, `pollhook store check` and `accept-rollback`, and
-//! a receiver that never sees one seq or one id given to two different events.
+//! Rollback is never silent (docs/operations.md#rollback): the real binary, a store whose log is
+//! damaged or cut after a `kill -9`, the refusal on start, `pollhook store check` and
+//! `accept-rollback`, and a receiver that never sees one seq or one id given to two different
+//! events.
 
 use crate::support::*;
 use serde_json::{Value, json};

@@ -1,6 +1,6 @@
-//! No secret reaches an operator's screen (SPEC §7, §11): not in logs at debug level, `check`,
-//! `status`, the admin API, nor any error; and a file that is not a bridge is refused without
-//! being quoted.
+//! No secret reaches an operator's screen (docs/configuration.md#secrets): not in logs at debug
+//! level, `check`, `status`, the admin API, nor any error; and a file that is not a bridge is
+//! refused without being quoted.
 
 use crate::support::*;
 use serde_json::json;
@@ -682,12 +682,14 @@ fn files_that_are_not_bridges_are_named_and_never_quoted() {
         assert!(!err.contains(piece), "{err}");
     }
     // 100k levels took minutes in libyaml; the limit is met before it is called (the
-    // `g-deep.yaml` line above). How long it takes is measured, not asserted: see README.
+    // `g-deep.yaml` line above). How long it takes is measured, not asserted: see
+    // docs/design.md#nesting-is-limited.
     eprintln!("check of the 100k-level file took {took:?}");
 }
 
 /// A dangling link appearing in the bridges directory refuses the reload like any invalid
-/// file (SPEC §10): the running bridge goes on polling, nothing is removed.
+/// file (docs/operations.md#reload-and-stop): the running bridge goes on polling, nothing is
+/// removed.
 #[tokio::test]
 async fn a_dangling_link_refuses_the_reload_and_the_running_set_stays() {
     let up = Upstream::start().await;

@@ -1,7 +1,7 @@
-//! Sinks that speak the receiver's language (SPEC §12): each preset's body checked field by
-//! field against the shape its receiver documents, templates signed over the bytes sent, a
-//! render error that dead-letters one event and blocks nothing, and the rules that pick what
-//! a sink receives.
+//! Sinks that speak the receiver's language (docs/configuration.md#presets): each preset's body
+//! checked field by field against the shape its receiver documents, templates signed over the bytes
+//! sent, a render error that dead-letters one event and blocks nothing, and the rules that pick
+//! what a sink receives.
 
 use crate::support::*;
 use pollhook::deliver::Outcome;
@@ -592,8 +592,9 @@ async fn a_sink_can_take_only_the_failure_events_each_once() {
     );
 }
 
-/// SPEC §6 for a rendering sink: a retry sends the bytes of the first attempt under the same
-/// id, also after a reload changed the template; a replayed dead letter is rendered anew.
+/// docs/events.md#same-bytes-same-id for a rendering sink: a retry sends the bytes of the first
+/// attempt under the same id, also after a reload changed the template; a replayed dead letter is
+/// rendered anew.
 #[tokio::test]
 async fn a_retry_sends_the_first_attempts_bytes_whatever_a_reload_did_to_the_template() {
     let rx = Receiver::start().await;

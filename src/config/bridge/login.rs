@@ -1,6 +1,7 @@
-//! `source.auth` and `source.proxy` checked and compiled (SPEC §13): how a bridge logs in to
-//! its source and which proxy its requests take. A child of `bridge` so that it uses the same
-//! validator (positions, interpolation, secrets); the tokens themselves live in `crate::auth`.
+//! `source.auth` and `source.proxy` checked and compiled (docs/configuration.md#logging-in): how a
+//! bridge logs in to its source and which proxy its requests take. A child of `bridge` so that it
+//! uses the same validator (positions, interpolation, secrets); the tokens themselves live in
+//! `crate::auth`.
 //!
 //! Every credential met here (client secret, refresh token, password, a login body's
 //! secret-looking values, a proxy's password) becomes a secret of the bridge, whether it came
