@@ -9,12 +9,18 @@
 //! else its link, else `sha256:` and the hex of the SHA-256 of its title and content (the
 //! summary when it has no content). Never a random one, as feed-rs would make by default: a key
 //! that changed each poll would report every entry deleted and created again.
+//!
+//! A derived id is the same for entries that read alike (a status notice posted twice, with
+//! no guid or link), and a key two items share fails the poll, every poll: the operator cannot
+//! choose another. So derived ids are made unique within the feed (see [`unique`]), in a way
+//! that keeps each entry's key as it was when entries come and go at the top of the feed.
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use feed_rs::model::{Entry, Link};
 use feed_rs::parser::{ParseErrorKind, ParseFeedError};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// How deep the XML of a feed may nest before it is refused unread: far deeper than any feed,
 /// and shallow enough that no reader can run out of stack on it.
@@ -24,7 +30,8 @@ const MAX_DEPTH: usize = 256;
 /// says, so 16 MiB of `<item/>` took gigabytes; real feeds list tens to a few thousand.
 pub const MAX_ENTRIES: usize = 20_000;
 
-pub fn to_json(body: &[u8]) -> Result<String, String> {
+/// The feed as JSON text, and how many entries took a derived id told apart from another's.
+pub fn to_json(body: &[u8]) -> Result<super::Converted, String> {
     screen(body)?;
     let parser = feed_rs::parser::Builder::new()
         // Empty: an entry without an id gets the one this module derives.
@@ -38,30 +45,126 @@ pub fn to_json(body: &[u8]) -> Result<String, String> {
         }
         e => e.to_string(),
     })?;
-    let entries: Vec<Value> = feed.entries.iter().map(entry).collect();
+    let (ids, renamed) = unique(feed.entries.iter().map(id).collect());
+    let entries: Vec<Value> = feed.entries.iter().zip(ids).map(entry).collect();
     let doc = json!({
         "title": feed.title.map(|t| t.content),
         "entries": entries,
     });
-    Ok(doc.to_string())
+    Ok(super::Converted {
+        text: doc.to_string(),
+        renamed,
+    })
 }
 
-fn entry(e: &Entry) -> Value {
+/// An entry's id before [`unique`]: the feed's own, or derived (with the entry's time, which
+/// tells apart entries whose derived ids are the same).
+#[derive(Debug)]
+enum Id {
+    Own(String),
+    Derived(String, Option<DateTime<Utc>>),
+}
+
+fn id(e: &Entry) -> Id {
+    if !e.id.is_empty() {
+        return Id::Own(e.id.clone());
+    }
+    let time = e.published.or(e.updated);
+    if let Some(link) = link(&e.links) {
+        return Id::Derived(link.to_string(), time);
+    }
+    let title = e.title.as_ref().map(|t| t.content.as_str());
+    let summary = e.summary.as_ref().map(|t| t.content.as_str());
+    let content = e.content.as_ref().and_then(|c| c.body.as_deref());
+    let mut h = Sha256::new();
+    h.update(title.unwrap_or_default());
+    h.update([0]);
+    h.update(content.or(summary).unwrap_or_default());
+    Id::Derived(format!("sha256:{}", hex::encode(h.finalize())), time)
+}
+
+/// The entries' ids, no two the same unless the feed gave them so, and how many derived ids
+/// were told apart. The feed's own ids are kept as they are (two the same fail the poll: the
+/// feed says they are one entry). Of the entries whose derived id is the same, or is another
+/// entry's own id, the oldest keeps it as it is (by `published`, else `updated`; an entry
+/// without a time counts as older; among equals, the one nearer the end of the feed, as feeds
+/// list the newest first); each other one gets `#` and its time (`sha256:…#2025-06-02T10:00:00Z`)
+/// when no other of them has that time, else `#2`, `#3`… from the end of the feed up. So a
+/// new entry on top takes a key of its own and the others keep theirs; when the oldest one
+/// leaves the feed, the next oldest takes its key.
+fn unique(ids: Vec<Id>) -> (Vec<String>, usize) {
+    let own: HashSet<&str> = ids
+        .iter()
+        .filter_map(|i| match i {
+            Id::Own(s) => Some(s.as_str()),
+            Id::Derived(..) => None,
+        })
+        .collect();
+    // Derived ids by value, their entries in the order they keep or lose the id in.
+    let mut groups: BTreeMap<&str, Vec<(usize, Option<DateTime<Utc>>)>> = BTreeMap::new();
+    for (n, i) in ids.iter().enumerate() {
+        if let Id::Derived(s, time) = i {
+            groups.entry(s).or_default().push((n, *time));
+        }
+    }
+    let mut taken: HashSet<String> = ids.iter().map(|i| i.text().to_string()).collect();
+    let mut renamed: Vec<(usize, String)> = Vec::new();
+    for (base, mut members) in groups {
+        let first_keeps = !own.contains(base);
+        if members.len() == 1 && first_keeps {
+            continue;
+        }
+        members.sort_by_key(|&(n, time)| (time, std::cmp::Reverse(n)));
+        let mut times: HashMap<Option<DateTime<Utc>>, usize> = HashMap::new();
+        for (_, t) in &members {
+            *times.entry(*t).or_default() += 1;
+        }
+        let mut next = 2usize;
+        for &(n, time) in &members[usize::from(first_keeps)..] {
+            let by_time = time
+                .filter(|t| times.get(&Some(*t)) == Some(&1))
+                .map(|t| format!("{base}#{}", self::time(t)))
+                .filter(|id| !taken.contains(id));
+            let id = by_time.unwrap_or_else(|| {
+                loop {
+                    let id = format!("{base}#{next}");
+                    next += 1;
+                    if !taken.contains(&id) {
+                        break id;
+                    }
+                }
+            });
+            taken.insert(id.clone());
+            renamed.push((n, id));
+        }
+    }
+    let count = renamed.len();
+    let mut out: Vec<String> = ids.into_iter().map(Id::into_text).collect();
+    for (n, id) in renamed {
+        out[n] = id;
+    }
+    (out, count)
+}
+
+impl Id {
+    fn text(&self) -> &str {
+        match self {
+            Id::Own(s) | Id::Derived(s, _) => s,
+        }
+    }
+
+    fn into_text(self) -> String {
+        match self {
+            Id::Own(s) | Id::Derived(s, _) => s,
+        }
+    }
+}
+
+fn entry((e, id): (&Entry, String)) -> Value {
     let title = e.title.as_ref().map(|t| t.content.as_str());
     let summary = e.summary.as_ref().map(|t| t.content.as_str());
     let content = e.content.as_ref().and_then(|c| c.body.as_deref());
     let link = link(&e.links);
-    let id = if !e.id.is_empty() {
-        e.id.clone()
-    } else if let Some(link) = link {
-        link.to_string()
-    } else {
-        let mut h = Sha256::new();
-        h.update(title.unwrap_or_default());
-        h.update([0]);
-        h.update(content.or(summary).unwrap_or_default());
-        format!("sha256:{}", hex::encode(h.finalize()))
-    };
     let authors: Vec<&str> = e
         .authors
         .iter()
@@ -187,7 +290,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn doc(body: &str) -> Value {
-        serde_json::from_str(&to_json(body.as_bytes()).unwrap()).unwrap()
+        serde_json::from_str(&to_json(body.as_bytes()).unwrap().text).unwrap()
     }
 
     #[test]
@@ -221,6 +324,91 @@ mod tests {
         assert_eq!(e[2]["link"], Value::Null);
         // The same body gives the same ids: nothing random.
         assert_eq!(to_json(body.as_bytes()), to_json(body.as_bytes()));
+    }
+
+    /// The ids of an RSS channel's items, and how many were told apart.
+    fn ids(items: &str) -> (Vec<String>, usize) {
+        let body = format!("<rss version=\"2.0\"><channel><title>t</title>{items}</channel></rss>");
+        let c = to_json(body.as_bytes()).unwrap();
+        let v: Value = serde_json::from_str(&c.text).unwrap();
+        let ids = v["entries"].as_array().unwrap().iter();
+        (
+            ids.map(|e| e["id"].as_str().unwrap().to_string()).collect(),
+            c.renamed,
+        )
+    }
+
+    #[test]
+    fn derived_ids_that_are_the_same_are_told_apart() {
+        let hash = |title: &str| {
+            let mut h = Sha256::new();
+            h.update(format!("{title}\0"));
+            format!("sha256:{}", hex::encode(h.finalize()))
+        };
+        let at = |hour: u32| format!("<pubDate>Mon, 02 Jun 2025 {hour:02}:00:00 +0000</pubDate>");
+        // One link, three posts: the oldest keeps it, the others take their times.
+        let l = "<link>https://s.example/</link>";
+        let (got, renamed) = ids(&format!(
+            "<item><title>c</title>{l}{}</item><item><title>a</title>{l}{}</item><item><title>b</title>{l}{}</item>",
+            at(12),
+            at(8),
+            at(10)
+        ));
+        let want = [
+            "https://s.example/#2025-06-02T12:00:00Z",
+            "https://s.example/",
+            "https://s.example/#2025-06-02T10:00:00Z",
+        ];
+        assert_eq!((got, renamed), (want.map(String::from).to_vec(), 2));
+        // A derived id that is another entry's own: the own one keeps it.
+        let (got, renamed) = ids(&format!(
+            "<item><title>a</title><link>https://s.example/1</link>{}</item><item><guid>https://s.example/1</guid></item>",
+            at(9)
+        ));
+        assert_eq!(
+            got,
+            [
+                "https://s.example/1#2025-06-02T09:00:00Z",
+                "https://s.example/1"
+            ]
+        );
+        assert_eq!(renamed, 1);
+        // No times (or the same): numbered from the end of the feed up, past an id taken.
+        let x = hash("x");
+        let (got, renamed) = ids(&format!(
+            "<item><title>x</title></item><item><title>x</title></item><item><guid>{x}#2</guid></item><item><title>x</title></item>"
+        ));
+        assert_eq!(
+            got,
+            [
+                format!("{x}#4"),
+                format!("{x}#3"),
+                format!("{x}#2"),
+                x.clone()
+            ]
+        );
+        assert_eq!(renamed, 2);
+        let (got, _) = ids(&format!(
+            "<item><title>x</title>{}</item><item><title>x</title>{}</item><item><title>x</title>{}</item>",
+            at(9),
+            at(9),
+            at(7)
+        ));
+        assert_eq!(got, [format!("{x}#3"), format!("{x}#2"), x.clone()]);
+        // An untimed one counts as the oldest.
+        let (got, _) = ids(&format!(
+            "<item><title>x</title>{}</item><item><title>x</title></item>",
+            at(9)
+        ));
+        assert_eq!(got, [format!("{x}#2025-06-02T09:00:00Z"), x.clone()]);
+        // The feed's own ids are its own: two the same stay so (the poll names the key).
+        let (got, renamed) = ids("<item><guid>g</guid></item><item><guid>g</guid></item>");
+        assert_eq!((got, renamed), (vec!["g".to_string(), "g".to_string()], 0));
+        // As many entries as a feed may hold, all alike: each its own, at once.
+        let (got, renamed) = ids(&"<item/>".repeat(MAX_ENTRIES));
+        assert_eq!(renamed, MAX_ENTRIES - 1);
+        let unique: HashSet<&String> = got.iter().collect();
+        assert_eq!(unique.len(), MAX_ENTRIES);
     }
 
     #[test]
@@ -318,7 +506,7 @@ mod tests {
         // As many as allowed, and elements that only start like one (`<items>`), are read.
         let ok = many(MAX_ENTRIES, "<item><guid>g</guid></item>")
             .replace("<title>t</title>", "<title>t</title><items/><itemx/>");
-        let doc: Value = serde_json::from_str(&to_json(ok.as_bytes()).unwrap()).unwrap();
+        let doc: Value = serde_json::from_str(&to_json(ok.as_bytes()).unwrap().text).unwrap();
         assert_eq!(doc["entries"].as_array().unwrap().len(), MAX_ENTRIES);
     }
 
@@ -336,8 +524,8 @@ mod tests {
             ]), 0..40)
         ) {
             let body = parts.concat();
-            if let Ok(text) = to_json(body.as_bytes()) {
-                prop_assert!(serde_json::from_str::<Value>(&text).is_ok(), "{text}");
+            if let Ok(c) = to_json(body.as_bytes()) {
+                prop_assert!(serde_json::from_str::<Value>(&c.text).is_ok(), "{}", c.text);
             }
         }
     }

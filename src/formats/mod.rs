@@ -45,23 +45,38 @@ impl Format {
 pub const FEED_SELECT: &str = "$.entries[*]";
 pub const FEED_KEY: &str = "$.id";
 
+/// A body as JSON text, and what the operator should hear of its conversion.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Converted {
+    pub text: String,
+    /// Feed entries whose derived id was the same as another entry's, told apart by a suffix
+    /// (see `feed`); 0 for every other format.
+    pub renamed: usize,
+}
+
 /// The body as JSON text, for every format but [`Format::Json`] (whose body is its own text:
 /// given back unchanged, unchecked). The reason, lowercase, when it does not parse, or when
 /// the JSON text would be longer than `max_text` bytes: a converted form can be far larger
 /// than its body (a CSV repeats every header name in every row), so `max_body` alone does not
 /// bound it. CSV stops as soon as it passes the bound; the others are checked once built.
 pub fn to_json(format: Format, body: &[u8], max_text: usize) -> Result<String, String> {
-    let text = match format {
-        Format::Json => utf8(body).map(str::to_string),
-        Format::Ndjson => ndjson(body),
-        Format::Csv { delimiter } => csv(body, delimiter, max_text),
+    convert(format, body, max_text).map(|c| c.text)
+}
+
+/// As [`to_json`], with what the conversion has to report.
+pub fn convert(format: Format, body: &[u8], max_text: usize) -> Result<Converted, String> {
+    let plain = |text| Converted { text, renamed: 0 };
+    let converted = match format {
+        Format::Json => utf8(body).map(|t| plain(t.to_string())),
+        Format::Ndjson => ndjson(body).map(plain),
+        Format::Csv { delimiter } => csv(body, delimiter, max_text).map(plain),
         Format::Feed => feed::to_json(body),
-        Format::Xml => xml::to_json(body),
+        Format::Xml => xml::to_json(body).map(plain),
     }?;
-    if text.len() > max_text {
+    if converted.text.len() > max_text {
         return Err(too_long(max_text));
     }
-    Ok(text)
+    Ok(converted)
 }
 
 fn too_long(max_text: usize) -> String {

@@ -664,15 +664,24 @@ async fn converted(
         .saturating_mul(CONVERTED_PER_BODY)
         .try_into()
         .unwrap_or(usize::MAX);
-    let text = tokio::task::spawn_blocking(move || formats::to_json(format, &body, max_text))
+    let text = tokio::task::spawn_blocking(move || formats::convert(format, &body, max_text))
         .await
         .unwrap_or_else(|_| Err(format!("the {} reader failed on it", format.name())))
-        .and_then(|text| {
-            check_json(text.as_bytes())
-                .map(|()| text)
+        .and_then(|c| {
+            check_json(c.text.as_bytes())
+                .map(|()| c)
                 .map_err(|e| format!("its JSON form cannot be read ({e})"))
         });
-    text.map_err(|reason| FetchError::BadBody {
+    if let Ok(c) = &text
+        && c.renamed > 0
+    {
+        // Once per page (a feed is one page, as a rule); the bridge's span names the bridge.
+        tracing::warn!(
+            entries = c.renamed,
+            "feed entries without an id of their own read alike (the same link, or the same title and content): the oldest keeps the derived id, each other one gets `#` and its time, or `#2`, `#3`…"
+        );
+    }
+    text.map(|c| c.text).map_err(|reason| FetchError::BadBody {
         url: url.to_string(),
         format: format.name(),
         content_type,

@@ -310,6 +310,137 @@ async fn a_json_feed_with_and_without_ids_reports_its_entries() {
     assert_eq!(second.len(), 4, "{second:?}");
 }
 
+/// A status page's RSS as some generators write it: no guid, no link, the same notice word for
+/// word each time it happens. Items are (title, hour of `pubDate`), newest first.
+fn status_feed(items: &[(&str, &str)]) -> String {
+    let mut x = String::from(
+        "<?xml version=\"1.0\"?>\n<rss version=\"2.0\"><channel><title>Status</title>\n",
+    );
+    for (title, hour) in items {
+        x.push_str(&format!(
+            "<item><title>{title}</title><pubDate>Mon, 02 Jun 2025 {hour}:00:00 +0000</pubDate><description>Notice: {title}</description></item>\n"
+        ));
+    }
+    x.push_str("</channel></rss>\n");
+    x
+}
+
+/// The key an entry without guid and link is given: the SHA-256 of its title and content.
+fn hashed(title: &str) -> String {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    h.update(format!("{title}\0Notice: {title}"));
+    format!("sha256:{}", hex::encode(h.finalize()))
+}
+
+/// Entries that share title and content and have no guid or link (the same notice posted
+/// twice) once shared their key, and every poll failed for good. The oldest keeps the key;
+/// each other one is told apart by its own time; new ones on top are created and nothing
+/// else moves.
+#[tokio::test]
+async fn feed_entries_alike_without_guid_or_link_each_get_a_key() {
+    let up = Upstream::start().await;
+    let h = Harness::new();
+    let b = bridge(&h, &up, &["format: feed"], &[]);
+    let (restored, deploy) = (hashed("Restored"), hashed("Deploy"));
+    let at = |hour: &str| format!("{restored}#2025-06-02T{hour}:00:00Z");
+    let three = [("Restored", "10"), ("Deploy", "09"), ("Restored", "08")];
+    let four = [
+        ("Restored", "11"),
+        ("Restored", "10"),
+        ("Deploy", "09"),
+        ("Restored", "08"),
+    ];
+    let got = polls(
+        &h,
+        &b,
+        &up,
+        "application/rss+xml",
+        &[
+            status_feed(&three),
+            // Another on top: created; the others keep their keys.
+            status_feed(&four),
+            status_feed(&four),
+            // The oldest falls off the end: the next oldest takes the bare key.
+            status_feed(&four[..3]),
+        ],
+    )
+    .await;
+    assert_eq!(
+        got,
+        [
+            ev(&[
+                ("created", &restored),
+                ("created", &at("10")),
+                ("created", &deploy)
+            ]),
+            ev(&[("created", &at("11"))]),
+            vec![],
+            ev(&[("updated", &restored), ("deleted", &at("10"))]),
+        ]
+    );
+    let (items, _, _) = h.snapshot("fmt");
+    let published = |key: &str| {
+        let item = items.iter().find(|(k, ..)| k == key).unwrap();
+        item.2["published"].as_str().unwrap().to_string()
+    };
+    assert_eq!(published(&restored), "2025-06-02T10:00:00Z");
+    assert_eq!(published(&at("11")), "2025-06-02T11:00:00Z");
+
+    // Twins to the second (the same time too) are numbered from the end of the feed up.
+    up.set(
+        200,
+        "application/rss+xml",
+        &status_feed(&[("Deploy", "09"), ("Deploy", "09"), ("Deploy", "09")]),
+    );
+    h.poll(&b).await.unwrap();
+    let mut keys: Vec<String> = h.snapshot("fmt").0.into_iter().map(|(k, ..)| k).collect();
+    keys.sort();
+    let mut want = [deploy.clone(), format!("{deploy}#2"), format!("{deploy}#3")];
+    want.sort();
+    assert_eq!(keys, want);
+}
+
+/// The real binary says so, at WARN, once in each poll, with the count: the operator learns
+/// where the `#…` keys come from.
+#[tokio::test]
+async fn the_daemon_warns_once_a_poll_of_entries_told_apart() {
+    let up = Upstream::start().await;
+    let feed = [("Restored", "10"), ("Restored", "09"), ("Restored", "08")];
+    up.set(200, "application/rss+xml", &status_feed(&feed));
+    let dir = tempfile::tempdir().unwrap();
+    BridgeYaml::new(&up.url())
+        .every("1s")
+        .source("format: feed")
+        .without_items()
+        .first_poll("emit")
+        .sink("console")
+        .write(dir.path(), "status");
+    let d = Daemon::start(dir.path(), &[]);
+    let polls = |d: &Daemon| d.logs().matches(" INFO poll ").count();
+    eventually("three polls", || polls(&d) >= 3).await;
+    let (_, out, logs) = d.terminate().await;
+    let created = out
+        .iter()
+        .filter(|l| l.contains("\"item.created\""))
+        .count();
+    assert_eq!(created, 3, "{out:?}");
+    // Each poll's INFO line has exactly one WARN before it (since the poll before).
+    let mut warned = 0;
+    for l in &logs {
+        if l.contains("WARN") && l.contains("read alike") {
+            assert!(
+                l.contains("entries=2") && l.contains("bridge=status"),
+                "{l}"
+            );
+            warned += 1;
+        } else if l.contains(" INFO poll ") {
+            assert_eq!(warned, 1, "{}", logs.join("\n"));
+            warned = 0;
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_csv_with_a_semicolon_reports_its_rows() {
     let up = Upstream::start().await;
