@@ -5,7 +5,7 @@
 use crate::store::{Store, StoreError};
 use chrono::serde::ts_milliseconds_option;
 use chrono::{DateTime, Utc};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -83,6 +83,8 @@ pub struct Ctx {
     /// Cancelled when the daemon begins to shut down: a poll in flight ends before its next
     /// page (storing nothing) instead of holding the shutdown for up to `max_pages` pages.
     pub stopping: tokio_util::sync::CancellationToken,
+    /// What has been warned of once already, in this process (`Ctx::first_time`).
+    warned: Mutex<HashSet<String>>,
 }
 
 /// How many polls may be in flight at once.
@@ -136,7 +138,15 @@ impl Ctx {
             gates: Mutex::new(HashMap::new()),
             batches: Mutex::new(HashMap::new()),
             stopping: Default::default(),
+            warned: Mutex::new(HashSet::new()),
         }
+    }
+
+    /// Whether this is the first time this process is to warn of `what`: for a WARN said once
+    /// per process, not at every poll.
+    pub fn first_time(&self, what: String) -> bool {
+        let mut warned = self.warned.lock().unwrap_or_else(|e| e.into_inner());
+        warned.insert(what)
     }
 
     /// The client for a source's requests (and its token requests): the one through its

@@ -62,8 +62,11 @@ pub fn to_json(body: &[u8]) -> Result<super::Converted, String> {
 #[derive(Debug)]
 enum Id {
     Own(String),
-    Derived(String, Option<DateTime<Utc>>),
+    Derived(String, Time),
 }
+
+/// An entry's `published` time, else its `updated` one.
+type Time = Option<DateTime<Utc>>;
 
 fn id(e: &Entry) -> Id {
     if !e.id.is_empty() {
@@ -101,7 +104,7 @@ fn unique(ids: Vec<Id>) -> (Vec<String>, usize) {
         })
         .collect();
     // Derived ids by value, their entries in the order they keep or lose the id in.
-    let mut groups: BTreeMap<&str, Vec<(usize, Option<DateTime<Utc>>)>> = BTreeMap::new();
+    let mut groups: BTreeMap<&str, Vec<(usize, Time)>> = BTreeMap::new();
     for (n, i) in ids.iter().enumerate() {
         if let Id::Derived(s, time) = i {
             groups.entry(s).or_default().push((n, *time));
@@ -115,7 +118,7 @@ fn unique(ids: Vec<Id>) -> (Vec<String>, usize) {
             continue;
         }
         members.sort_by_key(|&(n, time)| (time, std::cmp::Reverse(n)));
-        let mut times: HashMap<Option<DateTime<Utc>>, usize> = HashMap::new();
+        let mut times: HashMap<Time, usize> = HashMap::new();
         for (_, t) in &members {
             *times.entry(*t).or_default() += 1;
         }

@@ -102,6 +102,9 @@ pub struct PollReport {
     /// The bridge had a streak of failed polls when this one began (`emit.failures`): only
     /// then does a success change what is stored of it.
     pub failing: bool,
+    /// `source.cursor` values unlike the cursor, which did not move it (a WARN, once per
+    /// bridge and process).
+    pub cursor_unlike: Option<cursor::Unlike>,
 }
 
 /// Events emitted by a poll, by type.

@@ -134,7 +134,7 @@ pub fn plan(
         },
     )?;
     let items = keyed.items;
-    let cursor = next_cursor(bridge, approach.cursor(&meta), &items)?;
+    let advanced = next_cursor(bridge, approach.cursor(&meta), &items)?;
     let report = PollReport {
         items: items.len(),
         created: diff.count(ChangeKind::Created),
@@ -150,6 +150,7 @@ pub fn plan(
         incomplete: listed.incomplete,
         pause_until: listed.pause_until,
         failing: meta.failing.is_some(),
+        cursor_unlike: advanced.unlike,
         ..Default::default()
     };
     let failing = meta.failing.clone();
@@ -173,7 +174,7 @@ pub fn plan(
         baselined: true,
         absent: diff.absent_after,
         items: diff.stored_after,
-        cursor,
+        cursor: advanced.cursor,
         // The failure streak is failure tracking's (`failures`), which runs after the poll.
         failing,
     };
@@ -196,25 +197,24 @@ fn incremental(bridge: &Bridge, now: DateTime<Utc>) -> Option<diff::Incremental>
 }
 
 /// The cursor the poll stores: the largest `from` value of the cursor it asked with and the
-/// items.
-/// The stored one unchanged for a bridge without `source.cursor`.
+/// items, of the cursor's kind (`cursor::next`); and the values that were not.
+/// None for a bridge without `source.cursor`.
 fn next_cursor(
     bridge: &Bridge,
     stored: Option<&serde_json::Value>,
     items: &[extract::Item<'_>],
-) -> Result<Option<serde_json::Value>, PollError> {
+) -> Result<super::cursor::Advanced, PollError> {
     let Some(c) = &bridge.source.cursor else {
-        return Ok(None);
+        return Ok(Default::default());
     };
     let mut found = Vec::new();
     for item in items {
         let value = item.value()?;
-        found.extend(c.from.select(&value).into_iter().cloned());
+        let key = item.key.as_str();
+        found.extend(c.from.select(&value).into_iter().map(|v| (key, v.clone())));
     }
-    Ok(super::cursor::advance(
-        stored.or(c.initial.as_ref()),
-        &found,
-    ))
+    let found = found.iter().map(|(k, v)| (*k, v));
+    Ok(super::cursor::next(stored, c.initial.as_ref(), found))
 }
 
 /// The pages the last commit stores. A held-back mass delete leaves the state behind the

@@ -277,10 +277,44 @@ async fn record(
         crate::metrics::rule_errors(&bridge.name, "emit", r.rule_errors);
     }
     log_result(bridge, redactor, result, duration_ms);
+    if let Ok(PollReport {
+        cursor_unlike: Some(u),
+        ..
+    }) = result
+    {
+        log_unlike(ctx, bridge, u);
+    }
     if let Some(until) = pause {
         log_pause(bridge, until);
     }
     super::failures::track(ctx, bridge, redactor, result).await;
+}
+
+/// `source.cursor` values that did not move the cursor: a WARN once per bridge (and
+/// definition) in this process. Said at every poll, it would drown the log when the source
+/// lists the same odd item each time.
+fn log_unlike(ctx: &Ctx, bridge: &Bridge, u: &super::cursor::Unlike) {
+    if !ctx.first_time(format!(
+        "cursor unlike\0{}\0{}",
+        bridge.name, bridge.fingerprint
+    )) {
+        return;
+    }
+    let cursor = u.cursor.map_or("none yet".to_string(), |k| k.to_string());
+    match &u.key {
+        Some(key) => warn!(
+            values = u.values,
+            first_key = ?key,
+            first_value = %u.value,
+            "cursor values of another kind than the cursor do not move the cursor (the first is {}, the cursor {cursor}); their items are compared and sent as usual; said once per bridge until pollhook restarts",
+            u.kind
+        ),
+        None => warn!(
+            values = u.values,
+            stored_cursor = %u.value,
+            "cursor: the stored cursor is text where `initial` is {cursor} (stored by an earlier version, which let any value move the cursor): this poll asked from `initial`, and values unlike it do not move the cursor; said once per bridge until pollhook restarts"
+        ),
+    }
 }
 
 /// A poll's log lines: INFO with the counts (and a WARN for what it held back), or WARN with

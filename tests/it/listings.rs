@@ -254,6 +254,149 @@ async fn an_incremental_listing_loses_and_repeats_nothing_across_failures_and_re
     assert_eq!((items.len(), meta.seq, outbox), (4, 5, 5));
 }
 
+/// Items as the audit log lists them, `at` any JSON value.
+fn audit_values(entries: &[(&str, Value)]) -> Answer {
+    let items: Vec<Value> = entries
+        .iter()
+        .map(|(id, at)| json!({"id": id, "at": at, "v": 1}))
+        .collect();
+    Answer::json(&json!({ "items": items }))
+}
+
+/// One item whose `at` is no time among times sorted last as text and became the cursor: every
+/// later poll asked `since=zzzz-not-a-date`, for good. A value unlike the cursor's (no time,
+/// another type) is compared and sent as usual but does not move the cursor; later good
+/// values still do.
+#[tokio::test]
+async fn a_cursor_value_unlike_the_others_does_not_move_the_cursor() {
+    let up = Upstream::start().await;
+    let h = Harness::new();
+    let b = h.bridge("audit", &incremental_yaml(&up, ""));
+    up.then(audit_values(&[
+        ("a", json!("2026-01-02T00:00:00Z")),
+        ("bad", json!("zzzz-not-a-date")),
+        ("b", json!("2026-01-03T00:00:00Z")),
+        ("num", json!(99999999999_u64)),
+        ("flag", json!(true)),
+    ]));
+    let r = h.poll(&b).await.unwrap();
+    let mut created = keys(&r);
+    created.sort();
+    assert_eq!(
+        created,
+        ["a", "b", "bad", "flag", "num"],
+        "all sent as usual"
+    );
+    let cursor = |h: &Harness| h.snapshot("audit").1.cursor;
+    assert_eq!(cursor(&h), Some(json!("2026-01-03T00:00:00Z")));
+    let unlike = r.cursor_unlike.unwrap();
+    assert_eq!(unlike.values, 3);
+    assert_eq!(unlike.key.as_deref(), Some("bad"));
+    assert_eq!(unlike.value, "\"zzzz-not-a-date\"");
+
+    // Listed again, with a later good one: the cursor moves to it, not past it.
+    up.then(audit_values(&[
+        ("bad", json!("zzzz-not-a-date")),
+        ("c", json!("2026-01-04T00:00:00.5+01:00")),
+    ]));
+    let r = h.poll(&b).await.unwrap();
+    assert_eq!(keys(&r), ["c"]);
+    assert_eq!(cursor(&h), Some(json!("2026-01-04T00:00:00.5+01:00")));
+    // Compared as times, not as text: 23:30Z is later than 00:00:00.5+01:00 (23:00:00.5Z).
+    up.then(audit_values(&[("d", json!("2026-01-03T23:30:00Z"))]));
+    h.poll(&b).await.unwrap();
+    assert_eq!(cursor(&h), Some(json!("2026-01-03T23:30:00Z")));
+    let sent: Vec<String> = up.hits().iter().map(since_of).collect();
+    assert_eq!(
+        sent,
+        [
+            "2026-01-01T00:00:00Z",
+            "2026-01-03T00:00:00Z",
+            "2026-01-04T00:00:00.5+01:00",
+        ]
+    );
+
+    // A store an earlier version poisoned (its cursor the text that sorted last): the next
+    // poll asks from `initial` again, says so, and stores a good cursor.
+    let store = h.ctx.store().unwrap();
+    let base = store.meta("audit").unwrap();
+    let mut meta = base.clone();
+    meta.cursor = Some(json!("zzzz-not-a-date"));
+    store
+        .commit(&pollhook::store::Commit {
+            bridge: "audit".into(),
+            expected_seq: base.seq,
+            base: Some(base),
+            meta,
+            puts: vec![],
+            missing: vec![],
+            removes: vec![],
+            outbox: vec![],
+            pages: vec![],
+        })
+        .unwrap();
+    up.then(audit_values(&[("e", json!("2026-01-05T00:00:00Z"))]));
+    let r = h.poll(&b).await.unwrap();
+    assert_eq!(keys(&r), ["e"]);
+    let unlike = r.cursor_unlike.unwrap();
+    assert_eq!(
+        (unlike.key, unlike.value.as_str()),
+        (None, "\"zzzz-not-a-date\"")
+    );
+    assert_eq!(cursor(&h), Some(json!("2026-01-05T00:00:00Z")));
+    let sent = up.hits().iter().map(since_of).last();
+    assert_eq!(sent.as_deref(), Some("2026-01-01T00:00:00Z"));
+}
+
+/// The real binary, polling every second an audit log that lists a hostile value each time:
+/// every poll after the first asks from the last good cursor, one WARN says so (once per
+/// process: again once after a restart), and a later good value still moves the cursor on.
+#[tokio::test]
+async fn the_daemon_warns_once_of_a_value_unlike_the_cursor_and_asks_from_the_good_one() {
+    let up = Upstream::start().await;
+    up.set_answer(audit_values(&[
+        ("a", json!("2026-01-02T00:00:00Z")),
+        ("bad", json!("zzzz-not-a-date")),
+        ("b", json!("2026-01-03T00:00:00Z")),
+    ]));
+    let dir = tempfile::tempdir().unwrap();
+    BridgeYaml::new(&up.url())
+        .every("1s")
+        .source("cursor: {param: since, from: \"$.at\", initial: \"2026-01-01T00:00:00Z\"}")
+        .first_poll("emit")
+        .sink("console")
+        .write(dir.path(), "audit");
+    let warned = |logs: &[String]| {
+        logs.iter()
+            .filter(|l| l.contains("WARN") && l.contains("do not move the cursor"))
+            .count()
+    };
+    let sent = |up: &Upstream| -> Vec<String> { up.hits().iter().map(since_of).collect() };
+    for run in 0..2 {
+        let d = Daemon::start(dir.path(), &[]);
+        let before = up.hits().len();
+        eventually("three polls", || up.hits().len() >= before + 3).await;
+        let (_, _, logs) = d.terminate().await;
+        assert_eq!(warned(&logs), 1, "once in run {run}:\n{}", logs.join("\n"));
+        let asked = sent(&up);
+        assert_eq!(asked[0], "2026-01-01T00:00:00Z");
+        assert!(
+            asked[1..].iter().all(|s| s == "2026-01-03T00:00:00Z"),
+            "{asked:?}"
+        );
+    }
+    up.set_answer(audit_values(&[
+        ("bad", json!("zzzz-not-a-date")),
+        ("c", json!("2026-01-04T00:00:00Z")),
+    ]));
+    let d = Daemon::start(dir.path(), &[]);
+    eventually("a poll asking from the next good cursor", || {
+        sent(&up).last().map(String::as_str) == Some("2026-01-04T00:00:00Z")
+    })
+    .await;
+    d.terminate().await;
+}
+
 /// `pollhook reset` forgets the cursor with the items: the next poll asks from `initial`
 /// and takes the whole answer as its baseline again.
 #[tokio::test]
