@@ -838,7 +838,9 @@ async fn poll_through_daemon(api: &Client, name: &str, commit: bool) -> Result<E
 fn baseline_note(baseline: bool, emitted: usize) -> &'static str {
     match (baseline, emitted) {
         (false, _) => "",
-        (true, 0) => " (baseline: remembered, nothing emitted; first_poll: emit sends each item as created)",
+        (true, 0) => {
+            " (baseline: remembered, nothing emitted; first_poll: emit sends each item as created)"
+        }
         (true, _) => " (first poll: each item emitted as created)",
     }
 }

@@ -239,7 +239,10 @@ async fn record(
     let duration_ms = elapsed.as_millis() as u64;
     if let Err(PollError::Fetch(super::fetch::FetchError::Stopped { .. })) = result {
         // Not a failure of the source: nothing to show, count or announce.
-        info!(duration_ms, "poll stopped between pages: the daemon is stopping; nothing stored");
+        info!(
+            duration_ms,
+            "poll stopped between pages: the daemon is stopping; nothing stored"
+        );
         return;
     }
     let pause = match result {

@@ -179,7 +179,10 @@ fn an_alias_bomb_is_refused_at_its_place_and_a_plain_alias_is_not() {
     let mut body = String::from("{a: &a [\"x\",\"x\",\"x\",\"x\",\"x\",\"x\",\"x\",\"x\",\"x\"]");
     for (i, l) in ('b'..='h').enumerate() {
         let prev = (b'a' + i as u8) as char;
-        body.push_str(&format!(", {l}: &{l} [{}]", vec![format!("*{prev}"); 9].join(",")));
+        body.push_str(&format!(
+            ", {l}: &{l} [{}]",
+            vec![format!("*{prev}"); 9].join(",")
+        ));
     }
     body.push('}');
     let bomb = good_with(
@@ -214,7 +217,9 @@ fn max_pages_past_the_cap_is_refused_at_its_place() {
     for (n, ok) in [("1000000", false), ("0", false), ("10000", true)] {
         let text = good_with(
             "  url: https://api.example.com/x\n",
-            &format!("  url: https://api.example.com/x\n  paginate:\n    next: link\n    max_pages: {n}\n"),
+            &format!(
+                "  url: https://api.example.com/x\n  paginate:\n    next: link\n    max_pages: {n}\n"
+            ),
         );
         let (_d, got) = check(&[("a.yaml", &text)]);
         if ok {

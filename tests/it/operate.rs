@@ -729,7 +729,10 @@ async fn poll_commit_says_whether_its_baseline_emitted() {
     let (code, out, err) = output_apart(poll("quiet")).await;
     assert_eq!(code, 0, "{err}");
     assert_eq!(out, "", "a baseline emitted something");
-    assert!(err.contains("(baseline: remembered, nothing emitted;"), "{err}");
+    assert!(
+        err.contains("(baseline: remembered, nothing emitted;"),
+        "{err}"
+    );
 
     let (code, _, err) = output_apart(poll("loud")).await;
     assert_eq!(code, 0, "{err}");
