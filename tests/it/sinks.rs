@@ -57,8 +57,11 @@ async fn chat_presets_send_the_documented_shapes_unsigned() {
         assert_eq!(r.header("content-type"), "application/json");
         assert_eq!(r.json(), json!({ "text": SUMMARY }));
     }
-    // Discord: {"content": …}.
-    assert_eq!(got[3].json(), json!({ "content": SUMMARY }));
+    // Discord: {"content": …}, pinging no one.
+    assert_eq!(
+        got[3].json(),
+        json!({ "content": SUMMARY, "allowed_mentions": {"parse": []} })
+    );
     // Teams workflow webhook: a message with one Adaptive Card 1.4.
     let teams = got[4].json();
     assert_eq!(teams["type"], "message");
