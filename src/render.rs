@@ -15,9 +15,11 @@ use minijinja::value::{Kwargs, Value};
 use minijinja::{AutoEscape, Environment, Error, ErrorKind, Output, State, UndefinedBehavior};
 use std::sync::Arc;
 
-/// Instructions one render or rule may run (a template over a few hundred events uses far
-/// fewer).
-const FUEL: u64 = 5_000_000;
+/// The work one render or rule may do. MiniJinja charges one fuel per instruction and one per
+/// 64 bytes of the strings and lists it makes, so this bounds memory too: a render can make
+/// at most ~30 MiB of data (a template doubling a string in a loop stops there) and run at
+/// most 500,000 instructions. A digest template over 1,000 events uses a tenth of it.
+const FUEL: u64 = 500_000;
 
 /// The largest body a template may render: more is a render error (no receiver takes it).
 pub const MAX_BODY: usize = 1 << 20;
@@ -74,8 +76,8 @@ impl Builder {
         env.set_undefined_behavior(UndefinedBehavior::Chainable);
         env.set_auto_escape_callback(|_| AutoEscape::None);
         env.set_debug(true);
-        // Bounded work per render: a runaway loop fails that render instead of holding a
-        // deliverer (or a poll, for `emit.when`) for minutes.
+        // Bounded work and memory per render: a runaway loop fails that render instead of
+        // holding a deliverer (or a poll, for `emit.when`) for minutes or filling memory.
         env.set_fuel(Some(FUEL));
         env.add_function("changed", changed);
         env.add_filter("escape_chat", escape_chat);
@@ -632,6 +634,34 @@ mod tests {
             .unwrap();
         let err = b.build().render("m", &Context::event(&big, B)).unwrap_err();
         assert!(err.contains("more than the 1 MiB"), "{err}");
+    }
+
+    #[test]
+    fn doubling_a_string_runs_out_of_fuel_within_tens_of_mib() {
+        // Fuel pays for ~30 MiB of data made in all, and each doubling makes as much as all
+        // before it: an 8 MiB string is made, the next doubling is refused before it is
+        // allocated (figures in README, "Memory").
+        let double = |n: u32| {
+            format!(
+                "{{% set ns = namespace(s='x') %}}{{% for i in range({n}) %}}{{% set ns.s = ns.s ~ ns.s %}}{{% endfor %}}{{{{ ns.s | length }}}}"
+            )
+        };
+        let e = engine(&[("t64", &double(64)), ("t23", &double(23))]);
+        let ctx = Context::event(&updated(), B);
+        assert!(e.render("t64", &ctx).unwrap_err().contains("fuel"));
+        assert_eq!(e.render("t23", &ctx).unwrap(), (1 << 23).to_string());
+    }
+
+    #[test]
+    fn a_digest_template_over_1000_events_fits_the_fuel() {
+        let e = engine(&[(
+            "t",
+            r#"{"blocks": [{% for e in events %}{"type": "section", "text": {{ (e.data.name ~ ": " ~ e.previous.price ~ " → " ~ e.data.price ~ (" (" ~ e.key ~ ")" if changed('/price') else "")) | tojson }}, "item": {{ e.data | tojson }}}{% if not loop.last %},{% endif %}{% endfor %}]}"#,
+        )]);
+        let events: Vec<serde_json::Value> = (0..1000).map(|_| updated()).collect();
+        let out = e.render("t", &Context::batch(&events, B)).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["blocks"].as_array().unwrap().len(), 1000);
     }
 
     #[test]
