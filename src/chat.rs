@@ -38,7 +38,8 @@ pub enum Receiver {
 }
 
 impl Receiver {
-    /// Every receiver, in the order the README lists them.
+    /// Every receiver, in the order docs/configuration.md#what-the-source-says-stays-text
+    /// lists them.
     pub const ALL: [Receiver; 6] = [
         Receiver::Slack,
         Receiver::Mattermost,

@@ -640,7 +640,7 @@ mod tests {
     fn doubling_a_string_runs_out_of_fuel_within_tens_of_mib() {
         // Fuel pays for ~30 MiB of data made in all, and each doubling makes as much as all
         // before it: an 8 MiB string is made, the next doubling is refused before it is
-        // allocated (figures in README, "Memory").
+        // allocated (figures in docs/scaling.md#memory).
         let double = |n: u32| {
             format!(
                 "{{% set ns = namespace(s='x') %}}{{% for i in range({n}) %}}{{% set ns.s = ns.s ~ ns.s %}}{{% endfor %}}{{{{ ns.s | length }}}}"
