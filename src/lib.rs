@@ -16,6 +16,8 @@
 //!   errors on one line, `Retry-After`
 //! - [`number`] (leaf): numbers exact as written, compared by value (`1.0` is `1`)
 //! - [`formats`] (leaf): a body in NDJSON, CSV, a feed or XML turned into JSON text; pure
+//! - [`chat`] (leaf): what each chat receiver reads as markup and mentions, and source text
+//!   escaped to show as written there; pure
 //! - [`config`]: bridge YAML files -> validated [`config::Bridge`]s, or every problem with its
 //!   place; `screen` turns away what is not a bridge file, quoting nothing
 //! - [`schedule`]: when a bridge polls (`every` with a per-name offset, or cron); pure
@@ -39,8 +41,9 @@
 //!   (digests stored before their first attempt), `trial` (`poll --render`, `send-test`)
 //! - [`sign`]: Standard Webhooks and GitHub signatures; pure
 //! - [`redact`]: secrets out of logs, errors, panics and the admin API
-//! - [`render`] (leaf): MiniJinja templates and rules of sinks
-//!   (docs/configuration.md#templates), compiled at load; pure: no clock, files or network
+//! - [`render`]: MiniJinja templates and rules of sinks (docs/configuration.md#templates),
+//!   compiled at load, a chat `message`'s values escaped by [`chat`] (its only import); pure:
+//!   no clock, files or network
 //! - [`resync`]: queue every stored item as `item.snapshot`
 //! - [`runtime`]: what the tasks share (the store and whether it takes writes, HTTP clients,
 //!   poll slots and locks, wake-ups, the steps the watchdog looks at)
@@ -56,6 +59,7 @@ pub mod access;
 pub mod admin;
 pub mod app;
 pub mod auth;
+pub mod chat;
 pub mod config;
 pub mod deliver;
 pub mod diff;

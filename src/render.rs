@@ -5,14 +5,21 @@
 //!
 //! Missing values are lenient: `event.previous.price` on a created event is undefined, empty
 //! when printed and false in a test, never an error.
+//!
+//! A chat `message` is auto-escaped for its receiver: every value it prints shows as written
+//! there (see [`crate::chat`]), while the template's own text is markup the operator wrote.
+//! `| safe` prints a value as it is; `| escape_chat('slack')` escapes one anywhere.
 
-use minijinja::value::Value;
-use minijinja::{AutoEscape, Environment, Error, ErrorKind, State, UndefinedBehavior};
+use crate::chat::Receiver;
+use minijinja::value::{Kwargs, Value};
+use minijinja::{AutoEscape, Environment, Error, ErrorKind, Output, State, UndefinedBehavior};
 use std::sync::Arc;
 
-/// Instructions one render or rule may run (a template over a few hundred events uses far
-/// fewer).
-const FUEL: u64 = 5_000_000;
+/// The work one render or rule may do. MiniJinja charges one fuel per instruction and one per
+/// 64 bytes of the strings and lists it makes, so this bounds memory too: a render can make
+/// at most ~30 MiB of data (a template doubling a string in a loop stops there) and run at
+/// most 500,000 instructions. A digest template over 1,000 events uses a tenth of it.
+const FUEL: u64 = 500_000;
 
 /// The largest body a template may render: more is a render error (no receiver takes it).
 pub const MAX_BODY: usize = 1 << 20;
@@ -69,10 +76,13 @@ impl Builder {
         env.set_undefined_behavior(UndefinedBehavior::Chainable);
         env.set_auto_escape_callback(|_| AutoEscape::None);
         env.set_debug(true);
-        // Bounded work per render: a runaway loop fails that render instead of holding a
-        // deliverer (or a poll, for `emit.when`) for minutes.
+        // Bounded work and memory per render: a runaway loop fails that render instead of
+        // holding a deliverer (or a poll, for `emit.when`) for minutes or filling memory.
         env.set_fuel(Some(FUEL));
         env.add_function("changed", changed);
+        env.add_filter("escape_chat", escape_chat);
+        env.add_filter("tojson", tojson);
+        env.set_formatter(format_value);
         env
     }
 
@@ -90,6 +100,17 @@ impl Builder {
             Err(e) if unknown(&e) => Err(locate(&e, source)),
             _ => Ok(()),
         }
+    }
+
+    /// Compiles a chat `message` under `name`, every value it prints escaped for `to`, then
+    /// tries it like [`Self::template`].
+    pub fn message(&mut self, name: &str, source: &str, to: Receiver) -> Result<(), Located> {
+        let env = self.env();
+        // The escaping is fixed when a template is compiled: set for this one, then back.
+        env.set_auto_escape_callback(move |_| AutoEscape::Custom(to.name().into()));
+        let added = self.template(name, source);
+        self.env().set_auto_escape_callback(|_| AutoEscape::None);
+        added
     }
 
     /// Checks that a rule (an expression) compiles and names nothing unknown; rules are kept
@@ -158,7 +179,93 @@ fn unknown(e: &Error) -> bool {
             | ErrorKind::UnknownTest
             | ErrorKind::UnknownFunction
             | ErrorKind::TemplateNotFound
-    )
+    ) || e.detail().is_some_and(|d| d.starts_with(NOT_A_RECEIVER))
+}
+
+/// How `escape_chat` with a name that is no receiver fails (found at load like an unknown
+/// filter).
+const NOT_A_RECEIVER: &str = "escape_chat: not a receiver:";
+
+/// Prints a value. In a chat `message` (auto-escape set to the receiver's name) a value is
+/// escaped for that receiver unless marked safe, written piece by piece into the bounded
+/// output; elsewhere as MiniJinja prints it.
+fn format_value(out: &mut Output, state: &mut State, value: &Value) -> Result<(), Error> {
+    let AutoEscape::Custom(name) = state.auto_escape() else {
+        return minijinja::escape_formatter(out, state, value);
+    };
+    let to = receiver(name)?;
+    let owned;
+    let text = match value.as_str() {
+        Some(s) => s,
+        None => {
+            owned = value.to_string();
+            &owned
+        }
+    };
+    if value.is_safe() {
+        return out.write_str(text).map_err(Error::from);
+    }
+    // An escape takes up to 5 bytes a character: a value past the body's bound is refused
+    // before it is copied (a concatenation escapes into memory, not into the output).
+    too_long(text)?;
+    crate::chat::escape_to(to, text, out).map_err(Error::from)
+}
+
+/// `| escape_chat('slack')`: the text shown as written by that receiver (no mention, no link
+/// syntax), for a `format: template` body or a value of another sink's `message`.
+fn escape_chat(value: &Value, to: &str) -> Result<Value, Error> {
+    let to = receiver(to)?;
+    let owned;
+    let text = match value.as_str() {
+        Some(s) => s,
+        None => {
+            owned = value.to_string();
+            &owned
+        }
+    };
+    too_long(text)?;
+    Ok(Value::from_safe_string(crate::chat::escape(to, text)))
+}
+
+fn receiver(name: &str) -> Result<Receiver, Error> {
+    Receiver::from_name(name).ok_or_else(|| {
+        let names: Vec<&str> = Receiver::ALL.iter().map(|r| r.name()).collect();
+        Error::new(
+            ErrorKind::InvalidOperation,
+            format!(
+                "{NOT_A_RECEIVER} `{name}` (say one of {})",
+                names.join(", ")
+            ),
+        )
+    })
+}
+
+fn too_long(text: &str) -> Result<(), Error> {
+    if text.len() > MAX_BODY {
+        return Err(Error::new(
+            ErrorKind::InvalidOperation,
+            "a value of more than the 1 MiB a body may have",
+        ));
+    }
+    Ok(())
+}
+
+/// MiniJinja's `tojson`, except that in a chat `message` its output is escaped like any other
+/// value when printed: JSON keeps `@everyone` and `[x](y)` as they are. Charged as the
+/// built-in one is (16 units of 64 a fuel, per byte).
+fn tojson(
+    state: &State,
+    value: &Value,
+    indent: Option<Value>,
+    args: Kwargs,
+) -> Result<Value, Error> {
+    let json = minijinja::filters::tojson(value, indent, args)?;
+    let text = json.as_str().unwrap_or_default();
+    state.consume_fuel((text.len() as u64).div_ceil(4))?;
+    Ok(match state.auto_escape() {
+        AutoEscape::Custom(_) => Value::from(text),
+        _ => json,
+    })
 }
 
 /// The context a template or rule is tried on at load: an updated event with nothing in it,
@@ -483,6 +590,81 @@ mod tests {
     }
 
     #[test]
+    fn a_message_escapes_what_it_prints_for_its_receiver() {
+        let mut b = Builder::new();
+        let src = "<!here> {{ event.data.t }} {{ event.data.t | safe }} {{ event.data.n }} {{ ('<' ~ event.data.t) }} {% set c %}{{ event.data.t }}{% endset %}{{ c }} {{ event.data | tojson }}{{ event.data.none }}";
+        b.message("m", src, Receiver::Slack).unwrap();
+        let src = "{{ event.data.t }} {{ event.data.t | escape_chat('slack') }}";
+        b.message("d", src, Receiver::Discord).unwrap();
+        // A `format: template` body escapes nothing unless asked.
+        let src = "{{ event.data.t }} {{ event.data.t | escape_chat('mattermost') }} {{ event.data | tojson }}";
+        b.template("t", src).unwrap();
+        let e = b.build();
+        let event = json!({"data": {"t": "<@U1> & [x](y)", "n": 3}});
+        let ctx = Context::event(&event, B);
+        assert_eq!(
+            e.render("m", &ctx).unwrap(),
+            r#"<!here> &lt;@U1&gt; &amp; [x](y) <@U1> & [x](y) 3 &lt;&lt;@U1&gt; &amp; [x](y) &lt;@U1&gt; &amp; [x](y) {"n": 3, "t": "\u003c@U1\u003e \u0026 [x](y)"}"#
+        );
+        assert_eq!(
+            e.render("d", &ctx).unwrap(),
+            "\\<@\u{200B}U1> & \\[x\\](y) &lt;@U1&gt; &amp; [x](y)"
+        );
+        assert_eq!(
+            e.render("t", &ctx).unwrap(),
+            "<@U1> & [x](y) &lt;@\u{200B}U1&gt; &amp; \\[x\\](y) {\"n\": 3, \"t\": \"\\u003c@U1\\u003e \\u0026 [x](y)\"}"
+        );
+    }
+
+    #[test]
+    fn escape_chat_names_a_receiver_or_fails_at_load() {
+        let mut b = Builder::new();
+        let err = b
+            .template("t", "a\n{{ event.key | escape_chat('slak') }}")
+            .unwrap_err();
+        assert_eq!(err.line, 2, "{err:?}");
+        let want = "escape_chat: not a receiver: `slak` (say one of slack, mattermost, discord, google_chat, teams, ntfy)";
+        assert!(err.message.contains(want), "{err:?}");
+        let big = json!({"data": {"t": "&".repeat(MAX_BODY + 1)}});
+        let e = engine(&[("t", "{{ event.data.t | escape_chat('slack') | length }}")]);
+        let err = e.render("t", &Context::event(&big, B)).unwrap_err();
+        assert!(err.contains("more than the 1 MiB"), "{err}");
+        let mut b = Builder::new();
+        b.message("m", "{{ event.data.t }}", Receiver::Slack)
+            .unwrap();
+        let err = b.build().render("m", &Context::event(&big, B)).unwrap_err();
+        assert!(err.contains("more than the 1 MiB"), "{err}");
+    }
+
+    #[test]
+    fn doubling_a_string_runs_out_of_fuel_within_tens_of_mib() {
+        // Fuel pays for ~30 MiB of data made in all, and each doubling makes as much as all
+        // before it: an 8 MiB string is made, the next doubling is refused before it is
+        // allocated (figures in docs/scaling.md#memory).
+        let double = |n: u32| {
+            format!(
+                "{{% set ns = namespace(s='x') %}}{{% for i in range({n}) %}}{{% set ns.s = ns.s ~ ns.s %}}{{% endfor %}}{{{{ ns.s | length }}}}"
+            )
+        };
+        let e = engine(&[("t64", &double(64)), ("t23", &double(23))]);
+        let ctx = Context::event(&updated(), B);
+        assert!(e.render("t64", &ctx).unwrap_err().contains("fuel"));
+        assert_eq!(e.render("t23", &ctx).unwrap(), (1 << 23).to_string());
+    }
+
+    #[test]
+    fn a_digest_template_over_1000_events_fits_the_fuel() {
+        let e = engine(&[(
+            "t",
+            r#"{"blocks": [{% for e in events %}{"type": "section", "text": {{ (e.data.name ~ ": " ~ e.previous.price ~ " → " ~ e.data.price ~ (" (" ~ e.key ~ ")" if changed('/price') else "")) | tojson }}, "item": {{ e.data | tojson }}}{% if not loop.last %},{% endif %}{% endfor %}]}"#,
+        )]);
+        let events: Vec<serde_json::Value> = (0..1000).map(|_| updated()).collect();
+        let out = e.render("t", &Context::batch(&events, B)).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["blocks"].as_array().unwrap().len(), 1000);
+    }
+
+    #[test]
     fn batches_see_events() {
         let e = engine(&[("t", "{{ events | length }} {{ events[1].key }}")]);
         let ctx = Context::batch(&[updated(), json!({"key": "9"})], B);
@@ -528,7 +710,7 @@ mod hostile {
         })
     }
 
-    const PIECES: [&str; 24] = [
+    const PIECES: [&str; 27] = [
         "{{",
         "}}",
         "{%",
@@ -538,6 +720,9 @@ mod hostile {
         ".previous",
         "[0]",
         "|tojson",
+        "|escape_chat('discord')",
+        "|safe",
+        "'<!here> [x](y) @all'",
         "|length",
         " * ",
         "99999999",
@@ -574,6 +759,8 @@ mod hostile {
             };
             let mut builder = Builder::new();
             let compiled = builder.template("t", &src).is_ok();
+            let to = Receiver::ALL[src.len() % Receiver::ALL.len()];
+            let message = builder.message("m", &src, to).is_ok();
             let _ = builder.rule(&src);
             let engine = builder.build();
             let ctx = Context::event(&event, b);
@@ -581,10 +768,14 @@ mod hostile {
                 let _ = engine.render("t", &ctx);
                 let _ = engine.render("t", &Context::batch(std::slice::from_ref(&event), b));
             }
+            if message {
+                let _ = engine.render("m", &ctx);
+            }
             let _ = engine.test(&src, &ctx);
             let _ = engine.test("changed('/a') and event.data.price < event.previous.price", &ctx);
             let line = crate::deliver::format::summary(&event);
-            let _ = crate::deliver::format::join(&[line.clone(), line], 10);
+            let limit = crate::deliver::format::Limit::Bytes(10);
+            let _ = crate::deliver::format::join(&[line.clone(), line], limit);
         }
     }
 }

@@ -174,6 +174,8 @@ pub struct Sink {
     pub content_type: String,
     /// The name in [`Bridge::render`] of the sink's `template` or `message`, when given.
     pub template: Option<String>,
+    /// A chat preset's `mentions: true`: the mentions its `message` writes notify.
+    pub mentions: bool,
     /// The event types this sink receives; None: all.
     pub events: Option<Vec<SinkEvent>>,
     /// A rule an event must pass to go to this sink.
@@ -239,12 +241,20 @@ impl<'a> Validator<'a> {
         } else {
             self.templates.template(path, source)
         };
+        let kept = if rule { source } else { path };
+        self.checked(path, checked, kept.to_string())
+    }
+
+    /// `kept` when a template or rule at `path` compiled, else None and the problem recorded
+    /// at its place inside the text.
+    fn checked(
+        &mut self,
+        path: &str,
+        checked: Result<(), crate::render::Located>,
+        kept: String,
+    ) -> Option<String> {
         match checked {
-            Ok(()) => Some(if rule {
-                source.to_string()
-            } else {
-                path.to_string()
-            }),
+            Ok(()) => Some(kept),
             Err(e) => {
                 self.problems.push(Problem {
                     file: self.file.to_path_buf(),
@@ -1030,6 +1040,7 @@ impl<'a> Validator<'a> {
             format: s.format,
             content_type: speech.content_type,
             template: speech.template,
+            mentions: s.mentions.unwrap_or(false),
             events: s.events.clone(),
             when: speech.when,
             batch: speech.batch,
@@ -1139,9 +1150,19 @@ impl<'a> Validator<'a> {
     }
 
     /// The sink's `template` (with `format: template`) or `message` (with a chat format),
-    /// compiled; either given where the format does not take it is a problem.
+    /// compiled; either given where the format does not take it is a problem, and so is
+    /// `mentions` where no message can mention anyone.
     fn sink_template(&mut self, i: usize, s: &raw::RawSink) -> Option<String> {
         let p = |f: &str| format!("sinks[{i}].{f}");
+        if s.mentions.is_some() && !s.format.receiver().is_some_and(|r| r.mentions()) {
+            self.err(
+                &p("mentions"),
+                format!(
+                    "{}: `mentions` is for slack, mattermost, discord and google_chat (teams and ntfy messages mention no one)",
+                    p("mentions")
+                ),
+            );
+        }
         match (s.format, &s.template, &s.message) {
             (SinkFormat::Template, Some(t), None) => self.template(&p("template"), t, false),
             (SinkFormat::Template, None, _) => {
@@ -1162,7 +1183,11 @@ impl<'a> Validator<'a> {
                 );
                 None
             }
-            (_, None, Some(m)) => self.template(&p("message"), m, false),
+            (format, None, Some(m)) => {
+                let to = format.receiver()?;
+                let checked = self.templates.message(&p("message"), m, to);
+                self.checked(&p("message"), checked, p("message"))
+            }
             (_, None, None) => None,
         }
     }

@@ -200,6 +200,9 @@ pub struct RawSink {
     #[serde(default)]
     pub format: SinkFormat,
     pub message: Option<String>,
+    /// Whether the chat message's own mentions notify (`<!channel>` in a `message`); what
+    /// came from the source never does.
+    pub mentions: Option<bool>,
     pub template: Option<String>,
     pub content_type: Option<String>,
     pub events: Option<Vec<SinkEvent>>,
@@ -220,6 +223,22 @@ pub enum SinkFormat {
     Teams,
     Ntfy,
     Template,
+}
+
+impl SinkFormat {
+    /// The chat receiver a preset speaks to; None for `event` and `template`.
+    pub fn receiver(self) -> Option<crate::chat::Receiver> {
+        use crate::chat::Receiver;
+        Some(match self {
+            SinkFormat::Slack => Receiver::Slack,
+            SinkFormat::Mattermost => Receiver::Mattermost,
+            SinkFormat::Discord => Receiver::Discord,
+            SinkFormat::GoogleChat => Receiver::GoogleChat,
+            SinkFormat::Teams => Receiver::Teams,
+            SinkFormat::Ntfy => Receiver::Ntfy,
+            SinkFormat::Event | SinkFormat::Template => return None,
+        })
+    }
 }
 
 /// The event types a sink's `events` list names.

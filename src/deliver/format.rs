@@ -1,6 +1,10 @@
 //! The body a sink speaks (docs/configuration.md#presets): the event as stored, a chat preset built
 //! from a `message` template or the default one-line summary, or a `template` of the sink's own.
 //!
+//! A preset's text is the receiver's markup: what came from the source is escaped for it
+//! (the summary line whole, a `message`'s values as they are printed), and mentions are
+//! defused unless the sink says `mentions: true` (see [`crate::chat`]).
+//!
 //! Rendered at the first attempt from the outbox entry as stored, with no clock or other
 //! input; a failed attempt keeps what it sent in the entry, and every retry sends that again.
 //! So a receiver that deduplicates by `webhook-id` never sees two bodies under one id, not
@@ -8,6 +12,7 @@
 //! from the same entry). A reloaded template applies to what has not been tried yet, and to
 //! dead letters replayed, which is how a broken one is fixed.
 
+use crate::chat::{self, Receiver};
 use crate::config::Sink;
 use crate::config::raw::SinkFormat;
 use crate::event::EventType;
@@ -58,14 +63,24 @@ pub fn render(bridge: &str, sink: &Sink, entry: &OutboxEntry) -> Result<Rendered
             body,
         });
     }
+    let to = sink
+        .format
+        .receiver()
+        .ok_or("the sink's format is not a chat preset")?;
     let mut lines = Vec::with_capacity(events.len());
     for e in &events {
-        lines.push(match &sink.template {
+        let line = match &sink.template {
+            // Its values were escaped as they were printed.
             Some(name) => sink.render.render(name, &Context::event(e, info))?,
-            None => summary(e),
+            None => chat::escape(to, &summary(e)),
+        };
+        lines.push(if sink.mentions {
+            line
+        } else {
+            chat::defuse(to, &line)
         });
     }
-    Ok(preset(sink.format, bridge, &lines))
+    Ok(preset(to, bridge, &lines, sink.mentions))
 }
 
 /// Whether an event of this type goes to this sink (its `events` list).
@@ -140,30 +155,58 @@ pub fn is_json(content_type: &str) -> bool {
         || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
-/// The most a receiver takes in one message, in characters.
-fn limit(format: SinkFormat) -> usize {
-    match format {
-        SinkFormat::Discord => 2000,
-        SinkFormat::GoogleChat | SinkFormat::Ntfy => 4000,
-        SinkFormat::Mattermost => 16_000,
-        SinkFormat::Teams => 20_000,
-        _ => 40_000,
+/// The most a receiver takes in one message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    Chars(usize),
+    /// ntfy counts bytes: past 4,096 a message becomes an attachment, or is refused.
+    Bytes(usize),
+}
+
+impl Limit {
+    fn size(self, s: &str) -> usize {
+        match self {
+            Limit::Chars(_) => s.chars().count(),
+            Limit::Bytes(_) => s.len(),
+        }
+    }
+
+    fn max(self) -> usize {
+        match self {
+            Limit::Chars(n) | Limit::Bytes(n) => n,
+        }
     }
 }
 
-/// A chat body from its lines (one per event).
-fn preset(format: SinkFormat, bridge: &str, lines: &[String]) -> Rendered {
-    let text = join(lines, limit(format));
-    let (content_type, title, body) = match format {
-        SinkFormat::Discord => ("application/json", None, json!({ "content": text })),
-        SinkFormat::Teams => ("application/json", None, teams(&text)),
-        SinkFormat::Ntfy => (
+fn limit(to: Receiver) -> Limit {
+    match to {
+        Receiver::Discord => Limit::Chars(2000),
+        Receiver::GoogleChat => Limit::Chars(4000),
+        Receiver::Ntfy => Limit::Bytes(4096),
+        Receiver::Mattermost => Limit::Chars(16_000),
+        Receiver::Teams => Limit::Chars(20_000),
+        Receiver::Slack => Limit::Chars(40_000),
+    }
+}
+
+/// A chat body from its lines (one per event), ready for `to`.
+fn preset(to: Receiver, bridge: &str, lines: &[String], mentions: bool) -> Rendered {
+    let text = join(lines, limit(to));
+    let (content_type, title, body) = match to {
+        Receiver::Discord => (
+            "application/json",
+            None,
+            json!({ "content": text, "allowed_mentions": chat::allowed_mentions(mentions) }),
+        ),
+        Receiver::Teams => ("application/json", None, teams(&text)),
+        Receiver::Ntfy => (
             "text/plain; charset=utf-8",
             Some(bridge.to_string()),
             Value::String(text),
         ),
-        // slack, mattermost, google_chat
-        _ => ("application/json", None, json!({ "text": text })),
+        Receiver::Slack | Receiver::Mattermost | Receiver::GoogleChat => {
+            ("application/json", None, json!({ "text": text }))
+        }
     };
     let body = match body {
         Value::String(s) => s,
@@ -197,9 +240,9 @@ fn teams(text: &str) -> Value {
     })
 }
 
-/// The lines, one per event, within `limit` characters: as many as fit, then "… and N more";
-/// a single line too long is cut with "…".
-pub fn join(lines: &[String], limit: usize) -> String {
+/// The lines, one per event, within `limit`: as many as fit, then "… and N more"; a single
+/// line too long is cut with "…". Cut on a character's boundary, never inside one.
+pub fn join(lines: &[String], limit: Limit) -> String {
     if lines.len() == 1 {
         return cut(&lines[0], limit);
     }
@@ -208,12 +251,12 @@ pub fn join(lines: &[String], limit: usize) -> String {
     for (i, line) in lines.iter().enumerate() {
         let rest = lines.len() - i - 1;
         let tail = if rest > 0 {
-            format!("\n… and {rest} more").chars().count()
+            limit.size(&format!("\n… and {rest} more"))
         } else {
             0
         };
-        let n = line.chars().count() + usize::from(i > 0);
-        if used + n + tail > limit {
+        let n = limit.size(line) + usize::from(i > 0);
+        if used + n + tail > limit.max() {
             let more = lines.len() - i;
             let note = format!("… and {more} more");
             if i > 0 {
@@ -231,11 +274,20 @@ pub fn join(lines: &[String], limit: usize) -> String {
     out
 }
 
-fn cut(s: &str, limit: usize) -> String {
-    if s.chars().count() <= limit {
+/// `s` within `limit`, its end replaced by "…" when it is longer.
+fn cut(s: &str, limit: Limit) -> String {
+    if limit.size(s) <= limit.max() {
         return s.to_string();
     }
-    let mut out: String = s.chars().take(limit.saturating_sub(1)).collect();
+    let keep = limit.max().saturating_sub(limit.size("…"));
+    let end = match limit {
+        Limit::Chars(_) => s.char_indices().nth(keep).map_or(s.len(), |(i, _)| i),
+        Limit::Bytes(_) => (0..=keep.min(s.len()))
+            .rev()
+            .find(|&i| s.is_char_boundary(i))
+            .unwrap_or(0),
+    };
+    let mut out = s[..end].to_string();
     out.push('…');
     out
 }
@@ -267,7 +319,7 @@ pub fn summary(e: &Value) -> String {
         .iter()
         .find_map(|k| item.get(*k).and_then(Value::as_str))
     {
-        out.push_str(&format!(" \"{}\"", cut(t, 100)));
+        out.push_str(&format!(" \"{}\"", cut(t, Limit::Chars(100))));
     }
     let mut parts: Vec<String> = Vec::new();
     let changes = e["changes"].as_array().map(Vec::as_slice).unwrap_or(&[]);
@@ -308,8 +360,8 @@ pub fn summary(e: &Value) -> String {
 fn shown(v: Option<&Value>) -> String {
     match v {
         None => "—".into(),
-        Some(Value::String(s)) => cut(s, 60),
-        Some(v) => cut(&v.to_string(), 60),
+        Some(Value::String(s)) => cut(s, Limit::Chars(60)),
+        Some(v) => cut(&v.to_string(), Limit::Chars(60)),
     }
 }
 
@@ -351,14 +403,63 @@ mod tests {
 
     #[test]
     fn joins_lines_within_the_limit() {
+        let chars = Limit::Chars;
         let lines: Vec<String> = (0..10).map(|i| format!("line {i}")).collect();
-        assert_eq!(join(&lines[..2], 100), "line 0\nline 1");
-        let j = join(&lines, 40);
+        assert_eq!(join(&lines[..2], chars(100)), "line 0\nline 1");
+        let j = join(&lines, chars(40));
         assert_eq!(j, "line 0\nline 1\nline 2\nline 3\n… and 6 more");
         assert_eq!(j.chars().count(), 40);
-        assert_eq!(join(&lines, 39), "line 0\nline 1\nline 2\n… and 7 more");
+        assert_eq!(
+            join(&lines, chars(39)),
+            "line 0\nline 1\nline 2\n… and 7 more"
+        );
         assert!(j.chars().count() <= 40);
-        assert_eq!(join(&["x".repeat(10)], 5), "xxxx…");
+        assert_eq!(join(&["x".repeat(10)], chars(5)), "xxxx…");
+        assert_eq!(join(&["€".repeat(10)], chars(5)), "€€€€…");
+    }
+
+    #[test]
+    fn a_byte_limit_cuts_on_a_character_boundary() {
+        // "€" is 3 bytes, "…" too: 4 bytes leave room for "…" alone, 6 for "€…".
+        let euros = "€".repeat(10);
+        assert_eq!(join(std::slice::from_ref(&euros), Limit::Bytes(30)), euros);
+        assert_eq!(
+            join(std::slice::from_ref(&euros), Limit::Bytes(29)),
+            "€€€€€€€€…"
+        );
+        assert_eq!(join(&["€€".into()], Limit::Bytes(5)), "…");
+        assert_eq!(join(&["a€".into()], Limit::Bytes(4)), "a€");
+        assert_eq!(join(&["a€b".into()], Limit::Bytes(4)), "a…");
+        for n in 0..40 {
+            let lines: Vec<String> = (0..5).map(|i| format!("{i} {}", "€".repeat(i))).collect();
+            let j = join(&lines, Limit::Bytes(n.max(20)));
+            assert!(j.len() <= n.max(20), "{n}: {j}");
+            let one = join(std::slice::from_ref(&euros), Limit::Bytes(n));
+            assert!(one.len() <= n.max(3), "{n}: {one}");
+        }
+        let lines: Vec<String> = (0..9).map(|_| "€".repeat(1000)).collect();
+        let j = join(&lines, Limit::Bytes(4096));
+        assert_eq!(j.len(), 3000 + 1 + "… and 8 more".len());
+        assert!(j.ends_with("\n… and 8 more"));
+    }
+
+    #[test]
+    fn presets_escape_the_summary_and_defuse_mentions() {
+        let e = json!({"bridge": "b", "type": "item.created", "key": "1",
+            "data": {"title": "<!channel> @everyone [x](https://evil.example)"}});
+        let line = chat::escape(Receiver::Slack, &summary(&e));
+        let r = preset(Receiver::Slack, "b", std::slice::from_ref(&line), false);
+        assert_eq!(
+            r.body,
+            r#"{"text":"b: item.created 1 \"&lt;!channel&gt; @everyone [x](https://evil.example)\""}"#
+        );
+        let d = preset(Receiver::Discord, "b", &["hi".into()], false);
+        assert_eq!(
+            d.body,
+            r#"{"allowed_mentions":{"parse":[]},"content":"hi"}"#
+        );
+        let d = preset(Receiver::Discord, "b", &["hi".into()], true);
+        assert!(d.body.contains(r#""parse":["users","roles","everyone"]"#));
     }
 
     #[test]

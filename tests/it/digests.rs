@@ -230,3 +230,24 @@ async fn a_digest_holds_only_what_the_sinks_rule_lets_through() {
     assert_eq!(k, [vec!["2", "4", "6"], vec!["8"]]);
     assert_eq!(h.ctx.store().unwrap().outbox_len("g"), 0);
 }
+
+#[tokio::test]
+async fn an_ntfy_digest_stays_within_4096_bytes_and_whole_characters() {
+    let rx = Receiver::start().await;
+    let sinks = format!(
+        "  - url: {}\n    format: ntfy\n    message: \"{{{{ event.key }}}} {{{{ '€' * 200 }}}}\"\n    batch: {{max: 20, window: 1h}}\n",
+        rx.url()
+    );
+    let (_up, h, b) = created(&sinks, 20).await;
+    h.drain(&b).await;
+    let got = &rx.received()[0].body;
+    assert!(got.len() <= 4096, "{} bytes", got.len());
+    let text = std::str::from_utf8(got).expect("valid UTF-8");
+    let lines: Vec<&str> = text.lines().collect();
+    // Each line is 603 or 604 bytes: six fit with the note.
+    assert_eq!(lines.last().copied(), Some("… and 14 more"));
+    assert_eq!(lines.len(), 7);
+    for (i, l) in lines[..6].iter().enumerate() {
+        assert_eq!(*l, format!("{} {}", i + 1, "€".repeat(200)));
+    }
+}

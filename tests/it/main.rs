@@ -5,6 +5,7 @@ mod access;
 mod auth;
 mod batches;
 mod binary;
+mod chat;
 mod config;
 mod crash;
 mod delivery;

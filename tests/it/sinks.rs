@@ -57,8 +57,11 @@ async fn chat_presets_send_the_documented_shapes_unsigned() {
         assert_eq!(r.header("content-type"), "application/json");
         assert_eq!(r.json(), json!({ "text": SUMMARY }));
     }
-    // Discord: {"content": …}.
-    assert_eq!(got[3].json(), json!({ "content": SUMMARY }));
+    // Discord: {"content": …}, pinging no one.
+    assert_eq!(
+        got[3].json(),
+        json!({ "content": SUMMARY, "allowed_mentions": {"parse": []} })
+    );
     // Teams workflow webhook: a message with one Adaptive Card 1.4.
     let teams = got[4].json();
     assert_eq!(teams["type"], "message");
@@ -626,4 +629,43 @@ async fn a_retry_sends_the_first_attempts_bytes_whatever_a_reload_did_to_the_tem
     h.poll(&reloaded).await.unwrap();
     h.drain(&reloaded).await;
     assert_eq!(&rx.received()[2].body[..], br#"{"second": 7}"#);
+}
+
+/// A `message` that doubles a string in a loop: fuel charges the bytes it makes, so the
+/// render fails (one dead letter) with the daemon's peak memory a few tens of MiB above its
+/// start, not hundreds.
+#[tokio::test]
+async fn a_template_that_doubles_a_string_is_stopped_within_bounded_memory() {
+    let up = Upstream::start().await;
+    let rx = Receiver::start().await;
+    up.set_json(&json!({"items": [{"id": 1}]}));
+    let dir = tempfile::tempdir().unwrap();
+    let sinks = format!(
+        "  - url: {}\n    format: slack\n    message: \"{{% set ns = namespace(s='x') %}}{{% for i in range(64) %}}{{% set ns.s = ns.s ~ ns.s %}}{{% endfor %}}{{{{ ns.s | length }}}}\"\n",
+        rx.url()
+    );
+    std::fs::create_dir_all(dir.path().join("bridges")).unwrap();
+    let yaml = BridgeYaml::new(&up.url())
+        .every("1h")
+        .first_poll("emit")
+        .with_sinks(&sinks);
+    std::fs::write(dir.path().join("bridges/m.yaml"), yaml).unwrap();
+    let d = Daemon::start(dir.path(), &[]);
+    eventually("the event is dead-lettered", || {
+        d.logs().contains("event dead-lettered")
+    })
+    .await;
+    let logs = d.logs();
+    assert!(logs.contains("ran out of fuel"), "{logs}");
+    let status =
+        std::fs::read_to_string(format!("/proc/{}/status", d.child.id().unwrap())).unwrap();
+    let peak_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    eprintln!("peak RSS of the daemon: {} MiB", peak_kib / 1024);
+    assert!(peak_kib < 160 * 1024, "peak {} MiB", peak_kib / 1024);
+    assert!(rx.received().is_empty());
+    d.terminate().await;
 }
