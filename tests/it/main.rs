@@ -6,6 +6,7 @@ mod auth;
 mod batches;
 mod binary;
 mod config;
+mod crowd;
 mod crash;
 mod delivery;
 mod digests;
