@@ -59,11 +59,12 @@ fn start_limited(dir: &Path, env: &[(&str, &str)], args: &[&str], nofile: u64) -
     }
 }
 
-/// A running daemon's open-files limit, changed from outside (prlimit(2)).
+/// A running daemon's (soft) open-files limit, changed from outside (prlimit(2)); the hard
+/// one stays [`NOFILE`], so that it can be raised again without privileges.
 fn set_nofile(d: &Daemon, nofile: u64) {
     let l = libc::rlimit {
         rlim_cur: nofile,
-        rlim_max: nofile,
+        rlim_max: NOFILE,
     };
     let pid = d.child.id().unwrap() as libc::pid_t;
     // SAFETY: plain syscall with valid pointers.
@@ -111,7 +112,11 @@ async fn get_soon(url: &str) -> (u16, String) {
 async fn healthy(d: &Daemon, base: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while get_json(&format!("{base}/healthz")).await.0 != 200 {
-        assert!(Instant::now() < deadline, "no answer from /healthz:\n{}", logs(d));
+        assert!(
+            Instant::now() < deadline,
+            "no answer from /healthz:\n{}",
+            logs(d)
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -136,6 +141,13 @@ async fn closed_after<S: AsyncReadExt + Unpin>(s: &mut S, since: Instant) -> Dur
             Ok(Ok(_)) => {}
         }
     }
+}
+
+/// SIGTERM, and the exit within 30 s (held connections do not hold up the shutdown).
+async fn stop(d: Daemon) -> (i32, Vec<String>, Vec<String>) {
+    tokio::time::timeout(Duration::from_secs(30), d.terminate())
+        .await
+        .expect("the daemon did not stop within 30 s")
 }
 
 fn status_of(v: &Value, name: &str) -> Value {
@@ -168,8 +180,10 @@ async fn held_half_requests_leave_healthz_polls_and_the_socket_working() {
     let _tcp = hold_tcp(&admin, 600).await;
     let _local = hold_socket(&d.socket, 100).await;
 
+    let asked = Instant::now();
     let (code, body) = get_soon(&format!("{base}/healthz")).await;
     assert_eq!((code, body.as_str()), (200, "ok\n"));
+    let answered_in = asked.elapsed();
     let (code, v) = tokio::time::timeout(
         Duration::from_secs(30),
         over_socket(&d.socket, Method::POST, "/v1/bridges/steady/poll"),
@@ -200,6 +214,7 @@ async fn held_half_requests_leave_healthz_polls_and_the_socket_working() {
 
     // The admin API holds at most its cap on each listener.
     let held = open_files(&d);
+    eprintln!("files open: {idle} idle, {held} with the crowd; /healthz in {answered_in:?}");
     assert!(
         held <= idle + 2 * CAP + 8,
         "{held} files open, {idle} before the crowd"
@@ -221,7 +236,7 @@ async fn held_half_requests_leave_healthz_polls_and_the_socket_working() {
             .count();
         assert_eq!(lines, 1, "{listener}:\n{logs}");
     }
-    let (code, _, err) = d.terminate().await;
+    let (code, _, err) = stop(d).await;
     assert_eq!(code, 0, "{}", err.join("\n"));
 }
 
@@ -297,7 +312,7 @@ async fn slow_or_quiet_connections_are_closed_after_the_header_timeout() {
     )
     .await;
     assert!(timed_out >= 7.0, "{timed_out}");
-    let (code, _, err) = d.terminate().await;
+    let (code, _, err) = stop(d).await;
     assert_eq!(code, 0, "{}", err.join("\n"));
 }
 
@@ -328,12 +343,18 @@ async fn running_out_of_file_descriptors_is_logged_once_and_the_api_comes_back()
         reqwest::get(format!("{base}/healthz")),
     )
     .await;
-    assert!(dark.is_err(), "answered without a file descriptor: {dark:?}");
+    assert!(
+        dark.is_err(),
+        "answered without a file descriptor: {dark:?}"
+    );
 
     set_nofile(&d, NOFILE);
     healthy(&d, &base).await;
     let logs = logs(&d);
-    let lines: Vec<&str> = logs.lines().filter(|l| l.contains("cannot accept")).collect();
+    let lines: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("cannot accept"))
+        .collect();
     assert_eq!(lines.len(), 1, "{logs}");
     assert!(lines[0].contains("Too many open files"), "{logs}");
     let failures = metric(
@@ -343,7 +364,7 @@ async fn running_out_of_file_descriptors_is_logged_once_and_the_api_comes_back()
     )
     .await;
     assert!(failures >= 2.0, "{failures}");
-    let (code, _, err) = d.terminate().await;
+    let (code, _, err) = stop(d).await;
     assert_eq!(code, 0, "{}", err.join("\n"));
 }
 
@@ -392,6 +413,6 @@ async fn another_user_knocking_on_the_socket_is_logged_once_a_minute() {
     )
     .await;
     assert!(refused >= KNOCKS as f64, "{refused}");
-    let (code, _, err) = d.terminate().await;
+    let (code, _, err) = stop(d).await;
     assert_eq!(code, 0, "{}", err.join("\n"));
 }
