@@ -32,6 +32,10 @@ use tracing::{debug, error, warn};
 /// How long a request head may take to arrive, by default.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The largest request head (hyper's read buffer): admin requests are small, and each held
+/// connection may fill its buffer (431 beyond).
+const MAX_HEAD: usize = 16 * 1024;
+
 /// How long a connection may stay quiet once the daemon is stopping.
 const STOPPING_QUIET: Duration = Duration::from_secs(1);
 
@@ -185,7 +189,9 @@ where
         }
     });
     let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new()).header_read_timeout(timeout);
+    http.timer(TokioTimer::new())
+        .header_read_timeout(timeout)
+        .max_buf_size(MAX_HEAD);
     let served = http.serve_connection(TokioIo::new(watched), service);
     tokio::pin!(served);
     let mut stopping = false;

@@ -226,6 +226,21 @@ async fn held_half_requests_leave_healthz_polls_and_the_socket_working() {
     )
     .await;
     assert!(closed >= (600 - CAP) as f64, "closed at the cap: {closed}");
+    // Nor can a connection fill the daemon's memory with a long head (raw, as the daemon
+    // answers before the whole head is sent, and the client must read what it says).
+    let mut long = TcpStream::connect(&admin).await.unwrap();
+    let head = format!(
+        "GET /healthz HTTP/1.1\r\nHost: pollhook\r\nx-long: {}\r\n\r\n",
+        "a".repeat(64 * 1024)
+    );
+    let _ = long.write_all(head.as_bytes()).await;
+    let mut answer = vec![0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(30), long.read(&mut answer))
+        .await
+        .expect("no answer to a long head")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
     let logs = logs(&d);
     assert!(!logs.contains("Too many open files"), "{logs}");
     // One line for each listener, not one per connection.
