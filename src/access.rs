@@ -3,6 +3,7 @@
 //! socket, whose file is mode 0600 and which serves only the daemon's own user and root, or,
 //! over TCP, `Authorization: Bearer <token>` with the token from `--admin-token-file`.
 
+use crate::throttle::Throttle;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
@@ -12,7 +13,7 @@ use std::net::SocketAddr;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use tracing::{debug, error, warn};
+use tracing::{debug, warn};
 
 type HmacSha256 = Hmac<sha2::Sha256>;
 
@@ -157,36 +158,10 @@ pub enum Access {
 
 /// Requests refused for a wrong token, so that a port open to a scanner does not flood the
 /// log: one WARN a minute at most, with how many were refused since the last one.
-static WRONG_TOKENS: Throttle = Throttle::new(std::time::Duration::from_secs(60));
+static WRONG_TOKENS: Throttle = Throttle::new();
 
-struct Throttle {
-    every: std::time::Duration,
-    state: std::sync::Mutex<(Option<std::time::Instant>, u64)>,
-}
-
-impl Throttle {
-    const fn new(every: std::time::Duration) -> Throttle {
-        Throttle {
-            every,
-            state: std::sync::Mutex::new((None, 0)),
-        }
-    }
-
-    /// Counts one; gives the count to log when a line is due (and starts counting anew).
-    fn note(&self) -> Option<u64> {
-        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        s.1 += 1;
-        let now = std::time::Instant::now();
-        if s.0
-            .is_some_and(|last| now.duration_since(last) < self.every)
-        {
-            return None;
-        }
-        let n = s.1;
-        *s = (Some(now), 0);
-        Some(n)
-    }
-}
+/// Connections to the admin socket from other users, logged as sparingly.
+static OTHER_USERS: Throttle = Throttle::new();
 
 /// The `Authorization: Bearer` credential of a request, if it has one.
 fn bearer(headers: &HeaderMap) -> Option<&[u8]> {
@@ -349,53 +324,29 @@ pub struct LocalListener {
     uid: u32,
 }
 
-impl axum::serve::Listener for LocalListener {
-    type Io = tokio::net::UnixStream;
-    type Addr = tokio::net::unix::SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            match self.inner.accept().await {
-                Ok((stream, addr)) => match stream.peer_cred() {
-                    Ok(c) if c.uid() == self.uid || c.uid() == 0 => return (stream, addr),
-                    Ok(c) => warn!(
-                        uid = c.uid(),
-                        "refused a connection to the admin socket from uid {}: only the daemon's user and root may use it",
-                        c.uid()
-                    ),
-                    Err(e) => warn!(
-                        "refused a connection to the admin socket: who made it is unknown ({e})"
-                    ),
-                },
-                Err(e) => {
-                    use std::io::ErrorKind::*;
-                    if !matches!(e.kind(), ConnectionAborted | ConnectionReset | Interrupted) {
-                        // Out of file descriptors, most likely: give the others time to close.
-                        error!("admin socket: accept failed: {e}");
-                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-                    }
-                }
-            }
+impl LocalListener {
+    /// The next connection; `Ok(None)` when it came from another user and was closed.
+    pub async fn accept(&mut self) -> std::io::Result<Option<tokio::net::UnixStream>> {
+        let (stream, _) = self.inner.accept().await?;
+        let who = match stream.peer_cred() {
+            Ok(c) if c.uid() == self.uid || c.uid() == 0 => return Ok(Some(stream)),
+            Ok(c) => format!("from uid {}", c.uid()),
+            Err(e) => format!("from an unknown user ({e})"),
+        };
+        crate::metrics::admin_closed("socket", "uid");
+        if let Some(refused) = OTHER_USERS.note() {
+            warn!(
+                refused,
+                "refused a connection to the admin socket {who}: only the daemon's user and root may use it (logged at most once a minute; `refused` counts them since the last line)"
+            );
         }
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        self.inner.local_addr()
+        Ok(None)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn refusals_are_logged_once_a_minute_with_their_count() {
-        let t = Throttle::new(std::time::Duration::from_secs(3600));
-        assert_eq!(t.note(), Some(1));
-        assert_eq!((t.note(), t.note()), (None, None));
-        let t = Throttle::new(std::time::Duration::ZERO);
-        assert_eq!((t.note(), t.note()), (Some(1), Some(1)));
-    }
 
     #[test]
     fn a_token_matches_itself_only() {

@@ -36,6 +36,8 @@ pub struct RunOptions {
     pub store_failure_limit: Duration,
     /// Polls in flight at once, in all and per host.
     pub poll_limits: crate::runtime::PollLimits,
+    /// How long an admin client has to send a request head (see [`admin::serve`]).
+    pub admin_timeout: Duration,
 }
 
 /// How long in-flight polls and deliveries get to finish on shutdown (and on a reload that
@@ -331,25 +333,18 @@ fn load(opts: &RunOptions, env: &Env) -> Result<Vec<Arc<Bridge>>, config::Proble
 }
 
 /// Serves the admin API on its unix socket and, unless it is off, on its TCP address, until
-/// `stop`. The socket file is removed when the returned guard is dropped.
+/// `stop`, each within `limits`. The socket file is removed when the returned guard is dropped.
 async fn serve_admin(
     opts: &RunOptions,
     state: admin::AdminState,
+    limits: admin::serve::Limits,
     stop: &CancellationToken,
 ) -> Result<(TaskTracker, AdminSocket)> {
     let admin_done = TaskTracker::new();
     let (socket, local) = AdminSocket::bind(&opts.admin_socket)?;
     let app = admin::router(state.clone(), Access::Socket);
-    let stop_admin = stop.clone();
-    info!(path = %opts.admin_socket.display(), "admin socket listening");
-    admin_done.spawn(async move {
-        let served = axum::serve(local, app)
-            .with_graceful_shutdown(stop_admin.cancelled_owned())
-            .await;
-        if let Err(e) = served {
-            error!("admin socket: {e}");
-        }
-    });
+    info!(path = %opts.admin_socket.display(), connections = limits.connections, "admin socket listening");
+    admin_done.spawn(admin::serve::serve(local, app, limits, stop.clone()));
     if let Some(addr) = opts.admin {
         let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
             format!("cannot listen on {addr} for the admin API (use --admin off to disable)")
@@ -362,23 +357,30 @@ async fn serve_admin(
                 socket: opts.admin_socket.clone(),
             },
         );
-        let stop_admin = stop.clone();
+        let connections = limits.connections;
         if addr.ip().to_canonical().is_loopback() {
-            info!(%addr, acting_with_token = token, "admin API listening");
+            info!(%addr, acting_with_token = token, connections, "admin API listening");
         } else {
-            warn!(%addr, acting_with_token = token, "admin API listening beyond loopback: reads are open to the network, and the bearer token travels unencrypted");
+            warn!(%addr, acting_with_token = token, connections, "admin API listening beyond loopback: reads are open to the network, and the bearer token travels unencrypted");
         }
-        admin_done.spawn(async move {
-            let served = axum::serve(listener, app)
-                .with_graceful_shutdown(stop_admin.cancelled_owned())
-                .await;
-            if let Err(e) = served {
-                error!("admin API: {e}");
-            }
-        });
+        admin_done.spawn(admin::serve::serve(listener, app, limits, stop.clone()));
     }
     admin_done.close();
     Ok((admin_done, socket))
+}
+
+/// Takes all the file descriptors allowed: each bridge and sink may hold a connection
+/// (systemd's default soft limit is 1024, the hard one far higher). Returns the limit, which
+/// the admin API's connection cap is a part of.
+fn raise_open_files_limit() -> u64 {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => n,
+        Err(e) => {
+            let soft = rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(1024, |(soft, _)| soft);
+            warn!("cannot raise the open-files limit above {soft}: {e}");
+            soft
+        }
+    }
 }
 
 /// SIGHUP: the bridges directory read again and applied, or refused whole (the running set
@@ -437,11 +439,8 @@ async fn open_store(data: &std::path::Path) -> Result<Store> {
 
 /// Runs until `shutdown` is cancelled. SIGHUP re-reads the bridges directory.
 pub async fn run(opts: RunOptions, env: Env, shutdown: CancellationToken) -> Result<()> {
-    // Each bridge and sink may hold a connection: take all the file descriptors allowed
-    // (systemd's default soft limit is 1024, the hard one far higher).
-    if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
-        warn!("cannot raise the open-files limit: {e}");
-    }
+    let open_files = raise_open_files_limit();
+    let admin_limits = admin::serve::Limits::for_open_files(open_files, opts.admin_timeout);
     if let Some(addr) = opts.admin {
         crate::access::check_exposure(addr, opts.admin_token.is_some())
             .map_err(anyhow::Error::msg)?;
@@ -474,7 +473,7 @@ pub async fn run(opts: RunOptions, env: Env, shutdown: CancellationToken) -> Res
     };
     // The socket after the store is open: its lock has already turned away a second daemon
     // on this state directory, which must not replace the running one's socket.
-    let (admin_done, _socket) = serve_admin(&opts, state, &root).await?;
+    let (admin_done, _socket) = serve_admin(&opts, state, admin_limits, &root).await?;
     // Only once the admin listeners are bound: a daemon that cannot serve them exits before
     // any bridge polls or commits.
     for b in bridges {
@@ -491,6 +490,7 @@ pub async fn run(opts: RunOptions, env: Env, shutdown: CancellationToken) -> Res
         bridges = fleet.running.len(),
         dir = %opts.bridges.display(),
         data = %opts.data.display(),
+        open_files,
         "pollhook started"
     );
     systemd::ready();

@@ -48,10 +48,12 @@
 //! - [`runtime`]: what the tasks share (the store and whether it takes writes, HTTP clients,
 //!   poll slots and locks, wake-ups, the steps the watchdog looks at)
 //! - [`admin`]: the admin HTTP API: router and handlers, the typed bodies it answers with
-//!   (`admin::body`) and the CLI's client that reads them (`admin::client`); [`access`]: who
+//!   (`admin::body`) and the CLI's client that reads them (`admin::client`), and how it is
+//!   served within bounds (`admin::serve`: a cap on connections, time-outs); [`access`]: who
 //!   may act through it (unix socket, token)
 //! - [`app`]: wiring, start-up, reload, the bridge tasks' supervisor and shutdown
 //! - [`fault`]: fault injection for the tests (debug builds only)
+//! - [`throttle`] (leaf): log lines others can provoke, at most one a minute with a count
 //! - [`systemd`]: sd_notify; [`logging`]: log formats and the bridge and sink spans whose
 //!   fields every line of those tasks carries; [`metrics`]: Prometheus metrics
 
@@ -82,3 +84,4 @@ pub mod schedule;
 pub mod sign;
 pub mod store;
 pub mod systemd;
+pub mod throttle;

@@ -74,6 +74,25 @@ struct RunArgs {
         default_value_t = 16
     )]
     max_polls_per_host: usize,
+    /// How long an admin client has to send a request head, of its connection's opening or of
+    /// the previous answer (and how long a connection may stay quiet). Hidden: for the tests.
+    #[arg(
+        long,
+        env = "POLLHOOK_ADMIN_HEADER_TIMEOUT",
+        value_name = "DURATION",
+        default_value = "10s",
+        value_parser = parse_admin_timeout,
+        hide = true
+    )]
+    admin_header_timeout: std::time::Duration,
+}
+
+fn parse_admin_timeout(s: &str) -> Result<std::time::Duration, String> {
+    match humantime::parse_duration(s) {
+        Ok(d) if d.is_zero() => Err("it must be longer than 0s".into()),
+        Ok(d) => Ok(d),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 #[derive(Subcommand)]
@@ -316,6 +335,7 @@ fn run_daemon(args: RunArgs) -> Result<ExitCode> {
         store_failure_limit,
         max_polls,
         max_polls_per_host,
+        admin_header_timeout,
     } = args;
     logging::init(log_format);
     let admin: Option<SocketAddr> = match admin.as_str() {
@@ -352,6 +372,7 @@ fn run_daemon(args: RunArgs) -> Result<ExitCode> {
             total: max_polls,
             per_host: max_polls_per_host,
         },
+        admin_timeout: admin_header_timeout,
     };
     let rt = runtime()?;
     let ran = rt.block_on(async {

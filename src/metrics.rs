@@ -131,6 +131,24 @@ pub fn store_ok(ok: bool) {
     metrics::gauge!("pollhook_store_writable").set(if ok { 1.0 } else { 0.0 });
 }
 
+/// A connection the admin API closed or turned away. `listener`: `tcp` or `socket`; `reason`:
+/// `cap` (the listener's limit of connections), `timeout` (no request head in time, or quiet
+/// as long) or `uid` (another user on the socket).
+pub fn admin_closed(listener: &'static str, reason: &'static str) {
+    metrics::counter!("pollhook_admin_connections_closed_total", "listener" => listener, "reason" => reason)
+        .increment(1);
+}
+
+/// Accepting a connection failed (out of file descriptors, most likely).
+pub fn admin_accept_error(listener: &'static str) {
+    metrics::counter!("pollhook_admin_accept_errors_total", "listener" => listener).increment(1);
+}
+
+/// The admin API's open connections on one listener.
+pub fn admin_connections(listener: &'static str, n: usize) {
+    metrics::gauge!("pollhook_admin_connections", "listener" => listener).set(n as f64);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

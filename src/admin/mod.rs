@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 pub mod body;
 pub mod client;
+pub mod serve;
 
 #[derive(Clone)]
 pub struct AdminState {

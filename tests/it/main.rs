@@ -8,6 +8,7 @@ mod binary;
 mod chat;
 mod config;
 mod crash;
+mod crowd;
 mod delivery;
 mod digests;
 mod diskfull;
