@@ -1351,27 +1351,22 @@ mod tests {
 
     const CHILD: &str = "POLLHOOK_KILL_9_CHILD";
 
-    /// The child of `a_kill_9_at_any_moment_is_not_a_rollback` (does nothing otherwise):
-    /// bridges committing and flushing concurrently, printing each seq once its flush returned
-    /// (when its events would be sent), until it is killed.
-    #[test]
-    fn kill_9_child() {
-        let Ok(dir) = std::env::var(CHILD) else {
-            return;
-        };
-        let s = Store::open(Path::new(&dir)).unwrap();
+    /// The child of `a_kill_9_at_any_moment_is_not_a_rollback`: bridges committing and
+    /// flushing concurrently, printing each seq once its flush returned (when its events would
+    /// be sent), until it is killed.
+    fn kill_9_child(dir: &Path) -> ! {
+        let s = Store::open(dir).unwrap();
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
+            .enable_time()
             .build()
             .unwrap();
         rt.block_on(async {
-            let mut tasks = Vec::new();
             for t in 0..4 {
                 let s = s.clone();
-                tasks.push(tokio::spawn(async move {
+                tokio::spawn(async move {
                     let bridge = format!("b{t}");
-                    // Far more than the parent waits for: it kills the child long before.
-                    for _ in 0..100_000 {
+                    loop {
                         let (s2, b) = (s.clone(), bridge.clone());
                         let seq = tokio::task::spawn_blocking(move || commit(&s2, &b, 1 + t))
                             .await
@@ -1379,24 +1374,35 @@ mod tests {
                         s.flush().await.unwrap();
                         println!("durable {bridge} {seq}");
                     }
-                }));
+                });
             }
-            for t in tasks {
-                t.await.unwrap();
-            }
+            // The parent kills it; should it not, it ends here, and the parent sees no kill.
+            tokio::time::sleep(std::time::Duration::from_secs(120)).await;
         });
+        std::process::exit(3)
     }
 
+    /// This test runs itself as a child process (with `CHILD` set, it is that child, and
+    /// never returns), kills it with SIGKILL at varying moments, and opens the store it left.
     #[test]
     fn a_kill_9_at_any_moment_is_not_a_rollback() {
         use std::io::BufRead;
+        if let Ok(dir) = std::env::var(CHILD) {
+            kill_9_child(Path::new(&dir));
+        }
         let dir = tempfile::tempdir().unwrap();
+        let err_dir = tempfile::tempdir().unwrap();
+        let child_err = err_dir.path().join("stderr");
         for round in 0..8 {
             let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-                .args(["--exact", "highwater::tests::kill_9_child", "--nocapture"])
+                .args([
+                    "--exact",
+                    "highwater::tests::a_kill_9_at_any_moment_is_not_a_rollback",
+                    "--nocapture",
+                ])
                 .env(CHILD, dir.path())
                 .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::null())
+                .stderr(std::fs::File::create(&child_err).unwrap())
                 .spawn()
                 .unwrap();
             let mut durable: HashMap<String, u64> = HashMap::new();
@@ -1416,12 +1422,24 @@ mod tests {
                 }
             }
             child.kill().unwrap(); // SIGKILL
-            child.wait().unwrap();
-            assert!(!durable.is_empty(), "the child printed nothing");
+            let status = child.wait().unwrap();
+            use std::os::unix::process::ExitStatusExt;
+            assert_eq!(
+                status.signal(),
+                Some(9),
+                "round {round}: the child {status}: {}",
+                std::fs::read_to_string(&child_err).unwrap()
+            );
+            assert_eq!(
+                seen,
+                3 + round * 11,
+                "round {round}: the child printed too little"
+            );
             let s = match Store::open(dir.path()) {
                 Ok(s) => s,
                 Err(e) => panic!("round {round}: {e}"),
             };
+            assert!(s.mark_notes().iter().all(|n| !n.warning), "round {round}");
             for (b, seq) in &durable {
                 assert!(
                     s.meta(b).unwrap().seq >= *seq,
