@@ -34,8 +34,8 @@
 //! - [`store`]: the sled database: `commit` (a poll in one transaction, group commit),
 //!   `items`, `pages` (the 304 cache), `outbox` (queues and their counts), `dead`, `migrate`,
 //!   `values` (large values in chunks or files, so sled's `blobs/` never grows), `compact`
-//! - [`highwater`]: the highest seq handed out per bridge, kept apart from sled: a store that
-//!   went back is refused
+//! - [`highwater`]: the highest seq handed out per bridge, kept apart from sled in two files: a
+//!   store that went back is refused, and so is one whose mark is lost
 //! - [`deliver`]: per bridge+sink outbox drain, retry decisions, the webhook request; `format`
 //!   (the body a sink speaks: event, chat presets, template; its `events`/`when`), `batch`
 //!   (digests stored before their first attempt), `trial` (`poll --render`, `send-test`)

@@ -10,7 +10,7 @@ use pollhook::admin::client::{Client, Place};
 use pollhook::app::{self, RunOptions};
 use pollhook::config::{self, Env};
 use pollhook::logging::{self, LogFormat};
-use pollhook::store::StoreError;
+use pollhook::store::{Accepted, StoreError};
 use std::io::Read;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -200,14 +200,15 @@ enum DeadLetterAction {
 #[derive(Subcommand)]
 enum StoreAction {
     /// Compare every bridge's seq with the highest ever handed out: "ok: ...", or each bridge
-    /// that went back (exit 1).
+    /// that went back (exit 1), or every bridge's seq when the mark is lost (exit 1).
     Check {
         /// State directory [default: $STATE_DIRECTORY under systemd, else ./data]
         #[arg(long)]
         data: Option<PathBuf>,
     },
     /// Move every bridge's seq past the highest ever handed out, so that no seq or event id is
-    /// reused for a different event; `pollhook run` then starts.
+    /// reused for a different event (or, the mark lost, start it again from the seqs
+    /// stored); `pollhook run` then starts.
     AcceptRollback {
         /// State directory [default: $STATE_DIRECTORY under systemd, else ./data]
         #[arg(long)]
@@ -640,24 +641,17 @@ fn plural(n: usize) -> &'static str {
     if n == 1 { "" } else { "s" }
 }
 
-/// `pollhook store check`: exit 0 when no bridge is below its high-water mark, else 1.
+/// `pollhook store check`: exit 0 when no bridge is below its high-water mark, else 1 (and
+/// 1 when the mark is lost).
 fn store_check(data: &std::path::Path) -> Result<ExitCode> {
     let store = open_store(data, "check")?;
     let hw = store.high_water();
-    let found = hw.found();
-    if found.damaged > 0 {
-        println!(
-            "warning: {} was damaged: {} unreadable bytes skipped (the marks in them are lost)",
-            hw.path().display(),
-            found.damaged
-        );
+    for note in store.mark_notes() {
+        let level = if note.warning { "warning" } else { "note" };
+        println!("{level}: {}", note.text);
     }
-    if found.torn > 0 {
-        println!(
-            "note: {}: a torn last record ({} bytes, a crash mid-write) was dropped",
-            hw.path().display(),
-            found.torn
-        );
+    if let Some(lost) = store.find_lost_mark() {
+        return print_lost(&store, &lost, data);
     }
     match store.find_rollback()? {
         None => {
@@ -701,10 +695,50 @@ fn store_check(data: &std::path::Path) -> Result<ExitCode> {
     }
 }
 
+/// `pollhook store check` on a store whose high-water mark is lost: every bridge's seq, and
+/// the ways out.
+fn print_lost(
+    store: &pollhook::store::Store,
+    lost: &pollhook::highwater::Lost,
+    data: &std::path::Path,
+) -> Result<ExitCode> {
+    println!("{}; the seqs stored:", lost.headline());
+    let mut seqs: Vec<(String, u64)> = store.seqs()?.into_iter().collect();
+    seqs.sort();
+    for (bridge, seq) in &seqs {
+        println!("  `{bridge}` is at seq {seq}");
+    }
+    println!(
+        "`pollhook run` refuses to start, since it could reuse a seq or event id. Restore `{}` \
+         and `{}` from a backup of {}, or run `pollhook store accept-rollback --data {}` to \
+         start the mark again from these seqs (a seq handed out above them before, if any, is \
+         then handed out again)",
+        pollhook::highwater::FILE,
+        pollhook::highwater::COPY,
+        data.display(),
+        data.display()
+    );
+    Ok(ExitCode::from(1))
+}
+
 /// `pollhook store accept-rollback`.
 fn store_accept_rollback(data: &std::path::Path) -> Result<ExitCode> {
     let store = open_store(data, "accept a rollback of")?;
-    let moved = store.accept_rollback()?;
+    let moved = match store.accept_rollback()? {
+        Accepted::Moved(moved) => moved,
+        Accepted::Restarted(seqs) => {
+            for (bridge, seq) in &seqs {
+                println!("{bridge}: seq {seq} (the mark starts here)");
+            }
+            println!(
+                "accepted: the high-water mark started again from the store ({} bridge{}); \
+                 `pollhook run` starts now",
+                seqs.len(),
+                plural(seqs.len())
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
     if moved.is_empty() {
         println!(
             "nothing to accept: no bridge in {} is below its high-water mark",

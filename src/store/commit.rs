@@ -81,9 +81,11 @@ pub(super) struct Flushes {
 
 /// Flushes sled, then records in the high-water mark `seqs`, noted before the flush began and
 /// so on disk once it is done. If either fails, the notes are given back for the next flush.
+/// The first record to reach the mark's files is followed by the key in sled that says they
+/// are kept, and a second flush.
 pub(super) fn flush_and_mark(
     db: &sled::Db,
-    hw: &HighWater,
+    (hw, marked): (&HighWater, &AtomicBool),
     seqs: HashMap<String, u64>,
 ) -> Result<(), StoreError> {
     let done = match db.flush() {
@@ -92,8 +94,12 @@ pub(super) fn flush_and_mark(
     };
     if done.is_err() {
         hw.renote(seqs);
+        return done;
     }
-    done
+    if super::note_marked(db, hw, marked)? {
+        db.flush()?;
+    }
+    Ok(())
 }
 
 impl Store {
@@ -126,9 +132,9 @@ impl Store {
         }
         let target = self.flushes.committed.load(Ordering::SeqCst);
         let db = self.db.clone();
-        let hw = self.highwater.clone();
+        let (hw, marked) = (self.highwater.clone(), self.marked.clone());
         // The notes are taken after `target` was read: every commit it counts is among them.
-        tokio::task::spawn_blocking(move || flush_and_mark(&db, &hw, hw.take_noted()))
+        tokio::task::spawn_blocking(move || flush_and_mark(&db, (&hw, &marked), hw.take_noted()))
             .await
             .expect("flush does not panic")?;
         self.flushes.durable.fetch_max(target, Ordering::SeqCst);
@@ -138,7 +144,8 @@ impl Store {
     pub fn flush_blocking(&self) -> Result<(), StoreError> {
         // The notes stay for `flush` to take too: a flush that returns must have recorded
         // every commit it counts, even one whose notes a concurrent `flush_blocking` read.
-        flush_and_mark(&self.db, &self.highwater, self.highwater.noted())
+        let hw = (&*self.highwater, &*self.marked);
+        flush_and_mark(&self.db, hw, self.highwater.noted())
     }
 
     /// Applies a poll atomically: item state, meta (with the new `seq`) and outbox entries.

@@ -26,7 +26,10 @@
 //! prefixes never collide.
 //!
 //! Every seq a flush puts on disk is recorded in the high-water mark, apart from sled
-//! ([`crate::highwater`]); `open` refuses a store whose seqs are below it (a rollback).
+//! ([`crate::highwater`]); `open` refuses a store whose seqs are below it (a rollback). Once
+//! the mark's files hold a record, the key `highwater` in sled's default tree says so, so
+//! that both files gone is refused too ([`Lost`]) instead of being taken for a store written
+//! before there was a mark.
 //!
 //! Rooms: this file opens the store and holds its errors, per-bridge meta and the high-water
 //! side; [`commit`](Commit) (a poll's writes, group commit), `items` (item state and values,
@@ -36,13 +39,13 @@
 use crate::diff::Stored;
 use crate::event::EventType;
 use crate::extract::Hash;
-use crate::highwater::{self, HighWater, HighWaterError, Rollback};
+use crate::highwater::{self, HighWater, HighWaterError, Lost, Rollback};
 use serde::{Deserialize, Serialize};
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use values::Kind;
 
@@ -81,6 +84,9 @@ pub enum StoreError {
     /// The store is below the high-water mark: see [`crate::highwater`].
     #[error("{0}")]
     Rollback(Rollback),
+    /// Both files of the high-water mark are gone: see [`crate::highwater`].
+    #[error("{0}")]
+    Lost(Lost),
     #[error("state database {0} is in use by another process (a running `pollhook run`?)")]
     Locked(String),
     #[error(
@@ -125,7 +131,10 @@ impl StoreError {
             | StoreError::Locked(_)
             | StoreError::Damaged { .. }
             | StoreError::HighWater(_) => true,
-            StoreError::Conflict(_) | StoreError::Corrupt(_) | StoreError::Rollback(_) => false,
+            StoreError::Conflict(_)
+            | StoreError::Corrupt(_)
+            | StoreError::Rollback(_)
+            | StoreError::Lost(_) => false,
         }
     }
 }
@@ -190,7 +199,13 @@ pub struct Store {
     queued: Arc<Mutex<HashMap<String, Queued>>>,
     /// Per bridge, the highest seq handed out, kept apart from sled (docs/operations.md#rollback).
     highwater: Arc<HighWater>,
+    /// sled holds [`MARKED`]: the mark's files are kept (as far as this process knows).
+    marked: Arc<AtomicBool>,
 }
+
+/// The key, in sled's default tree, that says the high-water mark's files hold a record:
+/// written once they do, so that their absence is seen as their loss.
+const MARKED: &[u8] = b"highwater";
 
 fn prefix(parts: &[&str]) -> Vec<u8> {
     let mut k = Vec::new();
@@ -239,9 +254,18 @@ fn json<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, S
 
 impl Store {
     /// Opens the store and checks it against the high-water mark: a store below it is
-    /// refused with [`StoreError::Rollback`].
+    /// refused with [`StoreError::Rollback`], one whose mark is lost with [`StoreError::Lost`].
+    /// Damage to one of the mark's files is logged, and the file rewritten from the other.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
         let store = Store::open_unchecked(dir)?;
+        for note in store.mark_notes() {
+            if note.warning {
+                tracing::warn!("high-water mark: {}", note.text);
+            }
+        }
+        if let Some(lost) = store.find_lost_mark() {
+            return Err(StoreError::Lost(lost));
+        }
         if let Some(r) = store.find_rollback()? {
             return Err(StoreError::Rollback(r));
         }
@@ -311,13 +335,7 @@ impl Store {
             );
         }
         let highwater = HighWater::open(dir)?;
-        let found = highwater.found();
-        if found.damaged > 0 {
-            tracing::warn!(
-                path = %highwater.path().display(), skipped_bytes = found.damaged,
-                "high-water mark was damaged: unreadable records skipped, rewritten"
-            );
-        }
+        let marked = db.contains_key(MARKED)?;
         Ok(Store {
             items,
             state,
@@ -332,6 +350,7 @@ impl Store {
             flushes: Default::default(),
             queued: Arc::new(Mutex::new(queued)),
             highwater: Arc::new(highwater),
+            marked: Arc::new(AtomicBool::new(marked)),
             db,
         })
     }
@@ -447,6 +466,28 @@ impl Store {
         Ok(out)
     }
 
+    /// What was wrong with the mark's files when the store was opened.
+    pub fn mark_notes(&self) -> Vec<highwater::Note> {
+        self.highwater.notes(self.marked.load(Ordering::SeqCst))
+    }
+
+    /// The mark is lost: neither file can be read, though sled says they were kept or one of
+    /// them is there unreadable (a file is only ever created whole). A directory with neither
+    /// file nor the key is new, or was written before there was a mark.
+    pub fn find_lost_mark(&self) -> Option<Lost> {
+        let hw = &self.highwater;
+        let kept_once = self.marked.load(Ordering::SeqCst) || hw.found().iter().any(|f| f.existed);
+        (!hw.kept() && kept_once).then(|| Lost {
+            data: self.data_dir(),
+            files: hw.lost_files(),
+        })
+    }
+
+    fn data_dir(&self) -> std::path::PathBuf {
+        let path = self.highwater.path();
+        path.parent().unwrap_or(Path::new(".")).to_path_buf()
+    }
+
     /// The bridges whose stored seq is below the highest ever handed out, if any.
     pub fn find_rollback(&self) -> Result<Option<Rollback>, StoreError> {
         let stored = self.seqs()?;
@@ -460,30 +501,43 @@ impl Store {
             .chain(marks.keys())
             .collect::<std::collections::HashSet<_>>()
             .len();
-        let data = self.highwater.path().parent().unwrap_or(Path::new("."));
         Ok(Some(Rollback {
-            data: data.to_path_buf(),
+            data: self.data_dir(),
             bridges,
             behind,
         }))
     }
 
-    /// Raises the mark to the seqs stored now: read at open, they are on disk. This starts
-    /// the mark of a store written before there was one.
+    /// Rewrites a damaged file of the mark from the other, and raises the mark to the seqs
+    /// stored now: read at open, they are on disk. This starts the mark of a store written
+    /// before there was one.
     fn mark_stored(&self) -> Result<(), StoreError> {
         let stored = self.seqs()?;
-        if !self.highwater.found().existed && stored.values().any(|s| *s > 0) {
+        let hw = &self.highwater;
+        if !hw.found().iter().any(|f| f.existed) && stored.values().any(|s| *s > 0) {
             tracing::warn!(
-                path = %self.highwater.path().display(), bridges = stored.len(),
+                path = %hw.path().display(), bridges = stored.len(),
                 "no high-water mark yet: starting it from the store (expected once, on the \
                  first start of a version that keeps one)"
             );
         }
         // A full disk must not keep the store from opening: the mark stays lower meanwhile
         // (a rollback to between the two would go unseen), and the next flush raises it.
-        if let Err(e) = self.highwater.record(&stored) {
+        if let Err(e) = hw.repair() {
+            tracing::warn!("{e}: rewritten at the next flush that moves a seq");
+        }
+        if let Err(e) = hw.record(&stored) {
             tracing::warn!("{e}: raised at the next flush");
-            self.highwater.renote(stored);
+            hw.renote(stored);
+        }
+        self.note_marked()
+    }
+
+    /// Writes [`MARKED`] into sled once the mark's files hold a record, and waits for the
+    /// disk.
+    fn note_marked(&self) -> Result<(), StoreError> {
+        if note_marked(&self.db, &self.highwater, &self.marked)? {
+            self.db.flush()?;
         }
         Ok(())
     }
@@ -492,8 +546,18 @@ impl Store {
     /// past the highest handed out (and, since ids derive from the seq, a fresh id). The rest
     /// of its meta stays: its item state is the older one the rollback left, and its next
     /// poll sends the differences as new events (a bridge whose record was lost re-baselines).
-    /// Only while no daemon runs: the store's lock sees to that.
-    pub fn accept_rollback(&self) -> Result<Vec<highwater::Behind>, StoreError> {
+    /// A lost mark is started again from the seqs stored. Only while no daemon runs: the
+    /// store's lock sees to that.
+    pub fn accept_rollback(&self) -> Result<Accepted, StoreError> {
+        if self.find_lost_mark().is_some() {
+            let stored = self.seqs()?;
+            self.highwater.start_again(&stored)?;
+            self.note_marked()?;
+            let mut seqs: Vec<(String, u64)> = stored.into_iter().collect();
+            seqs.sort();
+            return Ok(Accepted::Restarted(seqs));
+        }
+        self.highwater.repair()?;
         let behind = highwater::behind(&self.highwater.marks(), &self.seqs()?);
         let mut batch = sled::Batch::default();
         for b in &behind {
@@ -507,9 +571,33 @@ impl Store {
             );
         }
         self.meta.apply_batch(batch)?;
-        self.db.flush()?;
-        Ok(behind)
+        self.note_marked()?;
+        Ok(Accepted::Moved(behind))
     }
+}
+
+/// What `accept_rollback` did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Accepted {
+    /// These bridges were below their mark and moved up to it (none: nothing to accept).
+    Moved(Vec<highwater::Behind>),
+    /// The mark was lost, and started again from these seqs, by bridge.
+    Restarted(Vec<(String, u64)>),
+}
+
+/// Writes [`MARKED`] into sled (not flushed) once the mark's files hold a record: only then,
+/// since the key without the files is what a lost mark looks like. True when it wrote it.
+pub(super) fn note_marked(
+    db: &sled::Db,
+    hw: &HighWater,
+    marked: &AtomicBool,
+) -> Result<bool, StoreError> {
+    if marked.load(Ordering::SeqCst) || !hw.kept() {
+        return Ok(false);
+    }
+    db.insert(MARKED, &[2])?;
+    marked.store(true, Ordering::SeqCst);
+    Ok(true)
 }
 
 /// Opens sled at `path`. sled 0.34 meets a damaged log in one of three ways: it opens what
