@@ -487,11 +487,20 @@ pub async fn run(opts: RunOptions, env: Env, shutdown: CancellationToken) -> Res
     }));
     tokio::spawn(crate::metrics::upkeep(root.clone()));
 
+    let roots = crate::http::roots::roots();
+    let tls_roots = match roots.origin {
+        crate::http::roots::Origin::System => "system",
+        crate::http::roots::Origin::Bundled => "bundled",
+    };
     info!(
         bridges = fleet.running.len(),
         dir = %opts.bridges.display(),
         data = %opts.data.display(),
-        "pollhook started"
+        tls_roots = %tls_roots,
+        "pollhook started: {} from {}, state in {}; https verified against {roots}",
+        crate::logging::count(fleet.running.len(), "bridge", "bridges"),
+        opts.bridges.display(),
+        opts.data.display(),
     );
     systemd::ready();
 

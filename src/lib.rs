@@ -13,7 +13,8 @@
 //!
 //! - [`jsonpath`] (leaf): a JSONPath compiled once at load, its errors on one line
 //! - [`http`] (leaf): the source and webhook clients, redirect policy, user agent, reqwest
-//!   errors on one line, `Retry-After`
+//!   errors on one line, `Retry-After`; `roots`, the CA certificates they trust (the system's,
+//!   else a bundled set)
 //! - [`number`] (leaf): numbers exact as written, compared by value (`1.0` is `1`)
 //! - [`formats`] (leaf): a body in NDJSON, CSV, a feed or XML turned into JSON text; pure
 //! - [`config`]: bridge YAML files -> validated [`config::Bridge`]s, or every problem with its

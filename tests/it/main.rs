@@ -19,6 +19,7 @@ mod listings;
 mod operate;
 mod pipeline;
 mod rollback;
+mod roots;
 mod secrets;
 mod sinks;
 mod sources;
