@@ -50,8 +50,9 @@
 //!   may act through it (unix socket, token)
 //! - [`app`]: wiring, start-up, reload, the bridge tasks' supervisor and shutdown
 //! - [`fault`]: fault injection for the tests (debug builds only)
-//! - [`systemd`]: sd_notify; [`logging`]: log formats and the bridge and sink spans whose
-//!   fields every line of those tasks carries; [`metrics`]: Prometheus metrics
+//! - [`systemd`]: sd_notify, and `dirs` (shards' state moved to where the units keep it now);
+//!   [`logging`]: log formats and the bridge and sink spans whose fields every line of those
+//!   tasks carries; [`metrics`]: Prometheus metrics
 
 pub mod access;
 pub mod admin;

@@ -24,3 +24,4 @@ mod secrets;
 mod sinks;
 mod sources;
 mod support;
+mod units;
