@@ -161,7 +161,11 @@ impl Fleet {
             added = added.len(),
             changed = changed.len(),
             removed = removed.len(),
-            "bridges reloaded"
+            "bridges reloaded: {} running, {} added, {} changed, {} removed",
+            self.running.len(),
+            added.len(),
+            changed.len(),
+            removed.len()
         );
         for (what, names) in [
             ("added", &added),
@@ -169,7 +173,7 @@ impl Fleet {
             ("removed", &removed),
         ] {
             for n in names {
-                info!(bridge = %n, "bridge {what}");
+                info!(bridge = %n, "bridge {what} {n}");
             }
         }
     }
@@ -228,7 +232,7 @@ async fn supervised<F, Fut>(
             },
         };
         if stop.is_cancelled() {
-            error!("{why}");
+            error!("bridge {}: {why}", b.name);
             return;
         }
         if started.elapsed() > LONGEST_PAUSE {
@@ -244,12 +248,19 @@ async fn supervised<F, Fut>(
             }
         };
         let Some(restart_at) = restart_at else {
-            error!("{why}; its schedule has no future run, so it is not started again");
+            error!(
+                "bridge {}: {why}; its schedule has no future run, so it is not started again",
+                b.name
+            );
             ctx.task_ended(&b.name, task.word(), why);
             return;
         };
         let when = restart_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-        error!(restart_at = %when, "{why}; it is started again at {when}");
+        error!(
+            restart_at = %when,
+            "bridge {}: {why}; it is started again at {when}",
+            b.name
+        );
         crate::metrics::task_restart(&b.name, task.word());
         ctx.task_ended(
             &b.name,
@@ -341,7 +352,8 @@ async fn serve_admin(
     let (socket, local) = AdminSocket::bind(&opts.admin_socket)?;
     let app = admin::router(state.clone(), Access::Socket);
     let stop_admin = stop.clone();
-    info!(path = %opts.admin_socket.display(), "admin socket listening");
+    let path = opts.admin_socket.display();
+    info!(path = %path, "admin socket listening on {path}");
     admin_done.spawn(async move {
         let served = axum::serve(local, app)
             .with_graceful_shutdown(stop_admin.cancelled_owned())
@@ -364,9 +376,14 @@ async fn serve_admin(
         );
         let stop_admin = stop.clone();
         if addr.ip().to_canonical().is_loopback() {
-            info!(%addr, acting_with_token = token, "admin API listening");
+            let acting = if token {
+                "acting with the token too"
+            } else {
+                "reading only; acting through the admin socket"
+            };
+            info!(%addr, acting_with_token = token, "admin API listening on {addr}, {acting}");
         } else {
-            warn!(%addr, acting_with_token = token, "admin API listening beyond loopback: reads are open to the network, and the bearer token travels unencrypted");
+            warn!(%addr, acting_with_token = token, "admin API listening on {addr}, beyond loopback: reads are open to the network, and the bearer token travels unencrypted");
         }
         admin_done.spawn(async move {
             let served = axum::serve(listener, app)
@@ -385,7 +402,8 @@ async fn serve_admin(
 /// stays) with every problem logged.
 async fn reload(opts: &RunOptions, env: &Env, fleet: &mut Fleet) {
     systemd::reloading();
-    info!(dir = %opts.bridges.display(), "SIGHUP: reloading bridges");
+    let dir = opts.bridges.display();
+    info!(dir = %dir, "SIGHUP: reloading the bridges in {dir}");
     match load(opts, env) {
         Ok(set) => fleet.apply(set).await,
         Err(problems) => {
@@ -394,7 +412,8 @@ async fn reload(opts: &RunOptions, env: &Env, fleet: &mut Fleet) {
             }
             error!(
                 problems = problems.len(),
-                "reload refused: the running bridges stay as they were"
+                "reload refused ({}): the running bridges stay as they were",
+                crate::logging::count(problems.len(), "problem", "problems")
             );
         }
     }
