@@ -163,7 +163,11 @@ impl Fleet {
             added = added.len(),
             changed = changed.len(),
             removed = removed.len(),
-            "bridges reloaded"
+            "bridges reloaded: {} running, {} added, {} changed, {} removed",
+            self.running.len(),
+            added.len(),
+            changed.len(),
+            removed.len()
         );
         for (what, names) in [
             ("added", &added),
@@ -171,7 +175,7 @@ impl Fleet {
             ("removed", &removed),
         ] {
             for n in names {
-                info!(bridge = %n, "bridge {what}");
+                info!(bridge = %n, "bridge {what} {n}");
             }
         }
     }
@@ -230,7 +234,7 @@ async fn supervised<F, Fut>(
             },
         };
         if stop.is_cancelled() {
-            error!("{why}");
+            error!("bridge {}: {why}", b.name);
             return;
         }
         if started.elapsed() > LONGEST_PAUSE {
@@ -246,12 +250,19 @@ async fn supervised<F, Fut>(
             }
         };
         let Some(restart_at) = restart_at else {
-            error!("{why}; its schedule has no future run, so it is not started again");
+            error!(
+                "bridge {}: {why}; its schedule has no future run, so it is not started again",
+                b.name
+            );
             ctx.task_ended(&b.name, task.word(), why);
             return;
         };
         let when = restart_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-        error!(restart_at = %when, "{why}; it is started again at {when}");
+        error!(
+            restart_at = %when,
+            "bridge {}: {why}; it is started again at {when}",
+            b.name
+        );
         crate::metrics::task_restart(&b.name, task.word());
         ctx.task_ended(
             &b.name,
@@ -343,7 +354,8 @@ async fn serve_admin(
     let admin_done = TaskTracker::new();
     let (socket, local) = AdminSocket::bind(&opts.admin_socket)?;
     let app = admin::router(state.clone(), Access::Socket);
-    info!(path = %opts.admin_socket.display(), connections = limits.connections, "admin socket listening");
+    let path = opts.admin_socket.display();
+    info!(path = %path, connections = limits.connections, "admin socket listening on {path}");
     admin_done.spawn(admin::serve::serve(local, app, limits, stop.clone()));
     if let Some(addr) = opts.admin {
         let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
@@ -359,9 +371,14 @@ async fn serve_admin(
         );
         let connections = limits.connections;
         if addr.ip().to_canonical().is_loopback() {
-            info!(%addr, acting_with_token = token, connections, "admin API listening");
+            let acting = if token {
+                "acting with the token too"
+            } else {
+                "reading only; acting through the admin socket"
+            };
+            info!(%addr, acting_with_token = token, connections, "admin API listening on {addr}, {acting}");
         } else {
-            warn!(%addr, acting_with_token = token, connections, "admin API listening beyond loopback: reads are open to the network, and the bearer token travels unencrypted");
+            warn!(%addr, acting_with_token = token, connections, "admin API listening on {addr}, beyond loopback: reads are open to the network, and the bearer token travels unencrypted");
         }
         admin_done.spawn(admin::serve::serve(listener, app, limits, stop.clone()));
     }
@@ -387,7 +404,8 @@ fn raise_open_files_limit() -> u64 {
 /// stays) with every problem logged.
 async fn reload(opts: &RunOptions, env: &Env, fleet: &mut Fleet) {
     systemd::reloading();
-    info!(dir = %opts.bridges.display(), "SIGHUP: reloading bridges");
+    let dir = opts.bridges.display();
+    info!(dir = %dir, "SIGHUP: reloading the bridges in {dir}");
     match load(opts, env) {
         Ok(set) => fleet.apply(set).await,
         Err(problems) => {
@@ -396,7 +414,8 @@ async fn reload(opts: &RunOptions, env: &Env, fleet: &mut Fleet) {
             }
             error!(
                 problems = problems.len(),
-                "reload refused: the running bridges stay as they were"
+                "reload refused ({}): the running bridges stay as they were",
+                crate::logging::count(problems.len(), "problem", "problems")
             );
         }
     }
@@ -486,12 +505,21 @@ pub async fn run(opts: RunOptions, env: Env, shutdown: CancellationToken) -> Res
     }));
     tokio::spawn(crate::metrics::upkeep(root.clone()));
 
+    let roots = crate::http::roots::roots();
+    let tls_roots = match roots.origin {
+        crate::http::roots::Origin::System => "system",
+        crate::http::roots::Origin::Bundled => "bundled",
+    };
     info!(
         bridges = fleet.running.len(),
         dir = %opts.bridges.display(),
         data = %opts.data.display(),
         open_files,
-        "pollhook started"
+        tls_roots = %tls_roots,
+        "pollhook started: {} from {}, state in {}; https verified against {roots}",
+        crate::logging::count(fleet.running.len(), "bridge", "bridges"),
+        opts.bridges.display(),
+        opts.data.display(),
     );
     systemd::ready();
 

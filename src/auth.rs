@@ -153,7 +153,9 @@ impl LogIn<'_> {
             Ok(Ok(None)) => configured.to_string(),
             Ok(Err(e)) => {
                 tracing::warn!(
-                    "could not read the kept refresh token ({e}); using the configured one"
+                    "bridge {}: could not read the kept refresh token ({e}); using the \
+                     configured one",
+                    self.bridge
                 );
                 configured.to_string()
             }
@@ -218,11 +220,16 @@ impl LogIn<'_> {
             tokio::task::spawn_blocking(move || store.keep_refresh_token(&bridge, &c, &n)).await;
         match kept {
             Ok(Ok(())) => {
-                tracing::info!("kept the new refresh token the token endpoint gave")
+                tracing::info!(
+                    "bridge {}: kept the new refresh token the token endpoint gave",
+                    self.bridge
+                )
             }
             Ok(Err(e)) => {
                 tracing::warn!(
-                    "could not keep the new refresh token ({e}); it is used until a restart"
+                    "bridge {}: could not keep the new refresh token ({e}); it is used until a \
+                     restart",
+                    self.bridge
                 )
             }
             Err(_) => {}

@@ -1,7 +1,10 @@
 //! Everything pollhook says and hears over HTTP that is not about one bridge: the two clients
 //! (sources, webhooks) and how they treat redirects, the user agent, one-line reqwest errors,
 //! and reading `Retry-After`. A leaf, so that polling and delivery share it without importing
-//! each other.
+//! each other. Both verify https servers against [`roots`]: the system's CA
+//! certificates, or the bundled set when the system has none.
+
+pub mod roots;
 
 use chrono::{DateTime, Utc};
 use std::time::Duration;
@@ -19,7 +22,7 @@ pub fn fetcher() -> reqwest::Client {
 /// `HTTP_PROXY`, `ALL_PROXY` and `NO_PROXY` (and the lower-case spellings).
 pub fn fetcher_via(proxy: Option<&url::Url>) -> reqwest::Client {
     install_crypto();
-    let mut builder = reqwest::Client::builder();
+    let mut builder = with_roots(reqwest::Client::builder());
     if let Some(p) = proxy {
         builder = builder.proxy(reqwest::Proxy::all(p.as_str()).expect("the config checked it"));
     }
@@ -40,7 +43,7 @@ pub fn fetcher_via(proxy: Option<&url::Url>) -> reqwest::Client {
 /// docs/events.md#retries).
 pub fn sender() -> reqwest::Client {
     install_crypto();
-    reqwest::Client::builder()
+    with_roots(reqwest::Client::builder())
         .user_agent(USER_AGENT)
         .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(Duration::from_secs(10))
@@ -48,9 +51,23 @@ pub fn sender() -> reqwest::Client {
         .expect("HTTP client with rustls builds")
 }
 
+/// A client for the daemon's own admin API (plain HTTP, over TCP or its unix socket): it
+/// verifies no server, so it needs no CA certificates (and builds on a host without any).
+pub fn local() -> reqwest::ClientBuilder {
+    install_crypto();
+    reqwest::Client::builder().tls_certs_only(Vec::new())
+}
+
 /// reqwest is built with rustls but no crypto provider of its own: use ring's.
 fn install_crypto() {
     let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// The process's roots as the only trust anchors. Not reqwest's own loading of the system
+/// store, which fails the build of every client (and so panicked at start) when the store
+/// is empty.
+fn with_roots(builder: reqwest::ClientBuilder) -> reqwest::ClientBuilder {
+    builder.tls_certs_only(roots::roots().certificates())
 }
 
 /// A reqwest error as one line, its causes included, without the URL (which may hold a token;

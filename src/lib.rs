@@ -13,7 +13,8 @@
 //!
 //! - [`jsonpath`] (leaf): a JSONPath compiled once at load, its errors on one line
 //! - [`http`] (leaf): the source and webhook clients, redirect policy, user agent, reqwest
-//!   errors on one line, `Retry-After`
+//!   errors on one line, `Retry-After`; `roots`, the CA certificates they trust (the system's,
+//!   else a bundled set)
 //! - [`number`] (leaf): numbers exact as written, compared by value (`1.0` is `1`)
 //! - [`formats`] (leaf): a body in NDJSON, CSV, a feed or XML turned into JSON text; pure
 //! - [`chat`] (leaf): what each chat receiver reads as markup and mentions, and source text
@@ -54,8 +55,9 @@
 //! - [`app`]: wiring, start-up, reload, the bridge tasks' supervisor and shutdown
 //! - [`fault`]: fault injection for the tests (debug builds only)
 //! - [`throttle`] (leaf): log lines others can provoke, at most one a minute with a count
-//! - [`systemd`]: sd_notify; [`logging`]: log formats and the bridge and sink spans whose
-//!   fields every line of those tasks carries; [`metrics`]: Prometheus metrics
+//! - [`systemd`]: sd_notify, and `dirs` (shards' state moved to where the units keep it now);
+//!   [`logging`]: log formats and the bridge and sink spans whose fields every line of those
+//!   tasks carries; [`metrics`]: Prometheus metrics
 
 pub mod access;
 pub mod admin;

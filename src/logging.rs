@@ -75,6 +75,11 @@ pub fn init(format: LogFormat) {
     let _ = logs.with(layer(std::io::stderr, line, ansi)).try_init();
 }
 
+/// `1 item`, `12 items`: a count in a log message.
+pub fn count(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
 /// The span a bridge's poll task (and its supervisor) logs in. At ERROR, so that no log
 /// filter turns its field off.
 pub fn bridge_span(bridge: &str) -> tracing::Span {

@@ -214,6 +214,16 @@ enum StoreAction {
         #[arg(long)]
         data: Option<PathBuf>,
     },
+    /// Move every shard's state from where earlier versions of pollhook@.service kept it
+    /// (ROOT/private/pollhook/shard-I) to its own directory (ROOT/private/pollhook-shard-I),
+    /// and remove what that layout left in pollhook.service's way. pollhook-move-state.service
+    /// runs it, as root, before each start of either unit; it does nothing when there is
+    /// nothing to move.
+    MoveShards {
+        /// Where systemd keeps state directories
+        #[arg(long, default_value = "/var/lib")]
+        root: PathBuf,
+    },
 }
 
 /// Where the running daemon's admin API is, and what lets the CLI act there: its admin
@@ -509,6 +519,7 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
             StoreAction::AcceptRollback { data } => {
                 store_accept_rollback(&data.unwrap_or_else(default_data))
             }
+            StoreAction::MoveShards { root } => move_shards_command(&root),
         },
         Command::Sign {
             secret,
@@ -639,6 +650,35 @@ fn open_store(data: &std::path::Path, what: &str) -> Result<pollhook::store::Sto
 
 fn plural(n: usize) -> &'static str {
     if n == 1 { "" } else { "s" }
+}
+
+/// `pollhook store move-shards`: a line for each shard it moved or found in both places,
+/// none when there was nothing to do (it runs before every start).
+fn move_shards_command(root: &std::path::Path) -> Result<ExitCode> {
+    use pollhook::systemd::dirs::{Moved, move_shards};
+    let done = move_shards(root).context("moving shards' state to their own directories")?;
+    for (index, moved) in done {
+        match moved {
+            Moved::Moved { from, to, entries } => println!(
+                "shard {index}: state moved from {} to {} ({})",
+                from.display(),
+                to.display(),
+                logging::count(entries, "entry", "entries")
+            ),
+            Moved::Empty { old } => println!(
+                "shard {index}: removed the empty {} (left by a start that failed)",
+                old.display()
+            ),
+            Moved::Kept { old, new } => println!(
+                "warning: shard {index}: {} holds state and so does {}; {} is used, the other \
+                 is left as it was (remove it when it is no longer needed)",
+                old.display(),
+                new.display(),
+                new.display()
+            ),
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `pollhook store check`: exit 0 when no bridge is below its high-water mark, else 1 (and

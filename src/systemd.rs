@@ -1,5 +1,8 @@
 //! sd_notify: READY=1, STOPPING=1, RELOADING=1 and WATCHDOG=1. Each is a no-op without
-//! `NOTIFY_SOCKET`, so the daemon runs the same outside systemd.
+//! `NOTIFY_SOCKET`, so the daemon runs the same outside systemd. `dirs`: moving a shard's
+//! state to where `pollhook@.service` keeps it now.
+
+pub mod dirs;
 
 use sd_notify::NotifyState;
 use std::time::Duration;

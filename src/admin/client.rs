@@ -67,7 +67,7 @@ impl Client {
             .unwrap_or_else(|| place.default_socket.clone());
         let mut api = Client {
             base,
-            http: reqwest::Client::builder().timeout(ADMIN_TIMEOUT).build()?,
+            http: crate::http::local().timeout(ADMIN_TIMEOUT).build()?,
             token,
             socket,
             local: None,
@@ -104,7 +104,7 @@ impl Client {
                 _ => e.to_string(),
             });
         }
-        let client = reqwest::Client::builder()
+        let client = crate::http::local()
             .unix_socket(self.socket.as_path())
             .timeout(ADMIN_TIMEOUT)
             .build()

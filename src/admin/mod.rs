@@ -220,7 +220,9 @@ async fn poll(
         };
         api_error(status, redactor.clean(&e.to_string()))
     })?;
-    tracing::info!(bridge = %name, commit = q.commit, events = r.emitted.total(), "poll requested through the admin API");
+    let how = if q.commit { "committed" } else { "a dry run" };
+    let events = crate::logging::count(r.emitted.total(), "event", "events");
+    tracing::info!(bridge = %name, commit = q.commit, events = r.emitted.total(), "poll {name} requested through the admin API: {events}, {how}");
     let events = r
         .events
         .iter()
@@ -262,7 +264,8 @@ async fn send_test(
     let answers = crate::deliver::trial::send_test(&s.ctx.sender, &b, q.sink.as_deref(), now)
         .await
         .map_err(|e| api_error(StatusCode::NOT_FOUND, e))?;
-    tracing::info!(bridge = %name, sinks = answers.len(), "test event sent through the admin API");
+    let sinks = crate::logging::count(answers.len(), "sink", "sinks");
+    tracing::info!(bridge = %name, sinks = answers.len(), "test event of {name} sent through the admin API to {sinks}");
     Ok(Json(body::TestSent {
         bridge: name,
         answers,
@@ -279,7 +282,8 @@ async fn reset(
         .await
         .map_err(internal)?;
     let n = s.ctx.check(n).map_err(store_error)?;
-    tracing::warn!(bridge = %name, items = n, "state reset through the admin API; the next poll re-baselines");
+    let items = crate::logging::count(n, "item", "items");
+    tracing::warn!(bridge = %name, items = n, "state of {name} reset through the admin API ({items} forgotten); the next poll re-baselines");
     Ok(Json(body::Reset {
         bridge: name,
         items_forgotten: n,
@@ -294,7 +298,8 @@ async fn resync(
     let n = crate::resync::resync(&s.ctx, &b, chrono::Utc::now())
         .await
         .map_err(store_error)?;
-    tracing::info!(bridge = %name, items = n, "resync: every item queued as item.snapshot");
+    let items = crate::logging::count(n, "item", "items");
+    tracing::info!(bridge = %name, items = n, "resync of {name}: {items} queued as item.snapshot");
     Ok(Json(body::Resynced {
         bridge: name,
         queued: n,
@@ -383,7 +388,7 @@ async fn replay(
 ) -> Result<Json<body::Replayed>, ApiError> {
     let done = each_letter(&s, &id, |st, k| Ok(st.replay(k)?.is_some()))?;
     for l in &done {
-        tracing::info!(bridge = %l.bridge, event_id = %l.entry.event_id, sink = %l.sink, "dead letter replayed");
+        tracing::info!(bridge = %l.bridge, event_id = %l.entry.event_id, sink = %l.sink, "dead letter replayed: {} event {} to sink {}", l.bridge, l.entry.event_id, l.sink);
         s.ctx.wake(&l.bridge);
     }
     Ok(Json(body::Replayed {
@@ -397,7 +402,7 @@ async fn drop_letter(
 ) -> Result<Json<body::Dropped>, ApiError> {
     let done = each_letter(&s, &id, |st, k| st.drop_dead(k))?;
     for l in &done {
-        tracing::info!(bridge = %l.bridge, event_id = %l.entry.event_id, sink = %l.sink, "dead letter dropped");
+        tracing::info!(bridge = %l.bridge, event_id = %l.entry.event_id, sink = %l.sink, "dead letter dropped: {} event {} to sink {}", l.bridge, l.entry.event_id, l.sink);
     }
     Ok(Json(body::Dropped {
         dropped: done.iter().map(letter_id).collect(),

@@ -129,7 +129,9 @@ pub fn wanted(bridge: &str, sink: &Sink, entry: &OutboxEntry) -> bool {
             // The deliverer's span names the bridge and the sink.
             tracing::warn!(
                 event_id = %entry.event_id,
-                "sink rule failed, the event is sent: {e}"
+                "sink rule failed for {bridge} event {} to {}, the event is sent: {e}",
+                entry.event_id,
+                sink.shown
             );
             crate::metrics::rule_errors(bridge, "sink", 1);
             true

@@ -135,10 +135,16 @@ async fn attempt(
                         .unwrap_or(DateTime::<Utc>::MAX_UTC);
                     // As stored (milliseconds), so `NotDue` names the same time later.
                     let next_at = next_at.trunc_subsecs(3);
+                    let retry_in = humantime::format_duration(Duration::from_millis(
+                        delay.as_millis().try_into().unwrap_or(u64::MAX),
+                    ));
                     warn!(
                         event_id = %event_id, attempt = entry.attempts,
                         retry_in_ms = delay.as_millis() as u64,
-                        "delivery failed: {reason}"
+                        "delivery failed: {bridge} event {event_id} to {} (attempt {}, retry in \
+                         {retry_in}): {reason}",
+                        sink.shown,
+                        entry.attempts
                     );
                     entry.next_at_ms = next_at.timestamp_millis();
                     entry.last_error = Some(reason);
@@ -195,7 +201,10 @@ fn dead_letter(
 ) -> Result<Outcome, StoreError> {
     error!(
         event_id = %entry.event_id, attempts = entry.attempts,
-        "event dead-lettered: {reason}"
+        "event dead-lettered: {bridge} event {} to {} after {}: {reason}",
+        entry.event_id,
+        sink.shown,
+        crate::logging::count(entry.attempts as usize, "attempt", "attempts")
     );
     entry.last_error = Some(reason);
     let event_id = entry.event_id.clone();
@@ -247,7 +256,7 @@ pub async fn run_sink(ctx: Arc<Ctx>, bridge: Arc<Bridge>, sink: usize, cancel: C
             // The store does not take writes: logged once where it was found; wait for it.
             Err(e) if e.is_failure() && ctx.store_failure().is_some() => continue,
             Err(e) => {
-                error!("outbox: {e}");
+                error!("outbox of {} to {}: {e}", bridge.name, sink.shown);
                 Some(Duration::from_secs(5))
             }
         };

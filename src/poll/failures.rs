@@ -161,7 +161,7 @@ pub async fn track(
             Err(e) => ctx.store_failed(&e),
         },
         Err(e) => {
-            tracing::warn!("failure streak not stored: {e}");
+            tracing::warn!("bridge {}: failure streak not stored: {e}", bridge.name);
             ctx.store_failed(&e);
         }
     }

@@ -246,7 +246,7 @@ async fn fetch_conditional(
             // `url` is redacted by rule (passwords, token-like parameters); a `${…}` value
             // elsewhere in it is masked by the bridge's own secrets.
             let r = crate::redact::Redactor::new(&bridge.secrets);
-            tracing::warn!(url = %r.clean(&url), "{}: fetching the listing again without validators", r.clean(&reason));
+            tracing::warn!(url = %r.clean(&url), "poll {}: {}: fetching the listing again without validators", bridge.name, r.clean(&reason));
             let again = cache.map(|c| fetch::Cache {
                 pages: &empty,
                 ..*c

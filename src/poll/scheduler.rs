@@ -5,7 +5,7 @@
 use super::{PollError, PollReport, poll_once};
 use crate::config::Bridge;
 use crate::event::EventType;
-use crate::logging::bridge_span;
+use crate::logging::{bridge_span, count};
 use crate::redact::Redactor;
 use crate::runtime::Ctx;
 use crate::schedule::Schedule;
@@ -72,7 +72,10 @@ async fn schedule_loop(
         let now = Utc::now();
         let pause = paused_until(&ctx, &bridge.name);
         let Some(next) = next_poll_at(&bridge.schedule, &bridge.name, now, pause) else {
-            warn!("schedule has no future run; the bridge stops polling");
+            warn!(
+                "bridge {}: schedule has no future run; the bridge stops polling",
+                bridge.name
+            );
             ctx.update_status(&bridge.name, |s| s.next_poll = None);
             cancel.cancelled().await;
             return;
@@ -175,6 +178,7 @@ pub async fn poll_now(
     }
     let (ctx, bridge) = (ctx.clone(), bridge.clone());
     let span = bridge_span(&bridge.name);
+    let bridge_name = bridge.name.clone();
     let task = async move {
         let _one = one;
         let redactor = Redactor::new(&bridge.secrets);
@@ -199,7 +203,8 @@ pub async fn poll_now(
     let run = tokio::spawn(task.instrument(span.clone()));
     Ok(run.await.unwrap_or_else(|e| {
         let why = e.to_string();
-        span.in_scope(|| error!("poll requested through the admin API ended: {why}"));
+        let name = &bridge_name;
+        span.in_scope(|| error!("poll {name} requested through the admin API ended: {why}"));
         Err(PollError::Panicked(why))
     }))
 }
@@ -211,7 +216,7 @@ fn panicked(ctx: &Ctx, bridge: &str, redactor: &Redactor, e: tokio::task::JoinEr
         Ok(p) => redactor.clean(&crate::redact::panic_message(&*p)),
         Err(e) => e.to_string(),
     };
-    error!("poll requested through the admin API panicked: {why}");
+    error!("poll {bridge} requested through the admin API panicked: {why}");
     ctx.update_status(bridge, |s| {
         s.last_crash = Some(format!(
             "a poll requested through the admin API panicked: {why}"
@@ -222,9 +227,11 @@ fn panicked(ctx: &Ctx, bridge: &str, redactor: &Redactor, e: tokio::task::JoinEr
 
 fn log_pause(bridge: &Bridge, until: DateTime<Utc>) {
     crate::metrics::rate_limit_pause(&bridge.name);
+    let until = until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     warn!(
-        paused_until = %until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        "rate limited: the source asked for a pause; no poll before it ends"
+        paused_until = %until,
+        "poll {}: rate limited: the source asked for a pause; no poll before {until}",
+        bridge.name
     );
 }
 
@@ -335,26 +342,34 @@ fn log_result(
                 items = r.items,
                 pages = r.pages,
                 duration_ms,
-                "poll"
+                "{}",
+                story(&bridge.name, r, duration_ms)
             );
         }
         Ok(r) => {
             if let Some(why) = r.incomplete {
                 warn!(
                     pages = r.pages,
-                    "listing incomplete: {why}; no deletes this poll"
+                    "poll {}: listing incomplete after {}: {why}; no deletes this poll",
+                    bridge.name,
+                    count(r.pages, "page", "pages")
                 );
             }
             if let Some(why) = &r.rule_error {
                 warn!(
                     changes = r.rule_errors,
-                    "emit.when failed, the changes are emitted: {why}"
+                    "poll {}: emit.when failed for {}, emitted all the same: {why}",
+                    bridge.name,
+                    count(r.rule_errors, "change", "changes")
                 );
             }
             if r.rebaselined {
                 warn!(
                     items = r.items,
-                    "definition changed: stored state re-baselined, no events for this poll"
+                    "poll {}: definition changed: stored state re-baselined ({}), no events for \
+                     this poll",
+                    bridge.name,
+                    count(r.items, "item", "items")
                 );
             }
             if let Some(h) = r.held_back {
@@ -362,7 +377,12 @@ fn log_result(
                     vanishing = h.vanishing,
                     stored = h.stored,
                     max_fraction = bridge.emit.max_fraction,
-                    "mass delete held back: more than max_fraction of the items vanished at once"
+                    "poll {}: mass delete held back: {} of {} stored items vanished at once, more \
+                     than max_fraction ({})",
+                    bridge.name,
+                    h.vanishing,
+                    h.stored,
+                    bridge.emit.max_fraction
                 );
             }
             info!(
@@ -374,7 +394,8 @@ fn log_result(
                 deleted = r.deleted,
                 events = r.emitted.total(),
                 duration_ms,
-                "poll"
+                "{}",
+                story(&bridge.name, r, duration_ms)
             );
         }
         Err(e) => {
@@ -382,11 +403,39 @@ fn log_result(
                 status = %"failed",
                 reason = %e.kind(),
                 duration_ms,
-                "poll failed: {}",
+                "poll {}: failed ({}) after {duration_ms} ms: {}",
+                bridge.name,
+                e.kind(),
                 redactor.clean(&e.to_string())
             );
         }
     }
+}
+
+/// A poll's line as a person reads it, in the journal too, where the fields are out of sight:
+/// `poll widgets: ok, 1 created, 2 updated, 0 deleted, 12 items in 41 ms`. Pages when more
+/// than one, events when they are not one per change (`emit.when`, a baseline, held back).
+fn story(name: &str, r: &PollReport, duration_ms: u64) -> String {
+    let mut items = count(r.items, "item", "items");
+    if r.pages > 1 {
+        items = format!("{items} on {} pages", r.pages);
+    }
+    if r.not_modified {
+        return format!("poll {name}: not modified, {items} in {duration_ms} ms");
+    }
+    let events = r.emitted.total();
+    let shown = if events == r.created + r.updated + r.deleted {
+        String::new()
+    } else {
+        format!(" ({})", count(events, "event", "events"))
+    };
+    format!(
+        "poll {name}: {}, {} created, {} updated, {} deleted{shown}, {items} in {duration_ms} ms",
+        result_word(r),
+        r.created,
+        r.updated,
+        r.deleted
+    )
 }
 
 fn result_word(r: &PollReport) -> &'static str {
@@ -405,6 +454,48 @@ mod tests {
 
     fn at(s: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(s).unwrap().to_utc()
+    }
+
+    #[test]
+    fn a_polls_line_tells_what_it_found() {
+        let ok = PollReport {
+            items: 12,
+            pages: 1,
+            created: 1,
+            updated: 2,
+            emitted: crate::poll::Emitted {
+                created: 1,
+                updated: 2,
+                deleted: 0,
+            },
+            ..Default::default()
+        };
+        assert_eq!(
+            story("widgets", &ok, 41),
+            "poll widgets: ok, 1 created, 2 updated, 0 deleted, 12 items in 41 ms"
+        );
+        // A baseline emits nothing; several pages are said.
+        let baseline = PollReport {
+            items: 1,
+            pages: 3,
+            created: 1,
+            baseline: true,
+            ..Default::default()
+        };
+        assert_eq!(
+            story("w", &baseline, 7),
+            "poll w: baseline, 1 created, 0 updated, 0 deleted (0 events), 1 item on 3 pages in 7 ms"
+        );
+        let unchanged = PollReport {
+            items: 12,
+            pages: 1,
+            not_modified: true,
+            ..Default::default()
+        };
+        assert_eq!(
+            story("widgets", &unchanged, 3),
+            "poll widgets: not modified, 12 items in 3 ms"
+        );
     }
 
     #[test]

@@ -186,9 +186,18 @@ async fn sighup_adds_changes_removes_and_refuses_a_broken_set() {
     std::fs::remove_file(bridges.join("gone.yaml")).unwrap();
     d.signal("-HUP");
     eventually("reload logged", || {
-        logs(&d).contains("bridges reloaded bridges=2 added=1 changed=1 removed=1")
+        logs(&d).contains(
+            "bridges reloaded: 2 running, 1 added, 1 changed, 1 removed bridges=2 added=1 changed=1 removed=1"
+        )
     })
     .await;
+    for line in [
+        "INFO bridge added two bridge=two",
+        "INFO bridge changed one bridge=one",
+        "INFO bridge removed gone bridge=gone",
+    ] {
+        assert!(logs(&d).contains(line), "no `{line}` in {}", logs(&d));
+    }
     eventually("the new bridge emitted", || count(&d, "two") == 1).await;
     // The changed bridge kept its state: its definition changed meaning, so it re-baselined
     // (WARN) instead of emitting; the removed one polls no more.

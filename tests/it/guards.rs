@@ -218,7 +218,9 @@ sinks: [{{url: console}}]
         let err = d.stderr.lock().unwrap();
         ["failing", "refused", "paged"].iter().all(|b| {
             err.iter()
-                .filter(|l| l.contains(&format!("bridge={b}")) && l.contains("poll failed"))
+                .filter(|l| {
+                    l.contains(&format!("bridge={b}")) && l.contains(&format!("poll {b}: failed ("))
+                })
                 .count()
                 >= 2
         }) && err

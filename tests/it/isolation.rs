@@ -238,9 +238,8 @@ async fn a_poll_now_that_panics_answers_500_and_the_bridge_waits_for_its_slot() 
     let (code, _, err) = d.terminate().await;
     assert_eq!(code, 0);
     assert!(
-        err.iter()
-            .any(|l| l.contains("ERROR")
-                && l.contains("poll requested through the admin API panicked")),
+        err.iter().any(|l| l.contains("ERROR")
+            && l.contains("poll yearly requested through the admin API panicked")),
         "{}",
         err.join("\n")
     );

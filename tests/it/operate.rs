@@ -477,7 +477,8 @@ async fn under_journald_fields_are_native() {
     let mut buf = vec![0u8; 65536];
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let is_poll = |e: &std::collections::HashMap<String, String>| {
-        e.get("MESSAGE").map(String::as_str) == Some("poll")
+        e.get("MESSAGE")
+            .is_some_and(|m| m.starts_with("poll jrnl: "))
     };
     let is_retry = |e: &std::collections::HashMap<String, String>| {
         e.get("MESSAGE")
@@ -509,6 +510,23 @@ async fn under_journald_fields_are_native() {
             "{field} in {poll:?}"
         );
     }
+    // What `journalctl -u pollhook` shows is MESSAGE alone: the story is there, the fields too.
+    let ms = &poll["DURATION_MS"];
+    assert_eq!(
+        poll["MESSAGE"],
+        format!("poll jrnl: baseline, 1 created, 0 updated, 0 deleted, 1 item in {ms} ms")
+    );
+    let started = entries
+        .iter()
+        .filter_map(|e| e.get("MESSAGE"))
+        .find(|m| m.starts_with("pollhook started"))
+        .unwrap_or_else(|| panic!("{entries:?}"));
+    assert!(
+        started.starts_with("pollhook started: 1 bridge from ")
+            && started.contains(", state in ")
+            && started.contains("; https verified against "),
+        "{started}"
+    );
     // The deliverer's fields come from its span, as native fields like the event's own.
     let retry = entries
         .iter()
@@ -523,6 +541,13 @@ async fn under_journald_fields_are_native() {
             "{field} in {retry:?}"
         );
     }
+    let (id, message) = (&retry["EVENT_ID"], &retry["MESSAGE"]);
+    assert!(
+        message.starts_with(&format!(
+            "delivery failed: jrnl event {id} to {sink} (attempt 1, retry in "
+        )) && message.contains("500"),
+        "{message}"
+    );
     assert!(
         !entries
             .iter()
@@ -560,8 +585,8 @@ async fn log_lines_name_their_bridge_and_sink_once_in_text_and_json() {
             }
         };
         let polled = match format {
-            "pretty" => " INFO poll ",
-            _ => "\"message\":\"poll\"",
+            "pretty" => " INFO poll spans: ",
+            _ => "\"message\":\"poll spans: ",
         };
         eventually("a poll line and a failed delivery", || {
             line(polled)().is_some() && line("delivery failed")().is_some()
@@ -570,10 +595,16 @@ async fn log_lines_name_their_bridge_and_sink_once_in_text_and_json() {
         let (poll, retry) = (line(polled)().unwrap(), line("delivery failed")().unwrap());
         let sink = format!("{}/…", rx.base);
         if format == "pretty" {
+            // The story first, then the fields.
+            let story = " INFO poll spans: baseline, 1 created, 0 updated, 0 deleted, 1 item in ";
+            let (_, rest) = poll.split_once(story).unwrap_or_else(|| panic!("{poll}"));
+            let (ms, fields) = rest.split_once(" ms ").unwrap_or_else(|| panic!("{poll}"));
+            assert!(ms.parse::<u64>().is_ok(), "{poll}");
             assert!(
-                poll.contains(" INFO poll bridge=spans status=baseline items=1"),
+                fields.starts_with("bridge=spans status=baseline items=1"),
                 "{poll}"
             );
+            assert!(fields.contains(&format!(" duration_ms={ms}")), "{poll}");
             assert!(
                 retry.contains(&format!(" bridge=spans sink={sink} event_id=")),
                 "{retry}"
@@ -587,6 +618,14 @@ async fn log_lines_name_their_bridge_and_sink_once_in_text_and_json() {
             let retry: Value = serde_json::from_str(&retry).unwrap();
             assert_eq!(poll["bridge"], "spans", "{poll}");
             assert_eq!(poll["status"], "baseline", "{poll}");
+            assert_eq!(
+                poll["message"],
+                format!(
+                    "poll spans: baseline, 1 created, 0 updated, 0 deleted, 1 item in {} ms",
+                    poll["duration_ms"]
+                ),
+                "{poll}"
+            );
             assert_eq!(poll["level"], "INFO", "{poll}");
             assert_eq!(retry["bridge"], "spans", "{retry}");
             assert_eq!(retry["sink"], sink.as_str(), "{retry}");

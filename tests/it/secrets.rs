@@ -322,9 +322,9 @@ async fn no_secret_reaches_any_output_channel() {
     eventually("a delivery and failed polls of both bridges", || {
         let l = logs(&d);
         rx.received().len() >= 4
-            && l.contains("poll failed")
+            && l.contains(": failed (")
             && l.lines()
-                .any(|x| x.contains("bridge=down") && x.contains("poll failed"))
+                .any(|x| x.contains("bridge=down") && x.contains("poll down: failed ("))
             && l.lines()
                 .any(|x| x.contains("bridge=sweep") && x.contains("not JSON"))
             && l.lines().any(|x| x.contains("bridge=authed") && x.contains("reason=auth"))
@@ -493,7 +493,7 @@ async fn no_secret_reaches_any_output_channel() {
     let l = text("daemon logs");
     for want in [
         " DEBUG ",
-        "poll failed",
+        "poll down: failed (",
         "answered HTTP 500",
         "not JSON",
         "delivery failed",
@@ -508,8 +508,9 @@ async fn no_secret_reaches_any_output_channel() {
     }
     assert!(l.contains("/…"), "{l}");
     assert!(
-        l.lines()
-            .any(|x| x.contains("bridge=down") && x.contains("poll failed") && x.contains("***")),
+        l.lines().any(|x| x.contains("bridge=down")
+            && x.contains("poll down: failed (")
+            && x.contains("***")),
         "{l}"
     );
     let b = text("GET /v1/bridges");
