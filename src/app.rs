@@ -54,6 +54,8 @@ struct Running {
 /// Every running bridge, by name.
 struct Fleet {
     ctx: Arc<Ctx>,
+    /// The digest windows of every queue, kept across a bridge's restarts and reloads.
+    windows: Arc<deliver::window::Windows>,
     root: CancellationToken,
     running: HashMap<String, Running>,
     /// What the admin API shows.
@@ -82,6 +84,7 @@ impl Fleet {
         );
         for (i, sink) in b.sinks.iter().enumerate() {
             let (ctx, bridge, cancel) = (self.ctx.clone(), b.clone(), stop.clone());
+            let windows = self.windows.clone();
             let span = crate::logging::sink_span(&b.name, &sink.shown);
             tasks.spawn(
                 supervised(
@@ -89,7 +92,10 @@ impl Fleet {
                     b.clone(),
                     Task::Delivery,
                     stop.clone(),
-                    move |_| deliver::run_sink(ctx.clone(), bridge.clone(), i, cancel.clone()),
+                    move |_| {
+                        let (ctx, windows) = (ctx.clone(), windows.clone());
+                        deliver::run_sink(ctx, windows, bridge.clone(), i, cancel.clone())
+                    },
                 )
                 .instrument(span),
             );
@@ -482,6 +488,7 @@ pub async fn run(opts: RunOptions, env: Env, shutdown: CancellationToken) -> Res
     let root = shutdown.child_token();
     let mut fleet = Fleet {
         ctx: ctx.clone(),
+        windows: Arc::default(),
         root: root.clone(),
         running: HashMap::new(),
         shown: Arc::new(RwLock::new(bridges.clone())),

@@ -76,10 +76,6 @@ pub struct Ctx {
     per_host: usize,
     /// One per bridge: held for the whole of a poll, scheduled or asked for.
     gates: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-    /// Per bridge and sink, when its last digest was formed (`batch.window`,
-    /// docs/configuration.md#digests). In memory only: after a restart the first digest goes
-    /// without waiting.
-    batches: Mutex<HashMap<(String, String), chrono::DateTime<chrono::Utc>>>,
     /// Cancelled when the daemon begins to shut down: a poll in flight ends before its next
     /// page (storing nothing) instead of holding the shutdown for up to `max_pages` pages.
     pub stopping: tokio_util::sync::CancellationToken,
@@ -136,7 +132,6 @@ impl Ctx {
             host_slots: Mutex::new(HashMap::new()),
             per_host: PollLimits::default().per_host,
             gates: Mutex::new(HashMap::new()),
-            batches: Mutex::new(HashMap::new()),
             stopping: Default::default(),
             warned: Mutex::new(HashSet::new()),
         }
@@ -394,17 +389,6 @@ impl Ctx {
     }
 
     /// A receiver that sees every `wake` of this bridge from now on.
-    /// When the last digest of this bridge and sink was formed.
-    pub fn last_batch(&self, bridge: &str, sink: &str) -> Option<chrono::DateTime<chrono::Utc>> {
-        let all = self.batches.lock().expect("batches lock");
-        all.get(&(bridge.to_string(), sink.to_string())).copied()
-    }
-
-    pub fn batch_formed(&self, bridge: &str, sink: &str, at: chrono::DateTime<chrono::Utc>) {
-        let mut all = self.batches.lock().expect("batches lock");
-        all.insert((bridge.to_string(), sink.to_string()), at);
-    }
-
     pub fn subscribe(&self, bridge: &str) -> watch::Receiver<()> {
         self.waker(bridge).subscribe()
     }

@@ -32,9 +32,11 @@ pub fn bridge(yaml: &str) -> Arc<Bridge> {
 
 /// The real deliverer loop of each bridge's first sink, until `stop`.
 pub fn spawn_deliverers(ctx: &Arc<Ctx>, bridges: &[Arc<Bridge>], stop: &CancellationToken) {
+    let windows = Arc::default();
     for b in bridges {
         tokio::spawn(pollhook::deliver::run_sink(
             ctx.clone(),
+            Arc::clone(&windows),
             b.clone(),
             0,
             stop.clone(),

@@ -5,8 +5,9 @@
 
 use super::Outcome;
 use super::format::{is_batch, wanted};
+use super::stored::Stored;
+use super::window::Windows;
 use crate::config::{Batch, Sink};
-use crate::runtime::Ctx;
 use crate::store::{OutboxEntry, Store, StoreError};
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
@@ -59,7 +60,7 @@ const SCAN: usize = 1000;
 /// the queue is looked at (what they turn away leaves the queue then), so a strict rule does
 /// not turn every few arrivals into a digest of one before its window.
 pub fn form(
-    ctx: &Ctx,
+    windows: &Windows,
     store: &Store,
     bridge: &str,
     sink: &Sink,
@@ -71,11 +72,7 @@ pub fn form(
         let o = filtered.map_or(Outcome::Empty, |event_id| Outcome::Filtered { event_id });
         return Ok(Some(o));
     }
-    let due = ctx.last_batch(bridge, &sink.id).and_then(|t| {
-        let next = t + chrono::TimeDelta::from_std(batch.window).unwrap_or_default();
-        (next > now).then_some(next)
-    });
-    if let Some(next) = due {
+    if let Some(next) = windows.open_until(bridge, &sink.id, batch.window, now) {
         if members.len() < batch.max {
             // Come back at once when the scan stopped short, else at the window's end.
             return Ok(Some(match (scanned_all, filtered) {
@@ -85,7 +82,7 @@ pub fn form(
         }
     }
     store.form_batch(bridge, &keys, &compose(bridge, &members))?;
-    ctx.batch_formed(bridge, &sink.id, now);
+    windows.formed(bridge, &sink.id, now);
     Ok(None)
 }
 
@@ -120,7 +117,7 @@ fn wanted_head(
                 return Ok((keys, members, filtered, true));
             }
             // Each rule runs once per event: what it turns away leaves the queue now.
-            if wanted(bridge, sink, &e) {
+            if wanted(bridge, sink, &Stored::new(&e)) {
                 keys.push(k);
                 members.push(e);
             } else {

@@ -12,6 +12,7 @@
 //! from the same entry). A reloaded template applies to what has not been tried yet, and to
 //! dead letters replayed, which is how a broken one is fixed.
 
+use super::stored::Stored;
 use crate::chat::{self, Receiver};
 use crate::config::Sink;
 use crate::config::raw::SinkFormat;
@@ -25,7 +26,7 @@ pub use crate::store::Rendered;
 
 /// The body of one entry (an event or a stored batch) for `sink`; the error says why it
 /// cannot be built, for the dead letter.
-pub fn render(bridge: &str, sink: &Sink, entry: &OutboxEntry) -> Result<Rendered, String> {
+pub fn render(bridge: &str, sink: &Sink, entry: &Stored<'_>) -> Result<Rendered, String> {
     if sink.format == SinkFormat::Event {
         return Ok(Rendered {
             content_type: "application/json".into(),
@@ -37,7 +38,8 @@ pub fn render(bridge: &str, sink: &Sink, entry: &OutboxEntry) -> Result<Rendered
         name: bridge,
         description: sink.description.as_deref(),
     };
-    let stored: Value = serde_json::from_str(&entry.body)
+    let stored = entry
+        .json()
         .map_err(|e| format!("the stored event is not JSON ({e})"))?;
     let events: Vec<Value> = if is_batch(entry) {
         stored["events"].as_array().cloned().unwrap_or_default()
@@ -49,7 +51,7 @@ pub fn render(bridge: &str, sink: &Sink, entry: &OutboxEntry) -> Result<Rendered
         let ctx = if is_batch(entry) {
             Context::batch(&events, info)
         } else {
-            Context::event(&stored, info)
+            Context::event(stored, info)
         };
         let body = sink.render.render(name, &ctx)?;
         if is_json(&sink.content_type) {
@@ -105,7 +107,7 @@ fn wants(sink: &Sink, kind: EventType) -> bool {
 /// Whether this sink takes this event (its `events` and `when`). A rule that fails at run
 /// time counts as true, so nothing is lost to a mistake in it, and is logged at WARN and
 /// counted. A batch was filtered member by member before it was formed.
-pub fn wanted(bridge: &str, sink: &Sink, entry: &OutboxEntry) -> bool {
+pub fn wanted(bridge: &str, sink: &Sink, entry: &Stored<'_>) -> bool {
     if is_batch(entry) {
         return true;
     }
@@ -115,15 +117,14 @@ pub fn wanted(bridge: &str, sink: &Sink, entry: &OutboxEntry) -> bool {
     let Some(rule) = &sink.when else {
         return true;
     };
-    let event: Value = match serde_json::from_str(&entry.body) {
-        Ok(v) => v,
-        Err(_) => return true,
+    let Ok(event) = entry.json() else {
+        return true;
     };
     let info = BridgeInfo {
         name: bridge,
         description: sink.description.as_deref(),
     };
-    match sink.render.test(rule, &Context::event(&event, info)) {
+    match sink.render.test(rule, &Context::event(event, info)) {
         Ok(yes) => yes,
         Err(e) => {
             // The deliverer's span names the bridge and the sink.

@@ -1,24 +1,36 @@
 //! Draining the outbox: one task per bridge and sink, strictly in detection order, each event
 //! retried on the sink's schedule until a 2xx acknowledges it or it goes to the dead letters.
+//!
+//! An attempt ([`try_deliver_next`]) is one step you can call: read the head of the queue
+//! (forming a digest where the sink batches: `batch`, its windows in `window`), parse its body
+//! once (`stored`) for the sink's rule and its rendering (`format`), make the one effect
+//! (`console` prints, `webhook` POSTs), let the pure `step` decide from what came of it
+//! (acknowledge, retry at a time, dead-letter; `retry` classifies and schedules), and write
+//! that to the store. The clock is read by the caller, once per attempt.
 
 pub mod batch;
+pub mod console;
 pub mod format;
 pub mod retry;
+pub mod step;
+pub mod stored;
 pub mod trial;
 pub mod webhook;
+pub mod window;
 
 use crate::config::raw::SinkFormat;
 use crate::config::{Bridge, Sink, Target};
 use crate::runtime::Ctx;
-use crate::store::{DeadLetter, StoreError};
-use chrono::{DateTime, SubsecRound, Utc};
+use crate::store::{DeadLetter, OutboxEntry, Rendered, Store, StoreError};
+use chrono::{DateTime, Utc};
 use rand::Rng;
-use retry::RetryAction;
-use std::io::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
+use step::{Answer, Decision};
+use stored::Stored;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, warn};
+use window::Windows;
 
 /// What one step of a queue did.
 #[derive(Debug, Clone, PartialEq)]
@@ -51,6 +63,7 @@ pub enum Outcome {
 /// store error marks the store failed (`Ctx::check`), and the queue waits for it to recover.
 pub async fn try_deliver_next(
     ctx: &Ctx,
+    windows: &Windows,
     bridge: &str,
     sink: &Sink,
     now: DateTime<Utc>,
@@ -61,141 +74,170 @@ pub async fn try_deliver_next(
     };
     crate::fault::inject("deliver-panic", bridge, raw);
     let store = ctx.writable_store()?;
-    let r = attempt(ctx, &store, bridge, sink, now).await;
+    let r = attempt(ctx, windows, &store, bridge, sink, now).await;
     ctx.check(r)
 }
 
+/// One attempt: the head of the queue, its body parsed once for the sink's rule and its
+/// rendering, the one effect (print or POST), the decision on what came of it, written.
 async fn attempt(
     ctx: &Ctx,
-    store: &crate::store::Store,
+    windows: &Windows,
+    store: &Store,
     bridge: &str,
     sink: &Sink,
     now: DateTime<Utc>,
 ) -> Result<Outcome, StoreError> {
+    let (key, mut entry) = match head(windows, store, bridge, sink, now).await? {
+        Head::Due(key, entry) => (key, entry),
+        Head::Settled(outcome) => return Ok(outcome),
+    };
+    let (answer, sent) = {
+        let stored = Stored::new(&entry);
+        if !format::wanted(bridge, sink, &stored) {
+            return filtered(store, bridge, &key, entry);
+        }
+        speak(&ctx.sender, bridge, sink, &stored, now).await
+    };
+    entry.attempts += 1;
+    if sent.is_some() {
+        entry.sent = sent;
+    }
+    let jitter = rand::rng().random_range(-1.0..=1.0);
+    let decision = step::next(entry.attempts, answer, &sink.retry, now, jitter);
+    apply(store, bridge, sink, &key, entry, decision, now)
+}
+
+/// What the head of a queue calls for in this step.
+enum Head {
+    /// This entry (an event, or a digest) is due: it is attempted now.
+    Due(Vec<u8>, OutboxEntry),
+    /// Nothing is attempted now: the queue is empty, its head waits for its next attempt, a
+    /// digest waits for its window, or what the sink's rules turned away was acknowledged.
+    Settled(Outcome),
+}
+
+/// The head of one queue, if it is due: on disk first, and where the sink batches, the
+/// digest formed from it when it is time (docs/configuration.md#digests).
+async fn head(
+    windows: &Windows,
+    store: &Store,
+    bridge: &str,
+    sink: &Sink,
+    now: DateTime<Utc>,
+) -> Result<Head, StoreError> {
     let Some((key, entry)) = store.outbox_head(bridge, &sink.id)? else {
-        return Ok(Outcome::Empty);
+        return Ok(Head::Settled(Outcome::Empty));
     };
     // The store keeps times as Unix milliseconds.
     let next_at = DateTime::from_timestamp_millis(entry.next_at_ms).unwrap_or_default();
     if next_at > now {
-        return Ok(Outcome::NotDue(next_at));
+        return Ok(Head::Settled(Outcome::NotDue(next_at)));
     }
     // Usually a no-op: commits with events are flushed before their deliverers are woken.
     store.flush_for(bridge).await?;
-    let (key, mut entry) = match speak_to(ctx, store, bridge, sink, now, key, entry)? {
-        Ok(head) => head,
-        Err(outcome) => return Ok(outcome),
+    let Some(b) = sink.batch.filter(|_| !format::is_batch(&entry)) else {
+        return Ok(Head::Due(key, entry));
     };
-    let action = match &sink.target {
-        Target::Console => {
-            let mut out = std::io::stdout().lock();
-            match writeln!(out, "{}", entry.body).and_then(|_| out.flush()) {
-                Ok(()) => RetryAction::Successful,
-                Err(e) => RetryAction::Retry {
-                    reason: format!("cannot write to stdout: {e}"),
-                    after: None,
-                },
-            }
-        }
-        Target::Http(_) => match entry
-            .sent
-            .clone()
-            .map_or_else(|| format::render(bridge, sink, &entry), Ok)
-        {
-            Ok(r) => {
-                let action = webhook::send(&ctx.sender, sink, &entry, &r, now).await;
-                // Retries send these bytes again (an event sink's are the entry's own body).
-                if sink.format != SinkFormat::Event {
-                    entry.sent = Some(r);
-                }
-                action
-            }
-            Err(e) => RetryAction::DontRetry {
-                reason: format!("cannot render the body: {e}"),
-            },
+    if let Some(o) = batch::form(windows, store, bridge, sink, b, now)? {
+        return Ok(Head::Settled(o));
+    }
+    Ok(match store.outbox_head(bridge, &sink.id)? {
+        Some((key, digest)) => Head::Due(key, digest),
+        None => Head::Settled(Outcome::Empty),
+    })
+}
+
+/// The attempt's one effect: the console prints the event; an HTTP sink gets the body
+/// rendered (at the first attempt: a retry sends what that one did) and POSTed. What came
+/// of it, and the body to keep for retries (an event sink's is the entry's own).
+async fn speak(
+    client: &reqwest::Client,
+    bridge: &str,
+    sink: &Sink,
+    entry: &Stored<'_>,
+    now: DateTime<Utc>,
+) -> (Answer, Option<Rendered>) {
+    if sink.target == Target::Console {
+        return (console::print_stdout(&entry.body), None);
+    }
+    let rendered = match &entry.sent {
+        Some(r) => r.clone(),
+        None => match format::render(bridge, sink, entry) {
+            Ok(r) => r,
+            Err(why) => return (Answer::Unrenderable(why), None),
         },
     };
-    entry.attempts += 1;
+    let answer = webhook::send(client, sink, entry, &rendered, now).await;
+    let keep = (sink.format != SinkFormat::Event).then_some(rendered);
+    (answer, keep)
+}
+
+/// The sink's `events` or `when` turned the head away: acknowledged unsent.
+fn filtered(
+    store: &Store,
+    bridge: &str,
+    key: &[u8],
+    entry: OutboxEntry,
+) -> Result<Outcome, StoreError> {
+    store.ack(key)?;
+    crate::metrics::delivery(bridge, "filtered");
+    Ok(Outcome::Filtered {
+        event_id: entry.event_id,
+    })
+}
+
+/// Writes the decision: the entry leaves the queue, waits for its next attempt with what
+/// went wrong, or goes to the dead letters.
+fn apply(
+    store: &Store,
+    bridge: &str,
+    sink: &Sink,
+    key: &[u8],
+    mut entry: OutboxEntry,
+    decision: Decision,
+    now: DateTime<Utc>,
+) -> Result<Outcome, StoreError> {
     let event_id = entry.event_id.clone();
-    match action {
-        RetryAction::Successful => {
-            store.ack(&key)?;
+    match decision {
+        Decision::Ack => {
+            store.ack(key)?;
             crate::metrics::delivery(bridge, "delivered");
             let created = DateTime::from_timestamp_millis(entry.created_ms).unwrap_or_default();
             crate::metrics::delivery_latency((now - created).to_std().unwrap_or_default());
             Ok(Outcome::Delivered { event_id })
         }
-        RetryAction::Retry { reason, after } => {
-            let jitter = rand::rng().random_range(-1.0..=1.0);
-            match retry::next_delay(&sink.retry, entry.attempts, after, jitter) {
-                Some(delay) => {
-                    let next_at = chrono::TimeDelta::from_std(delay)
-                        .ok()
-                        .and_then(|d| now.checked_add_signed(d))
-                        .unwrap_or(DateTime::<Utc>::MAX_UTC);
-                    // As stored (milliseconds), so `NotDue` names the same time later.
-                    let next_at = next_at.trunc_subsecs(3);
-                    let retry_in = humantime::format_duration(Duration::from_millis(
-                        delay.as_millis().try_into().unwrap_or(u64::MAX),
-                    ));
-                    warn!(
-                        event_id = %event_id, attempt = entry.attempts,
-                        retry_in_ms = delay.as_millis() as u64,
-                        "delivery failed: {bridge} event {event_id} to {} (attempt {}, retry in \
-                         {retry_in}): {reason}",
-                        sink.shown,
-                        entry.attempts
-                    );
-                    entry.next_at_ms = next_at.timestamp_millis();
-                    entry.last_error = Some(reason);
-                    store.reschedule(&key, &entry)?;
-                    crate::metrics::delivery(bridge, "retry");
-                    Ok(Outcome::Retrying { event_id, next_at })
-                }
-                None => dead_letter(store, bridge, sink, &key, entry, reason, now),
-            }
+        Decision::Retry { at, wait, reason } => {
+            let retry_in = humantime::format_duration(Duration::from_millis(
+                wait.as_millis().try_into().unwrap_or(u64::MAX),
+            ));
+            warn!(
+                event_id = %event_id, attempt = entry.attempts,
+                retry_in_ms = wait.as_millis() as u64,
+                "delivery failed: {bridge} event {event_id} to {} (attempt {}, retry in \
+                 {retry_in}): {reason}",
+                sink.shown,
+                entry.attempts
+            );
+            entry.next_at_ms = at.timestamp_millis();
+            entry.last_error = Some(reason);
+            store.reschedule(key, &entry)?;
+            crate::metrics::delivery(bridge, "retry");
+            Ok(Outcome::Retrying {
+                event_id,
+                next_at: at,
+            })
         }
-        RetryAction::DontRetry { reason } => {
-            dead_letter(store, bridge, sink, &key, entry, reason, now)
-        }
+        Decision::Dead { reason } => dead_letter(store, bridge, sink, key, entry, reason, now),
     }
-}
-
-/// What the sink takes from the head of its queue (docs/configuration.md#digests): the head itself,
-/// or a digest formed from it; or, instead, what happened (a filtered event acknowledged unsent, a
-/// digest waiting for its window).
-type Head = (Vec<u8>, crate::store::OutboxEntry);
-fn speak_to(
-    ctx: &Ctx,
-    store: &crate::store::Store,
-    bridge: &str,
-    sink: &Sink,
-    now: DateTime<Utc>,
-    key: Vec<u8>,
-    entry: crate::store::OutboxEntry,
-) -> Result<Result<Head, Outcome>, StoreError> {
-    if let Some(b) = sink.batch.filter(|_| !format::is_batch(&entry)) {
-        if let Some(o) = batch::form(ctx, store, bridge, sink, b, now)? {
-            return Ok(Err(o));
-        }
-        return Ok(store.outbox_head(bridge, &sink.id)?.ok_or(Outcome::Empty));
-    }
-    if !format::wanted(bridge, sink, &entry) {
-        store.ack(&key)?;
-        crate::metrics::delivery(bridge, "filtered");
-        return Ok(Err(Outcome::Filtered {
-            event_id: entry.event_id,
-        }));
-    }
-    Ok(Ok((key, entry)))
 }
 
 fn dead_letter(
-    store: &crate::store::Store,
+    store: &Store,
     bridge: &str,
     sink: &Sink,
     key: &[u8],
-    mut entry: crate::store::OutboxEntry,
+    mut entry: OutboxEntry,
     reason: String,
     now: DateTime<Utc>,
 ) -> Result<Outcome, StoreError> {
@@ -225,7 +267,13 @@ fn dead_letter(
 /// attempt is, wakes on new commits. Its lines carry `bridge` and `sink` (as shown: a sink's
 /// URL may be a secret) from its span.
 #[tracing::instrument(name = "sink", level = "error", skip_all, fields(bridge = %bridge.name, sink = %bridge.sinks[sink].shown))]
-pub async fn run_sink(ctx: Arc<Ctx>, bridge: Arc<Bridge>, sink: usize, cancel: CancellationToken) {
+pub async fn run_sink(
+    ctx: Arc<Ctx>,
+    windows: Arc<Windows>,
+    bridge: Arc<Bridge>,
+    sink: usize,
+    cancel: CancellationToken,
+) {
     let sink = &bridge.sinks[sink];
     let mut wake = ctx.subscribe(&bridge.name);
     // A step that takes far longer than its time-out is stuck (see `runtime::Beats`).
@@ -242,7 +290,8 @@ pub async fn run_sink(ctx: Arc<Ctx>, bridge: Arc<Bridge>, sink: usize, cancel: C
             let _step = ctx.beats.step("a delivery", limit);
             // Boxed: an attempt's future (render, send, digest) is large, and inline it would
             // make every deliverer's idle task that large.
-            Box::pin(try_deliver_next(&ctx, &bridge.name, sink, Utc::now())).await
+            let next = try_deliver_next(&ctx, &windows, &bridge.name, sink, Utc::now());
+            Box::pin(next).await
         };
         let wait = match outcome {
             Ok(Outcome::Empty) => None,

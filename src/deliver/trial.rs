@@ -3,6 +3,7 @@
 //! `bridge.test` event (seq 0, never stored) to each sink now and reports each answer.
 
 use super::format::{self, Rendered};
+use super::stored::Stored;
 use super::webhook;
 use crate::config::{Bridge, Sink, Target};
 use crate::event::Event;
@@ -58,7 +59,7 @@ pub fn plan(bridge: &Bridge, events: &[Event], now: DateTime<Utc>) -> Vec<Planne
     for sink in &bridge.sinks {
         let mut wanted = Vec::new();
         for e in &entries {
-            if format::wanted(&bridge.name, sink, e) {
+            if format::wanted(&bridge.name, sink, &Stored::new(e)) {
                 wanted.push(e.clone());
             } else {
                 out.push(Planned {
@@ -111,7 +112,7 @@ fn request(bridge: &Bridge, sink: &Sink, e: &OutboxEntry, now: DateTime<Utc>) ->
         p.body = Some(e.body.clone());
         return p;
     }
-    match format::render(&bridge.name, sink, e) {
+    match format::render(&bridge.name, sink, &Stored::new(e)) {
         Ok(r) => {
             let redactor = crate::redact::Redactor::new(&bridge.secrets);
             p.headers = wire_headers(&redactor, sink, e, &r, now);
@@ -213,7 +214,7 @@ async fn answer(
         a.ok = true;
         return a;
     }
-    let r = match format::render(bridge, sink, e) {
+    let r = match format::render(bridge, sink, &Stored::new(e)) {
         Ok(r) => r,
         Err(why) => {
             a.error = Some(format!("cannot render the body: {why}"));

@@ -1,7 +1,7 @@
 //! One delivery attempt: the POST of docs/events.md#the-wire-format with its signature headers.
 
 use super::format::Rendered;
-use super::retry::{RetryAction, classify_status};
+use super::step::Answer;
 use crate::config::raw::SignatureKind;
 use crate::config::{Sink, Target};
 use crate::http::{USER_AGENT, error_chain};
@@ -41,37 +41,26 @@ pub fn headers(
     h
 }
 
-/// POSTs one event (or batch), rendered, to an HTTP sink and says what to do next.
+/// POSTs one event (or batch), rendered, to an HTTP sink: the receiver's answer, or why
+/// there was none (what to do next is [`super::step::next`]'s to say).
 pub async fn send(
     client: &reqwest::Client,
     sink: &Sink,
     e: &OutboxEntry,
     r: &Rendered,
     now: DateTime<Utc>,
-) -> RetryAction {
-    if sink.target == Target::Console {
-        return RetryAction::Successful;
-    }
+) -> Answer {
     match post(client, sink, e, r, now).await {
-        Ok(resp) => {
-            let retry_after = resp
+        Ok(resp) => Answer::Status {
+            code: resp.status().as_u16(),
+            retry_after: resp
                 .headers()
                 .get(reqwest::header::RETRY_AFTER)
                 .and_then(|v| v.to_str().ok())
-                .map(str::to_string);
-            classify_status(resp.status().as_u16(), retry_after.as_deref(), now)
-        }
-        Err(err) if err.is_timeout() => RetryAction::Retry {
-            reason: format!(
-                "no answer within {}",
-                humantime::format_duration(sink.timeout)
-            ),
-            after: None,
+                .map(str::to_string),
         },
-        Err(err) => RetryAction::Retry {
-            reason: error_chain(err),
-            after: None,
-        },
+        Err(err) if err.is_timeout() => Answer::TimedOut(sink.timeout),
+        Err(err) => Answer::Unreachable(error_chain(err)),
     }
 }
 

@@ -176,6 +176,7 @@ async fn a_hung_sink_holds_up_no_other_sink_or_bridge() {
         for i in 0..n {
             tokio::spawn(pollhook::deliver::run_sink(
                 h.ctx.clone(),
+                h.windows.clone(),
                 b.clone(),
                 i,
                 stop.clone(),

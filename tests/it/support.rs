@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use hmac::{Hmac, KeyInit, Mac};
 use pollhook::config::{self, Bridge, Env};
+use pollhook::deliver::window::Windows;
 use pollhook::deliver::{self, Outcome};
 use pollhook::poll::{self, PollError, PollReport};
 use pollhook::runtime::Ctx;
@@ -367,6 +368,8 @@ pub const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 pub struct Harness {
     pub dir: tempfile::TempDir,
     pub ctx: Arc<Ctx>,
+    /// The digest windows the deliverers share (in memory: a restart forgets them).
+    pub windows: Arc<Windows>,
 }
 
 impl Harness {
@@ -374,7 +377,11 @@ impl Harness {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("bridges")).unwrap();
         let ctx = Arc::new(Ctx::new(Store::open(&dir.path().join("data")).unwrap()));
-        Harness { dir, ctx }
+        Harness {
+            dir,
+            ctx,
+            windows: Arc::default(),
+        }
     }
 
     pub fn bridges_dir(&self) -> PathBuf {
@@ -389,11 +396,15 @@ impl Harness {
 
     /// Closes the store and opens it again, as a restart does.
     pub fn restart(self) -> Harness {
-        let Harness { dir, ctx } = self;
+        let Harness { dir, ctx, .. } = self;
         ctx.store().unwrap().flush_blocking().unwrap();
         drop(ctx);
         let ctx = Arc::new(Ctx::new(Store::open(&dir.path().join("data")).unwrap()));
-        Harness { dir, ctx }
+        Harness {
+            dir,
+            ctx,
+            windows: Arc::default(),
+        }
     }
 
     /// One poll as the scheduler runs it (status, metrics, log lines, failure streak). A pause
@@ -420,7 +431,7 @@ impl Harness {
         let mut out = Vec::new();
         for sink in &b.sinks {
             loop {
-                let o = deliver::try_deliver_next(&self.ctx, &b.name, sink, now)
+                let o = deliver::try_deliver_next(&self.ctx, &self.windows, &b.name, sink, now)
                     .await
                     .unwrap();
                 let stop = matches!(
