@@ -37,9 +37,13 @@
 //!   `values` (large values in chunks or files, so sled's `blobs/` never grows), `compact`
 //! - [`highwater`]: the highest seq handed out per bridge, kept apart from sled in two files: a
 //!   store that went back is refused, and so is one whose mark is lost
-//! - [`deliver`]: per bridge+sink outbox drain, retry decisions, the webhook request; `format`
-//!   (the body a sink speaks: event, chat presets, template; its `events`/`when`), `batch`
-//!   (digests stored before their first attempt), `trial` (`poll --render`, `send-test`)
+//! - [`deliver`]: per bridge+sink outbox drain, one attempt a step you can call; `step` (pure:
+//!   what came of an attempt + its number + the schedule + now -> ack, retry at, dead),
+//!   `retry` (statuses, `Retry-After`, the schedule), `webhook` (the request) and `console`,
+//!   the effects; `stored` (a body parsed once per attempt), `format` (the body a sink speaks:
+//!   event, chat presets, template; its `events`/`when`), `batch` (digests stored before
+//!   their first attempt) and `window` (when each queue's next may form), `trial`
+//!   (`poll --render`, `send-test`)
 //! - [`sign`]: Standard Webhooks and GitHub signatures; pure
 //! - [`redact`]: secrets out of logs, errors, panics and the admin API
 //! - [`render`]: MiniJinja templates and rules of sinks (docs/configuration.md#templates),
