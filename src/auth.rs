@@ -17,10 +17,10 @@
 use crate::config::bridge::{Auth, AuthKind, Login, OAuth2};
 use crate::config::raw::{ClientAuth, Method};
 use crate::http::error_chain;
-use crate::store::Store;
 use reqwest::header::{self, HeaderName, HeaderValue};
 use serde_json::Value;
 use std::collections::HashMap;
+use std::error::Error;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -89,13 +89,27 @@ struct Token {
     renew_at: Option<Instant>,
 }
 
+/// Where the newest refresh token of one bridge's login is kept across restarts: a server
+/// that rotates refresh tokens retires the one before, so the configured one may be void. The
+/// store, in a poll (`poll::load`). Called off the async workers.
+pub trait TokenKeeper: Send + Sync {
+    /// The newest refresh token kept for the configured one; None when none is kept for it
+    /// (the operator changed the one in the file: it wins). Blocks.
+    fn load(&self, configured: &str) -> Result<Option<String>, Box<dyn Error + Send + Sync>>;
+    /// Keeps `latest`, the refresh token the server gave in place of (one descended from)
+    /// `configured`, and waits for the disk: the old one may already be void. Blocks.
+    fn save(&self, configured: &str, latest: &str) -> Result<(), Box<dyn Error + Send + Sync>>;
+}
+
 /// What a poll needs to log in: the bridge's session, its login, and where to ask.
 pub struct LogIn<'a> {
     pub session: &'a Session,
     pub auth: &'a Auth,
     /// The source's client: its proxy, and redirects only within the first URL's origin.
     pub client: &'a reqwest::Client,
-    pub store: &'a Store,
+    /// Where a rotated refresh token is kept.
+    pub tokens: &'a Arc<dyn TokenKeeper>,
+    /// For [`crate::redact::learn`]: the tokens met are the bridge's secrets.
     pub bridge: &'a str,
     /// For each token request, as for each page.
     pub timeout: Duration,
@@ -140,12 +154,8 @@ impl LogIn<'_> {
         if let Some(r) = &held.refresh {
             return r.clone();
         }
-        let (store, bridge, c) = (
-            self.store.clone(),
-            self.bridge.to_string(),
-            configured.to_string(),
-        );
-        match tokio::task::spawn_blocking(move || store.refresh_token(&bridge, &c)).await {
+        let (tokens, c) = (self.tokens.clone(), configured.to_string());
+        match tokio::task::spawn_blocking(move || tokens.load(&c)).await {
             Ok(Ok(Some(kept))) => {
                 crate::redact::learn(self.bridge, &kept);
                 kept
@@ -210,14 +220,13 @@ impl LogIn<'_> {
         self.token(header::AUTHORIZATION, &value, sent, lifetime, &o.token_url)
     }
 
-    /// A refresh token the server rotated: in memory (the caller) and in the store, since
+    /// A refresh token the server rotated: in memory (the caller) and kept (the store), since
     /// the one before may now be void.
     async fn keep(&self, configured: &str, new: &str) {
         crate::redact::learn(self.bridge, new);
-        let (store, bridge) = (self.store.clone(), self.bridge.to_string());
+        let tokens = self.tokens.clone();
         let (c, n) = (configured.to_string(), new.to_string());
-        let kept =
-            tokio::task::spawn_blocking(move || store.keep_refresh_token(&bridge, &c, &n)).await;
+        let kept = tokio::task::spawn_blocking(move || tokens.save(&c, &n)).await;
         match kept {
             Ok(Ok(())) => {
                 tracing::info!(

@@ -24,10 +24,11 @@
 //! - [`schedule`]: when a bridge polls (`every` with a per-name offset, or cron); pure
 //! - [`auth`]: logging in to sources (`source.auth`): tokens per bridge, renewed ahead of
 //!   expiry and on a 401, rotated refresh tokens kept in the store
-//! - [`poll`]: one poll: `fetch` (pages, conditional requests, next links), `ratelimit`
-//!   (pauses a source asks for), `plan` (pure: stored state + listing + now -> events and the
-//!   commits that store them, one or a batch at a time), `apply` (the plan run against the
-//!   store); and `scheduler`, the per-bridge loop and polls asked for now
+//! - [`poll`]: one poll, load -> fetch -> apply: `load` (the stored meta, and the store behind
+//!   fetch's narrow traits), `fetch` (`request`, `body`, `listing`, `paging`: pages, conditional
+//!   requests, next links), `ratelimit` (pauses a source asks for), `plan` (pure: stored state +
+//!   listing + now -> events and the commits that store them, one or a batch at a time), `apply`
+//!   (the plan run against the store); and `scheduler`, the per-bridge loop and polls asked for now
 //! - [`extract`]: `mod` (items, keys, selection over pages), `walker` (items read from the
 //!   text), `shape` (include/exclude), `canonical` (the hash stored values depend on); pure
 //! - [`diff`]: stored state + new items -> changes and writes; pure

@@ -9,7 +9,7 @@
 //! the cursor, and every later poll asked from it. Such values are counted in [`Unlike`] for
 //! the poll's WARN; their items are compared and sent as usual.
 
-use super::paginate::{with_param, with_variable};
+use super::fetch::paging::{with_param, with_variable};
 use crate::config::{CursorTo, Source};
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use serde_json::{Number, Value};

@@ -1,27 +1,28 @@
-//! One poll of one bridge: load the stored meta, fetch the listing (`fetch`, `paginate`,
-//! `ratelimit`), then decide (`plan`: pure, extract -> diff -> events -> commits) and store
-//! (`apply`); and the scheduler that runs polls on time.
+//! One poll of one bridge: load the stored meta (`load`), fetch the listing (`fetch`, which
+//! reads the store only through `load`'s narrow side, and `ratelimit`), then decide (`plan`:
+//! pure, extract -> diff -> events -> commits) and store (`apply`); and the scheduler that runs
+//! polls on time.
 
 pub mod apply;
 pub mod cursor;
 pub mod failures;
 pub mod fetch;
-pub mod paginate;
+pub mod load;
 pub mod plan;
 pub mod ratelimit;
 pub mod scheduler;
 
-use crate::config::{Bridge, Source};
+use crate::config::Bridge;
 use crate::diff::{ChangeKind, HeldBack};
 use crate::event::{Event, EventType};
-use crate::extract::{self, ExtractError};
+use crate::extract::ExtractError;
 use crate::runtime::Ctx;
-use crate::store::{BridgeMeta, CachedPage, Store, StoreError};
+use crate::store::{Store, StoreError};
 use apply::apply;
 use chrono::{DateTime, Utc};
 pub use fetch::{FetchError, Incomplete};
+use load::load;
 use plan::{Approach, Listed};
-use std::collections::HashMap;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PollError {
@@ -143,44 +144,6 @@ impl Emitted {
     }
 }
 
-/// The listing, and its pages' documents unless `stop_if_unchanged` and every page answered
-/// 304.
-async fn fetch_documents(
-    (ctx, st): (&Ctx, &Store),
-    bridge: &Bridge,
-    source: &Source,
-    cache: Option<&fetch::Cache<'_>>,
-    stop_if_unchanged: bool,
-) -> Result<(fetch::Listing, Option<Vec<extract::Page>>), FetchError> {
-    let client = ctx.source_client(source.proxy.as_ref());
-    let session = source
-        .auth
-        .as_ref()
-        .map(|a| (ctx.sessions.of(&bridge.name, a), a));
-    let login = session.as_ref().map(|(session, auth)| crate::auth::LogIn {
-        session,
-        auth,
-        client: &client,
-        store: st,
-        bridge: &bridge.name,
-        timeout: source.timeout,
-    });
-    let mut listing = fetch::fetch_listing(
-        &client,
-        login.as_ref(),
-        source,
-        cache,
-        &bridge.items.select,
-        &ctx.stopping,
-    )
-    .await?;
-    if stop_if_unchanged && listing.unchanged() {
-        return Ok((listing, None));
-    }
-    let documents = listing.documents(cache).await?;
-    Ok((listing, Some(documents)))
-}
-
 /// Polls once. With `commit`, stores the new state and queues the events in one transaction
 /// (a large poll: one per batch, see [`Batches`]) and waits for it to reach the disk; without,
 /// changes nothing (a dry run).
@@ -219,61 +182,6 @@ pub async fn poll_once(
     r
 }
 
-/// The listing (with `conditional`, a GET source asking for 304s), asked for with the
-/// validators of the kept pages where they can be trusted;
-/// a 304 that stands for a body not kept is asked for again without them. Also whether stored
-/// records may match the new ones without a write (not those that failed a 304).
-async fn fetch_conditional(
-    ctx: &Ctx,
-    st: &Store,
-    bridge: &Bridge,
-    source: &Source,
-    cached: &HashMap<String, CachedPage>,
-    approach: Approach,
-) -> Result<(fetch::Listing, Option<Vec<extract::Page>>, bool), PollError> {
-    let empty = HashMap::new();
-    let cache = fetch::Cache {
-        pages: if approach.trusted { cached } else { &empty },
-        store: st,
-        bridge: &bridge.name,
-        keep_bodies: approach.keep_bodies,
-    };
-    let cache = approach.conditional.then_some(&cache);
-    match fetch_documents((ctx, st), bridge, source, cache, approach.stop_if_unchanged).await {
-        // A 304 stands for a body that is not stored (it was not needed when stored, or was
-        // lost): ask again, without validators.
-        Err(FetchError::Cache { url, reason }) => {
-            // `url` is redacted by rule (passwords, token-like parameters); a `${…}` value
-            // elsewhere in it is masked by the bridge's own secrets.
-            let r = crate::redact::Redactor::new(&bridge.secrets);
-            tracing::warn!(url = %r.clean(&url), "poll {}: {}: fetching the listing again without validators", bridge.name, r.clean(&reason));
-            let again = cache.map(|c| fetch::Cache {
-                pages: &empty,
-                ..*c
-            });
-            let (listing, documents) =
-                fetch_documents((ctx, st), bridge, source, again.as_ref(), false).await?;
-            Ok((listing, documents, false))
-        }
-        r => {
-            let (listing, documents) = r?;
-            Ok((listing, documents, true))
-        }
-    }
-}
-
-/// The bridge's meta and cached pages, as stored.
-async fn load(
-    st: &Store,
-    bridge: &str,
-) -> Result<(BridgeMeta, HashMap<String, CachedPage>), StoreError> {
-    let store = st.clone();
-    let name = bridge.to_string();
-    tokio::task::spawn_blocking(move || Ok((store.meta(&name)?, store.pages(&name)?)))
-        .await
-        .expect("meta load does not panic")
-}
-
 /// Load, fetch, then plan and store: see [`poll_once`].
 async fn poll_with(
     ctx: &Ctx,
@@ -286,8 +194,9 @@ async fn poll_with(
     let approach = Approach::new(bridge, &meta);
     // An incremental listing asks for what is new since the stored cursor.
     let source = cursor::source_with(&bridge.source, approach.cursor(&meta));
+    let kept = load::kept(st, &bridge.name);
     let (listing, documents, matchable) =
-        fetch_conditional(ctx, st, bridge, &source, &cached, approach).await?;
+        fetch::fetch_conditional((ctx, &kept), bridge, &source, &cached, approach).await?;
     let Some(documents) = documents else {
         return Ok(PollReport {
             items: meta.items,
@@ -342,7 +251,8 @@ mod tests {
     use super::*;
     use crate::config::Env;
     use crate::config::raw::FirstPoll;
-    use crate::store::{Commit, OutboxEntry, PageWrite};
+    use crate::extract;
+    use crate::store::{CachedPage, Commit, OutboxEntry, PageWrite};
     use std::cell::Cell;
     use std::collections::HashSet;
 

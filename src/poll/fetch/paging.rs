@@ -1,7 +1,8 @@
 //! Where a listing's next page is (`source.paginate`, docs/configuration.md#pagination): an RFC
 //! 8288 `Link` header, a URL in the body, a cursor in the body sent as a query parameter or as a
 //! GraphQL variable, or page numbers and offsets that run until an empty page; `has_more` in the
-//! body ends any of them. Pure: values in, the next request or the end out.
+//! body ends any of them. Pure: values in, the next request or the end out. (Incremental
+//! listings build their first request with [`with_param`] and [`with_variable`] too.)
 
 use crate::config::{Next, Paginate, Source};
 use crate::jsonpath::Path as JsonPath;
