@@ -23,3 +23,4 @@ mod secrets;
 mod sinks;
 mod sources;
 mod support;
+mod wide;
