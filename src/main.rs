@@ -576,7 +576,7 @@ async fn poll_command(
         ));
     } else {
         for e in &report.events {
-            println!("{}", serde_json::to_string(e)?);
+            println!("{}", e.body());
         }
     }
     eprintln!(

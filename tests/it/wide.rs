@@ -55,7 +55,11 @@ async fn first_poll(body: String, content_type: &'static str, format: &str) -> (
         .source(&format!("format: {format}"))
         .source("max_body: 64MiB")
         .source("timeout: 300s")
-        .select(if format == "csv" { "$[*]" } else { "$.items[*]" })
+        .select(if format == "csv" {
+            "$[*]"
+        } else {
+            "$.items[*]"
+        })
         .first_poll("emit")
         .sink(&hook)
         .sink_line("signature: none");
@@ -106,7 +110,7 @@ async fn one_item_with_many_keys_stays_within_the_poll_budget_and_arrives_whole(
     body.push_str("}]}");
     let budget = budget(&body);
     let (event, peak) = first_poll(body, "application/json", "json").await;
-    assert_whole(&event, |i| Value::from(i));
+    assert_whole(&event, Value::from);
     assert!(
         peak <= budget,
         "peak RSS {peak:.0} MiB, over the budget of {budget:.0} MiB"
