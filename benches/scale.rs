@@ -1,6 +1,6 @@
 //! Scale benchmark (issue 6): many bridges on one small server, everything on 127.0.0.1.
 //!
-//!     cargo bench --bench scale [-- all|scale|big|big-wide|big-many|idle] [BRIDGES] [SECONDS]
+//!     cargo bench --bench scale [-- all|scale|big|big-wide|big-many|one-wide|idle] [BRIDGES] [SECONDS]
 //!
 //! - `scale`: a fast upstream serving BRIDGES (default 10,000) JSON endpoints with ETags and a
 //!   fast receiver; the real `pollhook run` polls each every 10 s (1,000 polls/s) while 1% of
@@ -14,6 +14,9 @@
 //!   `pollhook poll --commit` for the baseline, a poll that changes 1%, one that changes
 //!   nothing (200, then 304), and a first poll with `first_poll: emit`, against the goal of
 //!   10x the body plus 64 MiB.
+//! - `one-wide`: one item of 1,000,000 keys (JSON), and one CSV row of 1,000,000 columns:
+//!   time and peak RSS of a first poll with `first_poll: emit` (`pollhook poll --commit`),
+//!   against the same goal. `one-wide KEYS` sets the keys.
 //! - `idle`: RSS of the daemon with 1,000 bridges loaded and nothing changing.
 //!
 //! pollhook runs as a child process so that its CPU and memory are its own; the upstream and
@@ -675,6 +678,74 @@ fn first_polls_at_start(bridges: &std::path::Path, data: &std::path::Path, n: us
     }
 }
 
+/// A first poll with `first_poll: emit` of one wide item, as JSON and as a CSV row: each
+/// `pollhook poll --commit` as a whole process, its peak RSS against 10x the body + 64 MiB.
+async fn one_wide(keys: usize) {
+    let mut json = String::from(r#"{"items":[{"id":1"#);
+    let (mut header, mut row) = (String::from("id"), String::from("1"));
+    for i in 0..keys {
+        json.push_str(&format!(r#","k{i}":{i}"#));
+        header.push_str(&format!(",k{i}"));
+        row.push_str(&format!(",{}", i % 10));
+    }
+    json.push_str("}]}");
+    let csv = format!("{header}\n{row}\n");
+    let bodies = Arc::new([json, csv]);
+    let up = serve(
+        Router::new()
+            .route(
+                "/json",
+                axum::routing::get(|State(b): State<Arc<[String; 2]>>| async move { b[0].clone() }),
+            )
+            .route(
+                "/csv",
+                axum::routing::get(|State(b): State<Arc<[String; 2]>>| async move { b[1].clone() }),
+            )
+            .with_state(bodies.clone()),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let bridges = dir.path().join("bridges");
+    std::fs::create_dir_all(&bridges).unwrap();
+    for (name, format, select) in [("json", "json", "$.items[*]"), ("csv", "csv", "$[*]")] {
+        std::fs::write(
+            bridges.join(format!("{name}.yaml")),
+            format!("schedule: {{every: 1h}}\nsource: {{url: \"{up}/{name}\", format: {format}, max_body: 64MiB}}\nitems: {{select: \"{select}\", key: \"$.id\"}}\nemit: {{first_poll: emit}}\nsinks: [{{url: console}}]\n"),
+        )
+        .unwrap();
+    }
+    println!(
+        "\n## one wide item: {keys} keys, `first_poll: emit`, `pollhook poll --commit` as a whole process; goal: peak RSS <= 10x body + 64 MiB\n"
+    );
+    println!("| item | body | time | peak RSS | goal | within goal |");
+    println!("| --- | --- | --- | --- | --- | --- |");
+    for (i, name) in ["json", "csv"].into_iter().enumerate() {
+        let mut c = Command::new(pollhook_bin());
+        c.args(["poll", name, "--commit", "--admin", "127.0.0.1:1"])
+            .arg("--bridges")
+            .arg(&bridges)
+            .arg("--data")
+            .arg(dir.path().join(format!("data-{name}")));
+        let r = tokio::task::spawn_blocking(move || timed(&mut c))
+            .await
+            .unwrap();
+        let body_mib = bodies[i].len() as f64 / 1_048_576.0;
+        let goal = 10.0 * body_mib + 64.0;
+        let outcome = match &r.failed {
+            Some(why) => format!("FAILED ({why})"),
+            None if r.peak_mib <= goal => "yes".to_string(),
+            None => "no".to_string(),
+        };
+        println!(
+            "| {name} | {:.1} MB | {:.2} s | {:.0} MiB ({:.1}x) | {goal:.0} MiB | {outcome} |",
+            bodies[i].len() as f64 / 1e6,
+            r.time.as_secs_f64(),
+            r.peak_mib,
+            r.peak_mib / body_mib
+        );
+    }
+}
+
 async fn idle() {
     const N: usize = 1000;
     let (up, _rx, _, dir) = fixture(N).await;
@@ -735,6 +806,14 @@ fn main() {
                 item: small_item,
             })
             .await;
+        }
+        if matches!(mode, "all" | "big" | "one-wide") {
+            // `one-wide [KEYS]`: 1,000,000 keys unless told.
+            let keys = match mode {
+                "one-wide" => args.get(1).and_then(|a| a.parse().ok()),
+                _ => None,
+            };
+            one_wide(keys.unwrap_or(1_000_000)).await;
         }
         if matches!(mode, "all" | "scale") {
             scale(n, seconds).await;

@@ -2,10 +2,10 @@
 //! the time of detection is an argument.
 
 use crate::extract::Hash;
-use crate::number;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,16 +58,72 @@ pub struct Event {
     pub seq: u64,
     pub timestamp: String,
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub data: Option<Value>,
+    pub data: Option<Json>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub previous: Option<Value>,
+    pub previous: Option<Json>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub changes: Option<Value>,
+    pub changes: Option<Json>,
+}
+
+impl Event {
+    /// The event as JSON text (the webhook body), written into room for about its size: a
+    /// wide item's body is not grown by doubling.
+    pub fn body(&self) -> String {
+        let sides: usize = [&self.data, &self.previous, &self.changes]
+            .into_iter()
+            .flatten()
+            .map(|j| j.get().len())
+            .sum();
+        let mut out = Vec::with_capacity(sides + 2 * (self.bridge.len() + self.key.len()) + 256);
+        // Writing into a Vec cannot fail, nor can serialising an event (its JSON is text).
+        let _ = serde_json::to_writer(&mut out, self);
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+/// A JSON value in an event, kept as its compact text (an item's is its canonical text: keys
+/// in order, as serde_json writes a `Value`) and written into the body as it is. An item is
+/// written once and never held as a tree here: a wide item's tree is several times its text.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Json(Box<RawValue>);
+
+impl Json {
+    /// JSON text, kept as it is; the error if it is not JSON.
+    pub fn from_text(text: String) -> Result<Json, serde_json::Error> {
+        RawValue::from_string(text).map(Json)
+    }
+
+    /// A value's compact text.
+    pub fn from_value(v: &Value) -> Json {
+        // A Value always serialises; null would stand for one that did not.
+        Json(serde_json::value::to_raw_value(v).unwrap_or_else(|_| RawValue::NULL.to_owned()))
+    }
+
+    pub fn get(&self) -> &str {
+        self.0.get()
+    }
+
+    /// The value parsed (for a patch, a test).
+    pub fn value(&self) -> Result<Value, serde_json::Error> {
+        serde_json::from_str(self.get())
+    }
+
+    /// The text, without a copy.
+    pub fn into_text(self) -> String {
+        String::from(Box::<str>::from(self.0))
+    }
+}
+
+impl PartialEq for Json {
+    fn eq(&self, other: &Json) -> bool {
+        self.get() == other.get()
+    }
 }
 
 /// One side of a change: the item's canonical value and its hash.
 pub struct Side<'a> {
-    pub value: &'a Value,
+    pub value: &'a Json,
     pub hash: &'a Hash,
 }
 
@@ -88,10 +144,7 @@ pub struct Spec<'a> {
 
 pub fn build(s: Spec<'_>) -> Event {
     let changes = match (s.kind, &s.previous, &s.data) {
-        (EventType::Updated, Some(p), Some(d)) => Some(
-            serde_json::to_value(json_patch::diff(&aligned(p.value, d.value), d.value))
-                .unwrap_or(Value::Null),
-        ),
+        (EventType::Updated, Some(p), Some(d)) => Some(patch(p.value, d.value)),
         _ => None,
     };
     Event {
@@ -107,31 +160,14 @@ pub fn build(s: Spec<'_>) -> Event {
     }
 }
 
-/// `previous` with every number that has the value of the number at the same place in `data`
-/// written as `data` writes it. Numbers are kept as written, and `1` -> `1.0` is no change
-/// (docs/events.md#the-event): the patch must not say it is.
-fn aligned(previous: &Value, data: &Value) -> Value {
-    fn align(p: &mut Value, d: &Value) {
-        match (p, d) {
-            (Value::Number(a), Value::Number(b)) if number::same(a, b) => *a = b.clone(),
-            (Value::Array(a), Value::Array(b)) => {
-                for (x, y) in a.iter_mut().zip(b) {
-                    align(x, y);
-                }
-            }
-            (Value::Object(a), Value::Object(b)) => {
-                for (k, x) in a.iter_mut() {
-                    if let Some(y) = b.get(k) {
-                        align(x, y);
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
-    let mut p = previous.clone();
-    align(&mut p, data);
-    p
+/// The JSON Patch from `previous` to `data`, numbers compared by value (`1` -> `1.0` is no
+/// change), made from their texts (see `extract::patch`); null if either cannot be
+/// read, which text made by pollhook always can.
+fn patch(previous: &Json, data: &Json) -> Json {
+    crate::extract::patch(previous.get(), data.get())
+        .ok()
+        .and_then(|text| Json::from_text(text).ok())
+        .unwrap_or_else(|| Json::from_value(&Value::Null))
 }
 
 /// `evt_` + 26 base32 characters of a hash of what makes this change this change.
@@ -176,6 +212,7 @@ mod tests {
 
     fn updated(prev: &Value, data: &Value, generation: u64) -> Event {
         let (ph, dh) = (hash(prev), hash(data));
+        let (prev, data) = (&Json::from_value(prev), &Json::from_value(data));
         build(Spec {
             bridge: "b",
             kind: EventType::Updated,
@@ -209,6 +246,7 @@ mod tests {
             "evt_7rf336exzjpqxn0vw8m4mdgsvk"
         );
         let dh = hash(&data);
+        let data = Json::from_value(&data);
         let created = build(Spec {
             bridge: "tokio-releases",
             kind: EventType::Created,
@@ -231,8 +269,8 @@ mod tests {
         let data = json!({"name": "Tokio v1.48.1", "draft": false});
         let e = updated(&prev, &data, 41);
         assert_eq!(
-            e.changes,
-            Some(json!([{"op": "replace", "path": "/draft", "value": false}]))
+            e.changes.as_ref().unwrap().value().unwrap(),
+            json!([{"op": "replace", "path": "/draft", "value": false}])
         );
         let wire = serde_json::to_value(&e).unwrap();
         assert_eq!(wire["type"], "item.updated");
@@ -252,17 +290,21 @@ mod tests {
             r#"[{"op":"replace","path":"/n","value":100000000000000000002}]"#
         );
         // Each side as written.
-        assert_eq!(e.previous.unwrap()["b"].to_string(), "[1.0,2,1e+2]");
-        assert_eq!(e.data.unwrap()["z"].to_string(), "0");
+        assert_eq!(
+            e.previous.unwrap().value().unwrap()["b"].to_string(),
+            "[1.0,2,1e+2]"
+        );
+        assert_eq!(e.data.unwrap().value().unwrap()["z"].to_string(), "0");
     }
 
     #[test]
     fn created_and_deleted_omit_fields() {
         let v = json!({"a": 1});
         let h = hash(&v);
+        let j = Json::from_value(&v);
         let side = || {
             Some(Side {
-                value: &v,
+                value: &j,
                 hash: &h,
             })
         };

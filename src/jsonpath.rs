@@ -46,17 +46,13 @@ impl Path {
         if !matches!(wildcard, Selector::Wildcard) {
             return None;
         }
-        names
-            .iter()
-            .map(|s| match s {
-                Segment::Selector(Selector::Name(n)) => Some(n.as_str()),
-                Segment::Selectors(v) if v.len() == 1 => match &v[0] {
-                    Selector::Name(n) => Some(n.as_str()),
-                    _ => None,
-                },
-                _ => None,
-            })
-            .collect()
+        names_of(names)
+    }
+
+    /// For a path of names only (`$.id`, `$['a'].b`, `$`), the names: what it selects is the
+    /// member found object by object, if there is one.
+    pub(crate) fn names(&self) -> Option<Vec<&str>> {
+        names_of(&self.query.segments)
     }
 
     /// The values this path selects in `v`, in document order.
@@ -74,6 +70,21 @@ impl Path {
             Err(_) => Vec::new(),
         }
     }
+}
+
+/// The names of segments that each select one name; None if one selects anything else.
+fn names_of(segments: &[Segment]) -> Option<Vec<&str>> {
+    segments
+        .iter()
+        .map(|s| match s {
+            Segment::Selector(Selector::Name(n)) => Some(n.as_str()),
+            Segment::Selectors(v) if v.len() == 1 => match &v[0] {
+                Selector::Name(n) => Some(n.as_str()),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect()
 }
 
 /// pest's multi-line error as one line: `at column N: expected …`.

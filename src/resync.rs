@@ -36,6 +36,7 @@ async fn queue_snapshot(
             .iter()
             .enumerate()
             .map(|(i, (key, hash, value))| {
+                let value = &event::Json::from_value(value);
                 event::build(event::Spec {
                     bridge: &b.name,
                     kind: EventType::Snapshot,

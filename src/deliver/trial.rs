@@ -42,7 +42,7 @@ fn entry_of(e: &Event, now: DateTime<Utc>) -> OutboxEntry {
         event_id: e.id.clone(),
         kind: e.kind,
         seq: e.seq,
-        body: serde_json::to_string(e).expect("event serialises"),
+        body: e.body(),
         attempts: 0,
         next_at_ms: 0,
         last_error: None,
@@ -157,10 +157,10 @@ pub fn test_event(bridge: &Bridge, now: DateTime<Utc>) -> Event {
         key: "test".into(),
         seq: 0,
         timestamp: now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-        data: Some(serde_json::json!({
+        data: Some(crate::event::Json::from_value(&serde_json::json!({
             "message": "a test event from pollhook send-test",
             "description": bridge.description,
-        })),
+        }))),
         previous: None,
         changes: None,
     }

@@ -8,17 +8,19 @@ pub use crate::jsonpath::Path;
 use crate::number;
 
 mod canonical;
+mod lean;
 mod shape;
 mod walker;
 
 pub use canonical::hash;
+pub use lean::patch;
 use serde_json::Value;
 use serde_json::value::RawValue;
 use shape::{is_shaped, shaped};
 use std::borrow::Cow;
 use std::fmt;
 use std::sync::{Arc, OnceLock};
-use walker::select_text;
+use walker::{select_one, select_text};
 
 /// A content hash of an item's value by value (key order and number notation do not count):
 /// two items are the same iff their hashes are.
@@ -149,6 +151,17 @@ impl PartialEq for ItemValue<'_> {
 }
 
 impl Item<'_> {
+    /// The value as compact JSON text, keys in order (what serde_json writes for its
+    /// `Value`): what is stored and sent. An item kept as text is written from its lean tree,
+    /// never parsed into a `Value`.
+    pub fn canonical_text(&self) -> Result<String, ExtractError> {
+        match &self.value {
+            ItemValue::Parsed(v) => Ok(v.to_string()),
+            ItemValue::Text(raw) => lean::canonical_text(raw.get())
+                .map_err(|e| ExtractError::NotJson(format!("an item cannot be read: {e}"))),
+        }
+    }
+
     /// The value, as the source wrote it (after include/exclude). An item kept as text is
     /// parsed again: it was parsed once when it was keyed, so this fails only if that did.
     pub fn value(&self) -> Result<Cow<'_, Value>, ExtractError> {
@@ -250,10 +263,11 @@ enum Selected<'a> {
 /// unique across pages; item indices in errors count across pages.
 ///
 /// A selection of names ending in a wildcard over an array (`$.items[*]`, the usual case)
-/// is read from the page's text: each item is parsed on its own to be keyed and hashed and
-/// then let go, so a large response never exists as one parsed tree. Any other selection
-/// needs the page parsed; a page whose text does not hold an array
-/// at the path is parsed here, so both ways select the same items.
+/// is read from the page's text: each item is read on its own (into a lean tree, see
+/// `lean`) to be keyed and hashed and then let go, so a large response never exists as one
+/// parsed tree. So is a selection of names alone (`$`, `$.data`): one value. Any other
+/// selection needs the page parsed; a page whose text does not hold an array at the path is
+/// parsed here, so both ways select the same items.
 pub fn extract_pages<'a>(pages: &'a [Page], spec: &Items) -> Result<Vec<Item<'a>>, ExtractError> {
     extract_keyed(pages, spec).map(|k| k.items)
 }
@@ -284,7 +298,8 @@ fn select_pages<'a>(pages: &'a [Page], spec: &Items) -> Result<Vec<Selected<'a>>
     for p in pages {
         let text = match p.parsed.get() {
             Some(_) => None,
-            None => select_text(&p.text, &spec.select),
+            None => select_text(&p.text, &spec.select)
+                .or_else(|| select_one(&p.text, &spec.select).map(|one| one.into_iter().collect())),
         };
         match text {
             Some(raws) => selected.extend(raws.into_iter().map(Selected::Text)),
@@ -301,6 +316,13 @@ fn select_pages<'a>(pages: &'a [Page], spec: &Items) -> Result<Vec<Selected<'a>>
 
 /// Document mode: the selection as a whole is one item; nothing (or null) is no item.
 fn document<'a>(selected: Vec<Selected<'a>>, spec: &Items) -> Result<Keyed<'a>, ExtractError> {
+    // One value read from the text, unshaped: hashed from its lean tree and kept as text, so
+    // a document of one wide object is never a `Value`.
+    if let [Selected::Text(raw)] = selected.as_slice() {
+        if !is_shaped(spec) {
+            return text_document(raw);
+        }
+    }
     let mut values: Vec<Cow<'a, Value>> = selected
         .into_iter()
         .enumerate()
@@ -325,6 +347,23 @@ fn document<'a>(selected: Vec<Selected<'a>>, spec: &Items) -> Result<Keyed<'a>, 
     })
 }
 
+/// [`document`] of one unshaped value read from the text.
+fn text_document(raw: &RawValue) -> Result<Keyed<'_>, ExtractError> {
+    let tree = lean::Tree::read(raw.get())
+        .map_err(|e| ExtractError::NotJson(format!("the document cannot be read: {e}")))?;
+    if tree.at(&[]) == Some(lean::Found::Null) {
+        return Ok(Keyed::default());
+    }
+    Ok(Keyed {
+        items: vec![Item {
+            key: Key::from(DOCUMENT_KEY),
+            value: ItemValue::Text(raw),
+            hash: tree.hash(),
+        }],
+        by_key: vec![0],
+    })
+}
+
 /// Keyed mode: one item per selected value, keyed by `key_path`, keys unique.
 fn keyed<'a>(
     selected: Vec<Selected<'a>>,
@@ -338,13 +377,23 @@ fn keyed<'a>(
     }
     let mut out = Vec::with_capacity(selected.len());
     let mut no_key = None;
+    let names = key_path.names();
     for (index, s) in selected.into_iter().enumerate() {
-        // A text item is parsed here for its key and hash, and let go unless it is shaped.
-        let (v, raw) = match s {
-            Selected::Parsed(v) => (Cow::Borrowed(v), None),
-            Selected::Text(raw) => (parsed(s, index)?, Some(raw)),
+        let (key, value, hash) = match s {
+            // An unshaped text item keeps its text: keyed and hashed from its lean tree, then
+            // let go.
+            Selected::Text(raw) if !is_shaped(spec) => {
+                let (key, hash) = text_key_and_hash(raw, index, key_path, names.as_deref())?;
+                (key, ItemValue::Text(raw), hash)
+            }
+            s => {
+                let v = parsed(s, index)?;
+                let key = key_of(&v, key_path);
+                let (value, hash) = shaped(v, spec);
+                (key, ItemValue::Parsed(Box::new(value)), hash)
+            }
         };
-        let key = match key_of(&v, key_path) {
+        let key = match key {
             Ok(key) => key,
             Err(reason) => {
                 no_key = Some(ExtractError::NoKey {
@@ -354,12 +403,6 @@ fn keyed<'a>(
                 });
                 break;
             }
-        };
-        let (value, hash) = shaped(v, spec);
-        // An unshaped text item keeps its text; its parsed form goes.
-        let value = match raw {
-            Some(raw) if !is_shaped(spec) => ItemValue::Text(raw),
-            _ => ItemValue::Parsed(Box::new(value)),
         };
         out.push(Item {
             key: Key::from(key),
@@ -420,6 +463,25 @@ fn parsed(s: Selected<'_>, index: usize) -> Result<Cow<'_, Value>, ExtractError>
     }
 }
 
+/// The key (or why there is none) and the hash of an unshaped item read from its text. A key
+/// path of names is read from the item's lean tree, with no `Value` of the item (a wide item
+/// costs a third as much); any other path needs the `Value`.
+fn text_key_and_hash(
+    raw: &RawValue,
+    index: usize,
+    key_path: &Path,
+    names: Option<&[&str]>,
+) -> Result<(Result<String, String>, Hash), ExtractError> {
+    let unreadable =
+        |e: &dyn fmt::Display| ExtractError::NotJson(format!("item {index} cannot be read: {e}"));
+    let Some(names) = names else {
+        let v = parse_text(raw).map_err(|e| unreadable(&e))?;
+        return Ok((key_of(&v, key_path), hash(&v)));
+    };
+    let tree = lean::Tree::read(raw.get()).map_err(|e| unreadable(&e))?;
+    Ok((key_of_found(tree.at(names)), tree.hash()))
+}
+
 fn parse_text(raw: &RawValue) -> Result<Value, serde_json::Error> {
     serde_json::from_str(raw.get())
 }
@@ -436,6 +498,22 @@ fn key_of(v: &Value, path: &Path) -> Result<String, String> {
         [other] => Err(format!("{}, not a string or number", type_name(other))),
         many => Err(format!("{} values, not one", many.len())),
     }
+}
+
+/// [`key_of`] for the member a path of names found in a lean tree (one or none).
+fn key_of_found(found: Option<lean::Found<'_>>) -> Result<String, String> {
+    use lean::Found;
+    let what = match found {
+        None => return Err("nothing there".into()),
+        Some(Found::String("")) => return Err("an empty string".into()),
+        Some(Found::String(s)) => return Ok(s.to_string()),
+        Some(Found::Number(n)) => return Ok(number::canonical_text(n).into_owned()),
+        Some(Found::Null) => "null",
+        Some(Found::Bool(_)) => "a boolean",
+        Some(Found::Array) => "an array",
+        Some(Found::Object) => "an object",
+    };
+    Err(format!("{what}, not a string or number"))
 }
 
 fn type_name(v: &Value) -> &'static str {
@@ -736,6 +814,11 @@ mod tests {
             spec("$.d['it\"ems'][*]", Some("$.id"), &[], &[]),
             spec("$.items[*]", Some("$.id"), &[], &["$.v"]),
             spec("$.items[0]", Some("$.id"), &[], &[]),
+            spec("$", None, &[], &[]),
+            spec("$.items", None, &[], &[]),
+            spec("$['d']", None, &[], &[]),
+            spec("$.items", None, &[], &["$.v"]),
+            spec("$.items", Some("$.id"), &[], &[]),
         ];
         let mut streamed = 0;
         for text in docs {
@@ -762,6 +845,53 @@ mod tests {
         let items = extract_pages(&p, &specs[0]).unwrap();
         assert!(p[0].parsed.get().is_none());
         assert!(matches!(items[0].value, ItemValue::Text(_)));
+        // So is a document: the whole page, or the object at a path of names.
+        for select in ["$", "$.items"] {
+            let p = [Page::new(Arc::new(docs[0].to_string()))];
+            let items = extract_pages(&p, &spec(select, None, &[], &[])).unwrap();
+            assert!(p[0].parsed.get().is_none());
+            assert!(matches!(items[0].value, ItemValue::Text(_)));
+        }
+    }
+
+    /// An unshaped item read from the text is keyed and hashed from its lean tree (a path of
+    /// names) or its parsed value (any other path): either way as the parsed page keys,
+    /// hashes and writes it, key errors included.
+    #[test]
+    fn items_read_from_text_key_hash_and_write_as_parsed_ones() {
+        let items = [
+            r#"{"id": 1, "v": [1.0, 1E2, {"z": "\u00e9", "a": null}], "a": {"b": "x"}}"#,
+            r#"{"id": "x", "id": "y", "a": {"b": 7, "b": 1e1000000000000000000}}"#,
+            r#"{"id": 100000000000000000001, "a": {"b": [1]}}"#,
+            r#"{"id": ""}"#,
+            r#"{"id": null, "a": {"b": {}}}"#,
+            r#"{"id": true, "a": {"b": true}}"#,
+            r#"{"id": [1], "a": {"b": null}}"#,
+            r#"{"id": {"x": 1}, "a": 3}"#,
+            r#"{"x": 1}"#,
+            r#"7"#,
+            r#"{"id": 1.0, "a": {"b": ""}} , {"id": 1, "a": {"b": "1"}}"#,
+        ];
+        let keys = ["$.id", "$['id']", "$.a.b", "$", "$..id", "$.a[0]"];
+        let written = |items: &[Item<'_>]| -> Vec<(String, Hash, String)> {
+            items
+                .iter()
+                .map(|i| (i.key.to_string(), i.hash, i.canonical_text().unwrap()))
+                .collect()
+        };
+        for item in items {
+            let text = format!(r#"{{"items": [{item}]}}"#);
+            let value: Value = serde_json::from_str(&text).unwrap();
+            for key in keys {
+                let s = spec("$.items[*]", Some(key), &[], &[]);
+                let from_value = [Page::from_value(value.clone())];
+                let from_text = [Page::new(Arc::new(text.clone()))];
+                let a = extract_pages(&from_value, &s).map(|i| written(&i));
+                let b = extract_pages(&from_text, &s).map(|i| written(&i));
+                assert_eq!(a, b, "{text} keyed by {key}");
+                assert!(from_text[0].parsed.get().is_none());
+            }
+        }
     }
 
     #[test]

@@ -8,9 +8,8 @@
 //! reserved keys), since a converted document is only as tame as the body it came from.
 
 mod feed;
+mod rows;
 mod xml;
-
-use serde_json::Value;
 
 /// How a source writes its body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -117,49 +116,60 @@ fn ndjson(body: &[u8]) -> Result<String, String> {
 /// `max_text`.
 fn csv(body: &[u8], delimiter: u8, max_text: usize) -> Result<String, String> {
     let text = utf8(body)?;
-    let mut reader = ::csv::ReaderBuilder::new()
-        .delimiter(delimiter)
-        .from_reader(text.as_bytes());
-    let headers = reader.headers().map_err(|e| e.to_string())?.clone();
-    if headers.is_empty() {
+    let mut rows = rows::Rows::new(text.as_bytes(), delimiter);
+    if !rows.next()? || rows.record().len() == 0 {
         return Err("empty: a header row is needed".into());
     }
-    let mut order: Vec<usize> = (0..headers.len()).collect();
-    order.sort_unstable_by_key(|&i| &headers[i]);
-    if let Some(w) = order.windows(2).find(|w| headers[w[0]] == headers[w[1]]) {
-        return Err(format!("the header row names `{}` twice", &headers[w[0]]));
+    let names = rows.take();
+    let mut order: Vec<usize> = (0..names.len()).collect();
+    order.sort_unstable_by_key(|&i| names.field(i));
+    if let Some(w) = order
+        .windows(2)
+        .find(|w| names.field(w[0]) == names.field(w[1]))
+    {
+        return Err(format!(
+            "the header row names `{}` twice",
+            names.field(w[0])
+        ));
     }
-    let quoted = |s: &str| Value::String(s.to_string()).to_string();
-    let names: Vec<String> = headers.iter().map(quoted).collect();
-    let mut out = String::from("[");
-    for record in reader.records() {
-        let record = record.map_err(|e| e.to_string())?;
+    // Names and values are quoted straight into the text, one at a time: a row of a million
+    // columns holds no second copy of its names.
+    let quote = |s: &str, out: &mut Vec<u8>| {
+        // Writing a str into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *out, s);
+    };
+    let mut out = b"[".to_vec();
+    while rows.next()? {
+        let record = rows.record();
         if out.len() > 1 {
-            out.push(',');
+            out.push(b',');
         }
-        out.push('{');
+        out.push(b'{');
         for (n, &i) in order.iter().enumerate() {
             if n > 0 {
-                out.push(',');
+                out.push(b',');
             }
-            out.push_str(&names[i]);
-            out.push(':');
-            out.push_str(&quoted(record.get(i).unwrap_or_default()));
+            quote(names.field(i), &mut out);
+            out.push(b':');
+            quote(record.field(i), &mut out);
             if out.len() > max_text {
                 return Err(too_long(max_text));
             }
         }
-        out.push('}');
+        out.push(b'}');
     }
-    out.push(']');
-    Ok(out)
+    out.push(b']');
+    out.shrink_to_fit();
+    // Made of UTF-8 pieces: the body's text and serde_json's quoting.
+    String::from_utf8(out)
+        .map_err(|e| format!("not UTF-8 at byte {}", e.utf8_error().valid_up_to()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     fn parsed(format: Format, body: &str) -> Value {
         serde_json::from_str(&to_json(format, body.as_bytes(), usize::MAX).unwrap()).unwrap()

@@ -6,6 +6,7 @@ use super::plan::{self, Cut, Listed, State};
 use super::{PollError, PollReport};
 use crate::config::Bridge;
 use crate::diff;
+use crate::event::Json;
 use crate::extract::Hash;
 use crate::store::{BridgeMeta, Commit, Store, StoreError};
 use chrono::{DateTime, Utc};
@@ -21,8 +22,8 @@ impl State for Stored<'_> {
         self.store.state_scan(self.bridge)
     }
 
-    fn previous(&self, key: &str) -> Result<Option<(serde_json::Value, Hash)>, StoreError> {
-        let value = self.store.item_value(self.bridge, key)?;
+    fn previous(&self, key: &str) -> Result<Option<(Json, Hash)>, StoreError> {
+        let value = self.store.item_json(self.bridge, key)?;
         let state = self.store.item_state(self.bridge, key)?;
         Ok(value.zip(state.map(|s| s.hash)))
     }

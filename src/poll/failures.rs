@@ -112,7 +112,7 @@ fn build(
         detected: now,
         previous: None,
         data: Some(Side {
-            value: &data,
+            value: &event::Json::from_value(&data),
             hash: &streak,
         }),
     })
@@ -235,12 +235,12 @@ mod tests {
         );
         let kinds: Vec<(EventType, u64)> = events.iter().map(|e| (e.kind, e.seq)).collect();
         assert_eq!(kinds, [(EventType::Failing, 8), (EventType::Recovered, 9)]);
-        let failing = events[0].data.as_ref().unwrap();
+        let failing = events[0].data.as_ref().unwrap().value().unwrap();
         assert_eq!(failing["failures"], 3);
         assert_eq!(failing["reason"], "http_status");
         assert_eq!(failing["since"], "2027-01-15T08:02:00.000Z");
         assert_eq!(events[0].key, "");
-        let recovered = events[1].data.as_ref().unwrap();
+        let recovered = events[1].data.as_ref().unwrap().value().unwrap();
         assert_eq!(recovered["failures"], 4);
         assert_eq!(recovered["since"], failing["since"]);
         assert_eq!(recovered["duration_ms"], 4 * 60_000);

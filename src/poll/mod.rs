@@ -445,7 +445,7 @@ mod tests {
             .map(|e| serde_json::from_str::<Event>(&e.body).unwrap())
             .find(|e| e.key == (N - 1).to_string())
             .unwrap();
-        assert_eq!(created_late.data.unwrap()["v"], 1);
+        assert_eq!(created_late.data.unwrap().value().unwrap()["v"], 1);
     }
 
     #[test]
@@ -525,8 +525,8 @@ mod tests {
         let e: Event = serde_json::from_str(&events[N - 1].body).unwrap();
         assert_eq!(
             (
-                e.previous.unwrap()["v"].clone(),
-                e.data.unwrap()["v"].clone()
+                e.previous.unwrap().value().unwrap()["v"].clone(),
+                e.data.unwrap().value().unwrap()["v"].clone()
             ),
             (0.into(), 1.into())
         );

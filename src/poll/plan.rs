@@ -24,7 +24,7 @@ pub trait State {
     /// Every stored item's state, in key order.
     fn scan(&self) -> impl Iterator<Item = Result<(String, diff::Stored), StoreError>>;
     /// The stored value and hash of one item, for the `previous` side of its event.
-    fn previous(&self, key: &str) -> Result<Option<(serde_json::Value, Hash)>, StoreError>;
+    fn previous(&self, key: &str) -> Result<Option<(event::Json, Hash)>, StoreError>;
 }
 
 /// How a poll goes about it, decided from the stored meta before anything is fetched.
@@ -340,7 +340,11 @@ impl<'a, S: State> Batches<'a, S> {
     fn write(&mut self, plan: &diff::Plan, items: &[extract::Item<'_>]) -> Result<(), PollError> {
         for &(i, change) in &plan.puts {
             let item = &items[i as usize];
-            let value = item.value()?;
+            // Written once, from the item's text where it has one: the stored value and the
+            // event's data are this text (a wide item is never a `Value` here).
+            let value = event::Json::from_text(item.canonical_text()?).map_err(|e| {
+                extract::ExtractError::NotJson(format!("an item cannot be read: {e}"))
+            })?;
             if let Some(kind) = change {
                 let data = Side {
                     value: &value,
@@ -348,8 +352,7 @@ impl<'a, S: State> Batches<'a, S> {
                 };
                 self.event(kind, item.key.as_str(), Some(data))?;
             }
-            let bytes = serde_json::to_vec(&value).expect("JSON value serialises");
-            self.put(item.key.as_str(), item.hash, bytes);
+            self.put(item.key.as_str(), item.hash, value.into_text().into_bytes());
             if self.seen > 0 {
                 self.later.push((item.key.to_string(), self.seen));
             }
@@ -541,8 +544,11 @@ mod tests {
             self.items.iter().map(|(k, (_, s))| Ok((k.clone(), *s)))
         }
 
-        fn previous(&self, key: &str) -> Result<Option<(serde_json::Value, Hash)>, StoreError> {
-            Ok(self.items.get(key).map(|(v, s)| (v.clone(), s.hash)))
+        fn previous(&self, key: &str) -> Result<Option<(event::Json, Hash)>, StoreError> {
+            Ok(self
+                .items
+                .get(key)
+                .map(|(v, s)| (event::Json::from_value(v), s.hash)))
         }
     }
 
@@ -647,8 +653,15 @@ mod tests {
             ]
         );
         let updated = &r.events[0];
-        assert_eq!(updated.previous, Some(serde_json::json!({"id": 2, "v": 1})));
-        assert_eq!(updated.data, Some(serde_json::json!({"id": 2, "v": 2})));
+        let value = |j: &Option<event::Json>| j.as_ref().map(|j| j.value().unwrap());
+        assert_eq!(
+            value(&updated.previous),
+            Some(serde_json::json!({"id": 2, "v": 1}))
+        );
+        assert_eq!(
+            value(&updated.data),
+            Some(serde_json::json!({"id": 2, "v": 2}))
+        );
         // One commit: three events for each of the two sinks, in seq order, the state with them.
         let c = &commits[0].0;
         assert_eq!(commits.len(), 1);

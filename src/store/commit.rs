@@ -51,15 +51,20 @@ impl Commit {
     ) {
         let created_ms = created.timestamp_millis();
         for e in events {
-            let body = serde_json::to_string(e).expect("event serialises");
-            for sink in sinks {
+            let mut body = e.body();
+            for (i, sink) in sinks.iter().enumerate() {
+                // The last sink takes the body itself: a large event is not held twice.
+                let body = match i + 1 == sinks.len() {
+                    true => std::mem::take(&mut body),
+                    false => body.clone(),
+                };
                 self.outbox.push((
                     sink.clone(),
                     OutboxEntry {
                         event_id: e.id.clone(),
                         kind: e.kind,
                         seq: e.seq,
-                        body: body.clone(),
+                        body,
                         attempts: 0,
                         next_at_ms: 0,
                         last_error: None,
@@ -166,7 +171,12 @@ impl Store {
         let entries: Vec<Vec<u8>> = c
             .outbox
             .iter()
-            .map(|(_, e)| serde_json::to_vec(e).expect("entry serialises"))
+            .map(|(_, e)| {
+                let mut v = serde_json::to_vec(e).expect("entry serialises");
+                // Held until the commit is done: a large event's room given back.
+                v.shrink_to_fit();
+                v
+            })
             .collect();
         let mut outbox = Vec::with_capacity(c.outbox.len());
         for ((sink, _), e) in c.outbox.iter().zip(&entries) {

@@ -86,6 +86,26 @@ impl Store {
         }
     }
 
+    /// The stored value of one item as its text (the canonical JSON it was stored as), not
+    /// parsed: what an event carries as `previous`.
+    pub fn item_json(
+        &self,
+        bridge: &str,
+        key: &str,
+    ) -> Result<Option<crate::event::Json>, StoreError> {
+        let mut k = prefix(&[bridge]);
+        k.extend_from_slice(key.as_bytes());
+        let what = || format!("{bridge}/{key}");
+        let Some(rec) = self.value(&self.items, Kind::Item, &k, what)? else {
+            return Ok(None);
+        };
+        String::from_utf8(rec)
+            .ok()
+            .and_then(|text| crate::event::Json::from_text(text).ok())
+            .map(Some)
+            .ok_or_else(|| StoreError::Corrupt(what()))
+    }
+
     /// Every stored item of a bridge, with its hash, in key order.
     pub fn items(
         &self,

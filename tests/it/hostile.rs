@@ -547,7 +547,7 @@ async fn the_daemon_logs_each_hostile_answer_and_keeps_every_bridge_alive() {
 mod props {
     use chrono::{DateTime, Utc};
     use pollhook::config::Items;
-    use pollhook::event::{self, EventType, Side};
+    use pollhook::event::{self, EventType, Json, Side};
     use pollhook::extract::{self, Page, Path};
     use pollhook::poll::{fetch, ratelimit};
     use proptest::prelude::*;
@@ -727,10 +727,13 @@ mod props {
                 prop_assert_eq!(hash, item.hash);
                 // It reads back as it is sent and stored.
                 let wire = serde_json::to_string(&value).unwrap();
+                // What is stored and sent, written without the value, is that text.
+                prop_assert_eq!(&item.canonical_text().unwrap(), &wire);
                 let back: serde_json::Value = serde_json::from_str(&wire).unwrap();
                 prop_assert_eq!(extract::hash(&back), hash);
                 if let Some(prev) = &before {
                     let ph = extract::hash(prev);
+                    let (prev, value) = (&Json::from_value(prev), &Json::from_value(&value));
                     let e = event::build(event::Spec {
                         bridge: "p",
                         kind: EventType::Updated,
@@ -739,7 +742,7 @@ mod props {
                         generation: 0,
                         detected: at(),
                         previous: Some(Side { value: prev, hash: &ph }),
-                        data: Some(Side { value: &value, hash: &hash }),
+                        data: Some(Side { value, hash: &hash }),
                     });
                     serde_json::to_string(&e).unwrap();
                 }

@@ -220,7 +220,10 @@ async fn an_incremental_listing_loses_and_repeats_nothing_across_failures_and_re
     up.then(audit(&[("a", "2026-01-05T00:00:00Z", 2)]));
     let r = h.poll(&b).await.unwrap();
     assert_eq!(keys(&r), ["a"]);
-    assert_eq!(r.events[0].previous.as_ref().unwrap()["v"], 1);
+    assert_eq!(
+        r.events[0].previous.as_ref().unwrap().value().unwrap()["v"],
+        1
+    );
     all_events.extend(r.events);
 
     // After a restart the stored cursor is sent; an item older than it (a late write) is

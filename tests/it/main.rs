@@ -28,3 +28,4 @@ mod sinks;
 mod sources;
 mod support;
 mod units;
+mod wide;
