@@ -63,6 +63,9 @@
 //! - [`systemd`]: sd_notify, and `dirs` (shards' state moved to where the units keep it now);
 //!   [`logging`]: log formats and the bridge and sink spans whose fields every line of those
 //!   tasks carries; [`metrics`]: Prometheus metrics
+//!
+//! The command line is the binary's, not this library's: `src/main.rs` (start-up) and
+//! `src/cli/`, one file per command family (docs/design.md#module-layout).
 
 pub mod access;
 pub mod admin;
