@@ -29,8 +29,8 @@ pub struct RunOptions {
     pub admin_socket: PathBuf,
     /// The token that lets a request over TCP act; without it TCP is for reading only.
     pub admin_token: Option<crate::access::AdminToken>,
-    /// `(i, n)`: only bridges whose name hashes to `i` mod `n`.
-    pub shard: Option<(u64, u64)>,
+    /// Only the bridges this shard owns (docs/scaling.md#shards); None: every bridge.
+    pub shard: Option<crate::shard::Shard>,
     /// How long the store may fail to take writes before the watchdog stops pinging (and
     /// systemd restarts the daemon); pollhook keeps trying to recover by itself meanwhile.
     pub store_failure_limit: Duration,
@@ -571,9 +571,8 @@ fn wedged(ctx: &Ctx, store_limit: Duration) -> Option<String> {
         .map(|f| f.to_string())
 }
 
-pub fn in_shard(name: &str, shard: Option<(u64, u64)>) -> bool {
-    match shard {
-        Some((i, n)) => crate::schedule::stable_hash(name) % n == i,
-        None => true,
-    }
+/// Whether this process runs the bridge `name`: with `--shard`, when its shard owns it under
+/// the jump consistent hash (docs/scaling.md#shards).
+pub fn in_shard(name: &str, shard: Option<crate::shard::Shard>) -> bool {
+    shard.is_none_or(|s| s.owns(name))
 }

@@ -88,6 +88,7 @@ pub mod render;
 pub mod resync;
 pub mod runtime;
 pub mod schedule;
+pub mod shard;
 pub mod sign;
 pub mod store;
 pub mod systemd;

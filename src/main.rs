@@ -49,7 +49,8 @@ struct RunArgs {
     admin_token_file: Option<PathBuf>,
     #[arg(long, value_enum, default_value = "auto")]
     log_format: LogFormat,
-    /// Run only the bridges whose name hashes to I (mod N)
+    /// Run only the bridges shard I of N owns; `auto/N` takes I from POLLHOOK_SHARD_INDEX or
+    /// the host name's trailing -<n>, `auto` N from POLLHOOK_SHARDS too
     #[arg(long, value_name = "I/N")]
     shard: Option<String>,
     /// How long the state database may refuse writes (a full disk) before the systemd
@@ -295,13 +296,8 @@ fn default_data() -> PathBuf {
     }
 }
 
-fn parse_shard(s: &str) -> Result<(u64, u64)> {
-    let (i, n) = s.split_once('/').context("--shard wants I/N, e.g. 0/4")?;
-    let (i, n): (u64, u64) = (i.trim().parse()?, n.trim().parse()?);
-    if n == 0 || i >= n {
-        bail!("--shard {s}: I must be below N and N at least 1");
-    }
-    Ok((i, n))
+fn parse_shard(s: &str) -> Result<pollhook::shard::Shard> {
+    Ok(pollhook::shard::Shard::from_arg(s)?)
 }
 
 fn main() -> ExitCode {
