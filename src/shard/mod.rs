@@ -3,6 +3,7 @@
 //! says about the layouts it ran under (`layout`: the bridges coming in and going out).
 
 pub mod jump;
+pub mod layout;
 pub mod spec;
 
 pub use jump::{legacy_owner, owner};

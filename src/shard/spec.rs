@@ -43,7 +43,9 @@ pub enum SpecError {
          name ends in -<n> (as a StatefulSet's pod pollhook-2 does); this host is named `{host}`"
     )]
     NoIndex { arg: String, host: String },
-    #[error("--shard `{arg}`: shard index {index} ({from}) is not below the number of shards, {shards}")]
+    #[error(
+        "--shard `{arg}`: shard index {index} ({from}) is not below the number of shards, {shards}"
+    )]
     TooHigh {
         arg: String,
         index: u64,
@@ -161,7 +163,11 @@ mod tests {
         // The environment wins over the host name; the host's first label counts.
         let both = src(Some("1"), None, Some("pollhook-3"));
         assert_eq!(Shard::parse("auto/4", &both), shard(1, 4));
-        let host = src(None, None, Some("pollhook-3.pollhook.ns.svc.cluster.local\n"));
+        let host = src(
+            None,
+            None,
+            Some("pollhook-3.pollhook.ns.svc.cluster.local\n"),
+        );
         assert_eq!(Shard::parse("auto/4", &host), shard(3, 4));
         let all = src(None, Some("5"), Some("my-app-pollhook-4"));
         assert_eq!(Shard::parse("auto", &all), shard(4, 5));
@@ -169,14 +175,20 @@ mod tests {
         let envs = src(Some(""), Some("2"), Some("web-0"));
         assert_eq!(Shard::parse("auto/3", &envs), shard(0, 3));
         // An explicit index ignores the environment.
-        assert_eq!(Shard::parse("1/3", &src(Some("2"), None, None)), shard(1, 3));
+        assert_eq!(
+            Shard::parse("1/3", &src(Some("2"), None, None)),
+            shard(1, 3)
+        );
     }
 
     #[test]
     fn every_bad_form_says_what_is_missing() {
         let e = |arg: &str, s: &Sources| Shard::parse(arg, s).unwrap_err().to_string();
         let none = Sources::default();
-        assert_eq!(e("4", &none), "--shard `4`: expected I/N (e.g. 0/4), auto/N or auto");
+        assert_eq!(
+            e("4", &none),
+            "--shard `4`: expected I/N (e.g. 0/4), auto/N or auto"
+        );
         assert_eq!(
             e("auto", &none),
             "--shard `auto`: no number of shards: give it as --shard auto/N, or set POLLHOOK_SHARDS"
@@ -203,7 +215,10 @@ mod tests {
             e("2/2", &none),
             "--shard `2/2`: shard index 2 (given) is not below the number of shards, 2"
         );
-        assert_eq!(e("0/0", &none), "--shard `0/0`: the number of shards must be at least 1");
+        assert_eq!(
+            e("0/0", &none),
+            "--shard `0/0`: the number of shards must be at least 1"
+        );
         assert_eq!(
             e("auto", &src(Some("x"), Some("3"), None)),
             "--shard `auto`: POLLHOOK_SHARD_INDEX `x` is not a whole number"

@@ -54,6 +54,7 @@ mod commit;
 pub(crate) mod compact;
 mod dead;
 mod items;
+mod layout;
 mod migrate;
 mod outbox;
 mod pages;

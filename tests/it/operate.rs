@@ -725,7 +725,10 @@ fn shard_auto_without_an_index_refuses_to_start() {
             c.env("POLLHOOK_SHARD_INDEX", i);
         }
         let out = c.output().unwrap();
-        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     };
     let (code, err) = run("auto/3", Some("3"));
     assert_eq!(code, Some(1), "{err}");
