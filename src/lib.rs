@@ -76,6 +76,7 @@ pub mod event;
 pub mod extract;
 pub mod fault;
 pub mod formats;
+pub mod handoff;
 pub mod highwater;
 pub mod http;
 pub mod jsonpath;

@@ -53,6 +53,7 @@ mod auth;
 mod commit;
 pub(crate) mod compact;
 mod dead;
+pub mod handoff;
 mod items;
 mod layout;
 mod migrate;
