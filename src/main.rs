@@ -180,6 +180,12 @@ enum Command {
         #[arg(long)]
         timestamp: Option<i64>,
     },
+    /// Move bridges' state between stores by hand, the daemon stopped: export to a file, import
+    /// from it (docs/operations.md#moving-a-bridge-s-state)
+    State {
+        #[command(subcommand)]
+        action: pollhook::handoff::cli::StateAction,
+    },
 }
 
 #[derive(Subcommand)]
@@ -524,6 +530,7 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
             }
             StoreAction::MoveShards { root } => move_shards_command(&root),
         },
+        Command::State { action } => pollhook::handoff::cli::run(action),
         Command::Sign {
             secret,
             id,

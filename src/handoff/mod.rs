@@ -3,6 +3,7 @@
 //! it, `pollhook state export|import` (`cli`). The handoff between running shards sends the
 //! same document.
 
+pub mod cli;
 pub mod doc;
 
 pub use doc::{DocError, Document};

@@ -173,3 +173,157 @@ async fn an_upgraded_store_gives_up_the_bridges_jump_hash_moves_and_records_its_
     let (code, _, _) = d.terminate().await;
     assert_eq!(code, 0);
 }
+
+/// The webhook requests that were answered 204, by seq: (event id, type).
+fn delivered_after(rx: &Receiver, skip: usize) -> Vec<(u64, String, String)> {
+    rx.received()
+        .iter()
+        .skip(skip)
+        .map(|r| {
+            let e = r.json();
+            let id = r.header("webhook-id").to_string();
+            (
+                e["seq"].as_u64().unwrap(),
+                id,
+                e["type"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// A bridge's state moved by hand (`pollhook state export`, then `import` into an empty store)
+/// goes on there as if it had never moved: the event waiting for its sink is delivered with
+/// its id, and a change made meanwhile is one ordinary update with the next seq, not a new
+/// baseline. The document's secrets never reach stderr.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bridge_exported_and_imported_goes_on_where_it_was() {
+    let up = Upstream::start().await;
+    let rx = Receiver::start().await;
+    up.set_json(&json!({"items": [{"id": 1, "v": 1}, {"id": 2, "v": 1}]}));
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let yaml = BridgeYaml::new(&up.url())
+        .timeout("2s")
+        .every("1s")
+        .signed_sink(&rx.url())
+        .retry("[3s, 3s, 3s, 3s, 3s, 3s, 3s, 3s]");
+    yaml.write(a.path(), "moving");
+    yaml.write(b.path(), "moving");
+
+    // On A: a baseline, then a change whose event the sink refuses for now.
+    for _ in 0..8 {
+        rx.answer(503, &[]);
+    }
+    let d = Daemon::start(a.path(), &[]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while up.hits().len() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "A polled {} times: {}",
+            up.hits().len(),
+            d.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    up.set_json(&json!({"items": [{"id": 1, "v": 2}, {"id": 2, "v": 1}]}));
+    eventually("an attempt at the first event", || {
+        !rx.received().is_empty()
+    })
+    .await;
+    let (code, _, err) = d.terminate().await;
+    assert_eq!(code, 0, "{}", err.join("\n"));
+    let tried = delivered_after(&rx, 0);
+    assert_eq!(
+        (tried[0].0, tried[0].2.as_str()),
+        (1, "item.updated"),
+        "{tried:?}"
+    );
+    // A login's refresh token, kept by the store as a daemon would.
+    let store = Store::open(&a.path().join("data")).unwrap();
+    store
+        .keep_refresh_token("moving", "rt-configured", "rt-SECRET-42")
+        .unwrap();
+    drop(store);
+
+    // Export from A, import into the empty B.
+    let file = a.path().join("moving.state");
+    let out = cli_command(&["state", "export", "--bridge", "moving", "--data"])
+        .arg(a.path().join("data"))
+        .output()
+        .unwrap();
+    let (code, doc, export_err) = output_of(out);
+    assert_eq!(code, 0, "{export_err}");
+    assert!(doc.contains("rt-SECRET-42") && doc.contains("\"version\":1"));
+    assert_eq!(doc.lines().count(), 1);
+    std::fs::write(&file, &doc).unwrap();
+    let import = |replace: bool| {
+        let mut c = cli_command(&["state", "import"]);
+        c.arg(&file).arg("--data").arg(b.path().join("data"));
+        if replace {
+            c.arg("--replace");
+        }
+        output_of(c.output().unwrap())
+    };
+    let (code, _, import_err) = import(false);
+    assert_eq!(code, 0, "{import_err}");
+    assert!(
+        import_err.contains("imported bridge `moving`: 2 items, 0 cached pages, 1 events waiting, 0 dead letters, seq 1"),
+        "{import_err}"
+    );
+    for said in [&export_err, &import_err] {
+        assert!(
+            !said.contains("rt-SECRET-42") && !said.contains("\"v\""),
+            "{said}"
+        );
+    }
+    // Once there, a second import is refused whole.
+    let (code, _, again) = import(false);
+    assert_eq!(code, 1);
+    assert!(
+        again.contains("bridge `moving` already has state in"),
+        "{again}"
+    );
+    assert!(
+        again.contains("nothing imported (--replace overwrites it)"),
+        "{again}"
+    );
+
+    // On B: the waiting event goes out under its id, and the change made while the bridge
+    // moved is the next seq.
+    up.set_json(&json!({"items": [{"id": 1, "v": 2}, {"id": 2, "v": 2}]}));
+    rx.clear_script();
+    let seen = rx.received().len();
+    let d = Daemon::start(b.path(), &[]);
+    eventually("two events delivered from B", || {
+        delivered_after(&rx, seen).len() >= 2
+    })
+    .await;
+    // The store is the daemon's while it runs.
+    let (code, _, locked) = output_of(
+        cli_command(&["state", "export", "--data"])
+            .arg(b.path().join("data"))
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(code, 1);
+    assert!(locked.contains("in use by another process"), "{locked}");
+    let (code, _, err) = d.terminate().await;
+    assert_eq!(code, 0, "{}", err.join("\n"));
+    let got = delivered_after(&rx, seen);
+    let seqs: Vec<(u64, &str)> = got.iter().map(|(s, _, t)| (*s, t.as_str())).collect();
+    assert_eq!(seqs, [(1, "item.updated"), (2, "item.updated")], "{got:?}");
+    assert_eq!(got[0].1, tried[0].1, "the same event id as tried on A");
+    let last = rx.received().last().unwrap().json();
+    assert_eq!(last["data"], json!({"id": 2, "v": 2}), "{last}");
+
+    // B's store holds the token and the seq where the bridge left it.
+    let (code, doc, _) = output_of(
+        cli_command(&["state", "export", "--data"])
+            .arg(b.path().join("data"))
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(code, 0);
+    let doc = pollhook::handoff::Document::parse(doc.trim()).unwrap();
+    assert_eq!(doc.state.meta.seq, 2);
+    assert_eq!(doc.state.auth.unwrap().latest, "rt-SECRET-42");
+}
