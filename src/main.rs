@@ -181,7 +181,7 @@ enum Command {
         timestamp: Option<i64>,
     },
     /// Move bridges' state between stores by hand, the daemon stopped: export to a file, import
-    /// from it (docs/operations.md#moving-a-bridge-s-state)
+    /// from it (docs/operations.md#moving-a-bridges-state)
     State {
         #[command(subcommand)]
         action: pollhook::handoff::cli::StateAction,
@@ -375,6 +375,14 @@ fn run_daemon(args: RunArgs) -> Result<ExitCode> {
         .as_deref()
         .map(access::AdminToken::read)
         .transpose()?;
+    // A usage error too: exit 2 (docs/scaling.md#shards).
+    let shard = match shard.as_deref().map(parse_shard).transpose() {
+        Ok(shard) => shard,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return Ok(ExitCode::from(2));
+        }
+    };
     let data = data.unwrap_or_else(default_data);
     let opts = RunOptions {
         bridges: bridges.unwrap_or_else(default_bridges),
@@ -386,7 +394,7 @@ fn run_daemon(args: RunArgs) -> Result<ExitCode> {
         admin_token,
         data,
         admin,
-        shard: shard.as_deref().map(parse_shard).transpose()?,
+        shard,
         store_failure_limit,
         poll_limits: pollhook::runtime::PollLimits {
             total: max_polls,

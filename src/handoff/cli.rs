@@ -1,4 +1,4 @@
-//! `pollhook state export|import` (docs/operations.md#moving-a-bridge-s-state): a bridge's
+//! `pollhook state export|import` (docs/operations.md#moving-a-bridges-state): a bridge's
 //! state out of a store and into another, by hand, while no daemon runs on either (the
 //! store's lock refuses a second process). Export writes one document a line to stdout,
 //! import reads them from a file; both say on stderr what they did, never what a document
@@ -22,6 +22,9 @@ pub enum StateAction {
         /// A bridge to export (again for more); all by default
         #[arg(long = "bridge", value_name = "NAME")]
         bridges: Vec<String>,
+        /// Only the bridges shard I of N owns (what moves there when N changes)
+        #[arg(long, value_name = "I/N", conflicts_with = "bridges")]
+        owned_by: Option<String>,
     },
     /// Import the documents of FILE (as export wrote them) into a store; a bridge that
     /// already has state there is refused unless --replace. Nothing is imported when any
@@ -39,7 +42,19 @@ pub enum StateAction {
 
 pub fn run(action: StateAction) -> Result<ExitCode> {
     match action {
-        StateAction::Export { data, bridges } => export(&data, &bridges),
+        StateAction::Export {
+            data,
+            bridges,
+            owned_by,
+        } => {
+            let owner = owned_by
+                .map(|s| crate::shard::Shard::parse(&s, &Default::default()))
+                .transpose()
+                .map_err(|e| {
+                    anyhow::anyhow!("{}", e.to_string().replace("--shard", "--owned-by"))
+                })?;
+            export(&data, &bridges, owner)
+        }
         StateAction::Import {
             file,
             data,
@@ -55,10 +70,14 @@ fn open(data: &Path) -> Result<Store> {
     Store::open(data).with_context(|| format!("cannot open the state in {}", data.display()))
 }
 
-fn export(data: &Path, wanted: &[String]) -> Result<ExitCode> {
+fn export(data: &Path, wanted: &[String], owner: Option<crate::shard::Shard>) -> Result<ExitCode> {
     let store = open(data)?;
     let names: Vec<String> = match wanted {
-        [] => store.bridges_held()?.into_iter().collect(),
+        [] => store
+            .bridges_held()?
+            .into_iter()
+            .filter(|b| owner.is_none_or(|o| o.owns(b)))
+            .collect(),
         some => some.to_vec(),
     };
     let mut out = std::io::stdout().lock();

@@ -731,13 +731,13 @@ fn shard_auto_without_an_index_refuses_to_start() {
         )
     };
     let (code, err) = run("auto/3", Some("3"));
-    assert_eq!(code, Some(1), "{err}");
+    assert_eq!(code, Some(2), "a usage error: {err}");
     assert!(
         err.contains("--shard `auto/3`: shard index 3 (from POLLHOOK_SHARD_INDEX) is not below the number of shards, 3"),
         "{err}"
     );
     let (code, err) = run("auto", Some("0"));
-    assert_eq!(code, Some(1), "{err}");
+    assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("no number of shards"), "{err}");
     assert!(!dir.path().join("data").exists(), "nothing started");
 }

@@ -244,6 +244,24 @@ async fn a_bridge_exported_and_imported_goes_on_where_it_was() {
         .unwrap();
     drop(store);
 
+    // What a shard of a new layout would take: this bridge, or nothing.
+    let by = |shard: String| {
+        output_of(
+            cli_command(&["state", "export", "--owned-by", &shard, "--data"])
+                .arg(a.path().join("data"))
+                .output()
+                .unwrap(),
+        )
+    };
+    let mine = owner("moving", 2);
+    let (code, doc, _) = by(format!("{mine}/2"));
+    assert_eq!((code, doc.lines().count()), (0, 1));
+    let (code, doc, _) = by(format!("{}/2", 1 - mine));
+    assert_eq!((code, doc.as_str()), (0, ""));
+    let (code, _, err) = by("2/2".into());
+    assert_eq!(code, 1);
+    assert!(err.contains("--owned-by `2/2`: shard index 2"), "{err}");
+
     // Export from A, import into the empty B.
     let file = a.path().join("moving.state");
     let out = cli_command(&["state", "export", "--bridge", "moving", "--data"])
