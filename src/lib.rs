@@ -35,7 +35,8 @@
 //! - [`event`]: change -> event body with id and JSON Patch; pure
 //! - [`store`]: the sled database: `commit` (a poll in one transaction, group commit),
 //!   `items`, `pages` (the 304 cache), `outbox` (queues and their counts), `dead`, `migrate`,
-//!   `values` (large values in chunks or files, so sled's `blobs/` never grows), `compact`
+//!   `values` (large values in chunks or files, so sled's `blobs/` never grows), `compact`,
+//!   `layout` (the shard's layout record, the bridges held), `handoff` (a bridge's whole state)
 //! - [`highwater`]: the highest seq handed out per bridge, kept apart from sled in two files: a
 //!   store that went back is refused, and so is one whose mark is lost
 //! - [`deliver`]: per bridge+sink outbox drain, one attempt a step you can call; `step` (pure:
@@ -57,6 +58,11 @@
 //!   (`admin::body`) and the CLI's client that reads them (`admin::client`), and how it is
 //!   served within bounds (`admin::serve`: a cap on connections, time-outs); [`access`]: who
 //!   may act through it (unix socket, token)
+//! - [`shard`]: which shard owns a bridge (`jump`, a jump consistent hash), which shard this
+//!   process is (`spec`, `--shard I/N|auto/N|auto`), and the layout its store records with the
+//!   bridges coming in and going out (`layout`; pure)
+//! - [`handoff`]: a bridge's whole state in one versioned, checksummed document (`doc`, over
+//!   `store::handoff`, which reads and writes it), and `pollhook state export|import` (`cli`)
 //! - [`app`]: wiring, start-up, reload, the bridge tasks' supervisor and shutdown
 //! - [`fault`]: fault injection for the tests (debug builds only)
 //! - [`throttle`] (leaf): log lines others can provoke, at most one a minute with a count
@@ -79,6 +85,7 @@ pub mod event;
 pub mod extract;
 pub mod fault;
 pub mod formats;
+pub mod handoff;
 pub mod highwater;
 pub mod http;
 pub mod jsonpath;
@@ -91,6 +98,7 @@ pub mod render;
 pub mod resync;
 pub mod runtime;
 pub mod schedule;
+pub mod shard;
 pub mod sign;
 pub mod store;
 pub mod systemd;

@@ -2,11 +2,12 @@
 //! starts, docs/operations.md#the-command-line), then `app::run` until SIGTERM or SIGINT.
 
 use super::args::{default_bridges, default_data, runtime};
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use pollhook::access;
 use pollhook::app::{self, RunOptions};
 use pollhook::config::Env;
 use pollhook::logging::{self, LogFormat};
+use pollhook::shard::Shard;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -34,7 +35,8 @@ pub(super) struct RunArgs {
     admin_token_file: Option<PathBuf>,
     #[arg(long, value_enum, default_value = "auto")]
     log_format: LogFormat,
-    /// Run only the bridges whose name hashes to I (mod N)
+    /// Run only the bridges shard I of N owns; `auto/N` takes I from POLLHOOK_SHARD_INDEX or
+    /// the host name's trailing -<n>, `auto` N from POLLHOOK_SHARDS too
     #[arg(long, value_name = "I/N")]
     shard: Option<String>,
     /// How long the state database may refuse writes (a full disk) before the systemd
@@ -80,15 +82,6 @@ fn parse_admin_timeout(s: &str) -> Result<std::time::Duration, String> {
     }
 }
 
-fn parse_shard(s: &str) -> Result<(u64, u64)> {
-    let (i, n) = s.split_once('/').context("--shard wants I/N, e.g. 0/4")?;
-    let (i, n): (u64, u64) = (i.trim().parse()?, n.trim().parse()?);
-    if n == 0 || i >= n {
-        bail!("--shard {s}: I must be below N and N at least 1");
-    }
-    Ok((i, n))
-}
-
 /// `pollhook run`: the options checked (a usage error exits 2 before anything starts), then
 /// the daemon until SIGTERM.
 pub(super) fn run(args: RunArgs) -> Result<ExitCode> {
@@ -106,7 +99,15 @@ pub(super) fn run(args: RunArgs) -> Result<ExitCode> {
             return Ok(ExitCode::from(2));
         }
     }
-    let opts = options(args, admin)?;
+    // A usage error too (exit 2, docs/scaling.md#shards).
+    let shard = match args.shard.as_deref().map(Shard::from_arg).transpose() {
+        Ok(shard) => shard,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let opts = options(args, admin, shard)?;
     let rt = runtime()?;
     let ran = rt.block_on(async {
         let shutdown = CancellationToken::new();
@@ -119,9 +120,9 @@ pub(super) fn run(args: RunArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The daemon's options from the command line's: the token read, the shard parsed, the
+/// The daemon's options from the command line's (the shard parsed already): the token read, the
 /// directories defaulted.
-fn options(args: RunArgs, admin: Option<SocketAddr>) -> Result<RunOptions> {
+fn options(args: RunArgs, admin: Option<SocketAddr>, shard: Option<Shard>) -> Result<RunOptions> {
     let RunArgs {
         bridges,
         data,
@@ -129,7 +130,7 @@ fn options(args: RunArgs, admin: Option<SocketAddr>) -> Result<RunOptions> {
         admin_socket,
         admin_token_file,
         log_format: _,
-        shard,
+        shard: _,
         store_failure_limit,
         max_polls,
         max_polls_per_host,
@@ -150,7 +151,7 @@ fn options(args: RunArgs, admin: Option<SocketAddr>) -> Result<RunOptions> {
         admin_token,
         data,
         admin,
-        shard: shard.as_deref().map(parse_shard).transpose()?,
+        shard,
         store_failure_limit,
         poll_limits: pollhook::runtime::PollLimits {
             total: max_polls,

@@ -66,6 +66,12 @@ enum Command {
     Store(store::StoreArgs),
     /// Print the signature headers for a body read from stdin.
     Sign(sign::SignArgs),
+    /// Move bridges' state between stores by hand, the daemon stopped: export to a file, import
+    /// from it (docs/operations.md#moving-a-bridges-state)
+    State {
+        #[command(subcommand)]
+        action: pollhook::handoff::cli::StateAction,
+    },
 }
 
 /// Runs the command given: its exit code, or the error `main` prints as one line.
@@ -81,5 +87,6 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::DeadLetters(args) => dead_letters::run(args),
         Command::Store(args) => store::run(args),
         Command::Sign(args) => sign::run(args),
+        Command::State { action } => pollhook::handoff::cli::run(action),
     }
 }

@@ -34,7 +34,8 @@
 //! Rooms: this file opens the store and holds its errors, per-bridge meta and the high-water
 //! side; [`commit`](Commit) (a poll's writes, group commit), `items` (item state and values,
 //! reset), `pages` (the 304 cache), `outbox` (queue keys, positions, counts), `dead` (dead
-//! letters), `migrate` (older formats), [`values`] (large values apart), `compact`.
+//! letters), `migrate` (older formats), [`values`] (large values apart), `compact`, `layout`
+//! (the shard's layout record), [`handoff`] (a bridge's whole state, out and in).
 
 use crate::diff::Stored;
 use crate::event::EventType;
@@ -53,7 +54,9 @@ mod auth;
 mod commit;
 pub(crate) mod compact;
 mod dead;
+pub mod handoff;
 mod items;
+mod layout;
 mod migrate;
 mod outbox;
 mod pages;
