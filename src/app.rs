@@ -3,10 +3,11 @@
 
 use crate::access::{Access, AdminSocket};
 use crate::admin;
+use crate::clock::Clock;
 use crate::config::{self, Bridge, Env};
 use crate::deliver;
 use crate::poll::scheduler;
-use crate::runtime::Ctx;
+use crate::runtime::{Beats, Board, Ctx, StoreHandle};
 use crate::store::Store;
 use crate::systemd;
 use anyhow::{Context, Result};
@@ -66,7 +67,7 @@ impl Fleet {
     fn start(&mut self, b: Arc<Bridge>) {
         let stop = self.root.child_token();
         let tasks = TaskTracker::new();
-        self.ctx.forget_ended(&b.name);
+        self.ctx.board.forget_ended(&b.name);
         // The supervisors log in the span of the task they watch (see `logging`).
         let (ctx, bridge, cancel) = (self.ctx.clone(), b.clone(), stop.clone());
         let span = crate::logging::bridge_span(&b.name);
@@ -134,7 +135,7 @@ impl Fleet {
         // A stopped bridge whose task had crashed is no longer a reason to be unhealthy (a
         // supervisor that is stopped records no new crash).
         for r in &gone {
-            self.ctx.forget_ended(&r.bridge.name);
+            self.ctx.board.forget_ended(&r.bridge.name);
         }
     }
 
@@ -163,7 +164,7 @@ impl Fleet {
                 self.start(b.clone());
             }
         }
-        *self.shown.write().expect("bridges lock") = set;
+        *crate::runtime::lock::write(&self.shown) = set;
         info!(
             bridges = self.running.len(),
             added = added.len(),
@@ -218,12 +219,11 @@ async fn supervised<F, Fut>(
     F: Fn(bool) -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
-    const FIRST_PAUSE: Duration = Duration::from_secs(1);
-    const LONGEST_PAUSE: Duration = Duration::from_secs(300);
+    let (board, clock) = (&ctx.board, &ctx.clock);
     let mut pause = FIRST_PAUSE;
     let mut restarted = false;
     loop {
-        let started = std::time::Instant::now();
+        let started = clock.instant();
         let ended = tokio::spawn(make(restarted)).await;
         if stop.is_cancelled() && ended.is_ok() {
             return;
@@ -243,75 +243,100 @@ async fn supervised<F, Fut>(
             error!("bridge {}: {why}", b.name);
             return;
         }
-        if started.elapsed() > LONGEST_PAUSE {
-            pause = FIRST_PAUSE;
-        }
-        let now = chrono::Utc::now();
-        let restart_at = match task {
-            Task::Poll => b.schedule.next_after(&b.name, now),
-            Task::Delivery => {
-                let at = now + pause;
-                pause = (pause * 2).min(LONGEST_PAUSE);
-                Some(at)
-            }
-        };
-        let Some(restart_at) = restart_at else {
+        let now = clock.now();
+        let ran = clock.instant() - started;
+        let Some(restart_at) = restart_at(&b, task, now, ran, &mut pause) else {
             error!(
                 "bridge {}: {why}; its schedule has no future run, so it is not started again",
                 b.name
             );
-            ctx.task_ended(&b.name, task.word(), why);
+            board.task_ended(&b.name, task.word(), why);
             return;
         };
-        let when = restart_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-        error!(
-            restart_at = %when,
-            "bridge {}: {why}; it is started again at {when}",
-            b.name
-        );
-        crate::metrics::task_restart(&b.name, task.word());
-        ctx.task_ended(
-            &b.name,
-            task.word(),
-            format!("{why} (it is started again at {when})"),
-        );
-        ctx.update_status(&b.name, |s| {
-            s.restarts += 1;
-            s.last_crash = Some(why.clone());
-            if task == Task::Poll {
-                s.next_poll = Some(restart_at);
-            }
-        });
+        crashed(board, &b, task, why, restart_at);
         let wait = (restart_at - now).to_std().unwrap_or(Duration::ZERO);
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(wait) => {}
         }
-        ctx.task_restarted(&b.name, task.word());
+        board.task_restarted(&b.name, task.word());
         restarted = true;
     }
 }
 
+/// The pause before a deliverer that keeps ending is started again: it doubles from the first
+/// to the longest, and starts over once the task ran longer than the longest.
+const FIRST_PAUSE: Duration = Duration::from_secs(1);
+const LONGEST_PAUSE: Duration = Duration::from_secs(300);
+
+/// When a task that ended after running `ran` is started again: the poll task on the bridge's
+/// next slot (None when its schedule has none), a deliverer after `pause`, which doubles.
+fn restart_at(
+    b: &Bridge,
+    task: Task,
+    now: chrono::DateTime<chrono::Utc>,
+    ran: Duration,
+    pause: &mut Duration,
+) -> Option<chrono::DateTime<chrono::Utc>> {
+    if ran > LONGEST_PAUSE {
+        *pause = FIRST_PAUSE;
+    }
+    match task {
+        Task::Poll => b.schedule.next_after(&b.name, now),
+        Task::Delivery => {
+            let at = now + *pause;
+            *pause = (*pause * 2).min(LONGEST_PAUSE);
+            Some(at)
+        }
+    }
+}
+
+/// A task that ended on its own and is started again at `restart_at`: logged at ERROR,
+/// counted, and shown in the bridge's status and by `/healthz` until then.
+fn crashed(
+    board: &Board,
+    b: &Bridge,
+    task: Task,
+    why: String,
+    restart_at: chrono::DateTime<chrono::Utc>,
+) {
+    let when = restart_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    error!(
+        restart_at = %when,
+        "bridge {}: {why}; it is started again at {when}",
+        b.name
+    );
+    crate::metrics::task_restart(&b.name, task.word());
+    board.task_ended(
+        &b.name,
+        task.word(),
+        format!("{why} (it is started again at {when})"),
+    );
+    board.update(&b.name, |s| {
+        s.restarts += 1;
+        s.last_crash = Some(why);
+        if task == Task::Poll {
+            s.next_poll = Some(restart_at);
+        }
+    });
+}
+
 /// Watches the store: a probe now and then while it is healthy, and while it is not, tries
 /// to open it again (with a growing pause between tries) until it takes writes.
-async fn supervise_store(ctx: Arc<Ctx>, dir: PathBuf, stop: CancellationToken) {
+async fn supervise_store(store: StoreHandle, dir: PathBuf, stop: CancellationToken) {
     const PROBE_EVERY: Duration = Duration::from_secs(30);
     const FIRST_RETRY: Duration = Duration::from_millis(500);
     const LONGEST_RETRY: Duration = Duration::from_secs(30);
     let mut retry = FIRST_RETRY;
     loop {
-        if ctx.store_failure().is_none() {
+        if store.failure().is_none() {
             retry = FIRST_RETRY;
             tokio::select! {
                 _ = stop.cancelled() => return,
-                _ = ctx.store_failing() => {}
+                _ = store.failing() => {}
                 _ = tokio::time::sleep(PROBE_EVERY) => {
-                    let c = ctx.clone();
-                    let _ = tokio::task::spawn_blocking(move || {
-                        let probed = c.store().and_then(|s| s.probe(chrono::Utc::now()));
-                        c.check(probed)
-                    })
-                    .await;
+                    let s = store.clone();
+                    let _ = tokio::task::spawn_blocking(move || s.probe()).await;
                 }
             }
             continue;
@@ -321,15 +346,15 @@ async fn supervise_store(ctx: Arc<Ctx>, dir: PathBuf, stop: CancellationToken) {
             _ = tokio::time::sleep(retry) => {}
         }
         crate::metrics::store_reopen();
-        let (c, d) = (ctx.clone(), dir.clone());
+        let (s, d) = (store.clone(), dir.clone());
         let reopened =
-            tokio::task::spawn_blocking(move || c.reopen_store(&d, Duration::from_secs(30))).await;
+            tokio::task::spawn_blocking(move || s.reopen(&d, Duration::from_secs(30))).await;
         match reopened {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
-                ctx.store_still_failing(&e);
+                store.still_failing(&e);
                 info!(
-                    retry_in_ms = retry.as_millis() as u64,
+                    retry_in_ms = crate::clock::ms(retry),
                     "state database still does not take writes: {e}"
                 );
                 retry = (retry * 2).min(LONGEST_RETRY);
@@ -358,11 +383,18 @@ async fn serve_admin(
     stop: &CancellationToken,
 ) -> Result<(TaskTracker, AdminSocket)> {
     let admin_done = TaskTracker::new();
+    let clock = state.ctx.clock.clone();
     let (socket, local) = AdminSocket::bind(&opts.admin_socket)?;
     let app = admin::router(state.clone(), Access::Socket);
     let path = opts.admin_socket.display();
     info!(path = %path, connections = limits.connections, "admin socket listening on {path}");
-    admin_done.spawn(admin::serve::serve(local, app, limits, stop.clone()));
+    admin_done.spawn(admin::serve::serve(
+        local,
+        app,
+        limits,
+        clock.clone(),
+        stop.clone(),
+    ));
     if let Some(addr) = opts.admin {
         let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
             format!("cannot listen on {addr} for the admin API (use --admin off to disable)")
@@ -386,7 +418,13 @@ async fn serve_admin(
         } else {
             warn!(%addr, acting_with_token = token, connections, "admin API listening on {addr}, beyond loopback: reads are open to the network, and the bearer token travels unencrypted");
         }
-        admin_done.spawn(admin::serve::serve(listener, app, limits, stop.clone()));
+        admin_done.spawn(admin::serve::serve(
+            listener,
+            app,
+            limits,
+            clock,
+            stop.clone(),
+        ));
     }
     admin_done.close();
     Ok((admin_done, socket))
@@ -429,12 +467,12 @@ async fn reload(opts: &RunOptions, env: &Env, fleet: &mut Fleet) {
 }
 
 /// The flush at exit, within the grace period.
-async fn final_flush(ctx: &Ctx) -> Result<Result<(), crate::store::StoreError>> {
+async fn final_flush(store: &StoreHandle) -> Result<Result<(), crate::store::StoreError>> {
     // Everything, acknowledgements and retry times included, not only the commits. A store
     // that does not take writes is not flushed (sled could wait for it for ever), and nothing
     // is lost by stopping: what is not on disk is detected again (same ids) or sent again after
     // the next start.
-    let flushed = match (ctx.store(), ctx.store_failure()) {
+    let flushed = match (store.get(), store.failure()) {
         (Ok(store), None) => {
             let flush = tokio::task::spawn_blocking(move || store.flush_blocking());
             match tokio::time::timeout(SHUTDOWN_GRACE, flush).await {
@@ -482,7 +520,9 @@ pub async fn run(opts: RunOptions, env: Env, shutdown: CancellationToken) -> Res
     })?;
 
     let store = open_store(&opts.data).await?;
-    let ctx = Arc::new(Ctx::new(store).with_poll_limits(opts.poll_limits));
+    // The daemon's one clock, handed down from here (docs/design.md#the-clock).
+    let clock = Clock::system();
+    let ctx = Arc::new(Ctx::with_clock(store, clock).with_poll_limits(opts.poll_limits));
     let store_dir = opts.data.clone();
     crate::metrics::handle();
     let root = shutdown.child_token();
@@ -505,10 +545,11 @@ pub async fn run(opts: RunOptions, env: Env, shutdown: CancellationToken) -> Res
     for b in bridges {
         fleet.start(b);
     }
-    tokio::spawn(supervise_store(ctx.clone(), store_dir, root.clone()));
-    let (watched_ctx, limit) = (ctx.clone(), opts.store_failure_limit);
+    tokio::spawn(supervise_store(ctx.store.clone(), store_dir, root.clone()));
+    let (watched, limit) = (ctx.clone(), opts.store_failure_limit);
     tokio::spawn(systemd::watchdog(root.clone(), move || {
-        wedged(&watched_ctx, limit)
+        let (beats, store, clock) = (&watched.beats, &watched.store, &watched.clock);
+        wedged((beats, store, clock), limit)
     }));
     tokio::spawn(crate::metrics::upkeep(root.clone()));
 
@@ -549,8 +590,8 @@ async fn shut_down(mut fleet: Fleet, admin_done: TaskTracker) -> Result<()> {
     fleet.root.cancel();
     fleet.stop(&names).await;
     admin_done.wait().await;
-    let flushed = final_flush(&fleet.ctx).await?;
-    fleet.ctx.abandon_failed_store();
+    let flushed = final_flush(&fleet.ctx.store).await?;
+    fleet.ctx.store.abandon_if_failed();
     match flushed {
         Ok(()) => info!("stopped"),
         Err(e) => error!(
@@ -562,13 +603,18 @@ async fn shut_down(mut fleet: Fleet, admin_done: TaskTracker) -> Result<()> {
 
 /// Why the watchdog should stop pinging, if it should: a step stuck well past its time-outs,
 /// or a store that has not taken writes for longer than `store_limit`.
-fn wedged(ctx: &Ctx, store_limit: Duration) -> Option<String> {
-    if let Some(stuck) = ctx.beats.stuck() {
+fn wedged(
+    (beats, store, clock): (&Beats, &StoreHandle, &Clock),
+    store_limit: Duration,
+) -> Option<String> {
+    if let Some(stuck) = beats.stuck() {
         return Some(stuck);
     }
-    ctx.store_failure()
-        .filter(|f| f.since.elapsed() > store_limit)
-        .map(|f| f.to_string())
+    let now = clock.instant();
+    store
+        .failure()
+        .filter(|f| now.saturating_duration_since(f.since) > store_limit)
+        .map(|f| f.describe(now))
 }
 
 pub fn in_shard(name: &str, shard: Option<(u64, u64)>) -> bool {

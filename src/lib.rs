@@ -69,6 +69,7 @@ pub mod admin;
 pub mod app;
 pub mod auth;
 pub mod chat;
+pub mod clock;
 pub mod config;
 pub mod deliver;
 pub mod diff;
