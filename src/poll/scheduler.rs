@@ -520,6 +520,82 @@ mod tests {
         );
     }
 
+    /// Yields until `cond` holds, without letting paused time move: the runtime is never idle,
+    /// so it does not jump to the next timer while a poll talks to its source.
+    async fn without_time_passing(what: &str, mut cond: impl FnMut() -> bool) {
+        for _ in 0..1_000_000 {
+            if cond() {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+        panic!("{what}: not within a million yields");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_bridge_polls_on_its_slots_as_the_clock_reaches_them() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        // A source on 127.0.0.1 that counts the polls it answers.
+        let hits = Arc::new(AtomicUsize::new(0));
+        let counted = hits.clone();
+        let app = axum::Router::new().route(
+            "/items",
+            axum::routing::get(move || async move {
+                counted.fetch_add(1, Ordering::SeqCst);
+                axum::Json(serde_json::json!([{"id": 1}]))
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/items", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let yaml = format!(
+            "schedule: {{every: 1h}}\nsource: {{url: \"{url}\"}}\nitems: {{select: \"$[*]\", key: \"$.id\"}}\nsinks: [{{url: console}}]\n"
+        );
+        let env = crate::config::Env::fixed(&[], None);
+        let bridge = crate::config::parse_file(std::path::Path::new("slots.yaml"), &yaml, &env);
+        let bridge = Arc::new(bridge.unwrap());
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::Store::open(dir.path()).unwrap();
+        // Far from the real time: a poll timed by the real clock would not fall on these slots.
+        let t0 = at("2031-05-04T10:20:30.400Z");
+        let ctx = Arc::new(Ctx::with_clock(store, Clock::following_tokio(t0)));
+        let slot = bridge.schedule.next_after(&bridge.name, t0).unwrap();
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(run_bridge(
+            ctx.clone(),
+            bridge.clone(),
+            cancel.clone(),
+            false,
+        ));
+        // A new bridge polls at once, at t0, and plans the schedule's next slot.
+        without_time_passing("the first poll", || ctx.status("slots").polls == 1).await;
+        without_time_passing("the plan", || ctx.status("slots").next_poll == Some(slot)).await;
+        let status = ctx.status("slots");
+        assert_eq!(status.last_poll, Some(t0));
+        assert_eq!(status.last_result.as_deref(), Some("baseline"));
+        // Nothing until the slot: a millisecond before it, still one poll.
+        let before = (slot - t0 - chrono::TimeDelta::milliseconds(1))
+            .to_std()
+            .unwrap();
+        tokio::time::sleep(before).await;
+        assert_eq!(ctx.status("slots").polls, 1);
+        assert_eq!(hits.load(Ordering::SeqCst), 1);
+        // At the slot, the second poll, and the next slot an hour on.
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        without_time_passing("the second poll", || ctx.status("slots").polls == 2).await;
+        let status = ctx.status("slots");
+        assert_eq!(status.last_poll, Some(slot));
+        assert_eq!(status.last_result.as_deref(), Some("ok"));
+        assert_eq!(hits.load(Ordering::SeqCst), 2);
+        let next = slot + chrono::TimeDelta::hours(1);
+        without_time_passing("the next plan", || {
+            ctx.status("slots").next_poll == Some(next)
+        })
+        .await;
+        cancel.cancel();
+        task.await.unwrap();
+    }
+
     #[test]
     fn a_pause_pushes_the_next_poll_back_and_never_forward() {
         let every = Schedule::Every(Duration::from_secs(60));
