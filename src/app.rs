@@ -1,13 +1,15 @@
 //! The daemon: load bridges, open the store, run one scheduler per bridge and one deliverer
 //! per bridge and sink, serve the admin API, reload on SIGHUP, and shut down cleanly.
 
+mod supervise;
+
 use crate::access::{Access, AdminSocket};
 use crate::admin;
 use crate::clock::Clock;
 use crate::config::{self, Bridge, Env};
 use crate::deliver;
 use crate::poll::scheduler;
-use crate::runtime::{Beats, Board, Ctx, StoreHandle};
+use crate::runtime::{Beats, Ctx, StoreHandle};
 use crate::store::Store;
 use crate::systemd;
 use anyhow::{Context, Result};
@@ -16,6 +18,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
+use supervise::{Task, supervise_store, supervised};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, error, info, warn};
@@ -184,182 +187,6 @@ impl Fleet {
             for n in names {
                 info!(bridge = %n, "bridge {what} {n}");
             }
-        }
-    }
-}
-
-/// A bridge's tasks: its scheduler, and one deliverer per sink.
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Task {
-    Poll,
-    Delivery,
-}
-
-impl Task {
-    fn word(self) -> &'static str {
-        match self {
-            Task::Poll => "poll",
-            Task::Delivery => "delivery",
-        }
-    }
-}
-
-/// Runs one of a bridge's tasks until `stop`, and starts it again when it ends on its own (it
-/// returned, or panicked): logged at ERROR, counted in the bridge's status and in
-/// `pollhook_task_restarts_total`, and shown by `/healthz` until it runs again. The poll task
-/// is started again on the bridge's next slot (and polls at once then); a deliverer after a
-/// pause that doubles from 1 s to 5 min while it keeps ending.
-async fn supervised<F, Fut>(
-    ctx: Arc<Ctx>,
-    b: Arc<Bridge>,
-    task: Task,
-    stop: CancellationToken,
-    make: F,
-) where
-    F: Fn(bool) -> Fut,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    let (board, clock) = (&ctx.board, &ctx.clock);
-    let mut pause = FIRST_PAUSE;
-    let mut restarted = false;
-    loop {
-        let started = clock.instant();
-        let ended = tokio::spawn(make(restarted)).await;
-        if stop.is_cancelled() && ended.is_ok() {
-            return;
-        }
-        let why = match ended {
-            Ok(()) => format!("its {} task ended", task.word()),
-            Err(e) => match e.try_into_panic() {
-                Ok(panic) => {
-                    let msg = crate::redact::panic_message(&*panic);
-                    let msg = crate::redact::Redactor::new(&b.secrets).clean(&msg);
-                    format!("its {} task panicked: {msg}", task.word())
-                }
-                Err(_) => format!("its {} task was cancelled", task.word()),
-            },
-        };
-        if stop.is_cancelled() {
-            error!("bridge {}: {why}", b.name);
-            return;
-        }
-        let now = clock.now();
-        let ran = clock.instant() - started;
-        let Some(restart_at) = restart_at(&b, task, now, ran, &mut pause) else {
-            error!(
-                "bridge {}: {why}; its schedule has no future run, so it is not started again",
-                b.name
-            );
-            board.task_ended(&b.name, task.word(), why);
-            return;
-        };
-        crashed(board, &b, task, why, restart_at);
-        let wait = (restart_at - now).to_std().unwrap_or(Duration::ZERO);
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(wait) => {}
-        }
-        board.task_restarted(&b.name, task.word());
-        restarted = true;
-    }
-}
-
-/// The pause before a deliverer that keeps ending is started again: it doubles from the first
-/// to the longest, and starts over once the task ran longer than the longest.
-const FIRST_PAUSE: Duration = Duration::from_secs(1);
-const LONGEST_PAUSE: Duration = Duration::from_secs(300);
-
-/// When a task that ended after running `ran` is started again: the poll task on the bridge's
-/// next slot (None when its schedule has none), a deliverer after `pause`, which doubles.
-fn restart_at(
-    b: &Bridge,
-    task: Task,
-    now: chrono::DateTime<chrono::Utc>,
-    ran: Duration,
-    pause: &mut Duration,
-) -> Option<chrono::DateTime<chrono::Utc>> {
-    if ran > LONGEST_PAUSE {
-        *pause = FIRST_PAUSE;
-    }
-    match task {
-        Task::Poll => b.schedule.next_after(&b.name, now),
-        Task::Delivery => {
-            let at = now + *pause;
-            *pause = (*pause * 2).min(LONGEST_PAUSE);
-            Some(at)
-        }
-    }
-}
-
-/// A task that ended on its own and is started again at `restart_at`: logged at ERROR,
-/// counted, and shown in the bridge's status and by `/healthz` until then.
-fn crashed(
-    board: &Board,
-    b: &Bridge,
-    task: Task,
-    why: String,
-    restart_at: chrono::DateTime<chrono::Utc>,
-) {
-    let when = restart_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    error!(
-        restart_at = %when,
-        "bridge {}: {why}; it is started again at {when}",
-        b.name
-    );
-    crate::metrics::task_restart(&b.name, task.word());
-    board.task_ended(
-        &b.name,
-        task.word(),
-        format!("{why} (it is started again at {when})"),
-    );
-    board.update(&b.name, |s| {
-        s.restarts += 1;
-        s.last_crash = Some(why);
-        if task == Task::Poll {
-            s.next_poll = Some(restart_at);
-        }
-    });
-}
-
-/// Watches the store: a probe now and then while it is healthy, and while it is not, tries
-/// to open it again (with a growing pause between tries) until it takes writes.
-async fn supervise_store(store: StoreHandle, dir: PathBuf, stop: CancellationToken) {
-    const PROBE_EVERY: Duration = Duration::from_secs(30);
-    const FIRST_RETRY: Duration = Duration::from_millis(500);
-    const LONGEST_RETRY: Duration = Duration::from_secs(30);
-    let mut retry = FIRST_RETRY;
-    loop {
-        if store.failure().is_none() {
-            retry = FIRST_RETRY;
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                _ = store.failing() => {}
-                _ = tokio::time::sleep(PROBE_EVERY) => {
-                    let s = store.clone();
-                    let _ = tokio::task::spawn_blocking(move || s.probe()).await;
-                }
-            }
-            continue;
-        }
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(retry) => {}
-        }
-        crate::metrics::store_reopen();
-        let (s, d) = (store.clone(), dir.clone());
-        let reopened =
-            tokio::task::spawn_blocking(move || s.reopen(&d, Duration::from_secs(30))).await;
-        match reopened {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                store.still_failing(&e);
-                info!(
-                    retry_in_ms = crate::clock::ms(retry),
-                    "state database still does not take writes: {e}"
-                );
-                retry = (retry * 2).min(LONGEST_RETRY);
-            }
-            Err(e) => error!("re-opening the state database: {e}"),
         }
     }
 }

@@ -369,44 +369,7 @@ fn log_result(
             );
         }
         Ok(r) => {
-            if let Some(why) = r.incomplete {
-                warn!(
-                    pages = r.pages,
-                    "poll {}: listing incomplete after {}: {why}; no deletes this poll",
-                    bridge.name,
-                    count(r.pages, "page", "pages")
-                );
-            }
-            if let Some(why) = &r.rule_error {
-                warn!(
-                    changes = r.rule_errors,
-                    "poll {}: emit.when failed for {}, emitted all the same: {why}",
-                    bridge.name,
-                    count(r.rule_errors, "change", "changes")
-                );
-            }
-            if r.rebaselined {
-                warn!(
-                    items = r.items,
-                    "poll {}: definition changed: stored state re-baselined ({}), no events for \
-                     this poll",
-                    bridge.name,
-                    count(r.items, "item", "items")
-                );
-            }
-            if let Some(h) = r.held_back {
-                warn!(
-                    vanishing = h.vanishing,
-                    stored = h.stored,
-                    max_fraction = bridge.emit.max_fraction,
-                    "poll {}: mass delete held back: {} of {} stored items vanished at once, more \
-                     than max_fraction ({})",
-                    bridge.name,
-                    h.vanishing,
-                    h.stored,
-                    bridge.emit.max_fraction
-                );
-            }
+            log_held_back(bridge, r);
             info!(
                 status = %result_word(r),
                 items = r.items,
@@ -431,6 +394,49 @@ fn log_result(
                 redactor.clean(&e.to_string())
             );
         }
+    }
+}
+
+/// The WARNs of a poll that held something back: an incomplete listing (no deletes), events
+/// emitted despite a failed rule, a re-baseline, a mass delete.
+fn log_held_back(bridge: &Bridge, r: &PollReport) {
+    if let Some(why) = r.incomplete {
+        warn!(
+            pages = r.pages,
+            "poll {}: listing incomplete after {}: {why}; no deletes this poll",
+            bridge.name,
+            count(r.pages, "page", "pages")
+        );
+    }
+    if let Some(why) = &r.rule_error {
+        warn!(
+            changes = r.rule_errors,
+            "poll {}: emit.when failed for {}, emitted all the same: {why}",
+            bridge.name,
+            count(r.rule_errors, "change", "changes")
+        );
+    }
+    if r.rebaselined {
+        warn!(
+            items = r.items,
+            "poll {}: definition changed: stored state re-baselined ({}), no events for \
+             this poll",
+            bridge.name,
+            count(r.items, "item", "items")
+        );
+    }
+    if let Some(h) = r.held_back {
+        warn!(
+            vanishing = h.vanishing,
+            stored = h.stored,
+            max_fraction = bridge.emit.max_fraction,
+            "poll {}: mass delete held back: {} of {} stored items vanished at once, more \
+             than max_fraction ({})",
+            bridge.name,
+            h.vanishing,
+            h.stored,
+            bridge.emit.max_fraction
+        );
     }
 }
 
