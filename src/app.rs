@@ -450,3 +450,36 @@ pub fn in_shard(name: &str, shard: Option<(u64, u64)>) -> bool {
         None => true,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_watchdog_gives_up_on_a_failed_store_once_its_limit_has_passed_on_the_clock() {
+        let dir = tempfile::tempdir().unwrap();
+        let t0 = chrono::DateTime::parse_from_rfc3339("2031-05-04T10:00:00Z").unwrap();
+        let clock = Clock::fixed(t0.to_utc());
+        let ctx = Ctx::with_clock(Store::open(dir.path()).unwrap(), clock.clone());
+        let handles = (&ctx.beats, &ctx.store, &ctx.clock);
+        let limit = Duration::from_secs(600);
+        assert_eq!(wedged(handles, limit), None);
+        let full = std::io::Error::other("No space left on device");
+        ctx.store
+            .failed(&crate::store::StoreError::Sled(sled::Error::Io(full)));
+        // Failing, but not yet for longer than the limit: the watchdog keeps pinging.
+        clock.advance(limit);
+        assert_eq!(wedged(handles, limit), None);
+        clock.advance(Duration::from_secs(1));
+        let why = wedged(handles, limit).unwrap();
+        assert!(
+            why.starts_with("state database does not take writes (for 601s): "),
+            "{why}"
+        );
+        // A step stuck past its time-outs is named first.
+        let _step = ctx.beats.step("a poll", Duration::from_secs(5));
+        clock.advance(Duration::from_secs(65));
+        let why = wedged(handles, limit).unwrap();
+        assert_eq!(why, "a poll has been running 60s past its time-outs");
+    }
+}

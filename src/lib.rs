@@ -54,9 +54,9 @@
 //! - [`resync`]: queue every stored item as `item.snapshot`
 //! - [`clock`] (leaf): the one clock (the system's, or a test's), and times as stored milliseconds
 //! - [`runtime`]: what the tasks share, as the handles each part takes
-//!   (docs/design.md#shared-handles): `store` (the store and whether it takes writes), HTTP clients, `polls` (slots and locks),
-//!   wake-ups, `board` (statuses, ended tasks), `beats` (the steps the watchdog looks at);
-//!   `Ctx` owns one of each for the wiring
+//!   (docs/design.md#shared-handles): `store` (the store and whether it takes writes), HTTP
+//!   clients, `polls` (slots and locks), wake-ups, `board` (statuses, ended tasks), `beats`
+//!   (the steps the watchdog looks at); `Ctx` owns one of each for the wiring
 //! - [`admin`]: the admin HTTP API: router and handlers, the typed bodies it answers with
 //!   (`admin::body`) and the CLI's client that reads them (`admin::client`), and how it is
 //!   served within bounds (`admin::serve`: a cap on connections, time-outs); [`access`]: who

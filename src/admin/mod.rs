@@ -47,7 +47,7 @@ pub fn router(state: AdminState, access: crate::access::Access) -> Router {
 }
 
 fn running(s: &AdminState) -> Vec<Arc<Bridge>> {
-    s.bridges.read().expect("bridges lock").clone()
+    crate::runtime::lock::read(&s.bridges).clone()
 }
 
 fn find(s: &AdminState, name: &str) -> Result<Arc<Bridge>, ApiError> {

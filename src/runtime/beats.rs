@@ -1,6 +1,7 @@
 //! The steps in progress (a poll, a delivery attempt), each with the time it may take. The
 //! watchdog pings only while none is far past its time: a step stuck for good (a deadlock, a
-//! wedged disk) then gets the daemon restarted by systemd (docs/operations.md#health-a-full-disk-and-the-watchdog).
+//! wedged disk) then gets the daemon restarted by systemd
+//! (docs/operations.md#health-a-full-disk-and-the-watchdog).
 
 use super::lock::lock;
 use crate::clock::Clock;

@@ -1,9 +1,10 @@
-//! What every task of the daemon shares, as the handles each part takes (docs/design.md#shared-handles):
-//! the store and whether it takes writes ([`StoreHandle`]), the HTTP clients ([`Clients`]),
-//! the sources' login sessions, the bridges' statuses and ended tasks ([`Board`]), the steps
-//! the watchdog looks at ([`Beats`]), the poll slots and locks ([`Polls`]), the wake-ups from
-//! commits to deliverers ([`Wakers`]), and the clock. [`Ctx`] owns one of each for the wiring
-//! (the daemon's start, a CLI command, the tests); a part takes only the handles it uses.
+//! What every task of the daemon shares, as the handles each part takes
+//! (docs/design.md#shared-handles): the store and whether it takes writes ([`StoreHandle`]),
+//! the HTTP clients ([`Clients`]), the sources' login sessions, the bridges' statuses and ended
+//! tasks ([`Board`]), the steps the watchdog looks at ([`Beats`]), the poll slots and locks
+//! ([`Polls`]), the wake-ups from commits to deliverers ([`Wakers`]), and the clock. [`Ctx`]
+//! owns one of each for the wiring (the daemon's start, a CLI command, the tests); a part takes
+//! only the handles it uses.
 
 mod beats;
 mod board;
