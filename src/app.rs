@@ -76,7 +76,7 @@ impl Fleet {
         let span = crate::logging::bridge_span(&b.name);
         tasks.spawn(
             supervised(
-                self.ctx.clone(),
+                (self.ctx.board.clone(), self.ctx.clock.clone()),
                 b.clone(),
                 Task::Poll,
                 stop.clone(),
@@ -92,7 +92,7 @@ impl Fleet {
             let span = crate::logging::sink_span(&b.name, &sink.shown);
             tasks.spawn(
                 supervised(
-                    self.ctx.clone(),
+                    (self.ctx.board.clone(), self.ctx.clock.clone()),
                     b.clone(),
                     Task::Delivery,
                     stop.clone(),

@@ -3,8 +3,9 @@
 //! until it does (docs/operations.md#health-a-full-disk-and-the-watchdog). Each takes the
 //! handles it uses, and the clock.
 
+use crate::clock::Clock;
 use crate::config::Bridge;
-use crate::runtime::{Board, Ctx, StoreHandle};
+use crate::runtime::{Board, StoreHandle};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,7 +34,7 @@ impl Task {
 /// is started again on the bridge's next slot (and polls at once then); a deliverer after a
 /// pause that doubles from 1 s to 5 min while it keeps ending.
 pub(super) async fn supervised<F, Fut>(
-    ctx: Arc<Ctx>,
+    (board, clock): (Arc<Board>, Clock),
     b: Arc<Bridge>,
     task: Task,
     stop: CancellationToken,
@@ -42,7 +43,6 @@ pub(super) async fn supervised<F, Fut>(
     F: Fn(bool) -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
-    let (board, clock) = (&ctx.board, &ctx.clock);
     let mut pause = FIRST_PAUSE;
     let mut restarted = false;
     loop {
@@ -76,7 +76,7 @@ pub(super) async fn supervised<F, Fut>(
             board.task_ended(&b.name, task.word(), why);
             return;
         };
-        crashed(board, &b, task, why, restart_at);
+        crashed(&board, &b, task, why, restart_at);
         let wait = (restart_at - now).to_std().unwrap_or(Duration::ZERO);
         tokio::select! {
             _ = stop.cancelled() => return,

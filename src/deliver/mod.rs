@@ -341,3 +341,88 @@ pub async fn run_sink(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::Clock;
+    use std::sync::Mutex;
+
+    /// Yields until `cond` holds, without letting paused time move: the runtime is never idle,
+    /// so it does not jump to the next timer while an attempt talks to the receiver.
+    async fn without_time_passing(what: &str, mut cond: impl FnMut() -> bool) {
+        for _ in 0..1_000_000 {
+            if cond() {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+        panic!("{what}: not within a million yields");
+    }
+
+    /// A source with one item, and a receiver that answers 500 once, then 200, noting when
+    /// each attempt came by `clock`. Their URLs.
+    async fn servers(clock: Clock, hits: Arc<Mutex<Vec<DateTime<Utc>>>>) -> (String, String) {
+        use axum::routing::{get, post};
+        let app = axum::Router::new()
+            .route(
+                "/items",
+                get(|| async { axum::Json(serde_json::json!([{"id": 1}])) }),
+            )
+            .route(
+                "/hook",
+                post(move || async move {
+                    let mut hits = hits.lock().unwrap();
+                    hits.push(clock.now());
+                    match hits.len() {
+                        1 => axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                        _ => axum::http::StatusCode::NO_CONTENT,
+                    }
+                }),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let at = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (format!("{at}/items"), format!("{at}/hook"))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_delivery_is_tried_again_when_the_clock_reaches_its_retry_time() {
+        let t0 = DateTime::parse_from_rfc3339("2031-05-04T10:20:30Z")
+            .unwrap()
+            .to_utc();
+        let clock = Clock::following_tokio(t0);
+        let hits = Arc::new(Mutex::new(Vec::new()));
+        let (source, hook) = servers(clock.clone(), hits.clone()).await;
+        let yaml = format!(
+            "schedule: {{every: 1h}}\nsource: {{url: \"{source}\"}}\nitems: {{select: \"$[*]\", key: \"$.id\"}}\nemit: {{first_poll: emit}}\nsinks:\n  - url: {hook}\n    signature: none\n    retry: [30s]\n"
+        );
+        let env = crate::config::Env::fixed(&[], None);
+        let bridge = crate::config::parse_file(std::path::Path::new("r.yaml"), &yaml, &env);
+        let bridge = Arc::new(bridge.unwrap());
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let ctx = Arc::new(Ctx::with_clock(store.clone(), clock.clone()));
+        let polled = crate::poll::poll_once(&ctx, &bridge, true, clock.now()).await;
+        assert_eq!(polled.unwrap().emitted.total(), 1);
+        let cancel = CancellationToken::new();
+        let windows = Arc::new(Windows::default());
+        let sink = run_sink(ctx.clone(), windows, bridge.clone(), 0, cancel.clone());
+        let task = tokio::spawn(sink);
+        // The first attempt, at once, fails: the event waits for 30 s ± 10% on the clock.
+        let head = || store.outbox_head("r", &bridge.sinks[0].id).unwrap();
+        without_time_passing("the retry", || head().is_some_and(|(_, e)| e.attempts == 1)).await;
+        assert_eq!(*hits.lock().unwrap(), [t0]);
+        let retry_at = from_ms(head().unwrap().1.next_at_ms).unwrap();
+        let wait = (retry_at - t0).to_std().unwrap();
+        assert!((27..=33).contains(&wait.as_secs()), "{wait:?}");
+        // A millisecond before it, nothing more; at it, the second attempt, acknowledged.
+        tokio::time::sleep(wait - Duration::from_millis(1)).await;
+        assert_eq!(hits.lock().unwrap().len(), 1);
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        without_time_passing("the second attempt", || head().is_none()).await;
+        assert_eq!(*hits.lock().unwrap(), [t0, retry_at]);
+        cancel.cancel();
+        task.await.unwrap();
+    }
+}

@@ -33,7 +33,7 @@ pub struct Ctx {
     pub clients: Clients,
     /// Per bridge, the tokens of its `source.auth`, kept across polls.
     pub sessions: crate::auth::Sessions,
-    pub board: Board,
+    pub board: Arc<Board>,
     pub beats: Beats,
     pub polls: Polls,
     pub wakers: Wakers,
@@ -56,7 +56,7 @@ impl Ctx {
             store: StoreHandle::new(store, clock.clone()),
             clients: Clients::new(),
             sessions: Default::default(),
-            board: Board::default(),
+            board: Arc::default(),
             beats: Beats::new(clock.clone()),
             polls: Polls::default(),
             wakers: Wakers::default(),
