@@ -1,12 +1,15 @@
 //! The daemon: load bridges, open the store, run one scheduler per bridge and one deliverer
 //! per bridge and sink, serve the admin API, reload on SIGHUP, and shut down cleanly.
 
+mod supervise;
+
 use crate::access::{Access, AdminSocket};
 use crate::admin;
+use crate::clock::Clock;
 use crate::config::{self, Bridge, Env};
 use crate::deliver;
 use crate::poll::scheduler;
-use crate::runtime::Ctx;
+use crate::runtime::{Beats, Ctx, StoreHandle};
 use crate::store::Store;
 use crate::systemd;
 use anyhow::{Context, Result};
@@ -15,6 +18,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
+use supervise::{Task, supervise_store, supervised};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, error, info, warn};
@@ -66,13 +70,13 @@ impl Fleet {
     fn start(&mut self, b: Arc<Bridge>) {
         let stop = self.root.child_token();
         let tasks = TaskTracker::new();
-        self.ctx.forget_ended(&b.name);
+        self.ctx.board.forget_ended(&b.name);
         // The supervisors log in the span of the task they watch (see `logging`).
         let (ctx, bridge, cancel) = (self.ctx.clone(), b.clone(), stop.clone());
         let span = crate::logging::bridge_span(&b.name);
         tasks.spawn(
             supervised(
-                self.ctx.clone(),
+                (self.ctx.board.clone(), self.ctx.clock.clone()),
                 b.clone(),
                 Task::Poll,
                 stop.clone(),
@@ -88,7 +92,7 @@ impl Fleet {
             let span = crate::logging::sink_span(&b.name, &sink.shown);
             tasks.spawn(
                 supervised(
-                    self.ctx.clone(),
+                    (self.ctx.board.clone(), self.ctx.clock.clone()),
                     b.clone(),
                     Task::Delivery,
                     stop.clone(),
@@ -134,7 +138,7 @@ impl Fleet {
         // A stopped bridge whose task had crashed is no longer a reason to be unhealthy (a
         // supervisor that is stopped records no new crash).
         for r in &gone {
-            self.ctx.forget_ended(&r.bridge.name);
+            self.ctx.board.forget_ended(&r.bridge.name);
         }
     }
 
@@ -163,7 +167,7 @@ impl Fleet {
                 self.start(b.clone());
             }
         }
-        *self.shown.write().expect("bridges lock") = set;
+        *crate::runtime::lock::write(&self.shown) = set;
         info!(
             bridges = self.running.len(),
             added = added.len(),
@@ -183,158 +187,6 @@ impl Fleet {
             for n in names {
                 info!(bridge = %n, "bridge {what} {n}");
             }
-        }
-    }
-}
-
-/// A bridge's tasks: its scheduler, and one deliverer per sink.
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Task {
-    Poll,
-    Delivery,
-}
-
-impl Task {
-    fn word(self) -> &'static str {
-        match self {
-            Task::Poll => "poll",
-            Task::Delivery => "delivery",
-        }
-    }
-}
-
-/// Runs one of a bridge's tasks until `stop`, and starts it again when it ends on its own (it
-/// returned, or panicked): logged at ERROR, counted in the bridge's status and in
-/// `pollhook_task_restarts_total`, and shown by `/healthz` until it runs again. The poll task
-/// is started again on the bridge's next slot (and polls at once then); a deliverer after a
-/// pause that doubles from 1 s to 5 min while it keeps ending.
-async fn supervised<F, Fut>(
-    ctx: Arc<Ctx>,
-    b: Arc<Bridge>,
-    task: Task,
-    stop: CancellationToken,
-    make: F,
-) where
-    F: Fn(bool) -> Fut,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    const FIRST_PAUSE: Duration = Duration::from_secs(1);
-    const LONGEST_PAUSE: Duration = Duration::from_secs(300);
-    let mut pause = FIRST_PAUSE;
-    let mut restarted = false;
-    loop {
-        let started = std::time::Instant::now();
-        let ended = tokio::spawn(make(restarted)).await;
-        if stop.is_cancelled() && ended.is_ok() {
-            return;
-        }
-        let why = match ended {
-            Ok(()) => format!("its {} task ended", task.word()),
-            Err(e) => match e.try_into_panic() {
-                Ok(panic) => {
-                    let msg = crate::redact::panic_message(&*panic);
-                    let msg = crate::redact::Redactor::new(&b.secrets).clean(&msg);
-                    format!("its {} task panicked: {msg}", task.word())
-                }
-                Err(_) => format!("its {} task was cancelled", task.word()),
-            },
-        };
-        if stop.is_cancelled() {
-            error!("bridge {}: {why}", b.name);
-            return;
-        }
-        if started.elapsed() > LONGEST_PAUSE {
-            pause = FIRST_PAUSE;
-        }
-        let now = chrono::Utc::now();
-        let restart_at = match task {
-            Task::Poll => b.schedule.next_after(&b.name, now),
-            Task::Delivery => {
-                let at = now + pause;
-                pause = (pause * 2).min(LONGEST_PAUSE);
-                Some(at)
-            }
-        };
-        let Some(restart_at) = restart_at else {
-            error!(
-                "bridge {}: {why}; its schedule has no future run, so it is not started again",
-                b.name
-            );
-            ctx.task_ended(&b.name, task.word(), why);
-            return;
-        };
-        let when = restart_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-        error!(
-            restart_at = %when,
-            "bridge {}: {why}; it is started again at {when}",
-            b.name
-        );
-        crate::metrics::task_restart(&b.name, task.word());
-        ctx.task_ended(
-            &b.name,
-            task.word(),
-            format!("{why} (it is started again at {when})"),
-        );
-        ctx.update_status(&b.name, |s| {
-            s.restarts += 1;
-            s.last_crash = Some(why.clone());
-            if task == Task::Poll {
-                s.next_poll = Some(restart_at);
-            }
-        });
-        let wait = (restart_at - now).to_std().unwrap_or(Duration::ZERO);
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(wait) => {}
-        }
-        ctx.task_restarted(&b.name, task.word());
-        restarted = true;
-    }
-}
-
-/// Watches the store: a probe now and then while it is healthy, and while it is not, tries
-/// to open it again (with a growing pause between tries) until it takes writes.
-async fn supervise_store(ctx: Arc<Ctx>, dir: PathBuf, stop: CancellationToken) {
-    const PROBE_EVERY: Duration = Duration::from_secs(30);
-    const FIRST_RETRY: Duration = Duration::from_millis(500);
-    const LONGEST_RETRY: Duration = Duration::from_secs(30);
-    let mut retry = FIRST_RETRY;
-    loop {
-        if ctx.store_failure().is_none() {
-            retry = FIRST_RETRY;
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                _ = ctx.store_failing() => {}
-                _ = tokio::time::sleep(PROBE_EVERY) => {
-                    let c = ctx.clone();
-                    let _ = tokio::task::spawn_blocking(move || {
-                        let probed = c.store().and_then(|s| s.probe(chrono::Utc::now()));
-                        c.check(probed)
-                    })
-                    .await;
-                }
-            }
-            continue;
-        }
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(retry) => {}
-        }
-        crate::metrics::store_reopen();
-        let (c, d) = (ctx.clone(), dir.clone());
-        let reopened =
-            tokio::task::spawn_blocking(move || c.reopen_store(&d, Duration::from_secs(30))).await;
-        match reopened {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                ctx.store_still_failing(&e);
-                info!(
-                    retry_in_ms = retry.as_millis() as u64,
-                    "state database still does not take writes: {e}"
-                );
-                retry = (retry * 2).min(LONGEST_RETRY);
-            }
-            Err(e) => error!("re-opening the state database: {e}"),
         }
     }
 }
@@ -422,11 +274,18 @@ async fn serve_admin(
     stop: &CancellationToken,
 ) -> Result<(TaskTracker, AdminSocket)> {
     let admin_done = TaskTracker::new();
+    let clock = state.ctx.clock.clone();
     let (socket, local) = AdminSocket::bind(&opts.admin_socket)?;
     let app = admin::router(state.clone(), Access::Socket);
     let path = opts.admin_socket.display();
     info!(path = %path, connections = limits.connections, "admin socket listening on {path}");
-    admin_done.spawn(admin::serve::serve(local, app, limits, stop.clone()));
+    admin_done.spawn(admin::serve::serve(
+        local,
+        app,
+        limits,
+        clock.clone(),
+        stop.clone(),
+    ));
     if let Some(addr) = opts.admin {
         let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
             format!("cannot listen on {addr} for the admin API (use --admin off to disable)")
@@ -450,7 +309,13 @@ async fn serve_admin(
         } else {
             warn!(%addr, acting_with_token = token, connections, "admin API listening on {addr}, beyond loopback: reads are open to the network, and the bearer token travels unencrypted");
         }
-        admin_done.spawn(admin::serve::serve(listener, app, limits, stop.clone()));
+        admin_done.spawn(admin::serve::serve(
+            listener,
+            app,
+            limits,
+            clock,
+            stop.clone(),
+        ));
     }
     admin_done.close();
     Ok((admin_done, socket))
@@ -493,12 +358,12 @@ async fn reload(opts: &RunOptions, env: &Env, fleet: &mut Fleet) {
 }
 
 /// The flush at exit, within the grace period.
-async fn final_flush(ctx: &Ctx) -> Result<Result<(), crate::store::StoreError>> {
+async fn final_flush(store: &StoreHandle) -> Result<Result<(), crate::store::StoreError>> {
     // Everything, acknowledgements and retry times included, not only the commits. A store
     // that does not take writes is not flushed (sled could wait for it for ever), and nothing
     // is lost by stopping: what is not on disk is detected again (same ids) or sent again after
     // the next start.
-    let flushed = match (ctx.store(), ctx.store_failure()) {
+    let flushed = match (store.get(), store.failure()) {
         (Ok(store), None) => {
             let flush = tokio::task::spawn_blocking(move || store.flush_blocking());
             match tokio::time::timeout(SHUTDOWN_GRACE, flush).await {
@@ -549,7 +414,9 @@ pub async fn run(opts: RunOptions, env: Env, shutdown: CancellationToken) -> Res
     let layout = settle_layout(&store, opts.shard, configured)
         .await
         .with_context(|| format!("cannot record the layout in {}", opts.data.display()))?;
-    let ctx = Arc::new(Ctx::new(store).with_poll_limits(opts.poll_limits));
+    // The daemon's one clock, handed down from here (docs/design.md#the-clock).
+    let clock = Clock::system();
+    let ctx = Arc::new(Ctx::with_clock(store, clock).with_poll_limits(opts.poll_limits));
     let store_dir = opts.data.clone();
     crate::metrics::handle();
     let root = shutdown.child_token();
@@ -573,10 +440,11 @@ pub async fn run(opts: RunOptions, env: Env, shutdown: CancellationToken) -> Res
     for b in bridges {
         fleet.start(b);
     }
-    tokio::spawn(supervise_store(ctx.clone(), store_dir, root.clone()));
-    let (watched_ctx, limit) = (ctx.clone(), opts.store_failure_limit);
+    tokio::spawn(supervise_store(ctx.store.clone(), store_dir, root.clone()));
+    let (watched, limit) = (ctx.clone(), opts.store_failure_limit);
     tokio::spawn(systemd::watchdog(root.clone(), move || {
-        wedged(&watched_ctx, limit)
+        let (beats, store, clock) = (&watched.beats, &watched.store, &watched.clock);
+        wedged((beats, store, clock), limit)
     }));
     tokio::spawn(crate::metrics::upkeep(root.clone()));
 
@@ -617,8 +485,8 @@ async fn shut_down(mut fleet: Fleet, admin_done: TaskTracker) -> Result<()> {
     fleet.root.cancel();
     fleet.stop(&names).await;
     admin_done.wait().await;
-    let flushed = final_flush(&fleet.ctx).await?;
-    fleet.ctx.abandon_failed_store();
+    let flushed = final_flush(&fleet.ctx.store).await?;
+    fleet.ctx.store.abandon_if_failed();
     match flushed {
         Ok(()) => info!("stopped"),
         Err(e) => error!(
@@ -630,17 +498,55 @@ async fn shut_down(mut fleet: Fleet, admin_done: TaskTracker) -> Result<()> {
 
 /// Why the watchdog should stop pinging, if it should: a step stuck well past its time-outs,
 /// or a store that has not taken writes for longer than `store_limit`.
-fn wedged(ctx: &Ctx, store_limit: Duration) -> Option<String> {
-    if let Some(stuck) = ctx.beats.stuck() {
+fn wedged(
+    (beats, store, clock): (&Beats, &StoreHandle, &Clock),
+    store_limit: Duration,
+) -> Option<String> {
+    if let Some(stuck) = beats.stuck() {
         return Some(stuck);
     }
-    ctx.store_failure()
-        .filter(|f| f.since.elapsed() > store_limit)
-        .map(|f| f.to_string())
+    let now = clock.instant();
+    store
+        .failure()
+        .filter(|f| now.saturating_duration_since(f.since) > store_limit)
+        .map(|f| f.describe(now))
 }
 
 /// Whether this process runs the bridge `name`: with `--shard`, when its shard owns it under
 /// the jump consistent hash (docs/scaling.md#shards).
 pub fn in_shard(name: &str, shard: Option<crate::shard::Shard>) -> bool {
     shard.is_none_or(|s| s.owns(name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_watchdog_gives_up_on_a_failed_store_once_its_limit_has_passed_on_the_clock() {
+        let dir = tempfile::tempdir().unwrap();
+        let t0 = chrono::DateTime::parse_from_rfc3339("2031-05-04T10:00:00Z").unwrap();
+        let clock = Clock::fixed(t0.to_utc());
+        let ctx = Ctx::with_clock(Store::open(dir.path()).unwrap(), clock.clone());
+        let handles = (&ctx.beats, &ctx.store, &ctx.clock);
+        let limit = Duration::from_secs(600);
+        assert_eq!(wedged(handles, limit), None);
+        let full = std::io::Error::other("No space left on device");
+        ctx.store
+            .failed(&crate::store::StoreError::Sled(sled::Error::Io(full)));
+        // Failing, but not yet for longer than the limit: the watchdog keeps pinging.
+        clock.advance(limit);
+        assert_eq!(wedged(handles, limit), None);
+        clock.advance(Duration::from_secs(1));
+        let why = wedged(handles, limit).unwrap();
+        assert!(
+            why.starts_with("state database does not take writes (for 601s): "),
+            "{why}"
+        );
+        // A step stuck past its time-outs is named first.
+        let _step = ctx.beats.step("a poll", Duration::from_secs(5));
+        clock.advance(Duration::from_secs(65));
+        let why = wedged(handles, limit).unwrap();
+        assert_eq!(why, "a poll has been running 60s past its time-outs");
+    }
 }
