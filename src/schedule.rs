@@ -38,17 +38,16 @@ impl Schedule {
         }
     }
 
-    /// Parses a cron expression: 5 fields as in crontab(5), or the cron crate's 6/7 fields
-    /// (seconds first, optional year). All in UTC. One that never fires after now (only past
-    /// years, February 30th) is refused: the bridge would load and never poll.
-    ///
-    /// Reads the real clock: it is called while a bridge file is loaded (at start and on a
-    /// reload), an edge no clock is handed to; [`Schedule::cron_at`] takes the time.
+    /// [`Schedule::cron_at`] at the real time, for tests.
+    #[cfg(test)]
     pub fn cron(expr: &str) -> Result<Schedule, String> {
         Schedule::cron_at(expr, crate::clock::Clock::system().now())
     }
 
-    /// As [`Schedule::cron`], with `now` given.
+    /// Parses a cron expression: 5 fields as in crontab(5), or the cron crate's 6/7 fields
+    /// (seconds first, optional year). All in UTC. One that never fires after `now` (only
+    /// past years, February 30th) is refused: the bridge would load and never poll. Loading
+    /// passes the time its environment was captured at (`config::Env`).
     pub fn cron_at(expr: &str, now: DateTime<Utc>) -> Result<Schedule, String> {
         let expr = expr.trim();
         let fields: Vec<&str> = expr.split_whitespace().collect();

@@ -4,14 +4,18 @@
 //! Every value that interpolation brings in is treated as a secret: it is remembered so that
 //! logs and errors can redact it, because an operator puts tokens there and nothing else.
 
+use chrono::{DateTime, Utc};
 use std::path::{Path, PathBuf};
 
-/// Where interpolation looks things up; a value, so that tests need not touch the process
-/// environment.
-#[derive(Debug, Clone, Default)]
+/// What loading a bridge file takes from the world around it: where interpolation looks
+/// things up, and the time of loading (a `cron` must have a run after it); a value, so that
+/// tests need not touch the process environment or the clock.
+#[derive(Debug, Clone)]
 pub struct Env {
     vars: Option<std::collections::HashMap<String, String>>,
     credentials_dir: Option<PathBuf>,
+    /// When the files are loaded, read once where the environment is captured.
+    pub(crate) now: DateTime<Utc>,
 }
 
 impl Env {
@@ -20,7 +24,14 @@ impl Env {
         Env {
             vars: None,
             credentials_dir: std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from),
+            // The edge: loading starts now (docs/design.md#the-clock).
+            now: crate::clock::Clock::system().now(),
         }
+    }
+
+    /// The same environment, loading at `now`.
+    pub fn at(self, now: DateTime<Utc>) -> Self {
+        Env { now, ..self }
     }
 
     /// A fixed set of variables (and credentials directory); nothing from the process.
@@ -32,6 +43,7 @@ impl Env {
                     .collect(),
             ),
             credentials_dir: credentials_dir.map(Path::to_path_buf),
+            now: crate::clock::Clock::system().now(),
         }
     }
 

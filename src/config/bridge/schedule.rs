@@ -23,7 +23,7 @@ impl Validator<'_> {
                 .map(Schedule::Every),
             (None, Some(c)) => {
                 let c = self.value("schedule.cron", c);
-                c.and_then(|c| match Schedule::cron(&c.value) {
+                c.and_then(|c| match Schedule::cron_at(&c.value, self.env.now) {
                     Ok(s) => Some(s),
                     Err(_) if c.interpolated() => {
                         let shown = &c.shown;
@@ -57,5 +57,27 @@ impl Validator<'_> {
             None => None,
         };
         (schedule, jitter)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{Env, parse_file};
+    use chrono::{TimeZone, Utc};
+    use std::path::Path;
+
+    /// A cron whose only runs are in 2031 loads while loading happens before then, and is
+    /// refused after: the time is the one the environment was captured at, not the clock's.
+    #[test]
+    fn a_cron_is_checked_against_the_time_of_loading() {
+        let yaml = "schedule: {cron: \"0 0 0 1 1 * 2031\"}\nsource: {url: \"http://127.0.0.1:9/x\"}\nitems: {select: \"$[*]\", key: \"$.id\"}\nsinks: [{url: console}]\n";
+        let file = Path::new("once.yaml");
+        let before = Env::fixed(&[], None).at(Utc.with_ymd_and_hms(2030, 6, 1, 0, 0, 0).unwrap());
+        assert!(parse_file(file, yaml, &before).is_ok());
+        let after = Env::fixed(&[], None).at(Utc.with_ymd_and_hms(2032, 1, 1, 0, 0, 0).unwrap());
+        let problems = parse_file(file, yaml, &after)
+            .err()
+            .expect("refused after its runs");
+        assert!(problems.to_string().contains("schedule.cron"), "{problems}");
     }
 }
