@@ -13,11 +13,13 @@
 //! - `dead_letters`: `dead-letters list|replay|drop`
 //! - `store`: `store check|accept-rollback|move-shards`, on the state directory itself
 //! - `sign`: `sign`, the signature headers of a body
+//! - `generate`: `completions` and `man`, generated from this definition
 //! - `output`: tables, relative times and plurals as the commands print them
 
 mod args;
 mod daemon;
 mod dead_letters;
+mod generate;
 mod output;
 mod resync;
 mod sign;
@@ -66,6 +68,10 @@ enum Command {
     Store(store::StoreArgs),
     /// Print the signature headers for a body read from stdin.
     Sign(sign::SignArgs),
+    /// Print the completion script for a shell (bash, zsh, fish, elvish, powershell).
+    Completions(generate::CompletionsArgs),
+    /// Print the manual page pollhook(1), as roff (`pollhook man | man -l -`).
+    Man,
 }
 
 /// Runs the command given: its exit code, or the error `main` prints as one line.
@@ -81,5 +87,7 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::DeadLetters(args) => dead_letters::run(args),
         Command::Store(args) => store::run(args),
         Command::Sign(args) => sign::run(args),
+        Command::Completions(args) => generate::completions(args),
+        Command::Man => generate::man(),
     }
 }
