@@ -1,7 +1,8 @@
 //! `pollhook completions SHELL` and `pollhook man`: what a shell and `man` need, generated
 //! from the command line's own definition (the [`super::Cli`] clap builds), so they cannot
 //! drift from it (docs/operations.md#completions-and-the-man-page). The Debian package ships
-//! both, generated at build time.
+//! both, generated at build time. And `pollhook schema`: the bridge files' JSON Schema, from
+//! the types that parse them (docs/configuration.md#editors-and-the-json-schema).
 
 use anyhow::Result;
 use clap::CommandFactory;
@@ -137,4 +138,11 @@ fn arg_name(arg: &clap::Arg) -> String {
         true => format!("{} {value}", names.join(", ")),
         false => names.join(", "),
     }
+}
+
+/// `pollhook schema`: the JSON Schema of a bridge file on stdout.
+pub(super) fn schema() -> Result<ExitCode> {
+    let text = pollhook::config::raw::json_schema();
+    std::io::stdout().lock().write_all(text.as_bytes())?;
+    Ok(ExitCode::SUCCESS)
 }

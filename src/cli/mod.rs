@@ -13,7 +13,7 @@
 //! - `dead_letters`: `dead-letters list|replay|drop`
 //! - `store`: `store check|accept-rollback|move-shards`, on the state directory itself
 //! - `sign`: `sign`, the signature headers of a body
-//! - `generate`: `completions` and `man`, generated from this definition
+//! - `generate`: `completions` and `man`, generated from this definition, and `schema`
 //! - `output`: tables, relative times and plurals as the commands print them
 
 mod args;
@@ -72,6 +72,8 @@ enum Command {
     Completions(generate::CompletionsArgs),
     /// Print the manual page pollhook(1), as roff (`pollhook man | man -l -`).
     Man,
+    /// Print the JSON Schema of a bridge file (schema/bridge.schema.json in the repository).
+    Schema,
 }
 
 /// Runs the command given: its exit code, or the error `main` prints as one line.
@@ -89,5 +91,6 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Sign(args) => sign::run(args),
         Command::Completions(args) => generate::completions(args),
         Command::Man => generate::man(),
+        Command::Schema => generate::schema(),
     }
 }

@@ -155,3 +155,91 @@ fn the_man_page_is_roff_naming_every_subcommand() {
     assert!(text.contains("pollhook store accept-rollback"), "{text}");
     assert!(!text.contains(".SS"), "unrendered roff in {text}");
 }
+
+fn root() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn the_committed_schema_is_what_pollhook_schema_prints() {
+    let printed = stdout_of(&["schema"]);
+    let committed = std::fs::read_to_string(root().join("schema/bridge.schema.json")).unwrap();
+    assert!(
+        printed == committed,
+        "schema/bridge.schema.json is out of date with the types in src/config/raw.rs; \
+         regenerate it with `cargo run -- schema > schema/bridge.schema.json` and commit it"
+    );
+}
+
+/// The bridge files of bridges/, each with its text.
+fn examples() -> Vec<(std::path::PathBuf, String)> {
+    let mut files: Vec<_> = std::fs::read_dir(root().join("bridges"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 5, "{files:?}");
+    files
+        .into_iter()
+        .map(|p| {
+            let text = std::fs::read_to_string(&p).unwrap();
+            (p, text)
+        })
+        .collect()
+}
+
+#[test]
+fn every_example_names_the_schema_for_editors() {
+    for (path, text) in examples() {
+        assert_eq!(
+            text.lines().next(),
+            Some("# yaml-language-server: $schema=../schema/bridge.schema.json"),
+            "{} must begin with the schema line (docs/configuration.md#editors-and-the-json-schema)",
+            path.display()
+        );
+    }
+}
+
+/// A validator of the committed schema (a standard one, not pollhook's own code).
+fn validator() -> (boon::Schemas, boon::SchemaIndex) {
+    let path = root().join("schema/bridge.schema.json");
+    let schema: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let mut schemas = boon::Schemas::new();
+    let mut compiler = boon::Compiler::new();
+    let url = "file:///bridge.schema.json";
+    compiler.add_resource(url, schema).unwrap();
+    let index = compiler.compile(url, &mut schemas).unwrap();
+    (schemas, index)
+}
+
+fn yaml_as_json(text: &str) -> serde_json::Value {
+    serde_yaml::from_str(text).unwrap()
+}
+
+#[test]
+fn the_schema_accepts_every_example_and_refuses_what_check_refuses_for_shape() {
+    let (schemas, index) = validator();
+    for (path, text) in examples() {
+        if let Err(e) = schemas.validate(&yaml_as_json(&text), index) {
+            panic!("{}: {e}", path.display());
+        }
+    }
+    let fixtures = root().join("tests/it/fixtures/schema");
+    for (file, offending) in [
+        ("unknown-key.yaml", "retries"),
+        ("wrong-type.yaml", "max_pages"),
+    ] {
+        let path = fixtures.join(file);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let value = yaml_as_json(&text);
+        let err = schemas.validate(&value, index).expect_err(file);
+        assert!(format!("{err:#}").contains(offending), "{file}: {err:#}");
+        let check = Command::new(BIN).arg("check").arg(&path).output().unwrap();
+        let says = String::from_utf8_lossy(&check.stdout).to_string()
+            + &String::from_utf8_lossy(&check.stderr);
+        assert!(!check.status.success(), "check accepted {file}: {says}");
+        assert!(says.contains(offending), "{file}: {says}");
+    }
+}
