@@ -14,23 +14,32 @@ use std::collections::BTreeMap;
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawBridge {
+    /// The bridge's name, `[a-z0-9][a-z0-9_-]{0,63}`; default: the file name.
     pub name: Option<String>,
+    /// Free text, shown by the admin API and given to templates.
     pub description: Option<String>,
+    /// When to poll: `every` or `cron`, and optionally `jitter`.
     pub schedule: RawSchedule,
+    /// What to poll: the request, its format, pagination, logging in.
     pub source: RawSource,
     /// Optional as a whole for `format: feed`, whose select and key have defaults.
     #[serde(default)]
     pub items: RawItems,
+    /// Which changes become events.
     #[serde(default)]
     pub emit: RawEmit,
+    /// Where the events go: webhook URLs, or `console`.
     pub sinks: Vec<RawSink>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawSchedule {
+    /// A duration from `500ms` to `7d`, e.g. `10m`.
     pub every: Option<String>,
+    /// A cron expression in UTC, e.g. `0 9 * * 1`.
     pub cron: Option<String>,
+    /// A random delay up to this (at most `1d`) added to each run.
     pub jitter: Option<String>,
 }
 
@@ -62,17 +71,25 @@ impl JsonSchema for Method {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawSource {
+    /// `http` or `https`; may hold `${…}` anywhere.
     pub url: String,
     #[serde(default)]
     pub method: Method,
+    /// Header names to values.
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+    /// With `method: POST` only: any value, sent as JSON.
     #[schemars(with = "Option<serde_json::Value>")]
     pub body: Option<serde_yaml::Value>,
+    /// The whole request, body included (default `30s`).
     pub timeout: Option<String>,
+    /// A larger body fails the poll (default `16MiB`).
     pub max_body: Option<String>,
+    /// `If-None-Match` / `If-Modified-Since` on GET sources (default true).
     pub conditional: Option<bool>,
+    /// How to find the next page.
     pub paginate: Option<RawPaginate>,
+    /// An incremental listing: a value from each answer carried to the next request.
     pub cursor: Option<RawCursor>,
     /// How the body is written, and the CSV options (only with `csv`):
     /// docs/configuration.md#formats.
@@ -139,10 +156,13 @@ pub enum RawNext {
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawItems {
-    /// Required, except for `format: feed` (default `$.entries[*]`).
+    /// JSONPath of the collection. Required, except for `format: feed` (default `$.entries[*]`).
     pub select: Option<String>,
+    /// JSONPath inside one item to its unique key (a string or a number); omitted: document mode.
     pub key: Option<String>,
+    /// JSONPaths: only these parts of an item count and are sent (default: all of it).
     pub include: Option<Vec<String>>,
+    /// JSONPaths: these parts never count and are not sent.
     pub exclude: Option<Vec<String>>,
 }
 
@@ -165,7 +185,9 @@ pub enum FirstPoll {
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawEmit {
+    /// Which changes are emitted (default: all three).
     pub events: Option<Vec<EventKind>>,
+    /// `baseline` (default: the first poll stores, emits nothing) or `emit`.
     #[serde(default)]
     pub first_poll: FirstPoll,
     #[serde(default)]
@@ -210,13 +232,19 @@ pub enum RawSecret {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawSink {
+    /// An `http(s)` URL, or `console` (stdout).
     pub url: String,
+    /// The signing secret (`whsec_…`), or a list `[new, old]` while rotating.
     pub secret: Option<RawSecret>,
+    /// `standard` (default), `github` or `none`.
     #[serde(default)]
     pub signature: SignatureKind,
+    /// Header names to values, sent with every webhook.
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+    /// One delivery attempt (default `10s`).
     pub timeout: Option<String>,
+    /// The delays between attempts, e.g. `[5s, 30s, 2m]`.
     pub retry: Option<Vec<String>>,
     // What the sink speaks and what it receives (docs/configuration.md#sinks).
     #[serde(default)]
