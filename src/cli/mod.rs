@@ -13,11 +13,13 @@
 //! - `dead_letters`: `dead-letters list|replay|drop`
 //! - `store`: `store check|accept-rollback|move-shards`, on the state directory itself
 //! - `sign`: `sign`, the signature headers of a body
+//! - `generate`: `completions` and `man`, generated from this definition, and `schema`
 //! - `output`: tables, relative times and plurals as the commands print them
 
 mod args;
 mod daemon;
 mod dead_letters;
+mod generate;
 mod output;
 mod resync;
 mod sign;
@@ -72,6 +74,12 @@ enum Command {
         #[command(subcommand)]
         action: pollhook::handoff::cli::StateAction,
     },
+    /// Print the completion script for a shell (bash, zsh, fish, elvish, powershell).
+    Completions(generate::CompletionsArgs),
+    /// Print the manual page pollhook(1), as roff (`pollhook man | man -l -`).
+    Man,
+    /// Print the JSON Schema of a bridge file (schema/bridge.schema.json in the repository).
+    Schema,
 }
 
 /// Runs the command given: its exit code, or the error `main` prints as one line.
@@ -88,5 +96,8 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Store(args) => store::run(args),
         Command::Sign(args) => sign::run(args),
         Command::State { action } => pollhook::handoff::cli::run(action),
+        Command::Completions(args) => generate::completions(args),
+        Command::Man => generate::man(),
+        Command::Schema => generate::schema(),
     }
 }

@@ -1,32 +1,45 @@
 //! The YAML as written: a serde mirror of docs/configuration.md that rejects unknown keys and wrong
 //! types.
 //!
+//! The same types give the JSON Schema of a bridge file (`pollhook schema`,
+//! docs/configuration.md#editors-and-the-json-schema), so the two cannot disagree on shape.
+//!
 //! Strings stay strings here (durations, URLs, JSONPath): they may hold `${…}` and are only
 //! interpolated and checked in `bridge.rs`, which reports every problem, not just the first.
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawBridge {
+    /// The bridge's name, `[a-z0-9][a-z0-9_-]{0,63}`; default: the file name.
     pub name: Option<String>,
+    /// Free text, shown by the admin API and given to templates.
     pub description: Option<String>,
+    /// When to poll: `every` or `cron`, and optionally `jitter`.
     pub schedule: RawSchedule,
+    /// What to poll: the request, its format, pagination, logging in.
     pub source: RawSource,
     /// Optional as a whole for `format: feed`, whose select and key have defaults.
     #[serde(default)]
     pub items: RawItems,
+    /// Which changes become events.
     #[serde(default)]
     pub emit: RawEmit,
+    /// Where the events go: webhook URLs, or `console`.
     pub sinks: Vec<RawSink>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawSchedule {
+    /// A duration from `500ms` to `7d`, e.g. `10m`.
     pub every: Option<String>,
+    /// A cron expression in UTC, e.g. `0 9 * * 1`.
     pub cron: Option<String>,
+    /// A random delay up to this (at most `1d`) added to each run.
     pub jitter: Option<String>,
 }
 
@@ -39,19 +52,44 @@ pub enum Method {
     POST,
 }
 
-#[derive(Debug, Deserialize)]
+/// The schema `method` has: serde's aliases (`get`, `post`) are no part of what schemars
+/// derives, and a schema without them would refuse what `check` accepts.
+impl JsonSchema for Method {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Method".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "The HTTP method (default GET).",
+            "type": "string",
+            "enum": ["GET", "POST", "get", "post"]
+        })
+    }
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawSource {
+    /// `http` or `https`; may hold `${…}` anywhere.
     pub url: String,
     #[serde(default)]
     pub method: Method,
+    /// Header names to values.
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+    /// With `method: POST` only: any value, sent as JSON.
+    #[schemars(with = "Option<serde_json::Value>")]
     pub body: Option<serde_yaml::Value>,
+    /// The whole request, body included (default `30s`).
     pub timeout: Option<String>,
+    /// A larger body fails the poll (default `16MiB`).
     pub max_body: Option<String>,
+    /// `If-None-Match` / `If-Modified-Since` on GET sources (default true).
     pub conditional: Option<bool>,
+    /// How to find the next page.
     pub paginate: Option<RawPaginate>,
+    /// An incremental listing: a value from each answer carried to the next request.
     pub cursor: Option<RawCursor>,
     /// How the body is written, and the CSV options (only with `csv`):
     /// docs/configuration.md#formats.
@@ -64,17 +102,18 @@ pub struct RawSource {
 }
 
 /// `cursor: {param: NAME | variable: NAME, from: JSONPATH, initial: VALUE, keep: DURATION}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawCursor {
     pub param: Option<String>,
     pub variable: Option<String>,
     pub from: String,
+    #[schemars(with = "Option<serde_json::Value>")]
     pub initial: Option<serde_yaml::Value>,
     pub keep: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum RawFormat {
     Json,
@@ -84,13 +123,13 @@ pub enum RawFormat {
     Xml,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawCsv {
     pub delimiter: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawPaginate {
     pub next: RawNext,
@@ -103,7 +142,7 @@ pub struct RawPaginate {
 /// `next: {offset: NAME, start: N}`.
 /// Unknown keys refused, so that a mapping of two forms (`{page: p, offset: o}`) is an error,
 /// not the first form that fits.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(untagged, deny_unknown_fields)]
 pub enum RawNext {
     Word(String),
@@ -114,17 +153,20 @@ pub enum RawNext {
     Offset { offset: String, start: Option<u64> },
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawItems {
-    /// Required, except for `format: feed` (default `$.entries[*]`).
+    /// JSONPath of the collection. Required, except for `format: feed` (default `$.entries[*]`).
     pub select: Option<String>,
+    /// JSONPath inside one item to its unique key (a string or a number); omitted: document mode.
     pub key: Option<String>,
+    /// JSONPaths: only these parts of an item count and are sent (default: all of it).
     pub include: Option<Vec<String>>,
+    /// JSONPaths: these parts never count and are not sent.
     pub exclude: Option<Vec<String>>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum EventKind {
     Created,
@@ -132,7 +174,7 @@ pub enum EventKind {
     Deleted,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum FirstPoll {
     #[default]
@@ -140,10 +182,12 @@ pub enum FirstPoll {
     Emit,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawEmit {
+    /// Which changes are emitted (default: all three).
     pub events: Option<Vec<EventKind>>,
+    /// `baseline` (default: the first poll stores, emits nothing) or `emit`.
     #[serde(default)]
     pub first_poll: FirstPoll,
     #[serde(default)]
@@ -155,20 +199,20 @@ pub struct RawEmit {
 }
 
 /// `failures: {after: N}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawFailures {
     pub after: u32,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawDeletes {
     pub after_missing: Option<u32>,
     pub max_fraction: Option<f64>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum SignatureKind {
     #[default]
@@ -178,23 +222,29 @@ pub enum SignatureKind {
 }
 
 /// One secret, or a list `[new, old]` for rotation.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(untagged)]
 pub enum RawSecret {
     One(String),
     Many(Vec<String>),
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawSink {
+    /// An `http(s)` URL, or `console` (stdout).
     pub url: String,
+    /// The signing secret (`whsec_…`), or a list `[new, old]` while rotating.
     pub secret: Option<RawSecret>,
+    /// `standard` (default), `github` or `none`.
     #[serde(default)]
     pub signature: SignatureKind,
+    /// Header names to values, sent with every webhook.
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+    /// One delivery attempt (default `10s`).
     pub timeout: Option<String>,
+    /// The delays between attempts, e.g. `[5s, 30s, 2m]`.
     pub retry: Option<Vec<String>>,
     // What the sink speaks and what it receives (docs/configuration.md#sinks).
     #[serde(default)]
@@ -211,7 +261,7 @@ pub struct RawSink {
 }
 
 /// The body a sink sends (docs/configuration.md#presets).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SinkFormat {
     #[default]
@@ -242,7 +292,7 @@ impl SinkFormat {
 }
 
 /// The event types a sink's `events` list names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum SinkEvent {
     Created,
@@ -253,7 +303,7 @@ pub enum SinkEvent {
     Recovered,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawBatch {
     pub max: u32,
@@ -261,7 +311,7 @@ pub struct RawBatch {
 }
 
 /// `source.auth`: one of `oauth2`, `login`, `basic` (docs/configuration.md#logging-in).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawAuth {
     pub oauth2: Option<RawOAuth2>,
@@ -269,7 +319,7 @@ pub struct RawAuth {
     pub basic: Option<RawBasic>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawOAuth2 {
     pub token_url: String,
@@ -285,7 +335,7 @@ pub struct RawOAuth2 {
 }
 
 /// How the client authenticates to the token endpoint (RFC 6749 §2.3.1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ClientAuth {
     /// HTTP Basic with the form-encoded id and secret.
@@ -295,11 +345,12 @@ pub enum ClientAuth {
     Post,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawLogin {
     pub url: String,
     pub method: Option<Method>,
+    #[schemars(with = "Option<serde_json::Value>")]
     pub body: Option<serde_yaml::Value>,
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
@@ -309,10 +360,28 @@ pub struct RawLogin {
     pub prefix: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawBasic {
     pub username: String,
     #[serde(default)]
     pub password: String,
+}
+
+/// The JSON Schema of a bridge file (draft-07, which editors' YAML plugins all read), as
+/// pretty JSON with a final newline: what `pollhook schema` prints and
+/// `schema/bridge.schema.json` holds.
+pub fn json_schema() -> String {
+    let generator = schemars::generate::SchemaSettings::draft07().into_generator();
+    let mut schema = generator.into_root_schema_for::<RawBridge>();
+    schema.insert("title".into(), "pollhook bridge file".into());
+    schema.insert(
+        "description".into(),
+        "One bridge: what to poll, which items, what to emit, where to send it \
+         (docs/configuration.md in pollhook's repository)."
+            .into(),
+    );
+    let mut text = serde_json::to_string_pretty(&schema).unwrap_or_default();
+    text.push('\n');
+    text
 }

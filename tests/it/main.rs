@@ -19,6 +19,7 @@ mod hostile;
 mod house;
 mod isolation;
 mod listings;
+mod native;
 mod operate;
 mod pipeline;
 mod rollback;
