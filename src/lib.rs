@@ -92,3 +92,12 @@ pub mod sign;
 pub mod store;
 pub mod systemd;
 pub mod throttle;
+
+/// The builder of bridge files and the wait for a condition that the integration tests use too.
+#[cfg(test)]
+#[path = "../tests/testkit/mod.rs"]
+#[allow(
+    dead_code,
+    reason = "shared with tests/it, which uses the parts these tests do not"
+)]
+mod testkit;

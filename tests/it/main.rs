@@ -27,5 +27,7 @@ mod secrets;
 mod sinks;
 mod sources;
 mod support;
+#[path = "../testkit/mod.rs"]
+mod testkit;
 mod units;
 mod wide;
