@@ -228,17 +228,7 @@ async fn supervised<F, Fut>(
         if stop.is_cancelled() && ended.is_ok() {
             return;
         }
-        let why = match ended {
-            Ok(()) => format!("its {} task ended", task.word()),
-            Err(e) => match e.try_into_panic() {
-                Ok(panic) => {
-                    let msg = crate::redact::panic_message(&*panic);
-                    let msg = crate::redact::Redactor::new(&b.secrets).clean(&msg);
-                    format!("its {} task panicked: {msg}", task.word())
-                }
-                Err(_) => format!("its {} task was cancelled", task.word()),
-            },
-        };
+        let why = why_ended(ended, task, &b);
         if stop.is_cancelled() {
             error!("bridge {}: {why}", b.name);
             return;
@@ -289,6 +279,22 @@ async fn supervised<F, Fut>(
         }
         ctx.task_restarted(&b.name, task.word());
         restarted = true;
+    }
+}
+
+/// How a bridge's task ended, for the log and the status: returned, panicked (the message
+/// without the bridge's secrets) or cancelled.
+fn why_ended(ended: Result<(), tokio::task::JoinError>, task: Task, b: &Bridge) -> String {
+    match ended {
+        Ok(()) => format!("its {} task ended", task.word()),
+        Err(e) => match e.try_into_panic() {
+            Ok(panic) => {
+                let msg = crate::redact::panic_message(&*panic);
+                let msg = crate::redact::Redactor::new(&b.secrets).clean(&msg);
+                format!("its {} task panicked: {msg}", task.word())
+            }
+            Err(_) => format!("its {} task was cancelled", task.word()),
+        },
     }
 }
 
