@@ -304,3 +304,64 @@ fn section(y: &mut String, indent: &str, head: &str, lines: &[String]) {
         let _ = writeln!(y, "{inner}{l}");
     }
 }
+
+/// Compiled into both test binaries, so run in each: they take well under a second.
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn eventually_returns_what_the_probe_settled_on() {
+        let mut looks = 0;
+        let found = eventually(PATIENCE, "the third look", || {
+            looks += 1;
+            std::future::ready((looks == 3).then_some(looks * 10))
+        })
+        .await;
+        assert_eq!((found, looks), (30, 3));
+        until("a condition that holds", || true).await;
+    }
+
+    #[tokio::test]
+    #[should_panic(expected = "waiting for the answer; seen: 41")]
+    async fn eventually_names_what_it_waited_for_and_what_it_saw() {
+        let deadline = Duration::from_millis(100);
+        eventually(deadline, "the answer", || async {
+            Err::<(), _>("41".to_string())
+        })
+        .await;
+    }
+
+    #[test]
+    fn the_builder_writes_a_bridge_file() {
+        let yaml = BridgeYaml::new("http://h/items")
+            .every("5m")
+            .timeout("1s")
+            .timeout("2s")
+            .header("X-A", "b")
+            .next("link")
+            .key("$.n")
+            .items("include: [\"$.a\"]")
+            .first_poll("emit")
+            .max_fraction("0.5")
+            .max_fraction("1.0")
+            .failures_after(2)
+            .sink("console")
+            .signed_sink("http://r/hook")
+            .retry("[1s]");
+        assert_eq!(
+            yaml.build(),
+            format!(
+                "schedule:\n  every: 5m\nsource:\n  url: \"http://h/items\"\n  timeout: 2s\n  \
+                 headers:\n    X-A: b\n  paginate:\n    next: link\nitems:\n  select: \
+                 \"$.items[*]\"\n  key: \"$.n\"\n  include: [\"$.a\"]\nemit:\n  first_poll: \
+                 emit\n  deletes:\n    max_fraction: 1.0\n  failures:\n    after: 2\nsinks:\n  \
+                 - url: console\n  - url: http://r/hook\n    secret: {SECRET}\n    retry: [1s]\n"
+            )
+        );
+        assert_eq!(
+            BridgeYaml::new("u").build().lines().last(),
+            Some("sinks: []")
+        );
+    }
+}
