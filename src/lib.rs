@@ -33,11 +33,14 @@
 //!   text), `shape` (include/exclude), `canonical` (the hash stored values depend on); pure
 //! - [`diff`]: stored state + new items -> changes and writes; pure
 //! - [`event`]: change -> event body with id and JSON Patch; pure
-//! - [`store`]: the sled database: `commit` (a poll in one transaction, group commit),
-//!   `items`, `pages` (the 304 cache), `outbox` (queues and their counts), `dead`, `migrate`,
-//!   `values` (large values in chunks or files, so sled's `blobs/` never grows), `compact`
+//! - [`store`]: the sled database: `open` (sled's lock and damage as errors, then the mark
+//!   checked), `mark` (the high-water side: rollback, lost mark, accept-rollback), `commit` (a
+//!   poll in one transaction, group commit), `items`, `pages` (the 304 cache), `outbox` (queues
+//!   and their counts), `dead`, `migrate`, `values` (large values in chunks or files, so
+//!   sled's `blobs/` never grows), `compact`
 //! - [`highwater`]: the highest seq handed out per bridge, kept apart from sled in two files: a
-//!   store that went back is refused, and so is one whose mark is lost
+//!   store that went back is refused, and so is one whose mark is lost; `frame` (the record
+//!   format), `witness` (the two files written in step), `check` (what the start-up check says)
 //! - [`deliver`]: per bridge+sink outbox drain, one attempt a step you can call; `step` (pure:
 //!   what came of an attempt + its number + the schedule + now -> ack, retry at, dead),
 //!   `retry` (statuses, `Retry-After`, the schedule), `webhook` (the request) and `console`,
