@@ -29,8 +29,8 @@ pub struct RunOptions {
     pub admin_socket: PathBuf,
     /// The token that lets a request over TCP act; without it TCP is for reading only.
     pub admin_token: Option<crate::access::AdminToken>,
-    /// `(i, n)`: only bridges whose name hashes to `i` mod `n`.
-    pub shard: Option<(u64, u64)>,
+    /// Only the bridges this shard owns (docs/scaling.md#shards); None: every bridge.
+    pub shard: Option<crate::shard::Shard>,
     /// How long the store may fail to take writes before the watchdog stops pinging (and
     /// systemd restarts the daemon); pollhook keeps trying to recover by itself meanwhile.
     pub store_failure_limit: Duration,
@@ -346,13 +346,77 @@ async fn supervise_store(ctx: Arc<Ctx>, dir: PathBuf, stop: CancellationToken) {
 }
 
 fn load(opts: &RunOptions, env: &Env) -> Result<Vec<Arc<Bridge>>, config::Problems> {
-    let set: Vec<Arc<Bridge>> = config::load_dir(&opts.bridges, env)?
+    load_all(opts, env).map(|(_, set)| set)
+}
+
+/// The names of every bridge in the directory (the same on every shard), and those of them
+/// this shard runs.
+fn load_all(
+    opts: &RunOptions,
+    env: &Env,
+) -> Result<(Vec<String>, Vec<Arc<Bridge>>), config::Problems> {
+    let all = config::load_dir(&opts.bridges, env)?;
+    let names = all.iter().map(|b| b.name.clone()).collect();
+    let set: Vec<Arc<Bridge>> = all
         .into_iter()
         .filter(|b| in_shard(&b.name, opts.shard))
         .map(Arc::new)
         .collect();
     crate::redact::set_process_secrets(set.iter().flat_map(|b| b.secrets.clone()).collect());
-    Ok(set)
+    Ok((names, set))
+}
+
+/// Records the layout this start runs under and finds the bridges it moves
+/// (docs/scaling.md#layout-in-the-store). Outgoing bridges are not in the running set (this
+/// shard does not own them): each is logged, once a start. Incoming ones are recorded; until
+/// handoffs exist they start from an empty state, as a new bridge does.
+async fn settle_layout(
+    store: &Store,
+    shard: Option<crate::shard::Shard>,
+    configured: Vec<String>,
+) -> Result<crate::shard::layout::Plan> {
+    use crate::shard::layout::{Record, plan};
+    let shard = shard.unwrap_or(crate::shard::Shard {
+        index: 0,
+        shards: 1,
+    });
+    let store = store.clone();
+    let planned = tokio::task::spawn_blocking(move || -> Result<_> {
+        let stored = match store.layout_record()? {
+            Some(bytes) => Some(Record::decode(&bytes)?),
+            None => None,
+        };
+        let held = store.bridges_held()?;
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let p = plan(stored.clone(), shard, &held, &configured, now_ms);
+        if stored.as_ref() != Some(&p.record) {
+            store.put_layout_record(&p.record.encode())?;
+        }
+        Ok(p)
+    })
+    .await??;
+    let r = &planned.record;
+    if planned.changed {
+        let was = match r.previous {
+            Some(p) => format!("{}/{} ({:?})", p.index, p.shards, p.scheme).to_lowercase(),
+            None => "none (a fresh shard)".to_string(),
+        };
+        info!(index = r.now.index, shards = r.now.shards, epoch = r.epoch, previous = %was,
+            "layout changed: shard {shard}, epoch {}, previous layout {was}", r.epoch);
+    }
+    for o in &planned.outgoing {
+        warn!(bridge = %o.bridge, to = o.to,
+            "bridge {} belongs to shard {} now: not polled here; its state stays here until it is handed off",
+            o.bridge, o.to);
+    }
+    if !r.incoming.is_empty() {
+        info!(
+            incoming = r.incoming.len(),
+            "{} owned here without state here (GET /v1/layout lists them): polled from an empty state, as new",
+            crate::logging::count(r.incoming.len(), "bridge is", "bridges are")
+        );
+    }
+    Ok(planned)
 }
 
 /// Serves the admin API on its unix socket and, unless it is off, on its TCP address, until
@@ -479,7 +543,7 @@ pub async fn run(opts: RunOptions, env: Env, shutdown: CancellationToken) -> Res
     // First of all, so that an early SIGHUP does not kill the process.
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .context("cannot listen for SIGHUP")?;
-    let bridges = load(&opts, &env).map_err(|p| {
+    let (configured, bridges) = load_all(&opts, &env).map_err(|p| {
         anyhow::anyhow!(
             "{p}\nrefusing to start: {} problem(s) in {}",
             p.len(),
@@ -488,6 +552,9 @@ pub async fn run(opts: RunOptions, env: Env, shutdown: CancellationToken) -> Res
     })?;
 
     let store = open_store(&opts.data).await?;
+    let layout = settle_layout(&store, opts.shard, configured)
+        .await
+        .with_context(|| format!("cannot record the layout in {}", opts.data.display()))?;
     let ctx = Arc::new(Ctx::new(store).with_poll_limits(opts.poll_limits));
     let store_dir = opts.data.clone();
     crate::metrics::handle();
@@ -502,6 +569,7 @@ pub async fn run(opts: RunOptions, env: Env, shutdown: CancellationToken) -> Res
     let state = admin::AdminState {
         ctx: ctx.clone(),
         bridges: fleet.shown.clone(),
+        layout: Arc::new(layout.view()),
     };
     // The socket after the store is open: its lock has already turned away a second daemon
     // on this state directory, which must not replace the running one's socket.
@@ -577,9 +645,8 @@ fn wedged(ctx: &Ctx, store_limit: Duration) -> Option<String> {
         .map(|f| f.to_string())
 }
 
-pub fn in_shard(name: &str, shard: Option<(u64, u64)>) -> bool {
-    match shard {
-        Some((i, n)) => crate::schedule::stable_hash(name) % n == i,
-        None => true,
-    }
+/// Whether this process runs the bridge `name`: with `--shard`, when its shard owns it under
+/// the jump consistent hash (docs/scaling.md#shards).
+pub fn in_shard(name: &str, shard: Option<crate::shard::Shard>) -> bool {
+    shard.is_none_or(|s| s.owns(name))
 }

@@ -37,7 +37,8 @@
 //!   checked), `mark` (the high-water side: rollback, lost mark, accept-rollback), `commit` (a
 //!   poll in one transaction, group commit), `items`, `pages` (the 304 cache), `outbox` (queues
 //!   and their counts), `dead`, `migrate`, `values` (large values in chunks or files, so
-//!   sled's `blobs/` never grows), `compact`
+//!   sled's `blobs/` never grows), `compact`, `layout` (the shard's layout record, the bridges
+//!   held), `handoff` (a bridge's whole state)
 //! - [`highwater`]: the highest seq handed out per bridge, kept apart from sled in two files: a
 //!   store that went back is refused, and so is one whose mark is lost; `frame` (the record
 //!   format), `witness` (the two files written in step), `check` (what the start-up check says)
@@ -60,12 +61,20 @@
 //!   (`admin::body`) and the CLI's client that reads them (`admin::client`), and how it is
 //!   served within bounds (`admin::serve`: a cap on connections, time-outs); [`access`]: who
 //!   may act through it (unix socket, token)
+//! - [`shard`]: which shard owns a bridge (`jump`, a jump consistent hash), which shard this
+//!   process is (`spec`, `--shard I/N|auto/N|auto`), and the layout its store records with the
+//!   bridges coming in and going out (`layout`; pure)
+//! - [`handoff`]: a bridge's whole state in one versioned, checksummed document (`doc`, over
+//!   `store::handoff`, which reads and writes it), and `pollhook state export|import` (`cli`)
 //! - [`app`]: wiring, start-up, reload, the bridge tasks' supervisor and shutdown
 //! - [`fault`]: fault injection for the tests (debug builds only)
 //! - [`throttle`] (leaf): log lines others can provoke, at most one a minute with a count
 //! - [`systemd`]: sd_notify, and `dirs` (shards' state moved to where the units keep it now);
 //!   [`logging`]: log formats and the bridge and sink spans whose fields every line of those
 //!   tasks carries; [`metrics`]: Prometheus metrics
+//!
+//! The command line is the binary's, not this library's: `src/main.rs` (start-up) and
+//! `src/cli/`, one file per command family (docs/design.md#module-layout).
 
 pub mod access;
 pub mod admin;
@@ -79,6 +88,7 @@ pub mod event;
 pub mod extract;
 pub mod fault;
 pub mod formats;
+pub mod handoff;
 pub mod highwater;
 pub mod http;
 pub mod jsonpath;
@@ -91,6 +101,7 @@ pub mod render;
 pub mod resync;
 pub mod runtime;
 pub mod schedule;
+pub mod shard;
 pub mod sign;
 pub mod store;
 pub mod systemd;

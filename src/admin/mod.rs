@@ -21,6 +21,8 @@ pub struct AdminState {
     pub ctx: Arc<Ctx>,
     /// The running set; replaced on reload.
     pub bridges: Arc<std::sync::RwLock<Vec<Arc<Bridge>>>>,
+    /// The shard's layout as found at start (docs/scaling.md#layout-in-the-store).
+    pub layout: Arc<crate::shard::layout::View>,
 }
 
 /// The API for one listener. Reads are open; everything that acts goes through
@@ -31,7 +33,8 @@ pub fn router(state: AdminState, access: crate::access::Access) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/v1/bridges", get(bridges))
-        .route("/v1/dead-letters", get(dead_letters));
+        .route("/v1/dead-letters", get(dead_letters))
+        .route("/v1/layout", get(layout));
     let acts = Router::new()
         .route("/v1/bridges/{name}/poll", post(poll))
         .route("/v1/bridges/{name}/reset", post(reset))
@@ -44,6 +47,11 @@ pub fn router(state: AdminState, access: crate::access::Access) -> Router {
             crate::access::gate,
         ));
     reads.merge(acts).with_state(state)
+}
+
+/// The shard's layout, the bridges coming in and going out (docs/operations.md#admin-api).
+async fn layout(State(s): State<AdminState>) -> Json<crate::shard::layout::View> {
+    Json((*s.layout).clone())
 }
 
 fn running(s: &AdminState) -> Vec<Arc<Bridge>> {

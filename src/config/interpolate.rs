@@ -59,44 +59,56 @@ impl Interpolated {
     }
 }
 
+/// Writes a literal `${`.
+const ESCAPED: &str = "$${";
+/// Opens a reference, which the next [`CLOSE`] ends.
+const OPEN: &str = "${";
+const CLOSE: char = '}';
+const UNCLOSED: &str = "unclosed `${` (write `$${` for a literal `${`)";
+
 /// Expands one string. Errors name what is missing, never a value.
 pub fn interpolate(s: &str, env: &Env) -> Result<Interpolated, String> {
-    let mut out = String::with_capacity(s.len());
-    let mut shown = String::with_capacity(s.len());
-    let mut secrets = Vec::new();
+    let mut out = Interpolated {
+        value: String::with_capacity(s.len()),
+        shown: String::with_capacity(s.len()),
+        secrets: Vec::new(),
+    };
     let mut rest = s;
     while let Some(i) = rest.find('$') {
-        out.push_str(&rest[..i]);
-        shown.push_str(&rest[..i]);
-        let after = &rest[i..];
-        if let Some(tail) = after.strip_prefix("$${") {
-            out.push_str("${");
-            shown.push_str("${");
-            rest = tail;
-        } else if let Some(body) = after.strip_prefix("${") {
-            let end = body
-                .find('}')
-                .ok_or_else(|| "unclosed `${` (write `$${` for a literal `${`)".to_string())?;
-            let value = resolve(&body[..end], env)?;
-            out.push_str(&value);
-            shown.push_str(crate::redact::MASK);
-            if !value.is_empty() {
-                secrets.push(value);
-            }
-            rest = &body[end + 1..];
-        } else {
-            out.push('$');
-            shown.push('$');
-            rest = &after[1..];
-        }
+        out.literal(&rest[..i]);
+        rest = out.dollar(&rest[i..], env)?;
     }
-    out.push_str(rest);
-    shown.push_str(rest);
-    Ok(Interpolated {
-        value: out,
-        shown,
-        secrets,
-    })
+    out.literal(rest);
+    Ok(out)
+}
+
+impl Interpolated {
+    /// Text as written: the same in the value and as shown.
+    fn literal(&mut self, text: &str) {
+        self.value.push_str(text);
+        self.shown.push_str(text);
+    }
+
+    /// At a `$`: an escaped `${`, a reference (its value taken in, shown masked), or a `$` of
+    /// its own. Gives the text after it.
+    fn dollar<'s>(&mut self, at: &'s str, env: &Env) -> Result<&'s str, String> {
+        if let Some(tail) = at.strip_prefix(ESCAPED) {
+            self.literal(OPEN);
+            return Ok(tail);
+        }
+        let Some(body) = at.strip_prefix(OPEN) else {
+            self.literal("$");
+            return Ok(&at[1..]);
+        };
+        let end = body.find(CLOSE).ok_or_else(|| UNCLOSED.to_string())?;
+        let value = resolve(&body[..end], env)?;
+        self.value.push_str(&value);
+        self.shown.push_str(crate::redact::MASK);
+        if !value.is_empty() {
+            self.secrets.push(value);
+        }
+        Ok(&body[end + 1..])
+    }
 }
 
 fn resolve(reference: &str, env: &Env) -> Result<String, String> {

@@ -2,9 +2,10 @@
 //!
 //! Two stages, as ripgrep does with its flags: `raw` mirrors the YAML (serde rejects unknown
 //! keys and wrong types with a position), `bridge` interpolates and checks the values and
-//! compiles them, reporting each problem as `FILE:LINE:COLUMN: message`. Before both,
-//! `screen` turns away what is not a bridge file at all (without quoting it) and nesting
-//! that libyaml would take minutes over. No message quotes a value that came from `${…}`.
+//! compiles them (one file per section under `bridge/`), reporting each problem as
+//! `FILE:LINE:COLUMN: message`. Before both, `screen` turns away what is not a bridge file at
+//! all (without quoting it) and nesting that libyaml would take minutes over. No message
+//! quotes a value that came from `${…}`.
 
 pub mod bridge;
 #[cfg(test)]

@@ -47,13 +47,16 @@ pub fn render(bridge: &str, sink: &Sink, entry: &Stored<'_>) -> Result<Rendered,
         vec![stored.clone()]
     };
     if sink.format == SinkFormat::Template {
-        let name = sink.template.as_deref().unwrap_or_default();
+        let template = sink
+            .template
+            .as_ref()
+            .ok_or("the sink has no template for `format: template`")?;
         let ctx = if is_batch(entry) {
             Context::batch(&events, info)
         } else {
             Context::event(stored, info)
         };
-        let body = sink.render.render(name, &ctx)?;
+        let body = template.render(&sink.render, &ctx)?;
         if is_json(&sink.content_type) {
             serde_json::from_str::<serde::de::IgnoredAny>(&body).map_err(|e| {
                 format!("the template's output is not JSON ({e}), as its content type says")
@@ -73,7 +76,7 @@ pub fn render(bridge: &str, sink: &Sink, entry: &Stored<'_>) -> Result<Rendered,
     for e in &events {
         let line = match &sink.template {
             // Its values were escaped as they were printed.
-            Some(name) => sink.render.render(name, &Context::event(e, info))?,
+            Some(message) => message.render(&sink.render, &Context::event(e, info))?,
             None => chat::escape(to, &summary(e)),
         };
         lines.push(if sink.mentions {
@@ -124,7 +127,7 @@ pub fn wanted(bridge: &str, sink: &Sink, entry: &Stored<'_>) -> bool {
         name: bridge,
         description: sink.description.as_deref(),
     };
-    match sink.render.test(rule, &Context::event(event, info)) {
+    match rule.test(&sink.render, &Context::event(event, info)) {
         Ok(yes) => yes,
         Err(e) => {
             // The deliverer's span names the bridge and the sink.

@@ -448,11 +448,10 @@ impl<'a, S: State> Batches<'a, S> {
             description: self.bridge.description.as_deref(),
         };
         let v = serde_json::to_value(e).unwrap_or_default();
-        match self
-            .bridge
-            .render
-            .test(rule, &crate::render::Context::event(&v, info))
-        {
+        match rule.test(
+            &self.bridge.render,
+            &crate::render::Context::event(&v, info),
+        ) {
             Ok(yes) => yes,
             Err(why) => {
                 self.report.rule_errors += 1;

@@ -98,7 +98,7 @@ impl Store {
 
     /// Writes [`MARKED`] into sled once the mark's files hold a record, and waits for the
     /// disk.
-    fn note_marked(&self) -> Result<(), StoreError> {
+    pub(super) fn note_marked(&self) -> Result<(), StoreError> {
         if note_marked(&self.db, &self.highwater, &self.marked)? {
             self.db.flush()?;
         }

@@ -36,7 +36,8 @@
 //! (the high-water side: rollback, lost mark, accept-rollback), [`commit`](Commit) (a poll's
 //! writes, group commit), `items` (item state and values, reset), `pages` (the 304 cache),
 //! `outbox` (queue keys, positions, counts), `dead` (dead letters), `migrate` (older formats),
-//! [`values`] (large values apart), `compact`.
+//! [`values`] (large values apart), `compact`, `layout` (the shard's layout record),
+//! [`handoff`] (a bridge's whole state, out and in).
 
 use crate::diff::Stored;
 use crate::event::EventType;
@@ -54,7 +55,9 @@ mod auth;
 mod commit;
 pub(crate) mod compact;
 mod dead;
+pub mod handoff;
 mod items;
+mod layout;
 mod mark;
 mod migrate;
 mod open;
@@ -74,7 +77,7 @@ pub(crate) use open::open_sled;
 #[cfg(test)]
 pub(crate) use open::quiet_panics;
 pub use outbox::{OutboxEntry, Rendered, queue_key};
-use outbox::{Queued, split_queue_key};
+use outbox::{Queued, position_of, split_queue_key};
 pub use pages::{CachedPage, PageWrite, page_digest, page_key};
 use pages::{decode_page, encode_page};
 

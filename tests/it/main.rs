@@ -24,6 +24,7 @@ mod pipeline;
 mod rollback;
 mod roots;
 mod secrets;
+mod shards;
 mod sinks;
 mod sources;
 mod support;

@@ -671,11 +671,15 @@ async fn shards_split_the_bridges_between_them() {
     for i in 0..2 {
         let admin = format!("127.0.0.1:{}", free_port());
         let data = dir.path().join(format!("data-{i}"));
+        // Shard 1 finds its index and the count in the environment, as in a StatefulSet.
+        let shard = if i == 0 { "0/2" } else { "auto" };
         let mut child = tokio::process::Command::new(BIN)
+            .env("POLLHOOK_SHARD_INDEX", i.to_string())
+            .env("POLLHOOK_SHARDS", "2")
             .args([
                 "run",
                 "--shard",
-                &format!("{i}/2"),
+                shard,
                 "--admin",
                 &admin,
                 "--log-format",
@@ -707,7 +711,7 @@ async fn shards_split_the_bridges_between_them() {
             .map(|b| b["name"].as_str().unwrap().to_string())
             .collect();
         for n in &mine {
-            assert!(pollhook::app::in_shard(n, Some((i, 2))));
+            assert_eq!(pollhook::shard::owner(n, 2), i, "{n} on shard {i}");
         }
         seen.push(mine);
     }
@@ -715,6 +719,42 @@ async fn shards_split_the_bridges_between_them() {
     let mut all: Vec<String> = seen.concat();
     all.sort();
     assert_eq!(all, names, "every bridge runs on exactly one shard");
+}
+
+/// `--shard auto` without an index it can find, or with one not below N, refuses to start
+/// and says why (docs/scaling.md#shards).
+#[test]
+fn shard_auto_without_an_index_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("bridges")).unwrap();
+    let run = |shard: &str, index: Option<&str>| {
+        let mut c = std::process::Command::new(BIN);
+        c.args(["run", "--admin", "off", "--shard", shard])
+            .arg("--bridges")
+            .arg(dir.path().join("bridges"))
+            .arg("--data")
+            .arg(dir.path().join("data"))
+            .env_remove("POLLHOOK_SHARD_INDEX")
+            .env_remove("POLLHOOK_SHARDS");
+        if let Some(i) = index {
+            c.env("POLLHOOK_SHARD_INDEX", i);
+        }
+        let out = c.output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, err) = run("auto/3", Some("3"));
+    assert_eq!(code, Some(2), "a usage error: {err}");
+    assert!(
+        err.contains("--shard `auto/3`: shard index 3 (from POLLHOOK_SHARD_INDEX) is not below the number of shards, 3"),
+        "{err}"
+    );
+    let (code, err) = run("auto", Some("0"));
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("no number of shards"), "{err}");
+    assert!(!dir.path().join("data").exists(), "nothing started");
 }
 
 /// `pollhook poll` on the command line runs its poll in the bridge's span too: a line from

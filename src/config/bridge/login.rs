@@ -326,7 +326,7 @@ impl Validator<'_> {
         let url = match Url::parse(i.value.trim()) {
             Ok(u) => u,
             Err(e) => {
-                let why = super::detail(&i, e);
+                let why = super::values::detail(&i, e);
                 self.err(path, format!("{path}: `{}` is not a URL{why}", i.shown));
                 return None;
             }

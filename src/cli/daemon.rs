@@ -1,0 +1,178 @@
+//! `pollhook run`: the daemon's options checked (a usage error exits 2 before anything
+//! starts, docs/operations.md#the-command-line), then `app::run` until SIGTERM or SIGINT.
+
+use super::args::{default_bridges, default_data, runtime};
+use anyhow::{Context, Result};
+use pollhook::access;
+use pollhook::app::{self, RunOptions};
+use pollhook::config::Env;
+use pollhook::logging::{self, LogFormat};
+use pollhook::shard::Shard;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use tokio_util::sync::CancellationToken;
+
+#[derive(clap::Args)]
+pub(super) struct RunArgs {
+    /// Directory of bridge files (*.yaml, *.yml) [default: $CONFIGURATION_DIRECTORY/bridges under systemd, else ./bridges]
+    #[arg(long)]
+    bridges: Option<PathBuf>,
+    /// State directory [default: $STATE_DIRECTORY under systemd, else ./data]
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Admin API address, or `off`. Reading is open there; acting needs the token
+    /// (--admin-token-file) or the admin socket. An address other than loopback needs a token.
+    #[arg(long, default_value = "127.0.0.1:9187")]
+    admin: String,
+    /// The admin unix socket (mode 0600), the way to act without a token; kept with
+    /// `--admin off` [default: $RUNTIME_DIRECTORY/admin.sock under systemd, else DATA/admin.sock]
+    #[arg(long, value_name = "PATH")]
+    admin_socket: Option<PathBuf>,
+    /// A file holding the token that lets requests over TCP act
+    /// (`Authorization: Bearer <token>`); white space around it is ignored
+    #[arg(long, value_name = "PATH")]
+    admin_token_file: Option<PathBuf>,
+    #[arg(long, value_enum, default_value = "auto")]
+    log_format: LogFormat,
+    /// Run only the bridges shard I of N owns; `auto/N` takes I from POLLHOOK_SHARD_INDEX or
+    /// the host name's trailing -<n>, `auto` N from POLLHOOK_SHARDS too
+    #[arg(long, value_name = "I/N")]
+    shard: Option<String>,
+    /// How long the state database may refuse writes (a full disk) before the systemd
+    /// watchdog stops being pinged, so that systemd restarts pollhook. pollhook keeps
+    /// trying to recover by itself before that.
+    #[arg(long, env = "POLLHOOK_STORE_FAILURE_LIMIT", value_name = "DURATION", default_value = "15m", value_parser = humantime::parse_duration)]
+    store_failure_limit: std::time::Duration,
+    /// Polls in flight at once, in all
+    #[arg(
+        long,
+        env = "POLLHOOK_MAX_POLLS",
+        value_name = "N",
+        default_value_t = 256
+    )]
+    max_polls: usize,
+    /// Polls in flight at once against one host (and port): a hung host delays only its
+    /// own bridges
+    #[arg(
+        long,
+        env = "POLLHOOK_MAX_POLLS_PER_HOST",
+        value_name = "N",
+        default_value_t = 16
+    )]
+    max_polls_per_host: usize,
+    /// How long an admin client has to send a request head, of its connection's opening or of
+    /// the previous answer (and how long a connection may stay quiet). Hidden: for the tests.
+    #[arg(
+        long,
+        env = "POLLHOOK_ADMIN_HEADER_TIMEOUT",
+        value_name = "DURATION",
+        default_value = "10s",
+        value_parser = parse_admin_timeout,
+        hide = true
+    )]
+    admin_header_timeout: std::time::Duration,
+}
+
+fn parse_admin_timeout(s: &str) -> Result<std::time::Duration, String> {
+    match humantime::parse_duration(s) {
+        Ok(d) if d.is_zero() => Err("it must be longer than 0s".into()),
+        Ok(d) => Ok(d),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// `pollhook run`: the options checked (a usage error exits 2 before anything starts), then
+/// the daemon until SIGTERM.
+pub(super) fn run(args: RunArgs) -> Result<ExitCode> {
+    logging::init(args.log_format);
+    let admin: Option<SocketAddr> = match args.admin.as_str() {
+        "off" => None,
+        a => Some(a.parse().with_context(|| {
+            format!("--admin `{a}` is not an address like 127.0.0.1:9187 or `off`")
+        })?),
+    };
+    // A usage error, found before anything starts (exit 2, docs/operations.md#the-command-line).
+    if let Some(addr) = admin {
+        if let Err(e) = access::check_exposure(addr, args.admin_token_file.is_some()) {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    }
+    // A usage error too (exit 2, docs/scaling.md#shards).
+    let shard = match args.shard.as_deref().map(Shard::from_arg).transpose() {
+        Ok(shard) => shard,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let opts = options(args, admin, shard)?;
+    let rt = runtime()?;
+    let ran = rt.block_on(async {
+        let shutdown = CancellationToken::new();
+        tokio::spawn(signals(shutdown.clone()));
+        app::run(opts, Env::process(), shutdown).await
+    });
+    // A blocking call stuck in a failed store must not keep the process from exiting.
+    rt.shutdown_timeout(std::time::Duration::from_secs(1));
+    ran?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The daemon's options from the command line's (the shard parsed already): the token read, the
+/// directories defaulted.
+fn options(args: RunArgs, admin: Option<SocketAddr>, shard: Option<Shard>) -> Result<RunOptions> {
+    let RunArgs {
+        bridges,
+        data,
+        admin: _,
+        admin_socket,
+        admin_token_file,
+        log_format: _,
+        shard: _,
+        store_failure_limit,
+        max_polls,
+        max_polls_per_host,
+        admin_header_timeout,
+    } = args;
+    let admin_token = admin_token_file
+        .as_deref()
+        .map(access::AdminToken::read)
+        .transpose()?;
+    let data = data.unwrap_or_else(default_data);
+    Ok(RunOptions {
+        bridges: bridges.unwrap_or_else(default_bridges),
+        // Absolute, as it is named in messages to clients, who may be elsewhere.
+        admin_socket: {
+            let p = admin_socket.unwrap_or_else(|| access::default_socket(&data));
+            std::path::absolute(&p).unwrap_or(p)
+        },
+        admin_token,
+        data,
+        admin,
+        shard,
+        store_failure_limit,
+        poll_limits: pollhook::runtime::PollLimits {
+            total: max_polls,
+            per_host: max_polls_per_host,
+        },
+        admin_timeout: admin_header_timeout,
+    })
+}
+
+/// SIGTERM and SIGINT stop the daemon.
+async fn signals(shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    shutdown.cancel();
+}
