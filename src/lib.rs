@@ -66,7 +66,8 @@
 //!   bridges coming in and going out (`layout`; pure)
 //! - [`handoff`]: a bridge's whole state in one versioned, checksummed document (`doc`, over
 //!   `store::handoff`, which reads and writes it), and `pollhook state export|import` (`cli`)
-//! - [`app`]: wiring, start-up, reload, the bridge tasks' supervisor and shutdown
+//! - [`app`]: wiring, start-up, reload and shutdown; `supervise`, the bridge tasks' and the
+//!   store's supervisors
 //! - [`fault`]: fault injection for the tests (debug builds only)
 //! - [`throttle`] (leaf): log lines others can provoke, at most one a minute with a count
 //! - [`systemd`]: sd_notify, and `dirs` (shards' state moved to where the units keep it now);
