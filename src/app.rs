@@ -1,13 +1,15 @@
 //! The daemon: load bridges, open the store, run one scheduler per bridge and one deliverer
-//! per bridge and sink, serve the admin API, reload on SIGHUP, and shut down cleanly. The
-//! tasks' and the store's supervisors are `supervise`'s.
+//! per bridge and sink, serve the admin API, reload on SIGHUP, and shut down cleanly.
+
+mod supervise;
 
 use crate::access::{Access, AdminSocket};
 use crate::admin;
+use crate::clock::Clock;
 use crate::config::{self, Bridge, Env};
 use crate::deliver;
 use crate::poll::scheduler;
-use crate::runtime::Ctx;
+use crate::runtime::{Beats, Ctx, StoreHandle};
 use crate::store::Store;
 use crate::systemd;
 use anyhow::{Context, Result};
@@ -20,8 +22,6 @@ use supervise::{Task, supervise_store, supervised};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, error, info, warn};
-
-mod supervise;
 
 #[derive(Debug, Clone)]
 pub struct RunOptions {
@@ -70,13 +70,13 @@ impl Fleet {
     fn start(&mut self, b: Arc<Bridge>) {
         let stop = self.root.child_token();
         let tasks = TaskTracker::new();
-        self.ctx.forget_ended(&b.name);
+        self.ctx.board.forget_ended(&b.name);
         // The supervisors log in the span of the task they watch (see `logging`).
         let (ctx, bridge, cancel) = (self.ctx.clone(), b.clone(), stop.clone());
         let span = crate::logging::bridge_span(&b.name);
         tasks.spawn(
             supervised(
-                self.ctx.clone(),
+                (self.ctx.board.clone(), self.ctx.clock.clone()),
                 b.clone(),
                 Task::Poll,
                 stop.clone(),
@@ -92,7 +92,7 @@ impl Fleet {
             let span = crate::logging::sink_span(&b.name, &sink.shown);
             tasks.spawn(
                 supervised(
-                    self.ctx.clone(),
+                    (self.ctx.board.clone(), self.ctx.clock.clone()),
                     b.clone(),
                     Task::Delivery,
                     stop.clone(),
@@ -138,7 +138,7 @@ impl Fleet {
         // A stopped bridge whose task had crashed is no longer a reason to be unhealthy (a
         // supervisor that is stopped records no new crash).
         for r in &gone {
-            self.ctx.forget_ended(&r.bridge.name);
+            self.ctx.board.forget_ended(&r.bridge.name);
         }
     }
 
@@ -167,7 +167,7 @@ impl Fleet {
                 self.start(b.clone());
             }
         }
-        *self.shown.write().expect("bridges lock") = set;
+        *crate::runtime::lock::write(&self.shown) = set;
         info!(
             bridges = self.running.len(),
             added = added.len(),
@@ -274,11 +274,18 @@ async fn serve_admin(
     stop: &CancellationToken,
 ) -> Result<(TaskTracker, AdminSocket)> {
     let admin_done = TaskTracker::new();
+    let clock = state.ctx.clock.clone();
     let (socket, local) = AdminSocket::bind(&opts.admin_socket)?;
     let app = admin::router(state.clone(), Access::Socket);
     let path = opts.admin_socket.display();
     info!(path = %path, connections = limits.connections, "admin socket listening on {path}");
-    admin_done.spawn(admin::serve::serve(local, app, limits, stop.clone()));
+    admin_done.spawn(admin::serve::serve(
+        local,
+        app,
+        limits,
+        clock.clone(),
+        stop.clone(),
+    ));
     if let Some(addr) = opts.admin {
         let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
             format!("cannot listen on {addr} for the admin API (use --admin off to disable)")
@@ -302,7 +309,13 @@ async fn serve_admin(
         } else {
             warn!(%addr, acting_with_token = token, connections, "admin API listening on {addr}, beyond loopback: reads are open to the network, and the bearer token travels unencrypted");
         }
-        admin_done.spawn(admin::serve::serve(listener, app, limits, stop.clone()));
+        admin_done.spawn(admin::serve::serve(
+            listener,
+            app,
+            limits,
+            clock,
+            stop.clone(),
+        ));
     }
     admin_done.close();
     Ok((admin_done, socket))
@@ -345,12 +358,12 @@ async fn reload(opts: &RunOptions, env: &Env, fleet: &mut Fleet) {
 }
 
 /// The flush at exit, within the grace period.
-async fn final_flush(ctx: &Ctx) -> Result<Result<(), crate::store::StoreError>> {
+async fn final_flush(store: &StoreHandle) -> Result<Result<(), crate::store::StoreError>> {
     // Everything, acknowledgements and retry times included, not only the commits. A store
     // that does not take writes is not flushed (sled could wait for it for ever), and nothing
     // is lost by stopping: what is not on disk is detected again (same ids) or sent again after
     // the next start.
-    let flushed = match (ctx.store(), ctx.store_failure()) {
+    let flushed = match (store.get(), store.failure()) {
         (Ok(store), None) => {
             let flush = tokio::task::spawn_blocking(move || store.flush_blocking());
             match tokio::time::timeout(SHUTDOWN_GRACE, flush).await {
@@ -401,7 +414,9 @@ pub async fn run(opts: RunOptions, env: Env, shutdown: CancellationToken) -> Res
     let layout = settle_layout(&store, opts.shard, configured)
         .await
         .with_context(|| format!("cannot record the layout in {}", opts.data.display()))?;
-    let ctx = Arc::new(Ctx::new(store).with_poll_limits(opts.poll_limits));
+    // The daemon's one clock, handed down from here (docs/design.md#the-clock).
+    let clock = Clock::system();
+    let ctx = Arc::new(Ctx::with_clock(store, clock).with_poll_limits(opts.poll_limits));
     let store_dir = opts.data.clone();
     crate::metrics::handle();
     let root = shutdown.child_token();
@@ -425,29 +440,15 @@ pub async fn run(opts: RunOptions, env: Env, shutdown: CancellationToken) -> Res
     for b in bridges {
         fleet.start(b);
     }
-    tokio::spawn(supervise_store(ctx.clone(), store_dir, root.clone()));
-    let (watched_ctx, limit) = (ctx.clone(), opts.store_failure_limit);
+    tokio::spawn(supervise_store(ctx.store.clone(), store_dir, root.clone()));
+    let (watched, limit) = (ctx.clone(), opts.store_failure_limit);
     tokio::spawn(systemd::watchdog(root.clone(), move || {
-        wedged(&watched_ctx, limit)
+        let (beats, store, clock) = (&watched.beats, &watched.store, &watched.clock);
+        wedged((beats, store, clock), limit)
     }));
     tokio::spawn(crate::metrics::upkeep(root.clone()));
 
-    let roots = crate::http::roots::roots();
-    let tls_roots = match roots.origin {
-        crate::http::roots::Origin::System => "system",
-        crate::http::roots::Origin::Bundled => "bundled",
-    };
-    info!(
-        bridges = fleet.running.len(),
-        dir = %opts.bridges.display(),
-        data = %opts.data.display(),
-        open_files,
-        tls_roots = %tls_roots,
-        "pollhook started: {} from {}, state in {}; https verified against {roots}",
-        crate::logging::count(fleet.running.len(), "bridge", "bridges"),
-        opts.bridges.display(),
-        opts.data.display(),
-    );
+    log_started(&opts, fleet.running.len(), open_files);
     systemd::ready();
 
     loop {
@@ -460,6 +461,27 @@ pub async fn run(opts: RunOptions, env: Env, shutdown: CancellationToken) -> Res
     shut_down(fleet, admin_done).await
 }
 
+/// The line that says the daemon runs: its bridges, where its state is, the CA roots https
+/// is verified against.
+fn log_started(opts: &RunOptions, bridges: usize, open_files: u64) {
+    let roots = crate::http::roots::roots();
+    let tls_roots = match roots.origin {
+        crate::http::roots::Origin::System => "system",
+        crate::http::roots::Origin::Bundled => "bundled",
+    };
+    info!(
+        bridges,
+        dir = %opts.bridges.display(),
+        data = %opts.data.display(),
+        open_files,
+        tls_roots = %tls_roots,
+        "pollhook started: {} from {}, state in {}; https verified against {roots}",
+        crate::logging::count(bridges, "bridge", "bridges"),
+        opts.bridges.display(),
+        opts.data.display(),
+    );
+}
+
 /// Stops the bridges, then the admin API, then flushes the store (within the grace period).
 async fn shut_down(mut fleet: Fleet, admin_done: TaskTracker) -> Result<()> {
     systemd::stopping();
@@ -469,8 +491,8 @@ async fn shut_down(mut fleet: Fleet, admin_done: TaskTracker) -> Result<()> {
     fleet.root.cancel();
     fleet.stop(&names).await;
     admin_done.wait().await;
-    let flushed = final_flush(&fleet.ctx).await?;
-    fleet.ctx.abandon_failed_store();
+    let flushed = final_flush(&fleet.ctx.store).await?;
+    fleet.ctx.store.abandon_if_failed();
     match flushed {
         Ok(()) => info!("stopped"),
         Err(e) => error!(
@@ -482,17 +504,55 @@ async fn shut_down(mut fleet: Fleet, admin_done: TaskTracker) -> Result<()> {
 
 /// Why the watchdog should stop pinging, if it should: a step stuck well past its time-outs,
 /// or a store that has not taken writes for longer than `store_limit`.
-fn wedged(ctx: &Ctx, store_limit: Duration) -> Option<String> {
-    if let Some(stuck) = ctx.beats.stuck() {
+fn wedged(
+    (beats, store, clock): (&Beats, &StoreHandle, &Clock),
+    store_limit: Duration,
+) -> Option<String> {
+    if let Some(stuck) = beats.stuck() {
         return Some(stuck);
     }
-    ctx.store_failure()
-        .filter(|f| f.since.elapsed() > store_limit)
-        .map(|f| f.to_string())
+    let now = clock.instant();
+    store
+        .failure()
+        .filter(|f| now.saturating_duration_since(f.since) > store_limit)
+        .map(|f| f.describe(now))
 }
 
 /// Whether this process runs the bridge `name`: with `--shard`, when its shard owns it under
 /// the jump consistent hash (docs/scaling.md#shards).
 pub fn in_shard(name: &str, shard: Option<crate::shard::Shard>) -> bool {
     shard.is_none_or(|s| s.owns(name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_watchdog_gives_up_on_a_failed_store_once_its_limit_has_passed_on_the_clock() {
+        let dir = tempfile::tempdir().unwrap();
+        let t0 = chrono::DateTime::parse_from_rfc3339("2031-05-04T10:00:00Z").unwrap();
+        let clock = Clock::fixed(t0.to_utc());
+        let ctx = Ctx::with_clock(Store::open(dir.path()).unwrap(), clock.clone());
+        let handles = (&ctx.beats, &ctx.store, &ctx.clock);
+        let limit = Duration::from_secs(600);
+        assert_eq!(wedged(handles, limit), None);
+        let full = std::io::Error::other("No space left on device");
+        ctx.store
+            .failed(&crate::store::StoreError::Sled(sled::Error::Io(full)));
+        // Failing, but not yet for longer than the limit: the watchdog keeps pinging.
+        clock.advance(limit);
+        assert_eq!(wedged(handles, limit), None);
+        clock.advance(Duration::from_secs(1));
+        let why = wedged(handles, limit).unwrap();
+        assert!(
+            why.starts_with("state database does not take writes (for 601s): "),
+            "{why}"
+        );
+        // A step stuck past its time-outs is named first.
+        let _step = ctx.beats.step("a poll", Duration::from_secs(5));
+        clock.advance(Duration::from_secs(65));
+        let why = wedged(handles, limit).unwrap();
+        assert_eq!(why, "a poll has been running 60s past its time-outs");
+    }
 }

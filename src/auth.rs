@@ -1,8 +1,8 @@
 //! Logging in to sources (docs/configuration.md#logging-in): the tokens of `source.auth`, fetched
 //! before the first request that needs one, kept in memory per bridge (a [`Session`] in
-//! `runtime::Ctx`, so a token outlives the poll that fetched it), renewed at 90% of its lifetime,
-//! and once more when the source answers 401 anyway (the caller, `poll::fetch`, then asks again
-//! once).
+//! [`Sessions`], shared by the daemon, so a token outlives the poll that fetched it), renewed at
+//! 90% of its lifetime on the daemon's clock, and once more when the source answers 401 anyway
+//! (the caller, `poll::fetch`, then asks again once).
 //!
 //! The token endpoints are spoken to by hand, with the source's own client (its proxy, and
 //! redirects within the token URL's origin only): the `oauth2` crate's HTTP side is built on
@@ -113,6 +113,8 @@ pub struct LogIn<'a> {
     pub bridge: &'a str,
     /// For each token request, as for each page.
     pub timeout: Duration,
+    /// When a token was asked for, and whether it is due for renewal.
+    pub clock: &'a crate::clock::Clock,
 }
 
 /// When a token that lives `lifetime` is renewed, counted from when it was asked for.
@@ -133,7 +135,7 @@ impl LogIn<'_> {
         }
         let mut held = self.session.held.lock().await;
         if let Some(t) = &held.token {
-            if !renew && t.renew_at.is_none_or(|at| Instant::now() < at) {
+            if !renew && t.renew_at.is_none_or(|at| self.clock.instant() < at) {
                 return Ok(t.header.clone());
             }
         }
@@ -308,7 +310,7 @@ impl LogIn<'_> {
             url: shown.clone(),
             reason,
         };
-        let sent = Instant::now();
+        let sent = self.clock.instant();
         let ask = async {
             let mut resp = req
                 .header(header::ACCEPT, "application/json")

@@ -9,7 +9,8 @@
 //!
 //! Wall-clock time is `chrono::DateTime<Utc>` throughout; Unix milliseconds appear only where
 //! a time is stored (store records) or shown (the admin API's `*_ms` fields), and
-//! `std::time::Instant` only for elapsed time.
+//! `tokio::time::Instant` only for elapsed time. Both come from one [`clock::Clock`], made at
+//! an edge and handed down (docs/design.md#the-clock).
 //!
 //! - [`jsonpath`] (leaf): a JSONPath compiled once at load, its errors on one line
 //! - [`http`] (leaf): the source and webhook clients, redirect policy, user agent, reqwest
@@ -55,8 +56,11 @@
 //!   compiled at load, a chat `message`'s values escaped by [`chat`] (its only import); pure:
 //!   no clock, files or network
 //! - [`resync`]: queue every stored item as `item.snapshot`
-//! - [`runtime`]: what the tasks share (the store and whether it takes writes, HTTP clients,
-//!   poll slots and locks, wake-ups, the steps the watchdog looks at)
+//! - [`clock`] (leaf): the one clock (the system's, or a test's), and times as stored milliseconds
+//! - [`runtime`]: what the tasks share, as the handles each part takes
+//!   (docs/design.md#shared-handles): `store` (the store and whether it takes writes), HTTP
+//!   clients, `polls` (slots and locks), wake-ups, `board` (statuses, ended tasks), `beats`
+//!   (the steps the watchdog looks at); `Ctx` owns one of each for the wiring
 //! - [`admin`]: the admin HTTP API: router and handlers, the typed bodies it answers with
 //!   (`admin::body`) and the CLI's client that reads them (`admin::client`), and how it is
 //!   served within bounds (`admin::serve`: a cap on connections, time-outs); [`access`]: who
@@ -82,6 +86,7 @@ pub mod admin;
 pub mod app;
 pub mod auth;
 pub mod chat;
+pub mod clock;
 pub mod config;
 pub mod deliver;
 pub mod diff;

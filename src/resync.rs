@@ -3,19 +3,28 @@
 
 use crate::config::Bridge;
 use crate::event::{self, EventType, Side};
-use crate::runtime::Ctx;
+use crate::runtime::{Ctx, StoreHandle, Wakers};
 use crate::store::{BridgeMeta, Commit, PageWrite, Store, StoreError};
 use chrono::{DateTime, Utc};
 
 /// Queues the snapshot; returns how many items it holds.
 pub async fn resync(ctx: &Ctx, bridge: &Bridge, now: DateTime<Utc>) -> Result<usize, StoreError> {
-    let st = ctx.writable_store()?;
-    let r = queue_snapshot(ctx, &st, bridge, now).await;
-    ctx.check(r)
+    resync_with((&ctx.store, &ctx.wakers), bridge, now).await
+}
+
+/// [`resync`], with the handles it takes: the store, and the deliverers' wake-ups.
+pub async fn resync_with(
+    (store, wakers): (&StoreHandle, &Wakers),
+    bridge: &Bridge,
+    now: DateTime<Utc>,
+) -> Result<usize, StoreError> {
+    let st = store.writable()?;
+    let r = queue_snapshot(wakers, &st, bridge, now).await;
+    store.check(r)
 }
 
 async fn queue_snapshot(
-    ctx: &Ctx,
+    wakers: &Wakers,
     st: &Store,
     bridge: &Bridge,
     now: DateTime<Utc>,
@@ -71,7 +80,7 @@ async fn queue_snapshot(
     .expect("resync does not panic")?;
     if n > 0 {
         st.flush().await?;
-        ctx.wake(&bridge.name);
+        wakers.wake(&bridge.name);
     }
     Ok(n)
 }

@@ -1,7 +1,7 @@
 //! When a bridge polls: `every` at a stable offset inside its interval, or `cron`
 //! (docs/configuration.md#schedule). Pure: the clock is an argument.
 
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 use std::str::FromStr;
 use std::time::Duration;
@@ -28,9 +28,9 @@ impl Schedule {
             Schedule::Every(interval) => {
                 let iv = interval.as_millis().max(1) as i64;
                 let off = (stable_hash(name) % iv as u64) as i64;
-                let t = now.timestamp_millis();
+                let t = crate::clock::to_ms(now);
                 let k = (t - off).div_euclid(iv) + 1;
-                Utc.timestamp_millis_opt(k * iv + off).single()
+                crate::clock::from_ms(k * iv + off)
             }
             Schedule::Cron { schedules, .. } => {
                 schedules.iter().filter_map(|s| s.after(&now).next()).min()
@@ -41,8 +41,11 @@ impl Schedule {
     /// Parses a cron expression: 5 fields as in crontab(5), or the cron crate's 6/7 fields
     /// (seconds first, optional year). All in UTC. One that never fires after now (only past
     /// years, February 30th) is refused: the bridge would load and never poll.
+    ///
+    /// Reads the real clock: it is called while a bridge file is loaded (at start and on a
+    /// reload), an edge no clock is handed to; [`Schedule::cron_at`] takes the time.
     pub fn cron(expr: &str) -> Result<Schedule, String> {
-        Schedule::cron_at(expr, Utc::now())
+        Schedule::cron_at(expr, crate::clock::Clock::system().now())
     }
 
     /// As [`Schedule::cron`], with `now` given.

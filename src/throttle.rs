@@ -4,7 +4,8 @@
 //! log shows that it happens without being flooded by it.
 
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 /// How often a throttled line may be written.
 pub const EVERY: Duration = Duration::from_secs(60);
@@ -28,12 +29,14 @@ impl Throttle {
         }
     }
 
-    /// Counts one; gives the count to log when a line is due (and starts counting anew).
+    /// Counts one; gives the count to log when a line is due (and starts counting anew). For
+    /// the throttles kept in statics, which no clock reaches: the real clock, read here.
     pub fn note(&self) -> Option<u64> {
         self.note_at(Instant::now())
     }
 
-    fn note_at(&self, now: Instant) -> Option<u64> {
+    /// [`Throttle::note`] at `now`, from the caller's clock.
+    pub fn note_at(&self, now: Instant) -> Option<u64> {
         let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
         s.1 += 1;
         if s.0

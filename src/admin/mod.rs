@@ -55,7 +55,7 @@ async fn layout(State(s): State<AdminState>) -> Json<crate::shard::layout::View>
 }
 
 fn running(s: &AdminState) -> Vec<Arc<Bridge>> {
-    s.bridges.read().expect("bridges lock").clone()
+    crate::runtime::lock::read(&s.bridges).clone()
 }
 
 fn find(s: &AdminState, name: &str) -> Result<Arc<Bridge>, ApiError> {
@@ -100,10 +100,10 @@ async fn healthz(State(s): State<AdminState>) -> axum::response::Response {
 }
 
 async fn metrics(State(s): State<AdminState>) -> ([(&'static str, &'static str); 1], String) {
-    crate::metrics::store_ok(s.ctx.store_failure().is_none());
+    crate::metrics::store_ok(s.ctx.store.failure().is_none());
     // Counters the store keeps: no scan, whatever the number of bridges.
     let all = running(&s);
-    let queues: Vec<(&str, usize, usize)> = match s.ctx.store() {
+    let queues: Vec<(&str, usize, usize)> = match s.ctx.store.get() {
         Ok(store) => all
             .iter()
             .map(|b| {
@@ -129,7 +129,7 @@ async fn metrics(State(s): State<AdminState>) -> ([(&'static str, &'static str);
 /// queue lengths are null) and with the reason under `problems`.
 async fn bridges(State(s): State<AdminState>) -> Result<Json<body::Bridges>, ApiError> {
     let all = running(&s);
-    let store = s.ctx.store().ok();
+    let store = s.ctx.store.get().ok();
     let (st, names) = (
         store.clone(),
         all.iter().map(|b| b.name.clone()).collect::<Vec<_>>(),
@@ -173,7 +173,7 @@ async fn bridges(State(s): State<AdminState>) -> Result<Json<body::Bridges>, Api
                     .collect(),
                 seq: meta.map(|m| m.seq),
                 baselined: meta.map(|m| m.baselined),
-                status: s.ctx.status(&b.name),
+                status: s.ctx.board.status(&b.name),
                 outbox: store.as_ref().map(|st| st.outbox_len(&b.name)),
                 dead_letters: store.as_ref().map(|st| st.dead_len(&b.name)),
             }
@@ -248,7 +248,7 @@ async fn poll(
         events_total: r.emitted.total(),
         events,
         requests: if q.render {
-            crate::deliver::trial::plan(&b, &r.events, chrono::Utc::now())
+            crate::deliver::trial::plan(&b, &r.events, s.ctx.clock.now())
         } else {
             Vec::new()
         },
@@ -268,10 +268,11 @@ async fn send_test(
     Query(q): Query<TestQuery>,
 ) -> Result<Json<body::TestSent>, ApiError> {
     let b = find(&s, &name)?;
-    let now = chrono::Utc::now();
-    let answers = crate::deliver::trial::send_test(&s.ctx.sender, &b, q.sink.as_deref(), now)
-        .await
-        .map_err(|e| api_error(StatusCode::NOT_FOUND, e))?;
+    let now = s.ctx.clock.now();
+    let answers =
+        crate::deliver::trial::send_test(&s.ctx.clients.sender, &b, q.sink.as_deref(), now)
+            .await
+            .map_err(|e| api_error(StatusCode::NOT_FOUND, e))?;
     let sinks = crate::logging::count(answers.len(), "sink", "sinks");
     tracing::info!(bridge = %name, sinks = answers.len(), "test event of {name} sent through the admin API to {sinks}");
     Ok(Json(body::TestSent {
@@ -285,11 +286,11 @@ async fn reset(
     Path(name): Path<String>,
 ) -> Result<Json<body::Reset>, ApiError> {
     let b = find(&s, &name)?;
-    let store = s.ctx.writable_store().map_err(store_error)?;
+    let store = s.ctx.store.writable().map_err(store_error)?;
     let n = tokio::task::spawn_blocking(move || store.reset(&b.name))
         .await
         .map_err(internal)?;
-    let n = s.ctx.check(n).map_err(store_error)?;
+    let n = s.ctx.store.check(n).map_err(store_error)?;
     let items = crate::logging::count(n, "item", "items");
     tracing::warn!(bridge = %name, items = n, "state of {name} reset through the admin API ({items} forgotten); the next poll re-baselines");
     Ok(Json(body::Reset {
@@ -303,7 +304,7 @@ async fn resync(
     Path(name): Path<String>,
 ) -> Result<Json<body::Resynced>, ApiError> {
     let b = find(&s, &name)?;
-    let n = crate::resync::resync(&s.ctx, &b, chrono::Utc::now())
+    let n = crate::resync::resync_with((&s.ctx.store, &s.ctx.wakers), &b, s.ctx.clock.now())
         .await
         .map_err(store_error)?;
     let items = crate::logging::count(n, "item", "items");
@@ -344,7 +345,7 @@ async fn dead_letters(
     State(s): State<AdminState>,
     Query(f): Query<BridgeFilter>,
 ) -> Result<Json<body::DeadLetters>, ApiError> {
-    let store = s.ctx.store().map_err(store_error)?;
+    let store = s.ctx.store.get().map_err(store_error)?;
     let all = tokio::task::spawn_blocking(move || store.dead_letters())
         .await
         .map_err(internal)?
@@ -373,11 +374,11 @@ fn each_letter(
     id: &str,
     op: impl Fn(&crate::store::Store, &[u8]) -> Result<bool, crate::store::StoreError>,
 ) -> Result<Vec<DeadLetter>, ApiError> {
-    let store = s.ctx.writable_store().map_err(store_error)?;
+    let store = s.ctx.store.writable().map_err(store_error)?;
     let all = store.dead_letters().map_err(store_error)?;
     let mut done = Vec::new();
     for (key, l) in all.into_iter().filter(|(_, l)| matches(l, id)) {
-        if s.ctx.check(op(&store, &key)).map_err(store_error)? {
+        if s.ctx.store.check(op(&store, &key)).map_err(store_error)? {
             done.push(l);
         }
     }
@@ -397,7 +398,7 @@ async fn replay(
     let done = each_letter(&s, &id, |st, k| Ok(st.replay(k)?.is_some()))?;
     for l in &done {
         tracing::info!(bridge = %l.bridge, event_id = %l.entry.event_id, sink = %l.sink, "dead letter replayed: {} event {} to sink {}", l.bridge, l.entry.event_id, l.sink);
-        s.ctx.wake(&l.bridge);
+        s.ctx.wakers.wake(&l.bridge);
     }
     Ok(Json(body::Replayed {
         replayed: done.iter().map(letter_id).collect(),

@@ -12,6 +12,7 @@
 //! answered. When accepting fails (out of file descriptors, most likely), that is logged and
 //! tried again shortly, neither spinning nor silent.
 
+use crate::clock::Clock;
 use crate::throttle::Throttle;
 use axum::Router;
 use hyper::body::Incoming;
@@ -22,8 +23,9 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
@@ -103,9 +105,10 @@ pub async fn serve<L: Accept>(
     mut listener: L,
     app: Router,
     limits: Limits,
+    clock: Clock,
     stop: CancellationToken,
 ) {
-    let crowd = Arc::new(Crowd::new(limits.connections, L::LABEL));
+    let crowd = Arc::new(Crowd::new(clock.clone(), limits.connections, L::LABEL));
     let (at_cap, failing) = (Throttle::new(), Throttle::new());
     let tasks = TaskTracker::new();
     loop {
@@ -118,7 +121,7 @@ pub async fn serve<L: Accept>(
                 let admitted = crowd.admit();
                 if admitted.as_ref().is_none_or(|(_, made_room)| *made_room) {
                     crate::metrics::admin_closed(L::LABEL, "cap");
-                    if let Some(closed) = at_cap.note() {
+                    if let Some(closed) = at_cap.note_at(clock.instant()) {
                         warn!(
                             closed,
                             "{}: {} connections at once, its limit: a new one closes the one quiet the longest, or is closed itself while every one is being answered (logged at most once a minute; `closed` counts them since the last line)",
@@ -141,7 +144,7 @@ pub async fn serve<L: Accept>(
             Err(e) if passing(&e) => {}
             Err(e) => {
                 crate::metrics::admin_accept_error(L::LABEL);
-                if let Some(failures) = failing.note() {
+                if let Some(failures) = failing.note_at(clock.instant()) {
                     error!(
                         failures,
                         "{}: cannot accept connections: {e}; trying again every {} ms (logged at most once a minute; `failures` counts them since the last line)",
@@ -243,6 +246,7 @@ async fn quiet(conn: &Conn, timeout: Duration) {
 struct Crowd {
     cap: usize,
     label: &'static str,
+    clock: Clock,
     /// What [`Conn::last`] counts from.
     epoch: Instant,
     open: Mutex<Vec<Arc<Conn>>>,
@@ -250,6 +254,7 @@ struct Crowd {
 
 /// A connection, as the crowd sees it.
 struct Conn {
+    clock: Clock,
     epoch: Instant,
     /// When it last moved a byte or finished an answer: milliseconds since `epoch`.
     last: AtomicU64,
@@ -260,14 +265,19 @@ struct Conn {
 }
 
 impl Conn {
+    /// How long since `epoch`, on the daemon's clock.
+    fn since_epoch(&self) -> Duration {
+        self.clock.instant().saturating_duration_since(self.epoch)
+    }
+
     fn touch(&self) {
-        let now = self.epoch.elapsed().as_millis() as u64;
+        let now = crate::clock::ms(self.since_epoch());
         self.last.store(now, Ordering::Relaxed);
     }
 
     fn quiet_for(&self) -> Duration {
         let last = Duration::from_millis(self.last.load(Ordering::Relaxed));
-        self.epoch.elapsed().saturating_sub(last)
+        self.since_epoch().saturating_sub(last)
     }
 
     fn answering(&self) -> bool {
@@ -290,11 +300,12 @@ impl Drop for Held {
 }
 
 impl Crowd {
-    fn new(cap: usize, label: &'static str) -> Crowd {
+    fn new(clock: Clock, cap: usize, label: &'static str) -> Crowd {
         Crowd {
             cap,
             label,
-            epoch: Instant::now(),
+            epoch: clock.instant(),
+            clock,
             open: Mutex::new(Vec::new()),
         }
     }
@@ -318,6 +329,7 @@ impl Crowd {
             open.remove(i).evicted.cancel();
         }
         let conn = Arc::new(Conn {
+            clock: self.clock.clone(),
             epoch: self.epoch,
             last: AtomicU64::new(0),
             answering: AtomicUsize::new(0),
@@ -431,7 +443,7 @@ mod tests {
         let ago = Instant::now().checked_sub(Duration::from_secs(10)).unwrap();
         Arc::new(Crowd {
             epoch: ago,
-            ..Crowd::new(cap, "tcp")
+            ..Crowd::new(Clock::system(), cap, "tcp")
         })
     }
 

@@ -1,9 +1,11 @@
-//! The supervisors: a bridge's task started again when it ends on its own (returned or
-//! panicked), and the store watched and opened again after a write failure, each logged,
-//! counted and shown by `/healthz` while it lasts.
+//! The supervisors of the daemon's tasks: a bridge's task that ends on its own is started
+//! again (docs/operations.md#isolation), and a store that stops taking writes is opened again
+//! until it does (docs/operations.md#health-a-full-disk-and-the-watchdog). Each takes the
+//! handles it uses, and the clock.
 
+use crate::clock::Clock;
 use crate::config::Bridge;
-use crate::runtime::Ctx;
+use crate::runtime::{Board, StoreHandle};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,7 +34,7 @@ impl Task {
 /// is started again on the bridge's next slot (and polls at once then); a deliverer after a
 /// pause that doubles from 1 s to 5 min while it keeps ending.
 pub(super) async fn supervised<F, Fut>(
-    ctx: Arc<Ctx>,
+    (board, clock): (Arc<Board>, Clock),
     b: Arc<Bridge>,
     task: Task,
     stop: CancellationToken,
@@ -41,106 +43,123 @@ pub(super) async fn supervised<F, Fut>(
     F: Fn(bool) -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
-    const FIRST_PAUSE: Duration = Duration::from_secs(1);
-    const LONGEST_PAUSE: Duration = Duration::from_secs(300);
     let mut pause = FIRST_PAUSE;
     let mut restarted = false;
     loop {
-        let started = std::time::Instant::now();
+        let started = clock.instant();
         let ended = tokio::spawn(make(restarted)).await;
         if stop.is_cancelled() && ended.is_ok() {
             return;
         }
-        let why = why_ended(ended, task, &b);
+        let why = match ended {
+            Ok(()) => format!("its {} task ended", task.word()),
+            Err(e) => match e.try_into_panic() {
+                Ok(panic) => {
+                    let msg = crate::redact::panic_message(&*panic);
+                    let msg = crate::redact::Redactor::new(&b.secrets).clean(&msg);
+                    format!("its {} task panicked: {msg}", task.word())
+                }
+                Err(_) => format!("its {} task was cancelled", task.word()),
+            },
+        };
         if stop.is_cancelled() {
             error!("bridge {}: {why}", b.name);
             return;
         }
-        if started.elapsed() > LONGEST_PAUSE {
-            pause = FIRST_PAUSE;
-        }
-        let now = chrono::Utc::now();
-        let restart_at = match task {
-            Task::Poll => b.schedule.next_after(&b.name, now),
-            Task::Delivery => {
-                let at = now + pause;
-                pause = (pause * 2).min(LONGEST_PAUSE);
-                Some(at)
-            }
-        };
-        let Some(restart_at) = restart_at else {
+        let now = clock.now();
+        let ran = clock.instant() - started;
+        let Some(restart_at) = restart_at(&b, task, now, ran, &mut pause) else {
             error!(
                 "bridge {}: {why}; its schedule has no future run, so it is not started again",
                 b.name
             );
-            ctx.task_ended(&b.name, task.word(), why);
+            board.task_ended(&b.name, task.word(), why);
             return;
         };
-        let when = restart_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-        error!(
-            restart_at = %when,
-            "bridge {}: {why}; it is started again at {when}",
-            b.name
-        );
-        crate::metrics::task_restart(&b.name, task.word());
-        ctx.task_ended(
-            &b.name,
-            task.word(),
-            format!("{why} (it is started again at {when})"),
-        );
-        ctx.update_status(&b.name, |s| {
-            s.restarts += 1;
-            s.last_crash = Some(why.clone());
-            if task == Task::Poll {
-                s.next_poll = Some(restart_at);
-            }
-        });
+        crashed(&board, &b, task, why, restart_at);
         let wait = (restart_at - now).to_std().unwrap_or(Duration::ZERO);
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(wait) => {}
         }
-        ctx.task_restarted(&b.name, task.word());
+        board.task_restarted(&b.name, task.word());
         restarted = true;
     }
 }
 
-/// How a bridge's task ended, for the log and the status: returned, panicked (the message
-/// without the bridge's secrets) or cancelled.
-fn why_ended(ended: Result<(), tokio::task::JoinError>, task: Task, b: &Bridge) -> String {
-    match ended {
-        Ok(()) => format!("its {} task ended", task.word()),
-        Err(e) => match e.try_into_panic() {
-            Ok(panic) => {
-                let msg = crate::redact::panic_message(&*panic);
-                let msg = crate::redact::Redactor::new(&b.secrets).clean(&msg);
-                format!("its {} task panicked: {msg}", task.word())
-            }
-            Err(_) => format!("its {} task was cancelled", task.word()),
-        },
+/// The pause before a deliverer that keeps ending is started again: it doubles from the first
+/// to the longest, and starts over once the task ran longer than the longest.
+const FIRST_PAUSE: Duration = Duration::from_secs(1);
+const LONGEST_PAUSE: Duration = Duration::from_secs(300);
+
+/// When a task that ended after running `ran` is started again: the poll task on the bridge's
+/// next slot (None when its schedule has none), a deliverer after `pause`, which doubles.
+fn restart_at(
+    b: &Bridge,
+    task: Task,
+    now: chrono::DateTime<chrono::Utc>,
+    ran: Duration,
+    pause: &mut Duration,
+) -> Option<chrono::DateTime<chrono::Utc>> {
+    if ran > LONGEST_PAUSE {
+        *pause = FIRST_PAUSE;
     }
+    match task {
+        Task::Poll => b.schedule.next_after(&b.name, now),
+        Task::Delivery => {
+            let at = now + *pause;
+            *pause = (*pause * 2).min(LONGEST_PAUSE);
+            Some(at)
+        }
+    }
+}
+
+/// A task that ended on its own and is started again at `restart_at`: logged at ERROR,
+/// counted, and shown in the bridge's status and by `/healthz` until then.
+fn crashed(
+    board: &Board,
+    b: &Bridge,
+    task: Task,
+    why: String,
+    restart_at: chrono::DateTime<chrono::Utc>,
+) {
+    let when = restart_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    error!(
+        restart_at = %when,
+        "bridge {}: {why}; it is started again at {when}",
+        b.name
+    );
+    crate::metrics::task_restart(&b.name, task.word());
+    board.task_ended(
+        &b.name,
+        task.word(),
+        format!("{why} (it is started again at {when})"),
+    );
+    board.update(&b.name, |s| {
+        s.restarts += 1;
+        s.last_crash = Some(why);
+        if task == Task::Poll {
+            s.next_poll = Some(restart_at);
+        }
+    });
 }
 
 /// Watches the store: a probe now and then while it is healthy, and while it is not, tries
 /// to open it again (with a growing pause between tries) until it takes writes.
-pub(super) async fn supervise_store(ctx: Arc<Ctx>, dir: PathBuf, stop: CancellationToken) {
+pub(super) async fn supervise_store(store: StoreHandle, dir: PathBuf, stop: CancellationToken) {
     const PROBE_EVERY: Duration = Duration::from_secs(30);
     const FIRST_RETRY: Duration = Duration::from_millis(500);
     const LONGEST_RETRY: Duration = Duration::from_secs(30);
     let mut retry = FIRST_RETRY;
     loop {
-        if ctx.store_failure().is_none() {
+        if store.failure().is_none() {
             retry = FIRST_RETRY;
             tokio::select! {
                 _ = stop.cancelled() => return,
-                _ = ctx.store_failing() => {}
+                _ = store.failing() => {}
                 _ = tokio::time::sleep(PROBE_EVERY) => {
-                    let c = ctx.clone();
-                    let _ = tokio::task::spawn_blocking(move || {
-                        let probed = c.store().and_then(|s| s.probe(chrono::Utc::now()));
-                        c.check(probed)
-                    })
-                    .await;
+                    let s = store.clone();
+                    let _ = tokio::task::spawn_blocking(move || s.probe()).await;
                 }
             }
             continue;
@@ -150,15 +169,15 @@ pub(super) async fn supervise_store(ctx: Arc<Ctx>, dir: PathBuf, stop: Cancellat
             _ = tokio::time::sleep(retry) => {}
         }
         crate::metrics::store_reopen();
-        let (c, d) = (ctx.clone(), dir.clone());
+        let (s, d) = (store.clone(), dir.clone());
         let reopened =
-            tokio::task::spawn_blocking(move || c.reopen_store(&d, Duration::from_secs(30))).await;
+            tokio::task::spawn_blocking(move || s.reopen(&d, Duration::from_secs(30))).await;
         match reopened {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
-                ctx.store_still_failing(&e);
+                store.still_failing(&e);
                 info!(
-                    retry_in_ms = retry.as_millis() as u64,
+                    retry_in_ms = crate::clock::ms(retry),
                     "state database still does not take writes: {e}"
                 );
                 retry = (retry * 2).min(LONGEST_RETRY);

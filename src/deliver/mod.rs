@@ -18,9 +18,10 @@ pub mod trial;
 pub mod webhook;
 pub mod window;
 
+use crate::clock::{from_ms, ms, to_ms};
 use crate::config::raw::SinkFormat;
 use crate::config::{Bridge, Sink, Target};
-use crate::runtime::Ctx;
+use crate::runtime::{Ctx, StoreHandle};
 use crate::store::{DeadLetter, OutboxEntry, Rendered, Store, StoreError};
 use chrono::{DateTime, Utc};
 use rand::Rng;
@@ -60,9 +61,28 @@ pub enum Outcome {
 /// Nothing is sent unless the store takes writes and the entry is on disk: an event sent
 /// before its commit is durable could be lost with the commit and its `seq` handed out again,
 /// and an acknowledgement that cannot be stored would make it re-send the event in a loop. A
-/// store error marks the store failed (`Ctx::check`), and the queue waits for it to recover.
+/// store error marks the store failed (`StoreHandle::check`), and the queue waits for it to
+/// recover.
 pub async fn try_deliver_next(
     ctx: &Ctx,
+    windows: &Windows,
+    bridge: &str,
+    sink: &Sink,
+    now: DateTime<Utc>,
+) -> Result<Outcome, StoreError> {
+    deliver_next(
+        (&ctx.store, &ctx.clients.sender),
+        windows,
+        bridge,
+        sink,
+        now,
+    )
+    .await
+}
+
+/// [`try_deliver_next`], with the handles it takes: the store, and the webhook client.
+pub async fn deliver_next(
+    (st, sender): (&StoreHandle, &reqwest::Client),
     windows: &Windows,
     bridge: &str,
     sink: &Sink,
@@ -73,15 +93,15 @@ pub async fn try_deliver_next(
         Target::Console => "console",
     };
     crate::fault::inject("deliver-panic", bridge, raw);
-    let store = ctx.writable_store()?;
-    let r = attempt(ctx, windows, &store, bridge, sink, now).await;
-    ctx.check(r)
+    let store = st.writable()?;
+    let r = attempt(sender, windows, &store, bridge, sink, now).await;
+    st.check(r)
 }
 
 /// One attempt: the head of the queue, its body parsed once for the sink's rule and its
 /// rendering, the one effect (print or POST), the decision on what came of it, written.
 async fn attempt(
-    ctx: &Ctx,
+    sender: &reqwest::Client,
     windows: &Windows,
     store: &Store,
     bridge: &str,
@@ -97,7 +117,7 @@ async fn attempt(
         if !format::wanted(bridge, sink, &stored) {
             return filtered(store, bridge, &key, entry);
         }
-        speak(&ctx.sender, bridge, sink, &stored, now).await
+        speak(sender, bridge, sink, &stored, now).await
     };
     entry.attempts += 1;
     if sent.is_some() {
@@ -130,7 +150,7 @@ async fn head(
         return Ok(Head::Settled(Outcome::Empty));
     };
     // The store keeps times as Unix milliseconds.
-    let next_at = DateTime::from_timestamp_millis(entry.next_at_ms).unwrap_or_default();
+    let next_at = from_ms(entry.next_at_ms).unwrap_or_default();
     if next_at > now {
         return Ok(Head::Settled(Outcome::NotDue(next_at)));
     }
@@ -203,23 +223,21 @@ fn apply(
         Decision::Ack => {
             store.ack(key)?;
             crate::metrics::delivery(bridge, "delivered");
-            let created = DateTime::from_timestamp_millis(entry.created_ms).unwrap_or_default();
+            let created = from_ms(entry.created_ms).unwrap_or_default();
             crate::metrics::delivery_latency((now - created).to_std().unwrap_or_default());
             Ok(Outcome::Delivered { event_id })
         }
         Decision::Retry { at, wait, reason } => {
-            let retry_in = humantime::format_duration(Duration::from_millis(
-                wait.as_millis().try_into().unwrap_or(u64::MAX),
-            ));
+            let retry_in = humantime::format_duration(Duration::from_millis(ms(wait)));
             warn!(
                 event_id = %event_id, attempt = entry.attempts,
-                retry_in_ms = wait.as_millis() as u64,
+                retry_in_ms = ms(wait),
                 "delivery failed: {bridge} event {event_id} to {} (attempt {}, retry in \
                  {retry_in}): {reason}",
                 sink.shown,
                 entry.attempts
             );
-            entry.next_at_ms = at.timestamp_millis();
+            entry.next_at_ms = to_ms(at);
             entry.last_error = Some(reason);
             store.reschedule(key, &entry)?;
             crate::metrics::delivery(bridge, "retry");
@@ -257,7 +275,7 @@ fn dead_letter(
             bridge: bridge.to_string(),
             sink: sink.id.clone(),
             entry,
-            dead_at_ms: now.timestamp_millis(),
+            dead_at_ms: to_ms(now),
         },
     )?;
     Ok(Outcome::DeadLettered { event_id })
@@ -275,14 +293,16 @@ pub async fn run_sink(
     cancel: CancellationToken,
 ) {
     let sink = &bridge.sinks[sink];
-    let mut wake = ctx.subscribe(&bridge.name);
+    let (store, clock) = (&ctx.store, &ctx.clock);
+    let handles = (store, &ctx.clients.sender);
+    let mut wake = ctx.wakers.subscribe(&bridge.name);
     // A step that takes far longer than its time-out is stuck (see `runtime::Beats`).
     let limit = sink.timeout + Duration::from_secs(60);
     loop {
-        if ctx.store_failure().is_some() {
+        if store.failure().is_some() {
             tokio::select! {
                 _ = cancel.cancelled() => return,
-                _ = ctx.store_recovered() => {}
+                _ = store.recovered() => {}
             }
         }
         wake.borrow_and_update();
@@ -290,12 +310,12 @@ pub async fn run_sink(
             let _step = ctx.beats.step("a delivery", limit);
             // Boxed: an attempt's future (render, send, digest) is large, and inline it would
             // make every deliverer's idle task that large.
-            let next = try_deliver_next(&ctx, &windows, &bridge.name, sink, Utc::now());
+            let next = deliver_next(handles, &windows, &bridge.name, sink, clock.now());
             Box::pin(next).await
         };
         let wait = match outcome {
             Ok(Outcome::Empty) => None,
-            Ok(Outcome::NotDue(at)) => Some((at - Utc::now()).to_std().unwrap_or_default()),
+            Ok(Outcome::NotDue(at)) => Some((at - clock.now()).to_std().unwrap_or_default()),
             Ok(_) => {
                 if cancel.is_cancelled() {
                     return;
@@ -303,7 +323,7 @@ pub async fn run_sink(
                 continue;
             }
             // The store does not take writes: logged once where it was found; wait for it.
-            Err(e) if e.is_failure() && ctx.store_failure().is_some() => continue,
+            Err(e) if e.is_failure() && store.failure().is_some() => continue,
             Err(e) => {
                 error!("outbox of {} to {}: {e}", bridge.name, sink.shown);
                 Some(Duration::from_secs(5))
@@ -319,5 +339,90 @@ pub async fn run_sink(
                 }
             } => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::Clock;
+    use std::sync::Mutex;
+
+    /// Yields until `cond` holds, without letting paused time move: the runtime is never idle,
+    /// so it does not jump to the next timer while an attempt talks to the receiver.
+    async fn without_time_passing(what: &str, mut cond: impl FnMut() -> bool) {
+        for _ in 0..1_000_000 {
+            if cond() {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+        panic!("{what}: not within a million yields");
+    }
+
+    /// A source with one item, and a receiver that answers 500 once, then 200, noting when
+    /// each attempt came by `clock`. Their URLs.
+    async fn servers(clock: Clock, hits: Arc<Mutex<Vec<DateTime<Utc>>>>) -> (String, String) {
+        use axum::routing::{get, post};
+        let app = axum::Router::new()
+            .route(
+                "/items",
+                get(|| async { axum::Json(serde_json::json!([{"id": 1}])) }),
+            )
+            .route(
+                "/hook",
+                post(move || async move {
+                    let mut hits = hits.lock().unwrap();
+                    hits.push(clock.now());
+                    match hits.len() {
+                        1 => axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                        _ => axum::http::StatusCode::NO_CONTENT,
+                    }
+                }),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let at = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (format!("{at}/items"), format!("{at}/hook"))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_delivery_is_tried_again_when_the_clock_reaches_its_retry_time() {
+        let t0 = DateTime::parse_from_rfc3339("2031-05-04T10:20:30Z")
+            .unwrap()
+            .to_utc();
+        let clock = Clock::following_tokio(t0);
+        let hits = Arc::new(Mutex::new(Vec::new()));
+        let (source, hook) = servers(clock.clone(), hits.clone()).await;
+        let yaml = format!(
+            "schedule: {{every: 1h}}\nsource: {{url: \"{source}\"}}\nitems: {{select: \"$[*]\", key: \"$.id\"}}\nemit: {{first_poll: emit}}\nsinks:\n  - url: {hook}\n    signature: none\n    retry: [30s]\n"
+        );
+        let env = crate::config::Env::fixed(&[], None);
+        let bridge = crate::config::parse_file(std::path::Path::new("r.yaml"), &yaml, &env);
+        let bridge = Arc::new(bridge.unwrap());
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let ctx = Arc::new(Ctx::with_clock(store.clone(), clock.clone()));
+        let polled = crate::poll::poll_once(&ctx, &bridge, true, clock.now()).await;
+        assert_eq!(polled.unwrap().emitted.total(), 1);
+        let cancel = CancellationToken::new();
+        let windows = Arc::new(Windows::default());
+        let sink = run_sink(ctx.clone(), windows, bridge.clone(), 0, cancel.clone());
+        let task = tokio::spawn(sink);
+        // The first attempt, at once, fails: the event waits for 30 s ± 10% on the clock.
+        let head = || store.outbox_head("r", &bridge.sinks[0].id).unwrap();
+        without_time_passing("the retry", || head().is_some_and(|(_, e)| e.attempts == 1)).await;
+        assert_eq!(*hits.lock().unwrap(), [t0]);
+        let retry_at = from_ms(head().unwrap().1.next_at_ms).unwrap();
+        let wait = (retry_at - t0).to_std().unwrap();
+        assert!((27..=33).contains(&wait.as_secs()), "{wait:?}");
+        // A millisecond before it, nothing more; at it, the second attempt, acknowledged.
+        tokio::time::sleep(wait - Duration::from_millis(1)).await;
+        assert_eq!(hits.lock().unwrap().len(), 1);
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        without_time_passing("the second attempt", || head().is_none()).await;
+        assert_eq!(*hits.lock().unwrap(), [t0, retry_at]);
+        cancel.cancel();
+        task.await.unwrap();
     }
 }

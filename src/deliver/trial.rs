@@ -46,7 +46,7 @@ fn entry_of(e: &Event, now: DateTime<Utc>) -> OutboxEntry {
         attempts: 0,
         next_at_ms: 0,
         last_error: None,
-        created_ms: now.timestamp_millis(),
+        created_ms: crate::clock::to_ms(now),
         sent: None,
     }
 }
@@ -151,7 +151,7 @@ fn wire_headers(
 /// The `bridge.test` event: seq 0, an id of its own for each call (the time in ms).
 pub fn test_event(bridge: &Bridge, now: DateTime<Utc>) -> Event {
     Event {
-        id: format!("evt_test_{}", now.timestamp_millis()),
+        id: format!("evt_test_{}", crate::clock::to_ms(now)),
         kind: crate::event::EventType::Test,
         bridge: bridge.name.clone(),
         key: "test".into(),

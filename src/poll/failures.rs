@@ -8,10 +8,11 @@
 //! each poll that would have committed, under the bridge's poll lock.
 
 use super::{PollError, PollReport};
+use crate::clock::{Clock, from_ms, to_ms};
 use crate::config::Bridge;
 use crate::event::{self, Event, EventType, Side};
 use crate::redact::Redactor;
-use crate::runtime::Ctx;
+use crate::runtime::{StoreHandle, Wakers};
 use crate::store::{BridgeMeta, Commit, Failing, StoreError};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::json;
@@ -40,7 +41,7 @@ pub fn decide(
         (Outcome::Succeeded, None) => return None,
         (Outcome::Succeeded, Some(f)) => {
             next.failing = None;
-            let since = DateTime::from_timestamp_millis(f.since_ms).unwrap_or(now);
+            let since = from_ms(f.since_ms).unwrap_or(now);
             f.announced.then(|| {
                 let data = json!({
                     "failures": f.failures,
@@ -52,14 +53,14 @@ pub fn decide(
         }
         (Outcome::Failed { reason, error }, f) => {
             let mut f = f.clone().unwrap_or(Failing {
-                since_ms: now.timestamp_millis(),
+                since_ms: to_ms(now),
                 failures: 0,
                 announced: false,
             });
             f.failures = f.failures.saturating_add(1);
             let announce = !f.announced && f.failures >= after;
             f.announced |= announce;
-            let since = DateTime::from_timestamp_millis(f.since_ms).unwrap_or(now);
+            let since = from_ms(f.since_ms).unwrap_or(now);
             let data = json!({
                 "reason": reason,
                 "error": error,
@@ -122,7 +123,7 @@ fn build(
 /// it calls for. A store that does not take writes records nothing (its own failure is logged
 /// where it was found).
 pub async fn track(
-    ctx: &Ctx,
+    (store, wakers, clock): (&StoreHandle, &Wakers, &Clock),
     bridge: &Bridge,
     redactor: &Redactor,
     result: &Result<PollReport, PollError>,
@@ -136,17 +137,17 @@ pub async fn track(
         Ok(_) => None,
         Err(e) => Some((e.kind(), redactor.clean(&e.to_string()))),
     };
-    let Ok(store) = ctx.writable_store() else {
+    let Ok(writable) = store.writable() else {
         return;
     };
-    let (b, st) = (bridge.clone(), store.clone());
+    let (b, st, clock) = (bridge.clone(), writable.clone(), clock.clone());
     let stored = tokio::task::spawn_blocking(move || -> Result<bool, StoreError> {
         let meta = st.meta(&b.name)?;
         let outcome = match &error {
             None => Outcome::Succeeded,
             Some((reason, error)) => Outcome::Failed { reason, error },
         };
-        let Some(c) = decide(&b, &meta, outcome, Utc::now()) else {
+        let Some(c) = decide(&b, &meta, outcome, clock.now()) else {
             return Ok(false);
         };
         st.commit(&c)?;
@@ -156,13 +157,13 @@ pub async fn track(
     .expect("failure tracking does not panic");
     match stored {
         Ok(false) => {}
-        Ok(true) => match store.flush().await {
-            Ok(()) => ctx.wake(&bridge.name),
-            Err(e) => ctx.store_failed(&e),
+        Ok(true) => match writable.flush().await {
+            Ok(()) => wakers.wake(&bridge.name),
+            Err(e) => store.failed(&e),
         },
         Err(e) => {
             tracing::warn!("bridge {}: failure streak not stored: {e}", bridge.name);
-            ctx.store_failed(&e);
+            store.failed(&e);
         }
     }
 }

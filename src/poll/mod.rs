@@ -16,7 +16,7 @@ use crate::config::Bridge;
 use crate::diff::{ChangeKind, HeldBack};
 use crate::event::{Event, EventType};
 use crate::extract::ExtractError;
-use crate::runtime::Ctx;
+use crate::runtime::{Ctx, Wakers};
 use crate::store::{Store, StoreError};
 use apply::apply;
 use chrono::{DateTime, Utc};
@@ -162,7 +162,7 @@ impl Emitted {
 /// transaction with its events; see [`Batches`] for what an interrupted one leaves.
 ///
 /// While the store does not take writes, a poll that would commit fails at once; a store
-/// error met on the way marks the store failed (see `Ctx::check`).
+/// error met on the way marks the store failed (see `StoreHandle::check`).
 pub async fn poll_once(
     ctx: &Ctx,
     bridge: &Bridge,
@@ -171,21 +171,27 @@ pub async fn poll_once(
 ) -> Result<PollReport, PollError> {
     crate::fault::inject("poll-panic", &bridge.name, bridge.source.url.as_str());
     let store = if commit {
-        ctx.writable_store()?
+        ctx.store.writable()?
     } else {
-        ctx.store()?
+        ctx.store.get()?
     };
-    let r = poll_with(ctx, &store, bridge, commit, now).await;
+    let sourcing = fetch::Sourcing {
+        clients: &ctx.clients,
+        sessions: &ctx.sessions,
+        stopping: &ctx.stopping,
+        clock: &ctx.clock,
+    };
+    let r = poll_with((&store, &ctx.wakers), sourcing, bridge, commit, now).await;
     if let Err(PollError::Store(e)) = &r {
-        ctx.store_failed(e);
+        ctx.store.failed(e);
     }
     r
 }
 
 /// Load, fetch, then plan and store: see [`poll_once`].
 async fn poll_with(
-    ctx: &Ctx,
-    st: &Store,
+    (st, wakers): (&Store, &Wakers),
+    sourcing: fetch::Sourcing<'_>,
     bridge: &Bridge,
     commit: bool,
     now: DateTime<Utc>,
@@ -196,7 +202,7 @@ async fn poll_with(
     let source = cursor::source_with(&bridge.source, approach.cursor(&meta));
     let kept = load::kept(st, &bridge.name);
     let (listing, documents, matchable) =
-        fetch::fetch_conditional((ctx, &kept), bridge, &source, &cached, approach).await?;
+        fetch::fetch_conditional((sourcing, &kept), bridge, &source, &cached, approach).await?;
     let Some(documents) = documents else {
         return Ok(PollReport {
             items: meta.items,
@@ -230,7 +236,7 @@ async fn poll_with(
         // On disk before the first attempt (docs/events.md#at-least-once), also when a later batch
         // failed.
         let flushed = st.flush().await;
-        ctx.wake(&bridge.name);
+        wakers.wake(&bridge.name);
         let report = applied.result?;
         flushed?;
         return Ok(report);

@@ -3,16 +3,17 @@
 //! pause (rate limit) gets it: no poll before the pause ends.
 
 use super::{PollError, PollReport, poll_once};
+use crate::clock::Clock;
 use crate::config::Bridge;
 use crate::event::EventType;
 use crate::logging::{bridge_span, count};
 use crate::redact::Redactor;
-use crate::runtime::Ctx;
+use crate::runtime::{Board, Ctx, Warned};
 use crate::schedule::Schedule;
 use chrono::{DateTime, Utc};
 use rand::Rng;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, error, info, warn};
 
@@ -34,8 +35,8 @@ pub fn next_poll_at(
 /// Until when the source asked us not to poll this bridge, if that is still ahead. Kept in
 /// the shared status: it outlives a restart of the task (a reload), and a poll asked for
 /// through the admin API that meets a rate limit pauses the schedule too.
-fn paused_until(ctx: &Ctx, bridge: &str) -> Option<DateTime<Utc>> {
-    ctx.status(bridge).paused_until.filter(|p| *p > Utc::now())
+fn paused_until(board: &Board, bridge: &str, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    board.status(bridge).paused_until.filter(|p| *p > now)
 }
 
 /// Runs a bridge's schedule until `cancel`. A bridge that has never been polled (no baseline)
@@ -60,50 +61,61 @@ async fn schedule_loop(
     restarted: bool,
 ) {
     let redactor = Redactor::new(&bridge.secrets);
+    let (board, clock) = (&ctx.board, &ctx.clock);
     let fresh = ctx
-        .store()
+        .store
+        .get()
         .and_then(|s| s.meta(&bridge.name))
         .map(|m| !m.baselined)
         .unwrap_or(false);
-    if (fresh || restarted) && paused_until(&ctx, &bridge.name).is_none() {
+    if (fresh || restarted) && paused_until(board, &bridge.name, clock.now()).is_none() {
         let _ = Box::pin(poll_and_log(&ctx, &bridge, &redactor)).await;
     }
     loop {
-        let now = Utc::now();
-        let pause = paused_until(&ctx, &bridge.name);
-        let Some(next) = next_poll_at(&bridge.schedule, &bridge.name, now, pause) else {
-            warn!(
-                "bridge {}: schedule has no future run; the bridge stops polling",
-                bridge.name
-            );
-            ctx.update_status(&bridge.name, |s| s.next_poll = None);
+        let Some(wait) = until_next(board, clock, &bridge) else {
             cancel.cancelled().await;
             return;
         };
-        ctx.update_status(&bridge.name, |s| s.next_poll = Some(next));
-        let mut wait = (next - now).to_std().unwrap_or(Duration::ZERO);
-        if let Some(j) = bridge.jitter.filter(|j| !j.is_zero()) {
-            wait += rand::rng().random_range(Duration::ZERO..j);
-        }
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(wait) => {}
         }
         // A poll asked for meanwhile may have met a rate limit: then wait for its end.
-        if paused_until(&ctx, &bridge.name).is_some() {
+        if paused_until(board, &bridge.name, clock.now()).is_some() {
             continue;
         }
-        ctx.update_status(&bridge.name, |s| s.paused_until = None);
+        board.update(&bridge.name, |s| s.paused_until = None);
         // While the store does not take writes a poll could store nothing: skip the slots
         // until it does (the failure is logged once, and shown by `/healthz`).
-        if ctx.store_failure().is_some() {
+        if ctx.store.failure().is_some() {
             tokio::select! {
                 _ = cancel.cancelled() => return,
-                _ = ctx.store_recovered() => {}
+                _ = ctx.store.recovered() => {}
             }
         }
         let _ = Box::pin(poll_and_log(&ctx, &bridge, &redactor)).await;
     }
+}
+
+/// How long to wait for the bridge's next poll (its schedule's next slot, a pause the source
+/// asked for, the jitter), shown in its status; None when the schedule has no future run.
+fn until_next(board: &Board, clock: &Clock, bridge: &Bridge) -> Option<Duration> {
+    let now = clock.now();
+    let pause = paused_until(board, &bridge.name, now);
+    let Some(next) = next_poll_at(&bridge.schedule, &bridge.name, now, pause) else {
+        warn!(
+            "bridge {}: schedule has no future run; the bridge stops polling",
+            bridge.name
+        );
+        board.update(&bridge.name, |s| s.next_poll = None);
+        return None;
+    };
+    board.update(&bridge.name, |s| s.next_poll = Some(next));
+    let mut wait = (next - now).to_std().unwrap_or(Duration::ZERO);
+    if let Some(j) = bridge.jitter.filter(|j| !j.is_zero()) {
+        wait += rand::rng().random_range(Duration::ZERO..j);
+    }
+    Some(wait)
 }
 
 /// A scheduled poll with its log line: INFO with the counts, or WARN with the reason. Waits
@@ -119,17 +131,18 @@ pub async fn poll_and_log(
     bridge: &Bridge,
     redactor: &Redactor,
 ) -> Option<Result<PollReport, PollError>> {
-    let gate = ctx.poll_gate(&bridge.name);
+    let gate = ctx.polls.gate(&bridge.name);
     let _one = gate.lock().await;
-    if paused_until(ctx, &bridge.name).is_some() {
+    if paused_until(&ctx.board, &bridge.name, ctx.clock.now()).is_some() {
         return None;
     }
-    let _slot = ctx.poll_slot(&bridge.source.url).await;
-    let started = Instant::now();
+    let _slot = ctx.polls.slot(&bridge.source.url).await;
+    let started = ctx.clock.instant();
     let step = ctx.beats.step("a poll", step_limit(bridge));
-    let result = poll_once(ctx, bridge, true, Utc::now()).await;
+    let result = poll_once(ctx, bridge, true, ctx.clock.now()).await;
     drop(step);
-    record(ctx, bridge, redactor, &result, started.elapsed()).await;
+    let elapsed = ctx.clock.instant() - started;
+    record(ctx, bridge, redactor, &result, elapsed).await;
     Some(result)
 }
 
@@ -167,10 +180,10 @@ pub async fn poll_now(
     bridge: &Arc<Bridge>,
     commit: bool,
 ) -> Result<Result<PollReport, PollError>, NotNow> {
-    let Ok(one) = ctx.poll_gate(&bridge.name).try_lock_owned() else {
+    let Ok(one) = ctx.polls.gate(&bridge.name).try_lock_owned() else {
         return Err(NotNow::InFlight(bridge.name.clone()));
     };
-    if let Some(until) = paused_until(ctx, &bridge.name) {
+    if let Some(until) = paused_until(&ctx.board, &bridge.name, ctx.clock.now()) {
         return Err(NotNow::Paused {
             bridge: bridge.name.clone(),
             until,
@@ -182,20 +195,22 @@ pub async fn poll_now(
     let task = async move {
         let _one = one;
         let redactor = Redactor::new(&bridge.secrets);
-        let _slot = ctx.poll_slot(&bridge.source.url).await;
-        let started = Instant::now();
+        let _slot = ctx.polls.slot(&bridge.source.url).await;
+        let started = ctx.clock.instant();
         let step = ctx.beats.step("a poll", step_limit(&bridge));
         let (c, b) = (ctx.clone(), bridge.clone());
-        let poll = async move { poll_once(&c, &b, commit, Utc::now()).await };
+        let poll = async move { poll_once(&c, &b, commit, c.clock.now()).await };
         let joined = tokio::spawn(poll.in_current_span()).await;
         drop(step);
-        let result = joined.map_err(|e| panicked(&ctx, &bridge.name, &redactor, e));
+        let result = joined.map_err(|e| panicked(&ctx.board, &bridge.name, &redactor, e));
         let result = result.and_then(|r| r);
         if commit {
-            record(&ctx, &bridge, &redactor, &result, started.elapsed()).await;
+            let elapsed = ctx.clock.instant() - started;
+            record(&ctx, &bridge, &redactor, &result, elapsed).await;
         } else if let Some(until) = result.as_ref().err().and_then(|e| e.pause_until()) {
             // A dry run stores nothing, but the source's request for a pause holds all the same.
-            ctx.update_status(&bridge.name, |s| s.paused_until = Some(until));
+            ctx.board
+                .update(&bridge.name, |s| s.paused_until = Some(until));
             log_pause(&bridge, until);
         }
         result
@@ -211,13 +226,18 @@ pub async fn poll_now(
 
 /// A poll requested through the admin API that panicked: logged at ERROR and kept as the
 /// bridge's last crash.
-fn panicked(ctx: &Ctx, bridge: &str, redactor: &Redactor, e: tokio::task::JoinError) -> PollError {
+fn panicked(
+    board: &Board,
+    bridge: &str,
+    redactor: &Redactor,
+    e: tokio::task::JoinError,
+) -> PollError {
     let why = match e.try_into_panic() {
         Ok(p) => redactor.clean(&crate::redact::panic_message(&*p)),
         Err(e) => e.to_string(),
     };
     error!("poll {bridge} requested through the admin API panicked: {why}");
-    ctx.update_status(bridge, |s| {
+    board.update(bridge, |s| {
         s.last_crash = Some(format!(
             "a poll requested through the admin API panicked: {why}"
         ))
@@ -243,7 +263,7 @@ async fn record(
     result: &Result<PollReport, PollError>,
     elapsed: Duration,
 ) {
-    let duration_ms = elapsed.as_millis() as u64;
+    let duration_ms = crate::clock::ms(elapsed);
     if let Err(PollError::Fetch(super::fetch::FetchError::Stopped { .. })) = result {
         // Not a failure of the source: nothing to show, count or announce.
         info!(
@@ -256,8 +276,9 @@ async fn record(
         Ok(r) => r.pause_until,
         Err(e) => e.pause_until(),
     };
-    ctx.update_status(&bridge.name, |s| {
-        s.last_poll = Some(Utc::now());
+    let finished = ctx.clock.now();
+    ctx.board.update(&bridge.name, |s| {
+        s.last_poll = Some(finished);
         s.last_duration_ms = Some(duration_ms);
         s.polls += 1;
         match result {
@@ -292,19 +313,20 @@ async fn record(
         ..
     }) = result
     {
-        log_unlike(ctx, bridge, u);
+        log_unlike(&ctx.warned, bridge, u);
     }
     if let Some(until) = pause {
         log_pause(bridge, until);
     }
-    super::failures::track(ctx, bridge, redactor, result).await;
+    let (store, wakers, clock) = (&ctx.store, &ctx.wakers, &ctx.clock);
+    super::failures::track((store, wakers, clock), bridge, redactor, result).await;
 }
 
 /// `source.cursor` values that did not move the cursor: a WARN once per bridge (and
 /// definition) in this process. Said at every poll, it would drown the log when the source
 /// lists the same odd item each time.
-fn log_unlike(ctx: &Ctx, bridge: &Bridge, u: &super::cursor::Unlike) {
-    if !ctx.first_time(format!(
+fn log_unlike(warned: &Warned, bridge: &Bridge, u: &super::cursor::Unlike) {
+    if !warned.first_time(format!(
         "cursor unlike\0{}\0{}",
         bridge.name, bridge.fingerprint
     )) {
@@ -347,44 +369,7 @@ fn log_result(
             );
         }
         Ok(r) => {
-            if let Some(why) = r.incomplete {
-                warn!(
-                    pages = r.pages,
-                    "poll {}: listing incomplete after {}: {why}; no deletes this poll",
-                    bridge.name,
-                    count(r.pages, "page", "pages")
-                );
-            }
-            if let Some(why) = &r.rule_error {
-                warn!(
-                    changes = r.rule_errors,
-                    "poll {}: emit.when failed for {}, emitted all the same: {why}",
-                    bridge.name,
-                    count(r.rule_errors, "change", "changes")
-                );
-            }
-            if r.rebaselined {
-                warn!(
-                    items = r.items,
-                    "poll {}: definition changed: stored state re-baselined ({}), no events for \
-                     this poll",
-                    bridge.name,
-                    count(r.items, "item", "items")
-                );
-            }
-            if let Some(h) = r.held_back {
-                warn!(
-                    vanishing = h.vanishing,
-                    stored = h.stored,
-                    max_fraction = bridge.emit.max_fraction,
-                    "poll {}: mass delete held back: {} of {} stored items vanished at once, more \
-                     than max_fraction ({})",
-                    bridge.name,
-                    h.vanishing,
-                    h.stored,
-                    bridge.emit.max_fraction
-                );
-            }
+            log_held_back(bridge, r);
             info!(
                 status = %result_word(r),
                 items = r.items,
@@ -409,6 +394,49 @@ fn log_result(
                 redactor.clean(&e.to_string())
             );
         }
+    }
+}
+
+/// The WARNs of a poll that held something back: an incomplete listing (no deletes), events
+/// emitted despite a failed rule, a re-baseline, a mass delete.
+fn log_held_back(bridge: &Bridge, r: &PollReport) {
+    if let Some(why) = r.incomplete {
+        warn!(
+            pages = r.pages,
+            "poll {}: listing incomplete after {}: {why}; no deletes this poll",
+            bridge.name,
+            count(r.pages, "page", "pages")
+        );
+    }
+    if let Some(why) = &r.rule_error {
+        warn!(
+            changes = r.rule_errors,
+            "poll {}: emit.when failed for {}, emitted all the same: {why}",
+            bridge.name,
+            count(r.rule_errors, "change", "changes")
+        );
+    }
+    if r.rebaselined {
+        warn!(
+            items = r.items,
+            "poll {}: definition changed: stored state re-baselined ({}), no events for \
+             this poll",
+            bridge.name,
+            count(r.items, "item", "items")
+        );
+    }
+    if let Some(h) = r.held_back {
+        warn!(
+            vanishing = h.vanishing,
+            stored = h.stored,
+            max_fraction = bridge.emit.max_fraction,
+            "poll {}: mass delete held back: {} of {} stored items vanished at once, more \
+             than max_fraction ({})",
+            bridge.name,
+            h.vanishing,
+            h.stored,
+            bridge.emit.max_fraction
+        );
     }
 }
 
@@ -496,6 +524,82 @@ mod tests {
             story("widgets", &unchanged, 3),
             "poll widgets: not modified, 12 items in 3 ms"
         );
+    }
+
+    /// Yields until `cond` holds, without letting paused time move: the runtime is never idle,
+    /// so it does not jump to the next timer while a poll talks to its source.
+    async fn without_time_passing(what: &str, mut cond: impl FnMut() -> bool) {
+        for _ in 0..1_000_000 {
+            if cond() {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+        panic!("{what}: not within a million yields");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_bridge_polls_on_its_slots_as_the_clock_reaches_them() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        // A source on 127.0.0.1 that counts the polls it answers.
+        let hits = Arc::new(AtomicUsize::new(0));
+        let counted = hits.clone();
+        let app = axum::Router::new().route(
+            "/items",
+            axum::routing::get(move || async move {
+                counted.fetch_add(1, Ordering::SeqCst);
+                axum::Json(serde_json::json!([{"id": 1}]))
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/items", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let yaml = format!(
+            "schedule: {{every: 1h}}\nsource: {{url: \"{url}\"}}\nitems: {{select: \"$[*]\", key: \"$.id\"}}\nsinks: [{{url: console}}]\n"
+        );
+        let env = crate::config::Env::fixed(&[], None);
+        let bridge = crate::config::parse_file(std::path::Path::new("slots.yaml"), &yaml, &env);
+        let bridge = Arc::new(bridge.unwrap());
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::Store::open(dir.path()).unwrap();
+        // Far from the real time: a poll timed by the real clock would not fall on these slots.
+        let t0 = at("2031-05-04T10:20:30.400Z");
+        let ctx = Arc::new(Ctx::with_clock(store, Clock::following_tokio(t0)));
+        let slot = bridge.schedule.next_after(&bridge.name, t0).unwrap();
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(run_bridge(
+            ctx.clone(),
+            bridge.clone(),
+            cancel.clone(),
+            false,
+        ));
+        // A new bridge polls at once, at t0, and plans the schedule's next slot.
+        without_time_passing("the first poll", || ctx.status("slots").polls == 1).await;
+        without_time_passing("the plan", || ctx.status("slots").next_poll == Some(slot)).await;
+        let status = ctx.status("slots");
+        assert_eq!(status.last_poll, Some(t0));
+        assert_eq!(status.last_result.as_deref(), Some("baseline"));
+        // Nothing until the slot: a millisecond before it, still one poll.
+        let before = (slot - t0 - chrono::TimeDelta::milliseconds(1))
+            .to_std()
+            .unwrap();
+        tokio::time::sleep(before).await;
+        assert_eq!(ctx.status("slots").polls, 1);
+        assert_eq!(hits.load(Ordering::SeqCst), 1);
+        // At the slot, the second poll, and the next slot an hour on.
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        without_time_passing("the second poll", || ctx.status("slots").polls == 2).await;
+        let status = ctx.status("slots");
+        assert_eq!(status.last_poll, Some(slot));
+        assert_eq!(status.last_result.as_deref(), Some("ok"));
+        assert_eq!(hits.load(Ordering::SeqCst), 2);
+        let next = slot + chrono::TimeDelta::hours(1);
+        without_time_passing("the next plan", || {
+            ctx.status("slots").next_poll == Some(next)
+        })
+        .await;
+        cancel.cancel();
+        task.await.unwrap();
     }
 
     #[test]

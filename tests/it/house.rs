@@ -506,7 +506,6 @@ fn oversized(dir: &Path) -> Vec<String> {
 }
 
 #[test]
-#[ignore = "enabled once the config and cli splits land"]
 fn source_files_hold_one_room_each_and_functions_stay_short() {
     let problems = oversized(&root().join("src"));
     assert!(

@@ -127,7 +127,7 @@ pub async fn fetch_listing(
     src: &Source,
     cache: Option<&Cache<'_>>,
     select: &crate::jsonpath::Path,
-    stop: &tokio_util::sync::CancellationToken,
+    (stop, clock): (&tokio_util::sync::CancellationToken, &crate::clock::Clock),
 ) -> Result<Listing, FetchError> {
     let mut listing = Listing::default();
     let mut unreadable = Unreadable::default();
@@ -142,7 +142,7 @@ pub async fn fetch_listing(
         let cached = cache.and_then(|c| c.pages.get(&key));
         let shown = redact::url(&page.url);
         let answered = fetch_page(
-            (client, login),
+            (client, login, clock),
             src,
             &page,
             &shown,

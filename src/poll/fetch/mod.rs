@@ -23,9 +23,11 @@ pub use body::{MAX_DEPTH, check_json};
 pub use listing::{Cache, Incomplete, Listing, PageDoc, fetch_listing};
 
 use super::plan::Approach;
+use crate::auth::Sessions;
+use crate::clock::Clock;
 use crate::config::{Bridge, Source};
 use crate::extract;
-use crate::runtime::Ctx;
+use crate::runtime::Clients;
 use crate::store::CachedPage;
 use chrono::{DateTime, Utc};
 use std::collections::HashMap;
@@ -96,16 +98,27 @@ pub struct Kept {
     pub tokens: Arc<dyn TokenKeeper>,
 }
 
+/// What a fetch takes of the daemon's shared handles: the clients, the sources' login
+/// sessions, the signal that the daemon is stopping, and the clock (for the pauses a source
+/// asks for, and when a token is to be renewed).
+#[derive(Clone, Copy)]
+pub struct Sourcing<'a> {
+    pub clients: &'a Clients,
+    pub sessions: &'a Sessions,
+    pub stopping: &'a tokio_util::sync::CancellationToken,
+    pub clock: &'a Clock,
+}
+
 /// The listing, and its pages' documents unless `stop_if_unchanged` and every page answered
 /// 304.
 async fn fetch_documents(
-    (ctx, kept): (&Ctx, &Kept),
+    (ctx, kept): (Sourcing<'_>, &Kept),
     bridge: &Bridge,
     source: &Source,
     cache: Option<&Cache<'_>>,
     stop_if_unchanged: bool,
 ) -> Result<(Listing, Option<Vec<extract::Page>>), FetchError> {
-    let client = ctx.source_client(source.proxy.as_ref());
+    let client = ctx.clients.source(source.proxy.as_ref());
     let session = source
         .auth
         .as_ref()
@@ -117,6 +130,7 @@ async fn fetch_documents(
         tokens: &kept.tokens,
         bridge: &bridge.name,
         timeout: source.timeout,
+        clock: ctx.clock,
     });
     let mut listing = fetch_listing(
         &client,
@@ -124,7 +138,7 @@ async fn fetch_documents(
         source,
         cache,
         &bridge.items.select,
-        &ctx.stopping,
+        (ctx.stopping, ctx.clock),
     )
     .await?;
     if stop_if_unchanged && listing.unchanged() {
@@ -139,7 +153,7 @@ async fn fetch_documents(
 /// a 304 that stands for a body not kept is asked for again without them. Also whether stored
 /// records may match the new ones without a write (not those that failed a 304).
 pub async fn fetch_conditional(
-    (ctx, kept): (&Ctx, &Kept),
+    (ctx, kept): (Sourcing<'_>, &Kept),
     bridge: &Bridge,
     source: &Source,
     cached: &HashMap<String, CachedPage>,

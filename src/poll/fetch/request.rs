@@ -8,6 +8,7 @@ use super::FetchError;
 use super::body::{converted, json_text};
 use super::paging::PageRequest;
 use crate::auth::LogIn;
+use crate::clock::Clock;
 use crate::config::Source;
 use crate::config::raw::Method;
 use crate::formats::Format;
@@ -64,7 +65,7 @@ pub(super) struct Answered {
 /// token is had first; a 401 to a token gets a new one and one more try
 /// (docs/configuration.md#logging-in).
 pub(super) async fn fetch_page(
-    (client, login): (&reqwest::Client, Option<&LogIn<'_>>),
+    (client, login, clock): (&reqwest::Client, Option<&LogIn<'_>>, &Clock),
     src: &Source,
     page: &PageRequest,
     shown: &str,
@@ -78,7 +79,15 @@ pub(super) async fn fetch_page(
             Some(l) => Some(l.header(renew).await?),
             None => None,
         };
-        let inner = fetch_inner((client, auth), src, page, shown, cached, record, unreadable);
+        let inner = fetch_inner(
+            (client, auth, clock),
+            src,
+            page,
+            shown,
+            cached,
+            record,
+            unreadable,
+        );
         let r = match tokio::time::timeout(src.timeout, inner).await {
             Ok(r) => r,
             Err(_) => Err(FetchError::Timeout {
@@ -187,7 +196,7 @@ async fn read_body(
 
 /// One page's exchange; `auth` is the login's header, when the source has one.
 async fn fetch_inner(
-    (client, auth): (&reqwest::Client, Option<(HeaderName, HeaderValue)>),
+    (client, auth, clock): (&reqwest::Client, Option<(HeaderName, HeaderValue)>, &Clock),
     src: &Source,
     page: &PageRequest,
     url: &str,
@@ -212,7 +221,7 @@ async fn fetch_inner(
     })?;
     let status = resp.status();
     let headers = resp.headers();
-    let pause = ratelimit::pause_until(status.as_u16(), headers, Utc::now());
+    let pause = ratelimit::pause_until(status.as_u16(), headers, clock.now());
     if let Some(u) = pause.unreadable {
         unreadable.tell(u);
     }

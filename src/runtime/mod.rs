@@ -1,0 +1,232 @@
+//! What every task of the daemon shares, as the handles each part takes
+//! (docs/design.md#shared-handles): the store and whether it takes writes ([`StoreHandle`]),
+//! the HTTP clients ([`Clients`]), the sources' login sessions, the bridges' statuses and ended
+//! tasks ([`Board`]), the steps the watchdog looks at ([`Beats`]), the poll slots and locks
+//! ([`Polls`]), the wake-ups from commits to deliverers ([`Wakers`]), and the clock. [`Ctx`]
+//! owns one of each for the wiring (the daemon's start, a CLI command, the tests); a part takes
+//! only the handles it uses.
+
+mod beats;
+mod board;
+pub(crate) mod lock;
+mod polls;
+mod store;
+
+pub use beats::{Beat, Beats};
+pub use board::{Board, BridgeStatus};
+pub use polls::{PollLimits, PollSlot, Polls};
+pub use store::{StoreFailure, StoreHandle};
+
+use crate::clock::Clock;
+use crate::store::{Store, StoreError};
+use lock::lock;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use tokio::sync::watch;
+
+pub use crate::http::USER_AGENT;
+
+/// One of each handle, for the wiring. The parts of the daemon take the handles they use.
+pub struct Ctx {
+    pub clock: Clock,
+    pub store: StoreHandle,
+    pub clients: Clients,
+    /// Per bridge, the tokens of its `source.auth`, kept across polls.
+    pub sessions: crate::auth::Sessions,
+    pub board: Arc<Board>,
+    pub beats: Beats,
+    pub polls: Polls,
+    pub wakers: Wakers,
+    /// Cancelled when the daemon begins to shut down: a poll in flight ends before its next
+    /// page (storing nothing) instead of holding the shutdown for up to `max_pages` pages.
+    pub stopping: tokio_util::sync::CancellationToken,
+    /// What has been warned of once already, in this process.
+    pub warned: Warned,
+}
+
+impl Ctx {
+    /// The handles around `store`, on the system clock.
+    pub fn new(store: Store) -> Ctx {
+        Ctx::with_clock(store, Clock::system())
+    }
+
+    /// The handles around `store`, on `clock`.
+    pub fn with_clock(store: Store, clock: Clock) -> Ctx {
+        Ctx {
+            store: StoreHandle::new(store, clock.clone()),
+            clients: Clients::new(),
+            sessions: Default::default(),
+            board: Arc::default(),
+            beats: Beats::new(clock.clone()),
+            polls: Polls::default(),
+            wakers: Wakers::default(),
+            stopping: Default::default(),
+            warned: Warned::default(),
+            clock,
+        }
+    }
+
+    /// The same, with other limits on polls in flight (before the context is shared).
+    pub fn with_poll_limits(mut self, limits: PollLimits) -> Ctx {
+        self.polls = Polls::new(limits);
+        self
+    }
+
+    /// The store (see [`StoreHandle::get`]).
+    pub fn store(&self) -> Result<Store, StoreError> {
+        self.store.get()
+    }
+
+    /// A bridge's status (see [`Board::status`]).
+    pub fn status(&self, bridge: &str) -> BridgeStatus {
+        self.board.status(bridge)
+    }
+
+    /// Changes a bridge's status in place (see [`Board::update`]).
+    pub fn update_status(&self, bridge: &str, f: impl FnOnce(&mut BridgeStatus)) {
+        self.board.update(bridge, f)
+    }
+
+    /// A bridge's poll lock (see [`Polls::gate`]).
+    pub fn poll_gate(&self, bridge: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.polls.gate(bridge)
+    }
+
+    /// A slot to poll `url` (see [`Polls::slot`]).
+    pub async fn poll_slot(&self, url: &url::Url) -> PollSlot {
+        self.polls.slot(url).await
+    }
+
+    /// Why the daemon is not healthy, if it is not: the store does not take writes, a
+    /// bridge's task ended, or a step is stuck well past its time-outs.
+    pub fn health(&self) -> Vec<String> {
+        let mut why = Vec::new();
+        if let Some(f) = self.store.failure() {
+            why.push(f.describe(self.clock.instant()));
+        }
+        why.extend(self.board.ended());
+        why.extend(self.beats.stuck());
+        why
+    }
+}
+
+/// The HTTP clients, each built once (connections are pooled per client).
+pub struct Clients {
+    /// Client for sources: follows redirects within the source's origin only, and sends no
+    /// `Referer` (docs/configuration.md#redirects).
+    pub fetcher: reqwest::Client,
+    /// Source clients by `source.proxy`; `fetcher` serves the sources without one.
+    proxied: Mutex<HashMap<String, reqwest::Client>>,
+    /// Client for webhooks: never follows redirects (a 3xx is a failed delivery,
+    /// docs/events.md#retries).
+    pub sender: reqwest::Client,
+}
+
+impl Clients {
+    pub fn new() -> Clients {
+        Clients {
+            fetcher: crate::http::fetcher(),
+            proxied: Mutex::new(HashMap::new()),
+            sender: crate::http::sender(),
+        }
+    }
+
+    /// The client for a source's requests (and its token requests): the one through its
+    /// proxy, or the shared one.
+    pub fn source(&self, proxy: Option<&url::Url>) -> reqwest::Client {
+        let Some(p) = proxy else {
+            return self.fetcher.clone();
+        };
+        lock(&self.proxied)
+            .entry(p.to_string())
+            .or_insert_with(|| crate::http::fetcher_via(Some(p)))
+            .clone()
+    }
+}
+
+impl Default for Clients {
+    fn default() -> Clients {
+        Clients::new()
+    }
+}
+
+/// One channel per bridge; a commit with events bumps it and the bridge's deliverers wake.
+#[derive(Default)]
+pub struct Wakers(Mutex<HashMap<String, watch::Sender<()>>>);
+
+impl Wakers {
+    fn of(&self, bridge: &str) -> watch::Sender<()> {
+        lock(&self.0)
+            .entry(bridge.to_string())
+            .or_insert_with(|| watch::channel(()).0)
+            .clone()
+    }
+
+    /// Tells the bridge's deliverers that new events are in the outbox.
+    pub fn wake(&self, bridge: &str) {
+        self.of(bridge).send_replace(());
+    }
+
+    /// A receiver that sees every `wake` of this bridge from now on.
+    pub fn subscribe(&self, bridge: &str) -> watch::Receiver<()> {
+        self.of(bridge).subscribe()
+    }
+}
+
+/// What has been warned of once already, in this process: for a WARN said once per process,
+/// not at every poll.
+#[derive(Default)]
+pub struct Warned(Mutex<HashSet<String>>);
+
+impl Warned {
+    /// Whether this is the first time this process is to warn of `what`.
+    pub fn first_time(&self, what: String) -> bool {
+        lock(&self.0).insert(what)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+    use tokio::time::Instant;
+
+    #[tokio::test]
+    async fn a_full_host_holds_only_its_own_slots() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = Ctx::new(Store::open(dir.path()).unwrap()).with_poll_limits(PollLimits {
+            total: 3,
+            per_host: 2,
+        });
+        let hung: url::Url = "http://127.0.0.1:8001/items".parse().unwrap();
+        let other: url::Url = "http://127.0.0.1:8002/items".parse().unwrap();
+        let held = [ctx.poll_slot(&hung).await, ctx.poll_slot(&hung).await];
+        // A third poll of the hung host waits for one of its own...
+        let waiting = tokio::time::timeout(Duration::from_millis(50), ctx.poll_slot(&hung));
+        assert!(waiting.await.is_err());
+        // ... and takes none of the slots the other host needs.
+        let fine = tokio::time::timeout(Duration::from_secs(5), ctx.poll_slot(&other)).await;
+        assert!(fine.is_ok());
+        drop(fine);
+        drop(held);
+        // Once they are free, the hung host's bridges poll again.
+        let again = tokio::time::timeout(Duration::from_secs(5), ctx.poll_slot(&hung)).await;
+        assert!(again.is_ok());
+    }
+
+    #[test]
+    fn a_step_past_its_limit_is_overdue_until_it_ends() {
+        let beats = Beats::default();
+        let start = Instant::now();
+        let quick = beats.step("a delivery", Duration::from_secs(3600));
+        assert_eq!(beats.overdue(start + Duration::from_secs(10)), None);
+        let stuck = beats.step("a poll", Duration::from_secs(5));
+        let (what, over) = beats.overdue(start + Duration::from_secs(65)).unwrap();
+        assert_eq!(what, "a poll");
+        assert!(over >= Duration::from_secs(59) && over <= Duration::from_secs(60));
+        drop(stuck);
+        assert_eq!(beats.overdue(start + Duration::from_secs(65)), None);
+        drop(quick);
+        assert!(beats.busy.lock().unwrap().is_empty());
+    }
+}
