@@ -448,22 +448,7 @@ pub async fn run(opts: RunOptions, env: Env, shutdown: CancellationToken) -> Res
     }));
     tokio::spawn(crate::metrics::upkeep(root.clone()));
 
-    let roots = crate::http::roots::roots();
-    let tls_roots = match roots.origin {
-        crate::http::roots::Origin::System => "system",
-        crate::http::roots::Origin::Bundled => "bundled",
-    };
-    info!(
-        bridges = fleet.running.len(),
-        dir = %opts.bridges.display(),
-        data = %opts.data.display(),
-        open_files,
-        tls_roots = %tls_roots,
-        "pollhook started: {} from {}, state in {}; https verified against {roots}",
-        crate::logging::count(fleet.running.len(), "bridge", "bridges"),
-        opts.bridges.display(),
-        opts.data.display(),
-    );
+    log_started(&opts, fleet.running.len(), open_files);
     systemd::ready();
 
     loop {
@@ -474,6 +459,27 @@ pub async fn run(opts: RunOptions, env: Env, shutdown: CancellationToken) -> Res
     }
 
     shut_down(fleet, admin_done).await
+}
+
+/// The line that says the daemon runs: its bridges, where its state is, the CA roots https
+/// is verified against.
+fn log_started(opts: &RunOptions, bridges: usize, open_files: u64) {
+    let roots = crate::http::roots::roots();
+    let tls_roots = match roots.origin {
+        crate::http::roots::Origin::System => "system",
+        crate::http::roots::Origin::Bundled => "bundled",
+    };
+    info!(
+        bridges,
+        dir = %opts.bridges.display(),
+        data = %opts.data.display(),
+        open_files,
+        tls_roots = %tls_roots,
+        "pollhook started: {} from {}, state in {}; https verified against {roots}",
+        crate::logging::count(bridges, "bridge", "bridges"),
+        opts.bridges.display(),
+        opts.data.display(),
+    );
 }
 
 /// Stops the bridges, then the admin API, then flushes the store (within the grace period).

@@ -1,7 +1,7 @@
-//! Stored state + new items -> changes and state writes. Pure: no I/O, no clock.
+//! Stored state + new items -> the plan of a poll: the items to store (each with the change
+//! it is), those found again, and what becomes of the absent ones. Pure: no I/O, no clock.
 
 use crate::extract::{Hash, Item};
-use std::collections::HashMap;
 
 /// What the store remembers of one item (its value is loaded only when a change needs it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,32 +16,6 @@ pub enum ChangeKind {
     Created,
     Updated,
     Deleted,
-}
-
-/// One detected change. `item` indexes the new items (None for deleted).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Change {
-    pub kind: ChangeKind,
-    pub key: String,
-    pub item: Option<usize>,
-}
-
-/// One write to the item state.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Write {
-    /// Store new item `item` (hash and value) with a zero missing count.
-    Put {
-        key: String,
-        item: usize,
-    },
-    /// The item is still remembered but was absent `missing` complete polls in a row.
-    Missing {
-        key: String,
-        missing: u32,
-    },
-    Remove {
-        key: String,
-    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,19 +63,6 @@ pub struct HeldBack {
     pub stored: usize,
 }
 
-#[derive(Debug, Default, Clone, PartialEq)]
-pub struct Diff {
-    pub changes: Vec<Change>,
-    pub writes: Vec<Write>,
-    pub held_back: Option<HeldBack>,
-}
-
-impl Diff {
-    pub fn count(&self, kind: ChangeKind) -> usize {
-        self.changes.iter().filter(|c| c.kind == kind).count()
-    }
-}
-
 /// What becomes of a stored item that is absent from the listing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Absence {
@@ -143,11 +104,6 @@ impl Plan {
                 .count(),
             _ => self.puts.iter().filter(|(_, k)| *k == Some(kind)).count(),
         }
-    }
-
-    /// True when applying it changes no item.
-    pub fn is_empty(&self) -> bool {
-        self.puts.is_empty() && self.found.is_empty() && self.absent.is_empty()
     }
 }
 
@@ -268,103 +224,146 @@ fn settle_absent(
     removed
 }
 
-/// [`plan`] over a stored state held in a map, as changes and writes by key.
-pub fn diff(stored: &HashMap<String, Stored>, items: &[Item], opts: Options) -> Diff {
-    let mut sorted: Vec<(&String, &Stored)> = stored.iter().collect();
-    sorted.sort_unstable_by(|a, b| a.0.cmp(b.0));
-    let entries = sorted
-        .into_iter()
-        .map(|(k, s)| Ok::<_, std::convert::Infallible>((k.clone(), *s)));
-    let p = match plan(entries, items, &crate::extract::key_order(items), opts) {
-        Ok(p) => p,
-        Err(never) => match never {},
-    };
-    let mut d = Diff {
-        held_back: p.held_back,
-        ..Diff::default()
-    };
-    let key = |i: u32| items[i as usize].key.to_string();
-    for &(i, kind) in &p.puts {
-        if let Some(kind) = kind {
-            d.changes.push(Change {
-                kind,
-                key: key(i),
-                item: Some(i as usize),
-            });
-        }
-    }
-    // Writes in listing order, then the absent ones in key order.
-    let mut found = p.found.iter().peekable();
-    for &(i, _) in &p.puts {
-        while let Some(&f) = found.next_if(|&&f| f < i) {
-            d.writes.push(Write::Missing {
-                key: key(f),
-                missing: 0,
-            });
-        }
-        d.writes.push(Write::Put {
-            key: key(i),
-            item: i as usize,
-        });
-    }
-    for &f in found {
-        d.writes.push(Write::Missing {
-            key: key(f),
-            missing: 0,
-        });
-    }
-    for (k, a) in p.absent {
-        match a {
-            Absence::Missing(missing) => d.writes.push(Write::Missing { key: k, missing }),
-            Absence::Deleted => {
-                d.changes.push(Change {
-                    kind: ChangeKind::Deleted,
-                    key: k.clone(),
-                    item: None,
-                });
-                d.writes.push(Write::Remove { key: k });
-            }
-            Absence::Removed => d.writes.push(Write::Remove { key: k }),
-        }
-    }
-    d
-}
-
-/// How many items are stored once `writes` are applied.
-pub fn stored_after(stored: &HashMap<String, Stored>, writes: &[Write]) -> usize {
-    let mut n = stored.len();
-    for w in writes {
-        match w {
-            Write::Put { key, .. } if !stored.contains_key(key) => n += 1,
-            Write::Remove { key } if stored.contains_key(key) => n -= 1,
-            _ => {}
-        }
-    }
-    n
-}
-
-/// How many items count absences (missing, not yet deleted) once `writes` are applied.
-pub fn absent_after(stored: &HashMap<String, Stored>, writes: &[Write]) -> usize {
-    let was = |k: &str| stored.get(k).is_some_and(|s| s.missing > 0);
-    let mut n = stored.values().filter(|s| s.missing > 0).count();
-    for w in writes {
-        match w {
-            Write::Put { key, .. } | Write::Remove { key } => n -= usize::from(was(key)),
-            Write::Missing { key, missing } => match (was(key), *missing > 0) {
-                (false, true) => n += 1,
-                (true, false) => n -= 1,
-                _ => {}
-            },
-        }
-    }
-    n
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::extract::hash;
     use serde_json::json;
+    use std::collections::HashMap;
+
+    // The plan in the long form the tests read (and check its counts against): changes and
+    // writes by key, over a stored state held in a map.
+
+    /// One detected change. `item` indexes the new items (None for deleted).
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    struct Change {
+        kind: ChangeKind,
+        key: String,
+        item: Option<usize>,
+    }
+
+    /// One write to the item state.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    enum Write {
+        /// Store new item `item` (hash and value) with a zero missing count.
+        Put {
+            key: String,
+            item: usize,
+        },
+        /// The item is still remembered but was absent `missing` complete polls in a row.
+        Missing {
+            key: String,
+            missing: u32,
+        },
+        Remove {
+            key: String,
+        },
+    }
+
+    #[derive(Debug, Default, Clone, PartialEq)]
+    struct Diff {
+        changes: Vec<Change>,
+        writes: Vec<Write>,
+        held_back: Option<HeldBack>,
+    }
+
+    impl Diff {
+        fn count(&self, kind: ChangeKind) -> usize {
+            self.changes.iter().filter(|c| c.kind == kind).count()
+        }
+    }
+
+    /// [`plan`] over a stored state held in a map, as changes and writes by key.
+    fn diff(stored: &HashMap<String, Stored>, items: &[Item], opts: Options) -> Diff {
+        let mut sorted: Vec<(&String, &Stored)> = stored.iter().collect();
+        sorted.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        let entries = sorted
+            .into_iter()
+            .map(|(k, s)| Ok::<_, std::convert::Infallible>((k.clone(), *s)));
+        let p = match plan(entries, items, &crate::extract::key_order(items), opts) {
+            Ok(p) => p,
+            Err(never) => match never {},
+        };
+        let mut d = Diff {
+            held_back: p.held_back,
+            ..Diff::default()
+        };
+        let key = |i: u32| items[i as usize].key.to_string();
+        for &(i, kind) in &p.puts {
+            if let Some(kind) = kind {
+                d.changes.push(Change {
+                    kind,
+                    key: key(i),
+                    item: Some(i as usize),
+                });
+            }
+        }
+        // Writes in listing order, then the absent ones in key order.
+        let mut found = p.found.iter().peekable();
+        for &(i, _) in &p.puts {
+            while let Some(&f) = found.next_if(|&&f| f < i) {
+                d.writes.push(Write::Missing {
+                    key: key(f),
+                    missing: 0,
+                });
+            }
+            d.writes.push(Write::Put {
+                key: key(i),
+                item: i as usize,
+            });
+        }
+        for &f in found {
+            d.writes.push(Write::Missing {
+                key: key(f),
+                missing: 0,
+            });
+        }
+        for (k, a) in p.absent {
+            match a {
+                Absence::Missing(missing) => d.writes.push(Write::Missing { key: k, missing }),
+                Absence::Deleted => {
+                    d.changes.push(Change {
+                        kind: ChangeKind::Deleted,
+                        key: k.clone(),
+                        item: None,
+                    });
+                    d.writes.push(Write::Remove { key: k });
+                }
+                Absence::Removed => d.writes.push(Write::Remove { key: k }),
+            }
+        }
+        d
+    }
+
+    /// How many items are stored once `writes` are applied.
+    fn stored_after(stored: &HashMap<String, Stored>, writes: &[Write]) -> usize {
+        let mut n = stored.len();
+        for w in writes {
+            match w {
+                Write::Put { key, .. } if !stored.contains_key(key) => n += 1,
+                Write::Remove { key } if stored.contains_key(key) => n -= 1,
+                _ => {}
+            }
+        }
+        n
+    }
+
+    /// How many items count absences (missing, not yet deleted) once `writes` are applied.
+    fn absent_after(stored: &HashMap<String, Stored>, writes: &[Write]) -> usize {
+        let was = |k: &str| stored.get(k).is_some_and(|s| s.missing > 0);
+        let mut n = stored.values().filter(|s| s.missing > 0).count();
+        for w in writes {
+            match w {
+                Write::Put { key, .. } | Write::Remove { key } => n -= usize::from(was(key)),
+                Write::Missing { key, missing } => match (was(key), *missing > 0) {
+                    (false, true) => n += 1,
+                    (true, false) => n -= 1,
+                    _ => {}
+                },
+            }
+        }
+        n
+    }
 
     fn item(key: &str, value: serde_json::Value) -> Item<'static> {
         Item {

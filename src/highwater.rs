@@ -30,24 +30,29 @@
 //! without the first file's last frame, for the same reason harmless. When a file grows past
 //! 4x what it holds, it is rewritten as one frame (temp file, fsync, rename, fsync of the
 //! directory).
+//!
+//! Rooms: this file keeps the marks and the notes of commits not yet flushed ([`HighWater`]),
+//! and says what opening the files found; `frame` is the record format, `witness` the two
+//! files written in step, `check` the start-up check and what it says when the store went
+//! back or the mark is lost.
 
-use sha2::Digest;
+mod check;
+mod frame;
+mod witness;
+
+pub use check::{Behind, Lost, Rollback, behind};
+use frame::{Read, encode, live_len, merge, read};
 use std::collections::HashMap;
-use std::fmt;
-use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use witness::{Files, MarkFile, append, lower};
 
 /// The file's name in the data directory.
 pub const FILE: &str = "highwater";
 /// Its copy's, written after it with the same records.
 pub const COPY: &str = "highwater.2";
 
-const MAGIC: &[u8; 4] = b"PHW1";
-/// Magic, length; and the checksum after the payload.
-const HEAD: usize = 8;
-const CHECK: usize = 8;
 /// Below this size the file is never rewritten: a few hundred small appends cost nothing.
 const COMPACT_FLOOR: u64 = 64 * 1024;
 
@@ -57,141 +62,6 @@ pub struct HighWaterError {
     pub path: String,
     #[source]
     pub source: io::Error,
-}
-
-/// A bridge whose stored `seq` is below the highest ever handed out.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Behind {
-    pub bridge: String,
-    /// The seq in the store now (0 when its record is gone).
-    pub stored: u64,
-    /// The highest seq handed out, from the mark.
-    pub handed_out: u64,
-    /// The store has no record of the bridge at all.
-    pub missing: bool,
-}
-
-/// What the start-up check found: the store went back. Its text is what `pollhook run` prints.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Rollback {
-    /// The data directory, as given (for the commands to run).
-    pub data: PathBuf,
-    /// Bridges known to the store or to the mark.
-    pub bridges: usize,
-    /// Every bridge below its mark, by name.
-    pub behind: Vec<Behind>,
-}
-
-impl fmt::Display for Behind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.missing {
-            write!(
-                f,
-                "`{}` has no record (seq 0), highest handed out {}",
-                self.bridge, self.handed_out
-            )
-        } else {
-            write!(
-                f,
-                "`{}` is at seq {}, highest handed out {}",
-                self.bridge, self.stored, self.handed_out
-            )
-        }
-    }
-}
-
-impl fmt::Display for Rollback {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let data = self.data.display();
-        let n = self.behind.len();
-        write!(
-            f,
-            "rollback: the state in {} went back (a damaged or truncated log, or an older \
-             copy put back): {n} of {} bridge{} {} below the highest seq ever handed out ({}): ",
-            self.data.join("pollhook.sled").display(),
-            self.bridges,
-            if self.bridges == 1 { "" } else { "s" },
-            if n == 1 { "is" } else { "are" },
-            self.data.join(FILE).display(),
-        )?;
-        const SHOWN: usize = 3;
-        for (i, b) in self.behind.iter().take(SHOWN).enumerate() {
-            write!(f, "{}{b}", if i > 0 { "; " } else { "" })?;
-        }
-        if n > SHOWN {
-            write!(f, "; and {} more", n - SHOWN)?;
-        }
-        write!(
-            f,
-            ". Starting would give their next events seqs (and ids) already sent. \
-             Run `pollhook store check --data {data}` to list them, then \
-             `pollhook store accept-rollback --data {data}` to move every bridge's seq past \
-             the highest handed out; the changes lost with the rollback are then detected \
-             again and sent as new events"
-        )
-    }
-}
-
-/// What the start-up check found when neither mark file can be read though the directory kept
-/// them: whether the store went back cannot be told. Its text is what `pollhook run` prints.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Lost {
-    /// The data directory, as given (for the commands to run).
-    pub data: PathBuf,
-    /// Each file, and what is wrong with it.
-    pub files: Vec<(PathBuf, String)>,
-}
-
-impl Lost {
-    /// The first sentence: what was found.
-    pub fn headline(&self) -> String {
-        let files: Vec<String> = self
-            .files
-            .iter()
-            .map(|(p, what)| format!("{}: {what}", p.display()))
-            .collect();
-        format!(
-            "rollback: cannot tell whether the state in {} went back: its high-water mark is \
-             lost ({}), though this directory kept one",
-            self.data.join("pollhook.sled").display(),
-            files.join("; ")
-        )
-    }
-}
-
-impl fmt::Display for Lost {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let data = self.data.display();
-        write!(
-            f,
-            "{}. Starting could give new events seqs (and ids) already sent. Restore `{FILE}` \
-             and `{COPY}` from a backup of {data}, or run `pollhook store check --data {data}` \
-             to see the seqs stored, then `pollhook store accept-rollback --data {data}` to \
-             start the mark again from them (a seq handed out above them before, if any, is \
-             then handed out again)",
-            self.headline()
-        )
-    }
-}
-
-/// Every bridge whose stored seq is below its mark, by name. A bridge the mark has never
-/// seen is never behind.
-pub fn behind(marks: &HashMap<String, u64>, stored: &HashMap<String, u64>) -> Vec<Behind> {
-    let mut out: Vec<Behind> = marks
-        .iter()
-        .filter_map(|(bridge, &handed_out)| {
-            let s = stored.get(bridge);
-            let now = s.copied().unwrap_or(0);
-            (now < handed_out).then(|| Behind {
-                bridge: bridge.clone(),
-                stored: now,
-                handed_out,
-                missing: s.is_none(),
-            })
-        })
-        .collect();
-    out.sort_by(|a, b| a.bridge.cmp(&b.bridge));
-    out
 }
 
 /// What opening one of the files found besides the marks.
@@ -240,178 +110,7 @@ pub struct HighWater {
     found: [Found; 2],
 }
 
-struct Files {
-    marks: HashMap<String, u64>,
-    /// `highwater`, then its copy.
-    files: [MarkFile; 2],
-    /// Some file holds the marks on disk: read at open, or written since.
-    kept: bool,
-}
-
-struct MarkFile {
-    path: PathBuf,
-    /// Open for appending once the file exists and holds exactly the marks.
-    file: Option<File>,
-    /// The file's length (up to the end of its last good frame).
-    len: u64,
-    /// The file must be rewritten whole before the next append (an append failed half-way and
-    /// could not be cut back, or it was found damaged, missing or behind the other).
-    rewrite: bool,
-}
-
-fn encode(records: &[(&str, u64)]) -> Vec<u8> {
-    let mut payload = Vec::new();
-    for (name, seq) in records {
-        payload.extend_from_slice(&(name.len() as u32).to_be_bytes());
-        payload.extend_from_slice(name.as_bytes());
-        payload.extend_from_slice(&seq.to_be_bytes());
-    }
-    let mut frame = Vec::with_capacity(HEAD + payload.len() + CHECK);
-    frame.extend_from_slice(MAGIC);
-    frame.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-    frame.extend_from_slice(&payload);
-    frame.extend_from_slice(&sha2::Sha256::digest(&payload)[..CHECK]);
-    frame
-}
-
-enum Frame {
-    /// Records, and where the next frame starts.
-    Good(Vec<(String, u64)>, usize),
-    /// The frame claims more bytes than the file holds.
-    Short,
-    Bad,
-}
-
-fn frame_at(bytes: &[u8], at: usize) -> Frame {
-    let rest = &bytes[at..];
-    if rest.len() < HEAD {
-        return Frame::Short;
-    }
-    if &rest[..4] != MAGIC {
-        return Frame::Bad;
-    }
-    let n = u32::from_be_bytes(rest[4..8].try_into().expect("4 bytes")) as usize;
-    let Some(payload) = rest.get(HEAD..HEAD + n) else {
-        return Frame::Short;
-    };
-    let Some(check) = rest.get(HEAD + n..HEAD + n + CHECK) else {
-        return Frame::Short;
-    };
-    if sha2::Sha256::digest(payload)[..CHECK] != *check {
-        return Frame::Bad;
-    }
-    let mut records = Vec::new();
-    let mut p = payload;
-    while !p.is_empty() {
-        let Some(len) = p.get(..4) else {
-            return Frame::Bad;
-        };
-        let len = u32::from_be_bytes(len.try_into().expect("4 bytes")) as usize;
-        let (Some(name), Some(seq)) = (p.get(4..4 + len), p.get(4 + len..12 + len)) else {
-            return Frame::Bad;
-        };
-        let seq = u64::from_be_bytes(seq.try_into().expect("8 bytes"));
-        records.push((String::from_utf8_lossy(name).into_owned(), seq));
-        p = &p[12 + len..];
-    }
-    Frame::Good(records, at + HEAD + n + CHECK)
-}
-
-/// What one file holds.
-#[derive(Default)]
-struct Read {
-    marks: HashMap<String, u64>,
-    /// The records of its last good frame.
-    last: HashMap<String, u64>,
-    /// Where its last good frame starts, and where it ends.
-    last_start: usize,
-    good: usize,
-    found: Found,
-}
-
-fn merge(into: &mut HashMap<String, u64>, from: &HashMap<String, u64>) {
-    for (name, &seq) in from {
-        let m = into.entry(name.clone()).or_default();
-        *m = (*m).max(seq);
-    }
-}
-
-/// Some bridge has a higher seq in `than` than in `marks`.
-fn below(marks: &HashMap<String, u64>, than: &HashMap<String, u64>) -> bool {
-    than.iter().any(|(b, s)| marks.get(b).is_none_or(|m| m < s))
-}
-
-/// `r` gives some bridge a lower mark than `other`, by more than a crash explains. The two
-/// files get the same frames at the same time (and are rewritten together), so a crash leaves
-/// one without at most the other's last frame, its bytes ending where that frame starts.
-fn lower(r: &Read, other: &Read) -> bool {
-    if !r.found.readable() || !below(&r.marks, &other.marks) {
-        return false;
-    }
-    let mut with_last = r.marks.clone();
-    merge(&mut with_last, &other.last);
-    r.good < other.last_start || below(&with_last, &other.marks)
-}
-
-/// What `bytes`, a file that exists, holds.
-fn parse(bytes: &[u8]) -> Read {
-    let mut read = Read {
-        found: Found {
-            existed: true,
-            len: bytes.len() as u64,
-            unreadable: true,
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    let mut at = 0;
-    while at < bytes.len() {
-        match frame_at(bytes, at) {
-            Frame::Good(records, next) => {
-                read.last = records.into_iter().collect();
-                merge(&mut read.marks, &read.last);
-                read.found.unreadable = false;
-                read.last_start = at;
-                at = next;
-                read.good = next;
-            }
-            Frame::Short | Frame::Bad => {
-                // Torn if no good frame follows; damage in the middle if one does.
-                let next = (at + 1..bytes.len())
-                    .filter(|&i| bytes[i..].starts_with(MAGIC))
-                    .find(|&i| matches!(frame_at(bytes, i), Frame::Good(..)));
-                match next {
-                    Some(i) => {
-                        read.found.damaged += (i - at) as u64;
-                        at = i;
-                    }
-                    None => {
-                        read.found.torn = (bytes.len() - at) as u64;
-                        break;
-                    }
-                }
-            }
-        }
-    }
-    if read.found.unreadable {
-        // No frame at all: not a torn one, since a file is created whole.
-        read.found.torn = 0;
-    }
-    read
-}
-
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
-fn read(path: &Path) -> io::Result<Read> {
-    match std::fs::read(path) {
-        Ok(bytes) => Ok(parse(&bytes)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Read::default()),
-        Err(e) => Err(e),
-    }
-}
-
+/// An I/O error on the file at `path`, naming it.
 fn error(path: &Path) -> impl Fn(io::Error) -> HighWaterError + '_ {
     move |source| HighWaterError {
         path: path.display().to_string(),
@@ -537,8 +236,20 @@ impl HighWater {
             .collect()
     }
 
+    #[expect(
+        clippy::expect_used,
+        reason = "a lock is poisoned only by a panic while it is held, and nothing panics while this one is"
+    )]
     fn lock(&self) -> std::sync::MutexGuard<'_, Files> {
         self.files.lock().expect("high-water lock")
+    }
+
+    #[expect(
+        clippy::expect_used,
+        reason = "a lock is poisoned only by a panic while it is held, and nothing panics while this one is"
+    )]
+    fn noted_lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, u64>> {
+        self.noted.lock().expect("high-water lock")
     }
 
     /// The marks, by bridge.
@@ -548,7 +259,7 @@ impl HighWater {
 
     /// A commit wrote `seq` for `bridge` (not yet on disk).
     pub fn note(&self, bridge: &str, seq: u64) {
-        let mut noted = self.noted.lock().expect("high-water lock");
+        let mut noted = self.noted_lock();
         match noted.get_mut(bridge) {
             Some(s) => *s = (*s).max(seq),
             None => {
@@ -559,12 +270,12 @@ impl HighWater {
 
     /// The notes so far, for a flush about to start; they are the flush's to record.
     pub fn take_noted(&self) -> HashMap<String, u64> {
-        std::mem::take(&mut *self.noted.lock().expect("high-water lock"))
+        std::mem::take(&mut *self.noted_lock())
     }
 
     /// The notes so far, left in place for the next flush that takes them.
     pub fn noted(&self) -> HashMap<String, u64> {
-        self.noted.lock().expect("high-water lock").clone()
+        self.noted_lock().clone()
     }
 
     /// Gives back notes whose flush failed, so that a later flush records them.
@@ -639,113 +350,20 @@ impl HighWater {
         Ok(())
     }
 
-    /// The first file's length now (for tests and benchmarks).
+    /// The first file's length now.
+    #[cfg(test)]
     pub fn file_len(&self) -> u64 {
         self.lock().files[0].len
     }
 }
 
-fn append(path: &Path) -> io::Result<File> {
-    OpenOptions::new().append(true).open(path)
-}
-
-/// What a file holds when rewritten: one frame of every mark.
-fn live_len(marks: &HashMap<String, u64>) -> u64 {
-    (HEAD + CHECK) as u64 + marks.keys().map(|b| 12 + b.len() as u64).sum::<u64>()
-}
-
-impl Files {
-    /// Some file must be rewritten before the next append.
-    fn stale(&self) -> bool {
-        self.files.iter().any(|mf| mf.file.is_none() || mf.rewrite)
-    }
-
-    /// Rewrites both files whole, one after the other, so that they hold the same frames again
-    /// (rare: when they grew fourfold, and to repair one).
-    fn compact(&mut self) -> Result<(), HighWaterError> {
-        for mf in &mut self.files {
-            mf.compact(&self.marks).map_err(error(&mf.path))?;
-        }
-        Ok(())
-    }
-
-    /// Appends `frame` to both files at once, each on a thread of its own: their fsyncs overlap
-    /// (two at once cost about what one does on ext4, one after the other twice as much).
-    fn append(&mut self, frame: &[u8]) -> Result<(), HighWaterError> {
-        let [a, b] = &mut self.files;
-        let (ra, rb) = std::thread::scope(|sc| {
-            let a2 = &mut *a;
-            let other = std::thread::Builder::new()
-                .name("highwater".into())
-                .spawn_scoped(sc, move || a2.append(frame));
-            let rb = b.append(frame);
-            let ra = other.ok().map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(io::Error::other("append panicked")))
-            });
-            (ra, rb)
-        });
-        // No thread to be had: one after the other.
-        let ra = ra.unwrap_or_else(|| a.append(frame));
-        if ra.is_err() || rb.is_err() {
-            // They no longer hold the same frames: rewritten together before the next append.
-            a.rewrite = true;
-            b.rewrite = true;
-        }
-        ra.map_err(error(&a.path))?;
-        rb.map_err(error(&b.path))
-    }
-}
-
-impl MarkFile {
-    fn append(&mut self, frame: &[u8]) -> io::Result<()> {
-        let file = self.file.as_mut().expect("append after open");
-        let written = file.write_all(frame).and_then(|_| file.sync_data());
-        if let Err(e) = written {
-            // Cut back a partial frame, so that the next append does not follow garbage.
-            if file
-                .set_len(self.len)
-                .and_then(|_| file.sync_data())
-                .is_err()
-            {
-                self.rewrite = true;
-            }
-            return Err(e);
-        }
-        self.len += frame.len() as u64;
-        Ok(())
-    }
-
-    /// Rewrites the file as one frame of every mark, atomically. Until it succeeds, every
-    /// record rewrites instead of appending (an open handle may be to the replaced file).
-    fn compact(&mut self, marks: &HashMap<String, u64>) -> io::Result<()> {
-        self.rewrite = true;
-        let mut all: Vec<(&str, u64)> = marks.iter().map(|(b, s)| (b.as_str(), *s)).collect();
-        all.sort();
-        let frame = encode(&all);
-        let mut tmp = self.path.clone().into_os_string();
-        tmp.push(".tmp");
-        let tmp = PathBuf::from(tmp);
-        let mut f = File::create(&tmp)?;
-        f.write_all(&frame)?;
-        f.sync_all()?;
-        drop(f);
-        std::fs::rename(&tmp, &self.path)?;
-        self.file = None;
-        if let Some(dir) = self.path.parent() {
-            sync_dir(dir)?;
-        }
-        self.file = Some(append(&self.path)?);
-        self.len = frame.len() as u64;
-        self.rewrite = false;
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use super::frame::HEAD;
     use super::*;
     use crate::store::compact::copy_dir;
+    use std::fs::OpenOptions;
+    use std::io::Write;
 
     fn seqs(pairs: &[(&str, u64)]) -> HashMap<String, u64> {
         pairs.iter().map(|(b, s)| (b.to_string(), *s)).collect()

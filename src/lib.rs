@@ -34,12 +34,15 @@
 //!   text), `shape` (include/exclude), `canonical` (the hash stored values depend on); pure
 //! - [`diff`]: stored state + new items -> changes and writes; pure
 //! - [`event`]: change -> event body with id and JSON Patch; pure
-//! - [`store`]: the sled database: `commit` (a poll in one transaction, group commit),
-//!   `items`, `pages` (the 304 cache), `outbox` (queues and their counts), `dead`, `migrate`,
-//!   `values` (large values in chunks or files, so sled's `blobs/` never grows), `compact`,
-//!   `layout` (the shard's layout record, the bridges held), `handoff` (a bridge's whole state)
+//! - [`store`]: the sled database: `open` (sled's lock and damage as errors, then the mark
+//!   checked), `mark` (the high-water side: rollback, lost mark, accept-rollback), `commit` (a
+//!   poll in one transaction, group commit), `items`, `pages` (the 304 cache), `outbox` (queues
+//!   and their counts), `dead`, `migrate`, `values` (large values in chunks or files, so
+//!   sled's `blobs/` never grows), `compact`, `layout` (the shard's layout record, the bridges
+//!   held), `handoff` (a bridge's whole state)
 //! - [`highwater`]: the highest seq handed out per bridge, kept apart from sled in two files: a
-//!   store that went back is refused, and so is one whose mark is lost
+//!   store that went back is refused, and so is one whose mark is lost; `frame` (the record
+//!   format), `witness` (the two files written in step), `check` (what the start-up check says)
 //! - [`deliver`]: per bridge+sink outbox drain, one attempt a step you can call; `step` (pure:
 //!   what came of an attempt + its number + the schedule + now -> ack, retry at, dead),
 //!   `retry` (statuses, `Retry-After`, the schedule), `webhook` (the request) and `console`,
@@ -67,7 +70,8 @@
 //!   bridges coming in and going out (`layout`; pure)
 //! - [`handoff`]: a bridge's whole state in one versioned, checksummed document (`doc`, over
 //!   `store::handoff`, which reads and writes it), and `pollhook state export|import` (`cli`)
-//! - [`app`]: wiring, start-up, reload, the bridge tasks' supervisor and shutdown
+//! - [`app`]: wiring, start-up, reload and shutdown; `supervise`, the bridge tasks' and the
+//!   store's supervisors
 //! - [`fault`]: fault injection for the tests (debug builds only)
 //! - [`throttle`] (leaf): log lines others can provoke, at most one a minute with a count
 //! - [`systemd`]: sd_notify, and `dirs` (shards' state moved to where the units keep it now);
@@ -108,3 +112,12 @@ pub mod sign;
 pub mod store;
 pub mod systemd;
 pub mod throttle;
+
+/// The builder of bridge files and the wait for a condition that the integration tests use too.
+#[cfg(test)]
+#[path = "../tests/testkit/mod.rs"]
+#[allow(
+    dead_code,
+    reason = "shared with tests/it, which uses the parts these tests do not"
+)]
+mod testkit;

@@ -80,8 +80,9 @@ pub fn count(n: usize, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }
 
-/// The span a bridge's poll task (and its supervisor) logs in. At ERROR, so that no log
-/// filter turns its field off.
+/// The span a bridge's polls log in: its poll task (and that task's supervisor), a poll
+/// asked for through the admin API, and `pollhook poll`. At ERROR, so that no log filter
+/// turns its field off.
 pub fn bridge_span(bridge: &str) -> tracing::Span {
     tracing::error_span!("bridge", bridge = %bridge)
 }

@@ -65,6 +65,7 @@ pub fn compare(a: &Number, b: &Number) -> Option<std::cmp::Ordering> {
 }
 
 /// Whether two numbers have the same value.
+#[cfg(test)]
 pub fn same(a: &Number, b: &Number) -> bool {
     a.as_str() == b.as_str() || canonical(a) == canonical(b)
 }

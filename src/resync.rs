@@ -88,18 +88,13 @@ async fn queue_snapshot(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Env;
     use crate::store::{CachedPage, Put, page_digest, page_key};
+    use crate::testkit::BridgeYaml;
     use std::sync::Arc;
 
     fn bridge() -> Bridge {
-        let yaml = "schedule: {every: 1m}\nsource: {url: \"http://127.0.0.1:1/items\"}\nitems: {select: \"$.items[*]\", key: \"$.id\"}\nsinks: [{url: console}]\n";
-        crate::config::parse_file(
-            std::path::Path::new("rs.yaml"),
-            yaml,
-            &Env::fixed(&[], None),
-        )
-        .unwrap()
+        let yaml = BridgeYaml::new("http://127.0.0.1:1/items").sink("console");
+        crate::config::test_bridge("rs", &yaml.build())
     }
 
     /// A resync queues events but polls nothing: the bridge's 304 cache (validators and body)

@@ -79,6 +79,7 @@ impl Locator {
     }
 
     /// The position of the key that names `path` (`schedule.every` -> where `every:` stands).
+    #[cfg(test)]
     pub fn key(&self, path: &str) -> Option<Pos> {
         self.keys.get(path).copied().or_else(|| self.value(path))
     }

@@ -195,6 +195,15 @@ pub fn parse_file(file: &Path, text: &str, env: &Env) -> Result<Bridge, Problems
     }
 }
 
+/// A bridge for a unit test, from YAML (`testkit::BridgeYaml` builds it) as if read from
+/// `NAME.yaml`, with no environment; panics with the problems if it does not load.
+#[cfg(test)]
+pub(crate) fn test_bridge(name: &str, yaml: &str) -> Bridge {
+    let file = PathBuf::from(format!("{name}.yaml"));
+    parse_file(&file, yaml, &Env::fixed(&[], None))
+        .unwrap_or_else(|p| panic!("the test's bridge does not load:\n{p}"))
+}
+
 /// The forms of `source.paginate.next`, for messages about one that is none of them.
 pub(crate) const NEXT_FORMS: &str = "give `link`, `{url: JSONPATH}`, `{param: NAME, from: JSONPATH}`, `{variable: NAME, from: JSONPATH}`, `{page: NAME, start: N}` or `{offset: NAME, start: N}` (one of them, no other keys)";
 

@@ -57,17 +57,21 @@ impl std::ops::Deref for Stored<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Env, Sink};
+    use crate::config::Sink;
     use crate::deliver::format;
     use crate::event::EventType;
+    use crate::testkit::BridgeYaml;
 
-    fn sink(lines: &str) -> Sink {
-        let yaml = format!(
-            "schedule: {{every: 1m}}\nsource: {{url: \"http://127.0.0.1:1/x\"}}\nitems: {{select: \"$[*]\", key: \"$.id\"}}\nsinks:\n  - url: http://127.0.0.1:1/hook\n    signature: none\n{lines}"
+    /// A sink that does not sign, with these lines too (`format: slack`).
+    fn sink(lines: &[&str]) -> Sink {
+        let yaml = lines.iter().fold(
+            BridgeYaml::new("http://127.0.0.1:1/x")
+                .select("$[*]")
+                .sink("http://127.0.0.1:1/hook")
+                .sink_line("signature: none"),
+            |y, l| y.sink_line(l),
         );
-        let env = Env::fixed(&[], None);
-        let b = crate::config::parse_file(std::path::Path::new("f.yaml"), &yaml, &env).unwrap();
-        b.sinks[0].clone()
+        crate::config::test_bridge("f", &yaml.build()).sinks[0].clone()
     }
 
     fn entry(body: &str) -> OutboxEntry {
@@ -88,7 +92,7 @@ mod tests {
 
     #[test]
     fn the_rule_and_the_body_of_one_attempt_share_one_parse() {
-        let sink = sink("    format: slack\n    when: \"event.data.id > 5\"\n");
+        let sink = sink(&["format: slack", "when: \"event.data.id > 5\""]);
         let e = entry(EVENT);
         let stored = Stored::new(&e);
         assert!(format::wanted("b", &sink, &stored));
@@ -110,7 +114,7 @@ mod tests {
 
     #[test]
     fn an_event_sink_without_a_rule_never_parses_the_body() {
-        let sink = sink("");
+        let sink = sink(&[]);
         // Not even JSON: an event sink sends the stored bytes as they are.
         let e = entry("{not json");
         let stored = Stored::new(&e);
@@ -124,7 +128,7 @@ mod tests {
 
     #[test]
     fn a_body_that_is_not_json_is_sent_past_a_rule_and_cannot_be_rendered() {
-        let sink = sink("    format: slack\n    when: \"event.data.id > 5\"\n");
+        let sink = sink(&["format: slack", "when: \"event.data.id > 5\""]);
         let e = entry("{not json");
         let stored = Stored::new(&e);
         // A rule that cannot be read counts as true: nothing is lost to it.

@@ -191,7 +191,8 @@ impl Page {
     }
 
     /// A page from a parsed document (its text made from it).
-    pub fn from_value(v: Value) -> Page {
+    #[cfg(test)]
+    fn from_value(v: Value) -> Page {
         Page {
             text: Arc::new(v.to_string()),
             parsed: OnceLock::from(v),
@@ -234,42 +235,10 @@ pub enum ExtractError {
 /// The key of document mode.
 pub const DOCUMENT_KEY: &str = "$";
 
-/// Turns a response document into items, in selection order.
-pub fn extract(doc: &Value, spec: &Items) -> Result<Vec<Item<'static>>, ExtractError> {
-    let pages = [Page::from_value(doc.clone())];
-    let items = extract_pages(&pages, spec)?;
-    items.into_iter().map(Item::into_owned).collect()
-}
-
-impl Item<'_> {
-    fn into_owned(self) -> Result<Item<'static>, ExtractError> {
-        let value = Cow::Owned(self.value()?.into_owned());
-        Ok(Item {
-            key: self.key,
-            value: ItemValue::Parsed(Box::new(value)),
-            hash: self.hash,
-        })
-    }
-}
-
 /// A selected value: in a parsed page, or as text.
 enum Selected<'a> {
     Parsed(&'a Value),
     Text(&'a RawValue),
-}
-
-/// Turns the pages of a listing into items: the selection runs over every page and the
-/// results are concatenated in page order, as if the pages were one document. Keys must be
-/// unique across pages; item indices in errors count across pages.
-///
-/// A selection of names ending in a wildcard over an array (`$.items[*]`, the usual case)
-/// is read from the page's text: each item is read on its own (into a lean tree, see
-/// `lean`) to be keyed and hashed and then let go, so a large response never exists as one
-/// parsed tree. So is a selection of names alone (`$`, `$.data`): one value. Any other
-/// selection needs the page parsed; a page whose text does not hold an array at the path is
-/// parsed here, so both ways select the same items.
-pub fn extract_pages<'a>(pages: &'a [Page], spec: &Items) -> Result<Vec<Item<'a>>, ExtractError> {
-    extract_keyed(pages, spec).map(|k| k.items)
 }
 
 /// Items, and their order by key.
@@ -283,7 +252,16 @@ pub struct Keyed<'a> {
     pub by_key: Vec<u32>,
 }
 
-/// As [`extract_pages`], with the items' order by key.
+/// Turns the pages of a listing into items, with their order by key: the selection runs over
+/// every page and the results are concatenated in page order, as if the pages were one
+/// document. Keys must be unique across pages; item indices in errors count across pages.
+///
+/// A selection of names ending in a wildcard over an array (`$.items[*]`, the usual case)
+/// is read from the page's text: each item is read on its own (into a lean tree, see
+/// `lean`) to be keyed and hashed and then let go, so a large response never exists as one
+/// parsed tree. So is a selection of names alone (`$`, `$.data`): one value. Any other
+/// selection needs the page parsed; a page whose text does not hold an array at the path is
+/// parsed here, so both ways select the same items.
 pub fn extract_keyed<'a>(pages: &'a [Page], spec: &Items) -> Result<Keyed<'a>, ExtractError> {
     let selected = select_pages(pages, spec)?;
     match &spec.key {
@@ -544,6 +522,28 @@ mod tests {
     /// An item's value, owned.
     fn value(i: &Item<'_>) -> Value {
         i.value().unwrap().into_owned()
+    }
+
+    /// The items of one parsed document, in selection order.
+    fn extract(doc: &Value, spec: &Items) -> Result<Vec<Item<'static>>, ExtractError> {
+        let pages = [Page::from_value(doc.clone())];
+        let items = extract_pages(&pages, spec)?;
+        items
+            .into_iter()
+            .map(|i| {
+                let value = Cow::Owned(i.value()?.into_owned());
+                Ok(Item {
+                    key: i.key,
+                    value: ItemValue::Parsed(Box::new(value)),
+                    hash: i.hash,
+                })
+            })
+            .collect()
+    }
+
+    /// The items of a listing's pages, in selection order.
+    fn extract_pages<'a>(pages: &'a [Page], spec: &Items) -> Result<Vec<Item<'a>>, ExtractError> {
+        extract_keyed(pages, spec).map(|k| k.items)
     }
 
     #[test]

@@ -171,18 +171,14 @@ pub async fn track(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Env;
+    use crate::testkit::BridgeYaml;
 
     fn bridge(after: u32) -> Bridge {
-        let yaml = format!(
-            "schedule: {{every: 1m}}\nsource: {{url: \"http://127.0.0.1:1/x\"}}\nitems: {{select: \"$[*]\", key: \"$.id\"}}\nemit: {{failures: {{after: {after}}}}}\nsinks: [{{url: console}}]\n"
-        );
-        crate::config::parse_file(
-            std::path::Path::new("f.yaml"),
-            &yaml,
-            &Env::fixed(&[], None),
-        )
-        .unwrap()
+        let yaml = BridgeYaml::new("http://127.0.0.1:1/x")
+            .select("$[*]")
+            .failures_after(after)
+            .sink("console");
+        crate::config::test_bridge("f", &yaml.build())
     }
 
     fn at(s: i64) -> DateTime<Utc> {

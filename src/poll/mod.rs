@@ -255,10 +255,10 @@ mod tests {
 
     use super::plan::{BATCH_WRITES, Cut};
     use super::*;
-    use crate::config::Env;
     use crate::config::raw::FirstPoll;
     use crate::extract;
     use crate::store::{CachedPage, Commit, OutboxEntry, PageWrite};
+    use crate::testkit::BridgeYaml;
     use std::cell::Cell;
     use std::collections::HashSet;
 
@@ -281,20 +281,21 @@ mod tests {
     /// More items than one batch holds: three batches (1,000, 1,000, 500).
     const N: usize = BATCH_WRITES * 5 / 2;
 
-    fn bridge(extra: &str) -> Bridge {
-        let yaml = format!(
-            "schedule: {{every: 1m}}\nsource: {{url: \"http://127.0.0.1:1/items\"}}\nitems: {{select: \"$.items[*]\", key: \"$.id\"{extra}}}\nemit: {{first_poll: emit, deletes: {{max_fraction: 1.0}}}}\nsinks: [{{url: console}}]\n"
-        );
-        crate::config::parse_file(
-            std::path::Path::new("big.yaml"),
-            &yaml,
-            &Env::fixed(&[], None),
-        )
-        .unwrap()
+    /// `items` lines beyond `select` and `key` (`exclude: ["$.v"]`).
+    fn bridge(items: &[&str]) -> Bridge {
+        let yaml = items
+            .iter()
+            .fold(BridgeYaml::new("http://127.0.0.1:1/items"), |y, l| {
+                y.items(l)
+            })
+            .first_poll("emit")
+            .max_fraction("1.0")
+            .sink("console");
+        crate::config::test_bridge("big", &yaml.build())
     }
 
     fn baseline_bridge() -> Bridge {
-        let mut b = bridge("");
+        let mut b = bridge(&[]);
         b.emit.first_poll = FirstPoll::Baseline;
         b
     }
@@ -379,7 +380,7 @@ mod tests {
             Store::open(dir.path()).unwrap(),
             Store::open(whole.path()).unwrap(),
         );
-        let b = bridge("");
+        let b = bridge(&[]);
         // The same first poll, whole, on another store: the ids to expect.
         let r = poll(&reference, &b, listing(N, |_| 0), None).unwrap();
         assert_eq!(
@@ -423,7 +424,7 @@ mod tests {
     fn after_an_interrupted_emit_what_changed_meanwhile_is_updated_or_deleted() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        let b = bridge("");
+        let b = bridge(&[]);
         poll(&store, &b, listing(N, |_| 0), Some(2)).unwrap_err();
         assert_eq!(outbox(&store).len(), 2 * BATCH_WRITES);
         // Meanwhile item 0 (already emitted) changed, the last one emitted went, and one not
@@ -486,11 +487,11 @@ mod tests {
     fn an_interrupted_rebaseline_stays_silent_whatever_the_definition() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        let old = bridge("");
+        let old = bridge(&[]);
         poll(&store, &old, listing(N, |_| 0), None).unwrap();
         let emitted = outbox(&store).len();
         // A new definition (the value without `v`) is being re-baselined when it stops.
-        let new = bridge(", exclude: [\"$.v\"]");
+        let new = bridge(&["exclude: [\"$.v\"]"]);
         assert_ne!(new.fingerprint, old.fingerprint);
         let e = poll(&store, &new, listing(N, |_| 0), Some(1));
         assert!(e.is_err());

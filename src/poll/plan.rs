@@ -526,7 +526,7 @@ mod tests {
     //! The plan against a stored state held in a map: no store, no clock, no network.
 
     use super::*;
-    use crate::config::Env;
+    use crate::testkit::BridgeYaml;
     use std::cell::RefCell;
     use std::collections::BTreeMap;
 
@@ -611,16 +611,13 @@ mod tests {
         }
     }
 
-    fn bridge(emit: &str) -> Bridge {
-        let yaml = format!(
-            "schedule: {{every: 1m}}\nsource: {{url: \"http://127.0.0.1:1/items\"}}\nitems: {{select: \"$.items[*]\", key: \"$.id\"}}\nemit: {{{emit}}}\nsinks: [{{url: console}}, {{url: \"http://127.0.0.1:1/hook\", signature: none}}]\n"
-        );
-        crate::config::parse_file(
-            std::path::Path::new("p.yaml"),
-            &yaml,
-            &Env::fixed(&[], None),
-        )
-        .unwrap()
+    /// Two sinks, and `emit` as `how` makes it.
+    fn bridge(how: impl FnOnce(BridgeYaml) -> BridgeYaml) -> Bridge {
+        let yaml = how(BridgeYaml::new("http://127.0.0.1:1/items"))
+            .sink("console")
+            .sink("http://127.0.0.1:1/hook")
+            .sink_line("signature: none");
+        crate::config::test_bridge("p", &yaml.build())
     }
 
     fn kinds(r: &PollReport) -> Vec<(EventType, String, u64)> {
@@ -632,7 +629,7 @@ mod tests {
 
     #[test]
     fn a_baseline_then_each_kind_of_change_in_one_commit_per_poll() {
-        let b = bridge("");
+        let b = bridge(|y| y);
         let mut m = Memory::default();
         let (r, commits) = m.poll(&b, r#"[{"id":1,"v":1},{"id":2,"v":1},{"id":3,"v":1}]"#);
         assert!(r.baseline && r.events.is_empty());
@@ -674,7 +671,7 @@ mod tests {
 
     #[test]
     fn an_unchanged_listing_hands_out_no_commit() {
-        let b = bridge("");
+        let b = bridge(|y| y);
         let mut m = Memory::default();
         m.poll(&b, r#"[{"id":1}]"#);
         let (r, commits) = m.poll(&b, r#"[{"id":1}]"#);
@@ -685,7 +682,7 @@ mod tests {
     #[test]
     fn the_same_change_planned_twice_gets_the_same_event_id() {
         // A crash before the commit: the change is found again, under the same id.
-        let b = bridge("");
+        let b = bridge(|y| y);
         let mut m = Memory::default();
         m.poll(&b, r#"[{"id":1,"v":1}]"#);
         let before = (m.meta.clone(), m.items.clone());
@@ -700,7 +697,7 @@ mod tests {
 
     #[test]
     fn absences_count_until_after_missing_and_a_mass_delete_is_held_back() {
-        let b = bridge("deletes: {after_missing: 2, max_fraction: 0.5}");
+        let b = bridge(|y| y.after_missing(2).max_fraction("0.5"));
         let mut m = Memory::default();
         m.poll(&b, r#"[{"id":1},{"id":2},{"id":3},{"id":4}]"#);
         let (r, commits) = m.poll(&b, r#"[{"id":1},{"id":2},{"id":3}]"#);
@@ -709,7 +706,7 @@ mod tests {
         let (r, _) = m.poll(&b, r#"[{"id":1},{"id":2},{"id":3}]"#);
         assert_eq!(kinds(&r), [(EventType::Deleted, "4".into(), 1)]);
         // Three of three vanishing at once: more than half, held back, no page kept.
-        let b = bridge("deletes: {max_fraction: 0.5}");
+        let b = bridge(|y| y.max_fraction("0.5"));
         let (r, commits) = m.poll(&b, "[]");
         assert!(r.held_back.is_some() && r.events.is_empty());
         assert!(commits.iter().all(|(c, _)| c.pages.is_empty()));
@@ -719,7 +716,7 @@ mod tests {
 
     #[test]
     fn a_large_first_poll_is_cut_into_batches_and_only_the_last_completes_it() {
-        let b = bridge("first_poll: emit");
+        let b = bridge(|y| y.first_poll("emit"));
         let mut m = Memory::default();
         let n = BATCH_WRITES * 2 + 10;
         let items: Vec<String> = (0..n).map(|k| format!(r#"{{"id":{k}}}"#)).collect();

@@ -48,10 +48,7 @@ impl Store {
             latest: latest.to_string(),
         };
         let tree = self.db.open_tree("auth")?;
-        tree.insert(
-            bridge.as_bytes(),
-            serde_json::to_vec(&kept).expect("serialises"),
-        )?;
+        tree.insert(bridge.as_bytes(), super::record_bytes(&kept))?;
         tree.flush()?;
         Ok(())
     }

@@ -112,7 +112,7 @@ impl Store {
     /// flushed already (the usual case), else through a flush.
     pub async fn flush_for(&self, bridge: &str) -> Result<(), StoreError> {
         let pending = {
-            let all = self.queued.lock().expect("queue counts lock");
+            let all = self.counts();
             let durable = self.flushes.durable.load(Ordering::SeqCst);
             all.get(bridge)
                 .is_some_and(|q| q.inflight > 0 || q.commit > durable)
@@ -120,7 +120,6 @@ impl Store {
         if pending { self.flush().await } else { Ok(()) }
     }
 
-    /// Waits until everything committed so far is on disk.
     /// Waits until every commit made so far is on disk. Concurrent callers share one flush
     /// (group commit), and the flush runs on a blocking thread: sled 0.34's `flush_async`
     /// queues each call on sled's own small I/O pool, and many at once starve the pool of the
@@ -141,7 +140,7 @@ impl Store {
         // The notes are taken after `target` was read: every commit it counts is among them.
         tokio::task::spawn_blocking(move || flush_and_mark(&db, (&hw, &marked), hw.take_noted()))
             .await
-            .expect("flush does not panic")?;
+            .map_err(|e| StoreError::Unavailable(format!("the flush did not end: {e}")))??;
         self.flushes.durable.fetch_max(target, Ordering::SeqCst);
         Ok(())
     }
@@ -156,28 +155,10 @@ impl Store {
     /// Applies a poll atomically: item state, meta (with the new `seq`) and outbox entries.
     pub fn commit(&self, c: &Commit) -> Result<(), StoreError> {
         let ip = prefix(&[&c.bridge]);
-        let meta_bytes = serde_json::to_vec(&c.meta).expect("meta serialises");
+        let meta_bytes = super::record_bytes(&c.meta);
         let (fresh, mut garbage) = self.put_new_values(c, &ip)?;
-        // Values are made ready (the large ones written to their files) before the
-        // transaction, which may run more than once; the files they replace are deleted
-        // once it is on disk (see `values`).
-        let mut prepared = Vec::with_capacity(c.puts.len());
-        for (Put { value, .. }, fresh) in c.puts.iter().zip(&fresh) {
-            prepared.push(match fresh {
-                true => None,
-                false => Some(self.files.prepare(value)?),
-            });
-        }
-        let entries: Vec<Vec<u8>> = c
-            .outbox
-            .iter()
-            .map(|(_, e)| {
-                let mut v = serde_json::to_vec(e).expect("entry serialises");
-                // Held until the commit is done: a large event's room given back.
-                v.shrink_to_fit();
-                v
-            })
-            .collect();
+        let prepared = self.prepare_puts(c, &fresh)?;
+        let entries = event_records(c);
         let mut outbox = Vec::with_capacity(c.outbox.len());
         for ((sink, _), e) in c.outbox.iter().zip(&entries) {
             let key = queue_key(&c.bridge, sink, self.position());
@@ -235,6 +216,24 @@ impl Store {
             self.collect(garbage)?;
         }
         outcome
+    }
+
+    /// Values are made ready (the large ones written to their files) before the transaction,
+    /// which may run more than once; the files they replace are deleted once it is on disk
+    /// (see `values`). None for the puts `put_new_values` wrote already (`fresh`).
+    fn prepare_puts<'c>(
+        &self,
+        c: &'c Commit,
+        fresh: &[bool],
+    ) -> Result<Vec<Option<values::Prepared<'c>>>, StoreError> {
+        let mut prepared = Vec::with_capacity(c.puts.len());
+        for (Put { value, .. }, fresh) in c.puts.iter().zip(fresh) {
+            prepared.push(match fresh {
+                true => None,
+                false => Some(self.files.prepare(value)?),
+            });
+        }
+        Ok(prepared)
     }
 
     /// The values of items that have no state yet are written first, in batches: no state
@@ -318,6 +317,19 @@ impl Store {
             });
         }
     }
+}
+
+/// The records of the commit's events, each held until the commit is done with its room
+/// fitted (a large event's spare capacity given back).
+fn event_records(c: &Commit) -> Vec<Vec<u8>> {
+    c.outbox
+        .iter()
+        .map(|(_, e)| {
+            let mut v = super::record_bytes(e);
+            v.shrink_to_fit();
+            v
+        })
+        .collect()
 }
 
 /// A page record to write: key, validators record, and the body when it is stored.

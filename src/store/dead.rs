@@ -14,7 +14,7 @@ pub struct DeadLetter {
 impl Store {
     /// Moves an entry from the outbox to the dead letters, atomically.
     pub fn dead_letter(&self, key: &[u8], letter: &DeadLetter) -> Result<(), StoreError> {
-        let v = serde_json::to_vec(letter).expect("letter serialises");
+        let v = super::record_bytes(letter);
         let v = self.files.prepare(&v)?;
         type Moved = (Vec<values::FileName>, bool);
         let res: Result<Moved, TransactionError<StoreError>> =
@@ -58,7 +58,7 @@ impl Store {
         // Rendered again: a replay is how a fixed template gets its second chance.
         entry.sent = None;
         let new_key = queue_key(&letter.bridge, &letter.sink, self.position());
-        let bytes = serde_json::to_vec(&entry).expect("entry serialises");
+        let bytes = super::record_bytes(&entry);
         let bytes = self.files.prepare(&bytes)?;
         type Moved = (Vec<values::FileName>, bool);
         let res: Result<Moved, TransactionError<StoreError>> =
@@ -100,7 +100,7 @@ impl Store {
 
     /// Dead letters of one bridge (all sinks); from a counter, never a scan.
     pub fn dead_len(&self, bridge: &str) -> usize {
-        let all = self.queued.lock().expect("queue counts lock");
+        let all = self.counts();
         all.get(bridge).map_or(0, |q| q.dead)
     }
 }

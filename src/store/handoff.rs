@@ -296,7 +296,7 @@ mod erased {
     }
     impl<T: serde::Serialize> Ser for T {
         fn bytes(&self) -> Vec<u8> {
-            serde_json::to_vec(self).expect("a record serialises")
+            super::super::record_bytes(self)
         }
     }
 }

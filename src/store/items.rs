@@ -72,6 +72,7 @@ impl Store {
     }
 
     /// The stored value of one item.
+    #[cfg(test)]
     pub fn item_value(
         &self,
         bridge: &str,

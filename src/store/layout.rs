@@ -28,7 +28,7 @@ impl Store {
         for k in self.meta.iter().keys() {
             out.insert(String::from_utf8_lossy(&k?).into_owned());
         }
-        let queued = self.queued.lock().expect("queue counts lock");
+        let queued = self.counts();
         out.extend(
             queued
                 .iter()

@@ -31,21 +31,22 @@
 //! that both files gone is refused too ([`Lost`]) instead of being taken for a store written
 //! before there was a mark.
 //!
-//! Rooms: this file opens the store and holds its errors, per-bridge meta and the high-water
-//! side; [`commit`](Commit) (a poll's writes, group commit), `items` (item state and values,
-//! reset), `pages` (the 304 cache), `outbox` (queue keys, positions, counts), `dead` (dead
-//! letters), `migrate` (older formats), [`values`] (large values apart), `compact`, `layout`
-//! (the shard's layout record), [`handoff`] (a bridge's whole state, out and in).
+//! Rooms: this file holds the store's handles, its errors and per-bridge meta; `open` (sled
+//! opened, its lock and damage turned into errors, then checked against the mark), `mark`
+//! (the high-water side: rollback, lost mark, accept-rollback), [`commit`](Commit) (a poll's
+//! writes, group commit), `items` (item state and values, reset), `pages` (the 304 cache),
+//! `outbox` (queue keys, positions, counts), `dead` (dead letters), `migrate` (older formats),
+//! [`values`] (large values apart), `compact`, `layout` (the shard's layout record),
+//! [`handoff`] (a bridge's whole state, out and in).
 
 use crate::diff::Stored;
 use crate::event::EventType;
 use crate::extract::Hash;
-use crate::highwater::{self, HighWater, HighWaterError, Lost, Rollback};
+use crate::highwater::{HighWater, HighWaterError, Lost, Rollback};
 use serde::{Deserialize, Serialize};
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use values::Kind;
@@ -57,7 +58,9 @@ mod dead;
 pub mod handoff;
 mod items;
 mod layout;
+mod mark;
 mod migrate;
+mod open;
 mod outbox;
 mod pages;
 pub mod values;
@@ -66,7 +69,13 @@ use commit::Flushes;
 pub use commit::{Commit, Put};
 pub use dead::DeadLetter;
 use items::state_record;
+pub use mark::Accepted;
+use mark::note_marked;
 use migrate::migrate;
+pub use open::CACHE_BYTES;
+pub(crate) use open::open_sled;
+#[cfg(test)]
+pub(crate) use open::quiet_panics;
 pub use outbox::{OutboxEntry, Rendered, queue_key};
 use outbox::{Queued, position_of, split_queue_key};
 pub use pages::{CachedPage, PageWrite, page_digest, page_key};
@@ -202,13 +211,9 @@ pub struct Store {
     queued: Arc<Mutex<HashMap<String, Queued>>>,
     /// Per bridge, the highest seq handed out, kept apart from sled (docs/operations.md#rollback).
     highwater: Arc<HighWater>,
-    /// sled holds [`MARKED`]: the mark's files are kept (as far as this process knows).
+    /// sled holds `mark::MARKED`: the mark's files are kept (as far as this process knows).
     marked: Arc<AtomicBool>,
 }
-
-/// The key, in sled's default tree, that says the high-water mark's files hold a record:
-/// written once they do, so that their absence is seen as their loss.
-const MARKED: &[u8] = b"highwater";
 
 fn prefix(parts: &[&str]) -> Vec<u8> {
     let mut k = Vec::new();
@@ -231,12 +236,6 @@ fn remove_bridge(tree: &sled::Tree, bridge: &str) -> Result<usize, StoreError> {
     Ok(n)
 }
 
-/// sled's page cache. Its default (1 GiB) lets the store's memory grow with what it holds, up
-/// to a gigabyte: a first poll of a million items kept most of them cached (the big-document
-/// benchmark: 1M items peaked at 480 MiB with the default, 220 MiB with this). A poll reads
-/// what it compares in one pass, so a small cache costs little.
-pub const CACHE_BYTES: u64 = 16 << 20;
-
 fn tx_error(e: TransactionError<StoreError>) -> StoreError {
     match e {
         TransactionError::Abort(e) => e,
@@ -251,111 +250,27 @@ fn read_error(e: values::ReadError, what: impl FnOnce() -> String) -> StoreError
     }
 }
 
+/// A record as the store writes it: JSON.
+#[expect(
+    clippy::expect_used,
+    reason = "serde_json fails only on a map whose keys are not strings, or a Serialize impl that fails: the store's records (derived, with string keys) have neither"
+)]
+fn record_bytes<T: Serialize + ?Sized>(record: &T) -> Vec<u8> {
+    serde_json::to_vec(record).expect("a store record serialises")
+}
+
 fn json<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, StoreError> {
     serde_json::from_slice(bytes).map_err(|_| StoreError::Corrupt(what.to_string()))
 }
 
 impl Store {
-    /// Opens the store and checks it against the high-water mark: a store below it is
-    /// refused with [`StoreError::Rollback`], one whose mark is lost with [`StoreError::Lost`].
-    /// Damage to one of the mark's files is logged, and the file rewritten from the other.
-    pub fn open(dir: &Path) -> Result<Store, StoreError> {
-        let store = Store::open_unchecked(dir)?;
-        for note in store.mark_notes() {
-            if note.warning {
-                tracing::warn!("high-water mark: {}", note.text);
-            }
-        }
-        if let Some(lost) = store.find_lost_mark() {
-            return Err(StoreError::Lost(lost));
-        }
-        if let Some(r) = store.find_rollback()? {
-            return Err(StoreError::Rollback(r));
-        }
-        store.mark_stored()?;
-        Ok(store)
-    }
-
-    /// Opens the store without the rollback check (`pollhook store check|accept-rollback`).
-    /// One written by an earlier version that left large records in sled's `blobs/` is first
-    /// rewritten without them, once (see `compact`).
-    pub fn open_unchecked(dir: &Path) -> Result<Store, StoreError> {
-        compact::recover(dir)?;
-        let store = Self::open_as_is(dir)?;
-        if compact::format(&store.db)? >= compact::VALUES_APART {
-            return Ok(store);
-        }
-        let blobs = compact::blobs(dir);
-        if blobs == 0 {
-            let format = compact::VALUES_APART.to_be_bytes();
-            store.db.insert(b"format", &format)?;
-            return Ok(store);
-        }
-        drop(store);
-        tracing::info!(
-            blobs,
-            "store: rewriting the store without the blobs earlier versions left"
-        );
-        match compact::run(dir) {
-            Ok(bytes) => tracing::info!(blob_bytes = bytes, "store: rewritten, blobs/ deleted"),
-            Err(e) => {
-                tracing::warn!("store: could not rewrite the store ({e}); going on as it is");
-                compact::recover(dir)?;
-            }
-        }
-        Self::open_as_is(dir)
-    }
-
-    fn open_as_is(dir: &Path) -> Result<Store, StoreError> {
-        let db = open_sled(&dir.join("pollhook.sled"))?;
-        let outbox = db.open_tree("outbox")?;
-        let dead = db.open_tree("dead")?;
-        // Positions only order entries that exist, so going on after the largest one is enough.
-        let mut last = 0;
-        let mut queued: HashMap<String, Queued> = HashMap::new();
-        for (tree, is_dead) in [(&outbox, false), (&dead, true)] {
-            for k in tree.iter().keys() {
-                let k = k?;
-                last = last.max(position_of(&k));
-                let q = queued.entry(split_queue_key(&k).0).or_default();
-                if is_dead {
-                    q.dead += 1;
-                } else {
-                    q.outbox += 1;
-                }
-            }
-        }
-        let items = db.open_tree("items")?;
-        let state = db.open_tree("state")?;
-        let parts = db.open_tree("parts")?;
-        let files = values::Files::open(dir.join("pollhook.values")).map_err(sled::Error::from)?;
-        migrate(&db, &items, &state, (&parts, &files))?;
-        let swept = files.sweep(&parts)?;
-        if swept > 0 {
-            tracing::info!(
-                files = swept,
-                "store: value files that no record points at deleted"
-            );
-        }
-        let highwater = HighWater::open(dir)?;
-        let marked = db.contains_key(MARKED)?;
-        Ok(Store {
-            items,
-            state,
-            meta: db.open_tree("meta")?,
-            outbox,
-            dead,
-            pages: db.open_tree("pages")?,
-            page_bodies: db.open_tree("page_bodies")?,
-            parts,
-            files: Arc::new(files),
-            next_position: Arc::new(AtomicU64::new(last + 1)),
-            flushes: Default::default(),
-            queued: Arc::new(Mutex::new(queued)),
-            highwater: Arc::new(highwater),
-            marked: Arc::new(AtomicBool::new(marked)),
-            db,
-        })
+    /// The queue counts, by bridge.
+    #[expect(
+        clippy::expect_used,
+        reason = "a lock is poisoned only by a panic while it is held, and those who hold this one only count"
+    )]
+    fn counts(&self) -> std::sync::MutexGuard<'_, HashMap<String, Queued>> {
+        self.queued.lock().expect("queue counts lock")
     }
 
     /// Handles to this store's database besides this one: it is closed (and its files
@@ -451,244 +366,9 @@ impl Store {
     }
 }
 
-/// The high-water mark's side of the store (docs/operations.md#rollback, [`crate::highwater`]).
-impl Store {
-    pub fn high_water(&self) -> &HighWater {
-        &self.highwater
-    }
-
-    /// Every bridge's stored `seq`, by name.
-    pub fn seqs(&self) -> Result<HashMap<String, u64>, StoreError> {
-        let mut out = HashMap::new();
-        for kv in self.meta.iter() {
-            let (k, v) = kv?;
-            let bridge = String::from_utf8_lossy(&k).into_owned();
-            let m: BridgeMeta = json(&v, &bridge)?;
-            out.insert(bridge, m.seq);
-        }
-        Ok(out)
-    }
-
-    /// What was wrong with the mark's files when the store was opened.
-    pub fn mark_notes(&self) -> Vec<highwater::Note> {
-        self.highwater.notes(self.marked.load(Ordering::SeqCst))
-    }
-
-    /// The mark is lost: neither file can be read, though sled says they were kept or one of
-    /// them is there unreadable (a file is only ever created whole). A directory with neither
-    /// file nor the key is new, or was written before there was a mark.
-    pub fn find_lost_mark(&self) -> Option<Lost> {
-        let hw = &self.highwater;
-        let kept_once = self.marked.load(Ordering::SeqCst) || hw.found().iter().any(|f| f.existed);
-        (!hw.kept() && kept_once).then(|| Lost {
-            data: self.data_dir(),
-            files: hw.lost_files(),
-        })
-    }
-
-    fn data_dir(&self) -> std::path::PathBuf {
-        let path = self.highwater.path();
-        path.parent().unwrap_or(Path::new(".")).to_path_buf()
-    }
-
-    /// The bridges whose stored seq is below the highest ever handed out, if any.
-    pub fn find_rollback(&self) -> Result<Option<Rollback>, StoreError> {
-        let stored = self.seqs()?;
-        let marks = self.highwater.marks();
-        let behind = highwater::behind(&marks, &stored);
-        if behind.is_empty() {
-            return Ok(None);
-        }
-        let bridges = stored
-            .keys()
-            .chain(marks.keys())
-            .collect::<std::collections::HashSet<_>>()
-            .len();
-        Ok(Some(Rollback {
-            data: self.data_dir(),
-            bridges,
-            behind,
-        }))
-    }
-
-    /// Rewrites a damaged file of the mark from the other, and raises the mark to the seqs
-    /// stored now: read at open, they are on disk. This starts the mark of a store written
-    /// before there was one.
-    fn mark_stored(&self) -> Result<(), StoreError> {
-        let stored = self.seqs()?;
-        let hw = &self.highwater;
-        if !hw.found().iter().any(|f| f.existed) && stored.values().any(|s| *s > 0) {
-            tracing::warn!(
-                path = %hw.path().display(), bridges = stored.len(),
-                "no high-water mark yet: starting it from the store (expected once, on the \
-                 first start of a version that keeps one)"
-            );
-        }
-        // A full disk must not keep the store from opening: the mark stays lower meanwhile
-        // (a rollback to between the two would go unseen), and the next flush raises it.
-        if let Err(e) = hw.repair() {
-            tracing::warn!("{e}: rewritten at the next flush that moves a seq");
-        }
-        if let Err(e) = hw.record(&stored) {
-            tracing::warn!("{e}: raised at the next flush");
-            hw.renote(stored);
-        }
-        self.note_marked()
-    }
-
-    /// Writes [`MARKED`] into sled once the mark's files hold a record, and waits for the
-    /// disk.
-    fn note_marked(&self) -> Result<(), StoreError> {
-        if note_marked(&self.db, &self.highwater, &self.marked)? {
-            self.db.flush()?;
-        }
-        Ok(())
-    }
-
-    /// Moves every bridge that is below its mark up to it, so that its next event gets a seq
-    /// past the highest handed out (and, since ids derive from the seq, a fresh id). The rest
-    /// of its meta stays: its item state is the older one the rollback left, and its next
-    /// poll sends the differences as new events (a bridge whose record was lost re-baselines).
-    /// A lost mark is started again from the seqs stored. Only while no daemon runs: the
-    /// store's lock sees to that.
-    pub fn accept_rollback(&self) -> Result<Accepted, StoreError> {
-        if self.find_lost_mark().is_some() {
-            let stored = self.seqs()?;
-            self.highwater.start_again(&stored)?;
-            self.note_marked()?;
-            let mut seqs: Vec<(String, u64)> = stored.into_iter().collect();
-            seqs.sort();
-            return Ok(Accepted::Restarted(seqs));
-        }
-        self.highwater.repair()?;
-        let behind = highwater::behind(&self.highwater.marks(), &self.seqs()?);
-        let mut batch = sled::Batch::default();
-        for b in &behind {
-            let meta = BridgeMeta {
-                seq: b.handed_out,
-                ..self.meta(&b.bridge)?
-            };
-            batch.insert(
-                b.bridge.as_bytes(),
-                serde_json::to_vec(&meta).expect("meta serialises"),
-            );
-        }
-        self.meta.apply_batch(batch)?;
-        self.note_marked()?;
-        Ok(Accepted::Moved(behind))
-    }
-}
-
-/// What `accept_rollback` did.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Accepted {
-    /// These bridges were below their mark and moved up to it (none: nothing to accept).
-    Moved(Vec<highwater::Behind>),
-    /// The mark was lost, and started again from these seqs, by bridge.
-    Restarted(Vec<(String, u64)>),
-}
-
-/// Writes [`MARKED`] into sled (not flushed) once the mark's files hold a record: only then,
-/// since the key without the files is what a lost mark looks like. True when it wrote it.
-pub(super) fn note_marked(
-    db: &sled::Db,
-    hw: &HighWater,
-    marked: &AtomicBool,
-) -> Result<bool, StoreError> {
-    if marked.load(Ordering::SeqCst) || !hw.kept() {
-        return Ok(false);
-    }
-    db.insert(MARKED, &[2])?;
-    marked.store(true, Ordering::SeqCst);
-    Ok(true)
-}
-
-/// Opens sled at `path`. sled 0.34 meets a damaged log in one of three ways: it opens what
-/// came before the damage (a rollback, which the high-water mark catches), it fails with
-/// `Corruption`, or it panics (a log cut at some offsets indexes out of bounds in
-/// `segment.rs`). The last two become [`StoreError::Damaged`], naming the directory, and a
-/// panic prints no trace. The lock held by a running daemon becomes [`StoreError::Locked`],
-/// after a short wait: a store of this process that was just dropped (a test's restart, a
-/// re-open after a write error) lets go of it only when sled's threads have ended.
-pub(crate) fn open_sled(path: &Path) -> Result<sled::Db, StoreError> {
-    let damaged = |reason: String| StoreError::Damaged {
-        path: path.display().to_string(),
-        reason,
-    };
-    let locked_until = std::time::Instant::now() + std::time::Duration::from_secs(3);
-    let opened = loop {
-        match quiet_panics(|| {
-            sled::Config::new()
-                .path(path)
-                .cache_capacity(CACHE_BYTES)
-                .open()
-        }) {
-            Ok(Err(sled::Error::Io(e))) if e.to_string().starts_with("could not acquire lock") => {
-                if std::time::Instant::now() >= locked_until {
-                    return Err(StoreError::Locked(path.display().to_string()));
-                }
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-            r => break r,
-        }
-    };
-    match opened {
-        Ok(Ok(db)) => Ok(db),
-        Ok(Err(e @ sled::Error::Io(_))) => Err(e.into()),
-        Ok(Err(sled::Error::Corruption { at, .. })) => Err(damaged(match at {
-            Some(at) => format!("sled found corrupt data at {at:?}"),
-            None => "sled found corrupt data".to_string(),
-        })),
-        Ok(Err(e)) => Err(damaged(format!("sled: {e}"))),
-        Err(panic) => Err(damaged(format!("sled panicked reading it: {panic}"))),
-    }
-}
-
-thread_local! {
-    /// Set while this thread runs `quiet_panics`: its panic message goes here, not to stderr.
-    static QUIET: std::cell::RefCell<Option<Option<String>>> = const { std::cell::RefCell::new(None) };
-}
-
-/// Runs `f`, turning a panic into its message (where it happened, within the crate that
-/// panicked) without the panic hook's report. Other threads' panics are reported as before.
-pub(crate) fn quiet_panics<T>(f: impl FnOnce() -> T) -> Result<T, String> {
-    static HOOK: std::sync::Once = std::sync::Once::new();
-    HOOK.call_once(|| {
-        let previous = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            let quiet = QUIET.with(|q| {
-                let mut q = q.borrow_mut();
-                let Some(slot) = q.as_mut() else {
-                    return false;
-                };
-                let payload = info.payload();
-                let msg = payload
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| payload.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "a panic".to_string());
-                let at = info.location().map(|l| {
-                    // From the crate's directory on: `sled-0.34.7/src/...`, not the home path.
-                    let file = l.file();
-                    let from = file.rfind("/sled-").map_or(0, |i| i + 1);
-                    format!(" ({}:{})", &file[from..], l.line())
-                });
-                *slot = Some(format!("{msg}{}", at.unwrap_or_default()));
-                true
-            });
-            if !quiet {
-                previous(info);
-            }
-        }));
-    });
-    QUIET.with(|q| *q.borrow_mut() = Some(None));
-    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
-    let msg = QUIET.with(|q| q.borrow_mut().take()).flatten();
-    r.map_err(|_| msg.unwrap_or_else(|| "a panic".to_string()))
-}
-
 #[cfg(test)]
 mod tests {
+    use super::outbox::position_of;
     use super::*;
 
     pub(super) fn entry(seq: u64) -> OutboxEntry {

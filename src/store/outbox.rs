@@ -74,7 +74,7 @@ pub(super) fn split_queue_key(k: &[u8]) -> (String, String) {
 
 impl Store {
     pub(super) fn count(&self, bridge: &str, f: impl FnOnce(&mut Queued)) {
-        let mut all = self.queued.lock().expect("queue counts lock");
+        let mut all = self.counts();
         let q = all.entry(bridge.to_string()).or_default();
         f(q);
         if q.outbox == 0 && q.dead == 0 && q.inflight == 0 {
@@ -131,7 +131,7 @@ impl Store {
         let Some(first) = members.first() else {
             return Ok(());
         };
-        let v = serde_json::to_vec(batch).expect("entry serialises");
+        let v = super::record_bytes(batch);
         let v = self.files.prepare(&v)?;
         type Formed = (Vec<values::FileName>, usize);
         let res: Result<Formed, TransactionError<StoreError>> = (&self.outbox, &self.parts)
@@ -156,7 +156,7 @@ impl Store {
 
     /// Entries waiting for one bridge (all sinks); from a counter, never a scan.
     pub fn outbox_len(&self, bridge: &str) -> usize {
-        let all = self.queued.lock().expect("queue counts lock");
+        let all = self.counts();
         all.get(bridge).map_or(0, |q| q.outbox)
     }
 
@@ -185,7 +185,7 @@ impl Store {
 
     /// Records a failed attempt and when the next one is due.
     pub fn reschedule(&self, key: &[u8], entry: &OutboxEntry) -> Result<(), StoreError> {
-        let v = serde_json::to_vec(entry).expect("entry serialises");
+        let v = super::record_bytes(entry);
         let old = values::put(
             &self.outbox,
             &self.parts,

@@ -48,8 +48,7 @@ pub fn page_digest(body: &str) -> String {
 /// A cached page's record in `pages`: a 4-byte length, then the validators as a JSON array.
 /// Records written before bodies were stored apart carry the body after the array.
 pub(super) fn encode_page(p: &CachedPage) -> Vec<u8> {
-    let head = serde_json::to_vec(&(&p.etag, &p.last_modified, &p.link, &p.digest))
-        .expect("strings serialise");
+    let head = super::record_bytes(&(&p.etag, &p.last_modified, &p.link, &p.digest));
     let mut out = Vec::with_capacity(4 + head.len());
     out.extend_from_slice(&(head.len() as u32).to_be_bytes());
     out.extend_from_slice(&head);

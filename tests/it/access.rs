@@ -61,7 +61,7 @@ async fn acting_needs_the_socket_or_a_token_and_reading_stays_open() {
     let admin = format!("127.0.0.1:{}", free_port());
     let base = format!("http://{admin}");
     let d = Daemon::start_with(dir.path(), &[], &admin);
-    eventually("the first poll's events delivered", || {
+    until("the first poll's events delivered", || {
         rx.received().len() == 2
     })
     .await;
@@ -184,7 +184,7 @@ async fn acting_needs_the_socket_or_a_token_and_reading_stays_open() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("item.created"), "{out}");
     assert!(err.contains(d.socket.to_str().unwrap()), "{err}");
-    eventually("the committed poll's event delivered", || {
+    until("the committed poll's event delivered", || {
         rx.received().len() == 3
     })
     .await;
@@ -224,7 +224,7 @@ async fn a_bearer_token_lets_tcp_act_and_never_shows() {
             token_file.to_str().unwrap(),
         ],
     );
-    eventually("the first poll's event delivered", || {
+    until("the first poll's event delivered", || {
         rx.received().len() == 1
     })
     .await;
@@ -419,7 +419,7 @@ async fn the_socket_replaces_a_stale_file_keeps_a_live_one_and_goes_at_exit() {
     drop(std::os::unix::net::UnixListener::bind(data.join("admin.sock")).unwrap());
     // `--admin off`: the socket stays, as the way to act.
     let d = Daemon::start(dir.path(), &[]);
-    eventually("the admin socket listening", || {
+    until("the admin socket listening", || {
         logs(&d).contains("admin socket listening")
     })
     .await;
@@ -503,16 +503,12 @@ async fn status_columns_line_up_whatever_their_contents() {
     write_bridge(dir.path(), "b", &up, &ok);
     let admin = format!("127.0.0.1:{}", free_port());
     let d = Daemon::start_with(dir.path(), &[], &admin);
-    let mut table = String::new();
-    for _ in 0..600 {
+    let table = eventually(PATIENCE, "a status table with 12 dead letters", || {
         let (code, out, _) = cli(&["status", "--admin", &admin]);
-        if code == 0 && out.contains(long) && out.contains(" 12\n") {
-            table = out;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(!table.is_empty(), "no table with 12 dead letters");
+        let done = code == 0 && out.contains(long) && out.contains(" 12\n");
+        std::future::ready(done.then_some(out))
+    })
+    .await;
     let lines: Vec<&str> = table.lines().filter(|l| !l.starts_with("    ")).collect();
     let header = lines[0];
     assert!(header.starts_with("BRIDGE "), "{table}");

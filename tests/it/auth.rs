@@ -240,16 +240,15 @@ async fn oauth2_tokens_are_fetched_once_and_renewed_ahead_of_expiry() {
 
     // Poll on and on until two renewals, made unasked: the API never answers 401 (a client
     // renewing only on a 401 meets one once a token is past TTL + GRACE).
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while iss.token_hits().len() < 3 {
-        assert!(
-            Instant::now() < deadline,
-            "no renewals: {:?}",
-            iss.token_hits()
-        );
+    eventually(2 * PATIENCE, "two renewals of the token", || async {
+        if iss.token_hits().len() >= 3 {
+            return Ok(());
+        }
         h.poll(&b).await.unwrap();
         tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        Err(format!("token requests: {:?}", iss.token_hits()))
+    })
+    .await;
     assert_eq!(iss.unauthorized(), 0, "{:?}", iss.api_hits());
     let at: Vec<Instant> = iss.token_hits().iter().map(|t| t.at).collect();
     for w in at.windows(2) {
@@ -404,7 +403,7 @@ async fn a_rotated_refresh_token_survives_a_restart() {
     };
 
     let d = Daemon::start(dir.path(), &[]);
-    eventually("a poll with a token from the refresh grant", || {
+    until("a poll with a token from the refresh grant", || {
         ok_with_new_token(0)
     })
     .await;
@@ -415,7 +414,7 @@ async fn a_rotated_refresh_token_survives_a_restart() {
     assert!(logs1.contains("kept the new refresh token"), "{logs1}");
 
     let d = Daemon::start(dir.path(), &[]);
-    eventually("a poll of the second run with a new token", || {
+    until("a poll of the second run with a new token", || {
         ok_with_new_token(first_run)
     })
     .await;
@@ -503,7 +502,7 @@ async fn the_proxy_variables_apply_without_a_bridge_proxy_and_no_proxy_bypasses(
         .sink("console")
         .write(dir.path(), "env");
     let d = Daemon::start(dir.path(), &[("HTTP_PROXY", &proxy.url), ("NO_PROXY", "")]);
-    eventually("a poll through the proxy", || !up.hits().is_empty()).await;
+    until("a poll through the proxy", || !up.hits().is_empty()).await;
     d.terminate().await;
     assert!(
         proxy.seen().iter().any(|p| p.target == up.url()),
@@ -523,7 +522,7 @@ async fn the_proxy_variables_apply_without_a_bridge_proxy_and_no_proxy_bypasses(
         ("NO_PROXY", "127.0.0.1"),
     ];
     let d = Daemon::start(dir.path(), &env);
-    eventually("two polls straight to the source", || {
+    until("two polls straight to the source", || {
         direct.hits().len() >= 2
     })
     .await;

@@ -20,10 +20,10 @@ async fn run_polls_delivers_prints_and_stops_on_sigterm() {
     let token = "tok-9f8e7d6c5b4a";
     let d = Daemon::start(dir.path(), &[("API_TOKEN", token)]);
 
-    eventually("two created events delivered", || rx.received().len() >= 2).await;
+    until("two created events delivered", || rx.received().len() >= 2).await;
     up.set_json(&json!({"items": [{"id": 1, "v": "a2"}, {"id": 2, "v": "b"}]}));
-    eventually("the update delivered", || rx.received().len() >= 3).await;
-    eventually("three lines on stdout", || {
+    until("the update delivered", || rx.received().len() >= 3).await;
+    until("three lines on stdout", || {
         d.stdout.lock().unwrap().len() >= 3
     })
     .await;
@@ -176,7 +176,7 @@ async fn sighup_adds_changes_removes_and_refuses_a_broken_set() {
             .count()
     };
     let logs = |d: &Daemon| d.stderr.lock().unwrap().join("\n");
-    eventually("both bridges emitted", || {
+    until("both bridges emitted", || {
         count(&d, "one") == 1 && count(&d, "gone") == 1
     })
     .await;
@@ -185,7 +185,7 @@ async fn sighup_adds_changes_removes_and_refuses_a_broken_set() {
     std::fs::write(bridges.join("one.yaml"), console_bridge(&up.url(), "$.b")).unwrap();
     std::fs::remove_file(bridges.join("gone.yaml")).unwrap();
     d.signal("-HUP");
-    eventually("reload logged", || {
+    until("reload logged", || {
         logs(&d).contains(
             "bridges reloaded: 2 running, 1 added, 1 changed, 1 removed bridges=2 added=1 changed=1 removed=1"
         )
@@ -198,10 +198,10 @@ async fn sighup_adds_changes_removes_and_refuses_a_broken_set() {
     ] {
         assert!(logs(&d).contains(line), "no `{line}` in {}", logs(&d));
     }
-    eventually("the new bridge emitted", || count(&d, "two") == 1).await;
+    until("the new bridge emitted", || count(&d, "two") == 1).await;
     // The changed bridge kept its state: its definition changed meaning, so it re-baselined
     // (WARN) instead of emitting; the removed one polls no more.
-    eventually("one re-baselined", || {
+    until("one re-baselined", || {
         logs(&d).contains("definition changed")
     })
     .await;
@@ -209,12 +209,12 @@ async fn sighup_adds_changes_removes_and_refuses_a_broken_set() {
 
     std::fs::write(bridges.join("broken.yaml"), "schedule: {every: never}\n").unwrap();
     d.signal("-HUP");
-    eventually("reload refused", || logs(&d).contains("reload refused")).await;
+    until("reload refused", || logs(&d).contains("reload refused")).await;
     assert!(logs(&d).contains("broken.yaml:1:"), "{}", logs(&d));
     // The running set stays: `two` keeps polling.
     let polls_of_two = |d: &Daemon| logs(d).matches("bridge=two status=ok").count();
     let before = polls_of_two(&d);
-    eventually("two still polls", || polls_of_two(&d) > before).await;
+    until("two still polls", || polls_of_two(&d) > before).await;
 
     let (code, _, err) = d.terminate().await;
     assert_eq!(code, 0);
@@ -240,20 +240,16 @@ async fn dead_letters_are_listed_replayed_and_dropped_through_the_cli() {
         .write(dir.path(), "dl");
     let admin = format!("127.0.0.1:{}", free_port());
     let d = Daemon::start_with(dir.path(), &[], &admin);
-    eventually("two events gone to the dead letters", || {
+    until("two events gone to the dead letters", || {
         rx.received().len() == 2
     })
     .await;
 
-    let mut listed = String::new();
-    for _ in 0..300 {
+    let listed = eventually(PATIENCE, "two dead letters listed", || {
         let (code, out, _) = cli(&["dead-letters", "list", "--admin", &admin]);
-        if code == 0 && out.matches("HTTP 410 Gone").count() == 2 {
-            listed = out;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+        std::future::ready((code == 0 && out.matches("HTTP 410 Gone").count() == 2).then_some(out))
+    })
+    .await;
     assert!(
         listed.contains("item.created") && listed.contains(" dl "),
         "{listed}"
@@ -265,7 +261,7 @@ async fn dead_letters_are_listed_replayed_and_dropped_through_the_cli() {
         out.starts_with(&format!("replayed {first_event}.")),
         "{out}"
     );
-    eventually("the replayed event delivered", || rx.received().len() == 3).await;
+    until("the replayed event delivered", || rx.received().len() == 3).await;
     assert_eq!(rx.received()[2].header("webhook-id"), first_event);
     assert!(verify_standard(SECRET, &rx.received()[2]));
 

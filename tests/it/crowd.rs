@@ -110,15 +110,13 @@ async fn get_soon(url: &str) -> (u16, String) {
 
 /// Waits (at most 30 s) for the daemon's `/healthz` to answer 200.
 async fn healthy(d: &Daemon, base: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while get_json(&format!("{base}/healthz")).await.0 != 200 {
-        assert!(
-            Instant::now() < deadline,
-            "no answer from /healthz:\n{}",
-            logs(d)
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(PATIENCE, "/healthz to answer 200", || async {
+        match get_json(&format!("{base}/healthz")).await {
+            (200, _) => Ok(()),
+            (code, _) => Err(format!("{code}; logs:\n{}", logs(d))),
+        }
+    })
+    .await;
 }
 
 /// The value of the metric `name` on the line that has every one of `labels` (0 without one).
@@ -200,7 +198,7 @@ async fn held_half_requests_leave_healthz_polls_and_the_socket_working() {
         .signed_sink("http://127.0.0.1:9/hook")
         .write(dir.path(), "fresh");
     d.signal("-HUP");
-    eventually_async("the new bridge polled its upstream", || async {
+    eventually(PATIENCE, "the new bridge polled its upstream", || async {
         let (_, text) = get_soon(&format!("{base}/v1/bridges")).await;
         let v: Value = serde_json::from_str(&text).unwrap();
         status_of(&v, "fresh")["items"] == json!(2)
@@ -348,7 +346,7 @@ async fn running_out_of_file_descriptors_is_logged_once_and_the_api_comes_back()
     // Two descriptors left: two connections are accepted, the others wait in the backlog.
     set_nofile(&d, open_files(&d) as u64 + 2);
     let _held = hold_tcp(&admin, 10).await;
-    eventually("the accept failure logged", || {
+    until("the accept failure logged", || {
         logs(&d).contains("cannot accept")
     })
     .await;

@@ -186,7 +186,7 @@ async fn a_hung_sink_holds_up_no_other_sink_or_bridge() {
     // Received, then acknowledged: the receiver sees a request before its deliverer stores
     // the ack.
     let outbox = |b: &str| h.ctx.store().unwrap().outbox_len(b);
-    eventually("both fast queues delivered and acknowledged", || {
+    until("both fast queues delivered and acknowledged", || {
         fast.received().len() == 6 && outbox("d") == 3 && outbox("e") == 0
     })
     .await;

@@ -190,19 +190,19 @@ async fn kill_9_between_the_first_attempt_and_the_ack_resends_the_same_digest() 
     // The first attempt gets no answer before the kill.
     rx.answer_slowly(200, Duration::from_secs(60));
     let mut d = Daemon::start(dir.path(), &[]);
-    eventually("the first attempt", || rx.received().len() == 1).await;
+    until("the first attempt", || rx.received().len() == 1).await;
     d.child.start_kill().unwrap(); // SIGKILL
     d.child.wait().await.unwrap();
     // A change found after the restart does not join the digest already formed.
     up.set_json(&json!({"items": [{"id": 1}, {"id": 2}, {"id": 3}, {"id": 4}]}));
     let d = Daemon::start(dir.path(), &[]);
-    eventually("the digest is sent again", || rx.received().len() >= 2).await;
+    until("the digest is sent again", || rx.received().len() >= 2).await;
     let got = rx.received();
     assert_eq!(got[0].body, got[1].body);
     assert_eq!(got[0].header("webhook-id"), got[1].header("webhook-id"));
     assert_eq!(keys(&got[1].json()), ["1", "2", "3"]);
     assert!(verify_standard(SECRET, &got[1]));
-    eventually("the new change follows", || rx.received().len() == 3).await;
+    until("the new change follows", || rx.received().len() == 3).await;
     assert_eq!(keys(&rx.received()[2].json()), ["4"]);
     d.terminate().await;
 }

@@ -159,15 +159,14 @@ async fn a_full_disk_pauses_answers_and_recovers_without_a_restart() {
     );
     let pid = d.child.id().unwrap();
     let logs = || d.stderr.lock().unwrap().join("\n");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while rx.received().is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "no delivery attempt:\n{}",
-            logs()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(PATIENCE, "a delivery attempt", || async {
+        if rx.received().is_empty() {
+            Err(format!("none; logs:\n{}", logs()))
+        } else {
+            Ok(())
+        }
+    })
+    .await;
     up.set_json(&listing(2));
     let seq_is = |want: u64| {
         let base = base.clone();
@@ -177,25 +176,20 @@ async fn a_full_disk_pauses_answers_and_recovers_without_a_restart() {
             v["bridges"][0]["seq"].as_u64() == Some(want)
         }
     };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !seq_is(10).await {
-        assert!(Instant::now() < deadline, "round 2 was never stored");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(PATIENCE, "round 2 stored (seq 10)", || seq_is(10)).await;
 
     // The disk fills; round 3 is out there and cannot be stored.
     let fill = fs.fill();
     up.set_json(&listing(3));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let reasons = loop {
+    let reasons = eventually(PATIENCE, "/healthz to say 503", || async {
         let (code, text, _) = get(&format!("{base}/healthz")).await;
         if code == 503 {
-            break text;
+            return Some(text);
         }
         assert_eq!(code, 200, "{text}");
-        assert!(Instant::now() < deadline, "/healthz never said 503");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+        None
+    })
+    .await;
     let v: Value = serde_json::from_str(&reasons).unwrap();
     assert_eq!(v["status"], "unhealthy");
     assert!(
@@ -225,7 +219,7 @@ async fn a_full_disk_pauses_answers_and_recovers_without_a_restart() {
 
     assert!(pings() > 0, "no watchdog pings while healthy");
     // Past the limit the watchdog goes quiet (so systemd would restart the daemon).
-    eventually("the watchdog goes quiet", || {
+    until("the watchdog goes quiet", || {
         logs().contains("watchdog: no longer pinging")
     })
     .await;
@@ -236,24 +230,24 @@ async fn a_full_disk_pauses_answers_and_recovers_without_a_restart() {
     rx.clear_script();
     let sent_before = rx.received().len();
     let rss_before = rss_kib(pid);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let (_, text, _) = get(&format!("{base}/metrics")).await;
-        if metric(&text, "pollhook_store_reopen_attempts_total") >= 3.0 {
-            assert_eq!(metric(&text, "pollhook_store_writable"), 0.0, "{text}");
-            // The queue is known without the store scanning: counters kept since the open.
-            let waiting = metric(&text, "pollhook_outbox_depth{bridge=\"full\"}");
-            assert!(waiting > 0.0, "{text}");
-            assert_eq!(
-                metric(&text, "pollhook_outbox_depth_all"),
-                waiting,
-                "{text}"
-            );
-            break;
-        }
-        assert!(Instant::now() < deadline, "no attempt to reopen the store");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let text = eventually(
+        2 * PATIENCE,
+        "three attempts to reopen the store",
+        || async {
+            let (_, text, _) = get(&format!("{base}/metrics")).await;
+            (metric(&text, "pollhook_store_reopen_attempts_total") >= 3.0).then_some(text)
+        },
+    )
+    .await;
+    assert_eq!(metric(&text, "pollhook_store_writable"), 0.0, "{text}");
+    // The queue is known without the store scanning: counters kept since the open.
+    let waiting = metric(&text, "pollhook_outbox_depth{bridge=\"full\"}");
+    assert!(waiting > 0.0, "{text}");
+    assert_eq!(
+        metric(&text, "pollhook_outbox_depth_all"),
+        waiting,
+        "{text}"
+    );
     assert!(
         rx.received().len() <= sent_before + 1,
         "events were sent while the disk was full: {} -> {}",
@@ -268,13 +262,12 @@ async fn a_full_disk_pauses_answers_and_recovers_without_a_restart() {
 
     // Space returns: recovery without a restart, and every change arrives.
     std::fs::remove_file(&fill).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while get(&format!("{base}/healthz")).await.0 != 200 {
-        assert!(Instant::now() < deadline, "/healthz never became 200 again");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    eventually("the watchdog pinged again", || pings() > 0).await;
-    eventually("rounds 1 to 3 delivered: seqs 1..=15", || {
+    eventually(2 * PATIENCE, "/healthz to say 200 again", || async {
+        get(&format!("{base}/healthz")).await.0 == 200
+    })
+    .await;
+    until("the watchdog pinged again", || pings() > 0).await;
+    until("rounds 1 to 3 delivered: seqs 1..=15", || {
         let got = by_seq(&rx);
         (1..=15).all(|s| got.contains_key(&s))
     })
@@ -309,18 +302,19 @@ async fn a_full_disk_pauses_answers_and_recovers_without_a_restart() {
     // Full again, then SIGTERM: the final flush fails, and the exit is still 0. sled reuses
     // the room its files already have, so large changes keep coming until it needs more.
     let fill = fs.fill();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut round = 4;
-    while get(&format!("{base}/healthz")).await.0 != 503 {
-        assert!(
-            Instant::now() < deadline,
-            "/healthz never said 503 the second time"
-        );
+    let round = std::cell::Cell::new(4);
+    eventually(2 * PATIENCE, "/healthz to say 503 the second time", || async {
+        if get(&format!("{base}/healthz")).await.0 == 503 {
+            return true;
+        }
+        // A new round each time pollhook has had time to poll the last (every 500 ms).
         let big = "x".repeat(200_000);
-        up.set_json(&json!({"items": (1..=5).map(|id| json!({"id": id, "round": round, "big": big})).collect::<Vec<_>>()}));
-        round += 1;
+        up.set_json(&json!({"items": (1..=5).map(|id| json!({"id": id, "round": round.get(), "big": big})).collect::<Vec<_>>()}));
+        round.set(round.get() + 1);
         tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+        false
+    })
+    .await;
     let (code, _, err) = d.terminate().await;
     assert_eq!(code, 0, "{}", err.join("\n"));
     std::fs::remove_file(fill).unwrap();

@@ -14,7 +14,7 @@ async fn failing_after_n_failed_polls_and_recovered_after_each_once_across_a_res
         &format!("{}/items?api_key=${{TEST_TOKEN}}", up.base),
         &rx.url(),
     )
-    .emit("failures: {after: 3}")
+    .failures_after(3)
     .build();
     let b = h.bridge("flaky", &yaml);
     up.set_json(&json!({"items": [{"id": 1}]}));

@@ -418,7 +418,7 @@ async fn the_daemon_warns_once_a_poll_of_entries_told_apart() {
         .write(dir.path(), "status");
     let d = Daemon::start(dir.path(), &[]);
     let polls = |d: &Daemon| d.logs().matches(" INFO poll ").count();
-    eventually("three polls", || polls(&d) >= 3).await;
+    until("three polls", || polls(&d) >= 3).await;
     let (_, out, logs) = d.terminate().await;
     let created = out
         .iter()
@@ -810,7 +810,7 @@ async fn the_daemon_prints_a_feeds_entries_to_the_console() {
         let out = d.stdout.lock().unwrap().clone();
         out.into_iter().find(|l| l.contains(want))
     };
-    eventually("the created entry on stdout", || {
+    until("the created entry on stdout", || {
         line("\"item.created\"").is_some()
     })
     .await;
@@ -824,7 +824,7 @@ async fn the_daemon_prints_a_feeds_entries_to_the_console() {
         "application/rss+xml",
         &rss(&[(Some("urn:p:1"), None, "Hello, edited")]),
     );
-    eventually("the updated entry on stdout", || {
+    until("the updated entry on stdout", || {
         line("\"item.updated\"").is_some()
     })
     .await;

@@ -43,12 +43,12 @@ async fn a_503_with_retry_after_pauses_the_real_scheduler_and_shows_in_status() 
     ));
 
     // A fresh bridge polls at once and meets the 503: paused, visible in the status.
-    eventually("the pause shows in the status", || {
+    until("the pause shows in the status", || {
         h.ctx.status("busy").paused_until.is_some()
     })
     .await;
     let first = up.hits()[0].clone();
-    let until = h
+    let paused_until = h
         .ctx
         .status("busy")
         .paused_until
@@ -60,36 +60,36 @@ async fn a_503_with_retry_after_pauses_the_real_scheduler_and_shows_in_status() 
         .unwrap()
         .as_millis() as i64;
     assert!(
-        (at_ms + 2000..at_ms + 3000).contains(&until),
-        "pause until {until}, request at {at_ms}"
+        (at_ms + 2000..at_ms + 3000).contains(&paused_until),
+        "pause until {paused_until}, request at {at_ms}"
     );
     assert_eq!(h.ctx.status("busy").last_result.as_deref(), Some("failed"));
-    eventually("the next poll planned after the pause", || {
+    until("the next poll planned after the pause", || {
         h.ctx
             .status("busy")
             .next_poll
-            .is_some_and(|n| n.timestamp_millis() >= until)
+            .is_some_and(|n| n.timestamp_millis() >= paused_until)
     })
     .await;
     // The 503 poll stored nothing.
     let (items, meta, outbox) = h.snapshot("busy");
     assert!(items.is_empty() && !meta.baselined && outbox == 0);
 
-    eventually("the poll after the pause", || up.hits().len() >= 2).await;
+    until("the poll after the pause", || up.hits().len() >= 2).await;
     let second = up.hits()[1].clone();
     let gap = second.at - first.at;
     assert!(
         gap + SLACK >= Duration::from_secs(2),
         "polled {gap:?} after a Retry-After of 2s"
     );
-    eventually("the pause cleared", || {
+    until("the pause cleared", || {
         h.ctx.status("busy").paused_until.is_none()
             && h.ctx.status("busy").last_result.as_deref() == Some("baseline")
     })
     .await;
     assert_eq!(h.ctx.store().unwrap().items("busy").unwrap().len(), 2);
     // And the schedule resumes (every 500ms).
-    eventually("polls resume", || up.hits().len() >= 4).await;
+    until("polls resume", || up.hits().len() >= 4).await;
     cancel.cancel();
     task.await.unwrap();
 }
@@ -106,7 +106,7 @@ async fn a_429_with_retry_after_and_a_rate_limit_reset_are_honoured_without_poll
         .write(dir.path(), "limited");
     let d = Daemon::start(dir.path(), &[]);
 
-    eventually("the first poll", || !up.hits().is_empty()).await;
+    until("the first poll", || !up.hits().is_empty()).await;
     // From now on every answer is a success that exhausts the quota until `reset`.
     let reset = unix(SystemTime::now()) + 4;
     up.set_answer(
@@ -114,7 +114,7 @@ async fn a_429_with_retry_after_and_a_rate_limit_reset_are_honoured_without_poll
             .header("x-ratelimit-remaining", "0")
             .header("x-ratelimit-reset", &reset.to_string()),
     );
-    eventually("four polls", || up.hits().len() >= 4).await;
+    until("four polls", || up.hits().len() >= 4).await;
     let (code, _, err) = d.terminate().await;
     assert_eq!(code, 0);
     let hits = up.hits();
@@ -214,7 +214,7 @@ sinks: [{{url: console}}]
             ("ENV_TOKEN", "env-tok-0a0b0c0d"),
         ],
     );
-    eventually("each bridge failed at least twice", || {
+    until("each bridge failed at least twice", || {
         let err = d.stderr.lock().unwrap();
         ["failing", "refused", "paged"].iter().all(|b| {
             err.iter()
@@ -389,7 +389,7 @@ async fn an_empty_listing_where_100_items_stood_is_held_back_and_logged() {
         .sink_line("signature: none")
         .write(dir.path(), "mass");
     let d = Daemon::start(dir.path(), &[]);
-    eventually("the baseline", || {
+    until("the baseline", || {
         d.stderr
             .lock()
             .unwrap()
@@ -398,7 +398,7 @@ async fn an_empty_listing_where_100_items_stood_is_held_back_and_logged() {
     })
     .await;
     up.set_json(&json!({"items": []}));
-    eventually("the held-back WARN", || {
+    until("the held-back WARN", || {
         d.stderr
             .lock()
             .unwrap()

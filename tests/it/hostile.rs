@@ -5,7 +5,6 @@
 
 use crate::support::*;
 use serde_json::Value;
-use std::time::Duration;
 
 /// Items at `$.items[*]` keyed by `$.id`, every event emitted from the first poll on.
 fn emitting(url: &str, sink: &str) -> BridgeYaml {
@@ -429,27 +428,21 @@ async fn the_daemon_logs_each_hostile_answer_and_keeps_every_bridge_alive() {
         }
         Some(by_name)
     };
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let mut last = None;
-    let all = loop {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "bridges did not all poll 3 times: {last:#?}\n{}",
-            d.stderr.lock().unwrap().join("\n")
-        );
-        last = status().await;
-        if let Some(s) = last.clone() {
+    let all = eventually(2 * PATIENCE, "every bridge to poll 3 times", || async {
+        let last = status().await;
+        if let Some(s) = &last {
             let polled = |n: &str| s.get(n).and_then(|b| b["polls"].as_u64()).unwrap_or(0);
             if ["healthy", "deep", "huge", "soon", "reset", "moved"]
                 .iter()
                 .all(|n| polled(n) >= 3)
                 && polled("forever") >= 1
             {
-                break s;
+                return Ok(s.clone());
             }
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+        Err(format!("{last:#?}\n{}", logs(&d)))
+    })
+    .await;
     let err = |n: &str| all[n]["last_error"].as_str().unwrap_or("").to_string();
     assert_eq!(all["healthy"]["last_error"], Value::Null);
     assert_eq!(all["healthy"]["failures"], 0);
@@ -484,15 +477,16 @@ async fn the_daemon_logs_each_hostile_answer_and_keeps_every_bridge_alive() {
     let poll_now = |name: &'static str| {
         let socket = d.socket.clone();
         async move {
-            let deadline = std::time::Instant::now() + Duration::from_secs(30);
-            loop {
-                let path = format!("/v1/bridges/{name}/poll");
-                let (code, v) = over_socket(&socket, reqwest::Method::POST, &path).await;
-                if code != 409 || std::time::Instant::now() > deadline {
-                    return (code, v.to_string());
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+            let path = format!("/v1/bridges/{name}/poll");
+            eventually(
+                PATIENCE,
+                &format!("{path} not to meet a scheduled poll"),
+                || async {
+                    let (code, v) = over_socket(&socket, reqwest::Method::POST, &path).await;
+                    (code != 409).then(|| (code, v.to_string()))
+                },
+            )
+            .await
         }
     };
     let (code, v) = poll_now("deep").await;

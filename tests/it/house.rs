@@ -1,7 +1,8 @@
 //! The repository explains itself: every relative link in README.md, CHANGELOG.md and `docs/`
 //! reaches a file (inside the repository) and a heading that exist, every doc section a code
 //! comment names (`docs/…md#section`) exists, and no tracked file points at a document outside
-//! the repository (docs/design.md#development).
+//! the repository (docs/design.md#development). And the house keeps its rooms small: no source
+//! file holds more than 600 lines before its tests, and no function is longer than 80 lines.
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -341,4 +342,227 @@ fn the_checks_find_what_they_look_for() {
         ["..", "/shared/notes.md"].concat()
     );
     assert_eq!(outside_mentions(Path::new("y.rs"), &mention).len(), 2);
+}
+
+/// Lines a source file may hold before its tests: a file past it holds more than one job.
+const ROOM_LINES: usize = 600;
+/// Lines a function may take, from its `fn` to its closing brace: past it, a step wants a name.
+const FN_LINES: usize = 80;
+
+/// The lines of a source file before its tests: up to the `#[cfg(test)]` that opens a test
+/// module (one on a single item does not count), else all of them.
+fn before_tests(text: &str) -> usize {
+    let lines: Vec<&str> = text.lines().collect();
+    lines
+        .windows(2)
+        .position(|w| w[0] == "#[cfg(test)]" && w[1].starts_with("mod "))
+        .unwrap_or(lines.len())
+}
+
+/// `text` with its comments, string literals and character literals blanked (line breaks
+/// kept), so that a brace or `fn` in them is not taken for code.
+fn code_only(text: &str) -> String {
+    let c: Vec<char> = text.chars().collect();
+    let mut out = String::with_capacity(text.len());
+    let blank = |out: &mut String, part: &[char]| {
+        out.extend(part.iter().map(|&ch| if ch == '\n' { '\n' } else { ' ' }))
+    };
+    let ident = |i: usize| i > 0 && (c[i - 1].is_alphanumeric() || c[i - 1] == '_');
+    let mut i = 0;
+    while i < c.len() {
+        let next = |at: usize| c.get(at).copied().unwrap_or('\0');
+        let end = if c[i] == '/' && next(i + 1) == '/' {
+            (i..c.len()).find(|&j| c[j] == '\n').unwrap_or(c.len())
+        } else if c[i] == '/' && next(i + 1) == '*' {
+            // Block comments nest.
+            let (mut depth, mut j) = (0, i);
+            while j < c.len() {
+                match (c[j], next(j + 1)) {
+                    ('/', '*') => (depth, j) = (depth + 1, j + 2),
+                    ('*', '/') => (depth, j) = (depth - 1, j + 2),
+                    _ => j += 1,
+                }
+                if depth == 0 {
+                    break;
+                }
+            }
+            j
+        } else if c[i] == 'r' && !ident(i) || (c[i] == 'b' && next(i + 1) == 'r' && !ident(i)) {
+            let start = if c[i] == 'b' { i + 2 } else { i + 1 };
+            let hashes = (start..c.len()).take_while(|&j| c[j] == '#').count();
+            if next(start + hashes) != '"' {
+                out.push(c[i]);
+                i += 1;
+                continue;
+            }
+            let close: Vec<char> = std::iter::once('"')
+                .chain("#".repeat(hashes).chars())
+                .collect();
+            let from = start + hashes + 1;
+            (from..c.len())
+                .find(|&j| c[j..].starts_with(&close))
+                .map_or(c.len(), |j| j + close.len())
+        } else if c[i] == '"' {
+            let mut j = i + 1;
+            while j < c.len() && c[j] != '"' {
+                j += if c[j] == '\\' { 2 } else { 1 };
+            }
+            j + 1
+        } else if c[i] == '\'' && next(i + 1) == '\\' {
+            // An escape takes two characters at least (`'\\''`, `'\\u{7f}'`).
+            (i + 3..c.len())
+                .find(|&j| c[j] == '\'')
+                .map_or(c.len(), |j| j + 1)
+        } else if c[i] == '\'' && next(i + 2) == '\'' {
+            i + 3
+        } else {
+            out.push(c[i]);
+            i += 1;
+            continue;
+        };
+        let end = end.min(c.len());
+        blank(&mut out, &c[i..end]);
+        i = end;
+    }
+    out
+}
+
+/// Every function in `code` (as [`code_only`] leaves it) longer than `max` lines: its name,
+/// the line (from 1) of its `fn`, and its length.
+fn long_fns(code: &str, max: usize) -> Vec<(String, usize, usize)> {
+    let mut out = Vec::new();
+    // Functions open, innermost last: name, first line, the depth of their body.
+    let mut open: Vec<(String, usize, usize)> = Vec::new();
+    let mut pending: Option<(String, usize)> = None;
+    let (mut depth, mut parens) = (0usize, 0usize);
+    for (n, line) in code.lines().enumerate() {
+        let words: Vec<&str> = line
+            .split(|ch: char| !(ch.is_alphanumeric() || ch == '_'))
+            .filter(|w| !w.is_empty())
+            .collect();
+        if let Some(i) = words.iter().position(|w| *w == "fn") {
+            let follows = line
+                .split("fn")
+                .skip(1)
+                .any(|rest| rest.starts_with(char::is_whitespace));
+            if let (true, Some(name)) = (follows, words.get(i + 1)) {
+                pending = Some((name.to_string(), n + 1));
+            }
+        }
+        for ch in line.chars() {
+            match ch {
+                '(' | '[' => parens += 1,
+                ')' | ']' => parens = parens.saturating_sub(1),
+                ';' if parens == 0 => pending = None,
+                '{' => {
+                    depth += 1;
+                    if let Some((name, first)) = pending.take() {
+                        open.push((name, first, depth));
+                    }
+                }
+                '}' => {
+                    if open.last().is_some_and(|f| f.2 == depth) {
+                        let (name, first, _) = open.pop().unwrap_or_default();
+                        let len = n + 1 - first + 1;
+                        if len > max {
+                            out.push((name, first, len));
+                        }
+                    }
+                    depth = depth.saturating_sub(1);
+                }
+                _ => {}
+            }
+        }
+    }
+    out
+}
+
+/// What is too big in the source files under `dir`: files past [`ROOM_LINES`] before their
+/// tests, functions past [`FN_LINES`].
+fn oversized(dir: &Path) -> Vec<String> {
+    let mut files = Vec::new();
+    walk(dir, &mut files);
+    files.retain(|p| p.extension().is_some_and(|e| e == "rs"));
+    files.sort();
+    let mut out = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        let name = file
+            .strip_prefix(dir.parent().unwrap_or(dir))
+            .unwrap_or(&file);
+        let lines = before_tests(&text);
+        if lines > ROOM_LINES {
+            out.push(format!(
+                "{}: {lines} lines before its tests",
+                name.display()
+            ));
+        }
+        let head: Vec<&str> = text.lines().take(lines).collect();
+        for (f, first, len) in long_fns(&code_only(&head.join("\n")), FN_LINES) {
+            out.push(format!("{}:{first}: fn {f} is {len} lines", name.display()));
+        }
+    }
+    out
+}
+
+#[test]
+fn source_files_hold_one_room_each_and_functions_stay_short() {
+    let problems = oversized(&root().join("src"));
+    assert!(
+        problems.is_empty(),
+        "at most {ROOM_LINES} lines before the tests and {FN_LINES} a function:\n{}",
+        problems.join("\n")
+    );
+}
+
+/// The size checks count what they should: braces and `fn` in strings, characters and
+/// comments are not code, a test module's lines are not counted, one line too many is seen.
+#[test]
+fn the_size_checks_count_what_they_should() {
+    let body = |n: usize| "    x();\n".repeat(n);
+    let text = format!(
+        "/// fn doc {{\nfn short() {{\n{}}}\n\nfn long(a: [u8; 2]) -> u8 {{\n    let s = \"}} fn x {{\";\n    let c = ('{{', '\\'', '\\u{{7d}}');\n    let r = r#\"}}\"#; // }} {{\n    /* {{ /* }} */ {{ */\n{}    {{ 1 }}\n}}\n#[cfg(test)]\nmod tests {{\n    fn in_tests() {{\n{}    }}\n}}\n",
+        body(FN_LINES - 2),
+        body(FN_LINES - 6),
+        body(FN_LINES),
+    );
+    let code = code_only(&text);
+    assert_eq!(
+        code.lines().count(),
+        text.lines().count(),
+        "line breaks kept"
+    );
+    assert!(!code.contains("doc") && !code.contains("fn x"), "{code}");
+    let lines = before_tests(&text);
+    assert_eq!(text.lines().nth(lines), Some("#[cfg(test)]"));
+    let head: Vec<&str> = text.lines().take(lines).collect();
+    let long = long_fns(&code_only(&head.join("\n")), FN_LINES);
+    assert_eq!(
+        long,
+        [("long".to_string(), FN_LINES + 3, FN_LINES + 1)],
+        "{code}"
+    );
+    // The test module's function is as long, and counted only when the tests are.
+    assert_eq!(long_fns(&code, FN_LINES).len(), 2);
+    assert_eq!(before_tests("fn a() {}\n#[cfg(test)]\nfn b() {}\n"), 3);
+    // A tree with one file too long and one function too long says both.
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(src.join("a")).unwrap();
+    std::fs::write(src.join("a/big.rs"), "// x\n".repeat(ROOM_LINES + 1)).unwrap();
+    std::fs::write(src.join("fine.rs"), "// x\n".repeat(ROOM_LINES)).unwrap();
+    std::fs::write(src.join("f.rs"), &text).unwrap();
+    let found = oversized(&src);
+    assert_eq!(
+        found,
+        [
+            format!("src/a/big.rs: {} lines before its tests", ROOM_LINES + 1),
+            format!(
+                "src/f.rs:{}: fn long is {} lines",
+                FN_LINES + 3,
+                FN_LINES + 1
+            ),
+        ],
+        "{found:?}"
+    );
 }

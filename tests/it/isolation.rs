@@ -95,40 +95,38 @@ async fn a_bridge_whose_task_dies_is_logged_shown_restarted_and_counted() {
     );
 
     // While it waits for its next slot, /healthz and /v1/bridges say so.
-    let mut seen_down = None;
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while seen_down.is_none() {
-        assert!(std::time::Instant::now() < deadline, "never seen down");
+    let why = eventually(PATIENCE, "/healthz to say 503", || async {
         let (code, v) = get_json(&format!("{base}/healthz")).await;
-        if code == 503 {
-            seen_down = Some(v);
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let why = seen_down.unwrap().to_string();
+        (code == 503).then(|| v.to_string())
+    })
+    .await;
     assert!(
         why.contains("bridge `boom`") && why.contains("panicked") && why.contains("fault injected"),
         "{why}"
     );
 
     // Restarted on its next slots until the fault is gone; counted; then healthy again.
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let v = bridges(&base).await;
-        let s = status_of(&v, "boom");
-        if s["restarts"] == 2 && s["last_result"] == "baseline" {
-            assert!(
-                s["last_crash"]
-                    .as_str()
-                    .is_some_and(|c| c.contains("panicked")),
-                "{s}"
-            );
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "{v}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    eventually_async("healthy again", || async {
+    let s = eventually(
+        2 * PATIENCE,
+        "boom restarted twice, then a baseline",
+        || async {
+            let v = bridges(&base).await;
+            let s = status_of(&v, "boom");
+            if s["restarts"] == 2 && s["last_result"] == "baseline" {
+                Ok(s)
+            } else {
+                Err(v.to_string())
+            }
+        },
+    )
+    .await;
+    assert!(
+        s["last_crash"]
+            .as_str()
+            .is_some_and(|c| c.contains("panicked")),
+        "{s}"
+    );
+    eventually(PATIENCE, "healthy again", || async {
         get_json(&format!("{base}/healthz")).await.0 == 200
     })
     .await;
@@ -208,7 +206,7 @@ async fn a_poll_now_that_panics_answers_500_and_the_bridge_waits_for_its_slot() 
         &[("POLLHOOK_FAULT", "poll-panic:yearly")],
         &admin,
     );
-    eventually_async("the first poll's crash shown", || async {
+    eventually(PATIENCE, "the first poll's crash shown", || async {
         status_of(&bridges(&base).await, "yearly")["restarts"] == 1
     })
     .await;
@@ -231,9 +229,11 @@ async fn a_poll_now_that_panics_answers_500_and_the_bridge_waits_for_its_slot() 
     std::fs::remove_file(dir.path().join("bridges/yearly.yaml")).unwrap();
     bridge_file(dir.path(), "other", &up.url(), "1h", "5s");
     d.signal("-HUP");
-    eventually_async("healthy once the crashed bridge is removed", || async {
-        get_json(&format!("{base}/healthz")).await.0 == 200
-    })
+    eventually(
+        PATIENCE,
+        "healthy once the crashed bridge is removed",
+        || async { get_json(&format!("{base}/healthz")).await.0 == 200 },
+    )
     .await;
     let (code, _, err) = d.terminate().await;
     assert_eq!(code, 0);
@@ -265,12 +265,12 @@ async fn three_hundred_bridges_on_a_hung_host_do_not_starve_one_on_another() {
     let admin = format!("127.0.0.1:{}", free_port());
     let base = format!("http://{admin}");
     let d = Daemon::start_with(dir.path(), &[], &admin);
-    eventually("the stuck bridges fill their host's slots", || {
+    until("the stuck bridges fill their host's slots", || {
         hung.hits().len() >= 16
     })
     .await;
     let before = healthy.hits().len();
-    eventually("the healthy bridge keeps polling once a second", || {
+    until("the healthy bridge keeps polling once a second", || {
         healthy.hits().len() >= before + 3
     })
     .await;
@@ -308,7 +308,7 @@ async fn a_poll_now_respects_a_pause_and_one_poll_runs_at_a_time() {
     let admin = format!("127.0.0.1:{}", free_port());
     let base = format!("http://{admin}");
     let d = Daemon::start_with(dir.path(), &[], &admin);
-    eventually_async("both first polls done", || async {
+    eventually(PATIENCE, "both first polls done", || async {
         let v = bridges(&base).await;
         status_of(&v, "slow")["polls"] == 1 && status_of(&v, "limited")["polls"] == 1
     })
@@ -348,7 +348,7 @@ async fn a_poll_now_respects_a_pause_and_one_poll_runs_at_a_time() {
         })
         .collect();
     // Let the one that got through wait at the source until the others have their answers.
-    eventually("one poll-now reached the source", || {
+    until("one poll-now reached the source", || {
         gate.hits() > slow_first
     })
     .await;
@@ -357,7 +357,7 @@ async fn a_poll_now_respects_a_pause_and_one_poll_runs_at_a_time() {
     for c in calls {
         pending.push(c);
     }
-    eventually("four answered", || {
+    until("four answered", || {
         pending.iter().filter(|c| c.is_finished()).count() == 4
     })
     .await;
@@ -393,7 +393,7 @@ async fn a_poll_now_respects_a_pause_and_one_poll_runs_at_a_time() {
     let (code, v) = act(&d, "/v1/bridges/slow/poll?commit=true").await;
     assert_eq!(code, 409, "{v}");
     gate.open();
-    eventually_async("the abandoned poll recorded", || async {
+    eventually(PATIENCE, "the abandoned poll recorded", || async {
         status_of(&bridges(&base).await, "slow")["polls"].as_u64() == Some(polls + 1)
     })
     .await;
@@ -416,7 +416,7 @@ async fn random_admin_requests_never_crash_or_act_without_rights() {
     let admin = format!("127.0.0.1:{}", free_port());
     let base = format!("http://{admin}");
     let d = Daemon::start_with(dir.path(), &[], &admin);
-    eventually_async("the first poll", || async {
+    eventually(PATIENCE, "the first poll", || async {
         status_of(&bridges(&base).await, "b")["polls"] == 1
     })
     .await;

@@ -378,7 +378,7 @@ async fn the_daemon_warns_once_of_a_value_unlike_the_cursor_and_asks_from_the_go
     for run in 0..2 {
         let d = Daemon::start(dir.path(), &[]);
         let before = up.hits().len();
-        eventually("three polls", || up.hits().len() >= before + 3).await;
+        until("three polls", || up.hits().len() >= before + 3).await;
         let (_, _, logs) = d.terminate().await;
         assert_eq!(warned(&logs), 1, "once in run {run}:\n{}", logs.join("\n"));
         let asked = sent(&up);
@@ -393,7 +393,7 @@ async fn the_daemon_warns_once_of_a_value_unlike_the_cursor_and_asks_from_the_go
         ("c", json!("2026-01-04T00:00:00Z")),
     ]));
     let d = Daemon::start(dir.path(), &[]);
-    eventually("a poll asking from the next good cursor", || {
+    until("a poll asking from the next good cursor", || {
         sent(&up).last().map(String::as_str) == Some("2026-01-04T00:00:00Z")
     })
     .await;

@@ -29,5 +29,7 @@ mod shards;
 mod sinks;
 mod sources;
 mod support;
+#[path = "../testkit/mod.rs"]
+mod testkit;
 mod units;
 mod wide;

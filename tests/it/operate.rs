@@ -110,7 +110,7 @@ async fn every_admin_endpoint_and_the_cli_against_a_running_daemon() {
     let admin = format!("127.0.0.1:{}", free_port());
     let base = format!("http://{admin}");
     let d = Daemon::start_with(dir.path(), &[("API_TOKEN", TOKEN)], &admin);
-    eventually("the first poll's two events delivered", || {
+    until("the first poll's two events delivered", || {
         rx.received().len() == 2
     })
     .await;
@@ -179,7 +179,7 @@ async fn every_admin_endpoint_and_the_cli_against_a_running_daemon() {
     .await;
     assert_eq!(code, 200);
     assert_eq!(v["events"][0]["id"], e["id"]);
-    eventually("the committed update delivered", || {
+    until("the committed update delivered", || {
         rx.received().len() == 3
     })
     .await;
@@ -188,7 +188,7 @@ async fn every_admin_endpoint_and_the_cli_against_a_running_daemon() {
     let (code, out, _) = d.cli(&["resync", "ops", "--admin", &admin]);
     assert_eq!(code, 0);
     assert_eq!(out, "resync ops: 2 items queued as item.snapshot\n");
-    eventually("two snapshots delivered", || rx.received().len() == 5).await;
+    until("two snapshots delivered", || rx.received().len() == 5).await;
     let snaps: Vec<Value> = rx.received()[3..].iter().map(|r| r.json()).collect();
     assert!(
         snaps
@@ -232,7 +232,7 @@ async fn every_admin_endpoint_and_the_cli_against_a_running_daemon() {
     assert!(err.contains("no bridge `nope` is running"), "{err}");
 
     // /metrics parses as Prometheus text and counts what happened.
-    eventually("all deliveries done", || rx.received().len() == 7).await;
+    until("all deliveries done", || rx.received().len() == 7).await;
     let (code, text) = get_text(&format!("{base}/metrics")).await;
     assert_eq!(code, 200);
     let samples = parse_prometheus(&text);
@@ -368,28 +368,36 @@ async fn notify_socket_gets_ready_watchdog_and_stopping() {
             ("WATCHDOG_USEC", "400000"),
         ],
     );
-    let mut got = Vec::new();
-    let mut buf = [0u8; 512];
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while !(got.iter().any(|m: &String| m.contains("READY=1"))
-        && got.iter().filter(|m| m.contains("WATCHDOG=1")).count() >= 2)
-    {
-        assert!(std::time::Instant::now() < deadline, "got only {got:?}");
+    // Every message so far, one more each time a message comes within a second.
+    let got = std::cell::RefCell::new(Vec::<String>::new());
+    let listen = || async {
+        let mut buf = [0u8; 512];
         if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(1), sock.recv(&mut buf)).await {
-            got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            got.borrow_mut()
+                .push(String::from_utf8_lossy(&buf[..n]).into_owned());
         }
-    }
+        got.borrow().clone()
+    };
+    eventually(PATIENCE, "READY=1 and two WATCHDOG=1", || async {
+        let got = listen().await;
+        let ready = got.iter().any(|m| m.contains("READY=1"));
+        if ready && got.iter().filter(|m| m.contains("WATCHDOG=1")).count() >= 2 {
+            Ok(())
+        } else {
+            Err(format!("{got:?}"))
+        }
+    })
+    .await;
     d.signal("-TERM");
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while !got.iter().any(|m| m.contains("STOPPING=1")) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no STOPPING=1 in {got:?}"
-        );
-        if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(1), sock.recv(&mut buf)).await {
-            got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    eventually(PATIENCE, "STOPPING=1", || async {
+        let got = listen().await;
+        if got.iter().any(|m| m.contains("STOPPING=1")) {
+            Ok(())
+        } else {
+            Err(format!("{got:?}"))
         }
-    }
+    })
+    .await;
     let (code, _, _) = d.terminate().await;
     assert_eq!(code, 0);
 }
@@ -404,7 +412,7 @@ async fn sigterm_lets_an_in_flight_delivery_finish_and_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     write_bridge(dir.path(), "t", &up, &rx);
     let d = Daemon::start(dir.path(), &[("API_TOKEN", TOKEN)]);
-    eventually("the first delivery is in flight", || {
+    until("the first delivery is in flight", || {
         rx.received().len() == 1
     })
     .await;
@@ -475,7 +483,6 @@ async fn under_journald_fields_are_native() {
     let mut child = cmd.spawn().unwrap();
     let mut entries: Vec<std::collections::HashMap<String, String>> = Vec::new();
     let mut buf = vec![0u8; 65536];
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let is_poll = |e: &std::collections::HashMap<String, String>| {
         e.get("MESSAGE")
             .is_some_and(|m| m.starts_with("poll jrnl: "))
@@ -484,13 +491,23 @@ async fn under_journald_fields_are_native() {
         e.get("MESSAGE")
             .is_some_and(|m| m.starts_with("delivery failed"))
     };
-    while !(entries.iter().any(is_poll) && entries.iter().any(is_retry))
-        && std::time::Instant::now() < deadline
-    {
-        if let Ok(n) = journal.recv(&mut buf) {
-            entries.push(journal_fields(&buf[..n]));
-        }
-    }
+    // Each look waits up to a second (the socket's read timeout) for one more entry.
+    eventually(
+        PATIENCE,
+        "a poll's entry and a retry's in the journal",
+        || {
+            if let Ok(n) = journal.recv(&mut buf) {
+                entries.push(journal_fields(&buf[..n]));
+            }
+            let both = entries.iter().any(is_poll) && entries.iter().any(is_retry);
+            std::future::ready(if both {
+                Ok(())
+            } else {
+                Err(format!("{entries:?}"))
+            })
+        },
+    )
+    .await;
     child.kill().unwrap();
     let out = child.wait_with_output().unwrap();
     let poll = entries
@@ -588,7 +605,7 @@ async fn log_lines_name_their_bridge_and_sink_once_in_text_and_json() {
             "pretty" => " INFO poll spans: ",
             _ => "\"message\":\"poll spans: ",
         };
-        eventually("a poll line and a failed delivery", || {
+        until("a poll line and a failed delivery", || {
             line(polled)().is_some() && line("delivery failed")().is_some()
         })
         .await;
@@ -678,17 +695,15 @@ async fn shards_split_the_bridges_between_them() {
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
-        let mut body = None;
-        for _ in 0..300 {
-            let _ = rustls::crypto::ring::default_provider().install_default();
-            if let Ok(r) = reqwest::get(format!("http://{admin}/v1/bridges")).await {
-                body = Some(r.json::<Value>().await.unwrap());
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let answer = eventually(PATIENCE, "the shard's admin API", || async {
+            reqwest::get(format!("http://{admin}/v1/bridges"))
+                .await
+                .ok()
+        })
+        .await;
+        let body = answer.json::<Value>().await.unwrap();
         child.kill().await.unwrap();
-        let body = body.expect("the shard's admin API answered");
         let mine: Vec<String> = body["bridges"]
             .as_array()
             .unwrap()
@@ -852,7 +867,7 @@ async fn sigterm_ends_a_long_listing_between_pages() {
         .sink("console")
         .write(dir.path(), "endless");
     let d = Daemon::start(dir.path(), &[]);
-    eventually("the poll to be some pages in", || {
+    until("the poll to be some pages in", || {
         hits.load(Ordering::SeqCst) >= 20
     })
     .await;

@@ -91,7 +91,7 @@ async fn run_rounds_then_kill(
     for r in 0..ROUNDS {
         up.set_json(&listing(r));
         let want = ((r + 1) * ITEMS) as u64;
-        eventually(&format!("round {r} delivered"), || {
+        until(&format!("round {r} delivered"), || {
             seqs(rx).keys().next_back() == Some(&want)
         })
         .await;
@@ -262,7 +262,7 @@ async fn rolled_back_store_is_refused_then_accepted(
         .map(|i| (i["id"].to_string(), i.clone()))
         .collect();
     let d = Daemon::start(dir.path(), &[]);
-    eventually("the receiver's view matches the upstream again", || {
+    until("the receiver's view matches the upstream again", || {
         let mut view: BTreeMap<String, Value> = BTreeMap::new();
         for e in seqs(&rx).values() {
             view.insert(e["key"].as_str().unwrap().to_string(), e["data"].clone());
@@ -458,7 +458,7 @@ async fn a_store_whose_mark_files_are_both_gone_is_refused_until_accepted() {
 /// Runs the daemon until `want` seqs were delivered, then stops it: its stderr.
 async fn run_until_delivered(dir: &Path, rx: &Receiver, want: usize) -> Vec<String> {
     let d = Daemon::start(dir, &[]);
-    eventually(&format!("{want} events delivered"), || {
+    until(&format!("{want} events delivered"), || {
         seqs(rx).len() >= want
     })
     .await;
@@ -553,7 +553,7 @@ async fn a_store_from_before_the_second_mark_file_starts_quietly_and_is_guarded(
 async fn store_commands_refuse_while_the_daemon_holds_the_store() {
     let (_up, rx, dir, data) = serving_the_first_listing().await;
     let d = Daemon::start(dir.path(), &[]);
-    eventually("the first poll delivered", || seqs(&rx).len() == ITEMS).await;
+    until("the first poll delivered", || seqs(&rx).len() == ITEMS).await;
     for cmd in ["check", "accept-rollback"] {
         let (code, out, err) = pollhook(&["store", cmd], &data).await;
         assert_eq!(code, 1, "{out}{err}");

@@ -50,7 +50,7 @@ async fn without_system_ca_certificates_an_http_bridge_starts_polls_and_delivers
     let env = empty_store(dir.path());
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let d = Daemon::start(dir.path(), &env);
-    eventually("the event delivered over http", || rx.received().len() == 1).await;
+    until("the event delivered over http", || rx.received().len() == 1).await;
     let logs = d.logs();
     let warn = logs
         .lines()

@@ -314,12 +314,12 @@ async fn no_secret_reaches_any_output_channel() {
     env.push(("RUST_LOG", "debug"));
     let d = Daemon::start_with(&root, &env, &admin);
 
-    eventually(
+    until(
         "three events dead-lettered (one on the 500s, two on the dead sink)",
         || logs(&d).matches("event dead-lettered").count() >= 3,
     )
     .await;
-    eventually("a delivery and failed polls of both bridges", || {
+    until("a delivery and failed polls of both bridges", || {
         let l = logs(&d);
         rx.received().len() >= 4
             && l.contains(": failed (")
@@ -342,7 +342,7 @@ async fn no_secret_reaches_any_output_channel() {
     )
     .unwrap();
     d.signal("-HUP");
-    eventually("the reload refused", || logs(&d).contains("reload refused")).await;
+    until("the reload refused", || logs(&d).contains("reload refused")).await;
     std::fs::remove_file(root.join("bridges/reload.yaml")).unwrap();
 
     let mut channels: Vec<(String, String)> = Vec::new();
@@ -701,13 +701,13 @@ async fn a_dangling_link_refuses_the_reload_and_the_running_set_stays() {
         .sink("console")
         .write(dir.path(), "live");
     let d = Daemon::start(dir.path(), &[]);
-    eventually("the bridge polls", || !up.hits().is_empty()).await;
+    until("the bridge polls", || !up.hits().is_empty()).await;
     let link = dir.path().join("bridges/gone.yaml");
     std::os::unix::fs::symlink(dir.path().join("nowhere"), &link).unwrap();
     d.signal("-HUP");
-    eventually("the reload refused", || logs(&d).contains("reload refused")).await;
+    until("the reload refused", || logs(&d).contains("reload refused")).await;
     let before = up.hits().len();
-    eventually("the bridge still polls after the refused reload", || {
+    until("the bridge still polls after the refused reload", || {
         up.hits().len() >= before + 2
     })
     .await;

@@ -6,7 +6,6 @@ use pollhook::shard::{legacy_owner, owner};
 use pollhook::store::{BridgeMeta, Commit, Put, Store};
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
-use std::time::Duration;
 
 /// A store as versions from before layouts left it: the bridges of shard `index` of `shards`
 /// under `sha256 mod N`, each with one item, and no layout record.
@@ -39,20 +38,14 @@ fn legacy_store(
 
 async fn layout_of(d: &Daemon, admin: &str) -> Value {
     let url = format!("http://{admin}/v1/layout");
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
+    eventually(PATIENCE, &format!("an answer from {url}"), || async {
         match get_json(&url).await {
-            (200, v) => return v,
-            (0, _) => {}
+            (200, v) => Ok(v),
+            (0, _) => Err(format!("nothing listens yet; logs:\n{}", d.logs())),
             (code, v) => panic!("{url}: {code} {v}"),
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{url} never answered: {}",
-            d.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -117,7 +110,7 @@ async fn an_upgraded_store_gives_up_the_bridges_jump_hash_moves_and_records_its_
     }
     // Every bridge the shard owns is polled (incoming ones from an empty state, for now);
     // an outgoing one never.
-    eventually("every owned bridge polled", || {
+    until("every owned bridge polled", || {
         let paths: BTreeSet<String> = up.hits().iter().map(|h| h.uri.clone()).collect();
         names
             .iter()
@@ -214,18 +207,15 @@ async fn a_bridge_exported_and_imported_goes_on_where_it_was() {
         rx.answer(503, &[]);
     }
     let d = Daemon::start(a.path(), &[]);
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while up.hits().len() < 2 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "A polled {} times: {}",
-            up.hits().len(),
-            d.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(PATIENCE, "two polls on A", || async {
+        match up.hits().len() {
+            n if n >= 2 => Ok(()),
+            n => Err(format!("{n} polls; logs:\n{}", d.logs())),
+        }
+    })
+    .await;
     up.set_json(&json!({"items": [{"id": 1, "v": 2}, {"id": 2, "v": 1}]}));
-    eventually("an attempt at the first event", || {
+    until("an attempt at the first event", || {
         !rx.received().is_empty()
     })
     .await;
@@ -311,7 +301,7 @@ async fn a_bridge_exported_and_imported_goes_on_where_it_was() {
     rx.clear_script();
     let seen = rx.received().len();
     let d = Daemon::start(b.path(), &[]);
-    eventually("two events delivered from B", || {
+    until("two events delivered from B", || {
         delivered_after(&rx, seen).len() >= 2
     })
     .await;

@@ -223,13 +223,13 @@ async fn rules_that_fail_at_run_time_send_the_event_warn_and_count() {
     std::fs::write(dir.path().join("bridges/r.yaml"), yaml).unwrap();
     let admin = format!("127.0.0.1:{}", free_port());
     let d = Daemon::start_with(dir.path(), &[], &admin);
-    eventually("the event is sent", || rx.received().len() == 1).await;
+    until("the event is sent", || rx.received().len() == 1).await;
     let warned = |what: &str| {
         d.logs()
             .lines()
             .any(|l| l.contains(what) && l.contains("WARN") && l.contains("bridge=r"))
     };
-    eventually("both rules' failures are logged at WARN", || {
+    until("both rules' failures are logged at WARN", || {
         warned("poll r: emit.when failed for 1 change, emitted all the same: ")
             && warned("sink rule failed for r event evt_")
             && warned(&format!(" to {}/…, the event is sent: ", rx.base))
@@ -410,7 +410,7 @@ async fn send_test_reports_each_sinks_answer_through_the_daemon() {
     let yaml = BridgeYaml::new(&up.url()).every("1h").with_sinks(&sinks);
     std::fs::write(dir.path().join("bridges/t.yaml"), yaml).unwrap();
     let d = Daemon::start(dir.path(), &[]);
-    eventually("the daemon answers", || d.socket.exists()).await;
+    until("the daemon answers", || d.socket.exists()).await;
     let socket = d.socket.clone();
     // The CLI runs apart, so that this test's receivers go on answering meanwhile.
     let cli = |args: &[&str]| {
@@ -425,7 +425,7 @@ async fn send_test_reports_each_sinks_answer_through_the_daemon() {
         })
     };
     // `poll --render` through the daemon, once its first poll (a baseline) is done.
-    eventually_async("the first poll", || async {
+    eventually(PATIENCE, "the first poll", || async {
         let (_, out, _) = cli(&["status", "--json"]).await.unwrap();
         let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
         !v["bridges"][0]["status"]["last_result"].is_null()
@@ -563,7 +563,7 @@ async fn a_sink_can_take_only_the_failure_events_each_once() {
     let up = Upstream::start().await;
     let h = Harness::new();
     let yaml = BridgeYaml::new(&up.url())
-        .emit("failures: {after: 2}")
+        .failures_after(2)
         .with_sinks(&format!(
             "  - url: {}\n    format: ntfy\n    events: [failing, recovered]\n",
             rx.url()
@@ -652,7 +652,7 @@ async fn a_template_that_doubles_a_string_is_stopped_within_bounded_memory() {
         .with_sinks(&sinks);
     std::fs::write(dir.path().join("bridges/m.yaml"), yaml).unwrap();
     let d = Daemon::start(dir.path(), &[]);
-    eventually("the event is dead-lettered", || {
+    until("the event is dead-lettered", || {
         d.logs().contains("event dead-lettered")
     })
     .await;

@@ -24,6 +24,8 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+pub use crate::testkit::{BridgeYaml, PATIENCE, SECRET, eventually, until};
+
 type Hits = Arc<Mutex<Vec<Hit>>>;
 
 /// One request the upstream got.
@@ -361,8 +363,6 @@ pub fn verify_standard(secret: &str, r: &Received) -> bool {
         .any(|s| s.strip_prefix("v1,") == Some(expected.as_str()))
 }
 
-pub const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-
 /// A temp dir with `bridges/` and `data/`, a real store, and the pieces to drive polls and
 /// deliveries one step at a time.
 pub struct Harness {
@@ -464,27 +464,6 @@ pub fn load_one(dir: &Path, name: &str) -> Bridge {
         .into_iter()
         .find(|b| b.name == name)
         .unwrap()
-}
-
-/// Polls `cond` until it holds, for at most 30 s (a generous deadline for a busy machine).
-pub async fn eventually<F: FnMut() -> bool>(what: &str, mut cond: F) {
-    eventually_async(what, || std::future::ready(cond())).await
-}
-
-/// Polls an async condition until it holds, for at most 30 s.
-pub async fn eventually_async<F, Fut>(what: &str, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while !cond().await {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// A GET: the status and the body as text.
@@ -711,222 +690,6 @@ pub fn free_port() -> u16 {
 /// A daemon's stderr so far, one string.
 pub fn logs(d: &Daemon) -> String {
     d.logs()
-}
-
-/// A valid bridge file, built from what a test varies; `new` is `$.items[*]` keyed by `$.id`,
-/// every minute, and no sink. Tests that need a deliberately odd file write its text as is.
-#[derive(Clone)]
-pub struct BridgeYaml {
-    schedule: String,
-    url: String,
-    source: Vec<String>,
-    headers: Vec<String>,
-    paginate: Vec<String>,
-    items: Vec<String>,
-    emit: Vec<String>,
-    deletes: Vec<String>,
-    sinks: Vec<Vec<String>>,
-}
-
-impl BridgeYaml {
-    pub fn new(url: &str) -> BridgeYaml {
-        BridgeYaml {
-            schedule: "every: 1m".into(),
-            url: url.into(),
-            source: vec![],
-            headers: vec![],
-            paginate: vec![],
-            items: vec!["select: \"$.items[*]\"".into(), "key: \"$.id\"".into()],
-            emit: vec![],
-            deletes: vec![],
-            sinks: vec![],
-        }
-    }
-
-    /// The bridge most tests use: a 2 s timeout, deletes never held back by their share, and
-    /// one sink signed with [`SECRET`] retrying after 1 s and 2 s.
-    pub fn standard(url: &str, sink: &str) -> BridgeYaml {
-        BridgeYaml::new(url)
-            .timeout("2s")
-            .max_fraction("1.0")
-            .signed_sink(sink)
-            .retry("[1s, 2s]")
-    }
-
-    /// A crontab schedule (five fields) instead of `every`.
-    pub fn cron(mut self, expr: &str) -> Self {
-        self.schedule = format!("cron: \"{expr}\"");
-        self
-    }
-
-    pub fn every(mut self, every: &str) -> Self {
-        self.schedule = format!("every: {every}");
-        self
-    }
-
-    pub fn timeout(mut self, timeout: &str) -> Self {
-        self.source.retain(|l| !l.starts_with("timeout:"));
-        self.source(&format!("timeout: {timeout}"))
-    }
-
-    /// Any other line of `source:` (`max_body: 1000`, `method: POST`).
-    pub fn source(mut self, line: &str) -> Self {
-        self.source.push(line.into());
-        self
-    }
-
-    pub fn header(mut self, name: &str, value: &str) -> Self {
-        self.headers.push(format!("{name}: {value}"));
-        self
-    }
-
-    /// `paginate.next` as written (`link`, `{url: "$.next"}`).
-    pub fn next(self, next: &str) -> Self {
-        self.paginate(&format!("next: {next}"))
-    }
-
-    /// Any line of `paginate:` (`max_pages: 2`).
-    pub fn paginate(mut self, line: &str) -> Self {
-        self.paginate.push(line.into());
-        self
-    }
-
-    pub fn select(mut self, select: &str) -> Self {
-        self.items[0] = format!("select: \"{select}\"");
-        self
-    }
-
-    pub fn key(mut self, key: &str) -> Self {
-        self.items[1] = format!("key: \"{key}\"");
-        self
-    }
-
-    /// Document mode: the one item at `select`, with no key.
-    pub fn document(mut self, select: &str) -> Self {
-        self.items = vec![format!("select: \"{select}\"")];
-        self
-    }
-
-    /// No `items:` at all (a feed's select and key have defaults); `items` adds lines again.
-    pub fn without_items(mut self) -> Self {
-        self.items.clear();
-        self
-    }
-
-    /// Any other line of `items:` (`include: ["$.a"]`).
-    pub fn items(mut self, line: &str) -> Self {
-        self.items.push(line.into());
-        self
-    }
-
-    pub fn first_poll(self, what: &str) -> Self {
-        self.emit(&format!("first_poll: {what}"))
-    }
-
-    /// Any other line of `emit:` (`events: [created]`).
-    pub fn emit(mut self, line: &str) -> Self {
-        self.emit.push(line.into());
-        self
-    }
-
-    pub fn max_fraction(mut self, f: &str) -> Self {
-        self.deletes.retain(|l| !l.starts_with("max_fraction:"));
-        self.deletes.push(format!("max_fraction: {f}"));
-        self
-    }
-
-    pub fn after_missing(mut self, n: u32) -> Self {
-        self.deletes.push(format!("after_missing: {n}"));
-        self
-    }
-
-    /// A sink with no secret (`console`, or one that signs with `signature: none`).
-    pub fn sink(mut self, url: &str) -> Self {
-        self.sinks.push(vec![format!("url: {url}")]);
-        self
-    }
-
-    /// A sink signed with [`SECRET`].
-    pub fn signed_sink(self, url: &str) -> Self {
-        self.sink(url).sink_line(&format!("secret: {SECRET}"))
-    }
-
-    /// The last sink's retry schedule, as written (`[1s, 2s]`).
-    pub fn retry(self, steps: &str) -> Self {
-        self.sink_line(&format!("retry: {steps}"))
-    }
-
-    /// Any other line of the last sink (`signature: none`).
-    pub fn sink_line(mut self, line: &str) -> Self {
-        self.sinks
-            .last_mut()
-            .expect("a sink to add to")
-            .push(line.into());
-        self
-    }
-
-    pub fn build(&self) -> String {
-        let mut y = self.head();
-        y.push_str(if self.sinks.is_empty() {
-            "sinks: []\n"
-        } else {
-            "sinks:\n"
-        });
-        for sink in &self.sinks {
-            for (i, line) in sink.iter().enumerate() {
-                y.push_str(if i == 0 { "  - " } else { "    " });
-                y.push_str(line);
-                y.push('\n');
-            }
-        }
-        y
-    }
-
-    /// The file with `sinks:` as written (`  - url: ...` items), for tests that vary sinks
-    /// beyond what the builder says.
-    pub fn with_sinks(&self, sinks: &str) -> String {
-        format!("{}sinks:\n{sinks}", self.head())
-    }
-
-    /// Everything above `sinks:`.
-    fn head(&self) -> String {
-        let mut y = format!(
-            "schedule:\n  {}\nsource:\n  url: \"{}\"\n",
-            self.schedule, self.url
-        );
-        section(&mut y, "  ", "", &self.source);
-        section(&mut y, "  ", "headers:", &self.headers);
-        section(&mut y, "  ", "paginate:", &self.paginate);
-        section(&mut y, "", "items:", &self.items);
-        if !self.emit.is_empty() || !self.deletes.is_empty() {
-            y.push_str("emit:\n");
-            section(&mut y, "  ", "", &self.emit);
-            section(&mut y, "  ", "deletes:", &self.deletes);
-        }
-        y
-    }
-
-    /// Writes the file as `DIR/bridges/NAME.yaml`, the layout `Daemon` reads.
-    pub fn write(&self, dir: &Path, name: &str) {
-        std::fs::create_dir_all(dir.join("bridges")).unwrap();
-        std::fs::write(dir.join(format!("bridges/{name}.yaml")), self.build()).unwrap();
-    }
-}
-
-/// `lines` under `head` (none: at the level of `indent`), each one level deeper.
-fn section(y: &mut String, indent: &str, head: &str, lines: &[String]) {
-    if lines.is_empty() {
-        return;
-    }
-    let inner = if head.is_empty() {
-        indent.to_string()
-    } else {
-        y.push_str(&format!("{indent}{head}\n"));
-        format!("{indent}  ")
-    };
-    for l in lines {
-        y.push_str(&format!("{inner}{l}\n"));
-    }
 }
 
 /// One request a [`ForwardProxy`] forwarded: the absolute-form target and the

@@ -9,7 +9,6 @@ use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
 use serde_json::Value;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 /// Keys of the wide item besides `id`: enough that a parsed tree of the item (about 150 bytes
 /// a key) is well past the budget, few enough for a debug build on a busy machine.
@@ -67,15 +66,14 @@ async fn first_poll(body: String, content_type: &'static str, format: &str) -> (
     let daemon = Daemon::start(dir.path(), &[]);
     let pid = daemon.child.id().unwrap();
     // Generous: a debug build reads and writes the item several times over on a busy machine.
-    let deadline = Instant::now() + Duration::from_secs(600);
-    while got.lock().unwrap().is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "no event after 10 minutes; logs:\n{}",
-            daemon.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(20 * PATIENCE, "the wide item's event", || async {
+        if got.lock().unwrap().is_empty() {
+            Err(format!("none; logs:\n{}", daemon.logs()))
+        } else {
+            Ok(())
+        }
+    })
+    .await;
     let peak = status_mib(pid, "VmHWM");
     let logs = daemon.logs();
     let (code, _, _) = daemon.terminate().await;
