@@ -8,6 +8,9 @@
 //! deliverer loops (`run_sink`, one per bridge) POST the signed events. "Commit" is when
 //! `poll_once` returned, i.e. after the transaction was flushed to disk.
 
+// A benchmark may panic where a test may: a failed set-up is a failed measurement.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use axum::Router;

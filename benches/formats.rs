@@ -3,6 +3,9 @@
 //! JSON. In-process and pure: no server, no store. `cargo bench --bench formats [-- ITEMS]`
 //! (default 50,000 items, each about 200 bytes; a feed at most its 20,000 entries).
 
+// A benchmark may panic where a test may: a failed set-up is a failed measurement.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use pollhook::formats::{Format, to_json};
 use std::fmt::Write as _;
 use std::time::Instant;

@@ -184,14 +184,16 @@ fn event_id(s: &Spec<'_>) -> String {
     h.update(s.generation.to_be_bytes());
     h.update(s.previous.as_ref().map_or([0; 16], |p| *p.hash));
     h.update(s.data.as_ref().map_or([0; 16], |d| *d.hash));
-    let digest = h.finalize();
-    format!("evt_{}", base32(&digest[..16]))
+    let digest: [u8; 32] = h.finalize().into();
+    let mut first = [0; 16];
+    first.copy_from_slice(&digest[..16]);
+    format!("evt_{}", base32(&first))
 }
 
 /// Crockford base32, lowercase, of 128 bits: 26 characters.
-fn base32(bytes: &[u8]) -> String {
+fn base32(bytes: &[u8; 16]) -> String {
     const ALPHABET: &[u8; 32] = b"0123456789abcdefghjkmnpqrstvwxyz";
-    let n = u128::from_be_bytes(bytes.try_into().expect("16 bytes"));
+    let n = u128::from_be_bytes(*bytes);
     (0..26)
         .rev()
         .map(|i| ALPHABET[((n >> (i * 5)) & 31) as usize] as char)

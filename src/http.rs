@@ -20,6 +20,10 @@ pub fn fetcher() -> reqwest::Client {
 /// The same, through `proxy` (a bridge's `source.proxy`, checked by the config to be one
 /// reqwest takes). Without one, and for every client here, reqwest reads `HTTPS_PROXY`,
 /// `HTTP_PROXY`, `ALL_PROXY` and `NO_PROXY` (and the lower-case spellings).
+#[expect(
+    clippy::expect_used,
+    reason = "the config checked the proxy with the same call, and a rustls client with its roots loaded has nothing left to fail on"
+)]
 pub fn fetcher_via(proxy: Option<&url::Url>) -> reqwest::Client {
     install_crypto();
     let mut builder = with_roots(reqwest::Client::builder());
@@ -41,6 +45,10 @@ pub fn fetcher_via(proxy: Option<&url::Url>) -> reqwest::Client {
 
 /// The client for webhooks: never follows redirects (a 3xx is a failed delivery,
 /// docs/events.md#retries).
+#[expect(
+    clippy::expect_used,
+    reason = "a rustls client with its roots loaded has nothing left to fail on"
+)]
 pub fn sender() -> reqwest::Client {
     install_crypto();
     with_roots(reqwest::Client::builder())

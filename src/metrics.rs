@@ -12,6 +12,7 @@ use std::time::Duration;
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
 /// The process-wide recorder, installed on first use.
+#[expect(clippy::expect_used, reason = "the buckets are a constant, not empty")]
 pub fn handle() -> &'static PrometheusHandle {
     HANDLE.get_or_init(|| {
         let seconds = [

@@ -31,7 +31,7 @@ async fn queue_snapshot(
 ) -> Result<usize, StoreError> {
     let store = st.clone();
     let b = bridge.clone();
-    let n = tokio::task::spawn_blocking(move || -> Result<usize, StoreError> {
+    let n = crate::runtime::blocking(move || -> Result<usize, StoreError> {
         let meta = store.meta(&b.name)?;
         let items = store.items(&b.name)?;
         // A commit replaces the bridge's page set; a resync fetched nothing, so it keeps
@@ -76,8 +76,7 @@ async fn queue_snapshot(
         }
         Ok(events.len())
     })
-    .await
-    .expect("resync does not panic")?;
+    .await?;
     if n > 0 {
         st.flush().await?;
         wakers.wake(&bridge.name);

@@ -81,8 +81,9 @@ impl Schedule {
 
 /// A hash of a name that is the same on every machine and every version.
 pub fn stable_hash(name: &str) -> u64 {
-    let d = Sha256::digest(name.as_bytes());
-    u64::from_be_bytes(d[..8].try_into().expect("8 bytes"))
+    let d: [u8; 32] = Sha256::digest(name.as_bytes()).into();
+    let [b0, b1, b2, b3, b4, b5, b6, b7, ..] = d;
+    u64::from_be_bytes([b0, b1, b2, b3, b4, b5, b6, b7])
 }
 
 fn is_any(field: &str) -> bool {

@@ -18,6 +18,7 @@ pub fn key_from_secret(secret: &str) -> Result<Vec<u8>, String> {
     }
 }
 
+#[expect(clippy::expect_used, reason = "HMAC takes keys of any size")]
 fn hmac(key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
     let mut mac = HmacSha256::new_from_slice(key).expect("HMAC takes keys of any size");
     for p in parts {

@@ -301,16 +301,16 @@ fn document<'a>(selected: Vec<Selected<'a>>, spec: &Items) -> Result<Keyed<'a>, 
             return text_document(raw);
         }
     }
-    let mut values: Vec<Cow<'a, Value>> = selected
+    let values: Vec<Cow<'a, Value>> = selected
         .into_iter()
         .enumerate()
         .map(|(index, s)| parsed(s, index))
         .collect::<Result<_, _>>()?;
-    let whole = match values.len() {
-        0 => return Ok(Keyed::default()),
-        1 if values[0].is_null() => return Ok(Keyed::default()),
-        1 => values.pop().expect("one"),
-        _ => Cow::Owned(Value::Array(
+    let whole = match <[_; 1]>::try_from(values) {
+        Ok([one]) if one.is_null() => return Ok(Keyed::default()),
+        Ok([one]) => one,
+        Err(values) if values.is_empty() => return Ok(Keyed::default()),
+        Err(values) => Cow::Owned(Value::Array(
             values.into_iter().map(Cow::into_owned).collect(),
         )),
     };

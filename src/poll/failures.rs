@@ -141,7 +141,7 @@ pub async fn track(
         return;
     };
     let (b, st, clock) = (bridge.clone(), writable.clone(), clock.clone());
-    let stored = tokio::task::spawn_blocking(move || -> Result<bool, StoreError> {
+    let stored = crate::runtime::blocking(move || -> Result<bool, StoreError> {
         let meta = st.meta(&b.name)?;
         let outcome = match &error {
             None => Outcome::Succeeded,
@@ -153,8 +153,7 @@ pub async fn track(
         st.commit(&c)?;
         Ok(!c.outbox.is_empty())
     })
-    .await
-    .expect("failure tracking does not panic");
+    .await;
     match stored {
         Ok(false) => {}
         Ok(true) => match writable.flush().await {

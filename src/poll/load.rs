@@ -16,9 +16,7 @@ pub async fn load(
 ) -> Result<(BridgeMeta, HashMap<String, CachedPage>), StoreError> {
     let store = st.clone();
     let name = bridge.to_string();
-    tokio::task::spawn_blocking(move || Ok((store.meta(&name)?, store.pages(&name)?)))
-        .await
-        .expect("meta load does not panic")
+    crate::runtime::blocking(move || Ok((store.meta(&name)?, store.pages(&name)?))).await
 }
 
 /// What the fetch of `bridge` reads and keeps of the store.

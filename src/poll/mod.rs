@@ -227,11 +227,10 @@ async fn poll_with(
     let b = bridge.clone();
     // The bridge's span goes along: its log lines name the bridge.
     let span = tracing::Span::current();
-    let applied = tokio::task::spawn_blocking(move || {
+    let applied = crate::runtime::blocking(move || {
         span.in_scope(|| apply(&store, &b, meta, listed, commit, now))
     })
-    .await
-    .expect("a poll's comparison does not panic");
+    .await;
     if applied.committed_events {
         // On disk before the first attempt (docs/events.md#at-least-once), also when a later batch
         // failed.

@@ -7,12 +7,14 @@
 //! only the handles it uses.
 
 mod beats;
+mod blocking;
 mod board;
 pub(crate) mod lock;
 mod polls;
 mod store;
 
 pub use beats::{Beat, Beats};
+pub use blocking::blocking;
 pub use board::{Board, BridgeStatus};
 pub use polls::{PollLimits, PollSlot, Polls};
 pub use store::{StoreFailure, StoreHandle};

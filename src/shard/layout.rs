@@ -70,6 +70,10 @@ impl Record {
         serde_json::from_slice(bytes).map_err(|e| Unreadable(e.to_string()))
     }
 
+    #[expect(
+        clippy::expect_used,
+        reason = "typed fields with string keys always serialise"
+    )]
     pub fn encode(&self) -> Vec<u8> {
         serde_json::to_vec(self).expect("a layout serialises")
     }

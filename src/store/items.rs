@@ -146,10 +146,8 @@ impl Store {
         m.items = 0;
         // An incremental listing starts again from its `initial` cursor.
         m.cursor = None;
-        self.meta.insert(
-            bridge.as_bytes(),
-            serde_json::to_vec(&m).expect("meta serialises"),
-        )?;
+        self.meta
+            .insert(bridge.as_bytes(), super::record_bytes(&m))?;
         self.collect(garbage)?;
         Ok(n)
     }

@@ -1,6 +1,9 @@
 //! One integration-test binary (a quick build): the real code against real HTTP servers on
 //! 127.0.0.1, a real sled store in a temp dir, and the real `pollhook` binary.
 
+// Helpers of tests may panic as tests do: a failed set-up is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod access;
 mod auth;
 mod batches;

@@ -96,9 +96,7 @@ pub struct Cache<'a> {
 impl Cache<'_> {
     async fn body(&self, key: &str, url: &str) -> Result<Arc<String>, FetchError> {
         let (bodies, k) = (self.bodies.clone(), key.to_string());
-        let body = tokio::task::spawn_blocking(move || bodies.body(&k))
-            .await
-            .expect("page read does not panic");
+        let body = crate::runtime::blocking(move || bodies.body(&k)).await;
         let reason = match body {
             // Checked as a fresh body is: an older version may have stored it unchecked.
             Ok(Some(b)) => match check_json(b.as_bytes()) {
