@@ -298,10 +298,6 @@ impl AdminSocket {
             },
         ))
     }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
 }
 
 impl Drop for AdminSocket {

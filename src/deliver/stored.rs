@@ -30,6 +30,7 @@ impl<'a> Stored<'a> {
     }
 
     /// Whether the body has been parsed.
+    #[cfg(test)]
     pub fn parsed(&self) -> bool {
         self.json.get().is_some()
     }
