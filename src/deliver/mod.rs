@@ -346,19 +346,8 @@ pub async fn run_sink(
 mod tests {
     use super::*;
     use crate::clock::Clock;
+    use crate::testkit::without_time_passing;
     use std::sync::Mutex;
-
-    /// Yields until `cond` holds, without letting paused time move: the runtime is never idle,
-    /// so it does not jump to the next timer while an attempt talks to the receiver.
-    async fn without_time_passing(what: &str, mut cond: impl FnMut() -> bool) {
-        for _ in 0..1_000_000 {
-            if cond() {
-                return;
-            }
-            tokio::task::yield_now().await;
-        }
-        panic!("{what}: not within a million yields");
-    }
 
     /// A source with one item, and a receiver that answers 500 once, then 200, noting when
     /// each attempt came by `clock`. Their URLs.

@@ -479,6 +479,7 @@ fn result_word(r: &PollReport) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testkit::without_time_passing;
 
     fn at(s: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(s).unwrap().to_utc()
@@ -524,18 +525,6 @@ mod tests {
             story("widgets", &unchanged, 3),
             "poll widgets: not modified, 12 items in 3 ms"
         );
-    }
-
-    /// Yields until `cond` holds, without letting paused time move: the runtime is never idle,
-    /// so it does not jump to the next timer while a poll talks to its source.
-    async fn without_time_passing(what: &str, mut cond: impl FnMut() -> bool) {
-        for _ in 0..1_000_000 {
-            if cond() {
-                return;
-            }
-            tokio::task::yield_now().await;
-        }
-        panic!("{what}: not within a million yields");
     }
 
     #[tokio::test(start_paused = true)]

@@ -80,6 +80,22 @@ pub async fn until(what: &str, mut cond: impl FnMut() -> bool) {
     eventually(PATIENCE, what, || std::future::ready(cond())).await
 }
 
+/// Yields until `cond` holds, without letting tokio's paused time move: the runtime is never
+/// idle, so it does not jump to the next timer while a step talks to a server on loopback.
+#[allow(
+    dead_code,
+    reason = "the library's paused-time tests use it, tests/it does not"
+)]
+pub async fn without_time_passing(what: &str, mut cond: impl FnMut() -> bool) {
+    for _ in 0..1_000_000 {
+        if cond() {
+            return;
+        }
+        tokio::task::yield_now().await;
+    }
+    panic!("{what}: not within a million yields");
+}
+
 /// A valid bridge file, built from what a test varies; `new` is `$.items[*]` keyed by `$.id`,
 /// every minute, and no sink. Tests that need a deliberately odd file write its text as is.
 #[derive(Clone)]
