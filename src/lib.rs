@@ -56,6 +56,8 @@
 //!   compiled at load, a chat `message`'s values escaped by [`chat`] (its only import); pure:
 //!   no clock, files or network
 //! - [`resync`]: queue every stored item as `item.snapshot`
+//! - [`recipes`]: the bridge files `pollhook new` writes for common sources, their arguments
+//!   checked and quoted; pure
 //! - [`clock`] (leaf): the one clock (the system's, or a test's), and times as stored milliseconds
 //! - [`runtime`]: what the tasks share, as the handles each part takes
 //!   (docs/design.md#shared-handles): `store` (the store and whether it takes writes), HTTP
@@ -102,6 +104,7 @@ pub mod logging;
 pub mod metrics;
 pub mod number;
 pub mod poll;
+pub mod recipes;
 pub mod redact;
 pub mod render;
 pub mod resync;

@@ -14,12 +14,14 @@
 //! - `store`: `store check|accept-rollback|move-shards`, on the state directory itself
 //! - `sign`: `sign`, the signature headers of a body
 //! - `generate`: `completions` and `man`, generated from this definition, and `schema`
+//! - `new`: `new`, a bridge file written from a recipe
 //! - `output`: tables, relative times and plurals as the commands print them
 
 mod args;
 mod daemon;
 mod dead_letters;
 mod generate;
+mod new;
 mod output;
 mod resync;
 mod sign;
@@ -80,6 +82,9 @@ enum Command {
     Man,
     /// Print the JSON Schema of a bridge file (schema/bridge.schema.json in the repository).
     Schema,
+    /// Write a ready bridge file for a common source (GitHub, GitLab, a feed, PyPI, crates.io,
+    /// npm, Docker Hub, Jira, Linear, any JSON API): `pollhook new --list` shows the recipes.
+    New(new::NewArgs),
 }
 
 /// Runs the command given: its exit code, or the error `main` prints as one line.
@@ -99,5 +104,6 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Completions(args) => generate::completions(args),
         Command::Man => generate::man(),
         Command::Schema => generate::schema(),
+        Command::New(args) => new::run(args),
     }
 }

@@ -25,6 +25,7 @@ mod listings;
 mod native;
 mod operate;
 mod pipeline;
+mod recipes;
 mod rollback;
 mod roots;
 mod secrets;
