@@ -1,6 +1,7 @@
 //! The daemon: load bridges, open the store, run one scheduler per bridge and one deliverer
 //! per bridge and sink, serve the admin API, reload on SIGHUP, and shut down cleanly.
 
+mod handoff;
 mod supervise;
 
 use crate::access::{Access, AdminSocket};
@@ -42,6 +43,10 @@ pub struct RunOptions {
     pub poll_limits: crate::runtime::PollLimits,
     /// How long an admin client has to send a request head (see [`admin::serve`]).
     pub admin_timeout: Duration,
+    /// The other shards, for handoffs (docs/scaling.md#handoff); None: no handoff.
+    pub peers: Option<crate::handoff::peers::Peers>,
+    /// The first wait before a shard that did not give a bridge's state is asked again.
+    pub handoff_retry: Duration,
 }
 
 /// How long in-flight polls and deliveries get to finish on shutdown (and on a reload that
@@ -64,6 +69,8 @@ struct Fleet {
     running: HashMap<String, Running>,
     /// What the admin API shows.
     shown: Arc<RwLock<Vec<Arc<Bridge>>>>,
+    /// Bridges waiting for a handoff are shown, not started.
+    handoff: Arc<crate::handoff::shared::Shared>,
 }
 
 impl Fleet {
@@ -142,6 +149,21 @@ impl Fleet {
         }
     }
 
+    /// Starts the bridge of the shown set named `name` (its handoff has ended), unless it
+    /// runs already or is no longer in the set.
+    fn start_named(&mut self, name: &str) {
+        if self.running.contains_key(name) {
+            return;
+        }
+        let found = crate::runtime::lock::read(&self.shown)
+            .iter()
+            .find(|b| b.name == name)
+            .cloned();
+        if let Some(b) = found {
+            self.start(b);
+        }
+    }
+
     /// Moves to a new set: new bridges start, changed ones restart, removed ones stop. State
     /// is kept throughout.
     async fn apply(&mut self, set: Vec<Arc<Bridge>>) {
@@ -159,7 +181,11 @@ impl Fleet {
         let stopping: Vec<String> = removed.iter().chain(&changed).cloned().collect();
         self.stop(&stopping).await;
         let mut added = Vec::new();
+        let waiting = self.handoff.waiting_names();
         for b in &set {
+            if waiting.contains(&b.name) {
+                continue;
+            }
             if !self.running.contains_key(&b.name) {
                 if !changed.contains(&b.name) {
                     added.push(b.name.clone());
@@ -258,7 +284,7 @@ async fn settle_layout(
     if !r.incoming.is_empty() {
         info!(
             incoming = r.incoming.len(),
-            "{} owned here without state here (GET /v1/layout lists them): polled from an empty state, as new",
+            "{} owned here without state here (GET /v1/layout lists them)",
             crate::logging::count(r.incoming.len(), "bridge is", "bridges are")
         );
     }
@@ -420,24 +446,33 @@ pub async fn run(opts: RunOptions, env: Env, shutdown: CancellationToken) -> Res
     let store_dir = opts.data.clone();
     crate::metrics::handle();
     let root = shutdown.child_token();
+    let (shared, mut ready) = crate::handoff::shared::Shared::new(layout.record, &layout.outgoing);
     let mut fleet = Fleet {
         ctx: ctx.clone(),
         windows: Arc::default(),
         root: root.clone(),
         running: HashMap::new(),
         shown: Arc::new(RwLock::new(bridges.clone())),
+        handoff: shared.clone(),
     };
     let state = admin::AdminState {
         ctx: ctx.clone(),
         bridges: fleet.shown.clone(),
-        layout: Arc::new(layout.view()),
+        handoff: shared.clone(),
     };
     // The socket after the store is open: its lock has already turned away a second daemon
     // on this state directory, which must not replace the running one's socket.
     let (admin_done, _socket) = serve_admin(&opts, state, admin_limits, &root).await?;
     // Only once the admin listeners are bound: a daemon that cannot serve them exits before
-    // any bridge polls or commits.
-    for b in bridges {
+    // any bridge polls or commits. A bridge waiting for its handoff starts when it ends.
+    let held = handoff::begin(
+        opts.peers.as_ref(),
+        opts.handoff_retry,
+        &shared,
+        &ctx,
+        &root,
+    );
+    for b in bridges.into_iter().filter(|b| !held.contains(&b.name)) {
         fleet.start(b);
     }
     tokio::spawn(supervise_store(ctx.store.clone(), store_dir, root.clone()));
@@ -455,6 +490,7 @@ pub async fn run(opts: RunOptions, env: Env, shutdown: CancellationToken) -> Res
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = hup.recv() => reload(&opts, &env, &mut fleet).await,
+            Some(name) = ready.recv() => fleet.start_named(&name),
         }
     }
 

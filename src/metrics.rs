@@ -59,6 +59,11 @@ pub fn events(bridge: &str, kind: &'static str, n: usize) {
     }
 }
 
+/// The bridges waiting for a handoff (docs/scaling.md#while-waiting).
+pub fn handoff_waiting(n: usize) {
+    metrics::gauge!("pollhook_handoff_waiting").set(n as f64);
+}
+
 pub fn items(bridge: &str, n: usize) {
     metrics::gauge!("pollhook_items", "bridge" => bridge.to_string()).set(n as f64);
 }

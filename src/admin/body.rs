@@ -30,6 +30,10 @@ pub struct BridgeView {
     pub status: BridgeStatus,
     pub outbox: Option<usize>,
     pub dead_letters: Option<usize>,
+    /// While the bridge waits for its state from another shard (docs/scaling.md#while-waiting):
+    /// `waiting for handoff from shard K`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handoff: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -62,6 +66,12 @@ pub struct Polled {
 pub struct TestSent {
     pub bridge: String,
     pub answers: Vec<crate::deliver::trial::Answer>,
+}
+
+/// `POST /v1/handoff/{name}/skip`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Skipped {
+    pub bridge: String,
 }
 
 /// `POST /v1/bridges/{name}/reset`.

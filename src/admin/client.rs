@@ -244,6 +244,12 @@ impl Client {
         self.call(reqwest::Method::POST, &path).await
     }
 
+    /// Gives up waiting for a bridge's state from another shard (docs/scaling.md#while-waiting).
+    pub async fn skip_handoff(&self, name: &str) -> Result<body::Skipped> {
+        let path = format!("/v1/handoff/{name}/skip");
+        self.call(reqwest::Method::POST, &path).await
+    }
+
     pub async fn dead_letters(&self, bridge: Option<&str>) -> Result<body::DeadLetters> {
         self.call(reqwest::Method::GET, &letters_path(bridge)).await
     }

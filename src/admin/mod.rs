@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 pub mod body;
 pub mod client;
+mod handoff;
 pub mod serve;
 
 #[derive(Clone)]
@@ -21,8 +22,8 @@ pub struct AdminState {
     pub ctx: Arc<Ctx>,
     /// The running set; replaced on reload.
     pub bridges: Arc<std::sync::RwLock<Vec<Arc<Bridge>>>>,
-    /// The shard's layout as found at start (docs/scaling.md#layout-in-the-store).
-    pub layout: Arc<crate::shard::layout::View>,
+    /// The shard's layout and the bridges moving (docs/scaling.md#handoff).
+    pub handoff: Arc<crate::handoff::shared::Shared>,
 }
 
 /// The API for one listener. Reads are open; everything that acts goes through
@@ -42,6 +43,7 @@ pub fn router(state: AdminState, access: crate::access::Access) -> Router {
         .route("/v1/bridges/{name}/send-test", post(send_test))
         .route("/v1/dead-letters/{id}/replay", post(replay))
         .route("/v1/dead-letters/{id}", delete(drop_letter))
+        .merge(handoff::routes())
         .route_layer(axum::middleware::from_fn_with_state(
             Arc::new(access),
             crate::access::gate,
@@ -51,7 +53,7 @@ pub fn router(state: AdminState, access: crate::access::Access) -> Router {
 
 /// The shard's layout, the bridges coming in and going out (docs/operations.md#admin-api).
 async fn layout(State(s): State<AdminState>) -> Json<crate::shard::layout::View> {
-    Json((*s.layout).clone())
+    Json(s.handoff.view())
 }
 
 fn running(s: &AdminState) -> Vec<Arc<Bridge>> {
@@ -68,6 +70,21 @@ fn find(s: &AdminState, name: &str) -> Result<Arc<Bridge>, ApiError> {
                 format!("no bridge `{name}` is running"),
             )
         })
+}
+
+/// A running bridge that may be polled here: 409 while it waits for its handoff.
+fn find_polled(s: &AdminState, name: &str) -> Result<Arc<Bridge>, ApiError> {
+    let b = find(s, name)?;
+    if let Some(w) = s.handoff.waiting(name) {
+        return Err(api_error(
+            StatusCode::CONFLICT,
+            format!(
+                "bridge `{name}` is {}: it is not polled here until its state arrives (`pollhook handoff skip {name}` gives that state up)",
+                w.line()
+            ),
+        ));
+    }
+    Ok(b)
 }
 
 fn internal(e: impl std::fmt::Display) -> ApiError {
@@ -176,6 +193,7 @@ async fn bridges(State(s): State<AdminState>) -> Result<Json<body::Bridges>, Api
                 status: s.ctx.board.status(&b.name),
                 outbox: store.as_ref().map(|st| st.outbox_len(&b.name)),
                 dead_letters: store.as_ref().map(|st| st.dead_len(&b.name)),
+                handoff: s.handoff.waiting(&b.name).map(|w| w.line()),
             }
         })
         .collect();
@@ -205,7 +223,7 @@ async fn poll(
     Query(q): Query<PollQuery>,
 ) -> Result<Json<body::Polled>, ApiError> {
     use crate::poll::scheduler::{NotNow, poll_now};
-    let b = find(&s, &name)?;
+    let b = find_polled(&s, &name)?;
     if q.render && q.commit {
         return Err(api_error(
             StatusCode::BAD_REQUEST,
@@ -285,7 +303,7 @@ async fn reset(
     State(s): State<AdminState>,
     Path(name): Path<String>,
 ) -> Result<Json<body::Reset>, ApiError> {
-    let b = find(&s, &name)?;
+    let b = find_polled(&s, &name)?;
     let store = s.ctx.store.writable().map_err(store_error)?;
     let n = tokio::task::spawn_blocking(move || store.reset(&b.name))
         .await
@@ -303,7 +321,7 @@ async fn resync(
     State(s): State<AdminState>,
     Path(name): Path<String>,
 ) -> Result<Json<body::Resynced>, ApiError> {
-    let b = find(&s, &name)?;
+    let b = find_polled(&s, &name)?;
     let n = crate::resync::resync_with((&s.ctx.store, &s.ctx.wakers), &b, s.ctx.clock.now())
         .await
         .map_err(store_error)?;

@@ -8,6 +8,7 @@ use pollhook::app::{self, RunOptions};
 use pollhook::config::Env;
 use pollhook::logging::{self, LogFormat};
 use pollhook::shard::Shard;
+use pollhook::shard::spec::SpecError;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -39,6 +40,21 @@ pub(super) struct RunArgs {
     /// the host name's trailing -<n>, `auto` N from POLLHOOK_SHARDS too
     #[arg(long, value_name = "I/N")]
     shard: Option<String>,
+    /// The other shards' admin API, `{i}` standing for a shard's index
+    /// (http://pollhook-{i}.pollhook:9187): the state of a bridge that moves between shards
+    /// is handed over through it, with the admin token (--admin-token-file)
+    #[arg(
+        long,
+        env = "POLLHOOK_PEERS",
+        value_name = "TEMPLATE",
+        requires = "shard"
+    )]
+    peers: Option<String>,
+    /// The first wait before a shard that did not hand a bridge over is asked again (it
+    /// doubles, up to 30 times this). Hidden: for the tests.
+    #[arg(long, env = "POLLHOOK_HANDOFF_RETRY", value_name = "DURATION", default_value = "1s",
+        value_parser = parse_admin_timeout, hide = true)]
+    handoff_retry: std::time::Duration,
     /// How long the state database may refuse writes (a full disk) before the systemd
     /// watchdog stops being pinged, so that systemd restarts pollhook. pollhook keeps
     /// trying to recover by itself before that.
@@ -99,14 +115,40 @@ pub(super) fn run(args: RunArgs) -> Result<ExitCode> {
             return Ok(ExitCode::from(2));
         }
     }
-    // A usage error too (exit 2, docs/scaling.md#shards).
+    // A usage error too (exit 2, docs/scaling.md#shards). An index not below N is a shard
+    // being removed (docs/scaling.md#shrinking): it owns nothing and serves handoffs until
+    // drained, which only a shard with state can do.
+    let data = args.data.clone().unwrap_or_else(default_data);
     let shard = match args.shard.as_deref().map(Shard::from_arg).transpose() {
         Ok(shard) => shard,
+        Err(SpecError::TooHigh { index, shards, .. }) if data.join("pollhook.sled").exists() => {
+            Some(Shard { index, shards })
+        }
+        Err(e @ SpecError::TooHigh { .. }) => {
+            eprintln!(
+                "error: {e}; only a shard with state to hand over runs with such an index (it owns nothing), and {} holds none",
+                data.display()
+            );
+            return Ok(ExitCode::from(2));
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             return Ok(ExitCode::from(2));
         }
     };
+    if let Some(template) = &args.peers {
+        let problem = match pollhook::handoff::peers::check_template(template) {
+            Err(e) => Some(e),
+            Ok(()) if args.admin_token_file.is_none() => Some(
+                "--peers needs --admin-token-file: the shards act on each other's admin API with the admin token".to_string(),
+            ),
+            Ok(()) => None,
+        };
+        if let Some(e) = problem {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    }
     let opts = options(args, admin, shard)?;
     let rt = runtime()?;
     let ran = rt.block_on(async {
@@ -131,6 +173,8 @@ fn options(args: RunArgs, admin: Option<SocketAddr>, shard: Option<Shard>) -> Re
         admin_token_file,
         log_format: _,
         shard: _,
+        peers,
+        handoff_retry,
         store_failure_limit,
         max_polls,
         max_polls_per_host,
@@ -140,6 +184,13 @@ fn options(args: RunArgs, admin: Option<SocketAddr>, shard: Option<Shard>) -> Re
         .as_deref()
         .map(access::AdminToken::read)
         .transpose()?;
+    let peers = match (peers, admin_token_file.as_deref()) {
+        (Some(template), Some(file)) => Some(
+            pollhook::handoff::peers::Peers::new(&template, &access::read_token(file)?)
+                .map_err(anyhow::Error::msg)?,
+        ),
+        _ => None,
+    };
     let data = data.unwrap_or_else(default_data);
     Ok(RunOptions {
         bridges: bridges.unwrap_or_else(default_bridges),
@@ -158,6 +209,8 @@ fn options(args: RunArgs, admin: Option<SocketAddr>, shard: Option<Shard>) -> Re
             per_host: max_polls_per_host,
         },
         admin_timeout: admin_header_timeout,
+        peers,
+        handoff_retry,
     })
 }
 

@@ -21,6 +21,7 @@ mod args;
 mod daemon;
 mod dead_letters;
 mod generate;
+mod handoff;
 mod new;
 mod output;
 mod resync;
@@ -85,6 +86,9 @@ enum Command {
     /// Write a ready bridge file for a common source (GitHub, GitLab, a feed, PyPI, crates.io,
     /// npm, Docker Hub, Jira, Linear, any JSON API): `pollhook new --list` shows the recipes.
     New(new::NewArgs),
+    /// Live handoffs between shards, through the running daemon: give up waiting for a
+    /// bridge's state (docs/scaling.md#while-waiting).
+    Handoff(handoff::HandoffArgs),
 }
 
 /// Runs the command given: its exit code, or the error `main` prints as one line.
@@ -105,5 +109,6 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Man => generate::man(),
         Command::Schema => generate::schema(),
         Command::New(args) => new::run(args),
+        Command::Handoff(args) => handoff::run(args),
     }
 }

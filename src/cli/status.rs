@@ -71,6 +71,9 @@ fn print_table(v: &Bridges, now: DateTime<Utc>) {
     println!("{}", lines.head);
     for (line, b) in lines.rows.iter().zip(&v.bridges) {
         println!("{line}");
+        if let Some(waiting) = &b.handoff {
+            println!("    {waiting}");
+        }
         if let Some(err) = &b.status.last_error {
             println!("    last error: {err}");
         }

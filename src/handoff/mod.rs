@@ -1,9 +1,13 @@
 //! Moving a bridge's state between stores (docs/scaling.md#the-state-document): the versioned,
-//! checksummed document that carries it (`doc`), and the offline commands that write and read
-//! it, `pollhook state export|import` (`cli`). The handoff between running shards sends the
-//! same document.
+//! checksummed document that carries it (`doc`), the offline commands that write and read
+//! it, `pollhook state export|import` (`cli`), and the live handoff between running shards
+//! (docs/scaling.md#handoff): the other shards (`peers`), what the shards share about the
+//! bridges moving (`shared`), and the new owner's side (`receive`).
 
 pub mod cli;
 pub mod doc;
+pub mod peers;
+pub mod receive;
+pub mod shared;
 
 pub use doc::{DocError, Document};

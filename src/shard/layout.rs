@@ -57,6 +57,15 @@ pub struct Record {
     pub previous: Option<Placement>,
     #[serde(default)]
     pub incoming: BTreeMap<String, Incoming>,
+    /// Bridges whose state this shard gave away by handoff, to the shard that asked, and
+    /// holds until that shard acknowledges (docs/scaling.md#handoff): never polled here
+    /// again unless they come back by a handoff.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub given: BTreeMap<String, u64>,
+    /// Bridges imported here whose acknowledgement the giving shard (the value) has not had
+    /// yet: sent again after a crash, and not polled here until it is.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub owed: BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -133,6 +142,10 @@ pub fn plan(
         shards: shard.shards,
         scheme: Scheme::Jump,
     };
+    let (given, owed) = stored
+        .as_ref()
+        .map(|r| (r.given.clone(), r.owed.clone()))
+        .unwrap_or_default();
     let (epoch, previous, kept, changed) = match stored {
         Some(r) if r.now == now => (r.epoch, r.previous, r.incoming, false),
         Some(r) => (r.epoch + 1, Some(r.now), r.incoming, true),
@@ -142,10 +155,14 @@ pub fn plan(
     // A single process, and no layout before it: no other shard can hold a bridge.
     let alone = shard.shards == 1 && previous.is_none_or(|p| p.shards == 1);
     for name in configured.iter().filter(|_| !alone) {
-        if now.owner(name) != shard.index || held.contains(name) {
+        // A bridge given away is held only until acknowledged: it comes back by handoff.
+        if now.owner(name) != shard.index || (held.contains(name) && !given.contains_key(name)) {
             continue;
         }
-        let from = previous.map(|p| p.owner(name));
+        let from = match given.get(name) {
+            Some(to) => Some(*to),
+            None => previous.map(|p| p.owner(name)),
+        };
         // Ours under the previous layout too, and never polled: a new bridge.
         if from == Some(shard.index) {
             continue;
@@ -169,6 +186,8 @@ pub fn plan(
         epoch,
         previous,
         incoming,
+        given,
+        owed,
     };
     Plan {
         record,
@@ -199,17 +218,24 @@ pub struct IncomingView {
 
 impl Plan {
     pub fn view(&self) -> View {
-        let r = &self.record;
+        self.record.view(&self.outgoing)
+    }
+}
+
+impl Record {
+    /// What `GET /v1/layout` shows of this record, with the bridges still held here that
+    /// other shards own.
+    pub fn view(&self, outgoing: &[Outgoing]) -> View {
         let since = |ms: i64| {
             chrono::DateTime::from_timestamp_millis(ms)
                 .unwrap_or_default()
                 .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
         };
         View {
-            index: r.now.index,
-            shards: r.now.shards,
-            epoch: r.epoch,
-            incoming: r
+            index: self.now.index,
+            shards: self.now.shards,
+            epoch: self.epoch,
+            incoming: self
                 .incoming
                 .iter()
                 .map(|(b, i)| IncomingView {
@@ -218,8 +244,8 @@ impl Plan {
                     since: since(i.since_ms),
                 })
                 .collect(),
-            outgoing: self.outgoing.clone(),
-            drained: self.outgoing.is_empty(),
+            outgoing: outgoing.to_vec(),
+            drained: outgoing.is_empty(),
         }
     }
 }
@@ -337,5 +363,34 @@ mod tests {
                 .to_string()
                 .contains("layout record")
         );
+    }
+
+    #[test]
+    fn a_bridge_given_away_comes_back_only_by_handoff() {
+        let all = names(40);
+        // Shard 0 of 2 held everything of a single process and gave one bridge to shard 1.
+        let held: BTreeSet<String> = all.iter().cloned().collect();
+        let mut r = plan(None, shard(0, 2), &held, &all, 1).record;
+        let away = all.iter().find(|b| super::super::owner(b, 2) == 1).unwrap();
+        r.given.insert(away.clone(), 1);
+        r.owed.insert("x".into(), 3);
+        // Back to one shard, the copy still here (not acknowledged): it is incoming from the
+        // shard it was given to, not polled from the copy.
+        let p = plan(Some(r.clone()), shard(0, 1), &held, &all, 2);
+        assert_eq!(
+            p.record.incoming.get(away),
+            Some(&Incoming {
+                from: Some(1),
+                since_ms: 2
+            })
+        );
+        assert_eq!(p.record.incoming.len(), 1, "{:?}", p.record.incoming);
+        assert_eq!((p.record.given.len(), p.record.owed.len()), (1, 1), "kept");
+        // Under the layout it was given under, it is still held for shard 1 until acknowledged.
+        let p = plan(Some(r), shard(0, 2), &held, &all, 2);
+        assert!(p.outgoing.iter().any(|o| &o.bridge == away && o.to == 1));
+        assert!(!p.record.incoming.contains_key(away));
+        let back = Record::decode(&p.record.encode()).unwrap();
+        assert_eq!(back, p.record);
     }
 }

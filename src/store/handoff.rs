@@ -354,7 +354,7 @@ impl Store {
     }
 
     /// The keys `bridge` has in each tree an import writes, to be removed by it.
-    fn old_keys(&self, bridge: &str) -> Result<[Vec<sled::IVec>; TREES], StoreError> {
+    pub(super) fn old_keys(&self, bridge: &str) -> Result<[Vec<sled::IVec>; TREES], StoreError> {
         let p = prefix(&[bridge]);
         let scan = |t: &sled::Tree| -> Result<Vec<sled::IVec>, StoreError> {
             Ok(t.scan_prefix(&p).keys().collect::<Result<_, _>>()?)

@@ -17,9 +17,10 @@ impl Store {
         &self.highwater
     }
 
-    /// Every bridge's stored `seq`, by name.
+    /// Every bridge's stored `seq`, by name; a bridge handed to another shard and forgotten
+    /// here, by the seq it had then.
     pub fn seqs(&self) -> Result<HashMap<String, u64>, StoreError> {
-        let mut out = HashMap::new();
+        let mut out = self.handed_seqs()?;
         for kv in self.meta.iter() {
             let (k, v) = kv?;
             let bridge = String::from_utf8_lossy(&k).into_owned();

@@ -55,6 +55,7 @@ mod auth;
 mod commit;
 pub(crate) mod compact;
 mod dead;
+mod forget;
 pub mod handoff;
 mod items;
 mod layout;

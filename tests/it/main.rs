@@ -18,6 +18,7 @@ mod diskfull;
 mod failing;
 mod formats;
 mod guards;
+mod handoff;
 mod hostile;
 mod house;
 mod isolation;

@@ -721,8 +721,8 @@ async fn shards_split_the_bridges_between_them() {
     assert_eq!(all, names, "every bridge runs on exactly one shard");
 }
 
-/// `--shard auto` without an index it can find, or with one not below N, refuses to start
-/// and says why (docs/scaling.md#shards).
+/// `--shard auto` without an index it can find, or with one not below N on a state directory
+/// with nothing to hand over, refuses to start and says why (docs/scaling.md#shards).
 #[test]
 fn shard_auto_without_an_index_refuses_to_start() {
     let dir = tempfile::tempdir().unwrap();
@@ -751,6 +751,7 @@ fn shard_auto_without_an_index_refuses_to_start() {
         err.contains("--shard `auto/3`: shard index 3 (from POLLHOOK_SHARD_INDEX) is not below the number of shards, 3"),
         "{err}"
     );
+    assert!(err.contains("holds none"), "{err}");
     let (code, err) = run("auto", Some("0"));
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("no number of shards"), "{err}");

@@ -1,0 +1,137 @@
+//! The giving side of a handoff, and its skip (docs/scaling.md#handoff), for acting requests
+//! only: `POST /v1/handoff/{name}` answers with the state document of a bridge this shard
+//! holds and does not own (and stops it here for good), `DELETE /v1/handoff/{name}` is the
+//! new owner's acknowledgement (the copy here is forgotten), `POST /v1/handoff/{name}/skip`
+//! gives up waiting for a bridge's state. Documents hold secrets: never logged.
+
+use super::{AdminState, ApiError, api_error, store_error};
+use crate::handoff::Document;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodRouter, post};
+use axum::{Json, Router};
+
+pub fn routes() -> Router<AdminState> {
+    let give: MethodRouter<AdminState> = post(give).delete(forget);
+    Router::new()
+        .route("/v1/handoff/{name}", give)
+        .route("/v1/handoff/{name}/skip", post(skip))
+}
+
+#[derive(serde::Deserialize)]
+struct Asker {
+    /// The index of the shard that asks.
+    to: Option<u64>,
+}
+
+/// 409 while this shard owns `name` under its own layout.
+fn not_owned(s: &AdminState, name: &str) -> Result<(), ApiError> {
+    let now = s.handoff.placement();
+    if now.owner(name) == now.index {
+        return Err(api_error(
+            StatusCode::CONFLICT,
+            format!(
+                "shard {}/{} owns bridge `{name}` under its own layout, and keeps polling it",
+                now.index, now.shards
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// `POST /v1/handoff/{name}`: the state document; 404 when there is no state here.
+async fn give(
+    State(s): State<AdminState>,
+    Path(name): Path<String>,
+    Query(q): Query<Asker>,
+) -> Result<Response, ApiError> {
+    not_owned(&s, &name)?;
+    let _one = s.handoff.ops.lock().await;
+    let store = s.ctx.store.writable().map_err(store_error)?;
+    let (shared, bridge) = (s.handoff.clone(), name.clone());
+    // This shard never runs a bridge it does not own (the running set is the owned one), so
+    // there is nothing to stop: once given it is recorded, and not polled here again unless
+    // it comes back by a handoff.
+    let to = q.to.unwrap_or_else(|| shared.placement().owner(&name));
+    let line = crate::runtime::blocking(
+        move || -> Result<Option<String>, crate::store::StoreError> {
+            let Some(state) = store.export_bridge(&bridge)? else {
+                return Ok(None);
+            };
+            shared.save(&store, |r| {
+                r.given.insert(bridge.clone(), to);
+            })?;
+            Ok(Some(Document { bridge, state }.to_line()))
+        },
+    )
+    .await;
+    let line = s
+        .ctx
+        .store
+        .check(line)
+        .map_err(store_error)?
+        .ok_or_else(|| {
+            api_error(
+                StatusCode::NOT_FOUND,
+                format!("no state of bridge `{name}` here"),
+            )
+        })?;
+    tracing::info!(bridge = %name, to, "bridge {name}: state given to shard {to} (kept here until it acknowledges)");
+    Ok(([("content-type", "application/json")], line).into_response())
+}
+
+/// `DELETE /v1/handoff/{name}`: the acknowledgement; the copy here is forgotten. Repeated, a
+/// no-op.
+async fn forget(
+    State(s): State<AdminState>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    not_owned(&s, &name)?;
+    let _one = s.handoff.ops.lock().await;
+    let store = s.ctx.store.writable().map_err(store_error)?;
+    let (shared, bridge) = (s.handoff.clone(), name.clone());
+    let done = crate::runtime::blocking(
+        move || -> Result<Result<bool, String>, crate::store::StoreError> {
+            if !shared.record().given.contains_key(&bridge) {
+                return Ok(match store.has_state(&bridge)? {
+                    // Never given: not to be forgotten on anyone's word.
+                    true => Err(format!(
+                        "bridge `{bridge}` has state here that was not handed off: not forgotten"
+                    )),
+                    false => Ok(false),
+                });
+            }
+            store.forget_bridge(&bridge)?;
+            shared.save(&store, |r| {
+                r.given.remove(&bridge);
+            })?;
+            Ok(Ok(true))
+        },
+    )
+    .await;
+    let done = s.ctx.store.check(done).map_err(store_error)?;
+    match done {
+        Ok(true) => {
+            s.handoff.forgotten(&name);
+            tracing::info!(bridge = %name, "bridge {name}: handoff acknowledged; its state here is forgotten");
+            Ok(StatusCode::NO_CONTENT)
+        }
+        Ok(false) => Ok(StatusCode::NO_CONTENT),
+        Err(why) => Err(api_error(StatusCode::CONFLICT, why)),
+    }
+}
+
+/// `POST /v1/handoff/{name}/skip`: gives up on the old state; the bridge baselines.
+async fn skip(
+    State(s): State<AdminState>,
+    Path(name): Path<String>,
+) -> Result<Json<crate::admin::body::Skipped>, ApiError> {
+    if !s.handoff.skip(&name) {
+        return Err(api_error(
+            StatusCode::NOT_FOUND,
+            format!("bridge `{name}` does not wait for a handoff here"),
+        ));
+    }
+    Ok(Json(crate::admin::body::Skipped { bridge: name }))
+}

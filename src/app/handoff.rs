@@ -1,0 +1,78 @@
+//! The daemon's side of the handoff at start (docs/scaling.md#handoff): with `--peers`, each
+//! incoming bridge waits for its state from the other shards (a task of its own), and each
+//! acknowledgement still owed after a crash is sent again before its bridge polls. Without
+//! `--peers` nothing can be asked: incoming bridges start from an empty state, as new.
+
+use crate::handoff::receive::Receive;
+use crate::handoff::shared::Shared;
+use crate::runtime::Ctx;
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+/// Starts the handoffs the layout record asks for; the bridges they hold back from polling.
+pub(super) fn begin(
+    peers: Option<&crate::handoff::peers::Peers>,
+    retry: Duration,
+    shared: &Arc<Shared>,
+    ctx: &Ctx,
+    stop: &CancellationToken,
+) -> HashSet<String> {
+    let record = shared.record();
+    crate::metrics::handoff_waiting(0);
+    let now = record.now;
+    if now.index >= now.shards {
+        info!(
+            index = now.index,
+            shards = now.shards,
+            "shard index {} is not below the number of shards, {}: this shard owns no bridge; it serves handoffs until it holds none (GET /v1/layout says `drained`)",
+            now.index,
+            now.shards
+        );
+    }
+    let Some(peers) = peers else {
+        if !record.incoming.is_empty() || !record.owed.is_empty() {
+            warn!(
+                incoming = record.incoming.len(),
+                "no --peers: the state of the {} this shard now owns cannot be asked for; they are polled from an empty state, as new",
+                crate::logging::count(record.incoming.len(), "bridge", "bridges")
+            );
+        }
+        return HashSet::new();
+    };
+    let below = now
+        .shards
+        .max(record.previous.map_or(0, |p| p.shards))
+        .max(now.index + 1);
+    let receive = Arc::new(Receive {
+        peers: peers.clone(),
+        shared: shared.clone(),
+        store: ctx.store.clone(),
+        me: now.index,
+        below,
+        retry,
+        stop: stop.clone(),
+    });
+    let mut held = HashSet::new();
+    for (bridge, k) in &record.owed {
+        held.insert(bridge.clone());
+        shared.wait(bridge, Some(*k), true);
+        tokio::spawn(receive.clone().acknowledge(bridge.clone(), *k));
+    }
+    for (bridge, i) in &record.incoming {
+        held.insert(bridge.clone());
+        shared.wait(bridge, i.from, false);
+        tokio::spawn(receive.clone().incoming(bridge.clone(), i.from));
+    }
+    if !held.is_empty() {
+        info!(
+            waiting = held.len(),
+            "{} for a handoff from other shards through {} (GET /v1/layout lists them)",
+            crate::logging::count(held.len(), "bridge waits", "bridges wait"),
+            peers.template()
+        );
+    }
+    held
+}

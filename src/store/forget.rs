@@ -1,0 +1,134 @@
+//! Forgetting a bridge whose state was handed to another shard (docs/scaling.md#handoff):
+//! every record of it (items, cached pages, meta, outbox, dead letters, the refresh token its
+//! login keeps) removed in one transaction, once the shard that took it has acknowledged. The
+//! seq it had stays known here (the tree `handed`), so that the high-water mark's rollback
+//! check does not take the missing record for a lost one, and a seq handed out here is never
+//! handed out again should the bridge come back.
+
+use super::*;
+
+/// The tree of bridges given away: name → their seq when they were forgotten.
+const HANDED: &str = "handed";
+
+impl Store {
+    /// Removes every record of `bridge` in one transaction; false when the store held none.
+    pub fn forget_bridge(&self, bridge: &str) -> Result<bool, StoreError> {
+        if !self.has_state(bridge)? {
+            return Ok(false);
+        }
+        let seq = self.meta(bridge)?.seq;
+        let old = self.old_keys(bridge)?;
+        let auth = self.db.open_tree("auth")?;
+        let handed = self.db.open_tree(HANDED)?;
+        let trees = (
+            &self.items,
+            &self.state,
+            &self.meta,
+            &self.pages,
+            &self.page_bodies,
+            &self.outbox,
+            &self.dead,
+            &self.parts,
+            &auth,
+            &handed,
+        );
+        let res: Result<_, TransactionError<StoreError>> =
+            trees.transaction(|(it, st, me, pg, bo, ob, de, parts, au, ha)| {
+                let mut garbage = Vec::new();
+                for (tx, kind, i) in [
+                    (it, Some(Kind::Item), 0),
+                    (st, None, 1),
+                    (me, None, 2),
+                    (pg, None, 3),
+                    (bo, Some(Kind::PageBody), 4),
+                    (ob, Some(Kind::Outbox), 5),
+                    (de, Some(Kind::Dead), 6),
+                    (au, None, 8),
+                ] {
+                    for k in &old[i] {
+                        match kind {
+                            Some(kind) => garbage.extend(values::remove_in_tx(tx, parts, kind, k)?),
+                            None => {
+                                tx.remove(k)?;
+                            }
+                        }
+                    }
+                }
+                ha.insert(bridge.as_bytes(), &seq.to_be_bytes())?;
+                Ok(garbage)
+            });
+        let garbage = res.map_err(tx_error)?;
+        self.count(bridge, |q| {
+            q.outbox = 0;
+            q.dead = 0;
+        });
+        self.collect(garbage)?;
+        self.db.flush()?;
+        Ok(true)
+    }
+
+    /// The seqs of the bridges this store gave away and forgot, by name.
+    pub(super) fn handed_seqs(&self) -> Result<HashMap<String, u64>, StoreError> {
+        let mut out = HashMap::new();
+        for kv in self.db.open_tree(HANDED)?.iter() {
+            let (k, v) = kv?;
+            let seq = v.as_ref().try_into().map(u64::from_be_bytes).map_err(|_| {
+                StoreError::Corrupt(format!("handed/{}", String::from_utf8_lossy(&k)))
+            })?;
+            out.insert(String::from_utf8_lossy(&k).into_owned(), seq);
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_forgotten_bridge_leaves_no_record_and_no_rollback() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let mut c = Commit {
+            bridge: "gone".into(),
+            meta: BridgeMeta {
+                seq: 4,
+                baselined: true,
+                items: 1,
+                ..Default::default()
+            },
+            puts: vec![Put::new("a", [1; 16], br#"{"id":"a"}"#.to_vec())],
+            ..Default::default()
+        };
+        c.outbox.push(("s1".into(), crate::store::tests::entry(4)));
+        s.commit(&c).unwrap();
+        s.keep_refresh_token("gone", "conf", "latest").unwrap();
+        c.bridge = "kept".into();
+        s.commit(&c).unwrap();
+        s.flush_blocking().unwrap();
+        assert_eq!(s.outbox_len("gone"), 1);
+
+        assert!(s.forget_bridge("gone").unwrap());
+        assert!(!s.has_state("gone").unwrap());
+        assert_eq!(s.outbox_len("gone"), 0);
+        assert!(!s.bridges_held().unwrap().contains("gone"));
+        assert!(s.has_state("kept").unwrap());
+        // Again: nothing to forget.
+        assert!(!s.forget_bridge("gone").unwrap());
+        assert_eq!(s.find_rollback().unwrap(), None);
+        drop(s);
+        let s = Store::open(dir.path()).unwrap();
+        assert!(!s.has_state("gone").unwrap());
+        assert_eq!(s.find_rollback().unwrap(), None);
+        // Back by a handoff with a lower seq: the seq stays above the one handed out here.
+        let state = s.export_bridge("kept").unwrap().unwrap();
+        let low = handoff::BridgeState {
+            meta: BridgeMeta {
+                seq: 2,
+                ..state.meta.clone()
+            },
+            ..state
+        };
+        assert_eq!(s.import_bridge("gone", &low, false).unwrap(), 4);
+    }
+}

@@ -1,0 +1,668 @@
+//! The live handoff between running shards (docs/scaling.md#handoff), with the real binary: a
+//! cluster of shards on loopback addresses 127.0.0.1{i} (one admin port for all, so that one
+//! `--peers` template names them), a real upstream whose items change while bridges move, and
+//! a real receiver whose webhooks are checked (signatures, seqs, ids).
+
+use crate::support::*;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use pollhook::shard::owner;
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+const TOKEN: &str = "handoff-test-token-7f3a";
+const ITEM_SECRET: &str = "item-SECRET-5521";
+const REFRESH_SECRET: &str = "rt-SECRET-8890";
+
+/// Shards sharing one bridges directory, each with a state directory of its own.
+struct Cluster {
+    root: tempfile::TempDir,
+    port: u16,
+    up: Upstream,
+    rx: Receiver,
+    names: Vec<String>,
+}
+
+/// A port free on 127.0.0.10 to 127.0.0.13 and 127.0.0.20.
+fn shared_port() -> u16 {
+    loop {
+        let p = free_port();
+        let free = [10, 11, 12, 13, 20]
+            .iter()
+            .all(|i| std::net::TcpListener::bind(format!("127.0.0.{i}:{p}")).is_ok());
+        if free {
+            return p;
+        }
+    }
+}
+
+impl Cluster {
+    async fn new(bridges: usize) -> Cluster {
+        let up = Upstream::start().await;
+        let rx = Receiver::start().await;
+        let root = tempfile::tempdir().unwrap();
+        let names: Vec<String> = (0..bridges).map(|i| format!("b{i}")).collect();
+        for n in &names {
+            BridgeYaml::standard(&format!("{}/{n}", up.base), &rx.url())
+                .every("1s")
+                .header("X-Shard", "\"${TEST_SHARD}\"")
+                .write(root.path(), n);
+        }
+        let token = root.path().join("token");
+        std::fs::write(&token, TOKEN).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+        Cluster {
+            root,
+            port: shared_port(),
+            up,
+            rx,
+            names,
+        }
+    }
+
+    fn set_items(&self, v: u64) {
+        self.up.set_json(&json!({"items": [
+            {"id": 1, "v": v, "secret": ITEM_SECRET},
+            {"id": 2, "v": 0},
+        ]}));
+    }
+
+    /// Shard `i`'s directory: `bridges` (the shared one) and `data`.
+    fn dir(&self, i: u64) -> PathBuf {
+        let d = self.root.path().join(format!("shard{i}"));
+        if !d.exists() {
+            std::fs::create_dir_all(&d).unwrap();
+            std::os::unix::fs::symlink(self.root.path().join("bridges"), d.join("bridges"))
+                .unwrap();
+        }
+        d
+    }
+
+    fn data(&self, i: u64) -> PathBuf {
+        self.dir(i).join("data")
+    }
+
+    fn admin(&self, i: u64) -> String {
+        format!("127.0.0.1{i}:{}", self.port)
+    }
+
+    /// Shard `i` of `n`, its admin API at `listen` (its own address unless given).
+    fn start_at(&self, i: u64, n: u64, listen: &str) -> Daemon {
+        let template = format!("http://127.0.0.1{{i}}:{}", self.port);
+        let shard = format!("{i}/{n}");
+        let token = self.root.path().join("token");
+        Daemon::start_logging(
+            &self.dir(i),
+            &[
+                ("TEST_SHARD", &i.to_string()),
+                ("POLLHOOK_HANDOFF_RETRY", "100ms"),
+            ],
+            "json",
+            &[
+                "--admin",
+                listen,
+                "--admin-token-file",
+                token.to_str().unwrap(),
+                "--shard",
+                &shard,
+                "--peers",
+                &template,
+            ],
+        )
+    }
+
+    fn start(&self, i: u64, n: u64) -> Daemon {
+        self.start_at(i, n, &self.admin(i))
+    }
+
+    async fn layout(&self, i: u64) -> Value {
+        let url = format!("http://{}/v1/layout", self.admin(i));
+        eventually(PATIENCE, &format!("{url} answering"), || async {
+            match get_json(&url).await {
+                (200, v) => Some(v),
+                _ => None,
+            }
+        })
+        .await
+    }
+
+    /// Waits until shard `i` has no incoming bridge left and holds none of another's.
+    async fn settled(&self, i: u64, d: &Daemon) {
+        let url = format!("http://{}/v1/layout", self.admin(i));
+        eventually(PATIENCE, &format!("shard {i} settled"), || async {
+            match get_json(&url).await {
+                (200, v) if v["incoming"] == json!([]) && v["drained"] == true => Ok(()),
+                (code, v) => Err(format!("{code} {v}; logs:\n{}", d.logs())),
+            }
+        })
+        .await
+    }
+
+    /// Every webhook, by bridge: (seq, type, webhook id, body), each id once (a retry sends
+    /// the same id); panics on an id sent with two bodies or a signature that does not verify.
+    fn delivered(&self) -> BTreeMap<String, Vec<(u64, String)>> {
+        let mut bodies: BTreeMap<String, Bytes> = BTreeMap::new();
+        let mut out: BTreeMap<String, Vec<(u64, String)>> = BTreeMap::new();
+        for r in self.rx.received() {
+            assert!(verify_standard(SECRET, &r), "a signature does not verify");
+            let id = r.header("webhook-id").to_string();
+            if let Some(before) = bodies.get(&id) {
+                assert_eq!(before, &r.body, "webhook id {id} sent with two bodies");
+                continue;
+            }
+            bodies.insert(id, r.body.clone());
+            let e = r.json();
+            out.entry(e["bridge"].as_str().unwrap().to_string())
+                .or_default()
+                .push((
+                    e["seq"].as_u64().unwrap(),
+                    e["type"].as_str().unwrap().to_string(),
+                ));
+        }
+        out
+    }
+
+    /// Waits until every bridge has delivered the updates of seqs 1 to `n`, and no other
+    /// event: seq gap-free, no baseline again.
+    async fn delivered_up_to(&self, n: u64, daemons: &[&Daemon]) {
+        let want: Vec<(u64, String)> = (1..=n).map(|s| (s, "item.updated".into())).collect();
+        eventually(
+            PATIENCE,
+            &format!("seqs 1..={n} of every bridge"),
+            || async {
+                let got = self.delivered();
+                for b in &self.names {
+                    let seen = got.get(b).cloned().unwrap_or_default();
+                    assert!(
+                        want.starts_with(&seen),
+                        "{b}: {seen:?} is not the updates 1..={n}"
+                    );
+                    if seen != want {
+                        let logs: Vec<String> = daemons.iter().map(|d| d.logs()).collect();
+                        return Err(format!("{b}: {seen:?}; logs:\n{}", logs.join("\n---\n")));
+                    }
+                }
+                Ok(())
+            },
+        )
+        .await
+    }
+
+    /// The requests for `bridge` by shard, in order: the `X-Shard` header of each.
+    fn polled_by(&self, bridge: &str) -> Vec<String> {
+        self.up
+            .hits()
+            .iter()
+            .filter(|h| h.uri == format!("/{bridge}"))
+            .map(|h| h.header("x-shard").unwrap_or("?").to_string())
+            .collect()
+    }
+
+    async fn admin_call(&self, i: u64, method: Method, path: &str) -> (u16, Value) {
+        over_tcp(
+            &format!("http://{}", self.admin(i)),
+            method,
+            path,
+            Some(TOKEN),
+        )
+        .await
+    }
+}
+
+/// Every bridge polled since the `seen`th request, at least once.
+async fn all_polled_since(c: &Cluster, seen: usize, names: &[String]) {
+    until("every bridge polled again", || {
+        let hits = c.up.hits();
+        let paths: BTreeSet<String> = hits.iter().skip(seen).map(|h| h.uri.clone()).collect();
+        names.iter().all(|b| paths.contains(&format!("/{b}")))
+    })
+    .await;
+}
+
+fn no_secret_in(logs: &[String]) {
+    let all = logs.join("\n");
+    for s in [ITEM_SECRET, REFRESH_SECRET, TOKEN] {
+        assert!(!all.contains(s), "`{s}` in the logs");
+    }
+}
+
+/// The metric line's value.
+async fn waiting_metric(c: &Cluster, i: u64) -> Option<u64> {
+    let (_, text) = get_text(&format!("http://{}/metrics", c.admin(i))).await;
+    text.lines()
+        .find(|l| l.starts_with("pollhook_handoff_waiting "))
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|v| v.parse::<f64>().ok())
+        .map(|v| v as u64)
+}
+
+/// Going from one shard to two while the upstream keeps changing: the new shard starts first
+/// and waits (shard 0, on its old layout, answers 409 and keeps polling); once shard 0 runs
+/// the new layout it hands the moved bridges over. Every change is delivered once, each
+/// bridge's seqs go on without a gap across shards, no bridge baselines again, no two shards
+/// poll a bridge in the same period, and no document's secret reaches a log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn growing_moves_each_bridge_with_its_state_while_the_source_changes() {
+    let c = Cluster::new(8).await;
+    let moved: Vec<String> = c
+        .names
+        .iter()
+        .filter(|b| owner(b, 2) == 1)
+        .cloned()
+        .collect();
+    assert!(
+        !moved.is_empty() && moved.len() < c.names.len(),
+        "{moved:?}"
+    );
+    c.set_items(1);
+    // A login's refresh token, as a daemon keeps it, for a bridge that moves.
+    {
+        let store = pollhook::store::Store::open(&c.data(0)).unwrap();
+        store
+            .keep_refresh_token(&moved[0], "rt-configured", REFRESH_SECRET)
+            .unwrap();
+    }
+    let s0 = c.start(0, 1);
+    all_polled_since(&c, 0, &c.names).await;
+    c.set_items(2);
+    c.delivered_up_to(1, &[&s0]).await;
+
+    // Shard 1 first: shard 0 still owns everything and says so; the moved bridges wait.
+    let s1 = c.start(1, 2);
+    let l = c.layout(1).await;
+    let incoming: BTreeSet<&str> = l["incoming"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["bridge"].as_str().unwrap())
+        .collect();
+    assert_eq!(incoming, moved.iter().map(|s| s.as_str()).collect(), "{l}");
+    eventually(PATIENCE, "the status line", || async {
+        let (_, st, _) = s1.cli(&["status"]);
+        st.contains("waiting for handoff from shard 0")
+            .then_some(())
+            .ok_or(format!("{st}\n{}", s1.logs()))
+    })
+    .await;
+    assert_eq!(waiting_metric(&c, 1).await, Some(moved.len() as u64));
+    assert_eq!(
+        get_text(&format!("http://{}/healthz", c.admin(1))).await.0,
+        200
+    );
+    let (code, v) = c
+        .admin_call(1, Method::POST, &format!("/v1/bridges/{}/poll", moved[0]))
+        .await;
+    assert_eq!(code, 409, "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("waiting for handoff"),
+        "{v}"
+    );
+    // Asked directly, shard 0 refuses: it owns the bridge under its layout.
+    let (code, v) = c
+        .admin_call(0, Method::POST, &format!("/v1/handoff/{}", moved[0]))
+        .await;
+    assert_eq!(code, 409, "{v}");
+    let seen = c.up.hits().len();
+    c.set_items(3);
+    all_polled_since(&c, seen, &c.names).await;
+    c.delivered_up_to(2, &[&s0, &s1]).await;
+    for b in &moved {
+        assert!(c.polled_by(b).iter().all(|s| s == "0"), "{b}");
+    }
+
+    // Shard 0 on the new layout: it hands the moved bridges over.
+    let (code, _, err0) = s0.terminate().await;
+    assert_eq!(code, 0);
+    let s0 = c.start(0, 2);
+    c.settled(1, &s1).await;
+    c.settled(0, &s0).await;
+    assert_eq!(waiting_metric(&c, 1).await, Some(0));
+    let seen = c.up.hits().len();
+    c.set_items(4);
+    all_polled_since(&c, seen, &c.names).await;
+    c.delivered_up_to(3, &[&s0, &s1]).await;
+
+    // Each moved bridge: shard 0's polls, then shard 1's, never mixed; the others only 0.
+    for b in &c.names {
+        let by = c.polled_by(b);
+        if moved.contains(b) {
+            let first1 = by.iter().position(|s| s == "1").unwrap();
+            assert!(by[..first1].iter().all(|s| s == "0"), "{b}: {by:?}");
+            assert!(by[first1..].iter().all(|s| s == "1"), "{b}: {by:?}");
+        } else {
+            assert!(by.iter().all(|s| s == "0"), "{b}: {by:?}");
+        }
+    }
+    let (_, _, err1) = s1.terminate().await;
+    let (_, _, err0b) = s0.terminate().await;
+    for logs in [&err0, &err1, &err0b] {
+        no_secret_in(logs);
+    }
+    let handed: Vec<&String> = err1
+        .iter()
+        .filter(|l| l.contains("handed over from shard 0"))
+        .collect();
+    assert_eq!(handed.len(), moved.len(), "{}", err1.join("\n"));
+    // The refresh token moved with its bridge, and shard 0 forgot it.
+    let export = |i: u64| {
+        let out = cli_command(&["state", "export", "--data"])
+            .arg(c.data(i))
+            .output()
+            .unwrap();
+        output_of(out).1
+    };
+    let on1 = export(1);
+    assert!(on1.contains(REFRESH_SECRET));
+    assert!(!export(0).contains(&format!("\"bridge\":\"{}\"", moved[0])));
+}
+
+/// A gate between shards: forwards the admin requests for shard 0 to where it listens, and
+/// can fail the acknowledgements (`DELETE`) or swallow the documents (`POST`, answered 503
+/// after shard 0 answered it). It records the documents it saw.
+#[derive(Clone, Default)]
+struct Gate {
+    fail_delete: Arc<Mutex<bool>>,
+    swallow_post: Arc<Mutex<bool>>,
+    documents: Arc<Mutex<Vec<String>>>,
+    deletes: Arc<Mutex<Vec<u16>>>,
+}
+
+impl Gate {
+    async fn start(listen: &str, target: String) -> Gate {
+        let gate = Gate::default();
+        let state = (gate.clone(), target);
+        let app = Router::new()
+            .fallback(
+                |State((g, target)): State<(Gate, String)>,
+                 method: Method,
+                 uri: Uri,
+                 headers: HeaderMap,
+                 body: Bytes| async move {
+                    if method == Method::DELETE && *g.fail_delete.lock().unwrap() {
+                        g.deletes.lock().unwrap().push(503);
+                        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+                    }
+                    let mut req = reqwest::Client::new()
+                        .request(method.clone(), format!("http://{target}{uri}"))
+                        .body(body);
+                    if let Some(a) = headers.get("authorization") {
+                        req = req.header("authorization", a.to_str().unwrap());
+                    }
+                    let r = match req.send().await {
+                        Ok(r) => r,
+                        Err(_) => return StatusCode::BAD_GATEWAY.into_response(),
+                    };
+                    let status = r.status().as_u16();
+                    let text = r.text().await.unwrap();
+                    if method == Method::DELETE {
+                        g.deletes.lock().unwrap().push(status);
+                    }
+                    if method == Method::POST && status == 200 {
+                        g.documents.lock().unwrap().push(text.clone());
+                        if *g.swallow_post.lock().unwrap() {
+                            return StatusCode::SERVICE_UNAVAILABLE.into_response();
+                        }
+                    }
+                    Response::builder()
+                        .status(status)
+                        .body(axum::body::Body::from(text))
+                        .unwrap()
+                },
+            )
+            .with_state(state);
+        let listener = tokio::net::TcpListener::bind(listen).await.unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        gate
+    }
+}
+
+fn kill9(d: &mut Daemon) {
+    d.signal("-KILL");
+}
+
+/// Crashes mid-handoff. The new shard starts while the old one is down: it waits (status,
+/// layout, metric, healthy), and is not polled. Shard 0 comes up on the new layout; its
+/// document reaches shard 1 only on the second try, shard 0 having been killed (-9) after
+/// answering the first: the second is the same document. Then shard 1 is killed (-9) after
+/// its import, while its acknowledgement cannot get through: restarted, it sends it again, and
+/// the bridges go on from the imported state. Nothing lost, nothing doubled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handoff_survives_either_side_killed_midway() {
+    let c = Cluster::new(6).await;
+    let moved: Vec<String> = c
+        .names
+        .iter()
+        .filter(|b| owner(b, 2) == 1)
+        .cloned()
+        .collect();
+    assert!(!moved.is_empty());
+    c.set_items(1);
+    // Shard 0 really listens on 127.0.0.20; its peers reach it through the gate.
+    let real0 = format!("127.0.0.20:{}", c.port);
+    let s0 = c.start_at(0, 1, &real0);
+    all_polled_since(&c, 0, &c.names).await;
+    c.set_items(2);
+    c.delivered_up_to(1, &[&s0]).await;
+    let (code, _, _) = s0.terminate().await;
+    assert_eq!(code, 0);
+
+    // Shard 1 alone: shard 0 does not answer.
+    let s1 = c.start(1, 2);
+    eventually(PATIENCE, "waiting on a shard that is down", || async {
+        let (_, st, _) = s1.cli(&["status"]);
+        let n = st.matches("waiting for handoff from shard 0").count();
+        (n == moved.len()).then_some(()).ok_or(st)
+    })
+    .await;
+    assert_eq!(waiting_metric(&c, 1).await, Some(moved.len() as u64));
+    assert_eq!(
+        c.layout(1).await["incoming"].as_array().unwrap().len(),
+        moved.len()
+    );
+    assert_eq!(
+        get_text(&format!("http://{}/healthz", c.admin(1))).await.0,
+        200
+    );
+    let gate = Gate::start(&c.admin(0), real0.clone()).await;
+    *gate.swallow_post.lock().unwrap() = true;
+    *gate.fail_delete.lock().unwrap() = true;
+    c.set_items(3);
+    let mut s0 = c.start_at(0, 2, &real0);
+    until("shard 0 answered with the documents", || {
+        gate.documents.lock().unwrap().len() >= moved.len()
+    })
+    .await;
+    kill9(&mut s0);
+    let _ = s0.child.wait().await;
+    let first: Vec<String> = gate.documents.lock().unwrap().clone();
+    // Nothing was polled by shard 1 meanwhile.
+    for b in &moved {
+        assert!(c.polled_by(b).iter().all(|s| s == "0"), "{b}");
+    }
+    *gate.swallow_post.lock().unwrap() = false;
+    let s0 = c.start_at(0, 2, &real0);
+    until("the documents through on the second try", || {
+        gate.documents.lock().unwrap().len() >= first.len() + moved.len()
+    })
+    .await;
+    let docs = gate.documents.lock().unwrap().clone();
+    let again: BTreeSet<&String> = docs[first.len()..].iter().collect();
+    for d in &first {
+        assert!(again.contains(d), "a repeated request got another document");
+    }
+    // Imported; the acknowledgements fail: the bridges wait, shard 0 keeps its copies.
+    eventually(PATIENCE, "imported, acknowledgement owed", || async {
+        let (_, st, _) = s1.cli(&["status"]);
+        let n = st
+            .matches("waiting to acknowledge the handoff to shard 0")
+            .count();
+        (n == moved.len())
+            .then_some(())
+            .ok_or(format!("{st}\n{}", s1.logs()))
+    })
+    .await;
+    assert!(!gate.deletes.lock().unwrap().is_empty());
+    let l0 = c.layout(0).await;
+    assert_eq!(l0["drained"], false, "{l0}");
+    let mut s1 = s1;
+    kill9(&mut s1);
+    let _ = s1.child.wait().await;
+    for b in &moved {
+        assert!(c.polled_by(b).iter().all(|s| s == "0"), "{b}");
+    }
+
+    // Restarted, shard 1 sends the acknowledgements it owes, then polls.
+    *gate.fail_delete.lock().unwrap() = false;
+    let s1 = c.start(1, 2);
+    c.settled(1, &s1).await;
+    c.settled(0, &s0).await;
+    c.delivered_up_to(2, &[&s0, &s1]).await;
+    let seen = c.up.hits().len();
+    c.set_items(4);
+    all_polled_since(&c, seen, &c.names).await;
+    c.delivered_up_to(3, &[&s0, &s1]).await;
+    // A repeated acknowledgement is a no-op.
+    let (code, _) = c
+        .admin_call(0, Method::DELETE, &format!("/v1/handoff/{}", moved[0]))
+        .await;
+    assert_eq!(code, 204);
+    let (code, _) = c
+        .admin_call(0, Method::POST, &format!("/v1/handoff/{}", moved[0]))
+        .await;
+    assert_eq!(code, 404);
+    let (_, _, err1) = s1.terminate().await;
+    let (_, _, err0) = s0.terminate().await;
+    no_secret_in(&err1);
+    no_secret_in(&err0);
+}
+
+/// Removing the last shard, the giver restarted first: shard 2 of 3 started as 2/2 owns
+/// nothing, polls nothing, and hands its bridges to shards 0 and 1 once they run 2 shards;
+/// then it says `drained: true`. Its bridges go on with their seqs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shrinking_drains_the_last_shard() {
+    let c = Cluster::new(9).await;
+    let leaving: Vec<String> = c
+        .names
+        .iter()
+        .filter(|b| owner(b, 3) == 2)
+        .cloned()
+        .collect();
+    assert!(!leaving.is_empty());
+    c.set_items(1);
+    let d: Vec<Daemon> = (0..3).map(|i| c.start(i, 3)).collect();
+    all_polled_since(&c, 0, &c.names).await;
+    c.set_items(2);
+    c.delivered_up_to(1, &d.iter().collect::<Vec<_>>()).await;
+    let mut old = d.into_iter();
+    let (s0, s1, s2) = (
+        old.next().unwrap(),
+        old.next().unwrap(),
+        old.next().unwrap(),
+    );
+    s2.terminate().await;
+    let stopped = c.up.hits().len();
+    let s2 = c.start(2, 2);
+    let l = c.layout(2).await;
+    assert_eq!(
+        l["outgoing"].as_array().unwrap().len(),
+        leaving.len(),
+        "{l}"
+    );
+    assert_eq!(l["drained"], false);
+    s0.terminate().await;
+    s1.terminate().await;
+    let s0 = c.start(0, 2);
+    let s1 = c.start(1, 2);
+    for (i, d) in [(0, &s0), (1, &s1), (2, &s2)] {
+        c.settled(i, d).await;
+    }
+    let (code, v) = get_json(&format!("http://{}/v1/bridges", c.admin(2))).await;
+    assert_eq!(
+        (code, v["bridges"].as_array().unwrap().len()),
+        (200, 0),
+        "{v}"
+    );
+    let seen = c.up.hits().len();
+    c.set_items(3);
+    all_polled_since(&c, seen, &c.names).await;
+    c.delivered_up_to(2, &[&s0, &s1, &s2]).await;
+    // Since shard 2 stopped on the old layout, it has polled nothing.
+    let after: Vec<String> = c.up.hits()[stopped..]
+        .iter()
+        .map(|h| h.header("x-shard").unwrap_or("?").to_string())
+        .collect();
+    assert!(after.iter().all(|s| s != "2"), "{after:?}");
+    for d in [s0, s1, s2] {
+        let (code, _, err) = d.terminate().await;
+        assert_eq!(code, 0);
+        no_secret_in(&err);
+    }
+}
+
+/// A fresh cluster, one shard at first: it asks the other, which is down, so its bridges
+/// wait; `pollhook handoff skip` lets one baseline at once (a WARN says so). Once shard 0 is
+/// up and holds nothing of them, the rest are new and baseline too (an INFO says so).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_cluster_baselines_and_a_wait_can_be_skipped() {
+    let c = Cluster::new(6).await;
+    let mine: Vec<String> = c
+        .names
+        .iter()
+        .filter(|b| owner(b, 2) == 1)
+        .cloned()
+        .collect();
+    assert!(mine.len() >= 2, "{mine:?}");
+    c.set_items(1);
+    let s1 = c.start(1, 2);
+    eventually(PATIENCE, "waiting for shard 0", || async {
+        let (_, st, _) = s1.cli(&["status"]);
+        (st.matches("waiting for handoff from shard 0").count() == mine.len())
+            .then_some(())
+            .ok_or(st)
+    })
+    .await;
+    let (code, out, err) = s1.cli(&["handoff", "skip", &mine[0]]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains(&format!("handoff of {} skipped", mine[0])),
+        "{out}"
+    );
+    until("the skipped bridge polled", || {
+        !c.polled_by(&mine[0]).is_empty()
+    })
+    .await;
+    assert!(c.polled_by(&mine[1]).is_empty());
+    let (code, _, err) = s1.cli(&["handoff", "skip", &mine[0]]);
+    assert_eq!(code, 1);
+    assert!(err.contains("does not wait for a handoff"), "{err}");
+
+    let s0 = c.start(0, 2);
+    c.settled(1, &s1).await;
+    c.settled(0, &s0).await;
+    all_polled_since(&c, 0, &c.names).await;
+    c.set_items(2);
+    c.delivered_up_to(1, &[&s0, &s1]).await;
+    let (_, _, err1) = s1.terminate().await;
+    let (_, _, _) = s0.terminate().await;
+    let logs = err1.join("\n");
+    let skipped = err1
+        .iter()
+        .find(|l| l.contains("handoff skipped"))
+        .unwrap_or_else(|| panic!("{logs}"));
+    assert_eq!(
+        serde_json::from_str::<Value>(skipped).unwrap()["level"],
+        "WARN"
+    );
+    let new = err1
+        .iter()
+        .filter(|l| l.contains("no shard holds state of it"))
+        .count();
+    assert_eq!(new, mine.len() - 1, "{logs}");
+}
