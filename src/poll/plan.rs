@@ -122,23 +122,14 @@ pub fn plan(
     let approach = Approach::new(bridge, &meta);
     let keyed = extract::extract_keyed(&listed.documents, &bridge.items)?;
     let incremental = incremental(bridge, now);
-    let diff = diff::plan(
-        state.scan(),
-        &keyed.items,
-        &keyed.by_key,
-        diff::Options {
-            baseline: approach.baseline,
-            complete: listed.incomplete.is_none(),
-            after_missing: bridge.emit.after_missing,
-            max_fraction: bridge.emit.max_fraction,
-            document: bridge.items.key.is_none(),
-            incremental,
-            settle: bridge.emit.settle.map(|rule| diff::Settle {
-                rule,
-                now_ms: crate::clock::to_ms(now),
-            }),
-        },
-    )?;
+    let opts = options(
+        bridge,
+        approach,
+        listed.incomplete.is_none(),
+        incremental,
+        now,
+    );
+    let diff = diff::plan(state.scan(), &keyed.items, &keyed.by_key, opts)?;
     let items = keyed.items;
     let advanced = next_cursor(bridge, approach.cursor(&meta), &items)?;
     let report = PollReport {
@@ -157,9 +148,14 @@ pub fn plan(
         pause_until: listed.pause_until,
         failing: meta.failing.is_some(),
         cursor_unlike: advanced.unlike,
+        changed: approach.baseline != Baseline::No
+            || diff.count(ChangeKind::Created) + diff.count(ChangeKind::Updated) > 0
+            || diff.count(ChangeKind::Deleted) > 0
+            || advanced.cursor.as_ref() != approach.cursor(&meta),
         ..Default::default()
     };
     let failing = meta.failing.clone();
+    let quiet = meta.quiet.clone();
     let mut b = Batches::new(state, bridge, meta, approach.rebaselined, now, report, out);
     b.seen = incremental.map_or(0, |i| i.today);
     b.write(&diff, &items)?;
@@ -182,11 +178,35 @@ pub fn plan(
         items: diff.stored_after,
         pending: diff.pending_after,
         cursor: advanced.cursor,
-        // The failure streak is failure tracking's (`failures`), which runs after the poll.
+        // The failure streak is failure tracking's (`failures`), which runs after the poll;
+        // so is quiet tracking (`quiet`).
         failing,
+        quiet,
     };
     b.finish(new_meta, pages)?;
     Ok(b.report)
+}
+
+/// How the stored state and the listing are compared.
+fn options(
+    bridge: &Bridge,
+    approach: Approach,
+    complete: bool,
+    incremental: Option<diff::Incremental>,
+    now: DateTime<Utc>,
+) -> diff::Options {
+    diff::Options {
+        baseline: approach.baseline,
+        complete,
+        after_missing: bridge.emit.after_missing,
+        max_fraction: bridge.emit.max_fraction,
+        document: bridge.items.key.is_none(),
+        incremental,
+        settle: bridge.emit.settle.map(|rule| diff::Settle {
+            rule,
+            now_ms: crate::clock::to_ms(now),
+        }),
+    }
 }
 
 /// The day numbers of an incremental listing, for `now`.

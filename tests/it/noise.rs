@@ -149,3 +149,64 @@ async fn kill_9_while_a_change_settles_neither_loses_nor_doubles_it() {
     );
     assert_eq!(pending_of(dir.path()), None);
 }
+
+/// A harness on a clock the test moves, kept across a restart.
+fn on_clock(dir: tempfile::TempDir, clock: &pollhook::clock::Clock) -> Harness {
+    let store = pollhook::store::Store::open(&dir.path().join("data")).unwrap();
+    let ctx = pollhook::runtime::Ctx::with_clock(store, clock.clone());
+    Harness {
+        dir,
+        ctx: std::sync::Arc::new(ctx),
+        windows: Default::default(),
+    }
+}
+
+#[tokio::test]
+async fn quiet_once_after_the_spell_and_active_once_when_it_changes_across_a_restart() {
+    let up = Upstream::start().await;
+    let rx = Receiver::start().await;
+    let clock =
+        pollhook::clock::Clock::fixed(chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("bridges")).unwrap();
+    let mut h = on_clock(dir, &clock);
+    let yaml = BridgeYaml::standard(&up.url(), &rx.url())
+        .emit("quiet: 1h")
+        .build();
+    let b = h.bridge("calm", &yaml);
+    up.set_json(&listing("A"));
+    h.scheduled_poll(&b).await.unwrap();
+    for _ in 0..7 {
+        clock.advance(Duration::from_secs(11 * 60));
+        h.scheduled_poll(&b).await.unwrap();
+    }
+    h.drain(&b).await;
+    assert_eq!(kinds(&rx), ["bridge.quiet"]);
+    // Stored: a restart does not announce it again.
+    let Harness { dir, ctx, .. } = h;
+    ctx.store().unwrap().flush_blocking().unwrap();
+    drop(ctx);
+    h = on_clock(dir, &clock);
+    clock.advance(Duration::from_secs(3600));
+    h.scheduled_poll(&b).await.unwrap();
+    up.set_json(&listing("B"));
+    h.scheduled_poll(&b).await.unwrap();
+    h.scheduled_poll(&b).await.unwrap();
+    h.drain(&b).await;
+    assert_eq!(
+        kinds(&rx),
+        ["bridge.quiet", "item.updated", "bridge.active"]
+    );
+    let got = rx.received();
+    assert!(got.iter().all(|r| verify_standard(SECRET, r)));
+    let (quiet, active) = (got[0].json(), got[2].json());
+    assert_eq!(
+        (quiet["seq"].as_u64(), quiet["key"].as_str()),
+        (Some(1), Some(""))
+    );
+    assert_eq!(quiet["data"]["quiet_ms"], 66 * 60_000);
+    // The update itself, then `bridge.active`.
+    assert_eq!(active["seq"], 3);
+    assert_eq!(active["data"]["since"], quiet["data"]["since"]);
+    assert_eq!(active["data"]["quiet_ms"], (77 + 60) * 60_000);
+}

@@ -40,7 +40,12 @@ impl Validator<'_> {
             );
         }
         let settle = e.settle.as_ref().and_then(|s| self.settle(s));
+        let quiet = e.quiet.as_ref().and_then(|q| {
+            let (min, max) = (Duration::from_secs(60), Duration::from_secs(365 * 86_400));
+            self.duration("emit.quiet", q, min, max)
+        });
         Emit {
+            quiet,
             settle,
             when,
             failures_after,

@@ -130,6 +130,8 @@ pub struct Emit {
     pub failures_after: Option<u32>,
     /// `emit.settle`: how long a change must hold before it is emitted.
     pub settle: Option<crate::diff::settle::Rule>,
+    /// `emit.quiet`: `bridge.quiet` after this long without a change.
+    pub quiet: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Clone)]
