@@ -2,6 +2,9 @@
 //! it is), those found again, and what becomes of the absent ones. Pure: no I/O, no clock.
 
 use crate::extract::{Hash, Item};
+pub use settle::{Pending, PendingKind, Settle};
+
+pub mod settle;
 
 /// What the store remembers of one item (its value is loaded only when a change needs it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -9,6 +12,24 @@ pub struct Stored {
     pub hash: Hash,
     /// Complete polls in a row the item has been absent from.
     pub missing: u32,
+    /// A change waiting to settle (`emit.settle`). A record pending `Create` is no item yet:
+    /// its `hash` means nothing and it has no value.
+    pub pending: Option<Pending>,
+}
+
+impl Stored {
+    pub fn new(hash: Hash, missing: u32) -> Stored {
+        Stored {
+            hash,
+            missing,
+            pending: None,
+        }
+    }
+
+    /// Whether the record stands for a stored item (not a create still settling).
+    pub fn is_item(&self) -> bool {
+        !matches!(self.pending, Some(p) if p.kind == PendingKind::Create)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,6 +65,9 @@ pub struct Options {
     pub document: bool,
     /// An incremental listing (`source.cursor`): see [`Incremental`].
     pub incremental: Option<Incremental>,
+    /// `emit.settle`, at this poll's time: changes wait in the state records until they
+    /// settle (see [`settle`]). Not with an incremental listing.
+    pub settle: Option<Settle>,
 }
 
 /// An incremental listing returns only what is new or changed, so absence never means
@@ -86,6 +110,14 @@ pub struct Plan {
     pub found: Vec<u32>,
     /// Stored items absent from the listing that something happens to, in key order.
     pub absent: Vec<(String, Absence)>,
+    /// State records written whole (`emit.settle`): a change pending, counted on, or given
+    /// up (the record as it was settled, missing count 0), in key order. Written by the last
+    /// commit of a poll, like missing counts.
+    pub pending: Vec<(String, Stored)>,
+    /// Records of creates that flipped back before they settled: removed, no item, no event.
+    pub dropped: Vec<String>,
+    /// Records with a change pending once the plan is applied.
+    pub pending_after: usize,
     pub held_back: Option<HeldBack>,
     /// Items stored before, and once the plan is applied; items counting absences after.
     pub stored_before: usize,
@@ -124,12 +156,22 @@ pub fn plan<E>(
     let mut absent: Vec<(String, Stored)> = Vec::new();
     let mut next = by_key.iter().map(|&i| i as usize).peekable();
     let change = |kind| (opts.baseline != Baseline::Silent).then_some(kind);
+    // A baseline stores what it finds: nothing settles then.
+    let settle = opts.settle.filter(|_| opts.baseline != Baseline::Silent);
     for entry in stored {
         let (key, s) = entry?;
         // New items that sort before this stored key.
         while let Some(i) = next.next_if(|&i| items[i].key.as_str() < key.as_str()) {
-            p.puts.push((i as u32, change(ChangeKind::Created)));
-            created += 1;
+            created += new_item(&mut p, items, i, None, settle, change);
+        }
+        let listed = next.next_if(|&i| items[i].key == *key);
+        if !s.is_item() {
+            match listed {
+                Some(i) => created += new_item(&mut p, items, i, s.pending, settle, change),
+                None if opts.complete || opts.baseline == Baseline::Silent => p.dropped.push(key),
+                None => p.pending_after += 1,
+            }
+            continue;
         }
         p.stored_before += 1;
         absent_now += isize::from(s.missing > 0);
@@ -138,10 +180,15 @@ pub fn plan<E>(
             Some(inc) => s.missing != inc.today,
             None => s.missing > 0,
         };
-        match next.next_if(|&i| items[i].key == *key) {
+        match listed {
             Some(i) if items[i].hash != s.hash => {
-                p.puts.push((i as u32, change(ChangeKind::Updated)));
                 absent_now -= isize::from(s.missing > 0);
+                changed(&mut p, (key, s), i, items[i].hash, settle, change);
+            }
+            // Back to the settled value (or listed again) before a change settled.
+            Some(_) if s.pending.is_some() => {
+                absent_now -= isize::from(s.missing > 0);
+                p.pending.push((key, Stored::new(s.hash, 0)));
             }
             Some(i) if note => {
                 p.found.push(i as u32);
@@ -152,19 +199,71 @@ pub fn plan<E>(
         }
     }
     for i in next {
-        p.puts.push((i as u32, change(ChangeKind::Created)));
-        created += 1;
+        created += new_item(&mut p, items, i, None, settle, change);
     }
     // Changes are reported in listing order.
     p.puts.sort_unstable_by_key(|&(i, _)| i);
     p.found.sort_unstable();
     let removed = settle_absent(&mut p, absent, opts, &mut absent_now);
+    p.pending.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     p.stored_after = p.stored_before + created - removed;
     p.absent_after = match opts.incremental {
         Some(_) => 0,
         None => usize::try_from(absent_now).unwrap_or(0),
     };
     Ok(p)
+}
+
+/// A stored item listed with another value: updated, or (with `emit.settle`) its new value
+/// waits to settle.
+fn changed(
+    p: &mut Plan,
+    (key, s): (String, Stored),
+    i: usize,
+    hash: Hash,
+    settle: Option<Settle>,
+    change: impl Fn(ChangeKind) -> Option<ChangeKind>,
+) {
+    let waits = settle.map(|st| st.next(s.pending, PendingKind::Value, hash));
+    match waits.filter(|w| !settle.is_some_and(|st| st.settled(w))) {
+        Some(w) => {
+            let record = Stored {
+                missing: 0,
+                pending: Some(w),
+                ..s
+            };
+            p.pending.push((key, record));
+            p.pending_after += 1;
+        }
+        None => p.puts.push((i as u32, change(ChangeKind::Updated))),
+    }
+}
+
+/// An item not stored yet (`before`: what was pending of it): stored as created, or (with
+/// `emit.settle`) waiting to settle. Returns 1 when it is stored.
+fn new_item(
+    p: &mut Plan,
+    items: &[Item],
+    i: usize,
+    before: Option<Pending>,
+    settle: Option<Settle>,
+    change: impl Fn(ChangeKind) -> Option<ChangeKind>,
+) -> usize {
+    if let Some(st) = settle {
+        let w = st.next(before, PendingKind::Create, items[i].hash);
+        if !st.settled(&w) {
+            let record = Stored {
+                hash: [0; 16],
+                missing: 0,
+                pending: Some(w),
+            };
+            p.pending.push((items[i].key.to_string(), record));
+            p.pending_after += 1;
+            return 0;
+        }
+    }
+    p.puts.push((i as u32, change(ChangeKind::Created)));
+    1
 }
 
 /// Decides what becomes of the stored items absent from the listing (unless a mass delete is
@@ -192,13 +291,22 @@ fn settle_absent(
             .collect();
         return p.absent.len();
     }
+    // A change pending on an item nothing happens to this poll stays as it is.
+    let still =
+        |absent: &[(String, Stored)]| absent.iter().filter(|(_, s)| s.pending.is_some()).count();
     if !opts.complete {
+        p.pending_after += still(&absent);
         return 0;
     }
-    let vanishing = absent
-        .iter()
-        .filter(|(_, s)| s.missing + 1 >= opts.after_missing)
-        .count();
+    // With `emit.settle` an absence settles like any change: deleted once it is settled
+    // and `after_missing` is reached.
+    let settle = opts.settle;
+    let gone = |s: &Stored| settle.map(|st| st.next(s.pending, PendingKind::Gone, [0; 16]));
+    let deletes = |s: &Stored| {
+        s.missing + 1 >= opts.after_missing
+            && gone(s).is_none_or(|w| settle.is_some_and(|st| st.settled(&w)))
+    };
+    let vanishing = absent.iter().filter(|(_, s)| deletes(s)).count();
     let guard = !opts.document
         && vanishing > 0
         && vanishing as f64 > opts.max_fraction * p.stored_before as f64;
@@ -207,19 +315,33 @@ fn settle_absent(
             vanishing,
             stored: p.stored_before,
         });
+        p.pending_after += still(&absent);
         return 0;
     }
     let mut removed = 0;
     for (key, s) in absent {
-        let a = if s.missing + 1 >= opts.after_missing {
+        if deletes(&s) {
             removed += 1;
             *absent_now -= isize::from(s.missing > 0);
-            Absence::Deleted
-        } else {
-            *absent_now += isize::from(s.missing == 0);
-            Absence::Missing(s.missing + 1)
-        };
-        p.absent.push((key, a));
+            p.absent.push((key, Absence::Deleted));
+            continue;
+        }
+        *absent_now += isize::from(s.missing == 0);
+        match gone(&s) {
+            Some(w) => {
+                let record = Stored {
+                    missing: s.missing + 1,
+                    pending: Some(w),
+                    ..s
+                };
+                p.pending.push((key, record));
+                p.pending_after += 1;
+            }
+            None => {
+                p.pending_after += usize::from(s.pending.is_some());
+                p.absent.push((key, Absence::Missing(s.missing + 1)));
+            }
+        }
     }
     removed
 }
@@ -376,15 +498,7 @@ mod tests {
     fn state(items: &[Item]) -> HashMap<String, Stored> {
         items
             .iter()
-            .map(|i| {
-                (
-                    i.key.to_string(),
-                    Stored {
-                        hash: i.hash,
-                        missing: 0,
-                    },
-                )
-            })
+            .map(|i| (i.key.to_string(), Stored::new(i.hash, 0)))
             .collect()
     }
 
@@ -396,6 +510,7 @@ mod tests {
             max_fraction: 0.5,
             document: false,
             incremental: None,
+            settle: None,
         }
     }
 

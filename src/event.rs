@@ -25,6 +25,13 @@ pub enum EventType {
     /// `emit.failures`: the first successful poll after a `bridge.failing`.
     #[serde(rename = "bridge.recovered")]
     Recovered,
+    /// `emit.quiet`: the bridge's data has not changed for that long although its polls
+    /// succeed (docs/events.md#quiet-events).
+    #[serde(rename = "bridge.quiet")]
+    Quiet,
+    /// `emit.quiet`: the first change after a `bridge.quiet`.
+    #[serde(rename = "bridge.active")]
+    Active,
     /// `pollhook send-test`: seq 0, never stored (docs/events.md#test-events).
     #[serde(rename = "bridge.test")]
     Test,
@@ -42,6 +49,8 @@ impl EventType {
             EventType::Snapshot => "item.snapshot",
             EventType::Failing => "bridge.failing",
             EventType::Recovered => "bridge.recovered",
+            EventType::Quiet => "bridge.quiet",
+            EventType::Active => "bridge.active",
             EventType::Test => "bridge.test",
             EventType::Batch => "batch",
         }

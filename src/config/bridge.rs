@@ -91,6 +91,13 @@ impl<'a> Validator<'a> {
         let source = self.source(&raw.source);
         let items = self.items(&raw.items, raw.source.format);
         let emit = self.emit(&raw.emit);
+        if emit.settle.is_some() && raw.source.cursor.is_some() {
+            self.err(
+                "emit.settle",
+                "emit.settle: not with source.cursor (an incremental listing shows an item only \
+                 when it changes, so a change is never seen again to settle)",
+            );
+        }
         let mut sinks = self.sinks(&raw.sinks);
         let render = std::mem::take(&mut self.templates).build();
         for s in &mut sinks {

@@ -196,6 +196,20 @@ pub struct RawEmit {
     /// emitted.
     pub when: Option<String>,
     pub failures: Option<RawFailures>,
+    /// A change is emitted only once it has held: on N polls in a row (an integer, at least
+    /// 1), or for a duration (`10m`) (docs/configuration.md#settle).
+    pub settle: Option<RawSettle>,
+    /// `bridge.quiet` when the data has not changed for this long although polls succeed,
+    /// `bridge.active` when it changes again (docs/configuration.md#quiet).
+    pub quiet: Option<String>,
+}
+
+/// `settle: 3` (polls) or `settle: 10m` (a duration).
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum RawSettle {
+    Polls(u32),
+    Duration(String),
 }
 
 /// `failures: {after: N}`.
@@ -301,6 +315,8 @@ pub enum SinkEvent {
     Snapshot,
     Failing,
     Recovered,
+    Quiet,
+    Active,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

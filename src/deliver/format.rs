@@ -101,6 +101,8 @@ fn wants(sink: &Sink, kind: EventType) -> bool {
         EventType::Snapshot => SinkEvent::Snapshot,
         EventType::Failing => SinkEvent::Failing,
         EventType::Recovered => SinkEvent::Recovered,
+        EventType::Quiet => SinkEvent::Quiet,
+        EventType::Active => SinkEvent::Active,
         // A test goes to every sink; a digest was filtered member by member.
         EventType::Test | EventType::Batch => return true,
     };

@@ -131,6 +131,7 @@ mod tests {
                     hash: "00".repeat(16),
                     missing: 0,
                     value: r#"{"id":"k","n":1.10}"#.into(),
+                    pending: None,
                 }],
                 pages: vec![],
                 outbox: vec![],

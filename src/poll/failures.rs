@@ -95,7 +95,7 @@ fn stamp(t: DateTime<Utc>) -> String {
 /// A bridge event: no item, so an empty key. Its id stands for the streak (when it began) and
 /// the place in the bridge's events (the `seq` before it): the same announcement made again
 /// after a crash before it was stored gets the same id.
-fn build(
+pub(super) fn build(
     bridge: &Bridge,
     kind: EventType,
     data: serde_json::Value,

@@ -9,6 +9,7 @@ pub mod failures;
 pub mod fetch;
 pub mod load;
 pub mod plan;
+pub mod quiet;
 pub mod ratelimit;
 pub mod scheduler;
 
@@ -106,6 +107,9 @@ pub struct PollReport {
     /// `source.cursor` values unlike the cursor, which did not move it (a WARN, once per
     /// bridge and process).
     pub cursor_unlike: Option<cursor::Unlike>,
+    /// The poll found the data (or the cursor) changed, or took a baseline: `emit.quiet`
+    /// counts a quiet spell from the last such poll.
+    pub changed: bool,
 }
 
 /// Events emitted by a poll, by type.
@@ -134,6 +138,8 @@ impl Emitted {
             EventType::Snapshot
             | EventType::Failing
             | EventType::Recovered
+            | EventType::Quiet
+            | EventType::Active
             | EventType::Test
             | EventType::Batch => 0,
         }

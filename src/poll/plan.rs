@@ -67,8 +67,10 @@ impl Approach {
             baseline,
             conditional,
             trusted,
-            stop_if_unchanged: trusted && meta.absent == 0,
-            keep_bodies: bridge.source.paginate.is_some() || bridge.emit.after_missing > 1,
+            stop_if_unchanged: trusted && meta.absent == 0 && meta.pending == 0,
+            keep_bodies: bridge.source.paginate.is_some()
+                || bridge.emit.after_missing > 1
+                || bridge.emit.settle.is_some(),
         }
     }
 }
@@ -120,19 +122,14 @@ pub fn plan(
     let approach = Approach::new(bridge, &meta);
     let keyed = extract::extract_keyed(&listed.documents, &bridge.items)?;
     let incremental = incremental(bridge, now);
-    let diff = diff::plan(
-        state.scan(),
-        &keyed.items,
-        &keyed.by_key,
-        diff::Options {
-            baseline: approach.baseline,
-            complete: listed.incomplete.is_none(),
-            after_missing: bridge.emit.after_missing,
-            max_fraction: bridge.emit.max_fraction,
-            document: bridge.items.key.is_none(),
-            incremental,
-        },
-    )?;
+    let opts = options(
+        bridge,
+        approach,
+        listed.incomplete.is_none(),
+        incremental,
+        now,
+    );
+    let diff = diff::plan(state.scan(), &keyed.items, &keyed.by_key, opts)?;
     let items = keyed.items;
     let advanced = next_cursor(bridge, approach.cursor(&meta), &items)?;
     let report = PollReport {
@@ -151,9 +148,14 @@ pub fn plan(
         pause_until: listed.pause_until,
         failing: meta.failing.is_some(),
         cursor_unlike: advanced.unlike,
+        changed: approach.baseline != Baseline::No
+            || diff.count(ChangeKind::Created) + diff.count(ChangeKind::Updated) > 0
+            || diff.count(ChangeKind::Deleted) > 0
+            || advanced.cursor.as_ref() != approach.cursor(&meta),
         ..Default::default()
     };
     let failing = meta.failing.clone();
+    let quiet = meta.quiet.clone();
     let mut b = Batches::new(state, bridge, meta, approach.rebaselined, now, report, out);
     b.seen = incremental.map_or(0, |i| i.today);
     b.write(&diff, &items)?;
@@ -174,12 +176,37 @@ pub fn plan(
         baselined: true,
         absent: diff.absent_after,
         items: diff.stored_after,
+        pending: diff.pending_after,
         cursor: advanced.cursor,
-        // The failure streak is failure tracking's (`failures`), which runs after the poll.
+        // The failure streak is failure tracking's (`failures`), which runs after the poll;
+        // so is quiet tracking (`quiet`).
         failing,
+        quiet,
     };
     b.finish(new_meta, pages)?;
     Ok(b.report)
+}
+
+/// How the stored state and the listing are compared.
+fn options(
+    bridge: &Bridge,
+    approach: Approach,
+    complete: bool,
+    incremental: Option<diff::Incremental>,
+    now: DateTime<Utc>,
+) -> diff::Options {
+    diff::Options {
+        baseline: approach.baseline,
+        complete,
+        after_missing: bridge.emit.after_missing,
+        max_fraction: bridge.emit.max_fraction,
+        document: bridge.items.key.is_none(),
+        incremental,
+        settle: bridge.emit.settle.map(|rule| diff::Settle {
+            rule,
+            now_ms: crate::clock::to_ms(now),
+        }),
+    }
 }
 
 /// The day numbers of an incremental listing, for `now`.
@@ -294,6 +321,8 @@ struct Batches<'a, S> {
     batches: usize,
     /// Missing counts, written by the last commit.
     later: Vec<(String, u32)>,
+    /// State records written whole (changes settling), by the last commit too.
+    pending: Vec<(String, diff::Stored)>,
     /// What an item's missing count becomes when it is listed: 0, or (an incremental listing)
     /// the day it was last listed.
     seen: u32,
@@ -329,6 +358,7 @@ impl<'a, S: State> Batches<'a, S> {
             bytes: 0,
             batches: 0,
             later: Vec::new(),
+            pending: Vec::new(),
             seen: 0,
             report,
             out,
@@ -369,6 +399,11 @@ impl<'a, S: State> Batches<'a, S> {
             }
             self.cut_if_full()?;
         }
+        for key in &plan.dropped {
+            self.remove(key);
+            self.cut_if_full()?;
+        }
+        self.pending.extend(plan.pending.iter().cloned());
         let seen = self.seen;
         let found = plan
             .found
@@ -480,10 +515,12 @@ impl<'a, S: State> Batches<'a, S> {
     /// poll. None when nothing would change.
     fn finish(&mut self, meta: BridgeMeta, pages: Pages) -> Result<(), StoreError> {
         self.c.missing = std::mem::take(&mut self.later);
+        self.c.pending = std::mem::take(&mut self.pending);
         let unchanged = self.batches == 0
             && self.c.puts.is_empty()
             && self.c.removes.is_empty()
             && self.c.missing.is_empty()
+            && self.c.pending.is_empty()
             && self.c.outbox.is_empty()
             && Some(&meta) == self.c.base.as_ref()
             && !pages.changed;
@@ -533,6 +570,8 @@ mod tests {
     /// A bridge's stored state in memory: what the commits handed out so far made of it.
     #[derive(Default)]
     struct Memory {
+        /// Seconds after the tests' epoch that the next poll happens at.
+        at: i64,
         meta: BridgeMeta,
         items: BTreeMap<String, (serde_json::Value, diff::Stored)>,
         pages: HashMap<String, CachedPage>,
@@ -555,10 +594,7 @@ mod tests {
         fn apply(&mut self, c: &Commit) {
             for p in &c.puts {
                 let value = serde_json::from_slice(&p.value).unwrap();
-                let stored = diff::Stored {
-                    hash: p.hash,
-                    missing: 0,
-                };
+                let stored = diff::Stored::new(p.hash, 0);
                 self.items.insert(p.key.clone(), (value, stored));
             }
             for k in &c.removes {
@@ -566,6 +602,13 @@ mod tests {
             }
             for (k, missing) in &c.missing {
                 self.items.get_mut(k).unwrap().1.missing = *missing;
+            }
+            for (k, s) in &c.pending {
+                let v = self
+                    .items
+                    .get(k)
+                    .map_or(serde_json::Value::Null, |i| i.0.clone());
+                self.items.insert(k.clone(), (v, *s));
             }
             for (k, w) in &c.pages {
                 if let Some(h) = w.head() {
@@ -590,7 +633,7 @@ mod tests {
                 pause_until: None,
             };
             let commits = RefCell::new(Vec::new());
-            let now = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+            let now = DateTime::from_timestamp(1_800_000_000 + self.at, 0).unwrap();
             let report = plan(
                 bridge,
                 self.meta.clone(),
@@ -735,5 +778,95 @@ mod tests {
         assert_eq!((r.emitted.created, m.meta.seq), (n, n as u64));
         // Each batch's ids are made with its own generation: the seq before it.
         assert_eq!(commits[1].0.expected_seq, BATCH_WRITES as u64);
+    }
+
+    fn updates(r: &PollReport) -> Vec<(EventType, String)> {
+        r.events.iter().map(|e| (e.kind, e.key.clone())).collect()
+    }
+
+    #[test]
+    fn a_change_that_flips_back_before_it_settles_emits_nothing() {
+        let b = bridge(|y| y.emit("settle: 3"));
+        let mut m = Memory::default();
+        m.poll(&b, r#"[{"id":1,"v":"A"}]"#);
+        for v in ["B", "B", "A", "B", "B", "A"] {
+            let (r, _) = m.poll(&b, &format!(r#"[{{"id":1,"v":"{v}"}}]"#));
+            assert!(r.events.is_empty(), "{v}: {:?}", r.events);
+        }
+        // Back where it settled: nothing pending, nothing to count on.
+        assert_eq!(m.meta.pending, 0);
+        assert_eq!(m.items["1"].1, diff::Stored::new(m.items["1"].1.hash, 0));
+        assert_eq!(m.items["1"].0, serde_json::json!({"id": 1, "v": "A"}));
+    }
+
+    #[test]
+    fn a_change_held_for_n_polls_emits_one_update_from_the_settled_value() {
+        let b = bridge(|y| y.emit("settle: 3"));
+        let mut m = Memory::default();
+        m.poll(&b, r#"[{"id":1,"v":"A"}]"#);
+        // C for a poll, then B for three: B settles on its third.
+        for v in ["C", "B", "B"] {
+            let (r, _) = m.poll(&b, &format!(r#"[{{"id":1,"v":"{v}"}}]"#));
+            assert!(r.events.is_empty(), "{v}");
+            assert_eq!(m.meta.pending, 1);
+        }
+        // The stored value stays the settled one until then.
+        assert_eq!(m.items["1"].0, serde_json::json!({"id": 1, "v": "A"}));
+        let (r, _) = m.poll(&b, r#"[{"id":1,"v":"B"}]"#);
+        assert_eq!(updates(&r), [(EventType::Updated, "1".into())]);
+        let e = &r.events[0];
+        let value = |j: &Option<event::Json>| j.as_ref().map(|j| j.value().unwrap());
+        assert_eq!(
+            value(&e.previous),
+            Some(serde_json::json!({"id": 1, "v": "A"}))
+        );
+        assert_eq!(value(&e.data), Some(serde_json::json!({"id": 1, "v": "B"})));
+        assert_eq!(m.meta.pending, 0);
+        let (r, commits) = m.poll(&b, r#"[{"id":1,"v":"B"}]"#);
+        assert!(r.events.is_empty() && commits.is_empty());
+    }
+
+    #[test]
+    fn creates_and_deletes_settle_too_and_deletes_keep_after_missing() {
+        let b = bridge(|y| y.emit("settle: 2").after_missing(3).max_fraction("1.0"));
+        let mut m = Memory::default();
+        m.poll(&b, r#"[{"id":1}]"#);
+        // A create that vanishes before it settles: nothing, and no record left.
+        let (r, _) = m.poll(&b, r#"[{"id":1},{"id":2}]"#);
+        assert!(r.events.is_empty());
+        assert_eq!((m.meta.items, m.meta.pending), (1, 1));
+        m.poll(&b, r#"[{"id":1}]"#);
+        assert!(!m.items.contains_key("2"));
+        assert_eq!(m.meta.pending, 0);
+        m.poll(&b, r#"[{"id":1},{"id":2}]"#);
+        let (r, _) = m.poll(&b, r#"[{"id":1},{"id":2}]"#);
+        assert_eq!(updates(&r), [(EventType::Created, "2".into())]);
+        assert_eq!(m.meta.items, 2);
+        // A delete settles after 2 polls, but after_missing asks for 3.
+        for _ in 0..2 {
+            let (r, _) = m.poll(&b, r#"[{"id":1}]"#);
+            assert!(r.events.is_empty());
+        }
+        let (r, _) = m.poll(&b, r#"[{"id":1}]"#);
+        assert_eq!(updates(&r), [(EventType::Deleted, "2".into())]);
+        assert_eq!((m.meta.items, m.meta.pending, m.meta.absent), (1, 0, 0));
+    }
+
+    #[test]
+    fn a_duration_settles_by_the_clock_not_by_polls() {
+        let b = bridge(|y| y.emit("settle: 10m"));
+        let mut m = Memory::default();
+        m.poll(&b, r#"[{"id":1,"v":1}]"#);
+        m.at = 60;
+        for _ in 0..5 {
+            let (r, _) = m.poll(&b, r#"[{"id":1,"v":2}]"#);
+            assert!(r.events.is_empty());
+        }
+        m.at = 60 + 599;
+        let (r, _) = m.poll(&b, r#"[{"id":1,"v":2}]"#);
+        assert!(r.events.is_empty());
+        m.at = 60 + 600;
+        let (r, _) = m.poll(&b, r#"[{"id":1,"v":2}]"#);
+        assert_eq!(updates(&r), [(EventType::Updated, "1".into())]);
     }
 }

@@ -16,6 +16,9 @@ pub struct Commit {
     pub meta: BridgeMeta,
     pub puts: Vec<Put>,
     pub missing: Vec<(String, u32)>,
+    /// State records written whole, after the missing counts: changes waiting to settle
+    /// (`emit.settle`), counted on or given up.
+    pub pending: Vec<(String, crate::diff::Stored)>,
     pub removes: Vec<String>,
     pub outbox: Vec<(String, OutboxEntry)>,
     /// The bridge's cached pages after this poll, by `page_key`: they replace the stored set.
@@ -384,6 +387,9 @@ fn write_items(
             }
         }
     }
+    for (k, s) in &c.pending {
+        state.insert(item_key(k), super::items::full_record(s))?;
+    }
     for k in &c.removes {
         let key = item_key(k);
         state.remove(key.as_slice())?;
@@ -436,6 +442,7 @@ mod tests {
                 baselined: true,
                 absent: 0,
                 items: 1,
+                ..Default::default()
             },
             puts: vec![Put::new("k1", [1; 16], b"{\"a\":1}".to_vec())],
             outbox: vec![("s".into(), entry(1)), ("s".into(), entry(2))],
@@ -456,13 +463,7 @@ mod tests {
         assert!(matches!(s.commit(&fresh), Err(StoreError::Conflict(_))));
         assert!(!s.load_state("b").unwrap().contains_key("k9"));
         assert!(s.items("b").unwrap().iter().all(|(k, ..)| k != "k9"));
-        assert_eq!(
-            s.load_state("b").unwrap()["k1"],
-            Stored {
-                hash: [1; 16],
-                missing: 0
-            }
-        );
+        assert_eq!(s.load_state("b").unwrap()["k1"], Stored::new([1; 16], 0));
         assert_eq!(
             s.item_value("b", "k1").unwrap(),
             Some(serde_json::json!({"a": 1}))

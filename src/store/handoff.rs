@@ -17,8 +17,57 @@ pub struct ItemState {
     /// The 16-byte hash later polls compare by, in hex.
     pub hash: String,
     pub missing: u32,
-    /// The stored canonical JSON, as text (exactly the bytes stored).
+    /// The stored canonical JSON, as text (exactly the bytes stored); empty for a create
+    /// still settling, which has no value stored yet.
     pub value: String,
+    /// A change waiting to settle (`emit.settle`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending: Option<PendingState>,
+}
+
+/// A change waiting to settle, as the state document carries it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PendingState {
+    /// `value`, `create` or `gone`.
+    pub kind: String,
+    /// The new value's hash, in hex.
+    pub hash: String,
+    pub count: u32,
+    pub since_ms: i64,
+}
+
+impl PendingState {
+    fn from_pending(p: &crate::diff::Pending) -> PendingState {
+        use crate::diff::PendingKind;
+        let kind = match p.kind {
+            PendingKind::Value => "value",
+            PendingKind::Create => "create",
+            PendingKind::Gone => "gone",
+        };
+        PendingState {
+            kind: kind.into(),
+            hash: hex::encode(p.hash),
+            count: p.count,
+            since_ms: p.since_ms,
+        }
+    }
+
+    fn to_pending(&self) -> Option<crate::diff::Pending> {
+        use crate::diff::PendingKind;
+        let kind = match self.kind.as_str() {
+            "value" => PendingKind::Value,
+            "create" => PendingKind::Create,
+            "gone" => PendingKind::Gone,
+            _ => return None,
+        };
+        Some(crate::diff::Pending {
+            kind,
+            hash: hex::decode(&self.hash).ok()?.try_into().ok()?,
+            count: self.count,
+            since_ms: self.since_ms,
+        })
+    }
 }
 
 /// One cached page: its validators and, when kept, its body.
@@ -121,9 +170,12 @@ impl Store {
         for kv in self.state_scan(bridge) {
             let (key, s) = kv?;
             let k = [p.as_slice(), key.as_bytes()].concat();
-            let value = self
-                .value(&self.items, Kind::Item, &k, || format!("{bridge}/{key}"))?
-                .ok_or_else(|| corrupt(format!("item {key} (no value)")))?;
+            let value = match s.is_item() {
+                true => self
+                    .value(&self.items, Kind::Item, &k, || format!("{bridge}/{key}"))?
+                    .ok_or_else(|| corrupt(format!("item {key} (no value)")))?,
+                false => Vec::new(),
+            };
             let value = String::from_utf8(value).map_err(|_| corrupt(format!("item {key}")))?;
             let (hash, missing) = (hex::encode(s.hash), s.missing);
             items.push(ItemState {
@@ -131,6 +183,7 @@ impl Store {
                 hash,
                 missing,
                 value,
+                pending: s.pending.as_ref().map(PendingState::from_pending),
             });
         }
         let mut pages = Vec::new();
@@ -205,7 +258,7 @@ impl Store {
 /// A bridge's records, encoded as the store keeps them, ready for the transaction.
 struct Encoded {
     meta: Vec<u8>,
-    state: Vec<(Vec<u8>, [u8; 20])>,
+    state: Vec<(Vec<u8>, Vec<u8>)>,
     items: Vec<(Vec<u8>, Vec<u8>)>,
     pages: Vec<(Vec<u8>, Vec<u8>)>,
     bodies: Vec<(Vec<u8>, Vec<u8>)>,
@@ -241,18 +294,11 @@ fn encode(bridge: &str, s: &BridgeState, seq: u64) -> Result<Encoded, ImportErro
         last_position: 0,
     };
     for i in &s.items {
-        let hash: Hash = hex::decode(&i.hash)
-            .ok()
-            .and_then(|h| h.try_into().ok())
-            .ok_or_else(|| {
-                invalid(format!(
-                    "item `{}`: hash `{}` is not 16 bytes in hex",
-                    i.key, i.hash
-                ))
-            })?;
-        e.state
-            .push((key(&i.key), items::state_record(&hash, i.missing)));
-        e.items.push((key(&i.key), i.value.clone().into_bytes()));
+        let (state, value) = encode_item(i).map_err(invalid)?;
+        e.state.push((key(&i.key), state));
+        if let Some(v) = value {
+            e.items.push((key(&i.key), v));
+        }
     }
     for pg in &s.pages {
         let head = CachedPage {
@@ -287,6 +333,29 @@ fn encode(bridge: &str, s: &BridgeState, seq: u64) -> Result<Encoded, ImportErro
             .push((queue_key(bridge, &d.sink, d.position), to_json(&d.letter)));
     }
     Ok(e)
+}
+
+/// One item's state record, and its value unless it is a create still settling (no value
+/// stored yet).
+fn encode_item(i: &ItemState) -> Result<(Vec<u8>, Option<Vec<u8>>), String> {
+    let hash: Hash = hex::decode(&i.hash)
+        .ok()
+        .and_then(|h| h.try_into().ok())
+        .ok_or_else(|| format!("item `{}`: hash `{}` is not 16 bytes in hex", i.key, i.hash))?;
+    let pending = match &i.pending {
+        Some(p) => Some(
+            p.to_pending()
+                .ok_or_else(|| format!("item `{}`: pending change `{}`", i.key, p.kind))?,
+        ),
+        None => None,
+    };
+    let stored = crate::diff::Stored {
+        hash,
+        missing: i.missing,
+        pending,
+    };
+    let value = stored.is_item().then(|| i.value.clone().into_bytes());
+    Ok((items::full_record(&stored), value))
 }
 
 /// `serde_json::to_vec` behind a trait object, so one closure serves every record type.

@@ -2,7 +2,6 @@
 
 use super::*;
 
-/// Item record: 16-byte hash, 4-byte missing count, then the canonical JSON value.
 /// An item's record in `state`: its hash and its missing count. Its value is in `items`.
 pub(super) fn state_record(hash: &Hash, missing: u32) -> [u8; 20] {
     let mut r = [0; 20];
@@ -11,13 +10,29 @@ pub(super) fn state_record(hash: &Hash, missing: u32) -> [u8; 20] {
     r
 }
 
+/// A state record whole: hash and missing count, then the change pending, if any
+/// (`emit.settle`: [`crate::diff::settle::encode`]). Records without one are 20 bytes, as
+/// they always were.
+pub(super) fn full_record(s: &Stored) -> Vec<u8> {
+    let mut r = state_record(&s.hash, s.missing).to_vec();
+    if let Some(p) = &s.pending {
+        r.extend_from_slice(&crate::diff::settle::encode(p));
+    }
+    r
+}
+
 pub(super) fn decode_stored(rec: &[u8]) -> Option<Stored> {
     if rec.len() < 20 {
         return None;
     }
+    let pending = match &rec[20..] {
+        [] => None,
+        tail => Some(crate::diff::settle::decode(tail)?),
+    };
     Some(Stored {
         hash: rec[..16].try_into().ok()?,
         missing: u32::from_be_bytes(rec[16..20].try_into().ok()?),
+        pending,
     })
 }
 

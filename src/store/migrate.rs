@@ -92,20 +92,8 @@ mod tests {
         let s = Store::open(dir.path()).unwrap();
         let state = s.load_state("b").unwrap();
         assert_eq!(state.len(), 3);
-        assert_eq!(
-            state["k2"],
-            Stored {
-                hash: [2; 16],
-                missing: 3
-            }
-        );
-        assert_eq!(
-            state["k3"],
-            Stored {
-                hash: [3; 16],
-                missing: 1
-            }
-        );
+        assert_eq!(state["k2"], Stored::new([2; 16], 3));
+        assert_eq!(state["k3"], Stored::new([3; 16], 1));
         assert_eq!(
             s.item_value("b", "k1").unwrap(),
             Some(serde_json::json!({"a": 1}))

@@ -168,6 +168,10 @@ pub struct BridgeMeta {
     /// Items stored, so that a poll answered 304 can report the count without loading them.
     #[serde(default)]
     pub items: usize,
+    /// State records with a change waiting to settle (`emit.settle`): while any are, an
+    /// unchanged (304) listing still has to be compared, to count them on.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub pending: usize,
     /// An incremental listing's cursor (`source.cursor`): the largest `from` value seen, sent
     /// with the next poll. Stored with the state and events of the poll that found it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -176,6 +180,23 @@ pub struct BridgeMeta {
     /// that a restart neither forgets a failing bridge nor announces it twice.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failing: Option<Failing>,
+    /// `emit.quiet`: the last change and whether the quiet since was announced
+    /// (docs/events.md#quiet-events).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quiet: Option<Quiet>,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+/// When a bridge's data last changed (`emit.quiet`), and whether the quiet spell since was
+/// announced (so `bridge.active` will be).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Quiet {
+    /// Unix ms of the last poll that found a change.
+    pub since_ms: i64,
+    pub announced: bool,
 }
 
 /// A streak of failed polls.

@@ -96,6 +96,17 @@ fn each_bad_input_has_its_message_and_place() {
             "a.yaml:1:7: name `Bad Name` must match [a-z0-9][a-z0-9_-]{0,63}",
         ),
         (
+            &good_with("  key: \"$.id\"\n", "  key: \"$.id\"\nemit:\n  settle: 0\n"),
+            "a.yaml:9:11: emit.settle: must be at least 1 poll",
+        ),
+        (
+            &good_with(
+                "  key: \"$.id\"\n",
+                "  key: \"$.id\"\nemit:\n  settle: 5 fortnights\n",
+            ),
+            "a.yaml:9:11: emit.settle: bad duration",
+        ),
+        (
             &good_with("\n  - url: console\n", " []\n"),
             "a.yaml:8:8: sinks: give at least one sink",
         ),

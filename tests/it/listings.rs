@@ -333,6 +333,7 @@ async fn a_cursor_value_unlike_the_others_does_not_move_the_cursor() {
             meta,
             puts: vec![],
             missing: vec![],
+            pending: vec![],
             removes: vec![],
             outbox: vec![],
             pages: vec![],

@@ -24,6 +24,7 @@ mod house;
 mod isolation;
 mod listings;
 mod native;
+mod noise;
 mod operate;
 mod pipeline;
 mod recipes;

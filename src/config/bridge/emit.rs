@@ -1,9 +1,12 @@
 //! `emit` checked (docs/configuration.md#emit): which changes become events, the first poll, the
-//! guard on deletes, the `when` rule, and when failing polls become an event.
+//! guard on deletes, the `when` rule, when failing polls become an event, and how long a
+//! change must hold (`settle`).
 
 use super::Validator;
 use super::model::Emit;
 use crate::config::raw;
+use crate::diff::settle::Rule;
+use std::time::Duration;
 
 impl Validator<'_> {
     pub(super) fn emit(&mut self, e: &raw::RawEmit) -> Emit {
@@ -36,7 +39,14 @@ impl Validator<'_> {
                 "emit.failures.after: must be at least 1",
             );
         }
+        let settle = e.settle.as_ref().and_then(|s| self.settle(s));
+        let quiet = e.quiet.as_ref().and_then(|q| {
+            let (min, max) = (Duration::from_secs(60), Duration::from_secs(365 * 86_400));
+            self.duration("emit.quiet", q, min, max)
+        });
         Emit {
+            quiet,
+            settle,
             when,
             failures_after,
             created: events.contains(&raw::EventKind::Created),
@@ -45,6 +55,25 @@ impl Validator<'_> {
             first_poll: e.first_poll,
             after_missing,
             max_fraction,
+        }
+    }
+
+    /// `emit.settle`: polls (at least 1) or a duration (1s .. 30d).
+    fn settle(&mut self, s: &raw::RawSettle) -> Option<Rule> {
+        const PATH: &str = "emit.settle";
+        match s {
+            raw::RawSettle::Polls(0) => {
+                self.err(PATH, "emit.settle: must be at least 1 poll");
+                None
+            }
+            raw::RawSettle::Polls(n) => Some(Rule::Polls(*n)),
+            raw::RawSettle::Duration(d) => {
+                let (min, max) = (Duration::from_secs(1), Duration::from_secs(30 * 86_400));
+                let d = self.duration(PATH, d, min, max)?;
+                Some(Rule::Millis(
+                    i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
+                ))
+            }
         }
     }
 }

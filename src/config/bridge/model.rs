@@ -128,6 +128,10 @@ pub struct Emit {
     pub when: Option<RuleRef>,
     /// `emit.failures.after`: `bridge.failing` after this many failed polls in a row.
     pub failures_after: Option<u32>,
+    /// `emit.settle`: how long a change must hold before it is emitted.
+    pub settle: Option<crate::diff::settle::Rule>,
+    /// `emit.quiet`: `bridge.quiet` after this long without a change.
+    pub quiet: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Clone)]
