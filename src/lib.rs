@@ -58,6 +58,9 @@
 //! - [`resync`]: queue every stored item as `item.snapshot`
 //! - [`recipes`]: the bridge files `pollhook new` writes for common sources, their arguments
 //!   checked and quoted; pure
+//! - [`cassette`]: a bridge's answers recorded (`record`, through the source client's tape) and
+//!   replayed offline through the whole pipeline (`replay`: a loopback server, a scratch store,
+//!   a fixed clock)
 //! - [`clock`] (leaf): the one clock (the system's, or a test's), and times as stored milliseconds
 //! - [`runtime`]: what the tasks share, as the handles each part takes
 //!   (docs/design.md#shared-handles): `store` (the store and whether it takes writes), HTTP
@@ -87,6 +90,7 @@ pub mod access;
 pub mod admin;
 pub mod app;
 pub mod auth;
+pub mod cassette;
 pub mod chat;
 pub mod clock;
 pub mod config;

@@ -15,6 +15,7 @@
 //! - `sign`: `sign`, the signature headers of a body
 //! - `generate`: `completions` and `man`, generated from this definition, and `schema`
 //! - `new`: `new`, a bridge file written from a recipe
+//! - `record`: `record` and `replay`, a bridge's answers kept as a cassette and replayed offline
 //! - `output`: tables, relative times and plurals as the commands print them
 
 mod args;
@@ -24,6 +25,7 @@ mod generate;
 mod handoff;
 mod new;
 mod output;
+mod record;
 mod resync;
 mod sign;
 mod status;
@@ -89,6 +91,12 @@ enum Command {
     /// Live handoffs between shards, through the running daemon: give up waiting for a
     /// bridge's state (docs/scaling.md#while-waiting).
     Handoff(handoff::HandoffArgs),
+    /// Record K real polls of a bridge as a cassette: each answer's status, headers and body,
+    /// no credential kept (docs/testing-bridges.md). Stores and sends nothing.
+    Record(record::RecordArgs),
+    /// Run the whole pipeline over a cassette, offline (a scratch store, a fixed clock, nothing
+    /// sent), and print the events and sink requests as JSON lines; with --expect, compare.
+    Replay(record::ReplayArgs),
 }
 
 /// Runs the command given: its exit code, or the error `main` prints as one line.
@@ -110,5 +118,7 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Schema => generate::schema(),
         Command::New(args) => new::run(args),
         Command::Handoff(args) => handoff::run(args),
+        Command::Record(args) => record::record(args),
+        Command::Replay(args) => record::replay(args),
     }
 }

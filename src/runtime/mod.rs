@@ -122,6 +122,9 @@ pub struct Clients {
     /// Client for webhooks: never follows redirects (a 3xx is a failed delivery,
     /// docs/events.md#retries).
     pub sender: reqwest::Client,
+    /// Where the sources' exchanges go while a cassette is recorded or replayed
+    /// (docs/testing-bridges.md); None in the daemon.
+    pub tape: Option<Arc<dyn crate::http::Tape>>,
 }
 
 impl Clients {
@@ -130,19 +133,21 @@ impl Clients {
             fetcher: crate::http::fetcher(),
             proxied: Mutex::new(HashMap::new()),
             sender: crate::http::sender(),
+            tape: None,
         }
     }
 
     /// The client for a source's requests (and its token requests): the one through its
     /// proxy, or the shared one.
-    pub fn source(&self, proxy: Option<&url::Url>) -> reqwest::Client {
-        let Some(p) = proxy else {
-            return self.fetcher.clone();
+    pub fn source(&self, proxy: Option<&url::Url>) -> crate::http::SourceClient {
+        let client = match proxy {
+            None => self.fetcher.clone(),
+            Some(p) => lock(&self.proxied)
+                .entry(p.to_string())
+                .or_insert_with(|| crate::http::fetcher_via(Some(p)))
+                .clone(),
         };
-        lock(&self.proxied)
-            .entry(p.to_string())
-            .or_insert_with(|| crate::http::fetcher_via(Some(p)))
-            .clone()
+        crate::http::SourceClient::new(client, self.tape.clone())
     }
 }
 
