@@ -9,8 +9,9 @@
 //! recorded, or a recorded one never asked for, fails the replay with what differed.
 //!
 //! The polls commit to a scratch store in a temp dir, at a fixed clock: `start` for poll 1,
-//! `every` later for each next one; no sink is sent anything. Each poll gives its events, then
-//! what each sink would be sent for them, as JSON lines (`{"poll":1,"event":{…}}`,
+//! `every` later for each next one; no sink is sent anything. Each poll gives what it came to
+//! (`{"poll":1,"items":3,"created":3,…}`), its events, then what each sink would be sent for
+//! them, as JSON lines (`{"poll":1,"event":{…}}`,
 //! `{"poll":1,"sink":"…","events":[…],"body":…}`), or its error (`{"poll":2,"error":"…"}`).
 
 use super::{Cassette, CassetteError};
@@ -212,7 +213,7 @@ pub async fn replay(bridge: &Bridge, dir: &Path) -> Result<Vec<String>, ReplayEr
     Ok(lines)
 }
 
-/// One poll's lines: its events, then each sink's requests; or its error.
+/// One poll's lines: what it came to, its events, then each sink's requests; or its error.
 fn poll_lines(
     bridge: &Bridge,
     k: usize,
@@ -223,25 +224,44 @@ fn poll_lines(
         Ok(r) => r,
         Err(e) => {
             let shown = Redactor::new(&bridge.secrets).clean(&e.to_string());
-            return vec![serde_json::json!({"poll": k, "error": shown}).to_string()];
+            return vec![format!("{{\"poll\":{k},\"error\":{}}}", quoted(&shown))];
         }
     };
-    let mut lines: Vec<String> = report
-        .events
-        .iter()
-        .map(|e| format!("{{\"poll\":{k},\"event\":{}}}", e.body()))
-        .collect();
+    let mut lines = vec![format!(
+        "{{\"poll\":{k},\"items\":{},\"created\":{},\"updated\":{},\"deleted\":{},\"not_modified\":{}}}",
+        report.items, report.created, report.updated, report.deleted, report.not_modified
+    )];
+    lines.extend(
+        report
+            .events
+            .iter()
+            .map(|e| format!("{{\"poll\":{k},\"event\":{}}}", e.body())),
+    );
     for p in crate::deliver::trial::plan(bridge, &report.events, now) {
-        let body = p.body.map(|b| {
-            serde_json::from_str::<serde_json::Value>(&b).unwrap_or(serde_json::Value::String(b))
-        });
-        let mut line = serde_json::json!({"poll": k, "sink": p.sink, "events": p.events});
-        match (body, p.skipped) {
-            (_, Some(why)) => line["skipped"] = why.into(),
-            (Some(b), None) => line["body"] = b,
+        let mut line = format!(
+            "{{\"poll\":{k},\"sink\":{},\"events\":{}",
+            quoted(&p.sink),
+            serde_json::Value::from(p.events)
+        );
+        match (p.body, p.skipped) {
+            (_, Some(why)) => line.push_str(&format!(",\"skipped\":{}", quoted(&why))),
+            (Some(b), None) => {
+                // A JSON body as JSON, anything else as a string.
+                let b = match serde_json::from_str::<serde_json::Value>(&b) {
+                    Ok(v) => v.to_string(),
+                    Err(_) => quoted(&b),
+                };
+                line.push_str(&format!(",\"body\":{b}"));
+            }
             (None, None) => {}
         }
-        lines.push(line.to_string());
+        line.push('}');
+        lines.push(line);
     }
     lines
+}
+
+/// A string as a JSON string.
+fn quoted(s: &str) -> String {
+    serde_json::Value::from(s).to_string()
 }

@@ -185,7 +185,7 @@ async fn a_recording_keeps_no_secret_and_its_replay_is_the_same_every_time() {
     .await;
     assert_eq!(code, 1, "{out}");
     assert!(
-        out.contains("first difference at line 10:\n- {\"poll\":2,\"event\""),
+        out.contains("first difference at line 12:\n- {\"poll\":2,\"event\""),
         "{out}"
     );
 }
@@ -218,4 +218,60 @@ async fn a_replay_whose_requests_differ_from_the_cassette_says_which() {
             && err.contains("per_page=5"),
         "{err}"
     );
+}
+
+/// Each example in `bridges/` has a cassette in `bridges/cassettes/NAME/`, and replays to the
+/// `expect.jsonl` beside it.
+#[tokio::test]
+async fn every_example_bridge_replays_to_its_expected_output() {
+    let bridges = Path::new(env!("CARGO_MANIFEST_DIR")).join("bridges");
+    let env = pollhook::config::Env::process();
+    let examples = pollhook::config::load_dir(&bridges, &env).unwrap();
+    assert!(examples.len() >= 6, "{}", examples.len());
+    let b = bridges.to_str().unwrap();
+    for bridge in &examples {
+        let dir = bridges.join("cassettes").join(&bridge.name);
+        let expect = dir.join("expect.jsonl");
+        assert!(expect.is_file(), "no {}", expect.display());
+        let (d, e) = (dir.to_str().unwrap(), expect.to_str().unwrap());
+        let args = [
+            "replay",
+            &bridge.name,
+            "--from",
+            d,
+            "--bridges",
+            b,
+            "--expect",
+            e,
+        ];
+        let (code, out, err) = cli_env(&args, &[]).await;
+        assert_eq!(code, 0, "{}: {out}{err}", bridge.name);
+        // Each example's cassette shows it doing something after its first poll.
+        let expected = std::fs::read_to_string(&expect).unwrap();
+        assert!(
+            expected
+                .lines()
+                .any(|l| l.starts_with("{\"poll\":3,\"event\"")),
+            "{}: nothing emitted on poll 3",
+            bridge.name
+        );
+    }
+}
+
+/// The loader reads the `*.yaml` files directly in a bridges directory: a folder beside them
+/// (`cassettes/`), whatever it holds, is not taken for bridges.
+#[test]
+fn the_loader_skips_the_cassettes_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = "name: one\nschedule: {every: 1h}\nsource: {url: \"http://127.0.0.1:9/x\"}\n\
+                items: {select: \"$[*]\", key: \"$.id\"}\nsinks: [{url: console}]\n";
+    std::fs::write(dir.path().join("one.yaml"), yaml).unwrap();
+    let inner = dir.path().join("cassettes").join("one");
+    std::fs::create_dir_all(&inner).unwrap();
+    std::fs::write(inner.join("cassette.json"), "{}").unwrap();
+    std::fs::write(inner.join("two.yaml"), yaml.replace("one", "two")).unwrap();
+    let env = pollhook::config::Env::process();
+    let loaded = pollhook::config::load_dir(dir.path(), &env).unwrap();
+    let names: Vec<&str> = loaded.iter().map(|b| b.name.as_str()).collect();
+    assert_eq!(names, ["one"]);
 }
