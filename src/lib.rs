@@ -34,6 +34,8 @@
 //!   text), `shape` (include/exclude), `canonical` (the hash stored values depend on); pure
 //! - [`diff`]: stored state + new items -> changes and writes; pure
 //! - [`event`]: change -> event body with id and JSON Patch; pure
+//! - [`churn`]: which paths of a bridge's items change, counted from the updates' patches,
+//!   and the `exclude`/`settle` that would quiet them; pure
 //! - [`store`]: the sled database: `open` (sled's lock and damage as errors, then the mark
 //!   checked), `mark` (the high-water side: rollback, lost mark, accept-rollback), `commit` (a
 //!   poll in one transaction, group commit), `items`, `pages` (the 304 cache), `outbox` (queues
@@ -92,6 +94,7 @@ pub mod app;
 pub mod auth;
 pub mod cassette;
 pub mod chat;
+pub mod churn;
 pub mod clock;
 pub mod config;
 pub mod deliver;

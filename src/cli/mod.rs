@@ -16,6 +16,7 @@
 //! - `generate`: `completions` and `man`, generated from this definition, and `schema`
 //! - `new`: `new`, a bridge file written from a recipe
 //! - `record`: `record` and `replay`, a bridge's answers kept as a cassette and replayed offline
+//! - `suggest`: `suggest`, the paths that churn and the YAML that would quiet them
 //! - `output`: tables, relative times and plurals as the commands print them
 
 mod args;
@@ -30,6 +31,7 @@ mod resync;
 mod sign;
 mod status;
 mod store;
+mod suggest;
 mod trial;
 
 use anyhow::Result;
@@ -97,6 +99,9 @@ enum Command {
     /// Run the whole pipeline over a cassette, offline (a scratch store, a fixed clock, nothing
     /// sent), and print the events and sink requests as JSON lines; with --expect, compare.
     Replay(record::ReplayArgs),
+    /// Show which paths of a bridge's items change, how often and in how many items, and
+    /// propose the `exclude` or `settle` to add; from the running daemon, or --polls K here.
+    Suggest(suggest::SuggestArgs),
 }
 
 /// Runs the command given: its exit code, or the error `main` prints as one line.
@@ -120,5 +125,6 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Handoff(args) => handoff::run(args),
         Command::Record(args) => record::record(args),
         Command::Replay(args) => record::replay(args),
+        Command::Suggest(args) => suggest::run(args),
     }
 }

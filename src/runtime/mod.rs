@@ -44,6 +44,8 @@ pub struct Ctx {
     pub stopping: tokio_util::sync::CancellationToken,
     /// What has been warned of once already, in this process.
     pub warned: Warned,
+    /// Each bridge's churn since the process started (docs/testing-bridges.md#churn-and-suggest).
+    pub churn: Churn,
 }
 
 impl Ctx {
@@ -64,6 +66,7 @@ impl Ctx {
             wakers: Wakers::default(),
             stopping: Default::default(),
             warned: Warned::default(),
+            churn: Churn::default(),
             clock,
         }
     }
@@ -109,6 +112,35 @@ impl Ctx {
         why.extend(self.board.ended());
         why.extend(self.beats.stuck());
         why
+    }
+}
+
+/// Each bridge's churn counters, kept in memory: a poll adds to them, the admin API and
+/// `pollhook suggest` read them.
+#[derive(Default)]
+pub struct Churn(Mutex<HashMap<String, crate::churn::Counters>>);
+
+impl Churn {
+    /// Adds a compared poll of `items` items to the bridge's counters.
+    pub fn add(&self, bridge: &str, tally: &crate::churn::Tally, items: usize) {
+        let mut all = lock(&self.0);
+        match all.get_mut(bridge) {
+            Some(c) => c.add(tally, items),
+            None => {
+                let mut c = crate::churn::Counters::default();
+                c.add(tally, items);
+                all.insert(bridge.to_string(), c);
+            }
+        }
+    }
+
+    /// The bridge's churn, ranked, with its suggestions.
+    pub fn report(&self, bridge: &str) -> crate::churn::Report {
+        lock(&self.0)
+            .get(bridge)
+            .cloned()
+            .unwrap_or_default()
+            .report()
     }
 }
 

@@ -10,6 +10,7 @@ mod batches;
 mod binary;
 mod cassettes;
 mod chat;
+mod churn;
 mod config;
 mod crash;
 mod crowd;
