@@ -44,7 +44,9 @@ impl Reel {
     fn answer(&self, method: &Method, url: &str) -> Response<axum::body::Body> {
         let mut at = lock(&self.at);
         let (poll, n) = *at;
-        let next = self.cassette.polls.get(poll - 1).and_then(|p| p.get(n));
+        let next = (self.cassette.polls)
+            .get(poll.wrapping_sub(1))
+            .and_then(|p| p.get(n));
         let refuse = |why: String| {
             lock(&self.mismatches).push(why);
             let mut r = Response::new(axum::body::Body::from("not in the cassette"));
