@@ -106,7 +106,7 @@ pub struct LogIn<'a> {
     pub session: &'a Session,
     pub auth: &'a Auth,
     /// The source's client: its proxy, and redirects only within the first URL's origin.
-    pub client: &'a reqwest::Client,
+    pub client: &'a crate::http::SourceClient,
     /// Where a rotated refresh token is kept.
     pub tokens: &'a Arc<dyn TokenKeeper>,
     /// For [`crate::redact::learn`]: the tokens met are the bridge's secrets.
@@ -312,9 +312,9 @@ impl LogIn<'_> {
         };
         let sent = self.clock.instant();
         let ask = async {
-            let mut resp = req
-                .header(header::ACCEPT, "application/json")
-                .send()
+            let req = req.header(header::ACCEPT, "application/json");
+            let mut resp = (self.client)
+                .send(req, crate::http::Asked::Login)
                 .await
                 .map_err(|e| failed(error_chain(e)))?;
             let status = resp.status();

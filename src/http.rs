@@ -7,6 +7,9 @@
 pub mod roots;
 
 use chrono::{DateTime, Utc};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 pub const USER_AGENT: &str = concat!("pollhook/", env!("CARGO_PKG_VERSION"));
@@ -41,6 +44,65 @@ pub fn fetcher_via(proxy: Option<&url::Url>) -> reqwest::Client {
         .connect_timeout(Duration::from_secs(10))
         .build()
         .expect("HTTP client with rustls builds")
+}
+
+/// A source's client (its pages and its login's token requests), and the tape its exchanges go
+/// through while a cassette is recorded or replayed (docs/testing-bridges.md). It derefs to the
+/// reqwest client, which builds the requests; [`SourceClient::send`] sends them.
+#[derive(Clone)]
+pub struct SourceClient {
+    client: reqwest::Client,
+    tape: Option<Arc<dyn Tape>>,
+}
+
+/// What a request to a source is for: a page of the listing, or a token (whose answer is a
+/// credential: a recorder masks it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Asked {
+    Page,
+    Login,
+}
+
+/// A boxed future of a [`Tape`]'s answer.
+pub type Answering<'a> =
+    Pin<Box<dyn Future<Output = reqwest::Result<reqwest::Response>> + Send + 'a>>;
+
+/// Where a source's exchanges go instead of straight to the source: a recorder (which sends
+/// them and keeps the answers) or a player (which answers from a cassette).
+pub trait Tape: Send + Sync {
+    /// Sends `req` (built by `client`) and gives its answer.
+    fn send<'a>(
+        &'a self,
+        client: &'a reqwest::Client,
+        req: reqwest::Request,
+        asked: Asked,
+    ) -> Answering<'a>;
+}
+
+impl SourceClient {
+    pub fn new(client: reqwest::Client, tape: Option<Arc<dyn Tape>>) -> SourceClient {
+        SourceClient { client, tape }
+    }
+
+    /// Sends a request: to the source, or through the tape when there is one.
+    pub async fn send(
+        &self,
+        req: reqwest::RequestBuilder,
+        asked: Asked,
+    ) -> reqwest::Result<reqwest::Response> {
+        match &self.tape {
+            None => req.send().await,
+            Some(tape) => tape.send(&self.client, req.build()?, asked).await,
+        }
+    }
+}
+
+impl std::ops::Deref for SourceClient {
+    type Target = reqwest::Client;
+
+    fn deref(&self) -> &reqwest::Client {
+        &self.client
+    }
 }
 
 /// The client for webhooks: never follows redirects (a 3xx is a failed delivery,

@@ -34,6 +34,8 @@
 //!   text), `shape` (include/exclude), `canonical` (the hash stored values depend on); pure
 //! - [`diff`]: stored state + new items -> changes and writes; pure
 //! - [`event`]: change -> event body with id and JSON Patch; pure
+//! - [`churn`]: which paths of a bridge's items change, counted from the updates' patches,
+//!   and the `exclude`/`settle` that would quiet them; pure
 //! - [`store`]: the sled database: `open` (sled's lock and damage as errors, then the mark
 //!   checked), `mark` (the high-water side: rollback, lost mark, accept-rollback), `commit` (a
 //!   poll in one transaction, group commit), `items`, `pages` (the 304 cache), `outbox` (queues
@@ -58,6 +60,9 @@
 //! - [`resync`]: queue every stored item as `item.snapshot`
 //! - [`recipes`]: the bridge files `pollhook new` writes for common sources, their arguments
 //!   checked and quoted; pure
+//! - [`cassette`]: a bridge's answers recorded (`record`, through the source client's tape) and
+//!   replayed offline through the whole pipeline (`replay`: a loopback server, a scratch store,
+//!   a fixed clock)
 //! - [`clock`] (leaf): the one clock (the system's, or a test's), and times as stored milliseconds
 //! - [`runtime`]: what the tasks share, as the handles each part takes
 //!   (docs/design.md#shared-handles): `store` (the store and whether it takes writes), HTTP
@@ -87,7 +92,9 @@ pub mod access;
 pub mod admin;
 pub mod app;
 pub mod auth;
+pub mod cassette;
 pub mod chat;
+pub mod churn;
 pub mod clock;
 pub mod config;
 pub mod deliver;

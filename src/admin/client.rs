@@ -234,6 +234,12 @@ impl Client {
         self.call(reqwest::Method::POST, &path).await
     }
 
+    /// The bridge's churn (docs/testing-bridges.md#churn-and-suggest).
+    pub async fn churn(&self, name: &str) -> Result<crate::churn::Report> {
+        let path = format!("/v1/bridges/{name}/churn");
+        self.call(reqwest::Method::GET, &path).await
+    }
+
     pub async fn reset(&self, name: &str) -> Result<body::Reset> {
         let path = format!("/v1/bridges/{name}/reset");
         self.call(reqwest::Method::POST, &path).await

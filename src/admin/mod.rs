@@ -34,6 +34,7 @@ pub fn router(state: AdminState, access: crate::access::Access) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/v1/bridges", get(bridges))
+        .route("/v1/bridges/{name}/churn", get(churn))
         .route("/v1/dead-letters", get(dead_letters))
         .route("/v1/layout", get(layout));
     let acts = Router::new()
@@ -49,6 +50,16 @@ pub fn router(state: AdminState, access: crate::access::Access) -> Router {
             crate::access::gate,
         ));
     reads.merge(acts).with_state(state)
+}
+
+/// Which paths of the bridge's items changed since the daemon started, ranked, and what would
+/// quiet them (docs/testing-bridges.md#churn-and-suggest).
+async fn churn(
+    State(s): State<AdminState>,
+    Path(name): Path<String>,
+) -> Result<Json<crate::churn::Report>, ApiError> {
+    let b = find(&s, &name)?;
+    Ok(Json(s.ctx.churn.report(&b.name)))
 }
 
 /// The shard's layout, the bridges coming in and going out (docs/operations.md#admin-api).

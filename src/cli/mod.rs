@@ -15,6 +15,8 @@
 //! - `sign`: `sign`, the signature headers of a body
 //! - `generate`: `completions` and `man`, generated from this definition, and `schema`
 //! - `new`: `new`, a bridge file written from a recipe
+//! - `record`: `record` and `replay`, a bridge's answers kept as a cassette and replayed offline
+//! - `suggest`: `suggest`, the paths that churn and the YAML that would quiet them
 //! - `output`: tables, relative times and plurals as the commands print them
 
 mod args;
@@ -24,10 +26,12 @@ mod generate;
 mod handoff;
 mod new;
 mod output;
+mod record;
 mod resync;
 mod sign;
 mod status;
 mod store;
+mod suggest;
 mod trial;
 
 use anyhow::Result;
@@ -89,6 +93,15 @@ enum Command {
     /// Live handoffs between shards, through the running daemon: give up waiting for a
     /// bridge's state (docs/scaling.md#while-waiting).
     Handoff(handoff::HandoffArgs),
+    /// Record K real polls of a bridge as a cassette: each answer's status, headers and body,
+    /// no credential kept (docs/testing-bridges.md). Stores and sends nothing.
+    Record(record::RecordArgs),
+    /// Run the whole pipeline over a cassette, offline (a scratch store, a fixed clock, nothing
+    /// sent), and print the events and sink requests as JSON lines; with --expect, compare.
+    Replay(record::ReplayArgs),
+    /// Show which paths of a bridge's items change, how often and in how many items, and
+    /// propose the `exclude` or `settle` to add; from the running daemon, or --polls K here.
+    Suggest(suggest::SuggestArgs),
 }
 
 /// Runs the command given: its exit code, or the error `main` prints as one line.
@@ -110,5 +123,8 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Schema => generate::schema(),
         Command::New(args) => new::run(args),
         Command::Handoff(args) => handoff::run(args),
+        Command::Record(args) => record::record(args),
+        Command::Replay(args) => record::replay(args),
+        Command::Suggest(args) => suggest::run(args),
     }
 }

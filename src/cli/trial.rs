@@ -132,7 +132,7 @@ pub(super) fn send_test(args: SendTestArgs) -> Result<ExitCode> {
     })
 }
 
-fn load_bridge(name: &str, dir: &Path) -> Result<config::Bridge> {
+pub(super) fn load_bridge(name: &str, dir: &Path) -> Result<config::Bridge> {
     let bridges = config::load_dir(dir, &Env::process()).map_err(|p| anyhow::anyhow!("{p}"))?;
     match bridges.into_iter().find(|b| b.name == name) {
         Some(b) => Ok(b),

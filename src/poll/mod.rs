@@ -110,6 +110,8 @@ pub struct PollReport {
     /// The poll found the data (or the cursor) changed, or took a baseline: `emit.quiet`
     /// counts a quiet spell from the last such poll.
     pub changed: bool,
+    /// The paths its updates changed (docs/testing-bridges.md#churn-and-suggest).
+    pub churn: crate::churn::Tally,
 }
 
 /// Events emitted by a poll, by type.
@@ -190,6 +192,12 @@ pub async fn poll_once(
     let r = poll_with((&store, &ctx.wakers), sourcing, bridge, commit, now).await;
     if let Err(PollError::Store(e)) = &r {
         ctx.store.failed(e);
+    }
+    // A compared poll counts for the bridge's churn (a baseline or a dry run does not).
+    if let Ok(report) = &r {
+        if commit && !report.baseline && !report.rebaselined {
+            ctx.churn.add(&bridge.name, &report.churn, report.items);
+        }
     }
     r
 }

@@ -443,6 +443,7 @@ impl<'a, S: State> Batches<'a, S> {
             ChangeKind::Created => None,
             _ => self.state.previous(key)?,
         };
+        let after = data.as_ref().map(|d| *d.hash);
         let e = event::build(event::Spec {
             bridge: &self.bridge.name,
             kind: ty,
@@ -453,6 +454,9 @@ impl<'a, S: State> Batches<'a, S> {
             previous: previous.as_ref().map(|(value, hash)| Side { value, hash }),
             data,
         });
+        if let (Some((_, before)), Some(after), Some(patch)) = (&previous, after, &e.changes) {
+            self.report.churn.updated(key, *before, after, patch.get());
+        }
         // Stored either way; only an emitted change takes a `seq`, so it stays gap-free.
         if !self.passes(&e) {
             return Ok(());

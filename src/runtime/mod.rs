@@ -44,6 +44,8 @@ pub struct Ctx {
     pub stopping: tokio_util::sync::CancellationToken,
     /// What has been warned of once already, in this process.
     pub warned: Warned,
+    /// Each bridge's churn since the process started (docs/testing-bridges.md#churn-and-suggest).
+    pub churn: Churn,
 }
 
 impl Ctx {
@@ -64,6 +66,7 @@ impl Ctx {
             wakers: Wakers::default(),
             stopping: Default::default(),
             warned: Warned::default(),
+            churn: Churn::default(),
             clock,
         }
     }
@@ -112,6 +115,35 @@ impl Ctx {
     }
 }
 
+/// Each bridge's churn counters, kept in memory: a poll adds to them, the admin API and
+/// `pollhook suggest` read them.
+#[derive(Default)]
+pub struct Churn(Mutex<HashMap<String, crate::churn::Counters>>);
+
+impl Churn {
+    /// Adds a compared poll of `items` items to the bridge's counters.
+    pub fn add(&self, bridge: &str, tally: &crate::churn::Tally, items: usize) {
+        let mut all = lock(&self.0);
+        match all.get_mut(bridge) {
+            Some(c) => c.add(tally, items),
+            None => {
+                let mut c = crate::churn::Counters::default();
+                c.add(tally, items);
+                all.insert(bridge.to_string(), c);
+            }
+        }
+    }
+
+    /// The bridge's churn, ranked, with its suggestions.
+    pub fn report(&self, bridge: &str) -> crate::churn::Report {
+        lock(&self.0)
+            .get(bridge)
+            .cloned()
+            .unwrap_or_default()
+            .report()
+    }
+}
+
 /// The HTTP clients, each built once (connections are pooled per client).
 pub struct Clients {
     /// Client for sources: follows redirects within the source's origin only, and sends no
@@ -122,6 +154,9 @@ pub struct Clients {
     /// Client for webhooks: never follows redirects (a 3xx is a failed delivery,
     /// docs/events.md#retries).
     pub sender: reqwest::Client,
+    /// Where the sources' exchanges go while a cassette is recorded or replayed
+    /// (docs/testing-bridges.md); None in the daemon.
+    pub tape: Option<Arc<dyn crate::http::Tape>>,
 }
 
 impl Clients {
@@ -130,19 +165,21 @@ impl Clients {
             fetcher: crate::http::fetcher(),
             proxied: Mutex::new(HashMap::new()),
             sender: crate::http::sender(),
+            tape: None,
         }
     }
 
     /// The client for a source's requests (and its token requests): the one through its
     /// proxy, or the shared one.
-    pub fn source(&self, proxy: Option<&url::Url>) -> reqwest::Client {
-        let Some(p) = proxy else {
-            return self.fetcher.clone();
+    pub fn source(&self, proxy: Option<&url::Url>) -> crate::http::SourceClient {
+        let client = match proxy {
+            None => self.fetcher.clone(),
+            Some(p) => lock(&self.proxied)
+                .entry(p.to_string())
+                .or_insert_with(|| crate::http::fetcher_via(Some(p)))
+                .clone(),
         };
-        lock(&self.proxied)
-            .entry(p.to_string())
-            .or_insert_with(|| crate::http::fetcher_via(Some(p)))
-            .clone()
+        crate::http::SourceClient::new(client, self.tape.clone())
     }
 }
 

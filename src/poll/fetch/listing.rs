@@ -120,7 +120,7 @@ impl Cache<'_> {
 /// at a page without items. Once `stop` is cancelled (a shutdown), no further page is asked
 /// for and the listing fails with [`FetchError::Stopped`].
 pub async fn fetch_listing(
-    client: &reqwest::Client,
+    client: &crate::http::SourceClient,
     login: Option<&LogIn<'_>>,
     src: &Source,
     cache: Option<&Cache<'_>>,

@@ -12,7 +12,7 @@ use crate::clock::Clock;
 use crate::config::Source;
 use crate::config::raw::Method;
 use crate::formats::Format;
-use crate::http::error_chain;
+use crate::http::{Asked, SourceClient, error_chain};
 use crate::poll::ratelimit;
 use crate::store::CachedPage;
 use chrono::{DateTime, Utc};
@@ -65,7 +65,7 @@ pub(super) struct Answered {
 /// token is had first; a 401 to a token gets a new one and one more try
 /// (docs/configuration.md#logging-in).
 pub(super) async fn fetch_page(
-    (client, login, clock): (&reqwest::Client, Option<&LogIn<'_>>, &Clock),
+    (client, login, clock): (&SourceClient, Option<&LogIn<'_>>, &Clock),
     src: &Source,
     page: &PageRequest,
     shown: &str,
@@ -117,7 +117,7 @@ fn header_text(h: &HeaderMap, name: header::HeaderName) -> Option<String> {
 /// The request for one page: the source's method, headers and body (or the page's, when it
 /// sets a variable), and the validators of its last 200 when there is one.
 fn request(
-    client: &reqwest::Client,
+    client: &SourceClient,
     src: &Source,
     page: &PageRequest,
     cached: Option<&CachedPage>,
@@ -196,7 +196,7 @@ async fn read_body(
 
 /// One page's exchange; `auth` is the login's header, when the source has one.
 async fn fetch_inner(
-    (client, auth, clock): (&reqwest::Client, Option<(HeaderName, HeaderValue)>, &Clock),
+    (client, auth, clock): (&SourceClient, Option<(HeaderName, HeaderValue)>, &Clock),
     src: &Source,
     page: &PageRequest,
     url: &str,
@@ -209,7 +209,7 @@ async fn fetch_inner(
         url: url.to_string(),
         reason: error_chain(e),
     };
-    let mut resp = req.send().await.map_err(|e| {
+    let mut resp = client.send(req, Asked::Page).await.map_err(|e| {
         if e.is_redirect() {
             FetchError::Redirect {
                 url: url.to_string(),

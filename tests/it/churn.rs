@@ -1,0 +1,112 @@
+//! Churn and `suggest` (docs/testing-bridges.md#churn-and-suggest): the paths a bridge's
+//! updates change, counted from their patches, ranked with their evidence, and the YAML that
+//! would quiet the noise; from K dry polls, and from a running daemon.
+
+use crate::support::*;
+use serde_json::{Value, json};
+
+/// Two items; `$.fetched_at` is `n` in both; item 1's `tags` change on even `n`.
+fn listing(n: u64) -> Value {
+    let tags = if n % 2 == 0 {
+        json!(["a", "b"])
+    } else {
+        json!(["a"])
+    };
+    json!({"items": [
+        {"id": 1, "title": "one", "fetched_at": n, "tags": tags},
+        {"id": 2, "title": "two", "fetched_at": n, "tags": []}
+    ]})
+}
+
+fn bridge_yaml(url: &str) -> String {
+    format!(
+        "name: noisy\nschedule: {{every: 24h}}\nsource: {{url: \"{url}\"}}\n\
+         items: {{select: \"$.items[*]\", key: \"$.id\"}}\nsinks: [{{url: console}}]\n"
+    )
+}
+
+#[tokio::test]
+async fn suggest_with_polls_finds_the_path_that_always_changes_and_proposes_excluding_it() {
+    let up = Upstream::start().await;
+    for n in 1..=4 {
+        up.then(Answer::json(&listing(n)));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("bridges")).unwrap();
+    std::fs::write(
+        dir.path().join("bridges/noisy.yaml"),
+        bridge_yaml(&up.url()),
+    )
+    .unwrap();
+    let b = dir.path().join("bridges");
+    let args = ["suggest", "noisy", "--polls", "4", "--every", "0s"];
+    let mut cmd = tokio::process::Command::from(cli_command(&args));
+    cmd.arg("--bridges")
+        .arg(&b)
+        .arg("--data")
+        .arg(dir.path().join("data"));
+    let (code, out, err) = output_of(cmd.output().await.unwrap());
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(up.hits().len(), 4);
+    // Three compared polls (the first is the baseline); the real store was never made.
+    assert!(out.starts_with("noisy: 3 compared polls\n"), "{out}");
+    let first = out.lines().nth(1).unwrap();
+    assert_eq!(
+        first,
+        "  `$.fetched_at` changed in 100 % of items on 3 of 3 polls (6 item updates)"
+    );
+    assert!(
+        out.contains("  `$.tags[*]` changed in 50 % of items on 3 of 3 polls (3 item updates)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("  items:\n    exclude: [\"$.fetched_at\"]\n"),
+        "{out}"
+    );
+    assert!(!dir.path().join("data").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_counts_churn_and_answers_it_on_the_read_side() {
+    let up = Upstream::start().await;
+    up.set_json(&listing(1));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("bridges")).unwrap();
+    std::fs::write(
+        dir.path().join("bridges/noisy.yaml"),
+        bridge_yaml(&up.url()),
+    )
+    .unwrap();
+    let d = Daemon::start(dir.path(), &[]);
+    let path = "/v1/bridges/noisy/churn";
+    eventually(PATIENCE, "the daemon's admin socket", || async {
+        over_socket_ok(&d.socket, path).await
+    })
+    .await;
+    for n in 2..=4 {
+        up.set_json(&listing(n));
+        let (code, _, err) = d.cli(&["poll", "noisy", "--commit"]);
+        assert_eq!(code, 0, "{err}");
+    }
+    let (code, v) = over_socket(&d.socket, reqwest::Method::GET, path).await;
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["paths"][0]["path"], "$.fetched_at", "{v}");
+    assert!(v["paths"][0]["items"].as_u64().unwrap() >= 4, "{v}");
+    assert_eq!(v["flaps"], 0, "{v}");
+    let (code, out, err) = d.cli(&["suggest", "noisy"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("`$.fetched_at` changed in 100 % of items"),
+        "{out}"
+    );
+    let (code, v) = over_socket(&d.socket, reqwest::Method::GET, "/v1/bridges/nope/churn").await;
+    assert_eq!(code, 404, "{v}");
+}
+
+/// True once the daemon answers `path` on its socket.
+async fn over_socket_ok(socket: &std::path::Path, path: &str) -> bool {
+    if !socket.exists() {
+        return false;
+    }
+    over_socket(socket, reqwest::Method::GET, path).await.0 == 200
+}
