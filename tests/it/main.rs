@@ -37,5 +37,6 @@ mod sources;
 mod support;
 #[path = "../testkit/mod.rs"]
 mod testkit;
+mod traces;
 mod units;
 mod wide;
