@@ -79,6 +79,8 @@
 //!   `store::handoff`, which reads and writes it), and `pollhook state export|import` (`cli`)
 //! - [`app`]: wiring, start-up, reload and shutdown; `supervise`, the bridge tasks' and the
 //!   store's supervisors
+//! - [`trace`]: spans of polls and delivery attempts, the `traceparent` of webhooks, and
+//!   their export over OTLP/HTTP (`--otlp`); nothing is made when not exporting
 //! - [`fault`]: fault injection for the tests (debug builds only)
 //! - [`throttle`] (leaf): log lines others can provoke, at most one a minute with a count
 //! - [`systemd`]: sd_notify, and `dirs` (shards' state moved to where the units keep it now);
@@ -122,6 +124,7 @@ pub mod sign;
 pub mod store;
 pub mod systemd;
 pub mod throttle;
+pub mod trace;
 
 /// The builder of bridge files and the wait for a condition that the integration tests use too.
 #[cfg(test)]

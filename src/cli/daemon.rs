@@ -9,6 +9,7 @@ use pollhook::config::Env;
 use pollhook::logging::{self, LogFormat};
 use pollhook::shard::Shard;
 use pollhook::shard::spec::SpecError;
+use pollhook::trace;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -88,6 +89,10 @@ pub(super) struct RunArgs {
         hide = true
     )]
     admin_header_timeout: std::time::Duration,
+    /// Export a span for each poll and each delivery attempt over OTLP/HTTP (JSON) to this
+    /// collector, like http://127.0.0.1:4318 (`/v1/traces` is added to a URL without a path)
+    #[arg(long, env = "POLLHOOK_OTLP", value_name = "ENDPOINT")]
+    otlp: Option<String>,
 }
 
 fn parse_admin_timeout(s: &str) -> Result<std::time::Duration, String> {
@@ -149,13 +154,22 @@ pub(super) fn run(args: RunArgs) -> Result<ExitCode> {
             return Ok(ExitCode::from(2));
         }
     }
+    // A usage error too: an endpoint that is no http(s) URL.
+    let otlp = match args
+        .otlp
+        .as_deref()
+        .map(trace::otlp::traces_url)
+        .transpose()
+    {
+        Ok(url) => url,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
     let opts = options(args, admin, shard)?;
     let rt = runtime()?;
-    let ran = rt.block_on(async {
-        let shutdown = CancellationToken::new();
-        tokio::spawn(signals(shutdown.clone()));
-        app::run(opts, Env::process(), shutdown).await
-    });
+    let ran = rt.block_on(daemon(opts, otlp));
     // A blocking call stuck in a failed store must not keep the process from exiting.
     rt.shutdown_timeout(std::time::Duration::from_secs(1));
     ran?;
@@ -164,6 +178,25 @@ pub(super) fn run(args: RunArgs) -> Result<ExitCode> {
 
 /// The daemon's options from the command line's (the shard parsed already): the token read, the
 /// directories defaulted.
+/// The daemon until SIGTERM or SIGINT, its spans exported to `otlp` when given.
+async fn daemon(opts: RunOptions, otlp: Option<url::Url>) -> Result<()> {
+    let shutdown = CancellationToken::new();
+    tokio::spawn(signals(shutdown.clone()));
+    let exporter = otlp.and_then(|url| {
+        let queue = trace::install()?;
+        let client = pollhook::http::sender();
+        let export = trace::otlp::export(queue, url, client, shutdown.clone());
+        Some(tokio::spawn(export))
+    });
+    let ran = app::run(opts, Env::process(), shutdown.clone()).await;
+    if let Some(exporter) = exporter {
+        // The last spans (the deliveries of the shutdown) go out, briefly.
+        shutdown.cancel();
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), exporter).await;
+    }
+    ran
+}
+
 fn options(args: RunArgs, admin: Option<SocketAddr>, shard: Option<Shard>) -> Result<RunOptions> {
     let RunArgs {
         bridges,
@@ -179,6 +212,7 @@ fn options(args: RunArgs, admin: Option<SocketAddr>, shard: Option<Shard>) -> Re
         max_polls,
         max_polls_per_host,
         admin_header_timeout,
+        otlp: _,
     } = args;
     let admin_token = admin_token_file
         .as_deref()

@@ -14,6 +14,7 @@ pub mod format;
 pub mod retry;
 pub mod step;
 pub mod stored;
+pub mod traced;
 pub mod trial;
 pub mod webhook;
 pub mod window;
@@ -112,12 +113,13 @@ async fn attempt(
         Head::Due(key, entry) => (key, entry),
         Head::Settled(outcome) => return Ok(outcome),
     };
+    let ids = crate::trace::Ids::for_event(&entry.event_id);
     let (answer, sent) = {
         let stored = Stored::new(&entry);
         if !format::wanted(bridge, sink, &stored) {
             return filtered(store, bridge, &key, entry);
         }
-        speak(sender, bridge, sink, &stored, now).await
+        speak(sender, bridge, sink, &stored, ids, now).await
     };
     entry.attempts += 1;
     if sent.is_some() {
@@ -125,6 +127,15 @@ async fn attempt(
     }
     let jitter = rand::rng().random_range(-1.0..=1.0);
     let decision = step::next(entry.attempts, answer, &sink.retry, now, jitter);
+    // The attempt's lines name its event, and its trace and span, to find it among exported
+    // spans (in that order, after the bridge and the sink).
+    let _attempt = tracing::error_span!(
+        "attempt",
+        event_id = %entry.event_id,
+        trace_id = %hex::encode(ids.trace),
+        span_id = %hex::encode(ids.span)
+    )
+    .entered();
     apply(store, bridge, sink, &key, entry, decision, now)
 }
 
@@ -176,6 +187,7 @@ async fn speak(
     bridge: &str,
     sink: &Sink,
     entry: &Stored<'_>,
+    ids: crate::trace::Ids,
     now: DateTime<Utc>,
 ) -> (Answer, Option<Rendered>) {
     if sink.target == Target::Console {
@@ -188,7 +200,12 @@ async fn speak(
             Err(why) => return (Answer::Unrenderable(why), None),
         },
     };
-    let answer = webhook::send(client, sink, entry, &rendered, now).await;
+    let started = tokio::time::Instant::now();
+    let answer = webhook::send(client, sink, entry, &rendered, ids, now).await;
+    crate::trace::record(|| {
+        let end = now + chrono::Duration::from_std(started.elapsed()).unwrap_or_default();
+        traced::span(bridge, sink, entry, ids, &answer, now, end)
+    });
     let keep = (sink.format != SinkFormat::Event).then_some(rendered);
     (answer, keep)
 }
@@ -208,7 +225,8 @@ fn filtered(
 }
 
 /// Writes the decision: the entry leaves the queue, waits for its next attempt with what
-/// went wrong, or goes to the dead letters.
+/// went wrong, or goes to the dead letters. Called in the attempt's span, which gives its
+/// lines their `event_id`.
 fn apply(
     store: &Store,
     bridge: &str,
@@ -230,7 +248,7 @@ fn apply(
         Decision::Retry { at, wait, reason } => {
             let retry_in = humantime::format_duration(Duration::from_millis(ms(wait)));
             warn!(
-                event_id = %event_id, attempt = entry.attempts,
+                attempt = entry.attempts,
                 retry_in_ms = ms(wait),
                 "delivery failed: {bridge} event {event_id} to {} (attempt {}, retry in \
                  {retry_in}): {reason}",
@@ -260,7 +278,7 @@ fn dead_letter(
     now: DateTime<Utc>,
 ) -> Result<Outcome, StoreError> {
     error!(
-        event_id = %entry.event_id, attempts = entry.attempts,
+        attempts = entry.attempts,
         "event dead-lettered: {bridge} event {} to {} after {}: {reason}",
         entry.event_id,
         sink.shown,

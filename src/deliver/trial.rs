@@ -141,9 +141,15 @@ fn wire_headers(
         (k.to_string(), v)
     });
     own.chain(
-        webhook::headers(sink, e, r, now.timestamp())
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v)),
+        webhook::headers(
+            sink,
+            e,
+            r,
+            now.timestamp(),
+            crate::trace::Ids::for_event(&e.event_id),
+        )
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v)),
     )
     .collect()
 }
@@ -221,7 +227,8 @@ async fn answer(
             return a;
         }
     };
-    match webhook::post(client, sink, e, &r, now).await {
+    let ids = crate::trace::Ids::for_event(&e.event_id);
+    match webhook::post(client, sink, e, &r, ids, now).await {
         Ok(resp) => {
             let status = resp.status();
             a.status = Some(status.as_u16());

@@ -7,15 +7,18 @@ use crate::config::{Sink, Target};
 use crate::http::{USER_AGENT, error_chain};
 use crate::sign;
 use crate::store::OutboxEntry;
+use crate::trace::Ids;
 use chrono::{DateTime, Utc};
 
 /// The headers of one attempt (besides the sink's own), in wire order; signatures cover the
-/// body actually sent.
+/// body actually sent. `traceparent` names the attempt's span (docs/operations.md#traces),
+/// unless the sink sets one of its own.
 pub fn headers(
     sink: &Sink,
     e: &OutboxEntry,
     r: &Rendered,
     timestamp: i64,
+    ids: Ids,
 ) -> Vec<(&'static str, String)> {
     let mut h = vec![
         ("content-type", r.content_type.clone()),
@@ -34,6 +37,9 @@ pub fn headers(
         )),
         _ => {}
     }
+    if !sink.headers.iter().any(|(k, _)| k == "traceparent") {
+        h.push(("traceparent", ids.traceparent()));
+    }
     h.push(("x-pollhook-event", e.kind.as_str().to_string()));
     if let Some(title) = &r.title {
         h.push(("title", title.clone()));
@@ -48,9 +54,10 @@ pub async fn send(
     sink: &Sink,
     e: &OutboxEntry,
     r: &Rendered,
+    ids: Ids,
     now: DateTime<Utc>,
 ) -> Answer {
-    match post(client, sink, e, r, now).await {
+    match post(client, sink, e, r, ids, now).await {
         Ok(resp) => Answer::Status {
             code: resp.status().as_u16(),
             retry_after: resp
@@ -70,6 +77,7 @@ pub async fn post(
     sink: &Sink,
     e: &OutboxEntry,
     r: &Rendered,
+    ids: Ids,
     now: DateTime<Utc>,
 ) -> Result<reqwest::Response, reqwest::Error> {
     let mut req = match &sink.target {
@@ -80,7 +88,7 @@ pub async fn post(
     for (k, v) in &sink.headers {
         req = req.header(k, v);
     }
-    for (k, v) in headers(sink, e, r, now.timestamp()) {
+    for (k, v) in headers(sink, e, r, now.timestamp(), ids) {
         req = req.header(k, v);
     }
     req.body(r.body.clone()).send().await

@@ -12,6 +12,7 @@ pub mod plan;
 pub mod quiet;
 pub mod ratelimit;
 pub mod scheduler;
+pub mod traced;
 
 use crate::config::Bridge;
 use crate::diff::{ChangeKind, HeldBack};

@@ -139,9 +139,12 @@ pub async fn poll_and_log(
     let _slot = ctx.polls.slot(&bridge.source.url).await;
     let started = ctx.clock.instant();
     let step = ctx.beats.step("a poll", step_limit(bridge));
-    let result = poll_once(ctx, bridge, true, ctx.clock.now()).await;
+    let at = ctx.clock.now();
+    let result = poll_once(ctx, bridge, true, at).await;
     drop(step);
     let elapsed = ctx.clock.instant() - started;
+    let end = at + chrono::Duration::from_std(elapsed).unwrap_or_default();
+    crate::trace::record(|| super::traced::span(bridge, redactor, &result, at, end));
     record(ctx, bridge, redactor, &result, elapsed).await;
     Some(result)
 }

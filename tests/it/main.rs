@@ -39,5 +39,6 @@ mod sources;
 mod support;
 #[path = "../testkit/mod.rs"]
 mod testkit;
+mod traces;
 mod units;
 mod wide;
