@@ -71,6 +71,7 @@ struct Fleet {
     shown: Arc<RwLock<Vec<Arc<Bridge>>>>,
     /// Bridges waiting for a handoff are shown, not started.
     handoff: Arc<crate::handoff::shared::Shared>,
+    receive: Option<Arc<crate::handoff::receive::Receive>>,
 }
 
 impl Fleet {
@@ -164,6 +165,18 @@ impl Fleet {
         }
     }
 
+    /// Bridges of `set` new here that wait for their handoff (docs/scaling.md#handoff).
+    async fn wait_for_handoffs(&mut self, set: &[Arc<Bridge>]) {
+        let waiting = self.handoff.waiting_names();
+        let new: Vec<String> = (set.iter().map(|b| b.name.clone()))
+            .filter(|n| !self.running.contains_key(n) && !waiting.contains(n))
+            .collect();
+        let now_ms = crate::clock::to_ms(self.ctx.clock.now());
+        if let Err(e) = handoff::reloaded(self.receive.as_ref(), new, now_ms).await {
+            error!("the bridges added cannot be checked for a handoff ({e}): they start as new");
+        }
+    }
+
     /// Moves to a new set: new bridges start, changed ones restart, removed ones stop. State
     /// is kept throughout.
     async fn apply(&mut self, set: Vec<Arc<Bridge>>) {
@@ -178,6 +191,7 @@ impl Fleet {
                 Some(_) => {}
             }
         }
+        self.wait_for_handoffs(&set).await;
         let stopping: Vec<String> = removed.iter().chain(&changed).cloned().collect();
         self.stop(&stopping).await;
         let mut added = Vec::new();
@@ -454,6 +468,7 @@ pub async fn run(opts: RunOptions, env: Env, shutdown: CancellationToken) -> Res
         running: HashMap::new(),
         shown: Arc::new(RwLock::new(bridges.clone())),
         handoff: shared.clone(),
+        receive: None,
     };
     let state = admin::AdminState {
         ctx: ctx.clone(),
@@ -465,13 +480,14 @@ pub async fn run(opts: RunOptions, env: Env, shutdown: CancellationToken) -> Res
     let (admin_done, _socket) = serve_admin(&opts, state, admin_limits, &root).await?;
     // Only once the admin listeners are bound: a daemon that cannot serve them exits before
     // any bridge polls or commits. A bridge waiting for its handoff starts when it ends.
-    let held = handoff::begin(
+    let (held, receive) = handoff::begin(
         opts.peers.as_ref(),
         opts.handoff_retry,
         &shared,
         &ctx,
         &root,
     );
+    fleet.receive = receive;
     for b in bridges.into_iter().filter(|b| !held.contains(&b.name)) {
         fleet.start(b);
     }

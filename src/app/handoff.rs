@@ -1,7 +1,8 @@
 //! The daemon's side of the handoff at start (docs/scaling.md#handoff): with `--peers`, each
 //! incoming bridge waits for its state from the other shards (a task of its own), and each
 //! acknowledgement still owed after a crash is sent again before its bridge polls. Without
-//! `--peers` nothing can be asked: incoming bridges start from an empty state, as new.
+//! `--peers` nothing can be asked: incoming bridges start from an empty state, as new. A
+//! bridge added by a reload goes the same way when a layout put it on another shard.
 
 use crate::handoff::receive::Receive;
 use crate::handoff::shared::Shared;
@@ -12,14 +13,15 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-/// Starts the handoffs the layout record asks for; the bridges they hold back from polling.
+/// Starts the handoffs the layout record asks for; the bridges they hold back from polling,
+/// and the new owner's side, for the bridges a reload adds (None without `--peers`).
 pub(super) fn begin(
     peers: Option<&crate::handoff::peers::Peers>,
     retry: Duration,
     shared: &Arc<Shared>,
     ctx: &Ctx,
     stop: &CancellationToken,
-) -> HashSet<String> {
+) -> (HashSet<String>, Option<Arc<Receive>>) {
     let record = shared.record();
     crate::metrics::handoff_waiting(0);
     let now = record.now;
@@ -40,7 +42,7 @@ pub(super) fn begin(
                 crate::logging::count(record.incoming.len(), "bridge", "bridges")
             );
         }
-        return HashSet::new();
+        return (HashSet::new(), None);
     };
     let below = now
         .shards
@@ -74,5 +76,55 @@ pub(super) fn begin(
             peers.template()
         );
     }
-    held
+    (held, Some(receive))
+}
+
+/// For the bridges a reload adds (`added`, owned here): each that holds no state here (or only
+/// a copy given away) and that a handoff or the previous layout put on another shard waits
+/// for its handoff as at start, as does each on a shard with no previous layout among others
+/// (any of them may hold it). Returns them; the others start as new bridges.
+pub(super) async fn reloaded(
+    receive: Option<&Arc<Receive>>,
+    added: Vec<String>,
+    now_ms: i64,
+) -> Result<HashSet<String>, crate::store::StoreError> {
+    let Some(receive) = receive else {
+        return Ok(HashSet::new());
+    };
+    let (shared, store) = (receive.shared.clone(), receive.store.writable()?);
+    let found = crate::runtime::blocking(move || -> Result<_, crate::store::StoreError> {
+        let r = shared.record();
+        let mut found = Vec::new();
+        for name in added {
+            let from = match (r.given.get(&name), r.previous) {
+                (Some(to), _) => Some(*to),
+                (None, Some(p)) if p.owner(&name) != r.now.index => Some(p.owner(&name)),
+                (None, None) if r.now.shards > 1 => None,
+                _ => continue,
+            };
+            if r.given.contains_key(&name) || !store.has_state(&name)? {
+                found.push((name, from));
+            }
+        }
+        shared.save(&store, |r| {
+            for (name, from) in &found {
+                let i = crate::shard::layout::Incoming {
+                    from: *from,
+                    since_ms: now_ms,
+                };
+                r.incoming.insert(name.clone(), i);
+            }
+        })?;
+        Ok(found)
+    })
+    .await?;
+    let mut held = HashSet::new();
+    for (name, from) in found {
+        let by = from.map_or("another shard".to_string(), |k| format!("shard {k}"));
+        info!(bridge = %name, from, "bridge {name} added by the reload may be held by {by}: it waits for its handoff");
+        receive.shared.wait(&name, from, false);
+        tokio::spawn(receive.clone().incoming(name.clone(), from));
+        held.insert(name);
+    }
+    Ok(held)
 }

@@ -136,7 +136,7 @@ fn import(file: &Path, data: &Path, replace: bool) -> Result<ExitCode> {
     }
     for d in &docs {
         let seq = store
-            .import_bridge(&d.bridge, &d.state, replace)
+            .import_bridge(&d.bridge, &d.state, replace, None)
             .with_context(|| format!("importing bridge `{}` into {}", d.bridge, data.display()))?;
         eprintln!("{}", summary("imported", d, seq));
     }

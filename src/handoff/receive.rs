@@ -3,8 +3,8 @@
 //! that one holds nothing (or there was none), every other shard below the larger of the two
 //! layouts' sizes. A shard that does not answer, or answers that it still owns the bridge,
 //! is asked again after a backoff; the bridge is not polled meanwhile. A document received
-//! is imported in one transaction, the acknowledgement recorded as owed, sent, then
-//! cleared, and only then is the bridge polled. When every shard asked holds nothing, the
+//! is imported in one transaction with the acknowledgement recorded as owed, which is then
+//! sent and cleared, and only then is the bridge polled. When every shard asked holds nothing, the
 //! bridge is new and baselines as usual.
 
 use super::Document;
@@ -132,11 +132,15 @@ impl Receive {
         let seq = blocking(move || -> Result<u64, Failed> {
             // A copy of ours, given away earlier and still here, is replaced.
             let replace = shared.record().given.contains_key(&name);
-            let seq = store.import_bridge(&name, &doc.state, replace)?;
-            shared.save(&store, |r| {
+            // The acknowledgement owed is recorded in the import's transaction: a crash
+            // right after it still leaves the debt, paid at the next start.
+            let record = |r: &mut crate::shard::layout::Record| {
                 r.incoming.remove(&name);
                 r.given.remove(&name);
                 r.owed.insert(name.clone(), k);
+            };
+            let seq = shared.save_with(record, |layout| {
+                store.import_bridge(&name, &doc.state, replace, Some(layout))
             })?;
             let s = &doc.state;
             info!(bridge = %name, from = k, items = s.items.len(), outbox = s.outbox.len(), seq,
@@ -150,10 +154,11 @@ impl Receive {
     }
 
     /// Sends the acknowledgement owed to shard `k` until it is taken, clears it, and lets
-    /// the bridge be polled.
+    /// the bridge be polled. `pollhook handoff skip` lets it be polled before then (its state
+    /// is here already): the acknowledgement is still sent, and stays owed until taken.
     pub async fn acknowledge(self: Arc<Self>, bridge: String, k: u64) {
         let skip = self.shared.wait(&bridge, Some(k), true);
-        let mut delay = self.retry;
+        let (mut delay, mut released) = (self.retry, false);
         loop {
             match self.peers.acknowledge(k, &bridge).await {
                 Ok(()) => break,
@@ -161,13 +166,19 @@ impl Receive {
                     debug!(bridge = %bridge, to = k, "bridge {bridge}: acknowledgement not taken yet: {e}");
                 }
             }
-            if !self.pause(delay, &skip).await {
-                if !skip.is_cancelled() {
-                    return;
-                }
+            if skip.is_cancelled() && !released {
                 warn!(bridge = %bridge, to = k,
-                    "bridge {bridge}: acknowledgement to shard {k} given up (handoff skip); shard {k} keeps its copy");
-                break;
+                    "bridge {bridge}: handoff skip while its acknowledgement to shard {k} is owed: polled here from now on with the state imported; the acknowledgement is still sent until shard {k} takes it");
+                self.shared.done(&bridge);
+                released = true;
+            }
+            let watch = if released {
+                CancellationToken::new()
+            } else {
+                skip.clone()
+            };
+            if !self.pause(delay, &watch).await && self.stop.is_cancelled() {
+                return;
             }
             delay = self.backoff(delay);
         }
@@ -184,7 +195,9 @@ impl Receive {
             warn!(bridge = %bridge, "bridge {bridge}: the acknowledgement sent is not recorded: {e}");
         }
         info!(bridge = %bridge, from = k, "bridge {bridge}: handoff from shard {k} complete; polled here from now on");
-        self.shared.done(&bridge);
+        if !released {
+            self.shared.done(&bridge);
+        }
     }
 
     /// No shard holds it: a new bridge.

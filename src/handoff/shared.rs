@@ -106,6 +106,21 @@ impl Shared {
         Ok(())
     }
 
+    /// Changes the record, and has `write` store it (its encoded bytes) along with whatever
+    /// else belongs in the same transaction. On an error the record stays as it was.
+    pub fn save_with<T, E>(
+        &self,
+        change: impl FnOnce(&mut Record),
+        write: impl FnOnce(&[u8]) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let mut r = lock(&self.record);
+        let mut next = r.clone();
+        change(&mut next);
+        let out = write(&next.encode())?;
+        *r = next;
+        Ok(out)
+    }
+
     /// `bridge` has been forgotten here: no longer outgoing.
     pub fn forgotten(&self, bridge: &str) {
         lock(&self.outgoing).remove(bridge);

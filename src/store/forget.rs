@@ -129,6 +129,6 @@ mod tests {
             },
             ..state
         };
-        assert_eq!(s.import_bridge("gone", &low, false).unwrap(), 4);
+        assert_eq!(s.import_bridge("gone", &low, false, None).unwrap(), 4);
     }
 }

@@ -375,12 +375,14 @@ impl Store {
     /// of it (only with `replace`: else a bridge with state is refused), then raises the
     /// high-water mark to its seq. The seq imported is the document's, or this store's mark
     /// for the bridge when that is higher: a seq handed out here is never handed out again.
-    /// Returns the seq stored.
+    /// Returns the seq stored. `layout`, when given, is written as the layout record in the
+    /// same transaction (the new owner records there the acknowledgement it owes).
     pub fn import_bridge(
         &self,
         bridge: &str,
         s: &BridgeState,
         replace: bool,
+        layout: Option<&[u8]>,
     ) -> Result<u64, ImportError> {
         if !replace && self.has_state(bridge)? {
             return Err(ImportError::Exists(bridge.to_string()));
@@ -391,7 +393,8 @@ impl Store {
         let old = self.old_keys(bridge)?;
         let (items, bodies) = (self.prepare(&e.items)?, self.prepare(&e.bodies)?);
         let (outbox, dead) = (self.prepare(&e.outbox)?, self.prepare(&e.dead)?);
-        let written = self.import_tx(bridge, &e, &old, [&items, &bodies, &outbox, &dead]);
+        let prepared = [&items, &bodies, &outbox, &dead];
+        let written = self.import_tx(bridge, &e, &old, prepared, layout);
         let garbage = match written {
             Ok(g) => g,
             Err(err) => {
@@ -456,8 +459,10 @@ impl Store {
         e: &Encoded,
         old: &[Vec<sled::IVec>; TREES],
         [items, bodies, outbox, dead]: [&Vec<Prepared>; 4],
+        layout: Option<&[u8]>,
     ) -> Result<Vec<values::FileName>, StoreError> {
         let auth = self.db.open_tree("auth")?;
+        let default: &sled::Tree = &self.db;
         let trees = (
             &self.items,
             &self.state,
@@ -468,9 +473,10 @@ impl Store {
             &self.dead,
             &self.parts,
             &auth,
+            default,
         );
         let res: Result<_, TransactionError<StoreError>> =
-            trees.transaction(|(it, st, me, pg, bo, ob, de, parts, au)| {
+            trees.transaction(|(it, st, me, pg, bo, ob, de, parts, au, db)| {
                 let mut garbage = Vec::new();
                 for (tx, kind, i) in [
                     (it, Some(Kind::Item), 0),
@@ -510,6 +516,9 @@ impl Store {
                 me.insert(bridge.as_bytes(), e.meta.as_slice())?;
                 if let Some(a) = &e.auth {
                     au.insert(bridge.as_bytes(), a.as_slice())?;
+                }
+                if let Some(l) = layout {
+                    db.insert(super::layout::LAYOUT, l)?;
                 }
                 Ok(garbage)
             });
@@ -660,7 +669,12 @@ mod tests {
 
         let b = Store::open(b_dir.path()).unwrap();
         assert_eq!(b.export_bridge("br").unwrap(), None);
-        assert_eq!(b.import_bridge("br", &doc, false).unwrap(), 5);
+        // The layout record (the acknowledgement owed) goes in the import's transaction.
+        assert_eq!(
+            b.import_bridge("br", &doc, false, Some(b"owed br"))
+                .unwrap(),
+            5
+        );
         assert_eq!(dump(&b, "br"), dump(&a, "br"));
         assert_eq!(b.outbox_len("br"), 3);
         assert_eq!(b.high_water().marks()["br"], 5);
@@ -675,9 +689,12 @@ mod tests {
         let b = Store::open(b_dir.path()).unwrap();
         assert_eq!(dump(&b, "br"), dump(&a, "br"), "on disk");
         assert_eq!(b.outbox_len("br"), 3);
+        assert_eq!(b.layout_record().unwrap().as_deref(), Some(&b"owed br"[..]));
 
-        // Once there, it is refused unless replaced; a replace leaves no record of before.
-        let e = b.import_bridge("br", &doc, false).unwrap_err();
+        // Once there, it is refused unless replaced (the layout record untouched); a replace
+        // leaves no record of before.
+        let e = b.import_bridge("br", &doc, false, Some(b"x")).unwrap_err();
+        assert_eq!(b.layout_record().unwrap().as_deref(), Some(&b"owed br"[..]));
         assert_eq!(
             e.to_string(),
             "bridge `br` already has state in this store; import it with --replace to overwrite it"
@@ -688,7 +705,7 @@ mod tests {
         smaller.dead.clear();
         smaller.meta.seq = 3;
         // The mark here is 5: the seq stays above every one handed out here.
-        assert_eq!(b.import_bridge("br", &smaller, true).unwrap(), 5);
+        assert_eq!(b.import_bridge("br", &smaller, true, None).unwrap(), 5);
         let now = b.export_bridge("br").unwrap().unwrap();
         assert_eq!(now.items, smaller.items);
         assert!(now.outbox.is_empty());
@@ -707,7 +724,7 @@ mod tests {
         let mut doc = s.export_bridge("br").unwrap().unwrap();
         doc.items[0].hash = "abc".into();
         let e = s
-            .import_bridge("fresh", &doc, false)
+            .import_bridge("fresh", &doc, false, None)
             .unwrap_err()
             .to_string();
         assert_eq!(
@@ -717,7 +734,7 @@ mod tests {
         assert!(!s.has_state("fresh").unwrap());
         let doc = s.export_bridge("br").unwrap().unwrap();
         let e = s
-            .import_bridge("fresh", &doc, false)
+            .import_bridge("fresh", &doc, false, None)
             .unwrap_err()
             .to_string();
         assert!(e.contains("names bridge `br`"), "{e}");

@@ -5,7 +5,7 @@
 use super::*;
 
 /// The key, in sled's default tree, of the layout record.
-const LAYOUT: &[u8] = b"layout";
+pub(super) const LAYOUT: &[u8] = b"layout";
 
 impl Store {
     /// The layout record, as written by [`Store::put_layout_record`]; None in a store that has

@@ -666,3 +666,116 @@ async fn a_fresh_cluster_baselines_and_a_wait_can_be_skipped() {
         .count();
     assert_eq!(new, mine.len() - 1, "{logs}");
 }
+
+/// `handoff skip` while the acknowledgement is owed: the bridge polls from the state it
+/// imported (no new baseline: a change made meanwhile is one event with the next seq), and
+/// the acknowledgement still goes once the giver takes it, so the giver drops its copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_skip_while_the_acknowledgement_is_owed_still_acknowledges() {
+    let c = Cluster::new(4).await;
+    let moved: Vec<String> = c
+        .names
+        .iter()
+        .filter(|b| owner(b, 2) == 1)
+        .cloned()
+        .collect();
+    assert!(!moved.is_empty());
+    c.set_items(1);
+    let real0 = format!("127.0.0.20:{}", c.port);
+    let s0 = c.start_at(0, 1, &real0);
+    all_polled_since(&c, 0, &c.names).await;
+    let (code, _, _) = s0.terminate().await;
+    assert_eq!(code, 0);
+    let gate = Gate::start(&c.admin(0), real0.clone()).await;
+    *gate.fail_delete.lock().unwrap() = true;
+    let s0 = c.start_at(0, 2, &real0);
+    let s1 = c.start(1, 2);
+    eventually(PATIENCE, "imported, acknowledgement owed", || async {
+        let (_, st, _) = s1.cli(&["status"]);
+        let n = st
+            .matches("waiting to acknowledge the handoff to shard 0")
+            .count();
+        (n == moved.len())
+            .then_some(())
+            .ok_or(format!("{st}\n{}", s1.logs()))
+    })
+    .await;
+    for b in &moved {
+        let (code, _, err) = s1.cli(&["handoff", "skip", b]);
+        assert_eq!(code, 0, "{err}");
+    }
+    let seen = c.up.hits().len();
+    c.set_items(2);
+    all_polled_since(&c, seen, &c.names).await;
+    c.delivered_up_to(1, &[&s0, &s1]).await;
+    for b in &moved {
+        assert!(c.polled_by(b).contains(&"1".to_string()), "{b}");
+    }
+    // The giver still holds its copies; once the acknowledgements get through, it drops them.
+    assert_eq!(c.layout(0).await["drained"], false);
+    let refused = gate.deletes.lock().unwrap().len();
+    *gate.fail_delete.lock().unwrap() = false;
+    c.settled(0, &s0).await;
+    assert!(gate.deletes.lock().unwrap()[refused..].contains(&204));
+    let (_, _, err1) = s1.terminate().await;
+    let (_, _, _) = s0.terminate().await;
+    let logs = err1.join("\n");
+    assert!(
+        logs.contains("the acknowledgement is still sent until shard 0 takes it"),
+        "{logs}"
+    );
+    assert!(
+        !logs.contains("it is polled here from an empty state"),
+        "{logs}"
+    );
+}
+
+/// A bridge added by a reload (SIGHUP) that another shard holds: it waits for its handoff as
+/// at start, and goes on from the state handed over, instead of starting new.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bridge_added_by_a_reload_comes_by_handoff() {
+    let c = Cluster::new(6).await;
+    let moved: Vec<String> = c
+        .names
+        .iter()
+        .filter(|b| owner(b, 2) == 1)
+        .cloned()
+        .collect();
+    assert!(moved.len() >= 2, "{moved:?}");
+    let late = &moved[0];
+    // Shard 1's bridges directory lacks `late` at first.
+    let own = c.root.path().join("shard1").join("bridges");
+    std::fs::create_dir_all(&own).unwrap();
+    let shared_dir = c.root.path().join("bridges");
+    for n in c.names.iter().filter(|n| *n != late) {
+        let f = format!("{n}.yaml");
+        std::fs::copy(shared_dir.join(&f), own.join(&f)).unwrap();
+    }
+    c.set_items(1);
+    let s0 = c.start(0, 1);
+    all_polled_since(&c, 0, &c.names).await;
+    let (code, _, _) = s0.terminate().await;
+    assert_eq!(code, 0);
+    let s1 = c.start(1, 2);
+    let s0 = c.start(0, 2);
+    c.settled(1, &s1).await;
+    let l0 = c.layout(0).await;
+    assert_eq!(l0["outgoing"], json!([{"bridge": late, "to": 1}]), "{l0}");
+
+    let f = format!("{late}.yaml");
+    std::fs::copy(shared_dir.join(&f), own.join(&f)).unwrap();
+    s1.signal("-HUP");
+    c.settled(0, &s0).await;
+    c.settled(1, &s1).await;
+    let seen = c.up.hits().len();
+    c.set_items(2);
+    all_polled_since(&c, seen, &c.names).await;
+    c.delivered_up_to(1, &[&s0, &s1]).await;
+    let (_, _, err1) = s1.terminate().await;
+    let (_, _, _) = s0.terminate().await;
+    let logs = err1.join("\n");
+    assert!(
+        logs.contains(&format!("bridge {late} handed over from shard 0")),
+        "{logs}"
+    );
+}
