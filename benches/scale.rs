@@ -1,10 +1,12 @@
 //! Scale benchmark (issue 6): many bridges on one small server, everything on 127.0.0.1.
 //!
-//!     cargo bench --bench scale [-- all|scale|big|big-wide|big-many|one-wide|idle] [BRIDGES] [SECONDS]
+//!     cargo bench --bench scale [-- all|scale|idle304|big|big-wide|big-many|one-wide|idle]
+//!         [BRIDGES] [SECONDS] [--bridges N] [--every 10s] [--seconds 60] [--changing 0.01]
 //!
 //! - `scale`: a fast upstream serving BRIDGES (default 10,000) JSON endpoints with ETags and a
-//!   fast receiver; the real `pollhook run` polls each every 10 s (1,000 polls/s) while 1% of
-//!   the endpoints change per interval. Reported over SECONDS (default 60) after a warm-up:
+//!   fast receiver; the real `pollhook run` polls each `--every` (default 10 s: 1,000 polls/s)
+//!   while a fraction (`--changing`, default 0.01) of the endpoints change per interval.
+//!   Reported over SECONDS (default 60) after a warm-up:
 //!   polls/s, schedule lag p50/p99 (request arrival minus planned slot), CPU seconds per 1,000
 //!   polls, peak RSS, change-to-webhook latency p50/p99, events lost. Then a bare reqwest loop
 //!   (this binary, `bare` mode) makes the same requests on the same schedule with the same
@@ -17,7 +19,12 @@
 //! - `one-wide`: one item of 1,000,000 keys (JSON), and one CSV row of 1,000,000 columns:
 //!   time and peak RSS of a first poll with `first_poll: emit` (`pollhook poll --commit`),
 //!   against the same goal. `one-wide KEYS` sets the keys.
+//! - `idle304`: `scale` with 500 bridges every 5 s and nothing changing (every poll a 304),
+//!   unless told otherwise: the CPU of the quiet path, per poll and against the bare loop.
 //! - `idle`: RSS of the daemon with 1,000 bridges loaded and nothing changing.
+//! - `serve DIR`: only the upstream and the receiver of `scale` (`--bridges`, `--every`),
+//!   with the bridge files in `DIR/bridges`, until interrupted: for running the daemon by hand
+//!   under a profiler (docs/benchmarks.md#profiling).
 //!
 //! pollhook runs as a child process so that its CPU and memory are its own; the upstream and
 //! the receiver share the same 2 cores, as they would on one small server.
@@ -39,7 +46,66 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use support::{percentile, serve};
 
-const INTERVAL_MS: u64 = 10_000;
+fn bad<T>(name: &str, value: &str, e: impl std::fmt::Display) -> T {
+    panic!("--{name}: cannot read `{value}`: {e}")
+}
+
+/// What a `scale` run is made of; the defaults are the `scale` mode's.
+#[derive(Debug, Clone, Copy)]
+struct Params {
+    bridges: usize,
+    /// Each bridge's `every`, in milliseconds.
+    every_ms: u64,
+    /// How long the window measured lasts, in seconds.
+    seconds: u64,
+    /// The fraction of the endpoints that change per interval.
+    changing: f64,
+}
+
+impl Params {
+    /// `[BRIDGES] [SECONDS]` as before, then `--bridges`, `--every`, `--seconds`, `--changing`
+    /// (each may also be given as `--name=value`), over `defaults`.
+    fn parse(args: &[String], defaults: Params) -> Params {
+        let mut p = defaults;
+        let mut positional = Vec::new();
+        let mut it = args.iter();
+        while let Some(a) = it.next() {
+            let Some(flag) = a.strip_prefix("--") else {
+                positional.push(a.as_str());
+                continue;
+            };
+            let (name, value) = match flag.split_once('=') {
+                Some((n, v)) => (n, v.to_string()),
+                None => (flag, it.next().cloned().unwrap_or_default()),
+            };
+            match name {
+                "bridges" => p.bridges = value.parse().unwrap_or_else(|e| bad(name, &value, e)),
+                "seconds" => p.seconds = value.parse().unwrap_or_else(|e| bad(name, &value, e)),
+                "changing" => p.changing = value.parse().unwrap_or_else(|e| bad(name, &value, e)),
+                "every" => {
+                    let d = humantime::parse_duration(&value)
+                        .or_else(|_| humantime::parse_duration(&format!("{value}s")))
+                        .unwrap_or_else(|e| bad(name, &value, e));
+                    p.every_ms = d.as_millis() as u64;
+                }
+                _ => panic!("unknown option --{name} (--bridges, --every, --seconds, --changing)"),
+            }
+        }
+        if let Some(n) = positional.first() {
+            p.bridges = n.parse().expect("BRIDGES: a number");
+        }
+        if let Some(s) = positional.get(1) {
+            p.seconds = s.parse().expect("SECONDS: a number");
+        }
+        assert!(p.every_ms > 0 && p.bridges > 0, "{p:?}");
+        p
+    }
+
+    /// How many endpoints change per interval.
+    fn per_interval(&self) -> u64 {
+        (self.bridges as f64 * self.changing).round() as u64
+    }
+}
 
 /// Each change made upstream: (endpoint, version) and when.
 type Changes = Arc<Mutex<Vec<((u32, u64), u64)>>>;
@@ -161,12 +227,12 @@ fn try_status_mib(pid: u32, field: &str) -> Option<f64> {
     Some(kb / 1024.0)
 }
 
-fn write_bridges(dir: &std::path::Path, n: usize, up: &str, rx: &str) {
+fn write_bridges(dir: &std::path::Path, n: usize, every_ms: u64, up: &str, rx: &str) {
     std::fs::create_dir_all(dir).unwrap();
     let sinks = support::sinks(rx);
     for i in 0..n {
         let yaml = format!(
-            "schedule: {{every: {INTERVAL_MS}ms}}\nsource: {{url: \"{up}/e/{i}\"}}\nitems: {{select: \"$.items[*]\", key: \"$.id\"}}\n{sinks}\n"
+            "schedule: {{every: {every_ms}ms}}\nsource: {{url: \"{up}/e/{i}\"}}\nitems: {{select: \"$.items[*]\", key: \"$.id\"}}\n{sinks}\n"
         );
         std::fs::write(dir.join(format!("e{i}.yaml")), yaml).unwrap();
     }
@@ -204,8 +270,8 @@ fn stop(mut child: Child) {
 /// Lag of a request: how long after its planned slot it arrived, in full (a poll 12 s late on
 /// a 10 s interval reads 12 s, not 2 s). The scheduler plans the first slot after the previous
 /// poll, so the slot a request was for is the first one after the endpoint's previous arrival.
-fn lag_ms(name: &str, previous: u64, arrival: u64) -> u64 {
-    let every = pollhook::schedule::Schedule::Every(Duration::from_millis(INTERVAL_MS));
+fn lag_ms(name: &str, every_ms: u64, previous: u64, arrival: u64) -> u64 {
+    let every = pollhook::schedule::Schedule::Every(Duration::from_millis(every_ms));
     let after = chrono::DateTime::from_timestamp_millis(previous as i64).unwrap();
     let slot = every.next_after(name, after).unwrap().timestamp_millis() as u64;
     arrival.saturating_sub(slot)
@@ -220,7 +286,7 @@ struct Window {
 
 /// Waits until every endpoint has been asked at least once, then one more interval, then
 /// measures `seconds`.
-async fn measure(up: &Arc<Upstream>, pid: u32, n: usize, seconds: u64) -> Window {
+async fn measure(up: &Arc<Upstream>, pid: u32, n: usize, every_ms: u64, seconds: u64) -> Window {
     let deadline = Instant::now() + Duration::from_secs(600);
     while (up.requests.load(Ordering::Relaxed) as usize) < n {
         assert!(
@@ -230,7 +296,7 @@ async fn measure(up: &Arc<Upstream>, pid: u32, n: usize, seconds: u64) -> Window
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    tokio::time::sleep(Duration::from_millis(INTERVAL_MS + 2_000)).await;
+    tokio::time::sleep(Duration::from_millis(every_ms + 2_000)).await;
     up.arrivals.lock().unwrap().clear();
     up.recording.store(true, Ordering::Relaxed);
     let (cpu0, t0) = (cpu_seconds(pid), Instant::now());
@@ -240,7 +306,7 @@ async fn measure(up: &Arc<Upstream>, pid: u32, n: usize, seconds: u64) -> Window
     let arrivals = std::mem::take(&mut *up.arrivals.lock().unwrap());
     let mut lags: Vec<u64> = arrivals
         .iter()
-        .map(|(i, prev, t)| lag_ms(&format!("e{i}"), *prev, *t))
+        .map(|(i, prev, t)| lag_ms(&format!("e{i}"), every_ms, *prev, *t))
         .collect();
     lags.sort_unstable();
     Window {
@@ -252,7 +318,10 @@ async fn measure(up: &Arc<Upstream>, pid: u32, n: usize, seconds: u64) -> Window
 }
 
 /// An upstream of `n` endpoints, a receiver, and a directory with one bridge file per endpoint.
-async fn fixture(n: usize) -> (Arc<Upstream>, Arc<Receiver>, String, tempfile::TempDir) {
+async fn fixture(
+    n: usize,
+    every_ms: u64,
+) -> (Arc<Upstream>, Arc<Receiver>, String, tempfile::TempDir) {
     let up = Arc::new(Upstream {
         versions: (0..n).map(|_| AtomicU64::new(0)).collect(),
         arrivals: Mutex::default(),
@@ -274,26 +343,27 @@ async fn fixture(n: usize) -> (Arc<Upstream>, Arc<Receiver>, String, tempfile::T
     )
     .await;
     let dir = tempfile::tempdir().unwrap();
-    write_bridges(&dir.path().join("bridges"), n, &up_url, &rx_url);
+    write_bridges(&dir.path().join("bridges"), n, every_ms, &up_url, &rx_url);
     (up, rx, up_url, dir)
 }
 
-async fn scale(n: usize, seconds: u64) {
-    let (up, rx, up_url, dir) = fixture(n).await;
+async fn scale(p: Params, title: &str) {
+    let (n, seconds, every_ms) = (p.bridges, p.seconds, p.every_ms);
+    let (up, rx, up_url, dir) = fixture(n, every_ms).await;
 
-    // 1% of the endpoints change per interval, spread evenly, each at most once per run.
+    // A fraction of the endpoints change per interval, spread evenly.
     let changes: Changes = Arc::default();
     let changing = Arc::new(AtomicBool::new(true));
-    {
+    let per_interval = p.per_interval();
+    if per_interval > 0 {
         let (up, changes, changing) = (up.clone(), changes.clone(), changing.clone());
-        let per_interval = (n / 100).max(1) as u64;
         tokio::spawn(async move {
             // Wait for the baselines (first poll of every bridge) before changing anything.
             while (up.requests.load(Ordering::Relaxed) as usize) < n {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
             tokio::time::sleep(Duration::from_secs(2)).await;
-            let step = Duration::from_millis(INTERVAL_MS / per_interval);
+            let step = Duration::from_micros(every_ms * 1000 / per_interval);
             let mut next = 0usize;
             while changing.load(Ordering::Relaxed) {
                 let i = (next * 7919) % n;
@@ -307,13 +377,13 @@ async fn scale(n: usize, seconds: u64) {
 
     let daemon = start_daemon(&dir.path().join("bridges"), &dir.path().join("data"));
     let pid = daemon.id();
-    let w = measure(&up, pid, n, seconds).await;
+    let w = measure(&up, pid, n, every_ms, seconds).await;
     let rss_peak = status_mib(pid, "VmHWM");
     let rss_now = status_mib(pid, "VmRSS");
     changing.store(false, Ordering::Relaxed);
     // Every change made must arrive: wait up to two intervals and a margin.
     let made = changes.lock().unwrap().clone();
-    let deadline = Instant::now() + Duration::from_millis(2 * INTERVAL_MS + 10_000);
+    let deadline = Instant::now() + Duration::from_millis(2 * every_ms + 10_000);
     loop {
         let all_seen = {
             let seen = rx.seen.lock().unwrap();
@@ -336,17 +406,18 @@ async fn scale(n: usize, seconds: u64) {
     // The limit: the same requests from a bare reqwest loop, measured the same way.
     up.requests.store(0, Ordering::Relaxed);
     let bare = Command::new(std::env::current_exe().unwrap())
-        .args(["bare", &up_url, &n.to_string()])
+        .args(["bare", &up_url, &n.to_string(), &every_ms.to_string()])
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
-    let b = measure(&up, bare.id(), n, seconds).await;
+    let b = measure(&up, bare.id(), n, every_ms, seconds).await;
     stop(bare);
 
     let per_k = |cpu: f64, polls: u64| cpu / polls.max(1) as f64 * 1000.0;
     println!(
-        "\n## scale: {n} bridges, every {}s, 1% changing per interval, {seconds}s measured\n",
-        INTERVAL_MS / 1000
+        "\n## {title}: {n} bridges, every {}, {}% changing per interval ({per_interval}), {seconds}s measured\n",
+        humantime::format_duration(Duration::from_millis(every_ms)),
+        p.changing * 100.0
     );
     println!("| figure | pollhook | bare reqwest loop |");
     println!("| --- | --- | --- |");
@@ -373,6 +444,11 @@ async fn scale(n: usize, seconds: u64) {
         per_k(b.cpu, b.polls)
     );
     println!(
+        "| CPU ms per poll | {:.3} | {:.3} |",
+        per_k(w.cpu, w.polls),
+        per_k(b.cpu, b.polls)
+    );
+    println!(
         "| pollhook / bare CPU per poll | {:.2}x | |",
         per_k(w.cpu, w.polls) / per_k(b.cpu, b.polls)
     );
@@ -389,16 +465,34 @@ async fn scale(n: usize, seconds: u64) {
     );
 }
 
+/// `serve DIR`: the fixture of `scale`, its bridge files in `DIR/bridges`, until interrupted.
+async fn serve_only(p: Params, dir: PathBuf) {
+    let (up, _rx, up_url, tmp) = fixture(p.bridges, p.every_ms).await;
+    std::fs::create_dir_all(&dir).unwrap();
+    let _ = std::fs::remove_dir_all(dir.join("bridges"));
+    std::fs::rename(tmp.path().join("bridges"), dir.join("bridges")).unwrap();
+    println!(
+        "upstream {up_url}: {} bridges every {} ms in {}",
+        p.bridges,
+        p.every_ms,
+        dir.join("bridges").display()
+    );
+    loop {
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        println!("requests so far: {}", up.requests.load(Ordering::Relaxed));
+    }
+}
+
 /// The bare loop: per endpoint, a task that GETs it on the same schedule as pollhook, with
 /// If-None-Match, reads the body and does nothing else.
-async fn bare(base: String, n: usize) {
+async fn bare(base: String, n: usize, every_ms: u64) {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let client = reqwest::Client::builder().build().unwrap();
     let _ = rlimit::increase_nofile_limit(u64::MAX);
     let mut tasks = Vec::new();
     for i in 0..n {
         let (client, url) = (client.clone(), format!("{base}/e/{i}"));
-        let schedule = pollhook::schedule::Schedule::Every(Duration::from_millis(INTERVAL_MS));
+        let schedule = pollhook::schedule::Schedule::Every(Duration::from_millis(every_ms));
         let name = format!("e{i}");
         tasks.push(tokio::spawn(async move {
             let mut etag: Option<String> = None;
@@ -751,10 +845,10 @@ async fn one_wide(keys: usize) {
 
 async fn idle() {
     const N: usize = 1000;
-    let (up, _rx, _, dir) = fixture(N).await;
+    let (up, _rx, _, dir) = fixture(N, 10_000).await;
     let daemon = start_daemon(&dir.path().join("bridges"), &dir.path().join("data"));
     let pid = daemon.id();
-    let w = measure(&up, pid, N, 20).await;
+    let w = measure(&up, pid, N, 10_000, 20).await;
     let rss = status_mib(pid, "VmRSS");
     stop(daemon);
     println!("\n## idle: {N} bridges every 10s, nothing changing (304s)\n");
@@ -778,12 +872,47 @@ fn main() {
         .unwrap();
     let _ = rlimit::increase_nofile_limit(u64::MAX);
     let mode = args.first().map(String::as_str).unwrap_or("all");
-    if mode == "bare" {
-        rt.block_on(bare(args[1].clone(), args[2].parse().unwrap()));
+    if mode == "serve" {
+        let dir = PathBuf::from(args.get(1).expect("serve DIR"));
+        let defaults = Params {
+            bridges: 10_000,
+            every_ms: 60_000,
+            seconds: 0,
+            changing: 0.0,
+        };
+        let p = Params::parse(args.get(2..).unwrap_or_default(), defaults);
+        rt.block_on(serve_only(p, dir));
         return;
     }
-    let n: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(10_000);
-    let seconds: u64 = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(60);
+    if mode == "bare" {
+        rt.block_on(bare(
+            args[1].clone(),
+            args[2].parse().unwrap(),
+            args[3].parse().unwrap(),
+        ));
+        return;
+    }
+    let rest = args.get(1..).unwrap_or_default();
+    let params = match mode {
+        "idle304" => Params::parse(
+            rest,
+            Params {
+                bridges: 500,
+                every_ms: 5_000,
+                seconds: 60,
+                changing: 0.0,
+            },
+        ),
+        _ => Params::parse(
+            rest,
+            Params {
+                bridges: 10_000,
+                every_ms: 10_000,
+                seconds: 60,
+                changing: 0.01,
+            },
+        ),
+    };
     println!(
         "pollhook scale benchmark, {} cores",
         std::thread::available_parallelism()
@@ -819,7 +948,10 @@ fn main() {
             one_wide(keys.unwrap_or(1_000_000)).await;
         }
         if matches!(mode, "all" | "scale") {
-            scale(n, seconds).await;
+            scale(params, "scale").await;
+        }
+        if mode == "idle304" {
+            scale(params, "idle304").await;
         }
     });
 }

@@ -1,28 +1,31 @@
-//! The daemon: load bridges, open the store, run one scheduler per bridge and one deliverer
-//! per bridge and sink, serve the admin API, reload on SIGHUP, and shut down cleanly.
+//! The daemon: load bridges, open the store, run the fleet of bridges (one timer for every
+//! bridge's polls, deliverers while their queues have work), serve the admin API, reload on
+//! SIGHUP, and shut down cleanly.
 
+mod deliverers;
+mod fleet;
 mod handoff;
 mod supervise;
+mod turns;
 
 use crate::access::{Access, AdminSocket};
 use crate::admin;
 use crate::clock::Clock;
 use crate::config::{self, Bridge, Env};
-use crate::deliver;
-use crate::poll::scheduler;
 use crate::runtime::{Beats, Ctx, StoreHandle};
 use crate::store::Store;
 use crate::systemd;
 use anyhow::{Context, Result};
-use std::collections::HashMap;
+use fleet::Fleet;
+pub(crate) use fleet::run_one;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
-use supervise::{Task, supervise_store, supervised};
+use supervise::supervise_store;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{Instrument, error, info, warn};
+use tracing::{error, info, warn};
 
 #[derive(Debug, Clone)]
 pub struct RunOptions {
@@ -52,184 +55,6 @@ pub struct RunOptions {
 /// How long in-flight polls and deliveries get to finish on shutdown (and on a reload that
 /// restarts a bridge).
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
-
-/// The tasks of one running bridge.
-struct Running {
-    bridge: Arc<Bridge>,
-    stop: CancellationToken,
-    tasks: TaskTracker,
-}
-
-/// Every running bridge, by name.
-struct Fleet {
-    ctx: Arc<Ctx>,
-    /// The digest windows of every queue, kept across a bridge's restarts and reloads.
-    windows: Arc<deliver::window::Windows>,
-    root: CancellationToken,
-    running: HashMap<String, Running>,
-    /// What the admin API shows.
-    shown: Arc<RwLock<Vec<Arc<Bridge>>>>,
-    /// Bridges waiting for a handoff are shown, not started.
-    handoff: Arc<crate::handoff::shared::Shared>,
-    receive: Option<Arc<crate::handoff::receive::Receive>>,
-}
-
-impl Fleet {
-    fn start(&mut self, b: Arc<Bridge>) {
-        let stop = self.root.child_token();
-        let tasks = TaskTracker::new();
-        self.ctx.board.forget_ended(&b.name);
-        // The supervisors log in the span of the task they watch (see `logging`).
-        let (ctx, bridge, cancel) = (self.ctx.clone(), b.clone(), stop.clone());
-        let span = crate::logging::bridge_span(&b.name);
-        tasks.spawn(
-            supervised(
-                (self.ctx.board.clone(), self.ctx.clock.clone()),
-                b.clone(),
-                Task::Poll,
-                stop.clone(),
-                move |restarted| {
-                    scheduler::run_bridge(ctx.clone(), bridge.clone(), cancel.clone(), restarted)
-                },
-            )
-            .instrument(span),
-        );
-        for (i, sink) in b.sinks.iter().enumerate() {
-            let (ctx, bridge, cancel) = (self.ctx.clone(), b.clone(), stop.clone());
-            let windows = self.windows.clone();
-            let span = crate::logging::sink_span(&b.name, &sink.shown);
-            tasks.spawn(
-                supervised(
-                    (self.ctx.board.clone(), self.ctx.clock.clone()),
-                    b.clone(),
-                    Task::Delivery,
-                    stop.clone(),
-                    move |_| {
-                        let (ctx, windows) = (ctx.clone(), windows.clone());
-                        deliver::run_sink(ctx, windows, bridge.clone(), i, cancel.clone())
-                    },
-                )
-                .instrument(span),
-            );
-        }
-        tasks.close();
-        self.running.insert(
-            b.name.clone(),
-            Running {
-                bridge: b,
-                stop,
-                tasks,
-            },
-        );
-    }
-
-    /// Stops the named bridges and waits (at most the grace period) for their work to end.
-    async fn stop(&mut self, names: &[String]) {
-        let mut gone = Vec::new();
-        for n in names {
-            if let Some(r) = self.running.remove(n) {
-                r.stop.cancel();
-                gone.push(r);
-            }
-        }
-        let all = async {
-            for r in &gone {
-                r.tasks.wait().await;
-            }
-        };
-        if tokio::time::timeout(SHUTDOWN_GRACE, all).await.is_err() {
-            warn!(
-                "in-flight work did not finish within {}s",
-                SHUTDOWN_GRACE.as_secs()
-            );
-        }
-        // A stopped bridge whose task had crashed is no longer a reason to be unhealthy (a
-        // supervisor that is stopped records no new crash).
-        for r in &gone {
-            self.ctx.board.forget_ended(&r.bridge.name);
-        }
-    }
-
-    /// Starts the bridge of the shown set named `name` (its handoff has ended), unless it
-    /// runs already or is no longer in the set.
-    fn start_named(&mut self, name: &str) {
-        if self.running.contains_key(name) {
-            return;
-        }
-        let found = crate::runtime::lock::read(&self.shown)
-            .iter()
-            .find(|b| b.name == name)
-            .cloned();
-        if let Some(b) = found {
-            self.start(b);
-        }
-    }
-
-    /// Bridges of `set` new here that wait for their handoff (docs/scaling.md#handoff).
-    async fn wait_for_handoffs(&mut self, set: &[Arc<Bridge>]) {
-        let waiting = self.handoff.waiting_names();
-        let new: Vec<String> = (set.iter().map(|b| b.name.clone()))
-            .filter(|n| !self.running.contains_key(n) && !waiting.contains(n))
-            .collect();
-        let now_ms = crate::clock::to_ms(self.ctx.clock.now());
-        if let Err(e) = handoff::reloaded(self.receive.as_ref(), new, now_ms).await {
-            error!("the bridges added cannot be checked for a handoff ({e}): they start as new");
-        }
-    }
-
-    /// Moves to a new set: new bridges start, changed ones restart, removed ones stop. State
-    /// is kept throughout.
-    async fn apply(&mut self, set: Vec<Arc<Bridge>>) {
-        let wanted: HashMap<&str, &Arc<Bridge>> =
-            set.iter().map(|b| (b.name.as_str(), b)).collect();
-        let mut removed = Vec::new();
-        let mut changed = Vec::new();
-        for (name, r) in &self.running {
-            match wanted.get(name.as_str()) {
-                None => removed.push(name.clone()),
-                Some(b) if b.revision != r.bridge.revision => changed.push(name.clone()),
-                Some(_) => {}
-            }
-        }
-        self.wait_for_handoffs(&set).await;
-        let stopping: Vec<String> = removed.iter().chain(&changed).cloned().collect();
-        self.stop(&stopping).await;
-        let mut added = Vec::new();
-        let waiting = self.handoff.waiting_names();
-        for b in &set {
-            if waiting.contains(&b.name) {
-                continue;
-            }
-            if !self.running.contains_key(&b.name) {
-                if !changed.contains(&b.name) {
-                    added.push(b.name.clone());
-                }
-                self.start(b.clone());
-            }
-        }
-        *crate::runtime::lock::write(&self.shown) = set;
-        info!(
-            bridges = self.running.len(),
-            added = added.len(),
-            changed = changed.len(),
-            removed = removed.len(),
-            "bridges reloaded: {} running, {} added, {} changed, {} removed",
-            self.running.len(),
-            added.len(),
-            changed.len(),
-            removed.len()
-        );
-        for (what, names) in [
-            ("added", &added),
-            ("changed", &changed),
-            ("removed", &removed),
-        ] {
-            for n in names {
-                info!(bridge = %n, "bridge {what} {n}");
-            }
-        }
-    }
-}
 
 fn load(opts: &RunOptions, env: &Env) -> Result<Vec<Arc<Bridge>>, config::Problems> {
     load_all(opts, env).map(|(_, set)| set)
@@ -461,15 +286,7 @@ pub async fn run(opts: RunOptions, env: Env, shutdown: CancellationToken) -> Res
     crate::metrics::handle();
     let root = shutdown.child_token();
     let (shared, mut ready) = crate::handoff::shared::Shared::new(layout.record, &layout.outgoing);
-    let mut fleet = Fleet {
-        ctx: ctx.clone(),
-        windows: Arc::default(),
-        root: root.clone(),
-        running: HashMap::new(),
-        shown: Arc::new(RwLock::new(bridges.clone())),
-        handoff: shared.clone(),
-        receive: None,
-    };
+    let mut fleet = Fleet::new(ctx.clone(), root.clone(), bridges.clone(), shared.clone());
     let state = admin::AdminState {
         ctx: ctx.clone(),
         bridges: fleet.shown.clone(),

@@ -87,10 +87,12 @@ pub fn bridge_span(bridge: &str) -> tracing::Span {
     tracing::error_span!("bridge", bridge = %bridge)
 }
 
-/// The span a deliverer (and its supervisor) logs in, as `deliver::run_sink` opens it: `sink`
-/// as shown (its origin), never the URL, whose path may be its credential.
+/// The span a deliverer logs in, as `deliver::run_sink` opens it: `sink` as shown (its
+/// origin), never the URL, whose path may be its credential. A root span: a deliverer is
+/// started from inside whatever woke it (a poll, in its bridge's span), and names its bridge
+/// once.
 pub fn sink_span(bridge: &str, sink: &str) -> tracing::Span {
-    tracing::error_span!("sink", bridge = %bridge, sink = %sink)
+    tracing::error_span!(parent: None, "sink", bridge = %bridge, sink = %sink)
 }
 
 /// The layer that writes `line`s to `writer` (in colour with `ansi`, for text).

@@ -87,11 +87,14 @@ impl Redactor {
     /// go); the config loader never quotes an interpolated value, whatever its length.
     pub fn new(secrets: &[String]) -> Self {
         let mut all: Vec<String> = Vec::new();
+        // Every running bridge's secrets go into the panic hook's: 100,000 bridges must not
+        // cost a comparison of each with each.
+        let mut seen = std::collections::HashSet::new();
         for s in secrets.iter().filter(|s| s.len() >= 3) {
             // A secret inside a URL is written percent-encoded (path, userinfo) or
             // form-encoded (query): mask those spellings too.
             for v in std::iter::once(s.clone()).chain(encoded(s)) {
-                if !all.contains(&v) {
+                if seen.insert(v.clone()) {
                     all.push(v);
                 }
             }

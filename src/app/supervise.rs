@@ -1,13 +1,12 @@
-//! The supervisors of the daemon's tasks: a bridge's task that ends on its own is started
-//! again (docs/operations.md#isolation), and a store that stops taking writes is opened again
-//! until it does (docs/operations.md#health-a-full-disk-and-the-watchdog). Each takes the
-//! handles it uses, and the clock.
+//! What the daemon does when its work fails: a bridge's poll or deliverer that panics is
+//! reported and started again (docs/operations.md#isolation; `turns` and `deliverers` call
+//! these), and a store that stops taking writes is opened again until it does
+//! (docs/operations.md#health-a-full-disk-and-the-watchdog). Each takes the handles it uses,
+//! and the clock.
 
-use crate::clock::Clock;
 use crate::config::Bridge;
 use crate::runtime::{Board, StoreHandle};
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
@@ -20,7 +19,7 @@ pub(super) enum Task {
 }
 
 impl Task {
-    fn word(self) -> &'static str {
+    pub(super) fn word(self) -> &'static str {
         match self {
             Task::Poll => "poll",
             Task::Delivery => "delivery",
@@ -28,73 +27,14 @@ impl Task {
     }
 }
 
-/// Runs one of a bridge's tasks until `stop`, and starts it again when it ends on its own (it
-/// returned, or panicked): logged at ERROR, counted in the bridge's status and in
-/// `pollhook_task_restarts_total`, and shown by `/healthz` until it runs again. The poll task
-/// is started again on the bridge's next slot (and polls at once then); a deliverer after a
-/// pause that doubles from 1 s to 5 min while it keeps ending.
-pub(super) async fn supervised<F, Fut>(
-    (board, clock): (Arc<Board>, Clock),
-    b: Arc<Bridge>,
-    task: Task,
-    stop: CancellationToken,
-    make: F,
-) where
-    F: Fn(bool) -> Fut,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    let mut pause = FIRST_PAUSE;
-    let mut restarted = false;
-    loop {
-        let started = clock.instant();
-        let ended = tokio::spawn(make(restarted)).await;
-        if stop.is_cancelled() && ended.is_ok() {
-            return;
-        }
-        let why = match ended {
-            Ok(()) => format!("its {} task ended", task.word()),
-            Err(e) => match e.try_into_panic() {
-                Ok(panic) => {
-                    let msg = crate::redact::panic_message(&*panic);
-                    let msg = crate::redact::Redactor::new(&b.secrets).clean(&msg);
-                    format!("its {} task panicked: {msg}", task.word())
-                }
-                Err(_) => format!("its {} task was cancelled", task.word()),
-            },
-        };
-        if stop.is_cancelled() {
-            error!("bridge {}: {why}", b.name);
-            return;
-        }
-        let now = clock.now();
-        let ran = clock.instant() - started;
-        let Some(restart_at) = restart_at(&b, task, now, ran, &mut pause) else {
-            error!(
-                "bridge {}: {why}; its schedule has no future run, so it is not started again",
-                b.name
-            );
-            board.task_ended(&b.name, task.word(), why);
-            return;
-        };
-        crashed(&board, &b, task, why, restart_at);
-        let wait = (restart_at - now).to_std().unwrap_or(Duration::ZERO);
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(wait) => {}
-        }
-        board.task_restarted(&b.name, task.word());
-        restarted = true;
-    }
-}
-
 /// The pause before a deliverer that keeps ending is started again: it doubles from the first
 /// to the longest, and starts over once the task ran longer than the longest.
-const FIRST_PAUSE: Duration = Duration::from_secs(1);
+pub(super) const FIRST_PAUSE: Duration = Duration::from_secs(1);
 const LONGEST_PAUSE: Duration = Duration::from_secs(300);
 
 /// When a task that ended after running `ran` is started again: the poll task on the bridge's
 /// next slot (None when its schedule has none), a deliverer after `pause`, which doubles.
-fn restart_at(
+pub(super) fn restart_at(
     b: &Bridge,
     task: Task,
     now: chrono::DateTime<chrono::Utc>,
@@ -116,7 +56,7 @@ fn restart_at(
 
 /// A task that ended on its own and is started again at `restart_at`: logged at ERROR,
 /// counted, and shown in the bridge's status and by `/healthz` until then.
-fn crashed(
+pub(super) fn crashed(
     board: &Board,
     b: &Bridge,
     task: Task,

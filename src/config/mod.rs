@@ -21,6 +21,7 @@ pub use bridge::{
 pub use interpolate::Env;
 
 use locate::{Locator, Pos};
+use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -109,6 +110,9 @@ pub fn load_paths(paths: &[PathBuf], env: &Env) -> Result<Vec<Bridge>, Problems>
     }
 
     let mut bridges: Vec<(Bridge, Option<Pos>)> = Vec::new();
+    // Where each name was first seen (100,000 files must not cost a comparison of each name
+    // with each).
+    let mut named: HashMap<String, usize> = HashMap::new();
     for file in &files {
         let text = match screen::read(file) {
             Ok(t) => t,
@@ -120,7 +124,7 @@ pub fn load_paths(paths: &[PathBuf], env: &Env) -> Result<Vec<Bridge>, Problems>
         match parse_file(file, &text, env) {
             Ok(b) => {
                 let name_pos = Locator::new(&text).value("name");
-                if let Some((other, _)) = bridges.iter().find(|(o, _)| o.name == b.name) {
+                if let Some((other, _)) = named.get(&b.name).map(|&i| &bridges[i]) {
                     problems.push(problem(
                         file,
                         name_pos,
@@ -131,6 +135,7 @@ pub fn load_paths(paths: &[PathBuf], env: &Env) -> Result<Vec<Bridge>, Problems>
                         ),
                     ));
                 } else {
+                    named.insert(b.name.clone(), bridges.len());
                     bridges.push((b, name_pos));
                 }
             }

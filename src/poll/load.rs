@@ -9,14 +9,15 @@ use std::collections::HashMap;
 use std::error::Error;
 use std::sync::Arc;
 
-/// The bridge's meta and cached pages, as stored.
+/// The bridge's meta and cached pages, as stored. Read where the poll runs, not on a blocking
+/// thread: two small reads (a few keys under the bridge's prefix, nearly always in the store's
+/// cache), which every poll makes before it knows whether the listing changed, so that a poll
+/// answered 304 touches no blocking thread (docs/scaling.md#cpu).
 pub async fn load(
     st: &Store,
     bridge: &str,
 ) -> Result<(BridgeMeta, HashMap<String, CachedPage>), StoreError> {
-    let store = st.clone();
-    let name = bridge.to_string();
-    crate::runtime::blocking(move || Ok((store.meta(&name)?, store.pages(&name)?))).await
+    Ok((st.meta(bridge)?, st.pages(bridge)?))
 }
 
 /// What the fetch of `bridge` reads and keeps of the store.

@@ -35,71 +35,30 @@ pub fn next_poll_at(
 /// Until when the source asked us not to poll this bridge, if that is still ahead. Kept in
 /// the shared status: it outlives a restart of the task (a reload), and a poll asked for
 /// through the admin API that meets a rate limit pauses the schedule too.
-fn paused_until(board: &Board, bridge: &str, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+pub(crate) fn paused_until(
+    board: &Board,
+    bridge: &str,
+    now: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
     board.status(bridge).paused_until.filter(|p| *p > now)
 }
 
-/// Runs a bridge's schedule until `cancel`. A bridge that has never been polled (no baseline)
-/// polls at once, so a new bridge shows its first result without waiting a whole interval;
-/// so does one `restarted` by its supervisor, which waited for the slot already.
+/// Runs a bridge's schedule until `cancel`, on a timer of its own (the daemon runs every
+/// bridge on one, `app::turns`). A bridge that has never been polled (no baseline) polls at
+/// once, so a new bridge shows its first result without waiting a whole interval; so does one
+/// `restarted`.
 pub async fn run_bridge(
     ctx: Arc<Ctx>,
     bridge: Arc<Bridge>,
     cancel: CancellationToken,
     restarted: bool,
 ) {
-    let span = bridge_span(&bridge.name);
-    schedule_loop(ctx, bridge, cancel, restarted)
-        .instrument(span)
-        .await
-}
-
-async fn schedule_loop(
-    ctx: Arc<Ctx>,
-    bridge: Arc<Bridge>,
-    cancel: CancellationToken,
-    restarted: bool,
-) {
-    let redactor = Redactor::new(&bridge.secrets);
-    let (board, clock) = (&ctx.board, &ctx.clock);
-    let fresh = ctx
-        .store
-        .get()
-        .and_then(|s| s.meta(&bridge.name))
-        .map(|m| !m.baselined)
-        .unwrap_or(false);
-    if (fresh || restarted) && paused_until(board, &bridge.name, clock.now()).is_none() {
-        let _ = Box::pin(poll_and_log(&ctx, &bridge, &redactor)).await;
-    }
-    loop {
-        let Some(wait) = until_next(board, clock, &bridge) else {
-            cancel.cancelled().await;
-            return;
-        };
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep(wait) => {}
-        }
-        // A poll asked for meanwhile may have met a rate limit: then wait for its end.
-        if paused_until(board, &bridge.name, clock.now()).is_some() {
-            continue;
-        }
-        board.update(&bridge.name, |s| s.paused_until = None);
-        // While the store does not take writes a poll could store nothing: skip the slots
-        // until it does (the failure is logged once, and shown by `/healthz`).
-        if ctx.store.failure().is_some() {
-            tokio::select! {
-                _ = cancel.cancelled() => return,
-                _ = ctx.store.recovered() => {}
-            }
-        }
-        let _ = Box::pin(poll_and_log(&ctx, &bridge, &redactor)).await;
-    }
+    crate::app::run_one(ctx, bridge, cancel, restarted).await
 }
 
 /// How long to wait for the bridge's next poll (its schedule's next slot, a pause the source
 /// asked for, the jitter), shown in its status; None when the schedule has no future run.
-fn until_next(board: &Board, clock: &Clock, bridge: &Bridge) -> Option<Duration> {
+pub(crate) fn until_next(board: &Board, clock: &Clock, bridge: &Bridge) -> Option<Duration> {
     let now = clock.now();
     let pause = paused_until(board, &bridge.name, now);
     let Some(next) = next_poll_at(&bridge.schedule, &bridge.name, now, pause) else {

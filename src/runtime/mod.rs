@@ -12,12 +12,14 @@ mod board;
 pub(crate) mod lock;
 mod polls;
 mod store;
+mod unwind;
 
 pub use beats::{Beat, Beats};
 pub use blocking::blocking;
 pub use board::{Board, BridgeStatus};
 pub use polls::{PollLimits, PollSlot, Polls};
 pub use store::{StoreFailure, StoreHandle};
+pub use unwind::{Caught, caught};
 
 use crate::clock::Clock;
 use crate::store::{Store, StoreError};
@@ -189,26 +191,46 @@ impl Default for Clients {
     }
 }
 
-/// One channel per bridge; a commit with events bumps it and the bridge's deliverers wake.
+/// What a commit with events wakes: the daemon's deliverers of that bridge (a hook each
+/// running bridge sets, which starts them if they are not running), and the receivers of a
+/// channel per bridge for whoever subscribed (a deliverer loop run on its own, `run_sink`).
 #[derive(Default)]
-pub struct Wakers(Mutex<HashMap<String, watch::Sender<()>>>);
+pub struct Wakers {
+    channels: Mutex<HashMap<String, watch::Sender<()>>>,
+    hooks: Mutex<HashMap<String, Hook>>,
+}
+
+/// What waking a running bridge does.
+pub type Hook = Arc<dyn Fn() + Send + Sync>;
 
 impl Wakers {
-    fn of(&self, bridge: &str) -> watch::Sender<()> {
-        lock(&self.0)
-            .entry(bridge.to_string())
-            .or_insert_with(|| watch::channel(()).0)
-            .clone()
-    }
-
     /// Tells the bridge's deliverers that new events are in the outbox.
     pub fn wake(&self, bridge: &str) {
-        self.of(bridge).send_replace(());
+        let hook = lock(&self.hooks).get(bridge).cloned();
+        if let Some(h) = hook {
+            h();
+        }
+        if let Some(tx) = lock(&self.channels).get(bridge) {
+            tx.send_replace(());
+        }
     }
 
     /// A receiver that sees every `wake` of this bridge from now on.
     pub fn subscribe(&self, bridge: &str) -> watch::Receiver<()> {
-        self.of(bridge).subscribe()
+        lock(&self.channels)
+            .entry(bridge.to_string())
+            .or_insert_with(|| watch::channel(()).0)
+            .subscribe()
+    }
+
+    /// What waking `bridge` does from now on (until [`Wakers::unhook`]).
+    pub fn hook(&self, bridge: &str, hook: Hook) {
+        lock(&self.hooks).insert(bridge.to_string(), hook);
+    }
+
+    /// Waking `bridge` calls no hook any more.
+    pub fn unhook(&self, bridge: &str) {
+        lock(&self.hooks).remove(bridge);
     }
 }
 
