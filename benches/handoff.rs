@@ -21,94 +21,16 @@
 
 mod support;
 
-use axum::Router;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
 use std::collections::HashMap;
 use std::path::{Path as FsPath, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-use support::{percentile, serve};
+use support::listing::{Receiver, Upstream, now_ms, pollhook_bin};
+use support::percentile;
 
 const TOKEN: &str = "bench-handoff-token-0c1d";
-
-fn pollhook_bin() -> PathBuf {
-    // target/release/deps/handoff-… -> target/release/pollhook
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe.parent().unwrap().parent().unwrap().join("pollhook");
-    assert!(
-        bin.exists(),
-        "build it first: cargo build --release ({})",
-        bin.display()
-    );
-    bin
-}
-
-/// The upstream: bridge i serves `items` items; item 0 carries the version.
-struct Upstream {
-    items: usize,
-    version: AtomicU64,
-    /// Every request: (bridge, shard from the X-Shard header, when).
-    polls: Mutex<Vec<(u32, u8, Instant)>>,
-}
-
-fn body(i: u32, items: usize, version: u64) -> String {
-    let items: Vec<_> = (0..items)
-        .map(|k| {
-            serde_json::json!({
-                "id": k,
-                "title": format!("bridge {i} item {k}"),
-                "v": if k == 0 { version } else { 0 },
-            })
-        })
-        .collect();
-    serde_json::json!({ "items": items }).to_string()
-}
-
-async fn upstream_get(
-    State(u): State<Arc<Upstream>>,
-    Path(i): Path<u32>,
-    h: HeaderMap,
-) -> Response {
-    let shard = h
-        .get("x-shard")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(u8::MAX);
-    u.polls.lock().unwrap().push((i, shard, Instant::now()));
-    let v = u.version.load(Ordering::SeqCst);
-    let etag = format!("\"{i}-{v}\"");
-    if h.get("if-none-match").and_then(|x| x.to_str().ok()) == Some(etag.as_str()) {
-        return (StatusCode::NOT_MODIFIED, [("etag", etag)]).into_response();
-    }
-    (
-        [
-            ("content-type", "application/json".to_string()),
-            ("etag", etag),
-        ],
-        body(i, u.items, v),
-    )
-        .into_response()
-}
-
-/// The webhook receiver: (bridge, type, item 0's version) of every event.
-#[derive(Default)]
-struct Receiver {
-    events: Mutex<Vec<(String, String, Option<u64>)>>,
-}
-
-async fn receive(State(r): State<Arc<Receiver>>, body: axum::body::Bytes) -> StatusCode {
-    let e: serde_json::Value = serde_json::from_slice(&body).unwrap();
-    r.events.lock().unwrap().push((
-        e["bridge"].as_str().unwrap_or_default().to_string(),
-        e["type"].as_str().unwrap_or_default().to_string(),
-        e["data"]["v"].as_u64(),
-    ));
-    StatusCode::NO_CONTENT
-}
 
 /// The shard a bridge's name goes to among `n`, as pollhook decides it.
 fn owner(name: &str, n: u64) -> u64 {
@@ -213,24 +135,17 @@ async fn main() {
         .collect();
     let bridges: u32 = args.first().map_or(1000, |a| a.parse().unwrap());
     let items: usize = args.get(1).map_or(1000, |a| a.parse().unwrap());
-    let up = Arc::new(Upstream {
-        items,
-        version: AtomicU64::new(1),
-        polls: Mutex::default(),
-    });
-    let rx = Arc::new(Receiver::default());
-    let up_url = serve(
-        Router::new()
-            .route("/b/{i}", axum::routing::get(upstream_get))
-            .with_state(up.clone()),
-    )
-    .await;
-    let rx_url = serve(
-        Router::new()
-            .route("/hook", axum::routing::post(receive))
-            .with_state(rx.clone()),
-    )
-    .await;
+    let up = Upstream::new(bridges as usize, items, true);
+    let set_version = |v: u64| {
+        up.versions
+            .iter()
+            .for_each(|x| x.store(v, Ordering::SeqCst))
+    };
+    set_version(1);
+    let rx = Arc::new(Receiver::keeping());
+    let (up_url, rx_url) = (up.serve().await, rx.serve().await);
+    let polls = || up.by_shard.as_ref().unwrap().lock().unwrap();
+    let events = || rx.kept.as_ref().unwrap().lock().unwrap();
 
     let root = tempfile::tempdir().unwrap();
     let dir = root.path().join("bridges");
@@ -238,7 +153,7 @@ async fn main() {
     let sinks = support::sinks(&rx_url);
     for i in 0..bridges {
         let yaml = format!(
-            "schedule: {{every: 10s}}\nsource: {{url: \"{up_url}/b/{i}\", headers: {{X-Shard: \"${{BENCH_SHARD}}\"}}}}\nitems: {{select: \"$.items[*]\", key: \"$.id\"}}\n{sinks}\n"
+            "schedule: {{every: 10s}}\nsource: {{url: \"{up_url}/e/{i}\", headers: {{X-Shard: \"${{BENCH_SHARD}}\"}}}}\nitems: {{select: \"$.items[*]\", key: \"$.id\"}}\n{sinks}\n"
         );
         std::fs::write(dir.join(format!("b{i}.yaml")), yaml).unwrap();
     }
@@ -263,7 +178,7 @@ async fn main() {
         "shard 0's baselines",
         Duration::from_secs(600),
         async || {
-            let polls = up.polls.lock().unwrap();
+            let polls = polls();
             let mut seen = vec![false; bridges as usize];
             polls.iter().for_each(|(i, _, _)| seen[*i as usize] = true);
             seen.iter().all(|s| *s)
@@ -271,11 +186,11 @@ async fn main() {
     )
     .await;
     // A second round: every baseline is committed.
-    let round = up.polls.lock().unwrap().len();
+    let round = polls().len();
     until(
         "shard 0's second round",
         Duration::from_secs(600),
-        async || up.polls.lock().unwrap().len() >= round + bridges as usize,
+        async || polls().len() >= round + bridges as usize,
     )
     .await;
     println!("  shard 0 of 1 baselined them all in {}", ms(t.elapsed()));
@@ -294,8 +209,8 @@ async fn main() {
     // Shard 0 restarted as 0 of 2; every item 0 changes as it stops.
     let t = Instant::now();
     let old0 = stop(s0);
-    up.version.store(2, Ordering::SeqCst);
-    let stopped = t.elapsed();
+    set_version(2);
+    let (stopped, stopped_ms) = (t.elapsed(), now_ms());
     let s0 = start(root.path(), port, 0, 2);
     until(
         "shard 0 of 2 answering",
@@ -331,7 +246,7 @@ async fn main() {
     until(
         "every change delivered",
         Duration::from_secs(120),
-        async || rx.events.lock().unwrap().len() >= bridges as usize,
+        async || events().len() >= bridges as usize,
     )
     .await;
     tokio::time::sleep(Duration::from_secs(12)).await;
@@ -358,7 +273,7 @@ async fn main() {
         !log.contains("so it is new"),
         "a moved bridge was new on shard 1"
     );
-    let events = rx.events.lock().unwrap().clone();
+    let events = events().clone();
     let mut per: HashMap<&str, u32> = HashMap::new();
     for (b, ty, v) in &events {
         assert_eq!((ty.as_str(), *v), ("item.updated", Some(2)), "bridge {b}");
@@ -372,7 +287,7 @@ async fn main() {
     );
 
     // The poll gap of each moved bridge.
-    let polls = up.polls.lock().unwrap();
+    let polls = polls();
     let mut gaps: Vec<Duration> = moved
         .iter()
         .map(|b| {
@@ -381,7 +296,7 @@ async fn main() {
                 .iter()
                 .filter(|(j, s, _)| *j == i && *s == 0)
                 .map(|(_, _, at)| *at)
-                .filter(|at| *at < t + stopped)
+                .filter(|at| *at < stopped_ms)
                 .max()
                 .unwrap();
             let first1 = polls
@@ -393,10 +308,10 @@ async fn main() {
             assert!(
                 !polls
                     .iter()
-                    .any(|(j, s, at)| *j == i && *s == 0 && *at > t + stopped),
+                    .any(|(j, s, at)| *j == i && *s == 0 && *at > stopped_ms),
                 "{b} polled on shard 0 after the handoff"
             );
-            first1 - last0
+            Duration::from_millis(first1 - last0)
         })
         .collect();
     gaps.sort();

@@ -35,15 +35,14 @@
 mod support;
 
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
+use support::listing::{Receiver, Upstream, now_ms, pollhook_bin};
 use support::{percentile, serve};
 
 fn bad<T>(name: &str, value: &str, e: impl std::fmt::Display) -> T {
@@ -110,100 +109,6 @@ impl Params {
 /// Each change made upstream: (endpoint, version) and when.
 type Changes = Arc<Mutex<Vec<((u32, u64), u64)>>>;
 const ITEMS: usize = 10;
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-}
-
-fn pollhook_bin() -> PathBuf {
-    // target/release/deps/scale-… -> target/release/pollhook
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe.parent().unwrap().parent().unwrap().join("pollhook");
-    assert!(
-        bin.exists(),
-        "build it first: cargo build --release ({})",
-        bin.display()
-    );
-    bin
-}
-
-/// The upstream: endpoint i serves ITEMS items; item 0 carries the endpoint's version.
-struct Upstream {
-    versions: Vec<AtomicU64>,
-    /// (endpoint, the endpoint's previous arrival, this arrival; unix ms) of every request while
-    /// `recording`: the previous arrival tells which slot this request was planned for.
-    arrivals: Mutex<Vec<(u32, u64, u64)>>,
-    /// The last arrival per endpoint (0: none yet), kept while not recording too.
-    last: Vec<AtomicU64>,
-    recording: AtomicBool,
-    requests: AtomicU64,
-}
-
-fn endpoint_body(i: usize, version: u64) -> String {
-    let items: Vec<_> = (0..ITEMS)
-        .map(|k| {
-            serde_json::json!({
-                "id": k,
-                "title": format!("endpoint {i} item {k}"),
-                "v": if k == 0 { version } else { 0 },
-                "tags": ["alpha", "beta"],
-                "score": 1.5,
-            })
-        })
-        .collect();
-    serde_json::json!({ "items": items }).to_string()
-}
-
-async fn upstream_get(
-    State(u): State<Arc<Upstream>>,
-    Path(i): Path<usize>,
-    h: HeaderMap,
-) -> Response {
-    u.requests.fetch_add(1, Ordering::Relaxed);
-    let now = now_ms();
-    let prev = u.last[i].swap(now, Ordering::Relaxed);
-    if u.recording.load(Ordering::Relaxed) && prev != 0 {
-        u.arrivals.lock().unwrap().push((i as u32, prev, now));
-    }
-    let v = u.versions[i].load(Ordering::Relaxed);
-    let etag = format!("\"{i}-{v}\"");
-    if h.get("if-none-match").and_then(|x| x.to_str().ok()) == Some(etag.as_str()) {
-        return (StatusCode::NOT_MODIFIED, [("etag", etag)]).into_response();
-    }
-    (
-        [
-            ("content-type", "application/json".to_string()),
-            ("etag", etag),
-        ],
-        endpoint_body(i, v),
-    )
-        .into_response()
-}
-
-/// The receiver: arrival time of each (endpoint, version) seen in an event.
-#[derive(Default)]
-struct Receiver {
-    seen: Mutex<HashMap<(u32, u64), u64>>,
-    events: AtomicU64,
-}
-
-async fn receive(State(r): State<Arc<Receiver>>, body: axum::body::Bytes) -> StatusCode {
-    let at = now_ms();
-    r.events.fetch_add(1, Ordering::Relaxed);
-    if let Ok(e) = serde_json::from_slice::<serde_json::Value>(&body) {
-        let endpoint = e["bridge"]
-            .as_str()
-            .and_then(|b| b[1..].parse::<u32>().ok());
-        let version = e["data"]["v"].as_u64();
-        if let (Some(i), Some(v)) = (endpoint, version) {
-            r.seen.lock().unwrap().entry((i, v)).or_insert(at);
-        }
-    }
-    StatusCode::NO_CONTENT
-}
 
 /// utime + stime of a process, in seconds.
 fn cpu_seconds(pid: u32) -> f64 {
@@ -322,26 +227,9 @@ async fn fixture(
     n: usize,
     every_ms: u64,
 ) -> (Arc<Upstream>, Arc<Receiver>, String, tempfile::TempDir) {
-    let up = Arc::new(Upstream {
-        versions: (0..n).map(|_| AtomicU64::new(0)).collect(),
-        arrivals: Mutex::default(),
-        last: (0..n).map(|_| AtomicU64::new(0)).collect(),
-        recording: AtomicBool::new(false),
-        requests: AtomicU64::new(0),
-    });
+    let up = Upstream::new(n, ITEMS, false);
     let rx = Arc::new(Receiver::default());
-    let up_url = serve(
-        Router::new()
-            .route("/e/{i}", axum::routing::get(upstream_get))
-            .with_state(up.clone()),
-    )
-    .await;
-    let rx_url = serve(
-        Router::new()
-            .route("/hook", axum::routing::post(receive))
-            .with_state(rx.clone()),
-    )
-    .await;
+    let (up_url, rx_url) = (up.serve().await, rx.serve().await);
     let dir = tempfile::tempdir().unwrap();
     write_bridges(&dir.path().join("bridges"), n, every_ms, &up_url, &rx_url);
     (up, rx, up_url, dir)

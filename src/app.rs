@@ -79,26 +79,26 @@ fn load_all(
 
 /// Records the layout this start runs under and finds the bridges it moves
 /// (docs/scaling.md#layout-in-the-store). Outgoing bridges are not in the running set (this
-/// shard does not own them): each is logged, once a start. Incoming ones are recorded; until
-/// handoffs exist they start from an empty state, as a new bridge does.
+/// shard does not own them): each is logged, once a start. Incoming ones are recorded, since
+/// the time of `clock`, for the handoff to fetch ([`handoff::begin`]).
 async fn settle_layout(
     store: &Store,
     shard: Option<crate::shard::Shard>,
     configured: Vec<String>,
+    clock: &Clock,
 ) -> Result<crate::shard::layout::Plan> {
     use crate::shard::layout::{Record, plan};
     let shard = shard.unwrap_or(crate::shard::Shard {
         index: 0,
         shards: 1,
     });
-    let store = store.clone();
+    let (store, now_ms) = (store.clone(), crate::clock::to_ms(clock.now()));
     let planned = tokio::task::spawn_blocking(move || -> Result<_> {
         let stored = match store.layout_record()? {
             Some(bytes) => Some(Record::decode(&bytes)?),
             None => None,
         };
         let held = store.bridges_held()?;
-        let now_ms = chrono::Utc::now().timestamp_millis();
         let p = plan(stored.clone(), shard, &held, &configured, now_ms);
         if stored.as_ref() != Some(&p.record) {
             store.put_layout_record(&p.record.encode())?;
@@ -275,12 +275,12 @@ pub async fn run(opts: RunOptions, env: Env, shutdown: CancellationToken) -> Res
         )
     })?;
 
-    let store = open_store(&opts.data).await?;
-    let layout = settle_layout(&store, opts.shard, configured)
-        .await
-        .with_context(|| format!("cannot record the layout in {}", opts.data.display()))?;
     // The daemon's one clock, handed down from here (docs/design.md#the-clock).
     let clock = Clock::system();
+    let store = open_store(&opts.data).await?;
+    let layout = settle_layout(&store, opts.shard, configured, &clock)
+        .await
+        .with_context(|| format!("cannot record the layout in {}", opts.data.display()))?;
     let ctx = Arc::new(Ctx::with_clock(store, clock).with_poll_limits(opts.poll_limits));
     let store_dir = opts.data.clone();
     crate::metrics::handle();

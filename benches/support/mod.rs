@@ -1,6 +1,9 @@
-//! What the benchmarks share: local servers, the sink every bench bridge posts to, bridges
+//! What the benchmarks share: local servers, the upstream and receiver of the benches that
+//! run the daemon (`listing`), the sink every bench bridge posts to, bridges
 //! parsed as the daemon parses them, and the deliverer loops. Each bench uses its own part.
 #![allow(dead_code)]
+
+pub mod listing;
 
 use axum::Router;
 use pollhook::config::{Bridge, Env, parse_file};

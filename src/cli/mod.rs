@@ -12,6 +12,9 @@
 //! - `resync`: `reset` and `resync`, a bridge's state started over through the daemon
 //! - `dead_letters`: `dead-letters list|replay|drop`
 //! - `store`: `store check|accept-rollback|move-shards`, on the state directory itself
+//! - `handoff`: `handoff skip`, a bridge's wait for its state from another shard given up,
+//!   through the daemon (`state export|import`, the same state moved by hand, is
+//!   `pollhook::handoff::cli`'s)
 //! - `sign`: `sign`, the signature headers of a body
 //! - `generate`: `completions` and `man`, generated from this definition, and `schema`
 //! - `new`: `new`, a bridge file written from a recipe

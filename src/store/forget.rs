@@ -6,9 +6,43 @@
 //! handed out again should the bridge come back.
 
 use super::*;
+use sled::transaction::{TransactionalTree, UnabortableTransactionError};
 
 /// The tree of bridges given away: name → their seq when they were forgotten.
 const HANDED: &str = "handed";
+
+/// Removes, inside a transaction, the records `old` lists (as [`Store::old_keys`] found them)
+/// from the trees that hold a bridge's state: items, state, meta, pages, page bodies, outbox,
+/// dead letters and auth, in that order, with `parts` the tree of values' chunks. Returns the
+/// value files no record points at any more. Forgetting a bridge and importing one over its
+/// old state both use it.
+pub(super) fn remove_bridge_in_tx(
+    [it, st, me, pg, bo, ob, de, au]: [&TransactionalTree; 8],
+    parts: &TransactionalTree,
+    old: &[Vec<sled::IVec>; handoff::TREES],
+) -> Result<Vec<values::FileName>, UnabortableTransactionError> {
+    let mut garbage = Vec::new();
+    for (tx, kind, i) in [
+        (it, Some(Kind::Item), 0),
+        (st, None, 1),
+        (me, None, 2),
+        (pg, None, 3),
+        (bo, Some(Kind::PageBody), 4),
+        (ob, Some(Kind::Outbox), 5),
+        (de, Some(Kind::Dead), 6),
+        (au, None, 8),
+    ] {
+        for k in &old[i] {
+            match kind {
+                Some(kind) => garbage.extend(values::remove_in_tx(tx, parts, kind, k)?),
+                None => {
+                    tx.remove(k)?;
+                }
+            }
+        }
+    }
+    Ok(garbage)
+}
 
 impl Store {
     /// Removes every record of `bridge` in one transaction; false when the store held none.
@@ -34,26 +68,7 @@ impl Store {
         );
         let res: Result<_, TransactionError<StoreError>> =
             trees.transaction(|(it, st, me, pg, bo, ob, de, parts, au, ha)| {
-                let mut garbage = Vec::new();
-                for (tx, kind, i) in [
-                    (it, Some(Kind::Item), 0),
-                    (st, None, 1),
-                    (me, None, 2),
-                    (pg, None, 3),
-                    (bo, Some(Kind::PageBody), 4),
-                    (ob, Some(Kind::Outbox), 5),
-                    (de, Some(Kind::Dead), 6),
-                    (au, None, 8),
-                ] {
-                    for k in &old[i] {
-                        match kind {
-                            Some(kind) => garbage.extend(values::remove_in_tx(tx, parts, kind, k)?),
-                            None => {
-                                tx.remove(k)?;
-                            }
-                        }
-                    }
-                }
+                let garbage = remove_bridge_in_tx([it, st, me, pg, bo, ob, de, au], parts, &old)?;
                 ha.insert(bridge.as_bytes(), &seq.to_be_bytes())?;
                 Ok(garbage)
             });

@@ -134,7 +134,7 @@ pub enum ImportError {
 }
 
 /// Where each tree of a bridge's state sits in the import's transaction.
-const TREES: usize = 9;
+pub(super) const TREES: usize = 9;
 
 impl Store {
     /// Whether the store holds anything of `bridge`.
@@ -477,26 +477,8 @@ impl Store {
         );
         let res: Result<_, TransactionError<StoreError>> =
             trees.transaction(|(it, st, me, pg, bo, ob, de, parts, au, db)| {
-                let mut garbage = Vec::new();
-                for (tx, kind, i) in [
-                    (it, Some(Kind::Item), 0),
-                    (st, None, 1),
-                    (me, None, 2),
-                    (pg, None, 3),
-                    (bo, Some(Kind::PageBody), 4),
-                    (ob, Some(Kind::Outbox), 5),
-                    (de, Some(Kind::Dead), 6),
-                    (au, None, 8),
-                ] {
-                    for k in &old[i] {
-                        match kind {
-                            Some(kind) => garbage.extend(values::remove_in_tx(tx, parts, kind, k)?),
-                            None => {
-                                tx.remove(k)?;
-                            }
-                        }
-                    }
-                }
+                let mut garbage =
+                    forget::remove_bridge_in_tx([it, st, me, pg, bo, ob, de, au], parts, old)?;
                 for (tx, kind, records, prepared) in [
                     (it, Kind::Item, &e.items, items),
                     (bo, Kind::PageBody, &e.bodies, bodies),

@@ -215,6 +215,42 @@ impl Cluster {
     }
 }
 
+impl Cluster {
+    /// The bridges shard `i` of `n` owns.
+    fn owned_by(&self, i: u64, n: u64) -> Vec<String> {
+        let names = self.names.iter().filter(|b| owner(b, n) == i);
+        names.cloned().collect()
+    }
+
+    /// Every bridge polled since now, then the items set to `v` and every bridge's updates up
+    /// to seq `n` delivered (and nothing else).
+    async fn change_and_deliver(&self, v: u64, n: u64, daemons: &[&Daemon]) {
+        let seen = self.up.hits().len();
+        self.set_items(v);
+        all_polled_since(self, seen, &self.names).await;
+        self.delivered_up_to(n, daemons).await;
+    }
+
+    /// Every bridge polled once (its baseline), then the items set to `v` and the updates up to
+    /// seq `n` delivered.
+    async fn baselined_then_changed(&self, v: u64, n: u64, daemons: &[&Daemon]) {
+        all_polled_since(self, 0, &self.names).await;
+        self.set_items(v);
+        self.delivered_up_to(n, daemons).await;
+    }
+}
+
+/// Waits until `pollhook status` of `d` shows `line` under `n` bridges.
+async fn status_says(d: &Daemon, line: &str, n: usize) {
+    eventually(PATIENCE, &format!("{n} bridges: {line}"), || async {
+        let (_, st, _) = d.cli(&["status"]);
+        (st.matches(line).count() == n)
+            .then_some(())
+            .ok_or(format!("{st}\n{}", d.logs()))
+    })
+    .await;
+}
+
 /// Every bridge polled since the `seen`th request, at least once.
 async fn all_polled_since(c: &Cluster, seen: usize, names: &[String]) {
     until("every bridge polled again", || {
@@ -250,12 +286,7 @@ async fn waiting_metric(c: &Cluster, i: u64) -> Option<u64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn growing_moves_each_bridge_with_its_state_while_the_source_changes() {
     let c = Cluster::new(8).await;
-    let moved: Vec<String> = c
-        .names
-        .iter()
-        .filter(|b| owner(b, 2) == 1)
-        .cloned()
-        .collect();
+    let moved = c.owned_by(1, 2);
     assert!(
         !moved.is_empty() && moved.len() < c.names.len(),
         "{moved:?}"
@@ -269,9 +300,7 @@ async fn growing_moves_each_bridge_with_its_state_while_the_source_changes() {
             .unwrap();
     }
     let s0 = c.start(0, 1);
-    all_polled_since(&c, 0, &c.names).await;
-    c.set_items(2);
-    c.delivered_up_to(1, &[&s0]).await;
+    c.baselined_then_changed(2, 1, &[&s0]).await;
 
     // Shard 1 first: shard 0 still owns everything and says so; the moved bridges wait.
     let s1 = c.start(1, 2);
@@ -308,10 +337,7 @@ async fn growing_moves_each_bridge_with_its_state_while_the_source_changes() {
         .admin_call(0, Method::POST, &format!("/v1/handoff/{}", moved[0]))
         .await;
     assert_eq!(code, 409, "{v}");
-    let seen = c.up.hits().len();
-    c.set_items(3);
-    all_polled_since(&c, seen, &c.names).await;
-    c.delivered_up_to(2, &[&s0, &s1]).await;
+    c.change_and_deliver(3, 2, &[&s0, &s1]).await;
     for b in &moved {
         assert!(c.polled_by(b).iter().all(|s| s == "0"), "{b}");
     }
@@ -323,10 +349,7 @@ async fn growing_moves_each_bridge_with_its_state_while_the_source_changes() {
     c.settled(1, &s1).await;
     c.settled(0, &s0).await;
     assert_eq!(waiting_metric(&c, 1).await, Some(0));
-    let seen = c.up.hits().len();
-    c.set_items(4);
-    all_polled_since(&c, seen, &c.names).await;
-    c.delivered_up_to(3, &[&s0, &s1]).await;
+    c.change_and_deliver(4, 3, &[&s0, &s1]).await;
 
     // Each moved bridge: shard 0's polls, then shard 1's, never mixed; the others only 0.
     for b in &c.names {
@@ -435,31 +458,19 @@ fn kill9(d: &mut Daemon) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_handoff_survives_either_side_killed_midway() {
     let c = Cluster::new(6).await;
-    let moved: Vec<String> = c
-        .names
-        .iter()
-        .filter(|b| owner(b, 2) == 1)
-        .cloned()
-        .collect();
+    let moved = c.owned_by(1, 2);
     assert!(!moved.is_empty());
     c.set_items(1);
     // Shard 0 really listens on 127.0.0.20; its peers reach it through the gate.
     let real0 = format!("127.0.0.20:{}", c.port);
     let s0 = c.start_at(0, 1, &real0);
-    all_polled_since(&c, 0, &c.names).await;
-    c.set_items(2);
-    c.delivered_up_to(1, &[&s0]).await;
+    c.baselined_then_changed(2, 1, &[&s0]).await;
     let (code, _, _) = s0.terminate().await;
     assert_eq!(code, 0);
 
     // Shard 1 alone: shard 0 does not answer.
     let s1 = c.start(1, 2);
-    eventually(PATIENCE, "waiting on a shard that is down", || async {
-        let (_, st, _) = s1.cli(&["status"]);
-        let n = st.matches("waiting for handoff from shard 0").count();
-        (n == moved.len()).then_some(()).ok_or(st)
-    })
-    .await;
+    status_says(&s1, "waiting for handoff from shard 0", moved.len()).await;
     assert_eq!(waiting_metric(&c, 1).await, Some(moved.len() as u64));
     assert_eq!(
         c.layout(1).await["incoming"].as_array().unwrap().len(),
@@ -497,15 +508,11 @@ async fn a_handoff_survives_either_side_killed_midway() {
         assert!(again.contains(d), "a repeated request got another document");
     }
     // Imported; the acknowledgements fail: the bridges wait, shard 0 keeps its copies.
-    eventually(PATIENCE, "imported, acknowledgement owed", || async {
-        let (_, st, _) = s1.cli(&["status"]);
-        let n = st
-            .matches("waiting to acknowledge the handoff to shard 0")
-            .count();
-        (n == moved.len())
-            .then_some(())
-            .ok_or(format!("{st}\n{}", s1.logs()))
-    })
+    status_says(
+        &s1,
+        "waiting to acknowledge the handoff to shard 0",
+        moved.len(),
+    )
     .await;
     assert!(!gate.deletes.lock().unwrap().is_empty());
     let l0 = c.layout(0).await;
@@ -523,10 +530,7 @@ async fn a_handoff_survives_either_side_killed_midway() {
     c.settled(1, &s1).await;
     c.settled(0, &s0).await;
     c.delivered_up_to(2, &[&s0, &s1]).await;
-    let seen = c.up.hits().len();
-    c.set_items(4);
-    all_polled_since(&c, seen, &c.names).await;
-    c.delivered_up_to(3, &[&s0, &s1]).await;
+    c.change_and_deliver(4, 3, &[&s0, &s1]).await;
     // A repeated acknowledgement is a no-op.
     let (code, _) = c
         .admin_call(0, Method::DELETE, &format!("/v1/handoff/{}", moved[0]))
@@ -548,18 +552,12 @@ async fn a_handoff_survives_either_side_killed_midway() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shrinking_drains_the_last_shard() {
     let c = Cluster::new(9).await;
-    let leaving: Vec<String> = c
-        .names
-        .iter()
-        .filter(|b| owner(b, 3) == 2)
-        .cloned()
-        .collect();
+    let leaving = c.owned_by(2, 3);
     assert!(!leaving.is_empty());
     c.set_items(1);
     let d: Vec<Daemon> = (0..3).map(|i| c.start(i, 3)).collect();
-    all_polled_since(&c, 0, &c.names).await;
-    c.set_items(2);
-    c.delivered_up_to(1, &d.iter().collect::<Vec<_>>()).await;
+    c.baselined_then_changed(2, 1, &d.iter().collect::<Vec<_>>())
+        .await;
     let mut old = d.into_iter();
     let (s0, s1, s2) = (
         old.next().unwrap(),
@@ -589,10 +587,7 @@ async fn shrinking_drains_the_last_shard() {
         (200, 0),
         "{v}"
     );
-    let seen = c.up.hits().len();
-    c.set_items(3);
-    all_polled_since(&c, seen, &c.names).await;
-    c.delivered_up_to(2, &[&s0, &s1, &s2]).await;
+    c.change_and_deliver(3, 2, &[&s0, &s1, &s2]).await;
     // Since shard 2 stopped on the old layout, it has polled nothing.
     let after: Vec<String> = c.up.hits()[stopped..]
         .iter()
@@ -612,22 +607,11 @@ async fn shrinking_drains_the_last_shard() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fresh_cluster_baselines_and_a_wait_can_be_skipped() {
     let c = Cluster::new(6).await;
-    let mine: Vec<String> = c
-        .names
-        .iter()
-        .filter(|b| owner(b, 2) == 1)
-        .cloned()
-        .collect();
+    let mine = c.owned_by(1, 2);
     assert!(mine.len() >= 2, "{mine:?}");
     c.set_items(1);
     let s1 = c.start(1, 2);
-    eventually(PATIENCE, "waiting for shard 0", || async {
-        let (_, st, _) = s1.cli(&["status"]);
-        (st.matches("waiting for handoff from shard 0").count() == mine.len())
-            .then_some(())
-            .ok_or(st)
-    })
-    .await;
+    status_says(&s1, "waiting for handoff from shard 0", mine.len()).await;
     let (code, out, err) = s1.cli(&["handoff", "skip", &mine[0]]);
     assert_eq!(code, 0, "{err}");
     assert!(
@@ -646,9 +630,7 @@ async fn a_fresh_cluster_baselines_and_a_wait_can_be_skipped() {
     let s0 = c.start(0, 2);
     c.settled(1, &s1).await;
     c.settled(0, &s0).await;
-    all_polled_since(&c, 0, &c.names).await;
-    c.set_items(2);
-    c.delivered_up_to(1, &[&s0, &s1]).await;
+    c.baselined_then_changed(2, 1, &[&s0, &s1]).await;
     let (_, _, err1) = s1.terminate().await;
     let (_, _, _) = s0.terminate().await;
     let logs = err1.join("\n");
@@ -673,12 +655,7 @@ async fn a_fresh_cluster_baselines_and_a_wait_can_be_skipped() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_skip_while_the_acknowledgement_is_owed_still_acknowledges() {
     let c = Cluster::new(4).await;
-    let moved: Vec<String> = c
-        .names
-        .iter()
-        .filter(|b| owner(b, 2) == 1)
-        .cloned()
-        .collect();
+    let moved = c.owned_by(1, 2);
     assert!(!moved.is_empty());
     c.set_items(1);
     let real0 = format!("127.0.0.20:{}", c.port);
@@ -690,24 +667,17 @@ async fn a_skip_while_the_acknowledgement_is_owed_still_acknowledges() {
     *gate.fail_delete.lock().unwrap() = true;
     let s0 = c.start_at(0, 2, &real0);
     let s1 = c.start(1, 2);
-    eventually(PATIENCE, "imported, acknowledgement owed", || async {
-        let (_, st, _) = s1.cli(&["status"]);
-        let n = st
-            .matches("waiting to acknowledge the handoff to shard 0")
-            .count();
-        (n == moved.len())
-            .then_some(())
-            .ok_or(format!("{st}\n{}", s1.logs()))
-    })
+    status_says(
+        &s1,
+        "waiting to acknowledge the handoff to shard 0",
+        moved.len(),
+    )
     .await;
     for b in &moved {
         let (code, _, err) = s1.cli(&["handoff", "skip", b]);
         assert_eq!(code, 0, "{err}");
     }
-    let seen = c.up.hits().len();
-    c.set_items(2);
-    all_polled_since(&c, seen, &c.names).await;
-    c.delivered_up_to(1, &[&s0, &s1]).await;
+    c.change_and_deliver(2, 1, &[&s0, &s1]).await;
     for b in &moved {
         assert!(c.polled_by(b).contains(&"1".to_string()), "{b}");
     }
@@ -735,12 +705,7 @@ async fn a_skip_while_the_acknowledgement_is_owed_still_acknowledges() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bridge_added_by_a_reload_comes_by_handoff() {
     let c = Cluster::new(6).await;
-    let moved: Vec<String> = c
-        .names
-        .iter()
-        .filter(|b| owner(b, 2) == 1)
-        .cloned()
-        .collect();
+    let moved = c.owned_by(1, 2);
     assert!(moved.len() >= 2, "{moved:?}");
     let late = &moved[0];
     // Shard 1's bridges directory lacks `late` at first.
@@ -767,10 +732,7 @@ async fn a_bridge_added_by_a_reload_comes_by_handoff() {
     s1.signal("-HUP");
     c.settled(0, &s0).await;
     c.settled(1, &s1).await;
-    let seen = c.up.hits().len();
-    c.set_items(2);
-    all_polled_since(&c, seen, &c.names).await;
-    c.delivered_up_to(1, &[&s0, &s1]).await;
+    c.change_and_deliver(2, 1, &[&s0, &s1]).await;
     let (_, _, err1) = s1.terminate().await;
     let (_, _, _) = s0.terminate().await;
     let logs = err1.join("\n");
