@@ -13,7 +13,7 @@ use crate::config::Bridge;
 use crate::event::{self, Event, EventType, Side};
 use crate::redact::Redactor;
 use crate::runtime::{StoreHandle, Wakers};
-use crate::store::{BridgeMeta, Commit, Failing, StoreError};
+use crate::store::{BridgeMeta, Commit, Failing, PageWrite, Store, StoreError};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::json;
 
@@ -140,31 +140,48 @@ pub async fn track(
     let Ok(writable) = store.writable() else {
         return;
     };
-    let (b, st, clock) = (bridge.clone(), writable.clone(), clock.clone());
-    let stored = crate::runtime::blocking(move || -> Result<bool, StoreError> {
-        let meta = st.meta(&b.name)?;
+    let (b, clock) = (bridge.clone(), clock.clone());
+    let decide = move |meta: &BridgeMeta| {
         let outcome = match &error {
             None => Outcome::Succeeded,
             Some((reason, error)) => Outcome::Failed { reason, error },
         };
-        let Some(c) = decide(&b, &meta, outcome, clock.now()) else {
+        decide(&b, meta, outcome, clock.now())
+    };
+    if let Err(e) = commit_tracking((&writable, wakers), &bridge.name, decide).await {
+        tracing::warn!("bridge {}: failure streak not stored: {e}", bridge.name);
+        store.failed(&e);
+    }
+}
+
+/// Stores bookkeeping of a bridge that no poll's commit carried (a failure streak; quiet
+/// tracking after a 304): the meta read on a blocking thread, `decide`'s commit for it stored
+/// (none: nothing to store) with the cached pages kept, and, when that queued events, flushed
+/// to disk and the bridge's deliverers woken.
+pub(super) async fn commit_tracking(
+    (st, wakers): (&Store, &Wakers),
+    bridge: &str,
+    decide: impl FnOnce(&BridgeMeta) -> Option<Commit> + Send + 'static,
+) -> Result<(), StoreError> {
+    let (name, store) = (bridge.to_string(), st.clone());
+    let queued = crate::runtime::blocking(move || -> Result<bool, StoreError> {
+        let meta = store.meta(&name)?;
+        let Some(mut c) = decide(&meta) else {
             return Ok(false);
         };
-        st.commit(&c)?;
+        // Not a poll: the cached pages stay (a commit's pages replace the stored set, and
+        // without them the next poll could not be answered 304).
+        let pages = store.pages(&name)?.into_keys();
+        c.pages = pages.map(|k| (k, PageWrite::Keep)).collect();
+        store.commit(&c)?;
         Ok(!c.outbox.is_empty())
     })
-    .await;
-    match stored {
-        Ok(false) => {}
-        Ok(true) => match writable.flush().await {
-            Ok(()) => wakers.wake(&bridge.name),
-            Err(e) => store.failed(&e),
-        },
-        Err(e) => {
-            tracing::warn!("bridge {}: failure streak not stored: {e}", bridge.name);
-            store.failed(&e);
-        }
+    .await?;
+    if queued {
+        st.flush().await?;
+        wakers.wake(bridge);
     }
+    Ok(())
 }
 
 #[cfg(test)]

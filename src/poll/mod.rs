@@ -219,6 +219,9 @@ async fn poll_with(
     let (listing, documents, matchable) =
         fetch::fetch_conditional((sourcing, &kept), bridge, &source, &cached, approach).await?;
     let Some(documents) = documents else {
+        if commit {
+            quiet::not_modified((st, wakers), bridge, &meta, now).await?;
+        }
         return Ok(PollReport {
             items: meta.items,
             pages: listing.pages.len(),

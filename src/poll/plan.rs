@@ -15,7 +15,7 @@ use crate::config::raw::{FirstPoll, Method};
 use crate::diff::{self, Absence, Baseline, ChangeKind};
 use crate::event::{self, EventType, Side};
 use crate::extract::{self, Hash};
-use crate::store::{BridgeMeta, CachedPage, Commit, PageWrite, Put, StoreError};
+use crate::store::{BridgeMeta, CachedPage, Commit, PageWrite, Put, Quiet, StoreError};
 use chrono::{DateTime, Utc};
 use std::collections::HashMap;
 
@@ -154,8 +154,7 @@ pub fn plan(
             || advanced.cursor.as_ref() != approach.cursor(&meta),
         ..Default::default()
     };
-    let failing = meta.failing.clone();
-    let quiet = meta.quiet.clone();
+    let (failing, quiet) = (meta.failing.clone(), meta.quiet.clone());
     let mut b = Batches::new(state, bridge, meta, approach.rebaselined, now, report, out);
     b.seen = incremental.map_or(0, |i| i.today);
     b.write(&diff, &items)?;
@@ -170,6 +169,7 @@ pub fn plan(
         listed.matchable,
         forgotten,
     );
+    let quiet = b.quiet(quiet);
     let new_meta = BridgeMeta {
         seq: b.seq,
         fingerprint: Some(bridge.fingerprint.clone()),
@@ -178,8 +178,7 @@ pub fn plan(
         items: diff.stored_after,
         pending: diff.pending_after,
         cursor: advanced.cursor,
-        // The failure streak is failure tracking's (`failures`), which runs after the poll;
-        // so is quiet tracking (`quiet`).
+        // The failure streak is failure tracking's (`failures`), which runs after the poll.
         failing,
         quiet,
     };
@@ -474,6 +473,21 @@ impl<'a, S: State> Batches<'a, S> {
             self.report.events.push(e);
         }
         Ok(())
+    }
+
+    /// Quiet tracking (`emit.quiet`) in the poll's last commit: the bridge's record after this
+    /// poll, its event (if it calls for one) queued after the poll's own.
+    fn quiet(&mut self, stored: Option<Quiet>) -> Option<Quiet> {
+        let changed = self.report.changed;
+        let step = super::quiet::step(self.bridge, stored.as_ref(), changed, self.seq, self.now);
+        let Some((next, event)) = step else {
+            return stored;
+        };
+        if let Some(e) = event {
+            self.seq += 1;
+            self.c.queue(&self.sinks, &[e], self.now);
+        }
+        Some(next)
     }
 
     /// Whether `emit.when` lets the change become an event. A rule that fails at run time
@@ -854,6 +868,41 @@ mod tests {
         let (r, _) = m.poll(&b, r#"[{"id":1}]"#);
         assert_eq!(updates(&r), [(EventType::Deleted, "2".into())]);
         assert_eq!((m.meta.items, m.meta.pending, m.meta.absent), (1, 0, 0));
+    }
+
+    #[test]
+    fn quiet_tracking_rides_in_the_poll_s_own_commit() {
+        let b = bridge(|y| y.emit("quiet: 1h"));
+        let mut m = Memory::default();
+        m.poll(&b, r#"[{"id":1,"v":1}]"#);
+        let started = m.meta.quiet.clone().unwrap();
+        // Unchanged before the spell is over: nothing to write, no commit.
+        m.at = 3599;
+        let (_, commits) = m.poll(&b, r#"[{"id":1,"v":1}]"#);
+        assert!(commits.is_empty(), "{commits:?}");
+        // The spell reached: one commit, which stores the announcement with its event.
+        m.at = 3600;
+        let (r, commits) = m.poll(&b, r#"[{"id":1,"v":1}]"#);
+        assert!(r.events.is_empty());
+        assert_eq!(commits.len(), 1);
+        let c = &commits[0].0;
+        let kinds: Vec<(EventType, u64)> = c.outbox.iter().map(|(_, e)| (e.kind, e.seq)).collect();
+        assert_eq!(kinds, [(EventType::Quiet, 1), (EventType::Quiet, 1)]);
+        assert!(c.meta.quiet.as_ref().unwrap().announced);
+        assert_eq!(c.meta.quiet.as_ref().unwrap().since_ms, started.since_ms);
+        // A change: the update and `bridge.active` after it, in one commit with the item.
+        m.at = 7200;
+        let (r, commits) = m.poll(&b, r#"[{"id":1,"v":2}]"#);
+        assert_eq!(commits.len(), 1);
+        let c = &commits[0].0;
+        let kinds: Vec<(EventType, u64)> = c.outbox.iter().map(|(_, e)| (e.kind, e.seq)).collect();
+        use EventType::{Active, Updated};
+        assert_eq!(
+            kinds,
+            [(Updated, 2), (Updated, 2), (Active, 3), (Active, 3)]
+        );
+        assert_eq!((c.puts.len(), c.meta.seq, r.emitted.updated), (1, 3, 1));
+        assert!(!c.meta.quiet.as_ref().unwrap().announced);
     }
 
     #[test]

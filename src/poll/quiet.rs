@@ -5,65 +5,75 @@
 //! which it is.
 //!
 //! When the data last changed, and whether the spell was announced, are kept in the bridge's
-//! stored meta, so a restart neither repeats an announcement nor forgets one. [`decide`] is
-//! pure; [`track`] stores what it decides after each successful poll, as failure tracking does.
+//! stored meta, so a restart neither repeats an announcement nor forgets one. [`step`] is pure,
+//! and a poll's plan takes what it decides into the poll's own commit (the same transaction as
+//! the items and events it stores), so tracking costs a quiet bridge no second read or commit.
+//! A poll answered 304 makes no commit: [`not_modified`] stores the tracking then, and only
+//! when it changes (the first poll tracked, or the spell reaching `emit.quiet`).
 
-use super::PollReport;
-use super::failures::build;
-use crate::clock::{Clock, from_ms, to_ms};
+use super::failures::{build, commit_tracking};
 use crate::config::Bridge;
-use crate::event::EventType;
-use crate::runtime::{StoreHandle, Wakers};
-use crate::store::{BridgeMeta, Commit, Quiet, StoreError};
+use crate::event::{Event, EventType};
+use crate::runtime::Wakers;
+use crate::store::{BridgeMeta, Commit, Quiet, Store, StoreError};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::json;
 
-/// The commit that records this successful poll in the bridge's quiet tracking (and carries
-/// its event), or None when nothing changes: no `emit.quiet`, or a poll that changed nothing
-/// before the spell is long enough.
+/// What quiet tracking makes of one successful poll: the bridge's quiet record after it, and
+/// the event it calls for, numbered after `seq` (which is also its generation). None when
+/// nothing changes: no `emit.quiet`, or a poll that changed nothing before the spell is long
+/// enough.
+pub fn step(
+    bridge: &Bridge,
+    quiet: Option<&Quiet>,
+    changed: bool,
+    seq: u64,
+    now: DateTime<Utc>,
+) -> Option<(Quiet, Option<Event>)> {
+    let after = i64::try_from(bridge.emit.quiet?.as_millis()).unwrap_or(i64::MAX);
+    let now_ms = crate::clock::to_ms(now);
+    let fresh = Quiet {
+        since_ms: now_ms,
+        announced: false,
+    };
+    let data = |q: &Quiet| {
+        let since = crate::clock::from_ms(q.since_ms).unwrap_or(now);
+        json!({
+            "since": since.to_rfc3339_opts(SecondsFormat::Millis, true),
+            "quiet_ms": now_ms.saturating_sub(q.since_ms),
+        })
+    };
+    let (next, event) = match (quiet, changed) {
+        // The first poll tracked starts the clock.
+        (None, _) => (fresh, None),
+        (Some(q), true) => {
+            let event = q
+                .announced
+                .then(|| (EventType::Active, data(q), q.since_ms));
+            (fresh, event)
+        }
+        (Some(q), false) if !q.announced && now_ms.saturating_sub(q.since_ms) >= after => {
+            let next = Quiet {
+                announced: true,
+                ..q.clone()
+            };
+            (next, Some((EventType::Quiet, data(q), q.since_ms)))
+        }
+        (Some(_), false) => return None,
+    };
+    let event = event.map(|(kind, data, since_ms)| build(bridge, kind, data, since_ms, seq, now));
+    Some((next, event))
+}
+
+/// The commit that records this successful poll in the bridge's quiet tracking on its own
+/// (and carries its event), or None when nothing changes.
 pub fn decide(
     bridge: &Bridge,
     meta: &BridgeMeta,
     changed: bool,
     now: DateTime<Utc>,
 ) -> Option<Commit> {
-    let after = i64::try_from(bridge.emit.quiet?.as_millis()).unwrap_or(i64::MAX);
-    let now_ms = to_ms(now);
-    let fresh = Quiet {
-        since_ms: now_ms,
-        announced: false,
-    };
-    let stamp = |ms: i64| {
-        from_ms(ms)
-            .unwrap_or(now)
-            .to_rfc3339_opts(SecondsFormat::Millis, true)
-    };
-    let (next, event) = match (&meta.quiet, changed) {
-        // The first poll tracked starts the clock.
-        (None, _) => (fresh, None),
-        (Some(q), true) => {
-            let event = q.announced.then(|| {
-                let data = json!({
-                    "since": stamp(q.since_ms),
-                    "quiet_ms": now_ms.saturating_sub(q.since_ms),
-                });
-                (EventType::Active, data, q.since_ms)
-            });
-            (fresh, event)
-        }
-        (Some(q), false) if !q.announced && now_ms.saturating_sub(q.since_ms) >= after => {
-            let data = json!({
-                "since": stamp(q.since_ms),
-                "quiet_ms": now_ms.saturating_sub(q.since_ms),
-            });
-            let next = Quiet {
-                announced: true,
-                ..q.clone()
-            };
-            (next, Some((EventType::Quiet, data, q.since_ms)))
-        }
-        (Some(_), false) => return None,
-    };
+    let (next, event) = step(bridge, meta.quiet.as_ref(), changed, meta.seq, now)?;
     let mut c = Commit {
         bridge: bridge.name.clone(),
         expected_seq: meta.seq,
@@ -72,56 +82,34 @@ pub fn decide(
         ..Default::default()
     };
     c.meta.quiet = Some(next);
-    if let Some((kind, data, since_ms)) = event {
+    if let Some(e) = event {
         c.meta.seq += 1;
-        let e = build(bridge, kind, data, since_ms, meta.seq, now);
         let sinks: Vec<String> = bridge.sinks.iter().map(|s| s.id.clone()).collect();
         c.queue(&sinks, &[e], now);
     }
     Some(c)
 }
 
-/// Records a successful poll in the bridge's quiet tracking, and stores the event it calls
-/// for. A failed poll is no sign of quiet (failure events are for those).
-pub async fn track(
-    (store, wakers, clock): (&StoreHandle, &Wakers, &Clock),
+/// Quiet tracking after a poll answered 304 (nothing changed, no commit made): decided on the
+/// meta the poll loaded, so that the usual case (nothing to record) touches no blocking
+/// thread; stored when it changes something.
+pub async fn not_modified(
+    (st, wakers): (&Store, &Wakers),
     bridge: &Bridge,
-    report: &PollReport,
-) {
-    if bridge.emit.quiet.is_none() {
-        return;
+    meta: &BridgeMeta,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    if decide(bridge, meta, false, now).is_none() {
+        return Ok(());
     }
-    let Ok(writable) = store.writable() else {
-        return;
-    };
-    let changed = report.changed;
-    let (b, st, clock) = (bridge.clone(), writable.clone(), clock.clone());
-    let stored = crate::runtime::blocking(move || -> Result<bool, StoreError> {
-        let meta = st.meta(&b.name)?;
-        let Some(c) = decide(&b, &meta, changed, clock.now()) else {
-            return Ok(false);
-        };
-        st.commit(&c)?;
-        Ok(!c.outbox.is_empty())
-    })
-    .await;
-    match stored {
-        Ok(false) => {}
-        Ok(true) => match writable.flush().await {
-            Ok(()) => wakers.wake(&bridge.name),
-            Err(e) => store.failed(&e),
-        },
-        Err(e) => {
-            tracing::warn!("bridge {}: quiet tracking not stored: {e}", bridge.name);
-            store.failed(&e);
-        }
-    }
+    let b = bridge.clone();
+    let decide = move |meta: &BridgeMeta| decide(&b, meta, false, now);
+    commit_tracking((st, wakers), &bridge.name, decide).await
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::Event;
     use crate::testkit::BridgeYaml;
 
     fn bridge() -> Bridge {

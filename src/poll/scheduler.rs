@@ -282,9 +282,6 @@ async fn record(
     }
     let (store, wakers, clock) = (&ctx.store, &ctx.wakers, &ctx.clock);
     super::failures::track((store, wakers, clock), bridge, redactor, result).await;
-    if let Ok(r) = result {
-        super::quiet::track((store, wakers, clock), bridge, r).await;
-    }
 }
 
 /// `source.cursor` values that did not move the cursor: a WARN once per bridge (and

@@ -210,3 +210,65 @@ async fn quiet_once_after_the_spell_and_active_once_when_it_changes_across_a_res
     assert_eq!(active["data"]["since"], quiet["data"]["since"]);
     assert_eq!(active["data"]["quiet_ms"], (77 + 60) * 60_000);
 }
+
+/// The harness reopened on the same store and clock, as a restart does.
+fn restarted(h: Harness, clock: &pollhook::clock::Clock) -> Harness {
+    let Harness { dir, ctx, .. } = h;
+    ctx.store().unwrap().flush_blocking().unwrap();
+    drop(ctx);
+    on_clock(dir, clock)
+}
+
+#[tokio::test]
+async fn quiet_over_polls_answered_304_is_announced_once_and_active_once_across_restarts() {
+    let up = Upstream::start().await;
+    let rx = Receiver::start().await;
+    let clock =
+        pollhook::clock::Clock::fixed(chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("bridges")).unwrap();
+    let mut h = on_clock(dir, &clock);
+    let yaml = BridgeYaml::standard(&up.url(), &rx.url())
+        .source("conditional: true")
+        .emit("quiet: 1h")
+        .build();
+    let b = h.bridge("still", &yaml);
+    let answer = |v: &str, etag: &str| Answer::json(&listing(v)).header("etag", etag);
+    up.set_answer(answer("A", "\"a\""));
+    assert!(h.scheduled_poll(&b).await.unwrap().baseline);
+    // Every poll after the baseline is a 304; restarts in the spell, after its announcement,
+    // and after the change.
+    for i in 1..=12 {
+        clock.advance(Duration::from_secs(11 * 60));
+        let r = h.scheduled_poll(&b).await.unwrap();
+        assert!(r.not_modified, "poll {i} was not a 304");
+        if i % 3 == 0 {
+            h = restarted(h, &clock);
+        }
+    }
+    h.drain(&b).await;
+    assert_eq!(kinds(&rx), ["bridge.quiet"]);
+    up.set_answer(answer("B", "\"b\""));
+    clock.advance(Duration::from_secs(60));
+    assert_eq!(h.scheduled_poll(&b).await.unwrap().emitted.updated, 1);
+    h = restarted(h, &clock);
+    for _ in 0..3 {
+        clock.advance(Duration::from_secs(11 * 60));
+        assert!(h.scheduled_poll(&b).await.unwrap().not_modified);
+        h = restarted(h, &clock);
+    }
+    h.drain(&b).await;
+    assert_eq!(
+        kinds(&rx),
+        ["bridge.quiet", "item.updated", "bridge.active"]
+    );
+    let got = rx.received();
+    let (quiet, active) = (got[0].json(), got[2].json());
+    // Announced at the first poll 1h after the baseline (the 6th, 66 min), not later.
+    assert_eq!(quiet["data"]["quiet_ms"], 66 * 60_000);
+    assert_eq!(
+        (quiet["seq"].as_u64(), active["seq"].as_u64()),
+        (Some(1), Some(3))
+    );
+    assert_eq!(active["data"]["quiet_ms"], (12 * 11 + 1) * 60_000);
+}
