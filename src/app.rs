@@ -44,6 +44,8 @@ pub struct RunOptions {
     pub store_failure_limit: Duration,
     /// Polls in flight at once, in all and per host.
     pub poll_limits: crate::runtime::PollLimits,
+    /// The memory all polls in flight may hold together (docs/scaling.md#the-memory-budget-of-polls).
+    pub max_poll_memory: u64,
     /// How long an admin client has to send a request head (see [`admin::serve`]).
     pub admin_timeout: Duration,
     /// The other shards, for handoffs (docs/scaling.md#handoff); None: no handoff.
@@ -281,7 +283,10 @@ pub async fn run(opts: RunOptions, env: Env, shutdown: CancellationToken) -> Res
     let layout = settle_layout(&store, opts.shard, configured, &clock)
         .await
         .with_context(|| format!("cannot record the layout in {}", opts.data.display()))?;
-    let ctx = Arc::new(Ctx::with_clock(store, clock).with_poll_limits(opts.poll_limits));
+    let ctx = Ctx::with_clock(store, clock)
+        .with_poll_limits(opts.poll_limits)
+        .with_memory_budget(opts.max_poll_memory);
+    let ctx = Arc::new(ctx);
     let store_dir = opts.data.clone();
     crate::metrics::handle();
     let root = shutdown.child_token();

@@ -64,6 +64,14 @@ pub fn handoff_waiting(n: usize) {
     metrics::gauge!("pollhook_handoff_waiting").set(n as f64);
 }
 
+/// The memory budget of polls (docs/scaling.md#the-memory-budget-of-polls): what polls in flight hold, how many
+/// wait for their share, and the budget.
+pub fn poll_memory(budget: &crate::runtime::MemoryBudget) {
+    metrics::gauge!("pollhook_poll_memory_bytes").set(budget.in_use() as f64);
+    metrics::gauge!("pollhook_poll_memory_waiting").set(budget.waiting() as f64);
+    metrics::gauge!("pollhook_poll_memory_budget_bytes").set(budget.bytes() as f64);
+}
+
 pub fn items(bridge: &str, n: usize) {
     metrics::gauge!("pollhook_items", "bridge" => bridge.to_string()).set(n as f64);
 }

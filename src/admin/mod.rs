@@ -129,6 +129,7 @@ async fn healthz(State(s): State<AdminState>) -> axum::response::Response {
 
 async fn metrics(State(s): State<AdminState>) -> ([(&'static str, &'static str); 1], String) {
     crate::metrics::store_ok(s.ctx.store.failure().is_none());
+    crate::metrics::poll_memory(&s.ctx.memory);
     // Counters the store keeps: no scan, whatever the number of bridges.
     let all = running(&s);
     let queues: Vec<(&str, usize, usize)> = match s.ctx.store.get() {

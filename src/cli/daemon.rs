@@ -78,6 +78,17 @@ pub(super) struct RunArgs {
         default_value_t = 16
     )]
     max_polls_per_host: usize,
+    /// Memory the bodies and parsed documents of all polls in flight may hold together
+    /// (16MiB, 512MiB, 2GiB): a poll waits for its share, and one that needs more than all of
+    /// it fails
+    #[arg(
+        long,
+        env = "POLLHOOK_MAX_POLL_MEMORY",
+        value_name = "SIZE",
+        default_value = "512MiB",
+        value_parser = pollhook::config::bridge::parse_size
+    )]
+    max_poll_memory: u64,
     /// How long an admin client has to send a request head, of its connection's opening or of
     /// the previous answer (and how long a connection may stay quiet). Hidden: for the tests.
     #[arg(
@@ -211,6 +222,7 @@ fn options(args: RunArgs, admin: Option<SocketAddr>, shard: Option<Shard>) -> Re
         store_failure_limit,
         max_polls,
         max_polls_per_host,
+        max_poll_memory,
         admin_header_timeout,
         otlp: _,
     } = args;
@@ -242,6 +254,7 @@ fn options(args: RunArgs, admin: Option<SocketAddr>, shard: Option<Shard>) -> Re
             total: max_polls,
             per_host: max_polls_per_host,
         },
+        max_poll_memory,
         admin_timeout: admin_header_timeout,
         peers,
         handoff_retry,

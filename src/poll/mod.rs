@@ -55,6 +55,7 @@ impl PollError {
             PollError::Fetch(FetchError::Cache { .. }) => "store",
             PollError::Fetch(FetchError::Stopped { .. }) => "stopped",
             PollError::Fetch(FetchError::Auth(_)) => "auth",
+            PollError::Fetch(FetchError::Memory { .. }) => "memory",
             PollError::Extract(ExtractError::NotJson(_)) => "not_json",
             PollError::Extract(_) => "bad_items",
             PollError::Store(_) => "store",
@@ -186,6 +187,7 @@ pub async fn poll_once(
     };
     let sourcing = fetch::Sourcing {
         clients: &ctx.clients,
+        memory: &ctx.memory,
         sessions: &ctx.sessions,
         stopping: &ctx.stopping,
         clock: &ctx.clock,
@@ -216,7 +218,8 @@ async fn poll_with(
     // An incremental listing asks for what is new since the stored cursor.
     let source = cursor::source_with(&bridge.source, approach.cursor(&meta));
     let kept = load::kept(st, &bridge.name);
-    let (listing, documents, matchable) =
+    // `_memory`: the poll's share of the memory budget, held until its documents are let go.
+    let (listing, documents, matchable, _memory) =
         fetch::fetch_conditional((sourcing, &kept), bridge, &source, &cached, approach).await?;
     let Some(documents) = documents else {
         if commit {

@@ -2,13 +2,14 @@
 //! (docs/design.md#shared-handles): the store and whether it takes writes ([`StoreHandle`]),
 //! the HTTP clients ([`Clients`]), the sources' login sessions, the bridges' statuses and ended
 //! tasks ([`Board`]), the steps the watchdog looks at ([`Beats`]), the poll slots and locks
-//! ([`Polls`]), the wake-ups from commits to deliverers ([`Wakers`]), and the clock. [`Ctx`]
-//! owns one of each for the wiring (the daemon's start, a CLI command, the tests); a part takes
-//! only the handles it uses.
+//! ([`Polls`]), the memory polls may hold ([`MemoryBudget`]), the wake-ups from commits to
+//! deliverers ([`Wakers`]), and the clock. [`Ctx`] owns one of each for the wiring (the
+//! daemon's start, a CLI command, the tests); a part takes only the handles it uses.
 
 mod beats;
 mod blocking;
 mod board;
+mod budget;
 pub(crate) mod lock;
 mod polls;
 mod store;
@@ -17,6 +18,7 @@ mod unwind;
 pub use beats::{Beat, Beats};
 pub use blocking::blocking;
 pub use board::{Board, BridgeStatus};
+pub use budget::{MemoryBudget, Reservation, Short, need as budget_need};
 pub use polls::{PollLimits, PollSlot, Polls};
 pub use store::{StoreFailure, StoreHandle};
 pub use unwind::{Caught, caught};
@@ -40,6 +42,8 @@ pub struct Ctx {
     pub board: Arc<Board>,
     pub beats: Beats,
     pub polls: Polls,
+    /// The memory all polls in flight may hold together (docs/scaling.md#the-memory-budget-of-polls).
+    pub memory: MemoryBudget,
     pub wakers: Wakers,
     /// Cancelled when the daemon begins to shut down: a poll in flight ends before its next
     /// page (storing nothing) instead of holding the shutdown for up to `max_pages` pages.
@@ -65,6 +69,7 @@ impl Ctx {
             board: Arc::default(),
             beats: Beats::new(clock.clone()),
             polls: Polls::default(),
+            memory: MemoryBudget::default(),
             wakers: Wakers::default(),
             stopping: Default::default(),
             warned: Warned::default(),
@@ -76,6 +81,12 @@ impl Ctx {
     /// The same, with other limits on polls in flight (before the context is shared).
     pub fn with_poll_limits(mut self, limits: PollLimits) -> Ctx {
         self.polls = Polls::new(limits);
+        self
+    }
+
+    /// The same, with another memory budget for polls (before the context is shared).
+    pub fn with_memory_budget(mut self, bytes: u64) -> Ctx {
+        self.memory = MemoryBudget::new(bytes);
         self
     }
 

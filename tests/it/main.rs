@@ -8,6 +8,7 @@ mod access;
 mod auth;
 mod batches;
 mod binary;
+mod budget;
 mod cassettes;
 mod chat;
 mod churn;

@@ -26,6 +26,12 @@ const RESERVED_KEYS: [&str; 2] = [
 /// and precision are), nested at most [`MAX_DEPTH`] deep, no key of [`RESERVED_KEYS`]. The
 /// reason otherwise.
 pub fn check_json(body: &[u8]) -> Result<(), String> {
+    scan_json(body).map(|_| ())
+}
+
+/// [`check_json`], counting the objects in the body on the way (what the poll's share of the
+/// memory budget grows with, docs/scaling.md#the-memory-budget-of-polls).
+pub fn scan_json(body: &[u8]) -> Result<usize, String> {
     serde_json::from_slice::<serde::de::IgnoredAny>(body).map_err(|e| {
         if e.is_eof() {
             format!("truncated after {} bytes ({e})", body.len())
@@ -41,6 +47,7 @@ pub fn check_json(body: &[u8]) -> Result<(), String> {
     let mut escaped = false;
     // The last string closed could be a reserved key, if a colon follows.
     let mut reserved: Option<&str> = None;
+    let mut objects = 0usize;
     for (at, &b) in body.iter().enumerate() {
         if let Some((start, escapes)) = &mut string {
             match b {
@@ -63,6 +70,7 @@ pub fn check_json(body: &[u8]) -> Result<(), String> {
             }
             b'"' => string = Some((at, false)),
             b'[' | b'{' => {
+                objects += usize::from(b == b'{');
                 depth += 1;
                 if depth > MAX_DEPTH {
                     return Err(format!(
@@ -75,7 +83,7 @@ pub fn check_json(body: &[u8]) -> Result<(), String> {
         }
         reserved = None;
     }
-    Ok(())
+    Ok(objects)
 }
 
 /// The reserved key a JSON string (quotes included) spells, escapes undone.
@@ -91,23 +99,24 @@ fn reserved_key(quoted: &[u8], escapes: bool) -> Option<&'static str> {
     RESERVED_KEYS.iter().copied().find(|k| *k == text)
 }
 
-/// A JSON body as the page's text: checked here, not parsed (the selection reads what it
-/// needs from the text).
+/// A JSON body as the page's text, and the objects in it: checked here, not parsed (the
+/// selection reads what it needs from the text).
 pub(super) fn json_text(
     body: Vec<u8>,
     url: &str,
     content_type: String,
-) -> Result<String, FetchError> {
-    check_json(&body).map_err(|reason| FetchError::NotJson {
+) -> Result<(String, usize), FetchError> {
+    let objects = scan_json(&body).map_err(|reason| FetchError::NotJson {
         url: url.to_string(),
         content_type: content_type.clone(),
         reason,
     })?;
-    String::from_utf8(body).map_err(|e| FetchError::NotJson {
+    let text = String::from_utf8(body).map_err(|e| FetchError::NotJson {
         url: url.to_string(),
         content_type,
         reason: format!("invalid UTF-8 at byte {}", e.utf8_error().valid_up_to()),
-    })
+    })?;
+    Ok((text, objects))
 }
 
 /// How many times `max_body` a body's JSON form may be (docs/configuration.md#formats): room for a
@@ -115,7 +124,8 @@ pub(super) fn json_text(
 /// can take as text.
 const CONVERTED_PER_BODY: u64 = 8;
 
-/// A body in another format as the page's JSON text, checked as a JSON body is. Converted off
+/// A body in another format as the page's JSON text (and the objects in it), checked as a
+/// JSON body is. Converted off
 /// the async workers (a large feed or XML document takes a while); a converter that panicked
 /// (a bug in a parser) fails this page, not the poll task.
 pub(super) async fn converted(
@@ -124,7 +134,7 @@ pub(super) async fn converted(
     max_body: u64,
     url: &str,
     content_type: String,
-) -> Result<String, FetchError> {
+) -> Result<(String, usize), FetchError> {
     let max_text = max_body
         .saturating_mul(CONVERTED_PER_BODY)
         .try_into()
@@ -133,11 +143,11 @@ pub(super) async fn converted(
         .await
         .unwrap_or_else(|_| Err(format!("the {} reader failed on it", format.name())))
         .and_then(|c| {
-            check_json(c.text.as_bytes())
-                .map(|()| c)
+            scan_json(c.text.as_bytes())
+                .map(|objects| (c, objects))
                 .map_err(|e| format!("its JSON form cannot be read ({e})"))
         });
-    if let Ok(c) = &text
+    if let Ok((c, _)) = &text
         && c.renamed > 0
     {
         // Once per page (a feed is one page, as a rule); the bridge's span names the bridge.
@@ -146,12 +156,13 @@ pub(super) async fn converted(
             "feed entries without an id of their own read alike (the same link, or the same title and content): the oldest keeps the derived id, each other one gets `#` and its time, or `#2`, `#3`…"
         );
     }
-    text.map(|c| c.text).map_err(|reason| FetchError::BadBody {
-        url: url.to_string(),
-        format: format.name(),
-        content_type,
-        reason,
-    })
+    text.map(|(c, objects)| (c.text, objects))
+        .map_err(|reason| FetchError::BadBody {
+            url: url.to_string(),
+            format: format.name(),
+            content_type,
+            reason,
+        })
 }
 
 #[cfg(test)]
@@ -188,7 +199,7 @@ mod tests {
     async fn a_converted_body_is_checked_as_a_json_body_is() {
         let csv = Format::Csv { delimiter: b',' };
         let text = converted(csv, b"id\n1\n".to_vec(), 1 << 20, "u", String::new()).await;
-        assert_eq!(text.unwrap(), r#"[{"id":"1"}]"#);
+        assert_eq!(text.unwrap(), (r#"[{"id":"1"}]"#.to_string(), 1));
         // A header that is one of serde_json's markers, and an NDJSON line as deep as a page
         // may be (the array round the lines is one more).
         let deep = format!("{}{}", "[".repeat(MAX_DEPTH), "]".repeat(MAX_DEPTH));

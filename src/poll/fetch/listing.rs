@@ -3,13 +3,15 @@
 //! none, a loop, `max_pages`, or a shutdown between two pages. Gives every page in order, and
 //! the cache records to store with the poll, or the first failure.
 
+use super::body::scan_json;
 use super::paging::{self, PageRequest};
 use super::request::{Answer, Answered, Unreadable, fetch_page};
-use super::{FetchError, PageBodies, check_json};
+use super::{FetchError, PageBodies};
 use crate::auth::LogIn;
 use crate::config::Source;
 use crate::extract::Page;
 use crate::redact;
+use crate::runtime::{Reservation, budget_need};
 use crate::store::{CachedPage, PageWrite, page_digest, page_key};
 use chrono::{DateTime, Utc};
 use std::collections::{HashMap, HashSet};
@@ -62,14 +64,19 @@ impl Listing {
         self.not_modified == self.pages.len()
     }
 
-    /// The pages in order, cached bodies read now.
-    pub async fn documents(&mut self, cache: Option<&Cache<'_>>) -> Result<Vec<Page>, FetchError> {
+    /// The pages in order, cached bodies read now (within the poll's share of the memory
+    /// budget, `memory`).
+    pub async fn documents(
+        &mut self,
+        cache: Option<&Cache<'_>>,
+        memory: &mut Reservation,
+    ) -> Result<Vec<Page>, FetchError> {
         let mut out = Vec::with_capacity(self.pages.len());
         for p in std::mem::take(&mut self.pages) {
             out.push(match (p, cache) {
                 (PageDoc::Loaded(p), _) => p,
                 (PageDoc::Stored { key, url }, Some(cache)) => {
-                    Page::new(cache.body(&key, &url).await?)
+                    Page::new(cache.body(&key, &url, &mut *memory).await?)
                 }
                 (PageDoc::Stored { url, .. }, None) => {
                     return Err(FetchError::Cache {
@@ -94,13 +101,28 @@ pub struct Cache<'a> {
 }
 
 impl Cache<'_> {
-    async fn body(&self, key: &str, url: &str) -> Result<Arc<String>, FetchError> {
+    /// A page's cached body, counted in the poll's share of the memory budget once read.
+    async fn body(
+        &self,
+        key: &str,
+        url: &str,
+        memory: &mut Reservation,
+    ) -> Result<Arc<String>, FetchError> {
         let (bodies, k) = (self.bodies.clone(), key.to_string());
         let body = crate::runtime::blocking(move || bodies.body(&k)).await;
         let reason = match body {
             // Checked as a fresh body is: an older version may have stored it unchecked.
-            Ok(Some(b)) => match check_json(b.as_bytes()) {
-                Ok(()) => return Ok(Arc::new(b)),
+            Ok(Some(b)) => match scan_json(b.as_bytes()) {
+                Ok(objects) => {
+                    let need = budget_need(b.len() as u64, objects as u64);
+                    return match memory.settle(need) {
+                        Ok(()) => Ok(Arc::new(b)),
+                        Err(short) => Err(FetchError::Memory {
+                            url: url.to_string(),
+                            short,
+                        }),
+                    };
+                }
                 Err(e) => format!("it is not JSON pollhook reads ({e})"),
             },
             Ok(None) => "it is not stored".to_string(),
@@ -118,14 +140,19 @@ impl Cache<'_> {
 /// cached body, and the listing carries the records to store. Without, no validator is sent
 /// and nothing is recorded. `select` is the items' path: page-number and offset listings end
 /// at a page without items. Once `stop` is cancelled (a shutdown), no further page is asked
-/// for and the listing fails with [`FetchError::Stopped`].
+/// for and the listing fails with [`FetchError::Stopped`]. Bodies are read within the poll's
+/// share of the memory budget, `memory`.
 pub async fn fetch_listing(
     client: &crate::http::SourceClient,
     login: Option<&LogIn<'_>>,
     src: &Source,
     cache: Option<&Cache<'_>>,
     select: &crate::jsonpath::Path,
-    (stop, clock): (&tokio_util::sync::CancellationToken, &crate::clock::Clock),
+    (stop, clock, memory): (
+        &tokio_util::sync::CancellationToken,
+        &crate::clock::Clock,
+        &mut Reservation,
+    ),
 ) -> Result<Listing, FetchError> {
     let mut listing = Listing::default();
     let mut unreadable = Unreadable::default();
@@ -143,9 +170,8 @@ pub async fn fetch_listing(
             (client, login, clock),
             src,
             &page,
-            &shown,
-            cached,
-            cache.is_some(),
+            (&shown, cached),
+            (cache.is_some(), &mut *memory),
             &mut unreadable,
         )
         .await?;
@@ -153,8 +179,14 @@ pub async fn fetch_listing(
         if matches!(answered.answer, Answer::NotModified) {
             listing.not_modified += 1;
         }
-        let (doc, record, link) =
-            page_doc(answered, cached, cache, &key, &shown, body_next).await?;
+        let (doc, record, link) = page_doc(
+            answered,
+            (cached, cache),
+            (&key, &shown),
+            body_next,
+            &mut *memory,
+        )
+        .await?;
         let next = next_page(src, &page, link.as_deref(), &doc, body_next, &shown, select)?;
         listing.pages.push(doc);
         listing.cache.extend(record.map(|w| (key, w)));
@@ -182,11 +214,10 @@ pub async fn fetch_listing(
 /// 304 stands for (loaded only when its next link is in the body), with its `Link` header.
 async fn page_doc(
     page: Answered,
-    cached: Option<&CachedPage>,
-    cache: Option<&Cache<'_>>,
-    key: &str,
-    shown: &str,
+    (cached, cache): (Option<&CachedPage>, Option<&Cache<'_>>),
+    (key, shown): (&str, &str),
     body_next: bool,
+    memory: &mut Reservation,
 ) -> Result<(PageDoc, Option<PageWrite>, Option<String>), FetchError> {
     Ok(match (page.answer, cached, cache) {
         (Answer::Fresh { text, record }, ..) => {
@@ -203,7 +234,7 @@ async fn page_doc(
         }
         (Answer::NotModified, Some(c), Some(cache)) => {
             let doc = if body_next {
-                PageDoc::Loaded(Page::new(cache.body(key, shown).await?))
+                PageDoc::Loaded(Page::new(cache.body(key, shown, memory).await?))
             } else {
                 PageDoc::Stored {
                     key: key.to_string(),

@@ -27,7 +27,7 @@ use crate::auth::Sessions;
 use crate::clock::Clock;
 use crate::config::{Bridge, Source};
 use crate::extract;
-use crate::runtime::Clients;
+use crate::runtime::{Clients, MemoryBudget, Reservation, Short};
 use crate::store::CachedPage;
 use chrono::{DateTime, Utc};
 use std::collections::HashMap;
@@ -79,6 +79,11 @@ pub enum FetchError {
     /// and stores nothing.
     #[error("{url}: the daemon is stopping; the poll ends before this page and stores nothing")]
     Stopped { url: String },
+    /// The poll's share of the memory budget: more than the whole budget
+    /// ([`Short::Exceeds`]), or not at once ([`Short::Wait`], which the fetch answers by
+    /// waiting for it and starting again: it never ends a poll).
+    #[error("{url}: {short}")]
+    Memory { url: String, short: Short },
     /// A 304 stands for a cached body that cannot be read back.
     #[error("{url}: answered 304 but its cached body cannot be read: {reason}")]
     Cache { url: String, reason: String },
@@ -99,24 +104,62 @@ pub struct Kept {
 }
 
 /// What a fetch takes of the daemon's shared handles: the clients, the sources' login
-/// sessions, the signal that the daemon is stopping, and the clock (for the pauses a source
-/// asks for, and when a token is to be renewed).
+/// sessions, the signal that the daemon is stopping, the clock (for the pauses a source
+/// asks for, and when a token is to be renewed), and the memory budget of all polls.
 #[derive(Clone, Copy)]
 pub struct Sourcing<'a> {
     pub clients: &'a Clients,
+    pub memory: &'a MemoryBudget,
     pub sessions: &'a Sessions,
     pub stopping: &'a tokio_util::sync::CancellationToken,
     pub clock: &'a Clock,
 }
 
 /// The listing, and its pages' documents unless `stop_if_unchanged` and every page answered
-/// 304.
+/// 304, read within the poll's share of the memory budget (`memory`). When a page needs more
+/// than can be had at once, everything read is let go, the poll waits in line for the whole
+/// of its need, and the listing is asked for again from its first page.
 async fn fetch_documents(
+    (ctx, kept): (Sourcing<'_>, &Kept),
+    bridge: &Bridge,
+    source: &Source,
+    (cache, stop_if_unchanged): (Option<&Cache<'_>>, bool),
+    memory: &mut Reservation,
+) -> Result<(Listing, Option<Vec<extract::Page>>), FetchError> {
+    loop {
+        memory.restart();
+        let fetched = fetch_pages(
+            (ctx, kept),
+            bridge,
+            source,
+            cache,
+            stop_if_unchanged,
+            memory,
+        );
+        let (url, need) = match fetched.await {
+            Err(FetchError::Memory {
+                url,
+                short: Short::Wait { need },
+            }) => (url, need),
+            r => return r,
+        };
+        tracing::debug!(need, "waiting for the poll's share of the memory budget");
+        match memory.wait_for(need, ctx.stopping).await {
+            Ok(true) => {}
+            Ok(false) => return Err(FetchError::Stopped { url }),
+            Err(short) => return Err(FetchError::Memory { url, short }),
+        }
+    }
+}
+
+/// Every page of the listing, and their documents (see [`fetch_documents`]).
+async fn fetch_pages(
     (ctx, kept): (Sourcing<'_>, &Kept),
     bridge: &Bridge,
     source: &Source,
     cache: Option<&Cache<'_>>,
     stop_if_unchanged: bool,
+    memory: &mut Reservation,
 ) -> Result<(Listing, Option<Vec<extract::Page>>), FetchError> {
     let client = ctx.clients.source(source.proxy.as_ref());
     let session = source
@@ -138,27 +181,30 @@ async fn fetch_documents(
         source,
         cache,
         &bridge.items.select,
-        (ctx.stopping, ctx.clock),
+        (ctx.stopping, ctx.clock, &mut *memory),
     )
     .await?;
     if stop_if_unchanged && listing.unchanged() {
         return Ok((listing, None));
     }
-    let documents = listing.documents(cache).await?;
+    let documents = listing.documents(cache, &mut *memory).await?;
+    memory.trim();
     Ok((listing, Some(documents)))
 }
 
 /// The listing (with `conditional`, a GET source asking for 304s), asked for with the
 /// validators of the kept pages where they can be trusted;
 /// a 304 that stands for a body not kept is asked for again without them. Also whether stored
-/// records may match the new ones without a write (not those that failed a 304).
+/// records may match the new ones without a write (not those that failed a 304), and the
+/// poll's share of the memory budget, to hold until the documents are let go.
 pub async fn fetch_conditional(
     (ctx, kept): (Sourcing<'_>, &Kept),
     bridge: &Bridge,
     source: &Source,
     cached: &HashMap<String, CachedPage>,
     approach: Approach,
-) -> Result<(Listing, Option<Vec<extract::Page>>, bool), FetchError> {
+) -> Result<Fetched, FetchError> {
+    let mut memory = ctx.memory.reservation();
     let empty = HashMap::new();
     let cache = Cache {
         pages: if approach.trusted { cached } else { &empty },
@@ -167,7 +213,8 @@ pub async fn fetch_conditional(
     };
     let cache = approach.conditional.then_some(&cache);
     let stop_if_unchanged = approach.stop_if_unchanged;
-    match fetch_documents((ctx, kept), bridge, source, cache, stop_if_unchanged).await {
+    let first = (cache, stop_if_unchanged);
+    match fetch_documents((ctx, kept), bridge, source, first, &mut memory).await {
         // A 304 stands for a body that is not stored (it was not needed when stored, or was
         // lost): ask again, without validators.
         Err(FetchError::Cache { url, reason }) => {
@@ -179,13 +226,19 @@ pub async fn fetch_conditional(
                 pages: &empty,
                 ..*c
             });
+            let again = (again.as_ref(), false);
             let (listing, documents) =
-                fetch_documents((ctx, kept), bridge, source, again.as_ref(), false).await?;
-            Ok((listing, documents, false))
+                fetch_documents((ctx, kept), bridge, source, again, &mut memory).await?;
+            Ok((listing, documents, false, memory))
         }
         r => {
             let (listing, documents) = r?;
-            Ok((listing, documents, true))
+            Ok((listing, documents, true, memory))
         }
     }
 }
+
+/// A listing fetched: the listing, its documents (none when unchanged), whether stored
+/// records may match the new ones without a write, and the poll's share of the memory
+/// budget.
+pub type Fetched = (Listing, Option<Vec<extract::Page>>, bool, Reservation);

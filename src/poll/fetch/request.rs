@@ -14,6 +14,7 @@ use crate::config::raw::Method;
 use crate::formats::Format;
 use crate::http::{Asked, SourceClient, error_chain};
 use crate::poll::ratelimit;
+use crate::runtime::{Reservation, budget_need};
 use crate::store::CachedPage;
 use chrono::{DateTime, Utc};
 use reqwest::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -63,14 +64,14 @@ pub(super) struct Answered {
 
 /// One request, with its whole exchange (body included) within `timeout`. With a login, the
 /// token is had first; a 401 to a token gets a new one and one more try
-/// (docs/configuration.md#logging-in).
+/// (docs/configuration.md#logging-in). The body is read within the poll's share of the memory
+/// budget (`memory`), which it grows as it needs.
 pub(super) async fn fetch_page(
     (client, login, clock): (&SourceClient, Option<&LogIn<'_>>, &Clock),
     src: &Source,
     page: &PageRequest,
-    shown: &str,
-    cached: Option<&CachedPage>,
-    record: bool,
+    (shown, cached): (&str, Option<&CachedPage>),
+    (record, memory): (bool, &mut Reservation),
     unreadable: &mut Unreadable,
 ) -> Result<Answered, FetchError> {
     let mut renew = false;
@@ -83,9 +84,8 @@ pub(super) async fn fetch_page(
             (client, auth, clock),
             src,
             page,
-            shown,
-            cached,
-            record,
+            (shown, cached),
+            (record, &mut *memory),
             unreadable,
         );
         let r = match tokio::time::timeout(src.timeout, inner).await {
@@ -170,10 +170,16 @@ fn refused(url: &str, status: u16, pause_until: Option<DateTime<Utc>>) -> FetchE
     }
 }
 
-/// The body, refused as soon as it is known to exceed `max_body` (declared or as it arrives).
+/// What a body of unknown length is first reserved for; the reservation doubles as it comes.
+const FIRST_SHARE: u64 = 64 << 10;
+
+/// The body, refused as soon as it is known to exceed `max_body` (declared or as it arrives),
+/// read within the poll's share of the memory budget: reserved for whole when its length is
+/// declared, else grown (doubling) as it arrives. A share not to be had at once ends the read
+/// ([`crate::runtime::Short::Wait`]: the listing starts again once it is free).
 async fn read_body(
     resp: &mut reqwest::Response,
-    max_body: u64,
+    (max_body, memory): (u64, &mut Reservation),
     url: &str,
     http: impl Fn(reqwest::Error) -> FetchError,
 ) -> Result<Vec<u8>, FetchError> {
@@ -181,13 +187,28 @@ async fn read_body(
         url: url.to_string(),
         limit: max_body,
     };
+    let short = |short| FetchError::Memory {
+        url: url.to_string(),
+        short,
+    };
     if resp.content_length().is_some_and(|n| n > max_body) {
         return Err(too_large());
     }
+    let mut share = resp.content_length().unwrap_or(FIRST_SHARE).min(max_body);
+    memory.page(budget_need(share, 0)).map_err(short)?;
     let mut body = Vec::with_capacity(resp.content_length().unwrap_or(0) as usize);
     while let Some(chunk) = resp.chunk().await.map_err(&http)? {
-        if body.len() as u64 + chunk.len() as u64 > max_body {
+        let len = body.len() as u64 + chunk.len() as u64;
+        if len > max_body {
             return Err(too_large());
+        }
+        if len > share {
+            // Twice what came so far, or (should that not fit the budget) just that.
+            share = len.saturating_mul(2).min(max_body);
+            memory
+                .page(budget_need(share, 0))
+                .or_else(|_| memory.page(budget_need(len, 0)))
+                .map_err(short)?;
         }
         body.extend_from_slice(&chunk);
     }
@@ -199,9 +220,8 @@ async fn fetch_inner(
     (client, auth, clock): (&SourceClient, Option<(HeaderName, HeaderValue)>, &Clock),
     src: &Source,
     page: &PageRequest,
-    url: &str,
-    cached: Option<&CachedPage>,
-    record: bool,
+    (url, cached): (&str, Option<&CachedPage>),
+    (record, memory): (bool, &mut Reservation),
     unreadable: &mut Unreadable,
 ) -> Result<Answered, FetchError> {
     let req = request(client, src, page, cached, auth);
@@ -242,11 +262,18 @@ async fn fetch_inner(
     let content_type = header_text(headers, header::CONTENT_TYPE)
         .map(|s| format!(" (content-type {s})"))
         .unwrap_or_default();
-    let body = read_body(&mut resp, src.max_body, url, http).await?;
-    let text = match src.format {
+    let body = read_body(&mut resp, (src.max_body, &mut *memory), url, http).await?;
+    let (text, objects) = match src.format {
         Format::Json => json_text(body, url, content_type)?,
         format => converted(format, body, src.max_body, url, content_type).await?,
     };
+    // What the page costs until the poll ends: its text, and what comparing it takes.
+    memory
+        .settle(budget_need(text.len() as u64, objects as u64))
+        .map_err(|short| FetchError::Memory {
+            url: url.to_string(),
+            short,
+        })?;
     let record = (record && (etag.is_some() || last_modified.is_some())).then(|| CachedPage {
         etag,
         last_modified,
