@@ -17,7 +17,7 @@ mod unwind;
 pub use beats::{Beat, Beats};
 pub use blocking::blocking;
 pub use board::{Board, BridgeStatus};
-pub use polls::{PollLimits, PollSlot, Polls};
+pub use polls::{Gate, Held, PollLimits, PollSlot, Polls};
 pub use store::{StoreFailure, StoreHandle};
 pub use unwind::{Caught, caught};
 
@@ -48,6 +48,8 @@ pub struct Ctx {
     pub warned: Warned,
     /// Each bridge's churn since the process started (docs/testing-bridges.md#churn-and-suggest).
     pub churn: Churn,
+    /// The polls since the last summary line (`poll::summary`).
+    pub polled: crate::poll::summary::Tally,
 }
 
 impl Ctx {
@@ -69,6 +71,7 @@ impl Ctx {
             stopping: Default::default(),
             warned: Warned::default(),
             churn: Churn::default(),
+            polled: Default::default(),
             clock,
         }
     }
@@ -95,7 +98,7 @@ impl Ctx {
     }
 
     /// A bridge's poll lock (see [`Polls::gate`]).
-    pub fn poll_gate(&self, bridge: &str) -> Arc<tokio::sync::Mutex<()>> {
+    pub fn poll_gate(&self, bridge: &str) -> polls::Gate {
         self.polls.gate(bridge)
     }
 
