@@ -541,20 +541,9 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_bridge_polls_on_its_slots_as_the_clock_reaches_them() {
-        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::atomic::Ordering;
         // A source on 127.0.0.1 that counts the polls it answers.
-        let hits = Arc::new(AtomicUsize::new(0));
-        let counted = hits.clone();
-        let app = axum::Router::new().route(
-            "/items",
-            axum::routing::get(move || async move {
-                counted.fetch_add(1, Ordering::SeqCst);
-                axum::Json(serde_json::json!([{"id": 1}]))
-            }),
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/items", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, app).await });
+        let (url, hits) = crate::testkit::counting_source().await;
         let yaml = format!(
             "schedule: {{every: 1h}}\nsource: {{url: \"{url}\"}}\nitems: {{select: \"$[*]\", key: \"$.id\"}}\nsinks: [{{url: console}}]\n"
         );
