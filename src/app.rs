@@ -320,6 +320,11 @@ pub async fn run(opts: RunOptions, env: Env, shutdown: CancellationToken) -> Res
         wedged((beats, store, clock), limit)
     }));
     tokio::spawn(crate::metrics::upkeep(root.clone()));
+    tokio::spawn(crate::poll::summary::every(
+        ctx.clone(),
+        crate::poll::summary::EVERY,
+        root.clone(),
+    ));
 
     log_started(&opts, fleet.running.len(), open_files);
     systemd::ready();

@@ -72,10 +72,6 @@ pub fn poll_memory(budget: &crate::runtime::MemoryBudget) {
     metrics::gauge!("pollhook_poll_memory_budget_bytes").set(budget.bytes() as f64);
 }
 
-pub fn items(bridge: &str, n: usize) {
-    metrics::gauge!("pollhook_items", "bridge" => bridge.to_string()).set(n as f64);
-}
-
 /// `result`: `delivered`, `retry` or `dead_letter`.
 pub fn delivery(bridge: &str, result: &'static str) {
     metrics::counter!("pollhook_deliveries_total", "bridge" => bridge.to_string(), "result" => result).increment(1);
@@ -105,30 +101,49 @@ pub fn task_restart(bridge: &str, task: &'static str) {
         .increment(1);
 }
 
-/// The scrape: everything recorded, then the queue gauges from the store's counters, given as
-/// `(bridge, outbox entries, dead letters)`. Per bridge they are written only where not zero
-/// (an idle fleet of 10k bridges would otherwise repeat 20k zero lines each scrape); the
-/// totals without a label are always there.
-pub fn render(queues: &[(&str, usize, usize)]) -> String {
+/// One running bridge's gauges at a scrape, read where they are kept (its status, the store's
+/// counters) rather than recorded at every poll: a bridge adds no series to the recorder.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Gauges<'a> {
+    pub bridge: &'a str,
+    /// Items in its last successful listing; None before one.
+    pub items: Option<usize>,
+    /// Events waiting for delivery.
+    pub outbox: usize,
+    pub dead_letters: usize,
+}
+
+/// The scrape: everything recorded, then each bridge's `pollhook_items` (once it has listed),
+/// and the queue gauges, written only where not zero (an idle fleet of 10k bridges would
+/// otherwise repeat 20k zero lines each scrape); the queue totals without a label are always
+/// there.
+pub fn render(bridges: &[Gauges<'_>]) -> String {
     use std::fmt::Write as _;
     let mut out = handle().render();
+    let _ = writeln!(
+        out,
+        "# HELP pollhook_items Items in the last successful listing, per bridge\n# TYPE pollhook_items gauge"
+    );
+    for (b, n) in bridges.iter().filter_map(|b| Some((b.bridge, b.items?))) {
+        let _ = writeln!(out, "pollhook_items{{bridge=\"{b}\"}} {n}");
+    }
     for (name, help, pick) in [
         (
             "pollhook_outbox_depth",
             "Events waiting for delivery, per bridge (absent: none)",
-            (|q: &(&str, usize, usize)| q.1) as fn(&(&str, usize, usize)) -> usize,
+            (|g: &Gauges<'_>| g.outbox) as fn(&Gauges<'_>) -> usize,
         ),
         (
             "pollhook_dead_letters",
             "Dead letters, per bridge (absent: none)",
-            |q| q.2,
+            |g| g.dead_letters,
         ),
     ] {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
         let mut total = 0;
-        for q in queues.iter().filter(|q| pick(q) > 0) {
-            total += pick(q);
-            let _ = writeln!(out, "{name}{{bridge=\"{}\"}} {}", q.0, pick(q));
+        for g in bridges.iter().filter(|g| pick(g) > 0) {
+            total += pick(g);
+            let _ = writeln!(out, "{name}{{bridge=\"{}\"}} {}", g.bridge, pick(g));
         }
         let _ = writeln!(out, "# TYPE {name}_all gauge\n{name}_all {total}");
     }
@@ -174,7 +189,17 @@ mod tests {
         poll("metrics-ok", "ok", false, d);
         poll("metrics-bad", "http_status", true, d);
         poll("metrics-bad", "http_status", true, d);
-        let text = render(&[("metrics-ok", 0, 0), ("metrics-bad", 3, 1)]);
+        let ok = Gauges {
+            bridge: "metrics-ok",
+            ..Default::default()
+        };
+        let bad = Gauges {
+            bridge: "metrics-bad",
+            items: Some(7),
+            outbox: 3,
+            dead_letters: 1,
+        };
+        let text = render(&[ok, bad]);
         assert!(
             text.contains(
                 "pollhook_poll_failures_total{bridge=\"metrics-bad\",reason=\"http_status\"} 2"
@@ -191,6 +216,11 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("pollhook_outbox_depth_all 3"), "{text}");
+        // Items once a bridge has listed them, from its status: none before.
+        assert!(
+            text.contains("pollhook_items{bridge=\"metrics-bad\"} 7"),
+            "{text}"
+        );
         assert!(
             !text.contains("pollhook_poll_duration_seconds_bucket{bridge"),
             "{text}"

@@ -79,29 +79,44 @@ pub fn origin(u: &Url) -> String {
 /// Masks every known secret value inside a text.
 #[derive(Debug, Clone, Default)]
 pub struct Redactor {
-    secrets: Vec<String>,
+    /// The secrets given (3 bytes or more).
+    given: Vec<String>,
+    /// Those and their spellings in a URL, longest first: worked out the first time a text is
+    /// cleaned. Most redactors never clean anything (a poll's, unless it fails), and working
+    /// them out takes several URL parses per secret.
+    all: std::sync::OnceLock<Vec<String>>,
 }
 
 impl Redactor {
     /// Secrets shorter than 3 bytes are not masked in free text (every `ab` of a message would
     /// go); the config loader never quotes an interpolated value, whatever its length.
     pub fn new(secrets: &[String]) -> Self {
-        let mut all: Vec<String> = Vec::new();
-        // Every running bridge's secrets go into the panic hook's: 100,000 bridges must not
-        // cost a comparison of each with each.
-        let mut seen = std::collections::HashSet::new();
-        for s in secrets.iter().filter(|s| s.len() >= 3) {
-            // A secret inside a URL is written percent-encoded (path, userinfo) or
-            // form-encoded (query): mask those spellings too.
-            for v in std::iter::once(s.clone()).chain(encoded(s)) {
-                if seen.insert(v.clone()) {
-                    all.push(v);
+        Redactor {
+            given: secrets.iter().filter(|s| s.len() >= 3).cloned().collect(),
+            all: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Every spelling to mask, longest first.
+    fn masks(&self) -> &[String] {
+        self.all.get_or_init(|| {
+            let mut all: Vec<String> = Vec::new();
+            // Every running bridge's secrets go into the panic hook's: 100,000 bridges must
+            // not cost a comparison of each with each.
+            let mut seen = std::collections::HashSet::new();
+            for s in &self.given {
+                // A secret inside a URL is written percent-encoded (path, userinfo) or
+                // form-encoded (query): mask those spellings too.
+                for v in std::iter::once(s.clone()).chain(encoded(s)) {
+                    if seen.insert(v.clone()) {
+                        all.push(v);
+                    }
                 }
             }
-        }
-        // Longest first, so a secret that contains another is masked whole.
-        all.sort_by_key(|s| std::cmp::Reverse(s.len()));
-        Redactor { secrets: all }
+            // Longest first, so a secret that contains another is masked whole.
+            all.sort_by_key(|s| std::cmp::Reverse(s.len()));
+            all
+        })
     }
 
     /// The text with every secret of this redactor, and every one [`learn`]t while running,
@@ -116,7 +131,7 @@ impl Redactor {
 
     fn clean_own(&self, text: &str) -> String {
         let mut out = text.to_string();
-        for s in &self.secrets {
+        for s in self.masks() {
             if out.contains(s.as_str()) {
                 out = out.replace(s.as_str(), MASK);
             }

@@ -132,22 +132,19 @@ async fn metrics(State(s): State<AdminState>) -> ([(&'static str, &'static str);
     crate::metrics::poll_memory(&s.ctx.memory);
     // Counters the store keeps: no scan, whatever the number of bridges.
     let all = running(&s);
-    let queues: Vec<(&str, usize, usize)> = match s.ctx.store.get() {
-        Ok(store) => all
-            .iter()
-            .map(|b| {
-                (
-                    b.name.as_str(),
-                    store.outbox_len(&b.name),
-                    store.dead_len(&b.name),
-                )
-            })
-            .collect(),
-        Err(_) => Vec::new(),
-    };
+    let store = s.ctx.store.get().ok();
+    let gauges: Vec<crate::metrics::Gauges<'_>> = all
+        .iter()
+        .map(|b| crate::metrics::Gauges {
+            bridge: b.name.as_str(),
+            items: s.ctx.board.items(&b.name),
+            outbox: store.as_ref().map_or(0, |st| st.outbox_len(&b.name)),
+            dead_letters: store.as_ref().map_or(0, |st| st.dead_len(&b.name)),
+        })
+        .collect();
     (
         [("content-type", "text/plain; version=0.0.4")],
-        crate::metrics::render(&queues),
+        crate::metrics::render(&gauges),
     )
 }
 

@@ -230,7 +230,7 @@ pub(crate) async fn run_one(
 mod tests {
     use super::*;
     use crate::testkit::{BridgeYaml, PATIENCE, eventually};
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::Ordering;
 
     /// An idle bridge is no task: once the bridges have polled (and their deliverers found
     /// their queues empty), the runtime holds about as many tasks as before they started (the
@@ -238,18 +238,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn idle_bridges_hold_no_task() {
         const N: usize = 100;
-        let hits = Arc::new(AtomicUsize::new(0));
-        let counted = hits.clone();
-        let app = axum::Router::new().route(
-            "/items",
-            axum::routing::get(move || async move {
-                counted.fetch_add(1, Ordering::SeqCst);
-                axum::Json(serde_json::json!([{"id": 1}]))
-            }),
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/items", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, app).await });
+        let (url, hits) = crate::testkit::counting_source().await;
         let dir = tempfile::tempdir().unwrap();
         let ctx = Arc::new(Ctx::new(crate::store::Store::open(dir.path()).unwrap()));
         let tasks = || {

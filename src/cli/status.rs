@@ -43,7 +43,7 @@ fn print_table(v: &Bridges, now: DateTime<Utc>) {
         .iter()
         .map(|b| {
             let st = &b.status;
-            let mut result = st.last_result.clone().unwrap_or_else(|| "-".to_string());
+            let mut result = st.last_result.as_deref().unwrap_or("-").to_string();
             if let Some(t) = st.paused_until.filter(|t| *t > now) {
                 result = format!("paused {}", relative(Some(t), now));
             }

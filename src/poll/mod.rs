@@ -12,6 +12,7 @@ pub mod plan;
 pub mod quiet;
 pub mod ratelimit;
 pub mod scheduler;
+pub mod summary;
 pub mod traced;
 
 use crate::config::Bridge;
@@ -196,9 +197,10 @@ pub async fn poll_once(
     if let Err(PollError::Store(e)) = &r {
         ctx.store.failed(e);
     }
-    // A compared poll counts for the bridge's churn (a baseline or a dry run does not).
+    // A compared poll counts for the bridge's churn (a baseline, a dry run or a 304 does not:
+    // an idle bridge keeps no counters).
     if let Ok(report) = &r {
-        if commit && !report.baseline && !report.rebaselined {
+        if commit && !report.baseline && !report.rebaselined && !report.not_modified {
             ctx.churn.add(&bridge.name, &report.churn, report.items);
         }
     }

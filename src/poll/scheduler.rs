@@ -15,7 +15,7 @@ use rand::Rng;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, error, info, warn};
+use tracing::{Instrument, debug, error, info, warn};
 
 /// When the next poll may start: the schedule's next slot after `now`, but never before the
 /// end of a pause the source asked for. None when the schedule has no future run.
@@ -40,7 +40,7 @@ pub(crate) fn paused_until(
     bridge: &str,
     now: DateTime<Utc>,
 ) -> Option<DateTime<Utc>> {
-    board.status(bridge).paused_until.filter(|p| *p > now)
+    board.paused_until(bridge).filter(|p| *p > now)
 }
 
 /// Runs a bridge's schedule until `cancel`, on a timer of its own (the daemon runs every
@@ -77,11 +77,11 @@ pub(crate) fn until_next(board: &Board, clock: &Clock, bridge: &Bridge) -> Optio
     Some(wait)
 }
 
-/// A scheduled poll with its log line: INFO with the counts, or WARN with the reason. Waits
-/// for a poll of the bridge asked for through the admin API to end first (and polls only if
-/// that one met no pause), then for a slot of its host and one of all polls. A pause the
-/// source asks for is logged here, once, at WARN, and shown in the bridge's status until it
-/// ends. None when it did not poll.
+/// A scheduled poll with its log line: INFO with the counts (DEBUG for a 304), or WARN with
+/// the reason. Waits for a poll of the bridge asked for through the admin API to end first
+/// (and polls only if that one met no pause), then for a slot of its host and one of all
+/// polls. A pause the source asks for is logged here, once, at WARN, and shown in the
+/// bridge's status until it ends. None when it did not poll.
 // Boxed where the schedule awaits it: a poll's future (fetch, pages, login, formats) is
 // several kilobytes, and inline it would make every bridge's idle task that large (10,000
 // bridges: tens of MiB held while they sleep).
@@ -245,12 +245,12 @@ async fn record(
         s.polls += 1;
         match result {
             Ok(r) => {
-                s.last_result = Some(result_word(r).to_string());
+                s.last_result = Some(result_word(r).into());
                 s.last_error = None;
                 s.items = Some(r.items);
             }
             Err(e) => {
-                s.last_result = Some("failed".to_string());
+                s.last_result = Some("failed".into());
                 s.last_error = Some(redactor.clean(&e.to_string()));
                 s.failures += 1;
             }
@@ -262,8 +262,8 @@ async fn record(
         Err(e) => e.kind(),
     };
     crate::metrics::poll(&bridge.name, word, result.is_err(), elapsed);
+    ctx.polled.count(result);
     if let Ok(r) = result {
-        crate::metrics::items(&bridge.name, r.items);
         for kind in [EventType::Created, EventType::Updated, EventType::Deleted] {
             crate::metrics::events(&bridge.name, kind.as_str(), r.emitted.of(kind));
         }
@@ -311,8 +311,9 @@ fn log_unlike(warned: &Warned, bridge: &Bridge, u: &super::cursor::Unlike) {
     }
 }
 
-/// A poll's log lines: INFO with the counts (and a WARN for what it held back), or WARN with
-/// the reason it failed.
+/// A poll's log lines: INFO with the counts (and a WARN for what it held back), DEBUG when
+/// every page answered 304 (`summary` counts those at INFO), or WARN with the reason it
+/// failed.
 fn log_result(
     bridge: &Bridge,
     redactor: &Redactor,
@@ -320,8 +321,9 @@ fn log_result(
     duration_ms: u64,
 ) {
     match result {
+        // Nearly every poll of a quiet fleet: DEBUG, summed up at INFO (`summary`).
         Ok(r) if r.not_modified => {
-            info!(
+            debug!(
                 status = %"not_modified",
                 items = r.items,
                 pages = r.pages,
@@ -489,22 +491,59 @@ mod tests {
         );
     }
 
+    /// What an INFO subscriber writes of `log`.
+    fn at_info(log: impl FnOnce()) -> String {
+        #[derive(Clone, Default)]
+        struct Buf(Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Buf {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buf = Buf::default();
+        let w = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::INFO)
+            .with_ansi(false)
+            .with_writer(move || w.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, log);
+        String::from_utf8(buf.0.lock().unwrap().clone()).unwrap()
+    }
+
+    #[test]
+    fn a_poll_answered_304_is_not_an_info_line_and_one_that_compared_is() {
+        let yaml = crate::testkit::BridgeYaml::new("http://127.0.0.1:1/items").sink("console");
+        let b = crate::config::test_bridge("widgets", &yaml.build());
+        let r = Redactor::new(&b.secrets);
+        let unchanged = PollReport {
+            items: 12,
+            pages: 1,
+            not_modified: true,
+            ..Default::default()
+        };
+        let compared = PollReport {
+            items: 12,
+            pages: 1,
+            ..Default::default()
+        };
+        let text = at_info(|| {
+            log_result(&b, &r, &Ok(unchanged), 3);
+            log_result(&b, &r, &Ok(compared), 4);
+        });
+        assert!(!text.contains("not modified"), "{text}");
+        assert!(text.contains("poll widgets: ok, 0 created"), "{text}");
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_bridge_polls_on_its_slots_as_the_clock_reaches_them() {
-        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::atomic::Ordering;
         // A source on 127.0.0.1 that counts the polls it answers.
-        let hits = Arc::new(AtomicUsize::new(0));
-        let counted = hits.clone();
-        let app = axum::Router::new().route(
-            "/items",
-            axum::routing::get(move || async move {
-                counted.fetch_add(1, Ordering::SeqCst);
-                axum::Json(serde_json::json!([{"id": 1}]))
-            }),
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/items", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, app).await });
+        let (url, hits) = crate::testkit::counting_source().await;
         let yaml = format!(
             "schedule: {{every: 1h}}\nsource: {{url: \"{url}\"}}\nitems: {{select: \"$[*]\", key: \"$.id\"}}\nsinks: [{{url: console}}]\n"
         );

@@ -4,6 +4,7 @@
 use super::lock::lock;
 use chrono::serde::ts_milliseconds_option;
 use chrono::{DateTime, Utc};
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Mutex;
 
@@ -14,8 +15,9 @@ pub struct BridgeStatus {
     /// When the last poll finished.
     #[serde(rename = "last_poll_ms", with = "ts_milliseconds_option", default)]
     pub last_poll: Option<DateTime<Utc>>,
-    /// `ok`, `baseline`, `not_modified` or `failed`.
-    pub last_result: Option<String>,
+    /// `ok`, `baseline`, `not_modified` or `failed` (a word of the code's own, not copied per
+    /// poll).
+    pub last_result: Option<Cow<'static, str>>,
     /// The reason of the last failure (redacted).
     pub last_error: Option<String>,
     pub last_duration_ms: Option<u64>,
@@ -46,9 +48,24 @@ pub struct Board {
 }
 
 impl Board {
-    /// Changes a bridge's status in place.
+    /// Changes a bridge's status in place (its name is copied only the first time).
     pub fn update(&self, bridge: &str, f: impl FnOnce(&mut BridgeStatus)) {
-        f(lock(&self.status).entry(bridge.to_string()).or_default());
+        let mut all = lock(&self.status);
+        match all.get_mut(bridge) {
+            Some(s) => f(s),
+            None => f(all.entry(bridge.to_string()).or_default()),
+        }
+    }
+
+    /// Until when the source asked us not to poll the bridge, as last recorded (read in
+    /// place: no copy of the status on every poll).
+    pub fn paused_until(&self, bridge: &str) -> Option<DateTime<Utc>> {
+        lock(&self.status).get(bridge).and_then(|s| s.paused_until)
+    }
+
+    /// The items of the bridge's last successful listing, if it has had one.
+    pub fn items(&self, bridge: &str) -> Option<usize> {
+        lock(&self.status).get(bridge).and_then(|s| s.items)
     }
 
     pub fn status(&self, bridge: &str) -> BridgeStatus {

@@ -19,7 +19,7 @@ pub use beats::{Beat, Beats};
 pub use blocking::blocking;
 pub use board::{Board, BridgeStatus};
 pub use budget::{MemoryBudget, Reservation, Short, need as budget_need};
-pub use polls::{PollLimits, PollSlot, Polls};
+pub use polls::{Gate, Held, PollLimits, PollSlot, Polls};
 pub use store::{StoreFailure, StoreHandle};
 pub use unwind::{Caught, caught};
 
@@ -52,6 +52,8 @@ pub struct Ctx {
     pub warned: Warned,
     /// Each bridge's churn since the process started (docs/testing-bridges.md#churn-and-suggest).
     pub churn: Churn,
+    /// The polls since the last summary line (`poll::summary`).
+    pub polled: crate::poll::summary::Tally,
 }
 
 impl Ctx {
@@ -74,6 +76,7 @@ impl Ctx {
             stopping: Default::default(),
             warned: Warned::default(),
             churn: Churn::default(),
+            polled: Default::default(),
             clock,
         }
     }
@@ -106,7 +109,7 @@ impl Ctx {
     }
 
     /// A bridge's poll lock (see [`Polls::gate`]).
-    pub fn poll_gate(&self, bridge: &str) -> Arc<tokio::sync::Mutex<()>> {
+    pub fn poll_gate(&self, bridge: &str) -> polls::Gate {
         self.polls.gate(bridge)
     }
 

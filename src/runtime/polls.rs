@@ -38,8 +38,55 @@ pub struct Polls {
     /// own share of `all` and the bridges on other hosts keep polling.
     hosts: Mutex<HashMap<String, Arc<Semaphore>>>,
     per_host: usize,
-    /// One per bridge: held for the whole of a poll, scheduled or asked for.
-    gates: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// One per bridge with a poll in flight or waiting: held for the whole of a poll,
+    /// scheduled or asked for. An idle bridge has none (its [`Gate`] takes it out).
+    gates: Arc<Gates>,
+}
+
+type Gates = Mutex<HashMap<Arc<str>, Arc<tokio::sync::Mutex<()>>>>;
+
+/// A bridge's poll lock, to be locked: while any [`Gate`] of a bridge lives, every poll of it
+/// locks the same lock; when the last is dropped, the entry goes.
+pub struct Gate {
+    lock: Arc<tokio::sync::Mutex<()>>,
+    gates: Arc<Gates>,
+    bridge: Arc<str>,
+}
+
+/// A bridge's poll lock, held (owned, so it may move into a task).
+pub struct Held {
+    // Released before the gate looks whether anyone else still needs the entry.
+    _held: tokio::sync::OwnedMutexGuard<()>,
+    _gate: Gate,
+}
+
+impl Gate {
+    /// Waits for the lock.
+    pub async fn lock(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.lock.lock().await
+    }
+
+    /// The lock, if no one holds it.
+    pub fn try_lock_owned(self) -> Result<Held, Gate> {
+        match self.lock.clone().try_lock_owned() {
+            Ok(held) => Ok(Held {
+                _held: held,
+                _gate: self,
+            }),
+            Err(_) => Err(self),
+        }
+    }
+}
+
+impl Drop for Gate {
+    fn drop(&mut self) {
+        let mut gates = lock(&self.gates);
+        // The map's and this one's: no other gate of the bridge is alive (another is made
+        // only under this lock), so the entry goes.
+        if Arc::strong_count(&self.lock) == 2 {
+            gates.remove(&*self.bridge);
+        }
+    }
 }
 
 impl Default for Polls {
@@ -63,7 +110,7 @@ impl Polls {
             all: Arc::new(Semaphore::new(limits.total.max(1))),
             hosts: Mutex::new(HashMap::new()),
             per_host: limits.per_host.max(1),
-            gates: Mutex::new(HashMap::new()),
+            gates: Arc::default(),
         }
     }
 
@@ -84,10 +131,54 @@ impl Polls {
 
     /// The lock a poll of `bridge` holds, so that a bridge has one poll in flight at most,
     /// whoever asked for it.
-    pub fn gate(&self, bridge: &str) -> Arc<tokio::sync::Mutex<()>> {
-        lock(&self.gates)
-            .entry(bridge.to_string())
-            .or_default()
-            .clone()
+    pub fn gate(&self, bridge: &str) -> Gate {
+        let mut gates = lock(&self.gates);
+        let (bridge, lock) = match gates.get_key_value(bridge) {
+            Some((name, lock)) => (name.clone(), lock.clone()),
+            None => {
+                let (name, lock): (Arc<str>, Arc<tokio::sync::Mutex<()>>) =
+                    (bridge.into(), Arc::default());
+                gates.insert(name.clone(), lock.clone());
+                (name, lock)
+            }
+        };
+        drop(gates);
+        Gate {
+            lock,
+            gates: self.gates.clone(),
+            bridge,
+        }
+    }
+
+    /// How many bridges have a poll lock now (in flight or waiting for one).
+    pub fn gates(&self) -> usize {
+        lock(&self.gates).len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn a_bridges_poll_lock_is_shared_while_needed_and_forgotten_after() {
+        let polls = Polls::default();
+        let held = polls.gate("b").try_lock_owned().ok().unwrap();
+        // Another poll of the bridge meets the same lock: taken, or waited for.
+        assert!(polls.gate("b").try_lock_owned().is_err());
+        let waiting = polls.gate("b");
+        let early = tokio::time::timeout(Duration::from_millis(20), waiting.lock()).await;
+        assert!(early.is_err(), "locked twice");
+        drop(early);
+        // Other bridges are not held back.
+        assert!(polls.gate("other").try_lock_owned().is_ok());
+        assert_eq!(polls.gates(), 1);
+        drop(held);
+        drop(waiting.lock().await);
+        assert_eq!(polls.gates(), 1, "kept while a gate is alive");
+        // An idle bridge holds no entry.
+        drop(waiting);
+        assert_eq!(polls.gates(), 0);
     }
 }

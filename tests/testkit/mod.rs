@@ -96,6 +96,34 @@ pub async fn without_time_passing(what: &str, mut cond: impl FnMut() -> bool) {
     panic!("{what}: not within a million yields");
 }
 
+/// A source on 127.0.0.1 that answers `[{"id": 1}]` at `/items` and counts the requests it
+/// answers: its URL and the count. Served until the runtime ends.
+#[allow(
+    dead_code,
+    reason = "the library's scheduler and fleet tests use it, tests/it does not"
+)]
+pub async fn counting_source() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let hits = std::sync::Arc::new(AtomicUsize::new(0));
+    let counted = hits.clone();
+    let app = axum::Router::new().route(
+        "/items",
+        axum::routing::get(move || async move {
+            counted.fetch_add(1, Ordering::SeqCst);
+            axum::Json(serde_json::json!([{"id": 1}]))
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a port on 127.0.0.1");
+    let url = format!(
+        "http://{}/items",
+        listener.local_addr().expect("the bound address")
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, hits)
+}
+
 /// A valid bridge file, built from what a test varies; `new` is `$.items[*]` keyed by `$.id`,
 /// every minute, and no sink. Tests that need a deliberately odd file write its text as is.
 #[derive(Clone)]
