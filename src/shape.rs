@@ -168,7 +168,10 @@ impl Seen {
     }
 
     fn note(&mut self, path: &str, v: &Value, n: usize) {
-        let bit = 1u8 << type_index(v);
+        self.note_bit(path, 1u8 << type_index(v), n);
+    }
+
+    fn note_bit(&mut self, path: &str, bit: u8, n: usize) {
         if let Some(e) = self.paths.get_mut(path) {
             if e.2 != n {
                 e.0 += 1;
@@ -192,6 +195,158 @@ impl Seen {
             paths,
             items: self.items,
         }
+    }
+}
+
+impl Seen {
+    /// Counts one item from its JSON text, read as it is walked: no tree is built, so an item
+    /// of a million keys costs no more memory than its text.
+    pub fn add_text(&mut self, text: &str) -> Result<(), serde_json::Error> {
+        let n = self.items;
+        self.items += 1;
+        let mut path = String::from("$");
+        let mut de = serde_json::Deserializer::from_str(text);
+        let walk = Walk {
+            seen: self,
+            path: &mut path,
+            depth: 0,
+            n,
+        };
+        serde::de::DeserializeSeed::deserialize(walk, &mut de)?;
+        de.end()
+    }
+}
+
+/// serde_json's name for an exact number (`arbitrary_precision`): a map of this one key.
+const NUMBER_TOKEN: &str = "$serde_json::private::Number";
+
+/// One value of an item's text, at `path`, `depth` levels below the item.
+struct Walk<'s> {
+    seen: &'s mut Seen,
+    path: &'s mut String,
+    depth: usize,
+    n: usize,
+}
+
+impl Walk<'_> {
+    fn note(&mut self, type_index: usize) {
+        if self.depth > 0 {
+            let bit = 1u8 << type_index;
+            self.seen.note_bit(self.path, bit, self.n);
+        }
+    }
+
+    fn child(&mut self) -> Walk<'_> {
+        Walk {
+            seen: self.seen,
+            path: self.path,
+            depth: self.depth + 1,
+            n: self.n,
+        }
+    }
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Walk<'_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+/// An object's key, written onto the path.
+struct Name<'s>(&'s mut String);
+
+impl<'de> serde::de::DeserializeSeed<'de> for Name<'_> {
+    type Value = bool;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl serde::de::Visitor<'_> for Name<'_> {
+    /// False for serde_json's exact-number token.
+    type Value = bool;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a key")
+    }
+    fn visit_str<E>(self, k: &str) -> Result<bool, E> {
+        if k == NUMBER_TOKEN {
+            return Ok(false);
+        }
+        push_name(self.0, k);
+        Ok(true)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Walk<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_unit<E>(mut self) -> Result<(), E> {
+        self.note(0);
+        Ok(())
+    }
+    fn visit_bool<E>(mut self, _: bool) -> Result<(), E> {
+        self.note(1);
+        Ok(())
+    }
+    fn visit_i64<E>(mut self, _: i64) -> Result<(), E> {
+        self.note(2);
+        Ok(())
+    }
+    fn visit_u64<E>(mut self, _: u64) -> Result<(), E> {
+        self.note(2);
+        Ok(())
+    }
+    fn visit_f64<E>(mut self, _: f64) -> Result<(), E> {
+        self.note(2);
+        Ok(())
+    }
+    fn visit_str<E>(mut self, _: &str) -> Result<(), E> {
+        self.note(3);
+        Ok(())
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(mut self, mut a: A) -> Result<(), A::Error> {
+        use serde::de::IgnoredAny;
+        self.note(4);
+        if self.depth >= MAX_DEPTH {
+            while a.next_element::<IgnoredAny>()?.is_some() {}
+            return Ok(());
+        }
+        let len = self.path.len();
+        self.path.push_str("[*]");
+        while a.next_element_seed(self.child())?.is_some() {}
+        self.path.truncate(len);
+        Ok(())
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(mut self, mut m: A) -> Result<(), A::Error> {
+        use serde::de::IgnoredAny;
+        let len = self.path.len();
+        let mut first = true;
+        while let Some(named) = m.next_key_seed(Name(self.path))? {
+            if !named {
+                // An exact number: `{TOKEN: "1.50"}`.
+                self.note(2);
+                return m.next_value::<IgnoredAny>().map(|_| ());
+            }
+            if std::mem::take(&mut first) {
+                // Noted at its own path, before the key was written onto it.
+                let key = self.path.split_off(len);
+                self.note(5);
+                self.path.push_str(&key);
+            }
+            if self.depth >= MAX_DEPTH {
+                m.next_value::<IgnoredAny>()?;
+            } else {
+                m.next_value_seed(self.child())?;
+            }
+            self.path.truncate(len);
+        }
+        if first {
+            self.note(5);
+        }
+        Ok(())
     }
 }
 
@@ -469,6 +624,31 @@ mod tests {
         l2.paths.insert("$.z".into(), "number".into());
         let c = compare(&l2, &seen(&[Value::Object(wide)], Some(&l2)), true);
         assert_eq!(c.len(), 1, "{c:?}");
+    }
+
+    #[test]
+    fn an_item_read_from_its_text_has_the_shape_of_its_value() {
+        let items = [
+            r#"{"id": 1, "price": 1.50, "big": 123456789012345678901234567890, "n": null,
+                "tags": [{"t": "x"}, {"t": true}], "e": {}, "a": [], "s": "q\"uote",
+                "odd key": {"deep": {"er": {"still": {"more": {"and": {"past": 1}}}}}}}"#,
+            r#"{"id": 2, "price": -3, "big": 1e400, "n": 1, "tags": [], "e": {"x": 1},
+                "a": [[1]], "s": "", "odd key": {}}"#,
+        ];
+        let mut text = Seen::default();
+        let mut value = Seen::default();
+        for i in items {
+            text.add_text(i).unwrap();
+            value.add(&serde_json::from_str(i).unwrap());
+        }
+        assert_eq!(text.summary(), value.summary());
+        let mut a: Vec<_> = text.paths.iter().collect();
+        let mut b: Vec<_> = value.paths.iter().collect();
+        a.sort();
+        b.sort();
+        assert_eq!(a, b);
+        assert_eq!(text.summary().paths["$.price"], "number");
+        assert_eq!(text.summary().paths["$[\"odd key\"]"], "object");
     }
 
     #[test]

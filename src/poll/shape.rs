@@ -14,7 +14,7 @@ use crate::config::Bridge;
 use crate::config::raw::ShapeMode;
 use crate::diff::Baseline;
 use crate::event::{self, Event, EventType, Side};
-use crate::extract::{Item, Keyed};
+use crate::extract::{Item, ItemValue, Keyed};
 use crate::shape::{self, Change, Drift, Learnt, Seen};
 use crate::store::{BridgeMeta, Commit, PageWrite, Store, StoreError};
 use chrono::{DateTime, Utc};
@@ -87,10 +87,7 @@ pub fn look(
         .filter(|_| approach.baseline == Baseline::No);
     // A count means something for a whole listing, not for what an incremental one brings.
     let counted = listed.incomplete.is_none() && bridge.source.cursor.is_none();
-    let mut seen = Seen::watching(before);
-    for item in items {
-        seen.add(&*item.value()?);
-    }
+    let seen = observe(before, items)?;
     let Some(before) = before else {
         return Ok(Look {
             learnt: Some(shape::learn(None, &seen, counted)),
@@ -146,6 +143,21 @@ pub fn look(
         }),
         announce,
     })
+}
+
+/// The shape of the poll's items, `before`'s paths tracked first. An item kept as text is
+/// walked from its text, never parsed into a tree.
+fn observe(before: Option<&Learnt>, items: &[Item<'_>]) -> Result<Seen, PollError> {
+    let mut seen = Seen::watching(before);
+    for item in items {
+        match &item.value {
+            ItemValue::Parsed(v) => seen.add(v),
+            ItemValue::Text(raw) => seen.add_text(raw.get()).map_err(|e| {
+                crate::extract::ExtractError::NotJson(format!("an item cannot be read: {e}"))
+            })?,
+        }
+    }
+    Ok(seen)
 }
 
 /// A held poll: nothing stored of its items, nothing emitted for them. Its commit stores the
