@@ -32,6 +32,10 @@ pub enum EventType {
     /// `emit.quiet`: the first change after a `bridge.quiet`.
     #[serde(rename = "bridge.active")]
     Active,
+    /// `emit.shape`: the items' shape drifted from the one learnt
+    /// (docs/events.md#shape-events).
+    #[serde(rename = "bridge.shape_changed")]
+    ShapeChanged,
     /// `pollhook send-test`: seq 0, never stored (docs/events.md#test-events).
     #[serde(rename = "bridge.test")]
     Test,
@@ -51,6 +55,7 @@ impl EventType {
             EventType::Recovered => "bridge.recovered",
             EventType::Quiet => "bridge.quiet",
             EventType::Active => "bridge.active",
+            EventType::ShapeChanged => "bridge.shape_changed",
             EventType::Test => "bridge.test",
             EventType::Batch => "batch",
         }

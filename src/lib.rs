@@ -36,6 +36,8 @@
 //! - [`event`]: change -> event body with id and JSON Patch; pure
 //! - [`churn`]: which paths of a bridge's items change, counted from the updates' patches,
 //!   and the `exclude`/`settle` that would quiet them; pure
+//! - [`shape`]: the paths and types a bridge's items have and their usual count, and the
+//!   changes that make a drift; pure (`poll::shape` decides what a drift does)
 //! - [`store`]: the sled database: `open` (sled's lock and damage as errors, then the mark
 //!   checked), `mark` (the high-water side: rollback, lost mark, accept-rollback), `commit` (a
 //!   poll in one transaction, group commit), `items`, `pages` (the 304 cache), `outbox` (queues
@@ -119,6 +121,7 @@ pub mod render;
 pub mod resync;
 pub mod runtime;
 pub mod schedule;
+pub mod shape;
 pub mod shard;
 pub mod sign;
 pub mod store;

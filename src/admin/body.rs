@@ -34,6 +34,10 @@ pub struct BridgeView {
     /// `waiting for handoff from shard K`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub handoff: Option<String>,
+    /// While its polls are held by `emit.shape: hold` (docs/testing-bridges.md#shape-drift):
+    /// `held: $.name gone (was string)`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shape: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -86,6 +90,13 @@ pub struct Reset {
 pub struct Resynced {
     pub bridge: String,
     pub queued: usize,
+}
+
+/// `POST /v1/bridges/{name}/accept-shape`: the changes accepted, one line each.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ShapeAccepted {
+    pub bridge: String,
+    pub changes: Vec<String>,
 }
 
 /// `GET /v1/dead-letters`.

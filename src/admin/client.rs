@@ -250,6 +250,12 @@ impl Client {
         self.call(reqwest::Method::POST, &path).await
     }
 
+    /// Makes a bridge's drifted shape the learnt one (docs/testing-bridges.md#shape-drift).
+    pub async fn accept_shape(&self, name: &str) -> Result<body::ShapeAccepted> {
+        let path = format!("/v1/bridges/{name}/accept-shape");
+        self.call(reqwest::Method::POST, &path).await
+    }
+
     /// Gives up waiting for a bridge's state from another shard (docs/scaling.md#while-waiting).
     pub async fn skip_handoff(&self, name: &str) -> Result<body::Skipped> {
         let path = format!("/v1/handoff/{name}/skip");

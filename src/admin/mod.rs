@@ -1,5 +1,5 @@
 //! The admin API (docs/operations.md#admin-api), loopback by default: health, Prometheus metrics,
-//! bridges and their state, poll/reset/resync on demand, dead letters. It never shows a secret. Who
+//! bridges and their state, poll/reset/resync/accept-shape on demand, dead letters. It never shows a secret. Who
 //! may act is decided in [`crate::access`].
 
 use crate::config::Bridge;
@@ -16,6 +16,7 @@ pub mod body;
 pub mod client;
 mod handoff;
 pub mod serve;
+mod shape;
 
 #[derive(Clone)]
 pub struct AdminState {
@@ -45,6 +46,7 @@ pub fn router(state: AdminState, access: crate::access::Access) -> Router {
         .route("/v1/dead-letters/{id}/replay", post(replay))
         .route("/v1/dead-letters/{id}", delete(drop_letter))
         .merge(handoff::routes())
+        .merge(shape::routes())
         .route_layer(axum::middleware::from_fn_with_state(
             Arc::new(access),
             crate::access::gate,
@@ -203,6 +205,7 @@ async fn bridges(State(s): State<AdminState>) -> Result<Json<body::Bridges>, Api
                 outbox: store.as_ref().map(|st| st.outbox_len(&b.name)),
                 dead_letters: store.as_ref().map(|st| st.dead_len(&b.name)),
                 handoff: s.handoff.waiting(&b.name).map(|w| w.line()),
+                shape: meta.and_then(crate::poll::shape::status),
             }
         })
         .collect();

@@ -10,6 +10,7 @@
 //! - `trial`: `check`, `poll` and `send-test`, bridge files tried out
 //! - `status`: `status`, every bridge as a table
 //! - `resync`: `reset` and `resync`, a bridge's state started over through the daemon
+//! - `shape`: `accept-shape`, a bridge's drifted shape made the learnt one through the daemon
 //! - `dead_letters`: `dead-letters list|replay|drop`
 //! - `store`: `store check|accept-rollback|move-shards`, on the state directory itself
 //! - `handoff`: `handoff skip`, a bridge's wait for its state from another shard given up,
@@ -31,6 +32,7 @@ mod new;
 mod output;
 mod record;
 mod resync;
+mod shape;
 mod sign;
 mod status;
 mod store;
@@ -71,6 +73,9 @@ enum Command {
     Reset(resync::ResetArgs),
     /// Queue every item the bridge holds now as `item.snapshot` (to bring a new receiver up to date).
     Resync(resync::ResyncArgs),
+    /// Make the drifted shape of a bridge's items the learnt one; a bridge held by
+    /// `emit.shape: hold` goes on from its next poll (docs/testing-bridges.md#shape-drift).
+    AcceptShape(shape::AcceptShapeArgs),
     /// List, replay (to the back of the queue) or drop dead letters, through the running daemon.
     DeadLetters(dead_letters::DeadLettersArgs),
     /// Check the state directory for a rollback, or accept one. Works on the directory
@@ -117,6 +122,7 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Status(args) => status::run(args),
         Command::Reset(args) => resync::reset(args),
         Command::Resync(args) => resync::resync(args),
+        Command::AcceptShape(args) => shape::accept_shape(args),
         Command::DeadLetters(args) => dead_letters::run(args),
         Command::Store(args) => store::run(args),
         Command::Sign(args) => sign::run(args),

@@ -74,6 +74,9 @@ fn print_table(v: &Bridges, now: DateTime<Utc>) {
         if let Some(waiting) = &b.handoff {
             println!("    {waiting}");
         }
+        if let Some(held) = &b.shape {
+            println!("    shape {held} (`pollhook accept-shape {}`)", b.name);
+        }
         if let Some(err) = &b.status.last_error {
             println!("    last error: {err}");
         }

@@ -202,6 +202,21 @@ pub struct RawEmit {
     /// `bridge.quiet` when the data has not changed for this long although polls succeed,
     /// `bridge.active` when it changes again (docs/configuration.md#quiet).
     pub quiet: Option<String>,
+    /// What a drift of the items' shape does: `warn` (default: `bridge.shape_changed` and a
+    /// WARN), `hold` (also hold the poll until `pollhook accept-shape`) or `off`
+    /// (docs/configuration.md#shape).
+    #[serde(default)]
+    pub shape: ShapeMode,
+}
+
+/// `emit.shape`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ShapeMode {
+    #[default]
+    Warn,
+    Hold,
+    Off,
 }
 
 /// `settle: 3` (polls) or `settle: 10m` (a duration).
@@ -317,6 +332,8 @@ pub enum SinkEvent {
     Recovered,
     Quiet,
     Active,
+    #[serde(rename = "shape_changed")]
+    ShapeChanged,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

@@ -103,6 +103,7 @@ fn wants(sink: &Sink, kind: EventType) -> bool {
         EventType::Recovered => SinkEvent::Recovered,
         EventType::Quiet => SinkEvent::Quiet,
         EventType::Active => SinkEvent::Active,
+        EventType::ShapeChanged => SinkEvent::ShapeChanged,
         // A test goes to every sink; a digest was filtered member by member.
         EventType::Test | EventType::Batch => return true,
     };

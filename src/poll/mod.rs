@@ -12,6 +12,7 @@ pub mod plan;
 pub mod quiet;
 pub mod ratelimit;
 pub mod scheduler;
+pub mod shape;
 pub mod summary;
 pub mod traced;
 
@@ -115,6 +116,8 @@ pub struct PollReport {
     pub changed: bool,
     /// The paths its updates changed (docs/testing-bridges.md#churn-and-suggest).
     pub churn: crate::churn::Tally,
+    /// The items' shape drifted (`emit.shape`, docs/testing-bridges.md#shape-drift).
+    pub shape: Option<shape::Note>,
 }
 
 /// Events emitted by a poll, by type.
@@ -145,6 +148,7 @@ impl Emitted {
             | EventType::Recovered
             | EventType::Quiet
             | EventType::Active
+            | EventType::ShapeChanged
             | EventType::Test
             | EventType::Batch => 0,
         }

@@ -121,6 +121,10 @@ pub fn plan(
 ) -> Result<PollReport, PollError> {
     let approach = Approach::new(bridge, &meta);
     let keyed = extract::extract_keyed(&listed.documents, &bridge.items)?;
+    let shape = super::shape::look(bridge, &meta, approach, &keyed.items, &listed, now)?;
+    if shape.held() {
+        return super::shape::hold(bridge, meta, shape, (&keyed, &listed), now, out);
+    }
     let incremental = incremental(bridge, now);
     let opts = options(
         bridge,
@@ -157,6 +161,7 @@ pub fn plan(
     let (failing, quiet) = (meta.failing.clone(), meta.quiet.clone());
     let mut b = Batches::new(state, bridge, meta, approach.rebaselined, now, report, out);
     b.seen = incremental.map_or(0, |i| i.today);
+    b.announce(&shape);
     b.write(&diff, &items)?;
     // The last commit holds all it needs: free the response before it.
     drop(items);
@@ -181,6 +186,7 @@ pub fn plan(
         // The failure streak is failure tracking's (`failures`), which runs after the poll.
         failing,
         quiet,
+        shape: shape.learnt,
     };
     b.finish(new_meta, pages)?;
     Ok(b.report)
@@ -410,6 +416,17 @@ impl<'a, S: State> Batches<'a, S> {
             .map(|&i| (items[i as usize].key.to_string(), seen));
         self.later.extend(found);
         Ok(())
+    }
+
+    /// Queues the poll's `bridge.shape_changed`, if it has one, before its changes.
+    fn announce(&mut self, shape: &super::shape::Look) {
+        if let Some(e) = shape.event(self.bridge, self.seq, self.now) {
+            self.seq += 1;
+            self.c
+                .queue(&self.sinks, std::slice::from_ref(&e), self.now);
+            self.report.events.push(e);
+        }
+        self.report.shape.clone_from(&shape.note);
     }
 
     fn put(&mut self, key: &str, hash: Hash, value: Vec<u8>) {
@@ -769,7 +786,10 @@ mod tests {
         // Three of three vanishing at once: more than half, held back, no page kept.
         let b = bridge(|y| y.max_fraction("0.5"));
         let (r, commits) = m.poll(&b, "[]");
-        assert!(r.held_back.is_some() && r.events.is_empty());
+        assert!(r.held_back.is_some() && r.emitted.total() == 0);
+        // All gone at once is a drift of the shape too (`emit.shape`): announced, once.
+        let shape = [(EventType::ShapeChanged, String::new(), 2)];
+        assert_eq!(kinds(&r), shape);
         assert!(commits.iter().all(|(c, _)| c.pages.is_empty()));
         assert!(m.pages.is_empty());
         assert_eq!(m.items.len(), 3);

@@ -364,6 +364,7 @@ fn log_result(
 /// The WARNs of a poll that held something back: an incomplete listing (no deletes), events
 /// emitted despite a failed rule, a re-baseline, a mass delete.
 fn log_held_back(bridge: &Bridge, r: &PollReport) {
+    super::shape::log(bridge, r);
     if let Some(why) = r.incomplete {
         warn!(
             pages = r.pages,

@@ -227,8 +227,10 @@ impl Store {
             Some(v) => Some(json(&v, &format!("{bridge}/auth"))?),
             None => None,
         };
+        let mut meta = self.meta(bridge)?;
+        meta.shape = None; // relearnt by the receiver (docs/testing-bridges.md#shape-drift)
         Ok(Some(BridgeState {
-            meta: self.meta(bridge)?,
+            meta,
             items,
             pages,
             outbox,

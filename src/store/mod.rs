@@ -184,6 +184,10 @@ pub struct BridgeMeta {
     /// (docs/events.md#quiet-events).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quiet: Option<Quiet>,
+    /// `emit.shape`: the shape the items have, and a drift announced or held
+    /// (docs/testing-bridges.md#shape-drift). Not handed off: a bridge received relearns it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shape: Option<crate::shape::Learnt>,
 }
 
 fn is_zero(n: &usize) -> bool {

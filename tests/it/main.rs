@@ -34,6 +34,7 @@ mod recipes;
 mod rollback;
 mod roots;
 mod secrets;
+mod shape;
 mod shards;
 mod sinks;
 mod sources;

@@ -134,7 +134,7 @@ async fn key_order_and_number_format_are_no_change_and_restart_re_emits_nothing(
     assert!(rx.received().is_empty());
 
     // After the restart a real change is still seen, and seq goes on.
-    up.set_json(&json!({"items": [{"id": 1, "a": 2}]}));
+    up.set_json(&json!({"items": [{"id": 1, "a": 2, "b": {"x": 2.5, "y": [1, 2]}}]}));
     let r = h.poll(&b).await.unwrap();
     assert_eq!(r.events.len(), 1);
     assert_eq!(r.events[0].seq, 1);

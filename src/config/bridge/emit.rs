@@ -46,6 +46,7 @@ impl Validator<'_> {
         });
         Emit {
             quiet,
+            shape: e.shape,
             settle,
             when,
             failures_after,

@@ -132,6 +132,8 @@ pub struct Emit {
     pub settle: Option<crate::diff::settle::Rule>,
     /// `emit.quiet`: `bridge.quiet` after this long without a change.
     pub quiet: Option<std::time::Duration>,
+    /// `emit.shape`: what a drift of the items' shape does.
+    pub shape: crate::config::raw::ShapeMode,
 }
 
 #[derive(Debug, Clone)]
