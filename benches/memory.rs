@@ -112,9 +112,18 @@ async fn receiver(count: Arc<AtomicU64>) -> String {
     format!("{}/hook", serve(app).await)
 }
 
+/// `pollhook run` over `dir`; under `MEMORY_BENCH_WRAP` (say `heaptrack`) when it is set
+/// (the RSS printed is then the wrapper's).
 fn daemon(dir: &std::path::Path, extra: &[&str]) -> Child {
-    Command::new(pollhook_bin())
-        .args(["run", "--admin", "off", "--log-format", "json"])
+    let mut cmd = match std::env::var("MEMORY_BENCH_WRAP") {
+        Ok(wrap) => {
+            let mut c = Command::new(wrap);
+            c.arg(pollhook_bin());
+            c
+        }
+        Err(_) => Command::new(pollhook_bin()),
+    };
+    cmd.args(["run", "--admin", "off", "--log-format", "json"])
         .arg("--bridges")
         .arg(dir.join("bridges"))
         .arg("--data")

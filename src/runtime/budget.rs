@@ -257,9 +257,28 @@ impl Reservation {
     }
 }
 
+/// A poll that held at least this much gives the free memory of the allocator back to the
+/// system when it ends (`malloc_trim`).
+const TRIM_AFTER: u64 = 1 << 20;
+
 impl Drop for Reservation {
     fn drop(&mut self) {
+        let big = self.bytes() >= TRIM_AFTER;
         self.release();
+        if big {
+            trim();
+        }
+    }
+}
+
+/// Gives the pages glibc holds free back to the system: a poll of a big listing frees many
+/// small blocks (its items' trees and keys), and the arenas would otherwise keep those pages
+/// (docs/scaling.md#the-memory-budget-of-polls).
+fn trim() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim takes no pointer and only walks glibc's own free lists.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 
