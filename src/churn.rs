@@ -219,6 +219,95 @@ impl Counters {
     }
 }
 
+/// The largest record of a bridge's counters stored: one sled record of no more than a chunk
+/// (`store::values::CHUNK`), so sled never writes it to `blobs/`, which it does not reclaim.
+pub const RECORD_BYTES: usize = 4096;
+
+/// Paths and item keys longer than this are not kept in the record (their counts go to
+/// [`Counters::other_paths`]; a key, to no flap count).
+const RECORD_TEXT: usize = 160;
+
+/// The length of a value's JSON (with a comma: an entry of a list).
+fn json_len<T: Serialize>(value: &T) -> usize {
+    serde_json::to_vec(value).map_or(RECORD_BYTES, |v| v.len())
+}
+
+/// The counters as stored with the bridge: paths as `[path, polls, items, share]`, the
+/// watched items as `[key, hash in hex]`.
+#[derive(Serialize, Deserialize)]
+struct Record {
+    polls: u64,
+    other: u64,
+    flaps: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    flapped: Option<String>,
+    paths: Vec<(String, u64, u64, f64)>,
+    before: Vec<(String, String)>,
+}
+
+impl Counters {
+    /// The counters as one small record (at most [`RECORD_BYTES`]): the paths most churning
+    /// first and the watched items while they fit; a path left out is counted in
+    /// `other_paths`, a watched item left out is watched afresh.
+    pub fn to_record(&self) -> Vec<u8> {
+        let mut r = Record {
+            polls: self.polls,
+            other: self.other_paths,
+            flaps: self.flaps,
+            flapped: self.flapped.clone().filter(|k| k.len() <= RECORD_TEXT),
+            paths: Vec::new(),
+            before: Vec::new(),
+        };
+        // The fixed part, then each entry with its comma and quotes, counted as it goes in.
+        let mut size = json_len(&r) + 2;
+        for p in self.ranked() {
+            let entry = (p.path, p.polls, p.items, p.share);
+            let n = json_len(&entry) + 1;
+            if entry.0.len() > RECORD_TEXT || size + n > RECORD_BYTES * 3 / 4 {
+                r.other += entry.2;
+                continue;
+            }
+            size += n;
+            r.paths.push(entry);
+        }
+        for (key, hash) in &self.before {
+            let entry = (key.clone(), hex::encode(hash));
+            let n = json_len(&entry) + 1;
+            if key.len() <= RECORD_TEXT && size + n <= RECORD_BYTES {
+                size += n;
+                r.before.push(entry);
+            }
+        }
+        serde_json::to_vec(&r).unwrap_or_default()
+    }
+
+    /// The counters a record holds; None for one that cannot be read (counting starts afresh).
+    pub fn from_record(bytes: &[u8]) -> Option<Counters> {
+        let r: Record = serde_json::from_slice(bytes).ok()?;
+        let mut c = Counters {
+            polls: r.polls,
+            other_paths: r.other,
+            flaps: r.flaps,
+            flapped: r.flapped,
+            ..Default::default()
+        };
+        for (path, polls, items, share) in r.paths.into_iter().take(MAX_PATHS) {
+            let p = PathChurn {
+                path: path.clone(),
+                polls,
+                items,
+                share,
+            };
+            c.paths.insert(path, p);
+        }
+        for (key, hash) in r.before.into_iter().take(MAX_WATCHED) {
+            let hash = hex::decode(hash).ok().and_then(|h| h.try_into().ok());
+            c.before.extend(hash.map(|h| (key, h)));
+        }
+        Some(c)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -286,6 +375,39 @@ mod tests {
             s[0].yaml.contains("settle") && s[0].evidence[0].contains("`k`"),
             "{s:?}"
         );
+    }
+
+    #[test]
+    fn the_record_round_trips_and_stays_within_its_bytes_however_full() {
+        let mut c = Counters::default();
+        let p = r#"[{"op":"replace","path":"/v","value":1}]"#;
+        for (before, after) in [(1, 2), (2, 1)] {
+            let mut t = Tally::default();
+            t.updated("k", h(before), h(after), p);
+            c.add(&t, 4);
+        }
+        let back = Counters::from_record(&c.to_record()).unwrap();
+        assert_eq!(back.report(), c.report());
+        assert_eq!(back.before, c.before);
+        // Full tables of long paths and keys: the record keeps what fits, the rest counted.
+        let mut t = Tally::default();
+        for i in 0..MAX_PATHS + 5 {
+            let patch = format!(
+                r#"[{{"op":"add","path":"/{}{i}","value":1}}]"#,
+                "p".repeat(60)
+            );
+            t.updated(&format!("{}{i}", "k".repeat(100)), h(0), h(1), &patch);
+        }
+        c.add(&t, 1);
+        let record = c.to_record();
+        assert!(record.len() <= RECORD_BYTES, "{}", record.len());
+        let back = Counters::from_record(&record).unwrap();
+        let kept = back.ranked().len();
+        assert!(kept > 10 && kept < MAX_PATHS, "{kept}");
+        let all = |c: &Counters| c.ranked().iter().map(|p| p.items).sum::<u64>() + c.other_paths;
+        assert_eq!(all(&back), all(&c));
+        assert_eq!((back.polls, back.flaps), (c.polls, c.flaps));
+        assert!(Counters::from_record(b"not json").is_none());
     }
 
     #[test]

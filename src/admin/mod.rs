@@ -54,14 +54,15 @@ pub fn router(state: AdminState, access: crate::access::Access) -> Router {
     reads.merge(acts).with_state(state)
 }
 
-/// Which paths of the bridge's items changed since the daemon started, ranked, and what would
+/// Which paths of the bridge's items changed in the polls counted, ranked, and what would
 /// quiet them (docs/testing-bridges.md#churn-and-suggest).
 async fn churn(
     State(s): State<AdminState>,
     Path(name): Path<String>,
 ) -> Result<Json<crate::churn::Report>, ApiError> {
     let b = find(&s, &name)?;
-    Ok(Json(s.ctx.churn.report(&b.name)))
+    let store = s.ctx.store().ok();
+    Ok(Json(s.ctx.churn.report(&b.name, store.as_ref())))
 }
 
 /// The shard's layout, the bridges coming in and going out (docs/operations.md#admin-api).

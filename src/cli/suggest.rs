@@ -80,7 +80,7 @@ async fn dry_polls(
             Err(e) => eprintln!("poll {i}: failed: {}", redactor.clean(&e.to_string())),
         }
     }
-    Ok(ctx.churn.report(&bridge.name))
+    Ok(ctx.churn.report(&bridge.name, ctx.store().ok().as_ref()))
 }
 
 /// The report as printed: the paths ranked with their evidence, then the suggestions.

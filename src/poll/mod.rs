@@ -20,7 +20,7 @@ use crate::config::Bridge;
 use crate::diff::{ChangeKind, HeldBack};
 use crate::event::{Event, EventType};
 use crate::extract::ExtractError;
-use crate::runtime::{Ctx, Wakers};
+use crate::runtime::{Churn, Ctx, Wakers};
 use crate::store::{Store, StoreError};
 use apply::apply;
 use chrono::{DateTime, Utc};
@@ -197,23 +197,17 @@ pub async fn poll_once(
         stopping: &ctx.stopping,
         clock: &ctx.clock,
     };
-    let r = poll_with((&store, &ctx.wakers), sourcing, bridge, commit, now).await;
+    let handles = (&store, &ctx.wakers, &ctx.churn);
+    let r = poll_with(handles, sourcing, bridge, commit, now).await;
     if let Err(PollError::Store(e)) = &r {
         ctx.store.failed(e);
-    }
-    // A compared poll counts for the bridge's churn (a baseline, a dry run or a 304 does not:
-    // an idle bridge keeps no counters).
-    if let Ok(report) = &r {
-        if commit && !report.baseline && !report.rebaselined && !report.not_modified {
-            ctx.churn.add(&bridge.name, &report.churn, report.items);
-        }
     }
     r
 }
 
 /// Load, fetch, then plan and store: see [`poll_once`].
 async fn poll_with(
-    (st, wakers): (&Store, &Wakers),
+    (st, wakers, churn): (&Store, &Wakers, &Churn),
     sourcing: fetch::Sourcing<'_>,
     bridge: &Bridge,
     commit: bool,
@@ -250,12 +244,12 @@ async fn poll_with(
     };
     // Extracting, comparing and storing a big listing takes a while and blocks: off the
     // async workers, in one go (the items borrow from the documents it owns).
-    let store = st.clone();
+    let (store, churn) = (st.clone(), churn.clone());
     let b = bridge.clone();
     // The bridge's span goes along: its log lines name the bridge.
     let span = tracing::Span::current();
     let applied = crate::runtime::blocking(move || {
-        span.in_scope(|| apply(&store, &b, meta, listed, commit, now))
+        span.in_scope(|| apply((&store, &churn), &b, meta, listed, commit, now))
     })
     .await;
     if applied.committed_events {
@@ -361,7 +355,7 @@ mod tests {
         };
         REFUSE_AFTER.with(|r| r.set(refuse));
         let meta = store.meta(&b.name).unwrap();
-        let r = apply(store, b, meta, f, true, at()).result;
+        let r = apply((store, &Churn::default()), b, meta, f, true, at()).result;
         REFUSE_AFTER.with(|r| r.set(None));
         r
     }

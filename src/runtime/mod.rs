@@ -50,7 +50,7 @@ pub struct Ctx {
     pub stopping: tokio_util::sync::CancellationToken,
     /// What has been warned of once already, in this process.
     pub warned: Warned,
-    /// Each bridge's churn since the process started (docs/testing-bridges.md#churn-and-suggest).
+    /// Each bridge's churn counters (docs/testing-bridges.md#churn-and-suggest).
     pub churn: Churn,
     /// The polls since the last summary line (`poll::summary`).
     pub polled: crate::poll::summary::Tally,
@@ -131,32 +131,34 @@ impl Ctx {
     }
 }
 
-/// Each bridge's churn counters, kept in memory: a poll adds to them, the admin API and
-/// `pollhook suggest` read them.
-#[derive(Default)]
-pub struct Churn(Mutex<HashMap<String, crate::churn::Counters>>);
+/// Each bridge's churn counters (docs/testing-bridges.md#churn-and-suggest): kept in memory,
+/// read from the store the first time a bridge's are asked for. A poll that counts an update
+/// stores them with its own commit; a poll that counts none only here.
+#[derive(Default, Clone)]
+pub struct Churn(Arc<Mutex<HashMap<String, crate::churn::Counters>>>);
 
 impl Churn {
-    /// Adds a compared poll of `items` items to the bridge's counters.
-    pub fn add(&self, bridge: &str, tally: &crate::churn::Tally, items: usize) {
-        let mut all = lock(&self.0);
-        match all.get_mut(bridge) {
-            Some(c) => c.add(tally, items),
-            None => {
-                let mut c = crate::churn::Counters::default();
-                c.add(tally, items);
-                all.insert(bridge.to_string(), c);
-            }
+    /// The bridge's counters: as kept here, else as `store` holds them, else none yet.
+    pub fn counters(&self, bridge: &str, store: Option<&Store>) -> crate::churn::Counters {
+        if let Some(c) = lock(&self.0).get(bridge) {
+            return c.clone();
         }
+        let stored = store
+            .and_then(|s| s.churn_record(bridge).ok().flatten())
+            .and_then(|r| crate::churn::Counters::from_record(&r))
+            .unwrap_or_default();
+        let mut all = lock(&self.0);
+        all.entry(bridge.to_string()).or_insert(stored).clone()
+    }
+
+    /// The bridge's counters after a poll counted them.
+    pub fn set(&self, bridge: &str, counters: crate::churn::Counters) {
+        lock(&self.0).insert(bridge.to_string(), counters);
     }
 
     /// The bridge's churn, ranked, with its suggestions.
-    pub fn report(&self, bridge: &str) -> crate::churn::Report {
-        lock(&self.0)
-            .get(bridge)
-            .cloned()
-            .unwrap_or_default()
-            .report()
+    pub fn report(&self, bridge: &str, store: Option<&Store>) -> crate::churn::Report {
+        self.counters(bridge, store).report()
     }
 }
 

@@ -23,6 +23,9 @@ pub struct Commit {
     pub outbox: Vec<(String, OutboxEntry)>,
     /// The bridge's cached pages after this poll, by `page_key`: they replace the stored set.
     pub pages: Vec<(String, PageWrite)>,
+    /// The bridge's churn counters as a record (`crate::churn::Counters::to_record`, at most
+    /// 4 KiB), when this commit stores them.
+    pub churn: Option<Vec<u8>>,
 }
 
 /// One item's new value, with the hash that later polls compare it by.
@@ -182,11 +185,15 @@ impl Store {
             &self.pages,
             &self.page_bodies,
             &self.parts,
+            &self.churn,
         )
-            .transaction(|(items, state, meta, ob, pg, bodies, parts)| {
+            .transaction(|(items, state, meta, ob, pg, bodies, parts, churn)| {
                 check_base(meta, c)?;
                 let mut garbage = write_items(items, state, parts, c, &ip, &prepared)?;
                 meta.insert(c.bridge.as_bytes(), meta_bytes.as_slice())?;
+                if let Some(record) = &c.churn {
+                    churn.insert(c.bridge.as_bytes(), record.as_slice())?;
+                }
                 for (k, v) in &outbox {
                     garbage.extend(values::put_in_tx(ob, parts, Kind::Outbox, k, v)?);
                 }
@@ -219,6 +226,11 @@ impl Store {
             self.collect(garbage)?;
         }
         outcome
+    }
+
+    /// The bridge's churn counters as [`Commit::churn`] last stored them.
+    pub fn churn_record(&self, bridge: &str) -> Result<Option<sled::IVec>, StoreError> {
+        Ok(self.churn.get(bridge.as_bytes())?)
     }
 
     /// Values are made ready (the large ones written to their files) before the transaction,

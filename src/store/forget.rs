@@ -65,11 +65,14 @@ impl Store {
             &self.parts,
             &auth,
             &handed,
+            &self.churn,
         );
         let res: Result<_, TransactionError<StoreError>> =
-            trees.transaction(|(it, st, me, pg, bo, ob, de, parts, au, ha)| {
+            trees.transaction(|(it, st, me, pg, bo, ob, de, parts, au, ha, ch)| {
                 let garbage = remove_bridge_in_tx([it, st, me, pg, bo, ob, de, au], parts, &old)?;
                 ha.insert(bridge.as_bytes(), &seq.to_be_bytes())?;
+                // Its churn counters too: should it come back, counting starts afresh.
+                ch.remove(bridge.as_bytes())?;
                 Ok(garbage)
             });
         let garbage = res.map_err(tx_error)?;
@@ -113,6 +116,7 @@ mod tests {
                 ..Default::default()
             },
             puts: vec![Put::new("a", [1; 16], br#"{"id":"a"}"#.to_vec())],
+            churn: Some(br#"{"polls":1}"#.to_vec()),
             ..Default::default()
         };
         c.outbox.push(("s1".into(), crate::store::tests::entry(4)));
@@ -123,8 +127,11 @@ mod tests {
         s.flush_blocking().unwrap();
         assert_eq!(s.outbox_len("gone"), 1);
 
+        assert!(s.churn_record("gone").unwrap().is_some());
         assert!(s.forget_bridge("gone").unwrap());
         assert!(!s.has_state("gone").unwrap());
+        assert!(s.churn_record("gone").unwrap().is_none());
+        assert!(s.churn_record("kept").unwrap().is_some());
         assert_eq!(s.outbox_len("gone"), 0);
         assert!(!s.bridges_held().unwrap().contains("gone"));
         assert!(s.has_state("kept").unwrap());

@@ -225,6 +225,8 @@ pub struct Store {
     page_bodies: sled::Tree,
     /// The chunks of values longer than 4 KiB, and which value files records point at.
     parts: sled::Tree,
+    /// Per bridge, its churn counters (`crate::churn`), one small record by name.
+    churn: sled::Tree,
     /// Values of 64 KiB and more, a file each.
     files: Arc<values::Files>,
     /// The next queue position. Not sled's `generate_id`: called next to transactions on

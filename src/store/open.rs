@@ -110,6 +110,7 @@ impl Store {
             pages: db.open_tree("pages")?,
             page_bodies: db.open_tree("page_bodies")?,
             parts,
+            churn: db.open_tree("churn")?,
             files: Arc::new(files),
             next_position: Arc::new(AtomicU64::new(last + 1)),
             flushes: Default::default(),

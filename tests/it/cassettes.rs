@@ -5,14 +5,6 @@ use crate::support::*;
 use serde_json::json;
 use std::path::Path;
 
-/// Runs the binary with extra environment; (exit code, stdout, stderr). Async, so that the
-/// test's own servers go on answering meanwhile.
-async fn cli_env(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
-    let mut cmd = tokio::process::Command::from(cli_command(args));
-    cmd.env_remove("JOURNAL_STREAM").envs(env.iter().copied());
-    output_of(cmd.output().await.unwrap())
-}
-
 /// Every file under `dir`, as text (lossy), with its name.
 fn every_file(dir: &Path) -> Vec<(String, String)> {
     let mut out = Vec::new();
@@ -75,10 +67,8 @@ sinks:
 async fn a_recording_keeps_no_secret_and_its_replay_is_the_same_every_time() {
     let up = Upstream::start().await;
     script(&up);
-    let dir = tempfile::tempdir().unwrap();
+    let dir = with_bridge("rc", &bridge_yaml(&up.base));
     let bridges = dir.path().join("bridges");
-    std::fs::create_dir_all(&bridges).unwrap();
-    std::fs::write(bridges.join("rc.yaml"), bridge_yaml(&up.base)).unwrap();
     let cassette = dir.path().join("cassette");
     let env = [
         ("API_KEY", API_KEY),
@@ -98,7 +88,7 @@ async fn a_recording_keeps_no_secret_and_its_replay_is_the_same_every_time() {
         "--bridges",
         b,
     ];
-    let (code, _, err) = cli_env(&args, &env).await;
+    let (code, _, err) = cli_apart(&args, &env).await;
     assert_eq!(code, 0, "{err}");
     assert!(
         err.contains("poll 1: 3 answers") && err.contains("poll 2: 2 answers"),
@@ -127,9 +117,9 @@ async fn a_recording_keeps_no_secret_and_its_replay_is_the_same_every_time() {
 
     // Replayed twice: the same bytes, and no request reached the source.
     let args = ["replay", "rc", "--from", c, "--bridges", b];
-    let (code, first, err) = cli_env(&args, &env).await;
+    let (code, first, err) = cli_apart(&args, &env).await;
     assert_eq!(code, 0, "{err}");
-    let (_, second, _) = cli_env(&args, &env).await;
+    let (_, second, _) = cli_apart(&args, &env).await;
     assert_eq!(first, second);
     assert_eq!(up.hits().len(), 5);
     let lines: Vec<serde_json::Value> = first
@@ -171,14 +161,14 @@ async fn a_recording_keeps_no_secret_and_its_replay_is_the_same_every_time() {
     let expect = dir.path().join("expect.jsonl");
     std::fs::write(&expect, &first).unwrap();
     let e = expect.to_str().unwrap();
-    let (code, _, err) = cli_env(
+    let (code, _, err) = cli_apart(
         &["replay", "rc", "--from", c, "--bridges", b, "--expect", e],
         &env,
     )
     .await;
     assert_eq!(code, 0, "{err}");
     std::fs::write(&expect, first.replacen("item.updated", "item.deleted", 1)).unwrap();
-    let (code, out, _) = cli_env(
+    let (code, out, _) = cli_apart(
         &["replay", "rc", "--from", c, "--bridges", b, "--expect", e],
         &env,
     )
@@ -194,23 +184,21 @@ async fn a_recording_keeps_no_secret_and_its_replay_is_the_same_every_time() {
 async fn a_replay_whose_requests_differ_from_the_cassette_says_which() {
     let up = Upstream::start().await;
     script(&up);
-    let dir = tempfile::tempdir().unwrap();
+    let dir = with_bridge("rc", &bridge_yaml(&up.base));
     let bridges = dir.path().join("bridges");
-    std::fs::create_dir_all(&bridges).unwrap();
-    std::fs::write(bridges.join("rc.yaml"), bridge_yaml(&up.base)).unwrap();
     let cassette = dir.path().join("cassette");
     let env = [("API_KEY", "k"), ("TRACE", "t"), ("CLIENT_SECRET", "s")];
     let (b, c) = (bridges.to_str().unwrap(), cassette.to_str().unwrap());
     let args = ["record", "rc", "--to", c, "--polls", "1", "--bridges", b];
-    let (code, _, err) = cli_env(&args, &env).await;
+    let (code, _, err) = cli_apart(&args, &env).await;
     assert_eq!(code, 0, "{err}");
-    let (code, _, err) = cli_env(&args, &env).await;
+    let (code, _, err) = cli_apart(&args, &env).await;
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("already holds a cassette"), "{err}");
     // The bridge now asks for another page size.
     let yaml = bridge_yaml(&up.base).replace("&page=1", "&page=1&per_page=5");
     std::fs::write(bridges.join("rc.yaml"), yaml).unwrap();
-    let (code, _, err) = cli_env(&["replay", "rc", "--from", c, "--bridges", b], &env).await;
+    let (code, _, err) = cli_apart(&["replay", "rc", "--from", c, "--bridges", b], &env).await;
     assert_eq!(code, 1, "{err}");
     assert!(
         err.contains("the requests differ from the cassette")
@@ -244,7 +232,7 @@ async fn every_example_bridge_replays_to_its_expected_output() {
             "--expect",
             e,
         ];
-        let (code, out, err) = cli_env(&args, &[]).await;
+        let (code, out, err) = cli_apart(&args, &[]).await;
         assert_eq!(code, 0, "{}: {out}{err}", bridge.name);
         // Each example's cassette shows it doing something after its first poll.
         let expected = std::fs::read_to_string(&expect).unwrap();

@@ -31,21 +31,9 @@ async fn suggest_with_polls_finds_the_path_that_always_changes_and_proposes_excl
     for n in 1..=4 {
         up.then(Answer::json(&listing(n)));
     }
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(dir.path().join("bridges")).unwrap();
-    std::fs::write(
-        dir.path().join("bridges/noisy.yaml"),
-        bridge_yaml(&up.url()),
-    )
-    .unwrap();
-    let b = dir.path().join("bridges");
+    let dir = with_bridge("noisy", &bridge_yaml(&up.url()));
     let args = ["suggest", "noisy", "--polls", "4", "--every", "0s"];
-    let mut cmd = tokio::process::Command::from(cli_command(&args));
-    cmd.arg("--bridges")
-        .arg(&b)
-        .arg("--data")
-        .arg(dir.path().join("data"));
-    let (code, out, err) = output_of(cmd.output().await.unwrap());
+    let (code, out, err) = output_apart(pollhook_in(dir.path(), &args)).await;
     assert_eq!(code, 0, "{err}");
     assert_eq!(up.hits().len(), 4);
     // Three compared polls (the first is the baseline); the real store was never made.
@@ -70,19 +58,10 @@ async fn suggest_with_polls_finds_the_path_that_always_changes_and_proposes_excl
 async fn the_daemon_counts_churn_and_answers_it_on_the_read_side() {
     let up = Upstream::start().await;
     up.set_json(&listing(1));
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(dir.path().join("bridges")).unwrap();
-    std::fs::write(
-        dir.path().join("bridges/noisy.yaml"),
-        bridge_yaml(&up.url()),
-    )
-    .unwrap();
+    let dir = with_bridge("noisy", &bridge_yaml(&up.url()));
     let d = Daemon::start(dir.path(), &[]);
     let path = "/v1/bridges/noisy/churn";
-    eventually(PATIENCE, "the daemon's admin socket", || async {
-        over_socket_ok(&d.socket, path).await
-    })
-    .await;
+    d.answering(path).await;
     for n in 2..=4 {
         up.set_json(&listing(n));
         let (code, _, err) = d.cli(&["poll", "noisy", "--commit"]);
@@ -103,10 +82,44 @@ async fn the_daemon_counts_churn_and_answers_it_on_the_read_side() {
     assert_eq!(code, 404, "{v}");
 }
 
-/// True once the daemon answers `path` on its socket.
-async fn over_socket_ok(socket: &std::path::Path, path: &str) -> bool {
-    if !socket.exists() {
-        return false;
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_counts_survive_a_kill_9_of_the_daemon() {
+    let up = Upstream::start().await;
+    up.set_json(&listing(1));
+    let dir = with_bridge("noisy", &bridge_yaml(&up.url()));
+    let path = "/v1/bridges/noisy/churn";
+    let mut d = Daemon::start(dir.path(), &[]);
+    d.answering(path).await;
+    // The baseline poll began (it holds the bridge's poll lock): the polls below compare.
+    until("the baseline", || !up.hits().is_empty()).await;
+    for n in 2..=4 {
+        up.set_json(&listing(n));
+        let (code, _, err) = d.cli(&["poll", "noisy", "--commit"]);
+        assert_eq!(code, 0, "{err}");
     }
-    over_socket(socket, reqwest::Method::GET, path).await.0 == 200
+    let (_, before) = over_socket(&d.socket, reqwest::Method::GET, path).await;
+    assert_eq!(before["polls"], 3, "{before}");
+    d.child.kill().await.unwrap(); // SIGKILL: only what the polls' commits stored is left
+    d.child.wait().await.unwrap();
+    let d = Daemon::start(dir.path(), &[]);
+    d.answering(path).await;
+    let (_, after) = over_socket(&d.socket, reqwest::Method::GET, path).await;
+    assert_eq!(after, before);
+    let (code, out, err) = d.cli(&["suggest", "noisy"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.starts_with("noisy: 3 compared polls\n")
+            && out.contains("`$.fetched_at` changed in 100 % of items on 3 of 3 polls"),
+        "{out}"
+    );
+    // Counting goes on from there.
+    up.set_json(&listing(5));
+    let (code, _, err) = d.cli(&["poll", "noisy", "--commit"]);
+    assert_eq!(code, 0, "{err}");
+    let (_, v) = over_socket(&d.socket, reqwest::Method::GET, path).await;
+    assert_eq!(
+        (v["polls"].as_u64(), &v["paths"][0]["polls"]),
+        (Some(4), &json!(4)),
+        "{v}"
+    );
 }

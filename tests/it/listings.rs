@@ -331,12 +331,7 @@ async fn a_cursor_value_unlike_the_others_does_not_move_the_cursor() {
             expected_seq: base.seq,
             base: Some(base),
             meta,
-            puts: vec![],
-            missing: vec![],
-            pending: vec![],
-            removes: vec![],
-            outbox: vec![],
-            pages: vec![],
+            ..Default::default()
         })
         .unwrap();
     up.then(audit_values(&[("e", json!("2026-01-05T00:00:00Z"))]));

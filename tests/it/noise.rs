@@ -272,3 +272,60 @@ async fn quiet_over_polls_answered_304_is_announced_once_and_active_once_across_
     );
     assert_eq!(active["data"]["quiet_ms"], (12 * 11 + 1) * 60_000);
 }
+
+#[tokio::test]
+async fn a_change_settling_moves_with_the_state_document_and_is_emitted_once_on_the_new_store() {
+    let up = Upstream::start().await;
+    let rx = Receiver::start().await;
+    let yaml = BridgeYaml::standard(&up.url(), &rx.url())
+        .emit("settle: 3")
+        .build();
+    let a = Harness::new();
+    let b = a.bridge("moving", &yaml);
+    up.set_json(&listing("A"));
+    a.poll(&b).await.unwrap();
+    // B seen on two polls of three: pending, counted 2.
+    up.set_json(&listing("B"));
+    for _ in 0..2 {
+        assert_eq!(a.poll(&b).await.unwrap().emitted.total(), 0);
+    }
+    let Harness { dir: from, ctx, .. } = a;
+    ctx.store().unwrap().flush_blocking().unwrap();
+    drop(ctx);
+    let out = cli_command(&["state", "export", "--bridge", "moving", "--data"])
+        .arg(from.path().join("data"))
+        .output()
+        .unwrap();
+    let (code, doc, err) = output_of(out);
+    assert_eq!(code, 0, "{err}");
+    assert!(doc.contains("\"pending\""), "{doc}");
+    let file = from.path().join("moving.state");
+    std::fs::write(&file, &doc).unwrap();
+    let to = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(to.path().join("bridges")).unwrap();
+    let out = cli_command(&["state", "import"])
+        .arg(&file)
+        .arg("--data")
+        .arg(to.path().join("data"))
+        .output()
+        .unwrap();
+    let (code, _, err) = output_of(out);
+    assert_eq!(code, 0, "{err}");
+    // On the new store the count goes on: the third poll of B settles it, once.
+    let h = on_clock(to, &pollhook::clock::Clock::system());
+    let b = h.bridge("moving", &yaml);
+    assert_eq!(h.poll(&b).await.unwrap().emitted.updated, 1);
+    for _ in 0..3 {
+        assert_eq!(h.poll(&b).await.unwrap().emitted.total(), 0);
+    }
+    h.drain(&b).await;
+    assert_eq!(kinds(&rx), ["item.updated"]);
+    let e = rx.received()[0].json();
+    assert_eq!(
+        (e["previous"]["v"].as_str(), e["data"]["v"].as_str()),
+        (Some("A"), Some("B"))
+    );
+    assert_eq!(e["seq"], 1);
+    let (items, meta, _) = h.snapshot("moving");
+    assert_eq!((items.len(), meta.pending), (1, 0));
+}

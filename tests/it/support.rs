@@ -609,6 +609,19 @@ impl Daemon {
         self.stderr.lock().unwrap().join("\n")
     }
 
+    /// Waits until the daemon answers `path` on its admin socket with a 200 (a socket left
+    /// by a daemon killed before it exists, but refuses).
+    pub async fn answering(&self, path: &str) {
+        eventually(PATIENCE, "the daemon's admin socket", || async {
+            tokio::net::UnixStream::connect(&self.socket).await.is_ok()
+                && over_socket(&self.socket, reqwest::Method::GET, path)
+                    .await
+                    .0
+                    == 200
+        })
+        .await;
+    }
+
     pub async fn terminate(mut self) -> (i32, Vec<String>, Vec<String>) {
         self.signal("-TERM");
         let status = self.child.wait().await.unwrap();
@@ -642,6 +655,23 @@ pub fn pollhook_in(dir: &Path, args: &[&str]) -> std::process::Command {
 pub async fn output_apart(cmd: std::process::Command) -> (i32, String, String) {
     let out = tokio::process::Command::from(cmd).output().await.unwrap();
     output_of(out)
+}
+
+/// The CLI with these environment variables (as [`cli_env`]), run apart from the test's
+/// runtime thread (as [`output_apart`]), so the test's own servers go on answering it.
+pub async fn cli_apart(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let mut cmd = cli_command(args);
+    cmd.env_remove("JOURNAL_STREAM").envs(env.iter().copied());
+    output_apart(cmd).await
+}
+
+/// A temp dir holding one bridge file, `DIR/bridges/NAME.yaml`: the layout the daemon and the
+/// CLI are pointed at ([`pollhook_in`], [`Daemon::start`]).
+pub fn with_bridge(name: &str, yaml: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("bridges")).unwrap();
+    std::fs::write(dir.path().join(format!("bridges/{name}.yaml")), yaml).unwrap();
+    dir
 }
 
 pub fn cli(args: &[&str]) -> (i32, String, String) {
