@@ -217,7 +217,7 @@ impl Receive {
         let (shared, name) = (self.shared.clone(), bridge.to_string());
         blocking(move || -> Result<(), Failed> {
             if stale && shared.record().given.contains_key(&name) {
-                store.forget_bridge(&name)?;
+                store.forget_bridge(&name, None)?;
             }
             shared.save(&store, |r| {
                 r.incoming.remove(&name);
