@@ -1,7 +1,9 @@
 //! Fault injection for the tests, in debug builds only: `POLLHOOK_FAULT` names the faults to
 //! inject, comma-separated, each `POINT:BRIDGE` or `POINT:BRIDGE:TIMES` (the first TIMES
-//! passes only). The points are `poll-panic` (a poll of that bridge panics) and
-//! `deliver-panic` (a delivery attempt of that bridge panics). A release build ignores the
+//! passes only). The points are `poll-panic` (a poll of that bridge panics),
+//! `deliver-panic` (a delivery attempt of that bridge panics) and `handoff-after-import` (the
+//! process kills itself with SIGKILL, as `kill -9` would, once that bridge's handoff is
+//! imported and durable and before its acknowledgement is sent). A release build ignores the
 //! variable: nothing here is compiled into it.
 
 /// Panics if `POLLHOOK_FAULT` asks for a fault at `point` in `bridge` (debug builds only).
@@ -14,6 +16,19 @@ pub fn inject(point: &str, bridge: &str, detail: &str) {
     }
     #[cfg(not(debug_assertions))]
     let _ = (point, bridge, detail);
+}
+
+/// Kills the process at once with SIGKILL (no unwinding, no flush, nothing logged) if
+/// `POLLHOOK_FAULT` asks for a fault at `point` in `bridge` (debug builds only).
+pub fn kill(point: &str, bridge: &str) {
+    #[cfg(debug_assertions)]
+    if should_fail(point, bridge) {
+        // SAFETY: kill(2) on this process' own id; it takes no pointer.
+        unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+        std::process::abort();
+    }
+    #[cfg(not(debug_assertions))]
+    let _ = (point, bridge);
 }
 
 #[cfg(debug_assertions)]

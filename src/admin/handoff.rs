@@ -102,10 +102,11 @@ async fn forget(
                     false => Ok(false),
                 });
             }
-            store.forget_bridge(&bridge)?;
-            shared.save(&store, |r| {
+            // The copy and its place in `given` go in one transaction, one wait for the disk.
+            let given = |r: &mut crate::shard::layout::Record| {
                 r.given.remove(&bridge);
-            })?;
+            };
+            shared.save_with(given, |layout| store.forget_bridge(&bridge, Some(layout)))?;
             Ok(Ok(true))
         },
     )

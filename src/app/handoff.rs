@@ -56,6 +56,11 @@ pub(super) fn begin(
         below,
         retry,
         stop: stop.clone(),
+        importer: crate::handoff::import::Importer::spawn(
+            ctx.store.clone(),
+            shared.clone(),
+            stop.clone(),
+        ),
     });
     let mut held = HashSet::new();
     for (bridge, k) in &record.owed {

@@ -56,6 +56,11 @@ pub(super) struct RunArgs {
     #[arg(long, env = "POLLHOOK_HANDOFF_RETRY", value_name = "DURATION", default_value = "1s",
         value_parser = parse_admin_timeout, hide = true)]
     handoff_retry: std::time::Duration,
+    /// The largest state document read from another shard in a handoff (1GiB, 256MiB…): a
+    /// larger one is refused and its bridge keeps waiting (docs/scaling.md#handoff)
+    #[arg(long, env = "POLLHOOK_HANDOFF_MAX_DOCUMENT", value_name = "SIZE", default_value = "1GiB",
+        value_parser = pollhook::config::bridge::parse_size)]
+    handoff_max_document: u64,
     /// How long the state database may refuse writes (a full disk) before the systemd
     /// watchdog stops being pinged, so that systemd restarts pollhook. pollhook keeps
     /// trying to recover by itself before that.
@@ -219,6 +224,7 @@ fn options(args: RunArgs, admin: Option<SocketAddr>, shard: Option<Shard>) -> Re
         shard: _,
         peers,
         handoff_retry,
+        handoff_max_document,
         store_failure_limit,
         max_polls,
         max_polls_per_host,
@@ -232,8 +238,12 @@ fn options(args: RunArgs, admin: Option<SocketAddr>, shard: Option<Shard>) -> Re
         .transpose()?;
     let peers = match (peers, admin_token_file.as_deref()) {
         (Some(template), Some(file)) => Some(
-            pollhook::handoff::peers::Peers::new(&template, &access::read_token(file)?)
-                .map_err(anyhow::Error::msg)?,
+            pollhook::handoff::peers::Peers::new(
+                &template,
+                &access::read_token(file)?,
+                handoff_max_document,
+            )
+            .map_err(anyhow::Error::msg)?,
         ),
         _ => None,
     };

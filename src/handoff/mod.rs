@@ -2,10 +2,12 @@
 //! checksummed document that carries it (`doc`), the offline commands that write and read
 //! it, `pollhook state export|import` (`cli`), and the live handoff between running shards
 //! (docs/scaling.md#handoff): the other shards (`peers`), what the shards share about the
-//! bridges moving (`shared`), and the new owner's side (`receive`).
+//! bridges moving (`shared`), and the new owner's side (`receive`, and `import`, which writes
+//! what it receives).
 
 pub mod cli;
 pub mod doc;
+pub mod import;
 pub mod peers;
 pub mod receive;
 pub mod shared;

@@ -2,7 +2,9 @@
 //! template is a shard's index (`http://pollhook-{i}.pollhook:9187`). Requests carry the admin
 //! token as a bearer token, as the peers' admin APIs want it to act. A peer's answer to
 //! `POST /v1/handoff/{name}` is a state document, which holds secrets: it is never logged, and
-//! no error here quotes it.
+//! no error here quotes it. A peer is not trusted further than the token: a document is read
+//! up to `--handoff-max-document` bytes and no more, and what a peer says in a refusal is
+//! shown with the token masked.
 
 use super::Document;
 use std::time::Duration;
@@ -10,12 +12,20 @@ use std::time::Duration;
 /// How long one request to a peer may take (a document of a big bridge included).
 const TIMEOUT: Duration = Duration::from_secs(120);
 
+/// The most of a refusal's body read (its JSON `error` is shown).
+const MAX_REFUSAL: u64 = 64 << 10;
+
+/// The default of `--handoff-max-document`: the largest state document read from a peer.
+pub const MAX_DOCUMENT: u64 = 1 << 30;
+
 /// The peers and what reaches them.
 #[derive(Clone)]
 pub struct Peers {
     template: String,
     token: String,
     http: reqwest::Client,
+    /// The largest document read, in bytes.
+    max_document: u64,
 }
 
 impl std::fmt::Debug for Peers {
@@ -31,8 +41,9 @@ pub enum Taken {
     Given(Box<Document>),
     /// 404: it holds no state of the bridge.
     Nothing,
-    /// 409: it owns the bridge under its own layout, and keeps polling it.
-    Owned,
+    /// 409: it owns the bridge under its own layout, and keeps polling it; when to ask again,
+    /// if it said (`Retry-After`, in seconds).
+    Owned(Option<Duration>),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -78,8 +89,9 @@ pub fn check_template(template: &str) -> Result<(), String> {
 }
 
 impl Peers {
-    /// The peers of `template` (see [`check_template`]), reached with `token`.
-    pub fn new(template: &str, token: &str) -> Result<Peers, String> {
+    /// The peers of `template` (see [`check_template`]), reached with `token`; a document of
+    /// more than `max_document` bytes is refused.
+    pub fn new(template: &str, token: &str, max_document: u64) -> Result<Peers, String> {
         check_template(template)?;
         let http = crate::http::local()
             .timeout(TIMEOUT)
@@ -89,6 +101,7 @@ impl Peers {
             template: template.trim_end_matches('/').to_string(),
             token: token.to_string(),
             http,
+            max_document,
         })
     }
 
@@ -124,16 +137,26 @@ impl Peers {
         let status = resp.status().as_u16();
         match status {
             404 => return Ok(Taken::Nothing),
-            409 => return Ok(Taken::Owned),
+            409 => return Ok(Taken::Owned(retry_after(&resp))),
             200 => {}
-            _ => return Err(refused(index, &url, status, resp).await),
+            _ => return Err(self.refused(index, &url, status, resp).await),
         }
-        let text = resp.text().await.map_err(|e| down(index, &url, e))?;
         let bad = |why: String| PeerError::BadDocument {
             index,
             url: url.clone(),
             why,
         };
+        let max = self.max_document;
+        let Some(bytes) = read_at_most(resp, max)
+            .await
+            .map_err(|e| down(index, &url, e))?
+        else {
+            return Err(bad(format!(
+                "it is larger than {max} bytes, the most a handoff reads \
+                 (--handoff-max-document): not read further"
+            )));
+        };
+        let text = String::from_utf8(bytes).map_err(|_| bad("it is not UTF-8".into()))?;
         let doc = Document::parse(&text).map_err(|e| bad(e.to_string()))?;
         if doc.bridge != bridge {
             return Err(bad(format!("it is the state of bridge `{}`", doc.bridge)));
@@ -153,9 +176,63 @@ impl Peers {
             .map_err(|e| down(index, &url, e))?;
         match resp.status().as_u16() {
             200..=299 => Ok(()),
-            status => Err(refused(index, &url, status, resp).await),
+            status => Err(self.refused(index, &url, status, resp).await),
         }
     }
+
+    /// A refusal, with the `error` of its JSON body (an admin API's failure, never a
+    /// document), the token masked should the peer quote it.
+    async fn refused(
+        &self,
+        index: u64,
+        url: &str,
+        status: u16,
+        resp: reqwest::Response,
+    ) -> PeerError {
+        let text = match read_at_most(resp, MAX_REFUSAL).await {
+            Ok(Some(b)) => String::from_utf8_lossy(&b).into_owned(),
+            _ => String::new(),
+        };
+        let message = serde_json::from_str::<crate::admin::body::Failure>(&text)
+            .map(|f| f.error.replace(&self.token, "***"))
+            .unwrap_or_else(|_| "no message".to_string());
+        PeerError::Refused {
+            index,
+            url: url.to_string(),
+            status,
+            message,
+        }
+    }
+}
+
+/// The body of `resp`, or None when it is longer than `max` bytes (said by its
+/// Content-Length, or found while reading: nothing past `max` is read).
+async fn read_at_most(
+    mut resp: reqwest::Response,
+    max: u64,
+) -> Result<Option<Vec<u8>>, reqwest::Error> {
+    if resp.content_length().is_some_and(|n| n > max) {
+        return Ok(None);
+    }
+    let mut out = Vec::new();
+    while let Some(chunk) = resp.chunk().await? {
+        if (out.len() + chunk.len()) as u64 > max {
+            return Ok(None);
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(Some(out))
+}
+
+/// A `Retry-After` in seconds (a date is not taken: the receiver's own delay applies).
+fn retry_after(resp: &reqwest::Response) -> Option<Duration> {
+    let v = resp.headers().get(reqwest::header::RETRY_AFTER)?;
+    v.to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+        .map(Duration::from_secs)
 }
 
 fn down(index: u64, url: &str, e: reqwest::Error) -> PeerError {
@@ -166,27 +243,13 @@ fn down(index: u64, url: &str, e: reqwest::Error) -> PeerError {
     }
 }
 
-/// A refusal, with the `error` of its JSON body (an admin API's failure, never a document).
-async fn refused(index: u64, url: &str, status: u16, resp: reqwest::Response) -> PeerError {
-    let text = resp.text().await.unwrap_or_default();
-    let message = serde_json::from_str::<crate::admin::body::Failure>(&text)
-        .map(|f| f.error)
-        .unwrap_or_else(|_| "no message".to_string());
-    PeerError::Refused {
-        index,
-        url: url.to_string(),
-        status,
-        message,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn a_template_names_each_shard() {
-        let p = Peers::new("http://pollhook-{i}.pollhook:9187/", "t").unwrap();
+        let p = Peers::new("http://pollhook-{i}.pollhook:9187/", "t", MAX_DOCUMENT).unwrap();
         assert_eq!(
             p.url(3, "orders/eu 1"),
             "http://pollhook-3.pollhook:9187/v1/handoff/orders%2Feu%201"

@@ -2,13 +2,16 @@
 //! and holds no state of, it asks the shard that owned it under the previous layout, and when
 //! that one holds nothing (or there was none), every other shard below the larger of the two
 //! layouts' sizes. A shard that does not answer, or answers that it still owns the bridge,
-//! is asked again after a backoff; the bridge is not polled meanwhile. A document received
-//! is imported in one transaction with the acknowledgement recorded as owed, which is then
-//! sent and cleared, and only then is the bridge polled. When every shard asked holds nothing, the
-//! bridge is new and baselines as usual.
+//! is asked again: after a short fixed delay when it answered that it still owns the bridge
+//! (it is up, and will give the bridge as soon as it runs the new layout), after a backoff
+//! when it did not answer; the bridge is not polled meanwhile. A document received is
+//! imported in one transaction with the acknowledgement recorded as owed (several imports to
+//! a flush, [`super::import`]), which is then sent, and only then is the bridge polled. When
+//! every shard asked holds nothing, the bridge is new and baselines as usual.
 
 use super::Document;
-use super::peers::{Peers, Taken};
+use super::import::{Failed, Importer};
+use super::peers::{PeerError, Peers, Taken};
 use super::shared::Shared;
 use crate::runtime::{StoreHandle, blocking};
 use std::sync::Arc;
@@ -26,10 +29,13 @@ pub struct Receive {
     /// Shards to ask: every index below this one (the larger of this layout's size and the
     /// previous one's).
     pub below: u64,
-    /// The first wait before asking again; it doubles up to 30 times this.
+    /// The wait before asking a shard that answered 409 again (unless it said how long), and
+    /// the first wait before asking one that did not answer; that one doubles up to 30 times
+    /// this.
     pub retry: Duration,
     /// The daemon stops.
     pub stop: CancellationToken,
+    pub importer: Importer,
 }
 
 /// What one round of asking found.
@@ -37,17 +43,9 @@ enum Round {
     Given(u64, Box<Document>),
     /// Every shard asked holds nothing.
     New,
-    /// This shard did not answer, or still owns the bridge, or failed; why.
-    Blocked(u64, String),
-}
-
-/// A step of the handoff that failed here (the store), to be tried again.
-#[derive(Debug, thiserror::Error)]
-enum Failed {
-    #[error(transparent)]
-    Store(#[from] crate::store::StoreError),
-    #[error(transparent)]
-    Import(#[from] crate::store::handoff::ImportError),
+    /// This shard did not answer, or still owns the bridge, or failed; why, and when it is
+    /// up (it answered 409), how long to wait before asking again.
+    Blocked(u64, String, Option<Duration>),
 }
 
 impl Receive {
@@ -70,22 +68,30 @@ impl Receive {
         let first = from.filter(|k| *k != self.me);
         let rest = (0..self.below).filter(|i| *i != self.me && Some(*i) != first);
         for i in first.into_iter().chain(rest) {
-            let why = match self.peers.take(i, self.me, bridge).await {
+            let (why, up) = match self.peers.take(i, self.me, bridge).await {
                 Ok(Taken::Given(doc)) => return Round::Given(i, doc),
                 Ok(Taken::Nothing) => continue,
-                Ok(Taken::Owned) => format!(
-                    "shard {i} still owns it under its own layout (the change has not reached it yet)"
+                Ok(Taken::Owned(after)) => (
+                    format!(
+                        "shard {i} still owns it under its own layout (the change has not reached it yet)"
+                    ),
+                    Some(after.unwrap_or(self.retry).min(self.retry * 30)),
                 ),
-                Err(e) => e.to_string(),
+                Err(e @ PeerError::BadDocument { .. }) => {
+                    // Nothing of it is taken; the bridge goes on waiting for a good one.
+                    error!(bridge = %bridge, from = i, "bridge {bridge}: {e}; nothing imported, the bridge keeps waiting");
+                    (e.to_string(), None)
+                }
+                Err(e) => (e.to_string(), None),
             };
             // The previous owner that may hold it is waited for before anyone else is asked.
             if Some(i) == first {
-                return Round::Blocked(i, why);
+                return Round::Blocked(i, why, up);
             }
-            blocked.get_or_insert((i, why));
+            blocked.get_or_insert((i, why, up));
         }
         match blocked {
-            Some((i, why)) => Round::Blocked(i, why),
+            Some((i, why, up)) => Round::Blocked(i, why, up),
             None => Round::New,
         }
     }
@@ -97,14 +103,22 @@ impl Receive {
         let mut delay = self.retry;
         let mut said = false;
         loop {
+            let mut up = None;
             match self.round(&bridge, from).await {
-                Round::Given(k, doc) => match self.import(&bridge, k, *doc).await {
-                    Ok(()) => return self.acknowledge(bridge, k).await,
+                Round::Given(k, doc) => match self.importer.import(&bridge, k, *doc).await {
+                    Ok(seq) => {
+                        debug!(bridge = %bridge, seq, "imported");
+                        // Tests only: the process killed between the import and the ack.
+                        crate::fault::kill("handoff-after-import", &bridge);
+                        return self.acknowledge(bridge, k).await;
+                    }
+                    Err(Failed::Stopping) => return,
                     Err(e) => error!(bridge = %bridge, from = k,
                         "bridge {bridge}: the state shard {k} gave cannot be stored here ({e}); asking again"),
                 },
                 Round::New => return self.new_bridge(&bridge).await,
-                Round::Blocked(k, why) => {
+                Round::Blocked(k, why, after) => {
+                    up = after;
                     self.shared.wait(&bridge, Some(k), false);
                     if !said {
                         info!(bridge = %bridge, from = k,
@@ -115,42 +129,18 @@ impl Receive {
                     }
                 }
             }
-            if !self.pause(delay, &skip).await {
+            // A shard that answered is asked again soon; one that did not, ever later.
+            if !self.pause(up.unwrap_or(delay), &skip).await {
                 if skip.is_cancelled() {
                     self.skipped(&bridge).await;
                 }
                 return;
             }
-            delay = self.backoff(delay);
-        }
-    }
-
-    /// Imports the document of shard `k` and records the acknowledgement owed to it.
-    async fn import(&self, bridge: &str, k: u64, doc: Document) -> Result<(), Failed> {
-        let store = self.store.writable()?;
-        let (shared, name) = (self.shared.clone(), bridge.to_string());
-        let seq = blocking(move || -> Result<u64, Failed> {
-            // A copy of ours, given away earlier and still here, is replaced.
-            let replace = shared.record().given.contains_key(&name);
-            // The acknowledgement owed is recorded in the import's transaction: a crash
-            // right after it still leaves the debt, paid at the next start.
-            let record = |r: &mut crate::shard::layout::Record| {
-                r.incoming.remove(&name);
-                r.given.remove(&name);
-                r.owed.insert(name.clone(), k);
+            delay = match up {
+                Some(_) => self.retry,
+                None => self.backoff(delay),
             };
-            let seq = shared.save_with(record, |layout| {
-                store.import_bridge(&name, &doc.state, replace, Some(layout))
-            })?;
-            let s = &doc.state;
-            info!(bridge = %name, from = k, items = s.items.len(), outbox = s.outbox.len(), seq,
-                "bridge {name} handed over from shard {k}: {} items, {} events waiting, {} dead letters, seq {seq}",
-                s.items.len(), s.outbox.len(), s.dead.len());
-            Ok(seq)
-        })
-        .await?;
-        debug!(bridge = %bridge, seq, "imported");
-        Ok(())
+        }
     }
 
     /// Sends the acknowledgement owed to shard `k` until it is taken, clears it, and lets
@@ -182,6 +172,12 @@ impl Receive {
             }
             delay = self.backoff(delay);
         }
+        info!(bridge = %bridge, from = k, "bridge {bridge}: handoff from shard {k} complete; polled here from now on");
+        if !released {
+            self.shared.done(&bridge);
+        }
+        // Cleared after the bridge is let go: a debt still recorded after a crash is only an
+        // acknowledgement sent again, a no-op.
         let (store, shared, name) = (self.store.clone(), self.shared.clone(), bridge.clone());
         let cleared = blocking(move || -> Result<(), crate::store::StoreError> {
             let store = store.writable()?;
@@ -193,10 +189,6 @@ impl Receive {
         if let Err(e) = cleared {
             // Sent again after the next start: a repeated acknowledgement is a no-op.
             warn!(bridge = %bridge, "bridge {bridge}: the acknowledgement sent is not recorded: {e}");
-        }
-        info!(bridge = %bridge, from = k, "bridge {bridge}: handoff from shard {k} complete; polled here from now on");
-        if !released {
-            self.shared.done(&bridge);
         }
     }
 
@@ -225,7 +217,7 @@ impl Receive {
         let (shared, name) = (self.shared.clone(), bridge.to_string());
         blocking(move || -> Result<(), Failed> {
             if stale && shared.record().given.contains_key(&name) {
-                store.forget_bridge(&name)?;
+                store.forget_bridge(&name, None)?;
             }
             shared.save(&store, |r| {
                 r.incoming.remove(&name);

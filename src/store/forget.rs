@@ -45,15 +45,21 @@ pub(super) fn remove_bridge_in_tx(
 }
 
 impl Store {
-    /// Removes every record of `bridge` in one transaction; false when the store held none.
-    pub fn forget_bridge(&self, bridge: &str) -> Result<bool, StoreError> {
+    /// Removes every record of `bridge` in one transaction, and waits for the disk; false
+    /// when the store held none. `layout`, when given, is written as the layout record in the
+    /// same transaction (the giver drops the bridge from its `given` list there).
+    pub fn forget_bridge(&self, bridge: &str, layout: Option<&[u8]>) -> Result<bool, StoreError> {
         if !self.has_state(bridge)? {
+            if let Some(l) = layout {
+                self.put_layout_record(l)?;
+            }
             return Ok(false);
         }
         let seq = self.meta(bridge)?.seq;
         let old = self.old_keys(bridge)?;
         let auth = self.db.open_tree("auth")?;
         let handed = self.db.open_tree(HANDED)?;
+        let default: &sled::Tree = &self.db;
         let trees = (
             &self.items,
             &self.state,
@@ -66,13 +72,17 @@ impl Store {
             &auth,
             &handed,
             &self.churn,
+            default,
         );
         let res: Result<_, TransactionError<StoreError>> =
-            trees.transaction(|(it, st, me, pg, bo, ob, de, parts, au, ha, ch)| {
+            trees.transaction(|(it, st, me, pg, bo, ob, de, parts, au, ha, ch, db)| {
                 let garbage = remove_bridge_in_tx([it, st, me, pg, bo, ob, de, au], parts, &old)?;
                 ha.insert(bridge.as_bytes(), &seq.to_be_bytes())?;
                 // Its churn counters too: should it come back, counting starts afresh.
                 ch.remove(bridge.as_bytes())?;
+                if let Some(l) = layout {
+                    db.insert(super::layout::LAYOUT, l)?;
+                }
                 Ok(garbage)
             });
         let garbage = res.map_err(tx_error)?;
@@ -128,7 +138,11 @@ mod tests {
         assert_eq!(s.outbox_len("gone"), 1);
 
         assert!(s.churn_record("gone").unwrap().is_some());
-        assert!(s.forget_bridge("gone").unwrap());
+        assert!(s.forget_bridge("gone", Some(b"given none")).unwrap());
+        assert_eq!(
+            s.layout_record().unwrap().as_deref(),
+            Some(&b"given none"[..])
+        );
         assert!(!s.has_state("gone").unwrap());
         assert!(s.churn_record("gone").unwrap().is_none());
         assert!(s.churn_record("kept").unwrap().is_some());
@@ -136,7 +150,7 @@ mod tests {
         assert!(!s.bridges_held().unwrap().contains("gone"));
         assert!(s.has_state("kept").unwrap());
         // Again: nothing to forget.
-        assert!(!s.forget_bridge("gone").unwrap());
+        assert!(!s.forget_bridge("gone", None).unwrap());
         assert_eq!(s.find_rollback().unwrap(), None);
         drop(s);
         let s = Store::open(dir.path()).unwrap();

@@ -374,12 +374,28 @@ mod erased {
 
 impl Store {
     /// Writes the whole state of `bridge` in one transaction, replacing what the store held
-    /// of it (only with `replace`: else a bridge with state is refused), then raises the
-    /// high-water mark to its seq. The seq imported is the document's, or this store's mark
-    /// for the bridge when that is higher: a seq handed out here is never handed out again.
-    /// Returns the seq stored. `layout`, when given, is written as the layout record in the
-    /// same transaction (the new owner records there the acknowledgement it owes).
+    /// of it (only with `replace`: else a bridge with state is refused), waits for the disk,
+    /// then raises the high-water mark to its seq. The seq imported is the document's, or
+    /// this store's mark for the bridge when that is higher: a seq handed out here is never
+    /// handed out again. Returns the seq stored. `layout`, when given, is written as the
+    /// layout record in the same transaction (the new owner records there the
+    /// acknowledgement it owes).
     pub fn import_bridge(
+        &self,
+        bridge: &str,
+        s: &BridgeState,
+        replace: bool,
+        layout: Option<&[u8]>,
+    ) -> Result<u64, ImportError> {
+        let seq = self.import_unflushed(bridge, s, replace, layout)?;
+        self.imports_durable(&HashMap::from([(bridge.to_string(), seq)]))?;
+        Ok(seq)
+    }
+
+    /// [`Store::import_bridge`]'s transaction alone: nothing waits for the disk, and the
+    /// high-water mark is not raised yet. [`Store::imports_durable`] does both, once for
+    /// several imports; until it has, a crash may undo the import (never part of it).
+    pub fn import_unflushed(
         &self,
         bridge: &str,
         s: &BridgeState,
@@ -413,12 +429,15 @@ impl Store {
             q.dead = e.dead.len();
         });
         self.collect(garbage)?;
-        self.db.flush().map_err(StoreError::from)?;
-        self.highwater
-            .record(&HashMap::from([(bridge.to_string(), seq)]))
-            .map_err(StoreError::from)?;
-        self.note_marked()?;
         Ok(seq)
+    }
+
+    /// Makes the imports made since the last flush durable (one wait for the disk), then
+    /// raises the high-water mark of each bridge to the seq it was imported with (`seqs`).
+    pub fn imports_durable(&self, seqs: &HashMap<String, u64>) -> Result<(), StoreError> {
+        self.db.flush().map_err(StoreError::from)?;
+        self.highwater.record(seqs).map_err(StoreError::from)?;
+        self.note_marked()
     }
 
     /// Values made ready for a transaction (a large one written to its file).

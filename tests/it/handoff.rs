@@ -94,15 +94,23 @@ impl Cluster {
 
     /// Shard `i` of `n`, its admin API at `listen` (its own address unless given).
     fn start_at(&self, i: u64, n: u64, listen: &str) -> Daemon {
+        self.start_with(i, n, listen, &[])
+    }
+
+    /// Shard `i` of `n` at `listen`, with `env` as well.
+    fn start_with(&self, i: u64, n: u64, listen: &str, env: &[(&str, &str)]) -> Daemon {
         let template = format!("http://127.0.0.1{{i}}:{}", self.port);
         let shard = format!("{i}/{n}");
         let token = self.root.path().join("token");
+        let index = i.to_string();
+        let mut all = vec![
+            ("TEST_SHARD", index.as_str()),
+            ("POLLHOOK_HANDOFF_RETRY", "100ms"),
+        ];
+        all.extend_from_slice(env);
         Daemon::start_logging(
             &self.dir(i),
-            &[
-                ("TEST_SHARD", &i.to_string()),
-                ("POLLHOOK_HANDOFF_RETRY", "100ms"),
-            ],
+            &all,
             "json",
             &[
                 "--admin",
@@ -740,4 +748,507 @@ async fn a_bridge_added_by_a_reload_comes_by_handoff() {
         logs.contains(&format!("bridge {late} handed over from shard 0")),
         "{logs}"
     );
+}
+
+/// Which side of a change of layout is restarted first.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Order {
+    /// The shards that take bridges, then the ones that give them.
+    ReceiverFirst,
+    GiverFirst,
+    /// Every shard that changes stopped, then all started together.
+    AtOnce,
+}
+
+/// Sets the items to a new version every 700 ms until `stop`; the last version set.
+async fn keep_changing(c: &Cluster, from: u64, stop: &std::sync::atomic::AtomicBool) -> u64 {
+    let mut v = from;
+    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+        v += 1;
+        c.set_items(v);
+        tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    }
+    v
+}
+
+impl Cluster {
+    /// Each bridge's events so far, checked: only `item.updated`, seqs 1, 2, 3… without a
+    /// gap, versions rising (no change twice, none out of order) and each one set upstream
+    /// (up to `last`); no webhook id with two bodies. The last version delivered, by bridge.
+    fn versions_delivered(&self, last: u64) -> BTreeMap<String, u64> {
+        let _ = self.delivered();
+        let mut seen = BTreeSet::new();
+        let mut per: BTreeMap<String, Vec<(u64, u64)>> = BTreeMap::new();
+        for r in self.rx.received() {
+            if !seen.insert(r.header("webhook-id").to_string()) {
+                continue;
+            }
+            let e = r.json();
+            assert_eq!(e["type"], "item.updated", "{e}");
+            let (seq, v) = (e["seq"].as_u64().unwrap(), e["data"]["v"].as_u64().unwrap());
+            let b = e["bridge"].as_str().unwrap().to_string();
+            per.entry(b).or_default().push((seq, v));
+        }
+        let mut out = BTreeMap::new();
+        for (b, mut events) in per {
+            events.sort();
+            let seqs: Vec<u64> = events.iter().map(|e| e.0).collect();
+            assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>(), "{b}");
+            let vs: Vec<u64> = events.iter().map(|e| e.1).collect();
+            assert!(vs.windows(2).all(|w| w[0] < w[1]), "{b}: {vs:?}");
+            assert!(vs.iter().all(|v| (2..=last).contains(v)), "{b}: {vs:?}");
+            out.insert(b, *vs.last().unwrap());
+        }
+        out
+    }
+
+    /// Waits until every bridge has delivered version `v`, the last one set.
+    async fn reached(&self, v: u64, d: &[Option<Daemon>]) {
+        eventually(
+            PATIENCE,
+            &format!("version {v} of every bridge"),
+            || async {
+                let got = self.versions_delivered(v);
+                let behind: Vec<_> = self
+                    .names
+                    .iter()
+                    .filter(|b| got.get(*b) != Some(&v))
+                    .collect();
+                let logs: Vec<String> = d.iter().flatten().map(|s| s.logs()).collect();
+                match behind.is_empty() {
+                    true => Ok(()),
+                    false => Err(format!(
+                        "{behind:?}: {got:?}; logs:\n{}",
+                        logs.join("\n---\n")
+                    )),
+                }
+            },
+        )
+        .await;
+    }
+}
+
+/// Goes from `from` shards to `to` (2 → 3 or 3 → 2) while the upstream keeps changing, the
+/// shards restarted in `order`. Every change of every bridge is delivered (its last version,
+/// and every version delivered in the order set), nothing invented, seqs gap-free across
+/// shards, no webhook id with two bodies, no bridge new or baselined again, and each bridge
+/// polled by its old owner and then by its new one, never by both in turn.
+async fn resize(from: u64, to: u64, order: Order) {
+    let c = Cluster::new(6).await;
+    let moving: BTreeSet<String> = c
+        .names
+        .iter()
+        .filter(|b| owner(b, from) != owner(b, to))
+        .cloned()
+        .collect();
+    assert!(!moving.is_empty());
+    c.set_items(1);
+    let mut d: Vec<Option<Daemon>> = (0..from).map(|i| Some(c.start(i, from))).collect();
+    d.resize_with(from.max(to) as usize, || None);
+    {
+        let running: Vec<&Daemon> = d.iter().flatten().collect();
+        c.baselined_then_changed(2, 1, &running).await;
+    }
+    // The shards that take bridges and the ones that give them.
+    let (takers, givers): (Vec<u64>, Vec<u64>) = match from < to {
+        true => ((from..to).collect(), (0..from).collect()),
+        false => ((0..to).collect(), (to..from).collect()),
+    };
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let steps = async {
+        let groups = match order {
+            Order::ReceiverFirst => vec![takers.clone(), givers.clone()],
+            Order::GiverFirst => vec![givers.clone(), takers.clone()],
+            Order::AtOnce => vec![[takers.clone(), givers.clone()].concat()],
+        };
+        for group in groups {
+            let old: Vec<_> = group
+                .iter()
+                .filter_map(|i| d[*i as usize].take())
+                .map(|s| tokio::spawn(s.terminate()))
+                .collect();
+            for stopped in old {
+                let (code, _, err) = stopped.await.unwrap();
+                assert_eq!(code, 0, "{}", err.join("\n"));
+                no_secret_in(&err);
+            }
+            for i in &group {
+                d[*i as usize] = Some(c.start(*i, to));
+            }
+            for i in &group {
+                c.layout(*i).await;
+            }
+        }
+        for (i, s) in d.iter().enumerate() {
+            c.settled(i as u64, s.as_ref().unwrap()).await;
+        }
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    };
+    let ((), last) = tokio::join!(steps, keep_changing(&c, 2, &stop));
+    let settled_at = c.up.hits().len();
+    c.reached(last, &d).await;
+    let seen = c.up.hits().len();
+    c.set_items(last + 1);
+    all_polled_since(&c, seen, &c.names).await;
+    c.reached(last + 1, &d).await;
+    for b in &c.names {
+        let (old, new) = (owner(b, from).to_string(), owner(b, to).to_string());
+        let by = c.polled_by(b);
+        let first_new = by.iter().position(|s| *s != old).unwrap_or(by.len());
+        assert!(by[first_new..].iter().all(|s| *s == new), "{b}: {by:?}");
+        let after: Vec<String> = c.up.hits()[settled_at..]
+            .iter()
+            .filter(|h| h.uri == format!("/{b}"))
+            .map(|h| h.header("x-shard").unwrap_or("?").to_string())
+            .collect();
+        assert!(
+            after.iter().all(|s| *s == new),
+            "{b} after settling: {after:?}"
+        );
+    }
+    let mut logs = Vec::new();
+    for s in d.into_iter().flatten() {
+        let (code, _, err) = s.terminate().await;
+        assert_eq!(code, 0);
+        no_secret_in(&err);
+        logs.extend(err);
+    }
+    let all = logs.join("\n");
+    for b in &moving {
+        assert!(
+            all.contains(&format!("bridge {b} handed over from shard")),
+            "{b}: {all}"
+        );
+    }
+    assert!(!all.contains("so it is new"), "{all}");
+    assert!(!all.contains("handoff skipped"), "{all}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn growing_2_to_3_receiver_first() {
+    resize(2, 3, Order::ReceiverFirst).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn growing_2_to_3_giver_first() {
+    resize(2, 3, Order::GiverFirst).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn growing_2_to_3_at_once() {
+    resize(2, 3, Order::AtOnce).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shrinking_3_to_2_receiver_first() {
+    resize(3, 2, Order::ReceiverFirst).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shrinking_3_to_2_giver_first() {
+    resize(3, 2, Order::GiverFirst).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shrinking_3_to_2_at_once() {
+    resize(3, 2, Order::AtOnce).await;
+}
+
+/// The receiving shard killed (SIGKILL, by the fault point `handoff-after-import`) once a
+/// bridge's import is durable and before its acknowledgement is sent. Restarted, it sends the
+/// acknowledgement it owes without importing again, the giver forgets the bridge, and the
+/// bridge goes on from the imported state: no change lost or doubled, and only one shard
+/// polls it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_between_the_import_and_the_acknowledgement_the_receiver_acknowledges_on_restart() {
+    let c = Cluster::new(4).await;
+    let moved = c.owned_by(1, 2);
+    assert!(!moved.is_empty());
+    let victim = &moved[0];
+    c.set_items(1);
+    let s0 = c.start(0, 1);
+    c.baselined_then_changed(2, 1, &[&s0]).await;
+    let (code, _, _) = s0.terminate().await;
+    assert_eq!(code, 0);
+    c.set_items(3);
+    let s0 = c.start(0, 2);
+    let fault = format!("handoff-after-import:{victim}");
+    let mut s1 = c.start_with(1, 2, &c.admin(1), &[("POLLHOOK_FAULT", &fault)]);
+    let status = tokio::time::timeout(PATIENCE, s1.child.wait())
+        .await
+        .unwrap_or_else(|_| panic!("shard 1 not killed; logs:\n{}", s1.logs()))
+        .unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(9), "{}", s1.logs());
+    assert!(
+        s1.logs()
+            .contains(&format!("bridge {victim} handed over from shard 0")),
+        "{}",
+        s1.logs()
+    );
+    // The giver still holds its copy: nothing acknowledged it.
+    let l0 = c.layout(0).await;
+    assert_eq!(l0["drained"], false, "{l0}");
+    assert!(c.polled_by(victim).iter().all(|s| s == "0"));
+
+    let s1 = c.start(1, 2);
+    c.settled(1, &s1).await;
+    c.settled(0, &s0).await;
+    c.delivered_up_to(2, &[&s0, &s1]).await;
+    c.change_and_deliver(4, 3, &[&s0, &s1]).await;
+    let by = c.polled_by(victim);
+    let first1 = by.iter().position(|s| s == "1").unwrap();
+    assert!(by[..first1].iter().all(|s| s == "0"), "{by:?}");
+    assert!(by[first1..].iter().all(|s| s == "1"), "{by:?}");
+    let (_, _, err1) = s1.terminate().await;
+    let (_, _, err0) = s0.terminate().await;
+    let (logs1, logs0) = (err1.join("\n"), err0.join("\n"));
+    assert!(
+        !logs1.contains(&format!("bridge {victim} handed over")),
+        "imported again: {logs1}"
+    );
+    assert!(
+        logs1.contains(&format!("bridge {victim}: handoff from shard 0 complete")),
+        "{logs1}"
+    );
+    assert!(
+        logs0.contains(&format!("bridge {victim}: handoff acknowledged")),
+        "{logs0}"
+    );
+    no_secret_in(&err1);
+    no_secret_in(&err0);
+}
+
+/// What the hostile peer answers for a bridge.
+#[derive(Clone, Copy, Debug)]
+enum Hostile {
+    /// A body that never ends.
+    Endless,
+    /// A Content-Length above the cap.
+    Huge,
+    BadChecksum,
+    WrongVersion,
+    /// A good document of another bridge.
+    OtherBridge,
+    Truncated,
+    /// A refusal that quotes the token it was sent.
+    EchoesToken,
+}
+
+/// A body that never ends (or, with a length, says it is that long): spaces, 64 KiB at a
+/// time, counted as they are made.
+struct Endless(Arc<Mutex<u64>>, Option<u64>);
+
+impl hyper::body::Body for Endless {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, std::io::Error>>> {
+        *self.0.lock().unwrap() += 64 << 10;
+        let chunk = Bytes::from(vec![b' '; 64 << 10]);
+        std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(chunk))))
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.1.map_or_else(
+            hyper::body::SizeHint::default,
+            hyper::body::SizeHint::with_exact,
+        )
+    }
+}
+
+/// A good document of `bridge`, as a shard would give it.
+fn document_of(bridge: &str) -> String {
+    use pollhook::store::handoff::{BridgeState, ItemState};
+    let state = BridgeState {
+        meta: pollhook::store::BridgeMeta {
+            seq: 7,
+            baselined: true,
+            items: 1,
+            ..Default::default()
+        },
+        items: vec![ItemState {
+            key: "1".into(),
+            hash: "00".repeat(16),
+            missing: 0,
+            value: format!("{{\"id\":1,\"secret\":\"{ITEM_SECRET}\"}}"),
+            pending: None,
+        }],
+        pages: vec![],
+        outbox: vec![],
+        dead: vec![],
+        auth: None,
+    };
+    let doc = pollhook::handoff::Document {
+        bridge: bridge.to_string(),
+        state,
+    };
+    doc.to_line()
+}
+
+/// The bytes made of each endless body served.
+type Streamed = Arc<Mutex<Vec<Arc<Mutex<u64>>>>>;
+
+/// A peer that answers every handoff with something hostile, and every acknowledgement 204;
+/// it counts the bytes of each endless body taken from it.
+async fn hostile_peer(listen: &str, plan: BTreeMap<String, Hostile>) -> Streamed {
+    use axum::extract::Path;
+    let streamed = Streamed::default();
+    let state = (Arc::new(plan), streamed.clone());
+    type St = (Arc<BTreeMap<String, Hostile>>, Streamed);
+    let app = Router::new()
+        .route(
+            "/v1/handoff/{name}",
+            axum::routing::post(
+                |State((plan, streamed)): State<St>,
+                 Path(name): Path<String>,
+                 headers: HeaderMap| async move {
+                    let token = headers["authorization"].to_str().unwrap().to_string();
+                    let good = document_of(&name);
+                    let body = |b: String| {
+                        Response::builder()
+                            .status(200)
+                            .body(axum::body::Body::from(b))
+                            .unwrap()
+                    };
+                    match plan.get(&name).copied() {
+                        None => StatusCode::NOT_FOUND.into_response(),
+                        Some(Hostile::Endless) => Response::builder()
+                            .status(200)
+                            .body(axum::body::Body::new(Endless(
+                                {
+                                    let n = Arc::new(Mutex::new(0));
+                                    streamed.lock().unwrap().push(n.clone());
+                                    n
+                                },
+                                None,
+                            )))
+                            .unwrap(),
+                        Some(Hostile::Huge) => Response::builder()
+                            .status(200)
+                            .body(axum::body::Body::new(Endless(
+                                Arc::default(),
+                                Some(3 << 30),
+                            )))
+                            .unwrap(),
+                        Some(Hostile::BadChecksum) => body(good.replace("\"seq\":7", "\"seq\":8")),
+                        Some(Hostile::WrongVersion) => {
+                            body(good.replace("\"version\":1", "\"version\":2"))
+                        }
+                        Some(Hostile::OtherBridge) => body(document_of("someone-else")),
+                        Some(Hostile::Truncated) => body(good[..good.len() / 2].to_string()),
+                        Some(Hostile::EchoesToken) => (
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            axum::Json(json!({"error": format!("bad token {token}")})),
+                        )
+                            .into_response(),
+                    }
+                },
+            )
+            .delete(|| async { StatusCode::NO_CONTENT }),
+        )
+        .with_state(state);
+    let listener = tokio::net::TcpListener::bind(listen).await.unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    streamed
+}
+
+/// A hostile peer posing as shard 0: an endless body, a huge one, a bad checksum, a version
+/// not read, another bridge's document, truncated JSON, a refusal quoting the token. Each
+/// bridge stays waiting (not baselined, not polled), nothing is imported, each failure is
+/// an error line naming the peer's URL and the bridge, the endless body is read no further
+/// than the cap, the token is never logged, and nothing panics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_peer_gets_nothing_imported() {
+    let c = Cluster::new(20).await;
+    let mine = c.owned_by(1, 2);
+    let cases = [
+        Hostile::Endless,
+        Hostile::Huge,
+        Hostile::BadChecksum,
+        Hostile::WrongVersion,
+        Hostile::OtherBridge,
+        Hostile::Truncated,
+        Hostile::EchoesToken,
+    ];
+    assert!(mine.len() >= cases.len(), "{mine:?}");
+    let plan: BTreeMap<String, Hostile> = mine.iter().cloned().zip(cases).collect();
+    let streamed = hostile_peer(&c.admin(0), plan.clone()).await;
+    c.set_items(1);
+    let cap = 1u64 << 20;
+    let s1 = c.start_with(
+        1,
+        2,
+        &c.admin(1),
+        &[("POLLHOOK_HANDOFF_MAX_DOCUMENT", "1MiB")],
+    );
+    let url = |b: &str| format!("http://{}/v1/handoff/{b}", c.admin(0));
+    eventually(PATIENCE, "an error line for each case", || async {
+        let logs = s1.logs();
+        let lines: Vec<&str> = logs.lines().collect();
+        for (b, case) in &plan {
+            let says = match case {
+                Hostile::Endless | Hostile::Huge => "larger than 1048576 bytes".to_string(),
+                Hostile::BadChecksum => "the checksum does not match".to_string(),
+                Hostile::WrongVersion => "version 2 is not supported".to_string(),
+                Hostile::OtherBridge => "it is the state of bridge `someone-else`".to_string(),
+                Hostile::Truncated => "not a state document".to_string(),
+                Hostile::EchoesToken => "answered HTTP 500: bad token Bearer ***".to_string(),
+            };
+            let found = lines.iter().any(|l| {
+                l.contains(&format!("bridge {b}")) && l.contains(&url(b)) && l.contains(&says)
+            });
+            if !found {
+                return Err(format!("{b} ({case:?}): no line with `{says}`:\n{logs}"));
+            }
+        }
+        Ok(())
+    })
+    .await;
+    status_says(&s1, "waiting for handoff from shard 0", plan.len()).await;
+    let l = c.layout(1).await;
+    let incoming: BTreeSet<&str> = l["incoming"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["bridge"].as_str().unwrap())
+        .collect();
+    assert_eq!(incoming, plan.keys().map(|b| b.as_str()).collect(), "{l}");
+    // Each endless body was read no further than the cap (and what the socket buffers held).
+    let made: Vec<u64> = streamed
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|n| *n.lock().unwrap())
+        .collect();
+    assert!(
+        !made.is_empty() && made.iter().all(|n| *n < cap + (8 << 20)),
+        "{made:?}"
+    );
+    // Each hostile one is neither polled nor baselined (the others, which no shard holds,
+    // are new).
+    for b in plan.keys() {
+        assert!(c.polled_by(b).is_empty(), "{b} polled");
+    }
+    let (code, _, err) = s1.terminate().await;
+    assert_eq!(code, 0);
+    let logs = err.join("\n");
+    assert!(!logs.contains("handed over"), "{logs}");
+    assert!(!logs.contains("panic"), "{logs}");
+    for b in plan.keys() {
+        assert!(
+            !logs.contains(&format!("bridge {b}: no shard holds")),
+            "{logs}"
+        );
+    }
+    no_secret_in(&err);
+    for line in err.iter().filter(|l| l.contains("nothing imported")) {
+        let v: Value = serde_json::from_str(line).unwrap();
+        assert_eq!(v["level"], "ERROR", "{line}");
+        let msg = v["message"].as_str().unwrap();
+        assert!(msg.starts_with("bridge b"), "{msg}");
+    }
 }
