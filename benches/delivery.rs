@@ -1,4 +1,4 @@
-//! Delivery benchmark (issue 3): events per second to a fast local receiver over 100 bridges,
+//! Delivery benchmark: events per second to a fast local receiver over 100 bridges,
 //! and the time from commit to 2xx (p50/p99). Everything on 127.0.0.1, one process.
 //!
 //!     cargo bench --bench delivery [-- BRIDGES ITEMS ROUNDS]

@@ -1,4 +1,4 @@
-//! Scale benchmark (issue 6): many bridges on one small server, everything on 127.0.0.1.
+//! Scale benchmark: many bridges on one small server, everything on 127.0.0.1.
 //!
 //!     cargo bench --bench scale [-- all|scale|idle304|big|big-wide|big-many|one-wide|idle]
 //!         [BRIDGES] [SECONDS] [--bridges N] [--every 10s] [--seconds 60] [--changing 0.01]
