@@ -196,6 +196,7 @@ pub async fn poll_once(
         sessions: &ctx.sessions,
         stopping: &ctx.stopping,
         clock: &ctx.clock,
+        beats: &ctx.beats,
     };
     let handles = (&store, &ctx.wakers, &ctx.churn);
     let r = poll_with(handles, sourcing, bridge, commit, now).await;

@@ -99,7 +99,7 @@ pub async fn poll_and_log(
     let started = ctx.clock.instant();
     let step = ctx.beats.step("a poll", step_limit(bridge));
     let at = ctx.clock.now();
-    let result = poll_once(ctx, bridge, true, at).await;
+    let result = step.scope(poll_once(ctx, bridge, true, at)).await;
     drop(step);
     let elapsed = ctx.clock.instant() - started;
     let end = at + chrono::Duration::from_std(elapsed).unwrap_or_default();
@@ -162,7 +162,7 @@ pub async fn poll_now(
         let step = ctx.beats.step("a poll", step_limit(&bridge));
         let (c, b) = (ctx.clone(), bridge.clone());
         let poll = async move { poll_once(&c, &b, commit, c.clock.now()).await };
-        let joined = tokio::spawn(poll.in_current_span()).await;
+        let joined = tokio::spawn(step.scope(poll.in_current_span())).await;
         drop(step);
         let result = joined.map_err(|e| panicked(&ctx.board, &bridge.name, &redactor, e));
         let result = result.and_then(|r| r);

@@ -113,6 +113,8 @@ pub struct Sourcing<'a> {
     pub sessions: &'a Sessions,
     pub stopping: &'a tokio_util::sync::CancellationToken,
     pub clock: &'a Clock,
+    /// The watchdog's steps: a poll waiting in line for memory is not overdue meanwhile.
+    pub beats: &'a crate::runtime::Beats,
 }
 
 /// The listing, and its pages' documents unless `stop_if_unchanged` and every page answered
@@ -144,7 +146,10 @@ async fn fetch_documents(
             r => return r,
         };
         tracing::debug!(need, "waiting for the poll's share of the memory budget");
-        match memory.wait_for(need, ctx.stopping).await {
+        let waiting = ctx.beats.waiting();
+        let waited = memory.wait_for(need, ctx.stopping).await;
+        drop(waiting);
+        match waited {
             Ok(true) => {}
             Ok(false) => return Err(FetchError::Stopped { url }),
             Err(short) => return Err(FetchError::Memory { url, short }),
