@@ -26,26 +26,14 @@ mod support;
 
 use axum::Router;
 use axum::extract::{Path, State};
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+use support::listing::pollhook_bin;
 use support::serve;
 
 const MIB: f64 = 1024.0 * 1024.0;
-
-fn pollhook_bin() -> PathBuf {
-    // target/release/deps/memory-… -> target/release/pollhook
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe.parent().unwrap().parent().unwrap().join("pollhook");
-    assert!(
-        bin.exists(),
-        "build it first: cargo build --release ({})",
-        bin.display()
-    );
-    bin
-}
 
 /// A field of `/proc/PID/status` in MiB, None once the process is gone.
 fn status_mib(pid: u32, field: &str) -> Option<f64> {
