@@ -21,8 +21,12 @@ pub fn now_ms() -> u64 {
 }
 
 /// The release binary next to the bench's own (target/release/deps/NAME-… →
-/// target/release/pollhook).
+/// target/release/pollhook), or the one `POLLHOOK_BENCH_BIN` names.
 pub fn pollhook_bin() -> PathBuf {
+    // Another build of pollhook for paired runs (A B A B): `POLLHOOK_BENCH_BIN=/path/pollhook`.
+    if let Some(bin) = std::env::var_os("POLLHOOK_BENCH_BIN") {
+        return PathBuf::from(bin);
+    }
     let exe = std::env::current_exe().unwrap();
     let bin = exe.parent().unwrap().parent().unwrap().join("pollhook");
     assert!(
