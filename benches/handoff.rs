@@ -84,6 +84,17 @@ async fn layout(http: &reqwest::Client, port: u16, i: u64) -> Option<serde_json:
     http.get(url).send().await.ok()?.json().await.ok()
 }
 
+/// Whether `/v1/layout` of shard `i` answers with `want` under `key`.
+async fn layout_says(
+    http: &reqwest::Client,
+    port: u16,
+    i: u64,
+    key: &str,
+    want: serde_json::Value,
+) -> bool {
+    layout(http, port, i).await.is_some_and(|l| l[key] == want)
+}
+
 async fn until(what: &str, limit: Duration, mut probe: impl AsyncFnMut() -> bool) {
     let t = Instant::now();
     while !probe().await {
@@ -222,22 +233,14 @@ async fn main() {
     until(
         "every moved bridge on shard 1",
         Duration::from_secs(600),
-        async || {
-            layout(&http, port, 1)
-                .await
-                .is_some_and(|l| l["incoming"] == serde_json::json!([]))
-        },
+        async || layout_says(&http, port, 1, "incoming", serde_json::json!([])).await,
     )
     .await;
     let moved_all = t.elapsed();
     until(
         "shard 0 drained (every acknowledgement taken)",
         Duration::from_secs(120),
-        async || {
-            layout(&http, port, 0)
-                .await
-                .is_some_and(|l| l["drained"] == true)
-        },
+        async || layout_says(&http, port, 0, "drained", serde_json::json!(true)).await,
     )
     .await;
     let acknowledged = t.elapsed();

@@ -6,8 +6,10 @@
 
 use super::{AdminState, ApiError, api_error, store_error};
 use crate::handoff::Document;
+use crate::store::Forgotten;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
+use axum::http::header::RETRY_AFTER;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, post};
 use axum::{Json, Router};
@@ -40,43 +42,50 @@ fn not_owned(s: &AdminState, name: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// `r`, the store marked failed when it says the database takes no writes.
+fn checked<T>(s: &AdminState, r: Result<T, crate::store::StoreError>) -> Result<T, ApiError> {
+    s.ctx.store.check(r).map_err(store_error)
+}
+
 /// `POST /v1/handoff/{name}`: the state document; 404 when there is no state here.
 async fn give(
     State(s): State<AdminState>,
     Path(name): Path<String>,
     Query(q): Query<Asker>,
 ) -> Result<Response, ApiError> {
-    not_owned(&s, &name)?;
-    let _one = s.handoff.ops.lock().await;
+    if let Err(e) = not_owned(&s, &name) {
+        // The asker comes back after this many seconds: the layout changes at a restart.
+        return Ok(([(RETRY_AFTER, "1")], e).into_response());
+    }
+    let _turn = s.handoff.turn(&name).await;
     let store = s.ctx.store.writable().map_err(store_error)?;
-    let (shared, bridge) = (s.handoff.clone(), name.clone());
+    let (shared, bridge, st) = (s.handoff.clone(), name.clone(), store.clone());
     // This shard never runs a bridge it does not own (the running set is the owned one), so
     // there is nothing to stop: once given it is recorded, and not polled here again unless
     // it comes back by a handoff.
     let to = q.to.unwrap_or_else(|| shared.placement().owner(&name));
     let line = crate::runtime::blocking(
         move || -> Result<Option<String>, crate::store::StoreError> {
-            let Some(state) = store.export_bridge(&bridge)? else {
+            let Some(state) = st.export_bridge(&bridge)? else {
                 return Ok(None);
             };
-            shared.save(&store, |r| {
+            let given = |r: &mut crate::shard::layout::Record| {
                 r.given.insert(bridge.clone(), to);
-            })?;
+            };
+            shared.save_with(given, |l| st.put_layout_record_unflushed(l))?;
             Ok(Some(Document { bridge, state }.to_line()))
         },
     )
     .await;
-    let line = s
-        .ctx
-        .store
-        .check(line)
-        .map_err(store_error)?
-        .ok_or_else(|| {
-            api_error(
-                StatusCode::NOT_FOUND,
-                format!("no state of bridge `{name}` here"),
-            )
-        })?;
+    let line = checked(&s, line)?.ok_or_else(|| {
+        api_error(
+            StatusCode::NOT_FOUND,
+            format!("no state of bridge `{name}` here"),
+        )
+    })?;
+    // The record that says it is given is on disk before the document leaves; gives at the
+    // same time share one flush.
+    checked(&s, store.flush().await)?;
     tracing::info!(bridge = %name, to, "bridge {name}: state given to shard {to} (kept here until it acknowledges)");
     Ok(([("content-type", "application/json")], line).into_response())
 }
@@ -88,39 +97,43 @@ async fn forget(
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     not_owned(&s, &name)?;
-    let _one = s.handoff.ops.lock().await;
+    let _turn = s.handoff.turn(&name).await;
     let store = s.ctx.store.writable().map_err(store_error)?;
-    let (shared, bridge) = (s.handoff.clone(), name.clone());
+    let (shared, bridge, st) = (s.handoff.clone(), name.clone(), store.clone());
     let done = crate::runtime::blocking(
-        move || -> Result<Result<bool, String>, crate::store::StoreError> {
+        move || -> Result<Result<Option<Forgotten>, String>, crate::store::StoreError> {
             if !shared.record().given.contains_key(&bridge) {
-                return Ok(match store.has_state(&bridge)? {
+                return Ok(match st.has_state(&bridge)? {
                     // Never given: not to be forgotten on anyone's word.
                     true => Err(format!(
                         "bridge `{bridge}` has state here that was not handed off: not forgotten"
                     )),
-                    false => Ok(false),
+                    false => Ok(None),
                 });
             }
-            // The copy and its place in `given` go in one transaction, one wait for the disk.
+            // The copy and its place in `given` go in one transaction.
             let given = |r: &mut crate::shard::layout::Record| {
                 r.given.remove(&bridge);
             };
-            shared.save_with(given, |layout| store.forget_bridge(&bridge, Some(layout)))?;
-            Ok(Ok(true))
+            let f = shared.save_with(given, |layout| st.forget_unflushed(&bridge, Some(layout)))?;
+            Ok(Ok(Some(f)))
         },
     )
     .await;
-    let done = s.ctx.store.check(done).map_err(store_error)?;
-    match done {
-        Ok(true) => {
-            s.handoff.forgotten(&name);
-            tracing::info!(bridge = %name, "bridge {name}: handoff acknowledged; its state here is forgotten");
-            Ok(StatusCode::NO_CONTENT)
-        }
-        Ok(false) => Ok(StatusCode::NO_CONTENT),
-        Err(why) => Err(api_error(StatusCode::CONFLICT, why)),
-    }
+    let forgotten = match checked(&s, done)? {
+        Ok(f) => f,
+        Err(why) => return Err(api_error(StatusCode::CONFLICT, why)),
+    };
+    // On disk before the answer, with the forgets of other bridges at the same time in one
+    // flush (a repeated acknowledgement too waits for the flush of the first).
+    let Some(f) = forgotten else {
+        checked(&s, store.flush().await)?;
+        return Ok(StatusCode::NO_CONTENT);
+    };
+    checked(&s, store.forgotten_durable(f).await)?;
+    s.handoff.forgotten(&name);
+    tracing::info!(bridge = %name, "bridge {name}: handoff acknowledged; its state here is forgotten");
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// `POST /v1/handoff/{name}/skip`: gives up on the old state; the bridge baselines.

@@ -61,6 +61,7 @@ pub(super) fn begin(
             shared.clone(),
             stop.clone(),
         ),
+        memory: ctx.memory.clone(),
     });
     let mut held = HashSet::new();
     for (bridge, k) in &record.owed {

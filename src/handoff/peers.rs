@@ -7,6 +7,7 @@
 //! shown with the token masked.
 
 use super::Document;
+use super::share::DocShare;
 use std::time::Duration;
 
 /// How long one request to a peer may take (a document of a big bridge included).
@@ -44,6 +45,9 @@ pub enum Taken {
     /// 409: it owns the bridge under its own layout, and keeps polling it; when to ask again,
     /// if it said (`Retry-After`, in seconds).
     Owned(Option<Duration>),
+    /// 200, but the document does not fit in the memory budget now: nothing more of it is
+    /// read; ask again once this many bytes of the budget are held.
+    Wait(u64),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -124,8 +128,15 @@ impl Peers {
         }
     }
 
-    /// Asks shard `index` for the state of `bridge`, saying that shard `me` asks.
-    pub async fn take(&self, index: u64, me: u64, bridge: &str) -> Result<Taken, PeerError> {
+    /// Asks shard `index` for the state of `bridge`, saying that shard `me` asks; the
+    /// document is read within `share` of the memory budget, which it grows as it needs.
+    pub async fn take(
+        &self,
+        index: u64,
+        me: u64,
+        bridge: &str,
+        share: &mut DocShare,
+    ) -> Result<Taken, PeerError> {
         let url = self.url(index, bridge);
         let resp = self
             .http
@@ -147,14 +158,16 @@ impl Peers {
             why,
         };
         let max = self.max_document;
-        let Some(bytes) = read_at_most(resp, max)
-            .await
-            .map_err(|e| down(index, &url, e))?
-        else {
-            return Err(bad(format!(
-                "it is larger than {max} bytes, the most a handoff reads \
-                 (--handoff-max-document): not read further"
-            )));
+        let bytes = match read_document(resp, max, share).await {
+            Ok(Read::Body(b)) => b,
+            Ok(Read::Wait(need)) => return Ok(Taken::Wait(need)),
+            Ok(Read::TooLarge) => {
+                return Err(bad(format!(
+                    "it is larger than {max} bytes, the most a handoff reads \
+                     (--handoff-max-document): not read further"
+                )));
+            }
+            Err(e) => return Err(down(index, &url, e)),
         };
         let text = String::from_utf8(bytes).map_err(|_| bad("it is not UTF-8".into()))?;
         let doc = Document::parse(&text).map_err(|e| bad(e.to_string()))?;
@@ -222,6 +235,47 @@ async fn read_at_most(
         out.extend_from_slice(&chunk);
     }
     Ok(Some(out))
+}
+
+/// A document's body as [`read_document`] found it.
+enum Read {
+    Body(Vec<u8>),
+    /// Longer than the most read.
+    TooLarge,
+    /// It does not fit in the memory budget now: wait in line for this many bytes.
+    Wait(u64),
+}
+
+/// The body of a document, read within `share` (see [`read_at_most`] for `max`): held for
+/// the length its Content-Length tells before reading, else for twice what has come so far.
+async fn read_document(
+    mut resp: reqwest::Response,
+    max: u64,
+    share: &mut DocShare,
+) -> Result<Read, reqwest::Error> {
+    let told = resp.content_length();
+    if told.is_some_and(|n| n > max) {
+        return Ok(Read::TooLarge);
+    }
+    let mut room = told.unwrap_or(0);
+    if let Err(need) = share.hold(room) {
+        return Ok(Read::Wait(need));
+    }
+    let mut out = Vec::new();
+    while let Some(chunk) = resp.chunk().await? {
+        let len = (out.len() + chunk.len()) as u64;
+        if len > max {
+            return Ok(Read::TooLarge);
+        }
+        if len > room {
+            room = len.saturating_mul(2).min(max);
+            if let Err(need) = share.hold(room) {
+                return Ok(Read::Wait(need));
+            }
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(Read::Body(out))
 }
 
 /// A `Retry-After` in seconds (a date is not taken: the receiver's own delay applies).

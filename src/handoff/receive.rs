@@ -4,14 +4,16 @@
 //! layouts' sizes. A shard that does not answer, or answers that it still owns the bridge,
 //! is asked again: after a short fixed delay when it answered that it still owns the bridge
 //! (it is up, and will give the bridge as soon as it runs the new layout), after a backoff
-//! when it did not answer; the bridge is not polled meanwhile. A document received is
-//! imported in one transaction with the acknowledgement recorded as owed (several imports to
+//! when it did not answer; the bridge is not polled meanwhile. A document is read within its
+//! share of the memory budget of polls ([`super::share`]; one that does not fit yet waits in
+//! line and is asked for again), and imported in one transaction with the acknowledgement recorded as owed (several imports to
 //! a flush, [`super::import`]), which is then sent, and only then is the bridge polled. When
 //! every shard asked holds nothing, the bridge is new and baselines as usual.
 
 use super::Document;
 use super::import::{Failed, Importer};
 use super::peers::{PeerError, Peers, Taken};
+use super::share::DocShare;
 use super::shared::Shared;
 use crate::runtime::{StoreHandle, blocking};
 use std::sync::Arc;
@@ -36,6 +38,8 @@ pub struct Receive {
     /// The daemon stops.
     pub stop: CancellationToken,
     pub importer: Importer,
+    /// The memory budget of polls, which documents read take their share of.
+    pub memory: crate::runtime::MemoryBudget,
 }
 
 /// What one round of asking found.
@@ -46,6 +50,8 @@ enum Round {
     /// This shard did not answer, or still owns the bridge, or failed; why, and when it is
     /// up (it answered 409), how long to wait before asking again.
     Blocked(u64, String, Option<Duration>),
+    /// This shard's document waits for this many bytes of the memory budget.
+    Wait(u64, u64),
 }
 
 impl Receive {
@@ -62,14 +68,24 @@ impl Receive {
         }
     }
 
+    /// Lets go of `share` and waits in line for `need` bytes of the memory budget; false
+    /// when the daemon stops or the handoff is skipped first.
+    async fn queue(&self, share: &mut DocShare, need: u64, skip: &CancellationToken) -> bool {
+        tokio::select! {
+            held = share.wait(need, &self.stop) => held,
+            _ = skip.cancelled() => false,
+        }
+    }
+
     /// One round: the previous owner first, then (if it holds nothing) every other shard.
-    async fn round(&self, bridge: &str, from: Option<u64>) -> Round {
+    async fn round(&self, bridge: &str, from: Option<u64>, share: &mut DocShare) -> Round {
         let mut blocked = None;
         let first = from.filter(|k| *k != self.me);
         let rest = (0..self.below).filter(|i| *i != self.me && Some(*i) != first);
         for i in first.into_iter().chain(rest) {
-            let (why, up) = match self.peers.take(i, self.me, bridge).await {
+            let (why, up) = match self.peers.take(i, self.me, bridge, share).await {
                 Ok(Taken::Given(doc)) => return Round::Given(i, doc),
+                Ok(Taken::Wait(need)) => return Round::Wait(i, need),
                 Ok(Taken::Nothing) => continue,
                 Ok(Taken::Owned(after)) => (
                     format!(
@@ -102,11 +118,14 @@ impl Receive {
         let skip = self.shared.wait(&bridge, from, false);
         let mut delay = self.retry;
         let mut said = false;
+        // Held from before a document is read until it is imported.
+        let mut share = DocShare::new(&self.memory);
         loop {
             let mut up = None;
-            match self.round(&bridge, from).await {
+            match self.round(&bridge, from, &mut share).await {
                 Round::Given(k, doc) => match self.importer.import(&bridge, k, *doc).await {
                     Ok(seq) => {
+                        drop(share);
                         debug!(bridge = %bridge, seq, "imported");
                         // Tests only: the process killed between the import and the ack.
                         crate::fault::kill("handoff-after-import", &bridge);
@@ -117,6 +136,16 @@ impl Receive {
                         "bridge {bridge}: the state shard {k} gave cannot be stored here ({e}); asking again"),
                 },
                 Round::New => return self.new_bridge(&bridge).await,
+                Round::Wait(k, need) => {
+                    debug!(bridge = %bridge, from = k, need, "bridge {bridge}: its document waits for its share of the memory budget");
+                    if self.queue(&mut share, need, &skip).await {
+                        continue;
+                    }
+                    if skip.is_cancelled() {
+                        self.skipped(&bridge).await;
+                    }
+                    return;
+                }
                 Round::Blocked(k, why, after) => {
                     up = after;
                     self.shared.wait(&bridge, Some(k), false);
@@ -129,6 +158,7 @@ impl Receive {
                     }
                 }
             }
+            share.release();
             // A shard that answered is asked again soon; one that did not, ever later.
             if !self.pause(up.unwrap_or(delay), &skip).await {
                 if skip.is_cancelled() {

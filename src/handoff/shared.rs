@@ -8,7 +8,7 @@
 use crate::runtime::lock::lock;
 use crate::shard::layout::{Outgoing, Placement, Record, View};
 use crate::store::{Store, StoreError};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -41,8 +41,10 @@ pub struct Shared {
     /// Bridges with state here that other shards own, by name: the shard that owns each.
     outgoing: Mutex<BTreeMap<String, u64>>,
     waiting: Mutex<BTreeMap<String, Waiting>>,
-    /// One give or forget at a time, so that an export never reads a bridge being forgotten.
-    pub ops: tokio::sync::Mutex<()>,
+    /// Per bridge, one give or forget at a time ([`Shared::turn`]), so that an export never
+    /// reads a bridge being forgotten; other bridges' go on meanwhile. An entry lives while
+    /// someone holds or waits for it.
+    turns: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     ready: mpsc::UnboundedSender<String>,
 }
 
@@ -59,7 +61,7 @@ impl Shared {
             record: Mutex::new(record),
             outgoing: Mutex::new(outgoing),
             waiting: Mutex::default(),
-            ops: tokio::sync::Mutex::new(()),
+            turns: Mutex::default(),
             ready,
         };
         (Arc::new(shared), rx)
@@ -121,6 +123,22 @@ impl Shared {
         Ok(out)
     }
 
+    /// Waits until no other give or forget of `bridge` runs; this one's runs until the turn is
+    /// dropped.
+    pub async fn turn(self: &Arc<Self>, bridge: &str) -> Turn {
+        let one = lock(&self.turns)
+            .entry(bridge.to_string())
+            .or_default()
+            .clone();
+        let guard = one.clone().lock_owned().await;
+        Turn {
+            shared: self.clone(),
+            bridge: bridge.to_string(),
+            one,
+            guard: Some(guard),
+        }
+    }
+
     /// `bridge` has been forgotten here: no longer outgoing.
     pub fn forgotten(&self, bridge: &str) {
         lock(&self.outgoing).remove(bridge);
@@ -169,5 +187,71 @@ impl Shared {
         crate::metrics::handoff_waiting(all.len());
         // The daemon may be shutting down: then nothing is to be started.
         let _ = self.ready.send(bridge.to_string());
+    }
+}
+
+/// A bridge's turn to be given or forgotten ([`Shared::turn`]).
+pub struct Turn {
+    shared: Arc<Shared>,
+    bridge: String,
+    one: Arc<tokio::sync::Mutex<()>>,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        self.guard.take();
+        let mut all = lock(&self.shared.turns);
+        // Only the map and this turn hold it: no one waits (a waiter clones it under the
+        // map's lock, held here), so the entry goes.
+        if Arc::strong_count(&self.one) == 2 {
+            all.remove(&self.bridge);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    // Paused time: the sleep below ends only once every task is idle, the second turn of a
+    // waiting at its lock.
+    #[tokio::test(start_paused = true)]
+    async fn one_turn_at_a_time_per_bridge_and_other_bridges_meanwhile() {
+        let record = Record {
+            now: Placement {
+                index: 0,
+                shards: 1,
+                scheme: crate::shard::layout::Scheme::Jump,
+            },
+            epoch: 1,
+            previous: None,
+            incoming: BTreeMap::new(),
+            given: BTreeMap::new(),
+            owed: BTreeMap::new(),
+        };
+        let (shared, _rx) = Shared::new(record, &[]);
+        let a = shared.turn("a").await;
+        // Another bridge's turn is not held up by a's.
+        let b = tokio::time::timeout(Duration::from_secs(5), shared.turn("b"))
+            .await
+            .expect("b waited for a");
+        drop(b);
+        // a's next turn waits for the first to end.
+        let next = tokio::spawn({
+            let shared = shared.clone();
+            async move { shared.turn("a").await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!next.is_finished());
+        drop(a);
+        let again = tokio::time::timeout(Duration::from_secs(5), next)
+            .await
+            .expect("a's second turn never came")
+            .unwrap();
+        assert_eq!(lock(&shared.turns).len(), 1);
+        drop(again);
+        assert!(lock(&shared.turns).is_empty());
     }
 }

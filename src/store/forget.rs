@@ -44,16 +44,53 @@ pub(super) fn remove_bridge_in_tx(
     Ok(garbage)
 }
 
+/// A bridge forgotten in memory, not yet on disk: [`Store::forgotten_durable`] waits for the
+/// disk, then deletes the value files its records pointed at.
+#[must_use]
+pub struct Forgotten {
+    /// Whether the store held anything of the bridge.
+    pub found: bool,
+    garbage: Vec<values::FileName>,
+}
+
 impl Store {
     /// Removes every record of `bridge` in one transaction, and waits for the disk; false
     /// when the store held none. `layout`, when given, is written as the layout record in the
     /// same transaction (the giver drops the bridge from its `given` list there).
     pub fn forget_bridge(&self, bridge: &str, layout: Option<&[u8]>) -> Result<bool, StoreError> {
+        let f = self.forget_unflushed(bridge, layout)?;
+        self.db.flush()?;
+        self.files.delete(f.garbage);
+        Ok(f.found)
+    }
+
+    /// Waits until the forgetting `f` is on disk (one flush shared with whoever waits for
+    /// one at the same time, [`Store::flush`]), then deletes the value files it left without
+    /// a record; whether the store held anything of the bridge.
+    pub async fn forgotten_durable(&self, f: Forgotten) -> Result<bool, StoreError> {
+        self.flush().await?;
+        let files = self.files.clone();
+        // Deleting is a few unlinks; were it to fail, the files are only left over.
+        let _ = tokio::task::spawn_blocking(move || files.delete(f.garbage)).await;
+        Ok(f.found)
+    }
+
+    /// [`Store::forget_bridge`]'s transaction alone: nothing waits for the disk, and no file
+    /// is deleted yet. It counts as a commit, so that [`Store::flush`] makes it durable.
+    pub fn forget_unflushed(
+        &self,
+        bridge: &str,
+        layout: Option<&[u8]>,
+    ) -> Result<Forgotten, StoreError> {
         if !self.has_state(bridge)? {
             if let Some(l) = layout {
-                self.put_layout_record(l)?;
+                self.put_layout_record_unflushed(l)?;
             }
-            return Ok(false);
+            let garbage = Vec::new();
+            return Ok(Forgotten {
+                found: false,
+                garbage,
+            });
         }
         let seq = self.meta(bridge)?.seq;
         let old = self.old_keys(bridge)?;
@@ -90,9 +127,11 @@ impl Store {
             q.outbox = 0;
             q.dead = 0;
         });
-        self.collect(garbage)?;
-        self.db.flush()?;
-        Ok(true)
+        self.flushes.committed.fetch_add(1, Ordering::SeqCst);
+        Ok(Forgotten {
+            found: true,
+            garbage,
+        })
     }
 
     /// The seqs of the bridges this store gave away and forgot, by name.

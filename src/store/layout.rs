@@ -21,6 +21,14 @@ impl Store {
         Ok(())
     }
 
+    /// Writes the layout record without waiting for the disk. It counts as a commit: the next
+    /// [`Store::flush`] (one flush for all who wait for one at the same time) makes it durable.
+    pub fn put_layout_record_unflushed(&self, record: &[u8]) -> Result<(), StoreError> {
+        self.db.insert(LAYOUT, record)?;
+        self.flushes.committed.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+
     /// Every bridge with state here: a meta record (every commit and reset writes one), or
     /// events waiting or dead.
     pub fn bridges_held(&self) -> Result<std::collections::BTreeSet<String>, StoreError> {

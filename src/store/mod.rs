@@ -69,6 +69,7 @@ pub mod values;
 use commit::Flushes;
 pub use commit::{Commit, Put};
 pub use dead::DeadLetter;
+pub use forget::Forgotten;
 use items::state_record;
 pub use mark::Accepted;
 use mark::note_marked;

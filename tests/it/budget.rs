@@ -30,7 +30,7 @@ const BUDGET: u64 = 64 * MIB;
 const SLACK: u64 = 96 * MIB;
 
 /// A field of `/proc/PID/status` in bytes (`VmHWM`: the peak resident memory so far).
-fn status_bytes(pid: u32, field: &str) -> u64 {
+pub(crate) fn status_bytes(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let kb: u64 = status
         .lines()
@@ -83,7 +83,7 @@ async fn upstream(bodies: Arc<Vec<Bytes>>) -> String {
 }
 
 /// A body of chunks whose length is not told: sent with `Transfer-Encoding: chunked`.
-struct Chunks(std::collections::VecDeque<Bytes>);
+pub(crate) struct Chunks(pub(crate) std::collections::VecDeque<Bytes>);
 
 impl hyper::body::Body for Chunks {
     type Data = Bytes;

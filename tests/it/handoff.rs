@@ -340,11 +340,15 @@ async fn growing_moves_each_bridge_with_its_state_while_the_source_changes() {
         v["error"].as_str().unwrap().contains("waiting for handoff"),
         "{v}"
     );
-    // Asked directly, shard 0 refuses: it owns the bridge under its layout.
-    let (code, v) = c
-        .admin_call(0, Method::POST, &format!("/v1/handoff/{}", moved[0]))
-        .await;
-    assert_eq!(code, 409, "{v}");
+    // Asked directly, shard 0 refuses: it owns the bridge under its layout; ask again in 1 s.
+    let r = reqwest::Client::new()
+        .post(format!("http://{}/v1/handoff/{}", c.admin(0), moved[0]))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    let after = r.headers().get("retry-after").map(|v| v.to_str().unwrap());
+    assert_eq!((r.status().as_u16(), after), (409, Some("1")));
     c.change_and_deliver(3, 2, &[&s0, &s1]).await;
     for b in &moved {
         assert!(c.polled_by(b).iter().all(|s| s == "0"), "{b}");
@@ -924,34 +928,23 @@ async fn resize(from: u64, to: u64, order: Order) {
     assert!(!all.contains("handoff skipped"), "{all}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn growing_2_to_3_receiver_first() {
-    resize(2, 3, Order::ReceiverFirst).await;
+/// One test for each change of size and order of restarts: [`resize`] `from` shards `to`.
+macro_rules! resize_tests {
+    ($($name:ident: $from:literal to $to:literal, $order:ident;)*) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            resize($from, $to, Order::$order).await;
+        }
+    )*};
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn growing_2_to_3_giver_first() {
-    resize(2, 3, Order::GiverFirst).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn growing_2_to_3_at_once() {
-    resize(2, 3, Order::AtOnce).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shrinking_3_to_2_receiver_first() {
-    resize(3, 2, Order::ReceiverFirst).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shrinking_3_to_2_giver_first() {
-    resize(3, 2, Order::GiverFirst).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shrinking_3_to_2_at_once() {
-    resize(3, 2, Order::AtOnce).await;
+resize_tests! {
+    growing_2_to_3_receiver_first: 2 to 3, ReceiverFirst;
+    growing_2_to_3_giver_first: 2 to 3, GiverFirst;
+    growing_2_to_3_at_once: 2 to 3, AtOnce;
+    shrinking_3_to_2_receiver_first: 3 to 2, ReceiverFirst;
+    shrinking_3_to_2_giver_first: 3 to 2, GiverFirst;
+    shrinking_3_to_2_at_once: 3 to 2, AtOnce;
 }
 
 /// The receiving shard killed (SIGKILL, by the fault point `handoff-after-import`) once a
@@ -1251,4 +1244,213 @@ async fn a_hostile_peer_gets_nothing_imported() {
         let msg = v["message"].as_str().unwrap();
         assert!(msg.starts_with("bridge b"), "{msg}");
     }
+}
+
+/// Asks for each bridge, when, as a peer posing as shard 0 saw them; and the
+/// acknowledgements it took.
+#[derive(Clone, Default)]
+struct Asked {
+    posts: Arc<Mutex<BTreeMap<String, Vec<std::time::Instant>>>>,
+    deletes: Arc<Mutex<BTreeMap<String, u32>>>,
+}
+
+impl Asked {
+    fn posts(&self, bridge: &str) -> Vec<std::time::Instant> {
+        self.posts
+            .lock()
+            .unwrap()
+            .get(bridge)
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
+/// A peer posing as shard 0 at `listen`: `answer(bridge, times asked before)` answers each
+/// handoff; every acknowledgement is taken (204). Every request is recorded.
+async fn recording_peer(
+    listen: &str,
+    answer: impl Fn(&str, usize) -> Response + Clone + Send + Sync + 'static,
+) -> Asked {
+    use axum::extract::Path;
+    let asked = Asked::default();
+    let (a, b) = (asked.clone(), asked.clone());
+    let app = Router::new().route(
+        "/v1/handoff/{name}",
+        axum::routing::post(move |Path(name): Path<String>| {
+            let before = {
+                let mut all = a.posts.lock().unwrap();
+                let times = all.entry(name.clone()).or_default();
+                times.push(std::time::Instant::now());
+                times.len() - 1
+            };
+            let r = answer(&name, before);
+            async move { r }
+        })
+        .delete(move |Path(name): Path<String>| {
+            *b.deletes.lock().unwrap().entry(name).or_default() += 1;
+            async { StatusCode::NO_CONTENT }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind(listen).await.unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    asked
+}
+
+/// A peer that answers 409 with `Retry-After: 3` is asked again after those 3 s, not after
+/// the shard's own delay (100 ms here); the second time it holds nothing, and each bridge is
+/// new.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_409_is_asked_again_after_its_retry_after() {
+    let c = Cluster::new(4).await;
+    let mine = c.owned_by(1, 2);
+    assert!(!mine.is_empty());
+    let asked = recording_peer(&c.admin(0), |_, before| match before {
+        0 => (
+            StatusCode::CONFLICT,
+            [("retry-after", "3")],
+            axum::Json(json!({"error": "shard 0/1 owns it"})),
+        )
+            .into_response(),
+        _ => StatusCode::NOT_FOUND.into_response(),
+    })
+    .await;
+    c.set_items(1);
+    let s1 = c.start(1, 2);
+    eventually(PATIENCE, "each bridge new after its second ask", || async {
+        let logs = s1.logs();
+        let new = |b: &String| logs.contains(&format!("bridge {b}: no shard holds state"));
+        match mine.iter().all(new) {
+            true => Ok(()),
+            false => Err(logs),
+        }
+    })
+    .await;
+    for b in &mine {
+        let times = asked.posts(b);
+        assert_eq!(times.len(), 2, "{b}: {times:?}");
+        // Lower bound only: the shard waits at least what the peer said.
+        let gap = times[1] - times[0];
+        assert!(
+            gap >= std::time::Duration::from_millis(2900),
+            "{b}: {gap:?}"
+        );
+    }
+    let (code, _, _) = s1.terminate().await;
+    assert_eq!(code, 0);
+}
+
+/// A document of `bridge` of about `bytes`: `items` items whose values are padded.
+fn big_document_of(bridge: &str, items: usize, bytes: usize) -> String {
+    use pollhook::store::handoff::{BridgeState, ItemState};
+    let pad = "x".repeat(bytes / items);
+    let items = (0..items)
+        .map(|k| ItemState {
+            key: k.to_string(),
+            hash: "00".repeat(16),
+            missing: 0,
+            value: format!("{{\"id\":{k},\"pad\":\"{pad}\"}}"),
+            pending: None,
+        })
+        .collect();
+    let state = BridgeState {
+        meta: pollhook::store::BridgeMeta {
+            seq: 7,
+            baselined: true,
+            items: 1,
+            ..Default::default()
+        },
+        items,
+        pages: vec![],
+        outbox: vec![],
+        dead: vec![],
+        auth: None,
+    };
+    let bridge = bridge.to_string();
+    pollhook::handoff::Document { bridge, state }.to_line()
+}
+
+const MIB: u64 = 1 << 20;
+
+/// The documents of a dozen bridges arriving at once are read within the memory budget of
+/// polls: under `--max-poll-memory 32MiB`, each 8 MB document (half with a Content-Length,
+/// half in chunks without one) needs 24 MB, so they are taken one or so at a time, the others
+/// asked again once their share is free. Each is imported once and whole, and the receiving
+/// daemon's peak RSS stays within the budget and the daemon's own slack, where the documents
+/// read together would take about 30 MB each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_documents_at_once_are_read_within_the_memory_budget() {
+    const BYTES: usize = 8_000_000;
+    const BUDGET: u64 = 32 * MIB;
+    const SLACK: u64 = 96 * MIB;
+    let c = Cluster::new(24).await;
+    let mine = c.owned_by(1, 2);
+    assert!(mine.len() >= 8, "{mine:?}");
+    let docs: Arc<BTreeMap<String, Bytes>> = Arc::new(
+        mine.iter()
+            .map(|b| (b.clone(), Bytes::from(big_document_of(b, 8, BYTES))))
+            .collect(),
+    );
+    let served = docs.clone();
+    let asked = recording_peer(&c.admin(0), move |name, _| {
+        let Some(doc) = served.get(name).cloned() else {
+            return StatusCode::NOT_FOUND.into_response();
+        };
+        let body = match name.trim_start_matches('b').parse::<u32>().unwrap() % 2 {
+            0 => axum::body::Body::from(doc),
+            _ => {
+                let mib = MIB as usize;
+                let chunks = (0..doc.len())
+                    .step_by(mib)
+                    .map(|at| doc.slice(at..doc.len().min(at + mib)))
+                    .collect();
+                axum::body::Body::new(crate::budget::Chunks(chunks))
+            }
+        };
+        Response::builder().status(200).body(body).unwrap()
+    })
+    .await;
+    c.set_items(1);
+    let budget = format!("{BUDGET}");
+    let s1 = c.start_with(1, 2, &c.admin(1), &[("POLLHOOK_MAX_POLL_MEMORY", &budget)]);
+    let pid = s1.child.id().unwrap();
+    // Generous: a debug build checks a hundred megabytes of documents on a busy machine.
+    eventually(10 * PATIENCE, "every document imported", || async {
+        let logs = s1.logs();
+        let left: Vec<&String> = mine
+            .iter()
+            .filter(|b| !logs.contains(&format!("bridge {b} handed over from shard 0")))
+            .collect();
+        match left.is_empty() {
+            true => Ok(()),
+            false => Err(format!("{left:?} not imported; logs:\n{logs}")),
+        }
+    })
+    .await;
+    c.settled(1, &s1).await;
+    let peak = crate::budget::status_bytes(pid, "VmHWM");
+    let (code, _, err) = s1.terminate().await;
+    assert_eq!(code, 0);
+    let logs = err.join("\n");
+    for b in &mine {
+        let imports = logs
+            .matches(&format!("bridge {b} handed over from shard 0: 8 items"))
+            .count();
+        assert_eq!(imports, 1, "{b}: {logs}");
+        assert_eq!(asked.deletes.lock().unwrap().get(b), Some(&1), "{b}");
+    }
+    // Some waited in line, and were asked again.
+    let asks: usize = mine.iter().map(|b| asked.posts(b).len()).sum();
+    eprintln!(
+        "{} documents, {asks} asks; peak RSS {} MiB",
+        mine.len(),
+        peak / MIB
+    );
+    assert!(asks > mine.len(), "{asks} asks for {} bridges", mine.len());
+    assert!(
+        peak <= BUDGET + SLACK,
+        "peak RSS {} MiB, over the budget of {} MiB + {} MiB",
+        peak / MIB,
+        BUDGET / MIB,
+        SLACK / MIB
+    );
 }
