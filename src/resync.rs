@@ -4,7 +4,7 @@
 use crate::config::Bridge;
 use crate::event::{self, EventType, Side};
 use crate::runtime::{Ctx, StoreHandle, Wakers};
-use crate::store::{BridgeMeta, Commit, PageWrite, Store, StoreError};
+use crate::store::{Commit, PageWrite, Store, StoreError};
 use chrono::{DateTime, Utc};
 
 /// Queues the snapshot; returns how many items it holds.
@@ -58,17 +58,9 @@ async fn queue_snapshot(
                 })
             })
             .collect();
-        let mut c = Commit {
-            bridge: b.name.clone(),
-            expected_seq: meta.seq,
-            base: Some(meta.clone()),
-            meta: BridgeMeta {
-                seq: meta.seq + events.len() as u64,
-                ..meta
-            },
-            pages,
-            ..Default::default()
-        };
+        let mut c = Commit::on(&b.name, meta);
+        c.meta.seq += events.len() as u64;
+        c.pages = pages;
         let sinks: Vec<String> = b.sinks.iter().map(|s| s.id.clone()).collect();
         c.queue(&sinks, &events, now);
         if !events.is_empty() {
@@ -87,7 +79,7 @@ async fn queue_snapshot(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{CachedPage, Put, page_digest, page_key};
+    use crate::store::{BridgeMeta, CachedPage, Put, page_digest, page_key};
     use crate::testkit::BridgeYaml;
     use std::sync::Arc;
 

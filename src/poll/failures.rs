@@ -72,19 +72,12 @@ pub fn decide(
             announce.then_some((EventType::Failing, data, since_ms))
         }
     };
-    let mut c = Commit {
-        bridge: bridge.name.clone(),
-        expected_seq: meta.seq,
-        base: Some(meta.clone()),
-        ..Default::default()
-    };
-    if let Some((kind, data, since_ms)) = event {
-        next.seq += 1;
-        let e = build(bridge, kind, data, since_ms, meta.seq, now);
-        let sinks: Vec<String> = bridge.sinks.iter().map(|s| s.id.clone()).collect();
-        c.queue(&sinks, &[e], now);
-    }
+    let mut c = Commit::on(&bridge.name, meta.clone());
     c.meta = next;
+    if let Some((kind, data, since_ms)) = event {
+        let e = build(bridge, kind, data, since_ms, meta.seq, now);
+        c.emit(bridge.sinks.iter().map(|s| &s.id), &e, now);
+    }
     Some(c)
 }
 

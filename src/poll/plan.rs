@@ -353,13 +353,7 @@ impl<'a, S: State> Batches<'a, S> {
             sinks: bridge.sinks.iter().map(|s| s.id.clone()).collect(),
             seq: meta.seq,
             generation: meta.seq,
-            c: Commit {
-                bridge: bridge.name.clone(),
-                expected_seq: meta.seq,
-                meta: meta.clone(),
-                base: Some(meta),
-                ..Default::default()
-            },
+            c: Commit::on(&bridge.name, meta),
             bytes: 0,
             batches: 0,
             later: Vec::new(),
@@ -575,13 +569,7 @@ impl<'a, S: State> Batches<'a, S> {
         pages: Vec<(String, PageWrite)>,
         cut: Cut,
     ) -> Result<(), StoreError> {
-        let next = Commit {
-            bridge: self.c.bridge.clone(),
-            expected_seq: meta.seq,
-            base: Some(meta.clone()),
-            meta: meta.clone(),
-            ..Default::default()
-        };
+        let next = Commit::on(&self.c.bridge, meta.clone());
         let mut c = std::mem::replace(&mut self.c, next);
         c.meta = meta;
         c.pages = pages;

@@ -74,18 +74,10 @@ pub fn decide(
     now: DateTime<Utc>,
 ) -> Option<Commit> {
     let (next, event) = step(bridge, meta.quiet.as_ref(), changed, meta.seq, now)?;
-    let mut c = Commit {
-        bridge: bridge.name.clone(),
-        expected_seq: meta.seq,
-        base: Some(meta.clone()),
-        meta: meta.clone(),
-        ..Default::default()
-    };
+    let mut c = Commit::on(&bridge.name, meta.clone());
     c.meta.quiet = Some(next);
     if let Some(e) = event {
-        c.meta.seq += 1;
-        let sinks: Vec<String> = bridge.sinks.iter().map(|s| s.id.clone()).collect();
-        c.queue(&sinks, &[e], now);
+        c.emit(bridge.sinks.iter().map(|s| &s.id), &e, now);
     }
     Some(c)
 }

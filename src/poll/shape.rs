@@ -179,18 +179,10 @@ pub fn hold(
         failing: meta.failing.is_some(),
         ..Default::default()
     };
-    let mut c = Commit {
-        bridge: bridge.name.clone(),
-        expected_seq: meta.seq,
-        base: Some(meta.clone()),
-        meta: meta.clone(),
-        ..Default::default()
-    };
+    let mut c = Commit::on(&bridge.name, meta.clone());
     c.meta.shape.clone_from(&look.learnt);
     if let Some(e) = look.event(bridge, meta.seq, now) {
-        c.meta.seq += 1;
-        let sinks: Vec<String> = bridge.sinks.iter().map(|s| s.id.clone()).collect();
-        c.queue(&sinks, std::slice::from_ref(&e), now);
+        c.emit(bridge.sinks.iter().map(|s| &s.id), &e, now);
         report.events.push(e);
     }
     report.shape = look.note;
@@ -251,15 +243,9 @@ pub fn accept(store: &Store, bridge: &str) -> Result<Vec<Change>, AcceptError> {
         .into_keys()
         .map(|k| (k, PageWrite::Keep))
         .collect();
-    let mut c = Commit {
-        bridge: bridge.to_string(),
-        expected_seq: meta.seq,
-        base: Some(meta.clone()),
-        meta,
-        pages,
-        ..Default::default()
-    };
+    let mut c = Commit::on(bridge, meta);
     c.meta.shape = Some(accepted);
+    c.pages = pages;
     store.commit(&c)?;
     Ok(drift.changes)
 }

@@ -133,27 +133,56 @@ impl Ctx {
 
 /// Each bridge's churn counters (docs/testing-bridges.md#churn-and-suggest): kept in memory,
 /// read from the store the first time a bridge's are asked for. A poll that counts an update
-/// stores them with its own commit; a poll that counts none only here.
+/// stores them with its own commit; a poll that counts none only here. A bridge the store
+/// forgets (its state given away in a handoff, or given up by `pollhook handoff skip`) is
+/// read from the store again: should it come back to this process, it counts afresh.
 #[derive(Default, Clone)]
-pub struct Churn(Arc<Mutex<HashMap<String, crate::churn::Counters>>>);
+pub struct Churn(Arc<Mutex<HashMap<String, Kept>>>);
+
+/// A bridge's counters as kept in memory, and [`Store::forgotten`] of it when they were read.
+struct Kept {
+    counters: crate::churn::Counters,
+    forgotten: u64,
+}
 
 impl Churn {
     /// The bridge's counters: as kept here, else as `store` holds them, else none yet.
     pub fn counters(&self, bridge: &str, store: Option<&Store>) -> crate::churn::Counters {
-        if let Some(c) = lock(&self.0).get(bridge) {
-            return c.clone();
+        let forgotten = store.map(|s| s.forgotten(bridge));
+        let kept = |all: &HashMap<String, Kept>| {
+            let k = all.get(bridge)?;
+            forgotten
+                .is_none_or(|f| f == k.forgotten)
+                .then(|| k.counters.clone())
+        };
+        if let Some(c) = kept(&lock(&self.0)) {
+            return c;
         }
         let stored = store
             .and_then(|s| s.churn_record(bridge).ok().flatten())
             .and_then(|r| crate::churn::Counters::from_record(&r))
             .unwrap_or_default();
         let mut all = lock(&self.0);
-        all.entry(bridge.to_string()).or_insert(stored).clone()
+        // Another caller may have read them (and a poll counted) meanwhile.
+        if let Some(c) = kept(&all) {
+            return c;
+        }
+        let read = Kept {
+            counters: stored.clone(),
+            forgotten: forgotten.unwrap_or_default(),
+        };
+        all.insert(bridge.to_string(), read);
+        stored
     }
 
-    /// The bridge's counters after a poll counted them.
+    /// The bridge's counters after a poll counted them, on those [`Churn::counters`] gave it.
     pub fn set(&self, bridge: &str, counters: crate::churn::Counters) {
-        lock(&self.0).insert(bridge.to_string(), counters);
+        let mut all = lock(&self.0);
+        let kept = all.entry(bridge.to_string()).or_insert_with(|| Kept {
+            counters: Default::default(),
+            forgotten: 0,
+        });
+        kept.counters = counters;
     }
 
     /// The bridge's churn, ranked, with its suggestions.
@@ -289,6 +318,48 @@ mod tests {
         // Once they are free, the hung host's bridges poll again.
         let again = tokio::time::timeout(Duration::from_secs(5), ctx.poll_slot(&hung)).await;
         assert!(again.is_ok());
+    }
+
+    #[test]
+    fn a_bridge_the_store_forgets_counts_afresh_and_the_others_keep_their_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut one = crate::churn::Counters::default();
+        let mut tally = crate::churn::Tally::default();
+        tally.updated(
+            "a",
+            [1; 16],
+            [2; 16],
+            r#"[{"op":"replace","path":"/v","value":2}]"#,
+        );
+        one.add(&tally, 1);
+        for bridge in ["gone", "kept"] {
+            let c = crate::store::Commit {
+                bridge: bridge.into(),
+                meta: crate::store::BridgeMeta {
+                    seq: 1,
+                    baselined: true,
+                    ..Default::default()
+                },
+                churn: Some(one.to_record()),
+                ..Default::default()
+            };
+            store.commit(&c).unwrap();
+        }
+        let churn = Churn::default();
+        let polls = |bridge| churn.counters(bridge, Some(&store)).polls;
+        assert_eq!((polls("gone"), polls("kept")), (1, 1));
+        // A poll of `kept` that updated nothing: counted in memory only.
+        let mut two = churn.counters("kept", Some(&store));
+        two.add(&crate::churn::Tally::default(), 1);
+        churn.set("kept", two);
+        assert!(store.forget_bridge("gone", None).unwrap());
+        assert_eq!((polls("gone"), polls("kept")), (0, 2));
+        // Counting goes on from there.
+        let mut again = churn.counters("gone", Some(&store));
+        again.add(&tally, 1);
+        churn.set("gone", again);
+        assert_eq!(polls("gone"), 1);
     }
 
     #[test]

@@ -48,6 +48,32 @@ impl Put {
 }
 
 impl Commit {
+    /// A commit of `bridge` that stands on `meta` as read before the poll (refused if anything
+    /// changed it meanwhile) and starts from it: the caller changes what it writes.
+    pub fn on(bridge: impl Into<String>, meta: BridgeMeta) -> Commit {
+        Commit {
+            bridge: bridge.into(),
+            expected_seq: meta.seq,
+            base: Some(meta.clone()),
+            meta,
+            ..Default::default()
+        }
+    }
+
+    /// Emits one event of the bridge's own, built as the one after the meta's `seq`: the `seq`
+    /// moves on to it and it is queued for each sink.
+    pub fn emit<'a>(
+        &mut self,
+        sinks: impl IntoIterator<Item = &'a String>,
+        event: &crate::event::Event,
+        created: chrono::DateTime<chrono::Utc>,
+    ) {
+        self.meta.seq += 1;
+        debug_assert_eq!(event.seq, self.meta.seq, "an event out of its place");
+        let sinks: Vec<String> = sinks.into_iter().cloned().collect();
+        self.queue(&sinks, std::slice::from_ref(event), created);
+    }
+
     /// Queues each event for each sink, in order.
     pub fn queue(
         &mut self,

@@ -123,6 +123,7 @@ impl Store {
                 Ok(garbage)
             });
         let garbage = res.map_err(tx_error)?;
+        *self.forgets().entry(bridge.to_string()).or_default() += 1;
         self.count(bridge, |q| {
             q.outbox = 0;
             q.dead = 0;
@@ -132,6 +133,18 @@ impl Store {
             found: true,
             garbage,
         })
+    }
+
+    /// How many times this process forgot `bridge`'s state ([`Store::forget_bridge`]): what is
+    /// kept of a bridge in memory beside the store (its churn counters) is stale once this
+    /// moved past what it was when that was read.
+    pub fn forgotten(&self, bridge: &str) -> u64 {
+        self.forgets().get(bridge).copied().unwrap_or_default()
+    }
+
+    fn forgets(&self) -> std::sync::MutexGuard<'_, HashMap<String, u64>> {
+        // Each step under the lock leaves the map whole: a panic elsewhere does not spoil it.
+        self.forgotten.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The seqs of the bridges this store gave away and forgot, by name.

@@ -242,6 +242,8 @@ pub struct Store {
     highwater: Arc<HighWater>,
     /// sled holds `mark::MARKED`: the mark's files are kept (as far as this process knows).
     marked: Arc<AtomicBool>,
+    /// Per bridge, how many times this process forgot its state ([`Store::forgotten`]).
+    forgotten: Arc<Mutex<HashMap<String, u64>>>,
 }
 
 fn prefix(parts: &[&str]) -> Vec<u8> {

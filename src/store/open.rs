@@ -117,6 +117,7 @@ impl Store {
             queued: Arc::new(Mutex::new(queued)),
             highwater: Arc::new(highwater),
             marked: Arc::new(AtomicBool::new(marked)),
+            forgotten: Default::default(),
             db,
         })
     }

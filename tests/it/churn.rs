@@ -19,8 +19,12 @@ fn listing(n: u64) -> Value {
 }
 
 fn bridge_yaml(url: &str) -> String {
+    named_yaml("noisy", url)
+}
+
+fn named_yaml(name: &str, url: &str) -> String {
     format!(
-        "name: noisy\nschedule: {{every: 24h}}\nsource: {{url: \"{url}\"}}\n\
+        "name: {name}\nschedule: {{every: 24h}}\nsource: {{url: \"{url}\"}}\n\
          items: {{select: \"$.items[*]\", key: \"$.id\"}}\nsinks: [{{url: console}}]\n"
     )
 }
@@ -122,4 +126,114 @@ async fn the_counts_survive_a_kill_9_of_the_daemon() {
         (Some(4), &json!(4)),
         "{v}"
     );
+}
+
+const TOKEN: &str = "churn-test-token-5d1e";
+
+/// Shard `i` of `n` in `dir`, its admin API on 127.0.0.1`i` at `port` (its peers' too).
+fn shard(dir: &std::path::Path, i: u64, n: u64, port: u16) -> Daemon {
+    let token = dir.join("token");
+    std::fs::write(&token, TOKEN).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let (listen, peers) = (
+        format!("127.0.0.1{i}:{port}"),
+        format!("http://127.0.0.1{{i}}:{port}"),
+    );
+    let shard = format!("{i}/{n}");
+    let args = [
+        "--admin",
+        &listen,
+        "--admin-token-file",
+        token.to_str().unwrap(),
+        "--shard",
+        &shard,
+        "--peers",
+        &peers,
+    ];
+    Daemon::start_args(dir, &[("POLLHOOK_HANDOFF_RETRY", "100ms")], &args)
+}
+
+/// The bridge's churn as the daemon answers it, once it answers.
+async fn churn_of(d: &Daemon, name: &str) -> Value {
+    let path = format!("/v1/bridges/{name}/churn");
+    d.answering(&path).await;
+    let (code, v) = over_socket(&d.socket, reqwest::Method::GET, &path).await;
+    assert_eq!(code, 200, "{v}");
+    v
+}
+
+/// A bridge counted here, given to another shard in a handoff, then owned here again and its
+/// old copy given up (`pollhook handoff skip`): the store forgets the copy with its counters,
+/// and so does the running daemon, which had read them while the bridge waited. It counts
+/// afresh from its new baseline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bridge_whose_old_copy_is_given_up_counts_afresh_in_the_same_process() {
+    let name = (0..)
+        .map(|k| format!("noisy-{k}"))
+        .find(|b| pollhook::shard::owner(b, 2) == 1)
+        .unwrap();
+    let port = loop {
+        let p = free_port();
+        let free = [10, 11]
+            .iter()
+            .all(|i| std::net::TcpListener::bind(format!("127.0.0.{i}:{p}")).is_ok());
+        if free {
+            break p;
+        }
+    };
+    let up = Upstream::start().await;
+    up.set_json(&listing(1));
+    let dir = with_bridge(&name, &named_yaml(&name, &up.url()));
+    // One shard: three polls counted.
+    let d = shard(dir.path(), 0, 1, port);
+    churn_of(&d, &name).await;
+    until("the baseline", || !up.hits().is_empty()).await;
+    for n in 2..=4 {
+        up.set_json(&listing(n));
+        let (code, _, err) = d.cli(&["poll", &name, "--commit"]);
+        assert_eq!(code, 0, "{err}");
+    }
+    assert_eq!(churn_of(&d, &name).await["polls"], 3);
+    let (code, _, _) = d.terminate().await;
+    assert_eq!(code, 0);
+    // Two shards: the bridge is shard 1's, which takes its state and never acknowledges.
+    let d = shard(dir.path(), 0, 2, port);
+    let base = format!("http://127.0.0.10:{port}");
+    eventually(PATIENCE, "shard 0's admin API", || async {
+        get_json(&format!("{base}/v1/layout")).await.0 == 200
+    })
+    .await;
+    let give = format!("/v1/handoff/{name}?to=1");
+    let (code, v) = over_tcp(&base, reqwest::Method::POST, &give, Some(TOKEN)).await;
+    assert_eq!(code, 200, "{v}");
+    let (code, _, _) = d.terminate().await;
+    assert_eq!(code, 0);
+    // One shard again: the bridge waits for shard 1 (down) and its old copy's counts show.
+    let d = shard(dir.path(), 0, 1, port);
+    eventually(PATIENCE, "the bridge waiting", || async {
+        let (_, st, _) = d.cli(&["status"]);
+        st.contains("waiting for handoff from shard 1")
+            .then_some(())
+            .ok_or(format!("{st}\n{}", d.logs()))
+    })
+    .await;
+    assert_eq!(churn_of(&d, &name).await["polls"], 3);
+    let seen = up.hits().len();
+    let (code, _, err) = d.cli(&["handoff", "skip", &name]);
+    assert_eq!(code, 0, "{err}");
+    until("the new baseline", || up.hits().len() > seen).await;
+    let v = churn_of(&d, &name).await;
+    assert_eq!((&v["polls"], &v["paths"]), (&json!(0), &json!([])), "{v}");
+    up.set_json(&listing(5));
+    let (code, _, err) = d.cli(&["poll", &name, "--commit"]);
+    assert_eq!(code, 0, "{err}");
+    let v = churn_of(&d, &name).await;
+    assert_eq!(
+        (&v["polls"], &v["paths"][0]["polls"]),
+        (&json!(1), &json!(1)),
+        "{v}"
+    );
+    let (code, _, _) = d.terminate().await;
+    assert_eq!(code, 0);
 }

@@ -161,15 +161,30 @@ fn on_clock(dir: tempfile::TempDir, clock: &pollhook::clock::Clock) -> Harness {
     }
 }
 
-#[tokio::test]
-async fn quiet_once_after_the_spell_and_active_once_when_it_changes_across_a_restart() {
+/// The harness reopened on the same store and clock, as a restart does.
+fn restarted(h: Harness, clock: &pollhook::clock::Clock) -> Harness {
+    let Harness { dir, ctx, .. } = h;
+    ctx.store().unwrap().flush_blocking().unwrap();
+    drop(ctx);
+    on_clock(dir, clock)
+}
+
+/// What a test of quiet spells starts from: an upstream, a receiver, a fixed clock, and a
+/// harness on that clock in a fresh directory.
+async fn quiet_harness() -> (Upstream, Receiver, pollhook::clock::Clock, Harness) {
     let up = Upstream::start().await;
     let rx = Receiver::start().await;
     let clock =
         pollhook::clock::Clock::fixed(chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap());
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("bridges")).unwrap();
-    let mut h = on_clock(dir, &clock);
+    let h = on_clock(dir, &clock);
+    (up, rx, clock, h)
+}
+
+#[tokio::test]
+async fn quiet_once_after_the_spell_and_active_once_when_it_changes_across_a_restart() {
+    let (up, rx, clock, mut h) = quiet_harness().await;
     let yaml = BridgeYaml::standard(&up.url(), &rx.url())
         .emit("quiet: 1h")
         .build();
@@ -183,10 +198,7 @@ async fn quiet_once_after_the_spell_and_active_once_when_it_changes_across_a_res
     h.drain(&b).await;
     assert_eq!(kinds(&rx), ["bridge.quiet"]);
     // Stored: a restart does not announce it again.
-    let Harness { dir, ctx, .. } = h;
-    ctx.store().unwrap().flush_blocking().unwrap();
-    drop(ctx);
-    h = on_clock(dir, &clock);
+    h = restarted(h, &clock);
     clock.advance(Duration::from_secs(3600));
     h.scheduled_poll(&b).await.unwrap();
     up.set_json(&listing("B"));
@@ -211,23 +223,9 @@ async fn quiet_once_after_the_spell_and_active_once_when_it_changes_across_a_res
     assert_eq!(active["data"]["quiet_ms"], (77 + 60) * 60_000);
 }
 
-/// The harness reopened on the same store and clock, as a restart does.
-fn restarted(h: Harness, clock: &pollhook::clock::Clock) -> Harness {
-    let Harness { dir, ctx, .. } = h;
-    ctx.store().unwrap().flush_blocking().unwrap();
-    drop(ctx);
-    on_clock(dir, clock)
-}
-
 #[tokio::test]
 async fn quiet_over_polls_answered_304_is_announced_once_and_active_once_across_restarts() {
-    let up = Upstream::start().await;
-    let rx = Receiver::start().await;
-    let clock =
-        pollhook::clock::Clock::fixed(chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap());
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(dir.path().join("bridges")).unwrap();
-    let mut h = on_clock(dir, &clock);
+    let (up, rx, clock, mut h) = quiet_harness().await;
     let yaml = BridgeYaml::standard(&up.url(), &rx.url())
         .source("conditional: true")
         .emit("quiet: 1h")
