@@ -24,8 +24,9 @@ const UNIT: u64 = 1024;
 /// What a poll costs per byte of its listing's text, beyond the text itself, while it is
 /// read, compared and stored (docs/scaling.md#the-memory-budget-of-polls; measured with `cargo bench --bench
 /// memory -- need`): the text, about as much again while it is compared, and what reading
-/// it takes.
-pub const PER_BYTE: u64 = 3;
+/// it takes. A listing of mid-sized items took 3.7 a byte beyond its objects, the most of the
+/// shapes measured.
+pub const PER_BYTE: u64 = 4;
 
 /// What a poll costs per JSON object in its listing (an item's key, hash and place in the
 /// text, its lean tree), measured as [`PER_BYTE`] is.
@@ -289,6 +290,21 @@ mod tests {
     use tokio_util::sync::CancellationToken;
 
     const MIB: u64 = 1 << 20;
+
+    /// What `cargo bench --bench memory -- need` measured (docs/benchmarks.md#memory): each
+    /// shape's bytes of JSON text, its objects, and its peak RSS over a tiny answer's.
+    #[test]
+    fn the_need_covers_every_shape_measured() {
+        for (what, bytes, objects, peak) in [
+            ("one item and a 20 MB string", 20_000_000, 2, 20 * MIB),
+            ("50,000 items of ~400 bytes", 20_500_000, 50_001, 82 * MIB),
+            ("500,000 items of ~50 bytes", 25_800_000, 500_001, 132 * MIB),
+            ("a 10 MB document", 10_000_000, 124_663, 35 * MIB),
+        ] {
+            let need = need(bytes, objects);
+            assert!(need >= peak, "{what}: {need} bytes reserved, {peak} taken");
+        }
+    }
 
     #[test]
     fn shares_are_held_at_once_or_not_and_given_back() {
