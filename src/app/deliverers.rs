@@ -28,6 +28,14 @@ pub(super) struct Queue {
     nudge: Notify,
 }
 
+impl Queue {
+    /// Whether its deliverer runs.
+    #[cfg(test)]
+    pub(super) fn is_active(&self) -> bool {
+        self.active.load(SeqCst)
+    }
+}
+
 /// Wakes every sink of the bridge: each one's deliverer looks at its queue again, started if
 /// it is not running.
 pub(super) fn wake(ctx: &Arc<Ctx>, windows: &Arc<Windows>, r: &Arc<Running>) {

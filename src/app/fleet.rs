@@ -41,7 +41,8 @@ pub(super) struct Fleet {
 }
 
 impl Fleet {
-    /// No bridge yet; the timer runs until `root` is cancelled.
+    /// No bridge yet; the timer (and the giving back of free memory) runs until `root` is
+    /// cancelled.
     pub(super) fn new(
         ctx: Arc<Ctx>,
         root: CancellationToken,
@@ -50,6 +51,8 @@ impl Fleet {
     ) -> Fleet {
         let timer = Arc::new(Timer::default());
         tokio::spawn(timer.clone().drive(ctx.clone(), root.clone()));
+        // What the bursts of polls freed goes back to the system (docs/scaling.md#memory).
+        tokio::spawn(crate::runtime::heap::give_back_every(root.clone()));
         Fleet {
             ctx,
             windows: Arc::default(),
@@ -84,7 +87,14 @@ impl Fleet {
         );
         self.timer
             .at(self.ctx.clock.instant(), r.clone(), Turn::Start);
-        deliverers::wake(&self.ctx, &self.windows, &r);
+        // Deliverers for what was persisted, only if something was (a commit with events
+        // wakes them): thousands of bridges starting with empty outboxes start no task and no
+        // span for them (docs/scaling.md#memory).
+        let name = &r.bridge.name;
+        let empty = (self.ctx.store()).is_ok_and(|s| s.outbox_len(name) == 0);
+        if !empty {
+            deliverers::wake(&self.ctx, &self.windows, &r);
+        }
         if let Some(old) = self.running.insert(r.bridge.name.clone(), r) {
             old.stop.cancel();
         }
@@ -279,6 +289,64 @@ mod tests {
         .await;
         let names: Vec<String> = fleet.running.keys().cloned().collect();
         fleet.stop(&names).await;
+        root.cancel();
+    }
+
+    /// Deliverers start with their bridge only when its outbox holds something: a bridge
+    /// with an event persisted delivers it, one without starts no deliverer (no task, no
+    /// span, docs/scaling.md#memory).
+    #[tokio::test]
+    async fn deliverers_start_only_for_events_waiting() {
+        use crate::store::{BridgeMeta, Commit, OutboxEntry, Store};
+        let (url, _hits) = crate::testkit::counting_source().await;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let meta = BridgeMeta {
+            seq: 1,
+            baselined: true,
+            ..Default::default()
+        };
+        let event = OutboxEntry {
+            event_id: "evt_1".into(),
+            kind: crate::event::EventType::Created,
+            seq: 1,
+            body: "{}".into(),
+            attempts: 0,
+            next_at_ms: 0,
+            last_error: None,
+            created_ms: 0,
+            sent: None,
+        };
+        for (bridge, outbox) in [("full", vec![("console".into(), event)]), ("idle", vec![])] {
+            let meta = meta.clone();
+            let c = Commit {
+                bridge: bridge.into(),
+                meta,
+                outbox,
+                ..Default::default()
+            };
+            store.commit(&c).unwrap();
+        }
+        let ctx = Arc::new(Ctx::new(store));
+        let root = CancellationToken::new();
+        let one = crate::shard::Shard {
+            index: 0,
+            shards: 1,
+        };
+        let layout = crate::shard::layout::plan(None, one, &Default::default(), &[], 0);
+        let (handoff, _ready) =
+            crate::handoff::shared::Shared::new(layout.record, &layout.outgoing);
+        let mut fleet = Fleet::new(ctx.clone(), root.clone(), Vec::new(), handoff);
+        let yaml = BridgeYaml::new(&url).every("1h").sink("console").build();
+        for name in ["full", "idle"] {
+            fleet.start(Arc::new(crate::config::test_bridge(name, &yaml)));
+        }
+        assert!(!fleet.running["idle"].queues[0].is_active());
+        eventually(PATIENCE, "the event waiting delivered", || async {
+            let left = ctx.store().unwrap().outbox_len("full");
+            (left == 0).then_some(()).ok_or(format!("{left} waiting"))
+        })
+        .await;
         root.cancel();
     }
 }

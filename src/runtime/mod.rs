@@ -10,6 +10,7 @@ mod beats;
 mod blocking;
 mod board;
 mod budget;
+pub mod heap;
 pub(crate) mod lock;
 mod polls;
 mod store;

@@ -77,7 +77,7 @@ async fn a_bridge_whose_task_dies_is_logged_shown_restarted_and_counted() {
     up.set_json(&json!({"items": [{"id": 1}]}));
     let dir = tempfile::tempdir().unwrap();
     // `boom` panics on its first two polls, then works; `calm` polls on beside it, and its
-    // deliverer panics once.
+    // deliverer (started by the event of an item added after its baseline) panics once.
     // Its source URL carries a secret, which the panic's text quotes (see `fault::inject`).
     let url = format!("{}?access=${{BOOM_TOKEN}}", up.url());
     bridge_file(dir.path(), "boom", &url, "1s", "5s");
@@ -92,6 +92,15 @@ async fn a_bridge_whose_task_dies_is_logged_shown_restarted_and_counted() {
             ("BOOM_TOKEN", "tok-boom-5512"),
         ],
         &admin,
+    );
+
+    eventually(PATIENCE, "calm's baseline", || async {
+        status_of(&bridges(&base).await, "calm")["polls"].as_u64() >= Some(1)
+    })
+    .await;
+    up.route(
+        "/calm",
+        Answer::json(&json!({"items": [{"id": 7}, {"id": 8}]})),
     );
 
     // While it waits for its next slot, /healthz and /v1/bridges say so.
@@ -130,8 +139,11 @@ async fn a_bridge_whose_task_dies_is_logged_shown_restarted_and_counted() {
         get_json(&format!("{base}/healthz")).await.0 == 200
     })
     .await;
-    let calm = status_of(&bridges(&base).await, "calm");
-    assert_eq!(calm["restarts"], 1, "{calm}");
+    let calm = eventually(PATIENCE, "calm's deliverer restarted once", || async {
+        let calm = status_of(&bridges(&base).await, "calm");
+        (calm["restarts"] == 1).then_some(calm.clone()).ok_or(calm.to_string())
+    })
+    .await;
     assert!(
         calm["last_crash"]
             .as_str()

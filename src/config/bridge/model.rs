@@ -48,14 +48,16 @@ pub struct Source {
     pub max_body: u64,
     pub conditional: bool,
     pub paginate: Option<Paginate>,
+    // The larger parts most bridges leave out are boxed: a bridge without them holds a
+    // pointer each, not their size (docs/scaling.md#memory).
     /// An incremental listing: asks only for what is new since the last poll.
-    pub cursor: Option<Cursor>,
+    pub cursor: Option<Box<Cursor>>,
     /// How the body is written; anything but JSON is converted to JSON first
     /// (docs/configuration.md#formats).
     pub format: Format,
     /// How to log in (docs/configuration.md#logging-in, `login.rs`), and the proxy for this
     /// source's requests.
-    pub auth: Option<Auth>,
+    pub auth: Option<Box<Auth>>,
     pub proxy: Option<Url>,
 }
 
@@ -150,7 +152,8 @@ pub struct Sink {
     pub signature: SignatureKind,
     pub headers: Vec<(HeaderName, HeaderValue)>,
     pub timeout: Duration,
-    pub retry: Vec<Duration>,
+    /// The default schedule is shared by every sink that does not give one.
+    pub retry: std::borrow::Cow<'static, [Duration]>,
     pub format: SinkFormat,
     /// The `content-type` of a `template` body.
     pub content_type: String,

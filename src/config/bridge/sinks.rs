@@ -8,6 +8,7 @@ use super::model::{Batch, Sink, Target};
 use super::templates::{RuleRef, TemplateRef};
 use crate::config::raw::{self, RawSecret, SignatureKind, SinkFormat};
 use reqwest::header::HeaderValue;
+use std::borrow::Cow;
 use std::time::Duration;
 
 /// The sink retry schedule when a bridge does not give one (docs/configuration.md#sinks).
@@ -141,9 +142,10 @@ impl Validator<'_> {
     }
 
     /// A sink's retry schedule, each step checked; the default without one.
-    fn retry(&mut self, path: &str, list: Option<&[String]>) -> Option<Vec<Duration>> {
+    /// The retry schedule: the default one is shared, not copied into every sink.
+    fn retry(&mut self, path: &str, list: Option<&[String]>) -> Option<Cow<'static, [Duration]>> {
         let Some(list) = list else {
-            return Some(DEFAULT_RETRY.to_vec());
+            return Some(Cow::Borrowed(&DEFAULT_RETRY));
         };
         let mut out = Vec::new();
         for (n, d) in list.iter().enumerate() {
@@ -154,7 +156,7 @@ impl Validator<'_> {
                 Duration::from_secs(7 * 86400),
             ));
         }
-        out.into_iter().collect()
+        out.into_iter().collect::<Option<Vec<_>>>().map(Cow::Owned)
     }
 
     /// What a sink says and to which events (docs/configuration.md#sinks): its templates compiled,

@@ -49,9 +49,9 @@ impl Validator<'_> {
             max_body: max_body?,
             conditional: s.conditional.unwrap_or(true),
             paginate: paginate?,
-            cursor: cursor?,
+            cursor: cursor?.map(Box::new),
             format: format?,
-            auth: auth?,
+            auth: auth?.map(Box::new),
             proxy: proxy?,
         })
     }
