@@ -135,14 +135,14 @@ impl Store {
         })
     }
 
-    /// How many times this process forgot `bridge`'s state ([`Store::forget_bridge`]): what is
-    /// kept of a bridge in memory beside the store (its churn counters) is stale once this
-    /// moved past what it was when that was read.
+    /// How many times this process forgot `bridge`'s state ([`Store::forget_bridge`]) or
+    /// replaced it by an import: what is kept of a bridge in memory beside the store (its
+    /// churn counters) is stale once this moved past what it was when that was read.
     pub fn forgotten(&self, bridge: &str) -> u64 {
         self.forgets().get(bridge).copied().unwrap_or_default()
     }
 
-    fn forgets(&self) -> std::sync::MutexGuard<'_, HashMap<String, u64>> {
+    pub(super) fn forgets(&self) -> std::sync::MutexGuard<'_, HashMap<String, u64>> {
         // Each step under the lock leaves the map whole: a panic elsewhere does not spoil it.
         self.forgotten.lock().unwrap_or_else(|p| p.into_inner())
     }

@@ -424,6 +424,8 @@ impl Store {
         };
         self.next_position
             .fetch_max(e.last_position + 1, Ordering::SeqCst);
+        // What is kept of the bridge in memory beside the store is read again.
+        *self.forgets().entry(bridge.to_string()).or_default() += 1;
         self.count(bridge, |q| {
             q.outbox = e.outbox.len();
             q.dead = e.dead.len();
@@ -494,12 +496,15 @@ impl Store {
             &self.dead,
             &self.parts,
             &auth,
+            &self.churn,
             default,
         );
         let res: Result<_, TransactionError<StoreError>> =
-            trees.transaction(|(it, st, me, pg, bo, ob, de, parts, au, db)| {
+            trees.transaction(|(it, st, me, pg, bo, ob, de, parts, au, ch, db)| {
                 let mut garbage =
                     forget::remove_bridge_in_tx([it, st, me, pg, bo, ob, de, au], parts, old)?;
+                // Churn does not travel: what an old copy here counted is gone with it.
+                ch.remove(bridge.as_bytes())?;
                 for (tx, kind, records, prepared) in [
                     (it, Kind::Item, &e.items, items),
                     (bo, Kind::PageBody, &e.bodies, bodies),
@@ -707,8 +712,18 @@ mod tests {
         smaller.outbox.clear();
         smaller.dead.clear();
         smaller.meta.seq = 3;
-        // The mark here is 5: the seq stays above every one handed out here.
+        // The mark here is 5: the seq stays above every one handed out here. The churn an
+        // old copy counted goes with it.
+        let counted = crate::store::Commit {
+            churn: Some(br#"{"polls":1}"#.to_vec()),
+            ..crate::store::Commit::on("br", b.meta("br").unwrap())
+        };
+        b.commit(&counted).unwrap();
+        assert!(b.churn_record("br").unwrap().is_some());
+        let forgotten = b.forgotten("br");
         assert_eq!(b.import_bridge("br", &smaller, true, None).unwrap(), 5);
+        assert!(b.churn_record("br").unwrap().is_none());
+        assert_eq!(b.forgotten("br"), forgotten + 1);
         let now = b.export_bridge("br").unwrap().unwrap();
         assert_eq!(now.items, smaller.items);
         assert!(now.outbox.is_empty());

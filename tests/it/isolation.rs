@@ -141,7 +141,9 @@ async fn a_bridge_whose_task_dies_is_logged_shown_restarted_and_counted() {
     .await;
     let calm = eventually(PATIENCE, "calm's deliverer restarted once", || async {
         let calm = status_of(&bridges(&base).await, "calm");
-        (calm["restarts"] == 1).then_some(calm.clone()).ok_or(calm.to_string())
+        (calm["restarts"] == 1)
+            .then_some(calm.clone())
+            .ok_or(calm.to_string())
     })
     .await;
     assert!(
