@@ -266,20 +266,11 @@ impl Drop for Reservation {
     fn drop(&mut self) {
         let big = self.bytes() >= TRIM_AFTER;
         self.release();
+        // A poll of a big listing frees many small blocks (its items' trees and keys), and
+        // glibc's arenas would otherwise keep those pages.
         if big {
-            trim();
+            super::heap::trim();
         }
-    }
-}
-
-/// Gives the pages glibc holds free back to the system: a poll of a big listing frees many
-/// small blocks (its items' trees and keys), and the arenas would otherwise keep those pages
-/// (docs/scaling.md#the-memory-budget-of-polls).
-fn trim() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim takes no pointer and only walks glibc's own free lists.
-    unsafe {
-        libc::malloc_trim(0);
     }
 }
 

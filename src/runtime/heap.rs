@@ -18,6 +18,12 @@ static GIVEN_BACK: AtomicU64 = AtomicU64::new(0);
 /// lists, a few milliseconds for a heap of hundreds of MiB.
 pub fn give_back() {
     GIVEN_BACK.fetch_add(1, Ordering::Relaxed);
+    trim();
+}
+
+/// [`give_back`], not counted: for a poll that held much of the memory budget
+/// (docs/scaling.md#the-memory-budget-of-polls).
+pub fn trim() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim takes no pointer and only walks glibc's own free lists.
     unsafe {
