@@ -242,6 +242,18 @@ mod tests {
     use crate::testkit::{BridgeYaml, PATIENCE, eventually};
     use std::sync::atomic::Ordering;
 
+    /// A fleet of the only shard, with no handoff going on.
+    fn alone(ctx: &Arc<Ctx>, root: &CancellationToken) -> Fleet {
+        let one = crate::shard::Shard {
+            index: 0,
+            shards: 1,
+        };
+        let layout = crate::shard::layout::plan(None, one, &Default::default(), &[], 0);
+        let (handoff, _ready) =
+            crate::handoff::shared::Shared::new(layout.record, &layout.outgoing);
+        Fleet::new(ctx.clone(), root.clone(), Vec::new(), handoff)
+    }
+
     /// An idle bridge is no task: once the bridges have polled (and their deliverers found
     /// their queues empty), the runtime holds about as many tasks as before they started (the
     /// timer, the connections of the source and of its client), not a few per bridge.
@@ -258,14 +270,7 @@ mod tests {
         };
         let before = tasks();
         let root = CancellationToken::new();
-        let one = crate::shard::Shard {
-            index: 0,
-            shards: 1,
-        };
-        let layout = crate::shard::layout::plan(None, one, &Default::default(), &[], 0);
-        let (handoff, _ready) =
-            crate::handoff::shared::Shared::new(layout.record, &layout.outgoing);
-        let mut fleet = Fleet::new(ctx.clone(), root.clone(), Vec::new(), handoff);
+        let mut fleet = alone(&ctx, &root);
         let yaml = BridgeYaml::new(&url)
             .select("$[*]")
             .every("1h")
@@ -329,14 +334,7 @@ mod tests {
         }
         let ctx = Arc::new(Ctx::new(store));
         let root = CancellationToken::new();
-        let one = crate::shard::Shard {
-            index: 0,
-            shards: 1,
-        };
-        let layout = crate::shard::layout::plan(None, one, &Default::default(), &[], 0);
-        let (handoff, _ready) =
-            crate::handoff::shared::Shared::new(layout.record, &layout.outgoing);
-        let mut fleet = Fleet::new(ctx.clone(), root.clone(), Vec::new(), handoff);
+        let mut fleet = alone(&ctx, &root);
         let yaml = BridgeYaml::new(&url).every("1h").sink("console").build();
         for name in ["full", "idle"] {
             fleet.start(Arc::new(crate::config::test_bridge(name, &yaml)));
