@@ -302,7 +302,7 @@ mod tests {
     /// span, docs/scaling.md#memory).
     #[tokio::test]
     async fn deliverers_start_only_for_events_waiting() {
-        use crate::store::{BridgeMeta, Commit, OutboxEntry, Store};
+        use crate::store::{BridgeMeta, Commit, Store};
         let (url, _hits) = crate::testkit::counting_source().await;
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
@@ -311,17 +311,7 @@ mod tests {
             baselined: true,
             ..Default::default()
         };
-        let event = OutboxEntry {
-            event_id: "evt_1".into(),
-            kind: crate::event::EventType::Created,
-            seq: 1,
-            body: "{}".into(),
-            attempts: 0,
-            next_at_ms: 0,
-            last_error: None,
-            created_ms: 0,
-            sent: None,
-        };
+        let event = crate::store::tests::entry(1);
         for (bridge, outbox) in [("full", vec![("console".into(), event)]), ("idle", vec![])] {
             let meta = meta.clone();
             let c = Commit {

@@ -398,11 +398,11 @@ impl Store {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::outbox::position_of;
     use super::*;
 
-    pub(super) fn entry(seq: u64) -> OutboxEntry {
+    pub(crate) fn entry(seq: u64) -> OutboxEntry {
         OutboxEntry {
             event_id: format!("evt_{seq}"),
             kind: EventType::Created,

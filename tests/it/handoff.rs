@@ -1101,64 +1101,49 @@ type Streamed = Arc<Mutex<Vec<Arc<Mutex<u64>>>>>;
 /// A peer that answers every handoff with something hostile, and every acknowledgement 204;
 /// it counts the bytes of each endless body taken from it.
 async fn hostile_peer(listen: &str, plan: BTreeMap<String, Hostile>) -> Streamed {
-    use axum::extract::Path;
     let streamed = Streamed::default();
-    let state = (Arc::new(plan), streamed.clone());
-    type St = (Arc<BTreeMap<String, Hostile>>, Streamed);
-    let app = Router::new()
-        .route(
-            "/v1/handoff/{name}",
-            axum::routing::post(
-                |State((plan, streamed)): State<St>,
-                 Path(name): Path<String>,
-                 headers: HeaderMap| async move {
-                    let token = headers["authorization"].to_str().unwrap().to_string();
-                    let good = document_of(&name);
-                    let body = |b: String| {
-                        Response::builder()
-                            .status(200)
-                            .body(axum::body::Body::from(b))
-                            .unwrap()
-                    };
-                    match plan.get(&name).copied() {
-                        None => StatusCode::NOT_FOUND.into_response(),
-                        Some(Hostile::Endless) => Response::builder()
-                            .status(200)
-                            .body(axum::body::Body::new(Endless(
-                                {
-                                    let n = Arc::new(Mutex::new(0));
-                                    streamed.lock().unwrap().push(n.clone());
-                                    n
-                                },
-                                None,
-                            )))
-                            .unwrap(),
-                        Some(Hostile::Huge) => Response::builder()
-                            .status(200)
-                            .body(axum::body::Body::new(Endless(
-                                Arc::default(),
-                                Some(3 << 30),
-                            )))
-                            .unwrap(),
-                        Some(Hostile::BadChecksum) => body(good.replace("\"seq\":7", "\"seq\":8")),
-                        Some(Hostile::WrongVersion) => {
-                            body(good.replace("\"version\":1", "\"version\":2"))
-                        }
-                        Some(Hostile::OtherBridge) => body(document_of("someone-else")),
-                        Some(Hostile::Truncated) => body(good[..good.len() / 2].to_string()),
-                        Some(Hostile::EchoesToken) => (
-                            StatusCode::INTERNAL_SERVER_ERROR,
-                            axum::Json(json!({"error": format!("bad token {token}")})),
-                        )
-                            .into_response(),
-                    }
-                },
+    let (plan, counted) = (Arc::new(plan), streamed.clone());
+    recording_peer(listen, move |name, _, headers| {
+        let token = headers["authorization"].to_str().unwrap().to_string();
+        let good = document_of(name);
+        let body = |b: String| {
+            Response::builder()
+                .status(200)
+                .body(axum::body::Body::from(b))
+                .unwrap()
+        };
+        match plan.get(name).copied() {
+            None => StatusCode::NOT_FOUND.into_response(),
+            Some(Hostile::Endless) => Response::builder()
+                .status(200)
+                .body(axum::body::Body::new(Endless(
+                    {
+                        let n = Arc::new(Mutex::new(0));
+                        counted.lock().unwrap().push(n.clone());
+                        n
+                    },
+                    None,
+                )))
+                .unwrap(),
+            Some(Hostile::Huge) => Response::builder()
+                .status(200)
+                .body(axum::body::Body::new(Endless(
+                    Arc::default(),
+                    Some(3 << 30),
+                )))
+                .unwrap(),
+            Some(Hostile::BadChecksum) => body(good.replace("\"seq\":7", "\"seq\":8")),
+            Some(Hostile::WrongVersion) => body(good.replace("\"version\":1", "\"version\":2")),
+            Some(Hostile::OtherBridge) => body(document_of("someone-else")),
+            Some(Hostile::Truncated) => body(good[..good.len() / 2].to_string()),
+            Some(Hostile::EchoesToken) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                axum::Json(json!({"error": format!("bad token {token}")})),
             )
-            .delete(|| async { StatusCode::NO_CONTENT }),
-        )
-        .with_state(state);
-    let listener = tokio::net::TcpListener::bind(listen).await.unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+                .into_response(),
+        }
+    })
+    .await;
     streamed
 }
 
@@ -1278,25 +1263,26 @@ impl Asked {
     }
 }
 
-/// A peer posing as shard 0 at `listen`: `answer(bridge, times asked before)` answers each
-/// handoff; every acknowledgement is taken (204). Every request is recorded.
+/// A peer posing as shard 0 at `listen`: `answer(bridge, times asked before, the request's
+/// headers)` answers each handoff; every acknowledgement is taken (204). Every request is
+/// recorded.
 async fn recording_peer(
     listen: &str,
-    answer: impl Fn(&str, usize) -> Response + Clone + Send + Sync + 'static,
+    answer: impl Fn(&str, usize, &HeaderMap) -> Response + Clone + Send + Sync + 'static,
 ) -> Asked {
     use axum::extract::Path;
     let asked = Asked::default();
     let (a, b) = (asked.clone(), asked.clone());
     let app = Router::new().route(
         "/v1/handoff/{name}",
-        axum::routing::post(move |Path(name): Path<String>| {
+        axum::routing::post(move |Path(name): Path<String>, headers: HeaderMap| {
             let before = {
                 let mut all = a.posts.lock().unwrap();
                 let times = all.entry(name.clone()).or_default();
                 times.push(std::time::Instant::now());
                 times.len() - 1
             };
-            let r = answer(&name, before);
+            let r = answer(&name, before, &headers);
             async move { r }
         })
         .delete(move |Path(name): Path<String>| {
@@ -1317,7 +1303,7 @@ async fn a_409_is_asked_again_after_its_retry_after() {
     let c = Cluster::new(4).await;
     let mine = c.owned_by(1, 2);
     assert!(!mine.is_empty());
-    let asked = recording_peer(&c.admin(0), |_, before| match before {
+    let asked = recording_peer(&c.admin(0), |_, before, _| match before {
         0 => (
             StatusCode::CONFLICT,
             [("retry-after", "3")],
@@ -1404,7 +1390,7 @@ async fn many_documents_at_once_are_read_within_the_memory_budget() {
             .collect(),
     );
     let served = docs.clone();
-    let asked = recording_peer(&c.admin(0), move |name, _| {
+    let asked = recording_peer(&c.admin(0), move |name, _, _| {
         let Some(doc) = served.get(name).cloned() else {
             return StatusCode::NOT_FOUND.into_response();
         };
