@@ -641,8 +641,8 @@ fn first_polls_at_start(bridges: &std::path::Path, data: &std::path::Path, n: us
     std::thread::spawn(move || {
         for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)) {
             let Ok(line) = line else { break };
-            let done =
-                line.contains(r#""message":"poll""#) || line.contains(r#""message":"poll failed"#);
+            // Each poll's line reads `poll NAME: …`; a failed one has `"status":"failed"`.
+            let done = line.contains(r#""message":"poll "#);
             if done && tx.send(line).is_err() {
                 break;
             }
@@ -652,7 +652,10 @@ fn first_polls_at_start(bridges: &std::path::Path, data: &std::path::Path, n: us
     let (peak, failed) = peak_until(pid, || match rx.recv_timeout(Duration::from_millis(5)) {
         Ok(line) => {
             seen.push(line);
-            let failed = seen.iter().find(|l| l.contains("poll failed")).cloned();
+            let failed = seen
+                .iter()
+                .find(|l| l.contains(r#""status":"failed""#))
+                .cloned();
             (seen.len() == n).then_some(failed)
         }
         Err(std::sync::mpsc::RecvTimeoutError::Timeout) => None,
