@@ -61,7 +61,7 @@ async fn queue_snapshot(
         let mut c = Commit::on(&b.name, meta);
         c.meta.seq += events.len() as u64;
         c.pages = pages;
-        let sinks: Vec<String> = b.sinks.iter().map(|s| s.id.clone()).collect();
+        let sinks: Vec<String> = b.sinks.iter().map(|s| s.id.to_string()).collect();
         c.queue(&sinks, &events, now);
         if !events.is_empty() {
             store.commit(&c)?;

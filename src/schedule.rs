@@ -14,11 +14,15 @@ pub enum Schedule {
     Every(Duration),
     /// A cron expression, as written, and the cron crate schedules it stands for. A crontab(5)
     /// line that restricts both day-of-month and day-of-week fires when either matches, which
-    /// takes two schedules.
-    Cron {
-        expr: String,
-        schedules: Vec<cron::Schedule>,
-    },
+    /// takes two schedules. Boxed: most bridges poll `every`, and hold a pointer, not this.
+    Cron(Box<Cron>),
+}
+
+/// A `cron` schedule: the expression as written and what it stands for.
+#[derive(Debug, Clone)]
+pub struct Cron {
+    pub expr: String,
+    pub schedules: Vec<cron::Schedule>,
 }
 
 impl Schedule {
@@ -32,9 +36,11 @@ impl Schedule {
                 let k = (t - off).div_euclid(iv) + 1;
                 crate::clock::from_ms(k * iv + off)
             }
-            Schedule::Cron { schedules, .. } => {
-                schedules.iter().filter_map(|s| s.after(&now).next()).min()
-            }
+            Schedule::Cron(c) => c
+                .schedules
+                .iter()
+                .filter_map(|s| s.after(&now).next())
+                .min(),
         }
     }
 
@@ -65,10 +71,10 @@ impl Schedule {
             .iter()
             .map(|e| cron::Schedule::from_str(e).map_err(|err| format!("cron `{expr}`: {err}")))
             .collect::<Result<Vec<_>, _>>()?;
-        let s = Schedule::Cron {
+        let s = Schedule::Cron(Box::new(Cron {
             expr: expr.to_string(),
             schedules,
-        };
+        }));
         if s.next_after("", now).is_none() {
             return Err(format!(
                 "cron `{expr}` never runs again after {} (its years are past, or its date never comes)",

@@ -182,7 +182,7 @@ async fn bridges(State(s): State<AdminState>) -> Result<Json<body::Bridges>, Api
                 crate::schedule::Schedule::Every(d) => {
                     format!("every {}", humantime::format_duration(*d))
                 }
-                crate::schedule::Schedule::Cron { expr, .. } => format!("cron {expr}"),
+                crate::schedule::Schedule::Cron(c) => format!("cron {}", c.expr),
             };
             body::BridgeView {
                 name: b.name.clone(),
@@ -196,7 +196,7 @@ async fn bridges(State(s): State<AdminState>) -> Result<Json<body::Bridges>, Api
                     .sinks
                     .iter()
                     .map(|k| body::SinkView {
-                        id: k.id.clone(),
+                        id: k.id.to_string(),
                         url: k.shown.clone(),
                     })
                     .collect(),

@@ -37,7 +37,8 @@ mod values;
 pub use listing::MAX_PAGES;
 pub use login::{Auth, AuthKind, Login, OAuth2, Secret};
 pub use model::{
-    Batch, Bridge, Cursor, CursorTo, Emit, Items, Next, Paginate, Sink, Source, Target,
+    Batch, Bridge, Cursor, CursorTo, Emit, EmitMore, Items, JSON, Next, Paginate, Short, Sink,
+    SinkMore, Source, Target,
 };
 pub use sinks::DEFAULT_RETRY;
 pub use templates::{RuleRef, TemplateRef};
@@ -91,7 +92,7 @@ impl<'a> Validator<'a> {
         let source = self.source(&raw.source);
         let items = self.items(&raw.items, raw.source.format);
         let emit = self.emit(&raw.emit);
-        if emit.settle.is_some() && raw.source.cursor.is_some() {
+        if emit.settle().is_some() && raw.source.cursor.is_some() {
             self.err(
                 "emit.settle",
                 "emit.settle: not with source.cursor (an incremental listing shows an item only \
@@ -100,15 +101,17 @@ impl<'a> Validator<'a> {
         }
         let mut sinks = self.sinks(&raw.sinks);
         let render = std::mem::take(&mut self.templates).build();
-        for s in &mut sinks {
-            s.render = render.clone();
-            s.description = raw.description.clone();
+        for m in sinks.iter_mut().filter_map(|s| s.more.as_mut()) {
+            m.render = render.clone();
+            m.description = raw.description.clone();
         }
 
         let fingerprint = fingerprint::fingerprint(&raw, name.as_deref().unwrap_or(""));
         let mut secrets = std::mem::take(&mut self.secrets);
         secrets.sort();
         secrets.dedup();
+        // Held as long as the bridge runs: no spare room (docs/scaling.md#memory).
+        secrets.shrink_to_fit();
         self.secrets_seen = secrets.clone();
         if !self.problems.is_empty() {
             return None;
@@ -124,9 +127,10 @@ impl<'a> Validator<'a> {
             emit,
             sinks,
             render,
-            fingerprint,
+            // Always 24 hex digits.
+            fingerprint: model::Short::new(&fingerprint).unwrap_or_default(),
             secrets,
-            revision: String::new(),
+            revision: [0; 12],
         })
     }
 

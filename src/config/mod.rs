@@ -16,7 +16,8 @@ pub mod raw;
 pub mod screen;
 
 pub use bridge::{
-    Batch, Bridge, Cursor, CursorTo, Emit, Items, Next, Paginate, Sink, Source, Target,
+    Batch, Bridge, Cursor, CursorTo, Emit, EmitMore, Items, Next, Paginate, Short, Sink, SinkMore,
+    Source, Target,
 };
 pub use interpolate::Env;
 
@@ -193,7 +194,7 @@ pub fn parse_file(file: &Path, text: &str, env: &Env) -> Result<Bridge, Problems
                 h.update([0]);
                 h.update(s.as_bytes());
             }
-            b.revision = hex::encode(&h.finalize()[..12]);
+            b.revision.copy_from_slice(&h.finalize()[..12]);
             Ok(b)
         }
         _ => Err(problems),

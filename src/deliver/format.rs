@@ -36,7 +36,7 @@ pub fn render(bridge: &str, sink: &Sink, entry: &Stored<'_>) -> Result<Rendered,
     }
     let info = BridgeInfo {
         name: bridge,
-        description: sink.description.as_deref(),
+        description: sink.description(),
     };
     let stored = entry
         .json()
@@ -48,22 +48,21 @@ pub fn render(bridge: &str, sink: &Sink, entry: &Stored<'_>) -> Result<Rendered,
     };
     if sink.format == SinkFormat::Template {
         let template = sink
-            .template
-            .as_ref()
+            .template()
             .ok_or("the sink has no template for `format: template`")?;
         let ctx = if is_batch(entry) {
             Context::batch(&events, info)
         } else {
             Context::event(stored, info)
         };
-        let body = template.render(&sink.render, &ctx)?;
-        if is_json(&sink.content_type) {
+        let body = template.render(sink.render(), &ctx)?;
+        if is_json(sink.content_type()) {
             serde_json::from_str::<serde::de::IgnoredAny>(&body).map_err(|e| {
                 format!("the template's output is not JSON ({e}), as its content type says")
             })?;
         }
         return Ok(Rendered {
-            content_type: sink.content_type.clone(),
+            content_type: sink.content_type().to_string(),
             title: None,
             body,
         });
@@ -74,9 +73,9 @@ pub fn render(bridge: &str, sink: &Sink, entry: &Stored<'_>) -> Result<Rendered,
         .ok_or("the sink's format is not a chat preset")?;
     let mut lines = Vec::with_capacity(events.len());
     for e in &events {
-        let line = match &sink.template {
+        let line = match sink.template() {
             // Its values were escaped as they were printed.
-            Some(message) => message.render(&sink.render, &Context::event(e, info))?,
+            Some(message) => message.render(sink.render(), &Context::event(e, info))?,
             None => chat::escape(to, &summary(e)),
         };
         lines.push(if sink.mentions {
@@ -91,7 +90,7 @@ pub fn render(bridge: &str, sink: &Sink, entry: &Stored<'_>) -> Result<Rendered,
 /// Whether an event of this type goes to this sink (its `events` list).
 fn wants(sink: &Sink, kind: EventType) -> bool {
     use crate::config::raw::SinkEvent;
-    let Some(list) = &sink.events else {
+    let Some(list) = sink.events() else {
         return true;
     };
     let word = match kind {
@@ -120,7 +119,7 @@ pub fn wanted(bridge: &str, sink: &Sink, entry: &Stored<'_>) -> bool {
     if !wants(sink, entry.kind) {
         return false;
     }
-    let Some(rule) = &sink.when else {
+    let Some(rule) = sink.when() else {
         return true;
     };
     let Ok(event) = entry.json() else {
@@ -128,9 +127,9 @@ pub fn wanted(bridge: &str, sink: &Sink, entry: &Stored<'_>) -> bool {
     };
     let info = BridgeInfo {
         name: bridge,
-        description: sink.description.as_deref(),
+        description: sink.description(),
     };
-    match rule.test(&sink.render, &Context::event(event, info)) {
+    match rule.test(sink.render(), &Context::event(event, info)) {
         Ok(yes) => yes,
         Err(e) => {
             // The deliverer's span names the bridge and the sink.

@@ -167,7 +167,7 @@ async fn head(
     }
     // Usually a no-op: commits with events are flushed before their deliverers are woken.
     store.flush_for(bridge).await?;
-    let Some(b) = sink.batch.filter(|_| !format::is_batch(&entry)) else {
+    let Some(b) = sink.batch().filter(|_| !format::is_batch(&entry)) else {
         return Ok(Head::Due(key, entry));
     };
     if let Some(o) = batch::form(windows, store, bridge, sink, b, now)? {
@@ -291,7 +291,7 @@ fn dead_letter(
         key,
         &DeadLetter {
             bridge: bridge.to_string(),
-            sink: sink.id.clone(),
+            sink: sink.id.to_string(),
             entry,
             dead_at_ms: to_ms(now),
         },

@@ -71,7 +71,7 @@ pub fn plan(bridge: &Bridge, events: &[Event], now: DateTime<Utc>) -> Vec<Planne
                 });
             }
         }
-        let sent: Vec<OutboxEntry> = match sink.batch {
+        let sent: Vec<OutboxEntry> = match sink.batch() {
             Some(b) => wanted
                 .chunks(b.max)
                 .map(|c| super::batch::compose(&bridge.name, c))
@@ -132,7 +132,7 @@ fn wire_headers(
     r: &Rendered,
     now: DateTime<Utc>,
 ) -> Vec<(String, String)> {
-    let own = sink.headers.iter().map(|(k, v)| {
+    let own = sink.headers().iter().map(|(k, v)| {
         let v = if v.is_sensitive() {
             "***".to_string()
         } else {

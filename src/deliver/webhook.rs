@@ -37,7 +37,7 @@ pub fn headers(
         )),
         _ => {}
     }
-    if !sink.headers.iter().any(|(k, _)| k == "traceparent") {
+    if !sink.headers().iter().any(|(k, _)| k == "traceparent") {
         h.push(("traceparent", ids.traceparent()));
     }
     h.push(("x-pollhook-event", e.kind.as_str().to_string()));
@@ -85,7 +85,7 @@ pub async fn post(
         // Never called for the console; a request to nowhere fails cleanly.
         Target::Console => client.post("http://0.0.0.0:0/").timeout(sink.timeout),
     };
-    for (k, v) in &sink.headers {
+    for (k, v) in sink.headers() {
         req = req.header(k, v);
     }
     for (k, v) in headers(sink, e, r, now.timestamp(), ids) {

@@ -29,7 +29,11 @@ pub fn source_with<'a>(src: &'a Source, stored: Option<&Value>) -> Cow<'a, Sourc
     match &c.to {
         CursorTo::Param(name) => asked.url = with_param(&src.url, name, &text(value)),
         CursorTo::Variable(name) => {
-            asked.body = Some(with_variable(src.body.as_ref(), name, value.clone()))
+            asked.body = Some(Box::new(with_variable(
+                src.body.as_deref(),
+                name,
+                value.clone(),
+            )))
         }
     }
     Cow::Owned(asked)

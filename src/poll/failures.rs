@@ -35,7 +35,7 @@ pub fn decide(
     outcome: Outcome<'_>,
     now: DateTime<Utc>,
 ) -> Option<Commit> {
-    let after = bridge.emit.failures_after?;
+    let after = bridge.emit.failures_after()?;
     let mut next = meta.clone();
     let event = match (outcome, &meta.failing) {
         (Outcome::Succeeded, None) => return None,
@@ -76,7 +76,7 @@ pub fn decide(
     c.meta = next;
     if let Some((kind, data, since_ms)) = event {
         let e = build(bridge, kind, data, since_ms, meta.seq, now);
-        c.emit(bridge.sinks.iter().map(|s| &s.id), &e, now);
+        c.emit(bridge.sinks.iter().map(|s| s.id.as_str()), &e, now);
     }
     Some(c)
 }
@@ -123,7 +123,7 @@ pub async fn track(
 ) {
     // A success with no streak changes nothing: no read of the store on every good poll.
     let quiet = matches!(result, Ok(r) if !r.failing);
-    if bridge.emit.failures_after.is_none() || quiet {
+    if bridge.emit.failures_after().is_none() || quiet {
         return;
     }
     let error = match result {
@@ -285,7 +285,7 @@ mod tests {
     #[test]
     fn without_emit_failures_nothing_is_tracked() {
         let mut b = bridge(1);
-        b.emit.failures_after = None;
+        b.emit.more = None;
         assert!(decide(&b, &BridgeMeta::default(), failed(), at(0)).is_none());
     }
 }

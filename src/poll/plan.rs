@@ -70,7 +70,7 @@ impl Approach {
             stop_if_unchanged: trusted && meta.absent == 0 && meta.pending == 0,
             keep_bodies: bridge.source.paginate.is_some()
                 || bridge.emit.after_missing > 1
-                || bridge.emit.settle.is_some(),
+                || bridge.emit.settle().is_some(),
         }
     }
 }
@@ -177,7 +177,7 @@ pub fn plan(
     let quiet = b.quiet(quiet);
     let new_meta = BridgeMeta {
         seq: b.seq,
-        fingerprint: Some(bridge.fingerprint.clone()),
+        fingerprint: Some(bridge.fingerprint.to_string()),
         baselined: true,
         absent: diff.absent_after,
         items: diff.stored_after,
@@ -207,7 +207,7 @@ fn options(
         max_fraction: bridge.emit.max_fraction,
         document: bridge.items.key.is_none(),
         incremental,
-        settle: bridge.emit.settle.map(|rule| diff::Settle {
+        settle: bridge.emit.settle().map(|rule| diff::Settle {
             rule,
             now_ms: crate::clock::to_ms(now),
         }),
@@ -350,7 +350,7 @@ impl<'a, S: State> Batches<'a, S> {
             bridge,
             now,
             rebaselined,
-            sinks: bridge.sinks.iter().map(|s| s.id.clone()).collect(),
+            sinks: bridge.sinks.iter().map(|s| s.id.to_string()).collect(),
             seq: meta.seq,
             generation: meta.seq,
             c: Commit::on(&bridge.name, meta),
@@ -504,7 +504,7 @@ impl<'a, S: State> Batches<'a, S> {
     /// Whether `emit.when` lets the change become an event. A rule that fails at run time
     /// counts as true (nothing is lost to a mistake in it); the report counts it.
     fn passes(&mut self, e: &event::Event) -> bool {
-        let Some(rule) = &self.bridge.emit.when else {
+        let Some(rule) = self.bridge.emit.when() else {
             return true;
         };
         let info = crate::render::BridgeInfo {

@@ -30,7 +30,7 @@ pub fn step(
     seq: u64,
     now: DateTime<Utc>,
 ) -> Option<(Quiet, Option<Event>)> {
-    let after = i64::try_from(bridge.emit.quiet?.as_millis()).unwrap_or(i64::MAX);
+    let after = i64::try_from(bridge.emit.quiet()?.as_millis()).unwrap_or(i64::MAX);
     let now_ms = crate::clock::to_ms(now);
     let fresh = Quiet {
         since_ms: now_ms,
@@ -77,7 +77,7 @@ pub fn decide(
     let mut c = Commit::on(&bridge.name, meta.clone());
     c.meta.quiet = Some(next);
     if let Some(e) = event {
-        c.emit(bridge.sinks.iter().map(|s| &s.id), &e, now);
+        c.emit(bridge.sinks.iter().map(|s| s.id.as_str()), &e, now);
     }
     Some(c)
 }
@@ -176,7 +176,7 @@ mod tests {
             .unwrap()
             .meta;
         assert!(decide(&b, &meta, false, at(1)).is_none());
-        b.emit.quiet = None;
+        b.emit.more = None;
         assert!(decide(&b, &BridgeMeta::default(), true, at(0)).is_none());
     }
 }

@@ -182,7 +182,7 @@ pub fn hold(
     let mut c = Commit::on(&bridge.name, meta.clone());
     c.meta.shape.clone_from(&look.learnt);
     if let Some(e) = look.event(bridge, meta.seq, now) {
-        c.emit(bridge.sinks.iter().map(|s| &s.id), &e, now);
+        c.emit(bridge.sinks.iter().map(|s| s.id.as_str()), &e, now);
         report.events.push(e);
     }
     report.shape = look.note;

@@ -64,13 +64,13 @@ impl Commit {
     /// moves on to it and it is queued for each sink.
     pub fn emit<'a>(
         &mut self,
-        sinks: impl IntoIterator<Item = &'a String>,
+        sinks: impl IntoIterator<Item = &'a str>,
         event: &crate::event::Event,
         created: chrono::DateTime<chrono::Utc>,
     ) {
         self.meta.seq += 1;
         debug_assert_eq!(event.seq, self.meta.seq, "an event out of its place");
-        let sinks: Vec<String> = sinks.into_iter().cloned().collect();
+        let sinks: Vec<String> = sinks.into_iter().map(str::to_string).collect();
         self.queue(&sinks, std::slice::from_ref(event), created);
     }
 

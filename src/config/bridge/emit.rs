@@ -3,7 +3,7 @@
 //! change must hold (`settle`).
 
 use super::Validator;
-use super::model::Emit;
+use super::model::{Emit, EmitMore};
 use crate::config::raw;
 use crate::diff::settle::Rule;
 use std::time::Duration;
@@ -44,12 +44,19 @@ impl Validator<'_> {
             let (min, max) = (Duration::from_secs(60), Duration::from_secs(365 * 86_400));
             self.duration("emit.quiet", q, min, max)
         });
-        Emit {
-            quiet,
-            shape: e.shape,
-            settle,
+        let more = EmitMore {
             when,
             failures_after,
+            settle,
+            quiet,
+        };
+        let given = more.when.is_some()
+            || more.failures_after.is_some()
+            || more.settle.is_some()
+            || more.quiet.is_some();
+        Emit {
+            shape: e.shape,
+            more: given.then(|| Box::new(more)),
             created: events.contains(&raw::EventKind::Created),
             updated: events.contains(&raw::EventKind::Updated),
             deleted: events.contains(&raw::EventKind::Deleted),

@@ -46,8 +46,8 @@ impl Validator<'_> {
                 Some(k) => Some(k?),
                 None => None,
             },
-            include,
-            exclude,
+            include: include.into(),
+            exclude: exclude.into(),
         })
     }
 }

@@ -28,14 +28,15 @@ pub struct Bridge {
     /// The compiled templates of the sinks (`sinks[0].template`, `sinks[0].message`) and the
     /// environment the rules run in (docs/configuration.md#templates).
     pub render: crate::render::Engine,
-    /// A hash of everything that gives stored state its meaning (name, source, items). When it
-    /// changes, the next poll re-baselines instead of reporting a flood of false changes.
-    pub fingerprint: String,
+    /// A hash of everything that gives stored state its meaning (name, source, items), in hex
+    /// as the store keeps it. When it changes, the next poll re-baselines instead of reporting
+    /// a flood of false changes.
+    pub fingerprint: Short<24>,
     /// Every value interpolation brought in: redacted wherever text reaches a log or an error.
     pub secrets: Vec<String>,
     /// A hash of the file's text and of every value interpolated into it: a reload restarts
-    /// the bridge only when this changes.
-    pub revision: String,
+    /// the bridge only when this changes. Compared, never shown.
+    pub revision: [u8; 12],
 }
 
 #[derive(Debug, Clone)]
@@ -43,13 +44,13 @@ pub struct Source {
     pub url: Url,
     pub method: Method,
     pub headers: Vec<(HeaderName, HeaderValue)>,
-    pub body: Option<serde_json::Value>,
+    // The larger parts most bridges leave out are boxed: a bridge without them holds a
+    // pointer each, not their size (docs/scaling.md#memory).
+    pub body: Option<Box<serde_json::Value>>,
     pub timeout: Duration,
     pub max_body: u64,
     pub conditional: bool,
-    pub paginate: Option<Paginate>,
-    // The larger parts most bridges leave out are boxed: a bridge without them holds a
-    // pointer each, not their size (docs/scaling.md#memory).
+    pub paginate: Option<Box<Paginate>>,
     /// An incremental listing: asks only for what is new since the last poll.
     pub cursor: Option<Box<Cursor>>,
     /// How the body is written; anything but JSON is converted to JSON first
@@ -58,7 +59,7 @@ pub struct Source {
     /// How to log in (docs/configuration.md#logging-in, `login.rs`), and the proxy for this
     /// source's requests.
     pub auth: Option<Box<Auth>>,
-    pub proxy: Option<Url>,
+    pub proxy: Option<Box<Url>>,
 }
 
 #[derive(Debug, Clone)]
@@ -113,8 +114,8 @@ pub struct Items {
     pub select: JsonPath,
     /// None: document mode, the selection as a whole is one item with key `$`.
     pub key: Option<JsonPath>,
-    pub include: Vec<JsonPath>,
-    pub exclude: Vec<JsonPath>,
+    pub include: Box<[JsonPath]>,
+    pub exclude: Box<[JsonPath]>,
 }
 
 #[derive(Debug, Clone)]
@@ -125,6 +126,16 @@ pub struct Emit {
     pub first_poll: FirstPoll,
     pub after_missing: u32,
     pub max_fraction: f64,
+    /// `emit.shape`: what a drift of the items' shape does.
+    pub shape: crate::config::raw::ShapeMode,
+    /// What most bridges leave out, boxed (docs/scaling.md#memory); read through the methods
+    /// below.
+    pub more: Option<Box<EmitMore>>,
+}
+
+/// The parts of `emit` most bridges leave out.
+#[derive(Debug, Clone, Default)]
+pub struct EmitMore {
     /// A rule a change must pass to become an event (docs/configuration.md#rules); checked at
     /// load.
     pub when: Option<RuleRef>,
@@ -134,15 +145,32 @@ pub struct Emit {
     pub settle: Option<crate::diff::settle::Rule>,
     /// `emit.quiet`: `bridge.quiet` after this long without a change.
     pub quiet: Option<std::time::Duration>,
-    /// `emit.shape`: what a drift of the items' shape does.
-    pub shape: crate::config::raw::ShapeMode,
+}
+
+impl Emit {
+    /// A rule a change must pass to become an event (docs/configuration.md#rules).
+    pub fn when(&self) -> Option<&RuleRef> {
+        self.more.as_ref()?.when.as_ref()
+    }
+    /// `emit.failures.after`: `bridge.failing` after this many failed polls in a row.
+    pub fn failures_after(&self) -> Option<u32> {
+        self.more.as_ref()?.failures_after
+    }
+    /// `emit.settle`: how long a change must hold before it is emitted.
+    pub fn settle(&self) -> Option<crate::diff::settle::Rule> {
+        self.more.as_ref()?.settle
+    }
+    /// `emit.quiet`: `bridge.quiet` after this long without a change.
+    pub fn quiet(&self) -> Option<Duration> {
+        self.more.as_ref()?.quiet
+    }
 }
 
 #[derive(Debug, Clone)]
 pub struct Sink {
     /// Stable name of this sink inside its bridge (a hash of its URL as written): keys its
     /// outbox queue, so reordering sinks in the file keeps their queues.
-    pub id: String,
+    pub id: Short<8>,
     pub target: Target,
     /// How logs, status, errors and the admin API name this sink: its origin only (the path
     /// and query of a chat webhook are its credential), with any interpolated part masked.
@@ -150,17 +178,26 @@ pub struct Sink {
     /// Signing keys, newest first.
     pub secrets: Vec<Vec<u8>>,
     pub signature: SignatureKind,
-    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub format: SinkFormat,
+    /// A chat preset's `mentions: true`: the mentions its `message` writes notify.
+    pub mentions: bool,
     pub timeout: Duration,
     /// The default schedule is shared by every sink that does not give one.
     pub retry: std::borrow::Cow<'static, [Duration]>,
-    pub format: SinkFormat,
+    /// What most sinks leave out, boxed: a plain sink holds one pointer for it
+    /// (docs/scaling.md#memory). Read through the methods below.
+    pub more: Option<Box<SinkMore>>,
+}
+
+/// The parts of a sink most leave out: its headers, a template or rule, the events it takes
+/// and its digests.
+#[derive(Debug, Clone)]
+pub struct SinkMore {
+    pub headers: Vec<(HeaderName, HeaderValue)>,
     /// The `content-type` of a `template` body.
     pub content_type: String,
-    /// The sink's `template` or `message` in [`Bridge::render`], when given.
+    /// The sink's `template` or `message` in [`Sink::render`], when given.
     pub template: Option<TemplateRef>,
-    /// A chat preset's `mentions: true`: the mentions its `message` writes notify.
-    pub mentions: bool,
     /// The event types this sink receives; None: all.
     pub events: Option<Vec<SinkEvent>>,
     /// A rule an event must pass to go to this sink.
@@ -169,6 +206,106 @@ pub struct Sink {
     /// The bridge's templates and description, for rendering at delivery.
     pub render: crate::render::Engine,
     pub description: Option<String>,
+}
+
+/// The `content-type` of a sink's body unless a template says otherwise.
+pub const JSON: &str = "application/json";
+
+impl Sink {
+    /// The sink's own headers.
+    pub fn headers(&self) -> &[(HeaderName, HeaderValue)] {
+        self.more.as_ref().map_or(&[], |m| &m.headers)
+    }
+    /// The `content-type` of a `template` body.
+    pub fn content_type(&self) -> &str {
+        self.more.as_ref().map_or(JSON, |m| &m.content_type)
+    }
+    /// The sink's `template` or `message` in [`Sink::render`], when given.
+    pub fn template(&self) -> Option<&TemplateRef> {
+        self.more.as_ref()?.template.as_ref()
+    }
+    /// The event types this sink receives; None: all.
+    pub fn events(&self) -> Option<&[SinkEvent]> {
+        self.more.as_ref()?.events.as_deref()
+    }
+    /// A rule an event must pass to go to this sink.
+    pub fn when(&self) -> Option<&RuleRef> {
+        self.more.as_ref()?.when.as_ref()
+    }
+    pub fn batch(&self) -> Option<Batch> {
+        self.more.as_ref()?.batch
+    }
+    /// The bridge's templates, for rendering at delivery (the shared empty set for a sink
+    /// without a template or rule).
+    pub fn render(&self) -> &crate::render::Engine {
+        static NONE: std::sync::LazyLock<crate::render::Engine> =
+            std::sync::LazyLock::new(crate::render::Engine::default);
+        self.more.as_ref().map_or(&NONE, |m| &m.render)
+    }
+    /// The bridge's description, for rendering at delivery.
+    pub fn description(&self) -> Option<&str> {
+        self.more.as_ref()?.description.as_deref()
+    }
+}
+
+/// A short ASCII text held inline (no allocation): a fingerprint in hex, a sink id.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Short<const N: usize> {
+    len: u8,
+    text: [u8; N],
+}
+
+impl<const N: usize> Short<N> {
+    /// The text, if it is ASCII and at most `N` bytes.
+    pub fn new(s: &str) -> Option<Self> {
+        let mut text = [0; N];
+        text.get_mut(..s.len())?.copy_from_slice(s.as_bytes());
+        let len = u8::try_from(s.len()).ok()?;
+        s.is_ascii().then_some(Short { len, text })
+    }
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.text[..usize::from(self.len)]).unwrap_or_default()
+    }
+}
+
+impl<const N: usize> Default for Short<N> {
+    fn default() -> Self {
+        Short {
+            len: 0,
+            text: [0; N],
+        }
+    }
+}
+
+impl<const N: usize> std::ops::Deref for Short<N> {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl<const N: usize> std::fmt::Display for Short<N> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl<const N: usize> std::fmt::Debug for Short<N> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl<const N: usize> PartialEq<str> for Short<N> {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl<const N: usize> PartialEq<&str> for Short<N> {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
 }
 
 /// A digest: up to `max` events in one request, at most one request per `window`.
@@ -190,5 +327,96 @@ impl std::fmt::Display for Target {
             Target::Console => f.write_str("console"),
             Target::Http(u) => f.write_str(&crate::redact::origin(u)),
         }
+    }
+}
+
+/// An idle bridge costs its definition (docs/scaling.md#memory): 100,000 of them must fit in a
+/// few hundred MiB. These pin what a typical one holds, so a field added unboxed, or a part
+/// most bridges leave out held inline again, fails here first.
+#[cfg(test)]
+mod lean {
+    use super::*;
+
+    const TYPICAL: &str = "schedule: {every: 60000ms}\nsource: {url: \"http://127.0.0.1:40629/e/0\"}\nitems: {select: \"$.items[*]\", key: \"$.id\"}\nsinks: [{url: \"http://127.0.0.1:39233/hook\", secret: whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw}]\n";
+
+    #[test]
+    fn the_parts_of_a_definition_stay_small() {
+        let sizes = [
+            ("Bridge", size_of::<Bridge>(), 464),
+            ("Source", size_of::<Source>(), 184),
+            ("Items", size_of::<Items>(), 48),
+            ("Emit", size_of::<Emit>(), 32),
+            ("Sink", size_of::<Sink>(), 200),
+            ("Schedule", size_of::<Schedule>(), 16),
+        ];
+        for (what, size, most) in sizes {
+            assert!(size <= most, "{what} is {size} bytes, more than {most}");
+        }
+    }
+
+    #[test]
+    fn a_typical_bridge_allocates_no_part_it_leaves_out() {
+        let b = crate::config::test_bridge("e0", TYPICAL);
+        let s = &b.sinks[0];
+        assert!(s.more.is_none() && b.emit.more.is_none());
+        assert!(b.source.paginate.is_none() && b.source.body.is_none());
+        assert!(b.source.proxy.is_none() && b.source.auth.is_none() && b.source.cursor.is_none());
+        // No spare room in what lives as long as the bridge.
+        assert_eq!((b.secrets.len(), b.secrets.capacity()), (2, 2));
+        assert_eq!((s.secrets.len(), s.secrets.capacity()), (1, 1));
+        assert_eq!(b.sinks.capacity(), 1);
+        // What the boxed parts read as when absent.
+        assert_eq!(
+            (
+                s.content_type(),
+                s.headers().len(),
+                s.batch(),
+                s.description()
+            ),
+            (JSON, 0, None, None)
+        );
+        assert!(s.template().is_none() && s.when().is_none() && s.events().is_none());
+        assert!(b.emit.when().is_none() && b.emit.quiet().is_none());
+        assert_eq!((b.emit.settle(), b.emit.failures_after()), (None, None));
+        // Held inline, read as text.
+        assert_eq!(b.fingerprint.len(), 24);
+        assert_eq!(s.id, "c60b8a6d");
+    }
+
+    #[test]
+    fn a_sink_that_gives_more_keeps_it() {
+        let yaml = TYPICAL.replace(
+            "secret: whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw}",
+            "signature: none, format: template, template: \"{{ bridge.description }}\", content_type: text/plain, events: [created], batch: {max: 5, window: 1m}, headers: {x-a: b}}",
+        ).replace("schedule:", "description: hello\nschedule:");
+        let b = crate::config::test_bridge("e0", &yaml);
+        let s = &b.sinks[0];
+        assert_eq!((s.content_type(), s.headers().len()), ("text/plain", 1));
+        assert_eq!(
+            s.events(),
+            Some(&[crate::config::raw::SinkEvent::Created][..])
+        );
+        assert_eq!(s.batch().map(|b| b.max), Some(5));
+        assert_eq!(s.description(), Some("hello"));
+        let ctx = crate::render::Context::event(
+            &serde_json::json!({}),
+            crate::render::BridgeInfo {
+                name: "e0",
+                description: s.description(),
+            },
+        );
+        assert_eq!(
+            s.template().unwrap().render(s.render(), &ctx).unwrap(),
+            "hello"
+        );
+    }
+
+    #[test]
+    fn short_text_is_ascii_and_fits() {
+        assert_eq!(Short::<8>::new("console").unwrap().as_str(), "console");
+        assert_eq!(Short::<8>::new("12345678").unwrap(), "12345678");
+        assert!(Short::<8>::new("123456789").is_none());
+        assert!(Short::<8>::new("é").is_none());
+        assert_eq!(format!("{:?}", Short::<8>::new("ab").unwrap()), "\"ab\"");
     }
 }

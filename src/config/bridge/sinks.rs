@@ -4,7 +4,7 @@
 
 use super::Validator;
 use super::fingerprint::short_hash;
-use super::model::{Batch, Sink, Target};
+use super::model::{Batch, JSON, Short, Sink, SinkMore, Target};
 use super::templates::{RuleRef, TemplateRef};
 use crate::config::raw::{self, RawSecret, SignatureKind, SinkFormat};
 use reqwest::header::HeaderValue;
@@ -52,7 +52,7 @@ impl Validator<'_> {
             Some(RawSecret::One(x)) => vec![x],
             Some(RawSecret::Many(v)) => v.iter().collect(),
         };
-        let mut secrets = Vec::new();
+        let mut secrets = Vec::with_capacity(raw_secrets.len());
         for (n, x) in raw_secrets.into_iter().enumerate() {
             let path = if matches!(secret, Some(RawSecret::Many(_))) {
                 format!("{field}[{n}]")
@@ -114,30 +114,37 @@ impl Validator<'_> {
         };
         let retry = self.retry(&p("retry"), s.retry.as_deref());
         let speech = self.speech(i, s, target.as_ref());
+        let more = (!headers.is_empty() || speech.given()).then(|| {
+            Box::new(SinkMore {
+                headers,
+                content_type: speech.content_type,
+                template: speech.template,
+                events: s.events.clone(),
+                when: speech.when,
+                batch: speech.batch,
+                // Set once every template of the bridge is compiled (`Validator::build`).
+                render: crate::render::Engine::default(),
+                description: None,
+            })
+        });
         Some(Sink {
-            id: if target == Some(Target::Console) {
+            // `console` or 8 hex digits.
+            id: Short::new(&if target == Some(Target::Console) {
                 "console".into()
             } else {
                 short_hash(&s.url)
-            },
+            })
+            .unwrap_or_default(),
             target: target?,
             // Set once every secret of the bridge is known (`Validator::bridge`).
             shown: String::new(),
             secrets,
             signature: s.signature,
-            headers,
             timeout: timeout?,
             retry: retry?,
             format: s.format,
-            content_type: speech.content_type,
-            template: speech.template,
             mentions: s.mentions.unwrap_or(false),
-            events: s.events.clone(),
-            when: speech.when,
-            batch: speech.batch,
-            // Set once every template of the bridge is compiled (`Validator::build`).
-            render: crate::render::Engine::default(),
-            description: None,
+            more,
         })
     }
 
@@ -183,10 +190,7 @@ impl Validator<'_> {
                 ),
             );
         }
-        let content_type = s
-            .content_type
-            .clone()
-            .unwrap_or_else(|| "application/json".into());
+        let content_type = s.content_type.clone().unwrap_or_else(|| JSON.into());
         if HeaderValue::from_str(&content_type).is_err() || !content_type.contains('/') {
             self.err(
                 &p("content_type"),
@@ -207,6 +211,7 @@ impl Validator<'_> {
         Speech {
             content_type,
             template,
+            events: s.events.is_some(),
             when,
             batch,
         }
@@ -289,6 +294,19 @@ impl Validator<'_> {
 struct Speech {
     content_type: String,
     template: Option<TemplateRef>,
+    /// Whether `events` is given.
+    events: bool,
     when: Option<RuleRef>,
     batch: Option<Batch>,
+}
+
+impl Speech {
+    /// Whether the sink says anything but the default, so needs a [`SinkMore`].
+    fn given(&self) -> bool {
+        self.content_type != JSON
+            || self.template.is_some()
+            || self.events
+            || self.when.is_some()
+            || self.batch.is_some()
+    }
 }

@@ -44,15 +44,15 @@ impl Validator<'_> {
             url: url?,
             method: s.method,
             headers,
-            body,
+            body: body.map(Box::new),
             timeout: timeout?,
             max_body: max_body?,
             conditional: s.conditional.unwrap_or(true),
-            paginate: paginate?,
+            paginate: paginate?.map(Box::new),
             cursor: cursor?.map(Box::new),
             format: format?,
             auth: auth?.map(Box::new),
-            proxy: proxy?,
+            proxy: proxy?.map(Box::new),
         })
     }
 

@@ -160,7 +160,7 @@ pub async fn fetch_listing(
     let mut seen = HashSet::new();
     // A 304 page stands for its cached body and the `Link` header that came with it. Only a
     // next page read from the body needs a 304 page parsed before the compare.
-    let body_next = src.paginate.as_ref().is_some_and(paging::reads_body);
+    let body_next = src.paginate.as_deref().is_some_and(paging::reads_body);
     loop {
         seen.insert(page.identity());
         let key = page_key(page.url.as_str());

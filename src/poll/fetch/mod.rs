@@ -166,7 +166,7 @@ async fn fetch_pages(
     stop_if_unchanged: bool,
     memory: &mut Reservation,
 ) -> Result<(Listing, Option<Vec<extract::Page>>), FetchError> {
-    let client = ctx.clients.source(source.proxy.as_ref());
+    let client = ctx.clients.source(source.proxy.as_deref());
     let session = source
         .auth
         .as_ref()

@@ -89,7 +89,7 @@ pub fn next_page(
             let Some(cursor) = single_value(from.select(body), from.as_str(), "cursor")? else {
                 return Ok(None);
             };
-            let base = page.body.as_ref().or(src.body.as_ref());
+            let base = page.body.as_ref().or(src.body.as_deref());
             Ok(Some(PageRequest {
                 url: src.url.clone(),
                 body: Some(with_variable(base, name, cursor)),

@@ -130,7 +130,7 @@ fn request(
     for (k, v) in src.headers.iter().cloned().chain(auth) {
         req = req.header(k, v);
     }
-    if let Some(body) = page.body.as_ref().or(src.body.as_ref()) {
+    if let Some(body) = page.body.as_ref().or(src.body.as_deref()) {
         req = req.json(body);
     }
     if let Some(c) = cached {
