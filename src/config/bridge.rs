@@ -73,15 +73,10 @@ impl<'a> Validator<'a> {
     /// value interpolation brought in (and of secret headers), whichever field it came from:
     /// the last guard, should a message quote one by some other way.
     pub fn bridge(mut self, raw: RawBridge) -> (Option<Bridge>, Problems) {
-        let mut b = self.build(raw);
+        let b = self.build(raw);
         let redactor = crate::redact::Redactor::new(&self.secrets_seen);
         for p in &mut self.problems.0 {
             p.message = redactor.clean(&p.message);
-        }
-        if let Some(b) = &mut b {
-            for s in &mut b.sinks {
-                s.shown = redactor.clean(&s.target.to_string());
-            }
         }
         (b, self.problems)
     }
@@ -116,6 +111,12 @@ impl<'a> Validator<'a> {
         if !self.problems.is_empty() {
             return None;
         }
+        let redactor = crate::redact::Redactor::new(&secrets);
+        let mut shared = Vec::with_capacity(sinks.len());
+        for mut s in sinks {
+            s.shown = redactor.clean(&s.target.to_string());
+            shared.push(sinks::shared(s));
+        }
         Some(Bridge {
             name: name?,
             description: raw.description.clone(),
@@ -125,7 +126,7 @@ impl<'a> Validator<'a> {
             source: source?,
             items: items?,
             emit,
-            sinks,
+            sinks: shared,
             render,
             // Always 24 hex digits.
             fingerprint: model::Short::new(&fingerprint).unwrap_or_default(),

@@ -72,7 +72,7 @@ mod tests {
                 .sink_line("signature: none"),
             |y, l| y.sink_line(l),
         );
-        crate::config::test_bridge("f", &yaml.build()).sinks[0].clone()
+        Sink::clone(&crate::config::test_bridge("f", &yaml.build()).sinks[0])
     }
 
     fn entry(body: &str) -> OutboxEntry {

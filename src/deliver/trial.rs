@@ -182,6 +182,7 @@ pub async fn send_test(
     let sinks: Vec<&Sink> = bridge
         .sinks
         .iter()
+        .map(|s| &**s)
         .filter(|s| only.is_none_or(|u| same_url(&s.target, u)))
         .collect();
     if sinks.is_empty() {

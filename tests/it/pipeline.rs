@@ -220,7 +220,8 @@ async fn failed_polls_change_nothing_and_emit_nothing() {
     let dead_url = format!("http://{}/hook", gone.local_addr().unwrap());
     drop(gone);
     let mut down = b.clone();
-    down.sinks[0].target = pollhook::config::Target::Http(dead_url.parse().unwrap());
+    std::sync::Arc::make_mut(&mut down.sinks[0]).target =
+        pollhook::config::Target::Http(dead_url.parse().unwrap());
     let o = h.drain(&down).await;
     assert!(matches!(o[0], Outcome::Retrying { .. }), "{o:?}");
     assert_eq!(h.ctx.store().unwrap().outbox_len("f"), 1);

@@ -24,7 +24,9 @@ pub struct Bridge {
     pub source: Source,
     pub items: Items,
     pub emit: Emit,
-    pub sinks: Vec<Sink>,
+    /// Shared with every other bridge that has the same sink, when it has no [`SinkMore`]
+    /// (thousands of bridges may send to one receiver).
+    pub sinks: Vec<std::sync::Arc<Sink>>,
     /// The compiled templates of the sinks (`sinks[0].template`, `sinks[0].message`) and the
     /// environment the rules run in (docs/configuration.md#templates).
     pub render: crate::render::Engine,
@@ -409,6 +411,34 @@ mod lean {
             s.template().unwrap().render(s.render(), &ctx).unwrap(),
             "hello"
         );
+    }
+
+    #[test]
+    fn bridges_with_the_same_sink_share_it() {
+        let bridge = |name: &str, yaml: &str| {
+            crate::config::test_bridge(name, &yaml.replace("/e/0", &format!("/{name}")))
+        };
+        let a = bridge("a", TYPICAL);
+        let same = bridge("b", TYPICAL);
+        assert!(std::sync::Arc::ptr_eq(&a.sinks[0], &same.sinks[0]));
+        let key = TYPICAL.replace("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "another-secret");
+        let timeout = TYPICAL.replace("/hook\"", "/hook\", timeout: 5s");
+        let events = TYPICAL.replace("/hook\"", "/hook\", events: [created]");
+        let others = [
+            bridge("c", &key),
+            bridge("d", &timeout),
+            bridge("e", &events),
+            bridge("f", &events),
+        ];
+        for o in &others {
+            assert!(!std::sync::Arc::ptr_eq(&a.sinks[0], &o.sinks[0]));
+        }
+        // One with parts of its own (its bridge's templates) is never shared.
+        assert!(!std::sync::Arc::ptr_eq(
+            &others[2].sinks[0],
+            &others[3].sinks[0]
+        ));
+        assert_eq!(others[1].sinks[0].timeout, Duration::from_secs(5));
     }
 
     #[test]

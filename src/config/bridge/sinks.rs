@@ -9,6 +9,8 @@ use super::templates::{RuleRef, TemplateRef};
 use crate::config::raw::{self, RawSecret, SignatureKind, SinkFormat};
 use reqwest::header::HeaderValue;
 use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex, Weak};
 use std::time::Duration;
 
 /// The sink retry schedule when a bridge does not give one (docs/configuration.md#sinks).
@@ -287,6 +289,61 @@ impl Validator<'_> {
             }
             (_, None, None) => None,
         }
+    }
+}
+
+/// Every sink without a [`SinkMore`] made and still held by some bridge, by id.
+static SHARED: LazyLock<Mutex<HashMap<Short<8>, Vec<Weak<Sink>>>>> = LazyLock::new(Mutex::default);
+
+/// The sink another bridge holds already, if it is the same in every part and has no
+/// [`SinkMore`] (which holds its bridge's templates and description); else this one.
+pub(super) fn shared(s: Sink) -> Arc<Sink> {
+    if s.more.is_some() {
+        return Arc::new(s);
+    }
+    let mut all = SHARED.lock().unwrap_or_else(|e| e.into_inner());
+    let same = all.entry(s.id).or_default();
+    // Those of bridges gone since are forgotten as they are met.
+    same.retain(|w| w.strong_count() > 0);
+    if let Some(held) = same.iter().filter_map(Weak::upgrade).find(|h| h.same(&s)) {
+        return held;
+    }
+    let s = Arc::new(s);
+    same.push(Arc::downgrade(&s));
+    if all.len() >= 64 && all.len().is_power_of_two() {
+        all.retain(|_, same| same.iter().any(|w| w.strong_count() > 0));
+    }
+    s
+}
+
+impl Sink {
+    /// Whether two sinks are the same in every part. Each field is named, so that one added
+    /// later must be compared here too (a sink shared by mistake would send one bridge's
+    /// events with another's settings).
+    fn same(&self, other: &Sink) -> bool {
+        let Sink {
+            id,
+            target,
+            shown,
+            secrets,
+            signature,
+            format,
+            mentions,
+            timeout,
+            retry,
+            more,
+        } = self;
+        *id == other.id
+            && *target == other.target
+            && *shown == other.shown
+            && *secrets == other.secrets
+            && *signature == other.signature
+            && *format == other.format
+            && *mentions == other.mentions
+            && *timeout == other.timeout
+            && retry[..] == other.retry[..]
+            && more.is_none()
+            && other.more.is_none()
     }
 }
 
