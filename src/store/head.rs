@@ -84,6 +84,14 @@ impl Store {
 }
 
 #[cfg(test)]
+impl Store {
+    /// A checksum of every record in the store: the same before and after what writes nothing.
+    pub(crate) fn checksum(&self) -> u32 {
+        self.db.checksum().unwrap()
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::store::Commit;
@@ -148,13 +156,5 @@ mod tests {
             .insert("b", &b"{\"seq\": 1, \"shape\": {"[..])
             .unwrap();
         assert!(matches!(s.meta_read("b"), Err(StoreError::Corrupt(_))));
-    }
-}
-
-#[cfg(test)]
-impl Store {
-    /// A checksum of every record in the store: the same before and after what writes nothing.
-    pub(crate) fn checksum(&self) -> u32 {
-        self.db.checksum().unwrap()
     }
 }
