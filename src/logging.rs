@@ -104,7 +104,23 @@ where
     tracing_subscriber::fmt::layer()
         .with_writer(writer)
         .with_ansi(ansi && matches!(line, Line::Text { .. }))
+        .fmt_fields(Unwritten)
         .event_format(line)
+}
+
+/// How the fmt layer writes a span's fields when the span opens: not at all. [`Line`] prints
+/// them from [`SpanFields`], so the text the fmt layer would keep for every span (one for
+/// every poll) would be made for nothing.
+struct Unwritten;
+
+impl<'w> FormatFields<'w> for Unwritten {
+    fn format_fields<R: tracing_subscriber::field::RecordFields>(
+        &self,
+        _: Writer<'w>,
+        _: R,
+    ) -> fmt::Result {
+        Ok(())
+    }
 }
 
 /// Keeps each span's fields as recorded, for [`layer`] to print (it must be in the subscriber

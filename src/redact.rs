@@ -43,6 +43,10 @@ pub fn is_secret_param(name: &str) -> bool {
 
 /// A URL fit for a log line: password and token/key-like query values masked.
 pub fn url(u: &Url) -> String {
+    // Nearly every source URL: nothing to mask, and no copy of the URL to make.
+    if u.password().is_none() && u.query().is_none() {
+        return u.as_str().to_string();
+    }
     let mut u = u.clone();
     if u.password().is_some() {
         let _ = u.set_password(Some(MASK));

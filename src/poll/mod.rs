@@ -27,6 +27,7 @@ use chrono::{DateTime, Utc};
 pub use fetch::{FetchError, Incomplete};
 use load::load;
 use plan::{Approach, Listed};
+use std::collections::HashMap;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PollError {
@@ -214,17 +215,19 @@ async fn poll_with(
     commit: bool,
     now: DateTime<Utc>,
 ) -> Result<PollReport, PollError> {
-    let (meta, cached) = load(st, &bridge.name).await?;
-    let approach = Approach::new(bridge, &meta);
+    let read = load(st, &bridge.name).await?;
+    let meta = read.head();
+    let approach = Approach::new(bridge, meta);
     // An incremental listing asks for what is new since the stored cursor.
-    let source = cursor::source_with(&bridge.source, approach.cursor(&meta));
+    let source = cursor::source_with(&bridge.source, approach.cursor(meta));
+    let sent = load::validators(st, &bridge.name, &source, approach)?;
     let kept = load::kept(st, &bridge.name);
     // `_memory`: the poll's share of the memory budget, held until its documents are let go.
     let (listing, documents, matchable, _memory) =
-        fetch::fetch_conditional((sourcing, &kept), bridge, &source, &cached, approach).await?;
+        fetch::fetch_conditional((sourcing, &kept), bridge, &source, &sent, approach).await?;
     let Some(documents) = documents else {
         if commit {
-            quiet::not_modified((st, wakers), bridge, &meta, now).await?;
+            quiet::not_modified((st, wakers), bridge, meta, now).await?;
         }
         return Ok(PollReport {
             items: meta.items,
@@ -238,19 +241,29 @@ async fn poll_with(
     let listed = Listed {
         documents,
         pages: listing.cache,
-        cached,
+        cached: HashMap::new(),
         matchable,
         incomplete: listing.incomplete,
         pause_until: listing.pause_until,
     };
     // Extracting, comparing and storing a big listing takes a while and blocks: off the
-    // async workers, in one go (the items borrow from the documents it owns).
+    // async workers, in one go (the items borrow from the documents it owns). The whole meta
+    // and every cached page are read there too: a poll answered 304 needs neither.
     let (store, churn) = (st.clone(), churn.clone());
     let b = bridge.clone();
     // The bridge's span goes along: its log lines name the bridge.
     let span = tracing::Span::current();
     let applied = crate::runtime::blocking(move || {
-        span.in_scope(|| apply((&store, &churn), &b, meta, listed, commit, now))
+        span.in_scope(|| match load::compared(&store, &b.name, read) {
+            Ok((meta, cached)) => {
+                let listed = Listed { cached, ..listed };
+                apply((&store, &churn), &b, meta, listed, commit, now)
+            }
+            Err(e) => apply::Applied {
+                result: Err(e.into()),
+                committed_events: false,
+            },
+        })
     })
     .await;
     if applied.committed_events {

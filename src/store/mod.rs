@@ -35,7 +35,7 @@
 //! opened, its lock and damage turned into errors, then checked against the mark), `mark`
 //! (the high-water side: rollback, lost mark, accept-rollback), [`commit`](Commit) (a poll's
 //! writes, group commit), `items` (item state and values, reset), `pages` (the 304 cache),
-//! `outbox` (queue keys, positions, counts), `dead` (dead letters), `migrate` (older formats),
+//! `head` (the meta a poll reads before it fetches), `outbox` (queue keys, positions, counts), `dead` (dead letters), `migrate` (older formats),
 //! [`values`] (large values apart), `compact`, `layout` (the shard's layout record),
 //! [`handoff`] (a bridge's whole state, out and in).
 
@@ -57,6 +57,7 @@ pub(crate) mod compact;
 mod dead;
 mod forget;
 pub mod handoff;
+mod head;
 mod items;
 mod layout;
 mod mark;
@@ -70,6 +71,7 @@ use commit::Flushes;
 pub use commit::{Commit, Put};
 pub use dead::DeadLetter;
 pub use forget::Forgotten;
+pub use head::MetaRead;
 use items::state_record;
 pub use mark::Accepted;
 use mark::note_marked;

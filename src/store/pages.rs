@@ -87,6 +87,19 @@ impl Store {
         )
     }
 
+    /// The validators of one cached page of a bridge, by its `page_key`: one read, where
+    /// [`Store::pages`] scans them all.
+    pub fn page(&self, bridge: &str, key: &str) -> Result<Option<CachedPage>, StoreError> {
+        let mut k = prefix(&[bridge]);
+        k.extend_from_slice(key.as_bytes());
+        match self.pages.get(&k)? {
+            Some(rec) => decode_page(&rec)
+                .map(|(p, _)| Some(p))
+                .ok_or_else(|| StoreError::Corrupt(format!("{bridge}/page {key}"))),
+            None => Ok(None),
+        }
+    }
+
     /// Forgets the stored bodies of a bridge's cached pages, keeping their validators: what a
     /// lost body looks like (tests use it; a poll then fetches the listing again in full).
     pub fn forget_page_bodies(&self, bridge: &str) -> Result<usize, StoreError> {
@@ -172,6 +185,13 @@ mod tests {
         assert_eq!(p.len(), 2);
         assert_eq!(p[&page_key("u1")].etag.as_deref(), Some("e1b"));
         assert!(p.contains_key(&page_key("u3")));
+        // One page read alone is the same record; one not stored (or another bridge's) is none.
+        for key in [page_key("u1"), page_key("u3")] {
+            assert_eq!(s.page("b", &key).unwrap().as_ref(), p.get(&key));
+        }
+        assert_eq!(s.page("b", &page_key("u2")).unwrap(), None);
+        assert_eq!(s.page("b", &page_key("u9")).unwrap(), None);
+        assert!(s.page("bb", &page_key("u9")).unwrap().is_some());
         assert_eq!(
             s.page_body("b", &page_key("u3")).unwrap().as_deref(),
             Some("[]")

@@ -161,8 +161,12 @@ pub async fn fetch_listing(
     // A 304 page stands for its cached body and the `Link` header that came with it. Only a
     // next page read from the body needs a 304 page parsed before the compare.
     let body_next = src.paginate.as_deref().is_some_and(paging::reads_body);
+    // Only a listing of pages can repeat one.
+    let paginated = src.paginate.is_some();
     loop {
-        seen.insert(page.identity());
+        if paginated {
+            seen.insert(page.identity());
+        }
         let key = page_key(page.url.as_str());
         let cached = cache.and_then(|c| c.pages.get(&key));
         let shown = redact::url(&page.url);
