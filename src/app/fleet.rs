@@ -37,7 +37,7 @@ pub(super) struct Fleet {
     handoff: Arc<crate::handoff::shared::Shared>,
     /// Asks the peers for the state of bridges a reload adds (None without `--peers`).
     pub(super) receive: Option<Arc<crate::handoff::receive::Receive>>,
-    timer: Arc<Timer>,
+    pub(super) timer: Arc<Timer>,
 }
 
 impl Fleet {
@@ -237,13 +237,13 @@ pub(crate) async fn run_one(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::testkit::{BridgeYaml, PATIENCE, eventually};
     use std::sync::atomic::Ordering;
 
     /// A fleet of the only shard, with no handoff going on.
-    fn alone(ctx: &Arc<Ctx>, root: &CancellationToken) -> Fleet {
+    pub(in crate::app) fn alone(ctx: &Arc<Ctx>, root: &CancellationToken) -> Fleet {
         let one = crate::shard::Shard {
             index: 0,
             shards: 1,

@@ -95,7 +95,18 @@ pub async fn poll_and_log(
     if paused_until(&ctx.board, &bridge.name, ctx.clock.now()).is_some() {
         return None;
     }
-    let _slot = ctx.polls.slot(&bridge.source.url).await;
+    let slot = ctx.polls.slot(&bridge.source.url).await;
+    Some(poll_in_slot(ctx, bridge, redactor, slot).await)
+}
+
+/// [`poll_and_log`] once its bridge's poll lock and `_slot` are held (the daemon's timer takes
+/// them before it starts the poll's task) and no pause holds it back.
+pub async fn poll_in_slot(
+    ctx: &Ctx,
+    bridge: &Bridge,
+    redactor: &Redactor,
+    _slot: crate::runtime::PollSlot,
+) -> Result<PollReport, PollError> {
     let started = ctx.clock.instant();
     let step = ctx.beats.step("a poll", step_limit(bridge));
     let at = ctx.clock.now();
@@ -105,7 +116,7 @@ pub async fn poll_and_log(
     let end = at + chrono::Duration::from_std(elapsed).unwrap_or_default();
     crate::trace::record(|| super::traced::span(bridge, redactor, &result, at, end));
     record(ctx, bridge, redactor, &result, elapsed).await;
-    Some(result)
+    result
 }
 
 /// How long a poll may run before the watchdog counts it stuck: every page may take the whole

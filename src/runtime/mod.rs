@@ -20,7 +20,7 @@ pub use beats::{Beat, Beats};
 pub use blocking::blocking;
 pub use board::{Board, BridgeStatus};
 pub use budget::{MemoryBudget, Reservation, Short, need as budget_need};
-pub use polls::{Gate, Held, PollLimits, PollSlot, Polls};
+pub use polls::{Busy, Gate, Held, HostSlots, PollLimits, PollSlot, Polls};
 pub use store::{StoreFailure, StoreHandle};
 pub use unwind::{Caught, caught};
 

@@ -4,7 +4,7 @@
 use super::lock::lock;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 /// How many polls may be in flight at once.
 #[derive(Debug, Clone, Copy)]
@@ -25,8 +25,42 @@ impl Default for PollLimits {
 /// The right to run one poll: a slot of its host and one of all polls. (A permit is missing
 /// only if its semaphore was closed, which none ever is.)
 pub struct PollSlot {
-    _host: Option<OwnedSemaphorePermit>,
-    _all: Option<OwnedSemaphorePermit>,
+    host: Option<OwnedSemaphorePermit>,
+    all: Option<OwnedSemaphorePermit>,
+    freed: Arc<Notify>,
+}
+
+impl Drop for PollSlot {
+    fn drop(&mut self) {
+        // Given back before whoever waits for a free slot looks.
+        drop(self.host.take());
+        drop(self.all.take());
+        self.freed.notify_waiters();
+    }
+}
+
+/// The slots of one host, as [`Polls::try_slot`] names a host that has none free.
+#[derive(Clone)]
+pub struct HostSlots(Arc<Semaphore>);
+
+impl HostSlots {
+    /// How many of its slots are free now.
+    pub fn free(&self) -> usize {
+        self.0.available_permits()
+    }
+
+    /// The same host, the same key (the host's semaphore).
+    pub fn key(&self) -> usize {
+        Arc::as_ptr(&self.0) as usize
+    }
+}
+
+/// Why a poll cannot have a slot at once.
+pub enum Busy {
+    /// Every slot of its host is taken.
+    Host(HostSlots),
+    /// Every slot of all polls is taken.
+    All,
 }
 
 /// The poll slots and the bridges' poll locks.
@@ -41,6 +75,8 @@ pub struct Polls {
     /// One per bridge with a poll in flight or waiting: held for the whole of a poll,
     /// scheduled or asked for. An idle bridge has none (its [`Gate`] takes it out).
     gates: Arc<Gates>,
+    /// Told each time a poll gives its slot back.
+    freed: Arc<Notify>,
 }
 
 type Gates = Mutex<HashMap<Arc<str>, Arc<tokio::sync::Mutex<()>>>>;
@@ -111,22 +147,51 @@ impl Polls {
             hosts: Mutex::new(HashMap::new()),
             per_host: limits.per_host.max(1),
             gates: Arc::default(),
+            freed: Arc::default(),
         }
+    }
+
+    /// The slots of `url`'s host.
+    fn host(&self, url: &url::Url) -> Arc<Semaphore> {
+        lock(&self.hosts)
+            .entry(host_of(url))
+            .or_insert_with(|| Arc::new(Semaphore::new(self.per_host)))
+            .clone()
     }
 
     /// Waits for a slot to poll `url`: first one of its host, then one of all polls, so that
     /// bridges queued behind a hung host hold none of the slots others need.
     pub async fn slot(&self, url: &url::Url) -> PollSlot {
-        let host = lock(&self.hosts)
-            .entry(host_of(url))
-            .or_insert_with(|| Arc::new(Semaphore::new(self.per_host)))
-            .clone();
-        let host = host.acquire_owned().await.ok();
+        let host = self.host(url).acquire_owned().await.ok();
         let all = self.all.clone().acquire_owned().await.ok();
         PollSlot {
-            _host: host,
-            _all: all,
+            host,
+            all,
+            freed: self.freed.clone(),
         }
+    }
+
+    /// A slot to poll `url` if one is free now (of its host, then of all polls), else which
+    /// of the two has none: for the timer, which starts a poll only once it has its slot.
+    pub fn try_slot(&self, url: &url::Url) -> Result<PollSlot, Busy> {
+        let host = self.host(url);
+        let Ok(h) = host.clone().try_acquire_owned() else {
+            return Err(Busy::Host(HostSlots(host)));
+        };
+        let Ok(all) = self.all.clone().try_acquire_owned() else {
+            return Err(Busy::All);
+        };
+        Ok(PollSlot {
+            host: Some(h),
+            all: Some(all),
+            freed: self.freed.clone(),
+        })
+    }
+
+    /// Told each time a poll gives its slot back (to be enabled before looking for one, as
+    /// `notify_waiters` tells only those waiting).
+    pub fn freed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.freed.notified()
     }
 
     /// The lock a poll of `bridge` holds, so that a bridge has one poll in flight at most,
