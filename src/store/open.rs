@@ -13,9 +13,10 @@ use std::sync::{Arc, Mutex};
 
 /// sled's page cache. Its default (1 GiB) lets the store's memory grow with what it holds, up
 /// to a gigabyte: a first poll of a million items kept most of them cached (the big-document
-/// benchmark: 1M items peaked at 480 MiB with the default, 220 MiB with this). A poll reads
-/// what it compares in one pass, so a small cache costs little.
-pub const CACHE_BYTES: u64 = 16 << 20;
+/// benchmark: 1M items peaked at 480 MiB with the default). A poll reads what it compares in
+/// one pass, so a small cache costs little: against 16 MiB, 4 MiB cost no CPU that could be
+/// seen at 1,000 polls a second and lowered every big-document peak (docs/scaling.md#memory).
+pub const CACHE_BYTES: u64 = 4 << 20;
 
 impl Store {
     /// Opens the store and checks it against the high-water mark: a store below it is
