@@ -207,11 +207,12 @@ fn next_step(ctx: &Ctx, d: &Due) -> Step {
         return Step::Plan;
     }
     match d.turn {
-        // A cheap read (sled's `get`), done here for every bridge of a restart.
+        // A cheap read (sled's `get`), done here for every bridge of a restart: the meta
+        // without its learned shape, as a poll reads it first.
         Turn::Start => {
-            let fresh = ctx.store.get().and_then(|s| s.meta(&b.name));
+            let fresh = ctx.store.get().and_then(|s| s.meta_read(&b.name));
             match fresh {
-                Ok(m) if !m.baselined => Step::Poll,
+                Ok(m) if !m.head().baselined => Step::Poll,
                 _ => Step::Plan,
             }
         }
