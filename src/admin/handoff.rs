@@ -91,7 +91,8 @@ async fn give(
 }
 
 /// `DELETE /v1/handoff/{name}`: the acknowledgement; the copy here is forgotten. Repeated, a
-/// no-op.
+/// no-op. Like every acting request it runs to its end even when the asker hangs up (see
+/// [`super::carried`]).
 async fn forget(
     State(s): State<AdminState>,
     Path(name): Path<String>,
@@ -128,6 +129,8 @@ async fn forget(
     // flush (a repeated acknowledgement too waits for the flush of the first).
     let Some(f) = forgotten else {
         checked(&s, store.flush().await)?;
+        // Nothing of it here: not outgoing either.
+        s.handoff.forgotten(&name);
         return Ok(StatusCode::NO_CONTENT);
     };
     checked(&s, store.forgotten_durable(f).await)?;

@@ -47,11 +47,27 @@ pub fn router(state: AdminState, access: crate::access::Access) -> Router {
         .route("/v1/dead-letters/{id}", delete(drop_letter))
         .merge(handoff::routes())
         .merge(shape::routes())
+        .route_layer(axum::middleware::from_fn(carried))
         .route_layer(axum::middleware::from_fn_with_state(
             Arc::new(access),
             crate::access::gate,
         ));
     reads.merge(acts).with_state(state)
+}
+
+/// An acting request runs in a task of its own, to its end even when its asker hangs up (a
+/// receiver killed right after sending its acknowledgement): a change is never left half
+/// made, written but not flushed or not yet known in memory. Cut off so, a handed-off bridge
+/// stayed listed as outgoing for ever.
+async fn carried(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match tokio::spawn(next.run(req)).await {
+        Ok(r) => r,
+        Err(e) => internal(format!("the request failed: {e}")).into_response(),
+    }
 }
 
 /// Which paths of the bridge's items changed in the polls counted, ranked, and what would

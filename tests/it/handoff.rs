@@ -558,6 +558,58 @@ async fn a_handoff_survives_either_side_killed_midway() {
     no_secret_in(&err0);
 }
 
+/// An acknowledgement whose asker hangs up at once (the receiver killed right after sending
+/// it), then sent again: the giver forgets its copy, says so once, and no longer lists the
+/// bridge as outgoing, so it ends `drained`. Cut off midway, the bridge stayed listed for
+/// ever while the repeated acknowledgement found nothing left to forget.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acknowledgement_whose_asker_hangs_up_is_carried_through() {
+    use tokio::io::AsyncWriteExt;
+    let c = Cluster::new(4).await;
+    let moved = c.owned_by(1, 2);
+    assert!(!moved.is_empty());
+    c.set_items(1);
+    let s0 = c.start(0, 1);
+    c.baselined_then_changed(2, 1, &[&s0]).await;
+    s0.terminate().await;
+    let s0 = c.start(0, 2);
+    assert_eq!(c.layout(0).await["drained"], false);
+    for b in &moved {
+        let (code, _) = c
+            .admin_call(0, Method::POST, &format!("/v1/handoff/{b}?to=1"))
+            .await;
+        assert_eq!(code, 200, "{b}");
+        // The DELETE, then the connection closed without waiting for the answer.
+        let mut tcp = tokio::net::TcpStream::connect(c.admin(0)).await.unwrap();
+        let req = format!(
+            "DELETE /v1/handoff/{b} HTTP/1.1\r\nhost: shard0\r\nauthorization: Bearer {TOKEN}\r\ncontent-length: 0\r\n\r\n"
+        );
+        tcp.write_all(req.as_bytes()).await.unwrap();
+        tcp.shutdown().await.unwrap();
+        drop(tcp);
+    }
+    // Sent again, as a restarted receiver does: a no-op where the first was carried through.
+    for b in &moved {
+        let path = format!("/v1/handoff/{b}");
+        assert_eq!(c.admin_call(0, Method::DELETE, &path).await.0, 204, "{b}");
+    }
+    let url = format!("http://{}/v1/layout", c.admin(0));
+    eventually(PATIENCE, "shard 0 drained", || async {
+        match get_json(&url).await {
+            (200, v) if v["drained"] == true && v["outgoing"] == json!([]) => Ok(()),
+            (code, v) => Err(format!("{code} {v}; logs:\n{}", s0.logs())),
+        }
+    })
+    .await;
+    let (_, _, err0) = s0.terminate().await;
+    let logs0 = err0.join("\n");
+    for b in &moved {
+        let line = format!("bridge {b}: handoff acknowledged");
+        assert_eq!(logs0.matches(&line).count(), 1, "{b}: {logs0}");
+    }
+    no_secret_in(&err0);
+}
+
 /// Removing the last shard, the giver restarted first: shard 2 of 3 started as 2/2 owns
 /// nothing, polls nothing, and hands its bridges to shards 0 and 1 once they run 2 shards;
 /// then it says `drained: true`. Its bridges go on with their seqs.
