@@ -66,7 +66,10 @@ async fn carried(
     use axum::response::IntoResponse;
     match tokio::spawn(next.run(req)).await {
         Ok(r) => r,
-        Err(e) => internal(format!("the request failed: {e}")).into_response(),
+        // A panic's message stays out of the answer (the log has it, redacted).
+        Err(_) => {
+            internal("the request failed inside the daemon; its log says why").into_response()
+        }
     }
 }
 
