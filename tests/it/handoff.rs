@@ -246,6 +246,16 @@ impl Cluster {
         self.set_items(v);
         self.delivered_up_to(n, daemons).await;
     }
+
+    /// Shard 0 alone (one shard, its admin API at `listen`) baselines every bridge and
+    /// delivers its update 1, then stops cleanly: the state that a layout of two shards moves.
+    async fn one_shard_delivered_once(&self, listen: &str) {
+        self.set_items(1);
+        let s0 = self.start_at(0, 1, listen);
+        self.baselined_then_changed(2, 1, &[&s0]).await;
+        let (code, _, _) = s0.terminate().await;
+        assert_eq!(code, 0);
+    }
 }
 
 /// Waits until `pollhook status` of `d` shows `line` under `n` bridges.
@@ -472,13 +482,9 @@ async fn a_handoff_survives_either_side_killed_midway() {
     let c = Cluster::new(6).await;
     let moved = c.owned_by(1, 2);
     assert!(!moved.is_empty());
-    c.set_items(1);
     // Shard 0 really listens on 127.0.0.20; its peers reach it through the gate.
     let real0 = format!("127.0.0.20:{}", c.port);
-    let s0 = c.start_at(0, 1, &real0);
-    c.baselined_then_changed(2, 1, &[&s0]).await;
-    let (code, _, _) = s0.terminate().await;
-    assert_eq!(code, 0);
+    c.one_shard_delivered_once(&real0).await;
 
     // Shard 1 alone: shard 0 does not answer.
     let s1 = c.start(1, 2);
@@ -568,10 +574,7 @@ async fn an_acknowledgement_whose_asker_hangs_up_is_carried_through() {
     let c = Cluster::new(4).await;
     let moved = c.owned_by(1, 2);
     assert!(!moved.is_empty());
-    c.set_items(1);
-    let s0 = c.start(0, 1);
-    c.baselined_then_changed(2, 1, &[&s0]).await;
-    s0.terminate().await;
+    c.one_shard_delivered_once(&c.admin(0)).await;
     let s0 = c.start(0, 2);
     assert_eq!(c.layout(0).await["drained"], false);
     for b in &moved {
@@ -1023,11 +1026,7 @@ async fn killed_between_the_import_and_the_acknowledgement_the_receiver_acknowle
     let moved = c.owned_by(1, 2);
     assert!(!moved.is_empty());
     let victim = &moved[0];
-    c.set_items(1);
-    let s0 = c.start(0, 1);
-    c.baselined_then_changed(2, 1, &[&s0]).await;
-    let (code, _, _) = s0.terminate().await;
-    assert_eq!(code, 0);
+    c.one_shard_delivered_once(&c.admin(0)).await;
     c.set_items(3);
     let s0 = c.start(0, 2);
     let fault = format!("handoff-after-import:{victim}");
